@@ -1,0 +1,394 @@
+"""Many images, one model: input discovery, collision-free output names, resume, shards, summaries and
+the dataset-level aggregate map. Memory stays bounded: one image and one map are held at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import OccludeError
+from .explain import ExplainOptions, explain
+from .model import OnnxClassifier
+from .outputs import atomic_write_bytes, format_json, npy_bytes, peak, write_explanation
+from .preprocess import Preprocessing
+from .render import heatmap_png
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
+SUMMARY_FIELDS = (
+    "path", "status", "target_index", "target_label", "original_score",
+    "peak_y", "peak_x", "peak_value", "seconds", "output", "error",
+)
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """One image to explain and the name (relative path without suffix) its outputs get under --out."""
+
+    path: Path
+    key: str
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _expand(arg: str, recursive: bool) -> Tuple[List[Path], Path, Optional[str]]:
+    """Files named by one PATH argument, the folder their output names are relative to, and an error."""
+    path = Path(arg)
+    if any(c in arg for c in _GLOB_CHARS) and not path.exists():
+        matches = sorted(Path(p) for p in glob.glob(arg, recursive=True) if Path(p).is_file())
+        base = Path(*[part for part in Path(arg).parts[: _first_magic(Path(arg).parts)]]) if Path(arg).parts else Path(".")
+        if not matches:
+            return [], base, f"no file matches {arg}"
+        return matches, base, None
+    if path.is_dir():
+        pattern = "**/*" if recursive else "*"
+        files = sorted(p for p in path.glob(pattern) if p.is_file() and _is_image_name(p))
+        if not files:
+            hint = "" if recursive else " (use --recursive for sub-folders)"
+            return [], path, f"no images in folder {path}{hint}"
+        return files, path, None
+    return [path], path.parent, None if path.exists() else f"not found: {path}"
+
+
+def _first_magic(parts: Sequence[str]) -> int:
+    for i, part in enumerate(parts):
+        if any(c in part for c in _GLOB_CHARS):
+            return i
+    return len(parts)
+
+
+def discover_inputs(args: Iterable[str], recursive: bool = False) -> Tuple[List[InputImage], List[Tuple[str, str]]]:
+    """Expand files, folders and globs into images with unique output keys.
+
+    Returns the images (sorted by key) and the (argument, error) pairs of arguments that named nothing.
+    Output keys keep each file's path relative to the folder or glob it came from; where two keys would
+    collide, every key becomes the path relative to the inputs' common folder instead.
+    """
+    found: Dict[Path, str] = {}  # file as given -> output key
+    seen = set()
+    problems: List[Tuple[str, str]] = []
+    for arg in args:
+        files, base, error = _expand(str(arg), recursive)
+        if error:
+            problems.append((str(arg), error))
+        for file in files:
+            resolved = file.resolve()
+            if resolved not in seen:
+                seen.add(resolved)
+                found[file] = _strip_suffix(os.path.relpath(file, base))
+    keys = list(found.values())
+    if len(set(keys)) != len(keys):
+        common = Path(os.path.commonpath([str(p.resolve().parent) for p in found]))
+        found = {p: _strip_suffix(os.path.relpath(p.resolve(), common)) for p in found}
+    keys = list(found.values())
+    if len(set(keys)) != len(keys):  # same stem, different suffix in one folder: keep the suffix
+        found = {p: k + "." + p.suffix.lstrip(".").lower() if keys.count(k) > 1 else k for p, k in found.items()}
+    images = [InputImage(path=p, key=k.replace(os.sep, "/")) for p, k in found.items()]
+    return sorted(images, key=lambda item: item.key), problems
+
+
+def _strip_suffix(relative: str) -> str:
+    root, ext = os.path.splitext(relative)
+    return root if ext else relative
+
+
+def parse_shard(spec: Optional[str]) -> Optional[Tuple[int, int]]:
+    """'K/N' -> (K, N) with 1 <= K <= N."""
+    if spec is None:
+        return None
+    try:
+        k, n = (int(v) for v in str(spec).split("/"))
+    except ValueError:
+        raise OccludeError(f"--shard must be K/N (e.g. 2/4), got {spec!r}") from None
+    if not 1 <= k <= n:
+        raise OccludeError(f"--shard K/N needs 1 <= K <= N, got {spec!r}")
+    return k, n
+
+
+def take_shard(images: Sequence[InputImage], shard: Optional[Tuple[int, int]]) -> List[InputImage]:
+    """A deterministic 1/N share: every N-th image of the key-sorted list, starting at K-1."""
+    if shard is None:
+        return list(images)
+    k, n = shard
+    ordered = sorted(images, key=lambda item: item.key)
+    return ordered[k - 1 :: n]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_fingerprint(model_sha256: str, image_sha256: str, settings: dict) -> str:
+    """What decides a result: the model file, the image file and every parameter (not timing)."""
+    text = json.dumps({"model": model_sha256, "image": image_sha256, "settings": settings}, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _existing_fingerprint(json_path: Path) -> Optional[str]:
+    try:
+        with open(json_path, encoding="utf-8") as handle:
+            return json.load(handle).get("fingerprint")
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class SummaryRow:
+    path: str
+    status: str  # ok | failed | skipped
+    target_index: Optional[int] = None
+    target_label: Optional[str] = None
+    original_score: Optional[float] = None
+    peak_y: Optional[int] = None
+    peak_x: Optional[int] = None
+    peak_value: Optional[float] = None
+    seconds: Optional[float] = None
+    output: Optional[str] = None
+    error: Optional[str] = None
+
+    @classmethod
+    def from_record(cls, record: dict, status: str, output: str, seconds: Optional[float]) -> "SummaryRow":
+        info = record.get("map_info", {}).get("peak", {})
+        return cls(
+            path=str(record.get("image", {}).get("path")),
+            status=status,
+            target_index=record.get("target", {}).get("index"),
+            target_label=record.get("target", {}).get("label"),
+            original_score=record.get("score", {}).get("original"),
+            peak_y=info.get("y"),
+            peak_x=info.get("x"),
+            peak_value=info.get("value"),
+            seconds=seconds,
+            output=output,
+        )
+
+
+@dataclass
+class BatchResult:
+    rows: List[SummaryRow] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> List[SummaryRow]:
+        return [r for r in self.rows if r.status == "failed"]
+
+    def counts(self) -> Dict[str, int]:
+        out = {"ok": 0, "failed": 0, "skipped": 0}
+        for row in self.rows:
+            out[row.status] = out.get(row.status, 0) + 1
+        return out
+
+
+class MapAggregate:
+    """Running mean of per-image maps, each scaled to [-1, 1] by its largest |value| (bounded memory)."""
+
+    def __init__(self) -> None:
+        self.total: Optional[np.ndarray] = None
+        self.count: Optional[np.ndarray] = None
+        self.images = 0
+
+    def add(self, values: np.ndarray) -> None:
+        finite = np.isfinite(values)
+        limit = float(np.abs(values[finite]).max()) if finite.any() else 0.0
+        scaled = np.where(finite, values / limit if limit > 0 else 0.0, 0.0)
+        if self.total is None:
+            self.total = np.zeros(values.shape)
+            self.count = np.zeros(values.shape)
+        if self.total.shape != values.shape:
+            raise OccludeError(f"map of shape {values.shape} cannot join an aggregate of shape {self.total.shape}")
+        self.total += scaled
+        self.count += finite
+        self.images += 1
+
+    def mean(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 0, self.total / self.count, np.nan)
+
+    def write(self, out_dir: Path) -> List[Path]:
+        if self.total is None:
+            return []
+        mean = self.mean()
+        return [
+            atomic_write_bytes(out_dir / "aggregate.npy", npy_bytes(mean.astype(np.float32))),
+            atomic_write_bytes(out_dir / "aggregate.png", heatmap_png(mean)),
+        ]
+
+
+def summary_name(shard: Optional[Tuple[int, int]]) -> str:
+    return "summary" if shard is None else f"summary.shard-{shard[0]}-of-{shard[1]}"
+
+
+def summary_document(rows: Sequence[SummaryRow]) -> dict:
+    counts: Dict[str, int] = {"ok": 0, "failed": 0, "skipped": 0}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    return {"counts": counts, "images": [row.__dict__ for row in rows]}
+
+
+def write_summary(rows: Sequence[SummaryRow], out_dir: Path, name: str = "summary") -> List[Path]:
+    """NAME.json (counts and one row per image) and NAME.csv, written atomically."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.__dict__.items()})
+    return [
+        atomic_write_bytes(out_dir / f"{name}.json", (format_json(summary_document(rows)) + "\n").encode("utf-8")),
+        atomic_write_bytes(out_dir / f"{name}.csv", text.getvalue().encode("utf-8")),
+    ]
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def run_batch(
+    model: OnnxClassifier,
+    images: Sequence[InputImage],
+    out_dir,
+    options: ExplainOptions,
+    *,
+    preprocessing: Preprocessing,
+    labels: Optional[Sequence[str]] = None,
+    npy: bool = True,
+    all_classes: bool = False,
+    timing: bool = True,
+    resume: bool = False,
+    aggregate: Optional[MapAggregate] = None,
+    on_image_start: Optional[Callable[[InputImage], None]] = None,
+    on_windows: Optional[Callable[[int, int], None]] = None,
+    on_image_done: Optional[Callable[[InputImage, SummaryRow], None]] = None,
+) -> BatchResult:
+    """Explain every image with one loaded model, writing its outputs under ``out_dir/KEY.*``.
+
+    One image failing (unreadable, truncated, not an image) is recorded and the run goes on. Ctrl-C or
+    SIGTERM (as KeyboardInterrupt) stops after the files already written, which are all complete.
+    """
+    out_dir = Path(out_dir)
+    settings = {
+        "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.__dict__.items()},
+        "preprocessing": preprocessing.describe(),
+        "labels": hashlib.sha256("\n".join(labels or []).encode("utf-8")).hexdigest() if labels else None,
+        "npy": npy,
+        "all_classes": all_classes,
+    }
+    result = BatchResult()
+    for image in images:
+        json_path = out_dir / f"{image.key}.json"
+        started = time.perf_counter()
+        if on_image_start:
+            on_image_start(image)
+        try:
+            image_sha = file_sha256(image.path) if image.path.is_file() else None
+            fingerprint = run_fingerprint(model.sha256, image_sha or "", settings)
+            if resume and image_sha and _existing_fingerprint(json_path) == fingerprint:
+                row = _skipped_row(json_path, image, out_dir)
+                if aggregate is not None:
+                    _aggregate_saved(aggregate, out_dir / f"{image.key}.npy", json_path)
+            else:
+                explanation = explain(model, image.path, options, preprocessing=preprocessing, labels=labels,
+                                      progress=on_windows)
+                extra = {"fingerprint": fingerprint, "image_sha256": image_sha}
+                write_explanation(explanation, out_dir, image.key, npy=npy, all_classes=all_classes,
+                                  timing=timing, extra=extra)
+                if aggregate is not None:
+                    aggregate.add(explanation.map)
+                info = peak(explanation.map)
+                row = SummaryRow(
+                    path=str(image.path),
+                    status="ok",
+                    target_index=explanation.target,
+                    target_label=explanation.label(explanation.target),
+                    original_score=float(explanation.occlusion.original_scores[explanation.target]),
+                    peak_y=info["y"],
+                    peak_x=info["x"],
+                    peak_value=info["value"],
+                    seconds=round(time.perf_counter() - started, 3) if timing else None,
+                    output=f"{image.key}.json",
+                )
+        except KeyboardInterrupt:
+            result.interrupted = True
+            break
+        except OccludeError as exc:
+            row = SummaryRow(path=str(image.path), status="failed", error=_one_line(exc))
+        except Exception as exc:  # one bad image must never stop the rest: record what happened
+            row = SummaryRow(path=str(image.path), status="failed", error=f"{type(exc).__name__}: {_one_line(exc)}")
+        result.rows.append(row)
+        if on_image_done:
+            on_image_done(image, row)
+    return result
+
+
+def _skipped_row(json_path: Path, image: InputImage, out_dir: Path) -> SummaryRow:
+    with open(json_path, encoding="utf-8") as handle:
+        record = json.load(handle)
+    row = SummaryRow.from_record(record, "skipped", os.path.relpath(json_path, out_dir).replace(os.sep, "/"), None)
+    row.path = str(image.path)
+    return row
+
+
+def _aggregate_saved(aggregate: MapAggregate, npy_path: Path, json_path: Path) -> None:
+    if npy_path.is_file():
+        aggregate.add(np.load(npy_path).astype(np.float64))
+        return
+    with open(json_path, encoding="utf-8") as handle:
+        grid = json.load(handle)["map"]
+    aggregate.add(np.array([[np.nan if v is None else v for v in row] for row in grid], dtype=np.float64))
+
+
+def is_result_record(record) -> bool:
+    return isinstance(record, dict) and "fingerprint" in record and "map" in record and "target" in record
+
+
+def rebuild_summary(out_dir) -> List[SummaryRow]:
+    """Summary rows from the per-image JSON files under ``out_dir`` (e.g. after merging shards), plus the
+    failures recorded in shard summaries for images that have no result yet."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise OccludeError(f"not a folder: {out_dir}")
+    rows: List[SummaryRow] = []
+    seen = set()
+    for json_path in sorted(out_dir.rglob("*.json")):
+        if json_path.name.startswith("summary"):
+            continue
+        try:
+            with open(json_path, encoding="utf-8") as handle:
+                record = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        if not is_result_record(record):
+            continue
+        rel = os.path.relpath(json_path, out_dir).replace(os.sep, "/")
+        seconds = record.get("timing", {}).get("total_s")
+        row = SummaryRow.from_record(record, "ok", rel, round(seconds, 3) if seconds is not None else None)
+        rows.append(row)
+        seen.add(row.path)
+    for shard_summary in sorted(out_dir.glob("summary*.json")):
+        try:
+            with open(shard_summary, encoding="utf-8") as handle:
+                document = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        for item in document.get("images", []):
+            if item.get("status") == "failed" and item.get("path") not in seen:
+                rows.append(SummaryRow(**{k: item.get(k) for k in SUMMARY_FIELDS}))
+                seen.add(item.get("path"))
+    return sorted(rows, key=lambda r: (r.output or "", r.path))

@@ -1,0 +1,197 @@
+"""Writing results: the JSON schema, .npy maps and PNGs, each written atomically (temp file + rename)
+so that an interrupted run never leaves a half-written file and never clobbers a good one with junk."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .errors import OccludeError
+from .explain import Explanation
+from .render import heatmap_png, overlay_png
+
+SCHEMA_VERSION = 1
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OccludeError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise OccludeError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise
+    return path
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _number(value):
+    """JSON-safe float: NaN / inf (not computed) become null."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _grid(values: np.ndarray) -> List[list]:
+    return [[_number(v) for v in row] for row in np.asarray(values, dtype=np.float64)]
+
+
+def format_json(value, indent: int = 0) -> str:
+    """JSON with objects indented, lists of numbers on one line and lists of objects one per line:
+    readable by people, diff-able, and byte-identical for identical data."""
+    pad, inner = " " * indent, " " * (indent + 2)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [f"{inner}{json.dumps(str(k))}: {format_json(v, indent + 2)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(value, list) and value and all(isinstance(v, (list, dict)) for v in value):
+        nested_dicts = any(isinstance(v, dict) for v in value)
+        rows = [
+            inner + (json.dumps(v, separators=(", ", ": ")) if nested_dicts and _flat(v) else format_json(v, indent + 2))
+            for v in value
+        ]
+        return "[\n" + ",\n".join(rows) + "\n" + pad + "]"
+    return json.dumps(value, separators=(", ", ": "), allow_nan=False)
+
+
+def _flat(value) -> bool:
+    return not isinstance(value, (dict, list)) or (
+        all(not isinstance(v, (dict, list)) for v in (value.values() if isinstance(value, dict) else value))
+    )
+
+
+def peak(values: np.ndarray) -> Dict[str, object]:
+    """Location (model-input pixels) and value of the map's maximum."""
+    finite = np.where(np.isfinite(values), values, -np.inf)
+    y, x = np.unravel_index(int(np.argmax(finite)), values.shape)
+    return {"y": int(y), "x": int(x), "value": _number(values[y, x])}
+
+
+def explanation_record(explanation: Explanation, *, timing: bool = True) -> dict:
+    """The JSON document for one explanation (see README, "JSON format")."""
+    e = explanation
+    occ = e.occlusion
+    target = e.target
+    drops = occ.drops([target])[:, 0]
+    width, height = e.image.original_size
+    record = {
+        "schema": SCHEMA_VERSION,
+        "model": e.model,
+        "image": {
+            "path": str(e.image.path) if e.image.path is not None else None,
+            "width": int(width),
+            "height": int(height),
+            "crop_box": [float(v) for v in e.image.crop_box],
+        },
+        "target": {"index": target, "label": e.label(target)},
+        "score": {"kind": e.score_kind, "original": float(occ.original_scores[target])},
+        "params": e.params,
+        "map_info": {
+            "height": int(occ.size[0]),
+            "width": int(occ.size[1]),
+            "min": _number(np.nanmin(e.map)) if np.isfinite(e.map).any() else None,
+            "max": _number(np.nanmax(e.map)) if np.isfinite(e.map).any() else None,
+            "peak": peak(e.map),
+            "not_computed_pixels": int(np.count_nonzero(~np.isfinite(e.map))),
+            "windows": int(len(occ.windows)),
+            "forward_passes": int(occ.forward_passes),
+        },
+        "top_k": [
+            {
+                "index": int(c),
+                "label": e.label(c),
+                "original": float(occ.original_scores[c]),
+                "peak": peak(e.maps[i]),
+            }
+            for i, c in enumerate(e.targets)
+        ],
+        "windows": [
+            {"y": int(y), "x": int(x), "h": int(h), "w": int(w), "score": float(s), "drop": float(d),
+             "top_class": int(t)}
+            for (y, x, h, w), s, d, t in zip(
+                occ.windows.tolist(), occ.window_scores[:, target], drops, np.argmax(occ.window_scores, axis=1)
+            )
+        ],
+        "map": _grid(e.map),
+    }
+    if timing:
+        record["timing"] = {k: float(v) for k, v in e.timing.items()}
+    return record
+
+
+def _title(explanation: Explanation, index: int) -> str:
+    label = explanation.label(index)
+    name = f"{label} (class {index})" if label else f"class {index}"
+    kind = "probability" if explanation.score_kind == "prob" else "logit"
+    return f"{name}: {kind} {explanation.occlusion.original_scores[index]:.4f}"
+
+
+def _subtitle(explanation: Explanation) -> str:
+    p = explanation.params
+    return (
+        f"occlusion: patch {p['patch'][0]}x{p['patch'][1]}, stride {p['stride'][0]}x{p['stride'][1]}, "
+        f"baseline {p['baseline']}"
+    )
+
+
+def write_explanation(
+    explanation: Explanation,
+    out_dir,
+    stem: str,
+    *,
+    npy: bool = True,
+    all_classes: bool = False,
+    timing: bool = True,
+    extra: Optional[dict] = None,
+) -> List[Path]:
+    """Write STEM.json, STEM.overlay.png, STEM.heatmap.png and STEM.npy (and the extras asked for).
+
+    The JSON is written last, so its presence marks a complete set of outputs (what --resume checks).
+    """
+    out_dir = Path(out_dir)
+    base = out_dir / stem
+    written = []
+    e = explanation
+    written.append(atomic_write_bytes(base.with_name(base.name + ".overlay.png"),
+                                      overlay_png(e.image.original, e.map, e.image.crop_box, _title(e, e.target), _subtitle(e))))
+    written.append(atomic_write_bytes(base.with_name(base.name + ".heatmap.png"), heatmap_png(e.map)))
+    if npy:
+        written.append(atomic_write_bytes(base.with_name(base.name + ".npy"), npy_bytes(e.map.astype(np.float32))))
+        if len(e.targets) > 1:
+            written.append(atomic_write_bytes(base.with_name(base.name + ".topk.npy"), npy_bytes(e.maps.astype(np.float32))))
+    if all_classes:
+        written.append(atomic_write_bytes(base.with_name(base.name + ".classes.npy"), npy_bytes(e.class_maps())))
+        written.append(atomic_write_bytes(base.with_name(base.name + ".top_class.npy"),
+                                          npy_bytes(e.occlusion.top_class_map().astype(np.int32))))
+    record = explanation_record(e, timing=timing)
+    record.update(extra or {})
+    record["outputs"] = sorted(p.name for p in written)
+    written.append(atomic_write_bytes(base.with_name(base.name + ".json"), (format_json(record) + "\n").encode("utf-8")))
+    return written

@@ -1,0 +1,229 @@
+"""Images in, model inputs out: loading, resizing, layout and normalisation (and their inverse for display).
+
+Knows nothing of onnxruntime: the model stage tells it the input size, layout and channels.
+Pixel values are handled as floats in the 0..255 range; the model sees
+``(pixel * scale - mean) / std`` per channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import OccludeError
+
+LAYOUTS = ("NCHW", "NHWC")
+COLORS = ("rgb", "bgr", "gray")
+RESIZE_MODES = ("stretch", "center-crop")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes a model input (one sample, no batch axis).
+
+    ``size`` is (height, width); ``mean`` and ``std`` are per channel (a single value is broadcast),
+    in the units of ``pixel * scale``.
+    """
+
+    size: Tuple[int, int]
+    layout: str = "NCHW"
+    color: str = "rgb"
+    scale: float = 1.0 / 255.0
+    mean: Tuple[float, ...] = (0.0,)
+    std: Tuple[float, ...] = (1.0,)
+    resize: str = "stretch"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise OccludeError(f"unknown layout {self.layout!r}: use one of {', '.join(LAYOUTS)}")
+        if self.color not in COLORS:
+            raise OccludeError(f"unknown colour mode {self.color!r}: use one of {', '.join(COLORS)}")
+        if self.resize not in RESIZE_MODES:
+            raise OccludeError(f"unknown resize mode {self.resize!r}: use one of {', '.join(RESIZE_MODES)}")
+        h, w = self.size
+        if h < 1 or w < 1:
+            raise OccludeError(f"input size must be positive, got {h}x{w}")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, self.channels):
+                raise OccludeError(
+                    f"--{name} needs 1 or {self.channels} values for a {self.channels}-channel model, got {len(values)}"
+                )
+        if any(s == 0 for s in self.std):
+            raise OccludeError("--std values must be non-zero")
+        if self.scale == 0:
+            raise OccludeError("--scale must be non-zero")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "gray" else 3
+
+    @property
+    def spatial_axes(self) -> Tuple[int, int]:
+        """Axes of height and width in one sample (no batch axis)."""
+        return (1, 2) if self.layout == "NCHW" else (0, 1)
+
+    def with_overrides(self, **overrides) -> "Preprocessing":
+        """A copy with the given fields replaced; ``None`` values are ignored."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def _per_channel(self, values: Sequence[float]) -> np.ndarray:
+        return np.broadcast_to(np.asarray(values, dtype=np.float64), (self.channels,))
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """(H, W, C) pixels in 0..255 -> one model input in the model's layout and dtype."""
+        x = (pixels.astype(np.float64) * self.scale - self._per_channel(self.mean)) / self._per_channel(self.std)
+        if self.layout == "NCHW":
+            x = np.transpose(x, (2, 0, 1))
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    def denormalise(self, model_input: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`normalise`: one model input -> (H, W, C) pixels in 0..255 (float)."""
+        x = np.asarray(model_input, dtype=np.float64)
+        if self.layout == "NCHW":
+            x = np.transpose(x, (1, 2, 0))
+        return (x * self._per_channel(self.std) + self._per_channel(self.mean)) / self.scale
+
+    def describe(self) -> dict:
+        return {
+            "size": list(self.size),
+            "layout": self.layout,
+            "color": self.color,
+            "scale": self.scale,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resize": self.resize,
+        }
+
+
+@dataclass
+class PreparedImage:
+    """An image ready for the engine, with what is needed to map results back onto the original."""
+
+    path: Optional[Path]
+    original: Image.Image  # upright, RGB or L, original size
+    pixels: np.ndarray  # (H, W, C) float32 in 0..255 at model resolution, model colour order
+    model_input: np.ndarray  # one sample in model layout, normalised
+    crop_box: Tuple[float, float, float, float]  # region of the original (left, top, right, bottom) the input covers
+    preprocessing: Preprocessing = field(repr=False)
+
+    @property
+    def original_size(self) -> Tuple[int, int]:
+        """(width, height) of the original image."""
+        return self.original.size
+
+
+def load_image(path) -> Image.Image:
+    """Open an image file, turn it upright from its EXIF orientation, and decode it fully.
+
+    Returns an RGB image, or an 'L' / 'I' / 'F' image for single-channel files (16-bit kept).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise OccludeError(f"image not found: {path}")
+    if path.is_dir():
+        raise OccludeError(f"expected an image file, got a folder: {path}")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+            if image is opened:
+                image = opened.copy()
+    except UnidentifiedImageError:
+        raise OccludeError(f"not an image (or a format Pillow cannot read): {path}") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise OccludeError(f"cannot read image {path}: {_one_line(exc)}") from None
+    except Image.DecompressionBombError as exc:
+        raise OccludeError(f"image too large to open safely: {path}: {_one_line(exc)}") from None
+    return _normalise_mode(image)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _normalise_mode(image: Image.Image) -> Image.Image:
+    """RGB, L (8-bit grey) or F (16/32-bit grey rescaled to 0..255); transparency composited onto white."""
+    if image.mode in ("RGB", "L", "F"):
+        return image
+    if image.mode.startswith("I"):
+        data = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or data.max(initial=0) > 255 else 255.0
+        return Image.fromarray((data * (255.0 / peak)).astype(np.float32), mode="F")
+    if image.mode == "1":
+        return image.convert("L")
+    if image.mode in ("LA", "La"):
+        grey = _on_white(image.convert("RGBA")).convert("L")
+        return grey
+    if image.mode in ("RGBA", "RGBa", "PA") or (image.mode == "P" and "transparency" in image.info):
+        return _on_white(image.convert("RGBA"))
+    return image.convert("RGB")
+
+
+def _on_white(rgba: Image.Image) -> Image.Image:
+    """Composite transparent pixels onto white, as image viewers show them."""
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def image_pixels(image: Image.Image, color: str) -> np.ndarray:
+    """(H, W, C) float32 pixels in 0..255 in the given colour order (C = 1 for 'gray')."""
+    if color == "gray":
+        if image.mode == "RGB":
+            image = image.convert("L")
+        return np.asarray(image, dtype=np.float32)[..., None]
+    if image.mode != "RGB":
+        gray = np.asarray(image, dtype=np.float32)
+        rgb = np.repeat(gray[..., None], 3, axis=-1)
+    else:
+        rgb = np.asarray(image, dtype=np.float32)
+    return rgb[..., ::-1].copy() if color == "bgr" else rgb
+
+
+def crop_box_for(original_size: Tuple[int, int], target_size: Tuple[int, int], mode: str) -> Tuple[float, float, float, float]:
+    """The region (left, top, right, bottom) of the original that the model input covers."""
+    width, height = original_size
+    th, tw = target_size
+    if mode == "stretch":
+        return (0.0, 0.0, float(width), float(height))
+    factor = min(width / tw, height / th)  # center-crop: scale the short side to fit, cut the long one
+    cw, ch = tw * factor, th * factor
+    left, top = (width - cw) / 2.0, (height - ch) / 2.0
+    return (left, top, left + cw, top + ch)
+
+
+def resize_pixels(pixels: np.ndarray, size: Tuple[int, int], box: Tuple[float, float, float, float]) -> np.ndarray:
+    """Resize (H, W, C) float pixels, taking only ``box`` of the source, to ``size`` (H, W), bilinear with antialias."""
+    h, w = size
+    if pixels.shape[:2] == (h, w) and box == (0.0, 0.0, float(w), float(h)):
+        return pixels.astype(np.float32, copy=True)
+    channels = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., c]), mode="F").resize((w, h), Image.BILINEAR, box=box))
+        for c in range(pixels.shape[-1])
+    ]
+    return np.stack(channels, axis=-1).astype(np.float32)
+
+
+def prepare_image(image, preprocessing: Preprocessing) -> PreparedImage:
+    """Load (if given a path) and turn an image into one model input."""
+    path = None
+    if not isinstance(image, Image.Image):
+        path = Path(image)
+        image = load_image(path)
+    else:
+        image = _normalise_mode(ImageOps.exif_transpose(image))
+    box = crop_box_for(image.size, preprocessing.size, preprocessing.resize)
+    pixels = resize_pixels(image_pixels(image, preprocessing.color), preprocessing.size, box)
+    return PreparedImage(
+        path=path,
+        original=image,
+        pixels=pixels,
+        model_input=preprocessing.normalise(pixels),
+        crop_box=box,
+        preprocessing=preprocessing,
+    )

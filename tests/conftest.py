@@ -1,0 +1,25 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_MODELS = ROOT / "sample_models"
+SAMPLE_IMAGES = ROOT / "sample_images"
+
+
+@pytest.fixture
+def gray_image(tmp_path) -> Path:
+    """A 16x16 8-bit grey PNG of value 255 (ones after the default pixel/255 preprocessing)."""
+    path = tmp_path / "white16.png"
+    Image.fromarray(np.full((16, 16), 255, dtype=np.uint8), "L").save(path)
+    return path
+
+
+@pytest.fixture
+def noise_image(tmp_path) -> Path:
+    path = tmp_path / "noise.png"
+    rng = np.random.default_rng(7)
+    Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8), "L").save(path)
+    return path

@@ -1,0 +1,97 @@
+"""Hand-built ONNX models whose answers are known exactly, for ground-truth tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+def _save(graph, path: Path, metadata: Optional[dict] = None) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _const(name: str, values, dtype=np.int64):
+    return numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
+
+
+def rectangle_model(
+    path: Path,
+    *,
+    size: Tuple[int, int] = (16, 16),
+    rect: Tuple[int, int, int, int] = (4, 6, 9, 12),
+    channels: int = 1,
+    layout: str = "NCHW",
+    batch="N",
+    spatial: Optional[Tuple] = None,
+    softmax: bool = False,
+    extra_output: bool = False,
+    extra_input: bool = False,
+    metadata: Optional[dict] = None,
+) -> Path:
+    """Class 0's logit is the mean of the input over ``rect`` (y0, x0, y1, x1; all channels); class 1's is 0
+    and class 2's is minus that mean. With ``softmax`` the output is a probability distribution."""
+    height, width = size
+    y0, x0, y1, x1 = rect
+    if layout == "NCHW":
+        shape = [batch, channels, *(spatial or (height, width))]
+        axes = [2, 3]
+    else:
+        shape = [batch, *(spatial or (height, width)), channels]
+        axes = [1, 2]
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)
+    nodes = [
+        helper.make_node("Slice", ["image", "starts", "ends", "axes"], ["crop"]),
+        helper.make_node("ReduceMean", ["crop"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Unsqueeze", ["mean", "one"], ["class0"]),
+        helper.make_node("Mul", ["class0", "zero"], ["class1"]),
+        helper.make_node("Neg", ["class0"], ["class2"]),
+        helper.make_node("Concat", ["class0", "class1", "class2"], ["logits" if softmax else "scores"], axis=1),
+    ]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["scores"], axis=1))
+    inits = [
+        _const("starts", [y0, x0]),
+        _const("ends", [y1, x1]),
+        _const("axes", axes),
+        _const("one", [1]),
+        _const("zero", np.zeros((1, 1)), np.float32),
+    ]
+    outputs = [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, 3])]
+    inputs = [image]
+    if extra_output:
+        outputs.append(helper.make_tensor_value_info("class0", TensorProto.FLOAT, [batch, 1]))
+    if extra_input:
+        inputs.append(helper.make_tensor_value_info("temperature", TensorProto.FLOAT, [1]))
+        nodes.append(helper.make_node("Identity", ["temperature"], ["unused"]))
+        outputs.append(helper.make_tensor_value_info("unused", TensorProto.FLOAT, [1]))
+    graph = helper.make_graph(nodes, "rectangle", inputs, outputs, initializer=inits)
+    return _save(graph, path, metadata)
+
+
+def feature_map_model(path: Path, size: Tuple[int, int] = (16, 16)) -> Path:
+    """Not a classifier: returns its (N, 1, H, W) input doubled."""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, *size])
+    out = helper.make_tensor_value_info("doubled", TensorProto.FLOAT, ["N", 1, *size])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["image", "image"], ["doubled"])], "features", [image], [out]
+    )
+    return _save(graph, path)
+
+
+def rectangle_logit(x: np.ndarray, rect: Sequence[int]) -> float:
+    """What ``rectangle_model`` computes for class 0, for one (C, H, W) sample."""
+    y0, x0, y1, x1 = rect
+    return float(x[:, y0:y1, x0:x1].mean())
