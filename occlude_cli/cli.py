@@ -162,7 +162,7 @@ def run(
     """Explain images with an ONNX classifier: writes STEM.overlay.png, STEM.heatmap.png, STEM.json, STEM.npy."""
     from .batch import (MapAggregate, discover_inputs, parse_shard, run_batch, summary_document, summary_name,
                         take_shard, write_summary)
-    from .explain import ExplainOptions, parse_hw, resolve_preprocessing
+    from .explain import ExplainOptions, check_run, parse_hw, resolve_preprocessing
     from .baselines import parse_baseline
     from .model import OnnxClassifier, read_labels
 
@@ -179,12 +179,6 @@ def run(
         blur_sigma=blur_sigma,
         region=_region(region),
     )
-    if top_k < 1:
-        raise OccludeError(f"--top-k must be at least 1, got {top_k}")
-    if batch_size is not None and batch_size < 1:
-        raise OccludeError(f"--batch-size must be at least 1, got {batch_size}")
-    if score not in ("prob", "logit"):
-        raise OccludeError(f"--score must be prob or logit, got {score!r}")
     shard_spec = parse_shard(shard)
     class_names = read_labels(labels) if labels is not None else None
     classifier = OnnxClassifier(model, device=device, input_name=input_name, output_name=output_name, threads=threads)
@@ -198,6 +192,7 @@ def run(
         bgr=bgr or None,
         resize=resize,
     )
+    check_run(options, preprocessing, classifier, class_names)
     images, problems = discover_inputs(paths, recursive=recursive)
     images = take_shard(images, shard_spec)
     check_output_folder(out)
@@ -236,7 +231,7 @@ def run(
             if overall is not None:
                 progress.advance(overall)
             if row.status == "failed":
-                progress.console.print(f"[bold red]failed:[/] {escape(str(image.path))}: {escape(row.error or '')}")
+                progress.console.print(f"[bold red]error:[/] {escape(_failure_text(row))}")
 
         result = run_batch(
             classifier,
@@ -252,7 +247,7 @@ def run(
             aggregate=aggregate_maps,
             on_image_start=on_image_start,
             on_windows=on_windows if show_progress else None,
-            on_image_done=on_image_done if not quiet or not json_out else None,
+            on_image_done=on_image_done,
         )
     from .batch import SummaryRow
 
@@ -266,12 +261,14 @@ def run(
         _print_table(rows, out)
     if result.interrupted:
         raise fail(f"interrupted after {len(result.rows)} of {len(images)} images; re-run with --resume to finish", EXIT_INTERRUPTED)
-    failed = [r for r in rows if r.status == "failed"]
-    if failed:
-        if quiet or json_out:
-            for row in failed:
-                stderr.print(f"[bold red]failed:[/] {escape(row.path)}: {escape(row.error or '')}")
+    if any(r.status == "failed" for r in rows):
         raise typer.Exit(EXIT_IMAGES_FAILED)
+
+
+def _failure_text(row) -> str:
+    """One line naming the image once, whether or not the error already names it."""
+    error = row.error or "failed"
+    return error if row.path in error else f"{row.path}: {error}"
 
 
 def _raise_interrupt(signum, frame):

@@ -33,6 +33,8 @@ def window_starts(length: int, patch: int, stride: int, lo: int = 0) -> np.ndarr
         raise OccludeError(f"patch must be at least 1, got {patch}")
     if patch > length:
         raise OccludeError(f"patch ({patch}) is larger than the area to occlude ({length} pixels)")
+    if stride > patch:
+        raise OccludeError(f"stride ({stride}) is larger than the patch ({patch}): some pixels would never be occluded")
     starts = list(range(0, length - patch + 1, stride))
     if starts[-1] + patch < length:
         starts.append(length - patch)

@@ -178,22 +178,14 @@ def explain(
         model = OnnxClassifier(model)
     preprocessing = preprocessing or resolve_preprocessing(model)
     labels = list(labels) if labels is not None else model.labels
+    patch, stride = check_run(options, preprocessing, model, labels)
     prepared = prepare_image(image, preprocessing)
-    size = preprocessing.size
-    patch = parse_hw(options.patch, "--patch") if options.patch is not None else default_patch(size)
-    stride = parse_hw(options.stride, "--stride") if options.stride is not None else (
-        max(1, patch[0] // 2), max(1, patch[1] // 2))
-    for p, side, axis in ((patch[0], size[0], "height"), (patch[1], size[1], "width")):
-        if p > side:
-            raise OccludeError(f"patch {axis} {p} is larger than the model input {axis} {side}")
     region = region_to_box(options.region, prepared) if options.region is not None else None
     baseline_kind = parse_baseline(options.baseline)
     blur_sigma = options.blur_sigma if options.blur_sigma is not None else default_blur_sigma(patch)
     baseline = make_baseline(baseline_kind, prepared.pixels, preprocessing, seed=options.seed, blur_sigma=blur_sigma)
     sample = prepared.model_input
     batch_size = options.batch_size or model.default_batch_size(sample.nbytes)
-    if batch_size < 1:
-        raise OccludeError(f"--batch-size must be at least 1, got {batch_size}")
 
     raw = model.run(sample[None])
     num_classes = raw.shape[1]
@@ -215,8 +207,6 @@ def explain(
     )
     occluded_at = time.perf_counter()
     ranking = [int(i) for i in np.argsort(-occlusion.original_scores, kind="stable")]
-    if options.top_k < 1:
-        raise OccludeError(f"--top-k must be at least 1, got {options.top_k}")
     if options.target is not None:
         main = resolve_target(options.target, labels, num_classes)
         targets = [main] + [c for c in ranking if c != main][: options.top_k - 1]
@@ -251,6 +241,38 @@ def explain(
             "windows_per_s": occlusion.forward_passes / max(occluded_at - prepared_at, 1e-9),
         },
     )
+
+
+def check_run(
+    options: ExplainOptions,
+    preprocessing: Preprocessing,
+    model: OnnxClassifier,
+    labels: Optional[Sequence[str]] = None,
+) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """Check what can be checked before any image is read; returns the (patch, stride) to use."""
+    size = preprocessing.size
+    labels = labels if labels is not None else model.labels
+    patch = parse_hw(options.patch, "--patch") if options.patch is not None else default_patch(size)
+    stride = parse_hw(options.stride, "--stride") if options.stride is not None else (
+        max(1, patch[0] // 2), max(1, patch[1] // 2))
+    for p, s, side, axis in ((patch[0], stride[0], size[0], "height"), (patch[1], stride[1], size[1], "width")):
+        if p > side:
+            raise OccludeError(f"patch {axis} {p} is larger than the model input {axis} {side}")
+        if s > p:
+            raise OccludeError(f"stride {axis} {s} is larger than the patch {axis} {p}: some pixels would never be occluded")
+    if options.top_k < 1:
+        raise OccludeError(f"--top-k must be at least 1, got {options.top_k}")
+    if options.batch_size is not None and options.batch_size < 1:
+        raise OccludeError(f"--batch-size must be at least 1, got {options.batch_size}")
+    if options.score not in ("prob", "logit"):
+        raise OccludeError(f"--score must be prob or logit, got {options.score!r}")
+    parse_baseline(options.baseline)
+    classes = model.num_classes or (len(labels) if labels else None)
+    if labels is not None and model.num_classes is not None and len(labels) != model.num_classes:
+        raise OccludeError(f"{len(labels)} labels given but the model has {model.num_classes} classes")
+    if options.target is not None and classes is not None:
+        resolve_target(options.target, labels, classes)
+    return patch, stride
 
 
 def region_to_box(region, prepared: PreparedImage) -> Box:

@@ -124,6 +124,10 @@ class OnnxClassifier:
         self.dtype = _ORT_DTYPES[self.input.type]
         self.input_shape = [d if isinstance(d, int) and d > 0 else None for d in shape]
         self.fixed_batch: Optional[int] = self.input_shape[0]
+        out_shape = list(self.output.shape)
+        self.num_classes: Optional[int] = (
+            out_shape[1] if len(out_shape) >= 2 and isinstance(out_shape[1], int) and out_shape[1] > 0 else None
+        )
         meta = self.session.get_modelmeta().custom_metadata_map or {}
         self.metadata = dict(meta)
         self.metadata_preprocessing = _json_metadata(meta, PREPROCESS_KEY, dict, self.path)

@@ -1,0 +1,223 @@
+"""`occlude run` end to end through the real CLI: outputs, JSON schema, flags and every bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from occlude_cli import __version__
+from occlude_cli.cli import app
+from onnx_models import feature_map_model, rectangle_model
+
+from conftest import ROOT, SAMPLE_IMAGES, SAMPLE_MODELS
+
+DIGITS = str(SAMPLE_MODELS / "digits_cnn.onnx")
+EFFNET = str(SAMPLE_MODELS / "efficientnet_lite0.onnx")
+runner = CliRunner()
+
+
+def occlude(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_digits_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    result = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["digit_3.heatmap.png", "digit_3.json", "digit_3.npy", "digit_3.overlay.png", "summary.csv",
+                     "summary.json"]
+    record = json.loads((out / "digit_3.json").read_text())
+    for key in ("model", "image", "target", "score", "params", "map", "windows", "timing"):
+        assert key in record
+    assert record["target"] == {"index": 3, "label": "3"}
+    assert record["score"]["kind"] == "prob" and 0.5 < record["score"]["original"] <= 1
+    assert record["model"]["sha256"] and record["model"]["input"] == "input"
+    assert record["model"]["provider"] == "CPUExecutionProvider"
+    assert (record["image"]["width"], record["image"]["height"]) == (8, 8)
+    assert record["params"]["patch"] == [1, 1] and record["params"]["stride"] == [1, 1]
+    assert len(record["windows"]) == 64 and set(record["windows"][0]) >= {"y", "x", "h", "w", "score", "drop"}
+    saved = np.load(out / "digit_3.npy")
+    np.testing.assert_allclose(saved, np.array(record["map"]), atol=1e-6)
+    # patch 1, stride 1: each pixel's value is exactly its one window's drop
+    for window in record["windows"]:
+        assert saved[window["y"], window["x"]] == pytest.approx(window["drop"], abs=1e-6)
+        assert window["drop"] == pytest.approx(record["score"]["original"] - window["score"], abs=1e-12)
+    assert Image.open(out / "digit_3.overlay.png").size[0] >= 320
+    assert Image.open(out / "digit_3.heatmap.png").size == (320, 320)
+
+
+def test_effnet_cat_is_a_cat(tmp_path):
+    out = tmp_path / "out"
+    result = occlude("run", EFFNET, SAMPLE_IMAGES / "cat.jpg", "--out", out, "--patch", "56", "--stride", "56",
+                     "--top-k", "3", "--quiet")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "cat.json").read_text())
+    assert 281 <= record["target"]["index"] <= 285 and "cat" in record["target"]["label"].lower()
+    assert len(record["windows"]) == 16 and record["map_info"]["forward_passes"] == 17
+    assert [t["index"] for t in record["top_k"]][0] == record["target"]["index"] and len(record["top_k"]) == 3
+    assert np.load(out / "cat.topk.npy").shape == (3, 224, 224)
+    overlay = Image.open(out / "cat.overlay.png")
+    original = Image.open(SAMPLE_IMAGES / "cat.jpg")
+    assert overlay.size[0] > original.size[0] and overlay.size[1] > original.size[1]  # image 1:1 plus margins
+
+
+def test_json_is_byte_identical_without_timing(tmp_path):
+    outputs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        result = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_7.png", "--out", out, "--no-timing", "--quiet",
+                         "--baseline", "noise", "--seed", "3", "--patch", "2")
+        assert result.exit_code == 0, result.output
+        outputs.append(out)
+    for suffix in (".json", ".npy", ".heatmap.png", ".overlay.png"):
+        assert (outputs[0] / f"digit_7{suffix}").read_bytes() == (outputs[1] / f"digit_7{suffix}").read_bytes()
+    assert "timing" not in json.loads((outputs[0] / "digit_7.json").read_text())
+
+
+def test_target_by_name_top_k_and_all_classes(tmp_path):
+    out = tmp_path / "out"
+    result = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_0.png", "--out", out, "--target", "8", "--top-k", "2",
+                     "--all-classes", "--score", "logit", "--patch", "2x3", "--stride", "1x2", "--quiet")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "digit_0.json").read_text())
+    assert record["target"]["index"] == 8 and record["score"]["kind"] == "logit"
+    assert record["params"]["patch"] == [2, 3] and record["params"]["stride"] == [1, 2]
+    classes = np.load(out / "digit_0.classes.npy")
+    assert classes.shape == (10, 8, 8)
+    np.testing.assert_allclose(classes[8], np.load(out / "digit_0.npy"), atol=1e-5)
+    top_class = np.load(out / "digit_0.top_class.npy")
+    assert top_class.shape == (8, 8) and top_class.min() >= 0 and top_class.max() <= 9
+    # forward passes are the same with or without --all-classes / --top-k
+    assert record["map_info"]["forward_passes"] == len(record["windows"]) + 1
+
+
+@pytest.mark.parametrize("baseline", ["zero", "mean", "gray", "black", "white", "blur", "noise", "200", "10,20,30"])
+def test_every_baseline_runs(tmp_path, baseline):
+    result = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--out", tmp_path, "--baseline", baseline,
+                     "--quiet", "--patch", "2")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "digit_3.json").read_text())["params"]["baseline"] == baseline
+
+
+def test_region_leaves_the_rest_not_computed(tmp_path):
+    result = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--out", tmp_path, "--region", "0,0,4,8", "--quiet")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "digit_3.json").read_text())
+    assert all(v is None for row in record["map"] for v in row[4:])
+    assert all(v is not None for row in record["map"] for v in row[:4])
+    assert record["map_info"]["not_computed_pixels"] == 32
+
+
+def test_json_summary_on_stdout_only(tmp_path):
+    result = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_3.png", SAMPLE_IMAGES / "digit_7.png", "--out", tmp_path,
+                     "--json")
+    assert result.exit_code == 0
+    document = json.loads(result.stdout)
+    assert document["counts"] == {"ok": 2, "failed": 0, "skipped": 0}
+    assert [row["target_index"] for row in document["images"]] == [3, 7]
+
+
+def test_version_and_help():
+    assert occlude("--version").stdout.strip() == f"occlude {__version__}"
+    help_text = occlude("run", "--help").stdout
+    for flag in ("--patch", "--stride", "--baseline", "--target", "--top-k", "--all-classes", "--score", "--device",
+                 "--batch-size", "--size", "--mean", "--std", "--scale", "--bgr", "--resize", "--labels", "--input",
+                 "--output", "--quiet", "Examples", "blur"):
+        assert flag in help_text, flag
+
+
+def test_labels_file_and_preprocessing_flags(tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"digit {i}" for i in range(10)) + "\n\n")
+    result = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--out", tmp_path / "o", "--labels", labels,
+                     "--target", "digit 3", "--scale", "0.00392156862745098", "--mean", "0", "--std", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "o" / "digit_3.json").read_text())
+    assert record["target"] == {"index": 3, "label": "digit 3"}
+
+
+def bad(tmp_path, *args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[0].startswith("error:"), result.stderr
+    return result
+
+
+def test_bad_inputs_give_one_line_and_nonzero_exit(tmp_path, gray_image):
+    img = SAMPLE_IMAGES / "digit_3.png"
+    out = tmp_path / "out"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    not_image = tmp_path / "fake.png"
+    not_image.write_text("not a png")
+    cases = [
+        (("run", tmp_path / "missing.onnx", img), "model not found", 1),
+        (("run", notes, img), "cannot load", 1),
+        (("run", DIGITS, tmp_path / "missing.png"), "not found", 3),
+        (("run", DIGITS, not_image), "not an image", 3),
+        (("run", DIGITS, img, "--patch", "9"), "larger than the model input", 1),
+        (("run", DIGITS, img, "--stride", "0"), "at least 1", 1),
+        (("run", DIGITS, img, "--stride", "-2"), "at least 1", 1),
+        (("run", DIGITS, img, "--patch", "abc"), "N or HxW", 1),
+        (("run", DIGITS, img, "--target", "10"), "out of range", 1),
+        (("run", DIGITS, img, "--target", "eleven"), "unknown label", 1),
+        (("run", DIGITS, img, "--patch", "2", "--stride", "3"), "never be occluded", 1),
+        (("run", DIGITS, img, "--baseline", "purple"), "unknown baseline", 1),
+        (("run", feature_map_model(tmp_path / "f.onnx", size=(8, 8)), img), "classifier", 3),
+        (("run", DIGITS, img, "--device", "tpu"), "unknown device", 1),
+        (("run", DIGITS, img, "--mean", "1,2"), "--mean", 1),
+        (("run", DIGITS, img, "--labels", tmp_path / "nolabels.txt"), "labels file not found", 1),
+        (("run", DIGITS, img, "--top-k", "0"), "--top-k", 1),
+        (("run", DIGITS, img, "--shard", "4/3"), "--shard", 1),
+    ]
+    for args, message, code in cases:
+        result = bad(tmp_path, *args, "--out", out, "--quiet")
+        assert message in result.stderr, (args, result.stderr)
+        assert result.exit_code == code, (args, result.exit_code, result.stderr)
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("I am a file")
+    result = bad(tmp_path, "run", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--out", blocker)
+    assert "not a folder" in result.stderr and blocker.read_text() == "I am a file"
+    if os.geteuid() != 0:  # root can write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        result = bad(tmp_path, "run", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--out", locked / "sub")
+        assert "cannot write" in result.stderr
+
+
+def test_failed_rerun_keeps_existing_outputs(tmp_path):
+    out = tmp_path / "out"
+    assert occlude("run", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--out", out, "--quiet").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith("summary")}
+    result = runner.invoke(app, ["run", DIGITS, str(SAMPLE_IMAGES / "digit_3.png"), "--out", str(out), "--baseline",
+                                 "purple", "--quiet"])
+    assert result.exit_code == 1
+    after = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith("summary")}
+    assert before == after
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_real_subprocess_has_no_traceback_and_no_progress_when_piped(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ok = subprocess.run([sys.executable, "-m", "occlude_cli.cli", "run", DIGITS, str(SAMPLE_IMAGES / "digit_3.png"),
+                         "--out", str(tmp_path)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "\x1b[" not in ok.stdout + ok.stderr  # no ANSI progress redraws when not a terminal
+    assert "windows" not in ok.stderr
+    failed = subprocess.run([sys.executable, "-m", "occlude_cli.cli", "run", str(tmp_path / "nope.onnx"), "x.png"],
+                            capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert failed.returncode == 1
+    assert failed.stderr.strip().count("\n") == 0 and "Traceback" not in failed.stderr

@@ -1,0 +1,152 @@
+"""Loading real image files of many kinds, preprocessing, and the baselines."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from occlude_cli import OccludeError, Preprocessing, load_image, prepare_image
+from occlude_cli.baselines import BASELINES, gaussian_blur, make_baseline, parse_baseline
+from occlude_cli.preprocess import crop_box_for
+
+from conftest import SAMPLE_IMAGES
+
+RGB = Preprocessing(size=(8, 8), layout="NCHW", color="rgb")
+
+
+def test_sixteen_bit_png_keeps_its_range(tmp_path):
+    data = np.linspace(0, 65535, 64, dtype=np.uint16).reshape(8, 8)
+    path = tmp_path / "deep.png"
+    Image.fromarray(data).save(path)
+    image = load_image(path)
+    assert image.mode == "F"
+    values = np.asarray(image)
+    assert values.min() == pytest.approx(0) and values.max() == pytest.approx(255, abs=1e-3)
+
+
+def test_exif_rotated_jpeg_is_shown_upright(tmp_path):
+    wide = np.zeros((20, 40, 3), np.uint8)
+    wide[:, :20] = 255  # white left half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(wide).save(path, exif=exif.tobytes(), quality=95)
+    image = load_image(path)
+    assert image.size == (20, 40)  # upright: now tall
+    arr = np.asarray(image).mean(axis=2)
+    assert arr[:20].mean() > 200 and arr[20:].mean() < 50  # the white half is now on top
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "LA", "1", "CMYK"])
+def test_modes_become_rgb_or_grey(tmp_path, mode):
+    path = tmp_path / f"img_{mode}.{'jpg' if mode == 'CMYK' else 'png'}"
+    Image.new("RGB", (9, 7), (10, 200, 30)).convert(mode).save(path)
+    image = load_image(path)
+    assert image.mode in ("RGB", "L")
+    assert image.size == (9, 7)
+
+
+def test_transparent_pixels_are_composited_on_white(tmp_path):
+    path = tmp_path / "clear.png"
+    Image.new("RGBA", (4, 4), (0, 0, 0, 0)).save(path)
+    assert np.asarray(load_image(path)).min() == 255
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "TIFF", "WEBP", "GIF"])
+def test_common_formats_load(tmp_path, fmt):
+    path = tmp_path / f"x.{fmt.lower()}"
+    Image.new("RGB", (5, 6), (1, 2, 3)).save(path, format=fmt)
+    assert load_image(path).size == (5, 6)
+
+
+def test_bad_files_give_one_line_errors(tmp_path):
+    with pytest.raises(OccludeError, match="image not found"):
+        load_image(tmp_path / "missing.png")
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image")
+    with pytest.raises(OccludeError, match="not an image"):
+        load_image(text)
+    good = tmp_path / "good.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(good)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    with pytest.raises(OccludeError) as info:
+        load_image(truncated)
+    assert "\n" not in str(info.value)
+    with pytest.raises(OccludeError, match="folder"):
+        load_image(tmp_path)
+
+
+def test_center_crop_box_keeps_aspect():
+    assert crop_box_for((400, 200), (100, 100), "center-crop") == (100.0, 0.0, 300.0, 200.0)
+    assert crop_box_for((400, 200), (100, 100), "stretch") == (0.0, 0.0, 400.0, 200.0)
+
+
+def test_normalise_and_layouts_round_trip():
+    pixels = np.random.default_rng(0).uniform(0, 255, (8, 8, 3)).astype(np.float32)
+    for layout in ("NCHW", "NHWC"):
+        pre = Preprocessing(size=(8, 8), layout=layout, scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+        x = pre.normalise(pixels)
+        assert x.shape == ((3, 8, 8) if layout == "NCHW" else (8, 8, 3)) and x.dtype == np.float32
+        np.testing.assert_allclose(pre.denormalise(x), pixels, atol=1e-3)
+    pre = Preprocessing(size=(8, 8), scale=1.0, mean=(127.0,), std=(128.0,))
+    np.testing.assert_allclose(pre.normalise(np.full((8, 8, 3), 255.0)), 1.0)
+
+
+def test_prepare_image_resizes_and_orders_channels():
+    pre = Preprocessing(size=(32, 48), layout="NHWC", color="bgr")
+    prepared = prepare_image(SAMPLE_IMAGES / "cat.jpg", pre)
+    assert prepared.model_input.shape == (32, 48, 3)
+    rgb = prepare_image(SAMPLE_IMAGES / "cat.jpg", Preprocessing(size=(32, 48), layout="NHWC"))
+    np.testing.assert_allclose(prepared.model_input, rgb.model_input[..., ::-1])
+    assert prepared.original_size == Image.open(SAMPLE_IMAGES / "cat.jpg").size
+
+
+def test_preprocessing_rejects_bad_values():
+    with pytest.raises(OccludeError, match="--mean"):
+        Preprocessing(size=(8, 8), mean=(1.0, 2.0))
+    with pytest.raises(OccludeError, match="non-zero"):
+        Preprocessing(size=(8, 8), std=(0.0,))
+    with pytest.raises(OccludeError, match="resize"):
+        Preprocessing(size=(8, 8), resize="squash")
+
+
+def test_every_documented_baseline_parses():
+    for name in BASELINES:
+        if name.startswith("V"):
+            continue
+        assert parse_baseline(name.upper()) == name
+    assert parse_baseline("128") == "128"
+    assert parse_baseline(" 10, 20.5 ,30") == "10,20.5,30"
+    for bad in ("purple", "1,2", "1,2,3,4", ""):
+        with pytest.raises(OccludeError):
+            parse_baseline(bad)
+
+
+def test_baseline_values():
+    pre = Preprocessing(size=(8, 8), scale=1.0, mean=(127.0,), std=(128.0,))
+    pixels = np.random.default_rng(0).uniform(0, 255, (8, 8, 3))
+    assert np.all(make_baseline("zero", pixels, pre) == 0)
+    np.testing.assert_allclose(make_baseline("black", pixels, pre), -127 / 128)
+    np.testing.assert_allclose(make_baseline("white", pixels, pre), 1.0)
+    np.testing.assert_allclose(make_baseline("gray", pixels, pre), 0.5 / 128)
+    mean = make_baseline("mean", pixels, pre)
+    np.testing.assert_allclose(mean[:, 0, 0], (pixels.mean(axis=(0, 1)) - 127) / 128, rtol=1e-5)
+    const = make_baseline("255,0,127", pixels, pre)
+    np.testing.assert_allclose(const[:, 3, 3], [1.0, -127 / 128, 0.0])
+    bgr = make_baseline("255,0,127", pixels, Preprocessing(size=(8, 8), color="bgr", scale=1.0, mean=(127.0,), std=(128.0,)))
+    np.testing.assert_allclose(bgr[:, 3, 3], [0.0, -127 / 128, 1.0])
+    a = make_baseline("noise", pixels, pre, seed=1)
+    b = make_baseline("noise", pixels, pre, seed=1)
+    c = make_baseline("noise", pixels, pre, seed=2)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    blurred = make_baseline("blur", pixels, pre, blur_sigma=2.0)
+    assert blurred.std() < pre.normalise(pixels).std() / 2
+
+
+def test_gaussian_blur_preserves_constants_and_mass():
+    flat = np.full((10, 12, 1), 42.0)
+    np.testing.assert_allclose(gaussian_blur(flat, 3.0), 42.0)
+    spike = np.zeros((31, 31, 1))
+    spike[15, 15] = 1.0
+    out = gaussian_blur(spike, 2.0)
+    assert out.sum() == pytest.approx(1.0) and out[15, 15] == out.max()
