@@ -60,7 +60,9 @@ def _expand(arg: str, recursive: bool) -> Tuple[List[Path], Path, Optional[str]]
             hint = "" if recursive else " (use --recursive for sub-folders)"
             return [], path, f"no images in folder {path}{hint}"
         return files, path, None
-    return [path], path.parent, None if path.exists() else f"not found: {path}"
+    if not path.exists():
+        return [], path.parent, f"not found: {path}"
+    return [path], path.parent, None
 
 
 def _first_magic(parts: Sequence[str]) -> int:
