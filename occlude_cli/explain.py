@@ -15,9 +15,10 @@ import numpy as np
 
 from . import __version__
 from .baselines import default_blur_sigma, make_baseline, parse_baseline
-from .engine import Box, Occlusion, occlusion_sensitivity
+from .engine import (Box, Occlusion, occlusion_sensitivity, refine_forward_passes, refined_occlusion_sensitivity,
+                     window_grid)
 from .errors import OccludeError
-from .model import OnnxClassifier, looks_like_probabilities, resolve_target
+from .model import OnnxClassifier, looks_like_probabilities, resolve_target, score_transform
 from .preprocess import PreparedImage, Preprocessing, prepare_image
 
 # Default patch: this fraction of each side of the model input (16 px on a 224 input).
@@ -151,6 +152,9 @@ class ExplainOptions:
     seed: int = 0
     blur_sigma: Optional[float] = None
     region: Optional[Tuple[float, float, float, float]] = None  # x0, y0, x1, y1 in original image pixels
+    refine: bool = False  # coarse-to-fine: see engine.refined_occlusion_sensitivity
+    refine_step: int = 3
+    refine_budget: float = 0.25
 
 
 def explain(
@@ -168,19 +172,8 @@ def explain(
     ``options`` or keyword overrides (``patch=32``, ``baseline="blur"``, ...) set the run; see ExplainOptions.
     """
     started = time.perf_counter()
-    options = options or ExplainOptions()
-    if overrides:
-        unknown = set(overrides) - set(ExplainOptions.__dataclass_fields__)
-        if unknown:
-            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-        options = ExplainOptions(**{**options.__dict__, **overrides})
-    if not isinstance(model, OnnxClassifier):
-        model = OnnxClassifier(model)
-    preprocessing = preprocessing or resolve_preprocessing(model)
-    labels = list(labels) if labels is not None else model.labels
-    patch, stride = check_run(options, preprocessing, model, labels)
-    prepared = prepare_image(image, preprocessing)
-    region = region_to_box(options.region, prepared) if options.region is not None else None
+    options, model, preprocessing, labels, patch, stride, prepared, region = _setup(
+        model, image, options, preprocessing, labels, overrides)
     baseline_kind = parse_baseline(options.baseline)
     blur_sigma = options.blur_sigma if options.blur_sigma is not None else default_blur_sigma(patch)
     baseline = make_baseline(baseline_kind, prepared.pixels, preprocessing, seed=options.seed, blur_sigma=blur_sigma)
@@ -193,25 +186,19 @@ def explain(
         raise OccludeError(f"{len(labels)} labels given but the model has {num_classes} classes")
     is_prob = bool((model.metadata_preprocessing or {}).get("output") == "probabilities") or looks_like_probabilities(raw)
     score = model.scorer(options.score, is_prob)
+    original = score_transform(options.score, is_prob)(raw)[0]
+    ranking = [int(i) for i in np.argsort(-original, kind="stable")]
+    main = resolve_target(options.target, labels, num_classes) if options.target is not None else ranking[0]
+    targets = [main] + [c for c in ranking if c != main][: options.top_k - 1]
     prepared_at = time.perf_counter()
-    occlusion = occlusion_sensitivity(
-        sample,
-        score,
-        patch=patch,
-        stride=stride,
-        baseline=baseline,
-        spatial_axes=preprocessing.spatial_axes,
-        batch_size=batch_size,
-        region=region,
-        progress=progress,
-    )
-    occluded_at = time.perf_counter()
-    ranking = [int(i) for i in np.argsort(-occlusion.original_scores, kind="stable")]
-    if options.target is not None:
-        main = resolve_target(options.target, labels, num_classes)
-        targets = [main] + [c for c in ranking if c != main][: options.top_k - 1]
+    common = dict(patch=patch, stride=stride, baseline=baseline, spatial_axes=preprocessing.spatial_axes,
+                  batch_size=batch_size, region=region, progress=progress)
+    if options.refine:
+        occlusion = refined_occlusion_sensitivity(sample, score, target=main, coarse_step=options.refine_step,
+                                                  budget=options.refine_budget, **common)
     else:
-        targets = ranking[: options.top_k]
+        occlusion = occlusion_sensitivity(sample, score, **common)
+    occluded_at = time.perf_counter()
     maps = occlusion.attributions(targets)
     finished = time.perf_counter()
     return Explanation(
@@ -231,6 +218,7 @@ def explain(
             "batch_size": int(batch_size),
             "score": options.score,
             "region": list(region) if region is not None else None,
+            "refine": {"step": options.refine_step, "budget": options.refine_budget} if options.refine else None,
             "preprocessing": preprocessing.describe(),
             "occlude_version": __version__,
         },
@@ -241,6 +229,58 @@ def explain(
             "windows_per_s": occlusion.forward_passes / max(occluded_at - prepared_at, 1e-9),
         },
     )
+
+
+def _setup(model, image, options, preprocessing, labels, overrides):
+    """Shared start of explain() and estimate_run(): options, model, preprocessing, image and geometry."""
+    options = options or ExplainOptions()
+    if overrides:
+        unknown = set(overrides) - set(ExplainOptions.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        options = ExplainOptions(**{**options.__dict__, **overrides})
+    if not isinstance(model, OnnxClassifier):
+        model = OnnxClassifier(model)
+    preprocessing = preprocessing or resolve_preprocessing(model)
+    labels = list(labels) if labels is not None else model.labels
+    patch, stride = check_run(options, preprocessing, model, labels)
+    prepared = prepare_image(image, preprocessing)
+    region = region_to_box(options.region, prepared) if options.region is not None else None
+    return options, model, preprocessing, labels, patch, stride, prepared, region
+
+
+def estimate_run(
+    model: Union[str, Path, OnnxClassifier],
+    image,
+    options: Optional[ExplainOptions] = None,
+    *,
+    preprocessing: Optional[Preprocessing] = None,
+    labels: Optional[Sequence[str]] = None,
+    **overrides,
+) -> dict:
+    """What a run would cost, from one timed batch (after one warm-up batch), without running it."""
+    options, model, preprocessing, labels, patch, stride, prepared, region = _setup(
+        model, image, options, preprocessing, labels, overrides)
+    windows = len(window_grid(preprocessing.size, patch, stride, region))
+    passes = (refine_forward_passes(preprocessing.size, patch, stride, region, options.refine_step,
+                                    options.refine_budget) if options.refine else windows + 1)
+    sample = prepared.model_input
+    batch_size = options.batch_size or model.default_batch_size(sample.nbytes)
+    batch = np.repeat(sample[None], min(batch_size, passes), axis=0)
+    model.run(batch)
+    timer = time.perf_counter()
+    model.run(batch)
+    per_pass = (time.perf_counter() - timer) / len(batch)
+    return {
+        "windows": windows,
+        "forward_passes": passes,
+        "exact_forward_passes": windows + 1,
+        "batch_size": int(batch_size),
+        "patch": list(patch),
+        "stride": list(stride),
+        "seconds_per_forward_pass": per_pass,
+        "estimated_s": per_pass * passes,
+    }
 
 
 def check_run(

@@ -61,6 +61,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def score_transform(kind: str, outputs_are_probabilities: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """Raw outputs -> the scores to explain (float64): softmax for 'prob' unless already probabilities."""
+    if kind == "prob" and not outputs_are_probabilities:
+        return lambda raw: softmax(np.asarray(raw, dtype=np.float64))
+    return lambda raw: np.asarray(raw, dtype=np.float64)
+
+
 def looks_like_probabilities(outputs: np.ndarray, tolerance: float = 1e-3) -> bool:
     """True when every row is already a probability distribution (non-negative, sums to 1)."""
     outputs = np.asarray(outputs, dtype=np.float64)
@@ -207,9 +214,8 @@ class OnnxClassifier:
             raise OccludeError(f"unknown score kind {kind!r}: use prob or logit")
         if kind == "logit" and outputs_are_probabilities:
             raise OccludeError("this model outputs probabilities, so logits are not available: use --score prob")
-        if kind == "prob" and not outputs_are_probabilities:
-            return lambda batch: softmax(self.run(batch).astype(np.float64))
-        return lambda batch: self.run(batch).astype(np.float64)
+        transform = score_transform(kind, outputs_are_probabilities)
+        return lambda batch: transform(self.run(batch))
 
     def describe(self) -> dict:
         return {

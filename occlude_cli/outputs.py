@@ -134,9 +134,10 @@ def explanation_record(explanation: Explanation, *, timing: bool = True) -> dict
         ],
         "windows": [
             {"y": int(y), "x": int(x), "h": int(h), "w": int(w), "score": float(s), "drop": float(d),
-             "top_class": int(t)}
-            for (y, x, h, w), s, d, t in zip(
-                occ.windows.tolist(), occ.window_scores[:, target], drops, np.argmax(occ.window_scores, axis=1)
+             "top_class": int(t), **({} if m is None else {"measured": bool(m)})}
+            for (y, x, h, w), s, d, t, m in zip(
+                occ.windows.tolist(), occ.window_scores[:, target], drops, np.argmax(occ.window_scores, axis=1),
+                occ.measured if occ.measured is not None else [None] * len(occ.windows),
             )
         ],
         "map": _grid(e.map),

@@ -221,3 +221,31 @@ def test_real_subprocess_has_no_traceback_and_no_progress_when_piped(tmp_path):
                             capture_output=True, text=True, env=env, cwd=tmp_path)
     assert failed.returncode == 1
     assert failed.stderr.strip().count("\n") == 0 and "Traceback" not in failed.stderr
+
+
+def test_refine_flag_records_measured_windows(tmp_path):
+    result = occlude("run", EFFNET, SAMPLE_IMAGES / "coffee.jpg", "--out", tmp_path, "--patch", "64", "--stride", "16",
+                     "--refine", "--quiet")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "coffee.json").read_text())
+    measured = sum(w["measured"] for w in record["windows"])
+    assert len(record["windows"]) == 121 and record["map_info"]["forward_passes"] == measured + 1
+    assert record["map_info"]["forward_passes"] <= 0.25 * 122
+    assert record["params"]["refine"] == {"step": 3, "budget": 0.25}
+    assert record["target"]["label"] == "espresso"
+
+
+def test_dry_run_estimates_and_writes_nothing(tmp_path):
+    out = tmp_path / "never"
+    result = occlude("run", EFFNET, SAMPLE_IMAGES / "cat.jpg", SAMPLE_IMAGES / "coffee.jpg", "--out", out,
+                     "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["windows"] == 729 and plan["forward_passes"] == 730 and plan["images"] == 2
+    assert plan["estimated_s"] > 0 and plan["estimated_total_s"] == pytest.approx(2 * plan["estimated_s"])
+    assert not out.exists()
+    refined = json.loads(occlude("run", EFFNET, SAMPLE_IMAGES / "cat.jpg", "--dry-run", "--json", "--refine",
+                                 "--patch", "48", "--stride", "8").stdout)
+    assert refined["exact_forward_passes"] == 530 and refined["forward_passes"] <= 132
+    text = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--dry-run").stdout
+    assert "64 windows" in text and "estimated" in text

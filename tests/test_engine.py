@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from occlude_cli import OccludeError, OnnxClassifier, explain, occlusion_sensitivity, window_grid
-from occlude_cli.engine import accumulate_windows, window_starts
+from occlude_cli.engine import (accumulate_windows, refine_forward_passes, refined_occlusion_sensitivity,
+                                 window_starts)
 from onnx_models import rectangle_model
 
 from conftest import SAMPLE_IMAGES, SAMPLE_MODELS
@@ -177,3 +178,43 @@ def test_channels_last_inputs_use_the_given_spatial_axes():
     a = occlusion_sensitivity(chw, score, patch=(3, 4), stride=(2, 2))
     b = occlusion_sensitivity(np.transpose(chw, (1, 2, 0)), hwc_score, patch=(3, 4), stride=(2, 2), spatial_axes=(0, 1))
     np.testing.assert_allclose(a.attributions(), b.attributions(), atol=1e-12)
+
+
+def test_refine_with_full_budget_equals_the_exact_map():
+    rng = np.random.default_rng(11)
+    inputs = rng.normal(size=(3, 11, 13))
+    score = linear_softmax_scorer()
+    exact = occlusion_sensitivity(inputs, score, patch=(4, 4), stride=(1, 1))
+    refined = refined_occlusion_sensitivity(inputs, score, patch=(4, 4), stride=(1, 1), budget=1.0, coarse_step=3)
+    assert refined.measured.all() and refined.forward_passes == exact.forward_passes
+    np.testing.assert_allclose(refined.attributions(), exact.attributions(), atol=1e-12)
+
+
+def test_refine_spends_its_budget_and_interpolates_the_rest():
+    inputs = np.ones((1, 40, 40))
+    # a window's drop is the sum of the weights it covers: linear in its position, so interpolation is exact
+    weights = np.linspace(0, 1, 1600).reshape(1, -1)
+
+    def score(batch):
+        value = batch.reshape(len(batch), -1) @ weights.T
+        return np.concatenate([value, -value], axis=1)
+
+    exact = occlusion_sensitivity(inputs, score, patch=(12, 12), stride=(2, 2))
+    refined = refined_occlusion_sensitivity(inputs, score, patch=(12, 12), stride=(2, 2), budget=0.25, target=0)
+    assert refined.forward_passes <= 0.25 * exact.forward_passes
+    assert refined.forward_passes == refine_forward_passes((40, 40), (12, 12), (2, 2), None, 3, 0.25)
+    assert 0 < refined.measured.sum() < len(refined.windows)
+    assert np.array_equal(refined.windows, exact.windows)
+    measured = refined.measured
+    np.testing.assert_allclose(refined.window_scores[measured], exact.window_scores[measured], atol=1e-12)
+    np.testing.assert_allclose(refined.window_scores, exact.window_scores, atol=1e-9)
+    np.testing.assert_allclose(refined.attribution(0), exact.attribution(0), atol=1e-9)
+
+
+def test_refine_rejects_bad_parameters():
+    inputs = np.zeros((1, 8, 8))
+    score = linear_softmax_scorer(shape=(1, 8, 8))
+    with pytest.raises(OccludeError, match="budget"):
+        refined_occlusion_sensitivity(inputs, score, patch=(2, 2), budget=0)
+    with pytest.raises(OccludeError, match="step"):
+        refined_occlusion_sensitivity(inputs, score, patch=(2, 2), coarse_step=0)
