@@ -1,7 +1,7 @@
 """The `occlude` command: a thin Typer layer that parses flags, shows progress and calls the library.
 
 Exit codes: 0 all images ok; 1 error before any image ran (model, flags, output folder);
-2 command-line usage error; 3 at least one image failed; 130 interrupted.
+2 command-line usage error; 3 at least one image failed; 4 a check failed (occlude check); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ app = typer.Typer(
     "Slides a patch over the image, replaces it by a baseline, and records how much the target class's "
     "score drops at each position. Writes heatmap overlays (PNG), raw scores (JSON) and maps (.npy).",
     epilog="Exit codes: 0 ok, 1 error (model, flags, output folder), 2 usage error, 3 some images failed, "
-    "130 interrupted.",
+    "4 a check failed (occlude check), 130 interrupted.",
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -115,6 +115,8 @@ RUN_EXAMPLES = """
   occlude run model.onnx img.png --baseline blur --target "Egyptian cat" --top-k 3
   occlude run model.onnx 'data/**/*.jpg' --json --quiet | jq '.counts'
   occlude run model.onnx data/ --shard 2/4 --resume --out maps/   [dim]# one of 4 CI jobs[/]
+  occlude run model.onnx img.png --patch 48 --stride 8 --refine     [dim]# about 4x fewer forward passes[/]
+  occlude run model.onnx data/ --dry-run                            [dim]# how long will it take?[/]
 
 [bold]Baselines[/] (--baseline)
 
@@ -150,6 +152,10 @@ def run(
     input_name: Optional[str] = typer.Option(None, "--input", help="Model input to feed, when it has several."),
     output_name: Optional[str] = typer.Option(None, "--output", help="Model output to explain, when it has several."),
     region: Optional[str] = typer.Option(None, help="Occlude only inside this box x0,y0,x1,y1 (original image pixels); the rest of the map is null (not computed)."),
+    refine: bool = typer.Option(False, "--refine", help="Coarse-to-fine: score every --refine-step-th window, interpolate the rest, then score exactly where the drop is largest, within --refine-budget. Use with overlapping windows (stride <= patch/4)."),
+    refine_step: int = typer.Option(3, "--refine-step", help="With --refine: coarse pass takes every N-th window along each axis."),
+    refine_budget: float = typer.Option(0.25, "--refine-budget", help="With --refine: forward passes allowed, as a fraction of the exact map's."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the number of windows and forward passes and a time estimate from one timed batch; run nothing else."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders of folder arguments."),
     npy: bool = typer.Option(True, "--npy/--no-npy", help="Write STEM.npy (the map as float32)."),
     aggregate: bool = typer.Option(False, "--aggregate", help="Also write aggregate.png/.npy: the mean of the per-image maps, each scaled to [-1, 1]."),
@@ -178,6 +184,9 @@ def run(
         seed=seed,
         blur_sigma=blur_sigma,
         region=_region(region),
+        refine=refine,
+        refine_step=refine_step,
+        refine_budget=refine_budget,
     )
     shard_spec = parse_shard(shard)
     class_names = read_labels(labels) if labels is not None else None
@@ -195,6 +204,9 @@ def run(
     check_run(options, preprocessing, classifier, class_names)
     images, problems = discover_inputs(paths, recursive=recursive)
     images = take_shard(images, shard_spec)
+    if dry_run:
+        _dry_run(classifier, images, problems, options, preprocessing, class_names, json_out)
+        return
     check_output_folder(out)
     for arg, problem in problems:
         stderr.print(f"[bold red]error:[/] {escape(problem)}")
@@ -271,6 +283,27 @@ def _failure_text(row) -> str:
     return error if row.path in error else f"{row.path}: {error}"
 
 
+def _dry_run(classifier, images, problems, options, preprocessing, labels, json_out: bool) -> None:
+    from .explain import estimate_run
+
+    for _, problem in problems:
+        stderr.print(f"[bold red]error:[/] {escape(problem)}")
+    if not images:
+        raise OccludeError("nothing to estimate: no readable image among the inputs")
+    plan = estimate_run(classifier, images[0].path, options, preprocessing=preprocessing, labels=labels)
+    plan["images"] = len(images)
+    plan["estimated_total_s"] = plan["estimated_s"] * len(images)
+    if json_out:
+        sys.stdout.write(json.dumps(plan, indent=2) + "\n")
+        return
+    stdout.print(
+        f"{plan['images']} image(s); per image: {plan['windows']} windows, {plan['forward_passes']} forward passes "
+        f"(exact map: {plan['exact_forward_passes']}), batch size {plan['batch_size']}, "
+        f"{plan['seconds_per_forward_pass'] * 1000:.1f} ms per pass; "
+        f"estimated {plan['estimated_s']:.1f} s per image, {plan['estimated_total_s']:.1f} s in all"
+    )
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -337,6 +370,11 @@ def info(
         return
     for key, value in document.items():
         stdout.print(f"[bold]{key}[/]: {escape(str(value))}")
+
+
+from .validate_cli import register as _register_validation  # noqa: E402  (commands compare, check)
+
+_register_validation(app)
 
 
 def main() -> None:
