@@ -18,11 +18,12 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import OccludeError
-from .explain import ExplainOptions, explain
+from .explain import ExplainOptions, explain, explain_scales
 from .model import OnnxClassifier
-from .outputs import atomic_write_bytes, format_json, npy_bytes, peak, write_explanation
+from .outputs import atomic_write_bytes, format_json, npy_bytes, peak, write_explanation, write_scale_study
 from .preprocess import Preprocessing
 from .render import heatmap_png
+from .validate import faithfulness
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
 SUMMARY_FIELDS = (
@@ -274,6 +275,9 @@ def run_batch(
     all_classes: bool = False,
     timing: bool = True,
     resume: bool = False,
+    metrics: bool = False,
+    scales: Sequence[Tuple[int, int]] = (),
+    multiscale: bool = False,
     aggregate: Optional[MapAggregate] = None,
     on_image_start: Optional[Callable[[InputImage], None]] = None,
     on_windows: Optional[Callable[[int, int], None]] = None,
@@ -281,6 +285,8 @@ def run_batch(
 ) -> BatchResult:
     """Explain every image with one loaded model, writing its outputs under ``out_dir/KEY.*``.
 
+    With two or more ``scales`` (patch sizes) each image gets one set of outputs per scale and a
+    KEY.scales.json with their rank correlations. ``metrics`` adds deletion/insertion AUCs to the JSON.
     One image failing (unreadable, truncated, not an image) is recorded and the run goes on. Ctrl-C or
     SIGTERM (as KeyboardInterrupt) stops after the files already written, which are all complete.
     """
@@ -291,28 +297,43 @@ def run_batch(
         "labels": hashlib.sha256("\n".join(labels or []).encode("utf-8")).hexdigest() if labels else None,
         "npy": npy,
         "all_classes": all_classes,
+        "metrics": metrics,
+        "scales": [list(s) for s in scales],
+        "multiscale": multiscale,
     }
+    study = len(scales) > 1
     result = BatchResult()
     for image in images:
-        json_path = out_dir / f"{image.key}.json"
+        layout = _OutputNames(image.key, scales if study else (), multiscale)
         started = time.perf_counter()
         if on_image_start:
             on_image_start(image)
         try:
             image_sha = file_sha256(image.path) if image.path.is_file() else None
             fingerprint = run_fingerprint(model.sha256, image_sha or "", settings)
-            if resume and image_sha and _existing_fingerprint(json_path) == fingerprint:
-                row = _skipped_row(json_path, image, out_dir)
+            if resume and image_sha and _existing_fingerprint(out_dir / layout.marker) == fingerprint:
+                row = _skipped_row(out_dir / layout.record, image, out_dir, layout.marker)
                 if aggregate is not None:
-                    _aggregate_saved(aggregate, out_dir / f"{image.key}.npy", json_path)
+                    _aggregate_saved(aggregate, out_dir / layout.main_npy, out_dir / layout.record)
             else:
-                explanation = explain(model, image.path, options, preprocessing=preprocessing, labels=labels,
-                                      progress=on_windows)
                 extra = {"fingerprint": fingerprint, "image_sha256": image_sha}
-                write_explanation(explanation, out_dir, image.key, npy=npy, all_classes=all_classes,
-                                  timing=timing, extra=extra)
+                kwargs = dict(preprocessing=preprocessing, labels=labels, progress=on_windows)
+                if study:
+                    result_study = explain_scales(model, image.path, scales, options, **kwargs)
+                    explanation = result_study.explanations[0]
+                    scale_metrics = [faithfulness(e, model) for e in result_study.explanations] if metrics else None
+                    write_scale_study(result_study, out_dir, image.key, npy=npy, timing=timing,
+                                      multiscale=multiscale, extra=extra, metrics=scale_metrics)
+                    main_map = result_study.mean_map() if multiscale else explanation.map
+                else:
+                    explanation = explain(model, image.path, options, **kwargs)
+                    if metrics:
+                        extra["metrics"] = faithfulness(explanation, model)
+                    write_explanation(explanation, out_dir, image.key, npy=npy, all_classes=all_classes,
+                                      timing=timing, extra=extra)
+                    main_map = explanation.map
                 if aggregate is not None:
-                    aggregate.add(explanation.map)
+                    aggregate.add(main_map)
                 info = peak(explanation.map)
                 row = SummaryRow(
                     path=str(image.path),
@@ -324,7 +345,7 @@ def run_batch(
                     peak_x=info["x"],
                     peak_value=info["value"],
                     seconds=round(time.perf_counter() - started, 3) if timing else None,
-                    output=f"{image.key}.json",
+                    output=layout.marker,
                 )
         except KeyboardInterrupt:
             result.interrupted = True
@@ -339,10 +360,25 @@ def run_batch(
     return result
 
 
-def _skipped_row(json_path: Path, image: InputImage, out_dir: Path) -> SummaryRow:
+class _OutputNames:
+    """Which files of an image mark completion (written last, with the fingerprint), give its summary row
+    and hold its main map."""
+
+    def __init__(self, key: str, scales: Sequence[Tuple[int, int]], multiscale: bool) -> None:
+        if scales:
+            first = f"{key}.patch-{scales[0][0]}x{scales[0][1]}"
+            self.marker = f"{key}.scales.json"
+            self.record = f"{first}.json"
+            self.main_npy = f"{key}.multiscale.npy" if multiscale else f"{first}.npy"
+        else:
+            self.marker = self.record = f"{key}.json"
+            self.main_npy = f"{key}.npy"
+
+
+def _skipped_row(json_path: Path, image: InputImage, out_dir: Path, marker: str) -> SummaryRow:
     with open(json_path, encoding="utf-8") as handle:
         record = json.load(handle)
-    row = SummaryRow.from_record(record, "skipped", os.path.relpath(json_path, out_dir).replace(os.sep, "/"), None)
+    row = SummaryRow.from_record(record, "skipped", marker, None)
     row.path = str(image.path)
     return row
 
@@ -368,8 +404,19 @@ def rebuild_summary(out_dir) -> List[SummaryRow]:
         raise OccludeError(f"not a folder: {out_dir}")
     rows: List[SummaryRow] = []
     seen = set()
+    secondary_scales = set()  # a scale study's row comes from its first scale, named by STEM.scales.json
+    marker_of = {}
+    for scales_path in out_dir.rglob("*.scales.json"):
+        try:
+            with open(scales_path, encoding="utf-8") as handle:
+                maps = json.load(handle).get("maps", [])
+        except (OSError, ValueError):
+            continue
+        secondary_scales.update(scales_path.parent / name for name in maps[1:])
+        if maps:
+            marker_of[scales_path.parent / maps[0]] = os.path.relpath(scales_path, out_dir).replace(os.sep, "/")
     for json_path in sorted(out_dir.rglob("*.json")):
-        if json_path.name.startswith("summary"):
+        if json_path.name.startswith("summary") or json_path in secondary_scales:
             continue
         try:
             with open(json_path, encoding="utf-8") as handle:
@@ -378,7 +425,7 @@ def rebuild_summary(out_dir) -> List[SummaryRow]:
             continue
         if not is_result_record(record):
             continue
-        rel = os.path.relpath(json_path, out_dir).replace(os.sep, "/")
+        rel = marker_of.get(json_path) or os.path.relpath(json_path, out_dir).replace(os.sep, "/")
         seconds = record.get("timing", {}).get("total_s")
         row = SummaryRow.from_record(record, "ok", rel, round(seconds, 3) if seconds is not None else None)
         rows.append(row)

@@ -117,6 +117,8 @@ RUN_EXAMPLES = """
   occlude run model.onnx data/ --shard 2/4 --resume --out maps/   [dim]# one of 4 CI jobs[/]
   occlude run model.onnx img.png --patch 48 --stride 8 --refine     [dim]# about 4x fewer forward passes[/]
   occlude run model.onnx data/ --dry-run                            [dim]# how long will it take?[/]
+  occlude run model.onnx img.png --patch 8,16,32 --multiscale       [dim]# is the map stable across patch sizes?[/]
+  occlude run model.onnx img.png --metrics                          [dim]# + deletion/insertion AUC in the JSON[/]
 
 [bold]Baselines[/] (--baseline)
 
@@ -129,7 +131,9 @@ def run(
     model: Path = typer.Argument(..., help="ONNX classifier (.onnx) with one image input and a (batch, classes) output."),
     paths: List[str] = typer.Argument(..., help="Image files, folders or glob patterns ('data/**/*.png').", show_default=False),
     out: Path = typer.Option(Path("occlude-out"), "--out", "-o", help="Output folder; keeps the inputs' relative folder layout."),
-    patch: Optional[str] = typer.Option(None, help="Occluding patch, N or HxW in model-input pixels \\[default: 1/14 of the input side, 16 on 224]."),
+    patch: Optional[str] = typer.Option(None, help="Occluding patch, N or HxW in model-input pixels \\[default: 1/14 of the input side, 16 on 224]. Several (8,16,32): one map per patch size plus their rank correlations in STEM.scales.json."),
+    multiscale: bool = typer.Option(False, "--multiscale", help="With several --patch sizes: also write STEM.multiscale.* (the mean of the maps, each scaled to [-1, 1])."),
+    metrics: bool = typer.Option(False, "--metrics", help="Add the map's deletion and insertion curves and AUCs (Petsiuk et al. 2018) to the JSON; 102 extra forward passes."),
     stride: Optional[str] = typer.Option(None, help="Step between windows, N or HxW \\[default: half the patch]. A last window flush with the border is always added."),
     baseline: str = typer.Option("zero", help="What fills the patch: zero, mean, gray, black, white, blur, noise, a constant V or R,G,B (pixel units). See below."),
     blur_sigma: Optional[float] = typer.Option(None, help="Gaussian sigma in pixels for --baseline blur \\[default: patch/2]."),
@@ -168,13 +172,16 @@ def run(
     """Explain images with an ONNX classifier: writes STEM.overlay.png, STEM.heatmap.png, STEM.json, STEM.npy."""
     from .batch import (MapAggregate, discover_inputs, parse_shard, run_batch, summary_document, summary_name,
                         take_shard, write_summary)
-    from .explain import ExplainOptions, check_run, parse_hw, resolve_preprocessing
+    from .explain import ExplainOptions, check_run, parse_hw, parse_patches, resolve_preprocessing
     from .baselines import parse_baseline
     from .model import OnnxClassifier, read_labels
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    scales = parse_patches(patch) if patch is not None else []
+    if multiscale and len(scales) < 2:
+        raise OccludeError("--multiscale needs several patch sizes, e.g. --patch 8,16,32")
     options = ExplainOptions(
-        patch=parse_hw(patch, "--patch") if patch is not None else None,
+        patch=scales[0] if scales else None,
         stride=parse_hw(stride, "--stride") if stride is not None else None,
         baseline=parse_baseline(baseline),
         target=target,
@@ -201,7 +208,8 @@ def run(
         bgr=bgr or None,
         resize=resize,
     )
-    check_run(options, preprocessing, classifier, class_names)
+    for scale in scales or [None]:
+        check_run(ExplainOptions(**{**options.__dict__, "patch": scale}), preprocessing, classifier, class_names)
     images, problems = discover_inputs(paths, recursive=recursive)
     images = take_shard(images, shard_spec)
     if dry_run:
@@ -256,6 +264,9 @@ def run(
             all_classes=all_classes,
             timing=timing,
             resume=resume,
+            metrics=metrics,
+            scales=scales,
+            multiscale=multiscale,
             aggregate=aggregate_maps,
             on_image_start=on_image_start,
             on_windows=on_windows if show_progress else None,

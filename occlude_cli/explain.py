@@ -315,6 +315,62 @@ def check_run(
     return patch, stride
 
 
+@dataclass
+class ScaleStudy:
+    """The same image explained at several patch sizes: is the explanation stable or an artefact of the patch?"""
+
+    explanations: List[Explanation]
+    rank_correlation: np.ndarray  # (K, K) Spearman correlation between the maps
+
+    @property
+    def patches(self) -> List[List[int]]:
+        return [e.params["patch"] for e in self.explanations]
+
+    def mean_map(self) -> np.ndarray:
+        """Multi-scale map: the mean of the per-scale maps, each scaled to [-1, 1] by its largest |value|
+        (larger patches give larger drops, so raw maps would let the largest patch dominate)."""
+        scaled = []
+        for e in self.explanations:
+            limit = np.nanmax(np.abs(e.map)) if np.isfinite(e.map).any() else 0.0
+            scaled.append(e.map / limit if limit > 0 else e.map)
+        return np.mean(scaled, axis=0)
+
+
+def explain_scales(
+    model: Union[str, Path, OnnxClassifier],
+    image,
+    patches: Sequence,
+    options: Optional[ExplainOptions] = None,
+    **kwargs,
+) -> ScaleStudy:
+    """Explain one image once per patch size (one model session; the target is fixed by the first run so
+    every map explains the same class) and measure their pairwise rank correlation."""
+    from .metrics import spearman
+
+    if len(patches) < 2:
+        raise OccludeError("a scale study needs at least two patch sizes")
+    if not isinstance(model, OnnxClassifier):
+        model = OnnxClassifier(model)
+    options = options or ExplainOptions()
+    explanations: List[Explanation] = []
+    for patch in patches:
+        run_options = ExplainOptions(**{**options.__dict__, "patch": patch})
+        if explanations:
+            run_options.target = explanations[0].target
+        explanations.append(explain(model, image, run_options, **kwargs))
+    k = len(explanations)
+    matrix = np.ones((k, k))
+    for i in range(k):
+        for j in range(i + 1, k):
+            matrix[i, j] = matrix[j, i] = spearman(explanations[i].map, explanations[j].map)
+    return ScaleStudy(explanations=explanations, rank_correlation=matrix)
+
+
+def parse_patches(value: str) -> List[Tuple[int, int]]:
+    """'16' -> [(16, 16)]; '8,16,32' or '8x8,16x24' -> one patch per comma-separated item."""
+    return [parse_hw(item, "--patch") for item in str(value).split(",")]
+
+
 def region_to_box(region, prepared: PreparedImage) -> Box:
     """A region (x0, y0, x1, y1) in original image pixels -> (y0, x0, y1, x1) in model-input pixels,
     clipped to the part of the image the model sees."""

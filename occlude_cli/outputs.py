@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .errors import OccludeError
-from .explain import Explanation
+from .explain import Explanation, ScaleStudy
 from .render import heatmap_png, overlay_png
 
 SCHEMA_VERSION = 1
@@ -195,4 +195,56 @@ def write_explanation(
     record.update(extra or {})
     record["outputs"] = sorted(p.name for p in written)
     written.append(atomic_write_bytes(base.with_name(base.name + ".json"), (format_json(record) + "\n").encode("utf-8")))
+    return written
+
+
+def write_scale_study(
+    study: ScaleStudy,
+    out_dir,
+    stem: str,
+    *,
+    npy: bool = True,
+    timing: bool = True,
+    multiscale: bool = False,
+    extra: Optional[dict] = None,
+    metrics: Optional[List[dict]] = None,
+) -> List[Path]:
+    """Each scale's outputs as STEM.patch-HxW.*, the multi-scale map (if asked) as STEM.multiscale.*, and
+    STEM.scales.json (patches, pairwise rank correlation, files) written last."""
+    out_dir = Path(out_dir)
+    written: List[Path] = []
+    names = []
+    for i, e in enumerate(study.explanations):
+        h, w = e.params["patch"]
+        name = f"{stem}.patch-{h}x{w}"
+        names.append(name)
+        scale_extra = {**(extra or {}), **({"metrics": metrics[i]} if metrics else {})}
+        written += write_explanation(e, out_dir, name, npy=npy, timing=timing, extra=scale_extra)
+    first = study.explanations[0]
+    multiscale_name = None
+    if multiscale:
+        mean = study.mean_map()
+        multiscale_name = f"{stem}.multiscale"
+        base = out_dir / multiscale_name
+        patches = ", ".join(f"{h}x{w}" for h, w in study.patches)
+        written.append(atomic_write_bytes(base.with_name(base.name + ".npy"), npy_bytes(mean.astype(np.float32))))
+        written.append(atomic_write_bytes(base.with_name(base.name + ".heatmap.png"), heatmap_png(mean)))
+        written.append(atomic_write_bytes(
+            base.with_name(base.name + ".overlay.png"),
+            overlay_png(first.image.original, mean, first.image.crop_box, _title(first, first.target),
+                        f"multi-scale mean of patches {patches} (each scaled to [-1, 1])")))
+    document = {
+        "schema": SCHEMA_VERSION,
+        "image": {"path": str(first.image.path) if first.image.path is not None else None},
+        "target": {"index": first.target, "label": first.label(first.target)},
+        "patches": [list(p) for p in study.patches],
+        "rank_correlation": [[_number(v) for v in row] for row in study.rank_correlation],
+        "maps": [f"{n}.json" for n in names],
+        "multiscale": f"{multiscale_name}.npy" if multiscale_name else None,
+        "deletion_auc": [m["deletion_auc"] for m in metrics] if metrics else None,
+        "insertion_auc": [m["insertion_auc"] for m in metrics] if metrics else None,
+        **(extra or {}),
+    }
+    path = out_dir / f"{stem}.scales.json"
+    written.append(atomic_write_bytes(path, (format_json(document) + "\n").encode("utf-8")))
     return written

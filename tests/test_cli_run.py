@@ -249,3 +249,31 @@ def test_dry_run_estimates_and_writes_nothing(tmp_path):
     assert refined["exact_forward_passes"] == 530 and refined["forward_passes"] <= 132
     text = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--dry-run").stdout
     assert "64 windows" in text and "estimated" in text
+
+
+def test_several_patch_sizes_give_maps_correlations_and_a_multiscale_map(tmp_path):
+    result = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_7.png", "--out", tmp_path, "--patch", "1,2,3x2",
+                     "--multiscale", "--quiet", "--no-timing")
+    assert result.exit_code == 0, result.output
+    study = json.loads((tmp_path / "digit_7.scales.json").read_text())
+    assert study["patches"] == [[1, 1], [2, 2], [3, 2]]
+    assert study["maps"] == ["digit_7.patch-1x1.json", "digit_7.patch-2x2.json", "digit_7.patch-3x2.json"]
+    matrix = np.array(study["rank_correlation"])
+    assert matrix.shape == (3, 3) and np.allclose(np.diag(matrix), 1) and np.allclose(matrix, matrix.T)
+    maps = [np.load(tmp_path / f"digit_7.patch-{p}.npy") for p in ("1x1", "2x2", "3x2")]
+    targets = {json.loads((tmp_path / name).read_text())["target"]["index"] for name in study["maps"]}
+    assert targets == {7}  # every scale explains the same class
+    expected = np.mean([m / np.abs(m).max() for m in maps], axis=0)
+    np.testing.assert_allclose(np.load(tmp_path / "digit_7.multiscale.npy"), expected, atol=1e-6)
+    assert (tmp_path / "digit_7.multiscale.overlay.png").exists()
+    rows = json.loads(occlude("summary", tmp_path, "--json").stdout)["images"]
+    assert len(rows) == 1 and rows[0]["output"] == "digit_7.scales.json"
+    assert occlude("run", DIGITS, SAMPLE_IMAGES / "digit_7.png", "--multiscale", "--out", tmp_path).exit_code == 1
+
+
+def test_metrics_adds_deletion_and_insertion(tmp_path):
+    result = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_0.png", "--out", tmp_path, "--metrics", "--quiet")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "digit_0.json").read_text())["metrics"]
+    assert 0 <= metrics["deletion_auc"] < metrics["insertion_auc"] <= 1
+    assert len(metrics["deletion"]) == len(metrics["fractions"]) == metrics["steps"] + 1
