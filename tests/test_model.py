@@ -143,3 +143,15 @@ def test_cuda_unavailable_says_how_to_install():
         pytest.skip("this machine has CUDA")
     with pytest.raises(OccludeError, match=r"occlude\[cuda\]"):
         OnnxClassifier(SAMPLE_MODELS / "digits_cnn.onnx", device="cuda")
+
+
+def test_io_binding_path_gives_the_same_scores(noise_image):
+    plain = OnnxClassifier(SAMPLE_MODELS / "digits_cnn.onnx", device="cpu")
+    bound = OnnxClassifier(SAMPLE_MODELS / "digits_cnn.onnx", device="cpu", io_binding=True)
+    assert bound.io_binding and not plain.io_binding and bound.describe()["io_binding"] is True
+    batch = np.random.default_rng(0).uniform(size=(5, 1, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(bound.run(batch), plain.run(batch), atol=1e-6)
+    np.testing.assert_allclose(bound.run(batch[:2]), plain.run(batch[:2]), atol=1e-6)  # a new shape rebinds
+    a = explain(plain, noise_image, patch=2, batch_size=7)
+    b = explain(bound, noise_image, patch=2, batch_size=7)
+    np.testing.assert_allclose(a.map, b.map, atol=1e-9)
