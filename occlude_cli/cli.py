@@ -216,6 +216,8 @@ def run(
         _dry_run(classifier, images, problems, options, preprocessing, class_names, json_out)
         return
     check_output_folder(out)
+    if classifier.batching.startswith("fixed batch 1") and not quiet:
+        stderr.print(f"[yellow]note:[/] {escape(classifier.batching)}")
     for arg, problem in problems:
         stderr.print(f"[bold red]error:[/] {escape(problem)}")
 

@@ -95,6 +95,7 @@ class OnnxClassifier:
         output_name: Optional[str] = None,
         threads: Optional[int] = None,
         io_binding: Optional[bool] = None,
+        batch_rewrite: bool = True,
     ) -> None:
         self.path = Path(path)
         if not self.path.exists():
@@ -137,6 +138,9 @@ class OnnxClassifier:
         self.dtype = _ORT_DTYPES[self.input.type]
         self.input_shape = [d if isinstance(d, int) and d > 0 else None for d in shape]
         self.fixed_batch: Optional[int] = self.input_shape[0]
+        self.batching = "dynamic batch" if self.fixed_batch is None else f"fixed batch {self.fixed_batch}"
+        if self.fixed_batch == 1 and batch_rewrite:
+            self._try_batch_rewrite(options)
         out_shape = list(self.output.shape)
         self.num_classes: Optional[int] = (
             out_shape[1] if len(out_shape) >= 2 and isinstance(out_shape[1], int) and out_shape[1] > 0 else None
@@ -146,6 +150,27 @@ class OnnxClassifier:
         self.metadata_preprocessing = _json_metadata(meta, PREPROCESS_KEY, dict, self.path)
         labels = _json_metadata(meta, LABELS_KEY, list, self.path)
         self.labels: Optional[List[str]] = [str(v) for v in labels] if labels is not None else None
+
+    def _try_batch_rewrite(self, options) -> None:
+        """A model pinned to batch 1 usually only declares it: rewrite the declared batch dimension to be
+        dynamic and use the result if it provably computes the same thing; otherwise keep batch 1."""
+        from .onnx_graph import batched_model
+
+        result = batched_model(
+            self.path,
+            session_options=options,
+            providers=self.providers,
+            reference=self.session if self.providers == ["CPUExecutionProvider"] else None,
+            input_name=self.input.name,
+            output_names=[self.output.name],
+        )
+        if result.ok:
+            self.session = result.session
+            self.fixed_batch = None
+            self.input_shape[0] = None
+            self.batching = "batch dimension rewritten from 1 to dynamic (validated)"
+        else:
+            self.batching = f"fixed batch 1, run one image at a time: {result.reason}"
 
     @staticmethod
     def _pick(kind: str, nodes, name: Optional[str], flag: str):
@@ -249,6 +274,7 @@ class OnnxClassifier:
             "output": self.output.name,
             "provider": self.provider,
             "io_binding": self.io_binding,
+            "batching": self.batching,
         }
 
 

@@ -39,6 +39,7 @@ def rectangle_model(
     softmax: bool = False,
     extra_output: bool = False,
     extra_input: bool = False,
+    pin_batch: bool = False,
     metadata: Optional[dict] = None,
 ) -> Path:
     """Class 0's logit is the mean of the input over ``rect`` (y0, x0, y1, x1; all channels); class 1's is 0
@@ -62,12 +63,16 @@ def rectangle_model(
     ]
     if softmax:
         nodes.append(helper.make_node("Softmax", ["logits"], ["scores"], axis=1))
+    if pin_batch:  # a Reshape to a hard-coded [1, 3]: the graph really cannot take another batch size
+        nodes[-1].output[0] = "unpinned"
+        nodes.append(helper.make_node("Reshape", ["unpinned", "pinned_shape"], ["scores"]))
     inits = [
         _const("starts", [y0, x0]),
         _const("ends", [y1, x1]),
         _const("axes", axes),
         _const("one", [1]),
         _const("zero", np.zeros((1, 1)), np.float32),
+        _const("pinned_shape", [1, 3]),
     ]
     outputs = [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, 3])]
     inputs = [image]

@@ -277,3 +277,14 @@ def test_metrics_adds_deletion_and_insertion(tmp_path):
     metrics = json.loads((tmp_path / "digit_0.json").read_text())["metrics"]
     assert 0 <= metrics["deletion_auc"] < metrics["insertion_auc"] <= 1
     assert len(metrics["deletion"]) == len(metrics["fractions"]) == metrics["steps"] + 1
+
+
+def test_fixed_batch_model_that_cannot_be_rewritten_says_so(tmp_path, gray_image):
+    model = rectangle_model(tmp_path / "pinned.onnx", batch=1, pin_batch=True)
+    result = occlude("run", model, gray_image, "--out", tmp_path / "out", "--patch", "4", "--score", "logit",
+                     "--target", "0")
+    assert result.exit_code == 0, result.output
+    assert "note: fixed batch 1, run one image at a time" in result.stderr
+    record = json.loads((tmp_path / "out" / "white16.json").read_text())
+    assert record["model"]["batching"].startswith("fixed batch 1") and record["params"]["batch_size"] == 1
+    assert record["map_info"]["max"] > 0

@@ -35,7 +35,7 @@ def test_nhwc_model_gives_the_same_map_as_nchw(tmp_path, noise_image):
 def test_fixed_batch_model_pads_the_last_chunk(tmp_path, noise_image):
     dynamic = rectangle_model(tmp_path / "dyn.onnx")
     fixed = rectangle_model(tmp_path / "fixed.onnx", batch=1)
-    model = OnnxClassifier(fixed)
+    model = OnnxClassifier(fixed, batch_rewrite=False)
     assert model.fixed_batch == 1
     a = explain(dynamic, noise_image, patch=5, stride=3, score="logit", target=0, batch_size=4)
     b = explain(model, noise_image, patch=5, stride=3, score="logit", target=0, batch_size=4)
@@ -155,3 +155,14 @@ def test_io_binding_path_gives_the_same_scores(noise_image):
     a = explain(plain, noise_image, patch=2, batch_size=7)
     b = explain(bound, noise_image, patch=2, batch_size=7)
     np.testing.assert_allclose(a.map, b.map, atol=1e-9)
+
+
+def test_fixed_batch_one_model_is_rewritten_to_run_batched(tmp_path, noise_image):
+    fixed = OnnxClassifier(rectangle_model(tmp_path / "fixed.onnx", batch=1))
+    assert fixed.fixed_batch is None and "rewritten" in fixed.describe()["batching"]
+    assert fixed.run(np.zeros((5, 1, 16, 16), np.float32)).shape == (5, 3)
+    kept = OnnxClassifier(rectangle_model(tmp_path / "fixed.onnx", batch=1), batch_rewrite=False)
+    assert kept.fixed_batch == 1 and kept.batching == "fixed batch 1"
+    a = explain(fixed, noise_image, patch=4, stride=2, score="logit", target=0)
+    b = explain(kept, noise_image, patch=4, stride=2, score="logit", target=0)
+    np.testing.assert_allclose(a.map, b.map, atol=1e-6)
