@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import OccludeError
 from .explain import ExplainOptions, explain, explain_scales
-from .model import OnnxClassifier
+from .model import OnnxClassifier, file_sha256
 from .outputs import atomic_write_bytes, format_json, npy_bytes, peak, write_explanation, write_scale_study
 from .preprocess import Preprocessing
 from .render import heatmap_png
@@ -128,14 +128,6 @@ def take_shard(images: Sequence[InputImage], shard: Optional[Tuple[int, int]]) -
     k, n = shard
     ordered = sorted(images, key=lambda item: item.key)
     return ordered[k - 1 :: n]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def run_fingerprint(model_sha256: str, image_sha256: str, settings: dict) -> str:

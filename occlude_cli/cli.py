@@ -107,6 +107,63 @@ def check_output_folder(out: Path) -> None:
         raise OccludeError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
 
 
+# Flags shared by run, compare and check: declared once, used as the parameters' defaults.
+STRIDE = typer.Option(None, help="Step between windows, N or HxW \\[default: half the patch]. A last window flush with the border is always added.")
+BASELINE = typer.Option("zero", help="What fills the patch: zero, mean, gray, black, white, blur, noise, a constant V or R,G,B (pixel units). See below.")
+BLUR_SIGMA = typer.Option(None, help="Gaussian sigma in pixels for --baseline blur \\[default: patch/2].")
+SEED = typer.Option(0, help="Seed for --baseline noise.")
+TARGET = typer.Option(None, help="Class to explain: an index or a label name \\[default: top-1 prediction].")
+SCORE = typer.Option("prob", help="Score to explain: prob (softmax; not applied twice when the model already outputs probabilities) or logit.")
+DEVICE = typer.Option("auto", help="auto (CUDA when onnxruntime offers it), cpu or cuda.")
+BATCH_SIZE = typer.Option(None, "--batch-size", help="Occluded images per forward pass \\[default: automatic].")
+THREADS = typer.Option(None, help="onnxruntime intra-op threads \\[default: onnxruntime's choice].")
+SIZE = typer.Option(None, help="Model input size HxW, for models with dynamic height/width.")
+LAYOUT = typer.Option(None, help="nchw or nhwc, when the input shape does not tell.")
+MEAN = typer.Option(None, help="Per-channel mean (one value or R,G,B), subtracted after --scale.")
+STD = typer.Option(None, help="Per-channel std (one value or R,G,B), divided after the mean.")
+SCALE = typer.Option(None, help="Pixel (0..255) multiplier applied first \\[default: 1/255]. Input = (pixel*scale - mean)/std.")
+BGR = typer.Option(False, "--bgr", help="Feed channels in BGR order.")
+RESIZE = typer.Option(None, help="stretch (whole image) or center-crop (keep aspect, cut the long side).")
+LABELS = typer.Option(None, help="Class names, one per line (overrides labels in the model's metadata).")
+INPUT_NAME = typer.Option(None, "--input", help="Model input to feed, when it has several.")
+OUTPUT_NAME = typer.Option(None, "--output", help="Model output to explain, when it has several.")
+
+
+def load_model(model: Path, *, device: str, threads: Optional[int], input_name: Optional[str],
+               output_name: Optional[str], size: Optional[str], layout: Optional[str], mean: Optional[str],
+               std: Optional[str], scale: Optional[float], bgr: bool, resize: Optional[str], labels: Optional[Path]):
+    """The model, its preprocessing and the class names, from the shared flags."""
+    from .explain import resolve_preprocessing
+    from .model import OnnxClassifier, read_labels
+
+    class_names = read_labels(labels) if labels is not None else None
+    classifier = OnnxClassifier(model, device=device, input_name=input_name, output_name=output_name, threads=threads)
+    preprocessing = resolve_preprocessing(
+        classifier, size=size, layout=layout, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+        scale=scale, bgr=bgr or None, resize=resize,
+    )
+    return classifier, preprocessing, class_names
+
+
+def occlusion_options(*, patch, stride: Optional[str], baseline: str, blur_sigma: Optional[float], seed: int,
+                      target: Optional[str], score: str, batch_size: Optional[int], **more):
+    """ExplainOptions from the shared flags (``patch`` already parsed or None; ``more``: other fields)."""
+    from .baselines import parse_baseline
+    from .explain import ExplainOptions, parse_hw
+
+    return ExplainOptions(
+        patch=patch,
+        stride=parse_hw(stride, "--stride") if stride is not None else None,
+        baseline=parse_baseline(baseline),
+        target=target,
+        score=score,
+        batch_size=batch_size,
+        seed=seed,
+        blur_sigma=blur_sigma,
+        **more,
+    )
+
+
 RUN_EXAMPLES = """
 [bold]Examples[/]
 
@@ -134,27 +191,27 @@ def run(
     patch: Optional[str] = typer.Option(None, help="Occluding patch, N or HxW in model-input pixels \\[default: 1/14 of the input side, 16 on 224]. Several (8,16,32): one map per patch size plus their rank correlations in STEM.scales.json."),
     multiscale: bool = typer.Option(False, "--multiscale", help="With several --patch sizes: also write STEM.multiscale.* (the mean of the maps, each scaled to [-1, 1])."),
     metrics: bool = typer.Option(False, "--metrics", help="Add the map's deletion and insertion curves and AUCs (Petsiuk et al. 2018) to the JSON; 102 extra forward passes."),
-    stride: Optional[str] = typer.Option(None, help="Step between windows, N or HxW \\[default: half the patch]. A last window flush with the border is always added."),
-    baseline: str = typer.Option("zero", help="What fills the patch: zero, mean, gray, black, white, blur, noise, a constant V or R,G,B (pixel units). See below."),
-    blur_sigma: Optional[float] = typer.Option(None, help="Gaussian sigma in pixels for --baseline blur \\[default: patch/2]."),
-    seed: int = typer.Option(0, help="Seed for --baseline noise."),
-    target: Optional[str] = typer.Option(None, help="Class to explain: an index or a label name \\[default: top-1 prediction]."),
+    stride: Optional[str] = STRIDE,
+    baseline: str = BASELINE,
+    blur_sigma: Optional[float] = BLUR_SIGMA,
+    seed: int = SEED,
+    target: Optional[str] = TARGET,
     top_k: int = typer.Option(1, "--top-k", help="Also compute the maps of the K best classes (no extra inference); saved as STEM.topk.npy."),
     all_classes: bool = typer.Option(False, "--all-classes", help="Also save every class's map (STEM.classes.npy) and the most probable class when each pixel is occluded (STEM.top_class.npy)."),
-    score: str = typer.Option("prob", help="Score to explain: prob (softmax; not applied twice when the model already outputs probabilities) or logit."),
-    device: str = typer.Option("auto", help="auto (CUDA when onnxruntime offers it), cpu or cuda."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Occluded images per forward pass \\[default: automatic]."),
-    threads: Optional[int] = typer.Option(None, help="onnxruntime intra-op threads \\[default: onnxruntime's choice]."),
-    size: Optional[str] = typer.Option(None, help="Model input size HxW, for models with dynamic height/width."),
-    layout: Optional[str] = typer.Option(None, help="nchw or nhwc, when the input shape does not tell."),
-    mean: Optional[str] = typer.Option(None, help="Per-channel mean (one value or R,G,B), subtracted after --scale."),
-    std: Optional[str] = typer.Option(None, help="Per-channel std (one value or R,G,B), divided after the mean."),
-    scale: Optional[float] = typer.Option(None, help="Pixel (0..255) multiplier applied first \\[default: 1/255]. Input = (pixel*scale - mean)/std."),
-    bgr: bool = typer.Option(False, "--bgr", help="Feed channels in BGR order."),
-    resize: Optional[str] = typer.Option(None, help="stretch (whole image) or center-crop (keep aspect, cut the long side)."),
-    labels: Optional[Path] = typer.Option(None, help="Class names, one per line (overrides labels in the model's metadata)."),
-    input_name: Optional[str] = typer.Option(None, "--input", help="Model input to feed, when it has several."),
-    output_name: Optional[str] = typer.Option(None, "--output", help="Model output to explain, when it has several."),
+    score: str = SCORE,
+    device: str = DEVICE,
+    batch_size: Optional[int] = BATCH_SIZE,
+    threads: Optional[int] = THREADS,
+    size: Optional[str] = SIZE,
+    layout: Optional[str] = LAYOUT,
+    mean: Optional[str] = MEAN,
+    std: Optional[str] = STD,
+    scale: Optional[float] = SCALE,
+    bgr: bool = BGR,
+    resize: Optional[str] = RESIZE,
+    labels: Optional[Path] = LABELS,
+    input_name: Optional[str] = INPUT_NAME,
+    output_name: Optional[str] = OUTPUT_NAME,
     region: Optional[str] = typer.Option(None, help="Occlude only inside this box x0,y0,x1,y1 (original image pixels); the rest of the map is null (not computed)."),
     refine: bool = typer.Option(False, "--refine", help="Coarse-to-fine: score every --refine-step-th window, interpolate the rest, then score exactly where the drop is largest, within --refine-budget. Use with overlapping windows (stride <= patch/4)."),
     refine_step: int = typer.Option(3, "--refine-step", help="With --refine: coarse pass takes every N-th window along each axis."),
@@ -172,44 +229,23 @@ def run(
     """Explain images with an ONNX classifier: writes STEM.overlay.png, STEM.heatmap.png, STEM.json, STEM.npy."""
     from .batch import (MapAggregate, discover_inputs, parse_shard, run_batch, summary_document, summary_name,
                         take_shard, write_summary)
-    from .explain import ExplainOptions, check_run, parse_hw, parse_patches, resolve_preprocessing
-    from .baselines import parse_baseline
-    from .model import OnnxClassifier, read_labels
+    from .explain import ExplainOptions, check_run, parse_patches
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
     scales = parse_patches(patch) if patch is not None else []
     if multiscale and len(scales) < 2:
         raise OccludeError("--multiscale needs several patch sizes, e.g. --patch 8,16,32")
-    options = ExplainOptions(
-        patch=scales[0] if scales else None,
-        stride=parse_hw(stride, "--stride") if stride is not None else None,
-        baseline=parse_baseline(baseline),
-        target=target,
-        top_k=top_k,
-        score=score,
-        batch_size=batch_size,
-        seed=seed,
-        blur_sigma=blur_sigma,
-        region=_region(region),
-        refine=refine,
-        refine_step=refine_step,
-        refine_budget=refine_budget,
+    options = occlusion_options(
+        patch=scales[0] if scales else None, stride=stride, baseline=baseline, blur_sigma=blur_sigma, seed=seed,
+        target=target, score=score, batch_size=batch_size, top_k=top_k, region=_region(region), refine=refine,
+        refine_step=refine_step, refine_budget=refine_budget,
     )
     shard_spec = parse_shard(shard)
-    class_names = read_labels(labels) if labels is not None else None
-    classifier = OnnxClassifier(model, device=device, input_name=input_name, output_name=output_name, threads=threads)
-    preprocessing = resolve_preprocessing(
-        classifier,
-        size=size,
-        layout=layout,
-        mean=_floats(mean, "--mean"),
-        std=_floats(std, "--std"),
-        scale=scale,
-        bgr=bgr or None,
-        resize=resize,
-    )
-    for scale in scales or [None]:
-        check_run(ExplainOptions(**{**options.__dict__, "patch": scale}), preprocessing, classifier, class_names)
+    classifier, preprocessing, class_names = load_model(
+        model, device=device, threads=threads, input_name=input_name, output_name=output_name, size=size,
+        layout=layout, mean=mean, std=std, scale=scale, bgr=bgr, resize=resize, labels=labels)
+    for patch_size in scales or [None]:
+        check_run(ExplainOptions(**{**options.__dict__, "patch": patch_size}), preprocessing, classifier, class_names)
     images, problems = discover_inputs(paths, recursive=recursive)
     images = take_shard(images, shard_spec)
     if dry_run:
@@ -323,7 +359,8 @@ def _raise_interrupt(signum, frame):
 
 def _print_table(rows, out: Path) -> None:
     table = Table(title=f"occlude: {len(rows)} image(s) -> {out}", title_justify="left")
-    for name in ("image", "status", "target", "score", "peak (y, x)", "s"):
+    table.add_column("image", overflow="fold")
+    for name in ("status", "target", "score", "peak (y, x)", "s"):
         table.add_column(name)
     for row in rows:
         style = {"ok": "green", "skipped": "yellow", "failed": "red"}.get(row.status, "")

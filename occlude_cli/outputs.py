@@ -94,14 +94,11 @@ def peak(values: np.ndarray) -> Dict[str, object]:
     return {"y": int(y), "x": int(x), "value": _number(values[y, x])}
 
 
-def explanation_record(explanation: Explanation, *, timing: bool = True) -> dict:
-    """The JSON document for one explanation (see README, "JSON format")."""
+def explanation_header(explanation: Explanation) -> dict:
+    """The keys every JSON document about one explanation starts with: schema, model, image, target, score."""
     e = explanation
-    occ = e.occlusion
-    target = e.target
-    drops = occ.drops([target])[:, 0]
     width, height = e.image.original_size
-    record = {
+    return {
         "schema": SCHEMA_VERSION,
         "model": e.model,
         "image": {
@@ -110,8 +107,19 @@ def explanation_record(explanation: Explanation, *, timing: bool = True) -> dict
             "height": int(height),
             "crop_box": [float(v) for v in e.image.crop_box],
         },
-        "target": {"index": target, "label": e.label(target)},
-        "score": {"kind": e.score_kind, "original": float(occ.original_scores[target])},
+        "target": {"index": e.target, "label": e.label(e.target)},
+        "score": {"kind": e.score_kind, "original": float(e.occlusion.original_scores[e.target])},
+    }
+
+
+def explanation_record(explanation: Explanation, *, timing: bool = True) -> dict:
+    """The JSON document for one explanation (see README, "JSON format")."""
+    e = explanation
+    occ = e.occlusion
+    target = e.target
+    drops = occ.drops([target])[:, 0]
+    record = {
+        **explanation_header(e),
         "params": e.params,
         "map_info": {
             "height": int(occ.size[0]),

@@ -27,7 +27,7 @@ from .explain import Explanation, ExplainOptions, explain, resolve_preprocessing
 from .metrics import (DEFAULT_STEPS, deletion_curve, energy_share, insertion_curve, pearson, peak_inside_fraction,
                       pointing_game, spearman, top_fraction_iou)
 from .model import OnnxClassifier, looks_like_probabilities
-from .outputs import atomic_write_bytes, format_json, peak
+from .outputs import atomic_write_bytes, explanation_header, format_json, peak
 from .preprocess import PreparedImage, Preprocessing, load_image, prepare_image
 
 SCHEMA_VERSION = 1
@@ -400,7 +400,6 @@ def compare_maps(
     setup = _curve_setup(e, model, deletion_baseline, insertion_baseline, batch_size)
     ours = _curves(e, setup, occ_map, steps)
     theirs = _curves(e, setup, other, steps)
-    width, height = e.image.original_size
 
     def better(key: str, lower: bool) -> str:
         a, b = ours[key], theirs[key]
@@ -413,16 +412,7 @@ def compare_maps(
                 "deletion": c["deletion"], "insertion": c["insertion"]}
 
     return {
-        "schema": SCHEMA_VERSION,
-        "model": e.model,
-        "image": {
-            "path": str(e.image.path) if e.image.path is not None else None,
-            "width": int(width),
-            "height": int(height),
-            "crop_box": [float(v) for v in e.image.crop_box],
-        },
-        "target": {"index": e.target, "label": e.label(e.target)},
-        "score": {"kind": e.score_kind, "original": float(e.occlusion.original_scores[e.target])},
+        **explanation_header(e),
         "params": e.params,
         "other_map": {
             "name": other_name,

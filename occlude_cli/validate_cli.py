@@ -54,41 +54,6 @@ CHECK_EXAMPLES = """
 """
 
 
-def _model_and_preprocessing(model: Path, *, device: str, input_name: Optional[str], output_name: Optional[str],
-                             threads: Optional[int], size: Optional[str], layout: Optional[str], mean: Optional[str],
-                             std: Optional[str], scale: Optional[float], bgr: bool, resize: Optional[str]):
-    from .cli import _floats
-    from .explain import resolve_preprocessing
-    from .model import OnnxClassifier
-
-    classifier = OnnxClassifier(model, device=device, input_name=input_name, output_name=output_name, threads=threads)
-    preprocessing = resolve_preprocessing(
-        classifier, size=size, layout=layout, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
-        scale=scale, bgr=bgr or None, resize=resize,
-    )
-    return classifier, preprocessing
-
-
-def _options(*, patch, stride, baseline, blur_sigma, seed, target, score, batch_size):
-    from .baselines import parse_baseline
-    from .explain import ExplainOptions, parse_hw
-
-    if batch_size is not None and batch_size < 1:
-        raise OccludeError(f"--batch-size must be at least 1, got {batch_size}")
-    if score not in ("prob", "logit"):
-        raise OccludeError(f"--score must be prob or logit, got {score!r}")
-    return ExplainOptions(
-        patch=parse_hw(patch, "--patch") if patch is not None else None,
-        stride=parse_hw(stride, "--stride") if stride is not None else None,
-        baseline=parse_baseline(baseline),
-        target=target,
-        score=score,
-        batch_size=batch_size,
-        seed=seed,
-        blur_sigma=blur_sigma,
-    )
-
-
 def _fmt(value, digits: int = 3) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
@@ -97,8 +62,11 @@ def register(app: typer.Typer) -> typer.Typer:
     """Add `compare` and `check` to ``app`` (a second call on the same app adds nothing)."""
     if any((c.name or getattr(c.callback, "__name__", None)) in COMMAND_NAMES for c in app.registered_commands):
         return app
-    from .cli import (EXIT_IMAGES_FAILED, EXIT_INTERRUPTED, _raise_interrupt, check_output_folder, fail, stderr, stdout,
+    from .cli import (BASELINE, BATCH_SIZE, BGR, BLUR_SIGMA, DEVICE, EXIT_IMAGES_FAILED, EXIT_INTERRUPTED, INPUT_NAME,
+                      LABELS, LAYOUT, MEAN, OUTPUT_NAME, RESIZE, SCALE, SCORE, SEED, SIZE, STD, STRIDE, TARGET, THREADS,
+                      _raise_interrupt, check_output_folder, fail, load_model, occlusion_options, stderr, stdout,
                       user_errors)
+    from .explain import parse_hw
 
     @app.command(name="compare", epilog=COMPARE_EXAMPLES)
     @user_errors
@@ -113,35 +81,35 @@ def register(app: typer.Typer) -> typer.Typer:
         deletion_baseline: Optional[str] = typer.Option(None, "--deletion-baseline", help="What deleted pixels become \\[default: --baseline]."),
         insertion_baseline: Optional[str] = typer.Option(None, "--insertion-baseline", help="What insertion starts from \\[default: --baseline]."),
         patch: Optional[str] = typer.Option(None, help="Occluding patch, N or HxW \\[default: 1/14 of the input side]."),
-        stride: Optional[str] = typer.Option(None, help="Step between windows \\[default: half the patch]."),
-        baseline: str = typer.Option("zero", help="Occlusion baseline: zero, mean, gray, black, white, blur, noise, V or R,G,B."),
-        blur_sigma: Optional[float] = typer.Option(None, help="Sigma for the blur baseline \\[default: patch/2]."),
-        seed: int = typer.Option(0, help="Seed for --baseline noise."),
-        target: Optional[str] = typer.Option(None, help="Class the other map explains: index or label \\[default: top-1]."),
-        score: str = typer.Option("prob", help="prob or logit."),
-        device: str = typer.Option("auto", help="auto, cpu or cuda."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward pass \\[default: automatic]."),
-        threads: Optional[int] = typer.Option(None, help="onnxruntime intra-op threads."),
-        size: Optional[str] = typer.Option(None, help="Model input size HxW, for dynamic models."),
-        layout: Optional[str] = typer.Option(None, help="nchw or nhwc."),
-        mean: Optional[str] = typer.Option(None, help="Per-channel mean (one value or R,G,B)."),
-        std: Optional[str] = typer.Option(None, help="Per-channel std (one value or R,G,B)."),
-        scale: Optional[float] = typer.Option(None, help="Pixel (0..255) multiplier \\[default: 1/255]."),
-        bgr: bool = typer.Option(False, "--bgr", help="Feed channels in BGR order."),
-        resize: Optional[str] = typer.Option(None, help="stretch or center-crop."),
-        labels: Optional[Path] = typer.Option(None, help="Class names, one per line."),
-        input_name: Optional[str] = typer.Option(None, "--input", help="Model input to feed."),
-        output_name: Optional[str] = typer.Option(None, "--output", help="Model output to explain."),
+        stride: Optional[str] = STRIDE,
+        baseline: str = BASELINE,
+        blur_sigma: Optional[float] = BLUR_SIGMA,
+        seed: int = SEED,
+        target: Optional[str] = TARGET,
+        score: str = SCORE,
+        device: str = DEVICE,
+        batch_size: Optional[int] = BATCH_SIZE,
+        threads: Optional[int] = THREADS,
+        size: Optional[str] = SIZE,
+        layout: Optional[str] = LAYOUT,
+        mean: Optional[str] = MEAN,
+        std: Optional[str] = STD,
+        scale: Optional[float] = SCALE,
+        bgr: bool = BGR,
+        resize: Optional[str] = RESIZE,
+        labels: Optional[Path] = LABELS,
+        input_name: Optional[str] = INPUT_NAME,
+        output_name: Optional[str] = OUTPUT_NAME,
         json_out: bool = typer.Option(False, "--json", help="Print the comparison JSON on stdout (nothing else)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
     ) -> None:
         """Compare another method's saliency map with occlusion's: correlation, top-k overlap, deletion and insertion curves."""
         from .explain import explain
-        from .model import read_labels
         from .validate import compare_maps, read_saliency_map, resize_map, write_comparison
 
-        options = _options(patch=patch, stride=stride, baseline=baseline, blur_sigma=blur_sigma, seed=seed,
-                           target=target, score=score, batch_size=batch_size)
+        options = occlusion_options(patch=parse_hw(patch, "--patch") if patch is not None else None, stride=stride,
+                                    baseline=baseline, blur_sigma=blur_sigma, seed=seed, target=target, score=score,
+                                    batch_size=batch_size)
         if steps < 1:
             raise OccludeError(f"--steps must be at least 1, got {steps}")
         if not 0 < top_fraction <= 1:
@@ -152,10 +120,9 @@ def register(app: typer.Typer) -> typer.Typer:
             if spec is not None:
                 parse_baseline(spec)
         raw = read_saliency_map(other_map)  # a bad map fails before any inference
-        class_names = read_labels(labels) if labels is not None else None
-        classifier, preprocessing = _model_and_preprocessing(
-            model, device=device, input_name=input_name, output_name=output_name, threads=threads, size=size,
-            layout=layout, mean=mean, std=std, scale=scale, bgr=bgr, resize=resize)
+        classifier, preprocessing, class_names = load_model(
+            model, device=device, threads=threads, input_name=input_name, output_name=output_name, size=size,
+            layout=layout, mean=mean, std=std, scale=scale, bgr=bgr, resize=resize, labels=labels)
         check_output_folder(out)
         explanation = explain(classifier, image, options, preprocessing=preprocessing, labels=class_names)
         other = resize_map(raw, preprocessing.size, original_size=explanation.image.original_size,
@@ -184,31 +151,30 @@ def register(app: typer.Typer) -> typer.Typer:
         out: Path = typer.Option(Path("occlude-out"), "--out", "-o", help="Folder for check.json and check.csv."),
         recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders of folder arguments."),
         patch: Optional[str] = typer.Option(None, help="Occluding patch, N or HxW \\[default: 1/14 of the input side]."),
-        stride: Optional[str] = typer.Option(None, help="Step between windows \\[default: half the patch]."),
-        baseline: str = typer.Option("zero", help="Occlusion baseline: zero, mean, gray, black, white, blur, noise, V or R,G,B."),
-        blur_sigma: Optional[float] = typer.Option(None, help="Sigma for the blur baseline \\[default: patch/2]."),
-        seed: int = typer.Option(0, help="Seed for --baseline noise."),
-        target: Optional[str] = typer.Option(None, help="Class to explain: index or label \\[default: each image's top-1]."),
-        score: str = typer.Option("prob", help="prob or logit."),
-        device: str = typer.Option("auto", help="auto, cpu or cuda."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward pass \\[default: automatic]."),
-        threads: Optional[int] = typer.Option(None, help="onnxruntime intra-op threads."),
-        size: Optional[str] = typer.Option(None, help="Model input size HxW, for dynamic models."),
-        layout: Optional[str] = typer.Option(None, help="nchw or nhwc."),
-        mean: Optional[str] = typer.Option(None, help="Per-channel mean (one value or R,G,B)."),
-        std: Optional[str] = typer.Option(None, help="Per-channel std (one value or R,G,B)."),
-        scale: Optional[float] = typer.Option(None, help="Pixel (0..255) multiplier \\[default: 1/255]."),
-        bgr: bool = typer.Option(False, "--bgr", help="Feed channels in BGR order."),
-        resize: Optional[str] = typer.Option(None, help="stretch or center-crop."),
-        labels: Optional[Path] = typer.Option(None, help="Class names, one per line."),
-        input_name: Optional[str] = typer.Option(None, "--input", help="Model input to feed."),
-        output_name: Optional[str] = typer.Option(None, "--output", help="Model output to explain."),
+        stride: Optional[str] = STRIDE,
+        baseline: str = BASELINE,
+        blur_sigma: Optional[float] = BLUR_SIGMA,
+        seed: int = SEED,
+        target: Optional[str] = TARGET,
+        score: str = SCORE,
+        device: str = DEVICE,
+        batch_size: Optional[int] = BATCH_SIZE,
+        threads: Optional[int] = THREADS,
+        size: Optional[str] = SIZE,
+        layout: Optional[str] = LAYOUT,
+        mean: Optional[str] = MEAN,
+        std: Optional[str] = STD,
+        scale: Optional[float] = SCALE,
+        bgr: bool = BGR,
+        resize: Optional[str] = RESIZE,
+        labels: Optional[Path] = LABELS,
+        input_name: Optional[str] = INPUT_NAME,
+        output_name: Optional[str] = OUTPUT_NAME,
         json_out: bool = typer.Option(False, "--json", help="Print check.json on stdout (nothing else)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No table; failures and errors still go to stderr."),
     ) -> None:
         """CI check: does the model look where it should? Pointing game and energy share inside a region."""
         from .batch import discover_inputs
-        from .model import read_labels
         from .validate import CheckRow, check_min_energy, is_mask_file, parse_box, read_mask
         from .validate import check_document, write_check_summary
 
@@ -221,12 +187,12 @@ def register(app: typer.Typer) -> typer.Typer:
             read_mask(mask)  # one mask for every image: a bad one is an error before any image
         if masks is not None and not masks.is_dir():
             raise OccludeError(f"--masks must be a folder: {masks}")
-        options = _options(patch=patch, stride=stride, baseline=baseline, blur_sigma=blur_sigma, seed=seed,
-                           target=target, score=score, batch_size=batch_size)
-        class_names = read_labels(labels) if labels is not None else None
-        classifier, preprocessing = _model_and_preprocessing(
-            model, device=device, input_name=input_name, output_name=output_name, threads=threads, size=size,
-            layout=layout, mean=mean, std=std, scale=scale, bgr=bgr, resize=resize)
+        options = occlusion_options(patch=parse_hw(patch, "--patch") if patch is not None else None, stride=stride,
+                                    baseline=baseline, blur_sigma=blur_sigma, seed=seed, target=target, score=score,
+                                    batch_size=batch_size)
+        classifier, preprocessing, class_names = load_model(
+            model, device=device, threads=threads, input_name=input_name, output_name=output_name, size=size,
+            layout=layout, mean=mean, std=std, scale=scale, bgr=bgr, resize=resize, labels=labels)
         images, problems = discover_inputs(paths, recursive=recursive)
         masks_root = masks.resolve() if masks is not None else None
         the_mask = mask.resolve() if mask is not None else None
