@@ -21,7 +21,11 @@ SCHEMA_VERSION = 1
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
+
+    A killed or interrupted process leaves either the old file or the new one, never a mix. The data is
+    not fsynced: that would only matter for a power cut, and costs a disk flush per file (a fifth of a
+    second each on some virtual disks, more than the whole rest of the writing)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,8 +35,6 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException as exc:
