@@ -212,11 +212,15 @@ def occlusion_sensitivity(
     region: Optional[Box] = None,
     windows: Optional[np.ndarray] = None,
     progress: Optional[ProgressFn] = None,
+    original_scores: Optional[np.ndarray] = None,
 ) -> Occlusion:
     """Occlude ``inputs`` (one sample, no batch axis) window by window and score every occluded copy.
 
     ``patch`` and ``stride`` are (height, width) in input pixels (stride defaults to half the patch);
     ``baseline`` defaults to zeros; ``windows`` (N, 4 of y, x, h, w) replaces the grid when given.
+    ``original_scores``: the unoccluded input's scores when the caller already has them (explain() does:
+    it scores the input once to inspect the output), saving a forward pass at batch 1; the pass is still
+    counted in ``forward_passes``.
     """
     inputs = np.asarray(inputs)
     axes = tuple(a % inputs.ndim for a in spatial_axes)
@@ -227,7 +231,10 @@ def occlusion_sensitivity(
         if stride is None:
             stride = (max(1, patch[0] // 2), max(1, patch[1] // 2))
         windows = window_grid(size, patch, stride, region)
-    original = _check_scores(score(inputs[None]), 1)[0].astype(np.float64)
+    if original_scores is None:
+        original = _check_scores(score(inputs[None]), 1)[0].astype(np.float64)
+    else:
+        original = np.asarray(original_scores, dtype=np.float64).reshape(-1)
     scores = score_windows(
         inputs, baseline, windows, score, batch_size=batch_size, spatial_axes=axes, progress=progress
     )
@@ -323,6 +330,7 @@ def refined_occlusion_sensitivity(
     coarse_step: int = 3,
     budget: float = 0.25,
     progress: Optional[ProgressFn] = None,
+    original_scores: Optional[np.ndarray] = None,
 ) -> Occlusion:
     """Coarse-to-fine occlusion on the same window grid as :func:`occlusion_sensitivity`, with fewer
     forward passes.
@@ -359,6 +367,7 @@ def refined_occlusion_sensitivity(
     coarse = occlusion_sensitivity(
         inputs, score, baseline=baseline, spatial_axes=axes, batch_size=batch_size, patch=patch,
         windows=windows[coarse_index], progress=(lambda done, _: progress(done, total)) if progress else None,
+        original_scores=original_scores,
     )
     classes = coarse.num_classes
     known = coarse.window_scores.reshape(len(ky), len(kx), classes)

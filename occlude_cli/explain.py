@@ -192,7 +192,7 @@ def explain(
     targets = [main] + [c for c in ranking if c != main][: options.top_k - 1]
     prepared_at = time.perf_counter()
     common = dict(patch=patch, stride=stride, baseline=baseline, spatial_axes=preprocessing.spatial_axes,
-                  batch_size=batch_size, region=region, progress=progress)
+                  batch_size=batch_size, region=region, progress=progress, original_scores=original)
     if options.refine:
         occlusion = refined_occlusion_sensitivity(sample, score, target=main, coarse_step=options.refine_step,
                                                   budget=options.refine_budget, **common)

@@ -166,6 +166,8 @@ class OnnxClassifier:
         )
         if result.ok:
             self.session = result.session
+            self.input = next(i for i in self.session.get_inputs() if i.name == self.input.name)
+            self.output = next(o for o in self.session.get_outputs() if o.name == self.output.name)
             self.fixed_batch = None
             self.input_shape[0] = None
             self.batching = "batch dimension rewritten from 1 to dynamic (validated)"
@@ -203,10 +205,10 @@ class OnnxClassifier:
         return self.input_shape[1] if layout == "NCHW" else self.input_shape[3]
 
     def default_batch_size(self, sample_bytes: int) -> int:
-        """Fixed-batch models use their batch; otherwise a power of two keeping a batch near 32 MB."""
+        """Fixed-batch models use their batch; otherwise a power of two keeping a batch near 16 MB."""
         if self.fixed_batch:
             return self.fixed_batch
-        fit = max(1, (32 << 20) // max(1, sample_bytes))
+        fit = max(1, (16 << 20) // max(1, sample_bytes))
         return int(max(1, min(64, 2 ** int(math.log2(fit)))))
 
     def run(self, batch: np.ndarray) -> np.ndarray:

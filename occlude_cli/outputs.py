@@ -61,7 +61,15 @@ def _number(value):
 
 
 def _grid(values: np.ndarray) -> List[list]:
-    return [[_number(v) for v in row] for row in np.asarray(values, dtype=np.float64)]
+    """Rows of JSON-safe floats (null where not finite): tolist() does the conversion in C, and only the
+    non-finite cells, if any, are visited in Python."""
+    values = np.asarray(values, dtype=np.float64)
+    rows = values.tolist()
+    bad = ~np.isfinite(values)
+    if bad.any():
+        for y, x in zip(*np.nonzero(bad)):
+            rows[y][x] = None
+    return rows
 
 
 def format_json(value, indent: int = 0) -> str:

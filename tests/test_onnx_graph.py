@@ -3,7 +3,6 @@ checked against the onnx package (which builds and parses the models) and onnxru
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
