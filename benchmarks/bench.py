@@ -349,6 +349,36 @@ def compare_variant(name: str, model, case: Case, exact: Explanation, exact_seco
     return row
 
 
+# Coarse-to-fine --refine against the exact map of the same grid, on every sample photo. The grids are the
+# overlapping ones refine is meant for (stride well below the patch); "stride x2" is the plain way to spend
+# about as few passes (the same patch, every other window along each axis) and the bar refine must clear.
+REFINE_GRIDS = [(48, 8), (64, 16)]
+REFINE_IMAGES = ["cat", "coffee", "astronaut", "flower"]
+register_variant("refine", lambda model, case: run_explain(model, case, refine=True))
+register_variant("stride x2", lambda model, case: run_explain(model, case, stride=2 * case.stride))
+
+
+def refine_rows(model: OnnxClassifier, quick: bool, repeats: int) -> List[dict]:
+    rows = []
+    grids = REFINE_GRIDS[:1] if quick else REFINE_GRIDS
+    images = REFINE_IMAGES[:2] if quick else REFINE_IMAGES
+    for patch, stride in grids:
+        for name in images:
+            case = Case("effnet", "sample_models/efficientnet_lite0.onnx", f"sample_images/{name}.jpg", patch, stride)
+            run_explain(model, case)  # warm-up
+            exact_times, exact = [], None
+            for _ in range(repeats):
+                seconds, exact = timed(run_explain, model, case)
+                exact_times.append(seconds)
+            for variant in ("refine", "stride x2"):
+                row = compare_variant(variant, model, case, exact, median(exact_times), repeats)
+                row["image"] = name
+                rows.append(row)
+                print(f"  {variant:9s} {case.name} {name:9s}: {row['variant_passes']}/{row['exact_passes']} passes, "
+                      f"pearson {row['pearson']:.3f}, spearman {row['spearman']:.3f}, top10 {row['top10_overlap']:.3f}")
+    return rows
+
+
 # ------------------------------------------------------------------------------------------------------
 # a model exported with a fixed batch of 1 (needs the onnx package: a benchmark-only dependency)
 # ------------------------------------------------------------------------------------------------------
@@ -598,8 +628,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not args.no_variants:
             exact = run_explain(model, first)
             exact_s = next(r for r in document["cases"] if r["case"] == first.name)["occlude_s"]
-            for name in VARIANTS:
+            for name in ("stride=patch",):
                 document["variants"].append(compare_variant(name, model, first, exact, exact_s, max(2, min(repeats, 3))))
+        if not args.no_variants and group[0].key == "effnet":
+            document["refine"] = refine_rows(model, args.quick, 1 if args.quick else 2)
     if not args.no_fixed_batch and "effnet" in keys:
         case = next(c for c in CASES if c.key == "effnet" and c.patch == (56 if args.quick else 16))
         row = fixed_batch_rows(case, max(2, min(repeats, 3)), args.threads)
@@ -642,6 +674,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ("variant", "variant", 0), ("case", "case", 0), ("passes", "variant_passes", 0),
             ("of exact", "fraction_of_exact", 3), ("ms", lambda r: r["seconds"] * 1000, 1), ("speedup", "speedup", 2),
             ("pearson", "pearson", 3), ("spearman", "spearman", 3), ("top10 overlap", "top10_overlap", 3)])
+    if document.get("refine"):
+        columns = [("variant", "variant", 0), ("case", "case", 0), ("image", "image", 0),
+                   ("passes", "variant_passes", 0), ("of exact", "fraction_of_exact", 3),
+                   ("speedup", "speedup", 2), ("pearson", "pearson", 3), ("spearman", "spearman", 3),
+                   ("top10 overlap", "top10_overlap", 3)]
+        print_table("--refine vs the exact map of the same grid (and stride x2, the plain way to save passes)",
+                    document["refine"], columns)
+        for variant in ("refine", "stride x2"):
+            mine = [r for r in document["refine"] if r["variant"] == variant]
+            print(f"  {variant}: median of exact/variant passes {median([1 / r['fraction_of_exact'] for r in mine]):.2f}x, "
+                  f"median pearson {median([r['pearson'] for r in mine]):.3f}, "
+                  f"min pearson {min(r['pearson'] for r in mine):.3f}, "
+                  f"median spearman {median([r['spearman'] for r in mine]):.3f}")
     for row in document["fixed_batch"]:
         print(f"\nfixed-batch-1 export, {row['case']}: one image per pass {row['one_at_a_time_s'] * 1000:.0f} ms, "
               f"batched {row['batched_s'] * 1000:.0f} ms ({row['batched_from']}, fixed_batch="
