@@ -288,3 +288,19 @@ def test_fixed_batch_model_that_cannot_be_rewritten_says_so(tmp_path, gray_image
     record = json.loads((tmp_path / "out" / "white16.json").read_text())
     assert record["model"]["batching"].startswith("fixed batch 1") and record["params"]["batch_size"] == 1
     assert record["map_info"]["max"] > 0
+
+
+def test_info_shows_what_occlude_reads_from_a_model(tmp_path):
+    result = occlude("info", EFFNET, "--json", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["input"] == "input" and info["labels"] == 1000 and info["fixed_batch"] is None
+    assert info["preprocessing"]["mean"] == [127.0, 127.0, 127.0] and info["batching"] == "dynamic batch"
+    dynamic = rectangle_model(tmp_path / "dyn.onnx", spatial=("H", "W"))
+    assert "needs flags" in json.loads(occlude("info", dynamic, "--json").stdout)["preprocessing"]
+    assert "input_shape" in occlude("info", DIGITS).stdout
+
+
+def test_summary_of_a_missing_folder_is_an_error(tmp_path):
+    result = bad(tmp_path, "summary", tmp_path / "nowhere")
+    assert "not a folder" in result.stderr and result.exit_code == 1
