@@ -302,6 +302,10 @@ def check_run(
             raise OccludeError(f"stride {axis} {s} is larger than the patch {axis} {p}: some pixels would never be occluded")
     if options.top_k < 1:
         raise OccludeError(f"--top-k must be at least 1, got {options.top_k}")
+    if options.refine and options.refine_step < 1:
+        raise OccludeError(f"--refine-step must be at least 1, got {options.refine_step}")
+    if options.refine and not 0 < options.refine_budget <= 1:
+        raise OccludeError(f"--refine-budget must be in (0, 1], got {options.refine_budget}")
     if options.batch_size is not None and options.batch_size < 1:
         raise OccludeError(f"--batch-size must be at least 1, got {options.batch_size}")
     if options.score not in ("prob", "logit"):

@@ -178,6 +178,10 @@ def test_bad_inputs_give_one_line_and_nonzero_exit(tmp_path, gray_image):
         (("run", DIGITS, img, "--labels", tmp_path / "nolabels.txt"), "labels file not found", 1),
         (("run", DIGITS, img, "--top-k", "0"), "--top-k", 1),
         (("run", DIGITS, img, "--shard", "4/3"), "--shard", 1),
+        (("run", DIGITS, img, "--refine", "--refine-budget", "1.5"), "--refine-budget", 1),
+        (("run", DIGITS, img, "--refine", "--refine-step", "0"), "--refine-step", 1),
+        (("run", DIGITS, img, "--region", "1,2,3"), "x0,y0,x1,y1", 1),
+        (("run", DIGITS, img, "--multiscale"), "several patch sizes", 1),
     ]
     for args, message, code in cases:
         result = bad(tmp_path, *args, "--out", out, "--quiet")
