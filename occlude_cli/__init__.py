@@ -9,22 +9,30 @@ Library use::
 
 __version__ = "0.1.0"
 
-from .engine import Occlusion, occlusion_sensitivity, window_grid  # noqa: E402
+from .engine import Occlusion, occlusion_sensitivity, refined_occlusion_sensitivity, window_grid  # noqa: E402
 from .errors import OccludeError  # noqa: E402
-from .explain import Explanation, ExplainOptions, explain, resolve_preprocessing  # noqa: E402
+from .explain import (Explanation, ExplainOptions, ScaleStudy, estimate_run, explain, explain_scales,  # noqa: E402
+                      resolve_preprocessing)
 from .model import OnnxClassifier  # noqa: E402
 from .outputs import explanation_record, write_explanation  # noqa: E402
 from .preprocess import Preprocessing, load_image, prepare_image  # noqa: E402
+from .validate import compare_maps, faithfulness  # noqa: E402
 
 __all__ = [
     "__version__",
     "OccludeError",
     "Occlusion",
     "occlusion_sensitivity",
+    "refined_occlusion_sensitivity",
     "window_grid",
     "Explanation",
     "ExplainOptions",
     "explain",
+    "explain_scales",
+    "estimate_run",
+    "ScaleStudy",
+    "compare_maps",
+    "faithfulness",
     "resolve_preprocessing",
     "OnnxClassifier",
     "explanation_record",
