@@ -72,7 +72,7 @@ def _window_slice(window: Sequence[int], spatial_axes: Tuple[int, int], ndim: in
     return tuple(index)
 
 
-def _check_scores(scores: np.ndarray, n: int) -> np.ndarray:
+def check_scores(scores: np.ndarray, n: int) -> np.ndarray:
     scores = np.asarray(scores)
     if scores.ndim != 2 or scores.shape[0] != n:
         raise OccludeError(f"the score function must return (batch, classes); got shape {scores.shape} for batch {n}")
@@ -115,7 +115,7 @@ def score_windows(
             index = _window_slice(window, axes, inputs.ndim)
             buffer[(row,) + index] = baseline[index]
             written[row] = index
-        scores = _check_scores(score(buffer[: len(chunk)]), len(chunk))
+        scores = check_scores(score(buffer[: len(chunk)]), len(chunk))
         if result is None:
             result = np.empty((total, scores.shape[1]), dtype=np.float64)
         result[start : start + len(chunk)] = scores
@@ -232,7 +232,7 @@ def occlusion_sensitivity(
             stride = (max(1, patch[0] // 2), max(1, patch[1] // 2))
         windows = window_grid(size, patch, stride, region)
     if original_scores is None:
-        original = _check_scores(score(inputs[None]), 1)[0].astype(np.float64)
+        original = check_scores(score(inputs[None]), 1)[0].astype(np.float64)
     else:
         original = np.asarray(original_scores, dtype=np.float64).reshape(-1)
     scores = score_windows(

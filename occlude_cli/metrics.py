@@ -23,6 +23,7 @@ from typing import Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from .engine import check_scores
 from .errors import OccludeError
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
@@ -279,11 +280,7 @@ def _curve(
         buffer[pending] = np.moveaxis(work.reshape(rest_shape + (height, width)), (-2, -1), axes)
         pending += 1
         if pending == rows or i == len(counts) - 1:
-            out = np.asarray(score(buffer[:pending]))
-            if out.ndim != 2 or out.shape[0] != pending:
-                raise OccludeError(
-                    f"the score function must return (batch, classes); got shape {out.shape} for batch {pending}"
-                )
+            out = check_scores(score(buffer[:pending]), pending)
             if not 0 <= target < out.shape[1]:
                 raise OccludeError(f"target {target} is out of range for {out.shape[1]} classes")
             scores[done : done + pending] = out[:, target]
