@@ -65,7 +65,7 @@ def window_grid(
 
 
 def _window_slice(window: Sequence[int], spatial_axes: Tuple[int, int], ndim: int) -> tuple:
-    y, x, h, w = (int(v) for v in window)
+    y, x, h, w = window
     index = [slice(None)] * ndim
     index[spatial_axes[0]] = slice(y, y + h)
     index[spatial_axes[1]] = slice(x, x + w)
@@ -108,7 +108,7 @@ def score_windows(
     written: list = [None] * rows
     result: Optional[np.ndarray] = None
     for start in range(0, total, rows):
-        chunk = windows[start : start + rows]
+        chunk = windows[start : start + rows].tolist()  # plain ints: cheaper slices than numpy scalars
         for row, window in enumerate(chunk):
             if written[row] is not None:
                 buffer[(row,) + written[row]] = inputs[written[row]]
