@@ -17,7 +17,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import OccludeError
+from .errors import OccludeError, first_line
 from .explain import ExplainOptions, explain, explain_scales
 from .model import OnnxClassifier, file_sha256
 from .outputs import atomic_write_bytes, format_json, npy_bytes, peak, write_explanation, write_scale_study
@@ -250,11 +250,6 @@ def write_summary(rows: Sequence[SummaryRow], out_dir: Path, name: str = "summar
     ]
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
 def run_batch(
     model: OnnxClassifier,
     images: Sequence[InputImage],
@@ -343,9 +338,9 @@ def run_batch(
             result.interrupted = True
             break
         except OccludeError as exc:
-            row = SummaryRow(path=str(image.path), status="failed", error=_one_line(exc))
+            row = SummaryRow(path=str(image.path), status="failed", error=first_line(exc))
         except Exception as exc:  # one bad image must never stop the rest: record what happened
-            row = SummaryRow(path=str(image.path), status="failed", error=f"{type(exc).__name__}: {_one_line(exc)}")
+            row = SummaryRow(path=str(image.path), status="failed", error=f"{type(exc).__name__}: {first_line(exc)}")
         result.rows.append(row)
         if on_image_done:
             on_image_done(image, row)

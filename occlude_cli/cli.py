@@ -24,7 +24,7 @@ from rich.table import Table
 
 from . import __version__
 from .baselines import BASELINES
-from .errors import OccludeError
+from .errors import OccludeError, first_line
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_IMAGES_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -436,7 +436,7 @@ def main() -> None:
     except Exception as exc:  # a bug: say so in one line; OCCLUDE_DEBUG=1 shows the traceback
         if os.environ.get("OCCLUDE_DEBUG"):
             raise
-        stderr.print(f"[bold red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc).splitlines()[0] if str(exc) else '')} (set OCCLUDE_DEBUG=1 for details)")
+        stderr.print(f"[bold red]internal error:[/] {escape(type(exc).__name__)}: {escape(first_line(exc))} (set OCCLUDE_DEBUG=1 for details)")
         sys.exit(EXIT_ERROR)
 
 

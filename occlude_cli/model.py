@@ -14,7 +14,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import OccludeError
+from .errors import OccludeError, first_line
 
 DEVICES = ("auto", "cpu", "cuda")
 SCORE_KINDS = ("prob", "logit")
@@ -112,8 +112,7 @@ class OnnxClassifier:
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise OccludeError(f"cannot load {self.path} as an ONNX model: {first}") from None
+            raise OccludeError(f"cannot load {self.path} as an ONNX model: {first_line(exc)}") from None
         self.provider = self.session.get_providers()[0]
         # On CUDA, batches go through a preallocated device buffer (one host-to-device copy, no allocation
         # per batch) and outputs are bound to host memory. The same path runs on the CPU when asked.
@@ -247,8 +246,7 @@ class OnnxClassifier:
             else:
                 (out,) = self.session.run([self.output.name], {self.input.name: batch})
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise OccludeError(f"onnxruntime failed on input of shape {list(batch.shape)}: {first}") from None
+            raise OccludeError(f"onnxruntime failed on input of shape {list(batch.shape)}: {first_line(exc)}") from None
         out = np.asarray(out)
         if out.ndim > 2 and all(d == 1 for d in out.shape[2:]):
             out = out.reshape(out.shape[:2])

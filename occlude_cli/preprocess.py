@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import OccludeError
+from .errors import OccludeError, first_line
 
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("rgb", "bgr", "gray")
@@ -136,15 +136,10 @@ def load_image(path) -> Image.Image:
     except UnidentifiedImageError:
         raise OccludeError(f"not an image (or a format Pillow cannot read): {path}") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise OccludeError(f"cannot read image {path}: {_one_line(exc)}") from None
+        raise OccludeError(f"cannot read image {path}: {first_line(exc)}") from None
     except Image.DecompressionBombError as exc:
-        raise OccludeError(f"image too large to open safely: {path}: {_one_line(exc)}") from None
+        raise OccludeError(f"image too large to open safely: {path}: {first_line(exc)}") from None
     return _normalise_mode(image)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _normalise_mode(image: Image.Image) -> Image.Image:

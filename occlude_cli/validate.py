@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .baselines import default_blur_sigma, make_baseline, parse_baseline
-from .errors import OccludeError
+from .errors import OccludeError, first_line
 from .explain import Explanation, ExplainOptions, explain, resolve_preprocessing
 from .metrics import (DEFAULT_STEPS, deletion_curve, energy_share, insertion_curve, pearson, peak_inside_fraction,
                       pointing_game, spearman, top_fraction_iou)
@@ -41,11 +41,6 @@ def _num(value) -> Optional[float]:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 # ------------------------------------------------------------------------------- saliency maps
@@ -67,7 +62,7 @@ def read_saliency_map(path) -> np.ndarray:
         try:
             array = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
-            raise OccludeError(f"cannot read {path} as a .npy array: {_one_line(exc)}") from None
+            raise OccludeError(f"cannot read {path} as a .npy array: {first_line(exc)}") from None
         if not isinstance(array, np.ndarray):
             raise OccludeError(f"{path} is not a single .npy array")
         if array.dtype.kind not in "biuf":
@@ -94,7 +89,7 @@ def _read_grey_image(path: Path) -> np.ndarray:
     except UnidentifiedImageError:
         raise OccludeError(f"saliency map {path} is neither a .npy array nor an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise OccludeError(f"cannot read saliency map {path}: {_one_line(exc)}") from None
+        raise OccludeError(f"cannot read saliency map {path}: {first_line(exc)}") from None
     mode = image.mode
     if mode in ("1", "L", "F") or mode.startswith("I"):
         return np.asarray(image, dtype=np.float64)
@@ -676,7 +671,7 @@ def check_file(
         explanation = explain(model, image_path, options, preprocessing=preprocessing, labels=labels, progress=progress)
         result = check_image(explanation, region, min_energy=min_energy, require_peak=require_peak)
     except OccludeError as exc:
-        return CheckRow(path=path, status="error", mask=mask_name, error=_one_line(exc))
+        return CheckRow(path=path, status="error", mask=mask_name, error=first_line(exc))
     except Exception as exc:  # one bad image must never stop the rest (KeyboardInterrupt is not caught)
-        return CheckRow(path=path, status="error", mask=mask_name, error=f"{type(exc).__name__}: {_one_line(exc)}")
+        return CheckRow(path=path, status="error", mask=mask_name, error=f"{type(exc).__name__}: {first_line(exc)}")
     return CheckRow.from_result(path, mask_name, result, round(time.perf_counter() - started, 3))
