@@ -180,16 +180,6 @@ class BatchResult:
     rows: List[SummaryRow] = field(default_factory=list)
     interrupted: bool = False
 
-    @property
-    def failed(self) -> List[SummaryRow]:
-        return [r for r in self.rows if r.status == "failed"]
-
-    def counts(self) -> Dict[str, int]:
-        out = {"ok": 0, "failed": 0, "skipped": 0}
-        for row in self.rows:
-            out[row.status] = out.get(row.status, 0) + 1
-        return out
-
 
 class MapAggregate:
     """Running mean of per-image maps, each scaled to [-1, 1] by its largest |value| (bounded memory)."""

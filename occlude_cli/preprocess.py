@@ -7,7 +7,7 @@ Pixel values are handled as floats in the 0..255 range; the model sees
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -67,9 +67,6 @@ class Preprocessing:
         """Axes of height and width in one sample (no batch axis)."""
         return (1, 2) if self.layout == "NCHW" else (0, 1)
 
-    def with_overrides(self, **overrides) -> "Preprocessing":
-        """A copy with the given fields replaced; ``None`` values are ignored."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def _per_channel(self, values: Sequence[float]) -> np.ndarray:
         return np.broadcast_to(np.asarray(values, dtype=np.float64), (self.channels,))
