@@ -54,8 +54,10 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _number(value):
-    """JSON-safe float: NaN / inf (not computed) become null."""
+def json_number(value) -> Optional[float]:
+    """JSON-safe float: None, NaN and inf (not computed, undefined) become null."""
+    if value is None:
+        return None
     value = float(value)
     return value if math.isfinite(value) else None
 
@@ -101,7 +103,7 @@ def peak(values: np.ndarray) -> Dict[str, object]:
     """Location (model-input pixels) and value of the map's maximum."""
     finite = np.where(np.isfinite(values), values, -np.inf)
     y, x = np.unravel_index(int(np.argmax(finite)), values.shape)
-    return {"y": int(y), "x": int(x), "value": _number(values[y, x])}
+    return {"y": int(y), "x": int(x), "value": json_number(values[y, x])}
 
 
 def explanation_header(explanation: Explanation) -> dict:
@@ -134,8 +136,8 @@ def explanation_record(explanation: Explanation, *, timing: bool = True) -> dict
         "map_info": {
             "height": int(occ.size[0]),
             "width": int(occ.size[1]),
-            "min": _number(np.nanmin(e.map)) if np.isfinite(e.map).any() else None,
-            "max": _number(np.nanmax(e.map)) if np.isfinite(e.map).any() else None,
+            "min": json_number(np.nanmin(e.map)) if np.isfinite(e.map).any() else None,
+            "max": json_number(np.nanmax(e.map)) if np.isfinite(e.map).any() else None,
             "peak": peak(e.map),
             "not_computed_pixels": int(np.count_nonzero(~np.isfinite(e.map))),
             "windows": int(len(occ.windows)),
@@ -256,7 +258,7 @@ def write_scale_study(
         "image": {"path": str(first.image.path) if first.image.path is not None else None},
         "target": {"index": first.target, "label": first.label(first.target)},
         "patches": [list(p) for p in study.patches],
-        "rank_correlation": [[_number(v) for v in row] for row in study.rank_correlation],
+        "rank_correlation": [[json_number(v) for v in row] for row in study.rank_correlation],
         "maps": [f"{n}.json" for n in names],
         "multiscale": f"{multiscale_name}.npy" if multiscale_name else None,
         "deletion_auc": [m["deletion_auc"] for m in metrics] if metrics else None,

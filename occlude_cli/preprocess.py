@@ -67,7 +67,6 @@ class Preprocessing:
         """Axes of height and width in one sample (no batch axis)."""
         return (1, 2) if self.layout == "NCHW" else (0, 1)
 
-
     def _per_channel(self, values: Sequence[float]) -> np.ndarray:
         return np.broadcast_to(np.asarray(values, dtype=np.float64), (self.channels,))
 

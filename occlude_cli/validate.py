@@ -27,20 +27,11 @@ from .explain import Explanation, ExplainOptions, explain, resolve_preprocessing
 from .metrics import (DEFAULT_STEPS, deletion_curve, energy_share, insertion_curve, pearson, peak_inside_fraction,
                       pointing_game, spearman, top_fraction_iou)
 from .model import OnnxClassifier, looks_like_probabilities
-from .outputs import atomic_write_bytes, explanation_header, format_json, peak
+from .outputs import SCHEMA_VERSION, atomic_write_bytes, explanation_header, format_json, json_number, peak
 from .preprocess import PreparedImage, Preprocessing, load_image, prepare_image
 
-SCHEMA_VERSION = 1
 MASK_SUFFIX = ".mask.png"  # naming convention: dir/a.jpg -> dir/a.mask.png
 DEFAULT_TOP_FRACTION = 0.1
-
-
-def _num(value) -> Optional[float]:
-    """JSON-safe float: NaN / inf (undefined) become null."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 # ------------------------------------------------------------------------------- saliency maps
@@ -415,10 +406,10 @@ def compare_maps(
             "not_computed_pixels": int(np.count_nonzero(~np.isfinite(other))),
         },
         "agreement": {
-            "pearson": _num(pearson(occ_map, other)),
-            "spearman": _num(spearman(occ_map, other)),
+            "pearson": json_number(pearson(occ_map, other)),
+            "spearman": json_number(spearman(occ_map, other)),
             "top_fraction": float(top_fraction),
-            "top_iou": _num(top_fraction_iou(occ_map, other, top_fraction)),
+            "top_iou": json_number(top_fraction_iou(occ_map, other, top_fraction)),
             "pixels": int(np.count_nonzero(both)),
         },
         "curves": {
@@ -548,8 +539,8 @@ def check_image(
         "target": {"index": e.target, "label": e.label(e.target)},
         "score": {"kind": e.score_kind, "original": float(e.occlusion.original_scores[e.target])},
         "pointing_game": hit,
-        "peak_inside_fraction": _num(peak_inside_fraction(values, mask)),
-        "energy_share": _num(energy),
+        "peak_inside_fraction": json_number(peak_inside_fraction(values, mask)),
+        "energy_share": json_number(energy),
         "peak": peak(values),
         "region_pixels": int(np.count_nonzero(mask)),
         "region_fraction": float(np.count_nonzero(mask) / mask.size),
@@ -617,9 +608,9 @@ def check_document(rows: Sequence[CheckRow], settings: Optional[dict] = None) ->
         "counts": counts,
         "summary": {
             "checked": len(checked),
-            "pointing_game_accuracy": _num(np.mean([bool(r.pointing_game) for r in checked])) if checked else None,
-            "energy_share_mean": _num(np.mean(energies)) if energies else None,
-            "energy_share_min": _num(np.min(energies)) if energies else None,
+            "pointing_game_accuracy": json_number(np.mean([bool(r.pointing_game) for r in checked])) if checked else None,
+            "energy_share_mean": json_number(np.mean(energies)) if energies else None,
+            "energy_share_min": json_number(np.min(energies)) if energies else None,
         },
         "images": [dict(row.__dict__) for row in rows],
     }
