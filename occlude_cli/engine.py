@@ -79,6 +79,27 @@ def check_scores(scores: np.ndarray, n: int) -> np.ndarray:
     return scores
 
 
+def default_stride(patch: Tuple[int, int]) -> Tuple[int, int]:
+    """Half the patch (at least 1): every pixel is covered by about four windows."""
+    return (max(1, patch[0] // 2), max(1, patch[1] // 2))
+
+
+def check_baseline(inputs: np.ndarray, baseline, batch_size: int) -> np.ndarray:
+    """The baseline as an array of the input's dtype, after checking its shape and the batch size."""
+    baseline = np.asarray(baseline, dtype=inputs.dtype)
+    if baseline.shape != inputs.shape:
+        raise OccludeError(f"baseline shape {baseline.shape} differs from input shape {inputs.shape}")
+    if batch_size < 1:
+        raise OccludeError(f"batch size must be at least 1, got {batch_size}")
+    return baseline
+
+
+def _spatial(inputs: np.ndarray, spatial_axes: Tuple[int, int]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """The spatial axes as non-negative indices, and the (height, width) they span."""
+    axes = tuple(a % inputs.ndim for a in spatial_axes)
+    return axes, (int(inputs.shape[axes[0]]), int(inputs.shape[axes[1]]))
+
+
 def score_windows(
     inputs: np.ndarray,
     baseline: np.ndarray,
@@ -95,11 +116,7 @@ def score_windows(
     previous window is restored and the new one written, so the cost per window is two slice copies.
     """
     inputs = np.asarray(inputs)
-    baseline = np.asarray(baseline, dtype=inputs.dtype)
-    if baseline.shape != inputs.shape:
-        raise OccludeError(f"baseline shape {baseline.shape} differs from input shape {inputs.shape}")
-    if batch_size < 1:
-        raise OccludeError(f"batch size must be at least 1, got {batch_size}")
+    baseline = check_baseline(inputs, baseline, batch_size)
     axes = tuple(a % inputs.ndim for a in spatial_axes)
     total = len(windows)
     rows = min(batch_size, max(total, 1))
@@ -223,14 +240,11 @@ def occlusion_sensitivity(
     counted in ``forward_passes``.
     """
     inputs = np.asarray(inputs)
-    axes = tuple(a % inputs.ndim for a in spatial_axes)
-    size = (int(inputs.shape[axes[0]]), int(inputs.shape[axes[1]]))
+    axes, size = _spatial(inputs, spatial_axes)
     if baseline is None:
         baseline = np.zeros_like(inputs)
     if windows is None:
-        if stride is None:
-            stride = (max(1, patch[0] // 2), max(1, patch[1] // 2))
-        windows = window_grid(size, patch, stride, region)
+        windows = window_grid(size, patch, stride or default_stride(patch), region)
     if original_scores is None:
         original = check_scores(score(inputs[None]), 1)[0].astype(np.float64)
     else:
@@ -349,12 +363,10 @@ def refined_occlusion_sensitivity(
     if not 0 < budget <= 1:
         raise OccludeError(f"refine budget must be in (0, 1], got {budget}")
     inputs = np.asarray(inputs)
-    axes = tuple(a % inputs.ndim for a in spatial_axes)
-    size = (int(inputs.shape[axes[0]]), int(inputs.shape[axes[1]]))
+    axes, size = _spatial(inputs, spatial_axes)
     if baseline is None:
         baseline = np.zeros_like(inputs)
-    if stride is None:
-        stride = (max(1, patch[0] // 2), max(1, patch[1] // 2))
+    stride = stride or default_stride(patch)
     y0, x0, y1, x1 = region if region is not None else (0, 0) + size
     ys = window_starts(y1 - y0, patch[0], stride[0], y0)
     xs = window_starts(x1 - x0, patch[1], stride[1], x0)

@@ -15,8 +15,8 @@ import numpy as np
 
 from . import __version__
 from .baselines import default_blur_sigma, make_baseline, parse_baseline
-from .engine import (Box, Occlusion, occlusion_sensitivity, refine_forward_passes, refined_occlusion_sensitivity,
-                     window_grid)
+from .engine import (Box, Occlusion, default_stride, occlusion_sensitivity, refine_forward_passes,
+                     refined_occlusion_sensitivity, window_grid)
 from .errors import OccludeError
 from .model import OnnxClassifier, looks_like_probabilities, resolve_target, score_transform
 from .preprocess import PreparedImage, Preprocessing, prepare_image
@@ -293,8 +293,7 @@ def check_run(
     size = preprocessing.size
     labels = labels if labels is not None else model.labels
     patch = parse_hw(options.patch, "--patch") if options.patch is not None else default_patch(size)
-    stride = parse_hw(options.stride, "--stride") if options.stride is not None else (
-        max(1, patch[0] // 2), max(1, patch[1] // 2))
+    stride = parse_hw(options.stride, "--stride") if options.stride is not None else default_stride(patch)
     for p, s, side, axis in ((patch[0], stride[0], size[0], "height"), (patch[1], stride[1], size[1], "width")):
         if p > side:
             raise OccludeError(f"patch {axis} {p} is larger than the model input {axis} {side}")

@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from .engine import check_scores
+from .engine import check_baseline, check_scores
 from .errors import OccludeError
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
@@ -246,11 +246,7 @@ def _curve(
 ) -> Curve:
     """Copy ``source``'s pixels into ``start`` in order of importance; score after every step."""
     start = np.asarray(start)
-    source = np.asarray(source, dtype=start.dtype)
-    if source.shape != start.shape:
-        raise OccludeError(f"baseline shape {source.shape} differs from input shape {start.shape}")
-    if batch_size < 1:
-        raise OccludeError(f"batch size must be at least 1, got {batch_size}")
+    source = check_baseline(start, source, batch_size)
     axes = tuple(a % start.ndim for a in spatial_axes)
     if len(set(axes)) != 2:
         raise OccludeError(f"spatial axes {spatial_axes} must name two different axes")
