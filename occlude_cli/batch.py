@@ -20,7 +20,7 @@ import numpy as np
 from .errors import OccludeError, first_line
 from .explain import ExplainOptions, explain, explain_scales
 from .model import OnnxClassifier, file_sha256
-from .outputs import atomic_write_bytes, format_json, npy_bytes, peak, write_explanation, write_scale_study
+from .outputs import atomic_write_bytes, atomic_write_json, npy_bytes, peak, write_explanation, write_scale_study
 from .preprocess import Preprocessing
 from .render import heatmap_png
 from .validate import faithfulness
@@ -235,7 +235,7 @@ def write_summary(rows: Sequence[SummaryRow], out_dir: Path, name: str = "summar
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.__dict__.items()})
     return [
-        atomic_write_bytes(out_dir / f"{name}.json", (format_json(summary_document(rows)) + "\n").encode("utf-8")),
+        atomic_write_json(out_dir / f"{name}.json", summary_document(rows)),
         atomic_write_bytes(out_dir / f"{name}.csv", text.getvalue().encode("utf-8")),
     ]
 

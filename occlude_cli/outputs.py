@@ -48,6 +48,11 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     return path
 
 
+def atomic_write_json(path, document) -> Path:
+    """``document`` formatted by :func:`format_json`, with a final newline, written atomically."""
+    return atomic_write_bytes(path, (format_json(document) + "\n").encode("utf-8"))
+
+
 def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
@@ -182,6 +187,20 @@ def _subtitle(explanation: Explanation) -> str:
     )
 
 
+def _write_map(out_dir: Path, stem: str, explanation: Explanation, values: np.ndarray, subtitle: str,
+               npy: bool) -> List[Path]:
+    """STEM.overlay.png, STEM.heatmap.png and (with ``npy``) STEM.npy for one map of an explanation's image."""
+    e = explanation
+    written = [
+        atomic_write_bytes(out_dir / f"{stem}.overlay.png",
+                           overlay_png(e.image.original, values, e.image.crop_box, _title(e, e.target), subtitle)),
+        atomic_write_bytes(out_dir / f"{stem}.heatmap.png", heatmap_png(values)),
+    ]
+    if npy:
+        written.append(atomic_write_bytes(out_dir / f"{stem}.npy", npy_bytes(values.astype(np.float32))))
+    return written
+
+
 def write_explanation(
     explanation: Explanation,
     out_dir,
@@ -197,24 +216,18 @@ def write_explanation(
     The JSON is written last, so its presence marks a complete set of outputs (what --resume checks).
     """
     out_dir = Path(out_dir)
-    base = out_dir / stem
-    written = []
     e = explanation
-    written.append(atomic_write_bytes(base.with_name(base.name + ".overlay.png"),
-                                      overlay_png(e.image.original, e.map, e.image.crop_box, _title(e, e.target), _subtitle(e))))
-    written.append(atomic_write_bytes(base.with_name(base.name + ".heatmap.png"), heatmap_png(e.map)))
-    if npy:
-        written.append(atomic_write_bytes(base.with_name(base.name + ".npy"), npy_bytes(e.map.astype(np.float32))))
-        if len(e.targets) > 1:
-            written.append(atomic_write_bytes(base.with_name(base.name + ".topk.npy"), npy_bytes(e.maps.astype(np.float32))))
+    written = _write_map(out_dir, stem, e, e.map, _subtitle(e), npy)
+    if npy and len(e.targets) > 1:
+        written.append(atomic_write_bytes(out_dir / f"{stem}.topk.npy", npy_bytes(e.maps.astype(np.float32))))
     if all_classes:
-        written.append(atomic_write_bytes(base.with_name(base.name + ".classes.npy"), npy_bytes(e.class_maps())))
-        written.append(atomic_write_bytes(base.with_name(base.name + ".top_class.npy"),
+        written.append(atomic_write_bytes(out_dir / f"{stem}.classes.npy", npy_bytes(e.class_maps())))
+        written.append(atomic_write_bytes(out_dir / f"{stem}.top_class.npy",
                                           npy_bytes(e.occlusion.top_class_map().astype(np.int32))))
     record = explanation_record(e, timing=timing)
     record.update(extra or {})
     record["outputs"] = sorted(p.name for p in written)
-    written.append(atomic_write_bytes(base.with_name(base.name + ".json"), (format_json(record) + "\n").encode("utf-8")))
+    written.append(atomic_write_json(out_dir / f"{stem}.json", record))
     return written
 
 
@@ -243,16 +256,11 @@ def write_scale_study(
     first = study.explanations[0]
     multiscale_name = None
     if multiscale:
-        mean = study.mean_map()
         multiscale_name = f"{stem}.multiscale"
-        base = out_dir / multiscale_name
         patches = ", ".join(f"{h}x{w}" for h, w in study.patches)
-        written.append(atomic_write_bytes(base.with_name(base.name + ".npy"), npy_bytes(mean.astype(np.float32))))
-        written.append(atomic_write_bytes(base.with_name(base.name + ".heatmap.png"), heatmap_png(mean)))
-        written.append(atomic_write_bytes(
-            base.with_name(base.name + ".overlay.png"),
-            overlay_png(first.image.original, mean, first.image.crop_box, _title(first, first.target),
-                        f"multi-scale mean of patches {patches} (each scaled to [-1, 1])")))
+        # the .npy is written even with --no-npy: STEM.scales.json names it as the multi-scale map
+        written += _write_map(out_dir, multiscale_name, first, study.mean_map(),
+                              f"multi-scale mean of patches {patches} (each scaled to [-1, 1])", npy=True)
     document = {
         "schema": SCHEMA_VERSION,
         "image": {"path": str(first.image.path) if first.image.path is not None else None},
@@ -265,6 +273,5 @@ def write_scale_study(
         "insertion_auc": [m["insertion_auc"] for m in metrics] if metrics else None,
         **(extra or {}),
     }
-    path = out_dir / f"{stem}.scales.json"
-    written.append(atomic_write_bytes(path, (format_json(document) + "\n").encode("utf-8")))
+    written.append(atomic_write_json(out_dir / f"{stem}.scales.json", document))
     return written

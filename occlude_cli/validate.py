@@ -27,7 +27,8 @@ from .explain import Explanation, ExplainOptions, explain, resolve_preprocessing
 from .metrics import (DEFAULT_STEPS, deletion_curve, energy_share, insertion_curve, pearson, peak_inside_fraction,
                       pointing_game, spearman, top_fraction_iou)
 from .model import OnnxClassifier, looks_like_probabilities
-from .outputs import SCHEMA_VERSION, atomic_write_bytes, explanation_header, format_json, json_number, peak
+from .outputs import (SCHEMA_VERSION, atomic_write_bytes, atomic_write_json, explanation_header,
+                      json_number, peak)
 from .preprocess import PreparedImage, Preprocessing, load_image, prepare_image
 
 MASK_SUFFIX = ".mask.png"  # naming convention: dir/a.jpg -> dir/a.mask.png
@@ -488,12 +489,11 @@ def compare_png(explanation: Explanation, other, comparison: dict) -> bytes:
 
 def write_comparison(explanation: Explanation, other, comparison: dict, out_dir, stem: str) -> List[Path]:
     """Write STEM.compare.png and STEM.compare.json (last) under ``out_dir``, atomically."""
-    base = Path(out_dir) / stem
-    png = atomic_write_bytes(base.with_name(base.name + ".compare.png"), compare_png(explanation, other, comparison))
+    out_dir = Path(out_dir)
+    png = atomic_write_bytes(out_dir / f"{stem}.compare.png", compare_png(explanation, other, comparison))
     record = dict(comparison)
-    record["outputs"] = sorted([png.name, base.name + ".compare.json"])
-    text = format_json(record) + "\n"
-    return [png, atomic_write_bytes(base.with_name(base.name + ".compare.json"), text.encode("utf-8"))]
+    record["outputs"] = sorted([png.name, f"{stem}.compare.json"])
+    return [png, atomic_write_json(out_dir / f"{stem}.compare.json", record)]
 
 
 # ----------------------------------------------------------------------------------- checks
@@ -629,7 +629,7 @@ def write_check_summary(rows: Sequence[CheckRow], out_dir, settings: Optional[di
         writer.writerow({k: ("" if v is None else v) for k, v in values.items()})
     document = check_document(rows, settings)
     return [
-        atomic_write_bytes(out_dir / f"{name}.json", (format_json(document) + "\n").encode("utf-8")),
+        atomic_write_json(out_dir / f"{name}.json", document),
         atomic_write_bytes(out_dir / f"{name}.csv", text.getvalue().encode("utf-8")),
     ]
 
