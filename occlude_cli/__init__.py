@@ -2,21 +2,25 @@
 
 Library use::
 
-    from occlude_cli import explain, occlusion_sensitivity
+    from occlude_cli import explain
     result = explain("sample_models/efficientnet_lite0.onnx", "sample_images/cat.jpg", patch=32)
     result.map          # (224, 224) signed score drops for the top-1 class
+
+The package is layered; imports point one way only (see README, "Development"):
+``cli -> batch -> outputs -> explain / validate -> loaders -> core -> errors``.
 """
 
-__version__ = "0.1.0"
-
-from .engine import Occlusion, occlusion_sensitivity, refined_occlusion_sensitivity, window_grid  # noqa: E402
-from .errors import OccludeError  # noqa: E402
-from .explain import (Explanation, ExplainOptions, ScaleStudy, estimate_run, explain, explain_scales,  # noqa: E402
+from ._version import __version__
+from .core.engine import Occlusion, occlusion_sensitivity, score_perturbations, window_grid
+from .core.refine import refined_occlusion_sensitivity
+from .errors import OccludeError
+from .explain import (Explanation, ExplainOptions, ScaleStudy, estimate_run, explain, explain_scales,
                       resolve_preprocessing)
-from .model import OnnxClassifier  # noqa: E402
-from .outputs import explanation_record, write_explanation  # noqa: E402
-from .preprocess import Preprocessing, load_image, prepare_image  # noqa: E402
-from .validate import compare_maps, faithfulness  # noqa: E402
+from .loaders.images import Preprocessing, load_image, map_on_original, prepare_image
+from .loaders.model import Head, OnnxClassifier, ScoreKind
+from .outputs.records import explanation_record
+from .outputs.write import write_explanation
+from .validate import compare_maps, faithfulness
 
 __all__ = [
     "__version__",
@@ -24,6 +28,7 @@ __all__ = [
     "Occlusion",
     "occlusion_sensitivity",
     "refined_occlusion_sensitivity",
+    "score_perturbations",
     "window_grid",
     "Explanation",
     "ExplainOptions",
@@ -34,10 +39,13 @@ __all__ = [
     "compare_maps",
     "faithfulness",
     "resolve_preprocessing",
+    "Head",
     "OnnxClassifier",
+    "ScoreKind",
     "explanation_record",
     "write_explanation",
     "Preprocessing",
     "load_image",
+    "map_on_original",
     "prepare_image",
 ]

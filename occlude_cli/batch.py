@@ -4,10 +4,8 @@ the dataset-level aggregate map. Memory stays bounded: one image and one map are
 
 from __future__ import annotations
 
-import csv
 import glob
 import hashlib
-import io
 import json
 import os
 import time
@@ -17,19 +15,16 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .core.metrics import peak
 from .errors import OccludeError, first_line
 from .explain import ExplainOptions, explain, explain_scales
-from .model import OnnxClassifier, file_sha256
-from .outputs import atomic_write_bytes, atomic_write_json, npy_bytes, peak, write_explanation, write_scale_study
-from .preprocess import Preprocessing
-from .render import heatmap_png
+from .loaders.images import Preprocessing
+from .loaders.model import OnnxClassifier, file_sha256
+from .outputs.records import SUMMARY_FIELDS, SummaryRow, summary_document  # noqa: F401  (re-exported)
+from .outputs.write import write_aggregate, write_explanation, write_scale_study, write_summary  # noqa: F401
 from .validate import faithfulness
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
-SUMMARY_FIELDS = (
-    "path", "status", "target_index", "target_label", "original_score",
-    "peak_y", "peak_x", "peak_value", "seconds", "output", "error",
-)
 _GLOB_CHARS = set("*?[")
 
 
@@ -145,37 +140,6 @@ def _existing_fingerprint(json_path: Path) -> Optional[str]:
 
 
 @dataclass
-class SummaryRow:
-    path: str
-    status: str  # ok | failed | skipped
-    target_index: Optional[int] = None
-    target_label: Optional[str] = None
-    original_score: Optional[float] = None
-    peak_y: Optional[int] = None
-    peak_x: Optional[int] = None
-    peak_value: Optional[float] = None
-    seconds: Optional[float] = None
-    output: Optional[str] = None
-    error: Optional[str] = None
-
-    @classmethod
-    def from_record(cls, record: dict, status: str, output: str, seconds: Optional[float]) -> "SummaryRow":
-        info = record.get("map_info", {}).get("peak", {})
-        return cls(
-            path=str(record.get("image", {}).get("path")),
-            status=status,
-            target_index=record.get("target", {}).get("index"),
-            target_label=record.get("target", {}).get("label"),
-            original_score=record.get("score", {}).get("original"),
-            peak_y=info.get("y"),
-            peak_x=info.get("x"),
-            peak_value=info.get("value"),
-            seconds=seconds,
-            output=output,
-        )
-
-
-@dataclass
 class BatchResult:
     rows: List[SummaryRow] = field(default_factory=list)
     interrupted: bool = False
@@ -207,37 +171,12 @@ class MapAggregate:
             return np.where(self.count > 0, self.total / self.count, np.nan)
 
     def write(self, out_dir: Path) -> List[Path]:
-        if self.total is None:
-            return []
-        mean = self.mean()
-        return [
-            atomic_write_bytes(out_dir / "aggregate.npy", npy_bytes(mean.astype(np.float32))),
-            atomic_write_bytes(out_dir / "aggregate.png", heatmap_png(mean)),
-        ]
+        """aggregate.npy and aggregate.png (through the outputs stage)."""
+        return write_aggregate(self.mean() if self.total is not None else None, out_dir)
 
 
 def summary_name(shard: Optional[Tuple[int, int]]) -> str:
     return "summary" if shard is None else f"summary.shard-{shard[0]}-of-{shard[1]}"
-
-
-def summary_document(rows: Sequence[SummaryRow]) -> dict:
-    counts: Dict[str, int] = {"ok": 0, "failed": 0, "skipped": 0}
-    for row in rows:
-        counts[row.status] = counts.get(row.status, 0) + 1
-    return {"counts": counts, "images": [row.__dict__ for row in rows]}
-
-
-def write_summary(rows: Sequence[SummaryRow], out_dir: Path, name: str = "summary") -> List[Path]:
-    """NAME.json (counts and one row per image) and NAME.csv, written atomically."""
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.__dict__.items()})
-    return [
-        atomic_write_json(out_dir / f"{name}.json", summary_document(rows)),
-        atomic_write_bytes(out_dir / f"{name}.csv", text.getvalue().encode("utf-8")),
-    ]
 
 
 def run_batch(
@@ -269,7 +208,7 @@ def run_batch(
     """
     out_dir = Path(out_dir)
     settings = {
-        "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.__dict__.items()},
+        "options": {k: (list(v) if isinstance(v, tuple) else getattr(v, "value", v)) for k, v in options.__dict__.items()},
         "preprocessing": preprocessing.describe(),
         "labels": hashlib.sha256("\n".join(labels or []).encode("utf-8")).hexdigest() if labels else None,
         "npy": npy,
@@ -323,6 +262,7 @@ def run_batch(
                     peak_value=info["value"],
                     seconds=round(time.perf_counter() - started, 3) if timing else None,
                     output=layout.marker,
+                    warning="; ".join(explanation.warnings) or None,
                 )
         except KeyboardInterrupt:
             result.interrupted = True

@@ -13,13 +13,17 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import __version__
-from .baselines import default_blur_sigma, make_baseline, parse_baseline
-from .engine import (Box, Occlusion, default_stride, occlusion_sensitivity, refine_forward_passes,
-                     refined_occlusion_sensitivity, window_grid)
+from ._version import __version__
+from .core.baselines import default_blur_sigma, make_baseline, parse_baseline
+from .core.engine import Box, Occlusion, default_stride, occlusion_sensitivity, window_grid
+from .core.refine import check_refine, refine_forward_passes, refined_occlusion_sensitivity
 from .errors import OccludeError
-from .model import OnnxClassifier, looks_like_probabilities, resolve_target, score_transform
-from .preprocess import PreparedImage, Preprocessing, prepare_image
+from .loaders.images import PreparedImage, Preprocessing, prepare_image
+from .loaders.model import Head, OnnxClassifier, ScoreKind, resolve_target
+
+SCHEMA_VERSION = 1
+# A probability above this makes occlusion drops tiny and the map unreadable: suggest logits.
+SATURATION = 0.99
 
 # Default patch: this fraction of each side of the model input (16 px on a 224 input).
 DEFAULT_PATCH_FRACTION = 1 / 14
@@ -67,7 +71,7 @@ def resolve_preprocessing(
     layout = (layout or meta.get("layout") or model.guess_layout() or "").upper()
     if layout not in ("NCHW", "NHWC"):
         raise OccludeError(
-            f"cannot tell the layout of input shape {model.input_shape}: pass --layout nchw or nhwc"
+            f"cannot tell the layout of input shape {model.input_shape}: pass layout nchw or nhwc (--layout)"
         )
     channels = model.channels(layout)
     if channels not in (1, 3, None):
@@ -83,7 +87,7 @@ def resolve_preprocessing(
         if "size" in meta:
             height, width = parse_hw(meta["size"], "metadata size")
         else:
-            raise OccludeError(f"model input {model.input_shape} has dynamic height/width: pass --size HxW")
+            raise OccludeError(f"model input {model.input_shape} has dynamic height/width: pass size HxW (--size)")
     color = str(meta.get("color", "gray" if channels == 1 else "rgb")).lower()
     if bgr:
         color = "bgr"
@@ -95,7 +99,8 @@ def resolve_preprocessing(
         size=(int(height), int(width)),
         layout=layout,
         color=color,
-        scale=float(scale if scale is not None else meta.get("scale", 1 / 255)),
+        # integer inputs (uint8/int8: models that cast inside) take the pixels as they are
+        scale=float(scale if scale is not None else meta.get("scale", 1.0 if np.dtype(model.dtype).kind in "iu" else 1 / 255)),
         mean=tuple(float(v) for v in (mean if mean is not None else _as_list(meta.get("mean", [0.0])))),
         std=tuple(float(v) for v in (std if std is not None else _as_list(meta.get("std", [1.0])))),
         resize=str(resize or meta.get("resize", "stretch")),
@@ -113,13 +118,16 @@ class Explanation:
 
     model: dict
     image: PreparedImage
-    targets: List[int]  # targets[0] is the main target; the rest are --top-k extras
+    targets: List[int]  # targets[0] is the main target; the rest are top_k extras
     labels: Optional[List[str]]
-    score_kind: str
+    score_kind: str  # the resolved head kind: softmax, probabilities, sigmoid, independent, logit, raw
     occlusion: Occlusion
     maps: np.ndarray  # (K, H, W) signed maps for ``targets``
     params: dict
     timing: dict = field(default_factory=dict)
+    head: Optional[Head] = None
+    warnings: List[str] = field(default_factory=list)  # things the user must know (saturation, all-zero map)
+    score: Optional[Callable[[np.ndarray], np.ndarray]] = field(default=None, repr=False, compare=False)
 
     @property
     def target(self) -> int:
@@ -137,24 +145,105 @@ class Explanation:
         """(classes, H, W) float32 maps of every class, from the same forward passes."""
         return self.occlusion.attributions(None, dtype=np.float32)
 
+    def header(self) -> dict:
+        """The keys every JSON document about this explanation starts with: schema, model, image, target, score."""
+        width, height = self.image.original_size
+        score = {"kind": self.score_kind, "original": float(self.occlusion.original_scores[self.target])}
+        if self.head is not None:
+            score.update({"requested": self.head.requested, "rule": self.head.rule})
+        return {
+            "schema": SCHEMA_VERSION,
+            "model": self.model,
+            "image": {
+                "path": str(self.image.path) if self.image.path is not None else None,
+                "width": int(width),
+                "height": int(height),
+                "crop_box": [float(v) for v in self.image.crop_box],
+            },
+            "target": {"index": self.target, "label": self.label(self.target)},
+            "score": score,
+        }
+
+    def map_on_original(self, values: Optional[np.ndarray] = None) -> np.ndarray:
+        """The map (or ``values`` at model-input resolution) resampled onto the original image's pixels,
+        (height, width) of the original, NaN outside the part the model sees."""
+        from .loaders.images import map_on_original
+
+        return map_on_original(self.map if values is None else values, self.image.original_size, self.image.crop_box)
+
+    def plot(self, ax=None, *, alpha: Optional[float] = None, cmap: Optional[str] = None):
+        """Show the overlay in a matplotlib axes (a new figure when ``ax`` is None); returns the axes."""
+        import matplotlib.pyplot as plt
+        from PIL import Image as _Image
+        import io as _io
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 6))
+        ax.imshow(_Image.open(_io.BytesIO(self._repr_png_())))
+        ax.set_axis_off()
+        return ax
+
+    def _repr_png_(self) -> bytes:
+        """The overlay PNG, so an Explanation displays itself in Jupyter."""
+        from .outputs.render import overlay_png
+
+        label = self.label(self.target)
+        title = f"{label or 'class ' + str(self.target)}: {self.score_kind} {self.occlusion.original_scores[self.target]:.4f}"
+        return overlay_png(self.image.original, self.map, self.image.crop_box, title)
+
 
 @dataclass
 class ExplainOptions:
-    """The parameters of a run (the CLI's flags), with the library's defaults."""
+    """The parameters of a run, with the library's defaults. Checked once, by :meth:`checked`, at the API
+    boundary; error messages name these parameters."""
 
-    patch: Optional[object] = None
-    stride: Optional[object] = None
+    patch: Optional[Tuple[int, ...]] = None  # (h, w) in model-input pixels; default 1/14 of each side
+    stride: Optional[Tuple[int, ...]] = None  # default half the patch
     baseline: str = "zero"
-    target: Optional[object] = None
+    target: Optional[Union[int, str]] = None  # index or label name; default the top-1 prediction
     top_k: int = 1
-    score: str = "prob"
+    score: Union[ScoreKind, str] = ScoreKind.auto
     batch_size: Optional[int] = None
     seed: int = 0
     blur_sigma: Optional[float] = None
     region: Optional[Tuple[float, float, float, float]] = None  # x0, y0, x1, y1 in original image pixels
-    refine: bool = False  # coarse-to-fine: see engine.refined_occlusion_sensitivity
+    refine: bool = False  # coarse-to-fine: see core.refine.refined_occlusion_sensitivity
     refine_step: int = 3
     refine_budget: float = 0.25
+
+    def checked(self) -> "ExplainOptions":
+        """A copy with every field parsed and range-checked (raises OccludeError naming the parameter)."""
+        patch = parse_hw(self.patch, "patch") if self.patch is not None else None
+        stride = parse_hw(self.stride, "stride") if self.stride is not None else None
+        if int(self.top_k) != self.top_k or self.top_k < 1:
+            raise OccludeError(f"top_k (--top-k) must be at least 1, got {self.top_k}")
+        if self.batch_size is not None and (int(self.batch_size) != self.batch_size or self.batch_size < 1):
+            raise OccludeError(f"batch_size must be at least 1, got {self.batch_size}")
+        try:
+            score = ScoreKind(self.score.value if isinstance(self.score, ScoreKind) else str(self.score))
+        except ValueError:
+            raise OccludeError(f"score must be one of {', '.join(k.value for k in ScoreKind)}, got {self.score!r}") from None
+        if self.blur_sigma is not None and not (np.isfinite(self.blur_sigma) and self.blur_sigma > 0):
+            raise OccludeError(f"blur_sigma must be a positive number of pixels, got {self.blur_sigma}")
+        if int(self.seed) != self.seed or not 0 <= self.seed < 2**63:
+            raise OccludeError(f"seed must be a whole number from 0 to 2^63-1, got {self.seed}")
+        if self.refine:
+            check_refine(self.refine_step, self.refine_budget)
+        region = None
+        if self.region is not None:
+            try:
+                region = tuple(float(v) for v in self.region)
+            except (TypeError, ValueError):
+                raise OccludeError(f"region must be x0,y0,x1,y1, got {self.region!r}") from None
+            if len(region) != 4 or not all(np.isfinite(region)):
+                raise OccludeError(f"region must be four finite numbers x0,y0,x1,y1, got {self.region!r}")
+        fields = {**self.__dict__, "patch": patch, "stride": stride, "score": score,
+                  "baseline": parse_baseline(self.baseline), "region": region}
+        return ExplainOptions(**fields)
+
+
+def _score_name(score) -> str:
+    return score.value if isinstance(score, ScoreKind) else str(score)
 
 
 def explain(
@@ -174,7 +263,7 @@ def explain(
     started = time.perf_counter()
     options, model, preprocessing, labels, patch, stride, prepared, region = _setup(
         model, image, options, preprocessing, labels, overrides)
-    baseline_kind = parse_baseline(options.baseline)
+    baseline_kind = options.baseline
     blur_sigma = options.blur_sigma if options.blur_sigma is not None else default_blur_sigma(patch)
     baseline = make_baseline(baseline_kind, prepared.pixels, preprocessing, seed=options.seed, blur_sigma=blur_sigma)
     sample = prepared.model_input
@@ -184,9 +273,12 @@ def explain(
     num_classes = raw.shape[1]
     if labels is not None and len(labels) != num_classes:
         raise OccludeError(f"{len(labels)} labels given but the model has {num_classes} classes")
-    is_prob = bool((model.metadata_preprocessing or {}).get("output") == "probabilities") or looks_like_probabilities(raw)
-    score = model.scorer(options.score, is_prob)
-    original = score_transform(options.score, is_prob)(raw)[0]
+    if not np.all(np.isfinite(raw)):
+        raise OccludeError("the model's output for the unoccluded image is not finite (NaN or inf): "
+                           "nothing can be measured against it; check the preprocessing (mean, std, scale)")
+    head = model.head(options.score, raw)
+    score = model.scorer(head)
+    original = head.transform(raw)[0]
     ranking = [int(i) for i in np.argsort(-original, kind="stable")]
     main = resolve_target(options.target, labels, num_classes) if options.target is not None else ranking[0]
     targets = [main] + [c for c in ranking if c != main][: options.top_k - 1]
@@ -201,12 +293,13 @@ def explain(
     occluded_at = time.perf_counter()
     maps = occlusion.attributions(targets)
     finished = time.perf_counter()
+    warnings = _warnings(head, original[main], maps[0], occlusion, main)
     return Explanation(
         model=model.describe(),
         image=prepared,
         targets=targets,
         labels=labels,
-        score_kind=options.score,
+        score_kind=head.kind,
         occlusion=occlusion,
         maps=maps,
         params={
@@ -216,7 +309,8 @@ def explain(
             "blur_sigma": blur_sigma if baseline_kind == "blur" else None,
             "seed": options.seed,
             "batch_size": int(batch_size),
-            "score": options.score,
+            "score": _score_name(options.score),
+            "head": head.describe(),
             "region": list(region) if region is not None else None,
             "refine": {"step": options.refine_step, "budget": options.refine_budget} if options.refine else None,
             "preprocessing": preprocessing.describe(),
@@ -228,7 +322,28 @@ def explain(
             "total_s": finished - started,
             "windows_per_s": occlusion.forward_passes / max(occluded_at - prepared_at, 1e-9),
         },
+        head=head,
+        warnings=warnings,
+        score=score,
     )
+
+
+def _warnings(head: Head, original: float, values: np.ndarray, occlusion: Occlusion, target: int) -> List[str]:
+    """What the user must be told about a map: never an all-zero or unreadable map in silence."""
+    out: List[str] = []
+    finite = values[np.isfinite(values)]
+    bad_windows = int(np.count_nonzero(~np.isfinite(occlusion.window_scores[:, target])))
+    if bad_windows:
+        out.append(f"{bad_windows} occluded window(s) gave a non-finite score (NaN/inf): the map is NaN where "
+                   "they cover it (windows marked finite=false in the JSON)")
+    if finite.size and np.all(finite == 0):
+        hint = (" (a softmax over one output is always 1: use score auto or sigmoid)" if head.kind == "softmax"
+                else " (try score logit or raw, a larger patch, or another baseline)")
+        out.append(f"the map is identically zero: occluding any window leaves the {head.kind} score unchanged{hint}")
+    elif head.kind in ("softmax", "probabilities", "sigmoid", "independent") and original >= SATURATION:
+        out.append(f"the target's probability is saturated ({original:.4f} >= {SATURATION}): occlusion barely moves "
+                   "it and the map may look blank; use score logit (or raw) for a readable map")
+    return out
 
 
 def _setup(model, image, options, preprocessing, labels, overrides):
@@ -239,6 +354,7 @@ def _setup(model, image, options, preprocessing, labels, overrides):
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
         options = ExplainOptions(**{**options.__dict__, **overrides})
+    options = options.checked()
     if not isinstance(model, OnnxClassifier):
         model = OnnxClassifier(model)
     preprocessing = preprocessing or resolve_preprocessing(model)
@@ -290,32 +406,34 @@ def check_run(
     labels: Optional[Sequence[str]] = None,
 ) -> Tuple[Tuple[int, int], Tuple[int, int]]:
     """Check what can be checked before any image is read; returns the (patch, stride) to use."""
+    options = options.checked()
     size = preprocessing.size
     labels = labels if labels is not None else model.labels
-    patch = parse_hw(options.patch, "--patch") if options.patch is not None else default_patch(size)
-    stride = parse_hw(options.stride, "--stride") if options.stride is not None else default_stride(patch)
+    patch = options.patch or default_patch(size)
+    stride = options.stride or default_stride(patch)
     for p, s, side, axis in ((patch[0], stride[0], size[0], "height"), (patch[1], stride[1], size[1], "width")):
         if p > side:
             raise OccludeError(f"patch {axis} {p} is larger than the model input {axis} {side}")
         if s > p:
             raise OccludeError(f"stride {axis} {s} is larger than the patch {axis} {p}: some pixels would never be occluded")
-    if options.top_k < 1:
-        raise OccludeError(f"--top-k must be at least 1, got {options.top_k}")
-    if options.refine and options.refine_step < 1:
-        raise OccludeError(f"--refine-step must be at least 1, got {options.refine_step}")
-    if options.refine and not 0 < options.refine_budget <= 1:
-        raise OccludeError(f"--refine-budget must be in (0, 1], got {options.refine_budget}")
-    if options.batch_size is not None and options.batch_size < 1:
-        raise OccludeError(f"--batch-size must be at least 1, got {options.batch_size}")
-    if options.score not in ("prob", "logit"):
-        raise OccludeError(f"--score must be prob or logit, got {options.score!r}")
-    parse_baseline(options.baseline)
+    check_score(model, options.score)
     classes = model.num_classes or (len(labels) if labels else None)
     if labels is not None and model.num_classes is not None and len(labels) != model.num_classes:
         raise OccludeError(f"{len(labels)} labels given but the model has {model.num_classes} classes")
     if options.target is not None and classes is not None:
         resolve_target(options.target, labels, classes)
-    return patch, stride
+    return patch, stride  # type: ignore[return-value]
+
+
+def check_score(model: OnnxClassifier, score) -> None:
+    """Refuse, before any image, a score kind the model's graph rules out (logits of a Softmax output, a
+    second sigmoid, a softmax over one output)."""
+    kind = ScoreKind(_score_name(score))
+    if kind in (ScoreKind.auto, ScoreKind.prob, ScoreKind.raw):
+        return
+    classes = model.num_classes or 2
+    probe = np.full((1, classes), 5.0)  # logits-like values: only the graph and the declared head decide here
+    model.head(kind, probe)
 
 
 @dataclass
@@ -348,7 +466,7 @@ def explain_scales(
 ) -> ScaleStudy:
     """Explain one image once per patch size (one model session; the target is fixed by the first run so
     every map explains the same class) and measure their pairwise rank correlation."""
-    from .metrics import spearman
+    from .core.metrics import spearman
 
     if len(patches) < 2:
         raise OccludeError("a scale study needs at least two patch sizes")
@@ -371,7 +489,7 @@ def explain_scales(
 
 def parse_patches(value: str) -> List[Tuple[int, int]]:
     """'16' -> [(16, 16)]; '8,16,32' or '8x8,16x24' -> one patch per comma-separated item."""
-    return [parse_hw(item, "--patch") for item in str(value).split(",")]
+    return [parse_hw(item, "patch") for item in str(value).split(",")]
 
 
 def region_to_box(region, prepared: PreparedImage) -> Box:
@@ -396,3 +514,23 @@ def region_to_box(region, prepared: PreparedImage) -> Box:
         raise OccludeError(f"region {region!r} lies outside the part of the image the model sees")
     return box
 
+
+
+def describe_model(model: Union[str, Path, OnnxClassifier], *, device: str = "auto") -> dict:
+    """What occlude reads from a model, as a JSON-ready dict: input, output, final operator, batching,
+    provider, the preprocessing it would use (or why it needs arguments) and the labels."""
+    if not isinstance(model, OnnxClassifier):
+        model = OnnxClassifier(model, device=device)
+    document = model.describe()
+    document["input_type"] = model.dtype
+    document["output_shape"] = [d if isinstance(d, int) and d > 0 else "dynamic" for d in model.output.shape]
+    document["classes"] = model.num_classes
+    document["final_op"] = model.final_op
+    document["fixed_batch"] = model.fixed_batch
+    try:
+        document["preprocessing"] = resolve_preprocessing(model).describe()
+    except OccludeError as exc:
+        document["preprocessing"] = f"needs flags: {exc}"
+    document["labels"] = len(model.labels) if model.labels else None
+    document["label_names"] = list(model.labels) if model.labels else None
+    return document

@@ -36,7 +36,9 @@ def test_digits_end_to_end(tmp_path):
     for key in ("model", "image", "target", "score", "params", "map", "windows", "timing"):
         assert key in record
     assert record["target"] == {"index": 3, "label": "3"}
-    assert record["score"]["kind"] == "prob" and 0.5 < record["score"]["original"] <= 1
+    # issue 9: the default score is auto, resolved per head and recorded (logits -> softmax)
+    assert record["score"]["kind"] == "softmax" and record["score"]["requested"] == "auto"
+    assert 0.5 < record["score"]["original"] <= 1
     assert record["model"]["sha256"] and record["model"]["input"] == "input"
     assert record["model"]["provider"] == "CPUExecutionProvider"
     assert (record["image"]["width"], record["image"]["height"]) == (8, 8)
@@ -172,8 +174,11 @@ def test_bad_inputs_give_one_line_and_nonzero_exit(tmp_path, gray_image):
         (("run", DIGITS, img, "--target", "eleven"), "unknown label", 1),
         (("run", DIGITS, img, "--patch", "2", "--stride", "3"), "never be occluded", 1),
         (("run", DIGITS, img, "--baseline", "purple"), "unknown baseline", 1),
-        (("run", feature_map_model(tmp_path / "f.onnx", size=(8, 8)), img), "classifier", 3),
-        (("run", DIGITS, img, "--device", "tpu"), "unknown device", 1),
+        # issue 10: a model that is not a classifier is known before any image is read: exit 1
+        (("run", feature_map_model(tmp_path / "f.onnx", size=(8, 8)), img), "classifier", 1),
+        # issue 8: choices are Enums; a bad choice is a usage error (exit 2) that lists the valid values
+        (("run", DIGITS, img, "--device", "tpu"), "'auto', 'cpu', 'cuda'", 2),
+        (("run", DIGITS, img, "--score", "foo"), "'auto', 'softmax', 'sigmoid', 'logit', 'raw'", 2),
         (("run", DIGITS, img, "--mean", "1,2"), "--mean", 1),
         (("run", DIGITS, img, "--labels", tmp_path / "nolabels.txt"), "labels file not found", 1),
         (("run", DIGITS, img, "--top-k", "0"), "--top-k", 1),

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from occlude_cli import OccludeError, OnnxClassifier, explain, occlusion_sensitivity, window_grid
-from occlude_cli.engine import (accumulate_windows, refine_forward_passes, refined_occlusion_sensitivity,
-                                 window_starts)
+from occlude_cli.core.engine import accumulate_windows, window_starts
+from occlude_cli.core.refine import refine_forward_passes, refined_occlusion_sensitivity
 from onnx_models import rectangle_model
 
 from conftest import SAMPLE_IMAGES, SAMPLE_MODELS
@@ -86,7 +86,7 @@ def test_engine_equals_naive_loop_on_a_real_onnx_model():
     model = OnnxClassifier(SAMPLE_MODELS / "digits_cnn.onnx", device="cpu")
     result = explain(model, SAMPLE_IMAGES / "digit_3.png", patch=2, stride=1, batch_size=16, baseline="gray")
     inputs = result.image.model_input
-    from occlude_cli.baselines import make_baseline
+    from occlude_cli.core.baselines import make_baseline
 
     baseline = make_baseline("gray", result.image.pixels, result.image.preprocessing)
     score = model.scorer("prob", False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from occlude_cli.errors import OccludeError
-from occlude_cli.metrics import (auc, deletion_curve, energy_share, importance_order, insertion_curve, pearson,
+from occlude_cli.core.metrics import (auc, deletion_curve, energy_share, importance_order, insertion_curve, pearson,
                                  peak_inside_fraction, pointing_game, rank_average, spearman, step_counts,
                                  top_fraction_iou, top_fraction_mask)
 

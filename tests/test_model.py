@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from occlude_cli import OccludeError, OnnxClassifier, explain, resolve_preprocessing
-from occlude_cli.model import looks_like_probabilities, resolve_target
+from occlude_cli.loaders.model import looks_like_probabilities, resolve_target
 from onnx_models import feature_map_model, rectangle_model
 
 from conftest import SAMPLE_MODELS

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from occlude_cli import onnx_graph as og
+from occlude_cli.loaders import onnx_graph as og
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_MODELS = ROOT / "sample_models"

@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from occlude_cli import OccludeError, Preprocessing, load_image, prepare_image
-from occlude_cli.baselines import BASELINES, gaussian_blur, make_baseline, parse_baseline
-from occlude_cli.preprocess import crop_box_for
+from occlude_cli.core.baselines import BASELINES, gaussian_blur, make_baseline, parse_baseline
+from occlude_cli.loaders.images import crop_box_for
 
 from conftest import SAMPLE_IMAGES
 

@@ -16,16 +16,15 @@ from typer.testing import CliRunner
 from occlude_cli import explain
 from occlude_cli.cli import app
 from occlude_cli.errors import OccludeError
-from occlude_cli.model import OnnxClassifier
-from occlude_cli.preprocess import Preprocessing, prepare_image
-from occlude_cli.validate import (box_mask, check_image, compare_maps, faithfulness, load_saliency_map,
-                                  mask_from_file, read_saliency_map, region_mask, resize_map)
-from occlude_cli.validate_cli import register
+from occlude_cli.loaders.model import OnnxClassifier
+from occlude_cli.loaders.images import Preprocessing, prepare_image
+from occlude_cli.loaders.maps import (box_mask, load_saliency_map, mask_from_file, read_saliency_map, region_mask,
+                                      resize_map)
+from occlude_cli.validate import check_image, compare_maps, faithfulness
 
 from conftest import SAMPLE_IMAGES, SAMPLE_MODELS
 from onnx_models import rectangle_model
 
-register(app)
 
 RECT = (4, 6, 9, 12)  # y0, x0, y1, x1 in the 16x16 model input
 RECT_BOX = "6,4,12,9"  # the same as x0,y0,x1,y1 image pixels (16x16 image, stretch)
@@ -65,8 +64,7 @@ def read_check(out: Path) -> dict:
 # ------------------------------------------------------------------------------ occlude check
 
 
-def test_register_is_idempotent():
-    register(app)
+def test_each_validation_command_is_registered_once():
     names = [c.name for c in app.registered_commands]
     assert names.count("compare") == 1 and names.count("check") == 1
 

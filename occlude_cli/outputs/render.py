@@ -8,10 +8,13 @@ outputs stage's job.
 from __future__ import annotations
 
 import io
+import math
 from typing import Optional, Tuple
 
 import numpy as np
 from PIL import Image
+
+from ..loaders.images import map_on_original
 
 CMAP = "RdBu_r"
 MIN_DISPLAY_SIDE = 320  # small images (e.g. 8x8 digits) are enlarged by an integer factor to at least this
@@ -24,6 +27,11 @@ def _matplotlib():
     import matplotlib.pyplot as plt
 
     return matplotlib, plt
+
+
+def score_word(kind: str) -> str:
+    """How a score kind is named in titles and axis labels."""
+    return {"logit": "logit", "raw": "output"}.get(kind, "probability")
 
 
 def symmetric_limit(values: np.ndarray) -> float:
@@ -77,21 +85,6 @@ def heatmap_png(values: np.ndarray) -> bytes:
     if factor > 1:
         image = image.resize((width * factor, height * factor), Image.NEAREST)
     return _png(image)
-
-
-def map_on_original(values: np.ndarray, original_size: Tuple[int, int], crop_box) -> np.ndarray:
-    """Resample a model-resolution map onto the original image's pixels (NaN outside the crop box)."""
-    width, height = original_size
-    left, top, right, bottom = crop_box
-    box_w = max(1, int(round(right - left)))
-    box_h = max(1, int(round(bottom - top)))
-    resized = np.asarray(
-        Image.fromarray(values.astype(np.float32), "F").resize((box_w, box_h), Image.BILINEAR), dtype=np.float64
-    )
-    canvas = np.full((height, width), np.nan)
-    x0, y0 = int(round(left)), int(round(top))
-    canvas[y0 : y0 + box_h, x0 : x0 + box_w] = resized[: height - y0, : width - x0]
-    return canvas
 
 
 def _opacity(values: np.ndarray, limit: float) -> np.ndarray:
@@ -152,3 +145,60 @@ def overlay_png(
         plt.close(figure)
     frame.paste(blended, (pad, head))
     return _png(frame)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None or not math.isfinite(float(value)) else f"{float(value):.{digits}f}"
+
+
+def compare_png(explanation, other, comparison: dict) -> bytes:
+    """The comparison as one PNG: both maps over the (greyed) model input, and the deletion and insertion
+    curves of both maps with their AUCs in the legends."""
+    _, plt = _matplotlib()
+    e = explanation
+    pixels = np.asarray(e.image.pixels, dtype=np.float64)
+    grey = pixels.mean(axis=-1) / 255.0
+    name = comparison.get("other_map", {}).get("name") or "other map"
+    agreement = comparison["agreement"]
+    curves = comparison["curves"]
+    label = e.label(e.target)
+    kind = score_word(e.score_kind)
+    heading = (f"{label + ' ' if label else ''}(class {e.target}): {kind} {e.occlusion.original_scores[e.target]:.4f}    "
+               f"Pearson {_fmt(agreement['pearson'])}   Spearman {_fmt(agreement['spearman'])}   "
+               f"top {agreement['top_fraction'] * 100:g}% IoU {_fmt(agreement['top_iou'])}")
+    p = e.params
+    figure, axes = plt.subplots(2, 2, figsize=(10, 9), dpi=100)
+    try:
+        panels = (
+            (axes[0, 0], e.map, f"occlusion (patch {p['patch'][0]}x{p['patch'][1]}, stride {p['stride'][0]}x{p['stride'][1]})"),
+            (axes[0, 1], np.asarray(other, dtype=np.float64), str(name)),
+        )
+        for ax, values, title in panels:
+            limit = symmetric_limit(values)
+            alpha = 0.25 + 0.7 * np.clip(np.abs(np.nan_to_num(values)) / limit, 0.0, 1.0)
+            ax.imshow(grey, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.imshow(colorize(values, limit, alpha), interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+            ax.set_axis_off()
+        fractions = curves["fractions"]
+        for ax, key, verb, hint in (
+            (axes[1, 0], "deletion", "deleted", "lower AUC is better"),
+            (axes[1, 1], "insertion", "inserted", "higher AUC is better"),
+        ):
+            ours, theirs = curves["occlusion"], curves["other"]
+            ax.plot(fractions, ours[key], color="#c0392b", label=f"occlusion (AUC {_fmt(ours[key + '_auc'])})")
+            ax.plot(fractions, theirs[key], color="#2471a3", label=f"{name} (AUC {_fmt(theirs[key + '_auc'])})")
+            ax.set_xlim(0, 1)
+            ax.set_xlabel(f"fraction of pixels {verb}, most important first", fontsize=8)
+            ax.set_ylabel(f"target {kind}", fontsize=8)
+            ax.set_title(f"{key} (baseline {curves[key + '_baseline']}; {hint})", fontsize=9)
+            ax.tick_params(labelsize=8)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8, loc="best")
+        figure.suptitle(heading, fontsize=10)
+        figure.tight_layout(rect=(0, 0, 1, 0.96))
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+        return buffer.getvalue()
+    finally:
+        plt.close(figure)

@@ -1,23 +1,26 @@
-"""Writing results: the JSON schema, .npy maps and PNGs, each written atomically (temp file + rename)
-so that an interrupted run never leaves a half-written file and never clobbers a good one with junk."""
+"""Everything occlude writes goes through here: atomic writes (temp file + rename) of JSON, CSV, .npy and
+PNG, so that an interrupted run never leaves a half-written file and never clobbers a good one with junk."""
 
 from __future__ import annotations
 
+import csv
 import io
-import json
-import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from .errors import OccludeError
-from .explain import Explanation, ScaleStudy
-from .render import heatmap_png, overlay_png
+from ..errors import OccludeError
+from ..explain import SCHEMA_VERSION, Explanation, ScaleStudy
+from ..validate import CheckRow
+from .records import (CHECK_FIELDS, SUMMARY_FIELDS, SummaryRow, check_document, explanation_record, format_json,
+                      json_number, summary_document)
+from .render import compare_png, heatmap_png, overlay_png, score_word
 
-SCHEMA_VERSION = 1
+# Cells a spreadsheet would run as a formula (OWASP "CSV injection"): prefixed with a quote.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:
@@ -53,129 +56,37 @@ def atomic_write_json(path, document) -> Path:
     return atomic_write_bytes(path, (format_json(document) + "\n").encode("utf-8"))
 
 
+def csv_cell(value) -> str:
+    """One CSV cell that no spreadsheet executes: '' for None; text starting with = + - @ tab or CR gets a
+    leading ' (numbers are written as numbers: a negative number is data, not a formula)."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, int, float, np.integer, np.floating)):
+        return str(value)
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def csv_bytes(fields: Sequence[str], rows: Iterable[dict]) -> bytes:
+    """CSV text (header, then one line per row) with every cell made safe by :func:`csv_cell`."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(fields)
+    for row in rows:
+        writer.writerow([csv_cell(row.get(k)) for k in fields])
+    return text.getvalue().encode("utf-8")
+
+
 def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
 
 
-def json_number(value) -> Optional[float]:
-    """JSON-safe float: None, NaN and inf (not computed, undefined) become null."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def _grid(values: np.ndarray) -> List[list]:
-    """Rows of JSON-safe floats (null where not finite): tolist() does the conversion in C, and only the
-    non-finite cells, if any, are visited in Python."""
-    values = np.asarray(values, dtype=np.float64)
-    rows = values.tolist()
-    bad = ~np.isfinite(values)
-    if bad.any():
-        for y, x in zip(*np.nonzero(bad)):
-            rows[y][x] = None
-    return rows
-
-
-def format_json(value, indent: int = 0) -> str:
-    """JSON with objects indented, lists of numbers on one line and lists of objects one per line:
-    readable by people, diff-able, and byte-identical for identical data."""
-    pad, inner = " " * indent, " " * (indent + 2)
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        items = [f"{inner}{json.dumps(str(k))}: {format_json(v, indent + 2)}" for k, v in value.items()]
-        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
-    if isinstance(value, list) and value and all(isinstance(v, (list, dict)) for v in value):
-        nested_dicts = any(isinstance(v, dict) for v in value)
-        rows = [
-            inner + (json.dumps(v, separators=(", ", ": ")) if nested_dicts and _flat(v) else format_json(v, indent + 2))
-            for v in value
-        ]
-        return "[\n" + ",\n".join(rows) + "\n" + pad + "]"
-    return json.dumps(value, separators=(", ", ": "), allow_nan=False)
-
-
-def _flat(value) -> bool:
-    return not isinstance(value, (dict, list)) or (
-        all(not isinstance(v, (dict, list)) for v in (value.values() if isinstance(value, dict) else value))
-    )
-
-
-def peak(values: np.ndarray) -> Dict[str, object]:
-    """Location (model-input pixels) and value of the map's maximum."""
-    finite = np.where(np.isfinite(values), values, -np.inf)
-    y, x = np.unravel_index(int(np.argmax(finite)), values.shape)
-    return {"y": int(y), "x": int(x), "value": json_number(values[y, x])}
-
-
-def explanation_header(explanation: Explanation) -> dict:
-    """The keys every JSON document about one explanation starts with: schema, model, image, target, score."""
-    e = explanation
-    width, height = e.image.original_size
-    return {
-        "schema": SCHEMA_VERSION,
-        "model": e.model,
-        "image": {
-            "path": str(e.image.path) if e.image.path is not None else None,
-            "width": int(width),
-            "height": int(height),
-            "crop_box": [float(v) for v in e.image.crop_box],
-        },
-        "target": {"index": e.target, "label": e.label(e.target)},
-        "score": {"kind": e.score_kind, "original": float(e.occlusion.original_scores[e.target])},
-    }
-
-
-def explanation_record(explanation: Explanation, *, timing: bool = True) -> dict:
-    """The JSON document for one explanation (see README, "JSON format")."""
-    e = explanation
-    occ = e.occlusion
-    target = e.target
-    drops = occ.drops([target])[:, 0]
-    record = {
-        **explanation_header(e),
-        "params": e.params,
-        "map_info": {
-            "height": int(occ.size[0]),
-            "width": int(occ.size[1]),
-            "min": json_number(np.nanmin(e.map)) if np.isfinite(e.map).any() else None,
-            "max": json_number(np.nanmax(e.map)) if np.isfinite(e.map).any() else None,
-            "peak": peak(e.map),
-            "not_computed_pixels": int(np.count_nonzero(~np.isfinite(e.map))),
-            "windows": int(len(occ.windows)),
-            "forward_passes": int(occ.forward_passes),
-        },
-        "top_k": [
-            {
-                "index": int(c),
-                "label": e.label(c),
-                "original": float(occ.original_scores[c]),
-                "peak": peak(e.maps[i]),
-            }
-            for i, c in enumerate(e.targets)
-        ],
-        "windows": [
-            {"y": int(y), "x": int(x), "h": int(h), "w": int(w), "score": float(s), "drop": float(d),
-             "top_class": int(t), **({} if m is None else {"measured": bool(m)})}
-            for (y, x, h, w), s, d, t, m in zip(
-                occ.windows.tolist(), occ.window_scores[:, target], drops, np.argmax(occ.window_scores, axis=1),
-                occ.measured if occ.measured is not None else [None] * len(occ.windows),
-            )
-        ],
-        "map": _grid(e.map),
-    }
-    if timing:
-        record["timing"] = {k: float(v) for k, v in e.timing.items()}
-    return record
-
-
 def _title(explanation: Explanation, index: int) -> str:
     label = explanation.label(index)
     name = f"{label} (class {index})" if label else f"class {index}"
-    kind = "probability" if explanation.score_kind == "prob" else "logit"
+    kind = score_word(explanation.score_kind)
     return f"{name}: {kind} {explanation.occlusion.original_scores[index]:.4f}"
 
 
@@ -275,3 +186,48 @@ def write_scale_study(
     }
     written.append(atomic_write_json(out_dir / f"{stem}.scales.json", document))
     return written
+
+
+def write_comparison(explanation: Explanation, other, comparison: dict, out_dir, stem: str) -> List[Path]:
+    """Write STEM.compare.png and STEM.compare.json (last) under ``out_dir``, atomically."""
+    out_dir = Path(out_dir)
+    png = atomic_write_bytes(out_dir / f"{stem}.compare.png", compare_png(explanation, other, comparison))
+    record = dict(comparison)
+    record["outputs"] = sorted([png.name, f"{stem}.compare.json"])
+    return [png, atomic_write_json(out_dir / f"{stem}.compare.json", record)]
+
+
+def write_check_summary(rows: Sequence[CheckRow], out_dir, settings: Optional[dict] = None,
+                        name: str = "check") -> List[Path]:
+    """NAME.json (see :func:`check_document`) and NAME.csv (one row per image), written atomically."""
+    out_dir = Path(out_dir)
+    values = []
+    for row in rows:
+        item = dict(row.__dict__)
+        item["reasons"] = "; ".join(row.reasons)
+        values.append(item)
+    document = check_document(rows, settings)
+    return [
+        atomic_write_json(out_dir / f"{name}.json", document),
+        atomic_write_bytes(out_dir / f"{name}.csv", csv_bytes(CHECK_FIELDS, values)),
+    ]
+
+
+def write_summary(rows: Sequence[SummaryRow], out_dir, name: str = "summary") -> List[Path]:
+    """NAME.json (counts and one row per image) and NAME.csv, written atomically."""
+    out_dir = Path(out_dir)
+    return [
+        atomic_write_json(out_dir / f"{name}.json", summary_document(rows)),
+        atomic_write_bytes(out_dir / f"{name}.csv", csv_bytes(SUMMARY_FIELDS, [r.__dict__ for r in rows])),
+    ]
+
+
+def write_aggregate(mean: Optional[np.ndarray], out_dir) -> List[Path]:
+    """aggregate.npy and aggregate.png: the dataset-level mean map (nothing when no image was added)."""
+    if mean is None:
+        return []
+    out_dir = Path(out_dir)
+    return [
+        atomic_write_bytes(out_dir / "aggregate.npy", npy_bytes(mean.astype(np.float32))),
+        atomic_write_bytes(out_dir / "aggregate.png", heatmap_png(mean)),
+    ]

@@ -6,11 +6,19 @@ image, except ``zero``, which is 0 in the model's input space (the dataset mean 
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Protocol, Sequence
 
 import numpy as np
-from .errors import OccludeError
-from .preprocess import Preprocessing
+
+from ..errors import OccludeError
+
+
+class Normaliser(Protocol):
+    """What a baseline needs of the preprocessing: the model's colour order and pixels -> model input."""
+
+    color: str
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray: ...
 
 # name -> what it means; the CLI's --help and the README show this table.
 BASELINES: Dict[str, str] = {
@@ -48,7 +56,7 @@ def _format_number(value: float) -> str:
 def make_baseline(
     spec: str,
     pixels: np.ndarray,
-    preprocessing: Preprocessing,
+    preprocessing: Normaliser,
     *,
     seed: int = 0,
     blur_sigma: float = 8.0,
@@ -105,6 +113,6 @@ def gaussian_blur(pixels: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
-def default_blur_sigma(patch: Tuple[int, int]) -> float:
+def default_blur_sigma(patch: Sequence[int]) -> float:
     """Blur strong enough to erase detail the size of a patch."""
     return max(1.0, min(patch) / 2.0)

@@ -23,8 +23,8 @@ from typing import Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from .engine import check_baseline, check_scores
-from .errors import OccludeError
+from ..errors import OccludeError
+from .engine import check_baseline, score_perturbations, spatial_axes_of
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 ProgressFn = Callable[[int, int], None]
@@ -244,11 +244,12 @@ def _curve(
     batch_size: int,
     progress: Optional[ProgressFn],
 ) -> Curve:
-    """Copy ``source``'s pixels into ``start`` in order of importance; score after every step."""
+    """Copy ``source``'s pixels into ``start`` in order of importance; score after every step (through the
+    engine's one batched perturbation loop)."""
     start = np.asarray(start)
     source = check_baseline(start, source, batch_size)
-    axes = tuple(a % start.ndim for a in spatial_axes)
-    if len(set(axes)) != 2:
+    axes = spatial_axes_of(start, spatial_axes)
+    if len(axes) != 2:
         raise OccludeError(f"spatial axes {spatial_axes} must name two different axes")
     height, width = start.shape[axes[0]], start.shape[axes[1]]
     values = _as_map(importance, "importance map")
@@ -264,27 +265,17 @@ def _curve(
     rest_shape = tuple(d for i, d in enumerate(start.shape) if i not in axes)
     work = pixels_last(start).copy()
     src = pixels_last(source)
-    rows = min(batch_size, len(counts))
-    buffer = np.empty((rows,) + start.shape, dtype=start.dtype)
-    scores = np.empty(len(counts), dtype=np.float64)
-    done = 0
-    pending = 0
-    for i, count in enumerate(counts):
+
+    def step(buffer: np.ndarray, row: int, i: int) -> None:  # steps come in order: work is cumulative
         if i > 0:
-            changed = order[counts[i - 1] : count]
+            changed = order[counts[i - 1] : counts[i]]
             work[:, changed] = src[:, changed]
-        buffer[pending] = np.moveaxis(work.reshape(rest_shape + (height, width)), (-2, -1), axes)
-        pending += 1
-        if pending == rows or i == len(counts) - 1:
-            out = check_scores(score(buffer[:pending]), pending)
-            if not 0 <= target < out.shape[1]:
-                raise OccludeError(f"target {target} is out of range for {out.shape[1]} classes")
-            scores[done : done + pending] = out[:, target]
-            done += pending
-            pending = 0
-            if progress is not None:
-                progress(done, len(counts))
-    return Curve(fractions=counts / float(n), scores=scores)
+        buffer[row] = np.moveaxis(work.reshape(rest_shape + (height, width)), (-2, -1), axes)
+
+    scores = score_perturbations(start, len(counts), step, score, batch_size=batch_size, progress=progress)
+    if not 0 <= target < scores.shape[1]:
+        raise OccludeError(f"target {target} is out of range for {scores.shape[1]} classes")
+    return Curve(fractions=counts / float(n), scores=scores[:, target].copy())
 
 
 def deletion_curve(
@@ -326,3 +317,24 @@ def insertion_curve(
     fast: **higher area is better**. Same ordering rules as :func:`deletion_curve`.
     """
     return _curve(baseline, inputs, importance, score, int(target), steps, spatial_axes, batch_size, progress)
+
+
+# ------------------------------------------------------------------------------------ map summaries
+
+
+def finite_or_none(value) -> Optional[float]:
+    """A float, or None for None, NaN and inf (not computed, undefined): what JSON can hold."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def peak(values: np.ndarray) -> dict:
+    """Location (model-input pixels, one key per axis: y, x or z, y, x) and value of the map's maximum."""
+    values = np.asarray(values)
+    finite = np.where(np.isfinite(values), values, -np.inf)
+    position = np.unravel_index(int(np.argmax(finite)), values.shape)
+    names = ("y", "x") if values.ndim == 2 else ("z", "y", "x") if values.ndim == 3 else tuple(
+        f"a{i}" for i in range(values.ndim))
+    return {**{n: int(p) for n, p in zip(names, position)}, "value": finite_or_none(values[position])}

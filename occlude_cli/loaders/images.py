@@ -8,13 +8,28 @@ Pixel values are handled as floats in the 0..255 range; the model sees
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import OccludeError, first_line
+from ..errors import OccludeError, first_line
+
+class Layout(str, Enum):
+    """Where the channels sit in a 4-D image input."""
+
+    nchw = "nchw"
+    nhwc = "nhwc"
+
+
+class ResizeMode(str, Enum):
+    """How an image is brought to the model's input size."""
+
+    stretch = "stretch"
+    center_crop = "center-crop"
+
 
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("rgb", "bgr", "gray")
@@ -50,13 +65,16 @@ class Preprocessing:
             raise OccludeError(f"input size must be positive, got {h}x{w}")
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, self.channels):
+                want = "1 value" if self.channels == 1 else f"1 or {self.channels} values (R,G,B)"
                 raise OccludeError(
-                    f"--{name} needs 1 or {self.channels} values for a {self.channels}-channel model, got {len(values)}"
+                    f"{name} (--{name}) needs {want} for a {self.channels}-channel model, got {len(values)}"
                 )
+            if not all(np.isfinite(values)):
+                raise OccludeError(f"{name} (--{name}) must be finite numbers, got {list(values)}")
         if any(s == 0 for s in self.std):
-            raise OccludeError("--std values must be non-zero")
-        if self.scale == 0:
-            raise OccludeError("--scale must be non-zero")
+            raise OccludeError("std (--std) values must be non-zero")
+        if not np.isfinite(self.scale) or self.scale == 0:
+            raise OccludeError(f"scale (--scale) must be a finite non-zero number, got {self.scale}")
 
     @property
     def channels(self) -> int:
@@ -68,13 +86,25 @@ class Preprocessing:
         return (1, 2) if self.layout == "NCHW" else (0, 1)
 
     def _per_channel(self, values: Sequence[float]) -> np.ndarray:
-        return np.broadcast_to(np.asarray(values, dtype=np.float64), (self.channels,))
+        """Per-channel values in the model's colour order: ``mean`` and ``std`` are given in RGB order
+        (as torchvision, timm and papers print them) and reversed for BGR models."""
+        per = np.broadcast_to(np.asarray(values, dtype=np.float64), (self.channels,))
+        return per[::-1] if self.color == "bgr" else per
+
+    @property
+    def integer_input(self) -> bool:
+        return np.dtype(self.dtype).kind in "iu"
 
     def normalise(self, pixels: np.ndarray) -> np.ndarray:
-        """(H, W, C) pixels in 0..255 -> one model input in the model's layout and dtype."""
+        """(H, W, C) pixels in 0..255 (model colour order) -> one model input in the model's layout and dtype.
+
+        Integer inputs (uint8, int8) get the values rounded and clipped to the type's range."""
         x = (pixels.astype(np.float64) * self.scale - self._per_channel(self.mean)) / self._per_channel(self.std)
         if self.layout == "NCHW":
             x = np.transpose(x, (2, 0, 1))
+        if self.integer_input:
+            info = np.iinfo(np.dtype(self.dtype))
+            x = np.clip(np.rint(x), info.min, info.max)
         return np.ascontiguousarray(x, dtype=self.dtype)
 
     def denormalise(self, model_input: np.ndarray) -> np.ndarray:
@@ -218,3 +248,18 @@ def prepare_image(image, preprocessing: Preprocessing) -> PreparedImage:
         crop_box=box,
         preprocessing=preprocessing,
     )
+
+
+def map_on_original(values: np.ndarray, original_size: Tuple[int, int], crop_box) -> np.ndarray:
+    """Resample a model-resolution map onto the original image's pixels (NaN outside the crop box)."""
+    width, height = original_size
+    left, top, right, bottom = crop_box
+    box_w = max(1, int(round(right - left)))
+    box_h = max(1, int(round(bottom - top)))
+    resized = np.asarray(
+        Image.fromarray(values.astype(np.float32), "F").resize((box_w, box_h), Image.BILINEAR), dtype=np.float64
+    )
+    canvas = np.full((height, width), np.nan)
+    x0, y0 = int(round(left)), int(round(top))
+    canvas[y0 : y0 + box_h, x0 : x0 + box_w] = resized[: height - y0, : width - x0]
+    return canvas

@@ -1,0 +1,105 @@
+"""The `occlude` command: assembles the command modules into one Typer app. Holds no logic.
+
+Usage errors (unknown flag, bad choice such as ``--score foo``) are printed as one ``error:`` line and
+exit with code 2; every other error is one ``error:`` line and the code from :class:`ExitCode`.
+"""
+
+import os
+import sys
+
+import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.24 carries its own click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover  (older typer on click)
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
+from .._version import __version__
+from ..errors import first_line
+from . import run, validate
+from .common import EXIT_CODES_TEXT, ExitCode, print_error, stdout
+
+
+class OccludeGroup(TyperGroup):
+    """Prints usage errors as one line (and where to find help) instead of a framed panel."""
+
+    def main(self, *args, **kwargs):  # type: ignore[override]
+        standalone = kwargs.pop("standalone_mode", True)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except NoArgsIsHelpError:
+            if not standalone:
+                raise
+            return super().main(*args, standalone_mode=True, **kwargs)
+        except UsageError as exc:
+            if not standalone:
+                raise
+            command = exc.ctx.command_path if exc.ctx is not None else "occlude"
+            print_error(f"{exc.format_message()} (see '{command} --help')")
+            sys.exit(ExitCode.USAGE)
+        except typer.Abort:
+            if not standalone:
+                raise
+            print_error("interrupted")
+            sys.exit(ExitCode.INTERRUPTED)
+        except ClickException as exc:
+            if not standalone:
+                raise
+            print_error(exc.format_message())
+            sys.exit(exc.exit_code)
+        if standalone:
+            sys.exit(result if isinstance(result, int) else 0)
+        return result
+
+
+app = typer.Typer(
+    name="occlude",
+    cls=OccludeGroup,
+    help="Explain what an ONNX image classifier looks at, by occlusion sensitivity.\n\n"
+    "Slides a patch over the image, replaces it by a baseline, and records how much the target class's "
+    "score drops at each position. Writes heatmap overlays (PNG), raw scores (JSON) and maps (.npy).",
+    epilog=EXIT_CODES_TEXT + " Shell completion: occlude --install-completion.",
+    add_completion=True,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"occlude {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """Explain what an ONNX image classifier looks at, by occlusion sensitivity."""
+
+
+app.command(epilog=run.RUN_EXAMPLES)(run.run)
+app.command(epilog=run.SUMMARY_EXAMPLES)(run.summary)
+app.command(epilog=run.INFO_EXAMPLES)(run.info)
+app.command(name="compare", epilog=validate.COMPARE_EXAMPLES)(validate.compare)
+app.command(name="check", epilog=validate.CHECK_EXAMPLES)(validate.check)
+
+
+def main() -> None:
+    """Console entry point: Typer, plus a last guard so that no traceback reaches the user."""
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception as exc:  # a bug: say so in one line; OCCLUDE_DEBUG=1 shows the traceback
+        if os.environ.get("OCCLUDE_DEBUG"):
+            raise
+        print_error(f"{type(exc).__name__}: {first_line(exc)} (set OCCLUDE_DEBUG=1 for details)", "internal error")
+        sys.exit(ExitCode.ERROR)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""What every command shares: consoles, exit codes, the one-line error printer, and the flags declared once.
+
+Shared flags live in two dataclasses, :class:`ModelFlags` (which model and how to feed it) and
+:class:`OcclusionFlags` (how to occlude). Each field carries its Typer declaration; :func:`with_flags`
+adds a group's fields to a command's parameters and hands the command one filled-in dataclass, so a new
+shared flag is one field here and nothing else. This module is Typer only: every check and every
+computation is in the library.
+"""
+
+import dataclasses
+import enum
+import functools
+import inspect
+import os
+import signal
+import tempfile
+from pathlib import Path
+from typing import Annotated, Callable, List, Optional, Tuple
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ..errors import OccludeError
+
+
+class ExitCode(enum.IntEnum):
+    """Every exit code occlude uses (README, "Exit codes")."""
+
+    OK = 0
+    ERROR = 1  # error before any image ran: model, flags, output folder
+    USAGE = 2  # command-line usage error: unknown flag, bad choice, missing argument
+    IMAGES_FAILED = 3  # at least one image failed (or could not be checked); the others were processed
+    CHECK_FAILED = 4  # occlude check: at least one image failed the check
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM; finished files are complete, --resume finishes the job
+
+
+EXIT_CODES_TEXT = (
+    "Exit codes: 0 ok, 1 error (model, flags, output folder), 2 usage error, 3 some images failed, "
+    "4 a check failed (occlude check), 130 interrupted."
+)
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True)
+
+
+def one_line(text: str) -> str:
+    """Text with its line breaks shown as \\n, so an error about a file named 'a\\nb' stays one line."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def print_error(message: str, label: str = "error") -> None:
+    stderr.print(f"[bold red]{label}:[/] {escape(one_line(message))}")
+
+
+def fail(message: str, code: int = ExitCode.ERROR) -> typer.Exit:
+    print_error(message)
+    return typer.Exit(int(code))
+
+
+def raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def user_errors(command: Callable) -> Callable:
+    """Turn OccludeError into one red line on stderr and exit code 1; never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        previous = signal.signal(signal.SIGTERM, raise_interrupt)  # SIGTERM stops like Ctrl-C, cleanly
+        try:
+            return command(*args, **kwargs)
+        except OccludeError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", ExitCode.INTERRUPTED) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return wrapper
+
+
+def check_output_folder(out: Path) -> None:
+    """Fail early, with one line, when the output folder cannot be created or written."""
+    if out.exists() and not out.is_dir():
+        raise OccludeError(f"output path exists and is not a folder: {out}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".occlude-write-test-"):
+            pass
+    except OSError as exc:
+        raise OccludeError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
+
+
+def floats(text: Optional[str], flag: str) -> Optional[List[float]]:
+    """'0.5,0.4' -> [0.5, 0.4]; finite numbers only (the message names the flag)."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise OccludeError(f"{flag} takes numbers separated by commas, got {text!r}") from None
+    if not values or not all(v == v and abs(v) != float("inf") for v in values):
+        raise OccludeError(f"{flag} takes finite numbers separated by commas, got {text!r}")
+    return values
+
+
+def region_values(text: Optional[str]) -> Optional[Tuple[float, ...]]:
+    values = floats(text, "--region")
+    if values is not None and len(values) != 4:
+        raise OccludeError(f"--region takes x0,y0,x1,y1, got {text!r}")
+    return tuple(values) if values is not None else None
+
+
+# ------------------------------------------------------------------------------------- shared flags
+
+from ..core.baselines import BASELINES  # noqa: E402  (after the helpers above; core is cheap to import)
+from ..loaders.images import Layout, ResizeMode  # noqa: E402
+from ..loaders.model import Device, ScoreKind  # noqa: E402
+
+_SCORE_HELP = (
+    "What to explain: auto (default: probabilities as the model gives them; a one-output head as the "
+    "sigmoid of its logit; independent [0, 1] outputs as multi-label; other logits as softmax), softmax, "
+    "sigmoid, logit (raw logit; refused for Softmax/Sigmoid outputs), raw (the output as it is); prob = auto."
+)
+
+
+@dataclasses.dataclass
+class ModelFlags:
+    """Which model to load and how an image becomes its input."""
+
+    device: Annotated[Device, typer.Option(help="auto (CUDA when onnxruntime offers it), cpu or cuda.")] = Device.auto
+    threads: Annotated[Optional[int], typer.Option(
+        help="onnxruntime intra-op threads \\[default: the usable cores: CPU affinity and cgroup quota]; more "
+        "than the usable cores is capped unless --force-threads.")] = None
+    force_threads: Annotated[bool, typer.Option("--force-threads", help="Use --threads as given, even above the usable cores.")] = False
+    size: Annotated[Optional[str], typer.Option(help="Model input size HxW, for models with dynamic height/width.")] = None
+    layout: Annotated[Optional[Layout], typer.Option(help="nchw or nhwc, when the input shape does not tell.")] = None
+    mean: Annotated[Optional[str], typer.Option(help="Per-channel mean (one value or R,G,B: always RGB order, also for --bgr models), subtracted after --scale.")] = None
+    std: Annotated[Optional[str], typer.Option(help="Per-channel std (one value or R,G,B: always RGB order), divided after the mean.")] = None
+    scale: Annotated[Optional[float], typer.Option(help="Pixel (0..255) multiplier applied first \\[default: 1/255; 1 for uint8/int8 inputs]. Input = (pixel*scale - mean)/std.")] = None
+    bgr: Annotated[bool, typer.Option("--bgr", help="Feed channels in BGR order.")] = False
+    resize: Annotated[Optional[ResizeMode], typer.Option(help="stretch (whole image) or center-crop (keep aspect, cut the long side).")] = None
+    labels: Annotated[Optional[Path], typer.Option(help="Class names, one per line (overrides labels in the model's metadata).")] = None
+    input_name: Annotated[Optional[str], typer.Option("--input", help="Model input to feed, when it has several.")] = None
+    output_name: Annotated[Optional[str], typer.Option("--output", help="Model output to explain, when it has several.")] = None
+
+    def load(self, model: Path):
+        """The model, its preprocessing and the class names. Checks every flag before the model loads."""
+        from ..explain import resolve_preprocessing
+        from ..loaders.model import OnnxClassifier, read_labels, resolve_threads
+
+        mean, std = floats(self.mean, "--mean"), floats(self.std, "--std")
+        if self.scale is not None and not (self.scale == self.scale and abs(self.scale) not in (0.0, float("inf"))):
+            raise OccludeError(f"--scale must be a finite non-zero number, got {self.scale}")
+        threads = resolve_threads(self.threads, force=self.force_threads)
+        class_names = read_labels(self.labels) if self.labels is not None else None
+        classifier = OnnxClassifier(model, device=self.device.value, input_name=self.input_name,
+                                    output_name=self.output_name, threads=threads)
+        preprocessing = resolve_preprocessing(
+            classifier, size=self.size, layout=self.layout.value if self.layout else None, mean=mean, std=std,
+            scale=self.scale, bgr=self.bgr or None, resize=self.resize.value if self.resize else None,
+        )
+        return classifier, preprocessing, class_names
+
+
+@dataclasses.dataclass
+class OcclusionFlags:
+    """How to occlude (all but --patch, whose meaning differs between commands)."""
+
+    stride: Annotated[Optional[str], typer.Option(help="Step between windows, N or HxW \\[default: half the patch]. A last window flush with the border is always added.")] = None
+    baseline: Annotated[str, typer.Option(help="What fills the patch: " + ", ".join(b for b in BASELINES if b != "V or R,G,B") + ", a constant V or R,G,B (pixel units).")] = "zero"
+    blur_sigma: Annotated[Optional[float], typer.Option(help="Gaussian sigma in pixels for --baseline blur \\[default: patch/2]; the kernel is capped at the image size.")] = None
+    seed: Annotated[int, typer.Option(help="Seed for --baseline noise (0 to 2^63-1).")] = 0
+    target: Annotated[Optional[str], typer.Option(help="Class to explain: an index or a label name \\[default: top-1 prediction]. For one-output (binary) heads: 0 or the positive class's label.")] = None
+    score: Annotated[ScoreKind, typer.Option(help=_SCORE_HELP)] = ScoreKind.auto
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Occluded images per forward pass \\[default: automatic, within --max-memory].")] = None
+
+    def options(self, patch=None, **more):
+        """ExplainOptions from these flags (``patch`` already parsed or None; ``more``: other fields)."""
+        from ..core.baselines import parse_baseline
+        from ..explain import ExplainOptions, parse_hw
+
+        if self.batch_size is not None and self.batch_size < 1:
+            raise OccludeError(f"--batch-size must be at least 1, got {self.batch_size}")
+        return ExplainOptions(
+            patch=patch,
+            stride=parse_hw(self.stride, "--stride") if self.stride is not None else None,
+            baseline=parse_baseline(self.baseline),
+            target=self.target,
+            score=self.score,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            blur_sigma=self.blur_sigma,
+            **more,
+        ).checked()
+
+
+def with_flags(**groups: type) -> Callable[[Callable], Callable]:
+    """Add the fields of each dataclass in ``groups`` (name -> class) to a command's parameters; the command
+    receives one instance per group under that name. Typer sees one flag per field."""
+
+    def decorate(command: Callable) -> Callable:
+        signature = inspect.signature(command)
+        own = [p for p in signature.parameters.values() if p.name not in groups]
+        added = []
+        for cls in groups.values():
+            for f in dataclasses.fields(cls):
+                added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                               annotation=f.type))
+
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            for name, cls in groups.items():
+                kwargs[name] = cls(**{f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls)})
+            return command(*args, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=own + added)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in own + added
+                                   if p.annotation is not inspect.Parameter.empty}
+        del wrapper.__wrapped__  # Typer must read the new signature, not the command's own
+        return wrapper
+
+    return decorate
+
+
+def stderr_is_terminal() -> bool:
+    return stderr.is_terminal and not os.environ.get("CI")

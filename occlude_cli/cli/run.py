@@ -1,0 +1,288 @@
+"""`occlude run`, `occlude summary` and `occlude info`: flags in, library calls, progress and tables out."""
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+
+from ..core.baselines import BASELINES
+from ..errors import OccludeError
+from .common import (ExitCode, ModelFlags, OcclusionFlags, check_output_folder, fail, one_line, print_error,
+                     region_values, stderr, stderr_is_terminal, stdout, user_errors, with_flags)
+
+RUN_EXAMPLES = """
+[bold]Examples[/]
+
+  occlude run sample_models/efficientnet_lite0.onnx sample_images/cat.jpg
+  occlude run model.onnx photos/ --recursive --out maps/ --patch 32 --stride 16
+  occlude run model.onnx img.png --baseline blur --target "Egyptian cat" --top-k 3
+  occlude run model.onnx 'data/**/*.jpg' --json --quiet | jq '.counts'
+  occlude run model.onnx data/ --shard 2/4 --resume --out maps/   [dim]# one of 4 CI jobs[/]
+  occlude run model.onnx img.png --patch 48 --stride 8 --refine     [dim]# about 4x fewer forward passes[/]
+  occlude run model.onnx data/ --dry-run                            [dim]# how long will it take?[/]
+  occlude run model.onnx img.png --patch 8,16,32 --multiscale       [dim]# is the map stable across patch sizes?[/]
+  occlude run model.onnx img.png --metrics                          [dim]# + deletion/insertion AUC in the JSON[/]
+  occlude run binary.onnx xray.png --score logit                    [dim]# a one-logit head, explained as its logit[/]
+
+[bold]Baselines[/] (--baseline)
+
+""" + "\n".join(f"  [cyan]{name}[/]: {escape(text)}" for name, text in BASELINES.items())
+
+SUMMARY_EXAMPLES = "[bold]Example[/]\n\n  occlude summary maps/ --json | jq '.counts'"
+INFO_EXAMPLES = ("[bold]Examples[/]\n\n  occlude info sample_models/efficientnet_lite0.onnx\n"
+                 "  occlude info sample_models/digits_cnn.onnx --labels\n"
+                 "  occlude info model.onnx --json | jq .preprocessing")
+
+
+@user_errors
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags)
+def run(
+    model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx) with one image input and a (batch, classes) output.")],
+    paths: Annotated[List[str], typer.Argument(help="Image files, folders or glob patterns ('data/**/*.png').", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; keeps the inputs' relative folder layout.")] = Path("occlude-out"),
+    patch: Annotated[Optional[str], typer.Option(help="Occluding patch, N or HxW in model-input pixels \\[default: 1/14 of the input side, 16 on 224]. Several (8,16,32): one map per patch size plus their rank correlations in STEM.scales.json.")] = None,
+    multiscale: Annotated[bool, typer.Option("--multiscale", help="With several --patch sizes: also write STEM.multiscale.* (the mean of the maps, each scaled to [-1, 1]).")] = False,
+    metrics: Annotated[bool, typer.Option("--metrics", help="Add the map's deletion and insertion curves and AUCs (Petsiuk et al. 2018) to the JSON; 102 extra forward passes.")] = False,
+    top_k: Annotated[int, typer.Option("--top-k", help="Also compute the maps of the K best classes (no extra inference); saved as STEM.topk.npy.")] = 1,
+    all_classes: Annotated[bool, typer.Option("--all-classes", help="Also save every class's map (STEM.classes.npy) and the most probable class when each pixel is occluded (STEM.top_class.npy).")] = False,
+    region: Annotated[Optional[str], typer.Option(help="Occlude only inside this box x0,y0,x1,y1 (original image pixels); the rest of the map is null (not computed).")] = None,
+    refine: Annotated[bool, typer.Option("--refine", help="Coarse-to-fine: score every --refine-step-th window, interpolate the rest, then score exactly where the drop is largest, within --refine-budget. Use with overlapping windows (stride <= patch/4).")] = False,
+    refine_step: Annotated[int, typer.Option("--refine-step", help="With --refine: coarse pass takes every N-th window along each axis (1 to 100).")] = 3,
+    refine_budget: Annotated[float, typer.Option("--refine-budget", help="With --refine: forward passes allowed, as a fraction of the exact map's, in (0, 1].")] = 0.25,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the number of windows and forward passes and a time estimate from one timed batch; run nothing else.")] = False,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.")] = False,
+    npy: Annotated[bool, typer.Option("--npy/--no-npy", help="Write STEM.npy (the map as float32).")] = True,
+    aggregate: Annotated[bool, typer.Option("--aggregate", help="Also write aggregate.png/.npy: the mean of the per-image maps, each scaled to [-1, 1].")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip images whose outputs exist, are complete and were made with the same model, image and parameters.")] = False,
+    shard: Annotated[Optional[str], typer.Option(help="Process only share K of N (e.g. 2/4) of the inputs, deterministically.")] = None,
+    timing: Annotated[bool, typer.Option("--timing/--no-timing", help="Record timings; --no-timing makes the JSON files byte-identical across runs.")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON on stdout (nothing else goes to stdout).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, no per-image lines and no table; errors still go to stderr.")] = False,
+    model_flags: ModelFlags = None,  # type: ignore[assignment]  (filled in by with_flags)
+    occlusion: OcclusionFlags = None,  # type: ignore[assignment]
+) -> None:
+    """Explain images with an ONNX classifier: writes STEM.overlay.png, STEM.heatmap.png, STEM.json, STEM.npy."""
+    from ..batch import (MapAggregate, discover_inputs, parse_shard, run_batch, summary_document, summary_name,
+                         take_shard, write_summary)
+    from ..explain import ExplainOptions, check_run, parse_patches
+    from ..outputs.records import SummaryRow
+
+    scales = parse_patches(patch) if patch is not None else []
+    if multiscale and len(scales) < 2:
+        raise OccludeError("--multiscale needs several patch sizes, e.g. --patch 8,16,32")
+    if top_k < 1:
+        raise OccludeError(f"--top-k must be at least 1, got {top_k}")
+    options = occlusion.options(
+        patch=scales[0] if scales else None, top_k=top_k, region=region_values(region), refine=refine,
+        refine_step=refine_step, refine_budget=refine_budget,
+    )
+    shard_spec = parse_shard(shard)
+    classifier, preprocessing, class_names = model_flags.load(model)
+    for patch_size in scales or [None]:
+        check_run(ExplainOptions(**{**options.__dict__, "patch": patch_size}), preprocessing, classifier, class_names)
+    images, problems = discover_inputs(paths, recursive=recursive)
+    images = take_shard(images, shard_spec)
+    if dry_run:
+        _dry_run(classifier, images, problems, options, preprocessing, class_names, json_out)
+        return
+    check_output_folder(out)
+    if classifier.batch_note and not quiet:
+        stderr.print(f"[yellow]note:[/] {escape(classifier.batch_note)}")
+    for _, problem in problems:
+        print_error(problem)
+
+    terminal = stderr_is_terminal()
+    show_progress = not quiet and not json_out and terminal
+    log_lines = not quiet and not terminal  # CI logs: one line per finished image, as it finishes
+    progress = Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=stderr, disable=not show_progress, transient=False,
+    )
+    aggregate_maps = MapAggregate() if aggregate else None
+    with progress:
+        overall = progress.add_task("images", total=len(images), rate="") if len(images) > 1 else None
+        windows_task = progress.add_task("windows", total=None, rate="")
+
+        def on_image_start(image):
+            progress.reset(windows_task, total=None, description=escape(one_line(image.key)), rate="")
+
+        def on_windows(done: int, total: int):
+            task = progress.tasks[windows_task]
+            elapsed = task.elapsed or 0.0
+            rate = f"{done / elapsed:.0f} win/s" if elapsed > 0 else ""
+            progress.update(windows_task, completed=done, total=total, rate=rate)
+
+        def on_image_done(image, row):
+            if overall is not None:
+                progress.advance(overall)
+            if row.status == "failed":
+                print_error(_failure_text(row))
+            elif log_lines:
+                stderr.print(escape(_log_line(row)))
+            if row.warning and not quiet:
+                stderr.print(f"[yellow]warning:[/] {escape(one_line(row.path))}: {escape(row.warning)}")
+
+        result = run_batch(
+            classifier, images, out, options, preprocessing=preprocessing, labels=class_names, npy=npy,
+            all_classes=all_classes, timing=timing, resume=resume, metrics=metrics, scales=scales,
+            multiscale=multiscale, aggregate=aggregate_maps, on_image_start=on_image_start,
+            on_windows=on_windows if show_progress else None, on_image_done=on_image_done,
+        )
+    rows = result.rows + [SummaryRow(path=arg, status="failed", error=problem) for arg, problem in problems]
+    write_summary(rows, out, summary_name(shard_spec))
+    if aggregate_maps is not None:
+        aggregate_maps.write(out)
+    if json_out:
+        sys.stdout.write(json.dumps(summary_document(rows), indent=2) + "\n")
+    elif not quiet:
+        print_table(rows, out)
+    if result.interrupted:
+        raise fail(f"interrupted after {len(result.rows)} of {len(images)} images; re-run with --resume to finish",
+                   ExitCode.INTERRUPTED)
+    if any(r.status == "failed" for r in rows):
+        raise typer.Exit(ExitCode.IMAGES_FAILED)
+
+
+def _failure_text(row) -> str:
+    """One line naming the image once, whether or not the error already names it."""
+    error = row.error or "failed"
+    return error if row.path in error else f"{row.path}: {error}"
+
+
+def _log_line(row) -> str:
+    target = f"{row.target_index} {row.target_label or ''}".strip() if row.target_index is not None else "-"
+    score = f"{row.original_score:.4f}" if row.original_score is not None else "-"
+    seconds = f"{row.seconds:.2f}s" if row.seconds is not None else "-"
+    return one_line(f"{row.status} {row.path} target={target} score={score} {seconds}")
+
+
+def _dry_run(classifier, images, problems, options, preprocessing, labels, json_out: bool) -> None:
+    from ..explain import estimate_run
+
+    for _, problem in problems:
+        print_error(problem)
+    if not images:
+        raise OccludeError("nothing to estimate: no readable image among the inputs")
+    plan = estimate_run(classifier, images[0].path, options, preprocessing=preprocessing, labels=labels)
+    plan["images"] = len(images)
+    plan["estimated_total_s"] = plan["estimated_s"] * len(images)
+    if json_out:
+        sys.stdout.write(json.dumps(plan, indent=2) + "\n")
+        return
+    stdout.print(
+        f"{plan['images']} image(s); per image: {plan['windows']} windows, {plan['forward_passes']} forward passes "
+        f"(exact map: {plan['exact_forward_passes']}), batch size {plan['batch_size']}, "
+        f"{plan['seconds_per_forward_pass'] * 1000:.1f} ms per pass; "
+        f"estimated {plan['estimated_s']:.1f} s per image, {plan['estimated_total_s']:.1f} s in all"
+    )
+
+
+def shorten_path(path: str, width: int) -> str:
+    """A path that fits ``width`` columns, cut from the left at a folder boundary ('…/b/c.png'), never
+    mid-name unless the file name alone is too long."""
+    path = one_line(path)
+    if len(path) <= width:
+        return path
+    parts = path.replace("\\", "/").split("/")
+    for start in range(1, len(parts)):
+        candidate = "…/" + "/".join(parts[start:])
+        if len(candidate) <= width:
+            return candidate
+    return "…" + path[-(width - 1):]
+
+
+def print_table(rows, out: Path) -> None:
+    width = max(20, (stdout.width or 80) - 40)
+    table = Table(title=escape(f"occlude: {len(rows)} image(s) -> {out}"), title_justify="left")
+    table.add_column("image", no_wrap=True, overflow="ellipsis")
+    for name in ("status", "target", "score", "peak (y, x)", "s"):
+        table.add_column(name)
+    for row in rows:
+        style = {"ok": "green", "skipped": "yellow", "failed": "red"}.get(row.status, "")
+        target = f"{row.target_index} {row.target_label or ''}".strip() if row.target_index is not None else ""
+        table.add_row(
+            escape(shorten_path(row.path, width)),
+            f"[{style}]{row.status}[/]",
+            escape(target) if row.status != "failed" else escape(one_line(row.error or "")),
+            f"{row.original_score:.4f}" if row.original_score is not None else "",
+            f"{row.peak_y}, {row.peak_x}" if row.peak_y is not None else "",
+            f"{row.seconds:.2f}" if row.seconds is not None else "",
+        )
+    stdout.print(table)
+
+
+@user_errors
+def summary(
+    out_dir: Annotated[Path, typer.Argument(help="An output folder of `occlude run` (e.g. merged shards).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing; just rewrite summary.json/.csv.")] = False,
+) -> None:
+    """Rebuild summary.json and summary.csv from the per-image JSON files in OUT_DIR."""
+    from ..batch import rebuild_summary, summary_document, write_summary
+
+    rows = rebuild_summary(out_dir)
+    write_summary(rows, out_dir)
+    if json_out:
+        sys.stdout.write(json.dumps(summary_document(rows), indent=2) + "\n")
+    elif not quiet:
+        print_table(rows, out_dir)
+    if any(r.status == "failed" for r in rows):
+        raise typer.Exit(ExitCode.IMAGES_FAILED)
+
+
+@user_errors
+def info(
+    model: Annotated[Path, typer.Argument(help="ONNX classifier.")],
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    labels: Annotated[bool, typer.Option("--labels", help="List the class names with their indices.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
+) -> None:
+    """Show what occlude reads from a model: input, layout, size, preprocessing, head, labels, provider."""
+    from ..explain import describe_model
+
+    document = describe_model(model, device=device)
+    if json_out:
+        if not labels:
+            document.pop("label_names", None)
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        return
+    if labels:
+        names = document.get("label_names") or []
+        if not names:
+            raise OccludeError(f"{model} has no labels in its metadata (occlude.labels); pass --labels FILE to run")
+        for index, name in enumerate(names):
+            stdout.print(f"{index:>5}  {escape(name)}")
+        return
+    stdout.print(_info_text(document))
+
+
+def _info_text(d: dict) -> str:
+    """The info document as aligned 'key  value' lines (the JSON's key names), without Python reprs."""
+    pre = d.get("preprocessing")
+    if isinstance(pre, dict):
+        pre_text = (f"{pre['layout']} {pre['size'][0]}x{pre['size'][1]} {pre['color']}, resize {pre['resize']}, "
+                    f"input = (pixel * {pre['scale']:g} - mean {_shape(pre['mean'])}) / std {_shape(pre['std'])} "
+                    "(mean/std in RGB order)")
+    else:
+        pre_text = str(pre)
+    names = d.get("label_names")
+    shown = (", ".join(names[:5]) + (", ..." if len(names) > 5 else "")) if names else "none (pass --labels FILE to run)"
+    rows = [
+        ("path", d["path"]), ("sha256", d["sha256"]), ("input", d["input"]), ("input_shape", _shape(d["input_shape"])),
+        ("input_type", d["input_type"]), ("output", d["output"]), ("output_shape", _shape(d["output_shape"])),
+        ("classes", d["classes"] if d["classes"] is not None else "dynamic"), ("final_op", d["final_op"] or "unknown"),
+        ("batching", d["batching"]), ("provider", d["provider"]), ("preprocessing", pre_text),
+        ("labels", f"{len(names) if names else 0}: {shown}"),
+    ]
+    return "\n".join(f"[bold]{key:<14}[/]{escape(str(value))}" for key, value in rows)
+
+
+def _shape(shape) -> str:
+    return "[" + ", ".join(str(v) for v in shape) + "]"

@@ -1,0 +1,283 @@
+"""`occlude compare` and `occlude check`: the validation commands (Typer only; the work is in
+:mod:`occlude_cli.validate`).
+
+Exit codes of `occlude check` (for CI): 0 every image passed; 4 at least one image failed the check
+(the model looks elsewhere); 3 at least one image could not be checked (unreadable image, missing mask,
+box outside the image; takes precedence over 4); 1 error before any image (model, flags, output folder).
+"""
+
+import sys
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..errors import OccludeError
+from ..outputs.records import format_json
+from .common import (ExitCode, ModelFlags, OcclusionFlags, check_output_folder, fail, one_line, print_error, stderr,
+                     stderr_is_terminal, stdout, user_errors, with_flags)
+
+COMPARE_EXAMPLES = """
+[bold]Examples[/]
+
+  occlude compare model.onnx cat.jpg gradcam.npy
+  occlude compare model.onnx cat.jpg rise.png --patch 32 --target 285 -o cmp/
+  occlude compare model.onnx cat.jpg map.npy \\
+      --deletion-baseline black --insertion-baseline blur  [dim]# as Petsiuk et al.[/]
+
+OTHER_MAP is a 2-D .npy array (singleton axes are dropped) or a greyscale PNG of any resolution: it is resized to the model input (a map the size of the original image is cropped like the image first). Higher values mean more important.
+
+Writes OUT/STEM.compare.json (agreement, curves, AUCs) and OUT/STEM.compare.png (both maps and the curves). Deletion AUC: lower is better; insertion AUC: higher is better.
+"""
+
+CHECK_EXAMPLES = """
+[bold]Examples[/]
+
+  occlude check model.onnx dog.jpg --box 40,30,200,180 --min-energy 0.5
+  occlude check model.onnx dog.jpg --mask dog_region.png --require-peak
+  occlude check model.onnx data/ --require-peak   [dim]# masks: data/NAME.mask.png[/]
+  occlude check model.onnx data/ -r --masks masks/ --json -q | jq .counts
+
+[bold]Regions[/]: --box x0,y0,x1,y1 in original image pixels; or --mask FILE, an image whose white (grey >= 128) pixels mark the region, stretched over the original image; or per image: --masks DIR with DIR/<relative name>.png, or by default the file next to the image named NAME.mask.png (files named *.mask.png are never taken as inputs).
+
+[bold]Exit codes[/]: 0 all images pass; 4 some image fails the check (a CI job fails on a model that learned a shortcut); 3 some image could not be checked (takes precedence over 4); 1 error before any image (model, flags, output folder). Without --min-energy or --require-peak every image passes.
+"""
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+@user_errors
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags)
+def compare(
+    model: Path = typer.Argument(..., help="ONNX classifier (.onnx)."),
+    image: Path = typer.Argument(..., help="The image the other map explains."),
+    other_map: Path = typer.Argument(..., help="The other method's map: 2-D .npy or greyscale PNG, any resolution."),
+    out: Path = typer.Option(Path("occlude-out"), "--out", "-o", help="Output folder."),
+    name: Optional[str] = typer.Option(None, help="Name of the other method in the PNG and JSON \\[default: the map's file name]."),
+    steps: int = typer.Option(50, help="Deletion/insertion steps (each curve costs steps+1 forward passes)."),
+    top_fraction: float = typer.Option(0.1, "--top-fraction", help="Share of pixels whose overlap (IoU) is reported."),
+    deletion_baseline: Optional[str] = typer.Option(None, "--deletion-baseline", help="What deleted pixels become \\[default: --baseline]."),
+    insertion_baseline: Optional[str] = typer.Option(None, "--insertion-baseline", help="What insertion starts from \\[default: --baseline]."),
+    patch: Optional[str] = typer.Option(None, help="Occluding patch, N or HxW \\[default: 1/14 of the input side]."),
+    json_out: bool = typer.Option(False, "--json", help="Print the comparison JSON on stdout (nothing else)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    model_flags: ModelFlags = None,  # type: ignore[assignment]  (filled in by with_flags)
+    occlusion: OcclusionFlags = None,  # type: ignore[assignment]
+) -> None:
+    """Compare another method's saliency map with occlusion's: correlation, top-k overlap, deletion and insertion curves."""
+    from ..explain import explain, parse_hw
+    from ..loaders.maps import read_saliency_map, resize_map
+    from ..outputs.write import write_comparison
+    from ..validate import compare_maps
+
+    options = occlusion.options(patch=parse_hw(patch, "--patch") if patch is not None else None)
+    if steps < 1:
+        raise OccludeError(f"--steps must be at least 1, got {steps}")
+    if not 0 < top_fraction <= 1:
+        raise OccludeError(f"--top-fraction must be in (0, 1], got {top_fraction}")
+    from ..core.baselines import parse_baseline
+
+    for spec in (deletion_baseline, insertion_baseline):
+        if spec is not None:
+            parse_baseline(spec)
+    raw = read_saliency_map(other_map)  # a bad map fails before any inference
+    classifier, preprocessing, class_names = model_flags.load(model)
+    check_output_folder(out)
+    explanation = explain(classifier, image, options, preprocessing=preprocessing, labels=class_names)
+    other = resize_map(raw, preprocessing.size, original_size=explanation.image.original_size,
+                       crop_box=explanation.image.crop_box)
+    comparison = compare_maps(
+        explanation, other, classifier, steps=steps, top_fraction=top_fraction,
+        deletion_baseline=deletion_baseline, insertion_baseline=insertion_baseline, batch_size=occlusion.batch_size,
+        other_name=name or other_map.name, other_shape=raw.shape,
+    )
+    written = write_comparison(explanation, other, comparison, out, Path(image).stem)
+    if json_out:
+        sys.stdout.write(format_json(comparison) + "\n")
+    elif not quiet:
+        _print_comparison(stdout, comparison, written)
+
+@user_errors
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags)
+def check(
+    model: Path = typer.Argument(..., help="ONNX classifier (.onnx)."),
+    paths: List[str] = typer.Argument(..., help="Image files, folders or glob patterns.", show_default=False),
+    box: Optional[str] = typer.Option(None, help="Region x0,y0,x1,y1 in original image pixels (the same for every image)."),
+    mask: Optional[Path] = typer.Option(None, help="Region as a mask image, white = region (the same for every image)."),
+    masks: Optional[Path] = typer.Option(None, help="Folder of per-image masks: DIR/<relative name>.png \\[default: NAME.mask.png next to each image]."),
+    min_energy: Optional[float] = typer.Option(None, "--min-energy", help="Fail an image when less than this share (0..1) of the positive map lies in the region."),
+    require_peak: bool = typer.Option(False, "--require-peak", help="Fail an image when the map's peak lies outside the region (pointing game)."),
+    out: Path = typer.Option(Path("occlude-out"), "--out", "-o", help="Folder for check.json and check.csv."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders of folder arguments."),
+    patch: Optional[str] = typer.Option(None, help="Occluding patch, N or HxW \\[default: 1/14 of the input side]."),
+    json_out: bool = typer.Option(False, "--json", help="Print check.json on stdout (nothing else)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table; failures and errors still go to stderr."),
+    model_flags: ModelFlags = None,  # type: ignore[assignment]  (filled in by with_flags)
+    occlusion: OcclusionFlags = None,  # type: ignore[assignment]
+) -> None:
+    """CI check: does the model look where it should? Pointing game and energy share inside a region."""
+    from ..batch import discover_inputs
+    from ..explain import parse_hw
+    from ..loaders.maps import is_mask_file, parse_box, read_mask
+    from ..outputs.records import check_document
+    from ..outputs.write import write_check_summary
+    from ..validate import CheckRow, check_min_energy
+
+    given = [flag for flag, value in (("--box", box), ("--mask", mask), ("--masks", masks)) if value is not None]
+    if len(given) > 1:
+        raise OccludeError(f"give one region source, not {' and '.join(given)}")
+    min_energy = check_min_energy(min_energy)
+    box_values = parse_box(box) if box is not None else None
+    if mask is not None:
+        read_mask(mask)  # one mask for every image: a bad one is an error before any image
+    if masks is not None and not masks.is_dir():
+        raise OccludeError(f"--masks must be a folder: {masks}")
+    options = occlusion.options(patch=parse_hw(patch, "--patch") if patch is not None else None)
+    classifier, preprocessing, class_names = model_flags.load(model)
+    images, problems = discover_inputs(paths, recursive=recursive)
+    masks_root = masks.resolve() if masks is not None else None
+    the_mask = mask.resolve() if mask is not None else None
+    images = [  # masks are never inputs: *.mask.png, files under --masks, the --mask file
+        item for item in images
+        if not is_mask_file(item.path)
+        and not (masks_root is not None and masks_root in item.path.resolve().parents)
+        and item.path.resolve() != the_mask
+    ]
+    if not images and not problems:
+        raise OccludeError("no images to check (files named *.mask.png are masks, not inputs)")
+    check_output_folder(out)
+
+    if box is not None:
+        region_text = "box " + ",".join(f"{v:g}" for v in box_values)
+    elif mask is not None:
+        region_text = f"mask {mask}"
+    elif masks is not None:
+        region_text = f"masks {masks}/<name>.png"
+    else:
+        region_text = "masks <image>.mask.png"
+    settings = {
+        "region": region_text,
+        "min_energy": min_energy,
+        "require_peak": bool(require_peak),
+        "target": occlusion.target,
+        "patch": list(options.patch) if options.patch else None,
+        "stride": list(options.stride) if options.stride else None,
+        "baseline": options.baseline,
+        "score": occlusion.score.value,
+        "model": str(model),
+    }
+
+    rows: List[CheckRow] = []
+    interrupted = False
+    show_progress = not quiet and not json_out and stderr_is_terminal() and len(images) > 1
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=stderr, disable=not show_progress, transient=True)
+    with progress:
+        task = progress.add_task("checking", total=len(images))
+        try:
+            for item in images:
+                progress.update(task, description=escape(item.key))
+                rows.append(_check_one(item, classifier, options, preprocessing, class_names, box_values, mask,
+                                       masks, min_energy, require_peak))
+                _report(progress.console, rows[-1], quiet or json_out)
+                progress.advance(task)
+        except KeyboardInterrupt:
+            interrupted = True
+    done = len(rows)
+    rows += [CheckRow(path=arg, status="error", error=problem) for arg, problem in problems]
+    for arg, problem in problems:
+        stderr.print(f"[bold red]error:[/] {escape(problem)}")
+    write_check_summary(rows, out, settings)
+    if json_out:
+        sys.stdout.write(format_json(check_document(rows, settings)) + "\n")
+    elif not quiet:
+        _print_checks(stdout, rows, out, settings)
+    if interrupted:
+        raise fail(f"interrupted after {done} of {len(images)} images; check.json holds those", ExitCode.INTERRUPTED)
+    statuses = {row.status for row in rows}
+    if "error" in statuses:
+        raise typer.Exit(ExitCode.IMAGES_FAILED)
+    if "fail" in statuses:
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+
+def _check_one(item, classifier, options, preprocessing, class_names, box_values, mask, masks, min_energy,
+               require_peak):
+    """One discovered image -> its row: finds its region (the box, the one mask, DIR/<key>.png or the
+    NAME.mask.png next to it) and runs the check; a missing per-image mask is an error row."""
+    from ..loaders.maps import convention_mask_path
+    from ..validate import CheckRow, check_file
+
+    if box_values is not None:
+        region = {"box": box_values}
+    else:
+        if mask is not None:
+            mask_path = mask
+        elif masks is not None:
+            mask_path = masks / f"{item.key}.png"
+        else:
+            mask_path = convention_mask_path(item.path)
+        if not mask_path.is_file():
+            return CheckRow(path=str(item.path), status="error", mask=str(mask_path),
+                            error=f"no mask for this image: expected {mask_path}")
+        region = {"mask": mask_path}
+    return check_file(classifier, item.path, options, preprocessing=preprocessing, labels=class_names,
+                      min_energy=min_energy, require_peak=require_peak, **region)
+
+
+def _report(console, row, quiet: bool) -> None:
+    """Failures and errors go to stderr as they happen (also under --quiet / --json, where nothing else
+    is shown); passes are shown in the table only."""
+    if row.status == "error":
+        console.print(f"[bold red]error:[/] {escape(row.path)}: {escape(row.error or '')}")
+    elif row.status == "fail" and quiet:
+        console.print(f"[bold red]fail:[/] {escape(row.path)}: {escape('; '.join(row.reasons))}")
+
+
+def _print_checks(console, rows, out: Path, settings: dict) -> None:
+    table = Table(title=f"occlude check: {len(rows)} image(s), region {settings['region']} -> {out}",
+                  title_justify="left")
+    for column in ("image", "status", "target", "peak in region", "energy share", "region share", "why"):
+        table.add_column(column)
+    for row in rows:
+        style = {"pass": "green", "fail": "red", "error": "red"}.get(row.status, "")
+        target = f"{row.target_index} {row.target_label or ''}".strip() if row.target_index is not None else ""
+        table.add_row(
+            escape(row.path),
+            f"[{style}]{row.status}[/]",
+            escape(target),
+            "" if row.pointing_game is None else ("yes" if row.pointing_game else "no"),
+            _fmt(row.energy_share),
+            _fmt(row.region_fraction),
+            escape(row.error or "; ".join(row.reasons)),
+        )
+    console.print(table)
+
+
+def _print_comparison(console, comparison: dict, written) -> None:
+    agreement, curves = comparison["agreement"], comparison["curves"]
+    name = comparison["other_map"]["name"] or "other"
+    label = comparison["target"]["label"]
+    table = Table(title=f"occlude compare: class {comparison['target']['index']}{f' ({escape(label)})' if label else ''}",
+                  title_justify="left")
+    table.add_column("metric")
+    table.add_column("occlusion", justify="right")
+    table.add_column(escape(name), justify="right")
+    table.add_column("better")
+    table.add_row("deletion AUC (lower is better)", _fmt(curves["occlusion"]["deletion_auc"]),
+                  _fmt(curves["other"]["deletion_auc"]), comparison["better"]["deletion"])
+    table.add_row("insertion AUC (higher is better)", _fmt(curves["occlusion"]["insertion_auc"]),
+                  _fmt(curves["other"]["insertion_auc"]), comparison["better"]["insertion"])
+    console.print(table)
+    console.print(
+        f"Pearson {_fmt(agreement['pearson'])}, Spearman {_fmt(agreement['spearman'])}, "
+        f"top {agreement['top_fraction'] * 100:g}% IoU {_fmt(agreement['top_iou'])} over {agreement['pixels']} pixels"
+    )
+    for path in written:
+        console.print(f"wrote {escape(str(path))}")

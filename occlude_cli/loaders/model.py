@@ -1,0 +1,578 @@
+"""The onnxruntime session: providers, input/output introspection, batch handling, and the
+preprocessing and labels a model may carry in its ONNX metadata.
+
+Knows nothing of image files or plots: it turns batches of model inputs into class scores.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import OccludeError, first_line
+
+PREPROCESS_KEY = "occlude.preprocess"
+LABELS_KEY = "occlude.labels"
+
+ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+}
+_CUDA_HELP = (
+    "CUDA was requested but this onnxruntime has no CUDAExecutionProvider; install the GPU build with "
+    "`pip uninstall -y onnxruntime && pip install 'occlude[cuda]'` (needs CUDA 12 and cuDNN 9), or use device cpu"
+)
+
+
+class Device(str, Enum):
+    """Where onnxruntime runs the model."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class ScoreKind(str, Enum):
+    """What quantity of the model's output is explained (see :func:`resolve_head` for ``auto``)."""
+
+    auto = "auto"
+    softmax = "softmax"
+    sigmoid = "sigmoid"
+    logit = "logit"
+    raw = "raw"
+    prob = "prob"  # alias of auto (the name of the default before score kinds matched the head)
+
+
+DEVICES = tuple(d.value for d in Device)
+SCORE_KINDS = tuple(k.value for k in ScoreKind)
+
+def _ort():
+    import onnxruntime  # imported lazily: `occlude --help` should not pay for it
+
+    return onnxruntime
+
+
+def usable_cores() -> int:
+    """CPU cores this process may use: its CPU affinity, capped by a cgroup v2/v1 CPU quota (containers
+    often report the host's core count to os.cpu_count())."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    quota = None
+    try:
+        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if text and text[0] != "max":
+            quota = float(text[0]) / float(text[1])
+    except (OSError, ValueError, IndexError):
+        try:
+            q = float(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+            p = float(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+            quota = q / p if q > 0 and p > 0 else None
+        except (OSError, ValueError):
+            quota = None
+    if quota is not None:
+        cores = min(cores, max(1, int(math.ceil(quota))))
+    return max(1, cores)
+
+
+def resolve_threads(threads: Optional[int], *, force: bool = False) -> int:
+    """onnxruntime intra-op threads: the usable cores by default; more than that is capped (oversubscribed
+    threads make inference many times slower) unless ``force``."""
+    cores = usable_cores()
+    if threads is None:
+        return cores
+    if int(threads) != threads or threads < 1:
+        raise OccludeError(f"threads (--threads) must be a whole number of at least 1, got {threads}")
+    if threads > 1024:
+        raise OccludeError(f"threads (--threads) must be at most 1024, got {threads}")
+    return int(threads) if force else min(int(threads), cores)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def choose_providers(device: str) -> List[str]:
+    """onnxruntime execution providers for --device auto|cpu|cuda."""
+    if device not in DEVICES:
+        raise OccludeError(f"unknown device {device!r}: use one of {', '.join(DEVICES)}")
+    available = _ort().get_available_providers()
+    has_cuda = "CUDAExecutionProvider" in available
+    if device == "cuda" and not has_cuda:
+        raise OccludeError(_CUDA_HELP)
+    if device in ("cuda", "auto") and has_cuda:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    out = np.empty_like(logits, dtype=np.float64)
+    positive = logits >= 0
+    out[positive] = 1.0 / (1.0 + np.exp(-logits[positive]))
+    e = np.exp(logits[~positive])
+    out[~positive] = e / (1.0 + e)
+    return out
+
+
+def looks_like_probabilities(outputs: np.ndarray, tolerance: float = 1e-3) -> bool:
+    """True when every row is already a probability distribution (non-negative, sums to 1)."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    return bool(
+        outputs.shape[1] > 1
+        and np.all(outputs >= -tolerance)
+        and np.all(outputs <= 1 + tolerance)
+        and np.allclose(outputs.sum(axis=1), 1.0, atol=tolerance)
+    )
+
+
+def _in_unit_interval(outputs: np.ndarray, tolerance: float = 1e-6) -> bool:
+    outputs = np.asarray(outputs, dtype=np.float64)
+    return bool(np.all(np.isfinite(outputs)) and np.all(outputs >= -tolerance) and np.all(outputs <= 1 + tolerance))
+
+
+# What each resolved head explains, in words for the JSON, the summary and --help.
+HEAD_KINDS = {
+    "softmax": "softmax probability over the classes, computed from the model's logits",
+    "probabilities": "the model's own probabilities (its outputs already sum to 1), as they are",
+    "sigmoid": "sigmoid probability of each output, computed from the model's logits",
+    "independent": "the model's own independent (multi-label / sigmoid) probabilities, as they are",
+    "logit": "the raw logit",
+    "raw": "the raw output, as it is",
+}
+
+
+@dataclass(frozen=True)
+class Head:
+    """How raw outputs become the scores to explain. ``kind`` is one of :data:`HEAD_KINDS`; ``rule`` says
+    why it was chosen (recorded in the JSON); ``requested`` is what the caller asked for."""
+
+    kind: str
+    requested: str
+    rule: str
+
+    @property
+    def is_probability(self) -> bool:
+        return self.kind in ("softmax", "probabilities", "sigmoid", "independent")
+
+    @property
+    def per_class(self) -> bool:
+        """True when each class's score is independent of the others (no softmax coupling)."""
+        return self.kind != "softmax"
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, dtype=np.float64)
+        if self.kind == "softmax":
+            return softmax(raw)
+        if self.kind == "sigmoid":
+            return sigmoid(raw)
+        return raw
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "requested": self.requested, "rule": self.rule}
+
+
+def resolve_head(requested, raw: np.ndarray, *, final_op: Optional[str] = None, declared: Optional[str] = None) -> Head:
+    """Choose what to explain from the requested score kind, the raw outputs of the unoccluded input
+    ``raw`` ((1, classes)), the graph's final operator (``final_op``: Softmax, Sigmoid, ... or None) and
+    what the model declares in its metadata (``declared``: logits, probabilities, sigmoid).
+
+    ``auto`` (the default): a model that ends in Softmax, or whose outputs already sum to 1, is explained
+    as its probabilities as they are; one that ends in Sigmoid as its independent probabilities as they are;
+    a single-output head (binary classifier) as the sigmoid of its logit; outputs in [0, 1] that do not sum
+    to 1 as independent (multi-label) probabilities; anything else as the softmax of its logits.
+    ``softmax``/``sigmoid`` apply that function (refused where the graph already ends in it);
+    ``logit`` is the raw output (refused for graphs that end in Softmax or Sigmoid); ``raw`` never refuses.
+    """
+    kind = ScoreKind(requested.value if isinstance(requested, Enum) else str(requested))
+    raw = np.asarray(raw, dtype=np.float64)
+    classes = raw.shape[1]
+    squashed = final_op in ("Softmax", "Sigmoid")
+    declared = (declared or "").lower() or None
+    if declared in ("probabilities", "softmax"):
+        final_op = final_op or "Softmax"
+        squashed = True
+    elif declared in ("sigmoid", "multilabel", "multi-label", "independent"):
+        final_op = final_op or "Sigmoid"
+        squashed = True
+    elif declared not in (None, "logits", "logit"):
+        raise OccludeError(f"model metadata output {declared!r} is not one of logits, probabilities, sigmoid")
+    name = kind.value
+    if kind is ScoreKind.raw:
+        return Head("raw", name, "requested: the raw output")
+    if kind is ScoreKind.logit:
+        if squashed:
+            what = "probabilities" if final_op == "Softmax" else "sigmoid probabilities"
+            raise OccludeError(f"this model outputs {what} (its output ends in {final_op}), so logits are not "
+                               "available: use score auto (or raw for the output as it is)")
+        if declared is None and looks_like_probabilities(raw):
+            raise OccludeError("this model outputs probabilities (rows sum to 1), so logits are not available: "
+                               "use score auto")
+        return Head("logit", name, "requested: the raw logit")
+    if kind is ScoreKind.softmax:
+        if squashed:
+            raise OccludeError(f"this model's output already ends in {final_op}: use score auto or raw, "
+                               "a second softmax would explain the wrong quantity")
+        if classes == 1:
+            raise OccludeError("a softmax over a single output is always 1: use score auto or sigmoid")
+        return Head("softmax", name, "requested: softmax of the logits")
+    if kind is ScoreKind.sigmoid:
+        if squashed:
+            raise OccludeError(f"this model's output already ends in {final_op}: use score auto or raw, "
+                               "a second sigmoid would explain the wrong quantity")
+        return Head("sigmoid", name, "requested: sigmoid of each logit")
+    # auto
+    if final_op == "Softmax":
+        return Head("probabilities", name, "auto: the graph ends in Softmax (or declares probabilities)")
+    if final_op == "Sigmoid":
+        return Head("independent", name, "auto: the graph ends in Sigmoid (or declares sigmoid outputs)")
+    if classes == 1:
+        return Head("sigmoid", name, "auto: a single-output (binary) head is explained as the sigmoid of its logit")
+    if declared in ("logits", "logit"):
+        return Head("softmax", name, "auto: the model declares logits")
+    if looks_like_probabilities(raw):
+        return Head("probabilities", name, "auto: the outputs already sum to 1")
+    if _in_unit_interval(raw):
+        return Head("independent", name, "auto: outputs in [0, 1] that do not sum to 1 (multi-label)")
+    return Head("softmax", name, "auto: logits (outputs outside [0, 1]), explained as softmax probabilities")
+
+
+def score_transform(kind: str, outputs_are_probabilities: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """Raw outputs -> scores (float64) for the two historical kinds: softmax for 'prob' unless the outputs
+    are already probabilities; 'logit' as it is."""
+    if kind == "prob" and not outputs_are_probabilities:
+        return lambda raw: softmax(np.asarray(raw, dtype=np.float64))
+    return lambda raw: np.asarray(raw, dtype=np.float64)
+
+
+class OnnxClassifier:
+    """An ONNX image classifier loaded once and scored many times.
+
+    ``run(batch)`` takes a batch in the model's layout and returns raw outputs ``(batch, classes)``;
+    models exported with a fixed batch size get their batches split and padded to that size.
+    """
+
+    def __init__(
+        self,
+        path,
+        *,
+        device: str = "auto",
+        input_name: Optional[str] = None,
+        output_name: Optional[str] = None,
+        threads: Optional[int] = None,
+        io_binding: Optional[bool] = None,
+        batch_rewrite: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise OccludeError(f"model not found: {self.path}")
+        if self.path.is_dir():
+            raise OccludeError(f"expected an .onnx model file, got a folder: {self.path}")
+        ort = _ort()
+        self.providers = choose_providers(device)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            raise OccludeError(f"cannot load {self.path} as an ONNX model: {first_line(exc)}") from None
+        self.provider = self.session.get_providers()[0]
+        # On CUDA, batches go through a preallocated device buffer (one host-to-device copy, no allocation
+        # per batch) and outputs are bound to host memory. The same path runs on the CPU when asked.
+        self.io_binding = (self.provider == "CUDAExecutionProvider") if io_binding is None else bool(io_binding)
+        self._device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
+        self._bound: dict = {}
+        self.sha256 = file_sha256(self.path)
+        self.input = self._pick("input", self.session.get_inputs(), input_name, "input_name")
+        shape = list(self.input.shape)
+        if len(shape) not in (4, 5):  # the first thing to say about a non-image model
+            raise OccludeError(
+                f"input {self.input.name!r} has shape {shape}: occlude explains image classifiers and needs a "
+                "4-D image input (N,C,H,W or N,H,W,C) or a 5-D volume input (N,C,D,H,W or N,D,H,W,C)"
+            )
+        if self.input.type not in ORT_DTYPES:
+            supported = ", ".join(ORT_DTYPES)
+            raise OccludeError(f"input {self.input.name!r} has type {self.input.type}: occlude supports {supported}")
+        others = [i.name for i in self.session.get_inputs() if i.name != self.input.name]
+        if others:
+            raise OccludeError(
+                f"model needs inputs besides the image ({', '.join(others)}); occlude feeds only one image input"
+            )
+        self.output = self._pick("output", self.session.get_outputs(), output_name, "output_name")
+        if not str(self.output.type).startswith("tensor("):
+            raise OccludeError(
+                f"output {self.output.name!r} is a {self.output.type}, not a tensor of class scores: occlude needs "
+                "a classifier output (batch, classes); choose another output with output_name"
+            )
+        self.dtype = ORT_DTYPES[self.input.type]
+        self.input_shape = [d if isinstance(d, int) and d > 0 else None for d in shape]
+        self.fixed_batch: Optional[int] = self.input_shape[0]
+        self.batching = "dynamic batch" if self.fixed_batch is None else f"fixed batch {self.fixed_batch}"
+        self.batch_note: Optional[str] = None  # a line for the user when batching is not what they would expect
+        if self.fixed_batch == 1 and batch_rewrite:
+            self._try_batch_rewrite(options)
+        out_shape = list(self.output.shape)
+        extra = [d for d in out_shape[2:]]
+        if len(out_shape) > 2 and not all(d == 1 for d in extra):
+            raise OccludeError(
+                f"output {self.output.name!r} has shape {out_shape}: occlude needs a classifier output "
+                "(batch, classes), (batch, classes, 1, 1), (batch, 1) or (batch,)"
+            )
+        if len(out_shape) <= 1:
+            self.num_classes: Optional[int] = 1
+        else:
+            self.num_classes = out_shape[1] if isinstance(out_shape[1], int) and out_shape[1] > 0 else None
+        meta = self.session.get_modelmeta().custom_metadata_map or {}
+        self.metadata = dict(meta)
+        self.metadata_preprocessing = _json_metadata(meta, PREPROCESS_KEY, dict, self.path)
+        labels = _json_metadata(meta, LABELS_KEY, list, self.path)
+        self.labels: Optional[List[str]] = [str(v) for v in labels] if labels is not None else None
+        self.final_op = final_operator(self.path, self.output.name)
+
+    def head(self, requested, raw: np.ndarray) -> Head:
+        """What to explain for this model (see :func:`resolve_head`), from one unoccluded forward pass."""
+        declared = (self.metadata_preprocessing or {}).get("output")
+        return resolve_head(requested, raw, final_op=self.final_op, declared=declared)
+
+    def _try_batch_rewrite(self, options) -> None:
+        """A model pinned to batch 1 usually only declares it: rewrite the declared batch dimension to be
+        dynamic and use the result if it provably computes the same thing; otherwise keep batch 1."""
+        from .onnx_graph import batched_model
+
+        result = batched_model(
+            self.path,
+            session_options=options,
+            providers=self.providers,
+            reference=self.session if self.providers == ["CPUExecutionProvider"] else None,
+            input_name=self.input.name,
+            output_names=[self.output.name],
+        )
+        if result.ok:
+            self.session = result.session
+            self.input = next(i for i in self.session.get_inputs() if i.name == self.input.name)
+            self.output = next(o for o in self.session.get_outputs() if o.name == self.output.name)
+            self.fixed_batch = None
+            self.input_shape[0] = None
+            self.batching = "batch dimension rewritten from 1 to dynamic (validated)"
+        else:
+            self.batching = f"fixed batch 1, run one image at a time: {result.reason}"
+            self.batch_note = self.batching
+
+    @staticmethod
+    def _pick(kind: str, nodes, name: Optional[str], flag: str):
+        names = [n.name for n in nodes]
+        if name is not None:
+            for node in nodes:
+                if node.name == name:
+                    return node
+            raise OccludeError(f"model has no {kind} named {name!r}; its {kind}s: {', '.join(names)}")
+        if len(nodes) != 1:
+            raise OccludeError(f"model has {len(nodes)} {kind}s ({', '.join(names)}): choose one with {flag} (--{kind} NAME on the command line)")
+        return nodes[0]
+
+    def guess_layout(self) -> Optional[str]:
+        """NCHW or NHWC from the input shape (channels of 1 or 3), or None when it cannot tell."""
+        _, a, _, c = self.input_shape
+        if a in (1, 3) and c not in (1, 3):
+            return "NCHW"
+        if c in (1, 3) and a not in (1, 3):
+            return "NHWC"
+        if a in (1, 3) and c in (1, 3):
+            return "NCHW"
+        return None
+
+    def spatial_size(self, layout: str) -> Tuple[Optional[int], Optional[int]]:
+        dims = self.input_shape[2:4] if layout == "NCHW" else self.input_shape[1:3]
+        return dims[0], dims[1]
+
+    def channels(self, layout: str) -> Optional[int]:
+        return self.input_shape[1] if layout == "NCHW" else self.input_shape[3]
+
+    def default_batch_size(self, sample_bytes: int) -> int:
+        """Fixed-batch models use their batch; otherwise a power of two keeping a batch near 16 MB."""
+        if self.fixed_batch:
+            return self.fixed_batch
+        fit = max(1, (16 << 20) // max(1, sample_bytes))
+        return int(max(1, min(64, 2 ** int(math.log2(fit)))))
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Raw outputs (batch, classes) for a batch in the model's layout and dtype."""
+        batch = np.ascontiguousarray(batch, dtype=self.dtype)
+        fixed = self.fixed_batch
+        if not fixed or len(batch) == fixed:
+            return self._run_exact(batch)
+        parts = []
+        for start in range(0, len(batch), fixed):
+            part = batch[start : start + fixed]
+            n = len(part)
+            if n < fixed:  # pad the short final chunk with copies of its last row
+                part = np.concatenate([part, np.repeat(part[-1:], fixed - n, axis=0)])
+            parts.append(self._run_exact(part)[:n])
+        return np.concatenate(parts)
+
+    def _run_bound(self, batch: np.ndarray) -> np.ndarray:
+        ort = _ort()
+        key = batch.shape
+        if key not in self._bound:
+            device_input = ort.OrtValue.ortvalue_from_numpy(np.empty_like(batch), self._device, 0)
+            binding = self.session.io_binding()
+            binding.bind_ortvalue_input(self.input.name, device_input)
+            binding.bind_output(self.output.name, "cpu")
+            self._bound = {key: (device_input, binding)}  # keep one shape: the engine's batches share it
+        device_input, binding = self._bound[key]
+        device_input.update_inplace(batch)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+    def _run_exact(self, batch: np.ndarray) -> np.ndarray:
+        try:
+            if self.io_binding:
+                out = self._run_bound(batch)
+            else:
+                (out,) = self.session.run([self.output.name], {self.input.name: batch})
+        except Exception as exc:
+            raise OccludeError(f"onnxruntime failed on input of shape {list(batch.shape)}: {first_line(exc)}") from None
+        out = np.asarray(out)
+        if out.ndim == 1:
+            out = out.reshape(-1, 1)
+        if out.ndim > 2 and all(d == 1 for d in out.shape[2:]):
+            out = out.reshape(out.shape[:2])
+        if out.ndim != 2 or out.shape[0] != len(batch):
+            raise OccludeError(
+                f"output {self.output.name!r} has shape {list(out.shape)}: occlude needs a classifier output (batch, classes)"
+            )
+        return out
+
+    def scorer(self, kind, outputs_are_probabilities: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+        """The engine's score function. ``kind`` is a :class:`Head` (what explain() resolves), or one of the
+        historical kinds 'prob' (softmax unless the outputs are already probabilities) and 'logit'."""
+        if isinstance(kind, Head):
+            head = kind
+            return lambda batch: head.transform(self.run(batch))
+        if kind not in ("prob", "logit"):
+            raise OccludeError(f"unknown score kind {kind!r}: use prob or logit, or pass a Head")
+        if kind == "logit" and outputs_are_probabilities:
+            raise OccludeError("this model outputs probabilities, so logits are not available: use score auto")
+        transform = score_transform(kind, outputs_are_probabilities)
+        return lambda batch: transform(self.run(batch))
+
+    def describe(self) -> dict:
+        return {
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "input": self.input.name,
+            "input_shape": [d if d is not None else "dynamic" for d in self.input_shape],
+            "output": self.output.name,
+            "provider": self.provider,
+            "io_binding": self.io_binding,
+            "batching": self.batching,
+        }
+
+
+def final_operator(path, output_name: str) -> Optional[str]:
+    """The operator that produces ``output_name``, looking through shape-only ops (Identity, Reshape,
+    Flatten, Squeeze, Unsqueeze, Cast): 'Softmax', 'Sigmoid', 'Gemm', ... or None when it cannot tell.
+    Reads the graph without its external weights."""
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not readable by the onnx package (onnxruntime already read it): no graph facts
+        return None
+    producers = {out: node for node in model.graph.node for out in node.output}
+    name = output_name
+    for _ in range(16):
+        node = producers.get(name)
+        if node is None:
+            return None
+        if node.op_type in ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast") and node.input:
+            name = node.input[0]
+            continue
+        if node.op_type == "LogSoftmax":
+            return "LogSoftmax"
+        return node.op_type
+    return None
+
+
+def _json_metadata(meta: dict, key: str, kind: type, path: Path):
+    if key not in meta:
+        return None
+    try:
+        value = json.loads(meta[key])
+    except json.JSONDecodeError:
+        raise OccludeError(f"model metadata {key!r} in {path} is not valid JSON") from None
+    if not isinstance(value, kind):
+        raise OccludeError(f"model metadata {key!r} in {path} must be a JSON {kind.__name__}")
+    return value
+
+
+def read_labels(path) -> List[str]:
+    """Class names from a text file, one per line (blank lines kept as empty names would shift indices, so
+    only trailing blank lines are dropped)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise OccludeError(f"labels file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OccludeError(f"cannot read labels file {path}: {exc}") from None
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise OccludeError(f"labels file is empty: {path}")
+    return lines
+
+
+def label_suggestions(text: str, labels: Sequence[str]) -> str:
+    """'; did you mean: A, B' for the labels closest to ``text`` (substring matches, then near misses), or ''."""
+    lowered = [label.lower() for label in labels]
+    want = text.lower()
+    close = [labels[i] for i, label in enumerate(lowered) if want in label][:5]
+    if len(close) < 5:
+        near = difflib.get_close_matches(want, lowered, n=5, cutoff=0.6)
+        close += [labels[lowered.index(n)] for n in near if labels[lowered.index(n)] not in close][: 5 - len(close)]
+    return f"; did you mean: {', '.join(close)}" if close else ""
+
+
+def resolve_target(target, labels: Optional[Sequence[str]], num_classes: int) -> int:
+    """A --target given as an index or a label name -> class index."""
+    text = str(target).strip()
+    try:
+        index = int(text)
+    except ValueError:
+        if not labels:
+            raise OccludeError(f"target {text!r} is a name but the model has no labels (use --labels FILE or an index)") from None
+        lowered = [label.lower() for label in labels]
+        if text.lower() in lowered:
+            return lowered.index(text.lower())
+        hint = label_suggestions(text, labels)
+        raise OccludeError(f"unknown label {text!r}{hint}") from None
+    if not 0 <= index < num_classes:
+        raise OccludeError(f"target {index} is out of range: the model has {num_classes} classes (0..{num_classes - 1})")
+    return index
