@@ -290,3 +290,60 @@ def with_if_subgraph() -> onnx.ModelProto:
         [],
         "if_model",
     )
+
+
+def two_branch_cnn() -> onnx.ModelProto:
+    """Two parallel convolutions of the input, concatenated on channels (an Inception-like block)."""
+    rng = np.random.default_rng(13)
+    inits = [
+        _weights(rng, "wa", (2, 3, 3, 3)),
+        _weights(rng, "wb", (3, 3, 1, 1)),
+        _weights(rng, "fc_w", (2, 5)),
+        _weights(rng, "fc_b", (2,)),
+    ]
+    nodes = [
+        helper.make_node("Relu", ["input"], ["stem"], name="stem"),
+        helper.make_node("Conv", ["stem", "wa"], ["branch_a"], name="conv_a", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["stem", "wb"], ["branch_b"], name="conv_b"),
+        helper.make_node("Concat", ["branch_a", "branch_b"], ["merged"], name="concat", axis=1),
+        helper.make_node("GlobalAveragePool", ["merged"], ["pooled"], name="pool"),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], name="fc", transB=1),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        inits,
+        "two_branch",
+    )
+
+
+def if_reading_outer_scope() -> onnx.ModelProto:
+    """a = Relu(x); b = Neg(a); y = If(true, then: b + a, else: b): the subgraph reads ``a`` from the outer
+    scope, a skip connection that only the subgraph shows."""
+    then_graph = helper.make_graph(
+        [helper.make_node("Add", ["b", "a"], ["then_y"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("then_y", TensorProto.FLOAT, [2, 3])],
+    )
+    else_graph = helper.make_graph(
+        [helper.make_node("Identity", ["b"], ["else_y"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("else_y", TensorProto.FLOAT, [2, 3])],
+    )
+    nodes = [
+        helper.make_node("Constant", [], ["cond"], name="cond", value=numpy_helper.from_array(np.array(True))),
+        helper.make_node("Relu", ["x"], ["a"], name="relu"),
+        helper.make_node("Neg", ["a"], ["b"], name="neg"),
+        helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then_graph, else_branch=else_graph),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [],
+        "if_outer",
+    )

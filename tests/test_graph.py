@@ -252,6 +252,15 @@ def test_symlink_out_of_the_folder_is_refused(external_model, tmp_path):
     g.check_external_data(external_model)
 
 
+def test_unknown_external_data_keys_are_refused(external_model):
+    model = onnx.load(str(external_model), load_external_data=False)
+    entry = model.graph.initializer[0].external_data.add()
+    entry.key, entry.value = "__class__", "x"
+    external_model.write_bytes(model.SerializeToString())
+    with pytest.raises(OccludeError, match="unexpected external-data key\\(s\\) '__class__'"):
+        g.check_external_data(external_model)
+
+
 def test_byte_range_past_the_end_is_refused(external_model):
     data = external_model.parent / "m.onnx.data"
     with open(data, "r+b") as handle:
@@ -464,3 +473,27 @@ def test_split_the_sample_efficientnet_in_the_middle():
     assert g.verify_split(split, whole, x, rtol=1e-5, atol=1e-5) <= 1e-5
     kinds = {n.op_type for n in split.suffix.graph.node}
     assert "Gemm" in kinds and len(split.prefix.graph.node) + len(split.suffix.graph.node) >= 94
+
+
+def test_cut_on_one_of_two_parallel_branches_is_refused():
+    model = gm.two_branch_cnn()
+    assert g.valid_cut_points(model) == ["stem", "merged", "pooled", "flat"] == _reference_cuts(model)
+    with pytest.raises(OccludeError) as info:
+        g.split_model(model, "branch_a")
+    assert str(info.value) == (
+        "cannot split the model at 'branch_a': node concat reads branch_b which is computed on a parallel branch "
+        "that bypasses the cut; nearest valid cut points before it: stem; after it: merged, pooled, flat"
+    )
+    x = np.random.default_rng(3).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    assert g.verify_split(g.split_model(model, "merged"), _session(model), x) <= 1e-6
+
+
+def test_subgraph_reads_from_the_outer_scope_count_as_crossing_the_cut():
+    model = gm.if_reading_outer_scope()
+    assert g.valid_cut_points(model) == ["a"]
+    with pytest.raises(OccludeError, match="node if reads a which is computed before the cut"):
+        g.split_model(model, "b")
+    split = g.split_model(model, "a")
+    assert [n.name for n in split.suffix.graph.node] == ["cond", "neg", "if"]
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    assert g.verify_split(split, _session(model), x) == 0.0

@@ -182,6 +182,9 @@ def _read_proto(path: Path) -> onnx.ModelProto:
         raise OccludeError(f"cannot read {path} as an ONNX model: {_error_line(exc)}") from None
 
 
+_EXTERNAL_DATA_KEYS = frozenset({"location", "offset", "length", "checksum"})
+
+
 def _check_tensor_location(tensor: onnx.TensorProto, where: str, folder: Path) -> None:
     info = {entry.key: entry.value for entry in tensor.external_data}
     location = info.get("location", "")
@@ -189,6 +192,9 @@ def _check_tensor_location(tensor: onnx.TensorProto, where: str, folder: Path) -
     prefix = f"external data of tensor {name!r} ({where}) at location {location!r}"
     if not location:
         raise OccludeError(f"{prefix}: the location is empty")
+    unknown = sorted(k for k in info if k not in _EXTERNAL_DATA_KEYS and not (k == "basepath" and not info[k]))
+    if unknown:  # older onnx versions set unknown keys as attributes of their reader object
+        raise OccludeError(f"{prefix}: unexpected external-data key(s) {', '.join(map(repr, unknown))}")
     if "\x00" in location:
         raise OccludeError(f"{prefix}: the location contains a NUL byte")
     if os.path.isabs(location) or location.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", location):
@@ -601,8 +607,9 @@ class _Graph:
     def label(self, index: int) -> str:
         return _node_label(self.nodes[index], index)
 
-    def ancestors(self, tensors: Iterable[str], stop: set[str] = frozenset()) -> set[int]:  # type: ignore[assignment]
+    def ancestors(self, tensors: Iterable[str], stop: Iterable[str] = ()) -> set[int]:
         """Indices of the nodes needed to compute ``tensors``, not looking past the names in ``stop``."""
+        stop = set(stop)
         needed: set[int] = set()
         todo = [t for t in tensors if t not in stop]
         seen: set[str] = set(todo)
@@ -887,14 +894,14 @@ def verify_split(
     whole model's shape (symbolic dims taken as 1) with ``seed``.
     """
     if isinstance(whole_session_or_path, (str, os.PathLike)):
-        load_model(whole_session_or_path)  # the safety check before onnxruntime reads the file
+        check_external_data(whole_session_or_path)  # before onnxruntime reads the file
         whole = _session(str(whole_session_or_path), session_options)
     else:
         whole = whole_session_or_path
     whole_inputs = whole.get_inputs()
     if sample is None:
         rng = np.random.default_rng(seed)
-        feeds = {}
+        feeds: dict[str, np.ndarray] = {}
         for node in whole_inputs:
             dtype = _NUMPY_TYPES.get(node.type)
             if dtype is None:
