@@ -497,3 +497,27 @@ def test_subgraph_reads_from_the_outer_scope_count_as_crossing_the_cut():
     assert [n.name for n in split.suffix.graph.node] == ["cond", "neg", "if"]
     x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
     assert g.verify_split(split, _session(model), x) == 0.0
+
+
+def test_ir3_model_splits_with_initializers_listed_as_inputs():
+    bias = onnx.numpy_helper.from_array(np.array([[0.5, -1.0]], dtype=np.float32), "bias")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Add", ["x", "bias"], ["sum"]), onnx.helper.make_node("Mul", ["sum", "bias"], ["y"])],
+        "ir3",
+        [
+            onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2]),
+            onnx.helper.make_tensor_value_info("bias", onnx.TensorProto.FLOAT, [1, 2]),
+        ],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])],
+        initializer=[bias],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 7)])
+    model.ir_version = 3
+    split = g.split_model(model, "sum")
+    assert [vi.name for vi in split.prefix.graph.input] == ["x", "bias"]
+    assert [vi.name for vi in split.suffix.graph.input] == ["sum", "bias"]
+    onnx.checker.check_model(split.prefix)
+    onnx.checker.check_model(split.suffix)
+    x = np.array([[1.0, 2.0]], np.float32)
+    assert split.input_names == ["x"]
+    assert g.verify_split(split, _session(model), {"x": x}) == 0.0

@@ -713,7 +713,9 @@ class SplitModel:
 
     @property
     def input_names(self) -> list[str]:
-        return [vi.name for vi in self.prefix.graph.input]
+        """The prefix's real inputs (initializers that IR < 4 lists as inputs left out)."""
+        constants = {t.name for t in self.prefix.graph.initializer}
+        return [vi.name for vi in self.prefix.graph.input if vi.name not in constants]
 
     @property
     def output_names(self) -> list[str]:
@@ -815,6 +817,11 @@ def _sub_graph(
     sub.doc_string = source.doc_string
     sub.node.extend(graph.nodes[i] for i in indices)
     sub.input.extend(inputs)
+    # IR < 4 requires every initializer to be listed among the graph inputs too (later IRs allow it).
+    listed = {vi.name for vi in inputs}
+    sub.input.extend(
+        vi for vi in source.input if vi.name in graph.constants and vi.name in read and vi.name not in listed
+    )
     sub.output.extend(outputs)
     sub.initializer.extend(t for t in source.initializer if t.name in read)
     sub.sparse_initializer.extend(s for s in source.sparse_initializer if s.values.name in read)
@@ -856,7 +863,10 @@ def split_model(model_or_path: ModelOrPath, tensor: str) -> SplitModel:
     if problem is not None:
         nearest = _nearest(graph.dominators(), graph, tensor)
         raise OccludeError(f"cannot split the model at {tensor!r}: {problem}" + (f"; {nearest}" if nearest else ""))
-    types = _inferred_types(model)
+    try:
+        types = _inferred_types(model)
+    except OccludeError:  # data propagation can fail on exotic graphs; the cut's type rarely needs it
+        types = {vi.name: vi.type for vi in list(model.graph.value_info) + list(model.graph.output)}
     cut_type = types.get(tensor)
     if cut_type is None or not cut_type.tensor_type.elem_type:
         raise OccludeError(f"cannot split the model at {tensor!r}: ONNX shape inference gives no type for it")
