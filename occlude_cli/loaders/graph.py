@@ -894,6 +894,7 @@ def verify_split(
     atol: float = SPLIT_ATOL,
     *,
     session_options=None,
+    providers: Sequence[str] | None = None,
     seed: int = 0,
 ) -> float:
     """Run the prefix then the suffix and the whole model on ``sample``; raise OccludeError naming the cut
@@ -901,11 +902,13 @@ def verify_split(
 
     ``whole_session_or_path``: an onnxruntime session of the whole model, or its path. ``sample``: the input
     array (for a single-input model) or {input name: array}; None draws one uniform [0, 1) input of the
-    whole model's shape (symbolic dims taken as 1) with ``seed``.
+    whole model's shape (symbolic dims taken as 1) with ``seed``. ``session_options`` / ``providers``: those of
+    the prefix and suffix sessions (and of the whole model's when given a path); default CPU. Compare like with
+    like: a GPU session of the whole model against CPU parts may differ by more than float noise.
     """
     if isinstance(whole_session_or_path, (str, os.PathLike)):
         check_external_data(whole_session_or_path)  # before onnxruntime reads the file
-        whole = _session(str(whole_session_or_path), session_options)
+        whole = _session(str(whole_session_or_path), session_options, providers)
     else:
         whole = whole_session_or_path
     whole_inputs = whole.get_inputs()
@@ -926,7 +929,7 @@ def verify_split(
         feeds = {whole_inputs[0].name: np.asarray(sample)}
     names = split.output_names
     try:
-        prefix, suffix = split.sessions(session_options)
+        prefix, suffix = split.sessions(session_options, providers)
         want = whole.run(names, feeds)
         (middle,) = prefix.run([split.tensor], {k: v for k, v in feeds.items() if k in split.input_names})
         got = suffix.run(names, {split.tensor: middle})
