@@ -37,8 +37,8 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout, installed or n
 
 from occlude_cli import __version__  # noqa: E402
 from occlude_cli.explain import Explanation, explain  # noqa: E402
-from occlude_cli.model import OnnxClassifier  # noqa: E402
-from occlude_cli.outputs import write_explanation  # noqa: E402
+from occlude_cli.loaders.model import OnnxClassifier  # noqa: E402
+from occlude_cli.outputs.write import write_explanation  # noqa: E402
 
 MODELS = ROOT / "sample_models"
 IMAGES = ROOT / "sample_images"
@@ -109,7 +109,7 @@ def ort_throughput(
         batch_sizes = [model.fixed_batch]
     rng = np.random.default_rng(seed)
     inputs = {b: rng.standard_normal((b, *sample_shape)).astype(model.dtype) for b in batch_sizes}
-    for b, x in inputs.items():
+    for x in inputs.values():
         session.run([out], {name: x})  # warm-up: first-run allocations
     rounds: Dict[int, List[float]] = {b: [] for b in batch_sizes}
     for _ in range(repeats):
@@ -408,9 +408,9 @@ def _load(path: Path, threads: Optional[int], **kwargs):
 
 def fixed_batch_rows(case: Case, repeats: int, threads: Optional[int]) -> Optional[dict]:
     """occlude on a fixed-batch-1 export, one image per forward pass (``batch_rewrite=False``) against the
-    default load, which rewrites the batch dimension (onnx_graph) when model.py supports it; on a
+    default load, which rewrites the batch dimension (loaders.graph) when model.py supports it; on a
     model.py without that, the rewritten and validated bytes are loaded from a file instead."""
-    from occlude_cli import onnx_graph
+    from occlude_cli.loaders import graph as onnx_graph
 
     with tempfile.TemporaryDirectory(prefix="occlude-bench-") as folder:
         pinned = fixed_batch_copy(ROOT / case.model, Path(folder))
@@ -425,7 +425,7 @@ def fixed_batch_rows(case: Case, repeats: int, threads: Optional[int]) -> Option
         load_default, default = _load(pinned, threads)
         if default.fixed_batch == 1 and result.ok:
             rewritten_path = Path(folder) / "rewritten.onnx"
-            rewritten_path.write_bytes(result.model_bytes)
+            rewritten_path.write_bytes(result.model.SerializeToString())
             load_default, default = _load(rewritten_path, threads)
             row["batched_from"] = "onnx_graph bytes (model.py does not rewrite)"
         else:

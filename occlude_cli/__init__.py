@@ -10,42 +10,76 @@ The package is layered; imports point one way only (see README, "Development"):
 ``cli -> batch -> outputs -> explain / validate -> loaders -> core -> errors``.
 """
 
-from ._version import __version__
-from .core.engine import Occlusion, occlusion_sensitivity, score_perturbations, window_grid
-from .core.refine import refined_occlusion_sensitivity
-from .errors import OccludeError
-from .explain import (Explanation, ExplainOptions, ScaleStudy, estimate_run, explain, explain_scales,
-                      resolve_preprocessing)
-from .loaders.images import Preprocessing, load_image, map_on_original, prepare_image
-from .loaders.model import Head, OnnxClassifier, ScoreKind
-from .outputs.records import explanation_record
-from .outputs.write import write_explanation
-from .validate import compare_maps, faithfulness
+from importlib import import_module
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "__version__",
-    "OccludeError",
-    "Occlusion",
-    "occlusion_sensitivity",
-    "refined_occlusion_sensitivity",
-    "score_perturbations",
-    "window_grid",
-    "Explanation",
-    "ExplainOptions",
-    "explain",
-    "explain_scales",
-    "estimate_run",
-    "ScaleStudy",
-    "compare_maps",
-    "faithfulness",
-    "resolve_preprocessing",
-    "Head",
-    "OnnxClassifier",
-    "ScoreKind",
-    "explanation_record",
-    "write_explanation",
-    "Preprocessing",
-    "load_image",
-    "map_on_original",
-    "prepare_image",
-]
+from ._version import __version__
+
+# Public API, loaded on first use (PEP 562) so that `occlude --help` and the CLI's start pay only for what
+# a command needs: name -> module that defines it.
+_EXPORTS = {
+    "OccludeError": "errors",
+    "Occlusion": "core.engine",
+    "occlusion_sensitivity": "core.engine",
+    "score_perturbations": "core.engine",
+    "window_grid": "core.engine",
+    "refined_occlusion_sensitivity": "core.refine",
+    "Explanation": "explain",
+    "ExplainOptions": "explain",
+    "ScaleStudy": "explain",
+    "estimate_run": "explain",
+    "explain": "explain",
+    "explain_scales": "explain",
+    "resolve_preprocessing": "explain",
+    "describe_model": "explain",
+    "Preprocessing": "loaders.images",
+    "load_image": "loaders.images",
+    "map_on_original": "loaders.images",
+    "prepare_image": "loaders.images",
+    "Head": "loaders.model",
+    "OnnxClassifier": "loaders.model",
+    "ScoreKind": "loaders.model",
+    "explanation_record": "outputs.records",
+    "write_explanation": "outputs.write",
+    "compare_maps": "validate",
+    "faithfulness": "validate",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+# `explain` is both a submodule and the main function: bind the function now, or importing the submodule
+# (which any command does) would leave `occlude_cli.explain` naming the module.
+from .explain import explain  # noqa: E402
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'occlude_cli' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .core.engine import Occlusion, occlusion_sensitivity, score_perturbations, window_grid  # noqa: F401
+    from .core.refine import refined_occlusion_sensitivity  # noqa: F401
+    from .errors import OccludeError  # noqa: F401
+    from .explain import (  # noqa: F401
+        ExplainOptions,
+        Explanation,
+        ScaleStudy,
+        describe_model,
+        estimate_run,
+        explain,
+        explain_scales,
+        resolve_preprocessing,
+    )
+    from .loaders.images import Preprocessing, load_image, map_on_original, prepare_image  # noqa: F401
+    from .loaders.model import Head, OnnxClassifier, ScoreKind  # noqa: F401
+    from .outputs.records import explanation_record  # noqa: F401
+    from .outputs.write import write_explanation  # noqa: F401
+    from .validate import compare_maps, faithfulness  # noqa: F401

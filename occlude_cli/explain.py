@@ -173,9 +173,10 @@ class Explanation:
 
     def plot(self, ax=None, *, alpha: Optional[float] = None, cmap: Optional[str] = None):
         """Show the overlay in a matplotlib axes (a new figure when ``ax`` is None); returns the axes."""
+        import io as _io
+
         import matplotlib.pyplot as plt
         from PIL import Image as _Image
-        import io as _io
 
         if ax is None:
             _, ax = plt.subplots(figsize=(6, 6))
@@ -211,7 +212,7 @@ class ExplainOptions:
     refine_step: int = 3
     refine_budget: float = 0.25
 
-    def checked(self) -> "ExplainOptions":
+    def checked(self) -> ExplainOptions:
         """A copy with every field parsed and range-checked (raises OccludeError naming the parameter)."""
         patch = parse_hw(self.patch, "patch") if self.patch is not None else None
         stride = parse_hw(self.stride, "stride") if self.stride is not None else None

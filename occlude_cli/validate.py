@@ -18,10 +18,21 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .core.baselines import default_blur_sigma, make_baseline, parse_baseline
-from .core.metrics import (DEFAULT_STEPS, deletion_curve, energy_share, finite_or_none, insertion_curve, peak,
-                           peak_inside_fraction, pearson, pointing_game, spearman, top_fraction_iou)
+from .core.metrics import (
+    DEFAULT_STEPS,
+    deletion_curve,
+    energy_share,
+    finite_or_none,
+    insertion_curve,
+    peak,
+    peak_inside_fraction,
+    pearson,
+    pointing_game,
+    spearman,
+    top_fraction_iou,
+)
 from .errors import OccludeError, first_line
-from .explain import Explanation, ExplainOptions, explain, resolve_preprocessing
+from .explain import ExplainOptions, Explanation, explain, resolve_preprocessing
 from .loaders.images import Preprocessing, prepare_image
 from .loaders.maps import region_mask
 from .loaders.model import OnnxClassifier
@@ -279,7 +290,7 @@ class CheckRow:
     error: Optional[str] = None
 
     @classmethod
-    def from_result(cls, path: str, mask: Optional[str], result: dict, seconds: Optional[float]) -> "CheckRow":
+    def from_result(cls, path: str, mask: Optional[str], result: dict, seconds: Optional[float]) -> CheckRow:
         return cls(
             path=path,
             status="pass" if result["passed"] else "fail",

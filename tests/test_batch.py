@@ -15,6 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from occlude_cli.batch import discover_inputs, parse_shard, take_shard
+from occlude_cli.errors import OccludeError
 from occlude_cli.cli import app
 
 from conftest import ROOT, SAMPLE_IMAGES, SAMPLE_MODELS
@@ -108,7 +109,7 @@ def test_shards_partition_the_inputs_and_merge(tmp_path, folder):
     parts = [take_shard(images, (k, 3)) for k in (1, 2, 3)]
     assert sorted(i.key for p in parts for i in p) == sorted(i.key for i in images)
     assert not set(i.key for i in parts[0]) & set(i.key for i in parts[1])
-    with pytest.raises(Exception):
+    with pytest.raises(OccludeError):
         parse_shard("0/3")
     full, merged = tmp_path / "full", tmp_path / "merged"
     assert occlude("run", DIGITS, folder, "-r", "--out", full, "--quiet", "--no-timing").exit_code == 3

@@ -179,7 +179,7 @@ def test_sample_models_pinned_to_batch_one_are_rewritten_back(tmp_path):
 def test_not_an_onnx_file_and_missing_file(tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x0a\x05ab")
-    with pytest.raises(OccludeError, match=r"cannot read .* as an ONNX model"):
+    with pytest.raises(OccludeError, match=r"cannot load .* as an ONNX model"):
         g.batched_model(junk)
     with pytest.raises(OccludeError, match="model not found"):
         g.batched_model(tmp_path / "missing.onnx")

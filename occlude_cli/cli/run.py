@@ -7,14 +7,34 @@ from typing import Annotated, List, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from ..core.baselines import BASELINES
 from ..errors import OccludeError
-from .common import (ExitCode, ModelFlags, OcclusionFlags, check_output_folder, fail, one_line, print_error,
-                     region_values, stderr, stderr_is_terminal, stdout, user_errors, with_flags)
+from .common import (
+    ExitCode,
+    ModelFlags,
+    OcclusionFlags,
+    check_output_folder,
+    fail,
+    one_line,
+    print_error,
+    region_values,
+    stderr,
+    stderr_is_terminal,
+    stdout,
+    user_errors,
+    with_flags,
+)
 
 RUN_EXAMPLES = """
 [bold]Examples[/]
@@ -68,8 +88,16 @@ def run(
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Explain images with an ONNX classifier: writes STEM.overlay.png, STEM.heatmap.png, STEM.json, STEM.npy."""
-    from ..batch import (MapAggregate, discover_inputs, parse_shard, run_batch, summary_document, summary_name,
-                         take_shard, write_summary)
+    from ..batch import (
+        MapAggregate,
+        discover_inputs,
+        parse_shard,
+        run_batch,
+        summary_document,
+        summary_name,
+        take_shard,
+        write_summary,
+    )
     from ..explain import ExplainOptions, check_run, parse_patches
     from ..outputs.records import SummaryRow
 

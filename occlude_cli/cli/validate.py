@@ -8,7 +8,7 @@ box outside the image; takes precedence over 4); 1 error before any image (model
 
 import sys
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import List, Optional
 
 import typer
 from rich.markup import escape
@@ -16,9 +16,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from ..errors import OccludeError
-from ..outputs.records import format_json
-from .common import (ExitCode, ModelFlags, OcclusionFlags, check_output_folder, fail, one_line, print_error, stderr,
-                     stderr_is_terminal, stdout, user_errors, with_flags)
+from .common import (
+    ExitCode,
+    ModelFlags,
+    OcclusionFlags,
+    check_output_folder,
+    fail,
+    print_error,
+    stderr,
+    stderr_is_terminal,
+    stdout,
+    user_errors,
+    with_flags,
+)
 
 COMPARE_EXAMPLES = """
 [bold]Examples[/]
@@ -98,6 +108,8 @@ def compare(
     )
     written = write_comparison(explanation, other, comparison, out, Path(image).stem)
     if json_out:
+        from ..outputs.records import format_json
+
         sys.stdout.write(format_json(comparison) + "\n")
     elif not quiet:
         _print_comparison(stdout, comparison, written)
@@ -190,10 +202,12 @@ def check(
             interrupted = True
     done = len(rows)
     rows += [CheckRow(path=arg, status="error", error=problem) for arg, problem in problems]
-    for arg, problem in problems:
-        stderr.print(f"[bold red]error:[/] {escape(problem)}")
+    for _, problem in problems:
+        print_error(problem)
     write_check_summary(rows, out, settings)
     if json_out:
+        from ..outputs.records import format_json
+
         sys.stdout.write(format_json(check_document(rows, settings)) + "\n")
     elif not quiet:
         _print_checks(stdout, rows, out, settings)

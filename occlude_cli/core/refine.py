@@ -11,8 +11,18 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ..errors import OccludeError
-from .engine import (Box, Occlusion, ProgressFn, ScoreFn, default_stride, occlusion_sensitivity, score_windows,
-                     spatial_size, window_grid, window_starts)
+from .engine import (
+    Box,
+    Occlusion,
+    ProgressFn,
+    ScoreFn,
+    default_stride,
+    occlusion_sensitivity,
+    score_windows,
+    spatial_size,
+    window_grid,
+    window_starts,
+)
 
 
 def _interpolation_matrix(positions: np.ndarray, known: np.ndarray) -> np.ndarray:

@@ -179,7 +179,7 @@ def _read_proto(path: Path) -> onnx.ModelProto:
     try:
         return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # DecodeError and friends
-        raise OccludeError(f"cannot read {path} as an ONNX model: {_error_line(exc)}") from None
+        raise OccludeError(f"cannot load {path} as an ONNX model: {_error_line(exc)}") from None
 
 
 _EXTERNAL_DATA_KEYS = frozenset({"location", "offset", "length", "checksum"})
@@ -250,7 +250,7 @@ def load_model(model_or_path: ModelOrPath) -> onnx.ModelProto:
     try:
         return onnx.load(str(path), load_external_data=True)
     except Exception as exc:
-        raise OccludeError(f"cannot read {path} as an ONNX model: {_error_line(exc)}") from None
+        raise OccludeError(f"cannot load {path} as an ONNX model: {_error_line(exc)}") from None
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import OccludeError, first_line
 
+
 class Layout(str, Enum):
     """Where the channels sit in a 4-D image input."""
 

@@ -59,8 +59,13 @@ DEVICES = tuple(d.value for d in Device)
 SCORE_KINDS = tuple(k.value for k in ScoreKind)
 
 def _ort():
-    import onnxruntime  # imported lazily: `occlude --help` should not pay for it
-
+    try:
+        import onnxruntime  # imported lazily: `occlude --help` should not pay for it
+    except ImportError:
+        raise OccludeError(
+            "onnxruntime is not installed: pip install 'occlude[cpu]' (or 'occlude[cuda]' for NVIDIA GPUs, "
+            "never both)"
+        ) from None
     return onnxruntime
 
 
@@ -290,6 +295,9 @@ class OnnxClassifier:
             raise OccludeError(f"model not found: {self.path}")
         if self.path.is_dir():
             raise OccludeError(f"expected an .onnx model file, got a folder: {self.path}")
+        from .graph import check_external_data
+
+        check_external_data(self.path)  # before anything reads weights: no location outside the model's folder
         ort = _ort()
         self.providers = choose_providers(device)
         options = ort.SessionOptions()
@@ -362,7 +370,7 @@ class OnnxClassifier:
     def _try_batch_rewrite(self, options) -> None:
         """A model pinned to batch 1 usually only declares it: rewrite the declared batch dimension to be
         dynamic and use the result if it provably computes the same thing; otherwise keep batch 1."""
-        from .onnx_graph import batched_model
+        from .graph import batched_model
 
         result = batched_model(
             self.path,

@@ -14,8 +14,6 @@ from ..core.metrics import finite_or_none, peak
 from ..explain import SCHEMA_VERSION, Explanation
 from ..validate import CHECK_FIELDS, CheckRow  # noqa: F401  (CHECK_FIELDS re-exported for write)
 
-
-
 json_number = finite_or_none  # JSON-safe float: null for None, NaN and inf
 
 
@@ -154,7 +152,7 @@ class SummaryRow:
     warning: Optional[str] = None
 
     @classmethod
-    def from_record(cls, record: dict, status: str, output: str, seconds: Optional[float]) -> "SummaryRow":
+    def from_record(cls, record: dict, status: str, output: str, seconds: Optional[float]) -> SummaryRow:
         info = record.get("map_info", {}).get("peak", {})
         warnings = record.get("warnings") or []
         return cls(

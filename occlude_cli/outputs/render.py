@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 from PIL import Image

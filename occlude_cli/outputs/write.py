@@ -15,8 +15,16 @@ import numpy as np
 from ..errors import OccludeError
 from ..explain import SCHEMA_VERSION, Explanation, ScaleStudy
 from ..validate import CheckRow
-from .records import (CHECK_FIELDS, SUMMARY_FIELDS, SummaryRow, check_document, explanation_record, format_json,
-                      json_number, summary_document)
+from .records import (
+    CHECK_FIELDS,
+    SUMMARY_FIELDS,
+    SummaryRow,
+    check_document,
+    explanation_record,
+    format_json,
+    json_number,
+    summary_document,
+)
 from .render import compare_png, heatmap_png, overlay_png, score_word
 
 # Cells a spreadsheet would run as a formula (OWASP "CSV injection"): prefixed with a quote.
