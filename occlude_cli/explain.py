@@ -262,8 +262,9 @@ def explain(
     ``options`` or keyword overrides (``patch=32``, ``baseline="blur"``, ...) set the run; see ExplainOptions.
     """
     started = time.perf_counter()
-    options, model, preprocessing, labels, patch, stride, prepared, region = _setup(
+    options, classifier, preprocessing, labels, patch, stride, prepared, region = _setup(
         model, image, options, preprocessing, labels, overrides)
+    model = classifier
     baseline_kind = options.baseline
     blur_sigma = options.blur_sigma if options.blur_sigma is not None else default_blur_sigma(patch)
     baseline = make_baseline(baseline_kind, prepared.pixels, preprocessing, seed=options.seed, blur_sigma=blur_sigma)
@@ -347,7 +348,9 @@ def _warnings(head: Head, original: float, values: np.ndarray, occlusion: Occlus
     return out
 
 
-def _setup(model, image, options, preprocessing, labels, overrides):
+def _setup(model, image, options, preprocessing, labels, overrides) -> Tuple[
+        ExplainOptions, OnnxClassifier, Preprocessing, Optional[List[str]], Tuple[int, int], Tuple[int, int],
+        PreparedImage, Optional[Box]]:
     """Shared start of explain() and estimate_run(): options, model, preprocessing, image and geometry."""
     options = options or ExplainOptions()
     if overrides:
@@ -376,8 +379,9 @@ def estimate_run(
     **overrides,
 ) -> dict:
     """What a run would cost, from one timed batch (after one warm-up batch), without running it."""
-    options, model, preprocessing, labels, patch, stride, prepared, region = _setup(
+    options, classifier, preprocessing, labels, patch, stride, prepared, region = _setup(
         model, image, options, preprocessing, labels, overrides)
+    model = classifier
     windows = len(window_grid(preprocessing.size, patch, stride, region))
     passes = (refine_forward_passes(preprocessing.size, patch, stride, region, options.refine_step,
                                     options.refine_budget) if options.refine else windows + 1)

@@ -86,11 +86,11 @@ def _curve_setup(
 def _curves(explanation: Explanation, setup: _CurveSetup, importance: np.ndarray, steps: int,
             progress: Optional[Callable[[int, int], None]] = None) -> dict:
     e = explanation
-    common = dict(steps=steps, spatial_axes=e.image.preprocessing.spatial_axes, batch_size=setup.batch_size)
+    axes = e.image.preprocessing.spatial_axes
     deletion = deletion_curve(e.image.model_input, setup.deletion_baseline, importance, setup.score, e.target,
-                              progress=progress, **common)
+                              steps=steps, spatial_axes=axes, batch_size=setup.batch_size, progress=progress)
     insertion = insertion_curve(e.image.model_input, setup.insertion_baseline, importance, setup.score, e.target,
-                                progress=progress, **common)
+                                steps=steps, spatial_axes=axes, batch_size=setup.batch_size, progress=progress)
     return {
         "fractions": [float(v) for v in deletion.fractions],
         "deletion": [float(v) for v in deletion.scores],

@@ -84,7 +84,7 @@ def run(
     timing: Annotated[bool, typer.Option("--timing/--no-timing", help="Record timings; --no-timing makes the JSON files byte-identical across runs.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON on stdout (nothing else goes to stdout).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, no per-image lines and no table; errors still go to stderr.")] = False,
-    model_flags: ModelFlags = None,  # type: ignore[assignment]  (filled in by with_flags)
+    model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Explain images with an ONNX classifier: writes STEM.overlay.png, STEM.heatmap.png, STEM.json, STEM.npy."""
@@ -112,7 +112,7 @@ def run(
     )
     shard_spec = parse_shard(shard)
     classifier, preprocessing, class_names = model_flags.load(model)
-    for patch_size in scales or [None]:
+    for patch_size in scales or [options.patch]:
         check_run(ExplainOptions(**{**options.__dict__, "patch": patch_size}), preprocessing, classifier, class_names)
     images, problems = discover_inputs(paths, recursive=recursive)
     images = take_shard(images, shard_spec)

@@ -76,7 +76,7 @@ def compare(
     patch: Optional[str] = typer.Option(None, help="Occluding patch, N or HxW \\[default: 1/14 of the input side]."),
     json_out: bool = typer.Option(False, "--json", help="Print the comparison JSON on stdout (nothing else)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
-    model_flags: ModelFlags = None,  # type: ignore[assignment]  (filled in by with_flags)
+    model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Compare another method's saliency map with occlusion's: correlation, top-k overlap, deletion and insertion curves."""
@@ -129,7 +129,7 @@ def check(
     patch: Optional[str] = typer.Option(None, help="Occluding patch, N or HxW \\[default: 1/14 of the input side]."),
     json_out: bool = typer.Option(False, "--json", help="Print check.json on stdout (nothing else)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table; failures and errors still go to stderr."),
-    model_flags: ModelFlags = None,  # type: ignore[assignment]  (filled in by with_flags)
+    model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
     """CI check: does the model look where it should? Pointing game and energy share inside a region."""
@@ -164,7 +164,7 @@ def check(
         raise OccludeError("no images to check (files named *.mask.png are masks, not inputs)")
     check_output_folder(out)
 
-    if box is not None:
+    if box_values is not None:
         region_text = "box " + ",".join(f"{v:g}" for v in box_values)
     elif mask is not None:
         region_text = f"mask {mask}"

@@ -16,7 +16,8 @@ from ..errors import OccludeError
 class Normaliser(Protocol):
     """What a baseline needs of the preprocessing: the model's colour order and pixels -> model input."""
 
-    color: str
+    @property
+    def color(self) -> str: ...
 
     def normalise(self, pixels: np.ndarray) -> np.ndarray: ...
 

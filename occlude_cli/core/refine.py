@@ -134,11 +134,11 @@ def refined_occlusion_sensitivity(
         raise OccludeError(f"refine works on 2-D images; this input has {len(axes)} spatial axes")
     if baseline is None:
         baseline = np.zeros_like(inputs)
-    stride = stride or default_stride(patch)
+    steps: Tuple[int, ...] = tuple(stride) if stride else default_stride(patch)
     y0, x0, y1, x1 = region if region is not None else (0, 0) + size
-    ys = window_starts(y1 - y0, patch[0], stride[0], y0)
-    xs = window_starts(x1 - x0, patch[1], stride[1], x0)
-    windows = window_grid(size, patch, stride, region)
+    ys = window_starts(y1 - y0, patch[0], steps[0], y0)
+    xs = window_starts(x1 - x0, patch[1], steps[1], x0)
+    windows = window_grid(size, patch, steps, region)
     ky, kx = _every(len(ys), coarse_step), _every(len(xs), coarse_step)
     coarse_index = (ky[:, None] * len(xs) + kx[None, :]).ravel()
     extra = refine_extra_windows(len(windows), len(coarse_index), budget)

@@ -77,7 +77,7 @@ def _read_grey_image(path: Path) -> np.ndarray:
     return rgb[..., 0]
 
 
-def _resize_float(values: np.ndarray, size: Tuple[int, int], box=None, resample=Image.BILINEAR) -> np.ndarray:
+def _resize_float(values: np.ndarray, size: Tuple[int, int], box=None, resample=Image.Resampling.BILINEAR) -> np.ndarray:
     height, width = size
     image = Image.fromarray(np.ascontiguousarray(values, dtype=np.float32), "F")
     return np.asarray(image.resize((width, height), resample, box=box), dtype=np.float64)
@@ -208,7 +208,7 @@ def mask_from_file(path, prepared: PreparedImage) -> np.ndarray:
     width, height = prepared.original_size
     sx, sy = mask_w / width, mask_h / height
     left, top, right, bottom = prepared.crop_box
-    cover = _resize_float(inside, prepared.preprocessing.size, (left * sx, top * sy, right * sx, bottom * sy), Image.BOX)
+    cover = _resize_float(inside, prepared.preprocessing.size, (left * sx, top * sy, right * sx, bottom * sy), Image.Resampling.BOX)
     return _finish_mask(cover, f"the region of mask {path}")
 
 

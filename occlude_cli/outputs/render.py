@@ -83,7 +83,7 @@ def heatmap_png(values: np.ndarray) -> bytes:
     factor = _display_factor(width, height)
     image = Image.fromarray(colorize(values, symmetric_limit(values)), "RGBA")
     if factor > 1:
-        image = image.resize((width * factor, height * factor), Image.NEAREST)
+        image = image.resize((width * factor, height * factor), Image.Resampling.NEAREST)
     return _png(image)
 
 
@@ -117,7 +117,7 @@ def overlay_png(
     on_image = map_on_original(values, base.size, crop_box)
     factor = _display_factor(width, height)
     if factor > 1:
-        base = base.resize((width * factor, height * factor), Image.NEAREST)
+        base = base.resize((width * factor, height * factor), Image.Resampling.NEAREST)
         on_image = np.kron(on_image, np.ones((factor, factor)))
     limit = symmetric_limit(values)
     layer = Image.fromarray(colorize(on_image, limit, _opacity(on_image, limit)), "RGBA")
