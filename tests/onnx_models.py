@@ -100,3 +100,60 @@ def rectangle_logit(x: np.ndarray, rect: Sequence[int]) -> float:
     """What ``rectangle_model`` computes for class 0, for one (C, H, W) sample."""
     y0, x0, y1, x1 = rect
     return float(x[:, y0:y1, x0:x1].mean())
+
+
+def linear_head_model(
+    path: Path,
+    weights: np.ndarray,
+    bias: np.ndarray,
+    *,
+    head: str = "none",
+    out_shape: str = "NC",
+    layout: str = "NCHW",
+    input_type: int = TensorProto.FLOAT,
+) -> Path:
+    """logits = W . flatten(x) + b for one sample x in NCHW order, with W of shape (K, C, H, W).
+
+    ``head``: "none" (logits), "sigmoid" or "softmax" after the linear layer. ``out_shape``: "NC", "N" (a
+    single output squeezed to (N,)), or "NC11". ``layout`` NHWC transposes inside the graph; ``input_type``
+    UINT8 (or another int) casts to float inside, like TF/TFLite exports that take raw pixels.
+    """
+    k, c, h, w = weights.shape
+    shape = ["N", c, h, w] if layout == "NCHW" else ["N", h, w, c]
+    image = helper.make_tensor_value_info("image", input_type, shape)
+    nodes = []
+    current = "image"
+    if input_type != TensorProto.FLOAT:
+        nodes.append(helper.make_node("Cast", [current], ["as_float"], to=TensorProto.FLOAT))
+        current = "as_float"
+    if layout == "NHWC":
+        nodes.append(helper.make_node("Transpose", [current], ["nchw"], perm=[0, 3, 1, 2]))
+        current = "nchw"
+    nodes += [
+        helper.make_node("Flatten", [current], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "W", "b"], ["logits"], transB=1),
+    ]
+    current = "logits"
+    if head == "sigmoid":
+        nodes.append(helper.make_node("Sigmoid", [current], ["squashed"]))
+        current = "squashed"
+    elif head == "softmax":
+        nodes.append(helper.make_node("Softmax", [current], ["squashed"], axis=1))
+        current = "squashed"
+    inits = [
+        numpy_helper.from_array(weights.reshape(k, -1).astype(np.float32), "W"),
+        numpy_helper.from_array(bias.astype(np.float32), "b"),
+    ]
+    if out_shape == "N":
+        inits.append(_const("squeeze_axes", [1]))
+        nodes.append(helper.make_node("Squeeze", [current, "squeeze_axes"], ["scores"]))
+        out = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N"])
+    elif out_shape == "NC11":
+        inits.append(_const("unsqueeze_axes", [2, 3]))
+        nodes.append(helper.make_node("Unsqueeze", [current, "unsqueeze_axes"], ["scores"]))
+        out = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", k, 1, 1])
+    else:
+        nodes.append(helper.make_node("Identity", [current], ["scores"]))
+        out = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", k])
+    graph = helper.make_graph(nodes, "linear_head", [image], [out], initializer=inits)
+    return _save(graph, path)
