@@ -240,6 +240,34 @@ def test_score_masked_layouts_float_masks_and_progress():
     assert seen == [(2, 3), (3, 3)]
 
 
+@pytest.mark.parametrize("spatial_axes", [(-2, -1), (0, 1)])
+def test_score_masked_matches_a_naive_composite_for_any_mask_sequence(spatial_axes):
+    """Rows are rewritten incrementally (only changed pixels) or in full: either way each scored input must
+    equal np.where(mask, baseline, image), whatever the previous masks in that row were."""
+    rng = np.random.default_rng(4)
+    image = rng.normal(size=(2, 6, 7) if spatial_axes == (-2, -1) else (6, 7, 2))
+    baseline = rng.normal(size=image.shape)
+    state = np.zeros((6, 7), bool)
+    masks = [state]
+    for step in range(40):
+        if step % 11 == 5:
+            masks.append(rng.random((6, 7)))  # a float mask: blend
+            continue
+        state = state.copy()
+        if step % 7 == 3:
+            state = rng.random((6, 7)) < 0.5  # many pixels change: full rewrite
+        else:
+            state[rng.integers(6), rng.integers(7)] ^= True  # one pixel changes: incremental
+        masks.append(state)
+    out = score_masked(image, baseline, masks, lambda b: b.reshape(len(b), -1), spatial_axes=spatial_axes,
+                       batch_size=3)
+    expected = []
+    for m in masks:
+        mm = np.expand_dims(m, 0 if spatial_axes == (-2, -1) else -1)
+        expected.append((image + mm * (baseline - image)) if m.dtype != bool else np.where(mm, baseline, image))
+    np.testing.assert_allclose(out, np.stack(expected).reshape(len(masks), -1), rtol=0, atol=1e-15)
+
+
 def test_score_masked_rejects_bad_input():
     image = np.zeros((1, 4, 4))
     ok = lambda b: np.zeros((len(b), 2))

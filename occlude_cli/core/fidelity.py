@@ -292,19 +292,30 @@ def score_masked(
         if progress is not None:
             progress(done, total)
 
+    image_s = np.moveaxis(image, axes, (-2, -1))  # views with the pixel axes last, for fancy indexing
+    baseline_s = np.moveaxis(baseline, axes, (-2, -1))
+    held: list = [None] * rows  # the boolean mask each buffer row currently holds (None: unknown)
     for i, mask in enumerate(masks):
         m = np.asarray(mask)
         if m.shape != size:
             raise OccludeError(f"masks[{i}] has shape {m.shape}, expected the image's {size[0]}x{size[1]}")
-        m = m.reshape(mask_shape)
         row = buffer[pending]
-        if m.dtype == bool:
-            np.copyto(row, image)
-            np.copyto(row, baseline, where=m)
-        else:
+        if m.dtype != bool:
             if not np.all((m >= 0) & (m <= 1)):
                 raise OccludeError(f"masks[{i}] must be boolean or hold values in [0, 1]")
-            row[...] = image + m * (baseline.astype(np.float64) - image)
+            row[...] = image + m.reshape(mask_shape) * (baseline.astype(np.float64) - image)
+            held[pending] = None
+        else:
+            flat = m.ravel()
+            changed = None if held[pending] is None else np.flatnonzero(held[pending] ^ flat)
+            if changed is None or len(changed) > flat.size // 4:
+                np.copyto(row, image)
+                np.copyto(row, baseline, where=m.reshape(mask_shape))
+            else:  # rewrite only the pixels whose state changed: two windows' worth for a sliding window
+                ys, xs = np.divmod(changed, size[1])
+                np.moveaxis(row, axes, (-2, -1))[..., ys, xs] = np.where(flat[changed], baseline_s[..., ys, xs],
+                                                                           image_s[..., ys, xs])
+            held[pending] = flat.copy()
         pending += 1
         if pending == rows:
             flush()
