@@ -152,6 +152,13 @@ def test_any_other_map_matches_the_slow_loop(linear):
     result = infidelity_result(-exact, windows, drops, scale_invariant=True)
     assert result.value < 1e-9 * float(np.mean(drops**2))
     assert result.scale == pytest.approx(-1.0, rel=1e-6)
+    # the null value is an all-zero map's infidelity; value / null = 1 - cos^2 for the scale-invariant variant
+    other = maps[0]
+    result = infidelity_result(other, windows, drops, scale_invariant=True)
+    assert result.null_value == pytest.approx(infidelity(np.zeros((H, W)), windows, drops), rel=1e-12)
+    a = np.array([other[y : y + h, x : x + w].sum() for y, x, h, w in windows])
+    cos2 = np.dot(a, drops) ** 2 / (np.dot(a, a) * np.dot(drops, drops))
+    assert result.unexplained == pytest.approx(1 - cos2, rel=1e-9)
 
 
 def test_gradient_style_equals_the_attribution_times_perturbation(linear):
@@ -192,6 +199,37 @@ def test_window_sums_match_a_loop():
     windows = np.array([(0, 0, 9, 13), (2, 3, 1, 1), (4, 5, 5, 8), (8, 12, 1, 1), (0, 7, 3, 6)])
     expected = [values[y : y + h, x : x + w].sum() for y, x, h, w in windows]
     np.testing.assert_allclose(window_sums(values, windows), expected, rtol=1e-12)
+
+
+def test_volumes_three_spatial_axes():
+    """A linear model on a (C, D, H, W) volume with (z, y, x, d, h, w) windows: the exact map has infidelity 0,
+    another map the slow loop's value, and window sums match the obvious triple loop."""
+    rng = np.random.default_rng(6)
+    weights, image = rng.normal(size=(2, 5, 6, 7)), rng.normal(size=(2, 5, 6, 7))
+    baseline = np.zeros_like(image)
+    windows = np.array([(z, y, x, 2, 3, 3) for z in range(0, 4, 2) for y in range(0, 4, 3) for x in range(0, 5, 2)])
+    masks = []
+    for z, y, x, d, h, w in windows:
+        m = np.zeros((5, 6, 7), bool)
+        m[z : z + d, y : y + h, x : x + w] = True
+        masks.append(m)
+    score = lambda batch: (batch * weights).reshape(len(batch), -1).sum(axis=1, keepdims=True)
+    drops = score(image[None])[0, 0] - score_masked(image, baseline, masks, score, spatial_axes=(1, 2, 3))[:, 0]
+    exact = (weights * image).sum(axis=0)
+    volume = (0, 1, 2)  # a map without channels: all three axes are spatial
+    assert infidelity(exact, windows, drops, spatial_axes=volume) < 1e-24
+    other = rng.normal(size=(5, 6, 7))
+    sums = np.array([other[z : z + d, y : y + h, x : x + w].sum() for z, y, x, d, h, w in windows])
+    np.testing.assert_allclose(window_sums(other, windows), sums, rtol=1e-12)
+    assert infidelity(other, windows, drops, spatial_axes=volume) == pytest.approx(np.mean((sums - drops) ** 2),
+                                                                                rel=1e-12)
+    got = infidelity(weights, windows, drops, perturbation=image - baseline, spatial_axes=(1, 2, 3))
+    assert got < 1e-24
+    # top-k on a volume: keeping every voxel with a positive weight*input keeps the score at least whole
+    curve = sufficiency_curve(image, baseline, exact, score, 0, fractions=(0.5, 1.0), spatial_axes=(1, 2, 3))
+    assert curve.pixels.tolist() == [105, 210]
+    assert curve.relative[-1] == pytest.approx(1.0)
+    assert curve.relative[0] > 1.0  # the top half holds every positive term and drops negative ones
 
 
 def test_infidelity_rejects_bad_input():

@@ -22,6 +22,7 @@ an undefined result is NaN rather than an exception.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from typing import Callable, NamedTuple
 
@@ -31,6 +32,7 @@ from occlude_cli.errors import OccludeError
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 ProgressFn = Callable[[int, int], None]
+PerturbFn = Callable[[np.ndarray, int, int], None]
 
 DEFAULT_FRACTIONS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 _BOOTSTRAP_CHUNK = 4_000_000  # resampled values held in memory at once by bootstrap_mean_ci
@@ -39,52 +41,67 @@ _BOOTSTRAP_CHUNK = 4_000_000  # resampled values held in memory at once by boots
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _spatial_axes(ndim: int, spatial_axes: tuple[int, int], name: str) -> tuple[int, int]:
-    if ndim < 2:
-        raise OccludeError(f"{name} must have at least two (spatial) axes, got {ndim}")
+def _spatial_axes(ndim: int, spatial_axes: Sequence[int], name: str) -> tuple[int, ...]:
+    """``spatial_axes`` as distinct non-negative axes of an ``ndim``-D array (two for images, three for
+    volumes)."""
     try:
-        axes = tuple(int(a) % ndim for a in spatial_axes)
+        axes = tuple(int(a) for a in spatial_axes)
     except (TypeError, ValueError):
-        raise OccludeError(f"spatial_axes must be two integers, got {spatial_axes!r}") from None
-    if len(axes) != 2 or axes[0] == axes[1]:
-        raise OccludeError(f"spatial_axes {spatial_axes} must name two different axes of {name}")
-    return axes  # type: ignore[return-value]
+        raise OccludeError(f"spatial_axes must be a sequence of integers, got {spatial_axes!r}") from None
+    if not axes or any(not -ndim <= a < ndim for a in axes) or len({a % ndim for a in axes}) != len(axes):
+        raise OccludeError(f"spatial_axes {spatial_axes} must name distinct axes of the {ndim}-D {name}")
+    return tuple(a % ndim for a in axes)
 
 
-def _to_hw(array: np.ndarray, axes: tuple[int, int]) -> np.ndarray:
-    """Sum over every non-spatial axis: an (H, W) float64 array (NaN anywhere in a pixel stays NaN)."""
-    moved = np.moveaxis(np.asarray(array, dtype=np.float64), axes, (-2, -1))
-    return moved.reshape((-1,) + moved.shape[-2:]).sum(axis=0)
+def _to_spatial(array: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """Sum over every non-spatial axis (channels): a float64 array of the spatial shape (NaN in any channel
+    of a pixel makes the pixel NaN)."""
+    d = len(axes)
+    moved = np.moveaxis(np.asarray(array, dtype=np.float64), axes, tuple(range(-d, 0)))
+    return moved.reshape((-1,) + moved.shape[-d:]).sum(axis=0)
 
 
-def _check_windows(windows, size: tuple[int, int]) -> np.ndarray:
+def _check_windows(windows, size: tuple[int, ...]) -> np.ndarray:
+    d = len(size)
+    what = f"windows must be an (N, {2 * d}) integer array of {d} starts then {d} sizes"
     try:
         w = np.asarray(windows)
     except (TypeError, ValueError):
-        raise OccludeError("windows must be an (N, 4) integer array of (y, x, h, w)") from None
-    if w.ndim != 2 or w.shape[1] != 4 or w.dtype.kind not in "iu":
-        raise OccludeError(f"windows must be an (N, 4) integer array of (y, x, h, w), got shape {w.shape} "
-                           f"dtype {w.dtype}")
+        raise OccludeError(what) from None
+    if w.ndim != 2 or w.shape[1] != 2 * d or (w.size and w.dtype.kind not in "iu"):
+        raise OccludeError(f"{what} (y, x, h, w for images), got shape {w.shape} dtype {w.dtype}")
     w = w.astype(np.int64)
-    y, x, h, wd = w.T
-    height, width = size
-    bad = (y < 0) | (x < 0) | (h < 1) | (wd < 1) | (y + h > height) | (x + wd > width)
+    starts, sizes = w[:, :d], w[:, d:]
+    bad = np.any((starts < 0) | (sizes < 1) | (starts + sizes > np.asarray(size)), axis=1)
     if np.any(bad):
         i = int(np.flatnonzero(bad)[0])
-        raise OccludeError(f"windows[{i}] = {w[i].tolist()} is empty or outside the {height}x{width} map")
+        shape = "x".join(str(n) for n in size)
+        raise OccludeError(f"windows[{i}] = {w[i].tolist()} is empty or outside the {shape} map")
     return w
 
 
 def window_sums(values: np.ndarray, windows: np.ndarray) -> np.ndarray:
-    """Sum of an (H, W) array over each (y, x, h, w) window, by a summed-area table: O(HW + N).
+    """Sum of a d-D array over each window (d starts then d sizes: y, x, h, w for images), by a summed-area
+    table: O(size + N 2^d).
 
-    The table is float64 with a zero first row and column, so a window's sum is four lookups:
-    ``S[y+h, x+w] - S[y, x+w] - S[y+h, x] + S[y, x]``. ``values`` must be finite.
+    The table is float64 with a zero first slice along every axis, so a window's sum is 2^d lookups
+    (inclusion-exclusion over its corners; for images ``S[y+h, x+w] - S[y, x+w] - S[y+h, x] + S[y, x]``).
+    ``values`` must be finite.
     """
-    table = np.zeros((values.shape[0] + 1, values.shape[1] + 1), dtype=np.float64)
-    np.cumsum(np.cumsum(values, axis=0, dtype=np.float64), axis=1, out=table[1:, 1:])
-    y, x, h, w = windows.T
-    return table[y + h, x + w] - table[y, x + w] - table[y + h, x] + table[y, x]
+    values = np.asarray(values, dtype=np.float64)
+    d = values.ndim
+    table = np.zeros(tuple(n + 1 for n in values.shape), dtype=np.float64)
+    inner = values
+    for axis in range(d):
+        inner = np.cumsum(inner, axis=axis)
+    table[(slice(1, None),) * d] = inner
+    starts, ends = windows[:, :d], windows[:, :d] + windows[:, d:]
+    total = np.zeros(len(windows), dtype=np.float64)
+    for corner in itertools.product((0, 1), repeat=d):  # 1: the window's end on that axis, 0: its start
+        index = tuple(ends[:, a] if c else starts[:, a] for a, c in enumerate(corner))
+        sign = -1.0 if (d - sum(corner)) % 2 else 1.0
+        total += sign * table[index]
+    return total
 
 
 def top_k_order(values) -> np.ndarray:
@@ -117,7 +134,10 @@ class InfidelityResult(NamedTuple):
     ``value``: mean over the used windows of ``(scale * explained - drop)^2`` (NaN if no window is usable);
     ``scale``: 1, or the fitted beta of the scale-invariant variant; ``used`` / ``skipped``: windows taken /
     left out (touching a NaN pixel of the map, or a non-finite drop); ``explained``: (N,) the map's
-    predicted drop per window, NaN for skipped windows.
+    predicted drop per window, NaN for skipped windows; ``null_value``: mean of drop^2 over the used
+    windows, the infidelity of an all-zero map. A map is informative only below it, and for the
+    scale-invariant variant ``value / null_value = 1 - cos^2(explained, drops)`` is unit-free: the share of
+    the drops the map leaves unexplained, comparable across images.
     """
 
     value: float
@@ -125,6 +145,12 @@ class InfidelityResult(NamedTuple):
     used: int
     skipped: int
     explained: np.ndarray
+    null_value: float
+
+    @property
+    def unexplained(self) -> float:
+        """``value / null_value`` (NaN when every drop is 0)."""
+        return self.value / self.null_value if self.null_value > 0 else float("nan")
 
 
 def infidelity_result(
@@ -134,7 +160,7 @@ def infidelity_result(
     *,
     perturbation=None,
     scale_invariant: bool = False,
-    spatial_axes: tuple[int, int] = (-2, -1),
+    spatial_axes: Sequence[int] = (-2, -1),
 ) -> InfidelityResult:
     """Infidelity of an attribution map with occlusion windows as the perturbations, with its details.
 
@@ -142,22 +168,25 @@ def infidelity_result(
     and skipped as well, which a report must show next to the value.
     """
     attribution = np.asarray(attribution, dtype=np.float64)
-    axes = _spatial_axes(attribution.ndim, spatial_axes, "attribution")
     if perturbation is None:
-        explanation = _to_hw(attribution, axes)  # attribution-style map: summed over channels
+        axes = _spatial_axes(attribution.ndim, spatial_axes, "attribution")
+        explanation = _to_spatial(attribution, axes)  # attribution-style map: summed over channels
     else:
         perturbation = np.asarray(perturbation, dtype=np.float64)
-        paxes = _spatial_axes(perturbation.ndim, spatial_axes, "perturbation")
-        hw = (perturbation.shape[paxes[0]], perturbation.shape[paxes[1]])
-        if attribution.shape == hw and perturbation.ndim > 2:  # one value per pixel, applied to every channel
+        axes = _spatial_axes(perturbation.ndim, spatial_axes, "perturbation")
+        spatial = tuple(perturbation.shape[a] for a in axes)
+        if attribution.shape == spatial and perturbation.ndim > len(axes):  # one value per pixel, all channels
             shape = [1] * perturbation.ndim
-            shape[paxes[0]], shape[paxes[1]] = hw
+            for a, n in zip(axes, spatial):
+                shape[a] = n
             attribution = attribution.reshape(shape)
         elif attribution.shape != perturbation.shape:
-            raise OccludeError(f"attribution shape {attribution.shape} differs from perturbation shape "
-                               f"{perturbation.shape} (give an input-shaped or an (H, W) attribution)")
+            raise OccludeError(
+                f"attribution shape {attribution.shape} differs from perturbation shape {perturbation.shape} "
+                "(give an input-shaped attribution or one value per pixel)"
+            )
         with np.errstate(invalid="ignore", over="ignore"):
-            explanation = _to_hw(attribution * perturbation, paxes)  # gradient-style: <map, input - baseline>
+            explanation = _to_spatial(attribution * perturbation, axes)  # gradient-style: <map, input - baseline>
     size = explanation.shape
     w = _check_windows(windows, size)
     d = np.asarray(drops, dtype=np.float64)
@@ -175,14 +204,14 @@ def infidelity_result(
     explained[~usable] = np.nan
     used = int(usable.sum())
     if used == 0:
-        return InfidelityResult(float("nan"), float("nan"), 0, len(w), explained)
+        return InfidelityResult(float("nan"), float("nan"), 0, len(w), explained, float("nan"))
     a, b = explained[usable], d[usable]
     scale = 1.0
     if scale_invariant:
         denominator = float(np.dot(a, a))
         scale = float(np.dot(a, b)) / denominator if denominator != 0 else 0.0  # as Captum's safe_div
     value = float(np.mean((scale * a - b) ** 2))
-    return InfidelityResult(value, scale, used, len(w) - used, explained)
+    return InfidelityResult(value, scale, used, len(w) - used, explained, float(np.mean(b**2)))
 
 
 def infidelity(
@@ -192,7 +221,7 @@ def infidelity(
     *,
     perturbation=None,
     scale_invariant: bool = False,
-    spatial_axes: tuple[int, int] = (-2, -1),
+    spatial_axes: Sequence[int] = (-2, -1),
 ) -> float:
     """Infidelity (Yeh et al. 2019) of an attribution map, the occlusion windows being the perturbations.
 
@@ -204,7 +233,7 @@ def infidelity(
         infidelity  = mean_i (scale * explained_i - d_i) ** 2
 
     * ``attribution``: an (H, W) map, or an input-shaped array (channels are summed) whose ``spatial_axes``
-      are the map's. Attribution-style maps (occlusion, Integrated Gradients, Grad-CAM, SHAP: each pixel's
+      are the map's; volumes work the same with three spatial axes and (N, 6) windows. Attribution-style maps (occlusion, Integrated Gradients, Grad-CAM, SHAP: each pixel's
       share of the score) are compared as they are. Gradient-style maps (saliency, raw gradients) predict a
       drop only once multiplied by the change of the input: pass ``perturbation = input - baseline``
       (input-shaped); the product is summed over channels. This is Yeh et al.'s ``I^T Phi`` with
@@ -219,7 +248,7 @@ def infidelity(
     * Windows touching a NaN pixel of the map (not computed) and windows with a non-finite drop are
       skipped; :func:`infidelity_result` reports how many. NaN if no window is usable.
 
-    Cost: O(HW + N) with a summed-area table. **Lower is better**; 0 means the map predicts every window's
+    Cost: O(HW + N) with a summed-area table (:func:`window_sums`). **Lower is better**; 0 means the map predicts every window's
     drop exactly (the occlusion map itself is not 0: it averages overlapping windows). The value is in
     squared score units, so compare maps on the same model, image, windows and baseline.
     """
@@ -230,34 +259,116 @@ def infidelity(
 # ------------------------------------------------------------------------- batched masked scoring
 
 
+def _score_perturbations(
+    inputs: np.ndarray,
+    count: int,
+    perturb: PerturbFn,
+    score: ScoreFn,
+    *,
+    batch_size: int = 32,
+    progress: ProgressFn | None = None,
+) -> np.ndarray:
+    """The batched perturbation loop, with the signature and behaviour of ``core.engine.score_perturbations``
+    on the restructured main branch (to be replaced by an import from there when this module is merged).
+
+    A buffer of ``batch_size`` rows, each first a copy of ``inputs``, is reused for every batch;
+    ``perturb(buffer, row, i)`` turns ``buffer[row]`` into the i-th perturbed input, in order 0..count-1.
+    """
+    rows = min(batch_size, max(count, 1))
+    buffer = np.empty((rows,) + inputs.shape, dtype=inputs.dtype)
+    buffer[:] = inputs
+    result: np.ndarray | None = None
+    for start in range(0, count, rows):
+        n = min(rows, count - start)
+        for row in range(n):
+            perturb(buffer, row, start + row)
+        scores = np.asarray(score(buffer[:n]))
+        if scores.ndim != 2 or scores.shape[0] != n:
+            raise OccludeError(f"the score function must return (batch, classes); got shape {scores.shape} for batch {n}")
+        if result is None:
+            result = np.empty((count, scores.shape[1]), dtype=np.float64)
+        elif scores.shape[1] != result.shape[1]:
+            raise OccludeError("the score function returned a different number of classes for different batches")
+        result[start : start + n] = scores
+        if progress is not None:
+            progress(start + n, count)
+    if result is None:
+        raise OccludeError("masks is empty: nothing to score")
+    return result
+
+
+def mask_perturbation(image: np.ndarray, baseline: np.ndarray, masks: Sequence, axes: tuple[int, ...]) -> PerturbFn:
+    """``perturb(buffer, row, i)`` for the batched loop: ``buffer[row]`` becomes ``image`` with ``masks[i]``'s
+    pixels taken from ``baseline``.
+
+    Each row remembers the boolean mask it holds and rewrites only the pixels whose state changes (all of
+    them when more than a quarter do), so a sequence of sliding windows or deletion steps costs about what
+    the engine's window loop costs. Float masks blend, ``image + m * (baseline - image)``, and are written in
+    full.
+    """
+    d = len(axes)
+    size = tuple(image.shape[a] for a in axes)
+    mask_shape = [1] * image.ndim  # the mask on the spatial axes, 1 elsewhere: broadcasts over channels
+    for a, n in zip(axes, size):
+        mask_shape[a] = n
+    last = tuple(range(-d, 0))
+    image_s, baseline_s = np.moveaxis(image, axes, last), np.moveaxis(baseline, axes, last)  # views
+    fresh = np.zeros(int(np.prod(size)), dtype=bool)
+    held: dict = {}  # row -> flat boolean mask it holds; None after a float mask (unknown)
+
+    def perturb(buffer: np.ndarray, row: int, i: int) -> None:
+        m = np.asarray(masks[i])
+        if m.shape != size:
+            raise OccludeError(f"masks[{i}] has shape {m.shape}, expected the input's spatial shape {size}")
+        target = buffer[row]
+        if m.dtype != bool:
+            if not np.all((m >= 0) & (m <= 1)):
+                raise OccludeError(f"masks[{i}] must be boolean or hold values in [0, 1]")
+            target[...] = image + m.reshape(mask_shape) * (baseline.astype(np.float64) - image)
+            held[row] = None
+            return
+        flat = m.ravel()
+        before = held.get(row, fresh)
+        changed = None if before is None else np.flatnonzero(before ^ flat)
+        if changed is None or len(changed) > flat.size // 4:
+            np.copyto(target, image)
+            np.copyto(target, baseline, where=m.reshape(mask_shape))
+        elif len(changed):  # only the pixels whose state changed: two windows' worth for a sliding window
+            index = (Ellipsis,) + np.unravel_index(changed, size)
+            np.moveaxis(target, axes, last)[index] = np.where(flat[changed], baseline_s[index], image_s[index])
+        held[row] = flat.copy()
+
+    return perturb
+
+
 def score_masked(
     image: np.ndarray,
     baseline: np.ndarray,
-    masks: Iterable[np.ndarray],
+    masks: Sequence[np.ndarray] | Iterable[np.ndarray],
     score_fn: ScoreFn,
     *,
-    spatial_axes: tuple[int, int] = (-2, -1),
+    spatial_axes: Sequence[int] = (-2, -1),
     batch_size: int = 32,
     progress: ProgressFn | None = None,
 ) -> np.ndarray:
     """Scores of ``image`` with each mask's pixels replaced by ``baseline``: (len(masks), classes) float64.
 
-    The one batched perturbation loop. ``image`` is one sample in model layout (no batch axis), ``baseline``
-    has its shape, ``spatial_axes`` name its two pixel axes. Each mask is (H, W): True (or 1.0) takes the
+    ``image`` is one sample in model layout (no batch axis), ``baseline`` has its shape, ``spatial_axes``
+    name its pixel axes (two for images, three for volumes). Each mask has the spatial shape: True takes the
     baseline's pixel, every channel together; a float mask in [0, 1] blends, ``(1 - m) * image + m *
-    baseline``. Masks are consumed lazily, ``batch_size`` at a time, into one preallocated buffer, so a
-    generator of masks never needs them all in memory.
+    baseline``. ``masks`` is a sequence (a list, an (M, H, W) array, or any object with ``len`` and
+    indexing that builds masks on demand); a one-shot iterator is read into a list first.
 
-    Everything that perturbs an input and scores it can be written as masks for this loop:
+    One batched perturbation loop serves every perturbation that can be written as masks:
 
-    * an occlusion window (y, x, h, w): a mask True on ``[y:y+h, x:x+w]`` (the engine's ``score_windows``
-      gives the same scores; it only restores the previous window instead of copying the whole input);
-    * deletion step j: True on the first ``counts[j]`` pixels of the importance order; insertion step j:
-      the complement;
+    * an occlusion window (y, x, h, w): True on ``[y:y+h, x:x+w]`` (same scores as ``score_windows``;
+      test_fidelity checks it element-wise);
+    * deletion step j: True on the first ``counts[j]`` pixels of the importance order; insertion: the
+      complement;
     * sufficiency / completeness: True off / on the top-k set (:func:`sufficiency_curve`,
       :func:`completeness_curve`).
 
-    ``progress(done, total)`` is called after each batch (total is -1 when ``masks`` has no length).
+    ``progress(done, total)`` is called after each batch.
     """
     image = np.asarray(image)
     axes = _spatial_axes(image.ndim, spatial_axes, "image")
@@ -266,64 +377,11 @@ def score_masked(
         raise OccludeError(f"baseline shape {baseline.shape} differs from image shape {image.shape}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise OccludeError(f"batch_size must be a positive integer, got {batch_size!r}")
-    size = (image.shape[axes[0]], image.shape[axes[1]])
-    mask_shape = [1] * image.ndim  # (H, W) placed on the spatial axes, 1 elsewhere: broadcasts over channels
-    mask_shape[axes[0]], mask_shape[axes[1]] = size
-    total = len(masks) if hasattr(masks, "__len__") else -1  # type: ignore[arg-type]
-    rows = batch_size if total < 0 else max(1, min(batch_size, total))
-    buffer = np.empty((rows,) + image.shape, dtype=image.dtype)
-    chunks = []
-    classes = None
-    pending = 0
-    done = 0
-
-    def flush() -> None:
-        nonlocal pending, done, classes
-        out = np.asarray(score_fn(buffer[:pending]))
-        if out.ndim != 2 or out.shape[0] != pending:
-            raise OccludeError(f"the score function must return (batch, classes); got shape {out.shape} "
-                               f"for batch {pending}")
-        if classes is not None and out.shape[1] != classes:
-            raise OccludeError("the score function returned a different number of classes for different batches")
-        classes = out.shape[1]
-        chunks.append(out.astype(np.float64))
-        done += pending
-        pending = 0
-        if progress is not None:
-            progress(done, total)
-
-    image_s = np.moveaxis(image, axes, (-2, -1))  # views with the pixel axes last, for fancy indexing
-    baseline_s = np.moveaxis(baseline, axes, (-2, -1))
-    held: list = [None] * rows  # the boolean mask each buffer row currently holds (None: unknown)
-    for i, mask in enumerate(masks):
-        m = np.asarray(mask)
-        if m.shape != size:
-            raise OccludeError(f"masks[{i}] has shape {m.shape}, expected the image's {size[0]}x{size[1]}")
-        row = buffer[pending]
-        if m.dtype != bool:
-            if not np.all((m >= 0) & (m <= 1)):
-                raise OccludeError(f"masks[{i}] must be boolean or hold values in [0, 1]")
-            row[...] = image + m.reshape(mask_shape) * (baseline.astype(np.float64) - image)
-            held[pending] = None
-        else:
-            flat = m.ravel()
-            changed = None if held[pending] is None else np.flatnonzero(held[pending] ^ flat)
-            if changed is None or len(changed) > flat.size // 4:
-                np.copyto(row, image)
-                np.copyto(row, baseline, where=m.reshape(mask_shape))
-            else:  # rewrite only the pixels whose state changed: two windows' worth for a sliding window
-                ys, xs = np.divmod(changed, size[1])
-                np.moveaxis(row, axes, (-2, -1))[..., ys, xs] = np.where(flat[changed], baseline_s[..., ys, xs],
-                                                                           image_s[..., ys, xs])
-            held[pending] = flat.copy()
-        pending += 1
-        if pending == rows:
-            flush()
-    if pending:
-        flush()
-    if not chunks:
-        raise OccludeError("masks is empty: nothing to score")
-    return np.concatenate(chunks, axis=0)
+    if not (hasattr(masks, "__len__") and hasattr(masks, "__getitem__")):
+        masks = list(masks)
+    perturb = mask_perturbation(image, baseline, masks, axes)  # type: ignore[arg-type]
+    return _score_perturbations(image, len(masks), perturb, score_fn, batch_size=int(batch_size),  # type: ignore[arg-type]
+                                progress=progress)
 
 
 # ------------------------------------------------------------------ sufficiency and completeness
@@ -332,7 +390,7 @@ def score_masked(
 class TopKCurve(NamedTuple):
     """Scores after keeping (sufficiency) or occluding (completeness) the map's top-k pixels.
 
-    ``fractions``: the requested k (share of the H*W pixels); ``pixels``: the pixel count of each top-k set;
+    ``fractions``: the requested k (share of all pixels); ``pixels``: the pixel count of each top-k set;
     ``scores``: target score with that set kept / occluded; ``original_score`` / ``baseline_score``: with
     nothing / everything occluded. ``relative``: the fraction of the score kept (sufficiency, ``(s_k -
     s_baseline) / (s_original - s_baseline)``) or removed (completeness, ``(s_original - s_k) / (s_original -
@@ -359,31 +417,27 @@ def _top_k_curve(kind, image, baseline, attribution, score_fn, target, fractions
                  original_score, baseline_score, progress) -> TopKCurve:
     image = np.asarray(image)
     axes = _spatial_axes(image.ndim, spatial_axes, "image")
-    size = (image.shape[axes[0]], image.shape[axes[1]])
+    size = tuple(image.shape[a] for a in axes)
     values = np.asarray(attribution, dtype=np.float64)
     if values.shape != size:
-        raise OccludeError(f"attribution shape {values.shape} differs from the image's {size[0]}x{size[1]}")
+        raise OccludeError(f"attribution shape {values.shape} differs from the input's spatial shape {size}")
     if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or target < 0:
         raise OccludeError(f"target must be a non-negative class index, got {target!r}")
-    n = size[0] * size[1]
+    n = values.size
     counts = pixel_counts(n, fractions)
-    order = top_k_order(values)
     rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
+    rank[top_k_order(values)] = np.arange(n)
     rank = rank.reshape(size)  # position of each pixel in the importance order
 
-    def masks():  # True = occluded (baseline)
-        if original_score is None:
-            yield np.zeros(size, dtype=bool)
-        if baseline_score is None:
-            yield np.ones(size, dtype=bool)
-        for k in counts:
-            top = rank < k
-            yield ~top if kind == "sufficiency" else top
-
-    total = len(counts) + (original_score is None) + (baseline_score is None)
-    scores = score_masked(image, baseline, masks(), score_fn, spatial_axes=axes, batch_size=batch_size,
-                          progress=(lambda done, _: progress(done, total)) if progress else None)
+    masks = []  # True = occluded (baseline)
+    if original_score is None:
+        masks.append(np.zeros(size, dtype=bool))
+    if baseline_score is None:
+        masks.append(np.ones(size, dtype=bool))
+    for k in counts:
+        masks.append(rank >= k if kind == "sufficiency" else rank < k)
+    scores = score_masked(image, baseline, masks, score_fn, spatial_axes=axes, batch_size=batch_size,
+                          progress=progress)
     if not target < scores.shape[1]:
         raise OccludeError(f"target {target} is out of range for {scores.shape[1]} classes")
     s = scores[:, target]
@@ -411,7 +465,7 @@ def sufficiency_curve(
     target: int,
     *,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    spatial_axes: tuple[int, int] = (-2, -1),
+    spatial_axes: Sequence[int] = (-2, -1),
     batch_size: int = 32,
     original_score: float | None = None,
     baseline_score: float | None = None,
@@ -440,7 +494,7 @@ def completeness_curve(
     target: int,
     *,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    spatial_axes: tuple[int, int] = (-2, -1),
+    spatial_axes: Sequence[int] = (-2, -1),
     batch_size: int = 32,
     original_score: float | None = None,
     baseline_score: float | None = None,
