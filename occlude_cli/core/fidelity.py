@@ -177,8 +177,8 @@ def infidelity_result(
         spatial = tuple(perturbation.shape[a] for a in axes)
         if attribution.shape == spatial and perturbation.ndim > len(axes):  # one value per pixel, all channels
             shape = [1] * perturbation.ndim
-            for a, n in zip(axes, spatial):
-                shape[a] = n
+            for axis, n in zip(axes, spatial):
+                shape[axis] = n
             attribution = attribution.reshape(shape)
         elif attribution.shape != perturbation.shape:
             raise OccludeError(
@@ -293,7 +293,7 @@ def _score_perturbations(
         if progress is not None:
             progress(start + n, count)
     if result is None:
-        raise OccludeError("masks is empty: nothing to score")
+        raise OccludeError("nothing to score: masks is empty")
     return result
 
 
