@@ -34,7 +34,11 @@ from efficientnet_lite_pytorch import EfficientNet
 
 from occlude_cli.core.fidelity import DEFAULT_FRACTIONS, completeness_curve, infidelity_result, sufficiency_curve
 from occlude_cli.explain import explain
-from occlude_cli.model import OnnxClassifier
+
+try:
+    from occlude_cli.loaders.model import OnnxClassifier
+except ImportError:  # before the restructure (issue 8)
+    from occlude_cli.model import OnnxClassifier  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "sample_models" / "efficientnet_lite0.onnx"
@@ -112,10 +116,12 @@ def fidelity_record(name, attribution, explanation, heldout, image, baseline, sc
 
 def main() -> None:
     classifier = OnnxClassifier(MODEL, threads=2)
-    explanation = explain(classifier, IMAGE)  # the defaults: score prob, baseline zero, default patch/stride
-    assert explanation.params["baseline"] == "zero" and explanation.score_kind == "prob"
+    # the defaults but the score: the softmax probability, baseline zero, default patch and stride
+    explanation = explain(classifier, IMAGE, score="prob")
+    assert explanation.params["baseline"] == "zero" and explanation.score_kind in ("prob", "softmax")
     target = explanation.target
-    heldout = explain(classifier, IMAGE, patch=HELDOUT_PATCH, stride=HELDOUT_PATCH // 2, target=target)
+    heldout = explain(classifier, IMAGE, score="prob", patch=HELDOUT_PATCH, stride=HELDOUT_PATCH // 2,
+                      target=target)
     image = explanation.image.model_input  # (3, 224, 224) float32, exactly what onnxruntime saw
     baseline = np.zeros_like(image)
     print(f"target {target} ({explanation.label(target)}), windows {len(explanation.occlusion.windows)}, "
@@ -144,7 +150,7 @@ def main() -> None:
           f"{float(delta):.2e} (sum {ig_map.sum():.4f})", file=sys.stderr)
     atomic_write(OUT / "cat.ig.npy", lambda f: np.save(f, ig_map))
 
-    score = classifier.scorer("prob", False)
+    score = getattr(explanation, "score", None) or classifier.scorer("prob", False)  # the run's own scores
     original = float(explanation.occlusion.original_scores[target])
     base_score = float(score(baseline[None])[0, target])
     record = {
