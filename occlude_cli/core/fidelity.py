@@ -15,9 +15,10 @@ Sufficiency and completeness cost one forward pass per k. Both go through :func:
 generic batched perturbation loop: it scores the input with any list of pixel masks replaced by the
 baseline. Occlusion windows, deletion / insertion steps and top-k sets are all such masks.
 
-Conventions (shared with the other metrics): a map is an (H, W) float array, NaN marks a pixel that was
-not computed; orderings are deterministic (stable, by descending value then row-major index, NaN last);
-an undefined result is NaN rather than an exception.
+Conventions (shared with the other metrics): a map is a float array of the input's spatial shape ((H, W)
+for images, (D, H, W) for volumes; windows are then (N, 4) y, x, h, w or (N, 6) z, y, x, d, h, w, as the
+engine's), NaN marks a pixel that was not computed; orderings are deterministic (stable, by descending
+value then row-major index, NaN last); an undefined result is NaN rather than an exception.
 """
 
 from __future__ import annotations
