@@ -53,6 +53,7 @@ def atomic_write(path: Path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are documentation files
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
