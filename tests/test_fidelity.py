@@ -252,10 +252,7 @@ def test_infidelity_rejects_bad_input():
 
 
 def test_score_masked_equals_the_engine_window_loop(linear):
-    try:
-        from occlude_cli.core.engine import score_windows
-    except ImportError:  # before the restructure (issue 8) lands; drop this fallback at the merge
-        from occlude_cli.engine import score_windows
+    from occlude_cli.core.engine import score_windows
 
     _, image, baseline, windows, _, score = linear
     masks = (window_mask(win, (H, W)) for win in windows)  # a generator: consumed lazily

@@ -35,10 +35,7 @@ from efficientnet_lite_pytorch import EfficientNet
 from occlude_cli.core.fidelity import DEFAULT_FRACTIONS, completeness_curve, infidelity_result, sufficiency_curve
 from occlude_cli.explain import explain
 
-try:
-    from occlude_cli.loaders.model import OnnxClassifier
-except ImportError:  # before the restructure (issue 8)
-    from occlude_cli.model import OnnxClassifier  # type: ignore[no-redef]
+from occlude_cli.loaders.model import OnnxClassifier
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "sample_models" / "efficientnet_lite0.onnx"

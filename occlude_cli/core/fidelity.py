@@ -29,7 +29,9 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from occlude_cli.errors import OccludeError
+from ..errors import OccludeError
+from .engine import score_perturbations
+from .metrics import importance_order
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 ProgressFn = Callable[[int, int], None]
@@ -105,13 +107,7 @@ def window_sums(values: np.ndarray, windows: np.ndarray) -> np.ndarray:
     return total
 
 
-def top_k_order(values) -> np.ndarray:
-    """Flat (row-major) pixel indices from most to least important: descending value, ties in row-major
-    order, NaN / inf last. Same rule as the deletion curves' ``importance_order``, so the top-k set of a
-    map is always the same k pixels, whatever the sorting algorithm."""
-    v = np.asarray(values, dtype=np.float64).ravel()
-    missing = ~np.isfinite(v)
-    return np.lexsort((np.where(missing, 0.0, -v), missing))  # stable; last key is the primary one
+top_k_order = importance_order  # the deletion curves' order: the top-k set of a map is always the same pixels
 
 
 def pixel_counts(pixels: int, fractions: Sequence[float]) -> np.ndarray:
@@ -260,44 +256,6 @@ def infidelity(
 # ------------------------------------------------------------------------- batched masked scoring
 
 
-def _score_perturbations(
-    inputs: np.ndarray,
-    count: int,
-    perturb: PerturbFn,
-    score: ScoreFn,
-    *,
-    batch_size: int = 32,
-    progress: ProgressFn | None = None,
-) -> np.ndarray:
-    """The batched perturbation loop, with the signature and behaviour of ``core.engine.score_perturbations``
-    on the restructured main branch (to be replaced by an import from there when this module is merged).
-
-    A buffer of ``batch_size`` rows, each first a copy of ``inputs``, is reused for every batch;
-    ``perturb(buffer, row, i)`` turns ``buffer[row]`` into the i-th perturbed input, in order 0..count-1.
-    """
-    rows = min(batch_size, max(count, 1))
-    buffer = np.empty((rows,) + inputs.shape, dtype=inputs.dtype)
-    buffer[:] = inputs
-    result: np.ndarray | None = None
-    for start in range(0, count, rows):
-        n = min(rows, count - start)
-        for row in range(n):
-            perturb(buffer, row, start + row)
-        scores = np.asarray(score(buffer[:n]))
-        if scores.ndim != 2 or scores.shape[0] != n:
-            raise OccludeError(f"the score function must return (batch, classes); got shape {scores.shape} for batch {n}")
-        if result is None:
-            result = np.empty((count, scores.shape[1]), dtype=np.float64)
-        elif scores.shape[1] != result.shape[1]:
-            raise OccludeError("the score function returned a different number of classes for different batches")
-        result[start : start + n] = scores
-        if progress is not None:
-            progress(start + n, count)
-    if result is None:
-        raise OccludeError("nothing to score: masks is empty")
-    return result
-
-
 def mask_perturbation(image: np.ndarray, baseline: np.ndarray, masks: Sequence, axes: tuple[int, ...]) -> PerturbFn:
     """``perturb(buffer, row, i)`` for the batched loop: ``buffer[row]`` becomes ``image`` with ``masks[i]``'s
     pixels taken from ``baseline``.
@@ -381,7 +339,7 @@ def score_masked(
     if not (hasattr(masks, "__len__") and hasattr(masks, "__getitem__")):
         masks = list(masks)
     perturb = mask_perturbation(image, baseline, masks, axes)  # type: ignore[arg-type]
-    return _score_perturbations(image, len(masks), perturb, score_fn, batch_size=int(batch_size),  # type: ignore[arg-type]
+    return score_perturbations(image, len(masks), perturb, score_fn, batch_size=int(batch_size),  # type: ignore[arg-type]
                                 progress=progress)
 
 
