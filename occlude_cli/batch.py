@@ -148,7 +148,10 @@ class BatchResult:
 class MapAggregate:
     """Running mean of per-image maps, each scaled to [-1, 1] by its largest |value| (bounded memory)."""
 
-    def __init__(self) -> None:
+    def __init__(self, style=None) -> None:
+        from .outputs.render import DEFAULT_STYLE
+
+        self.style = style or DEFAULT_STYLE
         self.total: Optional[np.ndarray] = None
         self.count: Optional[np.ndarray] = None
         self.images = 0
@@ -172,7 +175,7 @@ class MapAggregate:
 
     def write(self, out_dir: Path) -> List[Path]:
         """aggregate.npy and aggregate.png (through the outputs stage)."""
-        return write_aggregate(self.mean() if self.total is not None else None, out_dir)
+        return write_aggregate(self.mean() if self.total is not None else None, out_dir, self.images, self.style)
 
 
 def summary_name(shard: Optional[Tuple[int, int]]) -> str:
@@ -195,6 +198,8 @@ def run_batch(
     scales: Sequence[Tuple[int, int]] = (),
     multiscale: bool = False,
     aggregate: Optional[MapAggregate] = None,
+    style=None,
+    panels: bool = False,
     on_image_start: Optional[Callable[[InputImage], None]] = None,
     on_windows: Optional[Callable[[int, int], None]] = None,
     on_image_done: Optional[Callable[[InputImage, SummaryRow], None]] = None,
@@ -216,7 +221,10 @@ def run_batch(
         "metrics": metrics,
         "scales": [list(s) for s in scales],
         "multiscale": multiscale,
+        "style": style.describe() if style is not None else None,
+        "panels": panels,
     }
+    look = {"style": style, "panels": panels} if style is not None else {"panels": panels}
     study = len(scales) > 1
     result = BatchResult()
     for image in images:
@@ -239,14 +247,14 @@ def run_batch(
                     explanation = result_study.explanations[0]
                     scale_metrics = [faithfulness(e, model) for e in result_study.explanations] if metrics else None
                     write_scale_study(result_study, out_dir, image.key, npy=npy, timing=timing,
-                                      multiscale=multiscale, extra=extra, metrics=scale_metrics)
+                                      multiscale=multiscale, extra=extra, metrics=scale_metrics, **look)
                     main_map = result_study.mean_map() if multiscale else explanation.map
                 else:
                     explanation = explain(model, image.path, options, **kwargs)
                     if metrics:
                         extra["metrics"] = faithfulness(explanation, model)
                     write_explanation(explanation, out_dir, image.key, npy=npy, all_classes=all_classes,
-                                      timing=timing, extra=extra)
+                                      timing=timing, extra=extra, **look)
                     main_map = explanation.map
                 if aggregate is not None:
                     aggregate.add(main_map)

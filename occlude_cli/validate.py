@@ -18,6 +18,14 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .core.baselines import default_blur_sigma, make_baseline, parse_baseline
+from .core.fidelity import (
+    DEFAULT_FRACTIONS,
+    bootstrap_mean_ci,
+    completeness_curve,
+    infidelity_result,
+    pixel_counts,
+    sufficiency_curve,
+)
 from .core.metrics import (
     DEFAULT_STEPS,
     deletion_curve,
@@ -34,7 +42,7 @@ from .core.metrics import (
 from .errors import OccludeError, first_line
 from .explain import ExplainOptions, Explanation, explain, resolve_preprocessing
 from .loaders.images import Preprocessing, prepare_image
-from .loaders.maps import region_mask
+from .loaders.maps import read_saliency_map, region_mask, resize_map
 from .loaders.model import OnnxClassifier
 
 DEFAULT_TOP_FRACTION = 0.1
@@ -100,6 +108,101 @@ def _curves(explanation: Explanation, setup: _CurveSetup, importance: np.ndarray
     }
 
 
+MAP_KINDS = ("attribution", "gradient")
+
+
+def check_fractions(fractions: Sequence[float]) -> Tuple[float, ...]:
+    """Top-k fractions for sufficiency and completeness, checked once (in (0, 1], increasing)."""
+    values = tuple(float(f) for f in fractions)
+    pixel_counts(1000, values)
+    return values
+
+
+def fidelity(
+    explanation: Explanation,
+    model: OnnxClassifier,
+    maps: dict,
+    *,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    map_kinds: Optional[dict] = None,
+    baseline: Optional[str] = None,
+    batch_size: Optional[int] = None,
+) -> dict:
+    """Infidelity, sufficiency and completeness of each map in ``maps`` (name -> (H, W) map at model-input
+    resolution) for the explanation's target, with its model, score and baseline (``baseline`` overrides).
+
+    Infidelity uses the occlusion windows as the perturbations and their measured drops (no forward pass;
+    for a refined run only the measured windows); ``map_kinds[name]`` is ``attribution`` (the map's sum over a
+    window predicts the drop) or ``gradient`` (the map times ``input - baseline`` does). Sufficiency and
+    completeness cost one forward pass per fraction and map, plus one for the all-baseline input.
+    Returns the JSON-ready ``fidelity`` document (README, "How faithful is a map?").
+    """
+    fractions = check_fractions(fractions)
+    kinds = dict(map_kinds or {})
+    setup = _curve_setup(explanation, model, baseline, baseline, batch_size)
+    e = explanation
+    occ, target = e.occlusion, e.target
+    measured = occ.measured if occ.measured is not None else np.ones(len(occ.windows), dtype=bool)
+    windows, drops = occ.windows[measured], occ.drops([target])[measured, 0]
+    sample = e.image.model_input
+    axes = e.image.preprocessing.spatial_axes
+    base_input = setup.deletion_baseline
+    original = float(occ.original_scores[target])
+    base_score = float(setup.score(base_input[None])[0, target])
+    perturbation = sample.astype(np.float64) - base_input.astype(np.float64)
+    passes = 1
+    out: dict = {}
+    for name, values in maps.items():
+        kind = kinds.get(name, "attribution")
+        if kind not in MAP_KINDS:
+            raise OccludeError(f"map kind must be one of {', '.join(MAP_KINDS)}, got {kind!r}")
+        values = np.asarray(values, dtype=np.float64)
+        extra = {"perturbation": perturbation, "spatial_axes": axes} if kind == "gradient" else {}
+        plain = infidelity_result(values, windows, drops, **extra)
+        fitted = infidelity_result(values, windows, drops, scale_invariant=True, **extra)
+        common = dict(fractions=fractions, spatial_axes=axes, batch_size=setup.batch_size, original_score=original,
+                      baseline_score=base_score)
+        suff = sufficiency_curve(sample, base_input, values, setup.score, target, **common)
+        comp = completeness_curve(sample, base_input, values, setup.score, target, **common)
+        passes += 2 * len(fractions)
+        out[name] = {
+            "infidelity": {
+                "value": json_number(plain.value),
+                "scale_invariant": json_number(fitted.value),
+                "scale": json_number(fitted.scale),
+                "unexplained": json_number(fitted.unexplained),
+                "null_value": json_number(fitted.null_value),
+                "mode": kind,
+                "windows_used": int(fitted.used),
+                "windows_skipped": int(fitted.skipped),
+            },
+            "sufficiency": {
+                "pixels": [int(v) for v in suff.pixels],
+                "scores": [json_number(v) for v in suff.scores],
+                "kept": [json_number(v) for v in suff.relative],
+                "mean_kept": json_number(suff.mean_relative),
+                "aopc": json_number(suff.aopc),
+            },
+            "completeness": {
+                "pixels": [int(v) for v in comp.pixels],
+                "scores": [json_number(v) for v in comp.scores],
+                "removed": [json_number(v) for v in comp.relative],
+                "mean_removed": json_number(comp.mean_relative),
+                "aopc": json_number(comp.aopc),
+            },
+        }
+    return {
+        "target": target,
+        "score": e.score_kind,
+        "baseline": setup.deletion_kind,
+        "original_score": json_number(original),
+        "baseline_score": json_number(base_score),
+        "fractions": list(fractions),
+        "forward_passes": passes,
+        "maps": out,
+    }
+
+
 def faithfulness(
     explanation: Explanation,
     model: OnnxClassifier,
@@ -109,18 +212,23 @@ def faithfulness(
     deletion_baseline: Optional[str] = None,
     insertion_baseline: Optional[str] = None,
     batch_size: Optional[int] = None,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
 ) -> dict:
     """Deletion and insertion curves of a map (the explanation's own map unless ``importance`` is given)
     for the explanation's target, with its score kind, model and baseline: what ``run --metrics`` adds.
 
     Returns a JSON-ready dict: ``deletion_auc`` (lower is better), ``insertion_auc`` (higher is better),
     ``steps``, ``score``, the baselines used, and the curves (``fractions``, ``deletion``, ``insertion``).
-    Costs 2 * (steps + 1) forward passes.
+    ``fidelity``: infidelity, sufficiency and completeness of the map (see :func:`fidelity`).
+    Costs 2 * (steps + 1) forward passes, plus 2 per fraction and 1 for the fidelity curves.
     """
     setup = _curve_setup(explanation, model, deletion_baseline, insertion_baseline, batch_size)
     values = explanation.map if importance is None else np.asarray(importance, dtype=np.float64)
     curves = _curves(explanation, setup, values, steps)
+    fid = fidelity(explanation, model, {"occlusion": values}, fractions=fractions, baseline=deletion_baseline,
+                   batch_size=batch_size)
     return {
+        "fidelity": fid,
         "deletion_auc": curves["deletion_auc"],
         "insertion_auc": curves["insertion_auc"],
         "steps": len(curves["fractions"]) - 1,
@@ -145,6 +253,8 @@ def compare_maps(
     batch_size: Optional[int] = None,
     other_name: Optional[str] = None,
     other_shape: Optional[Sequence[int]] = None,
+    fractions: Optional[Sequence[float]] = DEFAULT_FRACTIONS,
+    other_kind: str = "attribution",
 ) -> dict:
     """Compare another method's map with the occlusion map of the same model, image and target.
 
@@ -169,6 +279,10 @@ def compare_maps(
     setup = _curve_setup(e, model, deletion_baseline, insertion_baseline, batch_size)
     ours = _curves(e, setup, occ_map, steps)
     theirs = _curves(e, setup, other, steps)
+    fid = None
+    if fractions:
+        fid = fidelity(e, model, {"occlusion": occ_map, "other": other}, fractions=fractions,
+                       map_kinds={"other": other_kind}, baseline=deletion_baseline, batch_size=batch_size)
 
     def better(key: str, lower: bool) -> str:
         a, b = ours[key], theirs[key]
@@ -207,6 +321,7 @@ def compare_maps(
             "deletion": better("deletion_auc", lower=True),
             "insertion": better("insertion_auc", lower=False),
         },
+        "fidelity": fid,
     }
 
 
@@ -341,3 +456,81 @@ def check_file(
     except Exception as exc:  # one bad image must never stop the rest (KeyboardInterrupt is not caught)
         return CheckRow(path=path, status="error", mask=mask_name, error=f"{type(exc).__name__}: {first_line(exc)}")
     return CheckRow.from_result(path, mask_name, result, round(time.perf_counter() - started, 3))
+
+
+# ------------------------------------------------------------------------------- compare, per file
+
+
+def compare_file(
+    model: OnnxClassifier,
+    image_path,
+    other_path,
+    options: Optional[ExplainOptions] = None,
+    *,
+    preprocessing: Optional[Preprocessing] = None,
+    labels: Optional[Sequence[str]] = None,
+    name: Optional[str] = None,
+    **compare_options,
+) -> Tuple[Explanation, np.ndarray, dict]:
+    """Explain ``image_path`` and compare its map with the map in ``other_path`` (read, then resized onto
+    the model-input grid like the image): (explanation, other map at model resolution, comparison)."""
+    raw = read_saliency_map(other_path)  # a bad map fails before any inference
+    explanation = explain(model, image_path, options, preprocessing=preprocessing, labels=labels)
+    other = resize_map(raw, explanation.image.preprocessing.size, original_size=explanation.image.original_size,
+                       crop_box=explanation.image.crop_box)
+    comparison = compare_maps(explanation, other, model, other_name=name or str(getattr(other_path, "name", other_path)),
+                              other_shape=raw.shape, **compare_options)
+    return explanation, other, comparison
+
+
+# Per-image numbers of a comparison that a dataset summary averages: (key, path into the comparison).
+COMPARE_METRICS = (
+    ("pearson", ("agreement", "pearson")),
+    ("spearman", ("agreement", "spearman")),
+    ("top_iou", ("agreement", "top_iou")),
+    ("occlusion.deletion_auc", ("curves", "occlusion", "deletion_auc")),
+    ("other.deletion_auc", ("curves", "other", "deletion_auc")),
+    ("occlusion.insertion_auc", ("curves", "occlusion", "insertion_auc")),
+    ("other.insertion_auc", ("curves", "other", "insertion_auc")),
+    ("occlusion.infidelity_unexplained", ("fidelity", "maps", "occlusion", "infidelity", "unexplained")),
+    ("other.infidelity_unexplained", ("fidelity", "maps", "other", "infidelity", "unexplained")),
+    ("occlusion.sufficiency", ("fidelity", "maps", "occlusion", "sufficiency", "mean_kept")),
+    ("other.sufficiency", ("fidelity", "maps", "other", "sufficiency", "mean_kept")),
+    ("occlusion.completeness", ("fidelity", "maps", "occlusion", "completeness", "mean_removed")),
+    ("other.completeness", ("fidelity", "maps", "other", "completeness", "mean_removed")),
+)
+
+
+def comparison_numbers(comparison: dict) -> dict:
+    """The per-image numbers of :data:`COMPARE_METRICS` (None where a metric is undefined or absent)."""
+    row = {}
+    for key, path in COMPARE_METRICS:
+        value = comparison
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        row[key] = json_number(value)
+    return row
+
+
+def compare_dataset(rows: Sequence[dict], *, n: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Dataset means with bootstrap confidence intervals of the per-image numbers (see
+    :func:`comparison_numbers`), and of the paired differences other - occlusion for each metric both maps
+    have. Images where a metric is undefined are left out of that metric and counted."""
+    summary: dict = {"images": len(rows), "confidence": confidence, "metrics": {}, "difference": {}}
+
+    def stats(values: List[Optional[float]]) -> dict:
+        finite = [v for v in values if v is not None]
+        if not finite:
+            return {"mean": None, "ci": [None, None], "n": 0, "undefined": len(values)}
+        mean, lo, hi = bootstrap_mean_ci(finite, n=n, confidence=confidence, seed=seed)
+        return {"mean": json_number(mean), "ci": [json_number(lo), json_number(hi)], "n": len(finite),
+                "undefined": len(values) - len(finite)}
+
+    for key, _ in COMPARE_METRICS:
+        summary["metrics"][key] = stats([r.get(key) for r in rows])
+        if key.startswith("other."):
+            metric = key[len("other."):]
+            pairs = [(r.get(key), r.get("occlusion." + metric)) for r in rows]
+            summary["difference"][metric] = stats([a - b if a is not None and b is not None else None
+                                                   for a, b in pairs])
+    return summary

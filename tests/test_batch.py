@@ -149,7 +149,7 @@ def test_aggregate_map_over_a_folder(tmp_path, folder):
     assert len(maps) == 6
     expected = np.mean([m / np.abs(m).max() for m in maps], axis=0)
     np.testing.assert_allclose(mean, expected, atol=1e-5)
-    assert Image.open(out / "aggregate.png").size == (320, 320)
+    assert min(Image.open(out / "aggregate.png").size) >= 320  # pixels: tests/test_pictures.py
 
 
 def test_killed_run_leaves_complete_files_and_resume_finishes(tmp_path):

@@ -51,7 +51,7 @@ def test_digits_end_to_end(tmp_path):
         assert saved[window["y"], window["x"]] == pytest.approx(window["drop"], abs=1e-6)
         assert window["drop"] == pytest.approx(record["score"]["original"] - window["score"], abs=1e-12)
     assert Image.open(out / "digit_3.overlay.png").size[0] >= 320
-    assert Image.open(out / "digit_3.heatmap.png").size == (320, 320)
+    assert min(Image.open(out / "digit_3.heatmap.png").size) >= 320  # the map (320x320) plus title and colorbar
 
 
 def test_effnet_cat_is_a_cat(tmp_path):

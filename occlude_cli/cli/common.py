@@ -226,3 +226,41 @@ def with_flags(**groups: type) -> Callable[[Callable], Callable]:
 
 def stderr_is_terminal() -> bool:
     return stderr.is_terminal and not os.environ.get("CI")
+
+
+class Sign(str, enum.Enum):
+    """Which values of the map a picture shows."""
+
+    all = "all"
+    positive = "positive"
+    negative = "negative"
+
+
+class Photo(str, enum.Enum):
+    """How the photo under the map is shown."""
+
+    gray = "gray"
+    color = "color"
+
+
+@dataclasses.dataclass
+class RenderFlags:
+    """How maps are drawn (PNG only: the JSON and .npy never change with these)."""
+
+    cmap: Annotated[str, typer.Option(help="Matplotlib colormap of the map (diverging ones keep zero neutral): RdBu_r, coolwarm, bwr, seismic, PiYG, ...")] = "RdBu_r"
+    alpha: Annotated[float, typer.Option(help="Opacity of the map layer at the colour limit, 0..1 (opacity grows from 0 with |value|).")] = 0.8
+    clip_percentile: Annotated[Optional[float], typer.Option("--clip-percentile", help="Colour limit at this percentile of |value| (e.g. 99), so a few outliers do not wash out the rest \\[default: the maximum].")] = None
+    sign: Annotated[Sign, typer.Option(help="Show all values, or only the positive (supporting) or negative (opposing) ones.")] = Sign.all
+    photo: Annotated[Photo, typer.Option(help="The photo under the map: gray (desaturated, contrast compressed: the map stays readable on red and dark photos) or color.")] = Photo.gray
+    panels: Annotated[bool, typer.Option("--panels", help="Also write STEM.panels.png: original | heatmap | overlay side by side.")] = False
+
+    def style(self):
+        """The library's RenderStyle, checked (finite alpha in [0, 1], percentile in (0, 100], known colormap)."""
+        from ..outputs.render import RenderStyle
+
+        if not (self.alpha == self.alpha and 0.0 <= self.alpha <= 1.0):
+            raise OccludeError(f"--alpha must be in [0, 1], got {self.alpha}")
+        if self.clip_percentile is not None and not (0.0 < self.clip_percentile <= 100.0):
+            raise OccludeError(f"--clip-percentile must be in (0, 100], got {self.clip_percentile}")
+        return RenderStyle(cmap=self.cmap, alpha=float(self.alpha), clip_percentile=self.clip_percentile,
+                           sign=self.sign.value, photo=self.photo.value).checked()

@@ -24,6 +24,7 @@ from .common import (
     ExitCode,
     ModelFlags,
     OcclusionFlags,
+    RenderFlags,
     check_output_folder,
     fail,
     one_line,
@@ -61,7 +62,7 @@ INFO_EXAMPLES = ("[bold]Examples[/]\n\n  occlude info sample_models/efficientnet
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags)
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags)
 def run(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx) with one image input and a (batch, classes) output.")],
     paths: Annotated[List[str], typer.Argument(help="Image files, folders or glob patterns ('data/**/*.png').", show_default=False)],
@@ -86,6 +87,7 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, no per-image lines and no table; errors still go to stderr.")] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
+    render: RenderFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Explain images with an ONNX classifier: writes STEM.overlay.png, STEM.heatmap.png, STEM.json, STEM.npy."""
     from ..batch import (
@@ -111,6 +113,7 @@ def run(
         refine_step=refine_step, refine_budget=refine_budget,
     )
     shard_spec = parse_shard(shard)
+    style = render.style()
     classifier, preprocessing, class_names = model_flags.load(model)
     for patch_size in scales or [options.patch]:
         check_run(ExplainOptions(**{**options.__dict__, "patch": patch_size}), preprocessing, classifier, class_names)
@@ -133,7 +136,7 @@ def run(
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
         console=stderr, disable=not show_progress, transient=False,
     )
-    aggregate_maps = MapAggregate() if aggregate else None
+    aggregate_maps = MapAggregate(style) if aggregate else None
     with progress:
         overall = progress.add_task("images", total=len(images), rate="") if len(images) > 1 else None
         windows_task = progress.add_task("windows", total=None, rate="")
@@ -160,7 +163,8 @@ def run(
         result = run_batch(
             classifier, images, out, options, preprocessing=preprocessing, labels=class_names, npy=npy,
             all_classes=all_classes, timing=timing, resume=resume, metrics=metrics, scales=scales,
-            multiscale=multiscale, aggregate=aggregate_maps, on_image_start=on_image_start,
+            multiscale=multiscale, aggregate=aggregate_maps, style=style, panels=render.panels,
+            on_image_start=on_image_start,
             on_windows=on_windows if show_progress else None, on_image_done=on_image_done,
         )
     rows = result.rows + [SummaryRow(path=arg, status="failed", error=problem) for arg, problem in problems]

@@ -22,6 +22,7 @@ from .common import (
     OcclusionFlags,
     check_output_folder,
     fail,
+    one_line,
     print_error,
     stderr,
     stderr_is_terminal,
@@ -65,13 +66,17 @@ def _fmt(value, digits: int = 3) -> str:
 @with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags)
 def compare(
     model: Path = typer.Argument(..., help="ONNX classifier (.onnx)."),
-    image: Path = typer.Argument(..., help="The image the other map explains."),
-    other_map: Path = typer.Argument(..., help="The other method's map: 2-D .npy or greyscale PNG, any resolution."),
+    image: Path = typer.Argument(..., help="The image the other map explains, or a folder of images (with --maps)."),
+    other_map: Optional[Path] = typer.Argument(None, help="The other method's map: 2-D .npy or greyscale PNG, any resolution (not with --maps)."),
+    maps: Optional[Path] = typer.Option(None, "--maps", help="Folder mode: IMAGE is a folder and the other map of IMAGE/rel/a.jpg is MAPS/rel/a.npy (or .png); per-image rows and dataset means with 95% bootstrap intervals in compare.json/.csv."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Folder mode: look into sub-folders."),
     out: Path = typer.Option(Path("occlude-out"), "--out", "-o", help="Output folder."),
     name: Optional[str] = typer.Option(None, help="Name of the other method in the PNG and JSON \\[default: the map's file name]."),
     steps: int = typer.Option(50, help="Deletion/insertion steps (each curve costs steps+1 forward passes)."),
     top_fraction: float = typer.Option(0.1, "--top-fraction", help="Share of pixels whose overlap (IoU) is reported."),
-    deletion_baseline: Optional[str] = typer.Option(None, "--deletion-baseline", help="What deleted pixels become \\[default: --baseline]."),
+    fractions: str = typer.Option("1,2,5,10,20,50", "--fractions", help="Top-k percentages for sufficiency and completeness (one forward pass per percentage and map, plus one); infidelity reuses the occlusion windows' scores (no extra pass). Empty: skip these three metrics."),
+    map_kind: str = typer.Option("attribution", "--map-kind", help="How the other map predicts a score change, for infidelity: attribution (Grad-CAM, IG, SHAP, LIME: summed over a window) or gradient (saliency: times input - baseline first)."),
+    deletion_baseline: Optional[str] = typer.Option(None, "--deletion-baseline", help="What deleted pixels become \\[default: --baseline]; also the baseline of sufficiency and completeness."),
     insertion_baseline: Optional[str] = typer.Option(None, "--insertion-baseline", help="What insertion starts from \\[default: --baseline]."),
     patch: Optional[str] = typer.Option(None, help="Occluding patch, N or HxW \\[default: 1/14 of the input side]."),
     json_out: bool = typer.Option(False, "--json", help="Print the comparison JSON on stdout (nothing else)."),
@@ -79,33 +84,53 @@ def compare(
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
-    """Compare another method's saliency map with occlusion's: correlation, top-k overlap, deletion and insertion curves."""
-    from ..explain import explain, parse_hw
-    from ..loaders.maps import read_saliency_map, resize_map
+    """Compare another method's saliency map with occlusion's: correlation, top-k overlap, deletion and insertion
+    curves, infidelity, sufficiency and completeness; one image or a folder (--maps)."""
+    from ..core.baselines import parse_baseline
+    from ..explain import parse_hw
     from ..outputs.write import write_comparison
-    from ..validate import compare_maps
+    from ..validate import MAP_KINDS, check_fractions, compare_file
 
     options = occlusion.options(patch=parse_hw(patch, "--patch") if patch is not None else None)
     if steps < 1:
         raise OccludeError(f"--steps must be at least 1, got {steps}")
     if not 0 < top_fraction <= 1:
         raise OccludeError(f"--top-fraction must be in (0, 1], got {top_fraction}")
-    from ..core.baselines import parse_baseline
-
+    if map_kind not in MAP_KINDS:
+        raise OccludeError(f"--map-kind must be one of {', '.join(MAP_KINDS)}, got {map_kind!r}")
+    try:
+        percents = [float(v) for v in fractions.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise OccludeError(f"--fractions takes percentages separated by commas, got {fractions!r}") from None
+    try:
+        top_k = check_fractions([p / 100.0 for p in percents]) if percents else ()
+    except OccludeError:
+        raise OccludeError(f"--fractions must be increasing percentages in (0, 100], got {fractions!r}") from None
     for spec in (deletion_baseline, insertion_baseline):
         if spec is not None:
             parse_baseline(spec)
-    raw = read_saliency_map(other_map)  # a bad map fails before any inference
+    if maps is not None:
+        if other_map is not None:
+            raise OccludeError("give OTHER_MAP for one image, or --maps DIR for a folder, not both")
+        if not maps.is_dir():
+            raise OccludeError(f"--maps must be a folder: {maps}")
+    elif other_map is None:
+        raise OccludeError("missing OTHER_MAP (or --maps DIR with a folder of images)")
+    else:
+        from ..loaders.maps import read_saliency_map
+
+        read_saliency_map(other_map)  # a bad map fails before the model loads
     classifier, preprocessing, class_names = model_flags.load(model)
     check_output_folder(out)
-    explanation = explain(classifier, image, options, preprocessing=preprocessing, labels=class_names)
-    other = resize_map(raw, preprocessing.size, original_size=explanation.image.original_size,
-                       crop_box=explanation.image.crop_box)
-    comparison = compare_maps(
-        explanation, other, classifier, steps=steps, top_fraction=top_fraction,
-        deletion_baseline=deletion_baseline, insertion_baseline=insertion_baseline, batch_size=occlusion.batch_size,
-        other_name=name or other_map.name, other_shape=raw.shape,
-    )
+    settings = dict(steps=steps, top_fraction=top_fraction, deletion_baseline=deletion_baseline,
+                    insertion_baseline=insertion_baseline, batch_size=occlusion.batch_size, fractions=top_k or None,
+                    other_kind=map_kind)
+    if maps is not None:
+        _compare_folder(classifier, preprocessing, class_names, options, image, maps, out, settings, name,
+                        recursive, json_out, quiet)
+        return
+    explanation, other, comparison = compare_file(classifier, image, other_map, options, preprocessing=preprocessing,
+                                                  labels=class_names, name=name, **settings)
     written = write_comparison(explanation, other, comparison, out, Path(image).stem)
     if json_out:
         from ..outputs.records import format_json
@@ -113,6 +138,75 @@ def compare(
         sys.stdout.write(format_json(comparison) + "\n")
     elif not quiet:
         _print_comparison(stdout, comparison, written)
+
+
+def _map_for(maps: Path, key: str) -> Optional[Path]:
+    for suffix in (".npy", ".png", ".tif", ".tiff"):
+        candidate = maps / f"{key}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _compare_folder(classifier, preprocessing, class_names, options, folder, maps, out, settings, name, recursive,
+                    json_out, quiet) -> None:
+    """Folder mode of compare: one comparison per image with a map, then dataset means with bootstrap CIs."""
+    from ..batch import discover_inputs
+    from ..outputs.records import format_json
+    from ..outputs.write import write_compare_summary, write_comparison
+    from ..validate import compare_dataset, compare_file, comparison_numbers
+
+    images, problems = discover_inputs([str(folder)], recursive=recursive)
+    maps_root = maps.resolve()
+    images = [i for i in images if maps_root not in i.path.resolve().parents]
+    rows: List[dict] = []
+    for arg, problem in problems:
+        rows.append({"path": arg, "status": "error", "error": problem})
+    for item in images:
+        other = _map_for(maps, item.key)
+        if other is None:
+            rows.append({"path": str(item.path), "status": "error", "error": f"no map for this image: expected {maps}/{item.key}.npy or .png"})
+            print_error(f"{one_line(str(item.path))}: no map in {maps}")
+            continue
+        try:
+            explanation, resized, comparison = compare_file(classifier, item.path, other, options,
+                                                            preprocessing=preprocessing, labels=class_names,
+                                                            name=name, **settings)
+            write_comparison(explanation, resized, comparison, out, item.key)
+            rows.append({"path": str(item.path), "status": "ok", "map": str(other), **comparison_numbers(comparison)})
+            if not quiet and not json_out and not stderr_is_terminal():
+                stderr.print(escape(one_line(f"ok {item.path}")))
+        except OccludeError as exc:
+            rows.append({"path": str(item.path), "status": "error", "map": str(other), "error": str(exc)})
+            print_error(f"{one_line(str(item.path))}: {exc}")
+    ok = [r for r in rows if r["status"] == "ok"]
+    summary = compare_dataset(ok)
+    document = {"settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()},
+                "summary": summary, "images": rows}
+    write_compare_summary(document, out)
+    if json_out:
+        sys.stdout.write(format_json(document) + "\n")
+    elif not quiet:
+        _print_compare_summary(stdout, summary, out)
+    if any(r["status"] == "error" for r in rows):
+        raise typer.Exit(ExitCode.IMAGES_FAILED)
+
+
+def _print_compare_summary(console, summary: dict, out: Path) -> None:
+    table = Table(title=escape(f"occlude compare: {summary['images']} image(s) -> {out}/compare.json"),
+                  title_justify="left")
+    for column in ("metric", "occlusion", "other", "other - occlusion (95% CI)"):
+        table.add_column(column)
+    metrics, diffs = summary["metrics"], summary["difference"]
+    for metric in ("deletion_auc", "insertion_auc", "infidelity_unexplained", "sufficiency", "completeness"):
+        ours, theirs, diff = metrics.get("occlusion." + metric), metrics.get("other." + metric), diffs.get(metric)
+        if ours is None or theirs is None or diff is None:
+            continue
+        ci = diff["ci"]
+        table.add_row(metric, _fmt(ours["mean"]), _fmt(theirs["mean"]),
+                      f"{_fmt(diff['mean'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if diff["mean"] is not None else "n/a")
+    console.print(table)
+
 
 @user_errors
 @with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags)

@@ -1,23 +1,64 @@
-"""Pictures of a map: the heatmap alone and the overlay on the original image.
+"""Every picture occlude draws: heatmaps, overlays, panels, and the comparison figure.
 
 Signed maps use a diverging colormap centred on zero (red: occluding lowers the score, blue: occluding
-raises it), with symmetric limits so that both signs stay visible. Returns PNG bytes; writing is the
-outputs stage's job.
+raises it), with symmetric limits so that both signs stay visible. Heatmaps, overlays and panels are drawn
+with Pillow alone (title, colorbar and ticks included), which keeps a small model's folder run fast and the
+pictures byte-identical across runs; matplotlib is only used for its colormaps and for the comparison's curves.
+Returns PNG bytes; writing is the outputs stage's job.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
+from ..errors import OccludeError
 from ..loaders.images import map_on_original
 
 CMAP = "RdBu_r"
 MIN_DISPLAY_SIDE = 320  # small images (e.g. 8x8 digits) are enlarged by an integer factor to at least this
+SIGNS = ("all", "positive", "negative")
+
+
+@dataclass(frozen=True)
+class RenderStyle:
+    """How a map is drawn. ``cmap``: a matplotlib colormap name; ``alpha``: the map layer's opacity at the
+    colour limit (0..1; opacity grows with |value| from 0, so unimportant regions show the photo as it is);
+    ``clip_percentile``: colour limit at this percentile of |value| instead of the maximum (outliers
+    saturate, as Captum's visualize_image_attr does); ``sign``: all, positive or negative values only;
+    ``photo``: gray (default: the photo desaturated and lifted to light greys, so the map's colours stay
+    readable on red, blue and dark photos) or color."""
+
+    cmap: str = CMAP
+    alpha: float = 0.8
+    clip_percentile: Optional[float] = None
+    sign: str = "all"
+    photo: str = "gray"
+
+    def checked(self) -> RenderStyle:
+        if not (isinstance(self.alpha, (int, float)) and 0.0 <= float(self.alpha) <= 1.0):
+            raise OccludeError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.clip_percentile is not None and not (0.0 < float(self.clip_percentile) <= 100.0):
+            raise OccludeError(f"clip_percentile must be in (0, 100], got {self.clip_percentile}")
+        if self.sign not in SIGNS:
+            raise OccludeError(f"sign must be one of {', '.join(SIGNS)}, got {self.sign!r}")
+        if self.photo not in ("gray", "color"):
+            raise OccludeError(f"photo must be gray or color, got {self.photo!r}")
+        lookup_table(self.cmap)  # an unknown colormap fails here, with the names to choose from
+        return self
+
+    def describe(self) -> dict:
+        return {"cmap": self.cmap, "alpha": self.alpha, "clip_percentile": self.clip_percentile, "sign": self.sign,
+                "photo": self.photo}
+
+
+DEFAULT_STYLE = RenderStyle()
 
 
 def _matplotlib():
@@ -34,30 +75,55 @@ def score_word(kind: str) -> str:
     return {"logit": "logit", "raw": "output"}.get(kind, "probability")
 
 
-def symmetric_limit(values: np.ndarray) -> float:
-    """Largest |value| (ignoring NaN), never 0, so a diverging scale is centred on zero."""
+def symmetric_limit(values: np.ndarray, clip_percentile: Optional[float] = None) -> float:
+    """Largest |value| (or its ``clip_percentile``-th percentile), ignoring NaN; never 0, so a diverging
+    scale is centred on zero."""
     finite = np.abs(values[np.isfinite(values)])
-    peak = float(finite.max()) if finite.size else 0.0
+    if not finite.size:
+        return 1e-12
+    peak = float(np.percentile(finite, clip_percentile)) if clip_percentile is not None else float(finite.max())
+    if peak <= 0:
+        peak = float(finite.max())
     return peak if peak > 0 else 1e-12
 
 
-def _lookup_table() -> np.ndarray:
-    """(256, 4) uint8 RGBA of the diverging colormap; index 128 is zero."""
-    matplotlib, _ = _matplotlib()
-    return np.round(matplotlib.colormaps[CMAP](np.linspace(0.0, 1.0, 256)) * 255).astype(np.uint8)
+def shown_values(values: np.ndarray, style: RenderStyle = DEFAULT_STYLE) -> Tuple[np.ndarray, float]:
+    """The values a picture shows (the other sign set to NaN with ``sign``) and the colour limit."""
+    values = np.asarray(values, dtype=np.float64)
+    if style.sign == "positive":
+        values = np.where(values > 0, values, np.nan)
+    elif style.sign == "negative":
+        values = np.where(values < 0, values, np.nan)
+    return values, symmetric_limit(values, style.clip_percentile)
 
 
-def colorize(values: np.ndarray, limit: float, alpha: Optional[np.ndarray] = None) -> np.ndarray:
-    """(H, W) signed values -> (H, W, 4) uint8 RGBA in the diverging colormap (256 levels, through a lookup
-    table so that a 6000x4000 map stays cheap); NaN is transparent. ``alpha`` is uint8 when given."""
+@functools.lru_cache(maxsize=8)
+def lookup_table(cmap: str = CMAP) -> np.ndarray:
+    """(256, 4) uint8 RGBA of a matplotlib colormap; index 128 is zero."""
+    import matplotlib
+
+    try:
+        colormap = matplotlib.colormaps[cmap]
+    except KeyError:
+        raise OccludeError(f"unknown colormap {cmap!r}; e.g. RdBu_r, coolwarm, bwr, seismic, PiYG, viridis") from None
+    return np.round(colormap(np.linspace(0.0, 1.0, 256)) * 255).astype(np.uint8)
+
+
+def colorize(values: np.ndarray, limit: float, alpha: Optional[np.ndarray] = None, cmap: str = CMAP) -> np.ndarray:
+    """(H, W) signed values -> (H, W, 4) uint8 RGBA in the colormap (256 levels, through a lookup table so
+    that a 6000x4000 map stays cheap); NaN is transparent. ``alpha``: opacity per pixel, either uint8
+    (0..255) or float (0..1)."""
     finite = np.isfinite(values)
     scaled = np.where(finite, values, 0.0).astype(np.float32)
     scaled *= 127.5 / limit
     scaled += 127.5
     np.clip(scaled, 0.0, 255.0, out=scaled)
-    rgba = _lookup_table()[np.rint(scaled).astype(np.uint8)]
+    rgba = lookup_table(cmap)[np.rint(scaled).astype(np.uint8)]
     if alpha is not None:
-        rgba[..., 3] = alpha
+        alpha = np.asarray(alpha)
+        if alpha.dtype.kind == "f":  # a float opacity in 0..1 (casting it to uint8 would make it 0)
+            alpha = np.rint(np.clip(alpha, 0.0, 1.0) * 255.0)
+        rgba[..., 3] = alpha.astype(np.uint8)
     rgba[~finite, 3] = 0
     return rgba
 
@@ -77,23 +143,101 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def heatmap_png(values: np.ndarray) -> bytes:
-    """The map alone at model-input resolution (enlarged by an integer factor when small)."""
-    height, width = values.shape
+@functools.lru_cache(maxsize=8)
+def _font(size: int):
+    return ImageFont.load_default(size=size)
+
+
+def _opacity(values: np.ndarray, limit: float, alpha: float) -> np.ndarray:
+    """uint8 opacity growing with |value|: 0 at zero (no veil over unimportant regions) to ``alpha`` at the
+    limit, along |v|^0.7 so that moderate values stay visible."""
+    magnitude = np.abs(np.where(np.isfinite(values), values, 0.0)).astype(np.float32) / np.float32(limit)
+    np.clip(magnitude, 0.0, 1.0, out=magnitude)
+    np.power(magnitude, 0.7, out=magnitude)
+    magnitude *= 255.0 * float(alpha)
+    return np.rint(magnitude).astype(np.uint8)
+
+
+def photo_background(original: Image.Image, photo: str = "gray") -> Image.Image:
+    """The photo under a map: desaturated and lifted to grey levels 112..232 ('gray'), so that the map's red
+    and dark blue stay readable on a red, a blue or a dark photo (tests/test_pictures.py measures the colour
+    distance); or as it is ('color')."""
+    if photo == "color":
+        return original.convert("RGB")
+    grey = np.asarray(original.convert("L"), dtype=np.uint16)
+    lifted = (112 + (grey * 120 + 127) // 255).astype(np.uint8)
+    return Image.fromarray(lifted, "L").convert("RGB")
+
+
+def _colorbar(height: int, limit: float, cmap: str, sign: str) -> Image.Image:
+    """A vertical colorbar strip with ticks at -limit, 0 and +limit (only the shown half for one sign)."""
+    bar_w, label_w = 16, 74
+    lut = lookup_table(cmap)
+    top_value, bottom_value = (limit, -limit) if sign == "all" else ((limit, 0.0) if sign == "positive" else (0.0, -limit))
+    fractions = np.linspace(0.0, 1.0, height)
+    values = top_value + (bottom_value - top_value) * fractions
+    index = np.rint(np.clip(values * 127.5 / limit + 127.5, 0, 255)).astype(np.uint8)
+    strip = np.repeat(lut[index][:, None, :3], bar_w, axis=1)
+    canvas = Image.new("RGB", (bar_w + label_w, height), "white")
+    canvas.paste(Image.fromarray(strip, "RGB"), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle([0, 0, bar_w - 1, height - 1], outline=(80, 80, 80))
+    font = _font(11)
+    for value, y in ((top_value, 0), ((top_value + bottom_value) / 2, height // 2), (bottom_value, height - 1)):
+        draw.line([bar_w, y, bar_w + 4, y], fill=(60, 60, 60))
+        text = f"{value:+.3g}" if value != 0 else "0"
+        ty = min(max(0, y - 6), height - 13)
+        draw.text((bar_w + 7, ty), text, fill=(30, 30, 30), font=font)
+    return canvas
+
+
+def _frame(content: Image.Image, limit: float, title: str, subtitle: str, style: RenderStyle,
+           bar_label: str = "score drop: red = occluding lowers it, blue = raises it") -> Image.Image:
+    """``content`` under a title (and subtitle), with a colorbar and its caption on the right."""
+    pad, head = 10, (52 if subtitle else 34)
+    bar = _colorbar(max(40, content.height), limit, style.cmap, style.sign)
+    caption_h = 16
+    width = pad + content.width + 12 + bar.width + pad
+    height = head + content.height + caption_h + pad
+    canvas = Image.new("RGB", (width, height), "white")
+    canvas.paste(content.convert("RGB"), (pad, head))
+    canvas.paste(bar, (pad + content.width + 12, head))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((pad, 8), title, fill=(0, 0, 0), font=_font(15))
+    if subtitle:
+        draw.text((pad, 30), subtitle, fill=(70, 70, 70), font=_font(11))
+    draw.text((pad, head + content.height + 3), bar_label, fill=(70, 70, 70), font=_font(10))
+    return canvas
+
+
+def heatmap_png(values: np.ndarray, title: str = "", subtitle: str = "", style: RenderStyle = DEFAULT_STYLE) -> bytes:
+    """The map alone at model-input resolution (enlarged by an integer factor when small), with a title and a
+    colorbar. A title-less call (library use) still gets the colorbar."""
+    shown, limit = shown_values(values, style)
+    height, width = shown.shape
     factor = _display_factor(width, height)
-    image = Image.fromarray(colorize(values, symmetric_limit(values)), "RGBA")
+    rgba = colorize(shown, limit, cmap=style.cmap)
+    image = Image.alpha_composite(Image.new("RGBA", (width, height), (255, 255, 255, 255)),
+                                  Image.fromarray(rgba, "RGBA"))
     if factor > 1:
         image = image.resize((width * factor, height * factor), Image.Resampling.NEAREST)
-    return _png(image)
+    return _png(_frame(image, limit, title or "occlusion map (model-input resolution)", subtitle, style))
 
 
-def _opacity(values: np.ndarray, limit: float) -> np.ndarray:
-    """uint8 opacity growing with |value|: 15% at zero to 75% at the limit, so weak regions show the image."""
-    magnitude = np.abs(np.where(np.isfinite(values), values, 0.0)).astype(np.float32)
-    magnitude *= 0.6 * 255 / limit
-    np.clip(magnitude, 0.0, 0.6 * 255, out=magnitude)
-    magnitude += 0.15 * 255
-    return np.rint(magnitude).astype(np.uint8)
+def _blend(original: Image.Image, values: np.ndarray, crop_box, style: RenderStyle) -> Tuple[Image.Image, float]:
+    """The photo (enlarged when small) with the map blended on top, in uint8 with Pillow at full size."""
+    width, height = original.size
+    shown, limit = shown_values(values, style)
+    on_image = map_on_original(shown, original.size, crop_box)
+    factor = _display_factor(width, height)
+    base = photo_background(original, style.photo)
+    if factor > 1:
+        base = base.resize((width * factor, height * factor), Image.Resampling.NEAREST)
+        on_image = np.kron(on_image, np.ones((factor, factor)))
+    layer = Image.fromarray(colorize(on_image, limit, _opacity(on_image, limit, style.alpha), style.cmap), "RGBA")
+    del on_image
+    blended = Image.alpha_composite(base.convert("RGBA"), layer).convert("RGB")
+    return blended, limit
 
 
 def overlay_png(
@@ -102,49 +246,71 @@ def overlay_png(
     crop_box,
     title: str,
     subtitle: str = "",
+    style: RenderStyle = DEFAULT_STYLE,
 ) -> bytes:
-    """The original image at its original size (small images enlarged) with the map blended on top,
-    a colorbar and a title. Opacity grows with |value| so unimportant regions show the image clearly.
+    """The original image at its original size (small images enlarged) with the map blended on top, a
+    colorbar and a title. Opacity grows with |value| so unimportant regions show the photo clearly. Drawn
+    with Pillow alone: a 6000x4000 photo costs a few hundred MB, not GB."""
+    blended, limit = _blend(original, values, crop_box, style)
+    return _png(_frame(blended, limit, title, subtitle, style))
 
-    The blend is done in uint8 with Pillow at full size; matplotlib draws only the frame (title, colorbar)
-    around an empty area where the blend is pasted, so a 6000x4000 photo costs a few hundred MB, not GB.
-    """
-    _, plt = _matplotlib()
-    import matplotlib
 
-    base = original.convert("RGB")
-    width, height = base.size
-    on_image = map_on_original(values, base.size, crop_box)
-    factor = _display_factor(width, height)
+def panels_png(
+    original: Image.Image,
+    values: np.ndarray,
+    crop_box,
+    title: str,
+    subtitle: str = "",
+    style: RenderStyle = DEFAULT_STYLE,
+    region: Optional[Tuple[float, float, float, float]] = None,
+) -> bytes:
+    """Three panels side by side at the original's size: the photo | the map alone | the overlay, one
+    colorbar. ``region`` (x0, y0, x1, y1 in original pixels) is outlined on the overlay."""
+    blended, limit = _blend(original, values, crop_box, style)
+    factor = blended.width // original.width
+    photo = original.convert("RGB")
+    shown, _ = shown_values(values, style)
+    on_image = map_on_original(shown, original.size, crop_box)
+    heat = Image.alpha_composite(Image.new("RGBA", original.size, (255, 255, 255, 255)),
+                                 Image.fromarray(colorize(on_image, limit, cmap=style.cmap), "RGBA")).convert("RGB")
     if factor > 1:
-        base = base.resize((width * factor, height * factor), Image.Resampling.NEAREST)
-        on_image = np.kron(on_image, np.ones((factor, factor)))
-    limit = symmetric_limit(values)
-    layer = Image.fromarray(colorize(on_image, limit, _opacity(on_image, limit)), "RGBA")
-    del on_image
-    blended = Image.alpha_composite(base.convert("RGBA"), layer).convert("RGB")
-    del layer
+        size = (original.width * factor, original.height * factor)
+        photo = photo.resize(size, Image.Resampling.NEAREST)
+        heat = heat.resize(size, Image.Resampling.NEAREST)
+    if region is not None:
+        draw_region(blended, region, factor)
+    gap = 8
+    row = Image.new("RGB", (3 * blended.width + 2 * gap, blended.height), "white")
+    for i, panel in enumerate((photo, heat, blended)):
+        row.paste(panel, (i * (blended.width + gap), 0))
+    return _png(_frame(row, limit, title, subtitle, style))
 
-    dpi = 100
-    img_w, img_h = blended.size
-    bar_w, pad, head = 90, 10, 50 if subtitle else 34
-    fig_w, fig_h = img_w + bar_w + 2 * pad, img_h + head + pad
-    figure = plt.figure(figsize=(fig_w / dpi, fig_h / dpi), dpi=dpi)
-    try:
-        bar_axes = figure.add_axes([(pad + img_w + 12) / fig_w, pad / fig_h, 14 / fig_w, img_h / fig_h])
-        mappable = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(-limit, limit), CMAP)
-        bar = figure.colorbar(mappable, cax=bar_axes)
-        bar.ax.tick_params(labelsize=8)
-        bar.set_label("score drop (red: occluding lowers the score, blue: raises it)", fontsize=7)
-        figure.text(pad / fig_w, 1 - 8 / fig_h, title, fontsize=11, va="top", ha="left")
-        if subtitle:
-            figure.text(pad / fig_w, 1 - 28 / fig_h, subtitle, fontsize=8, va="top", ha="left", color="#444444")
-        figure.canvas.draw()
-        frame = Image.fromarray(np.asarray(figure.canvas.buffer_rgba())).convert("RGB")
-    finally:
-        plt.close(figure)
-    frame.paste(blended, (pad, head))
-    return _png(frame)
+
+def draw_region(image: Image.Image, region, factor: int = 1, color=(255, 215, 0)) -> None:
+    """Outline a box (x0, y0, x1, y1, original pixels) on ``image`` in place, 2 px wide with a dark rim."""
+    x0, y0, x1, y1 = (float(v) * factor for v in region)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([x0 - 1, y0 - 1, x1, y1], outline=(0, 0, 0), width=1)
+    draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=color, width=2)
+
+
+def overlay_with_region_png(original: Image.Image, values: np.ndarray, crop_box, title: str, subtitle: str,
+                            region=None, mask: Optional[np.ndarray] = None,
+                            style: RenderStyle = DEFAULT_STYLE) -> bytes:
+    """The overlay with the region of interest drawn on it: a box outline, or a mask's outline (``mask``:
+    bool at the original image's size)."""
+    blended, limit = _blend(original, values, crop_box, style)
+    factor = blended.width // original.width
+    if region is not None:
+        draw_region(blended, region, factor)
+    if mask is not None:
+        edge = mask & ~(np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1))
+        if factor > 1:
+            edge = np.kron(edge, np.ones((factor, factor), dtype=bool))
+        pixels = np.asarray(blended).copy()
+        pixels[edge] = (255, 215, 0)
+        blended = Image.fromarray(pixels, "RGB")
+    return _png(_frame(blended, limit, title, subtitle, style))
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -167,7 +333,9 @@ def compare_png(explanation, other, comparison: dict) -> bytes:
                f"Pearson {_fmt(agreement['pearson'])}   Spearman {_fmt(agreement['spearman'])}   "
                f"top {agreement['top_fraction'] * 100:g}% IoU {_fmt(agreement['top_iou'])}")
     p = e.params
-    figure, axes = plt.subplots(2, 2, figsize=(10, 9), dpi=100)
+    fidelity = comparison.get("fidelity")
+    rows = 3 if fidelity else 2
+    figure, axes = plt.subplots(rows, 2, figsize=(10, 4.5 * rows), dpi=100)
     try:
         panels = (
             (axes[0, 0], e.map, f"occlusion (patch {p['patch'][0]}x{p['patch'][1]}, stride {p['stride'][0]}x{p['stride'][1]})"),
@@ -175,9 +343,10 @@ def compare_png(explanation, other, comparison: dict) -> bytes:
         )
         for ax, values, title in panels:
             limit = symmetric_limit(values)
-            alpha = 0.25 + 0.7 * np.clip(np.abs(np.nan_to_num(values)) / limit, 0.0, 1.0)
+            alpha = 0.25 + 0.7 * np.clip(np.abs(np.nan_to_num(values)) / limit, 0.0, 1.0)  # float opacity 0..1
             ax.imshow(grey, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
             ax.imshow(colorize(values, limit, alpha), interpolation="nearest")
+            figure.colorbar(plt.cm.ScalarMappable(plt.Normalize(-limit, limit), CMAP), ax=ax, fraction=0.046, pad=0.02)
             ax.set_title(title, fontsize=9)
             ax.set_axis_off()
         fractions = curves["fractions"]
@@ -195,6 +364,29 @@ def compare_png(explanation, other, comparison: dict) -> bytes:
             ax.tick_params(labelsize=8)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8, loc="best")
+        if fidelity:
+            percents = [100 * f for f in fidelity["fractions"]]
+            maps = fidelity["maps"]
+            for ax, key, share, hint in (
+                (axes[2, 0], "sufficiency", "kept", "top-k pixels kept, rest = baseline; higher is better"),
+                (axes[2, 1], "completeness", "removed", "top-k pixels occluded; higher is better"),
+            ):
+                for which, color, style_, label in (("occlusion", "#c0392b", "--", "occlusion"),
+                                                     ("other", "#2471a3", "-", str(name))):
+                    entry = maps[which]
+                    ys = [np.nan if v is None else v for v in entry[key][share]]
+                    inf = entry["infidelity"]["unexplained"]
+                    mean = entry[key]["mean_" + share]
+                    ax.plot(percents, ys, style_, marker="o", color=color,
+                            label=f"{label} (mean {_fmt(mean)}; infidelity unexplained {_fmt(inf)})")
+                ax.set_xscale("log")
+                ax.set_xticks(percents, [f"{v:g}" for v in percents])
+                ax.set_xlabel("top k% of the map's pixels", fontsize=8)
+                ax.set_ylabel(f"share of the score {share}", fontsize=8)
+                ax.set_title(f"{key} ({hint})", fontsize=9)
+                ax.tick_params(labelsize=8)
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=7, loc="best")
         figure.suptitle(heading, fontsize=10)
         figure.tight_layout(rect=(0, 0, 1, 0.96))
         buffer = io.BytesIO()

@@ -25,7 +25,7 @@ from .records import (
     json_number,
     summary_document,
 )
-from .render import compare_png, heatmap_png, overlay_png, score_word
+from .render import DEFAULT_STYLE, RenderStyle, compare_png, heatmap_png, overlay_png, panels_png, score_word
 
 # Cells a spreadsheet would run as a formula (OWASP "CSV injection"): prefixed with a quote.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -107,14 +107,17 @@ def _subtitle(explanation: Explanation) -> str:
 
 
 def _write_map(out_dir: Path, stem: str, explanation: Explanation, values: np.ndarray, subtitle: str,
-               npy: bool) -> List[Path]:
+               npy: bool, style: RenderStyle = DEFAULT_STYLE, panels: bool = False) -> List[Path]:
     """STEM.overlay.png, STEM.heatmap.png and (with ``npy``) STEM.npy for one map of an explanation's image."""
     e = explanation
     written = [
         atomic_write_bytes(out_dir / f"{stem}.overlay.png",
-                           overlay_png(e.image.original, values, e.image.crop_box, _title(e, e.target), subtitle)),
-        atomic_write_bytes(out_dir / f"{stem}.heatmap.png", heatmap_png(values)),
+                           overlay_png(e.image.original, values, e.image.crop_box, _title(e, e.target), subtitle, style)),
+        atomic_write_bytes(out_dir / f"{stem}.heatmap.png", heatmap_png(values, _title(e, e.target), subtitle, style)),
     ]
+    if panels:
+        written.append(atomic_write_bytes(out_dir / f"{stem}.panels.png", panels_png(
+            e.image.original, values, e.image.crop_box, _title(e, e.target), subtitle, style)))
     if npy:
         written.append(atomic_write_bytes(out_dir / f"{stem}.npy", npy_bytes(values.astype(np.float32))))
     return written
@@ -129,6 +132,8 @@ def write_explanation(
     all_classes: bool = False,
     timing: bool = True,
     extra: Optional[dict] = None,
+    style: RenderStyle = DEFAULT_STYLE,
+    panels: bool = False,
 ) -> List[Path]:
     """Write STEM.json, STEM.overlay.png, STEM.heatmap.png and STEM.npy (and the extras asked for).
 
@@ -136,7 +141,7 @@ def write_explanation(
     """
     out_dir = Path(out_dir)
     e = explanation
-    written = _write_map(out_dir, stem, e, e.map, _subtitle(e), npy)
+    written = _write_map(out_dir, stem, e, e.map, _subtitle(e), npy, style, panels)
     if npy and len(e.targets) > 1:
         written.append(atomic_write_bytes(out_dir / f"{stem}.topk.npy", npy_bytes(e.maps.astype(np.float32))))
     if all_classes:
@@ -160,6 +165,8 @@ def write_scale_study(
     multiscale: bool = False,
     extra: Optional[dict] = None,
     metrics: Optional[List[dict]] = None,
+    style: RenderStyle = DEFAULT_STYLE,
+    panels: bool = False,
 ) -> List[Path]:
     """Each scale's outputs as STEM.patch-HxW.*, the multi-scale map (if asked) as STEM.multiscale.*, and
     STEM.scales.json (patches, pairwise rank correlation, files) written last."""
@@ -171,7 +178,8 @@ def write_scale_study(
         name = f"{stem}.patch-{h}x{w}"
         names.append(name)
         scale_extra = {**(extra or {}), **({"metrics": metrics[i]} if metrics else {})}
-        written += write_explanation(e, out_dir, name, npy=npy, timing=timing, extra=scale_extra)
+        written += write_explanation(e, out_dir, name, npy=npy, timing=timing, extra=scale_extra, style=style,
+                                     panels=panels)
     first = study.explanations[0]
     multiscale_name = None
     if multiscale:
@@ -179,7 +187,8 @@ def write_scale_study(
         patches = ", ".join(f"{h}x{w}" for h, w in study.patches)
         # the .npy is written even with --no-npy: STEM.scales.json names it as the multi-scale map
         written += _write_map(out_dir, multiscale_name, first, study.mean_map(),
-                              f"multi-scale mean of patches {patches} (each scaled to [-1, 1])", npy=True)
+                              f"multi-scale mean of patches {patches} (each scaled to [-1, 1])", npy=True, style=style,
+                              panels=panels)
     document = {
         "schema": SCHEMA_VERSION,
         "image": {"path": str(first.image.path) if first.image.path is not None else None},
@@ -230,12 +239,29 @@ def write_summary(rows: Sequence[SummaryRow], out_dir, name: str = "summary") ->
     ]
 
 
-def write_aggregate(mean: Optional[np.ndarray], out_dir) -> List[Path]:
+def write_aggregate(mean: Optional[np.ndarray], out_dir, images: int = 0,
+                    style: RenderStyle = DEFAULT_STYLE) -> List[Path]:
     """aggregate.npy and aggregate.png: the dataset-level mean map (nothing when no image was added)."""
     if mean is None:
         return []
     out_dir = Path(out_dir)
+    title = f"aggregate: mean of {images} map(s), each scaled to [-1, 1]"
     return [
         atomic_write_bytes(out_dir / "aggregate.npy", npy_bytes(mean.astype(np.float32))),
-        atomic_write_bytes(out_dir / "aggregate.png", heatmap_png(mean)),
+        atomic_write_bytes(out_dir / "aggregate.png", heatmap_png(mean, title, "where the model looks on average", style)),
+    ]
+
+
+COMPARE_FIELDS = ("path", "status", "map", "pearson", "spearman", "top_iou", "occlusion.deletion_auc",
+                  "other.deletion_auc", "occlusion.insertion_auc", "other.insertion_auc",
+                  "occlusion.infidelity_unexplained", "other.infidelity_unexplained", "occlusion.sufficiency",
+                  "other.sufficiency", "occlusion.completeness", "other.completeness", "error")
+
+
+def write_compare_summary(document: dict, out_dir) -> List[Path]:
+    """compare.json (settings, dataset summary with confidence intervals, one row per image) and compare.csv."""
+    out_dir = Path(out_dir)
+    return [
+        atomic_write_json(out_dir / "compare.json", {"schema": SCHEMA_VERSION, **document}),
+        atomic_write_bytes(out_dir / "compare.csv", csv_bytes(COMPARE_FIELDS, document["images"])),
     ]
