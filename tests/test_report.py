@@ -169,6 +169,8 @@ def test_report_of_a_real_run(run_dir, browser):
     page.fill("#filter", "")
     page.select_option("#status-filter", "check:error")
     assert sorted(_column(tab, 1)) == ["empty.png", "text.jpg"]
+    errors = _column(tab, headers.index("error") + 1)  # run and check say the same: shown once
+    assert errors == [r["error"] for r in sorted(summary["images"], key=lambda r: r["path"]) if r["error"]]
 
     comparison = json.loads((run_dir / "digit_7.compare.json").read_text())
     cells = tab.texts("#compare-table tbody td")

@@ -63,6 +63,9 @@ def collect_report_data(out: Path) -> dict:
     run_rows = _summary_rows(out, files, warnings)
     _add_unlisted_records(out, files, run_rows, warnings)
     check = _load(out / "check.json", warnings) if "check.json" in files else None
+    if check is not None and not isinstance(check, dict):
+        warnings.append("check.json: not a check document, left out")
+        check = None
     check_rows = [r for r in (check or {}).get("images", []) if isinstance(r, dict)]
 
     rows: dict[str, dict] = {}
@@ -311,7 +314,7 @@ def _page_row(key: str, entry: dict, files: set[str], resolved_out: Path, prefix
     stem = _stem(resolved_out, run.get("output"), files) if run.get("status") in ("ok", "skipped") else None
     index = run.get("target_index", check.get("target_index"))
     label = run.get("target_label") if run else check.get("target_label")
-    errors = [e for e in (run.get("error"), check.get("error")) if e]
+    errors = list(dict.fromkeys(str(e) for e in (run.get("error"), check.get("error")) if e))  # once if both say it
     reasons = [str(r) for r in check.get("reasons") or []]
     row = {
         "n": name,  # the page shows PREFIX + n as the full path
