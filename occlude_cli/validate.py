@@ -380,8 +380,12 @@ def check_image(
 
 CHECK_FIELDS = (
     "path", "status", "mask", "target_index", "target_label", "score", "pointing_game", "peak_inside_fraction",
-    "energy_share", "region_fraction", "peak_y", "peak_x", "seconds", "reasons", "error",
+    "energy_share", "region_fraction", "peak_image_x", "peak_image_y", "peak_y", "peak_x", "seconds", "reasons",
+    "error", "overlay",
 )
+# CSV header names: say which pixel space each peak is in (the box and masks are in image pixels)
+CHECK_CSV_HEADER = {"peak_image_x": "peak_x (image pixels)", "peak_image_y": "peak_y (image pixels)",
+                    "peak_y": "peak_y (model-input pixels)", "peak_x": "peak_x (model-input pixels)"}
 
 
 @dataclass
@@ -398,11 +402,14 @@ class CheckRow:
     peak_inside_fraction: Optional[float] = None
     energy_share: Optional[float] = None
     region_fraction: Optional[float] = None
-    peak_y: Optional[int] = None
+    peak_y: Optional[int] = None  # model-input pixels
     peak_x: Optional[int] = None
     seconds: Optional[float] = None
     reasons: List[str] = field(default_factory=list)
     error: Optional[str] = None
+    peak_image_x: Optional[float] = None  # the peak in original image pixels, like the box (pixel centre)
+    peak_image_y: Optional[float] = None
+    overlay: Optional[str] = None  # the picture of this check, relative to the output folder
 
     @classmethod
     def from_result(cls, path: str, mask: Optional[str], result: dict, seconds: Optional[float]) -> CheckRow:
@@ -424,6 +431,13 @@ class CheckRow:
         )
 
 
+def peak_in_image(explanation: Explanation, y: int, x: int) -> Tuple[float, float]:
+    """A model-input pixel (its centre) in original image pixels (x, y), through the crop box."""
+    left, top, right, bottom = explanation.image.crop_box
+    height, width = explanation.image.preprocessing.size
+    return (left + (x + 0.5) * (right - left) / width, top + (y + 0.5) * (bottom - top) / height)
+
+
 def check_file(
     model: OnnxClassifier,
     image_path,
@@ -436,6 +450,7 @@ def check_file(
     min_energy: Optional[float] = None,
     require_peak: bool = False,
     progress: Optional[Callable[[int, int], None]] = None,
+    keep: Optional[dict] = None,
 ) -> CheckRow:
     """One image file through region -> explain -> check, as a row of the summary.
 
@@ -451,11 +466,15 @@ def check_file(
         region = region_mask(prepare_image(image_path, preprocessing), box=box, mask=mask)
         explanation = explain(model, image_path, options, preprocessing=preprocessing, labels=labels, progress=progress)
         result = check_image(explanation, region, min_energy=min_energy, require_peak=require_peak)
+        if keep is not None:  # what a caller needs to draw the check: the explanation and the region
+            keep.update(explanation=explanation, region=region)
     except OccludeError as exc:
         return CheckRow(path=path, status="error", mask=mask_name, error=first_line(exc))
     except Exception as exc:  # one bad image must never stop the rest (KeyboardInterrupt is not caught)
         return CheckRow(path=path, status="error", mask=mask_name, error=f"{type(exc).__name__}: {first_line(exc)}")
-    return CheckRow.from_result(path, mask_name, result, round(time.perf_counter() - started, 3))
+    row = CheckRow.from_result(path, mask_name, result, round(time.perf_counter() - started, 3))
+    row.peak_image_x, row.peak_image_y = (round(v, 2) for v in peak_in_image(explanation, row.peak_y, row.peak_x))
+    return row
 
 
 # ------------------------------------------------------------------------------- compare, per file

@@ -3,7 +3,6 @@ opened in a real headless Chromium, plus a synthetic 5,000-image folder for page
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -16,14 +15,7 @@ from typer.testing import CliRunner
 
 from occlude_cli.errors import OccludeError
 
-try:
-    from occlude_cli.outputs.report import build_report, data_json
-except ModuleNotFoundError:  # before issue 8, occlude_cli/outputs.py shadows the outputs/ package: load the file
-    _spec = importlib.util.spec_from_file_location(
-        "occlude_report", Path(__file__).resolve().parents[1] / "occlude_cli" / "outputs" / "report.py")
-    _report = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(_report)
-    build_report, data_json = _report.build_report, _report.data_json
+from occlude_cli.outputs.report import build_report, data_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover  (older typer on click)
 
 from .._version import __version__
 from ..errors import first_line
-from . import run, validate
+from . import report, run, validate
 from .common import EXIT_CODES_TEXT, ExitCode, print_error, stdout
 
 
@@ -86,6 +86,7 @@ app.command(epilog=run.SUMMARY_EXAMPLES)(run.summary)
 app.command(epilog=run.INFO_EXAMPLES)(run.info)
 app.command(name="compare", epilog=validate.COMPARE_EXAMPLES)(validate.compare)
 app.command(name="check", epilog=validate.CHECK_EXAMPLES)(validate.check)
+app.command(epilog=report.REPORT_EXAMPLES)(report.report)
 
 
 def main() -> None:

@@ -85,6 +85,7 @@ def run(
     timing: Annotated[bool, typer.Option("--timing/--no-timing", help="Record timings; --no-timing makes the JSON files byte-identical across runs.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON on stdout (nothing else goes to stdout).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, no per-image lines and no table; errors still go to stderr.")] = False,
+    report: Annotated[bool, typer.Option("--report", help="Also write OUT/index.html, an HTML report of the run (see `occlude report`).")] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     render: RenderFlags = None,  # type: ignore[assignment]
@@ -171,6 +172,10 @@ def run(
     write_summary(rows, out, summary_name(shard_spec))
     if aggregate_maps is not None:
         aggregate_maps.write(out)
+    if report and rows:
+        from ..outputs.report import build_report
+
+        build_report(out)
     if json_out:
         sys.stdout.write(json.dumps(summary_document(rows), indent=2) + "\n")
     elif not quiet:

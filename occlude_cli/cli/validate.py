@@ -20,6 +20,7 @@ from .common import (
     ExitCode,
     ModelFlags,
     OcclusionFlags,
+    RenderFlags,
     check_output_folder,
     fail,
     one_line,
@@ -209,7 +210,7 @@ def _print_compare_summary(console, summary: dict, out: Path) -> None:
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags)
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags)
 def check(
     model: Path = typer.Argument(..., help="ONNX classifier (.onnx)."),
     paths: List[str] = typer.Argument(..., help="Image files, folders or glob patterns.", show_default=False),
@@ -223,8 +224,11 @@ def check(
     patch: Optional[str] = typer.Option(None, help="Occluding patch, N or HxW \\[default: 1/14 of the input side]."),
     json_out: bool = typer.Option(False, "--json", help="Print check.json on stdout (nothing else)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table; failures and errors still go to stderr."),
+    pictures: bool = typer.Option(True, "--pictures/--no-pictures", help="Write STEM.check.png per image: the overlay with the region drawn and the verdict in the title."),
+    report: bool = typer.Option(False, "--report", help="Also write OUT/index.html, an HTML report (see `occlude report`)."),
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
+    render: RenderFlags = None,  # type: ignore[assignment]
 ) -> None:
     """CI check: does the model look where it should? Pointing game and energy share inside a region."""
     from ..batch import discover_inputs
@@ -244,6 +248,7 @@ def check(
     if masks is not None and not masks.is_dir():
         raise OccludeError(f"--masks must be a folder: {masks}")
     options = occlusion.options(patch=parse_hw(patch, "--patch") if patch is not None else None)
+    style = render.style()
     classifier, preprocessing, class_names = model_flags.load(model)
     images, problems = discover_inputs(paths, recursive=recursive)
     masks_root = masks.resolve() if masks is not None else None
@@ -289,7 +294,7 @@ def check(
             for item in images:
                 progress.update(task, description=escape(item.key))
                 rows.append(_check_one(item, classifier, options, preprocessing, class_names, box_values, mask,
-                                       masks, min_energy, require_peak))
+                                       masks, min_energy, require_peak, out if pictures else None, style))
                 _report(progress.console, rows[-1], quiet or json_out)
                 progress.advance(task)
         except KeyboardInterrupt:
@@ -299,6 +304,10 @@ def check(
     for _, problem in problems:
         print_error(problem)
     write_check_summary(rows, out, settings)
+    if report:
+        from ..outputs.report import build_report
+
+        build_report(out)
     if json_out:
         from ..outputs.records import format_json
 
@@ -316,7 +325,7 @@ def check(
 
 
 def _check_one(item, classifier, options, preprocessing, class_names, box_values, mask, masks, min_energy,
-               require_peak):
+               require_peak, picture_dir=None, style=None):
     """One discovered image -> its row: finds its region (the box, the one mask, DIR/<key>.png or the
     NAME.mask.png next to it) and runs the check; a missing per-image mask is an error row."""
     from ..loaders.maps import convention_mask_path
@@ -335,8 +344,16 @@ def _check_one(item, classifier, options, preprocessing, class_names, box_values
             return CheckRow(path=str(item.path), status="error", mask=str(mask_path),
                             error=f"no mask for this image: expected {mask_path}")
         region = {"mask": mask_path}
-    return check_file(classifier, item.path, options, preprocessing=preprocessing, labels=class_names,
-                      min_energy=min_energy, require_peak=require_peak, **region)
+    kept: dict = {}
+    row = check_file(classifier, item.path, options, preprocessing=preprocessing, labels=class_names,
+                     min_energy=min_energy, require_peak=require_peak, keep=kept, **region)
+    if picture_dir is not None and "explanation" in kept and row.status in ("pass", "fail"):
+        from ..outputs.write import write_check_picture
+
+        written = write_check_picture(kept["explanation"], row, kept["region"], picture_dir, item.key, box=box_values,
+                                      style=style)
+        row.overlay = written.name if "/" not in item.key else f"{item.key}.check.png"
+    return row
 
 
 def _report(console, row, quiet: bool) -> None:

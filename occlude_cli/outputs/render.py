@@ -197,7 +197,8 @@ def _frame(content: Image.Image, limit: float, title: str, subtitle: str, style:
     pad, head = 10, (52 if subtitle else 34)
     bar = _colorbar(max(40, content.height), limit, style.cmap, style.sign)
     caption_h = 16
-    width = pad + content.width + 12 + bar.width + pad
+    text_width = max(_font(15).getlength(title), _font(11).getlength(subtitle) if subtitle else 0.0)
+    width = max(pad + content.width + 12 + bar.width + pad, int(math.ceil(text_width)) + 2 * pad)
     height = head + content.height + caption_h + pad
     canvas = Image.new("RGB", (width, height), "white")
     canvas.paste(content.convert("RGB"), (pad, head))

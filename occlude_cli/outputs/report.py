@@ -19,12 +19,12 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import quote
 
-from occlude_cli.errors import OccludeError
+from ..errors import OccludeError
+from .write import atomic_write_bytes
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PAGE_SIZE = 100
@@ -49,7 +49,7 @@ def build_report(out_dir, *, title: str | None = None) -> Path:
             f"out_dir holds no occlude results (no summary.json, check.json, STEM.json or STEM.compare.json): {out}"
         )
     html = render_report(data, title=title or f"occlude report: {out.resolve().name}")
-    return _atomic_write_text(out / REPORT_NAME, html)
+    return atomic_write_bytes(out / REPORT_NAME, html.encode("utf-8"))
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -421,26 +421,3 @@ def render_report(data: dict, *, title: str) -> str:
         style=Markup(style),
         script_hash=_script_hash(script),
     )
-
-
-def _atomic_write_text(path: Path, text: str) -> Path:
-    """Write through a temporary file in the same folder and os.replace: a reader (or a CI upload) never
-    sees half a page, and a failed write leaves the previous page intact."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OccludeError(f"cannot write to out_dir {path.parent}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise OccludeError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
-    return path

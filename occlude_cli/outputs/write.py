@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import OccludeError
 from ..explain import SCHEMA_VERSION, Explanation, ScaleStudy
-from ..validate import CheckRow
+from ..validate import CHECK_CSV_HEADER, CheckRow
 from .records import (
     CHECK_FIELDS,
     SUMMARY_FIELDS,
@@ -25,7 +25,16 @@ from .records import (
     json_number,
     summary_document,
 )
-from .render import DEFAULT_STYLE, RenderStyle, compare_png, heatmap_png, overlay_png, panels_png, score_word
+from .render import (
+    DEFAULT_STYLE,
+    RenderStyle,
+    compare_png,
+    heatmap_png,
+    overlay_png,
+    overlay_with_region_png,
+    panels_png,
+    score_word,
+)
 
 # Cells a spreadsheet would run as a formula (OWASP "CSV injection"): prefixed with a quote.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -75,11 +84,12 @@ def csv_cell(value) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def csv_bytes(fields: Sequence[str], rows: Iterable[dict]) -> bytes:
-    """CSV text (header, then one line per row) with every cell made safe by :func:`csv_cell`."""
+def csv_bytes(fields: Sequence[str], rows: Iterable[dict], header: Optional[dict] = None) -> bytes:
+    """CSV text (header, then one line per row) with every cell made safe by :func:`csv_cell`; ``header``
+    renames columns in the header line."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(fields)
+    writer.writerow([csv_cell((header or {}).get(f, f)) for f in fields])
     for row in rows:
         writer.writerow([csv_cell(row.get(k)) for k in fields])
     return text.getvalue().encode("utf-8")
@@ -226,8 +236,29 @@ def write_check_summary(rows: Sequence[CheckRow], out_dir, settings: Optional[di
     document = check_document(rows, settings)
     return [
         atomic_write_json(out_dir / f"{name}.json", document),
-        atomic_write_bytes(out_dir / f"{name}.csv", csv_bytes(CHECK_FIELDS, values)),
+        atomic_write_bytes(out_dir / f"{name}.csv", csv_bytes(CHECK_FIELDS, values, CHECK_CSV_HEADER)),
     ]
+
+
+def write_check_picture(explanation: Explanation, row: CheckRow, region_mask: np.ndarray, out_dir, stem: str,
+                        box=None, style: RenderStyle = DEFAULT_STYLE) -> Path:
+    """STEM.check.png: the overlay with the region of interest drawn (the box, or the mask's outline) and the
+    verdict in the title, so a failing CI job has something to look at."""
+    e = explanation
+    verdict = "PASS" if row.status == "pass" else "FAIL: " + "; ".join(row.reasons)
+    energy = "n/a" if row.energy_share is None else f"{row.energy_share:.2f}"
+    title = f"{verdict}   ({_title(e, e.target)})"
+    subtitle = (f"energy share in region {energy}, peak {'inside' if row.pointing_game else 'outside'} the region "
+                f"at x={row.peak_image_x}, y={row.peak_image_y} (image pixels); region outlined in yellow")
+    mask = None
+    if box is None:
+        from ..loaders.images import map_on_original
+
+        on_image = map_on_original(region_mask.astype(np.float64), e.image.original_size, e.image.crop_box)
+        mask = np.nan_to_num(on_image) >= 0.5
+    png = overlay_with_region_png(e.image.original, e.map, e.image.crop_box, title, subtitle, region=box, mask=mask,
+                                  style=style)
+    return atomic_write_bytes(Path(out_dir) / f"{stem}.check.png", png)
 
 
 def write_summary(rows: Sequence[SummaryRow], out_dir, name: str = "summary") -> List[Path]:
