@@ -249,11 +249,30 @@ def test_map_on_model_grid_lands_on_the_same_world_point(tmp_path):
     # written at model resolution with the resampled affine, and back on the input grid
     small = nibabel.load(_write(tmp_path / "a.nii.gz", grid.data, vol, on_input_grid=False))
     full = nibabel.load(_write(tmp_path / "b.nii.gz", grid.data, vol, on_input_grid=True))
+    own = nibabel.load(_write(tmp_path / "c.nii.gz", grid.data, grid, on_input_grid=True))  # the grid Volume itself
     truth = nibabel.load(str(MEDICAL / "lesion_volume.mask.nii.gz"))
     assert full.shape == truth.shape and np.array_equal(full.affine, truth.affine)
-    centres = [_world_centroid(x) for x in (small, full, truth)]
-    np.testing.assert_allclose(centres[0], centres[2], atol=0.6)  # mm; voxels are 2 mm
-    np.testing.assert_allclose(centres[1], centres[2], atol=0.6)
+    assert small.shape == own.shape == (32, 32, 32)
+    # written back in the file's own orientation (LAS): x decreases along i, y and z increase along j and k
+    assert nibabel.aff2axcodes(small.affine) == nibabel.aff2axcodes(own.affine) == ("L", "A", "S")
+    centres = [_world_centroid(x) for x in (small, full, own, truth)]
+    for centre in centres[:3]:
+        np.testing.assert_allclose(centre, centres[3], atol=0.6)  # mm; voxels are 2 mm
+
+
+def test_2d_dicom_map_is_a_one_slice_nifti_at_the_slice(tmp_path):
+    vol = read_dicom(CT)
+    ds = pydicom.dcmread(str(CT))
+    disc = np.zeros((128, 128), np.float32)
+    disc[60:81, 30:51] = 1.0  # rows 60..80, columns 30..50: centre row 70, column 40
+    grid = resample(Volume(disc, vol.spacing, vol.affine, "mask"), (64, 64), order=1)
+    for on_input_grid, shape in ((True, (128, 128, 1)), (False, (64, 64, 1))):
+        img = nibabel.load(_write(tmp_path / f"{on_input_grid}.nii.gz", grid.data, vol, on_input_grid))
+        assert img.shape == shape
+        # centre of the square in the scanner frame, by hand: LPS = IPP + col*dx*X + row*dy*Y, RAS = (-x, -y, z)
+        ipp = np.array([float(v) for v in ds.ImagePositionPatient])
+        lps = ipp + np.array([40 * 0.661468, 70 * 0.661468, 0.0])
+        np.testing.assert_allclose(_world_centroid(img), [-lps[0], -lps[1], lps[2]], atol=0.35)
 
 
 def _write(path: Path, data: np.ndarray, vol: Volume, on_input_grid: bool) -> str:

@@ -519,14 +519,21 @@ def _to_common_layout(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray,
     return np.ascontiguousarray(moved.transpose(2, 1, 0)), new_affine[:, [2, 1, 0, 3]]
 
 
-def _from_common_layout(data: np.ndarray, common_affine: np.ndarray, source_affine: np.ndarray) -> np.ndarray:
-    """Inverse of `_to_common_layout`: an array on the common (d, h, w) grid -> the file's (i, j, k) layout."""
+def _from_common_layout(
+    data: np.ndarray, common_affine: np.ndarray, source_affine: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of `_to_common_layout`: an array on a common (d, h, w) grid -> the file's axis order and
+    directions, with the matching affine (for a grid of another resolution than the file's, e.g. a model grid).
+    """
     nibabel = _nibabel()
     orient = nibabel.orientations
     ijk = np.ascontiguousarray(data.transpose(2, 1, 0))
     ijk_affine = common_affine[:, [2, 1, 0, 3]]
     transform = orient.ornt_transform(orient.io_orientation(ijk_affine), orient.io_orientation(source_affine))
-    return np.ascontiguousarray(orient.apply_orientation(ijk, transform))
+    return (
+        np.ascontiguousarray(orient.apply_orientation(ijk, transform)),
+        ijk_affine @ orient.inv_ornt_aff(transform, ijk.shape),
+    )
 
 
 # ------------------------------------------------------------------------------------- PNG / TIFF (16-bit)
@@ -791,12 +798,14 @@ def write_nifti_map(
     if on_input_grid:
         grid = resample_map_to_input(arr, volume)
         affine = volume.affine
-        if volume.kind == "nifti" and volume.source_affine is not None and volume.meta.get("reoriented"):
-            grid = _from_common_layout(grid, affine, volume.source_affine)
-            affine = volume.source_affine
     else:
         grid = arr
         affine = _grid_affine(volume, tuple(arr.shape))
+    if volume.kind == "nifti" and volume.source_affine is not None and volume.meta.get("reoriented"):
+        # back to the file's own axis order/directions; on the file's exact grid, its affine bit for bit
+        grid, affine = _from_common_layout(grid, affine, volume.source_affine)
+        if grid.shape == volume.source_shape and "resampled_from" not in volume.meta:
+            affine = volume.source_affine
     if grid.ndim == 2:
         grid = grid[:, :, None]  # the 2-D affine indexes (h, w, 0)
     img = nibabel.Nifti1Image(np.ascontiguousarray(grid), np.asarray(affine, dtype=np.float64))
