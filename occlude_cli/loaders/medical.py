@@ -37,9 +37,10 @@ from occlude_cli.errors import OccludeError
 
 MEDICAL_EXTRA_HINT = "install the medical extra: pip install 'occlude[medical]'"
 
-#: Common CT display windows as ``(centre/level, width)`` in Hounsfield units. Source: the standard values
-#: listed in Radiopaedia's article "Windowing (CT)" (brain W:80 L:40, mediastinum W:350 L:50, lung
-#: W:1500 L:-600, bone W:1800 L:400), which match the defaults of common PACS viewers.
+#: Common CT display windows as ``(centre/level, width)`` in Hounsfield units: the values of Radiopaedia's
+#: article "Windowing (CT)" (https://radiopaedia.org/articles/windowing-ct: brain W:80 L:40, mediastinum
+#: W:350 L:50, lung W:1500 L:-600, bone W:1800 L:400). Conventions differ between sites and viewers (bone is
+#: also given as W:2000 L:500, lung as W:1600 L:-600); pass ``"W,L"`` to match what a model was trained with.
 window_presets: dict[str, tuple[float, float]] = {
     "lung": (-600.0, 1500.0),
     "mediastinum": (50.0, 350.0),
