@@ -69,7 +69,7 @@ def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; keeps the inputs' relative folder layout.")] = Path("occlude-out"),
     patch: Annotated[Optional[str], typer.Option(help="Occluding patch, N or HxW in model-input pixels \\[default: 1/14 of the input side, 16 on 224]. Several (8,16,32): one map per patch size plus their rank correlations in STEM.scales.json.")] = None,
     multiscale: Annotated[bool, typer.Option("--multiscale", help="With several --patch sizes: also write STEM.multiscale.* (the mean of the maps, each scaled to [-1, 1]).")] = False,
-    metrics: Annotated[bool, typer.Option("--metrics", help="Add the map's deletion and insertion curves and AUCs (Petsiuk et al. 2018) to the JSON; 102 extra forward passes.")] = False,
+    metrics: Annotated[bool, typer.Option("--metrics", help="Add the map's deletion and insertion curves and AUCs (Petsiuk et al. 2018) and its infidelity (no extra pass), sufficiency and completeness (one pass per top-k fraction) to the JSON; 102 + 13 extra forward passes.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", help="Also compute the maps of the K best classes (no extra inference); saved as STEM.topk.npy.")] = 1,
     all_classes: Annotated[bool, typer.Option("--all-classes", help="Also save every class's map (STEM.classes.npy) and the most probable class when each pixel is occluded (STEM.top_class.npy).")] = False,
     region: Annotated[Optional[str], typer.Option(help="Occlude only inside this box x0,y0,x1,y1 (original image pixels); the rest of the map is null (not computed).")] = None,

@@ -399,6 +399,18 @@ def _print_comparison(console, comparison: dict, written) -> None:
                   _fmt(curves["other"]["deletion_auc"]), comparison["better"]["deletion"])
     table.add_row("insertion AUC (higher is better)", _fmt(curves["occlusion"]["insertion_auc"]),
                   _fmt(curves["other"]["insertion_auc"]), comparison["better"]["insertion"])
+    fidelity = comparison.get("fidelity")
+    if fidelity:
+        ours, theirs = fidelity["maps"]["occlusion"], fidelity["maps"]["other"]
+        for label, path, lower in (
+            ("infidelity, unexplained share (lower is better)", ("infidelity", "unexplained"), True),
+            ("sufficiency, mean share kept (higher is better)", ("sufficiency", "mean_kept"), False),
+            ("completeness, mean share removed (higher is better)", ("completeness", "mean_removed"), False),
+        ):
+            a, b = ours[path[0]][path[1]], theirs[path[0]][path[1]]
+            verdict = "" if a is None or b is None else ("tie" if abs(a - b) < 1e-12 else
+                                                        ("occlusion" if (a < b) == lower else "other"))
+            table.add_row(label, _fmt(a), _fmt(b), verdict)
     console.print(table)
     console.print(
         f"Pearson {_fmt(agreement['pearson'])}, Spearman {_fmt(agreement['spearman'])}, "
