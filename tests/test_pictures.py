@@ -130,3 +130,12 @@ def test_panels_png_has_photo_heatmap_and_overlay(tmp_path):
     overlay = image[HEAD_SUB:HEAD_SUB + side, PAD + 2 * (side + gap):PAD + 3 * side + 2 * gap]
     assert not strong_colour(photo).any()  # the digit itself is grey
     assert strong_colour(heat).mean() > 0.1 and strong_colour(overlay).mean() > 0.05
+
+
+def test_built_in_default_colormap_equals_matplotlibs():
+    import matplotlib
+
+    from occlude_cli.outputs.render import _rdbu_r_table
+
+    expected = np.round(matplotlib.colormaps["RdBu_r"](np.linspace(0.0, 1.0, 256)) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(_rdbu_r_table(), expected)
