@@ -31,6 +31,7 @@ from .common import (
     user_errors,
     with_flags,
 )
+from .run import shorten_path
 
 COMPARE_EXAMPLES = """
 [bold]Examples[/]
@@ -358,23 +359,27 @@ def _check_one(item, classifier, options, preprocessing, class_names, box_values
 
 def _report(console, row, quiet: bool) -> None:
     """Failures and errors go to stderr as they happen (also under --quiet / --json, where nothing else
-    is shown); passes are shown in the table only."""
+    is shown); when stderr is not a terminal (CI logs) every finished image gets one line."""
     if row.status == "error":
-        console.print(f"[bold red]error:[/] {escape(row.path)}: {escape(row.error or '')}")
-    elif row.status == "fail" and quiet:
-        console.print(f"[bold red]fail:[/] {escape(row.path)}: {escape('; '.join(row.reasons))}")
+        console.print(f"[bold red]error:[/] {escape(one_line(row.path))}: {escape(one_line(row.error or ''))}")
+    elif row.status == "fail" and (quiet or not stderr_is_terminal()):
+        console.print(f"[bold red]fail:[/] {escape(one_line(row.path))}: {escape('; '.join(row.reasons))}")
+    elif row.status == "pass" and not quiet and not stderr_is_terminal():
+        energy = "n/a" if row.energy_share is None else f"{row.energy_share:.3f}"
+        console.print(escape(one_line(f"pass {row.path} energy={energy} seconds={row.seconds}")))
 
 
 def _print_checks(console, rows, out: Path, settings: dict) -> None:
     table = Table(title=f"occlude check: {len(rows)} image(s), region {settings['region']} -> {out}",
                   title_justify="left")
-    for column in ("image", "status", "target", "peak in region", "energy share", "region share", "why"):
+    table.add_column("image", no_wrap=True)
+    for column in ("status", "target", "peak in region", "energy share", "region share", "why"):
         table.add_column(column)
     for row in rows:
         style = {"pass": "green", "fail": "red", "error": "red"}.get(row.status, "")
         target = f"{row.target_index} {row.target_label or ''}".strip() if row.target_index is not None else ""
         table.add_row(
-            escape(row.path),
+            escape(shorten_path(row.path, 40)),
             f"[{style}]{row.status}[/]",
             escape(target),
             "" if row.pointing_game is None else ("yes" if row.pointing_game else "no"),
