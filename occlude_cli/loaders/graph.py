@@ -222,15 +222,15 @@ def _check_tensor_location(tensor: onnx.TensorProto, where: str, folder: Path) -
         raise OccludeError(f"{prefix}: offset {offset} and length {length} run past the file's end ({size} bytes)")
 
 
-def check_external_data(path) -> None:
+def check_external_data(path) -> onnx.ModelProto:
     """Refuse a model whose external-data locations could read files outside its folder.
 
     Each tensor stored outside the ``.onnx`` file (initializers, sparse initializers, tensor attributes,
     tensors inside If/Loop/Scan subgraphs and local functions) names a relative location. It must not be
     absolute, must not contain ``..``, must resolve (symlinks followed) inside the model's folder, and must
     exist as a regular file holding the declared byte range. Raises OccludeError with one line naming the
-    tensor and the location; returns None for a model with no external data or only safe locations.
-    The weights themselves are never read.
+    tensor and the location. Returns the model as read (external weights not loaded), so that a caller
+    that needs the graph's structure does not parse the file twice. The external weights are never read.
     """
     path = Path(path)
     model = _read_proto(path)
@@ -238,6 +238,7 @@ def check_external_data(path) -> None:
     for tensor, where in _model_tensors_stored(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             _check_tensor_location(tensor, where, folder)
+    return model
 
 
 def load_model(model_or_path: ModelOrPath) -> onnx.ModelProto:

@@ -297,7 +297,8 @@ class OnnxClassifier:
             raise OccludeError(f"expected an .onnx model file, got a folder: {self.path}")
         from .graph import check_external_data
 
-        check_external_data(self.path)  # before anything reads weights: no location outside the model's folder
+        # before anything reads weights: no location outside the model's folder; the graph is read once here
+        graph = check_external_data(self.path)
         ort = _ort()
         self.providers = choose_providers(device)
         options = ort.SessionOptions()
@@ -360,7 +361,8 @@ class OnnxClassifier:
         self.metadata_preprocessing = _json_metadata(meta, PREPROCESS_KEY, dict, self.path)
         labels = _json_metadata(meta, LABELS_KEY, list, self.path)
         self.labels: Optional[List[str]] = [str(v) for v in labels] if labels is not None else None
-        self.final_op = final_operator(self.path, self.output.name)
+        self.final_op = final_operator(graph, self.output.name)
+        del graph
 
     def head(self, requested, raw: np.ndarray) -> Head:
         """What to explain for this model (see :func:`resolve_head`), from one unoccluded forward pass."""
@@ -502,16 +504,17 @@ class OnnxClassifier:
         }
 
 
-def final_operator(path, output_name: str) -> Optional[str]:
-    """The operator that produces ``output_name``, looking through shape-only ops (Identity, Reshape,
-    Flatten, Squeeze, Unsqueeze, Cast): 'Softmax', 'Sigmoid', 'Gemm', ... or None when it cannot tell.
-    Reads the graph without its external weights."""
-    try:
-        import onnx
+def final_operator(model, output_name: str) -> Optional[str]:
+    """The operator that produces ``output_name`` in ``model`` (a ModelProto, or a path read without its
+    external weights), looking through shape-only ops (Identity, Reshape, Flatten, Squeeze, Unsqueeze,
+    Cast): 'Softmax', 'Sigmoid', 'Gemm', ... or None when it cannot tell."""
+    if not hasattr(model, "graph"):
+        try:
+            import onnx
 
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # not readable by the onnx package (onnxruntime already read it): no graph facts
-        return None
+            model = onnx.load(str(model), load_external_data=False)
+        except Exception:  # not readable by the onnx package (onnxruntime already read it): no graph facts
+            return None
     producers = {out: node for node in model.graph.node for out in node.output}
     name = output_name
     for _ in range(16):
