@@ -260,12 +260,8 @@ class IncrementalScorer:
         return out
 
     def full_outputs(self, batch: np.ndarray) -> np.ndarray:
-        """Raw outputs of the plain full model (for the original input and for comparisons)."""
-        session = self.full
-        out = np.concatenate([session.run([self.output_name], {self.input_name: batch[i : i + 1]})[0] for i in range(len(batch))])
-        if out.ndim > 2 and all(d == 1 for d in out.shape[2:]):
-            out = out.reshape(out.shape[:2])
-        return out
+        """Raw outputs of the plain full model on a batch (the original input, comparisons)."""
+        return self.full.run(batch)
 
     # -- geometry ------------------------------------------------------------------------------------
     def geometry(self, windows: np.ndarray) -> _Geometry:
@@ -352,8 +348,9 @@ class IncrementalScorer:
             shape[0] = b
             shape[axes[0]], shape[axes[1]] = cy, cx
             batch = np.empty(shape, dtype=source_full.dtype)
+            origins = geo.origins[k].tolist()
             for i, w in enumerate(rows):
-                oy, ox = (int(v) for v in geo.origins[k][w])
+                oy, ox = origins[w]
                 batch[i] = source_full[_index(ndim, axes, (oy, oy + cy), (ox, ox + cx), 0)]
                 if k == 0:
                     y, x, h, ww = (int(v) for v in windows[w])
@@ -411,27 +408,6 @@ class IncrementalScorer:
                 return float("inf")
             worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - want))) / scale)
         return worst
-
-    def self_check(self, inputs: np.ndarray, baseline: np.ndarray, windows: np.ndarray, tolerance: float = 1e-4) -> Tuple[float, float]:
-        """Verify the plan on this machine: crops of the unoccluded input must reproduce the whole tensors
-        over the changed positions, and occluded outputs must equal full passes. Returns (crop, output)
-        relative errors; raises :class:`IncrementalUnavailable` above ``tolerance``."""
-        self.score_windows(inputs, inputs, windows, batch_size=len(windows), _check=True)
-        crop_err = self._last_check
-        if not crop_err <= tolerance:
-            raise IncrementalUnavailable(f"self-check failed: crops differ from the whole tensor by {crop_err:.2e} (relative)")
-        got = self.score_windows(inputs, baseline, windows, batch_size=len(windows))
-        batch = np.repeat(inputs[None], len(windows), axis=0)
-        ndim = batch.ndim
-        for i, (y, x, h, w) in enumerate(np.asarray(windows).tolist()):
-            index = _index(ndim, self.input_axes, (y, y + h), (x, x + w), i)
-            batch[index] = baseline[index[1:]]
-        want = self.full_outputs(batch)
-        scale = float(np.max(np.abs(want))) or 1.0
-        out_err = float(np.max(np.abs(got.astype(np.float64) - want))) / scale
-        if not out_err <= tolerance:
-            raise IncrementalUnavailable(f"self-check failed: outputs differ from full passes by {out_err:.2e} (relative)")
-        return crop_err, out_err
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -561,16 +537,20 @@ def _plan_candidates(info: GraphInfo, cuts: List[LocalTensor], window: Tuple[int
 
 
 def _make_scorer(model, info: GraphInfo, chain: List[str], output: str, layout: Optional[str],
-                 base, threads, providers) -> IncrementalScorer:
+                 base, threads, providers, cache: Dict[tuple, object]) -> IncrementalScorer:
+    """Sessions for every segment of ``chain`` and the suffix (shared through ``cache`` between chains)."""
     segments: List[Segment] = []
     source = info.input_name
     source_local = base.tensors[source]
     for target in chain:
-        rel = analyse(None, source=source, info=info, layout=layout, source_axes=source_local.axes)
-        if target not in rel.tensors:
-            raise IncrementalUnavailable(f"{target!r} is not local relative to {source!r}")
-        t_rel = rel.tensors[target]
-        sub = extract(model, [source], [target], info)
+        key = ("segment", source, target)
+        if key not in cache:
+            rel = analyse(None, source=source, info=info, layout=layout, source_axes=source_local.axes)
+            if target not in rel.tensors:
+                raise IncrementalUnavailable(f"{target!r} is not local relative to {source!r}")
+            sub = extract(model, [source], [target], info)
+            cache[key] = (rel.tensors[target], _session(sub, threads, providers))
+        t_rel, session = cache[key]
         segments.append(
             Segment(
                 source=source,
@@ -580,12 +560,14 @@ def _make_scorer(model, info: GraphInfo, chain: List[str], output: str, layout: 
                 target_axes=t_rel.axes,
                 source_extent=source_local.extent,
                 target_extent=base.tensors[target].extent,
-                session=_session(sub, threads, providers),
+                session=session,
             )
         )
         source = target
         source_local = base.tensors[target]
-    suffix = _session(extract(model, [source], [output], info), threads, providers)
+    key = ("suffix", source, output)
+    if key not in cache:
+        cache[key] = _session(extract(model, [source], [output], info), threads, providers)
     return IncrementalScorer(
         model_path=Path(getattr(info, "path", "")),
         input_name=info.input_name,
@@ -593,17 +575,51 @@ def _make_scorer(model, info: GraphInfo, chain: List[str], output: str, layout: 
         input_axes=base.tensors[info.input_name].axes,
         input_extent=base.tensors[info.input_name].extent,
         segments=segments,
-        suffix=suffix,
+        suffix=cache[key],
     )
 
 
 def _check_windows(extent: Tuple[int, int], window: Tuple[int, int]) -> np.ndarray:
     """Windows at every position class: the four corners, the four border middles and the centre, plus
-    one off the stride grid."""
+    some off the stride grid."""
     h, w = min(window[0], extent[0]), min(window[1], extent[1])
     ys = sorted({0, (extent[0] - h) // 2, extent[0] - h, max(0, min(extent[0] - h, 3))})
     xs = sorted({0, (extent[1] - w) // 2, extent[1] - w, max(0, min(extent[1] - w, 5))})
     return np.asarray([(y, x, h, w) for y in ys for x in xs], dtype=np.int64)
+
+
+def _occluded_batch(sample: np.ndarray, baseline: np.ndarray, windows: np.ndarray, axes: Tuple[int, int]) -> np.ndarray:
+    """Full occluded copies of one sample (the plain engine's batch), ``axes`` counted with the batch axis."""
+    batch = np.repeat(sample[None], len(windows), axis=0)
+    for i, (y, x, h, w) in enumerate(np.asarray(windows).tolist()):
+        index = _index(batch.ndim, axes, (y, y + h), (x, x + w), i)
+        batch[index] = baseline[index[1:]]
+    return batch
+
+
+class _FullModel:
+    """The unsplit model: reference outputs for the self-check and the time to beat."""
+
+    def __init__(self, session, input_name: str, output_name: str):
+        self.session = session
+        self.input_name = input_name
+        self.output_name = output_name
+        self.batched = True
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if self.batched:
+            try:
+                out = self.session.run([self.output_name], {self.input_name: batch})[0]
+            except Exception:  # a model pinned to batch 1: one sample at a time, as the plain engine does
+                self.batched = False
+        if not self.batched:
+            out = np.concatenate(
+                [self.session.run([self.output_name], {self.input_name: batch[i : i + 1]})[0] for i in range(len(batch))]
+            )
+        out = np.asarray(out)
+        if out.ndim > 2 and all(d == 1 for d in out.shape[2:]):
+            out = out.reshape(out.shape[:2])
+        return out
 
 
 def build_plan(
@@ -623,16 +639,19 @@ def build_plan(
     batch_size: int = 32,
     tolerance: float = 1e-4,
     require_faster: bool = False,
+    full_session=None,
 ) -> IncrementalScorer:
     """An :class:`IncrementalScorer` for the model, or :class:`IncrementalUnavailable` with the reason.
 
     ``input_shape``: one sample with its batch axis (N=1), NCHW or NHWC (``layout``, guessed from a channel
     count of 1 or 3 when omitted). ``window`` (h, w): the occlusion patch, used to rank and time plans.
-    ``cuts`` forces a chain of cut tensor names (tests, benchmarks); otherwise the cost model ranks one chain
-    per length up to ``max_chain`` and, with ``measure``, the ranked chains and the full model are timed on
-    ``batch_size`` windows and the fastest is kept. ``require_faster`` raises when the full model wins.
+    ``cuts`` forces a chain of cut tensor names (tests, benchmarks); otherwise the cost model ranks the best
+    chain of each length up to ``max_chain``. Every plan passes the self-check (crops against the whole
+    tensors, outputs against full passes, on ``batch_size`` windows including every position class); with
+    ``measure`` the checked plans and the full model are then timed on one more batch each and the fastest
+    plan is kept (``timings`` records them). ``require_faster`` raises when the full model is faster.
     ``sample``/``baseline`` (one sample each, no batch axis) feed the self-check; default a seeded random
-    input and zeros.
+    input and zeros. ``full_session``: an onnxruntime session of the whole model to reuse.
     """
     import onnx
 
@@ -640,7 +659,7 @@ def build_plan(
     if not path.exists():
         raise OccludeError(f"model not found: {path}")
     input_shape = [int(d) for d in input_shape]
-    if len(input_shape) != 4:
+    if len(input_shape) != 4 or input_shape[0] != 1:
         raise OccludeError(f"input_shape must be 4-D with a batch of 1, got {input_shape}")
     model = onnx.load(str(path))
     info = GraphInfo(model, input_shape=input_shape)
@@ -660,11 +679,12 @@ def build_plan(
     input_local = base.tensors[info.input_name]
     dtype = np.float16 if info.elem_types.get(info.input_name) == onnx.TensorProto.FLOAT16 else np.float32
     sample_shape = tuple(input_shape[1:])
-    rng = np.random.default_rng(0)
     if sample is None:
-        sample = rng.standard_normal(sample_shape).astype(dtype)
+        sample = np.random.default_rng(0).standard_normal(sample_shape).astype(dtype)
     sample = np.asarray(sample, dtype=dtype)
     baseline = np.zeros(sample_shape, dtype=dtype) if baseline is None else np.asarray(baseline, dtype=dtype)
+    if sample.shape != sample_shape or baseline.shape != sample_shape:
+        raise OccludeError(f"sample and baseline must have shape {sample_shape}")
     window = (min(window[0], input_local.extent[0]), min(window[1], input_local.extent[1]))
     if cuts is not None:
         known = {c.name for c in candidates}
@@ -676,81 +696,74 @@ def build_plan(
         chains = [c.chain for c in _plan_candidates(info, candidates, window, output_name, input_local, max_chain)]
         if not chains:
             raise IncrementalUnavailable("no chain of cuts has a usable receptive field")
-    full = _session(model, threads, providers)
-    check_windows = _check_windows(input_local.extent, window)
-    scorers = []
+    full = _FullModel(full_session or _session(model, threads, providers), info.input_name, output_name)
+    border = _check_windows(input_local.extent, window)
+    windows = np.concatenate([border, _timing_windows(input_local.extent, window, max(0, batch_size - len(border)))])
+    occluded = _occluded_batch(sample, baseline, windows, input_local.axes)
+    reference = full.run(occluded)
+    scale = float(np.max(np.abs(reference))) or 1.0
+    cache: Dict[tuple, object] = {}
+    checked = []
     notes = []
     for chain in chains:
         try:
-            scorer = _make_scorer(model, info, chain, output_name, layout, base, threads, providers)
+            scorer = _make_scorer(model, info, chain, output_name, layout, base, threads, providers, cache)
             scorer.full = full
+            scorer.score_windows(sample, sample, border, batch_size=len(border), _check=True)
+            if not scorer._last_check <= tolerance:
+                raise IncrementalUnavailable(
+                    f"self-check failed: crops differ from the whole tensor by {scorer._last_check:.2e} (relative)"
+                )
             try:
-                scorer.self_check(sample, baseline, check_windows, tolerance)
-            except IncrementalUnavailable:
-                raise
+                got = scorer.score_windows(sample, baseline, windows, batch_size=len(windows))
             except Exception:
-                if not scorer.suffix_batched:
-                    raise
-                scorer.suffix_batched = False  # a suffix pinned to batch 1 (Reshape to [1, K], ...)
-                scorer._cache_key = None
-                scorer.self_check(sample, baseline, check_windows, tolerance)
-            scorers.append(scorer)
+                scorer.suffix_batched = False  # a suffix pinned to batch 1 (a Reshape to [1, K], ...)
+                got = scorer.score_windows(sample, baseline, windows, batch_size=len(windows))
+            error = float(np.max(np.abs(got.astype(np.float64) - reference))) / scale
+            if not error <= tolerance:
+                raise IncrementalUnavailable(f"self-check failed: outputs differ from full passes by {error:.2e} (relative)")
+            scorer.check_error = error
+            checked.append(scorer)
         except IncrementalUnavailable as exc:
             notes.append(f"chain {chain}: {exc}")
-        except Exception as exc:  # onnxruntime errors on a sub-graph: that chain is unusable
+        except Exception as exc:  # onnxruntime refuses a sub-graph: that chain is unusable
             notes.append(f"chain {chain}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-    if not scorers:
+    if not checked:
         raise IncrementalUnavailable("; ".join(notes) or "no usable plan")
-    if not measure and not require_faster:
-        scorers[0].notes = notes
-        return scorers[0]
-    windows = _timing_windows(input_local.extent, window, batch_size)
-    full_time = _time_full(full, scorers[0], sample, baseline, windows)
-    timed = []
-    for scorer in scorers:
-        t = _time(lambda s=scorer: s.score_windows(sample, baseline, windows, batch_size=batch_size))
-        timed.append((t / len(windows), scorer))
-    timed.sort(key=lambda p: p[0])
+    if not (measure or require_faster):
+        checked[0].notes = notes
+        return checked[0]
+    # each session has run this batch shape once (the self-check): one more run each is the measurement
+    n = len(windows)
+    full_time = _time_once(lambda: full.run(occluded)) / n
+    timed = sorted(
+        ((_time_once(lambda s=s: s.score_windows(sample, baseline, windows, batch_size=n)) / n, s) for s in checked),
+        key=lambda p: p[0],
+    )
     best_time, best = timed[0]
-    best.timings = {"full": full_time / len(windows), **{"+".join(s.cuts): t for t, s in timed}}
-    best.notes = notes + [f"{len(windows)} windows: full {full_time / len(windows) * 1e3:.2f} ms/window, "
-                          f"incremental {best_time * 1e3:.2f} ms/window"]
-    if require_faster and best_time >= full_time / len(windows):
+    best.timings = {"full": full_time, **{"+".join(s.cuts): t for t, s in timed}}
+    best.notes = notes + [
+        f"{n} windows: full {full_time * 1e3:.2f} ms/window, incremental {best_time * 1e3:.2f} ms/window"
+    ]
+    if require_faster and best_time >= full_time:
         raise IncrementalUnavailable(
-            f"not faster here: {best_time * 1e3:.2f} ms/window incremental vs {full_time / len(windows) * 1e3:.2f} full"
+            f"not faster here: {best_time * 1e3:.2f} ms/window incremental vs {full_time * 1e3:.2f} ms/window full"
         )
     return best
 
 
-def _timing_windows(extent, window, batch_size: int) -> np.ndarray:
-    """``batch_size`` windows spread over the image (a strided grid), for timing plans."""
+def _timing_windows(extent, window, count: int) -> np.ndarray:
+    """``count`` seeded random windows over the image, for timing plans."""
     rng = np.random.default_rng(1)
-    ys = rng.integers(0, extent[0] - window[0] + 1, size=batch_size)
-    xs = rng.integers(0, extent[1] - window[1] + 1, size=batch_size)
-    return np.stack([ys, xs, np.full(batch_size, window[0]), np.full(batch_size, window[1])], axis=1)
+    ys = rng.integers(0, extent[0] - window[0] + 1, size=count)
+    xs = rng.integers(0, extent[1] - window[1] + 1, size=count)
+    return np.stack([ys, xs, np.full(count, window[0]), np.full(count, window[1])], axis=1).astype(np.int64)
 
 
-def _time(fn, repeats: int = 2) -> float:
-    fn()  # warm-up: first runs at a new shape allocate
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def _time_full(full, scorer: IncrementalScorer, sample, baseline, windows) -> float:
-    batch = np.repeat(sample[None], len(windows), axis=0)
-    axes = scorer.input_axes
-    for i, (y, x, h, w) in enumerate(windows.tolist()):
-        index = _index(batch.ndim, axes, (y, y + h), (x, x + w), i)
-        batch[index] = baseline[index[1:]]
-    try:
-        full.run([scorer.output_name], {scorer.input_name: batch})
-    except Exception:  # a model pinned to batch 1: one sample at a time, as the plain engine would
-        return _time(lambda: scorer.full_outputs(batch))
-    return _time(lambda: full.run([scorer.output_name], {scorer.input_name: batch}))
+def _time_once(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def try_build_plan(*args, **kwargs) -> Tuple[Optional[IncrementalScorer], Optional[str]]:
@@ -759,4 +772,3 @@ def try_build_plan(*args, **kwargs) -> Tuple[Optional[IncrementalScorer], Option
         return build_plan(*args, **kwargs), None
     except IncrementalUnavailable as exc:
         return None, str(exc)
-
