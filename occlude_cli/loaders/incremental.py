@@ -217,6 +217,8 @@ class IncrementalScorer:
         self.suffix = suffix
         self.suffix_batched = suffix_batched
         self.full = full
+        self.dtype = np.float32
+        self.check_error: Optional[float] = None
         self.notes: List[str] = []
         self.timings: Dict[str, float] = {}
         self._cache_key: Optional[np.ndarray] = None
@@ -231,6 +233,7 @@ class IncrementalScorer:
         return {
             "cuts": self.cuts,
             "strides": [[s.rf[0].stride, s.rf[1].stride] for s in self.segments],
+            "self_check_max_rel_error": self.check_error,
             "notes": list(self.notes),
             "timings_ms_per_window": {k: round(v * 1e3, 4) for k, v in self.timings.items()},
         }
@@ -313,8 +316,8 @@ class IncrementalScorer:
     ) -> np.ndarray:
         """Raw outputs (N, classes) of the model on ``inputs`` (one sample, no batch axis) with each window
         (y, x, h, w in input pixels) replaced by ``baseline``, equal to float noise to full passes."""
-        inputs = np.asarray(inputs)
-        baseline = np.asarray(baseline, dtype=inputs.dtype)
+        inputs = np.asarray(inputs, dtype=self.dtype)
+        baseline = np.asarray(baseline, dtype=self.dtype)
         if baseline.shape != inputs.shape:
             raise OccludeError(f"baseline shape {baseline.shape} differs from input shape {inputs.shape}")
         if batch_size < 1:
@@ -632,9 +635,11 @@ def build_plan(
     window: Tuple[int, int] = (16, 16),
     providers: Optional[Sequence[str]] = None,
     threads: Optional[int] = None,
+    input_name: Optional[str] = None,
     output_name: Optional[str] = None,
     cuts: Optional[Sequence[str]] = None,
-    max_chain: int = 3,
+    max_chain: int = 5,
+    max_plans: int = 3,
     measure: bool = True,
     batch_size: int = 32,
     tolerance: float = 1e-4,
@@ -646,12 +651,13 @@ def build_plan(
     ``input_shape``: one sample with its batch axis (N=1), NCHW or NHWC (``layout``, guessed from a channel
     count of 1 or 3 when omitted). ``window`` (h, w): the occlusion patch, used to rank and time plans.
     ``cuts`` forces a chain of cut tensor names (tests, benchmarks); otherwise the cost model ranks the best
-    chain of each length up to ``max_chain``. Every plan passes the self-check (crops against the whole
+    chain of each length up to ``max_chain`` and keeps the ``max_plans`` cheapest. Every plan passes the self-check (crops against the whole
     tensors, outputs against full passes, on ``batch_size`` windows including every position class); with
     ``measure`` the checked plans and the full model are then timed on one more batch each and the fastest
     plan is kept (``timings`` records them). ``require_faster`` raises when the full model is faster.
     ``sample``/``baseline`` (one sample each, no batch axis) feed the self-check; default a seeded random
     input and zeros. ``full_session``: an onnxruntime session of the whole model to reuse.
+    ``input_name``/``output_name`` pick the image input and the scores output when the model has several.
     """
     import onnx
 
@@ -662,7 +668,7 @@ def build_plan(
     if len(input_shape) != 4 or input_shape[0] != 1:
         raise OccludeError(f"input_shape must be 4-D with a batch of 1, got {input_shape}")
     model = onnx.load(str(path))
-    info = GraphInfo(model, input_shape=input_shape)
+    info = GraphInfo(model, input_shape=input_shape, input_name=input_name)
     info.path = path
     base = analyse(None, layout=layout, info=info)
     outputs = info.outputs
@@ -693,7 +699,8 @@ def build_plan(
                 raise IncrementalUnavailable(f"{c!r} is not a cut point (a local tensor every path crosses)")
         chains = [list(cuts)]
     else:
-        chains = [c.chain for c in _plan_candidates(info, candidates, window, output_name, input_local, max_chain)]
+        ranked = _plan_candidates(info, candidates, window, output_name, input_local, max_chain)
+        chains = [c.chain for c in ranked[: max(1, max_plans)]]
         if not chains:
             raise IncrementalUnavailable("no chain of cuts has a usable receptive field")
     full = _FullModel(full_session or _session(model, threads, providers), info.input_name, output_name)
@@ -709,6 +716,7 @@ def build_plan(
         try:
             scorer = _make_scorer(model, info, chain, output_name, layout, base, threads, providers, cache)
             scorer.full = full
+            scorer.dtype = dtype
             scorer.score_windows(sample, sample, border, batch_size=len(border), _check=True)
             if not scorer._last_check <= tolerance:
                 raise IncrementalUnavailable(
