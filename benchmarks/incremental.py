@@ -226,6 +226,11 @@ def bench_model(name: str, path: Path, sample: np.ndarray, windows: np.ndarray, 
         "max_abs_diff": float(np.abs(got - reference).max()),
         "max_rel_diff": float(np.abs(got - reference).max() / scale),
         "map_max_rel_diff": float(np.abs(got_map - ref_map).max() / (np.abs(ref_map).max() or 1.0)),
+        "map_max_abs_diff": float(np.abs(got_map - ref_map).max()),
+        "map_max_abs": float(np.abs(ref_map).max()),
+        # how much occlusion moves the outputs at all, relative to their magnitude (random-weight models
+        # can be nearly insensitive, which makes the map's relative difference a ratio of float noises)
+        "occlusion_sensitivity": float(np.abs(reference - original[None]).max() / scale),
         "target": target,
     }
 
@@ -255,7 +260,8 @@ def main(argv=None) -> int:
             results.append(row)
             print(f"{name:12s} full {row['full_ms_per_window']:7.2f} ms/window  incremental "
                   f"{row['incremental_ms_per_window']:7.2f}  speed-up {row['speedup']:.2f}x  "
-                  f"max rel diff {row['max_rel_diff']:.1e} (map {row['map_max_rel_diff']:.1e})  "
+                  f"max rel diff {row['max_rel_diff']:.1e} (map {row['map_max_rel_diff']:.1e}, sensitivity "
+                  f"{row['occlusion_sensitivity']:.1e})  "
                   f"cuts {row['cuts']} strides {row['strides']}  build {row['build_s']:.1f} s", flush=True)
     load_end = os.getloadavg()[0]
     print(f"load average at end: {load_end:.2f}")
