@@ -49,9 +49,10 @@ class Net:
     def conv(self, x: str, cout: int, k: int = 3, s: int = 1, pads=None, group: int = 1, dilation: int = 1,
              auto_pad: Optional[str] = None) -> str:
         cin = self.channels[x]
-        weight = self.const(self.rng.standard_normal((cout, cin // group, k, k)) * (1.5 / np.sqrt(cin // group * k * k)))
+        scale = 1.5 / np.sqrt(cin // group * k * k)
+        weight = self.const(self.rng.standard_normal((cout, cin // group, k, k)) * scale)
         bias = self.const(self.rng.standard_normal(cout) * 0.1)
-        attrs = dict(kernel_shape=[k, k], strides=[s, s], dilations=[dilation, dilation], group=group)
+        attrs = {"kernel_shape": [k, k], "strides": [s, s], "dilations": [dilation, dilation], "group": group}
         if auto_pad:
             attrs["auto_pad"] = auto_pad
         else:

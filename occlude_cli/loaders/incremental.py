@@ -36,7 +36,7 @@ from occlude_cli.errors import OccludeError
 
 from .receptive import AxisRF, GraphInfo, LocalTensor, analyse, cut_candidates
 
-__all__ = ["IncrementalUnavailable", "IncrementalScorer", "Segment", "build_plan", "try_build_plan", "extract"]
+__all__ = ["IncrementalScorer", "IncrementalUnavailable", "Segment", "build_plan", "extract", "try_build_plan"]
 
 # Memory traffic weight of the cost model: one output element costs as much as this many multiply-adds
 # (depthwise convolutions and activations are memory-bound on CPUs).
@@ -88,11 +88,14 @@ def extract(model, inputs: Sequence[str], outputs: Sequence[str], info: Optional
                 node = graph.node[index]
                 stack.extend(node.input)
                 for attr in node.attribute:  # outer-scope names used by subgraphs
-                    for sub in list(attr.g.node if attr.HasField("g") else []) + [n for g in attr.graphs for n in g.node]:
+                    subgraphs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+                    for sub in (n for g in subgraphs for n in g.node):
                         stack.extend(sub.input)
             continue
         if name in graph_inputs:
-            raise IncrementalUnavailable(f"tensor(s) {list(outputs)} depend on input {name!r} other than through {list(inputs)}")
+            raise IncrementalUnavailable(
+                f"tensor(s) {list(outputs)} depend on input {name!r} other than through {list(inputs)}"
+            )
     elem = {}
     ranks = {}
     for value in list(graph.value_info) + list(graph.input) + list(graph.output):
@@ -241,7 +244,8 @@ class IncrementalScorer:
     # -- whole tensors -------------------------------------------------------------------------------
     def _full_tensors(self, inputs: np.ndarray) -> List[np.ndarray]:
         """[input, T1_full, ..., Tk_full] for one sample (each with a batch axis of 1), cached per input."""
-        if self._cache_key is not None and self._cache_key.shape == inputs.shape and np.array_equal(self._cache_key, inputs):
+        key = self._cache_key
+        if key is not None and key.shape == inputs.shape and np.array_equal(key, inputs):
             return self._cache
         tensors = [inputs[None]]
         for segment in self.segments:
@@ -254,8 +258,9 @@ class IncrementalScorer:
         if self.suffix_batched:
             out = self.suffix.run([self.output_name], {self.segments[-1].target: batch})[0]
         else:
+            name = self.segments[-1].target
             out = np.concatenate(
-                [self.suffix.run([self.output_name], {self.segments[-1].target: batch[i : i + 1]})[0] for i in range(len(batch))]
+                [self.suffix.run([self.output_name], {name: batch[i : i + 1]})[0] for i in range(len(batch))]
             )
         out = np.asarray(out)
         if out.ndim > 2 and all(d == 1 for d in out.shape[2:]):
@@ -312,7 +317,13 @@ class IncrementalScorer:
 
     # -- scoring -------------------------------------------------------------------------------------
     def score_windows(
-        self, inputs: np.ndarray, baseline: np.ndarray, windows: np.ndarray, batch_size: int = 32, *, _check: bool = False
+        self,
+        inputs: np.ndarray,
+        baseline: np.ndarray,
+        windows: np.ndarray,
+        batch_size: int = 32,
+        *,
+        _check: bool = False,
     ) -> np.ndarray:
         """Raw outputs (N, classes) of the model on ``inputs`` (one sample, no batch axis) with each window
         (y, x, h, w in input pixels) replaced by ``baseline``, equal to float noise to full passes."""
@@ -527,7 +538,7 @@ def _plan_candidates(info: GraphInfo, cuts: List[LocalTensor], window: Tuple[int
             if options:
                 best[(length, j)] = min(options, key=lambda o: o[0])
     ranked = []
-    for (length, j), (c, chain) in best.items():
+    for (_, j), (c, chain) in best.items():
         tail = total - cumulative[cuts[j].name]
         last = cuts[j]
         tail += _CROP_ELEMENT_COST * float(np.prod(last.shape))
@@ -613,11 +624,12 @@ class _FullModel:
         if self.batched:
             try:
                 out = self.session.run([self.output_name], {self.input_name: batch})[0]
-            except Exception:  # a model pinned to batch 1: one sample at a time, as the plain engine does
+            except Exception:  # noqa: BLE001 -- a model pinned to batch 1: one sample at a time, as the engine does
                 self.batched = False
         if not self.batched:
+            name = self.input_name
             out = np.concatenate(
-                [self.session.run([self.output_name], {self.input_name: batch[i : i + 1]})[0] for i in range(len(batch))]
+                [self.session.run([self.output_name], {name: batch[i : i + 1]})[0] for i in range(len(batch))]
             )
         out = np.asarray(out)
         if out.ndim > 2 and all(d == 1 for d in out.shape[2:]):
@@ -648,13 +660,16 @@ def build_plan(
 ) -> IncrementalScorer:
     """An :class:`IncrementalScorer` for the model, or :class:`IncrementalUnavailable` with the reason.
 
-    ``input_shape``: one sample with its batch axis (N=1), NCHW or NHWC (``layout``, guessed from a channel
-    count of 1 or 3 when omitted). ``window`` (h, w): the occlusion patch, used to rank and time plans.
-    ``cuts`` forces a chain of cut tensor names (tests, benchmarks); otherwise the cost model ranks the best
-    chain of each length up to ``max_chain`` and keeps the ``max_plans`` cheapest. Every plan passes the self-check (crops against the whole
-    tensors, outputs against full passes, on ``batch_size`` windows including every position class); with
-    ``measure`` the checked plans and the full model are then timed on one more batch each and the fastest
-    plan is kept (``timings`` records them). ``require_faster`` raises when the full model is faster.
+    ``input_shape``: one sample with its batch axis (N=1), NCHW or NHWC (``layout``, guessed from a
+    channel count of 1 or 3 when omitted). ``window`` (h, w): the occlusion patch, used to rank and time
+    plans. ``cuts`` forces a chain of cut tensor names (tests, benchmarks); otherwise the cost model ranks
+    the best chain of each length up to ``max_chain`` and keeps the ``max_plans`` cheapest.
+
+    Every plan passes the self-check (crops against the whole tensors, outputs against full passes, on
+    ``batch_size`` windows including every position class). With ``measure`` the checked plans and the
+    full model are then timed on one more batch each and the fastest plan is kept (``timings`` records
+    them); ``require_faster`` raises when the full model is faster.
+
     ``sample``/``baseline`` (one sample each, no batch axis) feed the self-check; default a seeded random
     input and zeros. ``full_session``: an onnxruntime session of the whole model to reuse.
     ``input_name``/``output_name`` pick the image input and the scores output when the model has several.
@@ -724,17 +739,19 @@ def build_plan(
                 )
             try:
                 got = scorer.score_windows(sample, baseline, windows, batch_size=len(windows))
-            except Exception:
+            except Exception:  # noqa: BLE001 -- onnxruntime's own error types
                 scorer.suffix_batched = False  # a suffix pinned to batch 1 (a Reshape to [1, K], ...)
                 got = scorer.score_windows(sample, baseline, windows, batch_size=len(windows))
             error = float(np.max(np.abs(got.astype(np.float64) - reference))) / scale
             if not error <= tolerance:
-                raise IncrementalUnavailable(f"self-check failed: outputs differ from full passes by {error:.2e} (relative)")
+                raise IncrementalUnavailable(
+                    f"self-check failed: outputs differ from full passes by {error:.2e} (relative)"
+                )
             scorer.check_error = error
             checked.append(scorer)
         except IncrementalUnavailable as exc:
             notes.append(f"chain {chain}: {exc}")
-        except Exception as exc:  # onnxruntime refuses a sub-graph: that chain is unusable
+        except Exception as exc:  # noqa: BLE001 -- onnxruntime refuses a sub-graph: that chain is unusable
             notes.append(f"chain {chain}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     if not checked:
         raise IncrementalUnavailable("; ".join(notes) or "no usable plan")

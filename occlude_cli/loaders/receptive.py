@@ -33,13 +33,13 @@ import numpy as np
 from occlude_cli.errors import OccludeError
 
 __all__ = [
-    "AxisRF",
-    "LocalTensor",
-    "GraphInfo",
     "Analysis",
+    "AxisRF",
+    "GraphInfo",
+    "LocalTensor",
     "analyse",
-    "local_tensors",
     "cut_candidates",
+    "local_tensors",
 ]
 
 # Element-wise ops whose first input is data and whose other inputs, when not input-dependent, are
@@ -207,7 +207,7 @@ class GraphInfo:
         del graph.value_info[:]
         try:
             inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-        except Exception as exc:  # onnx raises several types for graphs it cannot infer
+        except Exception as exc:  # noqa: BLE001 -- onnx raises several types for graphs it cannot infer
             raise OccludeError(f"shape inference failed: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
         for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
             tensor_type = value.type.tensor_type
@@ -310,7 +310,9 @@ def analyse(
             channel = ({1, 2, 3} - set(axes)).pop()
         reachable = {source}
     unit = AxisRF(1, 0, 1)
-    tensors: Dict[str, LocalTensor] = {source: LocalTensor(source, axes, channel, (unit, unit), info.shapes.get(source))}
+    tensors: Dict[str, LocalTensor] = {
+        source: LocalTensor(source, axes, channel, (unit, unit), info.shapes.get(source))
+    }
     order = [source]
     dependent = {source}
     first_nonlocal: Optional[str] = None
@@ -349,10 +351,9 @@ def analyse(
         tensors[out_name] = LocalTensor(out_name, result[0], result[1], result[2], shape)
         order.append(out_name)
         dependent.update(outs)
-        extra = [o for o in outs[1:]]
-        if extra and any(info.consumers.get(o) or o in info.outputs for o in extra):
-            if first_nonlocal is None:
-                first_nonlocal = f"{op} node {node.name or out_name!r}: extra outputs are not local"
+        extra = outs[1:]
+        if first_nonlocal is None and any(info.consumers.get(o) or o in info.outputs for o in extra):
+            first_nonlocal = f"{op} node {node.name or out_name!r}: extra outputs are not local"
     return Analysis(source=source, tensors=tensors, order=order, first_nonlocal=first_nonlocal)
 
 
