@@ -192,7 +192,7 @@ def bench_model(name: str, path: Path, sample: np.ndarray, windows: np.ndarray, 
     baseline = np.zeros_like(sample)
     session = full_session(path)
     start = time.perf_counter()
-    scorer = build_plan(path, [1, *sample.shape], window=(PATCH, PATCH), batch_size=batch_size, full_session=session)
+    scorer = build_plan(path, [1, *sample.shape], window=(PATCH, PATCH), full_session=session)
     build_s = time.perf_counter() - start
     full_times, inc_times = [], []
     full_passes(session, sample, baseline, windows[:batch_size], batch_size)  # warm-up at this batch shape

@@ -293,7 +293,7 @@ def test_incremental_equals_full_passes_everywhere(tmp_path, name):
         assert got.shape == reference.shape
         np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max(), err_msg=str(chain))
     # the planner's own choice is exact too
-    scorer = build_plan(path, shape, layout=layout, window=(5, 5), batch_size=8)
+    scorer = build_plan(path, shape, layout=layout, window=(5, 5))
     got = scorer.score_windows(sample, baseline, windows, batch_size=16)
     np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
 

@@ -653,7 +653,6 @@ def build_plan(
     max_chain: int = 5,
     max_plans: int = 3,
     measure: bool = True,
-    batch_size: int = 32,
     tolerance: float = 1e-4,
     require_faster: bool = False,
     full_session=None,
@@ -666,9 +665,9 @@ def build_plan(
     the best chain of each length up to ``max_chain`` and keeps the ``max_plans`` cheapest.
 
     Every plan passes the self-check (crops against the whole tensors, outputs against full passes, on
-    ``batch_size`` windows including every position class). With ``measure`` the checked plans and the
-    full model are then timed on one more batch each and the fastest plan is kept (``timings`` records
-    them); ``require_faster`` raises when the full model is faster.
+    windows of every position class: corners, borders, interior). With ``measure`` the checked plans and
+    the full model are then timed on one more batch of those windows each and the fastest plan is kept
+    (``timings`` records them); ``require_faster`` raises when the full model is faster.
 
     ``sample``/``baseline`` (one sample each, no batch axis) feed the self-check; default a seeded random
     input and zeros. ``full_session``: an onnxruntime session of the whole model to reuse.
@@ -719,8 +718,8 @@ def build_plan(
         if not chains:
             raise IncrementalUnavailable("no chain of cuts has a usable receptive field")
     full = _FullModel(full_session or _session(model, threads, providers), info.input_name, output_name)
-    border = _check_windows(input_local.extent, window)
-    windows = np.concatenate([border, _timing_windows(input_local.extent, window, max(0, batch_size - len(border)))])
+    # every position class (corners, borders, interior, off-grid): the self-check, then the measurement
+    windows = _check_windows(input_local.extent, window)
     occluded = _occluded_batch(sample, baseline, windows, input_local.axes)
     reference = full.run(occluded)
     scale = float(np.max(np.abs(reference))) or 1.0
@@ -732,16 +731,16 @@ def build_plan(
             scorer = _make_scorer(model, info, chain, output_name, layout, base, threads, providers, cache)
             scorer.full = full
             scorer.dtype = dtype
-            scorer.score_windows(sample, sample, border, batch_size=len(border), _check=True)
+            try:
+                scorer.score_windows(sample, sample, windows, batch_size=len(windows), _check=True)
+            except Exception:  # noqa: BLE001 -- onnxruntime's own error types
+                scorer.suffix_batched = False  # a suffix pinned to batch 1 (a Reshape to [1, K], ...)
+                scorer.score_windows(sample, sample, windows, batch_size=len(windows), _check=True)
             if not scorer._last_check <= tolerance:
                 raise IncrementalUnavailable(
                     f"self-check failed: crops differ from the whole tensor by {scorer._last_check:.2e} (relative)"
                 )
-            try:
-                got = scorer.score_windows(sample, baseline, windows, batch_size=len(windows))
-            except Exception:  # noqa: BLE001 -- onnxruntime's own error types
-                scorer.suffix_batched = False  # a suffix pinned to batch 1 (a Reshape to [1, K], ...)
-                got = scorer.score_windows(sample, baseline, windows, batch_size=len(windows))
+            got = scorer.score_windows(sample, baseline, windows, batch_size=len(windows))
             error = float(np.max(np.abs(got.astype(np.float64) - reference))) / scale
             if not error <= tolerance:
                 raise IncrementalUnavailable(
@@ -758,7 +757,7 @@ def build_plan(
     if not (measure or require_faster):
         checked[0].notes = notes
         return checked[0]
-    # each session has run this batch shape once (the self-check): one more run each is the measurement
+    # every session has run this batch shape (the self-check): one more run each is the measurement
     n = len(windows)
     full_time = _time_once(lambda: full.run(occluded)) / n
     timed = sorted(
@@ -775,14 +774,6 @@ def build_plan(
             f"not faster here: {best_time * 1e3:.2f} ms/window incremental vs {full_time * 1e3:.2f} ms/window full"
         )
     return best
-
-
-def _timing_windows(extent, window, count: int) -> np.ndarray:
-    """``count`` seeded random windows over the image, for timing plans."""
-    rng = np.random.default_rng(1)
-    ys = rng.integers(0, extent[0] - window[0] + 1, size=count)
-    xs = rng.integers(0, extent[1] - window[1] + 1, size=count)
-    return np.stack([ys, xs, np.full(count, window[0]), np.full(count, window[1])], axis=1).astype(np.int64)
 
 
 def _time_once(fn) -> float:
