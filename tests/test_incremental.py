@@ -376,3 +376,25 @@ def test_extract_refuses_a_tensor_that_does_not_separate(tmp_path):
     inner = model.graph.node[2].output[0]  # inside the first residual block
     with pytest.raises(IncrementalUnavailable, match="other than through"):
         extract(model, [inner], ["scores"])
+
+
+def test_model_pinned_to_batch_one(tmp_path):
+    """A legacy export: batch fixed to 1 and a Reshape to [1, K] in the head. Segments run batched (they
+    are local), the suffix and the reference run one sample at a time; results still exact."""
+    net = Net([1, 3, 20, 20])
+    x = net.relu(net.conv("image", 8, 3, 2))
+    x = net.relu(net.conv(x, 8, 3, 2))
+    pooled = net.node("GlobalAveragePool", [x])
+    flat = net.node("Reshape", [pooled, net.const([1, 8], np.int64)])
+    net.nodes.append(helper.make_node("Gemm", [flat, net.const(net.rng.standard_normal((8, 4)))], ["scores"]))
+    net.input = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 20, 20])
+    path = net.save(tmp_path / "pinned.onnx")
+    rng = np.random.default_rng(2)
+    sample = rng.standard_normal((3, 20, 20)).astype(np.float32)
+    baseline = np.zeros_like(sample)
+    windows = _all_windows(20, 20, 4, 4)
+    reference = _full_reference(path, sample, baseline, windows, (1, 2))
+    scorer = build_plan(path, [1, 3, 20, 20], window=(4, 4))
+    assert not scorer.suffix_batched
+    got = scorer.score_windows(sample, baseline, windows, batch_size=8)
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
