@@ -219,7 +219,7 @@ def bench_model(name: str, path: Path, sample: np.ndarray, windows: np.ndarray, 
         "model": name,
         "windows": int(len(windows)),
         "cuts": scorer.cuts,
-        "strides": [[s.rf[0].stride, s.rf[1].stride] for s in scorer.segments],
+        "segment_strides": [[s.rf[0].stride, s.rf[1].stride] for s in scorer.segments],
         "build_s": round(build_s, 3),
         "build_notes": scorer.notes,
         "full_ms_per_window": round(full_ms, 3),
@@ -266,7 +266,8 @@ def main(argv=None) -> int:
                   f"{row['incremental_ms_per_window']:7.2f}  speed-up {row['speedup']:.2f}x  "
                   f"max rel diff {row['max_rel_diff']:.1e} (map {row['map_max_rel_diff']:.1e}, sensitivity "
                   f"{row['occlusion_sensitivity']:.1e})  "
-                  f"cuts {row['cuts']} strides {row['strides']}  build {row['build_s']:.1f} s", flush=True)
+                  f"cuts {row['cuts']} segment strides {row['segment_strides']}  build {row['build_s']:.1f} s",
+                  flush=True)
     load_end = os.getloadavg()[0]
     print(f"load average at end: {load_end:.2f}")
     out_dir = ROOT / "benchmarks" / "results"

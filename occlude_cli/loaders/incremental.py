@@ -235,7 +235,7 @@ class IncrementalScorer:
         """What the plan is, for the run record."""
         return {
             "cuts": self.cuts,
-            "strides": [[s.rf[0].stride, s.rf[1].stride] for s in self.segments],
+            "segment_strides": [[s.rf[0].stride, s.rf[1].stride] for s in self.segments],
             "self_check_max_rel_error": self.check_error,
             "notes": list(self.notes),
             "timings_ms_per_window": {k: round(v * 1e3, 4) for k, v in self.timings.items()},
