@@ -160,12 +160,16 @@ def window_subset(count: int) -> np.ndarray:
     return grid[index]
 
 
-def full_session(path: Path):
+def full_session(path: Path, threads=None, spinning: bool = True):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
@@ -192,11 +196,12 @@ def drop_map(original: np.ndarray, scores: np.ndarray, windows: np.ndarray, targ
     return np.where(count > 0, total / np.maximum(count, 1), 0.0)
 
 
-def bench_model(name: str, path: Path, sample: np.ndarray, windows: np.ndarray, repeats: int, batch_size: int) -> dict:
+def bench_model(name: str, path: Path, sample: np.ndarray, windows: np.ndarray, repeats: int, batch_size: int,
+                threads=None, spinning: bool = True) -> dict:
     baseline = np.zeros_like(sample)
-    session = full_session(path)
+    session = full_session(path, threads, spinning)
     start = time.perf_counter()
-    scorer = build_plan(path, [1, *sample.shape], window=(PATCH, PATCH), full_session=session)
+    scorer = build_plan(path, [1, *sample.shape], window=(PATCH, PATCH), full_session=session, threads=threads)
     build_s = time.perf_counter() - start
     full_times, inc_times = [], []
     full_passes(session, sample, baseline, windows[:batch_size], batch_size)  # warm-up at this batch shape
@@ -245,6 +250,9 @@ def main(argv=None) -> int:
     parser.add_argument("--windows", type=int, default=96, help="windows of the 729-window grid (spread)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (both ways)")
+    parser.add_argument("--full-spinning", choices=("on", "off"), default="on",
+                        help="thread spinning of the full-pass session (on: onnxruntime's default, as occlude)")
     args = parser.parse_args(argv)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     load_start = os.getloadavg()[0]
@@ -260,7 +268,8 @@ def main(argv=None) -> int:
             else:
                 path = export(name, builders[name], Path(folder))
                 sample = rng.standard_normal((3, SIZE, SIZE)).astype(np.float32)
-            row = bench_model(name, path, sample, windows, args.repeats, args.batch_size)
+            row = bench_model(name, path, sample, windows, args.repeats, args.batch_size, args.threads,
+                              args.full_spinning == "on")
             results.append(row)
             print(f"{name:12s} full {row['full_ms_per_window']:7.2f} ms/window  incremental "
                   f"{row['incremental_ms_per_window']:7.2f}  speed-up {row['speedup']:.2f}x  "
@@ -275,6 +284,7 @@ def main(argv=None) -> int:
     out = out_dir / f"incremental-{time.strftime('%Y%m%d-%H%M%S')}.json"
     document = {
         "patch": PATCH, "stride": STRIDE, "size": SIZE, "repeats": args.repeats, "batch_size": args.batch_size,
+        "threads": args.threads, "full_spinning": args.full_spinning,
         "load_start": load_start, "load_end": load_end, "cpu_count": os.cpu_count(),
         "platform": platform.platform(), "results": results,
     }
