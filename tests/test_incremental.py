@@ -398,3 +398,30 @@ def test_model_pinned_to_batch_one(tmp_path):
     assert not scorer.suffix_batched
     got = scorer.score_windows(sample, baseline, windows, batch_size=8)
     np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+
+
+def test_int8_qdq_graph(tmp_path):
+    """onnxruntime's static quantisation (QDQ): Quantize/DequantizeLinear keep locality; results exact."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.batches = iter([{"image": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantized = tmp_path / "q.onnx"
+    quantize_static(str(residual(tmp_path / "r.onnx")), str(quantized), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    ops = {n.op_type for n in onnx.load(str(quantized)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    rng = np.random.default_rng(3)
+    sample = rng.standard_normal((3, 32, 32)).astype(np.float32)
+    baseline = np.zeros_like(sample)
+    windows = _all_windows(32, 32, 5, 3)
+    reference = _full_reference(quantized, sample, baseline, windows, (1, 2))
+    scorer = build_plan(quantized, [1, 3, 32, 32], window=(5, 5))
+    got = scorer.score_windows(sample, baseline, windows, batch_size=8)
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
