@@ -320,10 +320,10 @@ def test_efficientnet_sample_windows():
     windows = np.asarray([(0, 0, 16, 16), (208, 208, 16, 16), (0, 104, 16, 16), (104, 0, 16, 16),
                           (96, 96, 16, 16), (200, 8, 16, 16), (37, 181, 16, 16)])
     reference = _full_reference(EFFICIENTNET, sample, baseline, windows, (1, 2))
-    for chain in (["hardtanh_6"], ["getitem_15", "getitem_33", "getitem_51"]):
-        scorer = build_plan(EFFICIENTNET, [1, 3, 224, 224], cuts=chain, measure=False)
-        got = scorer.score_windows(sample, baseline, windows, batch_size=4)
-        assert np.abs(got - reference).max() <= 1e-4 * np.abs(reference).max(), chain
+    chain = ["getitem_15", "getitem_33", "getitem_51"]  # 56x56, 28x28, 14x14
+    scorer = build_plan(EFFICIENTNET, [1, 3, 224, 224], cuts=chain, measure=False)
+    got = scorer.score_windows(sample, baseline, windows, batch_size=4)
+    assert np.abs(got - reference).max() <= 1e-5 * np.abs(reference).max()
 
 
 # ---------------------------------------------------------------------------------------------------
