@@ -222,6 +222,7 @@ class IncrementalScorer:
         self.full = full
         self.dtype = np.float32
         self.check_error: Optional[float] = None
+        self.estimated_speedup: Optional[float] = None  # the cost model's (multiply-adds + memory traffic)
         self.notes: List[str] = []
         self.timings: Dict[str, float] = {}
         self._cache_key: Optional[np.ndarray] = None
@@ -237,6 +238,7 @@ class IncrementalScorer:
             "cuts": self.cuts,
             "segment_strides": [[s.rf[0].stride, s.rf[1].stride] for s in self.segments],
             "self_check_max_rel_error": self.check_error,
+            "estimated_speedup": None if self.estimated_speedup is None else round(self.estimated_speedup, 3),
             "notes": list(self.notes),
             "timings_ms_per_window": {k: round(v * 1e3, 4) for k, v in self.timings.items()},
         }
@@ -482,6 +484,11 @@ def _crop_length(rf: AxisRF, lo: int, hi: int, n_src: int, n_dst: int) -> Tuple[
 class _Candidate:
     chain: List[str]
     cost: float
+    full_cost: float = 0.0
+
+    @property
+    def estimated_speedup(self) -> float:
+        return self.full_cost / self.cost if self.cost > 0 else 0.0
 
 
 def _plan_candidates(info: GraphInfo, cuts: List[LocalTensor], window: Tuple[int, int], output: str,
@@ -542,7 +549,7 @@ def _plan_candidates(info: GraphInfo, cuts: List[LocalTensor], window: Tuple[int
         tail = total - cumulative[cuts[j].name]
         last = cuts[j]
         tail += _CROP_ELEMENT_COST * float(np.prod(last.shape))
-        ranked.append(_Candidate([cuts[i].name for i in chain], c + tail))
+        ranked.append(_Candidate([cuts[i].name for i in chain], c + tail, total))
     ranked.sort(key=lambda c: c.cost)
     per_length: Dict[int, _Candidate] = {}
     for cand in ranked:
@@ -712,11 +719,13 @@ def build_plan(
             if c not in known:
                 raise IncrementalUnavailable(f"{c!r} is not a cut point (a local tensor every path crosses)")
         chains = [list(cuts)]
+        estimates = {}
     else:
         ranked = _plan_candidates(info, candidates, window, output_name, input_local, max_chain)
         chains = [c.chain for c in ranked[: max(1, max_plans)]]
         if not chains:
             raise IncrementalUnavailable("no chain of cuts has a usable receptive field")
+        estimates = {tuple(c.chain): c.estimated_speedup for c in ranked}
     full = _FullModel(full_session or _session(model, threads, providers), info.input_name, output_name)
     # every position class (corners, borders, interior, off-grid): the self-check, then the measurement
     windows = _check_windows(input_local.extent, window)
@@ -731,6 +740,7 @@ def build_plan(
             scorer = _make_scorer(model, info, chain, output_name, layout, base, threads, providers, cache)
             scorer.full = full
             scorer.dtype = dtype
+            scorer.estimated_speedup = estimates.get(tuple(chain))
             try:
                 scorer.score_windows(sample, sample, windows, batch_size=len(windows), _check=True)
             except Exception:  # noqa: BLE001 -- onnxruntime's own error types
