@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from occlude_cli.errors import OccludeError
 from occlude_cli.loaders.incremental import IncrementalUnavailable, build_plan, extract, try_build_plan
+from occlude_cli.loaders.receptive import AxisRF as _RF
 from occlude_cli.loaders.receptive import AxisRF, analyse, cut_candidates, local_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -287,11 +288,15 @@ def test_incremental_equals_full_passes_everywhere(tmp_path, name):
     candidates = cut_candidates(path, layout=layout)
     assert candidates
     chains = [[candidates[0].name], [candidates[len(candidates) // 2].name], [c.name for c in candidates[::2][:3]]]
+    cropped = False
     for chain in chains:
         scorer = build_plan(path, shape, layout=layout, cuts=chain, window=(5, 5), measure=False)
+        crop = scorer.geometry(windows).sizes[0]
+        cropped |= crop[0] < height and crop[1] < width  # the first segment really runs on crops
         got = scorer.score_windows(sample, baseline, windows, batch_size=7)
         assert got.shape == reference.shape
         np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max(), err_msg=str(chain))
+    assert cropped
     # the planner's own choice is exact too
     scorer = build_plan(path, shape, layout=layout, window=(5, 5))
     got = scorer.score_windows(sample, baseline, windows, batch_size=16)
@@ -425,3 +430,29 @@ def test_int8_qdq_graph(tmp_path):
     scorer = build_plan(quantized, [1, 3, 32, 32], window=(5, 5))
     got = scorer.score_windows(sample, baseline, windows, batch_size=8)
     np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+
+
+def test_a_wrong_receptive_field_is_caught(tmp_path):
+    """Fault injection: with a field one pixel too small the pasted region misses changed positions, and
+    the comparison with full passes (the same one the build-time self-check makes) sees it; with a field a
+    whole stride too small the crop misses them and scoring refuses."""
+    path = strided_asymmetric(tmp_path / "s.onnx")
+    rng = np.random.default_rng(4)
+    sample = rng.standard_normal((3, 29, 31)).astype(np.float32)
+    baseline = np.zeros_like(sample)
+    windows = _all_windows(29, 31, 5, 3)
+    reference = _full_reference(path, sample, baseline, windows, (1, 2))
+    first = cut_candidates(path)[0].name
+    scorer = build_plan(path, [1, 3, 29, 31], cuts=[first], window=(5, 5), measure=False)
+    exact = scorer.score_windows(sample, baseline, windows)
+    assert np.abs(exact - reference).max() <= 1e-5 * np.abs(reference).max()
+    segment = scorer.segments[0]
+    true_rf = segment.rf
+    # a field one input pixel too narrow: some windows change more positions than are pasted
+    segment.rf = tuple(_RF(r.stride, r.offset, r.size - 1) for r in true_rf)
+    wrong = scorer.score_windows(sample, baseline, windows)
+    assert np.abs(wrong - reference).max() > 1e-3 * np.abs(reference).max()
+    # a field so small that the crop no longer holds the changed positions: a clear error, not a wrong map
+    segment.rf = tuple(_RF(r.stride, r.offset, r.size - 2 * r.stride) for r in true_rf)
+    with pytest.raises(IncrementalUnavailable, match="does not cover"):
+        scorer.score_windows(sample, baseline, windows)

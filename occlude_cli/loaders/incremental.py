@@ -403,7 +403,12 @@ class IncrementalScorer:
         src = _index(ndim, axes, (y0 - cy0, y1 - cy0), (x0 - cx0, x1 - cx0), row)
         dy, dx = dest_origin
         dst = _index(ndim, axes, (y0 - dy, y1 - dy), (x0 - dx, x1 - dx), row)
-        dest[dst] = crop_out[src]
+        part = crop_out[src]
+        if part.shape != dest[dst].shape:
+            raise IncrementalUnavailable(
+                f"the crop output of {segment.target!r} does not cover the positions the window changed"
+            )
+        dest[dst] = part
 
     def _check_crop(self, out, target_full, geo: _Geometry, k: int, rows, axes) -> float:
         """Largest |difference| between crop outputs and the whole tensor over the changed positions, relative
