@@ -453,6 +453,6 @@ def test_a_wrong_receptive_field_is_caught(tmp_path):
     wrong = scorer.score_windows(sample, baseline, windows)
     assert np.abs(wrong - reference).max() > 1e-3 * np.abs(reference).max()
     # a field so small that the crop no longer holds the changed positions: a clear error, not a wrong map
-    segment.rf = tuple(_RF(r.stride, r.offset, r.size - 2 * r.stride) for r in true_rf)
+    segment.rf = tuple(_RF(r.stride, r.offset, r.size - r.stride) for r in true_rf)
     with pytest.raises(IncrementalUnavailable, match="does not cover"):
         scorer.score_windows(sample, baseline, windows)

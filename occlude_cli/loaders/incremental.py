@@ -153,7 +153,14 @@ class Segment:
     session: object = None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.source: batch})[0]
+        try:
+            return self.session.run(None, {self.source: batch})[0]
+        except Exception as exc:  # noqa: BLE001 -- onnxruntime's own error types, as one line
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise IncrementalUnavailable(
+                f"onnxruntime failed on the part {self.source!r} -> {self.target!r} "
+                f"for shape {list(batch.shape)}: {first}"
+            ) from None
 
 
 def _session(model_proto, threads: Optional[int], providers: Optional[Sequence[str]]):
@@ -257,13 +264,20 @@ class IncrementalScorer:
         return tensors
 
     def _run_suffix(self, batch: np.ndarray) -> np.ndarray:
-        if self.suffix_batched:
-            out = self.suffix.run([self.output_name], {self.segments[-1].target: batch})[0]
-        else:
-            name = self.segments[-1].target
-            out = np.concatenate(
-                [self.suffix.run([self.output_name], {name: batch[i : i + 1]})[0] for i in range(len(batch))]
-            )
+        name = self.segments[-1].target
+        try:
+            if self.suffix_batched:
+                out = self.suffix.run([self.output_name], {name: batch})[0]
+            else:
+                out = np.concatenate(
+                    [self.suffix.run([self.output_name], {name: batch[i : i + 1]})[0] for i in range(len(batch))]
+                )
+        except Exception as exc:  # noqa: BLE001 -- onnxruntime's own error types, as one line
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise IncrementalUnavailable(
+                f"onnxruntime failed on the part {name!r} -> {self.output_name!r} "
+                f"for shape {list(batch.shape)}: {first}"
+            ) from None
         out = np.asarray(out)
         if out.ndim > 2 and all(d == 1 for d in out.shape[2:]):
             out = out.reshape(out.shape[:2])
