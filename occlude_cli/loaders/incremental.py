@@ -1,0 +1,819 @@
+"""Exact incremental inference for occlusion on ONNX CNNs (issue 15; Krypton-style, for any ONNX graph).
+
+Occluding a window changes only the positions of an early, high-resolution tensor T whose receptive field
+meets the window. So the graph is split at one or a chain of *cut* tensors T1 -> T2 -> ... -> Tk (local
+tensors that every input-to-output path crosses, see :mod:`occlude_cli.loaders.receptive`):
+
+1. once per image, every segment (input -> T1, T1 -> T2, ...) runs on the whole unoccluded tensor: T1_full...
+2. for a batch of windows, segment 1 runs only on a *crop* of each occluded input around its window; the
+   positions of T1 the window changed (the window mapped through T1's receptive field) are taken from the
+   crop's output. Segment 2 runs on a crop of T1_full with those changed positions pasted in, and so on.
+3. the suffix (Tk -> output) runs on copies of Tk_full with the changed positions pasted in.
+
+Exactness, not approximation: every crop has one fixed size per axis (so crops batch together), congruent
+to the tensor's size modulo the segment's total stride, and starts on a multiple of that stride. Then every
+layer of the segment sees the crop on the same grid as the whole tensor, and the crop's borders are either
+the tensor's own borders (where the crop then pads exactly as the whole tensor does) or far enough from the
+changed positions that its wrong zero padding cannot reach them (the changed positions' receptive fields
+lie inside the crop). Results equal the full model's to float noise; a self-check at build time verifies it
+on this machine (crop outputs against the whole tensor, and end-to-end outputs against the full model) and
+refuses the plan otherwise.
+
+The cut chain is chosen by a cost model (multiply-adds and memory traffic per node, scaled by the crop's
+share of each segment) and the best few chains are then timed on real batches against the full model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from occlude_cli.errors import OccludeError
+
+from .receptive import AxisRF, GraphInfo, LocalTensor, analyse, cut_candidates
+
+__all__ = ["IncrementalScorer", "IncrementalUnavailable", "Segment", "build_plan", "extract", "try_build_plan"]
+
+# Memory traffic weight of the cost model: one output element costs as much as this many multiply-adds
+# (depthwise convolutions and activations are memory-bound on CPUs).
+_ELEMENT_COST = 24.0
+# Fixed overhead of one segment per window (a session call shared by the batch, slicing, pasting), in
+# multiply-add equivalents per element of the crop.
+_CROP_ELEMENT_COST = 8.0
+
+
+class IncrementalUnavailable(OccludeError):
+    """Incremental inference does not apply to this graph (or failed its self-check); the message says why."""
+
+
+def extract(model, inputs: Sequence[str], outputs: Sequence[str], info: Optional[GraphInfo] = None):
+    """The sub-model computing ``outputs`` from ``inputs`` (tensors of ``model``), as a new ModelProto.
+
+    Inputs and outputs get fully symbolic shapes of their rank (crops and batches vary); intermediate
+    ``value_info`` is dropped so that no stale shape pins a dimension. Raises when the outputs need the
+    model's graph input other than through ``inputs``.
+    """
+    import onnx
+    from onnx import helper
+
+    graph = model.graph
+    producer = {}
+    for index, node in enumerate(graph.node):
+        for out in node.output:
+            if out:
+                producer[out] = index
+    inits = {t.name: t for t in graph.initializer}
+    wanted = set(inputs)
+    needed_nodes = set()
+    needed_inits = set()
+    stack = list(outputs)
+    seen = set()
+    graph_inputs = {i.name for i in graph.input if i.name not in inits}
+    while stack:
+        name = stack.pop()
+        if name in seen or name in wanted or not name:
+            continue
+        seen.add(name)
+        if name in inits:
+            needed_inits.add(name)
+            continue
+        if name in producer:
+            index = producer[name]
+            if index not in needed_nodes:
+                needed_nodes.add(index)
+                node = graph.node[index]
+                stack.extend(node.input)
+                for attr in node.attribute:  # outer-scope names used by subgraphs
+                    subgraphs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+                    for sub in (n for g in subgraphs for n in g.node):
+                        stack.extend(sub.input)
+            continue
+        if name in graph_inputs:
+            raise IncrementalUnavailable(
+                f"tensor(s) {list(outputs)} depend on input {name!r} other than through {list(inputs)}"
+            )
+    elem = {}
+    ranks = {}
+    for value in list(graph.value_info) + list(graph.input) + list(graph.output):
+        elem[value.name] = value.type.tensor_type.elem_type
+        if value.type.tensor_type.HasField("shape"):
+            ranks[value.name] = len(value.type.tensor_type.shape.dim)
+    if info is not None:
+        for name, value in info.elem_types.items():
+            elem.setdefault(name, value)
+        for name, shape in info.shapes.items():
+            ranks.setdefault(name, len(shape))
+
+    def value_info(name: str, prefix: str):
+        if name not in elem or name not in ranks:
+            raise IncrementalUnavailable(f"unknown type or rank of tensor {name!r}")
+        return helper.make_tensor_value_info(name, elem[name], [f"{prefix}{i}" for i in range(ranks[name])])
+
+    declared_outputs = {o.name: o for o in graph.output}
+    new_outputs = [declared_outputs[o] if o in declared_outputs else value_info(o, "o") for o in outputs]
+    if any(o in declared_outputs for o in outputs):  # the model's own output: free its batch dimension
+        fixed = []
+        for out in new_outputs:
+            copy = onnx.ValueInfoProto()
+            copy.CopyFrom(out)
+            dims = copy.type.tensor_type.shape.dim
+            if len(dims):
+                dims[0].Clear()
+                dims[0].dim_param = "batch"
+            fixed.append(copy)
+        new_outputs = fixed
+    new_graph = helper.make_graph(
+        [graph.node[i] for i in sorted(needed_nodes)],
+        f"{graph.name or 'graph'}_part",
+        [value_info(i, "i") for i in inputs],
+        new_outputs,
+        initializer=[inits[n] for n in sorted(needed_inits)],
+    )
+    new = helper.make_model(new_graph, opset_imports=list(model.opset_import))
+    new.ir_version = model.ir_version
+    new.functions.extend(model.functions)
+    return new
+
+
+@dataclass
+class Segment:
+    """One part of the chain: ``source`` -> ``target`` run on crops of ``source``."""
+
+    source: str
+    target: str
+    rf: Tuple[AxisRF, AxisRF]  # target's field relative to source
+    source_axes: Tuple[int, int]  # spatial axes of source (with the batch axis first)
+    target_axes: Tuple[int, int]
+    source_extent: Tuple[int, int]
+    target_extent: Tuple[int, int]
+    session: object = None
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        try:
+            return self.session.run(None, {self.source: batch})[0]
+        except Exception as exc:  # noqa: BLE001 -- onnxruntime's own error types, as one line
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise IncrementalUnavailable(
+                f"onnxruntime failed on the part {self.source!r} -> {self.target!r} "
+                f"for shape {list(batch.shape)}: {first}"
+            ) from None
+
+
+def _session(model_proto, threads: Optional[int], providers: Optional[Sequence[str]]):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    # several sessions alternate on every batch: spinning threads of one would steal the cores of the next
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(
+        model_proto.SerializeToString(), sess_options=options, providers=list(providers or ["CPUExecutionProvider"])
+    )
+
+
+def _index(ndim: int, axes: Tuple[int, int], ys: Tuple[int, int], xs: Tuple[int, int], batch_row=None) -> tuple:
+    """An index tuple for a (batch, ...) array: ``batch_row`` (or all rows), rows ys, columns xs."""
+    index = [slice(None)] * ndim
+    if batch_row is not None:
+        index[0] = batch_row
+    index[axes[0]] = slice(int(ys[0]), int(ys[1]))
+    index[axes[1]] = slice(int(xs[0]), int(xs[1]))
+    return tuple(index)
+
+
+@dataclass
+class _Geometry:
+    """Per-window, per-segment crops: origin (N, 2) in source positions, fixed size (2,), and the target's
+    changed interval (N, 2, 2: axis, [lo, hi)) in target positions."""
+
+    origins: List[np.ndarray]
+    sizes: List[Tuple[int, int]]
+    changed: List[np.ndarray]
+
+
+class IncrementalScorer:
+    """Raw outputs of an ONNX model for occluded copies of one input, computed incrementally.
+
+    Built by :func:`build_plan`. :meth:`score_windows` has the engine's ``score_windows`` contract minus
+    the score function: it returns what running the full model on each occluded input returns.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_path: Path,
+        input_name: str,
+        output_name: str,
+        input_axes: Tuple[int, int],
+        input_extent: Tuple[int, int],
+        segments: List[Segment],
+        suffix,
+        suffix_batched: bool = True,
+        full=None,
+    ) -> None:
+        self.model_path = model_path
+        self.input_name = input_name
+        self.output_name = output_name
+        self.input_axes = input_axes
+        self.input_extent = input_extent
+        self.segments = segments
+        self.suffix = suffix
+        self.suffix_batched = suffix_batched
+        self.full = full
+        self.dtype = np.float32
+        self.check_error: Optional[float] = None
+        self.estimated_speedup: Optional[float] = None  # the cost model's (multiply-adds + memory traffic)
+        self.notes: List[str] = []
+        self.timings: Dict[str, float] = {}
+        self._cache_key: Optional[np.ndarray] = None
+        self._cache: List[np.ndarray] = []
+
+    @property
+    def cuts(self) -> List[str]:
+        return [s.target for s in self.segments]
+
+    def describe(self) -> dict:
+        """What the plan is, for the run record."""
+        return {
+            "cuts": self.cuts,
+            "segment_strides": [[s.rf[0].stride, s.rf[1].stride] for s in self.segments],
+            "self_check_max_rel_error": self.check_error,
+            "estimated_speedup": None if self.estimated_speedup is None else round(self.estimated_speedup, 3),
+            "notes": list(self.notes),
+            "timings_ms_per_window": {k: round(v * 1e3, 4) for k, v in self.timings.items()},
+        }
+
+    # -- whole tensors -------------------------------------------------------------------------------
+    def _full_tensors(self, inputs: np.ndarray) -> List[np.ndarray]:
+        """[input, T1_full, ..., Tk_full] for one sample (each with a batch axis of 1), cached per input."""
+        key = self._cache_key
+        if key is not None and key.shape == inputs.shape and np.array_equal(key, inputs):
+            return self._cache
+        tensors = [inputs[None]]
+        for segment in self.segments:
+            tensors.append(segment.run(tensors[-1]))
+        self._cache_key = inputs.copy()
+        self._cache = tensors
+        return tensors
+
+    def _run_suffix(self, batch: np.ndarray) -> np.ndarray:
+        name = self.segments[-1].target
+        try:
+            if self.suffix_batched:
+                out = self.suffix.run([self.output_name], {name: batch})[0]
+            else:
+                out = np.concatenate(
+                    [self.suffix.run([self.output_name], {name: batch[i : i + 1]})[0] for i in range(len(batch))]
+                )
+        except Exception as exc:  # noqa: BLE001 -- onnxruntime's own error types, as one line
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise IncrementalUnavailable(
+                f"onnxruntime failed on the part {name!r} -> {self.output_name!r} "
+                f"for shape {list(batch.shape)}: {first}"
+            ) from None
+        out = np.asarray(out)
+        if out.ndim > 2 and all(d == 1 for d in out.shape[2:]):
+            out = out.reshape(out.shape[:2])
+        return out
+
+    def full_outputs(self, batch: np.ndarray) -> np.ndarray:
+        """Raw outputs of the plain full model on a batch (the original input, comparisons)."""
+        return self.full.run(batch)
+
+    # -- geometry ------------------------------------------------------------------------------------
+    def geometry(self, windows: np.ndarray) -> _Geometry:
+        """Crops and changed intervals of every window through the chain (vectorised)."""
+        windows = np.asarray(windows, dtype=np.int64)
+        lo = np.stack([windows[:, 0], windows[:, 1]], axis=1)
+        hi = lo + np.stack([windows[:, 2], windows[:, 3]], axis=1)
+        extent = np.asarray(self.input_extent)
+        lo, hi = np.clip(lo, 0, extent), np.clip(hi, 0, extent)
+        origins, sizes, changed = [], [], []
+        for segment in self.segments:
+            n_src = np.asarray(segment.source_extent)
+            n_dst = np.asarray(segment.target_extent)
+            j0 = np.empty_like(lo)
+            j1 = np.empty_like(lo)
+            need0 = np.empty_like(lo)
+            need1 = np.empty_like(lo)
+            for a in range(2):
+                rf = segment.rf[a]
+                s, off, size = rf.stride, rf.offset, rf.size
+                j0[:, a] = np.maximum(0, -((off + size - 1 - lo[:, a]) // s))
+                j1[:, a] = np.minimum(n_dst[a], (hi[:, a] - 1 - off) // s + 1)
+                empty = (j1[:, a] <= j0[:, a]) | (hi[:, a] <= lo[:, a])
+                j1[:, a] = np.where(empty, j0[:, a], j1[:, a])
+                need0[:, a] = np.clip(j0[:, a] * s + off, 0, n_src[a])
+                need1[:, a] = np.clip((j1[:, a] - 1) * s + off + size, 0, n_src[a])
+                need1[:, a] = np.where(empty, need0[:, a], need1[:, a])
+            crop = []
+            origin = np.empty_like(lo)
+            for a in range(2):
+                s = segment.rf[a].stride
+                base = (need0[:, a] // s) * s
+                length = int(np.max(need1[:, a] - base)) if len(base) else s
+                length = max(length, 1)
+                remainder = int(n_src[a]) % s
+                length += (remainder - length) % s  # congruent to the extent modulo the stride
+                length = min(length, int(n_src[a]))
+                origin[:, a] = np.minimum(base, n_src[a] - length)
+                crop.append(length)
+            origins.append(origin)
+            sizes.append((crop[0], crop[1]))
+            changed.append(np.stack([j0, j1], axis=2))
+            lo, hi = j0, j1
+        return _Geometry(origins, sizes, changed)
+
+    # -- scoring -------------------------------------------------------------------------------------
+    def score_windows(
+        self,
+        inputs: np.ndarray,
+        baseline: np.ndarray,
+        windows: np.ndarray,
+        batch_size: int = 32,
+        *,
+        _check: bool = False,
+    ) -> np.ndarray:
+        """Raw outputs (N, classes) of the model on ``inputs`` (one sample, no batch axis) with each window
+        (y, x, h, w in input pixels) replaced by ``baseline``, equal to float noise to full passes."""
+        inputs = np.asarray(inputs, dtype=self.dtype)
+        baseline = np.asarray(baseline, dtype=self.dtype)
+        if baseline.shape != inputs.shape:
+            raise OccludeError(f"baseline shape {baseline.shape} differs from input shape {inputs.shape}")
+        if batch_size < 1:
+            raise OccludeError(f"batch size must be at least 1, got {batch_size}")
+        windows = np.asarray(windows, dtype=np.int64).reshape(-1, 4)
+        if len(windows) == 0:
+            raise OccludeError("no windows to occlude")
+        full = self._full_tensors(inputs)
+        geo = self.geometry(windows)
+        results = []
+        worst = 0.0
+        for start in range(0, len(windows), batch_size):
+            rows = range(start, min(start + batch_size, len(windows)))
+            out, diff = self._score_batch(full, inputs, baseline, windows, geo, rows, _check)
+            worst = max(worst, diff)
+            results.append(out)
+        if _check:
+            self._last_check = worst
+        return np.concatenate(results)
+
+    def _score_batch(self, full, inputs, baseline, windows, geo: _Geometry, rows, check: bool):
+        b = len(rows)
+        ndim = full[0].ndim
+        previous = None  # (crop output batch, crop origin in target positions)
+        worst = 0.0
+        for k, segment in enumerate(self.segments):
+            source_full = full[k]
+            axes = segment.source_axes
+            cy, cx = geo.sizes[k]
+            shape = list(source_full.shape)
+            shape[0] = b
+            shape[axes[0]], shape[axes[1]] = cy, cx
+            batch = np.empty(shape, dtype=source_full.dtype)
+            origins = geo.origins[k].tolist()
+            for i, w in enumerate(rows):
+                oy, ox = origins[w]
+                batch[i] = source_full[_index(ndim, axes, (oy, oy + cy), (ox, ox + cx), 0)]
+                if k == 0:
+                    y, x, h, ww = (int(v) for v in windows[w])
+                    y0, y1 = max(y, oy), min(y + h, oy + cy)
+                    x0, x1 = max(x, ox), min(x + ww, ox + cx)
+                    if y1 > y0 and x1 > x0:
+                        batch[(i,) + _index(ndim, axes, (y0 - oy, y1 - oy), (x0 - ox, x1 - ox))[1:]] = baseline[
+                            _index(ndim, axes, (y0, y1), (x0, x1))[1:]
+                        ]
+                else:
+                    self._paste(batch, i, previous, geo, k - 1, w, (oy, ox), axes)
+            out = segment.run(batch)
+            if check:
+                worst = max(worst, self._check_crop(out, full[k + 1], geo, k, rows, segment.target_axes))
+            previous = out
+        last = self.segments[-1]
+        tail = np.repeat(full[-1], b, axis=0)
+        for i, w in enumerate(rows):
+            self._paste(tail, i, previous, geo, len(self.segments) - 1, w, (0, 0), last.target_axes)
+        return self._run_suffix(tail), worst
+
+    def _paste(self, dest, row, crop_out, geo: _Geometry, k: int, w: int, dest_origin, axes) -> None:
+        """Paste window ``w``'s changed positions of segment k's target from its crop output into ``dest``
+        (a crop of that tensor starting at ``dest_origin``)."""
+        segment = self.segments[k]
+        (y0, y1), (x0, x1) = geo.changed[k][w]
+        if y1 <= y0 or x1 <= x0:
+            return
+        sy = segment.rf[0].stride
+        sx = segment.rf[1].stride
+        cy0 = int(geo.origins[k][w][0]) // sy  # crop origin in target positions
+        cx0 = int(geo.origins[k][w][1]) // sx
+        ndim = dest.ndim
+        src = _index(ndim, axes, (y0 - cy0, y1 - cy0), (x0 - cx0, x1 - cx0), row)
+        dy, dx = dest_origin
+        dst = _index(ndim, axes, (y0 - dy, y1 - dy), (x0 - dx, x1 - dx), row)
+        part = crop_out[src]
+        if part.shape != dest[dst].shape:
+            raise IncrementalUnavailable(
+                f"the crop output of {segment.target!r} does not cover the positions the window changed"
+            )
+        dest[dst] = part
+
+    def _check_crop(self, out, target_full, geo: _Geometry, k: int, rows, axes) -> float:
+        """Largest |difference| between crop outputs and the whole tensor over the changed positions, relative
+        to the tensor's largest magnitude (meaningful when the baseline equals the input)."""
+        segment = self.segments[k]
+        scale = float(np.max(np.abs(target_full))) or 1.0
+        worst = 0.0
+        ndim = out.ndim
+        for i, w in enumerate(rows):
+            (y0, y1), (x0, x1) = geo.changed[k][w]
+            if y1 <= y0 or x1 <= x0:
+                continue
+            cy0 = int(geo.origins[k][w][0]) // segment.rf[0].stride
+            cx0 = int(geo.origins[k][w][1]) // segment.rf[1].stride
+            got = out[_index(ndim, axes, (y0 - cy0, y1 - cy0), (x0 - cx0, x1 - cx0), i)]
+            want = target_full[_index(ndim, axes, (y0, y1), (x0, x1), 0)]
+            if got.shape != want.shape:
+                return float("inf")
+            worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - want))) / scale)
+        return worst
+
+
+# ------------------------------------------------------------------------------------------------------
+# Planning
+# ------------------------------------------------------------------------------------------------------
+
+
+def _node_costs(info: GraphInfo) -> Dict[str, float]:
+    """Cumulative cost (multiply-adds + weighted output elements) of each tensor's input-dependent ancestors."""
+    own: Dict[str, float] = {}
+    graph = info.model.graph
+    for node in graph.node:
+        if not any(i in info.dependent for i in node.input if i):
+            continue
+        out = node.output[0]
+        shape = info.shapes.get(out)
+        elements = float(np.prod(shape)) if shape else 0.0
+        cost = _ELEMENT_COST * elements
+        if node.op_type in ("Conv", "ConvTranspose") and shape is not None:
+            w = info.shapes.get(node.input[1])
+            if w is not None and len(w) >= 3:
+                cost += elements * float(np.prod(w[1:]))
+        elif node.op_type in ("Gemm", "MatMul") and shape is not None:
+            a = info.shapes.get(node.input[0])
+            if a:
+                cost += elements * float(a[-1])
+        own[out] = cost
+    # cumulative over ancestors
+    cumulative: Dict[str, float] = {}
+    ancestors: Dict[str, set] = {}
+    for node in graph.node:
+        out = node.output[0]
+        if out not in own:
+            continue
+        anc = {out}
+        for i in node.input:
+            if i in ancestors:
+                anc |= ancestors[i]
+        for o in node.output:
+            if o:
+                ancestors[o] = anc
+        cumulative[out] = sum(own[a] for a in anc)
+    return cumulative
+
+
+def _crop_length(rf: AxisRF, lo: int, hi: int, n_src: int, n_dst: int) -> Tuple[int, int, int]:
+    """(crop length on the source, changed target lo, hi) for a source interval [lo, hi)."""
+    j0, j1 = rf.touched(lo, hi, n_dst)
+    need0 = max(0, rf.start(j0))
+    need1 = min(n_src, rf.stop(j1 - 1))
+    base = (need0 // rf.stride) * rf.stride
+    length = need1 - base
+    length += (n_src % rf.stride - length) % rf.stride
+    return min(length, n_src), j0, j1
+
+
+@dataclass
+class _Candidate:
+    chain: List[str]
+    cost: float
+    full_cost: float = 0.0
+
+    @property
+    def estimated_speedup(self) -> float:
+        return self.full_cost / self.cost if self.cost > 0 else 0.0
+
+
+def _plan_candidates(info: GraphInfo, cuts: List[LocalTensor], window: Tuple[int, int], output: str,
+                     input_local: LocalTensor, max_chain: int) -> List[_Candidate]:
+    """Chains of cuts ranked by the cost model (per window, arbitrary units), best first, one per length."""
+    cumulative = _node_costs(info)
+    total = cumulative.get(output, max(cumulative.values()))
+    extent = input_local.extent
+    # interior window of the given size: its changed interval per tensor, via each tensor's input field
+    centre = [((extent[a] - window[a]) // 2, (extent[a] - window[a]) // 2 + window[a]) for a in range(2)]
+    nodes = [input_local] + cuts
+    changed = {}
+    for t in nodes:
+        ext = t.extent
+        changed[t.name] = [t.rf[a].touched(centre[a][0], centre[a][1], ext[a]) for a in range(2)]
+
+    def seg_cost(a: LocalTensor, b: LocalTensor) -> Optional[float]:
+        area = 1.0
+        elements = float(np.prod(a.shape)) / (a.extent[0] * a.extent[1])
+        for ax in range(2):
+            sa, sb = a.rf[ax], b.rf[ax]
+            if sb.stride % sa.stride:
+                return None
+            s = sb.stride // sa.stride
+            off = (sb.offset - sa.offset) / sa.stride
+            size = (sb.size - sa.size) / sa.stride + 1
+            if off != int(off) or size != int(size):
+                return None
+            rel = AxisRF(s, int(off), int(size))
+            lo, hi = changed[a.name][ax]
+            length, _, _ = _crop_length(rel, lo, hi, a.extent[ax], b.extent[ax])
+            area *= length
+            elements *= length
+        frac = area / (a.extent[0] * a.extent[1])
+        start = cumulative.get(a.name, 0.0) if a is not input_local else 0.0
+        return (cumulative[b.name] - start) * frac + _CROP_ELEMENT_COST * elements
+
+    # dynamic programme over chains ending at each cut, per chain length
+    best: Dict[Tuple[int, int], Tuple[float, List[int]]] = {}
+    for j, b in enumerate(cuts):
+        c = seg_cost(input_local, b)
+        if c is not None:
+            best[(1, j)] = (c, [j])
+    for length in range(2, max_chain + 1):
+        for j, b in enumerate(cuts):
+            options = []
+            for i in range(j):
+                prev = best.get((length - 1, i))
+                if prev is None:
+                    continue
+                c = seg_cost(cuts[i], b)
+                if c is not None:
+                    options.append((prev[0] + c, prev[1] + [j]))
+            if options:
+                best[(length, j)] = min(options, key=lambda o: o[0])
+    ranked = []
+    for (_, j), (c, chain) in best.items():
+        tail = total - cumulative[cuts[j].name]
+        last = cuts[j]
+        tail += _CROP_ELEMENT_COST * float(np.prod(last.shape))
+        ranked.append(_Candidate([cuts[i].name for i in chain], c + tail, total))
+    ranked.sort(key=lambda c: c.cost)
+    per_length: Dict[int, _Candidate] = {}
+    for cand in ranked:
+        per_length.setdefault(len(cand.chain), cand)
+    return sorted(per_length.values(), key=lambda c: c.cost)
+
+
+def _make_scorer(model, info: GraphInfo, chain: List[str], output: str, layout: Optional[str],
+                 base, threads, providers, cache: Dict[tuple, object]) -> IncrementalScorer:
+    """Sessions for every segment of ``chain`` and the suffix (shared through ``cache`` between chains)."""
+    segments: List[Segment] = []
+    source = info.input_name
+    source_local = base.tensors[source]
+    for target in chain:
+        key = ("segment", source, target)
+        if key not in cache:
+            rel = analyse(None, source=source, info=info, layout=layout, source_axes=source_local.axes)
+            if target not in rel.tensors:
+                raise IncrementalUnavailable(f"{target!r} is not local relative to {source!r}")
+            sub = extract(model, [source], [target], info)
+            cache[key] = (rel.tensors[target], _session(sub, threads, providers))
+        t_rel, session = cache[key]
+        segments.append(
+            Segment(
+                source=source,
+                target=target,
+                rf=t_rel.rf,
+                source_axes=source_local.axes,
+                target_axes=t_rel.axes,
+                source_extent=source_local.extent,
+                target_extent=base.tensors[target].extent,
+                session=session,
+            )
+        )
+        source = target
+        source_local = base.tensors[target]
+    key = ("suffix", source, output)
+    if key not in cache:
+        cache[key] = _session(extract(model, [source], [output], info), threads, providers)
+    return IncrementalScorer(
+        model_path=Path(getattr(info, "path", "")),
+        input_name=info.input_name,
+        output_name=output,
+        input_axes=base.tensors[info.input_name].axes,
+        input_extent=base.tensors[info.input_name].extent,
+        segments=segments,
+        suffix=cache[key],
+    )
+
+
+def _check_windows(extent: Tuple[int, int], window: Tuple[int, int]) -> np.ndarray:
+    """Windows at every position class: the four corners, the four border middles and the centre, plus
+    some off the stride grid."""
+    h, w = min(window[0], extent[0]), min(window[1], extent[1])
+    ys = sorted({0, (extent[0] - h) // 2, extent[0] - h, max(0, min(extent[0] - h, 3))})
+    xs = sorted({0, (extent[1] - w) // 2, extent[1] - w, max(0, min(extent[1] - w, 5))})
+    return np.asarray([(y, x, h, w) for y in ys for x in xs], dtype=np.int64)
+
+
+def _occluded_batch(sample: np.ndarray, baseline: np.ndarray, windows: np.ndarray, axes: Tuple[int, int]) -> np.ndarray:
+    """Full occluded copies of one sample (the plain engine's batch), ``axes`` counted with the batch axis."""
+    batch = np.repeat(sample[None], len(windows), axis=0)
+    for i, (y, x, h, w) in enumerate(np.asarray(windows).tolist()):
+        index = _index(batch.ndim, axes, (y, y + h), (x, x + w), i)
+        batch[index] = baseline[index[1:]]
+    return batch
+
+
+class _FullModel:
+    """The unsplit model: reference outputs for the self-check and the time to beat."""
+
+    def __init__(self, session, input_name: str, output_name: str):
+        self.session = session
+        self.input_name = input_name
+        self.output_name = output_name
+        self.batched = True
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if self.batched:
+            try:
+                out = self.session.run([self.output_name], {self.input_name: batch})[0]
+            except Exception:  # noqa: BLE001 -- a model pinned to batch 1: one sample at a time, as the engine does
+                self.batched = False
+        if not self.batched:
+            name = self.input_name
+            out = np.concatenate(
+                [self.session.run([self.output_name], {name: batch[i : i + 1]})[0] for i in range(len(batch))]
+            )
+        out = np.asarray(out)
+        if out.ndim > 2 and all(d == 1 for d in out.shape[2:]):
+            out = out.reshape(out.shape[:2])
+        return out
+
+
+def build_plan(
+    model_path,
+    input_shape: Sequence[int],
+    *,
+    layout: Optional[str] = None,
+    baseline: Optional[np.ndarray] = None,
+    sample: Optional[np.ndarray] = None,
+    window: Tuple[int, int] = (16, 16),
+    providers: Optional[Sequence[str]] = None,
+    threads: Optional[int] = None,
+    input_name: Optional[str] = None,
+    output_name: Optional[str] = None,
+    cuts: Optional[Sequence[str]] = None,
+    max_chain: int = 5,
+    max_plans: int = 3,
+    measure: bool = True,
+    tolerance: float = 1e-4,
+    require_faster: bool = False,
+    full_session=None,
+) -> IncrementalScorer:
+    """An :class:`IncrementalScorer` for the model, or :class:`IncrementalUnavailable` with the reason.
+
+    ``input_shape``: one sample with its batch axis (N=1), NCHW or NHWC (``layout``, guessed from a
+    channel count of 1 or 3 when omitted). ``window`` (h, w): the occlusion patch, used to rank and time
+    plans. ``cuts`` forces a chain of cut tensor names (tests, benchmarks); otherwise the cost model ranks
+    the best chain of each length up to ``max_chain`` and keeps the ``max_plans`` cheapest.
+
+    Every plan passes the self-check (crops against the whole tensors, outputs against full passes, on
+    windows of every position class: corners, borders, interior). With ``measure`` the checked plans and
+    the full model are then timed on one more batch of those windows each and the fastest plan is kept
+    (``timings`` records them); ``require_faster`` raises when the full model is faster.
+
+    ``sample``/``baseline`` (one sample each, no batch axis) feed the self-check; default a seeded random
+    input and zeros. ``full_session``: an onnxruntime session of the whole model to reuse.
+    ``input_name``/``output_name`` pick the image input and the scores output when the model has several.
+    """
+    import onnx
+
+    path = Path(model_path)
+    if not path.exists():
+        raise OccludeError(f"model not found: {path}")
+    input_shape = [int(d) for d in input_shape]
+    if len(input_shape) != 4 or input_shape[0] != 1:
+        raise OccludeError(f"input_shape must be 4-D with a batch of 1, got {input_shape}")
+    model = onnx.load(str(path))
+    info = GraphInfo(model, input_shape=input_shape, input_name=input_name)
+    info.path = path
+    base = analyse(None, layout=layout, info=info)
+    outputs = info.outputs
+    if output_name is None:
+        if len(outputs) != 1:
+            raise OccludeError(f"model has {len(outputs)} outputs: give output_name")
+        output_name = outputs[0]
+    elif output_name not in outputs:
+        raise OccludeError(f"model has no output named {output_name!r}")
+    candidates = cut_candidates(None, info=info, analysis=base, output=output_name)
+    if not candidates:
+        reason = base.first_nonlocal or "no local tensor dominates the output"
+        raise IncrementalUnavailable(f"no cut point: locality ends at {reason}")
+    input_local = base.tensors[info.input_name]
+    dtype = np.float16 if info.elem_types.get(info.input_name) == onnx.TensorProto.FLOAT16 else np.float32
+    sample_shape = tuple(input_shape[1:])
+    if sample is None:
+        sample = np.random.default_rng(0).standard_normal(sample_shape).astype(dtype)
+    sample = np.asarray(sample, dtype=dtype)
+    baseline = np.zeros(sample_shape, dtype=dtype) if baseline is None else np.asarray(baseline, dtype=dtype)
+    if sample.shape != sample_shape or baseline.shape != sample_shape:
+        raise OccludeError(f"sample and baseline must have shape {sample_shape}")
+    window = (min(window[0], input_local.extent[0]), min(window[1], input_local.extent[1]))
+    if cuts is not None:
+        known = {c.name for c in candidates}
+        for c in cuts:
+            if c not in known:
+                raise IncrementalUnavailable(f"{c!r} is not a cut point (a local tensor every path crosses)")
+        chains = [list(cuts)]
+        estimates = {}
+    else:
+        ranked = _plan_candidates(info, candidates, window, output_name, input_local, max_chain)
+        chains = [c.chain for c in ranked[: max(1, max_plans)]]
+        if not chains:
+            raise IncrementalUnavailable("no chain of cuts has a usable receptive field")
+        estimates = {tuple(c.chain): c.estimated_speedup for c in ranked}
+    full = _FullModel(full_session or _session(model, threads, providers), info.input_name, output_name)
+    # every position class (corners, borders, interior, off-grid): the self-check, then the measurement
+    windows = _check_windows(input_local.extent, window)
+    occluded = _occluded_batch(sample, baseline, windows, input_local.axes)
+    reference = full.run(occluded)
+    scale = float(np.max(np.abs(reference))) or 1.0
+    cache: Dict[tuple, object] = {}
+    checked = []
+    notes = []
+    for chain in chains:
+        try:
+            scorer = _make_scorer(model, info, chain, output_name, layout, base, threads, providers, cache)
+            scorer.full = full
+            scorer.dtype = dtype
+            scorer.estimated_speedup = estimates.get(tuple(chain))
+            try:
+                scorer.score_windows(sample, sample, windows, batch_size=len(windows), _check=True)
+            except Exception:  # noqa: BLE001 -- onnxruntime's own error types
+                scorer.suffix_batched = False  # a suffix pinned to batch 1 (a Reshape to [1, K], ...)
+                scorer.score_windows(sample, sample, windows, batch_size=len(windows), _check=True)
+            if not scorer._last_check <= tolerance:
+                raise IncrementalUnavailable(
+                    f"self-check failed: crops differ from the whole tensor by {scorer._last_check:.2e} (relative)"
+                )
+            got = scorer.score_windows(sample, baseline, windows, batch_size=len(windows))
+            error = float(np.max(np.abs(got.astype(np.float64) - reference))) / scale
+            if not error <= tolerance:
+                raise IncrementalUnavailable(
+                    f"self-check failed: outputs differ from full passes by {error:.2e} (relative)"
+                )
+            scorer.check_error = error
+            checked.append(scorer)
+        except IncrementalUnavailable as exc:
+            notes.append(f"chain {chain}: {exc}")
+        except Exception as exc:  # noqa: BLE001 -- onnxruntime refuses a sub-graph: that chain is unusable
+            notes.append(f"chain {chain}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    if not checked:
+        raise IncrementalUnavailable("; ".join(notes) or "no usable plan")
+    if not (measure or require_faster):
+        checked[0].notes = notes
+        return checked[0]
+    # every session has run this batch shape (the self-check): one more run each is the measurement
+    n = len(windows)
+    full_time = _time_once(lambda: full.run(occluded)) / n
+    timed = sorted(
+        ((_time_once(lambda s=s: s.score_windows(sample, baseline, windows, batch_size=n)) / n, s) for s in checked),
+        key=lambda p: p[0],
+    )
+    best_time, best = timed[0]
+    best.timings = {"full": full_time, **{"+".join(s.cuts): t for t, s in timed}}
+    best.notes = notes + [
+        f"{n} windows: full {full_time * 1e3:.2f} ms/window, incremental {best_time * 1e3:.2f} ms/window"
+    ]
+    if require_faster and best_time >= full_time:
+        raise IncrementalUnavailable(
+            f"not faster here: {best_time * 1e3:.2f} ms/window incremental vs {full_time * 1e3:.2f} ms/window full"
+        )
+    return best
+
+
+def _time_once(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def try_build_plan(*args, **kwargs) -> Tuple[Optional[IncrementalScorer], Optional[str]]:
+    """:func:`build_plan`, or (None, the one-line reason) when incremental inference does not apply."""
+    try:
+        return build_plan(*args, **kwargs), None
+    except IncrementalUnavailable as exc:
+        return None, str(exc)

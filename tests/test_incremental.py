@@ -1,0 +1,458 @@
+"""Receptive fields (hand-computed) and exact incremental inference (against full passes, window by window)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from occlude_cli.errors import OccludeError
+from occlude_cli.loaders.incremental import IncrementalUnavailable, build_plan, extract, try_build_plan
+from occlude_cli.loaders.receptive import AxisRF as _RF
+from occlude_cli.loaders.receptive import AxisRF, analyse, cut_candidates, local_tensors
+
+ROOT = Path(__file__).resolve().parents[1]
+EFFICIENTNET = ROOT / "sample_models" / "efficientnet_lite0.onnx"
+
+
+class Net:
+    """A tiny ONNX graph builder with seeded random weights (opset 17)."""
+
+    def __init__(self, shape: Sequence[int], layout: str = "NCHW", seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list = []
+        self.inits: list = []
+        self.count = 0
+        dims = ["N"] + list(shape[1:])
+        self.input = helper.make_tensor_value_info("image", TensorProto.FLOAT, dims)
+        self.channels = {"image": shape[1] if layout == "NCHW" else shape[3]}
+
+    def _name(self, kind: str) -> str:
+        self.count += 1
+        return f"{kind}{self.count}"
+
+    def const(self, values, dtype=np.float32) -> str:
+        name = self._name("c")
+        self.inits.append(numpy_helper.from_array(np.asarray(values, dtype=dtype), name))
+        return name
+
+    def node(self, op: str, inputs: List[str], channels: Optional[int] = None, **attrs) -> str:
+        out = self._name(op.lower())
+        self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        self.channels[out] = channels if channels is not None else self.channels.get(inputs[0])
+        return out
+
+    def conv(self, x: str, cout: int, k: int = 3, s: int = 1, pads=None, group: int = 1, dilation: int = 1,
+             auto_pad: Optional[str] = None) -> str:
+        cin = self.channels[x]
+        scale = 1.5 / np.sqrt(cin // group * k * k)
+        weight = self.const(self.rng.standard_normal((cout, cin // group, k, k)) * scale)
+        bias = self.const(self.rng.standard_normal(cout) * 0.1)
+        attrs = {"kernel_shape": [k, k], "strides": [s, s], "dilations": [dilation, dilation], "group": group}
+        if auto_pad:
+            attrs["auto_pad"] = auto_pad
+        else:
+            attrs["pads"] = list(pads) if pads is not None else [k // 2 * dilation] * 4
+        return self.node("Conv", [x, weight, bias], cout, **attrs)
+
+    def relu(self, x: str) -> str:
+        return self.node("Relu", [x])
+
+    def clip(self, x: str) -> str:
+        return self.node("Clip", [x, self.const(0.0), self.const(6.0)])
+
+    def add(self, a: str, b: str) -> str:
+        return self.node("Add", [a, b])
+
+    def head(self, x: str, classes: int = 5) -> None:
+        """GlobalAveragePool -> Flatten -> Gemm: the classifier's output ``scores``."""
+        pooled = self.node("GlobalAveragePool", [x])
+        flat = self.node("Flatten", [pooled])
+        cin = self.channels[x]
+        w = self.const(self.rng.standard_normal((cin, classes)))
+        self.nodes.append(helper.make_node("Gemm", [flat, w], ["scores"], name="head"))
+
+    def save(self, path: Path) -> Path:
+        graph = helper.make_graph(self.nodes, "net", [self.input],
+                                  [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", None])],
+                                  initializer=self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+        return path
+
+
+def plain(path: Path) -> Path:
+    net = Net([1, 3, 23, 19])
+    x = net.relu(net.conv("image", 8))
+    x = net.relu(net.conv(x, 8))
+    net.head(x)
+    return net.save(path)
+
+
+def strided_asymmetric(path: Path) -> Path:
+    net = Net([1, 3, 29, 31])
+    x = net.clip(net.conv("image", 8, 3, 2, pads=[0, 0, 1, 1]))
+    x = net.relu(net.conv(x, 8, 3, 2, pads=[1, 0, 0, 1]))
+    x = net.relu(net.conv(x, 8, 3, 1, dilation=2))
+    x = net.relu(net.conv(x, 12, 3, 2, pads=[1, 1, 1, 1]))
+    net.head(x)
+    return net.save(path)
+
+
+def depthwise(path: Path) -> Path:
+    net = Net([1, 3, 30, 27])
+    x = net.clip(net.conv("image", 8, 3, 2, auto_pad="SAME_UPPER"))
+    x = net.clip(net.conv(x, 24, 1, pads=[0, 0, 0, 0]))
+    x = net.clip(net.conv(x, 24, 3, 2, group=24, auto_pad="SAME_LOWER"))
+    x = net.conv(x, 16, 1, pads=[0, 0, 0, 0])
+    x = net.clip(net.conv(x, 16, 3, 1, group=16))
+    net.head(x)
+    return net.save(path)
+
+
+def residual(path: Path) -> Path:
+    net = Net([1, 3, 32, 32])
+    stem = net.relu(net.conv("image", 8, 3, 2))
+    y = net.relu(net.conv(stem, 8))
+    y = net.conv(y, 8)
+    block = net.relu(net.add(stem, y))
+    main = net.relu(net.conv(block, 16, 3, 2))
+    main = net.conv(main, 16)
+    short = net.conv(block, 16, 1, 2, pads=[0, 0, 0, 0])
+    block2 = net.relu(net.add(main, short))
+    x = net.relu(net.conv(block2, 16, 3, 2))
+    net.head(x)
+    return net.save(path)
+
+
+def pooling_ceil(path: Path) -> Path:
+    net = Net([1, 3, 27, 25])
+    x = net.relu(net.conv("image", 8))
+    x = net.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
+    x = net.relu(net.conv(x, 8))
+    x = net.node("AveragePool", [x], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1, count_include_pad=0)
+    x = net.node("MaxPool", [x], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 0, 1, 1])
+    x = net.relu(net.conv(x, 8))
+    net.head(x)
+    return net.save(path)
+
+
+def nhwc(path: Path) -> Path:
+    net = Net([1, 24, 22, 3], layout="NHWC")
+    x = net.node("Transpose", ["image"], perm=[0, 3, 1, 2], channels=3)
+    x = net.relu(net.conv(x, 8, 3, 2))
+    x = net.node("Transpose", [x], perm=[0, 2, 3, 1])
+    x = net.node("Mul", [x, net.const(net.rng.standard_normal(8))])  # per-channel scale, NHWC
+    x = net.node("Transpose", [x], perm=[0, 3, 1, 2])
+    x = net.node("Pad", [x, net.const([0, 0, 1, 2, 0, 0, 2, 1], np.int64)], mode="reflect")
+    left = net.relu(net.conv(x, 6))
+    right = net.relu(net.conv(x, 4, 1, pads=[0, 0, 0, 0]))
+    x = net.node("Concat", [left, right], channels=10, axis=1)
+    x = net.relu(net.conv(x, 8, 3, 2))
+    net.head(x)
+    return net.save(path)
+
+
+ARCHITECTURES = {
+    "plain": plain,
+    "strided_asymmetric": strided_asymmetric,
+    "depthwise": depthwise,
+    "residual": residual,
+    "pooling_ceil": pooling_ceil,
+    "nhwc": nhwc,
+}
+
+
+def _full_reference(path: Path, sample: np.ndarray, baseline: np.ndarray, windows: np.ndarray, axes) -> np.ndarray:
+    """The slow obvious loop: one full pass per occluded copy."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    rows = []
+    for y, x, h, w in windows.tolist():
+        occluded = sample.copy()
+        index = [slice(None)] * sample.ndim
+        index[axes[0]] = slice(y, y + h)
+        index[axes[1]] = slice(x, x + w)
+        occluded[tuple(index)] = baseline[tuple(index)]
+        rows.append(session.run(None, {name: occluded[None]})[0][0])
+    return np.asarray(rows)
+
+
+def _all_windows(height: int, width: int, patch: int, stride: int) -> np.ndarray:
+    ys = sorted(set(range(0, height - patch + 1, stride)) | {height - patch})
+    xs = sorted(set(range(0, width - patch + 1, stride)) | {width - patch})
+    return np.asarray([(y, x, patch, patch) for y in ys for x in xs], dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Receptive fields by hand
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_conv_k3_s2_p1_chain(tmp_path):
+    net = Net([1, 3, 64, 64])
+    a = net.conv("image", 4, 3, 2)
+    b = net.conv(a, 4, 3, 2)
+    c = net.conv(b, 4, 3, 2)
+    net.head(c)
+    rfs = local_tensors(net.save(tmp_path / "m.onnx"))
+    assert rfs[a].rf == (AxisRF(2, -1, 3),) * 2
+    assert rfs[b].rf == (AxisRF(4, -3, 7),) * 2
+    assert rfs[c].rf == (AxisRF(8, -7, 15),) * 2
+    assert rfs[c].shape == (1, 4, 8, 8)
+
+
+def test_asymmetric_pads_dilation_and_same_padding(tmp_path):
+    net = Net([1, 3, 8, 7])
+    a = net.conv("image", 4, 3, 2, pads=[0, 1, 1, 1])  # begin pads: 0 rows, 1 column
+    b = net.conv(a, 4, 3, 1, pads=[2, 2, 2, 2], dilation=2)
+    c = net.conv("image", 4, 3, 2, auto_pad="SAME_UPPER")
+    d = net.conv("image", 4, 3, 2, auto_pad="SAME_LOWER")
+    net.head(net.add(net.add(b, c), d))
+    rfs = local_tensors(net.save(tmp_path / "m.onnx"))
+    assert rfs[a].rf == (AxisRF(2, 0, 3), AxisRF(2, -1, 3))
+    # dilation 2: a 5-wide window of a, begin pad 2 -> 4 input pixels to the left
+    assert rfs[b].rf == (AxisRF(2, -4, 11), AxisRF(2, -5, 11))
+    # SAME on 8 rows, stride 2: total pad 1 (UPPER: 0 at the top, LOWER: 1); on 7 columns: total 2, 1 each side
+    assert rfs[c].rf == (AxisRF(2, 0, 3), AxisRF(2, -1, 3))
+    assert rfs[d].rf == (AxisRF(2, -1, 3), AxisRF(2, -1, 3))
+
+
+def test_pooling_ceil_mode_and_residual_hull(tmp_path):
+    net = Net([1, 3, 27, 27])
+    a = net.node("MaxPool", ["image"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
+    b = net.node("AveragePool", [a], kernel_shape=[2, 2], strides=[2, 2], pads=[1, 0, 0, 0], ceil_mode=1)
+    c = net.conv(b, 3, 3, 1)
+    d = net.add(b, c)
+    net.head(d)
+    path = net.save(tmp_path / "m.onnx")
+    rfs = local_tensors(path)
+    assert rfs[a].rf == (AxisRF(2, 0, 3),) * 2
+    assert rfs[a].shape == (1, 3, 13, 13)  # ceil((27 - 3) / 2) + 1
+    assert rfs[b].rf == (AxisRF(4, -2, 5), AxisRF(4, 0, 5))
+    assert rfs[c].rf == (AxisRF(4, -6, 13), AxisRF(4, -4, 13))
+    assert rfs[d].rf == rfs[c].rf  # the hull of the shortcut (inside) and the branch
+    names = [t.name for t in cut_candidates(path)]
+    assert names == [a, b, d]  # c is bypassed by the shortcut
+
+
+def test_nhwc_transposes_are_followed(tmp_path):
+    path = nhwc(tmp_path / "m.onnx")
+    analysis = analyse(path)
+    assert analysis.tensors["image"].axes == (1, 2)
+    assert analysis.tensors["transpose1"].axes == (2, 3)
+    # the NHWC per-channel Mul keeps locality, its axes are (1, 2)
+    mul = next(n for n in analysis.order if n.startswith("mul"))
+    assert analysis.tensors[mul].axes == (1, 2) and analysis.tensors[mul].rf[0] == AxisRF(2, -1, 3)
+    pad = next(n for n in analysis.order if n.startswith("pad"))
+    # reflect pads (rows 1 before / 2 after, columns 2 / 1): a padded position copies one up to twice the pad
+    # away, so the field widens by 2 * (before + after) positions and starts (before + 2 * after) earlier
+    assert analysis.tensors[pad].rf == (AxisRF(2, -1 - 2 * 5, 3 + 2 * 2 * 3), AxisRF(2, -1 - 2 * 4, 3 + 2 * 2 * 3))
+    assert analysis.first_nonlocal.startswith("GlobalAveragePool")
+
+
+def test_spatial_constant_ends_locality(tmp_path):
+    net = Net([1, 3, 16, 16])
+    x = net.conv("image", 4)
+    x = net.add(x, net.const(np.ones((1, 4, 16, 16))))  # a positional embedding: varies over space
+    net.head(x)
+    analysis = analyse(net.save(tmp_path / "m.onnx"))
+    assert "varies over space" in analysis.first_nonlocal
+
+
+# ---------------------------------------------------------------------------------------------------
+# Exactness against full passes
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_incremental_equals_full_passes_everywhere(tmp_path, name):
+    path = ARCHITECTURES[name](tmp_path / f"{name}.onnx")
+    info = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    shape = [1] + [d.dim_value for d in list(info)[1:]]
+    layout = "NHWC" if name == "nhwc" else "NCHW"
+    axes = (0, 1) if layout == "NHWC" else (1, 2)
+    height, width = shape[axes[0] + 1], shape[axes[1] + 1]
+    rng = np.random.default_rng(3)
+    sample = rng.standard_normal(shape[1:]).astype(np.float32)
+    baseline = rng.standard_normal(shape[1:]).astype(np.float32)  # not zeros: catches a wrong fill
+    windows = _all_windows(height, width, 5, 3)  # every corner, border and interior position
+    reference = _full_reference(path, sample, baseline, windows, axes)
+    candidates = cut_candidates(path, layout=layout)
+    assert candidates
+    chains = [[candidates[0].name], [candidates[len(candidates) // 2].name], [c.name for c in candidates[::2][:3]]]
+    cropped = False
+    for chain in chains:
+        scorer = build_plan(path, shape, layout=layout, cuts=chain, window=(5, 5), measure=False)
+        crop = scorer.geometry(windows).sizes[0]
+        cropped |= crop[0] < height and crop[1] < width  # the first segment really runs on crops
+        got = scorer.score_windows(sample, baseline, windows, batch_size=7)
+        assert got.shape == reference.shape
+        np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max(), err_msg=str(chain))
+    assert cropped
+    # the planner's own choice is exact too
+    scorer = build_plan(path, shape, layout=layout, window=(5, 5))
+    got = scorer.score_windows(sample, baseline, windows, batch_size=16)
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+
+
+def test_windows_of_other_sizes_and_outside_the_grid(tmp_path):
+    path = residual(tmp_path / "r.onnx")
+    rng = np.random.default_rng(5)
+    sample = rng.standard_normal((3, 32, 32)).astype(np.float32)
+    baseline = np.zeros_like(sample)
+    windows = np.asarray([(0, 0, 32, 32), (31, 31, 1, 1), (0, 7, 9, 2), (13, 0, 2, 32), (5, 6, 20, 11)])
+    reference = _full_reference(path, sample, baseline, windows, (1, 2))
+    cands = [c.name for c in cut_candidates(path)]
+    scorer = build_plan(path, [1, 3, 32, 32], cuts=[cands[0], cands[-1]], window=(8, 8), measure=False)
+    got = scorer.score_windows(sample, baseline, windows, batch_size=3)
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+
+
+def test_efficientnet_sample_windows():
+    if not EFFICIENTNET.exists():
+        pytest.fail(f"sample model missing: {EFFICIENTNET}")
+    rng = np.random.default_rng(11)
+    sample = rng.standard_normal((3, 224, 224)).astype(np.float32)
+    baseline = np.zeros_like(sample)
+    windows = np.asarray([(0, 0, 16, 16), (208, 208, 16, 16), (0, 104, 16, 16), (104, 0, 16, 16),
+                          (96, 96, 16, 16), (200, 8, 16, 16), (37, 181, 16, 16)])
+    reference = _full_reference(EFFICIENTNET, sample, baseline, windows, (1, 2))
+    chain = ["getitem_15", "getitem_33", "getitem_51"]  # 56x56, 28x28, 14x14
+    scorer = build_plan(EFFICIENTNET, [1, 3, 224, 224], cuts=chain, measure=False)
+    got = scorer.score_windows(sample, baseline, windows, batch_size=4)
+    assert np.abs(got - reference).max() <= 1e-5 * np.abs(reference).max()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Graphs that must fall back
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_global_op_at_the_first_layer_falls_back(tmp_path):
+    net = Net([1, 3, 16, 16])
+    net.head("image")
+    path = net.save(tmp_path / "g.onnx")
+    scorer, reason = try_build_plan(path, [1, 3, 16, 16])
+    assert scorer is None
+    assert "GlobalAveragePool" in reason and "no cut point" in reason
+    with pytest.raises(OccludeError):
+        build_plan(path, [1, 3, 16, 16])
+
+
+def test_attention_on_pixels_falls_back(tmp_path):
+    """Self-attention over the pixels of the input: every output position sees the whole image."""
+    net = Net([1, 3, 8, 8])
+    tokens = net.node("Reshape", ["image", net.const([1, 3, 64], np.int64)])  # (1, C, HW)
+    scores = net.node("MatMul", [net.node("Transpose", [tokens], perm=[0, 2, 1]), tokens])
+    attn = net.node("Softmax", [scores], axis=-1)
+    mixed = net.node("MatMul", [tokens, attn])  # (1, C, HW)
+    pooled = net.node("ReduceMean", [mixed], axes=[2], keepdims=0)
+    net.nodes.append(helper.make_node("Gemm", [pooled, net.const(np.ones((3, 5)))], ["scores"], name="head"))
+    path = net.save(tmp_path / "a.onnx")
+    scorer, reason = try_build_plan(path, [1, 3, 8, 8])
+    assert scorer is None
+    assert reason.startswith("no cut point") and "Reshape" in reason
+
+
+def test_squeeze_excitation_cuts_only_before_it(tmp_path):
+    net = Net([1, 3, 16, 16])
+    stem = net.relu(net.conv("image", 8, 3, 2))
+    gate = net.node("Sigmoid", [net.conv(net.node("GlobalAveragePool", [stem]), 8, 1, pads=[0, 0, 0, 0])])
+    x = net.node("Mul", [stem, gate])
+    net.head(net.conv(x, 8))
+    path = net.save(tmp_path / "se.onnx")
+    names = [c.name for c in cut_candidates(path)]
+    assert names == [net.nodes[0].output[0], stem]
+    with pytest.raises(IncrementalUnavailable, match="not a cut point"):
+        build_plan(path, [1, 3, 16, 16], cuts=[x], measure=False)
+
+
+def test_extract_refuses_a_tensor_that_does_not_separate(tmp_path):
+    path = residual(tmp_path / "r.onnx")
+    model = onnx.load(str(path))
+    inner = model.graph.node[2].output[0]  # inside the first residual block
+    with pytest.raises(IncrementalUnavailable, match="other than through"):
+        extract(model, [inner], ["scores"])
+
+
+def test_model_pinned_to_batch_one(tmp_path):
+    """A legacy export: batch fixed to 1 and a Reshape to [1, K] in the head. Segments run batched (they
+    are local), the suffix and the reference run one sample at a time; results still exact."""
+    net = Net([1, 3, 20, 20])
+    x = net.relu(net.conv("image", 8, 3, 2))
+    x = net.relu(net.conv(x, 8, 3, 2))
+    pooled = net.node("GlobalAveragePool", [x])
+    flat = net.node("Reshape", [pooled, net.const([1, 8], np.int64)])
+    net.nodes.append(helper.make_node("Gemm", [flat, net.const(net.rng.standard_normal((8, 4)))], ["scores"]))
+    net.input = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 20, 20])
+    path = net.save(tmp_path / "pinned.onnx")
+    rng = np.random.default_rng(2)
+    sample = rng.standard_normal((3, 20, 20)).astype(np.float32)
+    baseline = np.zeros_like(sample)
+    windows = _all_windows(20, 20, 4, 4)
+    reference = _full_reference(path, sample, baseline, windows, (1, 2))
+    scorer = build_plan(path, [1, 3, 20, 20], window=(4, 4))
+    assert not scorer.suffix_batched
+    got = scorer.score_windows(sample, baseline, windows, batch_size=8)
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+
+
+def test_int8_qdq_graph(tmp_path):
+    """onnxruntime's static quantisation (QDQ): Quantize/DequantizeLinear keep locality; results exact."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.batches = iter([{"image": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantized = tmp_path / "q.onnx"
+    quantize_static(str(residual(tmp_path / "r.onnx")), str(quantized), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    ops = {n.op_type for n in onnx.load(str(quantized)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    rng = np.random.default_rng(3)
+    sample = rng.standard_normal((3, 32, 32)).astype(np.float32)
+    baseline = np.zeros_like(sample)
+    windows = _all_windows(32, 32, 5, 3)
+    reference = _full_reference(quantized, sample, baseline, windows, (1, 2))
+    scorer = build_plan(quantized, [1, 3, 32, 32], window=(5, 5))
+    got = scorer.score_windows(sample, baseline, windows, batch_size=8)
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+
+
+def test_a_wrong_receptive_field_is_caught(tmp_path):
+    """Fault injection: with a field one pixel too small the pasted region misses changed positions, and
+    the comparison with full passes (the same one the build-time self-check makes) sees it; with a field a
+    whole stride too small the crop misses them and scoring refuses."""
+    path = strided_asymmetric(tmp_path / "s.onnx")
+    rng = np.random.default_rng(4)
+    sample = rng.standard_normal((3, 29, 31)).astype(np.float32)
+    baseline = np.zeros_like(sample)
+    windows = _all_windows(29, 31, 5, 3)
+    reference = _full_reference(path, sample, baseline, windows, (1, 2))
+    first = cut_candidates(path)[0].name
+    scorer = build_plan(path, [1, 3, 29, 31], cuts=[first], window=(5, 5), measure=False)
+    exact = scorer.score_windows(sample, baseline, windows)
+    assert np.abs(exact - reference).max() <= 1e-5 * np.abs(reference).max()
+    segment = scorer.segments[0]
+    true_rf = segment.rf
+    # a field one input pixel too narrow: some windows change more positions than are pasted
+    segment.rf = tuple(_RF(r.stride, r.offset, r.size - 1) for r in true_rf)
+    wrong = scorer.score_windows(sample, baseline, windows)
+    assert np.abs(wrong - reference).max() > 1e-3 * np.abs(reference).max()
+    # a field so small that the crop no longer holds the changed positions: a clear error, not a wrong map
+    segment.rf = tuple(_RF(r.stride, r.offset, r.size - r.stride) for r in true_rf)
+    with pytest.raises(IncrementalUnavailable, match="does not cover"):
+        scorer.score_windows(sample, baseline, windows)
