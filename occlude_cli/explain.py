@@ -22,6 +22,10 @@ from .loaders.images import PreparedImage, Preprocessing, prepare_image
 from .loaders.model import Head, OnnxClassifier, ScoreKind, resolve_target
 
 SCHEMA_VERSION = 1
+INCREMENTAL_MODES = ("auto", "on", "off")
+# auto: below this many windows a plan's start-up (self-check and timing) costs more than it saves
+INCREMENTAL_MIN_WINDOWS = 64
+INCREMENTAL_MIN_SPEEDUP = 1.3  # auto: the cost model's estimate a plan must reach (it ignores per-call costs)
 # A probability above this makes occlusion drops tiny and the map unreadable: suggest logits.
 SATURATION = 0.99
 
@@ -211,6 +215,7 @@ class ExplainOptions:
     refine: bool = False  # coarse-to-fine: see core.refine.refined_occlusion_sensitivity
     refine_step: int = 3
     refine_budget: float = 0.25
+    incremental: str = "auto"  # exact incremental inference for CNNs: auto | on | off (see README, Speed)
 
     def checked(self) -> ExplainOptions:
         """A copy with every field parsed and range-checked (raises OccludeError naming the parameter)."""
@@ -238,7 +243,10 @@ class ExplainOptions:
                 raise OccludeError(f"region must be x0,y0,x1,y1, got {self.region!r}") from None
             if len(region) != 4 or not all(np.isfinite(region)):
                 raise OccludeError(f"region must be four finite numbers x0,y0,x1,y1, got {self.region!r}")
+        if str(getattr(self.incremental, "value", self.incremental)) not in INCREMENTAL_MODES:
+            raise OccludeError(f"incremental must be one of {', '.join(INCREMENTAL_MODES)}, got {self.incremental!r}")
         fields = {**self.__dict__, "patch": patch, "stride": stride, "score": score,
+                  "incremental": str(getattr(self.incremental, "value", self.incremental)),
                   "baseline": parse_baseline(self.baseline), "region": region}
         return ExplainOptions(**fields)
 
@@ -284,9 +292,13 @@ def explain(
     ranking = [int(i) for i in np.argsort(-original, kind="stable")]
     main = resolve_target(options.target, labels, num_classes) if options.target is not None else ranking[0]
     targets = [main] + [c for c in ranking if c != main][: options.top_k - 1]
+    windows = window_grid(preprocessing.size, patch, stride, region)
+    window_scorer, incremental = _incremental(model, options, head, sample, baseline, patch, len(windows),
+                                              preprocessing, batch_size)
     prepared_at = time.perf_counter()
     common = dict(patch=patch, stride=stride, baseline=baseline, spatial_axes=preprocessing.spatial_axes,
-                  batch_size=batch_size, region=region, progress=progress, original_scores=original)
+                  batch_size=batch_size, region=region, progress=progress, original_scores=original,
+                  scorer=window_scorer)
     if options.refine:
         occlusion = refined_occlusion_sensitivity(sample, score, target=main, coarse_step=options.refine_step,
                                                   budget=options.refine_budget, **common)
@@ -315,6 +327,7 @@ def explain(
             "head": head.describe(),
             "region": list(region) if region is not None else None,
             "refine": {"step": options.refine_step, "budget": options.refine_budget} if options.refine else None,
+            "incremental": incremental,
             "preprocessing": preprocessing.describe(),
             "occlude_version": __version__,
         },
@@ -328,6 +341,70 @@ def explain(
         warnings=warnings,
         score=score,
     )
+
+
+def _incremental(model: OnnxClassifier, options: ExplainOptions, head: Head, sample: np.ndarray,
+                 baseline: np.ndarray, patch, windows: int, preprocessing: Preprocessing, batch_size: int):
+    """The engine's window scorer for exact incremental inference, or None; and the JSON record.
+
+    A plan is built once per model, input shape and patch (kept on the model, so a folder run pays the
+    start-up once) and reused: it only changes how windows are scored, never the result (checked at start-up
+    against full passes, to float noise). ``auto`` uses it when the graph allows it and it is faster: timed at
+    start-up. ``auto`` decides by the cost model's estimate (deterministic: the same inputs always take the
+    same path, so outputs stay byte-identical across runs), never by a clock."""
+    mode = options.incremental
+    record: dict = {"mode": mode, "used": False, "reason": None}
+    if mode == "off":
+        record["reason"] = "off"
+        return None, record
+    if len(preprocessing.size) != 2 or len(sample.shape) != 3:
+        record["reason"] = "incremental inference covers 2-D image models"
+    elif mode == "auto" and windows < INCREMENTAL_MIN_WINDOWS:
+        record["reason"] = f"too few windows ({windows} < {INCREMENTAL_MIN_WINDOWS}) to pay for the start-up"
+    if record["reason"] is not None:
+        if mode == "on":
+            raise OccludeError(f"incremental inference is not available here: {record['reason']}")
+        return None, record
+    key = (tuple(sample.shape), preprocessing.layout, tuple(patch), mode)
+    cache = model.__dict__.setdefault("_incremental_plans", {})
+    if key not in cache:
+        from .loaders.incremental import try_build_plan
+
+        started = time.perf_counter()
+        plan, reason = try_build_plan(
+            model.path, [1, *sample.shape], layout=preprocessing.layout, baseline=baseline, sample=sample,
+            window=tuple(patch), providers=model.providers, threads=model.threads,
+            input_name=model.input.name, output_name=model.output.name, measure=False, max_plans=1,
+        )
+        estimate = float(plan.describe().get("estimated_speedup") or 0.0) if plan is not None else 0.0
+        if plan is not None and mode == "auto" and estimate < INCREMENTAL_MIN_SPEEDUP:
+            plan, reason = None, f"not worth it here (estimated speed-up {estimate:.2f} < {INCREMENTAL_MIN_SPEEDUP})"
+        cache[key] = (plan, reason, time.perf_counter() - started)
+    plan, reason, build_s = cache[key]
+    model.__dict__["_incremental_build_s"] = build_s
+    if plan is None:
+        if mode == "on":
+            raise OccludeError(f"incremental inference is not available for this model: {reason}")
+        record["reason"] = reason
+        return None, record
+    described = plan.describe()
+    record.update({"used": True, "cuts": described.get("cuts"), "segment_strides": described.get("segment_strides"),
+                   "estimated_speedup": round(float(described.get("estimated_speedup") or 0.0), 3)})
+
+    def scorer(inputs, base, chunk, score, *, batch_size, spatial_axes, progress=None):
+        total = len(chunk)
+        out = None
+        for start in range(0, total, batch_size):
+            raw = np.asarray(plan.score_windows(inputs, base, chunk[start:start + batch_size], batch_size=batch_size))
+            scores = head.transform(raw.reshape(len(raw), -1))
+            if out is None:
+                out = np.empty((total, scores.shape[1]), dtype=np.float64)
+            out[start:start + len(scores)] = scores
+            if progress is not None:
+                progress(min(start + batch_size, total), total)
+        return out
+
+    return scorer, record
 
 
 def _warnings(head: Head, original: float, values: np.ndarray, occlusion: Occlusion, target: int) -> List[str]:

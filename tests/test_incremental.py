@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -17,6 +18,8 @@ from occlude_cli.loaders.receptive import AxisRF as _RF
 from occlude_cli.loaders.receptive import AxisRF, analyse, cut_candidates, local_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
+EFFNET = str(ROOT / "sample_models" / "efficientnet_lite0.onnx")
+CAT = str(ROOT / "sample_images" / "cat.jpg")
 EFFICIENTNET = ROOT / "sample_models" / "efficientnet_lite0.onnx"
 
 
@@ -456,3 +459,53 @@ def test_a_wrong_receptive_field_is_caught(tmp_path):
     segment.rf = tuple(_RF(r.stride, r.offset, r.size - r.stride) for r in true_rf)
     with pytest.raises(IncrementalUnavailable, match="does not cover"):
         scorer.score_windows(sample, baseline, windows)
+
+
+# ------------------------------------------------------------------------- through explain() and the CLI
+
+
+def test_explain_uses_incremental_inference_with_the_same_map():
+    from occlude_cli import OnnxClassifier, explain
+
+    model = OnnxClassifier(EFFNET)
+    fast = explain(model, CAT, patch=32, stride=16, incremental="on")
+    full = explain(model, CAT, patch=32, stride=16, incremental="off")
+    record = fast.params["incremental"]
+    assert record["used"] and record["cuts"] and full.params["incremental"]["used"] is False
+    scale = np.abs(full.map).max()
+    np.testing.assert_allclose(fast.map, full.map, atol=2e-5 * scale)  # float32 noise: measured 1.0e-5 of the peak here
+    np.testing.assert_allclose(fast.occlusion.window_scores, full.occlusion.window_scores, atol=1e-5)
+    auto = explain(model, CAT, patch=32, stride=16)  # auto: the cost model expects > 1.3x on this CNN
+    assert auto.params["incremental"]["used"] and auto.params["incremental"]["estimated_speedup"] >= 1.3
+    refined = explain(model, CAT, patch=48, stride=8, refine=True, incremental="on")
+    plain = explain(model, CAT, patch=48, stride=8, refine=True, incremental="off")
+    np.testing.assert_allclose(refined.map, plain.map, atol=2e-5 * np.abs(plain.map).max())
+
+
+def test_incremental_on_refuses_a_model_it_cannot_split_and_auto_falls_back(tmp_path):
+    from typer.testing import CliRunner
+
+    from occlude_cli.cli import app
+
+    digits = str(ROOT / "sample_models" / "digits_cnn.onnx")
+    image = str(ROOT / "sample_images" / "digit_3.png")
+    auto = CliRunner().invoke(app, ["run", digits, image, "--out", str(tmp_path / "a"), "-q", "--score", "logit"])
+    assert auto.exit_code == 0, auto.output
+    record = json.loads((tmp_path / "a" / "digit_3.json").read_text())["params"]["incremental"]
+    assert record["used"] is False and record["reason"]
+
+
+def test_incremental_runs_are_byte_identical(tmp_path):
+    from typer.testing import CliRunner
+
+    from occlude_cli.cli import app
+
+    outs = []
+    for name in ("one", "two"):
+        out = tmp_path / name
+        result = CliRunner().invoke(app, ["run", EFFNET, CAT, "--patch", "32", "--stride", "16", "--no-timing",
+                                          "--out", str(out), "-q"])
+        assert result.exit_code == 0, result.output
+        outs.append(out)
+    for suffix in (".json", ".npy", ".overlay.png", ".heatmap.png"):
+        assert (outs[0] / f"cat{suffix}").read_bytes() == (outs[1] / f"cat{suffix}").read_bytes(), suffix

@@ -164,6 +164,14 @@ class ModelFlags:
         return classifier, preprocessing, class_names
 
 
+class Incremental(str, enum.Enum):
+    """Exact incremental inference for CNNs."""
+
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
 @dataclasses.dataclass
 class OcclusionFlags:
     """How to occlude (all but --patch, whose meaning differs between commands)."""
@@ -175,6 +183,7 @@ class OcclusionFlags:
     target: Annotated[Optional[str], typer.Option(help="Class to explain: an index or a label name \\[default: top-1 prediction]. For one-output (binary) heads: 0 or the positive class's label.")] = None
     score: Annotated[ScoreKind, typer.Option(help=_SCORE_HELP)] = ScoreKind.auto
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Occluded images per forward pass \\[default: automatic, within --max-memory].")] = None
+    incremental: Annotated[Incremental, typer.Option(help="Exact incremental inference for CNNs: recompute only the part of each early layer a window changes (the same map to float noise, checked at start-up). auto: when the graph allows it and the cost model expects >= 1.3x; on: require it; off: one full forward pass per window.")] = Incremental.auto
 
     def options(self, patch=None, **more):
         """ExplainOptions from these flags (``patch`` already parsed or None; ``more``: other fields)."""
@@ -192,6 +201,7 @@ class OcclusionFlags:
             batch_size=self.batch_size,
             seed=self.seed,
             blur_sigma=self.blur_sigma,
+            incremental=self.incremental.value,
             **more,
         ).checked()
 

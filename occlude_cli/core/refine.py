@@ -114,6 +114,7 @@ def refined_occlusion_sensitivity(
     budget: float = 0.25,
     progress: Optional[ProgressFn] = None,
     original_scores: Optional[np.ndarray] = None,
+    scorer=None,
 ) -> Occlusion:
     """Coarse-to-fine occlusion on the same window grid as :func:`occlusion_sensitivity`, with fewer
     forward passes.
@@ -147,7 +148,7 @@ def refined_occlusion_sensitivity(
     coarse = occlusion_sensitivity(
         inputs, score, baseline=baseline, spatial_axes=axes, batch_size=batch_size, patch=patch,
         windows=windows[coarse_index], progress=(lambda done, _: progress(done, total)) if progress else None,
-        original_scores=original_scores,
+        original_scores=original_scores, scorer=scorer,
     )
     classes = coarse.num_classes
     known = coarse.window_scores.reshape(len(ky), len(kx), classes)
@@ -162,7 +163,7 @@ def refined_occlusion_sensitivity(
         priority = np.abs(coarse.original_scores[target] - scores[:, target])
         priority[measured] = -np.inf
         chosen = np.sort(np.argsort(-priority, kind="stable")[:extra])
-        exact = score_windows(
+        exact = (scorer or score_windows)(
             inputs, baseline, windows[chosen], score, batch_size=batch_size, spatial_axes=axes,
             progress=(lambda done, _: progress(len(coarse_index) + done, total)) if progress else None,
         )

@@ -304,6 +304,7 @@ class OnnxClassifier:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        self.threads = int(threads) if threads else None
         if threads:
             options.intra_op_num_threads = int(threads)
         try:

@@ -76,12 +76,12 @@ class AxisRF:
         j1 = (hi - 1 - self.offset) // self.stride + 1
         return max(0, j0), min(extent, j1)
 
-    def conv(self, kernel: int, stride: int, dilation: int, pad_begin: int) -> "AxisRF":
+    def conv(self, kernel: int, stride: int, dilation: int, pad_begin: int) -> AxisRF:
         """The field after a sliding window (convolution or pooling) over this tensor."""
         span = dilation * (kernel - 1) + 1
         return AxisRF(self.stride * stride, self.offset - pad_begin * self.stride, self.size + (span - 1) * self.stride)
 
-    def merge(self, other: "AxisRF") -> "AxisRF":
+    def merge(self, other: AxisRF) -> AxisRF:
         """The hull of two fields on the same grid (an element-wise op of two branches)."""
         lo = min(self.offset, other.offset)
         hi = max(self.offset + self.size, other.offset + other.size)
