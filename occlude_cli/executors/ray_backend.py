@@ -118,8 +118,8 @@ def model_spec_of(model) -> Dict[str, Any]:
 class RayExecutor:
     """A pool of long-lived Ray actors, each holding one onnxruntime session built from ``model_spec``.
 
-    ``address``: None starts (or reuses) a local Ray instance on this machine; ``"auto"`` joins the
-    cluster started with ``ray start``; ``"ray://host:10001"`` connects through Ray Client. When Ray is
+    ``address``: None starts a new local Ray instance on this machine (or joins ``RAY_ADDRESS`` when that
+    environment variable is set, as ``ray.init`` does); ``"auto"`` joins the cluster started with ``ray start``; ``"ray://host:10001"`` connects through Ray Client. When Ray is
     already initialised (a test, a notebook) that instance is used and left running on :meth:`shutdown`.
 
     ``workers`` actors, each reserving ``threads_per_worker`` CPUs (its onnxruntime intra-op threads) and
@@ -178,8 +178,8 @@ class RayExecutor:
         try:
             ray.get([actor.pid.remote() for actor in self.actors], timeout=start_timeout)
         except ray.exceptions.GetTimeoutError:
-            self.shutdown()
             have = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+            self.shutdown()
             raise OccludeError(
                 f"Ray could not start {self.workers} workers with {threads_per_worker} CPUs and {gpus_per_worker} "
                 f"GPUs each within {start_timeout:g} s; the cluster has {have}"
@@ -331,12 +331,16 @@ class RayExecutor:
         self.shutdown()
 
 
-def score_chunks_on_ray(executor: RayExecutor, **chunk_options) -> Callable[..., np.ndarray]:
-    """A function with the signature of ``engine.score_windows`` whose work is done by ``executor``'s
-    actors (``chunk_options``: score_kind, outputs_are_probabilities, chunk_size)."""
+def score_chunks_on_ray(executor: RayExecutor, score_kind: str = "prob", outputs_are_probabilities: bool = False,
+                        chunk_size: Optional[int] = None) -> Callable[..., np.ndarray]:
+    """A function with the signature of ``engine.score_windows`` whose work is done by ``executor``'s actors,
+    scoring with ``model.scorer(score_kind, outputs_are_probabilities)`` (the ``score`` it is passed is not
+    called). ``functools.partial(score_chunks_on_ray, executor)`` is a factory ``(score_kind, is_prob) ->
+    score_windows`` that explain() can call once it knows the model's output kind."""
 
     def score_windows(inputs, baseline, windows, score=None, *, batch_size=32, spatial_axes=(-2, -1), progress=None):
         return executor.score_windows(inputs, baseline, windows, score, batch_size=batch_size,
-                                      spatial_axes=spatial_axes, progress=progress, **chunk_options)
+                                      spatial_axes=spatial_axes, progress=progress, score_kind=score_kind,
+                                      outputs_are_probabilities=outputs_are_probabilities, chunk_size=chunk_size)
 
     return score_windows
