@@ -56,9 +56,9 @@ def ray_instance():
     ray.shutdown()
 
 
-@pytest.fixture
+@pytest.fixture(scope="class")
 def digits_executor(ray_instance):
-    """2 actors x 1 CPU: all of the instance, so each test gets its own pool and frees it."""
+    """2 actors x 1 CPU: all of the instance; shared by the tests of TestDigitsPool, freed after them."""
     from occlude_cli.executors.ray_backend import RayExecutor
 
     executor = RayExecutor({"path": DIGITS, "device": "cpu"}, workers=2, threads_per_worker=1, max_in_flight=4)
@@ -76,91 +76,117 @@ def _files(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def test_map_images_gives_the_local_outputs_in_input_order(tmp_path, digits_executor, digits):
-    """Every output file written from the actors' Explanations is byte-identical to the local one; a bad
-    image comes back as the OccludeError local explain() raises; a None path passes through in place."""
-    model, preprocessing = digits
-    corrupt = tmp_path / "corrupt.png"
-    corrupt.write_bytes(DIGIT_IMAGES[0].read_bytes()[:60])
-    items = [DIGIT_IMAGES[2], corrupt, None, DIGIT_IMAGES[0], DIGIT_IMAGES[1]]
-    options = ExplainOptions(patch=2, stride=1, top_k=2)
-    kwargs = dict(options=options, preprocessing=preprocessing, labels=model.labels)
-    results = list(digits_executor.map_images(items, kwargs))
-    assert [item for item, _ in results] == items
-    for n, (item, result) in enumerate(results):
-        if item is None:
-            assert result is None
-            continue
-        try:
-            local = explain(model, item, options, preprocessing=preprocessing, labels=model.labels)
-        except OccludeError as exc:
-            assert isinstance(result, OccludeError) and str(result) == str(exc)
-            continue
-        assert not isinstance(result, BaseException), result
-        assert result.targets == local.targets
-        np.testing.assert_array_equal(result.occlusion.window_scores, local.occlusion.window_scores)
-        write_explanation(result, tmp_path / f"ray{n}", "x", all_classes=True, timing=False)
-        write_explanation(local, tmp_path / f"local{n}", "x", all_classes=True, timing=False)
-        ray_files, local_files = _files(tmp_path / f"ray{n}"), _files(tmp_path / f"local{n}")
-        assert sorted(ray_files) == ["x.classes.npy", "x.heatmap.png", "x.json", "x.npy", "x.overlay.png",
-                                     "x.top_class.npy", "x.topk.npy"]
-        assert ray_files == local_files
-    assert sum(isinstance(r, OccludeError) for _, r in results) == 1
-
-
-def test_back_pressure_bounds_work_in_flight(digits_executor, digits):
-    """A long lazy iterator is read only max_in_flight items ahead of what has been yielded, and the
-    results still come back in input order."""
-    model, preprocessing = digits
-    pulled = []
-
-    def source():
-        for i in range(40):
-            pulled.append(i)
-            yield (i, DIGIT_IMAGES[i % 3] if i % 5 else None)
-
-    kwargs = dict(options=ExplainOptions(patch=4), preprocessing=preprocessing, labels=model.labels)
-    seen = []
-    for (i, _), result in digits_executor.map_images(source(), kwargs, path_of=lambda item: item[1]):
-        seen.append(i)
-        assert len(pulled) - len(seen) <= digits_executor.max_in_flight
-        assert (result is None) == (i % 5 == 0)
-        if result is not None:
-            assert result.target == [0, 3, 7][i % 3]
-    assert seen == list(range(40))
-
-
 def slow_explain(model, path, *, delay, **kwargs):
     """explain() after a pause, reporting the process that computed it (widens the window for the kill)."""
     time.sleep(delay)
     return os.getpid(), explain(model, path, **kwargs)
 
 
-def test_killed_worker_loses_and_duplicates_nothing(ray_instance, digits):
-    """SIGKILL one actor's process mid-run: Ray restarts the actor and re-runs its unfinished task, and
-    the driver still gets exactly one correct result per image, in order."""
-    from occlude_cli.executors.ray_backend import RayExecutor
+class TestDigitsPool:
+    """Tests sharing one pool of 2 digits actors (starting actors costs seconds on a loaded machine)."""
 
-    model, preprocessing = digits
-    items = [DIGIT_IMAGES[i % 3] for i in range(12)]
-    options = ExplainOptions(patch=2)
-    kwargs = dict(options=options, preprocessing=preprocessing, labels=model.labels, delay=0.3)
-    expected = {p: explain(model, p, options, preprocessing=preprocessing).map for p in DIGIT_IMAGES}
-    with RayExecutor({"path": DIGITS, "device": "cpu"}, workers=2, threads_per_worker=1, max_in_flight=4) as executor:
+    def test_map_images_gives_the_local_outputs_in_input_order(self, tmp_path, digits_executor, digits):
+        """Every output file written from the actors' Explanations is byte-identical to the local one; a bad
+        image comes back as the OccludeError local explain() raises; a None path passes through in place."""
+        model, preprocessing = digits
+        corrupt = tmp_path / "corrupt.png"
+        corrupt.write_bytes(DIGIT_IMAGES[0].read_bytes()[:60])
+        items = [DIGIT_IMAGES[2], corrupt, None, DIGIT_IMAGES[0], DIGIT_IMAGES[1]]
+        options = ExplainOptions(patch=2, stride=1, top_k=2)
+        kwargs = dict(options=options, preprocessing=preprocessing, labels=model.labels)
+        results = list(digits_executor.map_images(items, kwargs))
+        assert [item for item, _ in results] == items
+        for n, (item, result) in enumerate(results):
+            if item is None:
+                assert result is None
+                continue
+            try:
+                local = explain(model, item, options, preprocessing=preprocessing, labels=model.labels)
+            except OccludeError as exc:
+                assert isinstance(result, OccludeError) and str(result) == str(exc)
+                continue
+            assert not isinstance(result, BaseException), result
+            assert result.targets == local.targets
+            np.testing.assert_array_equal(result.occlusion.window_scores, local.occlusion.window_scores)
+            write_explanation(result, tmp_path / f"ray{n}", "x", all_classes=True, timing=False)
+            write_explanation(local, tmp_path / f"local{n}", "x", all_classes=True, timing=False)
+            ray_files, local_files = _files(tmp_path / f"ray{n}"), _files(tmp_path / f"local{n}")
+            assert sorted(ray_files) == ["x.classes.npy", "x.heatmap.png", "x.json", "x.npy", "x.overlay.png",
+                                         "x.top_class.npy", "x.topk.npy"]
+            assert ray_files == local_files
+        assert sum(isinstance(r, OccludeError) for _, r in results) == 1
+
+    def test_back_pressure_bounds_work_in_flight(self, digits_executor, digits):
+        """A long lazy iterator is read only max_in_flight items ahead of what has been yielded, and the
+        results still come back in input order."""
+        model, preprocessing = digits
+        pulled = []
+
+        def source():
+            for i in range(40):
+                pulled.append(i)
+                yield (i, DIGIT_IMAGES[i % 3] if i % 5 else None)
+
+        kwargs = dict(options=ExplainOptions(patch=4), preprocessing=preprocessing, labels=model.labels)
+        seen = []
+        for (i, _), result in digits_executor.map_images(source(), kwargs, path_of=lambda item: item[1]):
+            seen.append(i)
+            assert len(pulled) - len(seen) <= digits_executor.max_in_flight
+            assert (result is None) == (i % 5 == 0)
+            if result is not None:
+                assert result.target == [0, 3, 7][i % 3]
+        assert seen == list(range(40))
+
+    def test_abandoned_map_does_not_leak_into_the_next(self, digits_executor, digits):
+        """A map left after two results (as Ctrl-C on the driver leaves it) leaves tasks running; the next map
+        on the same executor still gets its own results, each once, in order."""
+        model, preprocessing = digits
+        kwargs = {"options": ExplainOptions(patch=2), "preprocessing": preprocessing, "labels": model.labels}
+        first = digits_executor.map_images([DIGIT_IMAGES[0]] * 8, kwargs)
+        assert [next(first)[1].target for _ in range(2)] == [0, 0]
+        first.close()
+        items = [DIGIT_IMAGES[2], DIGIT_IMAGES[1], DIGIT_IMAGES[2]]
+        assert [(item, result.target) for item, result in digits_executor.map_images(items, kwargs)] == [
+            (DIGIT_IMAGES[2], 7), (DIGIT_IMAGES[1], 3), (DIGIT_IMAGES[2], 7)]
+
+    def test_chunked_scoring_uses_the_engine_score_windows_contract(self, digits_executor, digits):
+        """On the digits CNN with probabilities, every chunk size (1 window, odd sizes, all in one) gives the
+        local engine's scores."""
+        model, preprocessing = digits
+        from occlude_cli.preprocess import prepare_image
+
+        sample = prepare_image(DIGIT_IMAGES[1], preprocessing).model_input
+        windows = window_grid(sample.shape[1:], (2, 2), (1, 1))
+        baseline = np.zeros_like(sample)
+        local = score_windows(sample, baseline, windows, model.scorer("prob", False), batch_size=8, spatial_axes=(1, 2))
+        for chunk_size in (1, 5, 49, None):
+            scores = digits_executor.score_windows(sample, baseline, windows, None, batch_size=8, spatial_axes=(1, 2),
+                                                   score_kind="prob", chunk_size=chunk_size)
+            np.testing.assert_allclose(scores, local, rtol=0, atol=1e-7)
+
+    def test_killed_worker_loses_and_duplicates_nothing(self, digits_executor, digits):
+        """SIGKILL one actor's process mid-run: Ray restarts the actor and re-runs its unfinished task, and
+        the driver still gets exactly one correct result per image, in order."""
+        model, preprocessing = digits
+        items = [DIGIT_IMAGES[i % 3] for i in range(12)]
+        options = ExplainOptions(patch=2)
+        kwargs = dict(options=options, preprocessing=preprocessing, labels=model.labels, delay=0.3)
+        expected = {p: explain(model, p, options, preprocessing=preprocessing).map for p in DIGIT_IMAGES}
+        executor = digits_executor
         before = set(executor.actor_pids())
         results = []
         for item, result in executor.map_images(items, kwargs, compute=slow_explain):
             results.append((item, result))
             if len(results) == 1:  # both actors are busy with later images now
-                victim = sorted(before)[0]
+                victim = min(before)
                 os.kill(victim, signal.SIGKILL)
         after = set(executor.actor_pids())
-    assert [item for item, _ in results] == items
-    pids = [result[0] for _, result in results]
-    assert victim not in after and len(after - before) == 1, (before, after)
-    assert set(pids[1:]) & (after - before), "the restarted actor did some of the work"
-    for item, (_, explanation) in results:
-        np.testing.assert_array_equal(explanation.map, expected[item])
+        assert [item for item, _ in results] == items
+        pids = [result[0] for _, result in results]
+        assert victim not in after and len(after - before) == 1, (before, after)
+        assert set(pids[1:]) & (after - before), "the restarted actor did some of the work"
+        for item, (_, explanation) in results:
+            np.testing.assert_array_equal(explanation.map, expected[item])
 
 
 def _occlusion_from(score_windows_fn, inputs, score, *, patch, stride, baseline, batch_size, axes):
@@ -210,25 +236,6 @@ def test_chunked_scoring_of_one_big_input_equals_local_and_hand_computed(tmp_pat
         total[y : y + h, x : x + w] += drop
         count[y : y + h, x : x + w] += 1
     np.testing.assert_allclose(on_ray.attribution(0), total / count, rtol=0, atol=1e-5)
-
-
-def test_chunked_scoring_uses_the_engine_score_windows_contract(ray_instance, digits):
-    """On the digits CNN with probabilities, every chunk size (1 window, odd sizes, all in one) gives the
-    local engine's scores."""
-    from occlude_cli.executors.ray_backend import RayExecutor
-
-    model, preprocessing = digits
-    from occlude_cli.preprocess import prepare_image
-
-    sample = prepare_image(DIGIT_IMAGES[1], preprocessing).model_input
-    windows = window_grid(sample.shape[1:], (2, 2), (1, 1))
-    baseline = np.zeros_like(sample)
-    local = score_windows(sample, baseline, windows, model.scorer("prob", False), batch_size=8, spatial_axes=(1, 2))
-    with RayExecutor({"path": DIGITS, "device": "cpu"}, workers=2, threads_per_worker=1, max_in_flight=3) as executor:
-        for chunk_size in (1, 5, 49, None):
-            scores = executor.score_windows(sample, baseline, windows, None, batch_size=8, spatial_axes=(1, 2),
-                                            score_kind="prob", chunk_size=chunk_size)
-            np.testing.assert_allclose(scores, local, rtol=0, atol=1e-7)
 
 
 def test_bad_model_and_bad_parameters_are_one_line_errors(ray_instance, tmp_path):
