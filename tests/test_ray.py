@@ -61,7 +61,8 @@ def digits_executor(ray_instance):
     """2 actors x 1 CPU: all of the instance; shared by the tests of TestDigitsPool, freed after them."""
     from occlude_cli.executors.ray_backend import RayExecutor
 
-    executor = RayExecutor({"path": DIGITS, "device": "cpu"}, workers=2, threads_per_worker=1, max_in_flight=4)
+    executor = RayExecutor({"path": DIGITS, "device": "cpu"}, threads_per_worker=1, max_in_flight=4)
+    assert executor.workers == 2 and len(set(executor.actor_pids())) == 2  # default: the instance's 2 CPUs
     yield executor
     executor.shutdown()
 

@@ -115,17 +115,27 @@ def model_spec_of(model) -> Dict[str, Any]:
     }
 
 
+def default_workers(resources: Dict[str, float], threads_per_worker: int, gpus_per_worker: float) -> int:
+    """As many actors as the cluster's resources hold: GPUs // gpus_per_worker when actors take GPUs, else
+    CPUs // threads_per_worker (at least 1)."""
+    if gpus_per_worker > 0:
+        return max(1, int(resources.get("GPU", 0) // gpus_per_worker))
+    return max(1, int(resources.get("CPU", 1) // threads_per_worker))
+
+
 class RayExecutor:
     """A pool of long-lived Ray actors, each holding one onnxruntime session built from ``model_spec``.
 
     ``address``: None starts a new local Ray instance on this machine (or joins ``RAY_ADDRESS`` when that
-    environment variable is set, as ``ray.init`` does); ``"auto"`` joins the cluster started with ``ray start``; ``"ray://host:10001"`` connects through Ray Client. When Ray is
-    already initialised (a test, a notebook) that instance is used and left running on :meth:`shutdown`.
+    environment variable is set, as ``ray.init`` does); ``"auto"`` joins the cluster started with
+    ``ray start``; ``"ray://host:10001"`` connects through Ray Client. When Ray is already initialised (a
+    test, a notebook) that instance is used and left running on :meth:`shutdown`.
 
-    ``workers`` actors, each reserving ``threads_per_worker`` CPUs (its onnxruntime intra-op threads) and
-    ``gpus_per_worker`` GPUs (fractions allowed: 0.5 puts two actors on one GPU; with a GPU the model spec's
-    device "auto" picks CUDA). At most ``max_in_flight`` items are submitted and not yet yielded
-    (default: twice the workers), so an iterator of a million images never holds more than that.
+    ``workers`` actors (default: as many as the cluster holds, see :func:`default_workers`), each reserving
+    ``threads_per_worker`` CPUs (its onnxruntime intra-op threads) and ``gpus_per_worker`` GPUs (fractions
+    allowed: 0.5 puts two actors on one GPU; with a GPU the model spec's device "auto" picks CUDA). At most
+    ``max_in_flight`` items are submitted and not yet yielded (default: twice the workers), so an iterator
+    of a million images never holds more than that.
     """
 
     def __init__(
@@ -133,7 +143,7 @@ class RayExecutor:
         model_spec: Dict[str, Any],
         *,
         address: Optional[str] = None,
-        workers: int = 1,
+        workers: Optional[int] = None,
         threads_per_worker: int = 1,
         gpus_per_worker: float = 0.0,
         max_in_flight: Optional[int] = None,
@@ -145,18 +155,15 @@ class RayExecutor:
         if unknown or "path" not in model_spec:
             allowed = ", ".join(MODEL_SPEC_KEYS)
             raise OccludeError(f"model_spec needs 'path' and only {allowed}; got {sorted(model_spec)}")
-        if int(workers) < 1:
+        if workers is not None and int(workers) < 1:
             raise OccludeError(f"workers must be at least 1, got {workers}")
         if int(threads_per_worker) < 1:
             raise OccludeError(f"threads_per_worker must be at least 1, got {threads_per_worker}")
         if not 0 <= float(gpus_per_worker):
             raise OccludeError(f"gpus_per_worker must be 0 or more, got {gpus_per_worker}")
-        max_in_flight = 2 * int(workers) if max_in_flight is None else int(max_in_flight)
-        if max_in_flight < 1:
+        if max_in_flight is not None and int(max_in_flight) < 1:
             raise OccludeError(f"max_in_flight must be at least 1, got {max_in_flight}")
         self.ray = ray
-        self.workers = int(workers)
-        self.max_in_flight = max_in_flight
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             try:
@@ -164,8 +171,12 @@ class RayExecutor:
                          ignore_reinit_error=True)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise OccludeError(f"cannot start or reach Ray at {address or 'a local instance'}: {exc}") from None
+        self.workers = int(workers) if workers is not None else default_workers(
+            ray.cluster_resources(), int(threads_per_worker), float(gpus_per_worker))
+        self.max_in_flight = 2 * self.workers if max_in_flight is None else int(max_in_flight)
         spec = dict(model_spec)
-        spec.setdefault("threads", int(threads_per_worker))
+        if not spec.get("threads"):  # never onnxruntime's default (all cores) in an actor given a share of them
+            spec["threads"] = int(threads_per_worker)
         if float(gpus_per_worker) == 0 and spec.get("device", "auto") == "auto":
             spec["device"] = "cpu"  # an actor without a GPU share must not grab a GPU it sees
         actor_class = ray.remote(_Worker).options(
