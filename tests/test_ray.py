@@ -190,6 +190,31 @@ class TestDigitsPool:
             np.testing.assert_array_equal(explanation.map, expected[item])
 
 
+def crash_on_seven(model, path, **kwargs):
+    """explain(), except that an image named digit_7 kills the worker process, as a segfault in onnxruntime
+    or the kernel's OOM killer would."""
+    if "digit_7" in str(path):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return explain(model, path, **kwargs)
+
+
+def test_an_input_that_kills_its_worker_every_time_fails_alone(ray_instance, digits):
+    """A poison input is retried task_retries times, then recorded as failed; the run goes on, in order."""
+    from occlude_cli.executors.ray_backend import RayExecutor
+
+    model, preprocessing = digits
+    items = [DIGIT_IMAGES[0], DIGIT_IMAGES[2], DIGIT_IMAGES[1], DIGIT_IMAGES[0], DIGIT_IMAGES[1]]
+    kwargs = {"options": ExplainOptions(patch=2), "preprocessing": preprocessing, "labels": model.labels}
+    with RayExecutor({"path": DIGITS, "device": "cpu"}, workers=2, task_retries=1) as executor:
+        results = list(executor.map_images(items, kwargs, compute=crash_on_seven))
+        again = executor.map_images(items[:1] + items[2:], kwargs)  # every actor back in the pool
+        assert [r.target for _, r in again] == [0, 3, 0, 3]
+    assert [item for item, _ in results] == items
+    assert isinstance(results[1][1], OccludeError)
+    assert str(results[1][1]).startswith("the Ray worker computing this input died 2 times")
+    assert [r.target for i, (_, r) in enumerate(results) if i != 1] == [0, 3, 0, 3]
+
+
 def _occlusion_from(score_windows_fn, inputs, score, *, patch, stride, baseline, batch_size, axes):
     """What occlusion_sensitivity assembles, with the window scoring function injected."""
     windows = window_grid(inputs.shape[1:], patch, stride)

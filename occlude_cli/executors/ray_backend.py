@@ -9,9 +9,11 @@ Two entry points:
   chunks that the actors score in parallel (each runs the engine's own ``score_windows`` on its chunk with
   its own model); the chunks come back in order, so the engine's aggregation (``Occlusion``) is reused as is.
 
-Faults: actors are created with ``max_restarts=-1`` and ``max_task_retries=-1``, so when a worker process
-dies (killed, OOM) Ray restarts the actor (which reloads the model) and re-runs the tasks it had not
-finished; the driver sees exactly one result per item. An image failing for its own reasons is not a
+Faults: actors are created with ``max_restarts=-1`` and ``max_task_retries=task_retries`` (3), so when a
+worker process dies (killed, OOM) Ray restarts the actor (which reloads the model) and re-runs the task it
+had not finished; the driver sees exactly one result per item. An input whose task kills its worker every
+time (a crash in onnxruntime, an image too large for memory) is given up after the retries and comes back as
+an OccludeError for that item alone. An image failing for its own reasons is not a
 fault: the actor catches the exception and returns it as the item's result (never retried).
 
 Ray is an optional extra: everything that needs it goes through :func:`require_ray`, which raises a one-line
@@ -149,6 +151,7 @@ class RayExecutor:
         max_in_flight: Optional[int] = None,
         runtime_env: Optional[dict] = None,
         start_timeout: float = 300.0,
+        task_retries: int = 3,
     ) -> None:
         ray = require_ray()
         unknown = set(model_spec) - set(MODEL_SPEC_KEYS)
@@ -161,9 +164,12 @@ class RayExecutor:
             raise OccludeError(f"threads_per_worker must be at least 1, got {threads_per_worker}")
         if not 0 <= float(gpus_per_worker):
             raise OccludeError(f"gpus_per_worker must be 0 or more, got {gpus_per_worker}")
+        if int(task_retries) < 0:
+            raise OccludeError(f"task_retries must be 0 or more, got {task_retries}")
         if max_in_flight is not None and int(max_in_flight) < 1:
             raise OccludeError(f"max_in_flight must be at least 1, got {max_in_flight}")
         self.ray = ray
+        self.task_retries = int(task_retries)
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             try:
@@ -181,7 +187,7 @@ class RayExecutor:
             spec["device"] = "cpu"  # an actor without a GPU share must not grab a GPU it sees
         actor_class = ray.remote(_Worker).options(
             num_cpus=int(threads_per_worker), num_gpus=float(gpus_per_worker),
-            max_restarts=-1, max_task_retries=-1,
+            max_restarts=-1, max_task_retries=int(task_retries),
         )
         self.actors = [actor_class.remote(spec) for _ in range(self.workers)]
         # Fail here, with the model's own message, when the actors cannot load the model, and with the
@@ -290,9 +296,16 @@ class RayExecutor:
         at once, even while an earlier, slower item is still running) and held in a reorder buffer. At most
         ``max_in_flight`` items are submitted and not yet yielded: the input iterator is read lazily.
         """
-        pool = self.ray.util.ActorPool(self.actors)  # one per call: an abandoned call's results never leak in
+        ray = self.ray
+        pool = ray.util.ActorPool(self.actors)  # one per call: an abandoned call's results never leak in
         pending: deque = deque()  # items in input order, not yet yielded: [index, item, done, result]
         by_index: Dict[int, list] = {}
+        refs: Dict[int, Any] = {}  # index -> ObjectRef of the submitted task, to find a task that failed
+
+        def run(actor, value):
+            refs[value[0]] = submit(actor, *value)
+            return refs[value[0]]
+
         source = iter(pairs)
         next_index = 0
         exhausted = False
@@ -307,7 +320,7 @@ class RayExecutor:
                 pending.append(entry)
                 if payload is not None:
                     by_index[next_index] = entry
-                    pool.submit(lambda actor, value: submit(actor, *value), (next_index, payload))
+                    pool.submit(run, (next_index, payload))
                 next_index += 1
             while pending and pending[0][2]:
                 _, item, _, result = pending.popleft()
@@ -316,9 +329,41 @@ class RayExecutor:
                 if exhausted:
                     return
                 continue  # only pass-through items so far: read more
-            index, result = pool.get_next_unordered()  # the actor's methods return (index, value)
+            try:
+                index, result = pool.get_next_unordered()  # the actor's methods return (index, value)
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.ObjectLostError):
+                self._mark_failed(by_index, refs)
+                for actor in self.actors:  # the pool drops an actor it saw die; Ray restarts it: take it back
+                    try:
+                        pool.push(actor)
+                    except ValueError:  # still in the pool
+                        pass
+                continue
+            refs.pop(index, None)
             entry = by_index.pop(index)
             entry[2], entry[3] = True, result
+
+    def _mark_failed(self, by_index: Dict[int, list], refs: Dict[int, Any]) -> None:
+        """After the pool raised for a task (its worker process died more than ``task_retries`` times, e.g.
+        an image that crashes onnxruntime or exhausts memory): record every finished task that raises as
+        that item's result, an OccludeError. The pool does not say which task it was, so the unfinished
+        items' tasks are checked; a finished one that succeeded is left for the pool to return."""
+        ray = self.ray
+        candidates = [i for i in by_index if i in refs]
+        ready, _ = ray.wait([refs[i] for i in candidates], num_returns=len(candidates), timeout=0)
+        ready_ids = {ref.hex() for ref in ready}
+        for index in candidates:
+            if refs[index].hex() not in ready_ids:
+                continue
+            try:
+                ray.get(refs[index], timeout=0)
+            except Exception as exc:  # the failed task: its error becomes the item's result
+                entry = by_index.pop(index)
+                refs.pop(index)
+                entry[2] = True
+                entry[3] = OccludeError(
+                    f"the Ray worker computing this input died {self.task_retries + 1} times "
+                    f"({type(exc).__name__}): the input may crash the model or exhaust the worker's memory")
 
     def actor_pids(self) -> Sequence[int]:
         """Process ids of the actors (for tests and diagnostics)."""
