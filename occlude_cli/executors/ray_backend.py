@@ -23,6 +23,7 @@ Ray is an optional extra: everything that needs it goes through :func:`require_r
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import pickle
 from collections import deque
@@ -137,7 +138,8 @@ class RayExecutor:
     ``threads_per_worker`` CPUs (its onnxruntime intra-op threads) and ``gpus_per_worker`` GPUs (fractions
     allowed: 0.5 puts two actors on one GPU; with a GPU the model spec's device "auto" picks CUDA). At most
     ``max_in_flight`` items are submitted and not yet yielded (default: twice the workers), so an iterator
-    of a million images never holds more than that.
+    of a million images never holds more than that. ``quiet`` keeps Ray's start-up lines (a token
+    authentication warning, "Started a local Ray instance") off stderr; stdout is never written.
     """
 
     def __init__(
@@ -152,6 +154,7 @@ class RayExecutor:
         runtime_env: Optional[dict] = None,
         start_timeout: float = 300.0,
         task_retries: int = 3,
+        quiet: bool = False,
     ) -> None:
         ray = require_ray()
         unknown = set(model_spec) - set(MODEL_SPEC_KEYS)
@@ -174,7 +177,7 @@ class RayExecutor:
         if self._owns_ray:
             try:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
-                         ignore_reinit_error=True)
+                         ignore_reinit_error=True, logging_level=logging.ERROR if quiet else logging.INFO)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise OccludeError(f"cannot start or reach Ray at {address or 'a local instance'}: {exc}") from None
         self.workers = int(workers) if workers is not None else default_workers(
