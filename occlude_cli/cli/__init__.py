@@ -1,20 +1,8 @@
 """The command line: a thin Typer layer over the library (one module per command group)."""
 
-import os
-import signal
-import sys
+from .._signals import install_early_sigterm
 
-
-def _terminated_early(signum, frame):  # SIGTERM before a command installs its own handler: nothing written yet
-    sys.stderr.write("error: interrupted during start-up; nothing was written\n")
-    os._exit(130)
-
-
-try:  # first thing, before the imports below (about half a second): SIGTERM then exits 130, as README says
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _terminated_early)
-except ValueError:  # not the main thread (imported by a library user): leave signals alone
-    pass
+install_early_sigterm()  # SIGTERM during start-up: exit 130 (see occlude_cli._signals)
 
 from .app import app, main  # noqa: E402
 
