@@ -93,6 +93,12 @@ def tiny_model(path: Path, shape, nodes=None, out_shape=None) -> Path:
     return path
 
 
+def _limit_memory():
+    """In the child: at most 8 GiB of address space, so that a regression fails with MemoryError instead of
+    calling the OOM killer onto the machine (the old behaviour allocated about 20 GB)."""
+    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+
 def child_peak_rss_mb(args, timeout=60):
     """Run the command in a fresh watcher process and return (rc, stderr, peak RSS of the command in MB)."""
     code = ("import resource, subprocess, sys, json;"
@@ -136,11 +142,8 @@ def test_model_declaring_a_huge_input_refused_before_onnxruntime(tmp_path):
     assert huge.stat().st_size < 300
     make_images(tmp_path / "imgs", 1)
 
-    def limit_memory():  # the old behaviour allocated until the OOM killer came: fail fast instead
-        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
-
     proc = subprocess.run(OCCLUDE + ["run", str(huge), str(tmp_path / "imgs"), "-o", str(tmp_path / "out"), "-q"],
-                          capture_output=True, text=True, timeout=60, preexec_fn=limit_memory)
+                          capture_output=True, text=True, timeout=60, preexec_fn=_limit_memory)
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "[1, 3, 100000, 100000]" in lines[0] and "--max-memory" in lines[0], proc.stderr
@@ -150,9 +153,11 @@ def test_model_declaring_a_huge_input_refused_before_onnxruntime(tmp_path):
 def test_dynamic_model_with_a_huge_size_refused(tmp_path):
     dyn = tiny_model(tmp_path / "dyn.onnx", ["N", 3, "H", "W"])
     make_images(tmp_path / "imgs", 1)
-    result = occlude("run", dyn, tmp_path / "imgs", "--size", "100000x100000", "-o", tmp_path / "out", "-q")
-    assert result.exit_code == 1
-    assert len(error_lines(result.output)) == 1 and "--max-memory" in result.output
+    proc = subprocess.run(OCCLUDE + ["run", str(dyn), str(tmp_path / "imgs"), "--size", "100000x100000", "-o",
+                                     str(tmp_path / "out"), "-q"],
+                          capture_output=True, text=True, timeout=60, preexec_fn=_limit_memory)
+    assert proc.returncode == 1, proc.stderr
+    assert len(error_lines(proc.stderr)) == 1 and "--max-memory" in proc.stderr
 
 
 def test_batch_shrinks_to_fit_the_budget_and_is_recorded(tmp_path):
