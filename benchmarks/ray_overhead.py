@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout, installed or n
 
 from occlude_cli import ExplainOptions, explain, resolve_preprocessing, write_explanation  # noqa: E402
 from occlude_cli.executors.ray_backend import RayExecutor, require_ray  # noqa: E402
-from occlude_cli.model import OnnxClassifier  # noqa: E402
+from occlude_cli.loaders.model import OnnxClassifier  # noqa: E402
 
 MODEL = ROOT / "sample_models" / "efficientnet_lite0.onnx"
 

@@ -10,10 +10,14 @@ The package is layered; imports point one way only (see README, "Development"):
 ``cli -> batch -> outputs -> explain / validate -> loaders -> core -> errors``.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING
+from ._signals import install_early_sigterm
 
-from ._version import __version__
+install_early_sigterm()  # first: a SIGTERM during the imports below exits 130 (only in the `occlude` command)
+
+from importlib import import_module  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+from ._version import __version__  # noqa: E402
 
 # Public API, loaded on first use (PEP 562) so that `occlude --help` and the CLI's start pay only for what
 # a command needs: name -> module that defines it.

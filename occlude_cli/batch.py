@@ -8,6 +8,8 @@ import glob
 import hashlib
 import json
 import os
+import re
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +20,17 @@ import numpy as np
 from .core.metrics import peak
 from .errors import OccludeError, first_line
 from .explain import ExplainOptions, explain, explain_scales
-from .loaders.images import Preprocessing
+from .loaders.images import Preprocessing, file_kind
 from .loaders.model import OnnxClassifier, file_sha256
 from .outputs.records import SUMMARY_FIELDS, SummaryRow, summary_document  # noqa: F401  (re-exported)
-from .outputs.write import write_aggregate, write_explanation, write_scale_study, write_summary  # noqa: F401
+from .outputs.write import (  # noqa: F401
+    remove_stale_temps,
+    verify_outputs,
+    write_aggregate,
+    write_explanation,
+    write_scale_study,
+    write_summary,
+)
 from .validate import faithfulness
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
@@ -40,24 +49,141 @@ def _is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _expand(arg: str, recursive: bool) -> Tuple[List[Path], Path, Optional[str]]:
+# Image files occlude itself writes (STEM.overlay.png, STEM.patch-8x8.heatmap.png, STEM.compare.png, ...).
+_OWN_PNG = re.compile(r"^(?P<stem>.+)\.(?:overlay|heatmap|compare)\.png$")
+# Output names must fit NAME_MAX (255 bytes) with the longest suffix occlude adds (".patch-NNNNxNNNN.overlay.png")
+# and the temporary name around it (".NAME.PID.XXXXXXXX.tmp"): a longer file name is shortened, keeping a hash.
+NAME_MAX = 255
+MAX_KEY_NAME_BYTES = 180
+
+
+def shorten_name(name: str, limit: int = MAX_KEY_NAME_BYTES) -> str:
+    """``name`` when it fits ``limit`` bytes (UTF-8), else its first bytes (whole characters), '~' and 12 hex
+    digits of its sha256: deterministic, and two long names that share a beginning stay apart."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) <= limit:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    head = raw[: limit - 13].decode("utf-8", "ignore")
+    return f"{head}~{digest}"
+
+
+def _fit_key(key: str) -> str:
+    parts = key.split("/")
+    parts[-1] = shorten_name(parts[-1])
+    return "/".join(parts)
+
+
+def _under(path: Path, folders: Sequence[Path]) -> bool:
+    return any(path == f or f in path.parents for f in folders)
+
+
+def is_own_output(path: Path) -> bool:
+    """True for a PNG that occlude wrote: its name has an output suffix *and* a result JSON beside it lists it
+    (STEM.json, STEM.compare.json, or KEY.scales.json for KEY.multiscale.*), or it is an aggregate.png beside a
+    summary.json. A user's 'x.overlay.png' without such a record is an input like any other."""
+    name = path.name
+    if name == "aggregate.png":
+        return _record_lists(path.parent / "summary.json", None)
+    match = _OWN_PNG.match(name)
+    if not match:
+        return False
+    stem = match.group("stem")
+    candidates = [path.parent / f"{stem}.json"]
+    if stem.endswith(".multiscale"):
+        candidates.append(path.parent / f"{stem[: -len('.multiscale')]}.scales.json")
+    return any(_record_lists(c, name) for c in candidates)
+
+
+def _record_lists(json_path: Path, name: Optional[str]) -> bool:
+    """Does ``json_path`` hold an occlude record (that lists ``name`` among its outputs)?"""
+    try:
+        if not json_path.is_file() or json_path.stat().st_size > (64 << 20):
+            return False
+        with open(json_path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(record, dict):
+        return False
+    if name is None:
+        return "counts" in record and "images" in record
+    listed = {item.get("name") if isinstance(item, dict) else item for item in record.get("outputs") or []}
+    return name in listed
+
+
+def _regular(path: Path) -> Tuple[bool, Optional[str]]:
+    """(is a regular file, what it is otherwise): never opens the file (opening a FIFO blocks)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return False, f"unreadable ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return True, None
+    return False, file_kind(mode)
+
+
+def _walk(folder: Path, recursive: bool, exclude: Sequence[Path], notes: List[Tuple[str, str]]) -> List[Path]:
+    """Image files in ``folder`` (and its sub-folders), never entering an excluded folder (the run's --out),
+    never opening anything; non-regular files with an image name are reported in ``notes``."""
+    found: List[Path] = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        if recursive:
+            kept = []
+            for d in sorted(dirs):
+                if _under((here / d).resolve(), exclude):
+                    notes.append((str(here / d), "skipped: it is the output folder (--out) of this run"))
+                else:
+                    kept.append(d)
+            dirs[:] = kept
+        else:
+            dirs[:] = []
+        for name in files:
+            path = here / name
+            if not _is_image_name(path):
+                continue
+            regular, kind = _regular(path)
+            if not regular:
+                notes.append((str(path), f"skipped: not a regular file ({kind})"))
+                continue
+            if is_own_output(path):
+                continue
+            found.append(path)
+    return sorted(found)
+
+
+def _expand(arg: str, recursive: bool, exclude: Sequence[Path] = (),
+            notes: Optional[List[Tuple[str, str]]] = None) -> Tuple[List[Path], Path, Optional[str]]:
     """Files named by one PATH argument, the folder their output names are relative to, and an error."""
+    notes = notes if notes is not None else []
     path = Path(arg)
     if any(c in arg for c in _GLOB_CHARS) and not path.exists():
-        matches = sorted(Path(p) for p in glob.glob(arg, recursive=True) if Path(p).is_file())
+        matches = []
+        for p in sorted(Path(p) for p in glob.glob(arg, recursive=True)):
+            if p.is_dir():
+                continue
+            regular, kind = _regular(p)
+            if not regular:
+                notes.append((str(p), f"skipped: not a regular file ({kind})"))
+            elif not _under(p.resolve(), exclude) and not is_own_output(p):
+                matches.append(p)
         base = Path(*[part for part in Path(arg).parts[: _first_magic(Path(arg).parts)]]) if Path(arg).parts else Path(".")
         if not matches:
             return [], base, f"no file matches {arg}"
         return matches, base, None
     if path.is_dir():
-        pattern = "**/*" if recursive else "*"
-        files = sorted(p for p in path.glob(pattern) if p.is_file() and _is_image_name(p))
+        files = _walk(path, recursive, exclude, notes)
         if not files:
             hint = "" if recursive else " (use --recursive for sub-folders)"
             return [], path, f"no images in folder {path}{hint}"
         return files, path, None
     if not path.exists():
         return [], path.parent, f"not found: {path}"
+    regular, kind = _regular(path)
+    if not regular:
+        notes.append((str(path), f"skipped: not a regular file ({kind})"))
+        return [], path.parent, None
     return [path], path.parent, None
 
 
@@ -68,18 +194,30 @@ def _first_magic(parts: Sequence[str]) -> int:
     return len(parts)
 
 
-def discover_inputs(args: Iterable[str], recursive: bool = False) -> Tuple[List[InputImage], List[Tuple[str, str]]]:
+def discover_inputs(
+    args: Iterable[str],
+    recursive: bool = False,
+    *,
+    exclude: Sequence = (),
+    notes: Optional[List[Tuple[str, str]]] = None,
+) -> Tuple[List[InputImage], List[Tuple[str, str]]]:
     """Expand files, folders and globs into images with unique output keys.
 
     Returns the images (sorted by key) and the (argument, error) pairs of arguments that named nothing.
     Output keys keep each file's path relative to the folder or glob it came from; where two keys would
-    collide, every key becomes the path relative to the inputs' common folder instead.
+    collide, every key becomes the path relative to the inputs' common folder instead. A file name too long
+    for the outputs' suffixes is shortened with a hash (:func:`shorten_name`).
+
+    Never picks up the run's own outputs: folders in ``exclude`` (the --out folder) are not entered, and a
+    PNG that a result JSON beside it lists is left out (:func:`is_own_output`). FIFOs, devices and other
+    non-regular files are never opened; they are reported in ``notes`` (a list to append (path, note) to).
     """
+    excluded = [Path(e).resolve() for e in exclude]
     found: Dict[Path, str] = {}  # file as given -> output key
     seen = set()
     problems: List[Tuple[str, str]] = []
     for arg in args:
-        files, base, error = _expand(str(arg), recursive)
+        files, base, error = _expand(str(arg), recursive, excluded, notes)
         if error:
             problems.append((str(arg), error))
         for file in files:
@@ -94,7 +232,7 @@ def discover_inputs(args: Iterable[str], recursive: bool = False) -> Tuple[List[
     keys = list(found.values())
     if len(set(keys)) != len(keys):  # same stem, different suffix in one folder: keep the suffix
         found = {p: k + "." + p.suffix.lstrip(".").lower() if keys.count(k) > 1 else k for p, k in found.items()}
-    images = [InputImage(path=p, key=k.replace(os.sep, "/")) for p, k in found.items()]
+    images = [InputImage(path=p, key=_fit_key(k.replace(os.sep, "/"))) for p, k in found.items()]
     return sorted(images, key=lambda item: item.key), problems
 
 
@@ -129,6 +267,10 @@ def run_fingerprint(model_sha256: str, image_sha256: str, settings: dict) -> str
     """What decides a result: the model file, the image file and every parameter (not timing)."""
     text = json.dumps({"model": model_sha256, "image": image_sha256, "settings": settings}, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _one_line(text: str) -> str:
+    return str(text).strip().replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _existing_fingerprint(json_path: Path) -> Optional[str]:
@@ -233,9 +375,13 @@ def run_batch(
         if on_image_start:
             on_image_start(image)
         try:
-            image_sha = file_sha256(image.path) if image.path.is_file() else None
+            regular, kind = _regular(image.path)
+            if not regular and kind in ("FIFO", "socket", "character device", "block device", "special file"):
+                raise OccludeError(f"not a regular file ({kind}), not opened: {image.path}")
+            image_sha = file_sha256(image.path) if regular else None
             fingerprint = run_fingerprint(model.sha256, image_sha or "", settings)
-            if resume and image_sha and _existing_fingerprint(out_dir / layout.marker) == fingerprint:
+            if (resume and image_sha and _existing_fingerprint(out_dir / layout.marker) == fingerprint
+                    and verify_outputs(out_dir / layout.marker) is None):
                 row = _skipped_row(out_dir / layout.record, image, out_dir, layout.marker)
                 if aggregate is not None:
                     _aggregate_saved(aggregate, out_dir / layout.main_npy, out_dir / layout.record)
@@ -275,8 +421,8 @@ def run_batch(
         except KeyboardInterrupt:
             result.interrupted = True
             break
-        except OccludeError as exc:
-            row = SummaryRow(path=str(image.path), status="failed", error=first_line(exc))
+        except OccludeError as exc:  # one line by design: a file name's line breaks are shown as \\n
+            row = SummaryRow(path=str(image.path), status="failed", error=_one_line(str(exc)))
         except Exception as exc:  # one bad image must never stop the rest: record what happened
             row = SummaryRow(path=str(image.path), status="failed", error=f"{type(exc).__name__}: {first_line(exc)}")
         result.rows.append(row)

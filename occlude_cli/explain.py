@@ -133,6 +133,13 @@ class Explanation:
     warnings: List[str] = field(default_factory=list)  # things the user must know (saturation, all-zero map)
     score: Optional[Callable[[np.ndarray], np.ndarray]] = field(default=None, repr=False, compare=False)
 
+    def __getstate__(self) -> dict:
+        """Pickled without the score function (a closure over the model session): an Explanation travels
+        between processes (Ray actors) as data; validate.py rebuilds the score from the head."""
+        state = dict(self.__dict__)
+        state["score"] = None
+        return state
+
     @property
     def target(self) -> int:
         return self.targets[0]

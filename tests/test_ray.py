@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from occlude_cli import ExplainOptions, OccludeError, explain, resolve_preprocessing, write_explanation
-from occlude_cli.engine import Occlusion, occlusion_sensitivity, score_windows, window_grid
-from occlude_cli.model import OnnxClassifier
+from occlude_cli.core.engine import Occlusion, occlusion_sensitivity, score_windows, window_grid
+from occlude_cli.loaders.model import OnnxClassifier
 
 from conftest import ROOT, SAMPLE_IMAGES, SAMPLE_MODELS
 from onnx_models import rectangle_logit, rectangle_model
@@ -154,7 +154,7 @@ class TestDigitsPool:
         """On the digits CNN with probabilities, every chunk size (1 window, odd sizes, all in one) gives the
         local engine's scores."""
         model, preprocessing = digits
-        from occlude_cli.preprocess import prepare_image
+        from occlude_cli.loaders.images import prepare_image
 
         sample = prepare_image(DIGIT_IMAGES[1], preprocessing).model_input
         windows = window_grid(sample.shape[1:], (2, 2), (1, 1))

@@ -1,5 +1,9 @@
 """The command line: a thin Typer layer over the library (one module per command group)."""
 
-from .app import app, main
+from .._signals import install_early_sigterm
+
+install_early_sigterm()  # SIGTERM during start-up: exit 130 (see occlude_cli._signals)
+
+from .app import app, main  # noqa: E402
 
 __all__ = ["app", "main"]

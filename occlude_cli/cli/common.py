@@ -144,16 +144,20 @@ class ModelFlags:
     labels: Annotated[Optional[Path], typer.Option(help="Class names, one per line (overrides labels in the model's metadata).")] = None
     input_name: Annotated[Optional[str], typer.Option("--input", help="Model input to feed, when it has several.")] = None
     output_name: Annotated[Optional[str], typer.Option("--output", help="Model output to explain, when it has several.")] = None
+    max_memory: Annotated[Optional[str], typer.Option("--max-memory", help="Memory budget, e.g. 2G or 512M \\[default: half the available memory, 256M to 4G]: larger images and models are refused before anything is allocated, and the batch is shrunk to fit.")] = None
 
     def load(self, model: Path):
         """The model, its preprocessing and the class names. Checks every flag before the model loads."""
         from ..explain import resolve_preprocessing
+        from ..loaders import limits
         from ..loaders.model import OnnxClassifier, read_labels, resolve_threads
 
         mean, std = floats(self.mean, "--mean"), floats(self.std, "--std")
         if self.scale is not None and not (self.scale == self.scale and abs(self.scale) not in (0.0, float("inf"))):
             raise OccludeError(f"--scale must be a finite non-zero number, got {self.scale}")
         threads = resolve_threads(self.threads, force=self.force_threads)
+        limits.set_budget(limits.parse_memory(self.max_memory) if self.max_memory is not None else None)
+        limits.check_model_file(model)  # from the graph, before onnxruntime loads (and may run) it
         class_names = read_labels(self.labels) if self.labels is not None else None
         classifier = OnnxClassifier(model, device=self.device.value, input_name=self.input_name,
                                     output_name=self.output_name, threads=threads)

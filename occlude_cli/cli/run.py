@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -36,6 +37,8 @@ from .common import (
     user_errors,
     with_flags,
 )
+
+REFINE_STEP_MAX = 100  # a coarse step beyond this leaves a grid of one or two windows: nothing to interpolate
 
 RUN_EXAMPLES = """
 [bold]Examples[/]
@@ -95,6 +98,7 @@ def run(
         MapAggregate,
         discover_inputs,
         parse_shard,
+        remove_stale_temps,
         run_batch,
         summary_document,
         summary_name,
@@ -104,7 +108,11 @@ def run(
     from ..explain import ExplainOptions, check_run, parse_patches
     from ..outputs.records import SummaryRow
 
+    started = time.time()
     scales = parse_patches(patch) if patch is not None else []
+    if refine and not 1 <= refine_step <= REFINE_STEP_MAX:
+        raise OccludeError(f"--refine-step must be a whole number of windows from 1 to {REFINE_STEP_MAX}, "
+                           f"got {refine_step}")
     if multiscale and len(scales) < 2:
         raise OccludeError("--multiscale needs several patch sizes, e.g. --patch 8,16,32")
     if top_k < 1:
@@ -116,16 +124,31 @@ def run(
     shard_spec = parse_shard(shard)
     style = render.style()
     classifier, preprocessing, class_names = model_flags.load(model)
+    plan = None
     for patch_size in scales or [options.patch]:
-        check_run(ExplainOptions(**{**options.__dict__, "patch": patch_size}), preprocessing, classifier, class_names)
-    images, problems = discover_inputs(paths, recursive=recursive)
+        checked = check_run(ExplainOptions(**{**options.__dict__, "patch": patch_size}), preprocessing, classifier,
+                            class_names)
+        plan = _memory_plan(classifier, preprocessing, options, checked, all_classes, plan)
+    if plan is not None and plan.shrunk:
+        options = ExplainOptions(**{**options.__dict__, "batch_size": plan.batch_size})
+    notes: list = []
+    images, problems = discover_inputs(paths, recursive=recursive, exclude=[out], notes=notes)
     images = take_shard(images, shard_spec)
     if dry_run:
         _dry_run(classifier, images, problems, options, preprocessing, class_names, json_out)
         return
     check_output_folder(out)
+    removed = remove_stale_temps(out, started)  # left by a killed run: never by a run still writing
+    if removed and not quiet:
+        stderr.print(f"[yellow]note:[/] removed {len(removed)} temporary file(s) left by an interrupted run in "
+                     f"{escape(one_line(str(out)))}")
+    if not quiet:
+        for path, note in notes:
+            stderr.print(f"[yellow]note:[/] {escape(one_line(path))}: {escape(one_line(note))}")
     if classifier.batch_note and not quiet:
         stderr.print(f"[yellow]note:[/] {escape(classifier.batch_note)}")
+    if plan is not None and plan.note() and not quiet:
+        stderr.print(f"[yellow]note:[/] {escape(plan.note())}")
     for _, problem in problems:
         print_error(problem)
 
@@ -185,6 +208,25 @@ def run(
                    ExitCode.INTERRUPTED)
     if any(r.status == "failed" for r in rows):
         raise typer.Exit(ExitCode.IMAGES_FAILED)
+
+
+def _memory_plan(classifier, preprocessing, options, patch_stride, all_classes: bool, previous):
+    """Check one image's working set against --max-memory (one line naming the flag when it cannot fit) and
+    the batch that fits; with several patch sizes, the smallest batch of them."""
+    import numpy as np
+
+    from ..core.engine import window_starts
+    from ..loaders.limits import plan_memory
+
+    patch, stride = patch_stride
+    size = preprocessing.size
+    itemsize = np.dtype(preprocessing.dtype).itemsize
+    sample = size[0] * size[1] * preprocessing.channels * itemsize
+    requested = options.batch_size or classifier.default_batch_size(sample)
+    windows = len(window_starts(size[0], patch[0], stride[0])) * len(window_starts(size[1], patch[1], stride[1]))
+    plan = plan_memory(size, preprocessing.channels, itemsize, windows=windows, classes=classifier.num_classes,
+                       requested_batch=requested, all_classes=all_classes, targets=options.top_k)
+    return plan if previous is None or plan.batch_size < previous.batch_size else previous
 
 
 def _failure_text(row) -> str:

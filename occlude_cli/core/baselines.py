@@ -47,6 +47,8 @@ def parse_baseline(spec: str) -> str:
         ) from None
     if len(values) not in (1, 3):
         raise OccludeError(f"a constant baseline takes 1 or 3 values (R,G,B), got {len(values)}: {spec!r}")
+    if not all(np.isfinite(values)):
+        raise OccludeError(f"a constant baseline takes finite pixel values (0..255), got {spec!r}")
     return ",".join(_format_number(v) for v in values)
 
 
@@ -98,11 +100,14 @@ def _constant(kind: str, channels: int, color: str) -> np.ndarray:
 
 
 def gaussian_blur(pixels: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of (H, W, C) float pixels, kernel radius 3 sigma, edges extended."""
+    """Separable Gaussian blur of (H, W, C) float pixels, kernel radius 3 sigma, edges extended.
+
+    The radius is capped at the image's larger side: taps further out only see the extended edge, so a
+    sigma of 1e6 costs what a sigma of the image size costs (not minutes)."""
     out = pixels.astype(np.float64)
-    if sigma <= 0:
+    if not np.isfinite(sigma) or sigma <= 0:
         return out
-    radius = max(1, int(np.ceil(3 * sigma)))
+    radius = max(1, min(int(np.ceil(3 * min(sigma, 1e9))), max(out.shape[0], out.shape[1])))
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     taps /= taps.sum()
     for axis in (0, 1):

@@ -47,13 +47,10 @@ def require_ray():
 
 
 def _occlude_module(name: str):
-    """An occlude_cli module by its short name, at its place after the package restructuring (issue 8) or
-    before it: ``engine`` -> occlude_cli.core.engine or occlude_cli.engine."""
-    new = {"engine": "occlude_cli.core.engine", "model": "occlude_cli.loaders.model", "explain": "occlude_cli.explain"}
-    try:
-        return importlib.import_module(new[name])
-    except ImportError:
-        return importlib.import_module(f"occlude_cli.{name}")
+    """An occlude_cli module by its short name, imported in the worker process when first needed."""
+    modules = {"engine": "occlude_cli.core.engine", "model": "occlude_cli.loaders.model",
+               "explain": "occlude_cli.explain"}
+    return importlib.import_module(modules[name])
 
 
 def explain_image(model, path, **kwargs):
@@ -383,7 +380,7 @@ class RayExecutor:
         if self._owns_ray and self.ray.is_initialized():
             self.ray.shutdown()
 
-    def __enter__(self) -> "RayExecutor":
+    def __enter__(self) -> RayExecutor:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -7,6 +7,8 @@ Pixel values are handled as floats in the 0..255 range; the model sees
 
 from __future__ import annotations
 
+import stat
+import warnings
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -16,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import OccludeError, first_line
+from . import limits
 
 
 class Layout(str, Enum):
@@ -147,26 +150,50 @@ class PreparedImage:
 def load_image(path) -> Image.Image:
     """Open an image file, turn it upright from its EXIF orientation, and decode it fully.
 
+    The header is read first (Pillow opens lazily): a file that is not a regular file (a FIFO would block
+    the open forever, a device never ends) is refused unopened, and an image too large for the memory
+    budget or above the pixel limit (see :mod:`occlude_cli.loaders.limits`) is refused before a single pixel
+    is decoded; Pillow's DecompressionBombWarning becomes that one-line error.
     Returns an RGB image, or an 'L' / 'I' / 'F' image for single-channel files (16-bit kept).
     """
     path = Path(path)
-    if not path.exists():
-        raise OccludeError(f"image not found: {path}")
-    if path.is_dir():
-        raise OccludeError(f"expected an image file, got a folder: {path}")
     try:
-        with Image.open(path) as opened:
+        info = path.stat()
+    except FileNotFoundError:
+        raise OccludeError(f"image not found: {path}") from None
+    except OSError as exc:
+        raise OccludeError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise OccludeError(f"expected an image file, got a folder: {path}")
+    if not stat.S_ISREG(info.st_mode):
+        raise OccludeError(f"not a regular file ({file_kind(info.st_mode)}), not opened: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            opened_file = Image.open(path)
+        with opened_file as opened:
+            width, height = opened.size
+            limits.check_image_size(width, height, len(opened.getbands()), str(path))
             opened.load()
             image = ImageOps.exif_transpose(opened)
             if image is opened:
                 image = opened.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise OccludeError(limits.bomb_message(str(path), exc)) from None
     except UnidentifiedImageError:
         raise OccludeError(f"not an image (or a format Pillow cannot read): {path}") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise OccludeError(f"cannot read image {path}: {first_line(exc)}") from None
-    except Image.DecompressionBombError as exc:
-        raise OccludeError(f"image too large to open safely: {path}: {first_line(exc)}") from None
     return _normalise_mode(image)
+
+
+def file_kind(mode: int) -> str:
+    """'FIFO', 'socket', 'character device', 'block device' or 'special file' for a non-regular file."""
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def _normalise_mode(image: Image.Image) -> Image.Image:

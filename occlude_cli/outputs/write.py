@@ -4,8 +4,12 @@ PNG, so that an interrupted run never leaves a half-written file and never clobb
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import os
+import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
@@ -43,13 +47,15 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 def atomic_write_bytes(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
 
+    The temporary file is ``.NAME.PID.XXXXXXXX.tmp`` (:data:`TEMP_RE`): a run removes those left by killed
+    runs (:func:`remove_stale_temps`); an interrupted write (SIGTERM, Ctrl-C, an error) removes its own.
     A killed or interrupted process leaves either the old file or the new one, never a mix. The data is
     not fsynced: that would only matter for a power cut, and costs a disk flush per file (a fifth of a
     second each on some virtual disks, more than the whole rest of the writing)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise OccludeError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
     try:
@@ -66,6 +72,119 @@ def atomic_write_bytes(path, data: bytes) -> Path:
             raise OccludeError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
     return path
+
+
+# .NAME.PID.XXXXXXXX.tmp, NAME one of occlude's outputs; XXXXXXXX from tempfile.mkstemp's alphabet.
+TEMP_RE = re.compile(r"^\.(?P<name>.+\.(?:json|png|npy|csv|html))\.(?P<pid>[0-9]+)\.[a-z0-9_]{8}\.tmp$")
+# before temp names carried the pid: removed only when clearly old
+_OLD_TEMP_RE = re.compile(r"^\.(?P<name>.+\.(?:json|png|npy|csv|html))\.[a-z0-9_]{8}\.tmp$")
+_WRITE_TEST_RE = re.compile(r"^\.occlude-write-test-[a-z0-9_]{8}$")
+_OLD_TEMP_AGE_S = 600.0
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(out_dir, started: float) -> List[Path]:
+    """Remove the temporary files of occlude's own pattern under ``out_dir`` that a killed run left: modified
+    before ``started`` (the run's start, ``time.time()``) and written by a process that is no longer running
+    (so that shards running in parallel on this machine keep theirs). Nothing else is touched: the names
+    must match :data:`TEMP_RE` exactly (or the older pattern without a pid, when older than 10 minutes).
+    Returns the files removed."""
+    removed: List[Path] = []
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return removed
+    for folder, _dirs, files in os.walk(out_dir):
+        for name in files:
+            if not name.startswith(".") or not (name.endswith(".tmp") or name.startswith(".occlude-write-test-")):
+                continue
+            path = Path(folder) / name
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            if not stat.S_ISREG(info.st_mode) or info.st_mtime >= started:
+                continue
+            match = TEMP_RE.match(name)
+            if match:
+                stale = not _pid_alive(int(match.group("pid")))
+            else:
+                stale = bool(_OLD_TEMP_RE.match(name) or _WRITE_TEST_RE.match(name)) and (
+                    info.st_mtime < started - _OLD_TEMP_AGE_S)
+            if stale:
+                try:
+                    path.unlink()
+                    removed.append(path)
+                except OSError:
+                    pass
+    return removed
+
+
+def file_record(path) -> dict:
+    """{name, bytes, sha256} of a written file: what --resume checks before trusting it."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return {"name": path.name, "bytes": size, "sha256": digest.hexdigest()}
+
+
+def verify_outputs(json_path) -> Optional[str]:
+    """Why the outputs a result JSON lists cannot be trusted (None when every file exists with its recorded
+    size and sha256). Records from before the checksums (names only) are checked for presence. A listed
+    result JSON (a scale study's per-patch file) is verified in turn."""
+    json_path = Path(json_path)
+    try:
+        with open(json_path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError) as exc:
+        return f"{json_path.name} unreadable ({exc.__class__.__name__})"
+    if not isinstance(record, dict):
+        return f"{json_path.name} is not an occlude record"
+    for item in record.get("outputs") or []:
+        name = item.get("name") if isinstance(item, dict) else item
+        if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", ".."):
+            return f"{json_path.name} lists a bad output name"
+        path = json_path.parent / name
+        if path == json_path:
+            continue
+        if not path.is_file():
+            return f"{name} is missing"
+        if isinstance(item, dict):
+            try:
+                if path.stat().st_size != item.get("bytes"):
+                    return f"{name} has {path.stat().st_size} bytes, the record says {item.get('bytes')}"
+                if file_record(path)["sha256"] != item.get("sha256"):
+                    return f"{name} differs from the file the record was written with"
+            except OSError as exc:
+                return f"{name} unreadable ({exc.strerror or exc})"
+            if name.endswith(".json"):
+                inner = verify_outputs(path)
+                if inner:
+                    return inner
+    return None
+
+
+def _undo(paths: Sequence[Path]) -> None:
+    """Remove an image's outputs written before a later write failed (full disk): no half set is left."""
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def atomic_write_json(path, document) -> Path:
@@ -151,17 +270,22 @@ def write_explanation(
     """
     out_dir = Path(out_dir)
     e = explanation
-    written = _write_map(out_dir, stem, e, e.map, _subtitle(e), npy, style, panels)
-    if npy and len(e.targets) > 1:
-        written.append(atomic_write_bytes(out_dir / f"{stem}.topk.npy", npy_bytes(e.maps.astype(np.float32))))
-    if all_classes:
-        written.append(atomic_write_bytes(out_dir / f"{stem}.classes.npy", npy_bytes(e.class_maps())))
-        written.append(atomic_write_bytes(out_dir / f"{stem}.top_class.npy",
-                                          npy_bytes(e.occlusion.top_class_map().astype(np.int32))))
-    record = explanation_record(e, timing=timing)
-    record.update(extra or {})
-    record["outputs"] = sorted(p.name for p in written)
-    written.append(atomic_write_json(out_dir / f"{stem}.json", record))
+    written: List[Path] = []
+    try:
+        written += _write_map(out_dir, stem, e, e.map, _subtitle(e), npy, style, panels)
+        if npy and len(e.targets) > 1:
+            written.append(atomic_write_bytes(out_dir / f"{stem}.topk.npy", npy_bytes(e.maps.astype(np.float32))))
+        if all_classes:
+            written.append(atomic_write_bytes(out_dir / f"{stem}.classes.npy", npy_bytes(e.class_maps())))
+            written.append(atomic_write_bytes(out_dir / f"{stem}.top_class.npy",
+                                              npy_bytes(e.occlusion.top_class_map().astype(np.int32))))
+        record = explanation_record(e, timing=timing)
+        record.update(extra or {})
+        record["outputs"] = sorted((file_record(p) for p in written), key=lambda item: item["name"])
+        written.append(atomic_write_json(out_dir / f"{stem}.json", record))
+    except BaseException:
+        _undo(written)
+        raise
     return written
 
 
@@ -182,6 +306,17 @@ def write_scale_study(
     STEM.scales.json (patches, pairwise rank correlation, files) written last."""
     out_dir = Path(out_dir)
     written: List[Path] = []
+    try:
+        return _write_scale_study(study, out_dir, stem, written, npy=npy, timing=timing, multiscale=multiscale,
+                                  extra=extra, metrics=metrics, style=style, panels=panels)
+    except BaseException:
+        _undo(written)
+        raise
+
+
+def _write_scale_study(study: ScaleStudy, out_dir: Path, stem: str, written: List[Path], *, npy: bool, timing: bool,
+                       multiscale: bool, extra: Optional[dict], metrics: Optional[List[dict]],
+                       style: RenderStyle = DEFAULT_STYLE, panels: bool = False) -> List[Path]:
     names = []
     for i, e in enumerate(study.explanations):
         h, w = e.params["patch"]
@@ -211,6 +346,7 @@ def write_scale_study(
         "insertion_auc": [m["insertion_auc"] for m in metrics] if metrics else None,
         **(extra or {}),
     }
+    document["outputs"] = sorted((file_record(p) for p in written), key=lambda item: item["name"])
     written.append(atomic_write_json(out_dir / f"{stem}.scales.json", document))
     return written
 
@@ -262,12 +398,17 @@ def write_check_picture(explanation: Explanation, row: CheckRow, region_mask: np
 
 
 def write_summary(rows: Sequence[SummaryRow], out_dir, name: str = "summary") -> List[Path]:
-    """NAME.json (counts and one row per image) and NAME.csv, written atomically."""
+    """NAME.json (counts and one row per image) and NAME.csv, written atomically. When either cannot be
+    written both are removed (never an earlier run's summary beside this run's files) and the error says so."""
     out_dir = Path(out_dir)
-    return [
-        atomic_write_json(out_dir / f"{name}.json", summary_document(rows)),
-        atomic_write_bytes(out_dir / f"{name}.csv", csv_bytes(SUMMARY_FIELDS, [r.__dict__ for r in rows])),
-    ]
+    try:
+        return [
+            atomic_write_json(out_dir / f"{name}.json", summary_document(rows)),
+            atomic_write_bytes(out_dir / f"{name}.csv", csv_bytes(SUMMARY_FIELDS, [r.__dict__ for r in rows])),
+        ]
+    except OccludeError as exc:  # e.g. a full disk: no stale summary of an earlier run may stay behind
+        _undo([out_dir / f"{name}.json", out_dir / f"{name}.csv"])
+        raise OccludeError(f"summary not written ({exc}); {name}.json and {name}.csv removed") from None
 
 
 def write_aggregate(mean: Optional[np.ndarray], out_dir, images: int = 0,

@@ -1,0 +1,253 @@
+"""The memory budget (``--max-memory``): every large allocation is checked against it *before* it is made.
+
+What is checked, and when:
+
+- **images**: the header is read first (Pillow opens lazily); an image whose decoding would need more than
+  the budget (about :data:`BYTES_PER_SAMPLE` bytes per pixel and band: the decoded image, its float32 copy
+  and the resize) or that has more than :data:`MAX_PIXELS` pixels (Pillow's decompression-bomb limit) is
+  refused without being decoded;
+- **the model input**: a model that declares a huge input (3x100000x100000) is refused from its graph, before
+  onnxruntime loads it or anything is fed to it; so is a ``--size`` that would not fit;
+- **per image**: the model input, its baseline, the window scores (windows x classes), ``--all-classes`` maps;
+- **batch buffers**: the batch is shrunk to fit what is left of the budget rather than failing (the batch
+  used is recorded in each JSON's ``params.batch_size``).
+
+Every refusal is one :class:`OccludeError` line naming the limit and the flag (``--max-memory``).
+Numpy and Pillow only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+from ..errors import OccludeError
+
+# Bytes of working memory per pixel and band while an image is decoded and resized: the decoded image
+# (1 byte), its float32 copy (4), one float32 channel plane in the resize (4) and the mode conversions.
+# Measured: a 6000x4000 RGB photo peaks near 1.2 GB, i.e. 24e6 * 3 * 16.
+BYTES_PER_SAMPLE = 16
+# Pillow warns of a possible decompression bomb above this many pixels (and refuses above twice as many).
+# occlude refuses above it, whatever the budget: 89,478,485 pixels, e.g. 9459x9459.
+MAX_PIXELS = 89_478_485
+# The default budget: half of the memory available when the run starts, between these bounds.
+DEFAULT_MIN = 256 << 20
+DEFAULT_MAX = 4 << 30
+SMALLEST = 16 << 20  # below this nothing useful runs
+FLAG = "--max-memory"
+
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_memory(text) -> int:
+    """'2G', '512M', '1.5G', '300000000' (bytes), '64MiB' -> bytes (binary units); at least 16 MiB."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:I?B)?\s*", str(text).upper())
+    if not match:
+        raise OccludeError(f"max_memory ({FLAG}) must be a size such as 2G, 512M or 1.5G, got {text!r}")
+    value = float(match.group(1)) * _UNITS[match.group(2)]
+    if not math.isfinite(value) or value < SMALLEST:
+        raise OccludeError(f"max_memory ({FLAG}) must be at least {human(SMALLEST)}, got {text!r}")
+    return int(value)
+
+
+def human(n: float) -> str:
+    """Bytes in binary units, 3 significant figures: 1.50 GiB, 512 MiB."""
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{int(n)} B"
+
+
+def available_memory() -> Optional[int]:
+    """MemAvailable from /proc/meminfo, capped by a cgroup v2/v1 memory limit; None where neither exists."""
+    found: Optional[int] = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found = int(line.split()[1]) * 1024
+                break
+    except (OSError, ValueError, IndexError):
+        found = None
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            text = Path(limit_file).read_text().strip()
+            if text == "max":
+                continue
+            room = int(text) - int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if room > 0 and room < (1 << 50):
+            found = room if found is None else min(found, room)
+    return found
+
+
+def default_budget() -> int:
+    """Half of the available memory, at least 256 MiB and at most 4 GiB (4 GiB when it cannot be read)."""
+    available = available_memory()
+    if available is None:
+        return 4 << 30
+    return int(min(DEFAULT_MAX, max(DEFAULT_MIN, available // 2)))
+
+
+_budget: Optional[int] = None
+
+
+def set_budget(n_bytes: Optional[int]) -> None:
+    """Set the process-wide budget (None: back to :func:`default_budget`). The CLI sets it from --max-memory."""
+    global _budget
+    if n_bytes is not None and n_bytes < SMALLEST:
+        raise OccludeError(f"max_memory ({FLAG}) must be at least {human(SMALLEST)}, got {n_bytes} bytes")
+    _budget = None if n_bytes is None else int(n_bytes)
+
+
+def budget() -> int:
+    """The budget in force: what :func:`set_budget` set, else :func:`default_budget`."""
+    return _budget if _budget is not None else default_budget()
+
+
+def _limit_text(limit: int) -> str:
+    return f"{FLAG} {human(limit)}"
+
+
+# ------------------------------------------------------------------------------------------ images
+
+
+def check_image_size(width: int, height: int, bands: int, name: str, limit: Optional[int] = None) -> None:
+    """Refuse an image by its header: more than :data:`MAX_PIXELS` pixels, or more memory to decode and
+    resize than the budget. Called before a single pixel is decoded."""
+    limit = budget() if limit is None else limit
+    pixels = int(width) * int(height)
+    need = pixels * max(1, int(bands)) * BYTES_PER_SAMPLE
+    if pixels > MAX_PIXELS or need > limit:
+        raise OccludeError(
+            f"image too large: {name} is {width}x{height} ({pixels / 1e6:.1f} Mpx, about {human(need)} to decode); "
+            f"the limits are {MAX_PIXELS / 1e6:.1f} Mpx (Pillow's decompression-bomb limit) and {_limit_text(limit)}"
+        )
+
+
+def bomb_message(name: str, exc: BaseException, limit: Optional[int] = None) -> str:
+    """One line for Pillow's DecompressionBombError/Warning (raised before our own header check could run)."""
+    limit = budget() if limit is None else limit
+    numbers = re.findall(r"\d+", str(exc))
+    size = f" ({int(numbers[0]) / 1e6:.1f} Mpx)" if numbers else ""
+    return (f"image too large: {name}{size}; the limits are {MAX_PIXELS / 1e6:.1f} Mpx (Pillow's decompression-bomb "
+            f"limit) and {_limit_text(limit)}")
+
+
+# ------------------------------------------------------------------------------------------ models
+
+_ONNX_ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
+
+
+def declared_input_bytes(model_path) -> Tuple[str, list, int]:
+    """The largest graph input (not an initializer) of an ONNX file as (name, shape, bytes), with dynamic
+    dimensions counted as 1. Reads the graph only (no external weights, no onnxruntime)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception:  # unreadable by onnx: onnxruntime will say why when it loads it
+        return ("", [], 0)
+    initialisers = {t.name for t in model.graph.initializer}
+    best: Tuple[str, list, int] = ("", [], 0)
+    for value in model.graph.input:
+        if value.name in initialisers or not value.type.HasField("tensor_type"):
+            continue
+        tensor = value.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+                 for d in tensor.shape.dim]
+        count = 1
+        for d in shape:
+            count *= d if isinstance(d, int) else 1
+        size = count * _ONNX_ITEMSIZE.get(tensor.elem_type, 4)
+        if size > best[2]:
+            best = (value.name, shape, size)
+    return best
+
+
+def check_model_file(model_path, limit: Optional[int] = None) -> None:
+    """Refuse, from the graph alone, a model whose one-sample input does not fit the budget (checked before
+    onnxruntime loads the model: a fixed-batch model is run once at load time to validate its batch rewrite)."""
+    limit = budget() if limit is None else limit
+    try:
+        mode = Path(model_path).stat().st_mode
+    except OSError:
+        return  # missing: the model loader says so
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise OccludeError(f"model is not a regular file (a FIFO or a device), not opened: {model_path}")
+    if stat.S_ISDIR(mode):
+        return
+    name, shape, size = declared_input_bytes(model_path)
+    if size * 4 > limit:  # the input, its baseline, one occluded copy and the float64 preprocessing
+        raise OccludeError(
+            f"model input {name!r} declares shape {shape} ({human(size)} per image, about {human(size * 4)} to "
+            f"explain one image): above the memory limit {_limit_text(limit)}"
+        )
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """What one image of a run needs, and the batch that fits the rest of the budget."""
+
+    per_image: int  # bytes held for one image besides the batch buffer
+    sample: int  # bytes of one model input
+    batch_size: int  # the batch to use (<= the one asked for)
+    requested: int  # the batch asked for (or the default)
+    limit: int
+
+    @property
+    def shrunk(self) -> bool:
+        return self.batch_size < self.requested
+
+    def note(self) -> Optional[str]:
+        if not self.shrunk:
+            return None
+        return (f"batch size lowered from {self.requested} to {self.batch_size} to stay within "
+                f"{_limit_text(self.limit)} ({human(self.sample)} per occluded copy)")
+
+
+def plan_memory(
+    size: Sequence[int],
+    channels: int,
+    itemsize: int,
+    *,
+    windows: int,
+    classes: Optional[int],
+    requested_batch: int,
+    all_classes: bool = False,
+    targets: int = 1,
+    limit: Optional[int] = None,
+) -> MemoryPlan:
+    """Check one image's working set against the budget and fit the batch into what is left.
+
+    Counted: the model input and its baseline (model dtype), the resized pixels (float32) and the float64
+    normalisation temporaries, the window scores (windows x classes float64, twice: scores and drops), the
+    maps kept (targets, or every class with ``all_classes``, float64 then float32), and the class-chunked
+    aggregation (at most 256 MiB, see core.engine). The batch buffer and its outputs are then fitted into
+    the rest; a refusal names the limit and the flag."""
+    limit = budget() if limit is None else limit
+    pixels = int(size[0]) * int(size[1])
+    sample = pixels * channels * itemsize
+    classes = max(1, int(classes or 1))
+    maps = (classes if all_classes else max(1, targets)) * pixels * 12
+    aggregation = min(256 << 20, (int(size[0]) + 1) * (int(size[1]) + 1) * 8 * min(classes, 64))
+    per_image = 2 * sample + pixels * channels * (4 + 8 + 8) + 2 * windows * classes * 8 + maps + aggregation
+    per_row = sample + classes * 8 * 2  # one occluded copy, its raw and transformed outputs
+    room = limit - per_image
+    if room < per_row:
+        parts = (f"input {human(sample)}, window scores {human(2 * windows * classes * 8)}"
+                 + (f", every class's map {human(maps)}" if all_classes else "")
+                 + f", at least one occluded copy {human(per_row)}")
+        raise OccludeError(
+            f"one image needs about {human(per_image + per_row)} ({parts}): above the memory limit "
+            f"{_limit_text(limit)}; raise it, or use a larger --stride, fewer classes, or no --all-classes"
+        )
+    fits = max(1, int(room // per_row))
+    return MemoryPlan(per_image=per_image, sample=sample, batch_size=min(requested_batch, fits),
+                      requested=requested_batch, limit=limit)
