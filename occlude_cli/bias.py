@@ -50,6 +50,7 @@ class BiasRow:
     control_flip_rate: Optional[float] = None
     control_drops: List[float] = field(default_factory=list)
     control_overlaps: int = 0  # controls that had to overlap the region (no room elsewhere)
+    score_kind: Optional[str] = None
 
 
 def check_thresholds(max_mean_drop: Optional[float], max_flip_rate: Optional[float]) -> None:
@@ -136,7 +137,7 @@ def bias_image(
         flipped=bool(tops[1] != predicted), occluded_class=int(tops[1]), region_pixels=int(region.sum()),
         control_drop=float(control.mean()) if control.size else None,
         control_flip_rate=float(np.mean(tops[2:] != predicted)) if control.size else None,
-        control_drops=[float(v) for v in control], control_overlaps=overlaps,
+        control_drops=[float(v) for v in control], control_overlaps=overlaps, score_kind=head.kind,
     )
 
 

@@ -418,15 +418,16 @@ def upsample_to_input(values: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
 
 def inner_tensors(classifier: Union[str, Path, OnnxClassifier], input_shape: Optional[Sequence[int]] = None) -> List[dict]:
     """Every tensor computed inside the model, in topological order: name, op, shape, and whether the model can
-    be cut there (``valid_cut``). ``input_shape``: the full input shape, to make symbolic dims concrete."""
+    be cut there (``valid_cut``). ``input_shape``: the full input shape, to make symbolic dims concrete (None:
+    they stay None)."""
     from .loaders.graph import model_tensors, valid_cut_points
 
     if not isinstance(classifier, OnnxClassifier):
         classifier = OnnxClassifier(classifier)
-    shape = input_shape or [d if d else 1 for d in classifier.input_shape]
     valid = set(valid_cut_points(classifier.path))
     rows = []
-    for info in model_tensors(classifier.path, {classifier.input.name: list(shape)}):
+    shapes = {classifier.input.name: [int(d) for d in input_shape]} if input_shape is not None else None
+    for info in model_tensors(classifier.path, shapes):
         rows.append({"name": info.name, "op": info.op_type, "shape": info.shape, "dtype": info.dtype,
                      "valid_cut": info.name in valid})
     return rows
