@@ -155,6 +155,15 @@ def _head_and_target(layer: LayerModel, sample: np.ndarray, features: np.ndarray
     return head, original, target
 
 
+def _options(options: Optional[ExplainOptions], overrides: dict) -> ExplainOptions:
+    """ExplainOptions with keyword overrides (``target=1``, ``score="logit"``), checked."""
+    options = options or ExplainOptions()
+    unknown = set(overrides) - set(ExplainOptions.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    return ExplainOptions(**{**options.__dict__, **overrides}).checked()
+
+
 def _fill_values(replacement: str, features: np.ndarray, axis: int, dataset_mean: Optional[np.ndarray]) -> np.ndarray:
     """(C,) value each channel is replaced by."""
     channels = features.shape[axis]
@@ -206,16 +215,17 @@ def channel_importance(
     dataset_mean: Optional[np.ndarray] = None,
     batch_size: Optional[int] = None,
     progress: Optional[Callable[[int, int], None]] = None,
+    **overrides,
 ) -> Tuple[ChannelImportance, PreparedImage, np.ndarray]:
     """Replace each channel (all, or ``channels``) of the cut tensor in turn and score the suffix.
 
     The prefix runs once; the suffix once for the original features and once per channel, in batches
     through the shared perturbation loop. ``options`` gives the target and score kind (patch, stride and
-    baseline are not used). Returns the result, the prepared image and the (unbatched) feature tensor, which
+    baseline are not used; keyword ``overrides`` such as ``target=1, score="logit"`` set its fields). Returns the result, the prepared image and the (unbatched) feature tensor, which
     the caller may keep to draw activation maps.
     """
     replacement = check_replacement(replacement)
-    options = (options or ExplainOptions()).checked()
+    options = _options(options, overrides)
     preprocessing = preprocessing or resolve_preprocessing(layer.classifier)
     labels = list(labels) if labels is not None else layer.classifier.labels
     started = time.perf_counter()
@@ -360,13 +370,14 @@ def spatial_occlusion(
     dataset_mean: Optional[np.ndarray] = None,
     batch_size: Optional[int] = None,
     progress: Optional[Callable[[int, int], None]] = None,
+    **overrides,
 ) -> Tuple[SpatialOcclusion, PreparedImage]:
     """Slide a window of ``patch`` feature cells over the cut tensor's spatial grid (all channels at once),
     replacing it by ``replacement`` (zero, each channel's spatial mean, or its dataset mean), and score the
     suffix: the engine's occlusion map computed on the feature map. ``stride`` defaults to the patch
     (no overlap: one window per cell for patch 1)."""
     replacement = check_replacement(replacement)
-    options = (options or ExplainOptions()).checked()
+    options = _options(options, overrides)
     preprocessing = preprocessing or resolve_preprocessing(layer.classifier)
     labels = list(labels) if labels is not None else layer.classifier.labels
     started = time.perf_counter()
