@@ -414,3 +414,26 @@ def test_layers_spatial_on_digits(tmp_path):
     np.testing.assert_allclose(values, np.array(doc["map"], dtype=np.float64), atol=1e-6)
     assert np.nanmax(values) > 0.5  # logits: occluding a 2x2 block of relu_1 cells removes real evidence
     assert (out / "digit_0.spatial.png").stat().st_size > 1000
+
+
+def test_fixed_batch_model_and_flags_that_do_not_apply(tmp_path):
+    """A model pinned to batch 1: the suffix is run one feature tensor at a time, same answers as batched."""
+    from graph_models import plain_cnn
+
+    path = save(plain_cnn(batch=1), tmp_path / "plain.onnx")
+    image = tmp_path / "rgb.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (12, 12, 3), dtype=np.uint8), "RGB").save(image)
+    model = OnnxClassifier(path)
+    layer = open_layer(model, "/block1/Relu_output_0")
+    assert layer.fixed_batch
+    result, prepared, features = channel_importance(layer, image, score="logit", batch_size=4)
+    clean = layer.run_suffix(features[None])[0]
+    for k, channel in enumerate(result.channels):
+        changed = features.copy()
+        changed[channel] = 0
+        assert result.drops[k] == pytest.approx(clean[result.target] - layer.run_suffix(changed[None])[0, result.target],
+                                                abs=1e-5)
+    bad = occlude("layers", path, image, "--layer", "/block1/Relu_output_0", "--baseline", "blur", "-o", tmp_path / "o")
+    assert bad.exit_code == 1 and "--baseline and --blur-sigma fill pixels" in bad.stderr
+    stride = occlude("layers", path, image, "--layer", "/block1/Relu_output_0", "--stride", "2", "-o", tmp_path / "o")
+    assert stride.exit_code == 1 and "--stride applies to --spatial windows only" in stride.stderr

@@ -151,6 +151,11 @@ def layers(
         raise OccludeError(f"--show must be 0 or more, got {show}")
     if patch < 1:
         raise OccludeError(f"--patch must be at least 1 feature cell, got {patch}")
+    if occlusion.baseline.strip().lower() != "zero" or occlusion.blur_sigma is not None:
+        raise OccludeError("occlude layers replaces feature values as --replace says (zero, mean, dataset); "
+                           "--baseline and --blur-sigma fill pixels and do not apply here")
+    if occlusion.stride is not None and not spatial:
+        raise OccludeError("--stride applies to --spatial windows only")
     options = occlusion.options()
     classifier, preprocessing, class_names = model_flags.load(model)
     cut = open_layer(classifier, layer, channel_axis=channel_axis)
