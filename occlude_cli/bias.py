@@ -62,24 +62,27 @@ def check_thresholds(max_mean_drop: Optional[float], max_flip_rate: Optional[flo
 
 def control_masks(mask: np.ndarray, count: int, rng: np.random.Generator) -> Tuple[List[np.ndarray], int]:
     """``count`` copies of the region's shape (its bounding box content) moved to random places of the image,
-    uniformly among the placements that do not overlap the region (all placements when none is free).
-    Returns the masks and how many had to overlap."""
+    uniformly among the placements whose bounding box holds no pixel of the region (all placements when none
+    is free). Returns the masks and how many had to overlap."""
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     shape = mask[y0:y1, x0:x1]
     height, width = mask.shape
     h, w = shape.shape
-    positions = [(y, x) for y in range(height - h + 1) for x in range(width - w + 1)]
-    free = [(y, x) for y, x in positions if not (mask[y : y + h, x : x + w] & shape).any()]
-    pool = free or positions
+    # region pixels inside each h x w placement, for every top-left corner at once (summed-area table)
+    table = np.zeros((height + 1, width + 1), dtype=np.int64)
+    table[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0), axis=1)
+    inside = table[h:, w:] - table[:-h, w:] - table[h:, :-w] + table[:-h, :-w]
+    free = np.argwhere(inside == 0)
+    pool = free if len(free) else np.argwhere(np.ones_like(inside, dtype=bool))
     picks = rng.integers(0, len(pool), size=count)
     masks = []
     for k in picks:
-        y, x = pool[int(k)]
+        y, x = (int(v) for v in pool[int(k)])
         m = np.zeros_like(mask)
         m[y : y + h, x : x + w] = shape
         masks.append(m)
-    return masks, (0 if free else count)
+    return masks, (0 if len(free) else count)
 
 
 def _apply(sample: np.ndarray, baseline: np.ndarray, mask: np.ndarray, axes: Tuple[int, int]) -> np.ndarray:
