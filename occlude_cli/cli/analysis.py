@@ -7,6 +7,7 @@ failed (the others were processed); 4 `occlude bias` exceeded --max-mean-drop or
 precedence).
 """
 
+import enum
 import json
 import sys
 from pathlib import Path
@@ -79,6 +80,14 @@ Writes OUT/STEM.stability.json, STEM.stability.csv (per noisy copy) and STEM.sta
 """
 
 
+class Replacement(str, enum.Enum):
+    """What a replaced channel or feature-map window becomes (see occlude_cli.layers.REPLACEMENTS)."""
+
+    zero = "zero"
+    mean = "mean"
+    dataset = "dataset"
+
+
 def _load_items(paths: List[str], recursive: bool):
     from ..batch import discover_inputs
 
@@ -116,7 +125,7 @@ def layers(
     paths: Annotated[List[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
     layer: Annotated[str, typer.Option("--layer", "-l", help="Inner tensor to occlude (see 'occlude info MODEL --layers').", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("occlude-out"),
-    replace: Annotated[str, typer.Option("--replace", help="What a channel (or window) becomes: zero, mean (its spatial mean on the image) or dataset (its mean over all input images; one extra prefix pass per image).")] = "zero",
+    replace: Annotated[Replacement, typer.Option("--replace", help="What a channel (or window) becomes: zero, mean (its spatial mean on the image) or dataset (its mean over all input images; one extra prefix pass per image).")] = Replacement.zero,
     channels: Annotated[Optional[str], typer.Option("--channels", help="Only these channels, e.g. 0,5,9-12 \\[default: all].")] = None,
     spatial: Annotated[bool, typer.Option("--spatial", help="Instead of channels: occlude windows of the feature map (all channels at once), a map on the feature grid drawn over the image.")] = False,
     patch: Annotated[int, typer.Option("--patch", help="With --spatial: window side in feature-map cells (--stride: step in cells, default the patch).")] = 1,
@@ -143,7 +152,7 @@ def layers(
     )
     from ..outputs.analysis_write import layers_document, write_layers, write_spatial
 
-    replacement = check_replacement(replace)
+    replacement = check_replacement(replace.value if isinstance(replace, Replacement) else replace)
     chosen = _channels(channels)
     if top < 1:
         raise OccludeError(f"--top must be at least 1, got {top}")
