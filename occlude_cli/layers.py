@@ -386,11 +386,8 @@ def spatial_occlusion(
     head, original, target = _head_and_target(layer, prepared.model_input, features, options, labels)
     axes = layer.spatial_axes
     d = len(axes)
-    patch_t = tuple([int(patch)] * d) if np.isscalar(patch) else tuple(int(p) for p in patch)  # type: ignore[arg-type]
-    if stride is None:
-        stride_t = patch_t
-    else:
-        stride_t = tuple([int(stride)] * d) if np.isscalar(stride) else tuple(int(s) for s in stride)  # type: ignore[arg-type]
+    patch_t = _per_axis(patch, d)
+    stride_t = patch_t if stride is None else _per_axis(stride, d)
     if len(patch_t) != d or len(stride_t) != d:
         raise OccludeError(f"patch and stride need {d} values for the {d}-D feature grid of {layer.tensor!r}")
     fill = _fill_values(replacement, features, layer.channel_axis, dataset_mean)
@@ -414,6 +411,13 @@ def spatial_occlusion(
     return result, prepared
 
 
+def _per_axis(value: Union[int, Sequence[int]], d: int) -> Tuple[int, ...]:
+    """One int per spatial axis from an int or a sequence."""
+    if isinstance(value, (int, np.integer)):
+        return (int(value),) * d
+    return tuple(int(v) for v in value)
+
+
 def upsample_to_input(values: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     """A 2-D feature-grid array stretched over the model input (H, W): each cell covers H/h x W/w input pixels
     (cell centres aligned, bilinear), which is how the grid sits on the image in a convolutional network
@@ -424,7 +428,7 @@ def upsample_to_input(values: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     if values.ndim != 2:
         raise OccludeError(f"only 2-D feature grids can be drawn on the image, got shape {values.shape}")
     height, width = size
-    return np.asarray(Image.fromarray(values, "F").resize((width, height), Image.BILINEAR), dtype=np.float64)
+    return np.asarray(Image.fromarray(values, "F").resize((width, height), Image.Resampling.BILINEAR), dtype=np.float64)
 
 
 def inner_tensors(classifier: Union[str, Path, OnnxClassifier], input_shape: Optional[Sequence[int]] = None) -> List[dict]:

@@ -191,19 +191,21 @@ def layers(
         stride = parse_hw(occlusion.stride, "--stride") if occlusion.stride is not None else None
         for item in images:
             try:
-                result, prepared = spatial_occlusion(
+                spatial_result, prepared = spatial_occlusion(
                     cut, item.path, options, preprocessing=preprocessing, labels=class_names, patch=patch,
                     stride=stride, replacement=replacement, dataset_mean=dataset_mean, batch_size=occlusion.batch_size)
             except OccludeError as exc:
                 print_error(f"{item.path}: {exc}")
                 failed += 1
                 continue
-            written = write_spatial(out, item.key, result, prepared, timing=timing)
+            written = write_spatial(out, item.key, spatial_result, prepared, timing=timing)
             if not quiet and not json_out:
-                peak = np.unravel_index(np.nanargmax(result.map), result.map.shape) if np.isfinite(result.map).any() else None
-                stdout.print(f"{escape(item.key)}: class {result.target} {escape(result.label or '')}, grid "
-                             f"{'x'.join(map(str, result.map.shape))}, peak cell {tuple(int(v) for v in peak) if peak else '-'}, "
-                             f"{result.occlusion.forward_passes} suffix passes -> {escape(str(written[-1]))}")
+                grid = spatial_result.map
+                peak = np.unravel_index(np.nanargmax(grid), grid.shape) if np.isfinite(grid).any() else None
+                stdout.print(f"{escape(item.key)}: class {spatial_result.target} {escape(spatial_result.label or '')}, "
+                             f"grid {'x'.join(map(str, grid.shape))}, peak cell "
+                             f"{tuple(int(v) for v in peak) if peak else '-'}, "
+                             f"{spatial_result.occlusion.forward_passes} suffix passes -> {escape(str(written[-1]))}")
         if failed:
             raise typer.Exit(ExitCode.IMAGES_FAILED)
         return

@@ -71,7 +71,7 @@ def channel_bars_png(channels: np.ndarray, mean: np.ndarray, spread: np.ndarray,
 def _on_input(original: Image.Image, crop_box, size: Tuple[int, int]) -> np.ndarray:
     """The part of the original the model sees, at model-input size, RGB float 0..1."""
     left, top, right, bottom = crop_box
-    region = original.convert("RGB").resize((size[1], size[0]), Image.BILINEAR, box=(left, top, right, bottom))
+    region = original.convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR, box=(left, top, right, bottom))
     return np.asarray(region, dtype=np.float64) / 255.0
 
 

@@ -184,7 +184,7 @@ def write_bias(out: Path, rows: Sequence[BiasRow], summary: Optional[BiasSummary
     kind = ok[0].score_kind or "probability" if ok else "probability"
     written.append(atomic_write_bytes(out / "bias_classes.csv", csv_bytes(BIAS_CLASS_FIELDS, class_rows)))
     written.append(atomic_write_bytes(out / "bias.png", bias_png(
-        [r.drop for r in ok], [d for r in ok for d in r.control_drops], summary.overall,
+        [float(r.drop or 0.0) for r in ok], [d for r in ok for d in r.control_drops], summary.overall,
         title=f"bias test: {settings.get('region', 'region')} occluded in {len(ok)} image(s) "
               f"(baseline {settings.get('baseline')})", score_kind=kind)))
     return written
