@@ -437,3 +437,13 @@ def test_fixed_batch_model_and_flags_that_do_not_apply(tmp_path):
     assert bad.exit_code == 1 and "--baseline and --blur-sigma fill pixels" in bad.stderr
     stride = occlude("layers", path, image, "--layer", "/block1/Relu_output_0", "--stride", "2", "-o", tmp_path / "o")
     assert stride.exit_code == 1 and "--stride applies to --spatial windows only" in stride.stderr
+
+
+def test_layers_warns_about_a_saturated_probability(tmp_path):
+    args = ["layers", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--layer", "relu", "-o", tmp_path / "out"]
+    saturated = occlude(*args)
+    assert saturated.exit_code == 0 and "use --score logit" in saturated.stderr
+    logits = occlude(*args, "--score", "logit")
+    assert logits.exit_code == 0 and "warning" not in logits.stderr
+    doc = json.loads((tmp_path / "out" / "layers.json").read_text())
+    assert doc["channels"][0]["mean_drop"] > 1.0  # in logits, the top channel's drop is readable

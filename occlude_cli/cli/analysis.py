@@ -8,7 +8,6 @@ precedence).
 """
 
 import enum
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -25,6 +24,7 @@ from .common import (
     OcclusionFlags,
     check_output_folder,
     print_error,
+    stderr,
     stdout,
     user_errors,
     with_flags,
@@ -140,7 +140,7 @@ def layers(
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Occlude inside the model: the target score's drop when each channel of an inner tensor is replaced."""
-    from ..explain import parse_hw
+    from ..explain import SATURATION, parse_hw
     from ..layers import (
         aggregate_channels,
         channel_importance,
@@ -220,9 +220,19 @@ def layers(
             failed += 1
             continue
         results.append(result)
+        if not quiet and not json_out and len(images) > 1:  # one line per image as it finishes (CI logs)
+            best = int(result.ranking()[0])
+            stderr.print(escape(f"{item.key}: class {result.target} {result.label or ''}, top channel "
+                                f"{int(result.channels[best])} (drop {result.drops[best]:.4g}), "
+                                f"{result.suffix_passes} suffix passes, {result.seconds:.2f} s"))
     if not results:
         raise typer.Exit(ExitCode.IMAGES_FAILED)
     summary = aggregate_channels(results)
+    saturated = [r for r in results if r.score_kind in ("softmax", "probabilities", "sigmoid", "independent")
+                 and r.original_score >= SATURATION]
+    if saturated and not quiet:
+        stderr.print(f"[yellow]warning:[/] the target probability is saturated (>= {SATURATION}) for {len(saturated)} of "
+                     f"{len(results)} image(s): replacing a channel barely moves it; use --score logit for readable drops")
     panels = []
     for i in summary.ranking()[:show]:
         channel = int(summary.channels[i])
@@ -456,7 +466,9 @@ def info_layers(model: Path, *, json_out: bool = False, model_flags: Optional[Mo
     for row in rows:
         row["receptive_field"] = fields.get(row["name"]) if fields is not None else None
     if json_out:
-        sys.stdout.write(json.dumps({"model": str(model), "input_shape": shape, "tensors": rows}, indent=2) + "\n")
+        from ..outputs.records import format_json
+
+        sys.stdout.write(format_json({"model": str(model), "input_shape": shape, "tensors": rows}) + "\n")
         return
     table = Table(title=escape(f"{model}: {len(rows)} inner tensors, {sum(r['valid_cut'] for r in rows)} valid cut "
                                f"points (--layer)"), title_justify="left")
