@@ -447,3 +447,18 @@ def test_layers_warns_about_a_saturated_probability(tmp_path):
     assert logits.exit_code == 0 and "warning" not in logits.stderr
     doc = json.loads((tmp_path / "out" / "layers.json").read_text())
     assert doc["channels"][0]["mean_drop"] > 1.0  # in logits, the top channel's drop is readable
+
+
+def test_bias_on_the_digits_sample(tmp_path):
+    """The digits model on its three sample images: the centre of the digit matters far more than a corner."""
+    data = tmp_path / "digits"
+    data.mkdir()
+    for d in (0, 3, 7):
+        (data / f"digit_{d}.png").write_bytes((SAMPLE_IMAGES / f"digit_{d}.png").read_bytes())
+    corner = occlude("bias", DIGITS, data, "--box", "0,0,2,2", "--score", "logit", "-o", tmp_path / "corner", "--json")
+    centre = occlude("bias", DIGITS, data, "--box", "3,2,5,6", "--score", "logit", "-o", tmp_path / "centre", "--json")
+    assert corner.exit_code == 0 and centre.exit_code == 0, corner.output + centre.output
+    a, b = json.loads(corner.stdout), json.loads(centre.stdout)
+    assert a["counts"] == {"ok": 3} and sorted(a["per_class"]) == ["0", "3", "7"]
+    assert b["overall"]["mean_drop"] > a["overall"]["mean_drop"] + 1.0
+    assert json.loads((tmp_path / "corner" / "bias.json").read_text()) == a  # stdout is the file
