@@ -462,3 +462,45 @@ def test_bias_on_the_digits_sample(tmp_path):
     assert a["counts"] == {"ok": 3} and sorted(a["per_class"]) == ["0", "3", "7"]
     assert b["overall"]["mean_drop"] > a["overall"]["mean_drop"] + 1.0
     assert json.loads((tmp_path / "corner" / "bias.json").read_text()) == a  # stdout is the file
+
+
+def test_bias_with_per_image_masks(tmp_path):
+    model = corner_model(tmp_path / "corner.onnx")
+    images = corner_dataset(tmp_path / "data", 4)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for path, _ in images:
+        mask = np.zeros((SIDE, SIDE), dtype=np.uint8)
+        mask[:MARK, :MARK] = 255
+        Image.fromarray(mask, "L").save(masks / path.name)
+    result = occlude("bias", model, tmp_path / "data", "--masks", masks, "-o", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["per_class"]["1"]["flip_rate"] == 1.0 and doc["per_class"]["0"]["flip_rate"] == 0.0
+    assert all(row["region_pixels"] == MARK * MARK for row in doc["images"])
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, layer, img: channel_importance(layer, img, replacement="blur"), "replacement must be one of zero"),
+    (lambda m, layer, img: channel_importance(layer, img, channels=[]), "channels is empty"),
+    (lambda m, layer, img: channel_importance(layer, img, replacement="dataset"), "needs dataset_mean"),
+    (lambda m, layer, img: channel_importance(layer, img, replacement="dataset", dataset_mean=[1.0]),
+     "dataset_mean has 1 values; the tensor has 4 channels"),
+    (lambda m, layer, img: open_layer(m, "act", channel_axis=5), "channel_axis 5 is out of range"),
+    (lambda m, layer, img: open_layer(m, "logits"), "is a graph output"),
+    (lambda m, layer, img: open_layer(m, "flat"), "channel occlusion needs channels and at least one spatial axis"),
+    (lambda m, layer, img: spatial_occlusion(layer, img, patch=5), "patch (5) is larger than the area"),
+    (lambda m, layer, img: bias_image(m, img, box=(0, 0, 2, 2), controls=-1), "controls must be a whole number"),
+    (lambda m, layer, img: bias_image(m, img), "give exactly one region"),
+    (lambda m, layer, img: summarise_bias([], bootstrap=10), "no image could be measured"),
+    (lambda m, layer, img: stability(m, img, trials=0), "trials must be a whole number >= 1"),
+    (lambda m, layer, img: stability(m, img, amplitude="2/x"), "noise must be a number or a fraction"),
+    (lambda m, layer, img: stability(m, img, amplitude=1.5), "noise must be in [0, 1]"),
+])
+def test_bad_parameters_are_named(tmp_path, call, message):
+    model = OnnxClassifier(channel_model(tmp_path / "channel.onnx"))
+    image = _grey(tmp_path / "img.png", PIXELS)
+    layer = open_layer(model, "act")
+    with pytest.raises(OccludeError) as info:
+        call(model, layer, image)
+    assert message in str(info.value) and "\n" not in str(info.value)
