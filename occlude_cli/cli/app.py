@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover  (older typer on click)
 
 from .._version import __version__
 from ..errors import first_line
-from . import report, run, validate
+from . import analysis, report, run, validate
 from .common import EXIT_CODES_TEXT, ExitCode, print_error, stdout
 
 
@@ -87,6 +87,9 @@ app.command(epilog=run.INFO_EXAMPLES)(run.info)
 app.command(name="compare", epilog=validate.COMPARE_EXAMPLES)(validate.compare)
 app.command(name="check", epilog=validate.CHECK_EXAMPLES)(validate.check)
 app.command(epilog=report.REPORT_EXAMPLES)(report.report)
+app.command(epilog=analysis.LAYERS_EXAMPLES)(analysis.layers)
+app.command(epilog=analysis.BIAS_EXAMPLES)(analysis.bias)
+app.command(epilog=analysis.STABILITY_EXAMPLES)(analysis.stability)
 
 
 def main() -> None:

@@ -61,7 +61,8 @@ RUN_EXAMPLES = """
 SUMMARY_EXAMPLES = "[bold]Example[/]\n\n  occlude summary maps/ --json | jq '.counts'"
 INFO_EXAMPLES = ("[bold]Examples[/]\n\n  occlude info sample_models/efficientnet_lite0.onnx\n"
                  "  occlude info sample_models/digits_cnn.onnx --labels\n"
-                 "  occlude info model.onnx --json | jq .preprocessing")
+                 "  occlude info model.onnx --json | jq .preprocessing\n"
+                 "  occlude info sample_models/efficientnet_lite0.onnx --layers   [dim]# cut points for occlude layers[/]")
 
 
 @user_errors
@@ -321,10 +322,19 @@ def info(
     model: Annotated[Path, typer.Argument(help="ONNX classifier.")],
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     labels: Annotated[bool, typer.Option("--labels", help="List the class names with their indices.")] = False,
+    layers: Annotated[bool, typer.Option("--layers", help="List the inner tensors: op, shape, whether the model can be cut there (occlude layers --layer), receptive field.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
 ) -> None:
     """Show what occlude reads from a model: input, layout, size, preprocessing, head, labels, provider."""
     from ..explain import describe_model
+
+    if layers:
+        from ..loaders.model import Device
+        from .analysis import info_layers
+        from .common import ModelFlags
+
+        info_layers(model, json_out=json_out, model_flags=ModelFlags(device=Device(device)))
+        return
 
     document = describe_model(model, device=device)
     if json_out:
