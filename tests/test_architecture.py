@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "occlude_cli"
 
 LAYERS = {
-    "errors": 0, "_version": 0,
+    "errors": 0, "_version": 0, "_signals": 0,
     "core": 1,
     "loaders": 2,
     "explain": 3, "validate": 3, "layers": 3, "bias": 3, "stability": 3,
