@@ -4,7 +4,8 @@ Each round starts `occlude run` on a folder as a subprocess, kills it (SIGKILL, 
 ``--signal mixed``) at a random moment (seeded), possibly several times with `--resume` in between, then
 finishes with `--resume`. The round survives when the final folder holds exactly the files of an
 uninterrupted run, each byte-identical to it (the runs use --no-timing), no temporary file is left, every
-JSON parses strictly, and every output a JSON lists has its recorded size and sha256.
+JSON parses strictly, every output a JSON lists has its recorded size and sha256, and every SIGTERM
+exited 130 (or 0 when the run had already finished).
 
     python benchmarks/soak.py                 # 20 rounds of 24 images: about 6 minutes on a busy 2-core machine
     python benchmarks/soak.py --rounds 5 --images 10
@@ -125,6 +126,7 @@ def main() -> int:
             out = work / f"round{round_no}"
             kills = rng.randint(1, options.max_kills)
             moments = []
+            problems = []
             for k in range(kills):
                 proc = run(args, out, resume=k > 0)
                 delay = rng.uniform(0, full)
@@ -133,10 +135,13 @@ def main() -> int:
                 proc.send_signal(sig)
                 proc.communicate()
                 moments.append(f"{delay:.2f}s/{'KILL' if sig == signal.SIGKILL else 'TERM'}->{proc.returncode}")
+                if sig == signal.SIGTERM and proc.returncode not in (0, 130):  # README: SIGTERM exits 130
+                    problems.append(f"SIGTERM exited {proc.returncode}")
                 kills_total += 1
             proc = run(args, out, resume=True)
             _, err = proc.communicate()
-            problems = [f"final --resume exited {proc.returncode}: {err.strip()[:200]}"] if proc.returncode else []
+            if proc.returncode:
+                problems.append(f"final --resume exited {proc.returncode}: {err.strip()[:200]}")
             problems += check(out, ref)
             if not problems:
                 survived += 1
