@@ -251,7 +251,11 @@ def check(
     options = occlusion.options(patch=parse_hw(patch, "--patch") if patch is not None else None)
     style = render.style()
     classifier, preprocessing, class_names = model_flags.load(model)
-    images, problems = discover_inputs(paths, recursive=recursive)
+    notes: list = []
+    images, problems = discover_inputs(paths, recursive=recursive, exclude=[out], notes=notes)
+    if not quiet:
+        for path, note in notes:
+            stderr.print(f"[yellow]note:[/] {escape(one_line(str(path)))}: {escape(note)}")
     masks_root = masks.resolve() if masks is not None else None
     the_mask = mask.resolve() if mask is not None else None
     images = [  # masks are never inputs: *.mask.png, files under --masks, the --mask file

@@ -71,8 +71,8 @@ def _spread_corrections(scores, exact, chosen, measured, grid, step: int) -> np.
 
 def check_refine(step: int, budget: float) -> None:
     """The coarse step and budget of a refined run, checked once (the library's names in the messages)."""
-    if int(step) != step or step < 1:
-        raise OccludeError(f"refine_step (--refine-step) must be a whole number of at least 1, got {step}")
+    if int(step) != step or not 1 <= step <= 100:
+        raise OccludeError(f"refine_step (--refine-step) must be a whole number from 1 to 100, got {step}")
     if not (np.isfinite(budget) and 0 < budget <= 1):
         raise OccludeError(f"refine_budget (--refine-budget) must be in (0, 1], got {budget}")
 
