@@ -11,9 +11,11 @@ import os
 import re
 import stat
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -324,6 +326,63 @@ def summary_name(shard: Optional[Tuple[int, int]]) -> str:
     return "summary" if shard is None else f"summary.shard-{shard[0]}-of-{shard[1]}"
 
 
+def compute_image(model, path, *, options, preprocessing, labels, scales, metrics, progress=None):
+    """What one image needs from the model: its explanation (or scale study) and, with ``metrics``, the
+    faithfulness numbers. Runs in the executor (this process or a Ray actor); module-level so that Ray
+    workers can import it. Writes nothing."""
+    kwargs = dict(preprocessing=preprocessing, labels=labels, progress=progress)
+    if len(scales) > 1:
+        study = explain_scales(model, path, scales, options, **kwargs)
+        return study, ([faithfulness(e, model) for e in study.explanations] if metrics else None)
+    explanation = explain(model, path, options, **kwargs)
+    return explanation, (faithfulness(explanation, model) if metrics else None)
+
+
+class LocalExecutor:
+    """Computes images one after the other in this process (the default executor). Same interface as
+    :class:`occlude_cli.executors.ray_backend.RayExecutor`: ``map_images`` yields ``(item, result)`` in input
+    order, the result being the computed value or the exception the image raised; items whose path is None
+    pass through with None."""
+
+    def __init__(self, model: OnnxClassifier, on_windows: Optional[Callable[[int, int], None]] = None) -> None:
+        self.model = model
+        self.on_windows = on_windows
+
+    def map_images(self, items, compute_kwargs, *, compute=compute_image, path_of=lambda item: item):
+        for item in items:
+            path = path_of(item)
+            if path is None:
+                yield item, None
+                continue
+            try:
+                yield item, compute(self.model, path, progress=self.on_windows, **compute_kwargs)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # the image's own failure: recorded, the run goes on
+                yield item, exc
+
+    def shutdown(self) -> None:
+        pass
+
+
+@dataclass
+class _Plan:
+    """One image's decisions, made on the driver before any work: its output names, fingerprint and
+    whether --resume skips it (or why it cannot run)."""
+
+    image: InputImage
+    layout: _OutputNames
+    fingerprint: Optional[str] = None
+    image_sha: Optional[str] = None
+    skip: bool = False
+    error: Optional[str] = None
+
+
+# Writes (PNG encoding, JSON, hashing) run in one writer thread while the next image is computed; at most this
+# many images wait to be written, so memory stays bounded.
+MAX_PENDING_WRITES = 2
+
+
 def run_batch(
     model: OnnxClassifier,
     images: Sequence[InputImage],
@@ -342,6 +401,7 @@ def run_batch(
     aggregate: Optional[MapAggregate] = None,
     style=None,
     panels: bool = False,
+    executor=None,
     on_image_start: Optional[Callable[[InputImage], None]] = None,
     on_windows: Optional[Callable[[int, int], None]] = None,
     on_image_done: Optional[Callable[[InputImage, SummaryRow], None]] = None,
@@ -352,6 +412,10 @@ def run_batch(
     KEY.scales.json with their rank correlations. ``metrics`` adds deletion/insertion AUCs to the JSON.
     One image failing (unreadable, truncated, not an image) is recorded and the run goes on. Ctrl-C or
     SIGTERM (as KeyboardInterrupt) stops after the files already written, which are all complete.
+
+    ``executor`` computes the images (default :class:`LocalExecutor`; a RayExecutor spreads them over a
+    cluster); this process alone decides resume, writes every file (in a writer thread, overlapping the next
+    image's computation) and keeps the rows in input order, so the outputs are the same whichever executor ran.
     """
     out_dir = Path(out_dir)
     settings = {
@@ -369,65 +433,109 @@ def run_batch(
     look = {"style": style, "panels": panels} if style is not None else {"panels": panels}
     study = len(scales) > 1
     result = BatchResult()
-    for image in images:
-        layout = _OutputNames(image.key, scales if study else (), multiscale)
+    executor = executor or LocalExecutor(model, on_windows)
+
+    def plans():
+        for image in images:
+            plan = _Plan(image, _OutputNames(image.key, scales if study else (), multiscale))
+            if on_image_start:
+                on_image_start(image)
+            try:
+                regular, kind = _regular(image.path)
+                if not regular and kind in ("FIFO", "socket", "character device", "block device", "special file"):
+                    raise OccludeError(f"not a regular file ({kind}), not opened: {image.path}")
+                plan.image_sha = file_sha256(image.path) if regular else None
+                plan.fingerprint = run_fingerprint(model.sha256, plan.image_sha or "", settings)
+                plan.skip = bool(resume and plan.image_sha
+                                 and _existing_fingerprint(out_dir / plan.layout.marker) == plan.fingerprint
+                                 and verify_outputs(out_dir / plan.layout.marker) is None)
+            except OccludeError as exc:
+                plan.error = _one_line(str(exc))
+            except OSError as exc:
+                plan.error = _one_line(f"cannot read {image.path}: {exc.strerror or exc}")
+            yield plan
+
+    def write(plan: _Plan, outcome) -> Tuple[object, float]:
+        """Write one computed image (runs in the writer thread); returns (the explanation, write seconds)."""
         started = time.perf_counter()
-        if on_image_start:
-            on_image_start(image)
+        computed, measures = outcome
+        extra = {"fingerprint": plan.fingerprint, "image_sha256": plan.image_sha}
+        if study:
+            write_scale_study(computed, out_dir, plan.image.key, npy=npy, timing=timing, multiscale=multiscale,
+                              extra=extra, metrics=measures, **look)
+        else:
+            if measures is not None:
+                extra["metrics"] = measures
+            write_explanation(computed, out_dir, plan.image.key, npy=npy, all_classes=all_classes, timing=timing,
+                              extra=extra, **look)
+        return computed, time.perf_counter() - started
+
+    def finish(plan: _Plan, outcome, future) -> SummaryRow:
+        """The image's row, in input order, once its files are written (or why it failed)."""
+        image = plan.image
         try:
-            regular, kind = _regular(image.path)
-            if not regular and kind in ("FIFO", "socket", "character device", "block device", "special file"):
-                raise OccludeError(f"not a regular file ({kind}), not opened: {image.path}")
-            image_sha = file_sha256(image.path) if regular else None
-            fingerprint = run_fingerprint(model.sha256, image_sha or "", settings)
-            if (resume and image_sha and _existing_fingerprint(out_dir / layout.marker) == fingerprint
-                    and verify_outputs(out_dir / layout.marker) is None):
-                row = _skipped_row(out_dir / layout.record, image, out_dir, layout.marker)
+            if plan.error is not None:
+                return SummaryRow(path=str(image.path), status="failed", error=plan.error)
+            if plan.skip:
+                row = _skipped_row(out_dir / plan.layout.record, image, out_dir, plan.layout.marker)
                 if aggregate is not None:
-                    _aggregate_saved(aggregate, out_dir / layout.main_npy, out_dir / layout.record)
-            else:
-                extra = {"fingerprint": fingerprint, "image_sha256": image_sha}
-                kwargs = dict(preprocessing=preprocessing, labels=labels, progress=on_windows)
-                if study:
-                    result_study = explain_scales(model, image.path, scales, options, **kwargs)
-                    explanation = result_study.explanations[0]
-                    scale_metrics = [faithfulness(e, model) for e in result_study.explanations] if metrics else None
-                    write_scale_study(result_study, out_dir, image.key, npy=npy, timing=timing,
-                                      multiscale=multiscale, extra=extra, metrics=scale_metrics, **look)
-                    main_map = result_study.mean_map() if multiscale else explanation.map
-                else:
-                    explanation = explain(model, image.path, options, **kwargs)
-                    if metrics:
-                        extra["metrics"] = faithfulness(explanation, model)
-                    write_explanation(explanation, out_dir, image.key, npy=npy, all_classes=all_classes,
-                                      timing=timing, extra=extra, **look)
-                    main_map = explanation.map
-                if aggregate is not None:
-                    aggregate.add(main_map)
-                info = peak(explanation.map)
-                row = SummaryRow(
-                    path=str(image.path),
-                    status="ok",
-                    target_index=explanation.target,
-                    target_label=explanation.label(explanation.target),
-                    original_score=float(explanation.occlusion.original_scores[explanation.target]),
-                    peak_y=info["y"],
-                    peak_x=info["x"],
-                    peak_value=info["value"],
-                    seconds=round(time.perf_counter() - started, 3) if timing else None,
-                    output=layout.marker,
-                    warning="; ".join(explanation.warnings) or None,
-                )
+                    _aggregate_saved(aggregate, out_dir / plan.layout.main_npy, out_dir / plan.layout.record)
+                return row
+            if isinstance(outcome, BaseException):
+                raise outcome
+            computed, write_s = future.result()
+            explanation = computed.explanations[0] if study else computed
+            if aggregate is not None:
+                aggregate.add(computed.mean_map() if (study and multiscale) else explanation.map)
+            info = peak(explanation.map)
+            compute_s = float(explanation.timing.get("total_s", 0.0))
+            return SummaryRow(
+                path=str(image.path),
+                status="ok",
+                target_index=explanation.target,
+                target_label=explanation.label(explanation.target),
+                original_score=float(explanation.occlusion.original_scores[explanation.target]),
+                peak_y=info["y"],
+                peak_x=info["x"],
+                peak_value=info["value"],
+                seconds=round(compute_s + write_s, 3) if timing else None,
+                output=plan.layout.marker,
+                warning="; ".join(explanation.warnings) or None,
+            )
+        except OccludeError as exc:  # one line by design: a file name's line breaks are shown as \\n
+            return SummaryRow(path=str(image.path), status="failed", error=_one_line(str(exc)))
+        except Exception as exc:  # one bad image must never stop the rest: record what happened
+            return SummaryRow(path=str(image.path), status="failed", error=f"{type(exc).__name__}: {first_line(exc)}")
+
+    pending: Deque[Tuple[_Plan, object, Optional[Future]]] = deque()
+
+    def drain(block_until: int) -> None:
+        while pending and (len(pending) > block_until or pending[0][2] is None or pending[0][2].done()):
+            plan, outcome, future = pending.popleft()
+            row = finish(plan, outcome, future)
+            result.rows.append(row)
+            if on_image_done:
+                on_image_done(plan.image, row)
+
+    compute_kwargs = dict(options=options, preprocessing=preprocessing, labels=list(labels) if labels else None,
+                          scales=[tuple(s) for s in scales], metrics=metrics)
+
+    def path_of(plan: _Plan):
+        return None if (plan.skip or plan.error is not None) else plan.image.path
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="occlude-writer") as writer:
+        try:
+            for plan, outcome in executor.map_images(plans(), compute_kwargs, compute=compute_image, path_of=path_of):
+                runs = outcome is not None and not isinstance(outcome, BaseException)
+                pending.append((plan, outcome, writer.submit(write, plan, outcome) if runs else None))
+                drain(MAX_PENDING_WRITES)
         except KeyboardInterrupt:
             result.interrupted = True
-            break
-        except OccludeError as exc:  # one line by design: a file name's line breaks are shown as \\n
-            row = SummaryRow(path=str(image.path), status="failed", error=_one_line(str(exc)))
-        except Exception as exc:  # one bad image must never stop the rest: record what happened
-            row = SummaryRow(path=str(image.path), status="failed", error=f"{type(exc).__name__}: {first_line(exc)}")
-        result.rows.append(row)
-        if on_image_done:
-            on_image_done(image, row)
+        finally:
+            try:
+                drain(0)  # the writes already started finish (each file is atomic), then their rows are kept
+            except KeyboardInterrupt:
+                result.interrupted = True
     return result
 
 

@@ -5,6 +5,7 @@ error without the extra."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -275,3 +276,40 @@ def test_bad_model_and_bad_parameters_are_one_line_errors(ray_instance, tmp_path
         RayExecutor({"path": str(tmp_path / "missing.onnx"), "device": "cpu"}, workers=1)
     with pytest.raises(OccludeError, match=r"could not start 3 workers with 1 CPUs .* the cluster has \{'CPU': 2.0"):
         RayExecutor({"path": DIGITS, "device": "cpu"}, workers=3, start_timeout=3)
+
+
+# ------------------------------------------------------------------------------ occlude run --ray (the CLI)
+
+
+def _run_cli(*args, env=None):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "occlude_cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def test_run_with_ray_gives_the_local_outputs_byte_for_byte(tmp_path, ray_instance):
+    """The real CLI on a folder with a broken image, once locally and once on the (already running) local Ray
+    instance: the same files, byte for byte, the same summary and the same exit code."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("digit_0.png", "digit_3.png", "digit_7.png"):
+        (folder / name).write_bytes((SAMPLE_IMAGES / name).read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    address = ray_instance.get_runtime_context().gcs_address
+    local = _run_cli("run", DIGITS, folder, "--out", tmp_path / "local", "--no-timing", "-q")
+    on_ray = _run_cli("run", DIGITS, folder, "--out", tmp_path / "ray", "--no-timing", "-q", "--ray", address,
+                      "--workers", "2")
+    assert local.returncode == on_ray.returncode == 3, (local.stderr, on_ray.stderr)
+    assert _files(tmp_path / "local") == _files(tmp_path / "ray")
+    summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert summary["counts"] == {"ok": 3, "failed": 1, "skipped": 0}
+
+
+def test_run_with_ray_without_the_extra_is_one_line(tmp_path):
+    code = ("import sys; sys.modules['ray'] = None; from occlude_cli.cli.app import main; "
+            f"sys.argv = ['occlude', 'run', {str(DIGITS)!r}, {str(SAMPLE_IMAGES / 'digit_0.png')!r}, '--out', "
+            f"{str(tmp_path / 'o')!r}, '--ray']; main()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["error: running on Ray needs the ray extra: pip install 'occlude[ray]'"]

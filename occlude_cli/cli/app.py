@@ -92,10 +92,21 @@ app.command(epilog=analysis.BIAS_EXAMPLES)(analysis.bias)
 app.command(epilog=analysis.STABILITY_EXAMPLES)(analysis.stability)
 
 
+def normalise_argv(argv: list) -> list:
+    """`--ray` given alone (last, or followed by another option) means `--ray local`: Typer has no options
+    with an optional value."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--ray" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append("local")
+    return out
+
+
 def main() -> None:
     """Console entry point: Typer, plus a last guard so that no traceback reaches the user."""
     try:
-        app()
+        app(args=normalise_argv(sys.argv[1:]))
     except SystemExit:
         raise
     except Exception as exc:  # a bug: say so in one line; OCCLUDE_DEBUG=1 shows the traceback

@@ -90,6 +90,9 @@ def run(
     json_out: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON on stdout (nothing else goes to stdout).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, no per-image lines and no table; errors still go to stderr.")] = False,
     report: Annotated[bool, typer.Option("--report", help="Also write OUT/index.html, an HTML report of the run (see `occlude report`).")] = False,
+    ray: Annotated[Optional[str], typer.Option("--ray", metavar="[ADDRESS]", help="Run the images on Ray (needs the ray extra): alone or 'local' starts a Ray instance on this machine, 'auto' joins the cluster of `ray start`, HOST:PORT or ray://HOST:10001 connects to one. The outputs, summary and exit code are the same as without --ray; this process writes every file.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="With --ray: actors, each with its own model session \\[default: the cluster's CPUs // --threads, or GPUs // --gpus-per-worker].")] = None,
+    gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", help="With --ray: GPUs per actor (0.5 = two actors share a GPU); actors with a GPU use CUDA.")] = 0.0,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     render: RenderFlags = None,  # type: ignore[assignment]
@@ -123,6 +126,8 @@ def run(
         refine_step=refine_step, refine_budget=refine_budget,
     )
     shard_spec = parse_shard(shard)
+    if ray is None and (workers is not None or gpus_per_worker):
+        raise OccludeError("--workers and --gpus-per-worker need --ray")
     style = render.style()
     classifier, preprocessing, class_names = model_flags.load(model)
     plan = None
@@ -185,13 +190,18 @@ def run(
             if row.warning and not quiet:
                 stderr.print(f"[yellow]warning:[/] {escape(one_line(row.path))}: {escape(row.warning)}")
 
-        result = run_batch(
-            classifier, images, out, options, preprocessing=preprocessing, labels=class_names, npy=npy,
-            all_classes=all_classes, timing=timing, resume=resume, metrics=metrics, scales=scales,
-            multiscale=multiscale, aggregate=aggregate_maps, style=style, panels=render.panels,
-            on_image_start=on_image_start,
-            on_windows=on_windows if show_progress else None, on_image_done=on_image_done,
-        )
+        executor = _executor(ray, workers, gpus_per_worker, classifier, model_flags, quiet or json_out) if ray else None
+        try:
+            result = run_batch(
+                classifier, images, out, options, preprocessing=preprocessing, labels=class_names, npy=npy,
+                all_classes=all_classes, timing=timing, resume=resume, metrics=metrics, scales=scales,
+                multiscale=multiscale, aggregate=aggregate_maps, style=style, panels=render.panels,
+                executor=executor, on_image_start=on_image_start,
+                on_windows=on_windows if show_progress else None, on_image_done=on_image_done,
+            )
+        finally:
+            if executor is not None:
+                executor.shutdown()
     rows = result.rows + [SummaryRow(path=arg, status="failed", error=problem) for arg, problem in problems]
     write_summary(rows, out, summary_name(shard_spec))
     if aggregate_maps is not None:
@@ -228,6 +238,35 @@ def _memory_plan(classifier, preprocessing, options, patch_stride, all_classes: 
     plan = plan_memory(size, preprocessing.channels, itemsize, windows=windows, classes=classifier.num_classes,
                        requested_batch=requested, all_classes=all_classes, targets=options.top_k)
     return plan if previous is None or plan.batch_size < previous.batch_size else previous
+
+
+def ray_address(value: str) -> Optional[str]:
+    """--ray's value: None for a local instance, else the address to join."""
+    import re
+
+    if value == "local":
+        return None
+    if value == "auto" or value.startswith("ray://") or re.fullmatch(r"[\w.-]+:\d+", value):
+        return value
+    raise OccludeError(f"--ray takes local, auto, HOST:PORT or ray://HOST:PORT, got {value!r} "
+                       "(put --ray after the inputs, or write --ray=ADDRESS)")
+
+
+def _executor(ray, workers, gpus_per_worker, classifier, model_flags, quiet):
+    """A RayExecutor for the run: actors rebuild the model from its file with the same flags."""
+    from ..executors.ray_backend import RayExecutor, model_spec_of
+
+    if workers is not None and workers < 1:
+        raise OccludeError(f"--workers must be at least 1, got {workers}")
+    if not (gpus_per_worker == gpus_per_worker and 0.0 <= gpus_per_worker <= 64):
+        raise OccludeError(f"--gpus-per-worker must be between 0 and 64, got {gpus_per_worker}")
+    spec = model_spec_of(classifier)
+    if gpus_per_worker > 0:
+        spec["device"] = "cuda"
+    threads = model_flags.threads or 1
+    spec["threads"] = threads
+    return RayExecutor(spec, address=ray_address(ray), workers=workers, threads_per_worker=threads,
+                       gpus_per_worker=gpus_per_worker, quiet=quiet)
 
 
 def _failure_text(row) -> str:
