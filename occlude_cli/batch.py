@@ -326,11 +326,13 @@ def summary_name(shard: Optional[Tuple[int, int]]) -> str:
     return "summary" if shard is None else f"summary.shard-{shard[0]}-of-{shard[1]}"
 
 
-def compute_image(model, path, *, options, preprocessing, labels, scales, metrics, progress=None):
+def compute_image(model, path, *, options, preprocessing, labels, scales, metrics, progress=None, executor=None):
     """What one image needs from the model: its explanation (or scale study) and, with ``metrics``, the
     faithfulness numbers. Runs in the executor (this process or a Ray actor); module-level so that Ray
     workers can import it. Writes nothing."""
     kwargs = dict(preprocessing=preprocessing, labels=labels, progress=progress)
+    if executor is not None:  # the windows of this one image are scored in parallel elsewhere
+        kwargs["executor"] = executor
     if len(scales) > 1:
         study = explain_scales(model, path, scales, options, **kwargs)
         return study, ([faithfulness(e, model) for e in study.explanations] if metrics else None)
@@ -344,9 +346,11 @@ class LocalExecutor:
     order, the result being the computed value or the exception the image raised; items whose path is None
     pass through with None."""
 
-    def __init__(self, model: OnnxClassifier, on_windows: Optional[Callable[[int, int], None]] = None) -> None:
+    def __init__(self, model: OnnxClassifier, on_windows: Optional[Callable[[int, int], None]] = None,
+                 window_executor=None) -> None:
         self.model = model
         self.on_windows = on_windows
+        self.window_executor = window_executor  # e.g. a RayExecutor scoring one huge image's windows
 
     def map_images(self, items, compute_kwargs, *, compute=compute_image, path_of=lambda item: item):
         for item in items:
@@ -355,7 +359,8 @@ class LocalExecutor:
                 yield item, None
                 continue
             try:
-                yield item, compute(self.model, path, progress=self.on_windows, **compute_kwargs)
+                extra = {"executor": self.window_executor} if self.window_executor is not None else {}
+                yield item, compute(self.model, path, progress=self.on_windows, **compute_kwargs, **extra)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # the image's own failure: recorded, the run goes on

@@ -270,11 +270,15 @@ def explain(
     preprocessing: Optional[Preprocessing] = None,
     labels: Optional[Sequence[str]] = None,
     progress: Optional[Callable[[int, int], None]] = None,
+    executor=None,
     **overrides,
 ) -> Explanation:
     """Explain one image: load (if paths), preprocess, occlude, and return the maps.
 
     ``options`` or keyword overrides (``patch=32``, ``baseline="blur"``, ...) set the run; see ExplainOptions.
+    ``executor``: an object with ``score_windows(inputs, baseline, windows, None, *, batch_size, spatial_axes,
+    progress, score_kind)`` (a RayExecutor) that scores the windows elsewhere, in parallel chunks; the engine
+    aggregates them as usual, so the map is the local one.
     """
     started = time.perf_counter()
     options, classifier, preprocessing, labels, patch, stride, prepared, region = _setup(
@@ -302,6 +306,10 @@ def explain(
     windows = window_grid(preprocessing.size, patch, stride, region)
     window_scorer, incremental = _incremental(model, options, head, sample, baseline, patch, len(windows),
                                               preprocessing, batch_size)
+    if executor is not None and window_scorer is None:
+        def window_scorer(inputs, base, chunk, score, *, batch_size, spatial_axes, progress=None):
+            return executor.score_windows(inputs, base, chunk, None, batch_size=batch_size,
+                                          spatial_axes=spatial_axes, progress=progress, score_kind=head)
     prepared_at = time.perf_counter()
     common = dict(patch=patch, stride=stride, baseline=baseline, spatial_axes=preprocessing.spatial_axes,
                   batch_size=batch_size, region=region, progress=progress, original_scores=original,
@@ -335,6 +343,9 @@ def explain(
             "region": list(region) if region is not None else None,
             "refine": {"step": options.refine_step, "budget": options.refine_budget} if options.refine else None,
             "incremental": incremental,
+            **({"parallel_scoring": {"backend": type(executor).__name__,
+                                     "workers": getattr(executor, "workers", None)}}
+               if executor is not None and incremental.get("used") is False else {}),
             "preprocessing": preprocessing.describe(),
             "occlude_version": __version__,
         },

@@ -313,3 +313,19 @@ def test_run_with_ray_without_the_extra_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == ["error: running on Ray needs the ray extra: pip install 'occlude[ray]'"]
+
+
+def test_one_image_on_ray_is_scored_in_window_chunks_with_the_local_map(tmp_path, ray_instance):
+    address = ray_instance.get_runtime_context().gcs_address
+    image = SAMPLE_IMAGES / "digit_7.png"
+    local = _run_cli("run", DIGITS, image, "--out", tmp_path / "local", "--no-timing", "-q", "--patch", "2",
+                     "--stride", "1", "--all-classes")
+    on_ray = _run_cli("run", DIGITS, image, "--out", tmp_path / "ray", "--no-timing", "-q", "--patch", "2",
+                      "--stride", "1", "--all-classes", "--ray", address, "--workers", "2")
+    assert local.returncode == on_ray.returncode == 0, (local.stderr, on_ray.stderr)
+    for name in ("digit_7.npy", "digit_7.classes.npy"):
+        np.testing.assert_allclose(np.load(tmp_path / "ray" / name), np.load(tmp_path / "local" / name),
+                                   rtol=1e-6, atol=1e-7)
+    record = json.loads((tmp_path / "ray" / "digit_7.json").read_text())
+    assert record["map_info"]["windows"] == 49
+    assert record["params"]["parallel_scoring"] == {"backend": "RayExecutor", "workers": 2}

@@ -191,12 +191,18 @@ def run(
                 stderr.print(f"[yellow]warning:[/] {escape(one_line(row.path))}: {escape(row.warning)}")
 
         executor = _executor(ray, workers, gpus_per_worker, classifier, model_flags, quiet or json_out) if ray else None
+        # One image on Ray: its windows are split into chunks scored by the actors (the engine aggregates)
+        images_executor = executor
+        if executor is not None and len(images) == 1:
+            from ..batch import LocalExecutor
+
+            images_executor = LocalExecutor(classifier, on_windows if show_progress else None, window_executor=executor)
         try:
             result = run_batch(
                 classifier, images, out, options, preprocessing=preprocessing, labels=class_names, npy=npy,
                 all_classes=all_classes, timing=timing, resume=resume, metrics=metrics, scales=scales,
                 multiscale=multiscale, aggregate=aggregate_maps, style=style, panels=render.panels,
-                executor=executor, on_image_start=on_image_start,
+                executor=images_executor, on_image_start=on_image_start,
                 on_windows=on_windows if show_progress else None, on_image_done=on_image_done,
             )
         finally:
