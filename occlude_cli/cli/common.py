@@ -37,7 +37,7 @@ class ExitCode(enum.IntEnum):
 
 EXIT_CODES_TEXT = (
     "Exit codes: 0 ok, 1 error (model, flags, output folder), 2 usage error, 3 some images failed, "
-    "4 a check failed (occlude check), 130 interrupted."
+    "4 a check failed (occlude check, occlude bias thresholds), 130 interrupted."
 )
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
