@@ -136,7 +136,7 @@ def layers(
     timing: Annotated[bool, typer.Option("--timing/--no-timing", help="Record timings in the JSON.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print layers.json on stdout (nothing else).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table; errors still go to stderr.")] = False,
-    model_flags: ModelFlags = None,  # type: ignore[assignment]  (filled in by with_flags)
+    model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Occlude inside the model: the target score's drop when each channel of an inner tensor is replaced."""
@@ -284,7 +284,7 @@ def bias(
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print bias.json on stdout (nothing else).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table; errors still go to stderr.")] = False,
-    model_flags: ModelFlags = None,  # type: ignore[assignment]  (filled in by with_flags)
+    model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Dataset bias: how much does occluding the same suspected region in every image move the predictions?"""
@@ -394,7 +394,7 @@ def stability(
     timing: Annotated[bool, typer.Option("--timing/--no-timing", help="Record timings in the JSON.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print STEM.stability.json on stdout (nothing else).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
-    model_flags: ModelFlags = None,  # type: ignore[assignment]  (filled in by with_flags)
+    model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Is the explanation stable? Maps of seeded noisy copies compared with the clean map; with --box, the patch test."""
