@@ -17,14 +17,16 @@ import numpy as np
 
 from .core.metrics import peak
 from .errors import OccludeError, first_line
-from .explain import ExplainOptions, explain, explain_scales
+from .explain import ExplainOptions, VolumeExplanation, explain, explain_scales
 from .loaders.images import Preprocessing
 from .loaders.model import OnnxClassifier, file_sha256
 from .outputs.records import SUMMARY_FIELDS, SummaryRow, summary_document  # noqa: F401  (re-exported)
+from .outputs.volumes import write_volume_explanation
 from .outputs.write import write_aggregate, write_explanation, write_scale_study, write_summary  # noqa: F401
 from .validate import faithfulness
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
+MEDICAL_SUFFIXES = (".dcm", ".nii", ".nii.gz")  # plus suffix-less files with the DICOM marker (issue 12)
 _GLOB_CHARS = set("*?[")
 
 
@@ -37,12 +39,21 @@ class InputImage:
 
 
 def _is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    if path.suffix.lower() in IMAGE_SUFFIXES or path.name.lower().endswith(MEDICAL_SUFFIXES):
+        return True
+    from .loaders.medical import is_dicom_file  # DICOM files often have no suffix
+
+    return path.suffix == "" and is_dicom_file(path)
 
 
-def _expand(arg: str, recursive: bool) -> Tuple[List[Path], Path, Optional[str]]:
-    """Files named by one PATH argument, the folder their output names are relative to, and an error."""
+def _expand(arg: str, recursive: bool, series: bool = False) -> Tuple[List[Path], Path, Optional[str]]:
+    """Files named by one PATH argument, the folder their output names are relative to, and an error.
+    With ``series`` a folder is one input (a DICOM series), named after the folder."""
     path = Path(arg)
+    if series:
+        if not path.is_dir():
+            return [], path.parent, f"series: {path} is not a folder of DICOM slices"
+        return [path], path.resolve().parent, None
     if any(c in arg for c in _GLOB_CHARS) and not path.exists():
         matches = sorted(Path(p) for p in glob.glob(arg, recursive=True) if Path(p).is_file())
         base = Path(*[part for part in Path(arg).parts[: _first_magic(Path(arg).parts)]]) if Path(arg).parts else Path(".")
@@ -68,7 +79,8 @@ def _first_magic(parts: Sequence[str]) -> int:
     return len(parts)
 
 
-def discover_inputs(args: Iterable[str], recursive: bool = False) -> Tuple[List[InputImage], List[Tuple[str, str]]]:
+def discover_inputs(args: Iterable[str], recursive: bool = False,
+                    series: bool = False) -> Tuple[List[InputImage], List[Tuple[str, str]]]:
     """Expand files, folders and globs into images with unique output keys.
 
     Returns the images (sorted by key) and the (argument, error) pairs of arguments that named nothing.
@@ -79,14 +91,14 @@ def discover_inputs(args: Iterable[str], recursive: bool = False) -> Tuple[List[
     seen = set()
     problems: List[Tuple[str, str]] = []
     for arg in args:
-        files, base, error = _expand(str(arg), recursive)
+        files, base, error = _expand(str(arg), recursive, series)
         if error:
             problems.append((str(arg), error))
         for file in files:
             resolved = file.resolve()
             if resolved not in seen:
                 seen.add(resolved)
-                found[file] = _strip_suffix(os.path.relpath(file, base))
+                found[file] = _strip_suffix(os.path.relpath(file.resolve() if series else file, base))
     keys = list(found.values())
     if len(set(keys)) != len(keys):
         common = Path(os.path.commonpath([str(p.resolve().parent) for p in found]))
@@ -99,6 +111,8 @@ def discover_inputs(args: Iterable[str], recursive: bool = False) -> Tuple[List[
 
 
 def _strip_suffix(relative: str) -> str:
+    if relative.lower().endswith(".nii.gz"):
+        return relative[: -len(".nii.gz")]
     root, ext = os.path.splitext(relative)
     return root if ext else relative
 
@@ -123,6 +137,14 @@ def take_shard(images: Sequence[InputImage], shard: Optional[Tuple[int, int]]) -
     k, n = shard
     ordered = sorted(images, key=lambda item: item.key)
     return ordered[k - 1 :: n]
+
+
+def folder_sha256(folder: Path) -> str:
+    """Fingerprint of a DICOM series folder for --resume: every file's name, size and content hash."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest.update(f"{file.name}\0{file.stat().st_size}\0{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
 
 
 def run_fingerprint(model_sha256: str, image_sha256: str, settings: dict) -> str:
@@ -200,6 +222,7 @@ def run_batch(
     aggregate: Optional[MapAggregate] = None,
     style=None,
     panels: bool = False,
+    nifti: bool = True,
     on_image_start: Optional[Callable[[InputImage], None]] = None,
     on_windows: Optional[Callable[[int, int], None]] = None,
     on_image_done: Optional[Callable[[InputImage, SummaryRow], None]] = None,
@@ -223,6 +246,7 @@ def run_batch(
         "multiscale": multiscale,
         "style": style.describe() if style is not None else None,
         "panels": panels,
+        "nifti": nifti,
     }
     look = {"style": style, "panels": panels} if style is not None else {"panels": panels}
     study = len(scales) > 1
@@ -233,7 +257,8 @@ def run_batch(
         if on_image_start:
             on_image_start(image)
         try:
-            image_sha = file_sha256(image.path) if image.path.is_file() else None
+            image_sha = (file_sha256(image.path) if image.path.is_file()
+                         else folder_sha256(image.path) if image.path.is_dir() else None)
             fingerprint = run_fingerprint(model.sha256, image_sha or "", settings)
             if resume and image_sha and _existing_fingerprint(out_dir / layout.marker) == fingerprint:
                 row = _skipped_row(out_dir / layout.record, image, out_dir, layout.marker)
@@ -251,10 +276,16 @@ def run_batch(
                     main_map = result_study.mean_map() if multiscale else explanation.map
                 else:
                     explanation = explain(model, image.path, options, **kwargs)
-                    if metrics:
+                    if isinstance(explanation, VolumeExplanation):  # medical inputs (issue 12)
+                        if metrics:
+                            raise OccludeError("metrics are not available for medical inputs yet")
+                        write_volume_explanation(explanation, out_dir, image.key, npy=npy, nifti=nifti,
+                                                 timing=timing, extra=extra, **look)
+                    elif metrics:
                         extra["metrics"] = faithfulness(explanation, model)
-                    write_explanation(explanation, out_dir, image.key, npy=npy, all_classes=all_classes,
-                                      timing=timing, extra=extra, **look)
+                    if not isinstance(explanation, VolumeExplanation):
+                        write_explanation(explanation, out_dir, image.key, npy=npy, all_classes=all_classes,
+                                          timing=timing, extra=extra, **look)
                     main_map = explanation.map
                 if aggregate is not None:
                     aggregate.add(main_map)

@@ -22,6 +22,7 @@ from ..core.baselines import BASELINES
 from ..errors import OccludeError
 from .common import (
     ExitCode,
+    MedicalFlags,
     ModelFlags,
     OcclusionFlags,
     RenderFlags,
@@ -50,6 +51,9 @@ RUN_EXAMPLES = """
   occlude run model.onnx img.png --patch 8,16,32 --multiscale       [dim]# is the map stable across patch sizes?[/]
   occlude run model.onnx img.png --metrics                          [dim]# + deletion/insertion AUC in the JSON[/]
   occlude run binary.onnx xray.png --score logit                    [dim]# a one-logit head, explained as its logit[/]
+  occlude run ct2d.onnx slice.dcm --window bone                     [dim]# a DICOM slice, CT bone window[/]
+  occlude run lesion3d.onnx scan.nii.gz --patch 8x8x8 --stride 4    [dim]# a 3-D model on a NIfTI volume[/]
+  occlude run lesion3d.onnx series_dir/ --series                    [dim]# a DICOM series as one volume[/]
 
 [bold]Baselines[/] (--baseline)
 
@@ -62,12 +66,12 @@ INFO_EXAMPLES = ("[bold]Examples[/]\n\n  occlude info sample_models/efficientnet
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags)
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags, medical=MedicalFlags)
 def run(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx) with one image input and a (batch, classes) output.")],
     paths: Annotated[List[str], typer.Argument(help="Image files, folders or glob patterns ('data/**/*.png').", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; keeps the inputs' relative folder layout.")] = Path("occlude-out"),
-    patch: Annotated[Optional[str], typer.Option(help="Occluding patch, N or HxW in model-input pixels \\[default: 1/14 of the input side, 16 on 224]. Several (8,16,32): one map per patch size plus their rank correlations in STEM.scales.json.")] = None,
+    patch: Annotated[Optional[str], typer.Option(help="Occluding patch, N, HxW or DxHxW (3-D models) in model-input pixels \\[default: 1/14 of the input side, 16 on 224; 1/4 of each side for 3-D models]. Several (8,16,32): one map per patch size plus their rank correlations in STEM.scales.json.")] = None,
     multiscale: Annotated[bool, typer.Option("--multiscale", help="With several --patch sizes: also write STEM.multiscale.* (the mean of the maps, each scaled to [-1, 1]).")] = False,
     metrics: Annotated[bool, typer.Option("--metrics", help="Add the map's deletion and insertion curves and AUCs (Petsiuk et al. 2018) to the JSON; 102 extra forward passes.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", help="Also compute the maps of the K best classes (no extra inference); saved as STEM.topk.npy.")] = 1,
@@ -89,6 +93,7 @@ def run(
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     render: RenderFlags = None,  # type: ignore[assignment]
+    medical: MedicalFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Explain images with an ONNX classifier: writes STEM.overlay.png, STEM.heatmap.png, STEM.json, STEM.npy."""
     from ..batch import (
@@ -111,14 +116,14 @@ def run(
         raise OccludeError(f"--top-k must be at least 1, got {top_k}")
     options = occlusion.options(
         patch=scales[0] if scales else None, top_k=top_k, region=region_values(region), refine=refine,
-        refine_step=refine_step, refine_budget=refine_budget,
+        refine_step=refine_step, refine_budget=refine_budget, **medical.fields(),
     )
     shard_spec = parse_shard(shard)
     style = render.style()
     classifier, preprocessing, class_names = model_flags.load(model)
     for patch_size in scales or [options.patch]:
         check_run(ExplainOptions(**{**options.__dict__, "patch": patch_size}), preprocessing, classifier, class_names)
-    images, problems = discover_inputs(paths, recursive=recursive)
+    images, problems = discover_inputs(paths, recursive=recursive, series=medical.series)
     images = take_shard(images, shard_spec)
     if dry_run:
         _dry_run(classifier, images, problems, options, preprocessing, class_names, json_out)
@@ -165,7 +170,7 @@ def run(
             classifier, images, out, options, preprocessing=preprocessing, labels=class_names, npy=npy,
             all_classes=all_classes, timing=timing, resume=resume, metrics=metrics, scales=scales,
             multiscale=multiscale, aggregate=aggregate_maps, style=style, panels=render.panels,
-            on_image_start=on_image_start,
+            nifti=medical.nifti, on_image_start=on_image_start,
             on_windows=on_windows if show_progress else None, on_image_done=on_image_done,
         )
     rows = result.rows + [SummaryRow(path=arg, status="failed", error=problem) for arg, problem in problems]
