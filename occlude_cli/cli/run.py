@@ -80,6 +80,7 @@ def run(
     refine: Annotated[bool, typer.Option("--refine", help="Coarse-to-fine: score every --refine-step-th window, interpolate the rest, then score exactly where the drop is largest, within --refine-budget. Use with overlapping windows (stride <= patch/4).")] = False,
     refine_step: Annotated[int, typer.Option("--refine-step", help="With --refine: coarse pass takes every N-th window along each axis (1 to 100).")] = 3,
     refine_budget: Annotated[float, typer.Option("--refine-budget", help="With --refine: forward passes allowed, as a fraction of the exact map's, in (0, 1].")] = 0.25,
+    baseline_check: Annotated[bool, typer.Option("--baseline-check", help="Compare baselines instead of making maps: occlude the same 16 seeded random windows (--seed) with zero, mean, blur, tissue, p10, noise (and inpaint for 2-D) and report the mean change of the top-1 confidence; a table and OUT/baseline_check.json.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the number of windows and forward passes and a time estimate from one timed batch; run nothing else.")] = False,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.")] = False,
     npy: Annotated[bool, typer.Option("--npy/--no-npy", help="Write STEM.npy (the map as float32).")] = True,
@@ -127,6 +128,9 @@ def run(
     images = take_shard(images, shard_spec)
     if dry_run:
         _dry_run(classifier, images, problems, options, preprocessing, class_names, json_out)
+        return
+    if baseline_check:
+        _baseline_check(classifier, images, problems, options, preprocessing, class_names, out, json_out, quiet)
         return
     check_output_folder(out)
     if classifier.batch_note and not quiet:
@@ -224,6 +228,43 @@ def _dry_run(classifier, images, problems, options, preprocessing, labels, json_
         f"{plan['seconds_per_forward_pass'] * 1000:.1f} ms per pass; "
         f"estimated {plan['estimated_s']:.1f} s per image, {plan['estimated_total_s']:.1f} s in all"
     )
+
+
+def _baseline_check(classifier, images, problems, options, preprocessing, labels, out: Path, json_out: bool,
+                    quiet: bool) -> None:
+    """--baseline-check: per input, the drift of the top-1 confidence under each baseline (issue 12)."""
+    from ..explain import baseline_check
+    from ..outputs.volumes import write_baseline_check
+
+    for _, problem in problems:
+        print_error(problem)
+    if not images:
+        raise OccludeError("nothing to check: no readable input")
+    check_output_folder(out)
+    documents, failed = [], 0
+    for image in images:
+        try:
+            documents.append(baseline_check(classifier, image.path, None, options, preprocessing=preprocessing,
+                                            labels=labels))
+        except OccludeError as exc:
+            failed += 1
+            print_error(f"{image.path}: {exc}")
+    write_baseline_check(documents, out)
+    if json_out:
+        sys.stdout.write(json.dumps({"inputs": documents}, indent=2) + "\n")
+    elif not quiet:
+        for document in documents:
+            table = Table(title=escape(f"baselines on {one_line(document['path'])}: top-1 {document['target']['index']} "
+                                       f"{document['score']['kind']} {document['score']['original']:.4f}, "
+                                       f"{document['copies']} random windows"), title_justify="left")
+            for name in ("baseline", "mean change", "mean |change|", "max |change|", "top-1 flips"):
+                table.add_column(name)
+            for r in document["baselines"]:
+                table.add_row(r["baseline"], f"{r['mean_change']:+.4f}", f"{r['mean_abs_change']:.4f}",
+                              f"{r['max_abs_change']:.4f}", f"{r['top1_flips']:.0%}")
+            stdout.print(table)
+    if failed:
+        raise typer.Exit(ExitCode.IMAGES_FAILED)
 
 
 def shorten_path(path: str, width: int) -> str:

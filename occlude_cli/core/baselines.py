@@ -32,7 +32,7 @@ BASELINES: Dict[str, str] = {
     "noise": "uniform random pixels in 0..255, seeded by --seed (deterministic)",
     "tissue": "the mean of the foreground: pixels/voxels above the image's Otsu threshold (tissue, not air); "
               "a patch of average tissue, in distribution for CT/MR where the image mean is mostly air",
-    "pNN": "the image's own NN-th intensity percentile, e.g. p10 (dark tissue) or p50 (the median)",
+    "p10": "the image's own 10th intensity percentile; any pNN works (p50: the median), per channel",
     "inpaint": "each window filled from its surroundings (scikit-image biharmonic inpainting, computed per "
                "window: slow, ~40 ms per window on 2 cores for a 16x16 patch; 2-D only)",
     "V or R,G,B": "a constant in pixel units (0..255), one value or one per channel in RGB order",
@@ -156,7 +156,7 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 
 
 # Baselines that make sense in a model's input space for volumes (no 0..255 pixel space there).
-VOLUME_BASELINES = ("zero", "mean", "blur", "noise", "tissue", "pNN", "inpaint", "V (model-input units)")
+VOLUME_BASELINES = ("zero", "mean", "blur", "noise", "tissue", "p10", "V (model-input units)")
 
 
 def make_input_baseline(

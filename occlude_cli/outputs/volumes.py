@@ -143,6 +143,11 @@ def write_volume_explanation(
     return written
 
 
+def write_baseline_check(documents: Sequence[dict], out_dir) -> Path:
+    """OUT/baseline_check.json: one document of :func:`occlude_cli.explain.baseline_check` per input."""
+    return atomic_write_json(Path(out_dir) / "baseline_check.json", {"schema": 1, "inputs": list(documents)})
+
+
 def map_grid(values: np.ndarray) -> list:
     """Nested JSON-safe lists of any dimension (null where not finite)."""
     values = np.asarray(values, dtype=np.float64)
@@ -151,4 +156,5 @@ def map_grid(values: np.ndarray) -> list:
     return [map_grid(v) for v in values]
 
 
-__all__: Sequence[str] = ("montage_png", "planes_png", "volume_record", "write_volume_explanation")
+__all__: Sequence[str] = ("montage_png", "planes_png", "volume_record", "write_baseline_check",
+                          "write_volume_explanation")
