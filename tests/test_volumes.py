@@ -431,3 +431,64 @@ def test_monai_occlusion_sensitivity_agrees_on_the_lesion_model():
     original = e.occlusion.original_scores
     for c in range(2):
         np.testing.assert_allclose(original[c] - theirs[c], e.occlusion.attribution(c), atol=2e-6)
+
+
+# ------------------------------------------------------------------------------- flags and metadata
+
+
+def test_volume_index_picks_one_volume_of_a_4d_nifti_and_no_nifti_skips_the_map(tmp_path):
+    source = nibabel.load(str(LESION))
+    data = np.asarray(source.dataobj).astype(np.int16)
+    four = nibabel.Nifti1Image(np.stack([np.zeros_like(data), data], axis=-1), source.affine)
+    path = tmp_path / "four.nii.gz"
+    nibabel.save(four, str(path))
+    result = runner.invoke(app, ["run", str(LESION3D), str(path), "--out", str(tmp_path / "x"), "--quiet"])
+    assert result.exit_code == 3 and "volume_index" in result.output
+    for name, flags in (("picked", ["--volume-index", "1"]), ("plain", [])):
+        src = path if flags else LESION
+        result = runner.invoke(app, ["run", str(LESION3D), str(src), "--out", str(tmp_path / name), "--quiet",
+                                     "--no-nifti", *flags])
+        assert result.exit_code == 0, result.output
+    stem = {"picked": "four", "plain": "lesion_volume"}
+    np.testing.assert_array_equal(np.load(tmp_path / "picked" / "four.npy"),
+                                  np.load(tmp_path / "plain" / "lesion_volume.npy"))
+    for name in ("picked", "plain"):
+        assert not (tmp_path / name / f"{stem[name]}.map.nii.gz").exists()
+
+
+def test_zscore_metadata_of_a_model_is_honoured_and_flags_override_it(tmp_path):
+    import onnx
+
+    from occlude_cli.loaders.medical import normalize_range, zscore
+
+    shape, box = (8, 8, 8), (2, 2, 2, 6, 6, 6)
+    path = box_probe(tmp_path, shape, box)
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {"occlude.preprocess": json.dumps(
+        {"layout": "NCDHW", "zscore": {"mask_threshold": 0.7}})})
+    path.write_bytes(model.SerializeToString())
+    data = np.random.default_rng(7).uniform(0.0, 2.0, size=shape).astype(np.float32)
+    volume = Volume(data=data, spacing=(1.0, 1.0, 1.0), affine=np.eye(4), kind="nifti")
+    e = explain(path, volume, patch=4, score="raw")
+    np.testing.assert_allclose(e.image.model_input[0], zscore(data, 0.7), rtol=1e-6)
+    assert e.params["preprocessing"]["zscore_threshold"] == 0.7
+    e = explain(path, volume, patch=4, score="raw", intensity_range=(0.0, 4.0))
+    np.testing.assert_allclose(e.image.model_input[0], normalize_range(data, 0.0, 4.0), rtol=1e-6)
+
+
+def test_resume_skips_a_finished_series_and_reruns_a_changed_one(tmp_path):
+    folder = tmp_path / "series"
+    shutil.copytree(SERIES, folder)
+    out = tmp_path / "out"
+    args = ["run", str(LESION3D), str(folder), "--series", "--patch", "16", "--out", str(out), "--json", "--resume"]
+    first = json.loads(runner.invoke(app, args).stdout)
+    assert first["counts"]["ok"] == 1
+    second = json.loads(runner.invoke(app, args).stdout)
+    assert second["counts"]["skipped"] == 1
+    ds = pydicom.dcmread(folder / "IM0010.dcm")
+    pixels = ds.pixel_array.copy()
+    pixels[10, 10] += 100
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(folder / "IM0010.dcm")
+    third = json.loads(runner.invoke(app, args).stdout)
+    assert third["counts"]["ok"] == 1

@@ -4,8 +4,11 @@ inpainting), so the patch continues the structures around it instead of pasting 
 Inpainting depends on the window, so it cannot be precomputed once like the other baselines: the engine
 calls :class:`InpaintBaseline` per window (``score_windows`` accepts a callable baseline). Each call
 inpaints only a crop around the window (the window plus a margin of half its size on every side), which
-keeps the cost proportional to the window, not the image: about 40 ms per 16x16 window on 2 cores, so a
-224x224 model's default grid (729 windows) adds ~30 s. Needs scikit-image (the ``medical`` extra).
+keeps the cost proportional to the window, not the image: measured (benchmarks/volumes.py, 2 cores shared
+with a load of ~9) 4.8 ms per 16x16 window on a 3x224x224 input, so the default grid (729 windows) adds
+~3.5 s per image, and 1.5 ms per 5x5 window on ct2d's 64x64 input. Biharmonic inpainting reproduces
+smooth (e.g. linear) surroundings exactly only for windows at least 2 pixels from the image border; at the
+border scikit-image's boundary handling departs from it. Needs scikit-image (the ``medical`` extra).
 """
 
 from __future__ import annotations
