@@ -280,7 +280,7 @@ def run_batch(
                         if metrics:
                             raise OccludeError("metrics are not available for medical inputs yet")
                         write_volume_explanation(explanation, out_dir, image.key, npy=npy, nifti=nifti,
-                                                 timing=timing, extra=extra, **look)
+                                                 all_classes=all_classes, timing=timing, extra=extra, **look)
                     elif metrics:
                         extra["metrics"] = faithfulness(explanation, model)
                     if not isinstance(explanation, VolumeExplanation):

@@ -179,8 +179,11 @@ def lesion_mask_on_grid(shape=(32, 32, 32)) -> np.ndarray:
 def test_cli_lesion_volume_map_peaks_inside_the_lesion_and_the_nifti_keeps_the_affine(tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(app, ["run", str(LESION3D), str(LESION), "--patch", "8x8x8", "--stride", "4x4x4",
-                                 "--out", str(out), "--quiet", "--no-timing"])
+                                 "--out", str(out), "--quiet", "--no-timing", "--all-classes", "--report"])
     assert result.exit_code == 0, result.output
+    assert np.load(out / "lesion_volume.classes.npy").shape == (2, 32, 32, 32)
+    html = (out / "index.html").read_text()
+    assert "lesion_volume.montage.png" in html and "lesion_volume.planes.png" in html
     names = sorted(p.name for p in out.iterdir())
     for name in ("lesion_volume.json", "lesion_volume.npy", "lesion_volume.map.nii.gz",
                  "lesion_volume.montage.png", "lesion_volume.planes.png"):

@@ -122,6 +122,8 @@ def run(
     shard_spec = parse_shard(shard)
     style = render.style()
     classifier, preprocessing, class_names = model_flags.load(model)
+    if len(getattr(preprocessing, "size", ())) == 3 and (aggregate or len(scales) > 1):  # 3-D models (issue 12)
+        raise OccludeError("--aggregate and several --patch sizes are for 2-D maps: not available for 3-D models")
     for patch_size in scales or [options.patch]:
         check_run(ExplainOptions(**{**options.__dict__, "patch": patch_size}), preprocessing, classifier, class_names)
     images, problems = discover_inputs(paths, recursive=recursive, series=medical.series)
@@ -349,7 +351,13 @@ def info(
 def _info_text(d: dict) -> str:
     """The info document as aligned 'key  value' lines (the JSON's key names), without Python reprs."""
     pre = d.get("preprocessing")
-    if isinstance(pre, dict):
+    if isinstance(pre, dict) and "transform" in pre:  # a medical model (issue 12)
+        transform = pre["transform"] or "none (real units)"
+        detail = {"window": pre.get("window"), "intensity_range": pre.get("intensity_range"),
+                  "zscore": pre.get("zscore_threshold")}.get(pre["transform"] or "")
+        pre_text = (f"{pre['layout']} {'x'.join(map(str, pre['size']))} grey, resampled (order {pre['resample_order']}) "
+                    f"in real units, then {transform}{'' if detail is None else ' ' + str(detail)}")
+    elif isinstance(pre, dict):
         pre_text = (f"{pre['layout']} {pre['size'][0]}x{pre['size'][1]} {pre['color']}, resize {pre['resize']}, "
                     f"input = (pixel * {pre['scale']:g} - mean {_shape(pre['mean'])}) / std {_shape(pre['std'])} "
                     "(mean/std in RGB order)")

@@ -110,6 +110,7 @@ def write_volume_explanation(
     *,
     npy: bool = True,
     nifti: bool = True,
+    all_classes: bool = False,
     timing: bool = True,
     extra: Optional[dict] = None,
     style: RenderStyle = DEFAULT_STYLE,
@@ -134,6 +135,10 @@ def write_volume_explanation(
         written.append(atomic_write_bytes(out_dir / f"{stem}.npy", npy_bytes(e.map.astype(np.float32))))
         if len(e.targets) > 1:
             written.append(atomic_write_bytes(out_dir / f"{stem}.topk.npy", npy_bytes(e.maps.astype(np.float32))))
+    if all_classes:
+        written.append(atomic_write_bytes(out_dir / f"{stem}.classes.npy", npy_bytes(e.class_maps())))
+        written.append(atomic_write_bytes(out_dir / f"{stem}.top_class.npy",
+                                          npy_bytes(e.occlusion.top_class_map().astype(np.int32))))
     if nifti:
         written.append(atomic_write_bytes(out_dir / f"{stem}.map.nii.gz", write_nifti_map(e.map, e.image.volume)))
     record = volume_record(e, timing=timing)
