@@ -101,6 +101,8 @@ def resolve_preprocessing(
     NDHWC) get a :class:`VolumePreprocessing` from their metadata."""
     meta = dict(model.metadata_preprocessing or {})
     if len(model.input_shape) == 5 or str(layout or meta.get("layout") or "").upper() in VOLUME_LAYOUTS:
+        if size is not None:  # --size DxHxW for 3-D models with dynamic sizes
+            meta["size"] = list(expand_size(parse_hw(size, "--size"), 3, "--size"))
         return volume_preprocessing_from_metadata(meta, model.input_shape, model.dtype, layout)
     layout = (layout or meta.get("layout") or model.guess_layout() or "").upper()
     if layout not in ("NCHW", "NHWC"):

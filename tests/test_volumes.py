@@ -115,7 +115,7 @@ def test_3d_engine_equals_the_naive_loop_on_the_real_lesion_model():
 # ------------------------------------------------------------------------------------------ 3-D probe
 
 
-def box_probe(tmp_path: Path, shape, box) -> Path:
+def box_probe(tmp_path: Path, shape, box, dynamic: bool = False) -> Path:
     """(N, 1, D, H, W) -> (N,): the mean of the input over ``box`` (z0, y0, x0, z1, y1, x1)."""
     import onnx
     from onnx import TensorProto, helper
@@ -127,7 +127,7 @@ def box_probe(tmp_path: Path, shape, box) -> Path:
         [helper.make_node("Slice", ["input", "starts", "ends", "axes"], ["cut"]),
          helper.make_node("ReduceMean", ["cut"], ["score"], axes=[1, 2, 3, 4], keepdims=0)],
         "box_mean",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, *shape])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, *(("D", "H", "W") if dynamic else shape)])],
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])],
         [helper.make_tensor("starts", TensorProto.INT64, [3], starts), helper.make_tensor("ends", TensorProto.INT64, [3], ends),
          helper.make_tensor("axes", TensorProto.INT64, [3], axes)],
@@ -495,3 +495,19 @@ def test_resume_skips_a_finished_series_and_reruns_a_changed_one(tmp_path):
     ds.save_as(folder / "IM0010.dcm")
     third = json.loads(runner.invoke(app, args).stdout)
     assert third["counts"]["ok"] == 1
+
+
+def test_a_dynamic_3d_model_needs_a_size_and_takes_size_dxhxw(tmp_path):
+    from occlude_cli.explain import resolve_preprocessing
+    from occlude_cli.loaders.model import OnnxClassifier
+
+    model = OnnxClassifier(box_probe(tmp_path, (12, 10, 14), (3, 2, 5, 7, 6, 9), dynamic=True))
+    with pytest.raises(OccludeError, match="dynamic sizes"):
+        resolve_preprocessing(model)
+    pre = resolve_preprocessing(model, size="12x10x14")
+    assert pre.size == (12, 10, 14) and pre.layout == "NCDHW"
+    data = np.random.default_rng(8).uniform(0.5, 1.5, size=(24, 20, 28)).astype(np.float32)
+    volume = Volume(data=data, spacing=(1.0, 1.0, 1.0), affine=np.eye(4), kind="nifti")
+    e = explain(model, volume, preprocessing=pre, patch=4, score="raw")
+    assert e.map.shape == (12, 10, 14)
+    assert e.image.volume.data.shape == (24, 20, 28)  # resampled to the grid the size asked for

@@ -139,6 +139,10 @@ def volume_preprocessing_from_metadata(meta: dict, input_shape: Sequence, dtype:
     if isinstance(channels, int) and channels not in (1,):
         raise OccludeError(f"model input has {channels} channels: medical inputs are grey (1 channel)")
     fixed = [d if isinstance(d, int) and d > 0 else None for d in dims]
+    if meta.get("size") is not None and len(meta["size"]) == ndim:
+        for got, want in zip(fixed, meta["size"]):
+            if got is not None and int(want) != got:
+                raise OccludeError(f"size {list(meta['size'])} conflicts with the model's fixed input {dims}")
     if None in fixed:
         if "size" not in meta or len(meta["size"]) != ndim:
             raise OccludeError(f"model input {list(input_shape)} has dynamic sizes: its metadata must give size")
