@@ -21,10 +21,11 @@ import numpy as np
 
 from .core.metrics import peak
 from .errors import OccludeError, first_line
-from .explain import ExplainOptions, explain, explain_scales
+from .explain import ExplainOptions, VolumeExplanation, explain, explain_scales
 from .loaders.images import Preprocessing, file_kind
 from .loaders.model import OnnxClassifier, file_sha256
 from .outputs.records import SUMMARY_FIELDS, SummaryRow, summary_document  # noqa: F401  (re-exported)
+from .outputs.volumes import write_volume_explanation
 from .outputs.write import (  # noqa: F401
     remove_stale_temps,
     verify_outputs,
@@ -36,6 +37,7 @@ from .outputs.write import (  # noqa: F401
 from .validate import faithfulness
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
+MEDICAL_SUFFIXES = (".dcm", ".nii", ".nii.gz")  # plus suffix-less files with the DICOM marker (issue 12)
 _GLOB_CHARS = set("*?[")
 
 
@@ -48,7 +50,11 @@ class InputImage:
 
 
 def _is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    if path.suffix.lower() in IMAGE_SUFFIXES or path.name.lower().endswith(MEDICAL_SUFFIXES):
+        return True
+    from .loaders.medical import is_dicom_file  # DICOM files often have no suffix
+
+    return path.suffix == "" and is_dicom_file(path)
 
 
 # Image files occlude itself writes (STEM.overlay.png, STEM.patch-8x8.heatmap.png, STEM.compare.png, ...).
@@ -156,10 +162,16 @@ def _walk(folder: Path, recursive: bool, exclude: Sequence[Path], notes: List[Tu
 
 
 def _expand(arg: str, recursive: bool, exclude: Sequence[Path] = (),
-            notes: Optional[List[Tuple[str, str]]] = None) -> Tuple[List[Path], Path, Optional[str]]:
-    """Files named by one PATH argument, the folder their output names are relative to, and an error."""
+            notes: Optional[List[Tuple[str, str]]] = None,
+            series: bool = False) -> Tuple[List[Path], Path, Optional[str]]:
+    """Files named by one PATH argument, the folder their output names are relative to, and an error.
+    With ``series`` a folder is one input (a DICOM series), named after the folder."""
     notes = notes if notes is not None else []
     path = Path(arg)
+    if series:
+        if not path.is_dir():
+            return [], path.parent, f"series: {path} is not a folder of DICOM slices"
+        return [path], path.resolve().parent, None
     if any(c in arg for c in _GLOB_CHARS) and not path.exists():
         matches = []
         for p in sorted(Path(p) for p in glob.glob(arg, recursive=True)):
@@ -202,6 +214,7 @@ def discover_inputs(
     *,
     exclude: Sequence = (),
     notes: Optional[List[Tuple[str, str]]] = None,
+    series: bool = False,
 ) -> Tuple[List[InputImage], List[Tuple[str, str]]]:
     """Expand files, folders and globs into images with unique output keys.
 
@@ -219,14 +232,14 @@ def discover_inputs(
     seen = set()
     problems: List[Tuple[str, str]] = []
     for arg in args:
-        files, base, error = _expand(str(arg), recursive, excluded, notes)
+        files, base, error = _expand(str(arg), recursive, excluded, notes, series)
         if error:
             problems.append((str(arg), error))
         for file in files:
             resolved = file.resolve()
             if resolved not in seen:
                 seen.add(resolved)
-                found[file] = _strip_suffix(os.path.relpath(file, base))
+                found[file] = _strip_suffix(os.path.relpath(file.resolve() if series else file, base))
     keys = list(found.values())
     if len(set(keys)) != len(keys):
         common = Path(os.path.commonpath([str(p.resolve().parent) for p in found]))
@@ -239,6 +252,8 @@ def discover_inputs(
 
 
 def _strip_suffix(relative: str) -> str:
+    if relative.lower().endswith(".nii.gz"):
+        return relative[: -len(".nii.gz")]
     root, ext = os.path.splitext(relative)
     return root if ext else relative
 
@@ -263,6 +278,14 @@ def take_shard(images: Sequence[InputImage], shard: Optional[Tuple[int, int]]) -
     k, n = shard
     ordered = sorted(images, key=lambda item: item.key)
     return ordered[k - 1 :: n]
+
+
+def folder_sha256(folder: Path) -> str:
+    """Fingerprint of a DICOM series folder for --resume: every file's name, size and content hash."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest.update(f"{file.name}\0{file.stat().st_size}\0{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
 
 
 def run_fingerprint(model_sha256: str, image_sha256: str, settings: dict) -> str:
@@ -337,6 +360,8 @@ def compute_image(model, path, *, options, preprocessing, labels, scales, metric
         study = explain_scales(model, path, scales, options, **kwargs)
         return study, ([faithfulness(e, model) for e in study.explanations] if metrics else None)
     explanation = explain(model, path, options, **kwargs)
+    if metrics and isinstance(explanation, VolumeExplanation):
+        raise OccludeError("metrics are not available for medical inputs yet")
     return explanation, (faithfulness(explanation, model) if metrics else None)
 
 
@@ -407,6 +432,7 @@ def run_batch(
     style=None,
     panels: bool = False,
     executor=None,
+    nifti: bool = True,
     on_image_start: Optional[Callable[[InputImage], None]] = None,
     on_windows: Optional[Callable[[int, int], None]] = None,
     on_image_done: Optional[Callable[[InputImage, SummaryRow], None]] = None,
@@ -434,6 +460,7 @@ def run_batch(
         "multiscale": multiscale,
         "style": style.describe() if style is not None else None,
         "panels": panels,
+        "nifti": nifti,
     }
     look = {"style": style, "panels": panels} if style is not None else {"panels": panels}
     study = len(scales) > 1
@@ -449,7 +476,8 @@ def run_batch(
                 regular, kind = _regular(image.path)
                 if not regular and kind in ("FIFO", "socket", "character device", "block device", "special file"):
                     raise OccludeError(f"not a regular file ({kind}), not opened: {image.path}")
-                plan.image_sha = file_sha256(image.path) if regular else None
+                plan.image_sha = (file_sha256(image.path) if regular
+                                  else folder_sha256(image.path) if image.path.is_dir() else None)
                 plan.fingerprint = run_fingerprint(model.sha256, plan.image_sha or "", settings)
                 plan.skip = bool(resume and plan.image_sha
                                  and _existing_fingerprint(out_dir / plan.layout.marker) == plan.fingerprint
@@ -465,7 +493,12 @@ def run_batch(
         started = time.perf_counter()
         computed, measures = outcome
         extra = {"fingerprint": plan.fingerprint, "image_sha256": plan.image_sha}
-        if study:
+        if isinstance(computed, VolumeExplanation):  # medical inputs (issue 12)
+            if measures is not None:
+                raise OccludeError("metrics are not available for medical inputs yet")
+            write_volume_explanation(computed, out_dir, plan.image.key, npy=npy, nifti=nifti, all_classes=all_classes,
+                                     timing=timing, extra=extra, **look)
+        elif study:
             write_scale_study(computed, out_dir, plan.image.key, npy=npy, timing=timing, multiscale=multiscale,
                               extra=extra, metrics=measures, **look)
         else:

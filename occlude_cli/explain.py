@@ -14,12 +14,20 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ._version import __version__
-from .core.baselines import default_blur_sigma, make_baseline, parse_baseline
+from .core.baselines import default_blur_sigma, make_baseline, make_input_baseline, parse_baseline
 from .core.engine import Box, Occlusion, default_stride, occlusion_sensitivity, window_grid
 from .core.refine import check_refine, refine_forward_passes, refined_occlusion_sensitivity
 from .errors import OccludeError
 from .loaders.images import PreparedImage, Preprocessing, prepare_image
 from .loaders.model import Head, OnnxClassifier, ScoreKind, resolve_target
+from .loaders.volumes import (
+    VOLUME_LAYOUTS,
+    PreparedVolume,
+    VolumePreprocessing,
+    is_medical_path,
+    prepare_volume,
+    volume_preprocessing_from_metadata,
+)
 
 SCHEMA_VERSION = 1
 INCREMENTAL_MODES = ("auto", "on", "off")
@@ -33,8 +41,15 @@ SATURATION = 0.99
 DEFAULT_PATCH_FRACTION = 1 / 14
 
 
-def parse_hw(value, name: str = "size") -> Tuple[int, int]:
-    """'16' -> (16, 16); '16x24' -> (16, 24) as (height, width); ints and pairs pass through."""
+class UniformSize(tuple):
+    """A size given as one number N: (N, N) for images, and N on every axis of a volume (see expand_size)."""
+
+
+def parse_hw(value, name: str = "size") -> Tuple[int, ...]:
+    """'16' -> (16, 16); '16x24' -> (16, 24) as (height, width); '8x16x16' -> (8, 16, 16) as (depth, height,
+    width) for volumes; ints and tuples pass through. A single number gives a :class:`UniformSize`."""
+    if isinstance(value, UniformSize):
+        return value
     if isinstance(value, (tuple, list)):
         parts = list(value)
     elif isinstance(value, (int, np.integer)):
@@ -44,18 +59,34 @@ def parse_hw(value, name: str = "size") -> Tuple[int, int]:
     try:
         numbers = [int(p) for p in parts]
     except (TypeError, ValueError):
-        raise OccludeError(f"{name} must be N or HxW in pixels, got {value!r}") from None
-    if len(numbers) == 1:
-        numbers = numbers * 2
-    if len(numbers) != 2:
-        raise OccludeError(f"{name} must be N or HxW in pixels, got {value!r}")
+        raise OccludeError(f"{name} must be N or HxW in pixels (DxHxW for volumes), got {value!r}") from None
+    if len(numbers) not in (1, 2, 3):
+        raise OccludeError(f"{name} must be N or HxW in pixels (DxHxW for volumes), got {value!r}")
     if min(numbers) < 1:
         raise OccludeError(f"{name} must be at least 1 pixel, got {value!r}")
-    return numbers[0], numbers[1]
+    if len(numbers) == 1:
+        return UniformSize(numbers * 2)
+    return tuple(numbers)
 
 
-def default_patch(size: Tuple[int, int]) -> Tuple[int, int]:
-    return tuple(max(1, int(round(side * DEFAULT_PATCH_FRACTION))) for side in size)  # type: ignore[return-value]
+def expand_size(value: Tuple[int, ...], ndim: int, name: str) -> Tuple[int, ...]:
+    """A parsed size for an input with ``ndim`` spatial axes: a single number applies to every axis."""
+    if isinstance(value, UniformSize):
+        return (int(value[0]),) * ndim
+    if len(value) != ndim:
+        want = "N or HxW" if ndim == 2 else "N or DxHxW"
+        raise OccludeError(f"{name} {'x'.join(map(str, value))} does not fit a {ndim}-D input: use {want}")
+    return tuple(int(v) for v in value)
+
+
+# Default patch of volumes: a quarter of each side (8 on a 32^3 input; 343 windows at the default stride):
+# 1/14 would give about 30,000 windows on a 3-D grid, too many for a first look.
+DEFAULT_VOLUME_PATCH_FRACTION = 1 / 4
+
+
+def default_patch(size: Tuple[int, ...]) -> Tuple[int, ...]:
+    fraction = DEFAULT_PATCH_FRACTION if len(size) == 2 else DEFAULT_VOLUME_PATCH_FRACTION
+    return tuple(max(1, int(round(side * fraction))) for side in size)
 
 
 def resolve_preprocessing(
@@ -68,10 +99,15 @@ def resolve_preprocessing(
     scale: Optional[float] = None,
     bgr: Optional[bool] = None,
     resize: Optional[str] = None,
-) -> Preprocessing:
+) -> Union[Preprocessing, VolumePreprocessing]:
     """Preprocessing from, in order of precedence: explicit arguments, the model's metadata, its input shape
-    and defaults (pixels / 255, no mean or std, stretch resize)."""
+    and defaults (pixels / 255, no mean or std, stretch resize). 3-D models (5-D input, layout NCDHW or
+    NDHWC) get a :class:`VolumePreprocessing` from their metadata."""
     meta = dict(model.metadata_preprocessing or {})
+    if len(model.input_shape) == 5 or str(layout or meta.get("layout") or "").upper() in VOLUME_LAYOUTS:
+        if size is not None:  # --size DxHxW for 3-D models with dynamic sizes
+            meta["size"] = list(expand_size(parse_hw(size, "--size"), 3, "--size"))
+        return volume_preprocessing_from_metadata(meta, model.input_shape, model.dtype, layout)
     layout = (layout or meta.get("layout") or model.guess_layout() or "").upper()
     if layout not in ("NCHW", "NHWC"):
         raise OccludeError(
@@ -205,6 +241,68 @@ class Explanation:
 
 
 @dataclass
+class VolumeExplanation(Explanation):
+    """An explanation of a medical input (a DICOM slice, a DICOM series or a NIfTI volume): ``image`` is a
+    :class:`~occlude_cli.loaders.volumes.PreparedVolume`; maps are (K, D, H, W) or (K, H, W) at the model grid."""
+
+    def header(self) -> dict:
+        document = super().header() if self.image.ndim == 2 else self._volume_header()
+        document["input"] = self.image.describe()
+        return document
+
+    def _volume_header(self) -> dict:
+        score = {"kind": self.score_kind, "original": float(self.occlusion.original_scores[self.target])}
+        if self.head is not None:
+            score.update({"requested": self.head.requested, "rule": self.head.rule})
+        depth, height, width = self.image.volume.data.shape
+        return {
+            "schema": SCHEMA_VERSION,
+            "model": self.model,
+            "image": {"path": str(self.image.path) if self.image.path is not None else None,
+                      "width": int(width), "height": int(height), "depth": int(depth)},
+            "target": {"index": self.target, "label": self.label(self.target)},
+            "score": score,
+        }
+
+    def peak(self) -> dict:
+        """The map's peak: the centre of its plateau of maximal values (occlusion maps are piecewise
+        constant, so the argmax corner would sit on the plateau's edge), in model-grid voxels and in world
+        coordinates (RAS+ mm), and the nearest voxel of the input's own grid."""
+        values = np.where(np.isfinite(self.map), self.map, -np.inf)
+        top = values.max()
+        plateau = np.argwhere(values == top)
+        centre = plateau.mean(axis=0)
+        voxel = [int(v) for v in plateau[np.argmin(((plateau - centre) ** 2).sum(axis=1))]]
+        world = self.image.world(voxel)
+        inverse = np.linalg.inv(np.asarray(self.image.volume.affine, dtype=np.float64))
+        source = (inverse @ np.array(world + [1.0]))[: self.image.ndim]
+        shape = self.image.volume.data.shape
+        return {
+            "voxel": voxel,
+            "value": float(top) if np.isfinite(top) else None,
+            "plateau_voxels": int(len(plateau)),
+            "world_mm": [round(c, 4) for c in world],
+            "input_voxel": [int(np.clip(np.rint(c), 0, n - 1)) for c, n in zip(source, shape)],
+        }
+
+    def map_on_original(self, values: Optional[np.ndarray] = None) -> np.ndarray:
+        """The map (or ``values`` on the model grid) on the input's own voxel grid (linear interpolation)."""
+        from .loaders.medical import resample_map_to_input
+
+        return resample_map_to_input(self.map if values is None else values, self.image.volume)
+
+    def _repr_png_(self) -> bytes:
+        if self.image.ndim == 2:
+            return super()._repr_png_()
+        from .outputs.montage import montage_png
+
+        grid = self.image.grid
+        title = f"{self.label(self.target) or 'class ' + str(self.target)}: {self.score_kind} " \
+                f"{self.occlusion.original_scores[self.target]:.4f}"
+        return montage_png(self.image.display, self.map, grid.spacing, grid.affine, title, "")
+
+
+@dataclass
 class ExplainOptions:
     """The parameters of a run, with the library's defaults. Checked once, by :meth:`checked`, at the API
     boundary; error messages name these parameters."""
@@ -222,6 +320,13 @@ class ExplainOptions:
     refine: bool = False  # coarse-to-fine: see core.refine.refined_occlusion_sensitivity
     refine_step: int = 3
     refine_budget: float = 0.25
+    # Medical inputs (DICOM, NIfTI, DICOM series): at most one intensity transform, overriding the model's
+    window: Optional[str] = None  # preset (lung, mediastinum, bone, brain), "W,L" or "file"
+    intensity_range: Optional[Tuple[float, float]] = None  # clip to [lo, hi], scale to 0..1
+    zscore: bool = False
+    zscore_threshold: Optional[float] = None
+    series: bool = False  # a folder is one DICOM series
+    volume_index: Optional[int] = None  # which volume of a 4-D NIfTI
     incremental: str = "auto"  # exact incremental inference for CNNs: auto | on | off (see README, Speed)
 
     def checked(self) -> ExplainOptions:
@@ -250,12 +355,39 @@ class ExplainOptions:
                 raise OccludeError(f"region must be x0,y0,x1,y1, got {self.region!r}") from None
             if len(region) != 4 or not all(np.isfinite(region)):
                 raise OccludeError(f"region must be four finite numbers x0,y0,x1,y1, got {self.region!r}")
+        medical = self._medical_checked()
         if str(getattr(self.incremental, "value", self.incremental)) not in INCREMENTAL_MODES:
             raise OccludeError(f"incremental must be one of {', '.join(INCREMENTAL_MODES)}, got {self.incremental!r}")
         fields = {**self.__dict__, "patch": patch, "stride": stride, "score": score,
                   "incremental": str(getattr(self.incremental, "value", self.incremental)),
-                  "baseline": parse_baseline(self.baseline), "region": region}
+                  "baseline": parse_baseline(self.baseline), "region": region, **medical}
         return ExplainOptions(**fields)
+
+
+    def _medical_checked(self) -> dict:
+        from .loaders.medical import parse_intensity_range, parse_window
+
+        chosen = [n for n, on in (("window", self.window is not None), ("intensity_range", self.intensity_range is not None),
+                                  ("zscore", bool(self.zscore))) if on]
+        if len(chosen) > 1:
+            raise OccludeError("choose one intensity transform: window, intensity_range or zscore")
+        if self.window is not None and str(self.window).strip().lower() != "file":
+            parse_window(str(self.window))  # a bad value fails here, before any input is read
+        rng = parse_intensity_range(self.intensity_range) if self.intensity_range is not None else None
+        if self.zscore_threshold is not None:
+            if not self.zscore:
+                raise OccludeError("zscore_threshold (--zscore-threshold) needs zscore (--zscore)")
+            if not np.isfinite(float(self.zscore_threshold)):
+                raise OccludeError(f"zscore_threshold must be finite, got {self.zscore_threshold}")
+        if self.volume_index is not None and (int(self.volume_index) != self.volume_index or self.volume_index < 0):
+            raise OccludeError(f"volume_index must be a whole number >= 0, got {self.volume_index}")
+        return {"intensity_range": rng, "zscore": bool(self.zscore), "series": bool(self.series)}
+
+    @property
+    def medical_transform(self) -> dict:
+        """The intensity transform asked for, as VolumePreprocessing.with_transform arguments."""
+        return {"window": self.window, "intensity_range": self.intensity_range, "zscore": self.zscore,
+                "zscore_threshold": self.zscore_threshold}
 
 
 def _score_name(score) -> str:
@@ -286,10 +418,75 @@ def explain(
     model = classifier
     baseline_kind = options.baseline
     blur_sigma = options.blur_sigma if options.blur_sigma is not None else default_blur_sigma(patch)
-    baseline = make_baseline(baseline_kind, prepared.pixels, preprocessing, seed=options.seed, blur_sigma=blur_sigma)
-    sample = prepared.model_input
-    batch_size = options.batch_size or model.default_batch_size(sample.nbytes)
+    if isinstance(prepared, PreparedVolume):
+        baseline = volume_baseline(baseline_kind, prepared, patch, seed=options.seed, blur_sigma=blur_sigma)
+    elif baseline_kind == "inpaint":
+        from .loaders.inpaint import InpaintBaseline
 
+        baseline = InpaintBaseline(prepared.model_input, preprocessing.spatial_axes)
+    else:
+        baseline = make_baseline(baseline_kind, prepared.pixels, preprocessing, seed=options.seed,
+                                 blur_sigma=blur_sigma)
+    run = _occlude(model, prepared.model_input, options, patch, stride, baseline, preprocessing.spatial_axes,
+                   region, labels, progress, preprocessing, executor)
+    finished = time.perf_counter()
+    cls = VolumeExplanation if isinstance(prepared, PreparedVolume) else Explanation
+    return cls(
+        model=model.describe(),
+        image=prepared,
+        targets=run["targets"],
+        labels=labels,
+        score_kind=run["head"].kind,
+        occlusion=run["occlusion"],
+        maps=run["maps"],
+        params={
+            "patch": list(patch),
+            "stride": list(stride),
+            "baseline": baseline_kind,
+            "blur_sigma": blur_sigma if baseline_kind == "blur" else None,
+            "seed": options.seed,
+            "batch_size": int(run["batch_size"]),
+            "score": _score_name(options.score),
+            "head": run["head"].describe(),
+            "region": list(region) if region is not None else None,
+            "refine": {"step": options.refine_step, "budget": options.refine_budget} if options.refine else None,
+            "incremental": run["incremental"],
+            **({"parallel_scoring": {"backend": type(executor).__name__,
+                                     "workers": getattr(executor, "workers", None)}}
+               if executor is not None and run["incremental"].get("used") is False else {}),
+            "preprocessing": preprocessing.describe(),
+            "occlude_version": __version__,
+        },
+        timing={
+            "prepare_s": run["prepared_at"] - started,
+            "occlusion_s": run["occluded_at"] - run["prepared_at"],
+            "total_s": finished - started,
+            "windows_per_s": run["occlusion"].forward_passes / max(run["occluded_at"] - run["prepared_at"], 1e-9),
+        },
+        head=run["head"],
+        warnings=run["warnings"],
+        score=run["score"],
+    )
+
+
+def volume_baseline(kind: str, prepared: PreparedVolume, patch: Sequence[int], *, seed: int = 0,
+                    blur_sigma=None):
+    """The baseline of a medical input, built in model-input space (see core.baselines.make_input_baseline);
+    ``inpaint`` is a per-window callable."""
+    axes = prepared.preprocessing.spatial_axes
+    if kind == "inpaint":
+        from .loaders.inpaint import InpaintBaseline
+
+        return InpaintBaseline(prepared.model_input, axes)
+    sigma = blur_sigma if blur_sigma is not None else default_blur_sigma(patch)
+    return make_input_baseline(kind, prepared.model_input, axes, seed=seed, blur_sigma=sigma)
+
+
+def _occlude(model: OnnxClassifier, sample: np.ndarray, options: ExplainOptions, patch, stride, baseline,
+             spatial_axes, region, labels, progress, preprocessing=None, executor=None) -> dict:
+    """The part of explain() that every input kind shares: one unoccluded pass (head, target, checks), the
+    engine (exact or refined) and the warnings."""
+    batch_size = options.batch_size or model.default_batch_size(sample.nbytes)
     raw = model.run(sample[None])
     num_classes = raw.shape[1]
     if labels is not None and len(labels) != num_classes:
@@ -310,8 +507,21 @@ def explain(
         def window_scorer(inputs, base, chunk, score, *, batch_size, spatial_axes, progress=None):
             return executor.score_windows(inputs, base, chunk, None, batch_size=batch_size,
                                           spatial_axes=spatial_axes, progress=progress, score_kind=head)
+    if isinstance(baseline, np.ndarray) and preprocessing is not None:
+        windows = window_grid(tuple(sample.shape[a] for a in spatial_axes), patch, stride, region)
+        window_scorer, incremental = _incremental(model, options, head, sample, baseline, patch, len(windows),
+                                                  preprocessing, batch_size)
+    else:
+        window_scorer, incremental = None, {"mode": options.incremental, "used": False,
+                                            "reason": "a per-window baseline (inpaint)"}
+        if options.incremental == "on":
+            raise OccludeError("incremental inference is not available here: a per-window baseline (inpaint)")
+    if executor is not None and window_scorer is None:
+        def window_scorer(inputs, base, chunk, score, *, batch_size, spatial_axes, progress=None):
+            return executor.score_windows(inputs, base, chunk, None, batch_size=batch_size,
+                                          spatial_axes=spatial_axes, progress=progress, score_kind=head)
     prepared_at = time.perf_counter()
-    common = dict(patch=patch, stride=stride, baseline=baseline, spatial_axes=preprocessing.spatial_axes,
+    common = dict(patch=patch, stride=stride, baseline=baseline, spatial_axes=spatial_axes,
                   batch_size=batch_size, region=region, progress=progress, original_scores=original,
                   scorer=window_scorer)
     if options.refine:
@@ -321,44 +531,9 @@ def explain(
         occlusion = occlusion_sensitivity(sample, score, **common)
     occluded_at = time.perf_counter()
     maps = occlusion.attributions(targets)
-    finished = time.perf_counter()
-    warnings = _warnings(head, original[main], maps[0], occlusion, main)
-    return Explanation(
-        model=model.describe(),
-        image=prepared,
-        targets=targets,
-        labels=labels,
-        score_kind=head.kind,
-        occlusion=occlusion,
-        maps=maps,
-        params={
-            "patch": list(patch),
-            "stride": list(stride),
-            "baseline": baseline_kind,
-            "blur_sigma": blur_sigma if baseline_kind == "blur" else None,
-            "seed": options.seed,
-            "batch_size": int(batch_size),
-            "score": _score_name(options.score),
-            "head": head.describe(),
-            "region": list(region) if region is not None else None,
-            "refine": {"step": options.refine_step, "budget": options.refine_budget} if options.refine else None,
-            "incremental": incremental,
-            **({"parallel_scoring": {"backend": type(executor).__name__,
-                                     "workers": getattr(executor, "workers", None)}}
-               if executor is not None and incremental.get("used") is False else {}),
-            "preprocessing": preprocessing.describe(),
-            "occlude_version": __version__,
-        },
-        timing={
-            "prepare_s": prepared_at - started,
-            "occlusion_s": occluded_at - prepared_at,
-            "total_s": finished - started,
-            "windows_per_s": occlusion.forward_passes / max(occluded_at - prepared_at, 1e-9),
-        },
-        head=head,
-        warnings=warnings,
-        score=score,
-    )
+    return {"occlusion": occlusion, "head": head, "score": score, "targets": targets, "maps": maps,
+            "batch_size": batch_size, "prepared_at": prepared_at, "occluded_at": occluded_at, "incremental": incremental,
+            "warnings": _warnings(head, original[main], maps[0], occlusion, main)}
 
 
 def _incremental(model: OnnxClassifier, options: ExplainOptions, head: Head, sample: np.ndarray,
@@ -444,8 +619,8 @@ def _warnings(head: Head, original: float, values: np.ndarray, occlusion: Occlus
 
 
 def _setup(model, image, options, preprocessing, labels, overrides) -> Tuple[
-        ExplainOptions, OnnxClassifier, Preprocessing, Optional[List[str]], Tuple[int, int], Tuple[int, int],
-        PreparedImage, Optional[Box]]:
+        ExplainOptions, OnnxClassifier, Union[Preprocessing, VolumePreprocessing], Optional[List[str]],
+        Tuple[int, ...], Tuple[int, ...], Union[PreparedImage, PreparedVolume], Optional[Box]]:
     """Shared start of explain() and estimate_run(): options, model, preprocessing, image and geometry."""
     options = options or ExplainOptions()
     if overrides:
@@ -458,10 +633,128 @@ def _setup(model, image, options, preprocessing, labels, overrides) -> Tuple[
         model = OnnxClassifier(model)
     preprocessing = preprocessing or resolve_preprocessing(model)
     labels = list(labels) if labels is not None else model.labels
+    medical_input = is_medical_input(image, options)
+    if medical_input or isinstance(preprocessing, VolumePreprocessing):
+        if not medical_input:
+            raise OccludeError(f"{model.path.name if hasattr(model, 'path') else 'the model'} is a 3-D model: give it "
+                               "a volume (NIfTI .nii/.nii.gz, a DICOM file, or a DICOM series folder with series)")
+        preprocessing = medical_preprocessing(model, preprocessing, options)
+        if options.region is not None:
+            raise OccludeError("region is not supported for medical inputs yet (it is in 2-D photo pixels)")
+        patch, stride = check_run(options, preprocessing, model, labels)
+        prepared = prepare_volume(image, preprocessing, series=options.series, volume_index=options.volume_index)
+        return options, model, preprocessing, labels, patch, stride, prepared, None
     patch, stride = check_run(options, preprocessing, model, labels)
     prepared = prepare_image(image, preprocessing)
     region = region_to_box(options.region, prepared) if options.region is not None else None
     return options, model, preprocessing, labels, patch, stride, prepared, region
+
+
+def is_medical_input(image, options: Optional[ExplainOptions] = None) -> bool:
+    """Is ``image`` a medical input (a Volume, a DICOM/NIfTI path, or a folder with ``series``)?"""
+    from .loaders.medical import Volume
+
+    if isinstance(image, Volume):
+        return True
+    if isinstance(image, (str, Path)):
+        return is_medical_path(image, series=bool(options and options.series))
+    return False
+
+
+def medical_preprocessing(model: OnnxClassifier, preprocessing, options: ExplainOptions) -> VolumePreprocessing:
+    """The VolumePreprocessing for a medical input: a 3-D model's own, or for a 2-D model (a DICOM slice) one
+    built from its metadata; then the intensity transform the options ask for replaces the model's."""
+    if not isinstance(preprocessing, VolumePreprocessing):
+        meta = dict(model.metadata_preprocessing or {})
+        layout = getattr(preprocessing, "layout", None)
+        if getattr(preprocessing, "channels", 1) != 1:
+            raise OccludeError("medical inputs are grey: this model takes 3 channels")
+        base = volume_preprocessing_from_metadata(meta, model.input_shape, model.dtype, layout)
+        if tuple(base.size) != tuple(preprocessing.size):
+            base = VolumePreprocessing(**{**base.__dict__, "size": tuple(preprocessing.size)})
+        preprocessing = base
+    return preprocessing.with_transform(**options.medical_transform)
+
+
+# Baselines compared by baseline_check() when none are named.
+CHECK_BASELINES = ("zero", "mean", "blur", "tissue", "p10", "noise")
+
+
+def baseline_check(
+    model: Union[str, Path, OnnxClassifier],
+    image,
+    baselines: Optional[Sequence[str]] = None,
+    options: Optional[ExplainOptions] = None,
+    *,
+    copies: int = 16,
+    preprocessing=None,
+    labels: Optional[Sequence[str]] = None,
+    **overrides,
+) -> dict:
+    """How far each baseline moves the model off the input: the same ``copies`` seeded random windows of the
+    occlusion grid (patch and stride as for the map) are occluded with each baseline, and the change of the
+    model's top-1 confidence (the score kind of the run) is measured. A baseline that keeps the input in
+    distribution changes the score only where evidence is removed: a small mean change and few top-1 flips;
+    a large mean change on random windows says the patch itself is what the model reacts to.
+
+    Returns a JSON-ready dict: the target, its original score, the windows, and per baseline the mean change
+    ``original - occluded`` (positive: the confidence drops), the mean |change|, the largest |change| and the
+    fraction of copies whose top-1 class differs from the original's.
+    """
+    options, model, preprocessing, labels, patch, stride, prepared, region = _setup(
+        model, image, options, preprocessing, labels, overrides)
+    if int(copies) != copies or copies < 1:
+        raise OccludeError(f"copies must be at least 1, got {copies}")
+    sample = prepared.model_input
+    raw = model.run(sample[None])
+    head = model.head(options.score, raw)
+    score = model.scorer(head)
+    original = head.transform(raw)[0]
+    top = int(np.argmax(original))
+    grid = window_grid(preprocessing.size, patch, stride, region)
+    rng = np.random.default_rng(options.seed)
+    chosen = grid[np.sort(rng.choice(len(grid), size=min(int(copies), len(grid)), replace=False))]
+    volume = isinstance(prepared, PreparedVolume)
+    wanted = list(baselines) if baselines else [b for b in CHECK_BASELINES] + (["inpaint"] if len(patch) == 2 else [])
+    blur_sigma = options.blur_sigma if options.blur_sigma is not None else default_blur_sigma(patch)
+    batch_size = options.batch_size or model.default_batch_size(sample.nbytes)
+    results = []
+    from .core.engine import score_windows
+
+    for spec in wanted:
+        kind = parse_baseline(spec)
+        if volume:
+            fill = volume_baseline(kind, prepared, patch, seed=options.seed, blur_sigma=blur_sigma)
+        elif kind == "inpaint":
+            from .loaders.inpaint import InpaintBaseline
+
+            fill = InpaintBaseline(sample, preprocessing.spatial_axes)
+        else:
+            fill = make_baseline(kind, prepared.pixels, preprocessing, seed=options.seed, blur_sigma=blur_sigma)
+        started = time.perf_counter()
+        scores = score_windows(sample, fill, chosen, score, batch_size=batch_size,
+                               spatial_axes=preprocessing.spatial_axes)
+        seconds = time.perf_counter() - started
+        change = original[top] - scores[:, top]
+        results.append({
+            "baseline": kind,
+            "mean_change": float(np.mean(change)),
+            "mean_abs_change": float(np.mean(np.abs(change))),
+            "max_abs_change": float(np.max(np.abs(change))),
+            "top1_flips": float(np.mean(np.argmax(scores, axis=1) != top)),
+            "seconds": seconds,
+        })
+    return {
+        "path": str(prepared.path) if prepared.path is not None else None,
+        "target": {"index": top, "label": labels[top] if labels and top < len(labels) else None},
+        "score": {"kind": head.kind, "original": float(original[top])},
+        "patch": list(patch),
+        "stride": list(stride),
+        "seed": int(options.seed),
+        "copies": int(len(chosen)),
+        "windows": chosen.tolist(),
+        "baselines": results,
+    }
 
 
 def estimate_run(
@@ -504,18 +797,25 @@ def check_run(
     preprocessing: Preprocessing,
     model: OnnxClassifier,
     labels: Optional[Sequence[str]] = None,
-) -> Tuple[Tuple[int, int], Tuple[int, int]]:
-    """Check what can be checked before any image is read; returns the (patch, stride) to use."""
+) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """Check what can be checked before any image is read; returns the (patch, stride) to use, one value per
+    spatial axis."""
     options = options.checked()
-    size = preprocessing.size
+    size = tuple(preprocessing.size)
     labels = labels if labels is not None else model.labels
-    patch = options.patch or default_patch(size)
-    stride = options.stride or default_stride(patch)
-    for p, s, side, axis in ((patch[0], stride[0], size[0], "height"), (patch[1], stride[1], size[1], "width")):
+    patch = expand_size(options.patch, len(size), "patch") if options.patch else default_patch(size)
+    stride = expand_size(options.stride, len(size), "stride") if options.stride else default_stride(patch)
+    axes = ("height", "width") if len(size) == 2 else ("depth", "height", "width")
+    for p, s, side, axis in zip(patch, stride, size, axes):
         if p > side:
             raise OccludeError(f"patch {axis} {p} is larger than the model input {axis} {side}")
         if s > p:
             raise OccludeError(f"stride {axis} {s} is larger than the patch {axis} {p}: some pixels would never be occluded")
+    if options.refine and len(size) != 2:
+        raise OccludeError("refine is for 2-D inputs: a 3-D model is occluded exactly (choose a larger stride to "
+                           "make it cheaper)")
+    if options.baseline == "inpaint" and len(size) != 2:
+        raise OccludeError("baseline inpaint is 2-D only: for volumes use tissue, blur, mean or pNN")
     check_score(model, options.score)
     classes = model.num_classes or (len(labels) if labels else None)
     if labels is not None and model.num_classes is not None and len(labels) != model.num_classes:

@@ -27,7 +27,7 @@ LAYERS = {
     "cli": 6, "__main__": 6,
 }
 # Documented exceptions: Explanation displays itself in notebooks (_repr_png_) with the PNG renderer.
-ALLOWED_UPWARD = {("explain", "outputs.render")}
+ALLOWED_UPWARD = {("explain", "outputs.render"), ("explain", "outputs.montage")}
 NUMPY_ONLY = ("core",)  # the engine stays a pure function of arrays and a score callable
 
 

@@ -180,7 +180,7 @@ class Incremental(str, enum.Enum):
 class OcclusionFlags:
     """How to occlude (all but --patch, whose meaning differs between commands)."""
 
-    stride: Annotated[Optional[str], typer.Option(help="Step between windows, N or HxW \\[default: half the patch]. A last window flush with the border is always added.")] = None
+    stride: Annotated[Optional[str], typer.Option(help="Step between windows, N, HxW or DxHxW for 3-D models \\[default: half the patch]. A last window flush with the border is always added.")] = None
     baseline: Annotated[str, typer.Option(help="What fills the patch: " + ", ".join(b for b in BASELINES if b != "V or R,G,B") + ", a constant V or R,G,B (pixel units).")] = "zero"
     blur_sigma: Annotated[Optional[float], typer.Option(help="Gaussian sigma in pixels for --baseline blur \\[default: patch/2]; the kernel is capped at the image size.")] = None
     seed: Annotated[int, typer.Option(help="Seed for --baseline noise (0 to 2^63-1).")] = 0
@@ -198,7 +198,7 @@ class OcclusionFlags:
             raise OccludeError(f"--batch-size must be at least 1, got {self.batch_size}")
         return ExplainOptions(
             patch=patch,
-            stride=parse_hw(self.stride, "--stride") if self.stride is not None else None,
+            stride=parse_hw(self.stride, "--stride") if self.stride is not None else None,  # N, HxW or DxHxW
             baseline=parse_baseline(self.baseline),
             target=self.target,
             score=self.score,
@@ -208,6 +208,28 @@ class OcclusionFlags:
             incremental=self.incremental.value,
             **more,
         ).checked()
+
+
+# ---------------------------------------------------------------- medical inputs (issue 12)
+
+
+@dataclasses.dataclass
+class MedicalFlags:
+    """DICOM / NIfTI inputs: intensity transform (overrides the model's metadata), series and NIfTI output."""
+
+    window: Annotated[Optional[str], typer.Option(help="CT/MR display window applied before the model: a preset (lung, mediastinum, bone, brain), WIDTH,LEVEL such as 1500,-600, or 'file' for the DICOM file's own WindowCenter/WindowWidth. Maps real units to 0..1 with the DICOM linear function.")] = None
+    intensity_range: Annotated[Optional[str], typer.Option("--intensity-range", help="LO,HI: clip real-unit intensities (HU, MR units) to [LO, HI] and scale to 0..1, for models trained on a fixed range.")] = None
+    zscore: Annotated[bool, typer.Option("--zscore", help="Normalise the volume to zero mean, unit standard deviation (statistics from voxels above --zscore-threshold when given).")] = False
+    zscore_threshold: Annotated[Optional[float], typer.Option("--zscore-threshold", help="With --zscore: compute mean and std over voxels > T only (e.g. tissue, not air).")] = None
+    series: Annotated[bool, typer.Option("--series", help="Treat each folder argument as ONE DICOM series (a volume), sorted by ImagePositionPatient.")] = False
+    volume_index: Annotated[Optional[int], typer.Option("--volume-index", help="Pick volume N of a 4-D NIfTI (time series); 4-D files are refused without it.")] = None
+    nifti: Annotated[bool, typer.Option("--nifti/--no-nifti", help="Write STEM.map.nii.gz (the map on the input's own voxel grid, with its affine) for DICOM/NIfTI inputs.")] = True
+
+    def fields(self) -> dict:
+        """ExplainOptions fields from these flags (checked by ExplainOptions.checked)."""
+        return {"window": self.window, "intensity_range": floats(self.intensity_range, "--intensity-range"),
+                "zscore": self.zscore, "zscore_threshold": self.zscore_threshold, "series": self.series,
+                "volume_index": self.volume_index}
 
 
 def with_flags(**groups: type) -> Callable[[Callable], Callable]:

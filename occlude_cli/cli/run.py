@@ -23,6 +23,7 @@ from ..core.baselines import BASELINES
 from ..errors import OccludeError
 from .common import (
     ExitCode,
+    MedicalFlags,
     ModelFlags,
     OcclusionFlags,
     RenderFlags,
@@ -53,6 +54,9 @@ RUN_EXAMPLES = """
   occlude run model.onnx img.png --patch 8,16,32 --multiscale       [dim]# is the map stable across patch sizes?[/]
   occlude run model.onnx img.png --metrics                          [dim]# + deletion/insertion AUC in the JSON[/]
   occlude run binary.onnx xray.png --score logit                    [dim]# a one-logit head, explained as its logit[/]
+  occlude run ct2d.onnx slice.dcm --window bone                     [dim]# a DICOM slice, CT bone window[/]
+  occlude run lesion3d.onnx scan.nii.gz --patch 8x8x8 --stride 4    [dim]# a 3-D model on a NIfTI volume[/]
+  occlude run lesion3d.onnx series_dir/ --series                    [dim]# a DICOM series as one volume[/]
 
 [bold]Baselines[/] (--baseline)
 
@@ -66,12 +70,12 @@ INFO_EXAMPLES = ("[bold]Examples[/]\n\n  occlude info sample_models/efficientnet
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags)
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags, medical=MedicalFlags)
 def run(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx) with one image input and a (batch, classes) output.")],
     paths: Annotated[List[str], typer.Argument(help="Image files, folders or glob patterns ('data/**/*.png').", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; keeps the inputs' relative folder layout.")] = Path("occlude-out"),
-    patch: Annotated[Optional[str], typer.Option(help="Occluding patch, N or HxW in model-input pixels \\[default: 1/14 of the input side, 16 on 224]. Several (8,16,32): one map per patch size plus their rank correlations in STEM.scales.json.")] = None,
+    patch: Annotated[Optional[str], typer.Option(help="Occluding patch, N, HxW or DxHxW (3-D models) in model-input pixels \\[default: 1/14 of the input side, 16 on 224; 1/4 of each side for 3-D models]. Several (8,16,32): one map per patch size plus their rank correlations in STEM.scales.json.")] = None,
     multiscale: Annotated[bool, typer.Option("--multiscale", help="With several --patch sizes: also write STEM.multiscale.* (the mean of the maps, each scaled to [-1, 1]).")] = False,
     metrics: Annotated[bool, typer.Option("--metrics", help="Add the map's deletion and insertion curves and AUCs (Petsiuk et al. 2018) and its infidelity (no extra pass), sufficiency and completeness (one pass per top-k fraction) to the JSON; 102 + 13 extra forward passes.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", help="Also compute the maps of the K best classes (no extra inference); saved as STEM.topk.npy.")] = 1,
@@ -80,6 +84,7 @@ def run(
     refine: Annotated[bool, typer.Option("--refine", help="Coarse-to-fine: score every --refine-step-th window, interpolate the rest, then score exactly where the drop is largest, within --refine-budget. Use with overlapping windows (stride <= patch/4).")] = False,
     refine_step: Annotated[int, typer.Option("--refine-step", help="With --refine: coarse pass takes every N-th window along each axis (1 to 100).")] = 3,
     refine_budget: Annotated[float, typer.Option("--refine-budget", help="With --refine: forward passes allowed, as a fraction of the exact map's, in (0, 1].")] = 0.25,
+    baseline_check: Annotated[bool, typer.Option("--baseline-check", help="Compare baselines instead of making maps: occlude the same 16 seeded random windows (--seed) with zero, mean, blur, tissue, p10, noise (and inpaint for 2-D) and report the mean change of the top-1 confidence; a table and OUT/baseline_check.json.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the number of windows and forward passes and a time estimate from one timed batch; run nothing else.")] = False,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.")] = False,
     npy: Annotated[bool, typer.Option("--npy/--no-npy", help="Write STEM.npy (the map as float32).")] = True,
@@ -96,6 +101,7 @@ def run(
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     render: RenderFlags = None,  # type: ignore[assignment]
+    medical: MedicalFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Explain images with an ONNX classifier: writes STEM.overlay.png, STEM.heatmap.png, STEM.json, STEM.npy."""
     from ..batch import (
@@ -123,13 +129,15 @@ def run(
         raise OccludeError(f"--top-k must be at least 1, got {top_k}")
     options = occlusion.options(
         patch=scales[0] if scales else None, top_k=top_k, region=region_values(region), refine=refine,
-        refine_step=refine_step, refine_budget=refine_budget,
+        refine_step=refine_step, refine_budget=refine_budget, **medical.fields(),
     )
     shard_spec = parse_shard(shard)
     if ray is None and (workers is not None or gpus_per_worker):
         raise OccludeError("--workers and --gpus-per-worker need --ray")
     style = render.style()
     classifier, preprocessing, class_names = model_flags.load(model)
+    if len(getattr(preprocessing, "size", ())) == 3 and (aggregate or len(scales) > 1):  # 3-D models (issue 12)
+        raise OccludeError("--aggregate and several --patch sizes are for 2-D maps: not available for 3-D models")
     plan = None
     for patch_size in scales or [options.patch]:
         checked = check_run(ExplainOptions(**{**options.__dict__, "patch": patch_size}), preprocessing, classifier,
@@ -138,10 +146,13 @@ def run(
     if plan is not None and plan.shrunk:
         options = ExplainOptions(**{**options.__dict__, "batch_size": plan.batch_size})
     notes: list = []
-    images, problems = discover_inputs(paths, recursive=recursive, exclude=[out], notes=notes)
+    images, problems = discover_inputs(paths, recursive=recursive, exclude=[out], notes=notes, series=medical.series)
     images = take_shard(images, shard_spec)
     if dry_run:
         _dry_run(classifier, images, problems, options, preprocessing, class_names, json_out)
+        return
+    if baseline_check:
+        _baseline_check(classifier, images, problems, options, preprocessing, class_names, out, json_out, quiet)
         return
     check_output_folder(out)
     removed = remove_stale_temps(out, started)  # left by a killed run: never by a run still writing
@@ -202,7 +213,7 @@ def run(
                 classifier, images, out, options, preprocessing=preprocessing, labels=class_names, npy=npy,
                 all_classes=all_classes, timing=timing, resume=resume, metrics=metrics, scales=scales,
                 multiscale=multiscale, aggregate=aggregate_maps, style=style, panels=render.panels,
-                executor=images_executor, on_image_start=on_image_start,
+                nifti=medical.nifti, executor=images_executor, on_image_start=on_image_start,
                 on_windows=on_windows if show_progress else None, on_image_done=on_image_done,
             )
         finally:
@@ -236,12 +247,13 @@ def _memory_plan(classifier, preprocessing, options, patch_stride, all_classes: 
     from ..loaders.limits import plan_memory
 
     patch, stride = patch_stride
-    size = preprocessing.size
+    size = tuple(preprocessing.size)
+    channels = int(getattr(preprocessing, "channels", 1))
     itemsize = np.dtype(preprocessing.dtype).itemsize
-    sample = size[0] * size[1] * preprocessing.channels * itemsize
+    sample = int(np.prod(size)) * channels * itemsize
     requested = options.batch_size or classifier.default_batch_size(sample)
-    windows = len(window_starts(size[0], patch[0], stride[0])) * len(window_starts(size[1], patch[1], stride[1]))
-    plan = plan_memory(size, preprocessing.channels, itemsize, windows=windows, classes=classifier.num_classes,
+    windows = int(np.prod([len(window_starts(n, p, s)) for n, p, s in zip(size, patch, stride)]))
+    plan = plan_memory(size, channels, itemsize, windows=windows, classes=classifier.num_classes,
                        requested_batch=requested, all_classes=all_classes, targets=options.top_k)
     return plan if previous is None or plan.batch_size < previous.batch_size else previous
 
@@ -307,6 +319,43 @@ def _dry_run(classifier, images, problems, options, preprocessing, labels, json_
         f"{plan['seconds_per_forward_pass'] * 1000:.1f} ms per pass; "
         f"estimated {plan['estimated_s']:.1f} s per image, {plan['estimated_total_s']:.1f} s in all"
     )
+
+
+def _baseline_check(classifier, images, problems, options, preprocessing, labels, out: Path, json_out: bool,
+                    quiet: bool) -> None:
+    """--baseline-check: per input, the drift of the top-1 confidence under each baseline (issue 12)."""
+    from ..explain import baseline_check
+    from ..outputs.volumes import write_baseline_check
+
+    for _, problem in problems:
+        print_error(problem)
+    if not images:
+        raise OccludeError("nothing to check: no readable input")
+    check_output_folder(out)
+    documents, failed = [], 0
+    for image in images:
+        try:
+            documents.append(baseline_check(classifier, image.path, None, options, preprocessing=preprocessing,
+                                            labels=labels))
+        except OccludeError as exc:
+            failed += 1
+            print_error(f"{image.path}: {exc}")
+    write_baseline_check(documents, out)
+    if json_out:
+        sys.stdout.write(json.dumps({"inputs": documents}, indent=2) + "\n")
+    elif not quiet:
+        for document in documents:
+            table = Table(title=escape(f"baselines on {one_line(document['path'])}: top-1 {document['target']['index']} "
+                                       f"{document['score']['kind']} {document['score']['original']:.4f}, "
+                                       f"{document['copies']} random windows"), title_justify="left")
+            for name in ("baseline", "mean change", "mean |change|", "max |change|", "top-1 flips"):
+                table.add_column(name)
+            for r in document["baselines"]:
+                table.add_row(r["baseline"], f"{r['mean_change']:+.4f}", f"{r['mean_abs_change']:.4f}",
+                              f"{r['max_abs_change']:.4f}", f"{r['top1_flips']:.0%}")
+            stdout.print(table)
+    if failed:
+        raise typer.Exit(ExitCode.IMAGES_FAILED)
 
 
 def shorten_path(path: str, width: int) -> str:
@@ -400,7 +449,13 @@ def info(
 def _info_text(d: dict) -> str:
     """The info document as aligned 'key  value' lines (the JSON's key names), without Python reprs."""
     pre = d.get("preprocessing")
-    if isinstance(pre, dict):
+    if isinstance(pre, dict) and "transform" in pre:  # a medical model (issue 12)
+        transform = pre["transform"] or "none (real units)"
+        detail = {"window": pre.get("window"), "intensity_range": pre.get("intensity_range"),
+                  "zscore": pre.get("zscore_threshold")}.get(pre["transform"] or "")
+        pre_text = (f"{pre['layout']} {'x'.join(map(str, pre['size']))} grey, resampled (order {pre['resample_order']}) "
+                    f"in real units, then {transform}{'' if detail is None else ' ' + str(detail)}")
+    elif isinstance(pre, dict):
         pre_text = (f"{pre['layout']} {pre['size'][0]}x{pre['size'][1]} {pre['color']}, resize {pre['resize']}, "
                     f"input = (pixel * {pre['scale']:g} - mean {_shape(pre['mean'])}) / std {_shape(pre['std'])} "
                     "(mean/std in RGB order)")

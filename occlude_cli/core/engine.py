@@ -177,10 +177,12 @@ def score_windows(
     """Scores of the input with each window replaced by the baseline: (N, classes), float64.
 
     Each buffer row restores only the previous window it held and writes the new one, so the cost per
-    window is two slice copies.
+    window is two slice copies. ``baseline`` is an array like ``inputs`` or a callable ``window -> values``
+    for baselines that depend on the window (inpainting): it returns the window's contents.
     """
     inputs = np.asarray(inputs)
-    baseline = check_baseline(inputs, baseline, batch_size)
+    fill = baseline if callable(baseline) else None  # a per-window baseline (e.g. inpainting): window -> values
+    baseline = check_baseline(inputs, np.zeros_like(inputs) if fill else baseline, batch_size)
     axes = spatial_axes_of(inputs, spatial_axes)
     windows = np.asarray(windows, dtype=np.int64)
     if len(windows) == 0:
@@ -195,7 +197,7 @@ def score_windows(
         if previous is not None:
             buffer[(row,) + previous] = inputs[previous]
         index = window_slice(plain[i], axes, inputs.ndim)
-        buffer[(row,) + index] = baseline[index]
+        buffer[(row,) + index] = fill(plain[i]) if fill is not None else baseline[index]
         written[row] = index
 
     return score_perturbations(inputs, len(plain), occlude, score, batch_size=batch_size, progress=progress)
@@ -326,7 +328,7 @@ def occlusion_sensitivity(
     axes, size = spatial_size(inputs, spatial_axes)
     if baseline is None:
         baseline = np.zeros_like(inputs)
-    if windows is None:
+    if windows is None:  # (a callable baseline fills each window itself: see score_windows)
         windows = window_grid(size, patch, stride or default_stride(patch), region)
     if original_scores is None:
         original = check_scores(score(inputs[None]), 1)[0].astype(np.float64)

@@ -232,11 +232,11 @@ def plan_memory(
     aggregation (at most 256 MiB, see core.engine). The batch buffer and its outputs are then fitted into
     the rest; a refusal names the limit and the flag."""
     limit = budget() if limit is None else limit
-    pixels = int(size[0]) * int(size[1])
+    pixels = int(math.prod(int(s) for s in size))  # pixels, or voxels of a volume
     sample = pixels * channels * itemsize
     classes = max(1, int(classes or 1))
     maps = (classes if all_classes else max(1, targets)) * pixels * 12
-    aggregation = min(256 << 20, (int(size[0]) + 1) * (int(size[1]) + 1) * 8 * min(classes, 64))
+    aggregation = min(256 << 20, int(math.prod(int(s) + 1 for s in size)) * 8 * min(classes, 64))
     per_image = 2 * sample + pixels * channels * (4 + 8 + 8) + 2 * windows * classes * 8 + maps + aggregation
     per_row = sample + classes * 8 * 2  # one occluded copy, its raw and transformed outputs
     room = limit - per_image

@@ -337,6 +337,10 @@ def _page_row(key: str, entry: dict, files: set[str], resolved_out: Path, prefix
         pictures = (f"{stem}.overlay.png" in files) + 2 * (f"{stem}.heatmap.png" in files)
         if pictures:
             row["st"], row["v"] = _url(stem), pictures
+        elif f"{stem}.montage.png" in files:  # a volume (issue 12): the montage and the planes through the peak
+            row["ov"] = _url(f"{stem}.montage.png")
+            if f"{stem}.planes.png" in files:
+                row["hm"] = _url(f"{stem}.planes.png")
     picture = check.get("overlay") or check.get("picture")  # a check overlay, when `occlude check` writes one
     if isinstance(picture, str) and picture in files:
         row["ov"] = _url(picture)

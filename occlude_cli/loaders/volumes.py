@@ -1,0 +1,314 @@
+"""Medical inputs (DICOM slices, DICOM series, NIfTI volumes) -> one model input, and back for display.
+
+The analogue of :mod:`occlude_cli.loaders.images` for :class:`~occlude_cli.loaders.medical.Volume`: resample
+in real units to the model's grid (interpolate first, then the non-linear intensity transform, as the
+sample models were trained), apply exactly one intensity transform (DICOM window, fixed range, z-score or
+none), add the channel axis. Knows nothing of onnxruntime: the model's input shape and metadata come in as
+plain values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+from PIL import Image
+
+from ..errors import OccludeError
+from . import medical
+from .medical import Volume
+
+VOLUME_LAYOUTS = ("NCDHW", "NDHWC")
+SLICE_LAYOUTS = ("NCHW", "NHWC")
+MEDICAL_SUFFIXES = (".dcm", ".nii", ".nii.gz")
+RESAMPLE_ORDERS = {"nearest": 0, "linear": 1, "cubic": 3}
+TRANSFORMS = ("window", "intensity_range", "zscore")
+
+
+def is_medical_path(path: Union[str, Path], series: bool = False) -> bool:
+    """True for what :func:`medical.read_volume` reads and a photo reader does not: ``.dcm``, ``.nii``,
+    ``.nii.gz``, a suffix-less file with the DICOM marker, or a folder when ``series``."""
+    p = Path(path)
+    if p.is_dir():
+        return series
+    name = p.name.lower()
+    if name.endswith(MEDICAL_SUFFIXES):
+        return True
+    return p.suffix == "" and p.is_file() and medical.is_dicom_file(p)
+
+
+@dataclass(frozen=True)
+class VolumePreprocessing:
+    """How a medical image becomes a model input (one sample, no batch axis).
+
+    ``size``: the model grid, (D, H, W) for 3-D models, (H, W) for 2-D ones. ``transform``: ``window``
+    (``window`` is a (centre, width) pair, or a preset/``W,L``/``file`` spec resolved per input),
+    ``intensity_range`` ((lo, hi)), ``zscore`` (statistics over voxels above ``zscore_threshold`` when
+    given) or None (real units as they are). ``order``: interpolation order of the resampling."""
+
+    size: Tuple[int, ...]
+    layout: str = "NCDHW"
+    transform: Optional[str] = None
+    window: Optional[Union[str, Tuple[float, float]]] = None
+    intensity_range: Optional[Tuple[float, float]] = None
+    zscore_threshold: Optional[float] = None
+    order: int = 1
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.layout not in VOLUME_LAYOUTS + SLICE_LAYOUTS:
+            raise OccludeError(f"layout {self.layout!r}: medical inputs need one of {', '.join(VOLUME_LAYOUTS + SLICE_LAYOUTS)}")
+        want = 3 if self.layout in VOLUME_LAYOUTS else 2
+        if len(self.size) != want or min(self.size) < 1:
+            raise OccludeError(f"size {tuple(self.size)}: a {self.layout} model needs {want} positive sizes")
+        if self.transform not in TRANSFORMS + (None,):
+            raise OccludeError(f"intensity transform {self.transform!r}: use one of {', '.join(TRANSFORMS)}")
+
+    @property
+    def ndim(self) -> int:
+        return len(self.size)
+
+    @property
+    def channels_first(self) -> bool:
+        return self.layout in ("NCDHW", "NCHW")
+
+    @property
+    def spatial_axes(self) -> Tuple[int, ...]:
+        """Axes of the spatial extent in one sample (no batch axis)."""
+        return tuple(range(1, self.ndim + 1)) if self.channels_first else tuple(range(self.ndim))
+
+    def with_transform(self, *, window=None, intensity_range=None, zscore: bool = False,
+                       zscore_threshold: Optional[float] = None) -> VolumePreprocessing:
+        """A copy with the intensity transform the caller asked for (at most one), which replaces the model's."""
+        asked = [name for name, on in (("window", window is not None), ("intensity_range", intensity_range is not None),
+                                       ("zscore", zscore)) if on]
+        if len(asked) > 1:
+            raise OccludeError("choose one intensity transform: window, intensity_range or zscore")
+        if zscore_threshold is not None and not zscore and self.transform != "zscore":
+            raise OccludeError("zscore_threshold needs zscore")
+        fields = dict(self.__dict__)
+        if asked:
+            fields.update(transform=asked[0], window=None, intensity_range=None, zscore_threshold=None)
+            if window is not None:
+                fields["window"] = _window_value(window)
+            if intensity_range is not None:
+                fields["intensity_range"] = medical.parse_intensity_range(intensity_range)
+        if zscore_threshold is not None:
+            fields["zscore_threshold"] = float(zscore_threshold)
+        return VolumePreprocessing(**fields)
+
+    def describe(self) -> dict:
+        return {
+            "size": list(self.size),
+            "layout": self.layout,
+            "transform": self.transform,
+            "window": list(self.window) if isinstance(self.window, tuple) else self.window,
+            "intensity_range": list(self.intensity_range) if self.intensity_range else None,
+            "zscore": self.transform == "zscore",
+            "zscore_threshold": self.zscore_threshold,
+            "resample_order": self.order,
+        }
+
+
+def _window_value(spec) -> Union[str, Tuple[float, float]]:
+    """A window (centre, width) pair, or the spec 'file' (resolved per input)."""
+    if isinstance(spec, (tuple, list)):
+        if len(spec) != 2:
+            raise OccludeError(f"window {spec!r}: expected (centre, width)")
+        return float(spec[0]), float(spec[1])
+    if str(spec).strip().lower() == "file":
+        return "file"
+    return medical.parse_window(str(spec))
+
+
+def volume_preprocessing_from_metadata(meta: dict, input_shape: Sequence, dtype: str,
+                                       layout: Optional[str] = None) -> VolumePreprocessing:
+    """The model's ``occlude.preprocess`` metadata (``layout``, ``size``, ``window`` / ``intensity_range`` /
+    ``zscore``, ``resample``) and its input shape -> VolumePreprocessing. Fixed input dimensions win over
+    ``size``; scale/mean/std are refused (they are for 0..255 photos)."""
+    layout = str(layout or meta.get("layout") or ("NCDHW" if len(input_shape) == 5 else "NCHW")).upper()
+    if layout not in VOLUME_LAYOUTS + SLICE_LAYOUTS:
+        raise OccludeError(f"layout {layout!r}: medical inputs need one of {', '.join(VOLUME_LAYOUTS + SLICE_LAYOUTS)}")
+    ndim = 3 if layout in VOLUME_LAYOUTS else 2
+    if len(input_shape) != ndim + 2:
+        raise OccludeError(f"model input shape {list(input_shape)} does not fit layout {layout}")
+    dims = list(input_shape[2:] if layout.startswith("NC") else input_shape[1:-1])
+    channels = input_shape[1] if layout.startswith("NC") else input_shape[-1]
+    if isinstance(channels, int) and channels not in (1,):
+        raise OccludeError(f"model input has {channels} channels: medical inputs are grey (1 channel)")
+    fixed = [d if isinstance(d, int) and d > 0 else None for d in dims]
+    if meta.get("size") is not None and len(meta["size"]) == ndim:
+        for got, want in zip(fixed, meta["size"]):
+            if got is not None and int(want) != got:
+                raise OccludeError(f"size {list(meta['size'])} conflicts with the model's fixed input {dims}")
+    if None in fixed:
+        if "size" not in meta or len(meta["size"]) != ndim:
+            raise OccludeError(f"model input {list(input_shape)} has dynamic sizes: its metadata must give size")
+        fixed = [f if f is not None else int(s) for f, s in zip(fixed, meta["size"])]
+    for key in ("mean", "std", "scale"):
+        if key in meta and meta[key] not in (None, [0.0], [1.0], 1.0, 0.0):
+            raise OccludeError(f"model metadata {key}: is for 0..255 photos and does not apply to medical inputs")
+    transforms = [k for k in TRANSFORMS if meta.get(k) not in (None, False)]
+    if len(transforms) > 1:
+        raise OccludeError("model metadata: choose one intensity transform: window, intensity_range or zscore")
+    zscore = meta.get("zscore")
+    resample = str(meta.get("resample", "linear")).lower()
+    if resample not in RESAMPLE_ORDERS:
+        raise OccludeError(f"model metadata resample {resample!r}: use one of {', '.join(RESAMPLE_ORDERS)}")
+    return VolumePreprocessing(
+        size=tuple(int(v) for v in fixed),
+        layout=layout,
+        transform=transforms[0] if transforms else None,
+        window=_window_value(meta["window"]) if meta.get("window") is not None else None,
+        intensity_range=tuple(float(v) for v in meta["intensity_range"]) if meta.get("intensity_range") else None,
+        zscore_threshold=float(zscore["mask_threshold"]) if isinstance(zscore, dict) and "mask_threshold" in zscore else None,
+        order=RESAMPLE_ORDERS[resample],
+        dtype=dtype,
+    )
+
+
+@dataclass
+class PreparedVolume:
+    """A medical input ready for the engine, with what the outputs need to map results back.
+
+    ``volume``: the input as read (real units, its own grid and affine); ``grid``: resampled to the model's
+    grid (real units; its affine places the model's voxels in the world); ``intensities``: ``grid`` after the
+    intensity transform (what the model sees, without the channel axis); ``display``: 0..1 grey values of
+    ``grid`` for pictures; ``model_input``: one sample in the model's layout and dtype."""
+
+    path: Optional[Path]
+    volume: Volume
+    grid: Volume
+    intensities: np.ndarray
+    display: np.ndarray
+    model_input: np.ndarray
+    preprocessing: VolumePreprocessing = field(repr=False)
+    window: Optional[Tuple[float, float]] = None  # the window actually applied (centre, width), if any
+
+    @property
+    def ndim(self) -> int:
+        return self.grid.ndim
+
+    def display_of(self, data: np.ndarray) -> np.ndarray:
+        """Real-unit intensities -> 0..1 grey for pictures, with the same rule as ``display``."""
+        return display_intensities(data, self.window, self.preprocessing, self.volume)
+
+    # The 2-D image interface (for 2-D DICOM slices, so that the photo pictures work unchanged)
+    @property
+    def original(self) -> Image.Image:
+        """The original slice (full resolution), windowed for display, as an 8-bit grey image (2-D only)."""
+        if self.ndim != 2:
+            raise OccludeError("original: a 3-D volume has no single original picture; use the montage")
+        return Image.fromarray(np.rint(self.display_of(self.volume.data) * 255).astype(np.uint8), "L")
+
+    @property
+    def original_size(self) -> Tuple[int, int]:
+        """(width, height) of the original slice, or of the volume's axial plane."""
+        h, w = self.volume.data.shape[-2:]
+        return int(w), int(h)
+
+    @property
+    def crop_box(self) -> Tuple[float, float, float, float]:
+        width, height = self.original_size
+        return (0.0, 0.0, float(width), float(height))
+
+    def describe(self) -> dict:
+        """The JSON's ``input`` block: kind, shape, spacing, affine and the file's facts."""
+        v = self.volume
+        return {
+            "path": str(self.path) if self.path is not None else None,
+            "kind": v.kind,
+            "shape": [int(s) for s in v.data.shape],
+            "spacing": [float(s) for s in v.spacing],
+            "affine": [[float(c) for c in row] for row in np.asarray(v.affine)],
+            "model_grid": {
+                "shape": [int(s) for s in self.grid.data.shape],
+                "spacing": [float(s) for s in self.grid.spacing],
+                "affine": [[float(c) for c in row] for row in np.asarray(self.grid.affine)],
+            },
+            "window_applied": list(self.window) if self.window is not None else None,
+            "meta": _json_safe(v.meta),
+        }
+
+    def world(self, index: Sequence[float]) -> list:
+        """World coordinates (RAS+, mm) of a model-grid voxel index ((d, h, w), or (h, w) for slices)."""
+        point = list(index) + ([0.0] if len(index) == 2 else [])
+        return [float(c) for c in (np.asarray(self.grid.affine) @ np.array(point + [1.0]))[:3]]
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
+def display_intensities(data: np.ndarray, window: Optional[Tuple[float, float]], pre: VolumePreprocessing,
+                        volume: Volume) -> np.ndarray:
+    """0..1 grey for pictures: the window the model uses, else the model's fixed range, else the file's own
+    window, else the 1st to 99th percentile of the volume."""
+    data = np.asarray(data, dtype=np.float64)
+    if window is not None:
+        return medical.apply_window(data, *window)
+    if pre.transform == "intensity_range" and pre.intensity_range:
+        return medical.normalize_range(data, *pre.intensity_range)
+    if volume.meta.get("window"):
+        centre, width = volume.meta["window"][:2]
+        return medical.apply_window(data, float(centre), max(1.0, float(width)))
+    lo, hi = np.percentile(volume.data, [1, 99])
+    if not hi > lo:
+        lo, hi = float(volume.data.min()), float(volume.data.max()) + 1e-6
+    return np.clip((data - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def read_medical(path: Union[str, Path, Volume], *, series: bool = False, volume_index: Optional[int] = None) -> Volume:
+    """A Volume from a path (DICOM file, NIfTI file, a series folder with ``series``) or as given."""
+    if isinstance(path, Volume):
+        return path
+    return medical.read_volume(path, series=series, volume_index=volume_index)
+
+
+def prepare_volume(source: Union[str, Path, Volume], pre: VolumePreprocessing, *, series: bool = False,
+                   volume_index: Optional[int] = None) -> PreparedVolume:
+    """Read (if a path), resample to the model grid in real units, transform intensities, add the channel axis."""
+    volume = read_medical(source, series=series, volume_index=volume_index)
+    if volume.ndim != pre.ndim:
+        what = "a 3-D volume" if volume.ndim == 3 else "a 2-D slice"
+        model = "3-D" if pre.ndim == 3 else "2-D"
+        raise OccludeError(f"input is {what} of shape {tuple(volume.data.shape)} but the model is {model} "
+                           f"({pre.layout} {'x'.join(map(str, pre.size))})")
+    grid = medical.resample(volume, pre.size, order=pre.order)
+    window = None
+    if pre.transform == "window":
+        if pre.window is None:
+            raise OccludeError("window: the transform is 'window' but no window was given")
+        window = medical.parse_window("file", volume) if pre.window == "file" else tuple(pre.window)
+        values = medical.apply_window(grid.data, *window)
+    elif pre.transform == "intensity_range":
+        values = medical.normalize_range(grid.data, *pre.intensity_range)
+    elif pre.transform == "zscore":
+        values = medical.zscore(grid.data, pre.zscore_threshold)
+    else:
+        values = grid.data.astype(np.float32)
+    sample = values[None] if pre.channels_first else values[..., None]
+    return PreparedVolume(
+        path=Path(source) if not isinstance(source, Volume) else (Path(volume.path) if volume.path else None),
+        volume=volume,
+        grid=grid,
+        intensities=np.asarray(values, dtype=np.float32),
+        display=display_intensities(grid.data, window, pre, volume),
+        model_input=np.ascontiguousarray(sample, dtype=pre.dtype),
+        preprocessing=pre,
+        window=window,
+    )

@@ -1,0 +1,165 @@
+"""What occlude writes for medical inputs: the JSON (windows as z, y, x, d, h, w; the input's geometry; the
+peak in voxels and world mm), the map as ``.npy`` and as NIfTI on the input's own grid and affine, and the
+pictures: for volumes a montage of axial slices and the three orthogonal planes through the peak
+(:mod:`occlude_cli.outputs.montage`), for 2-D DICOM slices the usual overlay and heatmap. The map is
+blended over the windowed intensities: the model's window, else the file's, else the 1st-99th percentile.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from ..explain import VolumeExplanation
+from ..loaders.medical import write_nifti_map
+from . import montage
+from .records import _grid, explanation_record, json_number
+from .render import DEFAULT_STYLE, RenderStyle, heatmap_png, overlay_png, score_word
+from .write import atomic_write_bytes, atomic_write_json, npy_bytes
+
+
+def _title(e: VolumeExplanation) -> str:
+    label = e.label(e.target)
+    name = f"{label} (class {e.target})" if label else f"class {e.target}"
+    return f"{name}: {score_word(e.score_kind)} {e.occlusion.original_scores[e.target]:.4f}"
+
+
+def _subtitle(e: VolumeExplanation) -> str:
+    p = e.params
+    pre = p["preprocessing"]
+    transform = pre.get("transform") or "none"
+    if transform == "window" and e.image.window is not None:
+        transform = f"window L {e.image.window[0]:g} W {e.image.window[1]:g}"
+    elif transform == "intensity_range":
+        transform = f"intensity range {pre['intensity_range'][0]:g}..{pre['intensity_range'][1]:g}"
+    return (f"occlusion: patch {'x'.join(map(str, p['patch']))}, stride {'x'.join(map(str, p['stride']))}, "
+            f"baseline {p['baseline']}; {e.image.volume.kind}, {transform}")
+
+
+def montage_png(e: VolumeExplanation, style: RenderStyle = DEFAULT_STYLE) -> bytes:
+    """STEM.montage.png: axial slices of the model grid with the map over the windowed intensities."""
+    grid = e.image.grid
+    subtitle = _subtitle(e) + f"; axial slices of the {'x'.join(map(str, grid.data.shape))} model grid"
+    return montage.montage_png(e.image.display, e.map, grid.spacing, grid.affine, _title(e), subtitle, style)
+
+
+def planes_png(e: VolumeExplanation, style: RenderStyle = DEFAULT_STYLE) -> bytes:
+    """STEM.planes.png: axial, coronal and sagittal planes through the centre of the map's peak plateau."""
+    peak = e.peak()
+    world = ", ".join(f"{v:+.1f}" for v in peak["world_mm"])
+    subtitle = _subtitle(e) + f"; peak at voxel {tuple(peak['voxel'])}, RAS ({world}) mm"
+    return montage.planes_png(e.image.display, e.map, e.image.grid.spacing, peak["voxel"], _title(e), subtitle,
+                              style)
+
+
+def volume_record(e: VolumeExplanation, *, timing: bool = True) -> dict:
+    """The JSON document of a medical explanation. 2-D slices: the photo record (windows y, x, h, w, the
+    map) plus the ``input`` block; volumes: windows as z, y, x, d, h, w and the map in STEM.npy (32^3 values
+    do not belong in a JSON file)."""
+    if e.image.ndim == 2:
+        record = explanation_record(e, timing=timing)
+        record["peak"] = e.peak()
+        return record
+    occ = e.occlusion
+    target = e.target
+    drops = occ.drops([target])[:, 0]
+    top = np.argmax(np.nan_to_num(occ.window_scores, nan=-np.inf), axis=1)
+    finite = np.isfinite(e.map)
+    record = {
+        **e.header(),
+        "params": e.params,
+        "map_info": {
+            "depth": int(occ.size[0]),
+            "height": int(occ.size[1]),
+            "width": int(occ.size[2]),
+            "min": json_number(np.nanmin(e.map)) if finite.any() else None,
+            "max": json_number(np.nanmax(e.map)) if finite.any() else None,
+            "peak": _peak_zyx(e),
+            "not_computed_voxels": int(np.count_nonzero(~finite)),
+            "windows": int(len(occ.windows)),
+            "forward_passes": int(occ.forward_passes),
+        },
+        "peak": e.peak(),
+        "top_k": [{"index": int(c), "label": e.label(c), "original": json_number(occ.original_scores[c])}
+                  for c in e.targets],
+        "windows": [
+            {"z": int(z), "y": int(y), "x": int(x), "d": int(d), "h": int(h), "w": int(w), "score": json_number(s),
+             "drop": json_number(dr), "top_class": int(t), **({} if np.isfinite(s) else {"finite": False})}
+            for (z, y, x, d, h, w), s, dr, t in zip(occ.windows.tolist(), occ.window_scores[:, target], drops, top)
+        ],
+        "map": None,  # in STEM.npy (and STEM.map.nii.gz on the input's grid)
+        "warnings": list(e.warnings),
+    }
+    if timing:
+        record["timing"] = {k: float(v) for k, v in e.timing.items()}
+    return record
+
+
+def _peak_zyx(e: VolumeExplanation) -> dict:
+    p = e.peak()
+    z, y, x = p["voxel"]
+    return {"z": z, "y": y, "x": x, "value": p["value"]}
+
+
+def write_volume_explanation(
+    explanation: VolumeExplanation,
+    out_dir,
+    stem: str,
+    *,
+    npy: bool = True,
+    nifti: bool = True,
+    all_classes: bool = False,
+    timing: bool = True,
+    extra: Optional[dict] = None,
+    style: RenderStyle = DEFAULT_STYLE,
+    **_ignored,
+) -> List[Path]:
+    """STEM.npy, STEM.map.nii.gz (the map on the input's own grid with its affine), the pictures
+    (volumes: STEM.montage.png and STEM.planes.png; 2-D slices: STEM.overlay.png and STEM.heatmap.png) and
+    STEM.json, written last (its presence marks a complete set, as for photos)."""
+    out_dir = Path(out_dir)
+    e = explanation
+    written: List[Path] = []
+    if e.image.ndim == 3:
+        written.append(atomic_write_bytes(out_dir / f"{stem}.montage.png", montage_png(e, style)))
+        written.append(atomic_write_bytes(out_dir / f"{stem}.planes.png", planes_png(e, style)))
+    else:
+        original = e.image.original
+        written.append(atomic_write_bytes(out_dir / f"{stem}.overlay.png", overlay_png(
+            original, e.map, e.image.crop_box, _title(e), _subtitle(e), style)))
+        written.append(atomic_write_bytes(out_dir / f"{stem}.heatmap.png",
+                                          heatmap_png(e.map, _title(e), _subtitle(e), style)))
+    if npy:
+        written.append(atomic_write_bytes(out_dir / f"{stem}.npy", npy_bytes(e.map.astype(np.float32))))
+        if len(e.targets) > 1:
+            written.append(atomic_write_bytes(out_dir / f"{stem}.topk.npy", npy_bytes(e.maps.astype(np.float32))))
+    if all_classes:
+        written.append(atomic_write_bytes(out_dir / f"{stem}.classes.npy", npy_bytes(e.class_maps())))
+        written.append(atomic_write_bytes(out_dir / f"{stem}.top_class.npy",
+                                          npy_bytes(e.occlusion.top_class_map().astype(np.int32))))
+    if nifti:
+        written.append(atomic_write_bytes(out_dir / f"{stem}.map.nii.gz", write_nifti_map(e.map, e.image.volume)))
+    record = volume_record(e, timing=timing)
+    record.update(extra or {})
+    record["outputs"] = sorted(p.name for p in written)
+    written.append(atomic_write_json(out_dir / f"{stem}.json", record))
+    return written
+
+
+def write_baseline_check(documents: Sequence[dict], out_dir) -> Path:
+    """OUT/baseline_check.json: one document of :func:`occlude_cli.explain.baseline_check` per input."""
+    return atomic_write_json(Path(out_dir) / "baseline_check.json", {"schema": 1, "inputs": list(documents)})
+
+
+def map_grid(values: np.ndarray) -> list:
+    """Nested JSON-safe lists of any dimension (null where not finite)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim <= 2:
+        return _grid(values)
+    return [map_grid(v) for v in values]
+
+
+__all__: Sequence[str] = ("montage_png", "planes_png", "volume_record", "write_baseline_check",
+                          "write_volume_explanation")
