@@ -239,6 +239,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 continue  # the same input as stretched: counted once
             if args.cached_only and not cache_file(args.cache, name, path, resize, args.patch, args.stride).exists():
                 continue
+            grey = any(name.endswith(f) for f in GREY_PHOTOS)
             data = exact_scores(classifier, preprocessing, name, path, resize, args.patch, args.stride, args.cache)
             exact = exact_occlusion(data)
             exact_map = exact.attribution(0)
@@ -247,11 +248,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 refined = replay_refine(data, step, budget)
                 predicted = refine_forward_passes(size, (args.patch,) * 2, (args.stride,) * 2, None, step, budget)
                 assert refined.forward_passes == predicted, (refined.forward_passes, predicted)
-                rows.append({"photo": name, "resize": resize, "setting": label, "passes": refined.forward_passes,
+                rows.append({"photo": name, "resize": resize, "grey": grey, "setting": label, "passes": refined.forward_passes,
                              "ratio": exact.forward_passes / refined.forward_passes,
                              **compare(exact_map, refined.attribution(0))})
             doubled = coarser_stride(data, 2)
-            rows.append({"photo": name, "resize": resize, "setting": labels[-1], "passes": doubled.forward_passes,
+            rows.append({"photo": name, "resize": resize, "grey": grey, "setting": labels[-1], "passes": doubled.forward_passes,
                          "ratio": exact.forward_passes / doubled.forward_passes,
                          **compare(exact_map, doubled.attribution(0))})
             if args.verify and verified is None:
@@ -270,27 +271,33 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     print(f"\nEfficientNet-Lite0, patch {args.patch} / stride {args.stride}, {len(rows) // len(labels)} photos "
           f"({', '.join(resizes)}); exact = {len(data['windows']) + 1} passes\n")
-    header = f"{'photo':34} {'setting':18} {'passes':>6} {'fewer':>6} {'pearson':>8} {'spearman':>8} {'top10':>6}"
+    header = f"{'photo':42} {'setting':18} {'passes':>6} {'fewer':>6} {'pearson':>8} {'spearman':>8} {'top10':>6}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['photo'] + ' ' + r['resize'][:7]:34} {r['setting']:18} {r['passes']:6d} {r['ratio']:5.2f}x "
+        print(f"{r['photo'] + ' ' + r['resize']:42} {r['setting']:18} {r['passes']:6d} {r['ratio']:5.2f}x "
               f"{r['pearson']:8.3f} {r['spearman']:8.3f} {r['top10']:6.3f}")
     summary = []
-    print(f"\n{'setting':18} {'passes':>6} {'fewer':>6} | {'WORST pearson':>13} {'spearman':>8} {'top10':>6} | "
-          f"{'median pearson':>14} {'spearman':>8} {'top10':>6} | worst photo (pearson)")
-    for label in labels:
-        sel = [r for r in rows if r["setting"] == label]
-        worst = {k: min(r[k] for r in sel) for k in ("pearson", "spearman", "top10")}
-        median = {k: float(np.median([r[k] for r in sel])) for k in ("pearson", "spearman", "top10")}
-        worst_photo = min(sel, key=lambda r: r["pearson"])
-        passes = max(r["passes"] for r in sel)
-        ratio = min(r["ratio"] for r in sel)
-        summary.append({"setting": label, "passes": passes, "ratio": ratio, "worst": worst, "median": median,
-                        "worst_photo": f"{worst_photo['photo']} {worst_photo['resize']}", "photos": len(sel)})
-        print(f"{label:18} {passes:6d} {ratio:5.2f}x | {worst['pearson']:13.3f} {worst['spearman']:8.3f} "
-              f"{worst['top10']:6.3f} | {median['pearson']:14.3f} {median['spearman']:8.3f} {median['top10']:6.3f} | "
-              f"{summary[-1]['worst_photo']}")
+    groups = [("all", lambda r: True)]
+    if args.grey:
+        groups += [("colour", lambda r: not r["grey"]), ("grey", lambda r: r["grey"])]
+    for group, keep in groups:
+        print(f"\n{group} photos: {len({(r['photo'], r['resize']) for r in rows if keep(r)})}")
+        print(f"{'setting':18} {'passes':>6} {'fewer':>6} | {'WORST pearson':>13} {'spearman':>8} {'top10':>6} | "
+              f"{'median pearson':>14} {'spearman':>8} {'top10':>6} | worst photo (pearson)")
+        for label in labels:
+            sel = [r for r in rows if r["setting"] == label and keep(r)]
+            worst = {k: min(r[k] for r in sel) for k in ("pearson", "spearman", "top10")}
+            median = {k: float(np.median([r[k] for r in sel])) for k in ("pearson", "spearman", "top10")}
+            worst_photo = min(sel, key=lambda r: r["pearson"])
+            passes = max(r["passes"] for r in sel)
+            ratio = min(r["ratio"] for r in sel)
+            summary.append({"group": group, "setting": label, "passes": passes, "ratio": ratio, "worst": worst,
+                            "median": median, "worst_photo": f"{worst_photo['photo']} {worst_photo['resize']}",
+                            "photos": len(sel)})
+            print(f"{label:18} {passes:6d} {ratio:5.2f}x | {worst['pearson']:13.3f} {worst['spearman']:8.3f} "
+                  f"{worst['top10']:6.3f} | {median['pearson']:14.3f} {median['spearman']:8.3f} "
+                  f"{median['top10']:6.3f} | {summary[-1]['worst_photo']}")
 
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -134,3 +134,15 @@ def test_refine_forward_passes_predicts_the_count(size, patch, stride, region, s
     nx = len(np.unique(refined.windows[:, 1]))
     coarsest = min(ny, -(-(ny - 1) // step) + 1) * min(nx, -(-(nx - 1) // step) + 1) + 1
     assert predicted <= max(np.floor(budget * (grid + 1)), coarsest)
+
+
+def test_a_bigger_budget_never_buys_fewer_passes_and_the_step_sets_the_least_density():
+    size, patch, stride = (224, 224), (48, 48), (8, 8)
+    budgets = np.linspace(0.01, 1.0, 100)
+    passes = [refine_forward_passes(size, patch, stride, None, 3, b) for b in budgets]
+    assert all(a <= b for a, b in zip(passes, passes[1:]))
+    assert passes[-1] == 530  # the whole 23x23 grid and the original
+    # Below what the step asks for, the coarse grid is still every third window: 9 x 9 (plus the original).
+    assert passes[0] == refine_forward_passes(size, patch, stride, None, 3, 0.001) == 82
+    # The defaults at 48/8: an 11 x 11 grid and 10 drill-downs, a quarter of 530 passes.
+    assert refine_forward_passes(size, patch, stride, None, 3, 0.25) == 132
