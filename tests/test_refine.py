@@ -55,10 +55,10 @@ def test_measured_windows_are_exact_and_the_error_is_bounded():
     np.testing.assert_allclose(exact.drops([0])[:, 0], by_hand, atol=1e-12)
     drop_error = np.abs(refined.drops([0])[:, 0] - by_hand)
     assert drop_error[measured].max() < 1e-12
-    assert drop_error.max() < 0.4 * np.ptp(by_hand)  # 0.29 measured
+    assert drop_error.max() < 0.4 * np.ptp(by_hand)  # 0.23 measured
     exact_map, refined_map = exact.attribution(0), refined.attribution(0)
-    assert np.abs(refined_map - exact_map).max() < 0.1 * np.ptp(exact_map)  # 0.065 measured
-    assert pearson(exact_map, refined_map) > 0.99  # 0.998 measured
+    assert np.abs(refined_map - exact_map).max() < 0.12 * np.ptp(exact_map)  # 0.081 measured
+    assert pearson(exact_map, refined_map) > 0.99  # 0.9988 measured
     assert pearson(exact.attribution(1), refined.attribution(1)) > 0.999  # the other class, interpolated too
     # The blob is found where it is.
     peak = np.unravel_index(np.argmax(refined_map), SIZE)
@@ -83,24 +83,29 @@ def test_a_bigger_budget_is_no_worse_and_the_full_budget_is_exact():
     np.testing.assert_allclose(full.window_scores, exact.window_scores, rtol=0, atol=1e-12)
 
 
-def _knots(measured: np.ndarray, shape) -> tuple:
-    grid = measured.reshape(shape)
-    rows, cols = np.flatnonzero(grid.any(axis=1)), np.flatnonzero(grid.any(axis=0))
-    assert grid.sum() == len(rows) * len(cols)  # a full grid: no drill-down at this budget
-    return rows, cols
-
-
-def test_the_coarse_grid_is_even_and_includes_both_ends():
+def test_the_coarse_lattice_is_even_staggered_and_includes_both_ends():
     inputs, baseline = _inputs()
     refined = refined_occlusion_sensitivity(inputs, score, patch=(16, 16), stride=(2, 2), baseline=baseline,
                                             target=0, coarse_step=4, budget=0.05)
     windows = refined.windows
-    shape = (len(np.unique(windows[:, 0])), len(np.unique(windows[:, 1])))
-    rows, cols = _knots(refined.measured, shape)
-    for knots, n in ((rows, shape[0]), (cols, shape[1])):
-        assert knots[0] == 0 and knots[-1] == n - 1
-        gaps = np.diff(knots)
-        assert gaps.max() - gaps.min() <= 1 and gaps.max() <= 4
+    shape = (len(np.unique(windows[:, 0])), len(np.unique(windows[:, 1])))  # 25 x 29 windows
+    grid = refined.measured.reshape(shape)
+    rows = np.flatnonzero(grid.any(axis=1))
+    assert rows[0] == 0 and rows[-1] == shape[0] - 1
+    assert np.ptp(np.diff(rows)) <= 1 and np.diff(rows).max() <= 4  # even rows, at least every 4th
+    even = np.flatnonzero(grid[rows[0]])
+    assert even[0] == 0 and even[-1] == shape[1] - 1 and np.ptp(np.diff(even)) <= 1 and np.diff(even).max() <= 4
+    for i, row in enumerate(rows):
+        cols = np.flatnonzero(grid[row])
+        if i % 2 == 0:
+            assert np.array_equal(cols, even)
+        else:  # both ends, and one knot halfway (to a window) between each pair of the even rows' knots
+            assert cols[0] == 0 and cols[-1] == shape[1] - 1
+            middles = cols[1:-1]
+            assert len(middles) == len(even) - 1
+            assert np.all(np.abs(middles - (even[:-1] + even[1:]) / 2) <= 1)
+    # No drill-down at this budget: only the lattice was scored (and the original).
+    assert refined.forward_passes == grid.sum() + 1 > np.floor(0.05 * (grid.size + 1))
 
 
 @pytest.mark.parametrize(
@@ -129,11 +134,10 @@ def test_refine_forward_passes_predicts_the_count(size, patch, stride, region, s
     predicted = refine_forward_passes(size, patch, stride, region, step, budget)
     assert sum(calls) == predicted == refined.forward_passes == int(refined.measured.sum()) + 1
     grid = len(window_grid(size, patch, stride, region))
-    # Within the budget unless the coarsest grid the step asks for is already over it.
-    ny = len(np.unique(refined.windows[:, 0]))
-    nx = len(np.unique(refined.windows[:, 1]))
-    coarsest = min(ny, -(-(ny - 1) // step) + 1) * min(nx, -(-(nx - 1) // step) + 1) + 1
-    assert predicted <= max(np.floor(budget * (grid + 1)), coarsest)
+    # Within the budget, unless the coarsest lattice the step asks for is already over it (then that
+    # lattice, and nothing more, is scored).
+    coarsest = refine_forward_passes(size, patch, stride, region, step, 1e-9)
+    assert predicted <= np.floor(budget * (grid + 1)) or predicted == coarsest
 
 
 def test_a_bigger_budget_never_buys_fewer_passes_and_the_step_sets_the_least_density():
@@ -142,7 +146,8 @@ def test_a_bigger_budget_never_buys_fewer_passes_and_the_step_sets_the_least_den
     passes = [refine_forward_passes(size, patch, stride, None, 3, b) for b in budgets]
     assert all(a <= b for a, b in zip(passes, passes[1:]))
     assert passes[-1] == 530  # the whole 23x23 grid and the original
-    # Below what the step asks for, the coarse grid is still every third window: 9 x 9 (plus the original).
-    assert passes[0] == refine_forward_passes(size, patch, stride, None, 3, 0.001) == 82
-    # The defaults at 48/8: an 11 x 11 grid and 10 drill-downs, a quarter of 530 passes.
+    # Below what the step asks for, the lattice is still every third window: 9 knot rows, 9 knots on the
+    # even ones, 10 on the staggered ones (8 between, 2 ends), and the original.
+    assert passes[0] == refine_forward_passes(size, patch, stride, None, 3, 0.001) == 5 * 9 + 4 * 10 + 1
+    # The defaults at 48/8: the lattice and the drill-downs take a quarter of 530 passes.
     assert refine_forward_passes(size, patch, stride, None, 3, 0.25) == 132
