@@ -147,6 +147,7 @@ class GraphInfo:
                 raise OccludeError(f"model not found: {path}")
             model = onnx.load(str(path))
         self.model = model
+        self.path: Optional[Path] = None  # the model file, when the caller records it
         graph = model.graph
         init_names = {t.name for t in graph.initializer}
         inputs = [i for i in graph.input if i.name not in init_names]
