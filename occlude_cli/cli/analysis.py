@@ -136,7 +136,7 @@ def layers(
     timing: Annotated[bool, typer.Option("--timing/--no-timing", help="Record timings in the JSON.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print layers.json on stdout (nothing else).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table; errors still go to stderr.")] = False,
-    model_flags: ModelFlags = None,  # type: ignore[assignment]  (filled in by with_flags)
+    model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Occlude inside the model: the target score's drop when each channel of an inner tensor is replaced."""
@@ -236,15 +236,15 @@ def layers(
     panels = []
     for i in summary.ranking()[:show]:
         channel = int(summary.channels[i])
-        best = max(results, key=lambda r: r.activation[channel])
+        most_active = max(results, key=lambda r: r.activation[channel])
         from ..loaders.images import prepare_image
 
-        prepared = prepare_image(best.path, preprocessing)
+        prepared = prepare_image(most_active.path, preprocessing)
         features = np.moveaxis(cut.features(prepared.model_input), cut.channel_axis, 0)[channel]
         if features.ndim != 2:
             break
         panels.append((prepared.original, prepared.crop_box, upsample_to_input(features, preprocessing.size),
-                       f"ch {channel}: drop {summary.mean[i]:.3g}\n{Path(best.path or '').name}"))
+                       f"ch {channel}: drop {summary.mean[i]:.3g}\n{Path(most_active.path or '').name}"))
     write_layers(out, cut, summary, results, settings, panels, top=top)
     if json_out:
         from ..outputs.records import format_json
@@ -284,7 +284,7 @@ def bias(
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print bias.json on stdout (nothing else).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table; errors still go to stderr.")] = False,
-    model_flags: ModelFlags = None,  # type: ignore[assignment]  (filled in by with_flags)
+    model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Dataset bias: how much does occluding the same suspected region in every image move the predictions?"""
@@ -394,7 +394,7 @@ def stability(
     timing: Annotated[bool, typer.Option("--timing/--no-timing", help="Record timings in the JSON.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print STEM.stability.json on stdout (nothing else).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
-    model_flags: ModelFlags = None,  # type: ignore[assignment]  (filled in by with_flags)
+    model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Is the explanation stable? Maps of seeded noisy copies compared with the clean map; with --box, the patch test."""
