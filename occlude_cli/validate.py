@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -157,10 +157,10 @@ def fidelity(
         if kind not in MAP_KINDS:
             raise OccludeError(f"map kind must be one of {', '.join(MAP_KINDS)}, got {kind!r}")
         values = np.asarray(values, dtype=np.float64)
-        extra = {"perturbation": perturbation, "spatial_axes": axes} if kind == "gradient" else {}
+        extra: dict[str, Any] = {"perturbation": perturbation, "spatial_axes": axes} if kind == "gradient" else {}
         plain = infidelity_result(values, windows, drops, **extra)
         fitted = infidelity_result(values, windows, drops, scale_invariant=True, **extra)
-        common = dict(fractions=fractions, spatial_axes=axes, batch_size=setup.batch_size, original_score=original,
+        common: dict[str, Any] = dict(fractions=fractions, spatial_axes=axes, batch_size=setup.batch_size, original_score=original,
                       baseline_score=base_score)
         suff = sufficiency_curve(sample, base_input, values, setup.score, target, **common)
         comp = completeness_curve(sample, base_input, values, setup.score, target, **common)
@@ -473,6 +473,7 @@ def check_file(
     except Exception as exc:  # one bad image must never stop the rest (KeyboardInterrupt is not caught)
         return CheckRow(path=path, status="error", mask=mask_name, error=f"{type(exc).__name__}: {first_line(exc)}")
     row = CheckRow.from_result(path, mask_name, result, round(time.perf_counter() - started, 3))
+    assert row.peak_y is not None and row.peak_x is not None  # a checked 2-D map always has its peak
     row.peak_image_x, row.peak_image_y = (round(v, 2) for v in peak_in_image(explanation, row.peak_y, row.peak_x))
     return row
 
@@ -524,7 +525,7 @@ def comparison_numbers(comparison: dict) -> dict:
     """The per-image numbers of :data:`COMPARE_METRICS` (None where a metric is undefined or absent)."""
     row = {}
     for key, path in COMPARE_METRICS:
-        value = comparison
+        value: Any = comparison
         for part in path:
             value = value.get(part) if isinstance(value, dict) else None
         row[key] = json_number(value)

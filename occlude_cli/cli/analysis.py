@@ -236,15 +236,15 @@ def layers(
     panels = []
     for i in summary.ranking()[:show]:
         channel = int(summary.channels[i])
-        best = max(results, key=lambda r: r.activation[channel])
+        most_active = max(results, key=lambda r: r.activation[channel])
         from ..loaders.images import prepare_image
 
-        prepared = prepare_image(best.path, preprocessing)
+        prepared = prepare_image(most_active.path, preprocessing)
         features = np.moveaxis(cut.features(prepared.model_input), cut.channel_axis, 0)[channel]
         if features.ndim != 2:
             break
         panels.append((prepared.original, prepared.crop_box, upsample_to_input(features, preprocessing.size),
-                       f"ch {channel}: drop {summary.mean[i]:.3g}\n{Path(best.path or '').name}"))
+                       f"ch {channel}: drop {summary.mean[i]:.3g}\n{Path(most_active.path or '').name}"))
     write_layers(out, cut, summary, results, settings, panels, top=top)
     if json_out:
         from ..outputs.records import format_json

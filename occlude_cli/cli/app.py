@@ -12,8 +12,8 @@ from typer.core import TyperGroup
 
 try:  # typer >= 0.24 carries its own click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
-except ImportError:  # pragma: no cover  (older typer on click)
-    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
+except ImportError:  # pragma: no cover  (older typer on click: the same classes, other types to mypy)
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # type: ignore[assignment,no-redef]
 
 from .._version import __version__
 from ..errors import first_line

@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -150,7 +150,7 @@ class Segment:
     target_axes: Tuple[int, int]
     source_extent: Tuple[int, int]
     target_extent: Tuple[int, int]
-    session: object = None
+    session: Any = None  # onnxruntime InferenceSession
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         try:
@@ -516,15 +516,18 @@ def _plan_candidates(info: GraphInfo, cuts: List[LocalTensor], window: Tuple[int
     cumulative = _node_costs(info)
     total = cumulative.get(output, max(cumulative.values()))
     extent = input_local.extent
+    assert extent is not None  # the input's shape is always inferred
     # interior window of the given size: its changed interval per tensor, via each tensor's input field
     centre = [((extent[a] - window[a]) // 2, (extent[a] - window[a]) // 2 + window[a]) for a in range(2)]
     nodes = [input_local] + cuts
     changed = {}
     for t in nodes:
         ext = t.extent
+        assert ext is not None  # cut_candidates keeps only tensors with a known shape
         changed[t.name] = [t.rf[a].touched(centre[a][0], centre[a][1], ext[a]) for a in range(2)]
 
     def seg_cost(a: LocalTensor, b: LocalTensor) -> Optional[float]:
+        assert a.shape is not None and a.extent is not None and b.extent is not None  # known shapes, as above
         area = 1.0
         elements = float(np.prod(a.shape)) / (a.extent[0] * a.extent[1])
         for ax in range(2):
@@ -567,6 +570,7 @@ def _plan_candidates(info: GraphInfo, cuts: List[LocalTensor], window: Tuple[int
     for (_, j), (c, chain) in best.items():
         tail = total - cumulative[cuts[j].name]
         last = cuts[j]
+        assert last.shape is not None
         tail += _CROP_ELEMENT_COST * float(np.prod(last.shape))
         ranked.append(_Candidate([cuts[i].name for i in chain], c + tail, total))
     ranked.sort(key=lambda c: c.cost)
@@ -577,7 +581,7 @@ def _plan_candidates(info: GraphInfo, cuts: List[LocalTensor], window: Tuple[int
 
 
 def _make_scorer(model, info: GraphInfo, chain: List[str], output: str, layout: Optional[str],
-                 base, threads, providers, cache: Dict[tuple, object]) -> IncrementalScorer:
+                 base, threads, providers, cache: Dict[tuple, Any]) -> IncrementalScorer:
     """Sessions for every segment of ``chain`` and the suffix (shared through ``cache`` between chains)."""
     segments: List[Segment] = []
     source = info.input_name
@@ -609,7 +613,7 @@ def _make_scorer(model, info: GraphInfo, chain: List[str], output: str, layout: 
     if key not in cache:
         cache[key] = _session(extract(model, [source], [output], info), threads, providers)
     return IncrementalScorer(
-        model_path=Path(getattr(info, "path", "")),
+        model_path=Path(info.path or ""),
         input_name=info.input_name,
         output_name=output,
         input_axes=base.tensors[info.input_name].axes,
@@ -723,6 +727,8 @@ def build_plan(
         reason = base.first_nonlocal or "no local tensor dominates the output"
         raise IncrementalUnavailable(f"no cut point: locality ends at {reason}")
     input_local = base.tensors[info.input_name]
+    input_extent = input_local.extent
+    assert input_extent is not None  # the input's shape is always inferred
     dtype = np.float16 if info.elem_types.get(info.input_name) == onnx.TensorProto.FLOAT16 else np.float32
     sample_shape = tuple(input_shape[1:])
     if sample is None:
@@ -731,7 +737,7 @@ def build_plan(
     baseline = np.zeros(sample_shape, dtype=dtype) if baseline is None else np.asarray(baseline, dtype=dtype)
     if sample.shape != sample_shape or baseline.shape != sample_shape:
         raise OccludeError(f"sample and baseline must have shape {sample_shape}")
-    window = (min(window[0], input_local.extent[0]), min(window[1], input_local.extent[1]))
+    window = (min(window[0], input_extent[0]), min(window[1], input_extent[1]))
     if cuts is not None:
         known = {c.name for c in candidates}
         for c in cuts:
@@ -747,11 +753,11 @@ def build_plan(
         estimates = {tuple(c.chain): c.estimated_speedup for c in ranked}
     full = _FullModel(full_session or _session(model, threads, providers), info.input_name, output_name)
     # every position class (corners, borders, interior, off-grid): the self-check, then the measurement
-    windows = _check_windows(input_local.extent, window)
+    windows = _check_windows(input_extent, window)
     occluded = _occluded_batch(sample, baseline, windows, input_local.axes)
     reference = full.run(occluded)
     scale = float(np.max(np.abs(reference))) or 1.0
-    cache: Dict[tuple, object] = {}
+    cache: Dict[tuple, Any] = {}  # (prefix part, session) pairs and suffix sessions
     checked = []
     notes = []
     for chain in chains:

@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -273,14 +273,15 @@ def read_dicom(path: str | Path) -> Volume:
         **info,
     }
     thickness = float(ds.get("SpacingBetweenSlices", ds.get("SliceThickness", 1.0)) or 1.0)
+    spacing: tuple[float, ...]
     if frames > 1 and data.ndim == 3:
         shared = _enhanced_geometry(ds)
-        geometry = shared or geometry
-        if geometry is None:
+        frames_geometry = shared or geometry
+        if frames_geometry is None:
             affine, spacing = np.diag([thickness, 1.0, 1.0, 1.0]), (thickness, 1.0, 1.0)
             meta["geometry"] = "none in file (unit pixel spacing assumed)"
         else:
-            x_dir, y_dir, origin, pixel = geometry[:4]
+            x_dir, y_dir, origin, pixel = frames_geometry[:4]
             normal = np.cross(x_dir, y_dir)
             step = thickness
             if shared is not None and shared[4] is not None:
@@ -432,7 +433,8 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
             )
     else:
         step = float(first.get("SpacingBetweenSlices", first.get("SliceThickness", 1.0)) or 1.0)
-    slices, info = [], {}
+    slices: list[np.ndarray] = []
+    info: dict[str, Any] = {}
     for idx in order:
         entry, ds = chosen[int(idx)]
         values, info_i = _real_units(ds, _decoded_pixels(ds, entry), entry)
@@ -491,7 +493,7 @@ def read_nifti(path: str | Path, volume_index: int | None = None, reorient: bool
         data = np.asarray(proxy, dtype=np.float32).reshape(shape)
     if data.ndim == 2:
         data = data[:, :, None]
-    data = data.reshape(data.shape[:3])
+    data = cast(np.ndarray, data.reshape(data.shape[:3]))  # numpy's stubs type reshape(tuple[int, ...]) as 0-D
     if not np.all(np.isfinite(data)):
         raise OccludeError(f"path {path}: NIfTI volume contains NaN or infinite values")
     source_affine = np.asarray(img.affine, dtype=np.float64)

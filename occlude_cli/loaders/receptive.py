@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -147,6 +147,7 @@ class GraphInfo:
                 raise OccludeError(f"model not found: {path}")
             model = onnx.load(str(path))
         self.model = model
+        self.path: Optional[Path] = None  # the model file, when the caller records it
         graph = model.graph
         init_names = {t.name for t in graph.initializer}
         inputs = [i for i in graph.input if i.name not in init_names]
@@ -162,17 +163,18 @@ class GraphInfo:
         self.input_name = self.input.name
         declared = [d.dim_value if d.HasField("dim_value") else None for d in self.input.type.tensor_type.shape.dim]
         if input_shape is None:
-            shape = [1] + declared[1:]
-            if any(d is None or d <= 0 for d in shape):
+            known = [1] + declared[1:]
+            if any(d is None or d <= 0 for d in known):
                 raise OccludeError(f"input {self.input_name!r} has symbolic dimensions {declared}: give input_shape")
+            shape = cast(List[int], known)  # no None left: checked just above
         else:
             shape = [1] + [int(d) for d in list(input_shape)[1:]]
-        self.input_shape = tuple(shape)
+        self.input_shape: Tuple[int, ...] = tuple(shape)
         self.shapes: Dict[str, Tuple[int, ...]] = {}
         self.elem_types: Dict[str, int] = {}
         self._infer_shapes()
-        self.producer: Dict[str, object] = {}
-        self.consumers: Dict[str, List[object]] = {}
+        self.producer: Dict[str, Any] = {}  # onnx NodeProto
+        self.consumers: Dict[str, List[Any]] = {}
         for node in graph.node:
             for out in node.output:
                 if out:
@@ -306,7 +308,7 @@ def analyse(
             axes = base.tensors[source].axes
             channel = base.tensors[source].channel_axis
         else:
-            axes = tuple(source_axes)
+            axes = cast(Tuple[int, int], tuple(source_axes))
             channel = ({1, 2, 3} - set(axes)).pop()
         reachable = {source}
     unit = AxisRF(1, 0, 1)
@@ -344,11 +346,11 @@ def analyse(
             fail(node, "not a local op")
             continue
         out_name = node.output[0]
-        shape = info.shapes.get(out_name)
-        if shape is not None and len(shape) != 4:
-            fail(node, f"output has rank {len(shape)}")
+        out_shape = info.shapes.get(out_name)
+        if out_shape is not None and len(out_shape) != 4:
+            fail(node, f"output has rank {len(out_shape)}")
             continue
-        tensors[out_name] = LocalTensor(out_name, result[0], result[1], result[2], shape)
+        tensors[out_name] = LocalTensor(out_name, result[0], result[1], result[2], out_shape)
         order.append(out_name)
         dependent.update(outs)
         extra = outs[1:]
@@ -388,10 +390,10 @@ def _propagate(node, op: str, info: GraphInfo, tensors, dep_inputs, data: LocalT
         if len(dep_inputs) != 1 or node.input[0] != data.name:
             raise ValueError("pads computed from the image")
         if len(node.input) > 1 and node.input[1]:
-            pads = info.constant_value(node.input[1])
-            if pads is None:
+            pads_value = info.constant_value(node.input[1])
+            if pads_value is None:
                 raise ValueError("pads are not constant")
-            pads = [int(p) for p in pads.reshape(-1)]
+            pads = [int(p) for p in pads_value.reshape(-1)]
         else:
             pads = list(_attr(node, "pads", []))
         pad_axes = list(range(4))
