@@ -337,6 +337,7 @@ class MapAggregate:
         self.images += 1
 
     def mean(self) -> np.ndarray:
+        assert self.total is not None and self.count is not None, "no map was added"
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.count > 0, self.total / self.count, np.nan)
 
@@ -621,7 +622,7 @@ def rebuild_summary(out_dir) -> List[SummaryRow]:
         raise OccludeError(f"not a folder: {out_dir}")
     rows: List[SummaryRow] = []
     seen = set()
-    secondary_scales = set()  # a scale study's row comes from its first scale, named by STEM.scales.json
+    secondary_scales: set = set()  # a scale study's row comes from its first scale, named by STEM.scales.json
     marker_of = {}
     for scales_path in out_dir.rglob("*.scales.json"):
         try:

@@ -252,7 +252,7 @@ def resize_pixels(pixels: np.ndarray, size: Tuple[int, int], box: Tuple[float, f
     if pixels.shape[:2] == (h, w) and box == (0.0, 0.0, float(w), float(h)):
         return pixels.astype(np.float32, copy=True)
     channels = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., c]), mode="F").resize((w, h), Image.BILINEAR, box=box))
+        np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., c]), mode="F").resize((w, h), Image.Resampling.BILINEAR, box=box))
         for c in range(pixels.shape[-1])
     ]
     return np.stack(channels, axis=-1).astype(np.float32)
@@ -285,7 +285,7 @@ def map_on_original(values: np.ndarray, original_size: Tuple[int, int], crop_box
     box_w = max(1, int(round(right - left)))
     box_h = max(1, int(round(bottom - top)))
     resized = np.asarray(
-        Image.fromarray(values.astype(np.float32), "F").resize((box_w, box_h), Image.BILINEAR), dtype=np.float64
+        Image.fromarray(values.astype(np.float32), "F").resize((box_w, box_h), Image.Resampling.BILINEAR), dtype=np.float64
     )
     canvas = np.full((height, width), np.nan)
     x0, y0 = int(round(left)), int(round(top))
