@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -245,20 +245,25 @@ class VolumeExplanation(Explanation):
     """An explanation of a medical input (a DICOM slice, a DICOM series or a NIfTI volume): ``image`` is a
     :class:`~occlude_cli.loaders.volumes.PreparedVolume`; maps are (K, D, H, W) or (K, H, W) at the model grid."""
 
+    @property
+    def prepared(self) -> PreparedVolume:
+        """``image``, typed as what it holds here (the field is declared on Explanation as a PreparedImage)."""
+        return cast(PreparedVolume, self.image)
+
     def header(self) -> dict:
-        document = super().header() if self.image.ndim == 2 else self._volume_header()
-        document["input"] = self.image.describe()
+        document = super().header() if self.prepared.ndim == 2 else self._volume_header()
+        document["input"] = self.prepared.describe()
         return document
 
     def _volume_header(self) -> dict:
         score = {"kind": self.score_kind, "original": float(self.occlusion.original_scores[self.target])}
         if self.head is not None:
             score.update({"requested": self.head.requested, "rule": self.head.rule})
-        depth, height, width = self.image.volume.data.shape
+        depth, height, width = self.prepared.volume.data.shape
         return {
             "schema": SCHEMA_VERSION,
             "model": self.model,
-            "image": {"path": str(self.image.path) if self.image.path is not None else None,
+            "image": {"path": str(self.prepared.path) if self.prepared.path is not None else None,
                       "width": int(width), "height": int(height), "depth": int(depth)},
             "target": {"index": self.target, "label": self.label(self.target)},
             "score": score,
@@ -273,10 +278,10 @@ class VolumeExplanation(Explanation):
         plateau = np.argwhere(values == top)
         centre = plateau.mean(axis=0)
         voxel = [int(v) for v in plateau[np.argmin(((plateau - centre) ** 2).sum(axis=1))]]
-        world = self.image.world(voxel)
-        inverse = np.linalg.inv(np.asarray(self.image.volume.affine, dtype=np.float64))
-        source = (inverse @ np.array(world + [1.0]))[: self.image.ndim]
-        shape = self.image.volume.data.shape
+        world = self.prepared.world(voxel)
+        inverse = np.linalg.inv(np.asarray(self.prepared.volume.affine, dtype=np.float64))
+        source = (inverse @ np.array(world + [1.0]))[: self.prepared.ndim]
+        shape = self.prepared.volume.data.shape
         return {
             "voxel": voxel,
             "value": float(top) if np.isfinite(top) else None,
@@ -289,17 +294,17 @@ class VolumeExplanation(Explanation):
         """The map (or ``values`` on the model grid) on the input's own voxel grid (linear interpolation)."""
         from .loaders.medical import resample_map_to_input
 
-        return resample_map_to_input(self.map if values is None else values, self.image.volume)
+        return resample_map_to_input(self.map if values is None else values, self.prepared.volume)
 
     def _repr_png_(self) -> bytes:
-        if self.image.ndim == 2:
+        if self.prepared.ndim == 2:
             return super()._repr_png_()
         from .outputs.montage import montage_png
 
-        grid = self.image.grid
+        grid = self.prepared.grid
         title = f"{self.label(self.target) or 'class ' + str(self.target)}: {self.score_kind} " \
                 f"{self.occlusion.original_scores[self.target]:.4f}"
-        return montage_png(self.image.display, self.map, grid.spacing, grid.affine, title, "")
+        return montage_png(self.prepared.display, self.map, grid.spacing, grid.affine, title, "")
 
 
 @dataclass
