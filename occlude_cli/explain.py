@@ -404,7 +404,7 @@ def explain(
     image,
     options: Optional[ExplainOptions] = None,
     *,
-    preprocessing: Optional[Preprocessing] = None,
+    preprocessing: Optional[Union[Preprocessing, VolumePreprocessing]] = None,
     labels: Optional[Sequence[str]] = None,
     progress: Optional[Callable[[int, int], None]] = None,
     executor=None,
@@ -430,6 +430,7 @@ def explain(
 
         baseline = InpaintBaseline(prepared.model_input, preprocessing.spatial_axes)
     else:
+        assert isinstance(preprocessing, Preprocessing)  # a PreparedImage comes from a Preprocessing
         baseline = make_baseline(baseline_kind, prepared.pixels, preprocessing, seed=options.seed,
                                  blur_sigma=blur_sigma)
     run = _occlude(model, prepared.model_input, options, patch, stride, baseline, preprocessing.spatial_axes,
@@ -438,7 +439,7 @@ def explain(
     cls = VolumeExplanation if isinstance(prepared, PreparedVolume) else Explanation
     return cls(
         model=model.describe(),
-        image=prepared,
+        image=cast(PreparedImage, prepared),  # a PreparedVolume for a VolumeExplanation (see its ``prepared``)
         targets=run["targets"],
         labels=labels,
         score_kind=run["head"].kind,
@@ -647,7 +648,7 @@ def _setup(model, image, options, preprocessing, labels, overrides) -> Tuple[
         if options.region is not None:
             raise OccludeError("region is not supported for medical inputs yet (it is in 2-D photo pixels)")
         patch, stride = check_run(options, preprocessing, model, labels)
-        prepared = prepare_volume(image, preprocessing, series=options.series, volume_index=options.volume_index)
+        prepared: Union[PreparedImage, PreparedVolume] = prepare_volume(image, preprocessing, series=options.series, volume_index=options.volume_index)
         return options, model, preprocessing, labels, patch, stride, prepared, None
     patch, stride = check_run(options, preprocessing, model, labels)
     prepared = prepare_image(image, preprocessing)
@@ -719,7 +720,6 @@ def baseline_check(
     grid = window_grid(preprocessing.size, patch, stride, region)
     rng = np.random.default_rng(options.seed)
     chosen = grid[np.sort(rng.choice(len(grid), size=min(int(copies), len(grid)), replace=False))]
-    volume = isinstance(prepared, PreparedVolume)
     wanted = list(baselines) if baselines else [b for b in CHECK_BASELINES] + (["inpaint"] if len(patch) == 2 else [])
     blur_sigma = options.blur_sigma if options.blur_sigma is not None else default_blur_sigma(patch)
     batch_size = options.batch_size or model.default_batch_size(sample.nbytes)
@@ -728,7 +728,7 @@ def baseline_check(
 
     for spec in wanted:
         kind = parse_baseline(spec)
-        if volume:
+        if isinstance(prepared, PreparedVolume):
             fill = volume_baseline(kind, prepared, patch, seed=options.seed, blur_sigma=blur_sigma)
         elif kind == "inpaint":
             from .loaders.inpaint import InpaintBaseline
@@ -767,7 +767,7 @@ def estimate_run(
     image,
     options: Optional[ExplainOptions] = None,
     *,
-    preprocessing: Optional[Preprocessing] = None,
+    preprocessing: Optional[Union[Preprocessing, VolumePreprocessing]] = None,
     labels: Optional[Sequence[str]] = None,
     **overrides,
 ) -> dict:
@@ -892,7 +892,7 @@ def explain_scales(
     return ScaleStudy(explanations=explanations, rank_correlation=matrix)
 
 
-def parse_patches(value: str) -> List[Tuple[int, int]]:
+def parse_patches(value: str) -> List[Tuple[int, ...]]:
     """'16' -> [(16, 16)]; '8,16,32' or '8x8,16x24' -> one patch per comma-separated item."""
     return [parse_hw(item, "patch") for item in str(value).split(",")]
 
