@@ -148,6 +148,15 @@ def resolve_preprocessing(
     )
 
 
+def photo_preprocessing(model: OnnxClassifier, preprocessing: Optional[Preprocessing] = None) -> Preprocessing:
+    """``preprocessing``, else the model's own (:func:`resolve_preprocessing`), for the analyses of 2-D photo
+    models; a 3-D model (its preprocessing a VolumePreprocessing) is refused."""
+    resolved = preprocessing or resolve_preprocessing(model)
+    if not isinstance(resolved, Preprocessing):
+        raise OccludeError("this analysis is for 2-D image models: this model takes 3-D volumes")
+    return resolved
+
+
 def _as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
