@@ -71,6 +71,11 @@ class VolumePreprocessing:
         return len(self.size)
 
     @property
+    def channels(self) -> int:
+        """Medical inputs are grey: one channel (volume_preprocessing_from_metadata refuses others)."""
+        return 1
+
+    @property
     def channels_first(self) -> bool:
         return self.layout in ("NCDHW", "NCHW")
 
