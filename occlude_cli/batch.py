@@ -427,7 +427,7 @@ def run_batch(
     timing: bool = True,
     resume: bool = False,
     metrics: bool = False,
-    scales: Sequence[Tuple[int, int]] = (),
+    scales: Sequence[Tuple[int, ...]] = (),
     multiscale: bool = False,
     aggregate: Optional[MapAggregate] = None,
     style=None,
@@ -582,7 +582,7 @@ class _OutputNames:
     """Which files of an image mark completion (written last, with the fingerprint), give its summary row
     and hold its main map."""
 
-    def __init__(self, key: str, scales: Sequence[Tuple[int, int]], multiscale: bool) -> None:
+    def __init__(self, key: str, scales: Sequence[Tuple[int, ...]], multiscale: bool) -> None:
         if scales:
             first = f"{key}.patch-{scales[0][0]}x{scales[0][1]}"
             self.marker = f"{key}.scales.json"

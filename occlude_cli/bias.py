@@ -20,7 +20,7 @@ import numpy as np
 
 from .core.baselines import default_blur_sigma, make_baseline
 from .errors import OccludeError
-from .explain import ExplainOptions, resolve_preprocessing
+from .explain import ExplainOptions, photo_preprocessing
 from .loaders.images import PreparedImage, Preprocessing, prepare_image
 from .loaders.maps import region_mask
 from .loaders.model import OnnxClassifier, resolve_target
@@ -109,7 +109,7 @@ def bias_image(
     options = (options or ExplainOptions()).checked()
     if int(controls) != controls or controls < 0:
         raise OccludeError(f"controls must be a whole number >= 0, got {controls}")
-    preprocessing = preprocessing or resolve_preprocessing(classifier)
+    preprocessing = photo_preprocessing(classifier, preprocessing)
     labels = list(labels) if labels is not None else classifier.labels
     prepared = image if isinstance(image, PreparedImage) else prepare_image(image, preprocessing)
     region = region_mask(prepared, box=box, mask=mask)

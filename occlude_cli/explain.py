@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -148,6 +148,15 @@ def resolve_preprocessing(
     )
 
 
+def photo_preprocessing(model: OnnxClassifier, preprocessing: Optional[Preprocessing] = None) -> Preprocessing:
+    """``preprocessing``, else the model's own (:func:`resolve_preprocessing`), for the analyses of 2-D photo
+    models; a 3-D model (its preprocessing a VolumePreprocessing) is refused."""
+    resolved = preprocessing or resolve_preprocessing(model)
+    if not isinstance(resolved, Preprocessing):
+        raise OccludeError("this analysis is for 2-D image models: this model takes 3-D volumes")
+    return resolved
+
+
 def _as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
@@ -245,20 +254,25 @@ class VolumeExplanation(Explanation):
     """An explanation of a medical input (a DICOM slice, a DICOM series or a NIfTI volume): ``image`` is a
     :class:`~occlude_cli.loaders.volumes.PreparedVolume`; maps are (K, D, H, W) or (K, H, W) at the model grid."""
 
+    @property
+    def prepared(self) -> PreparedVolume:
+        """``image``, typed as what it holds here (the field is declared on Explanation as a PreparedImage)."""
+        return cast(PreparedVolume, self.image)
+
     def header(self) -> dict:
-        document = super().header() if self.image.ndim == 2 else self._volume_header()
-        document["input"] = self.image.describe()
+        document = super().header() if self.prepared.ndim == 2 else self._volume_header()
+        document["input"] = self.prepared.describe()
         return document
 
     def _volume_header(self) -> dict:
         score = {"kind": self.score_kind, "original": float(self.occlusion.original_scores[self.target])}
         if self.head is not None:
             score.update({"requested": self.head.requested, "rule": self.head.rule})
-        depth, height, width = self.image.volume.data.shape
+        depth, height, width = self.prepared.volume.data.shape
         return {
             "schema": SCHEMA_VERSION,
             "model": self.model,
-            "image": {"path": str(self.image.path) if self.image.path is not None else None,
+            "image": {"path": str(self.prepared.path) if self.prepared.path is not None else None,
                       "width": int(width), "height": int(height), "depth": int(depth)},
             "target": {"index": self.target, "label": self.label(self.target)},
             "score": score,
@@ -273,10 +287,10 @@ class VolumeExplanation(Explanation):
         plateau = np.argwhere(values == top)
         centre = plateau.mean(axis=0)
         voxel = [int(v) for v in plateau[np.argmin(((plateau - centre) ** 2).sum(axis=1))]]
-        world = self.image.world(voxel)
-        inverse = np.linalg.inv(np.asarray(self.image.volume.affine, dtype=np.float64))
-        source = (inverse @ np.array(world + [1.0]))[: self.image.ndim]
-        shape = self.image.volume.data.shape
+        world = self.prepared.world(voxel)
+        inverse = np.linalg.inv(np.asarray(self.prepared.volume.affine, dtype=np.float64))
+        source = (inverse @ np.array(world + [1.0]))[: self.prepared.ndim]
+        shape = self.prepared.volume.data.shape
         return {
             "voxel": voxel,
             "value": float(top) if np.isfinite(top) else None,
@@ -289,17 +303,17 @@ class VolumeExplanation(Explanation):
         """The map (or ``values`` on the model grid) on the input's own voxel grid (linear interpolation)."""
         from .loaders.medical import resample_map_to_input
 
-        return resample_map_to_input(self.map if values is None else values, self.image.volume)
+        return resample_map_to_input(self.map if values is None else values, self.prepared.volume)
 
     def _repr_png_(self) -> bytes:
-        if self.image.ndim == 2:
+        if self.prepared.ndim == 2:
             return super()._repr_png_()
         from .outputs.montage import montage_png
 
-        grid = self.image.grid
+        grid = self.prepared.grid
         title = f"{self.label(self.target) or 'class ' + str(self.target)}: {self.score_kind} " \
                 f"{self.occlusion.original_scores[self.target]:.4f}"
-        return montage_png(self.image.display, self.map, grid.spacing, grid.affine, title, "")
+        return montage_png(self.prepared.display, self.map, grid.spacing, grid.affine, title, "")
 
 
 @dataclass
@@ -399,7 +413,7 @@ def explain(
     image,
     options: Optional[ExplainOptions] = None,
     *,
-    preprocessing: Optional[Preprocessing] = None,
+    preprocessing: Optional[Union[Preprocessing, VolumePreprocessing]] = None,
     labels: Optional[Sequence[str]] = None,
     progress: Optional[Callable[[int, int], None]] = None,
     executor=None,
@@ -425,6 +439,7 @@ def explain(
 
         baseline = InpaintBaseline(prepared.model_input, preprocessing.spatial_axes)
     else:
+        assert isinstance(preprocessing, Preprocessing)  # a PreparedImage comes from a Preprocessing
         baseline = make_baseline(baseline_kind, prepared.pixels, preprocessing, seed=options.seed,
                                  blur_sigma=blur_sigma)
     run = _occlude(model, prepared.model_input, options, patch, stride, baseline, preprocessing.spatial_axes,
@@ -433,7 +448,7 @@ def explain(
     cls = VolumeExplanation if isinstance(prepared, PreparedVolume) else Explanation
     return cls(
         model=model.describe(),
-        image=prepared,
+        image=cast(PreparedImage, prepared),  # a PreparedVolume for a VolumeExplanation (see its ``prepared``)
         targets=run["targets"],
         labels=labels,
         score_kind=run["head"].kind,
@@ -642,7 +657,7 @@ def _setup(model, image, options, preprocessing, labels, overrides) -> Tuple[
         if options.region is not None:
             raise OccludeError("region is not supported for medical inputs yet (it is in 2-D photo pixels)")
         patch, stride = check_run(options, preprocessing, model, labels)
-        prepared = prepare_volume(image, preprocessing, series=options.series, volume_index=options.volume_index)
+        prepared: Union[PreparedImage, PreparedVolume] = prepare_volume(image, preprocessing, series=options.series, volume_index=options.volume_index)
         return options, model, preprocessing, labels, patch, stride, prepared, None
     patch, stride = check_run(options, preprocessing, model, labels)
     prepared = prepare_image(image, preprocessing)
@@ -714,7 +729,6 @@ def baseline_check(
     grid = window_grid(preprocessing.size, patch, stride, region)
     rng = np.random.default_rng(options.seed)
     chosen = grid[np.sort(rng.choice(len(grid), size=min(int(copies), len(grid)), replace=False))]
-    volume = isinstance(prepared, PreparedVolume)
     wanted = list(baselines) if baselines else [b for b in CHECK_BASELINES] + (["inpaint"] if len(patch) == 2 else [])
     blur_sigma = options.blur_sigma if options.blur_sigma is not None else default_blur_sigma(patch)
     batch_size = options.batch_size or model.default_batch_size(sample.nbytes)
@@ -723,7 +737,7 @@ def baseline_check(
 
     for spec in wanted:
         kind = parse_baseline(spec)
-        if volume:
+        if isinstance(prepared, PreparedVolume):
             fill = volume_baseline(kind, prepared, patch, seed=options.seed, blur_sigma=blur_sigma)
         elif kind == "inpaint":
             from .loaders.inpaint import InpaintBaseline
@@ -762,7 +776,7 @@ def estimate_run(
     image,
     options: Optional[ExplainOptions] = None,
     *,
-    preprocessing: Optional[Preprocessing] = None,
+    preprocessing: Optional[Union[Preprocessing, VolumePreprocessing]] = None,
     labels: Optional[Sequence[str]] = None,
     **overrides,
 ) -> dict:
@@ -887,7 +901,7 @@ def explain_scales(
     return ScaleStudy(explanations=explanations, rank_correlation=matrix)
 
 
-def parse_patches(value: str) -> List[Tuple[int, int]]:
+def parse_patches(value: str) -> List[Tuple[int, ...]]:
     """'16' -> [(16, 16)]; '8,16,32' or '8x8,16x24' -> one patch per comma-separated item."""
     return [parse_hw(item, "patch") for item in str(value).split(",")]
 

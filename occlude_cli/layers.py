@@ -25,7 +25,7 @@ import numpy as np
 
 from .core.engine import Occlusion, occlusion_sensitivity, score_perturbations
 from .errors import OccludeError
-from .explain import ExplainOptions, resolve_preprocessing
+from .explain import ExplainOptions, photo_preprocessing
 from .loaders.images import PreparedImage, Preprocessing, prepare_image
 from .loaders.model import Head, OnnxClassifier, resolve_target
 
@@ -226,7 +226,7 @@ def channel_importance(
     """
     replacement = check_replacement(replacement)
     options = _options(options, overrides)
-    preprocessing = preprocessing or resolve_preprocessing(layer.classifier)
+    preprocessing = photo_preprocessing(layer.classifier, preprocessing)
     labels = list(labels) if labels is not None else layer.classifier.labels
     started = time.perf_counter()
     prepared = image if isinstance(image, PreparedImage) else prepare_image(image, preprocessing)
@@ -278,7 +278,7 @@ def _default_batch(sample_bytes: int) -> int:
 def dataset_channel_means(layer: LayerModel, images: Sequence, preprocessing: Optional[Preprocessing] = None) -> np.ndarray:
     """(C,) mean of each channel over every image and position: the 'dataset' replacement (one prefix pass
     per image). Images that cannot be read raise OccludeError naming them."""
-    preprocessing = preprocessing or resolve_preprocessing(layer.classifier)
+    preprocessing = photo_preprocessing(layer.classifier, preprocessing)
     total = np.zeros(layer.channels)
     for image in images:
         prepared = image if isinstance(image, PreparedImage) else prepare_image(image, preprocessing)
@@ -378,7 +378,7 @@ def spatial_occlusion(
     (no overlap: one window per cell for patch 1)."""
     replacement = check_replacement(replacement)
     options = _options(options, overrides)
-    preprocessing = preprocessing or resolve_preprocessing(layer.classifier)
+    preprocessing = photo_preprocessing(layer.classifier, preprocessing)
     labels = list(labels) if labels is not None else layer.classifier.labels
     started = time.perf_counter()
     prepared = image if isinstance(image, PreparedImage) else prepare_image(image, preprocessing)

@@ -40,7 +40,7 @@ from .core.metrics import (
     top_fraction_iou,
 )
 from .errors import OccludeError, first_line
-from .explain import ExplainOptions, Explanation, explain, resolve_preprocessing
+from .explain import ExplainOptions, Explanation, explain, photo_preprocessing
 from .loaders.images import Preprocessing, prepare_image
 from .loaders.maps import read_saliency_map, region_mask, resize_map
 from .loaders.model import OnnxClassifier
@@ -462,7 +462,7 @@ def check_file(
     path = str(image_path)
     mask_name = str(mask) if mask is not None and not isinstance(mask, np.ndarray) else None
     try:
-        preprocessing = preprocessing or resolve_preprocessing(model)
+        preprocessing = photo_preprocessing(model, preprocessing)
         region = region_mask(prepare_image(image_path, preprocessing), box=box, mask=mask)
         explanation = explain(model, image_path, options, preprocessing=preprocessing, labels=labels, progress=progress)
         result = check_image(explanation, region, min_energy=min_energy, require_peak=require_peak)

@@ -456,9 +456,9 @@ def info_layers(model: Path, *, json_out: bool = False, model_flags: Optional[Mo
     shape: Optional[List[int]]
     try:
         preprocessing = resolve_preprocessing(classifier)
-        height, width = preprocessing.size
-        shape = ([1, preprocessing.channels, height, width] if preprocessing.layout == "NCHW" else
-                 [1, height, width, preprocessing.channels])
+        size = list(preprocessing.size)  # (H, W), or (D, H, W) for 3-D models
+        shape = ([1, preprocessing.channels, *size] if preprocessing.layout.startswith("NC") else
+                 [1, *size, preprocessing.channels])
     except OccludeError:  # dynamic height/width and no metadata: symbolic dims stay unknown ('?')
         shape = None
     rows = inner_tensors(classifier, shape)

@@ -43,7 +43,7 @@ class InpaintBaseline:
         # (H, W, C) view of the sample in float64, computed once
         moved = np.moveaxis(self.sample.astype(np.float64), self.axes + self.channel_axes,
                             tuple(range(self.sample.ndim)))
-        self.image = moved.reshape(moved.shape[:2] + (-1,))
+        self.image: np.ndarray = moved.reshape(moved.shape[:2] + (-1,))
         self._cache: dict = {}
 
     def __call__(self, window: Sequence[int]) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 from PIL import Image
@@ -69,6 +69,11 @@ class VolumePreprocessing:
     @property
     def ndim(self) -> int:
         return len(self.size)
+
+    @property
+    def channels(self) -> int:
+        """Medical inputs are grey: one channel (volume_preprocessing_from_metadata refuses others)."""
+        return 1
 
     @property
     def channels_first(self) -> bool:
@@ -158,11 +163,11 @@ def volume_preprocessing_from_metadata(meta: dict, input_shape: Sequence, dtype:
     if resample not in RESAMPLE_ORDERS:
         raise OccludeError(f"model metadata resample {resample!r}: use one of {', '.join(RESAMPLE_ORDERS)}")
     return VolumePreprocessing(
-        size=tuple(int(v) for v in fixed),
+        size=tuple(int(v) for v in cast(List[int], fixed)),  # no None left: filled from size above
         layout=layout,
         transform=transforms[0] if transforms else None,
         window=_window_value(meta["window"]) if meta.get("window") is not None else None,
-        intensity_range=tuple(float(v) for v in meta["intensity_range"]) if meta.get("intensity_range") else None,
+        intensity_range=medical.parse_intensity_range(meta["intensity_range"]) if meta.get("intensity_range") else None,
         zscore_threshold=float(zscore["mask_threshold"]) if isinstance(zscore, dict) and "mask_threshold" in zscore else None,
         order=RESAMPLE_ORDERS[resample],
         dtype=dtype,
@@ -289,13 +294,16 @@ def prepare_volume(source: Union[str, Path, Volume], pre: VolumePreprocessing, *
         raise OccludeError(f"input is {what} of shape {tuple(volume.data.shape)} but the model is {model} "
                            f"({pre.layout} {'x'.join(map(str, pre.size))})")
     grid = medical.resample(volume, pre.size, order=pre.order)
-    window = None
+    window: Optional[Tuple[float, float]] = None
     if pre.transform == "window":
         if pre.window is None:
             raise OccludeError("window: the transform is 'window' but no window was given")
-        window = medical.parse_window("file", volume) if pre.window == "file" else tuple(pre.window)
+        window = (medical.parse_window(pre.window, volume) if isinstance(pre.window, str)
+                  else (pre.window[0], pre.window[1]))
         values = medical.apply_window(grid.data, *window)
     elif pre.transform == "intensity_range":
+        if pre.intensity_range is None:
+            raise OccludeError("intensity_range: the transform is 'intensity_range' but no range was given")
         values = medical.normalize_range(grid.data, *pre.intensity_range)
     elif pre.transform == "zscore":
         values = medical.zscore(grid.data, pre.zscore_threshold)

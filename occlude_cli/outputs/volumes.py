@@ -30,19 +30,19 @@ def _subtitle(e: VolumeExplanation) -> str:
     p = e.params
     pre = p["preprocessing"]
     transform = pre.get("transform") or "none"
-    if transform == "window" and e.image.window is not None:
-        transform = f"window L {e.image.window[0]:g} W {e.image.window[1]:g}"
+    if transform == "window" and e.prepared.window is not None:
+        transform = f"window L {e.prepared.window[0]:g} W {e.prepared.window[1]:g}"
     elif transform == "intensity_range":
         transform = f"intensity range {pre['intensity_range'][0]:g}..{pre['intensity_range'][1]:g}"
     return (f"occlusion: patch {'x'.join(map(str, p['patch']))}, stride {'x'.join(map(str, p['stride']))}, "
-            f"baseline {p['baseline']}; {e.image.volume.kind}, {transform}")
+            f"baseline {p['baseline']}; {e.prepared.volume.kind}, {transform}")
 
 
 def montage_png(e: VolumeExplanation, style: RenderStyle = DEFAULT_STYLE) -> bytes:
     """STEM.montage.png: axial slices of the model grid with the map over the windowed intensities."""
-    grid = e.image.grid
+    grid = e.prepared.grid
     subtitle = _subtitle(e) + f"; axial slices of the {'x'.join(map(str, grid.data.shape))} model grid"
-    return montage.montage_png(e.image.display, e.map, grid.spacing, grid.affine, _title(e), subtitle, style)
+    return montage.montage_png(e.prepared.display, e.map, grid.spacing, grid.affine, _title(e), subtitle, style)
 
 
 def planes_png(e: VolumeExplanation, style: RenderStyle = DEFAULT_STYLE) -> bytes:
@@ -50,7 +50,7 @@ def planes_png(e: VolumeExplanation, style: RenderStyle = DEFAULT_STYLE) -> byte
     peak = e.peak()
     world = ", ".join(f"{v:+.1f}" for v in peak["world_mm"])
     subtitle = _subtitle(e) + f"; peak at voxel {tuple(peak['voxel'])}, RAS ({world}) mm"
-    return montage.planes_png(e.image.display, e.map, e.image.grid.spacing, peak["voxel"], _title(e), subtitle,
+    return montage.planes_png(e.prepared.display, e.map, e.prepared.grid.spacing, peak["voxel"], _title(e), subtitle,
                               style)
 
 
@@ -58,7 +58,7 @@ def volume_record(e: VolumeExplanation, *, timing: bool = True) -> dict:
     """The JSON document of a medical explanation. 2-D slices: the photo record (windows y, x, h, w, the
     map) plus the ``input`` block; volumes: windows as z, y, x, d, h, w and the map in STEM.npy (32^3 values
     do not belong in a JSON file)."""
-    if e.image.ndim == 2:
+    if e.prepared.ndim == 2:
         record = explanation_record(e, timing=timing)
         record["peak"] = e.peak()
         return record
@@ -122,13 +122,13 @@ def write_volume_explanation(
     out_dir = Path(out_dir)
     e = explanation
     written: List[Path] = []
-    if e.image.ndim == 3:
+    if e.prepared.ndim == 3:
         written.append(atomic_write_bytes(out_dir / f"{stem}.montage.png", montage_png(e, style)))
         written.append(atomic_write_bytes(out_dir / f"{stem}.planes.png", planes_png(e, style)))
     else:
-        original = e.image.original
+        original = e.prepared.original
         written.append(atomic_write_bytes(out_dir / f"{stem}.overlay.png", overlay_png(
-            original, e.map, e.image.crop_box, _title(e), _subtitle(e), style)))
+            original, e.map, e.prepared.crop_box, _title(e), _subtitle(e), style)))
         written.append(atomic_write_bytes(out_dir / f"{stem}.heatmap.png",
                                           heatmap_png(e.map, _title(e), _subtitle(e), style)))
     if npy:
@@ -140,7 +140,7 @@ def write_volume_explanation(
         written.append(atomic_write_bytes(out_dir / f"{stem}.top_class.npy",
                                           npy_bytes(e.occlusion.top_class_map().astype(np.int32))))
     if nifti:
-        written.append(atomic_write_bytes(out_dir / f"{stem}.map.nii.gz", write_nifti_map(e.map, e.image.volume)))
+        written.append(atomic_write_bytes(out_dir / f"{stem}.map.nii.gz", write_nifti_map(e.map, e.prepared.volume)))
     record = volume_record(e, timing=timing)
     record.update(extra or {})
     record["outputs"] = sorted(p.name for p in written)
