@@ -374,8 +374,10 @@ def refine_rows(model: OnnxClassifier, quick: bool, repeats: int) -> List[dict]:
                 row = compare_variant(variant, model, case, exact, median(exact_times), repeats)
                 row["image"] = name
                 rows.append(row)
-                print(f"  {variant:9s} {case.name} {name:9s}: {row['variant_passes']}/{row['exact_passes']} passes, "
-                      f"pearson {row['pearson']:.3f}, spearman {row['spearman']:.3f}, top10 {row['top10_overlap']:.3f}")
+                print(
+                    f"  {variant:9s} {case.name} {name:9s}: {row['variant_passes']}/{row['exact_passes']} passes, "
+                    f"pearson {row['pearson']:.3f}, spearman {row['spearman']:.3f}, top10 {row['top10_overlap']:.3f}"
+                )
     return rows
 
 
@@ -430,13 +432,15 @@ def fixed_batch_rows(case: Case, repeats: int, threads: Optional[int]) -> Option
             row["batched_from"] = "onnx_graph bytes (model.py does not rewrite)"
         else:
             row["batched_from"] = "OnnxClassifier default load"
-        row.update({
-            "one_at_a_time_fixed_batch": one.fixed_batch,
-            "one_at_a_time_load_s": load_one,
-            "batched_fixed_batch": default.fixed_batch,
-            "batched_load_s": load_default,
-            "batched_describe": default.describe(),
-        })
+        row.update(
+            {
+                "one_at_a_time_fixed_batch": one.fixed_batch,
+                "one_at_a_time_load_s": load_one,
+                "batched_fixed_batch": default.fixed_batch,
+                "batched_load_s": load_default,
+                "batched_describe": default.describe(),
+            }
+        )
         run_explain(one, case)
         run_explain(default, case)
         one_times, batched_times = [], []
@@ -458,8 +462,12 @@ def environment(threads: Optional[int]) -> dict:
     import onnxruntime
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=ROOT).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+            ).stdout.strip()
+            or None
+        )
     except OSError:
         commit = None
     return {
@@ -476,8 +484,9 @@ def environment(threads: Optional[int]) -> dict:
     }
 
 
-def bench_case(model: OnnxClassifier, case: Case, rates: Dict[int, float], repeats: int,
-               sample_shape: Sequence[int]) -> dict:
+def bench_case(
+    model: OnnxClassifier, case: Case, rates: Dict[int, float], repeats: int, sample_shape: Sequence[int]
+) -> dict:
     """Occlude against the floor, paired: each timed explain() is preceded by a fresh floor measurement of
     the same number of forward passes at the best batch size, and efficiency is the median of the
     per-pair ratios (robust to background load that comes and goes). Tiny cases get more runs (at least
@@ -576,18 +585,43 @@ def print_table(title: str, rows: List[dict], columns: List[tuple]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement; medians are reported (default 5, 2 with --quick)")
-    parser.add_argument("--quick", action="store_true", help="fewer cases and repeats, no memory processes: a smoke run")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed runs per measurement; medians are reported (default 5, 2 with --quick)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer cases and repeats, no memory processes: a smoke run"
+    )
     parser.add_argument("--cases", default="effnet,digits", help="model keys to run, comma-separated (effnet, digits)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: onnxruntime's choice, as occlude)")
-    parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)), help="candidate batch sizes for the raw throughput")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="onnxruntime intra-op threads (default: onnxruntime's choice, as occlude)",
+    )
+    parser.add_argument(
+        "--batch-sizes", default=",".join(map(str, BATCH_SIZES)), help="candidate batch sizes for the raw throughput"
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the per-case memory processes")
     parser.add_argument("--no-fixed-batch", action="store_true", help="skip the fixed-batch-1 export rows")
-    parser.add_argument("--no-variants", action="store_true", help="skip the variant rows (" + ", ".join(VARIANTS) + ")")
-    parser.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
-                        help="first wait up to SECONDS for the 1-minute load average to drop below 0.3")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON results (default benchmarks/results)")
+    parser.add_argument(
+        "--no-variants", action="store_true", help="skip the variant rows (" + ", ".join(VARIANTS) + ")"
+    )
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for the 1-minute load average to drop below 0.3",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="folder for the JSON results (default benchmarks/results)"
+    )
     parser.add_argument("--child-memory", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -601,11 +635,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     if args.wait_idle:
         print(f"waiting up to {args.wait_idle:.0f} s for an idle machine: load {wait_for_idle(args.wait_idle):.2f}")
-    document = {"environment": environment(args.threads), "repeats": repeats, "quick": args.quick,
-                "cases": [], "throughput": {}, "topk": [], "memory": {}, "fixed_batch": [], "variants": []}
+    document = {
+        "environment": environment(args.threads),
+        "repeats": repeats,
+        "quick": args.quick,
+        "cases": [],
+        "throughput": {},
+        "topk": [],
+        "memory": {},
+        "fixed_batch": [],
+        "variants": [],
+    }
     load = os.getloadavg()[0]
-    print(f"occlude benchmark: {len(cases)} cases, medians of {repeats}+ runs; onnxruntime "
-          f"{document['environment']['onnxruntime']}, {os.cpu_count()} CPUs, load {load:.2f}")
+    print(
+        f"occlude benchmark: {len(cases)} cases, medians of {repeats}+ runs; onnxruntime "
+        f"{document['environment']['onnxruntime']}, {os.cpu_count()} CPUs, load {load:.2f}"
+    )
     if load > 0.5:
         print("warning: the machine is busy (load average above 0.5): expect noisy numbers; see --wait-idle")
 
@@ -614,22 +659,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         group = [c for c in cases if c.key == key]
         model = OnnxClassifier(ROOT / group[0].model, threads=args.threads)
         sample_shape = run_explain(model, group[-1]).image.model_input.shape
-        rates = ort_throughput(model, sample_shape, batch_sizes, repeats=3,
-                               min_images=32 if args.quick else 128, min_seconds=0.2 if args.quick else 0.5)
+        rates = ort_throughput(
+            model,
+            sample_shape,
+            batch_sizes,
+            repeats=3,
+            min_images=32 if args.quick else 128,
+            min_seconds=0.2 if args.quick else 0.5,
+        )
         document["throughput"][key] = {str(b): r for b, r in rates.items()}
         print(f"\n{key}: raw onnxruntime images/s by batch: " + ", ".join(f"{b}: {r:.1f}" for b, r in rates.items()))
         for case in group:
             row = bench_case(model, case, rates, repeats, sample_shape)
             document["cases"].append(row)
-            print(f"  {case.name}: {row['forward_passes']} passes, {row['runs']} runs, floor {row['floor_s']:.3f} s, occlude "
-                  f"{row['occlude_s']:.3f} s, efficiency {row['efficiency']:.3f}, write {row['write_s']:.3f} s")
+            print(
+                f"  {case.name}: {row['forward_passes']} passes, {row['runs']} runs, floor {row['floor_s']:.3f} s, occlude "
+                f"{row['occlude_s']:.3f} s, efficiency {row['efficiency']:.3f}, write {row['write_s']:.3f} s"
+            )
         first = group[0]
         document["topk"].append(topk_check(model, first, max(2, min(repeats, 3))))
         if not args.no_variants:
             exact = run_explain(model, first)
             exact_s = next(r for r in document["cases"] if r["case"] == first.name)["occlude_s"]
             for name in ("stride=patch",):
-                document["variants"].append(compare_variant(name, model, first, exact, exact_s, max(2, min(repeats, 3))))
+                document["variants"].append(
+                    compare_variant(name, model, first, exact, exact_s, max(2, min(repeats, 3)))
+                )
         if not args.no_variants and group[0].key == "effnet":
             document["refine"] = refine_rows(model, args.quick, 1 if args.quick else 2)
     if not args.no_fixed_batch and "effnet" in keys:
@@ -643,64 +698,119 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     document["bench_seconds"] = time.perf_counter() - started
     document["environment"]["loadavg_at_end"] = list(os.getloadavg())
 
-    ms = lambda key: (lambda r: r[key] * 1000)  # noqa: E731
-    bd = lambda key: (lambda r: r["breakdown"][key] * 1000)  # noqa: E731
-    print_table("occlude vs the onnxruntime floor (medians, ms; eff = median of paired floor / occlude, 1.0 is the limit)",
-                document["cases"], [
-        ("case", "case", 0), ("windows", "windows", 0), ("passes", "forward_passes", 0),
-        ("best img/s", "best_images_per_s", 0), ("@batch", "best_batch", 0), ("occl batch", "occlude_batch", 0),
-        ("runs", "runs", 0), ("floor", ms("floor_s"), 1), ("occlude", ms("occlude_s"), 1), ("eff", "efficiency", 3),
-        ("eff best", "efficiency_best", 3),
-        ("cpu/wall", "cpu_per_wall", 2), ("in ORT", bd("onnxruntime_s"), 1),
-        ("ORT img/s", lambda r: r["breakdown"]["images_through_session"] / r["breakdown"]["onnxruntime_s"], 0),
-        ("outside ORT", bd("outside_onnxruntime_s"), 1),
-        ("outside %", lambda r: 100 * r["breakdown"]["outside_onnxruntime_s"] / r["breakdown"]["total_s"], 1),
-        ("write", ms("write_s"), 1),
-        ("eff+write", "efficiency_with_write", 3),
-    ])
+    ms = lambda key: lambda r: r[key] * 1000  # noqa: E731
+    bd = lambda key: lambda r: r["breakdown"][key] * 1000  # noqa: E731
+    print_table(
+        "occlude vs the onnxruntime floor (medians, ms; eff = median of paired floor / occlude, 1.0 is the limit)",
+        document["cases"],
+        [
+            ("case", "case", 0),
+            ("windows", "windows", 0),
+            ("passes", "forward_passes", 0),
+            ("best img/s", "best_images_per_s", 0),
+            ("@batch", "best_batch", 0),
+            ("occl batch", "occlude_batch", 0),
+            ("runs", "runs", 0),
+            ("floor", ms("floor_s"), 1),
+            ("occlude", ms("occlude_s"), 1),
+            ("eff", "efficiency", 3),
+            ("eff best", "efficiency_best", 3),
+            ("cpu/wall", "cpu_per_wall", 2),
+            ("in ORT", bd("onnxruntime_s"), 1),
+            ("ORT img/s", lambda r: r["breakdown"]["images_through_session"] / r["breakdown"]["onnxruntime_s"], 0),
+            ("outside ORT", bd("outside_onnxruntime_s"), 1),
+            ("outside %", lambda r: 100 * r["breakdown"]["outside_onnxruntime_s"] / r["breakdown"]["total_s"], 1),
+            ("write", ms("write_s"), 1),
+            ("eff+write", "efficiency_with_write", 3),
+        ],
+    )
     if document["memory"]:
-        print_table("peak memory: fresh process per case (load model, explain, write once); VmHWM", [
-            {"case": k, **v} for k, v in document["memory"].items()], [
-            ("case", "case", 0), ("RSS after load MiB", lambda r: r.get("rss_after_load_kib", 0) / 1024, 1),
-            ("peak MiB", "peak_mib", 1), ("explain above load MiB", "explain_above_loaded_mib", 1),
-            ("+write above load MiB", "above_loaded_mib", 1), ("error", "error", 0)])
-    print_table("--top-k 5 vs --top-k 1 (same forward passes expected)", document["topk"], [
-        ("case", "case", 0), ("runs", "runs", 0), ("passes k=1", "forward_passes_top1", 0), ("passes k=5", "forward_passes_top5", 0),
-        ("session images k=1", "session_images_top1", 0), ("k=5", "session_images_top5", 0),
-        ("k=1 ms", lambda r: r["top1_s"] * 1000, 1), ("k=5 ms", lambda r: r["top5_s"] * 1000, 1),
-        ("ratio", "time_ratio", 3), ("same passes", "same_passes", 0)])
+        print_table(
+            "peak memory: fresh process per case (load model, explain, write once); VmHWM",
+            [{"case": k, **v} for k, v in document["memory"].items()],
+            [
+                ("case", "case", 0),
+                ("RSS after load MiB", lambda r: r.get("rss_after_load_kib", 0) / 1024, 1),
+                ("peak MiB", "peak_mib", 1),
+                ("explain above load MiB", "explain_above_loaded_mib", 1),
+                ("+write above load MiB", "above_loaded_mib", 1),
+                ("error", "error", 0),
+            ],
+        )
+    print_table(
+        "--top-k 5 vs --top-k 1 (same forward passes expected)",
+        document["topk"],
+        [
+            ("case", "case", 0),
+            ("runs", "runs", 0),
+            ("passes k=1", "forward_passes_top1", 0),
+            ("passes k=5", "forward_passes_top5", 0),
+            ("session images k=1", "session_images_top1", 0),
+            ("k=5", "session_images_top5", 0),
+            ("k=1 ms", lambda r: r["top1_s"] * 1000, 1),
+            ("k=5 ms", lambda r: r["top5_s"] * 1000, 1),
+            ("ratio", "time_ratio", 3),
+            ("same passes", "same_passes", 0),
+        ],
+    )
     if document["variants"]:
-        print_table("variants vs the exact map of the same case", document["variants"], [
-            ("variant", "variant", 0), ("case", "case", 0), ("passes", "variant_passes", 0),
-            ("of exact", "fraction_of_exact", 3), ("ms", lambda r: r["seconds"] * 1000, 1), ("speedup", "speedup", 2),
-            ("pearson", "pearson", 3), ("spearman", "spearman", 3), ("top10 overlap", "top10_overlap", 3)])
+        print_table(
+            "variants vs the exact map of the same case",
+            document["variants"],
+            [
+                ("variant", "variant", 0),
+                ("case", "case", 0),
+                ("passes", "variant_passes", 0),
+                ("of exact", "fraction_of_exact", 3),
+                ("ms", lambda r: r["seconds"] * 1000, 1),
+                ("speedup", "speedup", 2),
+                ("pearson", "pearson", 3),
+                ("spearman", "spearman", 3),
+                ("top10 overlap", "top10_overlap", 3),
+            ],
+        )
     if document.get("refine"):
-        columns = [("variant", "variant", 0), ("case", "case", 0), ("image", "image", 0),
-                   ("passes", "variant_passes", 0), ("of exact", "fraction_of_exact", 3),
-                   ("speedup", "speedup", 2), ("pearson", "pearson", 3), ("spearman", "spearman", 3),
-                   ("top10 overlap", "top10_overlap", 3)]
-        print_table("--refine vs the exact map of the same grid (and stride x2, the plain way to save passes)",
-                    document["refine"], columns)
+        columns = [
+            ("variant", "variant", 0),
+            ("case", "case", 0),
+            ("image", "image", 0),
+            ("passes", "variant_passes", 0),
+            ("of exact", "fraction_of_exact", 3),
+            ("speedup", "speedup", 2),
+            ("pearson", "pearson", 3),
+            ("spearman", "spearman", 3),
+            ("top10 overlap", "top10_overlap", 3),
+        ]
+        print_table(
+            "--refine vs the exact map of the same grid (and stride x2, the plain way to save passes)",
+            document["refine"],
+            columns,
+        )
         for variant in ("refine", "stride x2"):
             mine = [r for r in document["refine"] if r["variant"] == variant]
-            print(f"  {variant}: median of exact/variant passes {median([1 / r['fraction_of_exact'] for r in mine]):.2f}x, "
-                  f"median pearson {median([r['pearson'] for r in mine]):.3f}, "
-                  f"min pearson {min(r['pearson'] for r in mine):.3f}, "
-                  f"median spearman {median([r['spearman'] for r in mine]):.3f}")
+            print(
+                f"  {variant}: median of exact/variant passes {median([1 / r['fraction_of_exact'] for r in mine]):.2f}x, "
+                f"median pearson {median([r['pearson'] for r in mine]):.3f}, "
+                f"min pearson {min(r['pearson'] for r in mine):.3f}, "
+                f"median spearman {median([r['spearman'] for r in mine]):.3f}"
+            )
     for row in document["fixed_batch"]:
-        print(f"\nfixed-batch-1 export, {row['case']}: one image per pass {row['one_at_a_time_s'] * 1000:.0f} ms, "
-              f"batched {row['batched_s'] * 1000:.0f} ms ({row['batched_from']}, fixed_batch="
-              f"{row['batched_fixed_batch']}): {row['speedup']:.2f}x faster; load {row['one_at_a_time_load_s']:.2f} s "
-              f"-> {row['batched_load_s']:.2f} s; rewrite + validation alone {row['rewrite_and_validate_s']:.2f} s"
-              f"\n  onnx_graph: {row['rewrite']}\n  model.describe()['batching']: "
-              f"{row['batched_describe'].get('batching', '-')}")
+        print(
+            f"\nfixed-batch-1 export, {row['case']}: one image per pass {row['one_at_a_time_s'] * 1000:.0f} ms, "
+            f"batched {row['batched_s'] * 1000:.0f} ms ({row['batched_from']}, fixed_batch="
+            f"{row['batched_fixed_batch']}): {row['speedup']:.2f}x faster; load {row['one_at_a_time_load_s']:.2f} s "
+            f"-> {row['batched_load_s']:.2f} s; rewrite + validation alone {row['rewrite_and_validate_s']:.2f} s"
+            f"\n  onnx_graph: {row['rewrite']}\n  model.describe()['batching']: "
+            f"{row['batched_describe'].get('batching', '-')}"
+        )
 
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = args.out / f"bench-{stamp}{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} "
-          f"({document['bench_seconds']:.0f} s)")
+    print(
+        f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} ({document['bench_seconds']:.0f} s)"
+    )
     return 0
 
 

@@ -70,10 +70,19 @@ def main() -> None:
         whole_times.append(whole_path())
     split_s, whole_s = statistics.median(split_times), statistics.median(whole_times)
     result = {
-        "model": args.model, "layer": args.layer, "shape": list(layer.feature_shape), "channels": channels,
-        "batch_size": args.batch_size, "open_layer_s": open_s, "split_s": split_times, "whole_s": whole_times,
-        "split_median_s": split_s, "whole_median_s": whole_s, "speedup": whole_s / split_s,
-        "load_average": os.getloadavg(), "cpu_count": os.cpu_count(),
+        "model": args.model,
+        "layer": args.layer,
+        "shape": list(layer.feature_shape),
+        "channels": channels,
+        "batch_size": args.batch_size,
+        "open_layer_s": open_s,
+        "split_s": split_times,
+        "whole_s": whole_times,
+        "split_median_s": split_s,
+        "whole_median_s": whole_s,
+        "speedup": whole_s / split_s,
+        "load_average": os.getloadavg(),
+        "cpu_count": os.cpu_count(),
     }
     print(f"{args.layer} {list(layer.feature_shape)}: {channels} channels + 1 clean pass")
     print(f"  split (prefix once, suffix per channel): median {split_s:.2f} s  {split_times}")

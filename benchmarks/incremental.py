@@ -69,10 +69,18 @@ def _torch_models() -> Dict[str, Callable[[], object]]:
     class Basic(nn.Module):
         def __init__(self, cin, cout, stride):
             super().__init__()
-            self.a = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), bn(cout), nn.ReLU(inplace=True),
-                                   nn.Conv2d(cout, cout, 3, 1, 1, bias=False), bn(cout))
-            self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), bn(cout))
-                          if stride != 1 or cin != cout else nn.Identity())
+            self.a = nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+                bn(cout),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+                bn(cout),
+            )
+            self.short = (
+                nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), bn(cout))
+                if stride != 1 or cin != cout
+                else nn.Identity()
+            )
 
         def forward(self, x):
             return torch.relu(self.a(x) + self.short(x))
@@ -90,8 +98,13 @@ def _torch_models() -> Dict[str, Callable[[], object]]:
             super().__init__()
             hidden = cin * expand
             layers = [] if expand == 1 else [nn.Conv2d(cin, hidden, 1, bias=False), bn(hidden), nn.ReLU6(inplace=True)]
-            layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), bn(hidden),
-                       nn.ReLU6(inplace=True), nn.Conv2d(hidden, cout, 1, bias=False), bn(cout)]
+            layers += [
+                nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+                bn(hidden),
+                nn.ReLU6(inplace=True),
+                nn.Conv2d(hidden, cout, 1, bias=False),
+                bn(cout),
+            ]
             self.body = nn.Sequential(*layers)
             self.residual = stride == 1 and cin == cout
 
@@ -101,13 +114,26 @@ def _torch_models() -> Dict[str, Callable[[], object]]:
     def mobilenetv2():
         layers = [nn.Conv2d(3, 32, 3, 2, 1, bias=False), bn(32), nn.ReLU6(inplace=True)]
         cin = 32
-        for t, c, n, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                           (6, 160, 3, 2), (6, 320, 1, 1)):
+        for t, c, n, s in (
+            (1, 16, 1, 1),
+            (6, 24, 2, 2),
+            (6, 32, 3, 2),
+            (6, 64, 4, 2),
+            (6, 96, 3, 1),
+            (6, 160, 3, 2),
+            (6, 320, 1, 1),
+        ):
             for i in range(n):
                 layers.append(Inverted(cin, c, s if i == 0 else 1, t))
                 cin = c
-        layers += [nn.Conv2d(cin, 1280, 1, bias=False), bn(1280), nn.ReLU6(inplace=True),
-                   nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, 1000)]
+        layers += [
+            nn.Conv2d(cin, 1280, 1, bias=False),
+            bn(1280),
+            nn.ReLU6(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(1280, 1000),
+        ]
         return nn.Sequential(*layers)
 
     def vgg_like():
@@ -134,8 +160,16 @@ def export(name: str, build, folder: Path) -> Path:
             if isinstance(module, torch.nn.Conv2d):
                 torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
     path = folder / f"{name}.onnx"
-    torch.onnx.export(model, torch.zeros(1, 3, SIZE, SIZE), str(path), dynamo=False, opset_version=17,
-                      input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}})
+    torch.onnx.export(
+        model,
+        torch.zeros(1, 3, SIZE, SIZE),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}},
+    )
     return path
 
 
@@ -196,8 +230,16 @@ def drop_map(original: np.ndarray, scores: np.ndarray, windows: np.ndarray, targ
     return np.where(count > 0, total / np.maximum(count, 1), 0.0)
 
 
-def bench_model(name: str, path: Path, sample: np.ndarray, windows: np.ndarray, repeats: int, batch_size: int,
-                threads=None, spinning: bool = True) -> dict:
+def bench_model(
+    name: str,
+    path: Path,
+    sample: np.ndarray,
+    windows: np.ndarray,
+    repeats: int,
+    batch_size: int,
+    threads=None,
+    spinning: bool = True,
+) -> dict:
     baseline = np.zeros_like(sample)
     session = full_session(path, threads, spinning)
     start = time.perf_counter()
@@ -251,8 +293,12 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (both ways)")
-    parser.add_argument("--full-spinning", choices=("on", "off"), default="on",
-                        help="thread spinning of the full-pass session (on: onnxruntime's default, as occlude)")
+    parser.add_argument(
+        "--full-spinning",
+        choices=("on", "off"),
+        default="on",
+        help="thread spinning of the full-pass session (on: onnxruntime's default, as occlude)",
+    )
     args = parser.parse_args(argv)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     load_start = os.getloadavg()[0]
@@ -268,25 +314,36 @@ def main(argv=None) -> int:
             else:
                 path = export(name, builders[name], Path(folder))
                 sample = rng.standard_normal((3, SIZE, SIZE)).astype(np.float32)
-            row = bench_model(name, path, sample, windows, args.repeats, args.batch_size, args.threads,
-                              args.full_spinning == "on")
+            row = bench_model(
+                name, path, sample, windows, args.repeats, args.batch_size, args.threads, args.full_spinning == "on"
+            )
             results.append(row)
-            print(f"{name:12s} full {row['full_ms_per_window']:7.2f} ms/window  incremental "
-                  f"{row['incremental_ms_per_window']:7.2f}  speed-up {row['speedup']:.2f}x  "
-                  f"max rel diff {row['max_rel_diff']:.1e} (map {row['map_max_rel_diff']:.1e}, sensitivity "
-                  f"{row['occlusion_sensitivity']:.1e})  "
-                  f"cuts {row['cuts']} segment strides {row['segment_strides']}  build {row['build_s']:.1f} s",
-                  flush=True)
+            print(
+                f"{name:12s} full {row['full_ms_per_window']:7.2f} ms/window  incremental "
+                f"{row['incremental_ms_per_window']:7.2f}  speed-up {row['speedup']:.2f}x  "
+                f"max rel diff {row['max_rel_diff']:.1e} (map {row['map_max_rel_diff']:.1e}, sensitivity "
+                f"{row['occlusion_sensitivity']:.1e})  "
+                f"cuts {row['cuts']} segment strides {row['segment_strides']}  build {row['build_s']:.1f} s",
+                flush=True,
+            )
     load_end = os.getloadavg()[0]
     print(f"load average at end: {load_end:.2f}")
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"incremental-{time.strftime('%Y%m%d-%H%M%S')}.json"
     document = {
-        "patch": PATCH, "stride": STRIDE, "size": SIZE, "repeats": args.repeats, "batch_size": args.batch_size,
-        "threads": args.threads, "full_spinning": args.full_spinning,
-        "load_start": load_start, "load_end": load_end, "cpu_count": os.cpu_count(),
-        "platform": platform.platform(), "results": results,
+        "patch": PATCH,
+        "stride": STRIDE,
+        "size": SIZE,
+        "repeats": args.repeats,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "full_spinning": args.full_spinning,
+        "load_start": load_start,
+        "load_end": load_end,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "results": results,
     }
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(document, indent=2))

@@ -57,8 +57,10 @@ while done < {passes}:
     done += n
 print(time.perf_counter() - t)
 """
-    runs = [float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                                 text=True).stdout) for _ in range(repeats)]
+    runs = [
+        float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
+        for _ in range(repeats)
+    ]
     return statistics.median(runs)
 
 
@@ -83,15 +85,19 @@ def main() -> None:
         results["python_start_s"] = median_wall([sys.executable, "-c", "pass"], repeats)
         results["occlude_version_s"] = median_wall(occlude + ["--version"], repeats)
         results["one_call_16_windows_s"] = median_wall(
-            occlude + ["run", str(EFFNET), str(CAT), "--patch", "56", "--stride", "56", "-q", "--out",
-                       str(tmp / "one")], repeats)
+            occlude
+            + ["run", str(EFFNET), str(CAT), "--patch", "56", "--stride", "56", "-q", "--out", str(tmp / "one")],
+            repeats,
+        )
         for mode in ("auto", "off"):
             results[f"default_cat_{mode}_s"] = median_wall(
-                occlude + ["run", str(EFFNET), str(CAT), "-q", "--incremental", mode, "--out", str(tmp / mode)],
-                repeats)
+                occlude + ["run", str(EFFNET), str(CAT), "-q", "--incremental", mode, "--out", str(tmp / mode)], repeats
+            )
         results["floor_730_passes_s"] = floor_seconds(730, repeats)
         for mode in ("auto", "off"):
-            results[f"whole_process_efficiency_{mode}"] = results["floor_730_passes_s"] / results[f"default_cat_{mode}_s"]
+            results[f"whole_process_efficiency_{mode}"] = (
+                results["floor_730_passes_s"] / results[f"default_cat_{mode}_s"]
+            )
         count = 200 if args.quick else 1000
         digits_folder(tmp / "digits", count)
         shutil.rmtree(tmp / "dout", ignore_errors=True)

@@ -149,42 +149,73 @@ def main(argv=None) -> int:
         same = all(
             (Path(tmp) / f"ray {actor_counts[-1]}x1{r}" / f"{p.stem}.json").read_bytes()
             == (Path(tmp) / "local 1x20" / f"{p.stem}.json").read_bytes()
-            for p in paths for r in range(args.repeats)
+            for p in paths
+            for r in range(args.repeats)
         )
     ray.shutdown()
 
     local = statistics.median(times["local 1x2"])
     local_cpu = statistics.median(cpus["local 1x2"])
-    print(f"\n{args.images} EfficientNet-Lite0 images, patch {args.patch} (stride {args.patch // 2}), "
-          f"{args.repeats} rounds, load average at start {load_start:.2f}")
+    print(
+        f"\n{args.images} EfficientNet-Lite0 images, patch {args.patch} (stride {args.patch // 2}), "
+        f"{args.repeats} rounds, load average at start {load_start:.2f}"
+    )
     print(f"ray.init: {ray_init_s:.2f} s (once per run)")
-    print(f"{'configuration':<14} {'median s':>9} {'images/s':>9} {'vs loc1x2':>9} {'CPU s':>7} {'CPU vs 1x2':>12} "
-          f"{'actor start s':>14}")
+    print(
+        f"{'configuration':<14} {'median s':>9} {'images/s':>9} {'vs loc1x2':>9} {'CPU s':>7} {'CPU vs 1x2':>12} "
+        f"{'actor start s':>14}"
+    )
     rows = []
     for name, values in times.items():
         median = statistics.median(values)
         start = statistics.median(actor_start_s[name]) if name in actor_start_s else None
         cpu = statistics.median(cpus[name])
-        rows.append({"configuration": name, "median_s": median, "runs_s": values,
-                     "images_per_s": args.images / median, "vs_local": median / local - 1,
-                     "cpu_s": cpu, "cpu_runs_s": cpus[name], "cpu_vs_local": cpu / local_cpu - 1,
-                     "actor_start_s": start})
+        rows.append(
+            {
+                "configuration": name,
+                "median_s": median,
+                "runs_s": values,
+                "images_per_s": args.images / median,
+                "vs_local": median / local - 1,
+                "cpu_s": cpu,
+                "cpu_runs_s": cpus[name],
+                "cpu_vs_local": cpu / local_cpu - 1,
+                "actor_start_s": start,
+            }
+        )
         start_text = f"{start:14.2f}" if start is not None else f"{'-':>14}"
-        print(f"{name:<14} {median:9.2f} {args.images / median:9.2f} {median / local - 1:+9.1%} {cpu:7.1f} "
-              f"{cpu / local_cpu - 1:+12.1%} {start_text}")
+        print(
+            f"{name:<14} {median:9.2f} {args.images / median:9.2f} {median / local - 1:+9.1%} {cpu:7.1f} "
+            f"{cpu / local_cpu - 1:+12.1%} {start_text}"
+        )
     if "ray 1x1" in times:
-        print(f"Ray 1x1 against local 1x1 (same threads, Ray's own cost): wall "
-              f"{statistics.median(times['ray 1x1']) / statistics.median(times['local 1x1']) - 1:+.1%}, CPU "
-              f"{statistics.median(cpus['ray 1x1']) / statistics.median(cpus['local 1x1']) - 1:+.1%}")
+        print(
+            f"Ray 1x1 against local 1x1 (same threads, Ray's own cost): wall "
+            f"{statistics.median(times['ray 1x1']) / statistics.median(times['local 1x1']) - 1:+.1%}, CPU "
+            f"{statistics.median(cpus['ray 1x1']) / statistics.median(cpus['local 1x1']) - 1:+.1%}"
+        )
     print(f"JSON records of the Ray run byte-identical to the local run (--no-timing): {same}")
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
     out = results / time.strftime("ray-overhead-%Y%m%d-%H%M%S.json")
-    out.write_text(json.dumps({
-        "images": args.images, "patch": args.patch, "repeats": args.repeats, "ray_init_s": ray_init_s,
-        "load_average_start": load_start, "load_average_end": os.getloadavg()[0], "cpus": os.cpu_count(),
-        "python": platform.python_version(), "ray": ray.__version__, "rows": rows, "identical_json": same,
-    }, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "images": args.images,
+                "patch": args.patch,
+                "repeats": args.repeats,
+                "ray_init_s": ray_init_s,
+                "load_average_start": load_start,
+                "load_average_end": os.getloadavg()[0],
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "ray": ray.__version__,
+                "rows": rows,
+                "identical_json": same,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out.relative_to(ROOT)}")
     return 0
 

@@ -56,8 +56,19 @@ SAMPLE_PHOTOS = ("astronaut.jpg", "cat.jpg", "coffee.jpg", "flower.jpg")
 # photos already in the set (motorcycle_right.png of motorcycle_left.png, sklearn's flower.jpg of
 # sample_images/flower.jpg) and pictures that are not photos of a scene (horse.png: a silhouette).
 PACKAGE_PHOTOS = {
-    "skimage": ("data", ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png",
-                         "hubble_deep_field.jpg", "ihc.png", "retina.jpg"]),
+    "skimage": (
+        "data",
+        [
+            "chelsea.png",
+            "coffee.png",
+            "astronaut.png",
+            "rocket.jpg",
+            "motorcycle_left.png",
+            "hubble_deep_field.jpg",
+            "ihc.png",
+            "retina.jpg",
+        ],
+    ),
     "matplotlib": ("mpl-data/sample_data", ["grace_hopper.jpg"]),
     "sklearn": ("datasets/images", ["china.jpg"]),
 }
@@ -102,7 +113,7 @@ def load_rgb(path: Path) -> Image.Image:
 
 def cache_file(cache: Path, name: str, path: Path, resize: str, patch: int, stride: int) -> Path:
     """Where a photo's exact scores are cached: named by photo, framing and grid, keyed by content."""
-    key = hashlib.sha256(path.read_bytes() + MODEL.read_bytes()[:1 << 20]).hexdigest()[:16]
+    key = hashlib.sha256(path.read_bytes() + MODEL.read_bytes()[: 1 << 20]).hexdigest()[:16]
     return cache / f"{name.replace('/', '_')}-{resize}-{patch}-{stride}-{key}.npz"
 
 
@@ -111,8 +122,9 @@ def _is_square(path: Path) -> bool:
         return opened.size[0] == opened.size[1]
 
 
-def exact_scores(classifier, preprocessing, name: str, path: Path, resize: str, patch: int, stride: int,
-                 cache: Path) -> Dict[str, np.ndarray]:
+def exact_scores(
+    classifier, preprocessing, name: str, path: Path, resize: str, patch: int, stride: int, cache: Path
+) -> Dict[str, np.ndarray]:
     """The exact run's every window's scores (all classes) for one photo, cached on disk by content."""
     from occlude_cli.explain import explain
 
@@ -124,9 +136,14 @@ def exact_scores(classifier, preprocessing, name: str, path: Path, resize: str, 
     prep = dataclasses.replace(preprocessing, resize=resize)
     result = explain(classifier, load_rgb(path), preprocessing=prep, patch=patch, stride=stride)
     occ = result.occlusion
-    data = {"windows": occ.windows, "original_scores": occ.original_scores,
-            "window_scores": occ.window_scores.astype(np.float64), "target": np.array(result.target),
-            "size": np.array(occ.size), "seconds": np.array(time.perf_counter() - started)}
+    data = {
+        "windows": occ.windows,
+        "original_scores": occ.original_scores,
+        "window_scores": occ.window_scores.astype(np.float64),
+        "target": np.array(result.target),
+        "size": np.array(occ.size),
+        "seconds": np.array(time.perf_counter() - started),
+    }
     cache.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=cache, suffix=".npz")
     os.close(fd)
@@ -159,17 +176,27 @@ def replay_refine(data: Dict[str, np.ndarray], step: int, budget: float) -> Occl
     scores = data["window_scores"][:, [target]]
     inputs = np.zeros((1,) + size)
     return refined_occlusion_sensitivity(
-        inputs, replay_score(windows, scores, size), patch=patch, stride=strides, target=0,
-        baseline=np.ones_like(inputs), coarse_step=step, budget=budget,
+        inputs,
+        replay_score(windows, scores, size),
+        patch=patch,
+        stride=strides,
+        target=0,
+        baseline=np.ones_like(inputs),
+        coarse_step=step,
+        budget=budget,
         original_scores=data["original_scores"][[target]],
     )
 
 
 def exact_occlusion(data: Dict[str, np.ndarray]) -> Occlusion:
     target = int(data["target"])
-    return Occlusion(windows=data["windows"], original_scores=data["original_scores"][[target]],
-                     window_scores=data["window_scores"][:, [target]], size=tuple(int(s) for s in data["size"]),
-                     forward_passes=len(data["windows"]) + 1)
+    return Occlusion(
+        windows=data["windows"],
+        original_scores=data["original_scores"][[target]],
+        window_scores=data["window_scores"][:, [target]],
+        size=tuple(int(s) for s in data["size"]),
+        forward_passes=len(data["windows"]) + 1,
+    )
 
 
 def coarser_stride(data: Dict[str, np.ndarray], factor: int) -> Occlusion:
@@ -187,15 +214,24 @@ def coarser_stride(data: Dict[str, np.ndarray], factor: int) -> Occlusion:
     inputs = np.zeros((1,) + size)
     if not all((int(w[0]), int(w[1])) in index for w in wanted):
         raise SystemExit("the coarser grid is not a subset of the fine one")
-    return occlusion_sensitivity(inputs, score, patch=patch, stride=(stride, stride), baseline=np.ones_like(inputs),
-                                 original_scores=data["original_scores"][[target]])
+    return occlusion_sensitivity(
+        inputs,
+        score,
+        patch=patch,
+        stride=(stride, stride),
+        baseline=np.ones_like(inputs),
+        original_scores=data["original_scores"][[target]],
+    )
 
 
 def compare(exact: np.ndarray, other: np.ndarray) -> Dict[str, float]:
     ref = top_fraction_mask(exact, 0.1)
     got = top_fraction_mask(other, 0.1)
-    return {"pearson": pearson(exact, other), "spearman": spearman(exact, other),
-            "top10": float((ref & got).sum() / ref.sum())}
+    return {
+        "pearson": pearson(exact, other),
+        "spearman": spearman(exact, other),
+        "top10": float((ref & got).sum() / ref.sum()),
+    }
 
 
 def parse_settings(text: str) -> List[Tuple[int, float]]:
@@ -208,15 +244,19 @@ def parse_settings(text: str) -> List[Tuple[int, float]]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--settings", default="3:0.25",
-                        help="comma-separated coarse_step:budget pairs (budget may be a fraction like 1/6)")
+    parser.add_argument(
+        "--settings",
+        default="3:0.25",
+        help="comma-separated coarse_step:budget pairs (budget may be a fraction like 1/6)",
+    )
     parser.add_argument("--patch", type=int, default=48)
     parser.add_argument("--stride", type=int, default=8)
     parser.add_argument("--crops", action="store_true", help="also every photo center-cropped to 224x224")
     parser.add_argument("--grey", action="store_true", help="also scikit-image's grey photos, as RGB")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/occlude-refine-cache"))
-    parser.add_argument("--verify", action="store_true",
-                        help="check the replay against a real refined run on the first photo")
+    parser.add_argument(
+        "--verify", action="store_true", help="check the replay against a real refined run on the first photo"
+    )
     parser.add_argument("--cached-only", action="store_true", help="use only photos whose exact map is cached")
     parser.add_argument("--only", default=None, help="substring: use only photos whose name contains it")
     args = parser.parse_args(argv)
@@ -249,43 +289,79 @@ def main(argv: Optional[List[str]] = None) -> int:
                 refined = replay_refine(data, step, budget)
                 predicted = refine_forward_passes(size, (args.patch,) * 2, (args.stride,) * 2, None, step, budget)
                 assert refined.forward_passes == predicted, (refined.forward_passes, predicted)
-                rows.append({"photo": name, "resize": resize, "grey": grey, "setting": label, "passes": refined.forward_passes,
-                             "ratio": exact.forward_passes / refined.forward_passes,
-                             **compare(exact_map, refined.attribution(0))})
+                rows.append(
+                    {
+                        "photo": name,
+                        "resize": resize,
+                        "grey": grey,
+                        "setting": label,
+                        "passes": refined.forward_passes,
+                        "ratio": exact.forward_passes / refined.forward_passes,
+                        **compare(exact_map, refined.attribution(0)),
+                    }
+                )
             doubled = coarser_stride(data, 2)
-            rows.append({"photo": name, "resize": resize, "grey": grey, "setting": labels[-1], "passes": doubled.forward_passes,
-                         "ratio": exact.forward_passes / doubled.forward_passes,
-                         **compare(exact_map, doubled.attribution(0))})
+            rows.append(
+                {
+                    "photo": name,
+                    "resize": resize,
+                    "grey": grey,
+                    "setting": labels[-1],
+                    "passes": doubled.forward_passes,
+                    "ratio": exact.forward_passes / doubled.forward_passes,
+                    **compare(exact_map, doubled.attribution(0)),
+                }
+            )
             if args.verify and verified is None:
                 step, budget = settings[0]
                 prep = dataclasses.replace(preprocessing, resize=resize)
-                real = explain(classifier, load_rgb(path), preprocessing=prep, patch=args.patch, stride=args.stride,
-                               refine=True, refine_step=step, refine_budget=budget)
+                real = explain(
+                    classifier,
+                    load_rgb(path),
+                    preprocessing=prep,
+                    patch=args.patch,
+                    stride=args.stride,
+                    refine=True,
+                    refine_step=step,
+                    refine_budget=budget,
+                )
                 replay = replay_refine(data, step, budget).attribution(0)
-                verified = {"photo": name, "setting": labels[0],
-                            "max_abs_diff": float(np.nanmax(np.abs(real.map - replay))),
-                            "max_abs_map": float(np.nanmax(np.abs(replay))),
-                            "same_measured": bool(np.array_equal(real.occlusion.measured,
-                                                                 replay_refine(data, step, budget).measured))}
-                print(f"verify: real refined run vs replay on {name}: max |diff| {verified['max_abs_diff']:.2e} "
-                      f"(map max {verified['max_abs_map']:.3f}), same measured windows: {verified['same_measured']}")
+                verified = {
+                    "photo": name,
+                    "setting": labels[0],
+                    "max_abs_diff": float(np.nanmax(np.abs(real.map - replay))),
+                    "max_abs_map": float(np.nanmax(np.abs(replay))),
+                    "same_measured": bool(
+                        np.array_equal(real.occlusion.measured, replay_refine(data, step, budget).measured)
+                    ),
+                }
+                print(
+                    f"verify: real refined run vs replay on {name}: max |diff| {verified['max_abs_diff']:.2e} "
+                    f"(map max {verified['max_abs_map']:.3f}), same measured windows: {verified['same_measured']}"
+                )
 
-    print(f"\nEfficientNet-Lite0, patch {args.patch} / stride {args.stride}, {len(rows) // len(labels)} photos "
-          f"({', '.join(resizes)}); exact = {len(data['windows']) + 1} passes\n")
+    print(
+        f"\nEfficientNet-Lite0, patch {args.patch} / stride {args.stride}, {len(rows) // len(labels)} photos "
+        f"({', '.join(resizes)}); exact = {len(data['windows']) + 1} passes\n"
+    )
     header = f"{'photo':42} {'setting':18} {'passes':>6} {'fewer':>6} {'pearson':>8} {'spearman':>8} {'top10':>6}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['photo'] + ' ' + r['resize']:42} {r['setting']:18} {r['passes']:6d} {r['ratio']:5.2f}x "
-              f"{r['pearson']:8.3f} {r['spearman']:8.3f} {r['top10']:6.3f}")
+        print(
+            f"{r['photo'] + ' ' + r['resize']:42} {r['setting']:18} {r['passes']:6d} {r['ratio']:5.2f}x "
+            f"{r['pearson']:8.3f} {r['spearman']:8.3f} {r['top10']:6.3f}"
+        )
     summary = []
     groups = [("all", lambda r: True)]
     if args.grey:
         groups += [("colour", lambda r: not r["grey"]), ("grey", lambda r: r["grey"])]
     for group, keep in groups:
         print(f"\n{group} photos: {len({(r['photo'], r['resize']) for r in rows if keep(r)})}")
-        print(f"{'setting':18} {'passes':>6} {'fewer':>6} | {'WORST pearson':>13} {'spearman':>8} {'top10':>6} | "
-              f"{'median pearson':>14} {'spearman':>8} {'top10':>6} | worst photo (pearson)")
+        print(
+            f"{'setting':18} {'passes':>6} {'fewer':>6} | {'WORST pearson':>13} {'spearman':>8} {'top10':>6} | "
+            f"{'median pearson':>14} {'spearman':>8} {'top10':>6} | worst photo (pearson)"
+        )
         for label in labels:
             sel = [r for r in rows if r["setting"] == label and keep(r)]
             worst = {k: min(r[k] for r in sel) for k in ("pearson", "spearman", "top10")}
@@ -293,21 +369,44 @@ def main(argv: Optional[List[str]] = None) -> int:
             worst_photo = min(sel, key=lambda r: r["pearson"])
             passes = max(r["passes"] for r in sel)
             ratio = min(r["ratio"] for r in sel)
-            summary.append({"group": group, "setting": label, "passes": passes, "ratio": ratio, "worst": worst,
-                            "median": median, "worst_photo": f"{worst_photo['photo']} {worst_photo['resize']}",
-                            "photos": len(sel)})
-            print(f"{label:18} {passes:6d} {ratio:5.2f}x | {worst['pearson']:13.3f} {worst['spearman']:8.3f} "
-                  f"{worst['top10']:6.3f} | {median['pearson']:14.3f} {median['spearman']:8.3f} "
-                  f"{median['top10']:6.3f} | {summary[-1]['worst_photo']}")
+            summary.append(
+                {
+                    "group": group,
+                    "setting": label,
+                    "passes": passes,
+                    "ratio": ratio,
+                    "worst": worst,
+                    "median": median,
+                    "worst_photo": f"{worst_photo['photo']} {worst_photo['resize']}",
+                    "photos": len(sel),
+                }
+            )
+            print(
+                f"{label:18} {passes:6d} {ratio:5.2f}x | {worst['pearson']:13.3f} {worst['spearman']:8.3f} "
+                f"{worst['top10']:6.3f} | {median['pearson']:14.3f} {median['spearman']:8.3f} "
+                f"{median['top10']:6.3f} | {summary[-1]['worst_photo']}"
+            )
 
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"refine-photos-{time.strftime('%Y%m%d-%H%M%S')}.json"
     fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".json")
     with os.fdopen(fd, "w") as fh:
-        json.dump({"model": MODEL.name, "patch": args.patch, "stride": args.stride, "resizes": resizes,
-                   "photos": [p[0] for p in photos], "settings": settings, "rows": rows, "summary": summary,
-                   "verify": verified}, fh, indent=1)
+        json.dump(
+            {
+                "model": MODEL.name,
+                "patch": args.patch,
+                "stride": args.stride,
+                "resizes": resizes,
+                "photos": [p[0] for p in photos],
+                "settings": settings,
+                "rows": rows,
+                "summary": summary,
+                "verify": verified,
+            },
+            fh,
+            indent=1,
+        )
     os.replace(tmp, out)
     print(f"\nwrote {out.relative_to(ROOT)}")
     return 0

@@ -100,8 +100,12 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-kills", type=int, default=3, help="kills per round: 1 to this many")
-    parser.add_argument("--signal", choices=("kill", "mixed"), default="kill",
-                        help="kill: SIGKILL only; mixed: SIGKILL or SIGTERM at random")
+    parser.add_argument(
+        "--signal",
+        choices=("kill", "mixed"),
+        default="kill",
+        help="kill: SIGKILL only; mixed: SIGKILL or SIGTERM at random",
+    )
     options = parser.parse_args()
     rng = random.Random(options.seed)
     work = Path(tempfile.mkdtemp(prefix="occlude-soak-"))
@@ -109,8 +113,7 @@ def main() -> int:
         images = work / "images"
         make_images(images, options.images, options.seed)
         model = ROOT / "sample_models" / "digits_cnn.onnx"
-        args = ["run", model, images, "-r", "--patch", "1", "--stride", "1", "--no-timing", "--quiet",
-                "--top-k", "2"]
+        args = ["run", model, images, "-r", "--patch", "1", "--stride", "1", "--no-timing", "--quiet", "--top-k", "2"]
         ref = work / "ref"
         started = time.perf_counter()
         proc = run(args, ref, resume=False)
@@ -145,7 +148,9 @@ def main() -> int:
             problems += check(out, ref)
             if not problems:
                 survived += 1
-            print(f"round {round_no:>2}: {' '.join(moments):<48} {'ok' if not problems else 'FAILED: ' + '; '.join(problems)}")
+            print(
+                f"round {round_no:>2}: {' '.join(moments):<48} {'ok' if not problems else 'FAILED: ' + '; '.join(problems)}"
+            )
             shutil.rmtree(out, ignore_errors=True)
         print(f"survived {survived} of {options.rounds} rounds ({kills_total} kills)")
         return 0 if survived == options.rounds else 1

@@ -60,12 +60,14 @@ def throughput(model: OnnxClassifier, sample: np.ndarray, patch: int, stride: in
         prebuilt[(row,) + window_slice(window, axes, sample.ndim)] = 0.0
     session, name = model.session, model.input.name
     occ_times, floor_times = [], []
-    occlusion_sensitivity(sample, score, patch=(patch,) * 3, stride=(stride,) * 3, spatial_axes=axes,
-                          batch_size=batch)  # warm-up
+    occlusion_sensitivity(
+        sample, score, patch=(patch,) * 3, stride=(stride,) * 3, spatial_axes=axes, batch_size=batch
+    )  # warm-up
     for _ in range(repeats):
         started = time.perf_counter()
-        occlusion_sensitivity(sample, score, patch=(patch,) * 3, stride=(stride,) * 3, spatial_axes=axes,
-                              batch_size=batch)
+        occlusion_sensitivity(
+            sample, score, patch=(patch,) * 3, stride=(stride,) * 3, spatial_axes=axes, batch_size=batch
+        )
         occ_times.append(time.perf_counter() - started)
         started = time.perf_counter()
         done = 0
@@ -76,10 +78,19 @@ def throughput(model: OnnxClassifier, sample: np.ndarray, patch: int, stride: in
             done += take
         floor_times.append(time.perf_counter() - started)
     occ, floor = statistics.median(occ_times), statistics.median(floor_times)
-    return {"patch": patch, "stride": stride, "windows": n, "batch_size": batch,
-            "occlude_s": occ, "floor_s": floor, "occlude_windows_per_s": (n + 1) / occ,
-            "floor_windows_per_s": (n + 1) / floor, "ratio": occ / floor,
-            "occlude_runs_s": occ_times, "floor_runs_s": floor_times}
+    return {
+        "patch": patch,
+        "stride": stride,
+        "windows": n,
+        "batch_size": batch,
+        "occlude_s": occ,
+        "floor_s": floor,
+        "occlude_windows_per_s": (n + 1) / occ,
+        "floor_windows_per_s": (n + 1) / floor,
+        "ratio": occ / floor,
+        "occlude_runs_s": occ_times,
+        "floor_runs_s": floor_times,
+    }
 
 
 def inpaint_cost(model_path: Path, image: Path, windows_to_time: int) -> dict:
@@ -95,9 +106,15 @@ def inpaint_cost(model_path: Path, image: Path, windows_to_time: int) -> dict:
     for window in chosen.tolist():
         fill(window)
     per_window = (time.perf_counter() - started) / len(chosen)
-    return {"model": model_path.name, "input": list(prepared.model_input.shape), "patch": list(patch),
-            "stride": list(stride), "default_windows": int(len(grid)), "ms_per_window": per_window * 1000,
-            "added_to_default_run_s": per_window * len(grid)}
+    return {
+        "model": model_path.name,
+        "input": list(prepared.model_input.shape),
+        "patch": list(patch),
+        "stride": list(stride),
+        "default_windows": int(len(grid)),
+        "ms_per_window": per_window * 1000,
+        "added_to_default_run_s": per_window * len(grid),
+    }
 
 
 def main() -> None:
@@ -115,19 +132,36 @@ def main() -> None:
     print(f"lesion3d.onnx, 1x32x32x32, batch {args.batch_size}, {args.repeats} paired repeats (medians)")
     print(f"{'patch/stride':>12} {'windows':>8} {'occlude win/s':>14} {'floor win/s':>12} {'ratio':>6}")
     for r in rows:
-        print(f"{r['patch']:>5}/{r['stride']:<6} {r['windows']:>8} {r['occlude_windows_per_s']:>14.0f} "
-              f"{r['floor_windows_per_s']:>12.0f} {r['ratio']:>6.2f}")
-    costs = [inpaint_cost(MODELS / "efficientnet_lite0.onnx", IMAGES / "cat.jpg", 60),
-             inpaint_cost(MODELS / "ct2d.onnx", IMAGES / "medical" / "ct_lesion.dcm", 200)]
+        print(
+            f"{r['patch']:>5}/{r['stride']:<6} {r['windows']:>8} {r['occlude_windows_per_s']:>14.0f} "
+            f"{r['floor_windows_per_s']:>12.0f} {r['ratio']:>6.2f}"
+        )
+    costs = [
+        inpaint_cost(MODELS / "efficientnet_lite0.onnx", IMAGES / "cat.jpg", 60),
+        inpaint_cost(MODELS / "ct2d.onnx", IMAGES / "medical" / "ct_lesion.dcm", 200),
+    ]
     print("\ninpaint baseline alone (no model)")
     for c in costs:
-        print(f"  {c['model']}: input {c['input']}, patch {c['patch']}, {c['ms_per_window']:.1f} ms/window; "
-              f"default grid {c['default_windows']} windows -> +{c['added_to_default_run_s']:.1f} s per input")
+        print(
+            f"  {c['model']}: input {c['input']}, patch {c['patch']}, {c['ms_per_window']:.1f} ms/window; "
+            f"default grid {c['default_windows']} windows -> +{c['added_to_default_run_s']:.1f} s per input"
+        )
     end_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / time.strftime("volumes-%Y%m%d-%H%M%S.json")
-    out.write_text(json.dumps({"machine": platform.platform(), "cpus": os.cpu_count(), "load_start": load,
-                               "load_end": end_load, "throughput": rows, "inpaint": costs}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": platform.platform(),
+                "cpus": os.cpu_count(),
+                "load_start": load,
+                "load_end": end_load,
+                "throughput": rows,
+                "inpaint": costs,
+            },
+            indent=2,
+        )
+    )
     print(f"\nwrote {out.relative_to(ROOT)}")
 
 

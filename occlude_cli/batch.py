@@ -161,9 +161,13 @@ def _walk(folder: Path, recursive: bool, exclude: Sequence[Path], notes: List[Tu
     return sorted(found)
 
 
-def _expand(arg: str, recursive: bool, exclude: Sequence[Path] = (),
-            notes: Optional[List[Tuple[str, str]]] = None,
-            series: bool = False) -> Tuple[List[Path], Path, Optional[str]]:
+def _expand(
+    arg: str,
+    recursive: bool,
+    exclude: Sequence[Path] = (),
+    notes: Optional[List[Tuple[str, str]]] = None,
+    series: bool = False,
+) -> Tuple[List[Path], Path, Optional[str]]:
     """Files named by one PATH argument, the folder their output names are relative to, and an error.
     With ``series`` a folder is one input (a DICOM series), named after the folder."""
     notes = notes if notes is not None else []
@@ -182,7 +186,9 @@ def _expand(arg: str, recursive: bool, exclude: Sequence[Path] = (),
                 notes.append((str(p), f"skipped: not a regular file ({kind})"))
             elif not _under(p.resolve(), exclude) and not is_own_output(p):
                 matches.append(p)
-        base = Path(*[part for part in Path(arg).parts[: _first_magic(Path(arg).parts)]]) if Path(arg).parts else Path(".")
+        base = (
+            Path(*[part for part in Path(arg).parts[: _first_magic(Path(arg).parts)]]) if Path(arg).parts else Path(".")
+        )
         if not matches:
             return [], base, f"no file matches {arg}"
         return matches, base, None
@@ -372,8 +378,9 @@ class LocalExecutor:
     order, the result being the computed value or the exception the image raised; items whose path is None
     pass through with None."""
 
-    def __init__(self, model: OnnxClassifier, on_windows: Optional[Callable[[int, int], None]] = None,
-                 window_executor=None) -> None:
+    def __init__(
+        self, model: OnnxClassifier, on_windows: Optional[Callable[[int, int], None]] = None, window_executor=None
+    ) -> None:
         self.model = model
         self.on_windows = on_windows
         self.window_executor = window_executor  # e.g. a RayExecutor scoring one huge image's windows
@@ -451,7 +458,9 @@ def run_batch(
     """
     out_dir = Path(out_dir)
     settings = {
-        "options": {k: (list(v) if isinstance(v, tuple) else getattr(v, "value", v)) for k, v in options.__dict__.items()},
+        "options": {
+            k: (list(v) if isinstance(v, tuple) else getattr(v, "value", v)) for k, v in options.__dict__.items()
+        },
         "preprocessing": preprocessing.describe(),
         "labels": hashlib.sha256("\n".join(labels or []).encode("utf-8")).hexdigest() if labels else None,
         "npy": npy,
@@ -477,12 +486,16 @@ def run_batch(
                 regular, kind = _regular(image.path)
                 if not regular and kind in ("FIFO", "socket", "character device", "block device", "special file"):
                     raise OccludeError(f"not a regular file ({kind}), not opened: {image.path}")
-                plan.image_sha = (file_sha256(image.path) if regular
-                                  else folder_sha256(image.path) if image.path.is_dir() else None)
+                plan.image_sha = (
+                    file_sha256(image.path) if regular else folder_sha256(image.path) if image.path.is_dir() else None
+                )
                 plan.fingerprint = run_fingerprint(model.sha256, plan.image_sha or "", settings)
-                plan.skip = bool(resume and plan.image_sha
-                                 and _existing_fingerprint(out_dir / plan.layout.marker) == plan.fingerprint
-                                 and verify_outputs(out_dir / plan.layout.marker) is None)
+                plan.skip = bool(
+                    resume
+                    and plan.image_sha
+                    and _existing_fingerprint(out_dir / plan.layout.marker) == plan.fingerprint
+                    and verify_outputs(out_dir / plan.layout.marker) is None
+                )
             except OccludeError as exc:
                 plan.error = _one_line(str(exc))
             except OSError as exc:
@@ -497,16 +510,35 @@ def run_batch(
         if isinstance(computed, VolumeExplanation):  # medical inputs (issue 12)
             if measures is not None:
                 raise OccludeError("metrics are not available for medical inputs yet")
-            write_volume_explanation(computed, out_dir, plan.image.key, npy=npy, nifti=nifti, all_classes=all_classes,
-                                     timing=timing, extra=extra, **look)
+            write_volume_explanation(
+                computed,
+                out_dir,
+                plan.image.key,
+                npy=npy,
+                nifti=nifti,
+                all_classes=all_classes,
+                timing=timing,
+                extra=extra,
+                **look,
+            )
         elif study:
-            write_scale_study(computed, out_dir, plan.image.key, npy=npy, timing=timing, multiscale=multiscale,
-                              extra=extra, metrics=measures, **look)
+            write_scale_study(
+                computed,
+                out_dir,
+                plan.image.key,
+                npy=npy,
+                timing=timing,
+                multiscale=multiscale,
+                extra=extra,
+                metrics=measures,
+                **look,
+            )
         else:
             if measures is not None:
                 extra["metrics"] = measures
-            write_explanation(computed, out_dir, plan.image.key, npy=npy, all_classes=all_classes, timing=timing,
-                              extra=extra, **look)
+            write_explanation(
+                computed, out_dir, plan.image.key, npy=npy, all_classes=all_classes, timing=timing, extra=extra, **look
+            )
         return computed, time.perf_counter() - started
 
     def finish(plan: _Plan, outcome, future) -> SummaryRow:
@@ -556,8 +588,13 @@ def run_batch(
             if on_image_done:
                 on_image_done(plan.image, row)
 
-    compute_kwargs = dict(options=options, preprocessing=preprocessing, labels=list(labels) if labels else None,
-                          scales=[tuple(s) for s in scales], metrics=metrics)
+    compute_kwargs = dict(
+        options=options,
+        preprocessing=preprocessing,
+        labels=list(labels) if labels else None,
+        scales=[tuple(s) for s in scales],
+        metrics=metrics,
+    )
 
     def path_of(plan: _Plan):
         return None if (plan.skip or plan.error is not None) else plan.image.path

@@ -120,8 +120,9 @@ def bias_image(
     axes = preprocessing.spatial_axes
     rng = np.random.default_rng(seed)
     others, overlaps = control_masks(region, int(controls), rng) if controls else ([], 0)
-    batch = np.stack([sample, _apply(sample, baseline, region, axes)]
-                     + [_apply(sample, baseline, m, axes) for m in others])
+    batch = np.stack(
+        [sample, _apply(sample, baseline, region, axes)] + [_apply(sample, baseline, m, axes) for m in others]
+    )
     raw_first = classifier.run(batch[:1])
     if not np.all(np.isfinite(raw_first)):
         raise OccludeError("the model's output for the unoccluded image is not finite (NaN or inf)")
@@ -134,18 +135,28 @@ def bias_image(
     tops = np.argmax(scores, axis=1)
     control = drops[2:]
     return BiasRow(
-        path=str(prepared.path) if prepared.path is not None else "<image>", status="ok", target=target,
-        label=labels[target] if labels and target < len(labels) else None, predicted=predicted,
-        original_score=float(scores[0, target]), occluded_score=float(scores[1, target]), drop=float(drops[1]),
-        flipped=bool(tops[1] != predicted), occluded_class=int(tops[1]), region_pixels=int(region.sum()),
+        path=str(prepared.path) if prepared.path is not None else "<image>",
+        status="ok",
+        target=target,
+        label=labels[target] if labels and target < len(labels) else None,
+        predicted=predicted,
+        original_score=float(scores[0, target]),
+        occluded_score=float(scores[1, target]),
+        drop=float(drops[1]),
+        flipped=bool(tops[1] != predicted),
+        occluded_class=int(tops[1]),
+        region_pixels=int(region.sum()),
         control_drop=float(control.mean()) if control.size else None,
         control_flip_rate=float(np.mean(tops[2:] != predicted)) if control.size else None,
-        control_drops=[float(v) for v in control], control_overlaps=overlaps, score_kind=head.kind,
+        control_drops=[float(v) for v in control],
+        control_overlaps=overlaps,
+        score_kind=head.kind,
     )
 
 
-def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, resamples: int,
-                 confidence: float = CONFIDENCE) -> Tuple[Optional[float], Optional[float]]:
+def bootstrap_ci(
+    values: np.ndarray, rng: np.random.Generator, resamples: int, confidence: float = CONFIDENCE
+) -> Tuple[Optional[float], Optional[float]]:
     """Percentile bootstrap interval of the mean (None, None for fewer than 2 values)."""
     values = np.asarray(values, dtype=np.float64)
     if values.size < 2 or resamples < 1:
@@ -217,7 +228,12 @@ def summarise_bias(
         reasons.append(f"mean drop {overall['mean_drop']:.4g} > max_mean_drop {max_mean_drop:g}")
     if max_flip_rate is not None and overall["flip_rate"] > max_flip_rate:
         reasons.append(f"flip rate {overall['flip_rate']:.4g} > max_flip_rate {max_flip_rate:g}")
-    all_settings = {"bootstrap": int(bootstrap), "confidence": CONFIDENCE, "seed": seed,
-                    "max_mean_drop": max_mean_drop, "max_flip_rate": max_flip_rate, **(settings or {})}
-    return BiasSummary(overall=overall, per_class=per_class, passed=not reasons, reasons=reasons,
-                       settings=all_settings)
+    all_settings = {
+        "bootstrap": int(bootstrap),
+        "confidence": CONFIDENCE,
+        "seed": seed,
+        "max_mean_drop": max_mean_drop,
+        "max_flip_rate": max_flip_rate,
+        **(settings or {}),
+    }
+    return BiasSummary(overall=overall, per_class=per_class, passed=not reasons, reasons=reasons, settings=all_settings)

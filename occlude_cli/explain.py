@@ -140,7 +140,9 @@ def resolve_preprocessing(
         layout=layout,
         color=color,
         # integer inputs (uint8/int8: models that cast inside) take the pixels as they are
-        scale=float(scale if scale is not None else meta.get("scale", 1.0 if np.dtype(model.dtype).kind in "iu" else 1 / 255)),
+        scale=float(
+            scale if scale is not None else meta.get("scale", 1.0 if np.dtype(model.dtype).kind in "iu" else 1 / 255)
+        ),
         mean=tuple(float(v) for v in (mean if mean is not None else _as_list(meta.get("mean", [0.0])))),
         std=tuple(float(v) for v in (std if std is not None else _as_list(meta.get("std", [1.0])))),
         resize=str(resize or meta.get("resize", "stretch")),
@@ -272,8 +274,12 @@ class VolumeExplanation(Explanation):
         return {
             "schema": SCHEMA_VERSION,
             "model": self.model,
-            "image": {"path": str(self.prepared.path) if self.prepared.path is not None else None,
-                      "width": int(width), "height": int(height), "depth": int(depth)},
+            "image": {
+                "path": str(self.prepared.path) if self.prepared.path is not None else None,
+                "width": int(width),
+                "height": int(height),
+                "depth": int(depth),
+            },
             "target": {"index": self.target, "label": self.label(self.target)},
             "score": score,
         }
@@ -311,8 +317,10 @@ class VolumeExplanation(Explanation):
         from .outputs.montage import montage_png
 
         grid = self.prepared.grid
-        title = f"{self.label(self.target) or 'class ' + str(self.target)}: {self.score_kind} " \
-                f"{self.occlusion.original_scores[self.target]:.4f}"
+        title = (
+            f"{self.label(self.target) or 'class ' + str(self.target)}: {self.score_kind} "
+            f"{self.occlusion.original_scores[self.target]:.4f}"
+        )
         return montage_png(self.prepared.display, self.map, grid.spacing, grid.affine, title, "")
 
 
@@ -354,7 +362,9 @@ class ExplainOptions:
         try:
             score = ScoreKind(self.score.value if isinstance(self.score, ScoreKind) else str(self.score))
         except ValueError:
-            raise OccludeError(f"score must be one of {', '.join(k.value for k in ScoreKind)}, got {self.score!r}") from None
+            raise OccludeError(
+                f"score must be one of {', '.join(k.value for k in ScoreKind)}, got {self.score!r}"
+            ) from None
         if self.blur_sigma is not None and not (np.isfinite(self.blur_sigma) and self.blur_sigma > 0):
             raise OccludeError(f"blur_sigma must be a positive number of pixels, got {self.blur_sigma}")
         if int(self.seed) != self.seed or not 0 <= self.seed < 2**63:
@@ -372,17 +382,30 @@ class ExplainOptions:
         medical = self._medical_checked()
         if str(getattr(self.incremental, "value", self.incremental)) not in INCREMENTAL_MODES:
             raise OccludeError(f"incremental must be one of {', '.join(INCREMENTAL_MODES)}, got {self.incremental!r}")
-        fields = {**self.__dict__, "patch": patch, "stride": stride, "score": score,
-                  "incremental": str(getattr(self.incremental, "value", self.incremental)),
-                  "baseline": parse_baseline(self.baseline), "region": region, **medical}
+        fields = {
+            **self.__dict__,
+            "patch": patch,
+            "stride": stride,
+            "score": score,
+            "incremental": str(getattr(self.incremental, "value", self.incremental)),
+            "baseline": parse_baseline(self.baseline),
+            "region": region,
+            **medical,
+        }
         return ExplainOptions(**fields)
-
 
     def _medical_checked(self) -> dict:
         from .loaders.medical import parse_intensity_range, parse_window
 
-        chosen = [n for n, on in (("window", self.window is not None), ("intensity_range", self.intensity_range is not None),
-                                  ("zscore", bool(self.zscore))) if on]
+        chosen = [
+            n
+            for n, on in (
+                ("window", self.window is not None),
+                ("intensity_range", self.intensity_range is not None),
+                ("zscore", bool(self.zscore)),
+            )
+            if on
+        ]
         if len(chosen) > 1:
             raise OccludeError("choose one intensity transform: window, intensity_range or zscore")
         if self.window is not None and str(self.window).strip().lower() != "file":
@@ -400,8 +423,12 @@ class ExplainOptions:
     @property
     def medical_transform(self) -> dict:
         """The intensity transform asked for, as VolumePreprocessing.with_transform arguments."""
-        return {"window": self.window, "intensity_range": self.intensity_range, "zscore": self.zscore,
-                "zscore_threshold": self.zscore_threshold}
+        return {
+            "window": self.window,
+            "intensity_range": self.intensity_range,
+            "zscore": self.zscore,
+            "zscore_threshold": self.zscore_threshold,
+        }
 
 
 def _score_name(score) -> str:
@@ -428,7 +455,8 @@ def explain(
     """
     started = time.perf_counter()
     options, classifier, preprocessing, labels, patch, stride, prepared, region = _setup(
-        model, image, options, preprocessing, labels, overrides)
+        model, image, options, preprocessing, labels, overrides
+    )
     model = classifier
     baseline_kind = options.baseline
     blur_sigma = options.blur_sigma if options.blur_sigma is not None else default_blur_sigma(patch)
@@ -440,10 +468,23 @@ def explain(
         baseline = InpaintBaseline(prepared.model_input, preprocessing.spatial_axes)
     else:
         assert isinstance(preprocessing, Preprocessing)  # a PreparedImage comes from a Preprocessing
-        baseline = make_baseline(baseline_kind, prepared.pixels, preprocessing, seed=options.seed,
-                                 blur_sigma=blur_sigma)
-    run = _occlude(model, prepared.model_input, options, patch, stride, baseline, preprocessing.spatial_axes,
-                   region, labels, progress, preprocessing, executor)
+        baseline = make_baseline(
+            baseline_kind, prepared.pixels, preprocessing, seed=options.seed, blur_sigma=blur_sigma
+        )
+    run = _occlude(
+        model,
+        prepared.model_input,
+        options,
+        patch,
+        stride,
+        baseline,
+        preprocessing.spatial_axes,
+        region,
+        labels,
+        progress,
+        preprocessing,
+        executor,
+    )
     finished = time.perf_counter()
     cls = VolumeExplanation if isinstance(prepared, PreparedVolume) else Explanation
     return cls(
@@ -466,9 +507,16 @@ def explain(
             "region": list(region) if region is not None else None,
             "refine": {"step": options.refine_step, "budget": options.refine_budget} if options.refine else None,
             "incremental": run["incremental"],
-            **({"parallel_scoring": {"backend": type(executor).__name__,
-                                     "workers": getattr(executor, "workers", None)}}
-               if executor is not None and run["incremental"].get("used") is False else {}),
+            **(
+                {
+                    "parallel_scoring": {
+                        "backend": type(executor).__name__,
+                        "workers": getattr(executor, "workers", None),
+                    }
+                }
+                if executor is not None and run["incremental"].get("used") is False
+                else {}
+            ),
             "preprocessing": preprocessing.describe(),
             "occlude_version": __version__,
         },
@@ -484,8 +532,7 @@ def explain(
     )
 
 
-def volume_baseline(kind: str, prepared: PreparedVolume, patch: Sequence[int], *, seed: int = 0,
-                    blur_sigma=None):
+def volume_baseline(kind: str, prepared: PreparedVolume, patch: Sequence[int], *, seed: int = 0, blur_sigma=None):
     """The baseline of a medical input, built in model-input space (see core.baselines.make_input_baseline);
     ``inpaint`` is a per-window callable."""
     axes = prepared.preprocessing.spatial_axes
@@ -497,8 +544,20 @@ def volume_baseline(kind: str, prepared: PreparedVolume, patch: Sequence[int], *
     return make_input_baseline(kind, prepared.model_input, axes, seed=seed, blur_sigma=sigma)
 
 
-def _occlude(model: OnnxClassifier, sample: np.ndarray, options: ExplainOptions, patch, stride, baseline,
-             spatial_axes, region, labels, progress, preprocessing=None, executor=None) -> dict:
+def _occlude(
+    model: OnnxClassifier,
+    sample: np.ndarray,
+    options: ExplainOptions,
+    patch,
+    stride,
+    baseline,
+    spatial_axes,
+    region,
+    labels,
+    progress,
+    preprocessing=None,
+    executor=None,
+) -> dict:
     """The part of explain() that every input kind shares: one unoccluded pass (head, target, checks), the
     engine (exact or refined) and the warnings."""
     batch_size = options.batch_size or model.default_batch_size(sample.nbytes)
@@ -507,8 +566,10 @@ def _occlude(model: OnnxClassifier, sample: np.ndarray, options: ExplainOptions,
     if labels is not None and len(labels) != num_classes:
         raise OccludeError(f"{len(labels)} labels given but the model has {num_classes} classes")
     if not np.all(np.isfinite(raw)):
-        raise OccludeError("the model's output for the unoccluded image is not finite (NaN or inf): "
-                           "nothing can be measured against it; check the preprocessing (mean, std, scale)")
+        raise OccludeError(
+            "the model's output for the unoccluded image is not finite (NaN or inf): "
+            "nothing can be measured against it; check the preprocessing (mean, std, scale)"
+        )
     head = model.head(options.score, raw)
     score = model.scorer(head)
     original = head.transform(raw)[0]
@@ -516,43 +577,94 @@ def _occlude(model: OnnxClassifier, sample: np.ndarray, options: ExplainOptions,
     main = resolve_target(options.target, labels, num_classes) if options.target is not None else ranking[0]
     targets = [main] + [c for c in ranking if c != main][: options.top_k - 1]
     windows = window_grid(preprocessing.size, patch, stride, region)
-    window_scorer, incremental = _incremental(model, options, head, sample, baseline, patch, len(windows),
-                                              preprocessing, batch_size)
+    window_scorer, incremental = _incremental(
+        model, options, head, sample, baseline, patch, len(windows), preprocessing, batch_size
+    )
     if executor is not None and window_scorer is None:
+
         def window_scorer(inputs, base, chunk, score, *, batch_size, spatial_axes, progress=None):
-            return executor.score_windows(inputs, base, chunk, None, batch_size=batch_size,
-                                          spatial_axes=spatial_axes, progress=progress, score_kind=head)
+            return executor.score_windows(
+                inputs,
+                base,
+                chunk,
+                None,
+                batch_size=batch_size,
+                spatial_axes=spatial_axes,
+                progress=progress,
+                score_kind=head,
+            )
+
     if isinstance(baseline, np.ndarray) and preprocessing is not None:
         windows = window_grid(tuple(sample.shape[a] for a in spatial_axes), patch, stride, region)
-        window_scorer, incremental = _incremental(model, options, head, sample, baseline, patch, len(windows),
-                                                  preprocessing, batch_size)
+        window_scorer, incremental = _incremental(
+            model, options, head, sample, baseline, patch, len(windows), preprocessing, batch_size
+        )
     else:
-        window_scorer, incremental = None, {"mode": options.incremental, "used": False,
-                                            "reason": "a per-window baseline (inpaint)"}
+        window_scorer, incremental = (
+            None,
+            {"mode": options.incremental, "used": False, "reason": "a per-window baseline (inpaint)"},
+        )
         if options.incremental == "on":
             raise OccludeError("incremental inference is not available here: a per-window baseline (inpaint)")
     if executor is not None and window_scorer is None:
+
         def window_scorer(inputs, base, chunk, score, *, batch_size, spatial_axes, progress=None):
-            return executor.score_windows(inputs, base, chunk, None, batch_size=batch_size,
-                                          spatial_axes=spatial_axes, progress=progress, score_kind=head)
+            return executor.score_windows(
+                inputs,
+                base,
+                chunk,
+                None,
+                batch_size=batch_size,
+                spatial_axes=spatial_axes,
+                progress=progress,
+                score_kind=head,
+            )
+
     prepared_at = time.perf_counter()
-    common = dict(patch=patch, stride=stride, baseline=baseline, spatial_axes=spatial_axes,
-                  batch_size=batch_size, region=region, progress=progress, original_scores=original,
-                  scorer=window_scorer)
+    common = dict(
+        patch=patch,
+        stride=stride,
+        baseline=baseline,
+        spatial_axes=spatial_axes,
+        batch_size=batch_size,
+        region=region,
+        progress=progress,
+        original_scores=original,
+        scorer=window_scorer,
+    )
     if options.refine:
-        occlusion = refined_occlusion_sensitivity(sample, score, target=main, coarse_step=options.refine_step,
-                                                  budget=options.refine_budget, **common)
+        occlusion = refined_occlusion_sensitivity(
+            sample, score, target=main, coarse_step=options.refine_step, budget=options.refine_budget, **common
+        )
     else:
         occlusion = occlusion_sensitivity(sample, score, **common)
     occluded_at = time.perf_counter()
     maps = occlusion.attributions(targets)
-    return {"occlusion": occlusion, "head": head, "score": score, "targets": targets, "maps": maps,
-            "batch_size": batch_size, "prepared_at": prepared_at, "occluded_at": occluded_at, "incremental": incremental,
-            "warnings": _warnings(head, original[main], maps[0], occlusion, main)}
+    return {
+        "occlusion": occlusion,
+        "head": head,
+        "score": score,
+        "targets": targets,
+        "maps": maps,
+        "batch_size": batch_size,
+        "prepared_at": prepared_at,
+        "occluded_at": occluded_at,
+        "incremental": incremental,
+        "warnings": _warnings(head, original[main], maps[0], occlusion, main),
+    }
 
 
-def _incremental(model: OnnxClassifier, options: ExplainOptions, head: Head, sample: np.ndarray,
-                 baseline: np.ndarray, patch, windows: int, preprocessing: Preprocessing, batch_size: int):
+def _incremental(
+    model: OnnxClassifier,
+    options: ExplainOptions,
+    head: Head,
+    sample: np.ndarray,
+    baseline: np.ndarray,
+    patch,
+    windows: int,
+    preprocessing: Preprocessing,
+    batch_size: int,
+):
     """The engine's window scorer for exact incremental inference, or None; and the JSON record.
 
     A plan is built once per model, input shape and patch (kept on the model, so a folder run pays the
@@ -580,9 +692,18 @@ def _incremental(model: OnnxClassifier, options: ExplainOptions, head: Head, sam
 
         started = time.perf_counter()
         plan, reason = try_build_plan(
-            model.path, [1, *sample.shape], layout=preprocessing.layout, baseline=baseline, sample=sample,
-            window=tuple(patch), providers=model.providers, threads=model.threads,
-            input_name=model.input.name, output_name=model.output.name, measure=False, max_plans=1,
+            model.path,
+            [1, *sample.shape],
+            layout=preprocessing.layout,
+            baseline=baseline,
+            sample=sample,
+            window=tuple(patch),
+            providers=model.providers,
+            threads=model.threads,
+            input_name=model.input.name,
+            output_name=model.output.name,
+            measure=False,
+            max_plans=1,
         )
         estimate = float(plan.describe().get("estimated_speedup") or 0.0) if plan is not None else 0.0
         if plan is not None and mode == "auto" and estimate < INCREMENTAL_MIN_SPEEDUP:
@@ -596,18 +717,24 @@ def _incremental(model: OnnxClassifier, options: ExplainOptions, head: Head, sam
         record["reason"] = reason
         return None, record
     described = plan.describe()
-    record.update({"used": True, "cuts": described.get("cuts"), "segment_strides": described.get("segment_strides"),
-                   "estimated_speedup": round(float(described.get("estimated_speedup") or 0.0), 3)})
+    record.update(
+        {
+            "used": True,
+            "cuts": described.get("cuts"),
+            "segment_strides": described.get("segment_strides"),
+            "estimated_speedup": round(float(described.get("estimated_speedup") or 0.0), 3),
+        }
+    )
 
     def scorer(inputs, base, chunk, score, *, batch_size, spatial_axes, progress=None):
         total = len(chunk)
         out = None
         for start in range(0, total, batch_size):
-            raw = np.asarray(plan.score_windows(inputs, base, chunk[start:start + batch_size], batch_size=batch_size))
+            raw = np.asarray(plan.score_windows(inputs, base, chunk[start : start + batch_size], batch_size=batch_size))
             scores = head.transform(raw.reshape(len(raw), -1))
             if out is None:
                 out = np.empty((total, scores.shape[1]), dtype=np.float64)
-            out[start:start + len(scores)] = scores
+            out[start : start + len(scores)] = scores
             if progress is not None:
                 progress(min(start + batch_size, total), total)
         return out
@@ -621,21 +748,37 @@ def _warnings(head: Head, original: float, values: np.ndarray, occlusion: Occlus
     finite = values[np.isfinite(values)]
     bad_windows = int(np.count_nonzero(~np.isfinite(occlusion.window_scores[:, target])))
     if bad_windows:
-        out.append(f"{bad_windows} occluded window(s) gave a non-finite score (NaN/inf): the map is NaN where "
-                   "they cover it (windows marked finite=false in the JSON)")
+        out.append(
+            f"{bad_windows} occluded window(s) gave a non-finite score (NaN/inf): the map is NaN where "
+            "they cover it (windows marked finite=false in the JSON)"
+        )
     if finite.size and np.all(finite == 0):
-        hint = (" (a softmax over one output is always 1: use score auto or sigmoid)" if head.kind == "softmax"
-                else " (try score logit or raw, a larger patch, or another baseline)")
+        hint = (
+            " (a softmax over one output is always 1: use score auto or sigmoid)"
+            if head.kind == "softmax"
+            else " (try score logit or raw, a larger patch, or another baseline)"
+        )
         out.append(f"the map is identically zero: occluding any window leaves the {head.kind} score unchanged{hint}")
     elif head.kind in ("softmax", "probabilities", "sigmoid", "independent") and original >= SATURATION:
-        out.append(f"the target's probability is saturated ({original:.4f} >= {SATURATION}): occlusion barely moves "
-                   "it and the map may look blank; use score logit (or raw) for a readable map")
+        out.append(
+            f"the target's probability is saturated ({original:.4f} >= {SATURATION}): occlusion barely moves "
+            "it and the map may look blank; use score logit (or raw) for a readable map"
+        )
     return out
 
 
-def _setup(model, image, options, preprocessing, labels, overrides) -> Tuple[
-        ExplainOptions, OnnxClassifier, Union[Preprocessing, VolumePreprocessing], Optional[List[str]],
-        Tuple[int, ...], Tuple[int, ...], Union[PreparedImage, PreparedVolume], Optional[Box]]:
+def _setup(
+    model, image, options, preprocessing, labels, overrides
+) -> Tuple[
+    ExplainOptions,
+    OnnxClassifier,
+    Union[Preprocessing, VolumePreprocessing],
+    Optional[List[str]],
+    Tuple[int, ...],
+    Tuple[int, ...],
+    Union[PreparedImage, PreparedVolume],
+    Optional[Box],
+]:
     """Shared start of explain() and estimate_run(): options, model, preprocessing, image and geometry."""
     options = options or ExplainOptions()
     if overrides:
@@ -651,13 +794,17 @@ def _setup(model, image, options, preprocessing, labels, overrides) -> Tuple[
     medical_input = is_medical_input(image, options)
     if medical_input or isinstance(preprocessing, VolumePreprocessing):
         if not medical_input:
-            raise OccludeError(f"{model.path.name if hasattr(model, 'path') else 'the model'} is a 3-D model: give it "
-                               "a volume (NIfTI .nii/.nii.gz, a DICOM file, or a DICOM series folder with series)")
+            raise OccludeError(
+                f"{model.path.name if hasattr(model, 'path') else 'the model'} is a 3-D model: give it "
+                "a volume (NIfTI .nii/.nii.gz, a DICOM file, or a DICOM series folder with series)"
+            )
         preprocessing = medical_preprocessing(model, preprocessing, options)
         if options.region is not None:
             raise OccludeError("region is not supported for medical inputs yet (it is in 2-D photo pixels)")
         patch, stride = check_run(options, preprocessing, model, labels)
-        prepared: Union[PreparedImage, PreparedVolume] = prepare_volume(image, preprocessing, series=options.series, volume_index=options.volume_index)
+        prepared: Union[PreparedImage, PreparedVolume] = prepare_volume(
+            image, preprocessing, series=options.series, volume_index=options.volume_index
+        )
         return options, model, preprocessing, labels, patch, stride, prepared, None
     patch, stride = check_run(options, preprocessing, model, labels)
     prepared = prepare_image(image, preprocessing)
@@ -717,7 +864,8 @@ def baseline_check(
     fraction of copies whose top-1 class differs from the original's.
     """
     options, model, preprocessing, labels, patch, stride, prepared, region = _setup(
-        model, image, options, preprocessing, labels, overrides)
+        model, image, options, preprocessing, labels, overrides
+    )
     if int(copies) != copies or copies < 1:
         raise OccludeError(f"copies must be at least 1, got {copies}")
     sample = prepared.model_input
@@ -746,18 +894,21 @@ def baseline_check(
         else:
             fill = make_baseline(kind, prepared.pixels, preprocessing, seed=options.seed, blur_sigma=blur_sigma)
         started = time.perf_counter()
-        scores = score_windows(sample, fill, chosen, score, batch_size=batch_size,
-                               spatial_axes=preprocessing.spatial_axes)
+        scores = score_windows(
+            sample, fill, chosen, score, batch_size=batch_size, spatial_axes=preprocessing.spatial_axes
+        )
         seconds = time.perf_counter() - started
         change = original[top] - scores[:, top]
-        results.append({
-            "baseline": kind,
-            "mean_change": float(np.mean(change)),
-            "mean_abs_change": float(np.mean(np.abs(change))),
-            "max_abs_change": float(np.max(np.abs(change))),
-            "top1_flips": float(np.mean(np.argmax(scores, axis=1) != top)),
-            "seconds": seconds,
-        })
+        results.append(
+            {
+                "baseline": kind,
+                "mean_change": float(np.mean(change)),
+                "mean_abs_change": float(np.mean(np.abs(change))),
+                "max_abs_change": float(np.max(np.abs(change))),
+                "top1_flips": float(np.mean(np.argmax(scores, axis=1) != top)),
+                "seconds": seconds,
+            }
+        )
     return {
         "path": str(prepared.path) if prepared.path is not None else None,
         "target": {"index": top, "label": labels[top] if labels and top < len(labels) else None},
@@ -782,11 +933,15 @@ def estimate_run(
 ) -> dict:
     """What a run would cost, from one timed batch (after one warm-up batch), without running it."""
     options, classifier, preprocessing, labels, patch, stride, prepared, region = _setup(
-        model, image, options, preprocessing, labels, overrides)
+        model, image, options, preprocessing, labels, overrides
+    )
     model = classifier
     windows = len(window_grid(preprocessing.size, patch, stride, region))
-    passes = (refine_forward_passes(preprocessing.size, patch, stride, region, options.refine_step,
-                                    options.refine_budget) if options.refine else windows + 1)
+    passes = (
+        refine_forward_passes(preprocessing.size, patch, stride, region, options.refine_step, options.refine_budget)
+        if options.refine
+        else windows + 1
+    )
     sample = prepared.model_input
     batch_size = options.batch_size or model.default_batch_size(sample.nbytes)
     batch = np.repeat(sample[None], min(batch_size, passes), axis=0)
@@ -824,10 +979,13 @@ def check_run(
         if p > side:
             raise OccludeError(f"patch {axis} {p} is larger than the model input {axis} {side}")
         if s > p:
-            raise OccludeError(f"stride {axis} {s} is larger than the patch {axis} {p}: some pixels would never be occluded")
+            raise OccludeError(
+                f"stride {axis} {s} is larger than the patch {axis} {p}: some pixels would never be occluded"
+            )
     if options.refine and len(size) != 2:
-        raise OccludeError("refine is for 2-D inputs: a 3-D model is occluded exactly (choose a larger stride to "
-                           "make it cheaper)")
+        raise OccludeError(
+            "refine is for 2-D inputs: a 3-D model is occluded exactly (choose a larger stride to make it cheaper)"
+        )
     if options.baseline == "inpaint" and len(size) != 2:
         raise OccludeError("baseline inpaint is 2-D only: for volumes use tissue, blur, mean or pNN")
     check_score(model, options.score)
@@ -927,7 +1085,6 @@ def region_to_box(region, prepared: PreparedImage) -> Box:
     if box[2] <= box[0] or box[3] <= box[1]:
         raise OccludeError(f"region {region!r} lies outside the part of the image the model sees")
     return box
-
 
 
 def describe_model(model: Union[str, Path, OnnxClassifier], *, device: str = "auto") -> dict:

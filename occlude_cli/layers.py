@@ -95,8 +95,13 @@ class LayerModel:
         return out
 
     def describe(self) -> dict:
-        return {"tensor": self.tensor, "shape": list(self.feature_shape), "channel_axis": self.channel_axis,
-                "channels": self.channels, "verified_max_abs_difference": self.max_difference}
+        return {
+            "tensor": self.tensor,
+            "shape": list(self.feature_shape),
+            "channel_axis": self.channel_axis,
+            "channels": self.channels,
+            "verified_max_abs_difference": self.max_difference,
+        }
 
 
 def _first_line(exc: BaseException) -> str:
@@ -104,8 +109,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def open_layer(classifier: Union[str, Path, OnnxClassifier], tensor: str, *, channel_axis: int = 0,
-               sample: Optional[np.ndarray] = None) -> LayerModel:
+def open_layer(
+    classifier: Union[str, Path, OnnxClassifier],
+    tensor: str,
+    *,
+    channel_axis: int = 0,
+    sample: Optional[np.ndarray] = None,
+) -> LayerModel:
     """Cut ``classifier``'s model at ``tensor`` and verify the cut: prefix then suffix must give the whole
     model's output on ``sample`` (one model input without batch axis; default a seeded random one).
 
@@ -122,14 +132,17 @@ def open_layer(classifier: Union[str, Path, OnnxClassifier], tensor: str, *, cha
     if sample is None:
         shape = [d if d else 1 for d in classifier.input_shape[1:]]
         rng = np.random.default_rng(0)
-        sample = (rng.random(shape) if np.dtype(classifier.dtype).kind == "f"
-                  else rng.integers(0, 128, shape)).astype(classifier.dtype)
+        sample = (rng.random(shape) if np.dtype(classifier.dtype).kind == "f" else rng.integers(0, 128, shape)).astype(
+            classifier.dtype
+        )
     worst = verify_split(split, classifier.session, sample[None], providers=classifier.providers)
     layer = LayerModel(classifier, tensor, prefix, suffix)
     features = layer.features(sample)
     if features.ndim < 2:
-        raise OccludeError(f"tensor {tensor!r} has shape {list(features.shape)} per sample: channel occlusion needs "
-                           "channels and at least one spatial axis (e.g. C x H x W); cut earlier")
+        raise OccludeError(
+            f"tensor {tensor!r} has shape {list(features.shape)} per sample: channel occlusion needs "
+            "channels and at least one spatial axis (e.g. C x H x W); cut earlier"
+        )
     axis = int(channel_axis) % features.ndim if -features.ndim <= int(channel_axis) < features.ndim else None
     if axis is None:
         raise OccludeError(f"channel_axis {channel_axis} is out of range for a {features.ndim}-D feature tensor")
@@ -141,8 +154,13 @@ def open_layer(classifier: Union[str, Path, OnnxClassifier], tensor: str, *, cha
     return layer
 
 
-def _head_and_target(layer: LayerModel, sample: np.ndarray, features: np.ndarray, options: ExplainOptions,
-                     labels: Optional[Sequence[str]]) -> Tuple[Head, np.ndarray, int]:
+def _head_and_target(
+    layer: LayerModel,
+    sample: np.ndarray,
+    features: np.ndarray,
+    options: ExplainOptions,
+    labels: Optional[Sequence[str]],
+) -> Tuple[Head, np.ndarray, int]:
     raw = layer.run_suffix(features[None])
     if not np.all(np.isfinite(raw)):
         raise OccludeError("the model's output for the unoccluded image is not finite (NaN or inf)")
@@ -261,11 +279,19 @@ def channel_importance(
     activation = moved.reshape(count, -1).mean(axis=1, dtype=np.float64)
     result = ChannelImportance(
         path=str(prepared.path) if prepared.path is not None else None,
-        tensor=layer.tensor, replacement=replacement, target=target,
-        label=labels[target] if labels and target < len(labels) else None, predicted=predicted,
-        score_kind=head.kind, original_score=float(original[target]), channels=chosen,
-        drops=original[target] - scores[:, target], flips=np.argmax(scores, axis=1) != predicted,
-        activation=activation, suffix_passes=len(plain) + 1, seconds=time.perf_counter() - started,
+        tensor=layer.tensor,
+        replacement=replacement,
+        target=target,
+        label=labels[target] if labels and target < len(labels) else None,
+        predicted=predicted,
+        score_kind=head.kind,
+        original_score=float(original[target]),
+        channels=chosen,
+        drops=original[target] - scores[:, target],
+        flips=np.argmax(scores, axis=1) != predicted,
+        activation=activation,
+        suffix_passes=len(plain) + 1,
+        seconds=time.perf_counter() - started,
     )
     return result, prepared, features
 
@@ -275,7 +301,9 @@ def _default_batch(sample_bytes: int) -> int:
     return int(max(1, min(64, 2 ** int(np.log2(fit)))))
 
 
-def dataset_channel_means(layer: LayerModel, images: Sequence, preprocessing: Optional[Preprocessing] = None) -> np.ndarray:
+def dataset_channel_means(
+    layer: LayerModel, images: Sequence, preprocessing: Optional[Preprocessing] = None
+) -> np.ndarray:
     """(C,) mean of each channel over every image and position: the 'dataset' replacement (one prefix pass
     per image). Images that cannot be read raise OccludeError naming them."""
     preprocessing = photo_preprocessing(layer.classifier, preprocessing)
@@ -330,10 +358,18 @@ def aggregate_channels(results: Sequence[ChannelImportance]) -> ChannelSummary:
         rows = [i for i, r in enumerate(results) if r.target == cls]
         per_class[cls] = {"images": len(rows), "label": results[rows[0]].label, "mean": drops[rows].mean(axis=0)}
     return ChannelSummary(
-        tensor=first.tensor, replacement=first.replacement, channels=first.channels, images=len(results),
-        mean=drops.mean(axis=0), std=drops.std(axis=0), median=np.median(drops, axis=0),
-        minimum=drops.min(axis=0), maximum=drops.max(axis=0), flip_rate=flips.mean(axis=0),
-        activation=activation.mean(axis=0), per_class=per_class,
+        tensor=first.tensor,
+        replacement=first.replacement,
+        channels=first.channels,
+        images=len(results),
+        mean=drops.mean(axis=0),
+        std=drops.std(axis=0),
+        median=np.median(drops, axis=0),
+        minimum=drops.min(axis=0),
+        maximum=drops.max(axis=0),
+        flip_rate=flips.mean(axis=0),
+        activation=activation.mean(axis=0),
+        per_class=per_class,
     )
 
 
@@ -399,14 +435,28 @@ def spatial_occlusion(
         return head.transform(layer.run_suffix(batch))
 
     occlusion = occlusion_sensitivity(
-        features, score, patch=patch_t, stride=stride_t, baseline=baseline, spatial_axes=axes,
-        batch_size=batch_size or _default_batch(features.nbytes), progress=progress, original_scores=original,
+        features,
+        score,
+        patch=patch_t,
+        stride=stride_t,
+        baseline=baseline,
+        spatial_axes=axes,
+        batch_size=batch_size or _default_batch(features.nbytes),
+        progress=progress,
+        original_scores=original,
     )
     result = SpatialOcclusion(
-        path=str(prepared.path) if prepared.path is not None else None, tensor=layer.tensor, target=target,
-        label=labels[target] if labels and target < len(labels) else None, score_kind=head.kind,
-        occlusion=occlusion, map=occlusion.attribution(target), patch=patch_t, stride=stride_t,
-        replacement=replacement, seconds=time.perf_counter() - started,
+        path=str(prepared.path) if prepared.path is not None else None,
+        tensor=layer.tensor,
+        target=target,
+        label=labels[target] if labels and target < len(labels) else None,
+        score_kind=head.kind,
+        occlusion=occlusion,
+        map=occlusion.attribution(target),
+        patch=patch_t,
+        stride=stride_t,
+        replacement=replacement,
+        seconds=time.perf_counter() - started,
     )
     return result, prepared
 
@@ -431,7 +481,9 @@ def upsample_to_input(values: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(values, "F").resize((width, height), Image.Resampling.BILINEAR), dtype=np.float64)
 
 
-def inner_tensors(classifier: Union[str, Path, OnnxClassifier], input_shape: Optional[Sequence[int]] = None) -> List[dict]:
+def inner_tensors(
+    classifier: Union[str, Path, OnnxClassifier], input_shape: Optional[Sequence[int]] = None
+) -> List[dict]:
     """Every tensor computed inside the model, in topological order: name, op, shape, and whether the model can
     be cut there (``valid_cut``). ``input_shape``: the full input shape, to make symbolic dims concrete (None:
     they stay None)."""
@@ -443,7 +495,13 @@ def inner_tensors(classifier: Union[str, Path, OnnxClassifier], input_shape: Opt
     rows = []
     shapes = {classifier.input.name: [int(d) for d in input_shape]} if input_shape is not None else None
     for info in model_tensors(classifier.path, shapes):
-        rows.append({"name": info.name, "op": info.op_type, "shape": info.shape, "dtype": info.dtype,
-                     "valid_cut": info.name in valid})
+        rows.append(
+            {
+                "name": info.name,
+                "op": info.op_type,
+                "shape": info.shape,
+                "dtype": info.dtype,
+                "valid_cut": info.name in valid,
+            }
+        )
     return rows
-

@@ -154,17 +154,36 @@ def stability(
     for k in range(int(trials)):
         noisy = np.clip(pixels + noise[k], 0.0, 255.0)
         sample = pre.normalise(noisy)
-        baseline = make_baseline(params["baseline"], noisy, pre, seed=params["seed"],
-                                 blur_sigma=params["blur_sigma"] or default_blur_sigma(patch))
-        occlusion = occlusion_sensitivity(sample, score, patch=patch, stride=stride, baseline=baseline,
-                                          spatial_axes=pre.spatial_axes, batch_size=batch_size, region=region)
+        baseline = make_baseline(
+            params["baseline"],
+            noisy,
+            pre,
+            seed=params["seed"],
+            blur_sigma=params["blur_sigma"] or default_blur_sigma(patch),
+        )
+        occlusion = occlusion_sensitivity(
+            sample,
+            score,
+            patch=patch,
+            stride=stride,
+            baseline=baseline,
+            spatial_axes=pre.spatial_axes,
+            batch_size=batch_size,
+            region=region,
+        )
         values = occlusion.attribution(target)
         maps.append(values)
         original = occlusion.original_scores
         predicted = int(np.argmax(original))
-        results.append(Trial(spearman=spearman(clean.map, values), top_iou=top_fraction_iou(clean.map, values, TOP_FRACTION),
-                             predicted=predicted, flipped=predicted != int(np.argmax(clean.occlusion.original_scores)),
-                             target_score=float(original[target])))
+        results.append(
+            Trial(
+                spearman=spearman(clean.map, values),
+                top_iou=top_fraction_iou(clean.map, values, TOP_FRACTION),
+                predicted=predicted,
+                flipped=predicted != int(np.argmax(clean.occlusion.original_scores)),
+                target_score=float(original[target]),
+            )
+        )
         if progress is not None:
             progress(k + 1, int(trials))
     test = None
@@ -196,8 +215,14 @@ def patch_test(clean: Explanation, box, *, clean_class=None, labels: Optional[Se
     from .loaders.maps import parse_box
 
     return PatchTest(
-        box=list(parse_box(box)), pixels=int(mask.sum()), predicted=predicted, occluded_class=occluded,
+        box=list(parse_box(box)),
+        pixels=int(mask.sum()),
+        predicted=predicted,
+        occluded_class=occluded,
         occluded_drop=float(clean.occlusion.original_scores[clean.target] - scores[0, clean.target]),
-        kept_class=kept, necessary=occluded != predicted, sufficient=kept == predicted,
-        clean_class=expected, restores=(occluded == expected) if expected is not None else None,
+        kept_class=kept,
+        necessary=occluded != predicted,
+        sufficient=kept == predicted,
+        clean_class=expected,
+        restores=(occluded == expected) if expected is not None else None,
     )

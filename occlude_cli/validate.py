@@ -73,14 +73,19 @@ def _curve_setup(
     e = explanation
     sample = e.image.model_input
     # the explanation's own score function (its head was resolved once, by explain())
-    score = e.score if e.score is not None else model.scorer(e.head or model.head(e.params.get("score", "auto"),
-                                                                                   model.run(sample[None])))
+    score = (
+        e.score
+        if e.score is not None
+        else model.scorer(e.head or model.head(e.params.get("score", "auto"), model.run(sample[None])))
+    )
     params = e.params
     sigma = params.get("blur_sigma") or default_blur_sigma(tuple(params.get("patch") or (1, 1)))
 
     def baseline(spec: Optional[str]) -> Tuple[str, np.ndarray]:
         kind = parse_baseline(spec if spec is not None else params.get("baseline", "zero"))
-        array = make_baseline(kind, e.image.pixels, e.image.preprocessing, seed=int(params.get("seed", 0)), blur_sigma=sigma)
+        array = make_baseline(
+            kind, e.image.pixels, e.image.preprocessing, seed=int(params.get("seed", 0)), blur_sigma=sigma
+        )
         return kind, array
 
     d_kind, d_array = baseline(deletion_baseline)
@@ -91,14 +96,37 @@ def _curve_setup(
     return _CurveSetup(score, d_kind, d_array, i_kind, i_array, size)
 
 
-def _curves(explanation: Explanation, setup: _CurveSetup, importance: np.ndarray, steps: int,
-            progress: Optional[Callable[[int, int], None]] = None) -> dict:
+def _curves(
+    explanation: Explanation,
+    setup: _CurveSetup,
+    importance: np.ndarray,
+    steps: int,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> dict:
     e = explanation
     axes = e.image.preprocessing.spatial_axes
-    deletion = deletion_curve(e.image.model_input, setup.deletion_baseline, importance, setup.score, e.target,
-                              steps=steps, spatial_axes=axes, batch_size=setup.batch_size, progress=progress)
-    insertion = insertion_curve(e.image.model_input, setup.insertion_baseline, importance, setup.score, e.target,
-                                steps=steps, spatial_axes=axes, batch_size=setup.batch_size, progress=progress)
+    deletion = deletion_curve(
+        e.image.model_input,
+        setup.deletion_baseline,
+        importance,
+        setup.score,
+        e.target,
+        steps=steps,
+        spatial_axes=axes,
+        batch_size=setup.batch_size,
+        progress=progress,
+    )
+    insertion = insertion_curve(
+        e.image.model_input,
+        setup.insertion_baseline,
+        importance,
+        setup.score,
+        e.target,
+        steps=steps,
+        spatial_axes=axes,
+        batch_size=setup.batch_size,
+        progress=progress,
+    )
     return {
         "fractions": [float(v) for v in deletion.fractions],
         "deletion": [float(v) for v in deletion.scores],
@@ -160,8 +188,13 @@ def fidelity(
         extra: dict[str, Any] = {"perturbation": perturbation, "spatial_axes": axes} if kind == "gradient" else {}
         plain = infidelity_result(values, windows, drops, **extra)
         fitted = infidelity_result(values, windows, drops, scale_invariant=True, **extra)
-        common: dict[str, Any] = dict(fractions=fractions, spatial_axes=axes, batch_size=setup.batch_size, original_score=original,
-                      baseline_score=base_score)
+        common: dict[str, Any] = dict(
+            fractions=fractions,
+            spatial_axes=axes,
+            batch_size=setup.batch_size,
+            original_score=original,
+            baseline_score=base_score,
+        )
         suff = sufficiency_curve(sample, base_input, values, setup.score, target, **common)
         comp = completeness_curve(sample, base_input, values, setup.score, target, **common)
         passes += 2 * len(fractions)
@@ -225,8 +258,14 @@ def faithfulness(
     setup = _curve_setup(explanation, model, deletion_baseline, insertion_baseline, batch_size)
     values = explanation.map if importance is None else np.asarray(importance, dtype=np.float64)
     curves = _curves(explanation, setup, values, steps)
-    fid = fidelity(explanation, model, {"occlusion": values}, fractions=fractions, baseline=deletion_baseline,
-                   batch_size=batch_size)
+    fid = fidelity(
+        explanation,
+        model,
+        {"occlusion": values},
+        fractions=fractions,
+        baseline=deletion_baseline,
+        batch_size=batch_size,
+    )
     return {
         "fidelity": fid,
         "deletion_auc": curves["deletion_auc"],
@@ -267,8 +306,10 @@ def compare_maps(
     occ_map = e.map
     other = np.asarray(other, dtype=np.float64)
     if other.shape != occ_map.shape:
-        raise OccludeError(f"the other map is {other.shape[0]}x{other.shape[1]} but the occlusion map is "
-                           f"{occ_map.shape[0]}x{occ_map.shape[1]}: resize it with load_saliency_map")
+        raise OccludeError(
+            f"the other map is {other.shape[0]}x{other.shape[1]} but the occlusion map is "
+            f"{occ_map.shape[0]}x{occ_map.shape[1]}: resize it with load_saliency_map"
+        )
     if not 0 < top_fraction <= 1:
         raise OccludeError(f"--top-fraction must be in (0, 1], got {top_fraction}")
     if steps < 1:
@@ -281,8 +322,15 @@ def compare_maps(
     theirs = _curves(e, setup, other, steps)
     fid = None
     if fractions:
-        fid = fidelity(e, model, {"occlusion": occ_map, "other": other}, fractions=fractions,
-                       map_kinds={"other": other_kind}, baseline=deletion_baseline, batch_size=batch_size)
+        fid = fidelity(
+            e,
+            model,
+            {"occlusion": occ_map, "other": other},
+            fractions=fractions,
+            map_kinds={"other": other_kind},
+            baseline=deletion_baseline,
+            batch_size=batch_size,
+        )
 
     def better(key: str, lower: bool) -> str:
         a, b = ours[key], theirs[key]
@@ -291,8 +339,12 @@ def compare_maps(
         return "occlusion" if (a < b) == lower else "other"
 
     def curve_record(c: dict) -> dict:
-        return {"deletion_auc": c["deletion_auc"], "insertion_auc": c["insertion_auc"],
-                "deletion": c["deletion"], "insertion": c["insertion"]}
+        return {
+            "deletion_auc": c["deletion_auc"],
+            "insertion_auc": c["insertion_auc"],
+            "deletion": c["deletion"],
+            "insertion": c["insertion"],
+        }
 
     return {
         **e.header(),
@@ -379,13 +431,32 @@ def check_image(
 
 
 CHECK_FIELDS = (
-    "path", "status", "mask", "target_index", "target_label", "score", "pointing_game", "peak_inside_fraction",
-    "energy_share", "region_fraction", "peak_image_x", "peak_image_y", "peak_y", "peak_x", "seconds", "reasons",
-    "error", "overlay",
+    "path",
+    "status",
+    "mask",
+    "target_index",
+    "target_label",
+    "score",
+    "pointing_game",
+    "peak_inside_fraction",
+    "energy_share",
+    "region_fraction",
+    "peak_image_x",
+    "peak_image_y",
+    "peak_y",
+    "peak_x",
+    "seconds",
+    "reasons",
+    "error",
+    "overlay",
 )
 # CSV header names: say which pixel space each peak is in (the box and masks are in image pixels)
-CHECK_CSV_HEADER = {"peak_image_x": "peak_x (image pixels)", "peak_image_y": "peak_y (image pixels)",
-                    "peak_y": "peak_y (model-input pixels)", "peak_x": "peak_x (model-input pixels)"}
+CHECK_CSV_HEADER = {
+    "peak_image_x": "peak_x (image pixels)",
+    "peak_image_y": "peak_y (image pixels)",
+    "peak_y": "peak_y (model-input pixels)",
+    "peak_x": "peak_x (model-input pixels)",
+}
 
 
 @dataclass
@@ -496,10 +567,20 @@ def compare_file(
     the model-input grid like the image): (explanation, other map at model resolution, comparison)."""
     raw = read_saliency_map(other_path)  # a bad map fails before any inference
     explanation = explain(model, image_path, options, preprocessing=preprocessing, labels=labels)
-    other = resize_map(raw, explanation.image.preprocessing.size, original_size=explanation.image.original_size,
-                       crop_box=explanation.image.crop_box)
-    comparison = compare_maps(explanation, other, model, other_name=name or str(getattr(other_path, "name", other_path)),
-                              other_shape=raw.shape, **compare_options)
+    other = resize_map(
+        raw,
+        explanation.image.preprocessing.size,
+        original_size=explanation.image.original_size,
+        crop_box=explanation.image.crop_box,
+    )
+    comparison = compare_maps(
+        explanation,
+        other,
+        model,
+        other_name=name or str(getattr(other_path, "name", other_path)),
+        other_shape=raw.shape,
+        **compare_options,
+    )
     return explanation, other, comparison
 
 
@@ -543,14 +624,19 @@ def compare_dataset(rows: Sequence[dict], *, n: int = 2000, confidence: float = 
         if not finite:
             return {"mean": None, "ci": [None, None], "n": 0, "undefined": len(values)}
         mean, lo, hi = bootstrap_mean_ci(finite, n=n, confidence=confidence, seed=seed)
-        return {"mean": json_number(mean), "ci": [json_number(lo), json_number(hi)], "n": len(finite),
-                "undefined": len(values) - len(finite)}
+        return {
+            "mean": json_number(mean),
+            "ci": [json_number(lo), json_number(hi)],
+            "n": len(finite),
+            "undefined": len(values) - len(finite),
+        }
 
     for key, _ in COMPARE_METRICS:
         summary["metrics"][key] = stats([r.get(key) for r in rows])
         if key.startswith("other."):
-            metric = key[len("other."):]
+            metric = key[len("other.") :]
             pairs = [(r.get(key), r.get("occlusion." + metric)) for r in rows]
-            summary["difference"][metric] = stats([a - b if a is not None and b is not None else None
-                                                   for a, b in pairs])
+            summary["difference"][metric] = stats(
+                [a - b if a is not None and b is not None else None for a, b in pairs]
+            )
     return summary

@@ -90,9 +90,7 @@ def feature_map_model(path: Path, size: Tuple[int, int] = (16, 16)) -> Path:
     """Not a classifier: returns its (N, 1, H, W) input doubled."""
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, *size])
     out = helper.make_tensor_value_info("doubled", TensorProto.FLOAT, ["N", 1, *size])
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["image", "image"], ["doubled"])], "features", [image], [out]
-    )
+    graph = helper.make_graph([helper.make_node("Add", ["image", "image"], ["doubled"])], "features", [image], [out])
     return _save(graph, path)
 
 

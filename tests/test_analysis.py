@@ -40,9 +40,12 @@ def occlude(*args):
 
 def _save(nodes, inits, in_shape, out_shape, path: Path) -> Path:
     graph = helper.make_graph(
-        nodes, path.stem, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *in_shape])],
+        nodes,
+        path.stem,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *in_shape])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", *out_shape])],
-        [numpy_helper.from_array(np.asarray(v, dtype=np.float32), k) for k, v in inits.items()])
+        [numpy_helper.from_array(np.asarray(v, dtype=np.float32), k) for k, v in inits.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -160,8 +163,10 @@ def test_channel_importance_matches_a_slow_independent_loop():
 def test_aggregate_over_images_and_classes(tmp_path):
     model = OnnxClassifier(DIGITS)
     layer = open_layer(model, "relu_2")
-    results = [channel_importance(layer, SAMPLE_IMAGES / f"digit_{d}.png", score="logit", channels=range(8))[0]
-               for d in (0, 3, 7)]
+    results = [
+        channel_importance(layer, SAMPLE_IMAGES / f"digit_{d}.png", score="logit", channels=range(8))[0]
+        for d in (0, 3, 7)
+    ]
     summary = aggregate_channels(results)
     drops = np.stack([r.drops for r in results])
     np.testing.assert_allclose(summary.mean, drops.mean(axis=0))
@@ -180,8 +185,12 @@ def test_invalid_cut_is_refused_with_valid_ones_listed(tmp_path):
     assert result.exit_code == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot split the model at '/layer2/Conv_output_0'")
-    assert "skip connection" in lines[0] and "nearest valid cut points before it: /layer1/Conv_output_0, " \
-        "/layer1/Relu_output_0; after it: /layer2/Add_output_0" in lines[0]
+    assert (
+        "skip connection" in lines[0]
+        and "nearest valid cut points before it: /layer1/Conv_output_0, "
+        "/layer1/Relu_output_0; after it: /layer2/Add_output_0"
+        in lines[0]
+    )
     unknown = occlude("layers", path, image, "--layer", "nope", "-o", tmp_path / "out")
     assert unknown.exit_code == 1 and "valid cut points include: /layer1/Conv_output_0" in unknown.stderr
     assert not (tmp_path / "out").exists()  # refused before anything is written
@@ -215,8 +224,10 @@ def corner_model(path: Path) -> Path:
     corner[:MARK, :MARK] = True
     w[1, corner.ravel()] = 20.0 / corner.sum()
     w[0, ~corner.ravel()] = 0.5 / (~corner).sum()
-    nodes = [helper.make_node("Flatten", ["input"], ["flat"]),
-             helper.make_node("Gemm", ["flat", "w", "b"], ["logits"], transB=1)]
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w", "b"], ["logits"], transB=1),
+    ]
     return _save(nodes, {"w": w, "b": [0.0, -10.0]}, [1, SIDE, SIDE], [2], path)
 
 
@@ -288,8 +299,20 @@ def test_bias_cli_thresholds_and_outputs(tmp_path):
     out = tmp_path / "out"
     ok = occlude("bias", model, tmp_path / "data", "--box", f"0,0,{MARK},{MARK}", "-o", out, "-q")
     assert ok.exit_code == 0, ok.output
-    failing = occlude("bias", model, tmp_path / "data", "--box", f"0,0,{MARK},{MARK}", "-o", out, "-q",
-                      "--max-flip-rate", "0.2", "--bootstrap", "100")
+    failing = occlude(
+        "bias",
+        model,
+        tmp_path / "data",
+        "--box",
+        f"0,0,{MARK},{MARK}",
+        "-o",
+        out,
+        "-q",
+        "--max-flip-rate",
+        "0.2",
+        "--bootstrap",
+        "100",
+    )
     assert failing.exit_code == 4 and "flip rate 0.5 > max_flip_rate 0.2" in failing.stderr
     doc = json.loads((out / "bias.json").read_text())
     assert doc["passed"] is False and doc["per_class"]["1"]["flip_rate"] == 1.0 and doc["counts"] == {"ok": 6}
@@ -311,8 +334,10 @@ H = W = 8
 
 
 def linear_model(path: Path, weights: np.ndarray) -> Path:
-    nodes = [helper.make_node("Flatten", ["input"], ["flat"]),
-             helper.make_node("Gemm", ["flat", "w", "b"], ["logits"], transB=1)]
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w", "b"], ["logits"], transB=1),
+    ]
     return _save(nodes, {"w": weights, "b": [0.5, -0.5]}, [1, H, W], [2], path)
 
 
@@ -373,15 +398,30 @@ def test_patch_test_on_the_shortcut_model(tmp_path):
 
 def test_stability_cli(tmp_path):
     out = tmp_path / "out"
-    result = occlude("stability", DIGITS, SAMPLE_IMAGES / "digit_7.png", "--trials", "3", "--noise", "8/255",
-                     "-o", out, "--json", "--box", "0,0,4,4")
+    result = occlude(
+        "stability",
+        DIGITS,
+        SAMPLE_IMAGES / "digit_7.png",
+        "--trials",
+        "3",
+        "--noise",
+        "8/255",
+        "-o",
+        out,
+        "--json",
+        "--box",
+        "0,0,4,4",
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["kind"] == "stability" and doc["summary"]["trials"] == 3 and len(doc["trials"]) == 3
     assert doc["noise"]["amplitude"] == pytest.approx(8 / 255) and doc["patch_test"]["pixels"] == 16
     assert 0.5 < doc["summary"]["spearman"]["mean"] <= 1.0
-    assert sorted(p.name for p in out.iterdir()) == ["digit_7.stability.csv", "digit_7.stability.json",
-                                                    "digit_7.stability.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "digit_7.stability.csv",
+        "digit_7.stability.json",
+        "digit_7.stability.png",
+    ]
     bad = occlude("stability", DIGITS, SAMPLE_IMAGES / "digit_7.png", "--noise", "2/0", "-o", out)
     assert bad.exit_code == 1 and "noise must be a number or a fraction like 2/255" in bad.stderr
 
@@ -391,8 +431,20 @@ def test_stability_cli(tmp_path):
 
 def test_layers_on_efficientnet_mid_tensor(tmp_path):
     out = tmp_path / "out"
-    result = occlude("layers", EFFNET, SAMPLE_IMAGES / "cat.jpg", "--layer", "hardtanh_16", "--channels", "0-7,466",
-                     "-o", out, "-q", "--show", "2")
+    result = occlude(
+        "layers",
+        EFFNET,
+        SAMPLE_IMAGES / "cat.jpg",
+        "--layer",
+        "hardtanh_16",
+        "--channels",
+        "0-7,466",
+        "-o",
+        out,
+        "-q",
+        "--show",
+        "2",
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "layers.json").read_text())
     assert doc["layer"]["shape"] == [480, 14, 14] and doc["layer"]["verified_max_abs_difference"] < 1e-4
@@ -405,8 +457,22 @@ def test_layers_on_efficientnet_mid_tensor(tmp_path):
 
 def test_layers_spatial_on_digits(tmp_path):
     out = tmp_path / "out"
-    result = occlude("layers", DIGITS, SAMPLE_IMAGES / "digit_3.png", SAMPLE_IMAGES / "digit_0.png", "--layer",
-                     "relu_1", "--spatial", "--patch", "2", "--score", "logit", "-o", out, "-q")
+    result = occlude(
+        "layers",
+        DIGITS,
+        SAMPLE_IMAGES / "digit_3.png",
+        SAMPLE_IMAGES / "digit_0.png",
+        "--layer",
+        "relu_1",
+        "--spatial",
+        "--patch",
+        "2",
+        "--score",
+        "logit",
+        "-o",
+        out,
+        "-q",
+    )
     assert result.exit_code == 0, result.output
     values = np.load(out / "digit_3.spatial.npy")
     doc = json.loads((out / "digit_3.spatial.json").read_text())
@@ -431,8 +497,9 @@ def test_fixed_batch_model_and_flags_that_do_not_apply(tmp_path):
     for k, channel in enumerate(result.channels):
         changed = features.copy()
         changed[channel] = 0
-        assert result.drops[k] == pytest.approx(clean[result.target] - layer.run_suffix(changed[None])[0, result.target],
-                                                abs=1e-5)
+        assert result.drops[k] == pytest.approx(
+            clean[result.target] - layer.run_suffix(changed[None])[0, result.target], abs=1e-5
+        )
     bad = occlude("layers", path, image, "--layer", "/block1/Relu_output_0", "--baseline", "blur", "-o", tmp_path / "o")
     assert bad.exit_code == 1 and "--baseline and --blur-sigma fill pixels" in bad.stderr
     stride = occlude("layers", path, image, "--layer", "/block1/Relu_output_0", "--stride", "2", "-o", tmp_path / "o")
@@ -480,23 +547,28 @@ def test_bias_with_per_image_masks(tmp_path):
     assert all(row["region_pixels"] == MARK * MARK for row in doc["images"])
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda m, layer, img: channel_importance(layer, img, replacement="blur"), "replacement must be one of zero"),
-    (lambda m, layer, img: channel_importance(layer, img, channels=[]), "channels is empty"),
-    (lambda m, layer, img: channel_importance(layer, img, replacement="dataset"), "needs dataset_mean"),
-    (lambda m, layer, img: channel_importance(layer, img, replacement="dataset", dataset_mean=[1.0]),
-     "dataset_mean has 1 values; the tensor has 4 channels"),
-    (lambda m, layer, img: open_layer(m, "act", channel_axis=5), "channel_axis 5 is out of range"),
-    (lambda m, layer, img: open_layer(m, "logits"), "is a graph output"),
-    (lambda m, layer, img: open_layer(m, "flat"), "channel occlusion needs channels and at least one spatial axis"),
-    (lambda m, layer, img: spatial_occlusion(layer, img, patch=5), "patch (5) is larger than the area"),
-    (lambda m, layer, img: bias_image(m, img, box=(0, 0, 2, 2), controls=-1), "controls must be a whole number"),
-    (lambda m, layer, img: bias_image(m, img), "give exactly one region"),
-    (lambda m, layer, img: summarise_bias([], bootstrap=10), "no image could be measured"),
-    (lambda m, layer, img: stability(m, img, trials=0), "trials must be a whole number >= 1"),
-    (lambda m, layer, img: stability(m, img, amplitude="2/x"), "noise must be a number or a fraction"),
-    (lambda m, layer, img: stability(m, img, amplitude=1.5), "noise must be in [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m, layer, img: channel_importance(layer, img, replacement="blur"), "replacement must be one of zero"),
+        (lambda m, layer, img: channel_importance(layer, img, channels=[]), "channels is empty"),
+        (lambda m, layer, img: channel_importance(layer, img, replacement="dataset"), "needs dataset_mean"),
+        (
+            lambda m, layer, img: channel_importance(layer, img, replacement="dataset", dataset_mean=[1.0]),
+            "dataset_mean has 1 values; the tensor has 4 channels",
+        ),
+        (lambda m, layer, img: open_layer(m, "act", channel_axis=5), "channel_axis 5 is out of range"),
+        (lambda m, layer, img: open_layer(m, "logits"), "is a graph output"),
+        (lambda m, layer, img: open_layer(m, "flat"), "channel occlusion needs channels and at least one spatial axis"),
+        (lambda m, layer, img: spatial_occlusion(layer, img, patch=5), "patch (5) is larger than the area"),
+        (lambda m, layer, img: bias_image(m, img, box=(0, 0, 2, 2), controls=-1), "controls must be a whole number"),
+        (lambda m, layer, img: bias_image(m, img), "give exactly one region"),
+        (lambda m, layer, img: summarise_bias([], bootstrap=10), "no image could be measured"),
+        (lambda m, layer, img: stability(m, img, trials=0), "trials must be a whole number >= 1"),
+        (lambda m, layer, img: stability(m, img, amplitude="2/x"), "noise must be a number or a fraction"),
+        (lambda m, layer, img: stability(m, img, amplitude=1.5), "noise must be in [0, 1]"),
+    ],
+)
 def test_bad_parameters_are_named(tmp_path, call, message):
     model = OnnxClassifier(channel_model(tmp_path / "channel.onnx"))
     image = _grey(tmp_path / "img.png", PIXELS)

@@ -18,13 +18,21 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "occlude_cli"
 
 LAYERS = {
-    "errors": 0, "_version": 0, "_signals": 0,
+    "errors": 0,
+    "_version": 0,
+    "_signals": 0,
     "core": 1,
     "loaders": 2,
-    "explain": 3, "validate": 3, "layers": 3, "bias": 3, "stability": 3,
+    "explain": 3,
+    "validate": 3,
+    "layers": 3,
+    "bias": 3,
+    "stability": 3,
     "outputs": 4,
-    "batch": 5, "executors": 5,
-    "cli": 6, "__main__": 6,
+    "batch": 5,
+    "executors": 5,
+    "cli": 6,
+    "__main__": 6,
 }
 # Documented exceptions: Explanation displays itself in notebooks (_repr_png_) with the PNG renderer.
 ALLOWED_UPWARD = {("explain", "outputs.render"), ("explain", "outputs.montage")}
@@ -57,13 +65,13 @@ def imports_of(path: Path):
                 else:
                     ours.add(target)
             elif node.module and node.module.startswith("occlude_cli"):
-                ours.add(node.module[len("occlude_cli."):])
+                ours.add(node.module[len("occlude_cli.") :])
             elif node.module:
                 others.add(node.module.split(".")[0])
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("occlude_cli."):
-                    ours.add(alias.name[len("occlude_cli."):])
+                    ours.add(alias.name[len("occlude_cli.") :])
                 else:
                     others.add(alias.name.split(".")[0])
     return {o.strip(".") for o in ours if o.strip(".")}, others
@@ -108,7 +116,7 @@ def test_no_import_cycle():
             if target is None or target == "__init__":
                 continue
             if state.get(target) == "open":
-                cycle = stack[stack.index(target):] + [target]
+                cycle = stack[stack.index(target) :] + [target]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if target not in state:
                 visit(target)
@@ -124,12 +132,16 @@ def test_core_is_numpy_only():
     for path in (PACKAGE / "core").rglob("*.py"):
         _, others = imports_of(path)
         assert others <= {"numpy", "__future__", "dataclasses", "typing", "itertools", "math", "enum", "collections"}, (
-            path, others)
+            path,
+            others,
+        )
 
 
 def test_importing_the_cli_loads_no_runtime_and_no_pyplot():
-    code = ("import sys, occlude_cli.cli; "
-            "print(sorted(m for m in ('onnxruntime', 'matplotlib.pyplot', 'occlude_cli.validate') if m in sys.modules))")
+    code = (
+        "import sys, occlude_cli.cli; "
+        "print(sorted(m for m in ('onnxruntime', 'matplotlib.pyplot', 'occlude_cli.validate') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out.replace("'", '"')) == []
 
@@ -140,8 +152,18 @@ def test_python_dash_m_runs_the_cli():
 
 
 def _pip_report(extra: str) -> set:
-    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report", "-",
-               f"{ROOT}[{extra}]" if extra else str(ROOT)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--dry-run",
+        "--ignore-installed",
+        "--quiet",
+        "--report",
+        "-",
+        f"{ROOT}[{extra}]" if extra else str(ROOT),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         pytest.skip(f"pip could not resolve (no package index?): {result.stderr.strip().splitlines()[-1:]}")
@@ -149,10 +171,13 @@ def _pip_report(extra: str) -> set:
     return {item["metadata"]["name"].lower() for item in report["install"]}
 
 
-@pytest.mark.parametrize("extra, present, absent", [
-    ("cpu", "onnxruntime", "onnxruntime-gpu"),
-    ("cuda", "onnxruntime-gpu", "onnxruntime"),
-])
+@pytest.mark.parametrize(
+    "extra, present, absent",
+    [
+        ("cpu", "onnxruntime", "onnxruntime-gpu"),
+        ("cuda", "onnxruntime-gpu", "onnxruntime"),
+    ],
+)
 def test_each_runtime_extra_installs_exactly_one_runtime(extra, present, absent):
     names = _pip_report(extra)
     assert present in names and absent not in names, sorted(names)

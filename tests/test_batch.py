@@ -42,7 +42,7 @@ def folder(tmp_path):
     (root / "empty.png").write_bytes(b"")
     (root / "notes.jpg").write_text("not an image")
     (root / "readme.txt").write_text("ignored: not an image suffix")
-    deep = (np.asarray(Image.open(SAMPLE_IMAGES / "digit_0.png"), dtype=np.uint16) * 257)
+    deep = np.asarray(Image.open(SAMPLE_IMAGES / "digit_0.png"), dtype=np.uint16) * 257
     Image.fromarray(deep).save(root / "sub" / "deep16.png")
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (900, 1200, 3), dtype=np.uint8)).save(root / "sub" / "big.jpg")
@@ -60,8 +60,15 @@ def test_folder_run_reports_bad_files_and_keeps_going(tmp_path, folder):
     rows = summary_rows(out)
     status = {os.path.relpath(p, folder): r["status"] for p, r in rows.items()}
     assert status == {
-        "corrupt.png": "failed", "digit_0.png": "ok", "digit_3.png": "ok", "digit_7.png": "ok", "empty.png": "failed",
-        "notes.jpg": "failed", "sub/big.jpg": "ok", "sub/deep16.png": "ok", "sub/digit_3.png": "ok",
+        "corrupt.png": "failed",
+        "digit_0.png": "ok",
+        "digit_3.png": "ok",
+        "digit_7.png": "ok",
+        "empty.png": "failed",
+        "notes.jpg": "failed",
+        "sub/big.jpg": "ok",
+        "sub/deep16.png": "ok",
+        "sub/digit_3.png": "ok",
     }
     assert all(r["error"] for r in rows.values() if r["status"] == "failed")
     # relative layout keeps same-stem files apart
@@ -69,8 +76,18 @@ def test_folder_run_reports_bad_files_and_keeps_going(tmp_path, folder):
     assert json.loads((out / "sub" / "deep16.json").read_text())["target"]["index"] == 0
     with open(out / "summary.csv") as handle:
         table = list(csv.DictReader(handle))
-    assert len(table) == 9 and set(table[0]) >= {"path", "status", "target_index", "target_label", "original_score",
-                                                 "peak_y", "peak_x", "peak_value", "seconds", "error"}
+    assert len(table) == 9 and set(table[0]) >= {
+        "path",
+        "status",
+        "target_index",
+        "target_label",
+        "original_score",
+        "peak_y",
+        "peak_x",
+        "peak_value",
+        "seconds",
+        "error",
+    }
     assert sum(1 for line in result.stderr.splitlines() if line.startswith("error:")) == 3
 
 
@@ -97,8 +114,9 @@ def test_discover_inputs_names_never_collide(tmp_path):
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.new("L", (4, 4)).save(path)
-    images, problems = discover_inputs([str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"),
-                                        str(tmp_path / "c")])
+    images, problems = discover_inputs(
+        [str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), str(tmp_path / "c")]
+    )
     keys = [i.key for i in images]
     assert not problems and len(set(keys)) == len(keys) == 4
     assert set(keys) == {"a/x", "b/x", "c/y.png", "c/y.jpg"}

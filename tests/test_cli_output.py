@@ -23,8 +23,19 @@ EFFNET = str(SAMPLE_MODELS / "efficientnet_lite0.onnx")
 def test_piped_run_prints_one_line_per_finished_image_and_keeps_stdout_clean(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "occlude_cli", "run", DIGITS, str(SAMPLE_IMAGES / "digit_0.png"),
-               str(SAMPLE_IMAGES / "digit_3.png"), str(SAMPLE_IMAGES / "digit_7.png"), "--out", str(out), "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "occlude_cli",
+        "run",
+        DIGITS,
+        str(SAMPLE_IMAGES / "digit_0.png"),
+        str(SAMPLE_IMAGES / "digit_3.png"),
+        str(SAMPLE_IMAGES / "digit_7.png"),
+        "--out",
+        str(out),
+        "--json",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     first = process.stderr.readline()  # arrives while the run goes on, not all at the end
     stdout, rest = process.communicate(timeout=120)
@@ -36,8 +47,23 @@ def test_piped_run_prints_one_line_per_finished_image_and_keeps_stdout_clean(tmp
 
 
 def test_quiet_prints_no_per_image_lines(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "occlude_cli", "run", DIGITS, str(SAMPLE_IMAGES / "digit_0.png"),
-                             "--out", str(tmp_path / "o"), "-q", "--score", "logit"], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "occlude_cli",
+            "run",
+            DIGITS,
+            str(SAMPLE_IMAGES / "digit_0.png"),
+            "--out",
+            str(tmp_path / "o"),
+            "-q",
+            "--score",
+            "logit",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0 and result.stderr == "" and result.stdout == ""
 
 
@@ -46,8 +72,9 @@ def test_table_shortens_long_paths_at_folder_boundaries(tmp_path):
     deep.mkdir(parents=True)
     image = deep / "digit_three_sample.png"
     Image.open(SAMPLE_IMAGES / "digit_3.png").save(image)
-    result = CliRunner().invoke(app, ["run", DIGITS, str(image), "--out", str(tmp_path / "o"), "--score", "logit"],
-                                env={"COLUMNS": "80"})
+    result = CliRunner().invoke(
+        app, ["run", DIGITS, str(image), "--out", str(tmp_path / "o"), "--score", "logit"], env={"COLUMNS": "80"}
+    )
     assert result.exit_code == 0, result.output
     assert "digit_three_sample.png" in result.stdout  # the file name is never cut
     assert "…/" in result.stdout
@@ -67,8 +94,9 @@ def test_info_is_readable_and_lists_labels():
 
 
 def test_near_miss_labels_get_suggestions(tmp_path):
-    result = CliRunner().invoke(app, ["run", EFFNET, str(SAMPLE_IMAGES / "cat.jpg"), "--target", "egyptain cat",
-                                      "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        app, ["run", EFFNET, str(SAMPLE_IMAGES / "cat.jpg"), "--target", "egyptain cat", "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 1
     assert "did you mean" in result.stderr and "Egyptian cat" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -30,8 +30,14 @@ def test_digits_end_to_end(tmp_path):
     result = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--out", out, "--quiet")
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["digit_3.heatmap.png", "digit_3.json", "digit_3.npy", "digit_3.overlay.png", "summary.csv",
-                     "summary.json"]
+    assert names == [
+        "digit_3.heatmap.png",
+        "digit_3.json",
+        "digit_3.npy",
+        "digit_3.overlay.png",
+        "summary.csv",
+        "summary.json",
+    ]
     record = json.loads((out / "digit_3.json").read_text())
     for key in ("model", "image", "target", "score", "params", "map", "windows", "timing"):
         assert key in record
@@ -56,8 +62,20 @@ def test_digits_end_to_end(tmp_path):
 
 def test_effnet_cat_is_a_cat(tmp_path):
     out = tmp_path / "out"
-    result = occlude("run", EFFNET, SAMPLE_IMAGES / "cat.jpg", "--out", out, "--patch", "56", "--stride", "56",
-                     "--top-k", "3", "--quiet")
+    result = occlude(
+        "run",
+        EFFNET,
+        SAMPLE_IMAGES / "cat.jpg",
+        "--out",
+        out,
+        "--patch",
+        "56",
+        "--stride",
+        "56",
+        "--top-k",
+        "3",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((out / "cat.json").read_text())
     assert 281 <= record["target"]["index"] <= 285 and "cat" in record["target"]["label"].lower()
@@ -73,8 +91,21 @@ def test_json_is_byte_identical_without_timing(tmp_path):
     outputs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        result = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_7.png", "--out", out, "--no-timing", "--quiet",
-                         "--baseline", "noise", "--seed", "3", "--patch", "2")
+        result = occlude(
+            "run",
+            DIGITS,
+            SAMPLE_IMAGES / "digit_7.png",
+            "--out",
+            out,
+            "--no-timing",
+            "--quiet",
+            "--baseline",
+            "noise",
+            "--seed",
+            "3",
+            "--patch",
+            "2",
+        )
         assert result.exit_code == 0, result.output
         outputs.append(out)
     for suffix in (".json", ".npy", ".heatmap.png", ".overlay.png"):
@@ -84,8 +115,25 @@ def test_json_is_byte_identical_without_timing(tmp_path):
 
 def test_target_by_name_top_k_and_all_classes(tmp_path):
     out = tmp_path / "out"
-    result = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_0.png", "--out", out, "--target", "8", "--top-k", "2",
-                     "--all-classes", "--score", "logit", "--patch", "2x3", "--stride", "1x2", "--quiet")
+    result = occlude(
+        "run",
+        DIGITS,
+        SAMPLE_IMAGES / "digit_0.png",
+        "--out",
+        out,
+        "--target",
+        "8",
+        "--top-k",
+        "2",
+        "--all-classes",
+        "--score",
+        "logit",
+        "--patch",
+        "2x3",
+        "--stride",
+        "1x2",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((out / "digit_0.json").read_text())
     assert record["target"]["index"] == 8 and record["score"]["kind"] == "logit"
@@ -101,8 +149,18 @@ def test_target_by_name_top_k_and_all_classes(tmp_path):
 
 @pytest.mark.parametrize("baseline", ["zero", "mean", "gray", "black", "white", "blur", "noise", "200", "10,20,30"])
 def test_every_baseline_runs(tmp_path, baseline):
-    result = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--out", tmp_path, "--baseline", baseline,
-                     "--quiet", "--patch", "2")
+    result = occlude(
+        "run",
+        DIGITS,
+        SAMPLE_IMAGES / "digit_3.png",
+        "--out",
+        tmp_path,
+        "--baseline",
+        baseline,
+        "--quiet",
+        "--patch",
+        "2",
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "digit_3.json").read_text())["params"]["baseline"] == baseline
 
@@ -117,8 +175,9 @@ def test_region_leaves_the_rest_not_computed(tmp_path):
 
 
 def test_json_summary_on_stdout_only(tmp_path):
-    result = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_3.png", SAMPLE_IMAGES / "digit_7.png", "--out", tmp_path,
-                     "--json")
+    result = occlude(
+        "run", DIGITS, SAMPLE_IMAGES / "digit_3.png", SAMPLE_IMAGES / "digit_7.png", "--out", tmp_path, "--json"
+    )
     assert result.exit_code == 0
     document = json.loads(result.stdout)
     assert document["counts"] == {"ok": 2, "failed": 0, "skipped": 0}
@@ -128,17 +187,53 @@ def test_json_summary_on_stdout_only(tmp_path):
 def test_version_and_help():
     assert occlude("--version").stdout.strip() == f"occlude {__version__}"
     help_text = occlude("run", "--help").stdout
-    for flag in ("--patch", "--stride", "--baseline", "--target", "--top-k", "--all-classes", "--score", "--device",
-                 "--batch-size", "--size", "--mean", "--std", "--scale", "--bgr", "--resize", "--labels", "--input",
-                 "--output", "--quiet", "Examples", "blur"):
+    for flag in (
+        "--patch",
+        "--stride",
+        "--baseline",
+        "--target",
+        "--top-k",
+        "--all-classes",
+        "--score",
+        "--device",
+        "--batch-size",
+        "--size",
+        "--mean",
+        "--std",
+        "--scale",
+        "--bgr",
+        "--resize",
+        "--labels",
+        "--input",
+        "--output",
+        "--quiet",
+        "Examples",
+        "blur",
+    ):
         assert flag in help_text, flag
 
 
 def test_labels_file_and_preprocessing_flags(tmp_path):
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"digit {i}" for i in range(10)) + "\n\n")
-    result = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--out", tmp_path / "o", "--labels", labels,
-                     "--target", "digit 3", "--scale", "0.00392156862745098", "--mean", "0", "--std", "1", "--quiet")
+    result = occlude(
+        "run",
+        DIGITS,
+        SAMPLE_IMAGES / "digit_3.png",
+        "--out",
+        tmp_path / "o",
+        "--labels",
+        labels,
+        "--target",
+        "digit 3",
+        "--scale",
+        "0.00392156862745098",
+        "--mean",
+        "0",
+        "--std",
+        "1",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "o" / "digit_3.json").read_text())
     assert record["target"] == {"index": 3, "label": "digit 3"}
@@ -211,8 +306,9 @@ def test_failed_rerun_keeps_existing_outputs(tmp_path):
     out = tmp_path / "out"
     assert occlude("run", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--out", out, "--quiet").exit_code == 0
     before = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith("summary")}
-    result = runner.invoke(app, ["run", DIGITS, str(SAMPLE_IMAGES / "digit_3.png"), "--out", str(out), "--baseline",
-                                 "purple", "--quiet"])
+    result = runner.invoke(
+        app, ["run", DIGITS, str(SAMPLE_IMAGES / "digit_3.png"), "--out", str(out), "--baseline", "purple", "--quiet"]
+    )
     assert result.exit_code == 1
     after = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith("summary")}
     assert before == after
@@ -221,20 +317,50 @@ def test_failed_rerun_keeps_existing_outputs(tmp_path):
 
 def test_real_subprocess_has_no_traceback_and_no_progress_when_piped(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    ok = subprocess.run([sys.executable, "-m", "occlude_cli.cli", "run", DIGITS, str(SAMPLE_IMAGES / "digit_3.png"),
-                         "--out", str(tmp_path)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "occlude_cli.cli",
+            "run",
+            DIGITS,
+            str(SAMPLE_IMAGES / "digit_3.png"),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "\x1b[" not in ok.stdout + ok.stderr  # no ANSI progress redraws when not a terminal
     assert "windows" not in ok.stderr
-    failed = subprocess.run([sys.executable, "-m", "occlude_cli.cli", "run", str(tmp_path / "nope.onnx"), "x.png"],
-                            capture_output=True, text=True, env=env, cwd=tmp_path)
+    failed = subprocess.run(
+        [sys.executable, "-m", "occlude_cli.cli", "run", str(tmp_path / "nope.onnx"), "x.png"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert failed.returncode == 1
     assert failed.stderr.strip().count("\n") == 0 and "Traceback" not in failed.stderr
 
 
 def test_refine_flag_records_measured_windows(tmp_path):
-    result = occlude("run", EFFNET, SAMPLE_IMAGES / "coffee.jpg", "--out", tmp_path, "--patch", "64", "--stride", "16",
-                     "--refine", "--quiet")
+    result = occlude(
+        "run",
+        EFFNET,
+        SAMPLE_IMAGES / "coffee.jpg",
+        "--out",
+        tmp_path,
+        "--patch",
+        "64",
+        "--stride",
+        "16",
+        "--refine",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "coffee.json").read_text())
     measured = sum(w["measured"] for w in record["windows"])
@@ -246,23 +372,46 @@ def test_refine_flag_records_measured_windows(tmp_path):
 
 def test_dry_run_estimates_and_writes_nothing(tmp_path):
     out = tmp_path / "never"
-    result = occlude("run", EFFNET, SAMPLE_IMAGES / "cat.jpg", SAMPLE_IMAGES / "coffee.jpg", "--out", out,
-                     "--dry-run", "--json")
+    result = occlude(
+        "run", EFFNET, SAMPLE_IMAGES / "cat.jpg", SAMPLE_IMAGES / "coffee.jpg", "--out", out, "--dry-run", "--json"
+    )
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     assert plan["windows"] == 729 and plan["forward_passes"] == 730 and plan["images"] == 2
     assert plan["estimated_s"] > 0 and plan["estimated_total_s"] == pytest.approx(2 * plan["estimated_s"])
     assert not out.exists()
-    refined = json.loads(occlude("run", EFFNET, SAMPLE_IMAGES / "cat.jpg", "--dry-run", "--json", "--refine",
-                                 "--patch", "48", "--stride", "8").stdout)
+    refined = json.loads(
+        occlude(
+            "run",
+            EFFNET,
+            SAMPLE_IMAGES / "cat.jpg",
+            "--dry-run",
+            "--json",
+            "--refine",
+            "--patch",
+            "48",
+            "--stride",
+            "8",
+        ).stdout
+    )
     assert refined["exact_forward_passes"] == 530 and refined["forward_passes"] <= 132
     text = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--dry-run").stdout
     assert "64 windows" in text and "estimated" in text
 
 
 def test_several_patch_sizes_give_maps_correlations_and_a_multiscale_map(tmp_path):
-    result = occlude("run", DIGITS, SAMPLE_IMAGES / "digit_7.png", "--out", tmp_path, "--patch", "1,2,3x2",
-                     "--multiscale", "--quiet", "--no-timing")
+    result = occlude(
+        "run",
+        DIGITS,
+        SAMPLE_IMAGES / "digit_7.png",
+        "--out",
+        tmp_path,
+        "--patch",
+        "1,2,3x2",
+        "--multiscale",
+        "--quiet",
+        "--no-timing",
+    )
     assert result.exit_code == 0, result.output
     study = json.loads((tmp_path / "digit_7.scales.json").read_text())
     assert study["patches"] == [[1, 1], [2, 2], [3, 2]]
@@ -290,8 +439,9 @@ def test_metrics_adds_deletion_and_insertion(tmp_path):
 
 def test_fixed_batch_model_that_cannot_be_rewritten_says_so(tmp_path, gray_image):
     model = rectangle_model(tmp_path / "pinned.onnx", batch=1, pin_batch=True)
-    result = occlude("run", model, gray_image, "--out", tmp_path / "out", "--patch", "4", "--score", "logit",
-                     "--target", "0")
+    result = occlude(
+        "run", model, gray_image, "--out", tmp_path / "out", "--patch", "4", "--score", "logit", "--target", "0"
+    )
     assert result.exit_code == 0, result.output
     assert "note: fixed batch 1, run one image at a time" in result.stderr
     record = json.loads((tmp_path / "out" / "white16.json").read_text())

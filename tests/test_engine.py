@@ -46,14 +46,17 @@ def linear_softmax_scorer(seed=0, shape=(3, 11, 13), classes=5):
     return score
 
 
-@pytest.mark.parametrize("length,patch,stride,expected", [
-    (10, 4, 3, [0, 3, 6]),
-    (11, 4, 3, [0, 3, 6, 7]),
-    (8, 8, 4, [0]),
-    (5, 2, 2, [0, 2, 3]),
-    (6, 2, 2, [0, 2, 4]),
-    (7, 3, 1, [0, 1, 2, 3, 4]),
-])
+@pytest.mark.parametrize(
+    "length,patch,stride,expected",
+    [
+        (10, 4, 3, [0, 3, 6]),
+        (11, 4, 3, [0, 3, 6, 7]),
+        (8, 8, 4, [0]),
+        (5, 2, 2, [0, 2, 3]),
+        (6, 2, 2, [0, 2, 4]),
+        (7, 3, 1, [0, 1, 2, 3, 4]),
+    ],
+)
 def test_window_starts_cover_the_last_strip(length, patch, stride, expected):
     assert window_starts(length, patch, stride).tolist() == expected
 
@@ -127,8 +130,9 @@ def test_signed_map_keeps_negative_values(tmp_path, gray_image):
     result = explain(model, gray_image, patch=4, stride=2, score="logit", target=2)  # class 2 = -mean
     assert result.map[6, 8] == pytest.approx(-14 / 30, abs=1e-6)
     assert result.map.max() <= 1e-9
-    np.testing.assert_allclose(result.map, -explain(model, gray_image, patch=4, stride=2, score="logit", target=0).map,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        result.map, -explain(model, gray_image, patch=4, stride=2, score="logit", target=0).map, atol=1e-6
+    )
 
 
 def test_all_class_maps_match_single_maps_and_top_class_map():
@@ -147,8 +151,9 @@ def test_all_class_maps_match_single_maps_and_top_class_map():
 
 def test_region_restricts_windows_and_marks_the_rest_not_computed():
     inputs = np.ones((1, 12, 12))
-    occ = occlusion_sensitivity(inputs, linear_softmax_scorer(shape=(1, 12, 12)), patch=(2, 2), stride=(2, 2),
-                                region=(2, 4, 6, 10))
+    occ = occlusion_sensitivity(
+        inputs, linear_softmax_scorer(shape=(1, 12, 12)), patch=(2, 2), stride=(2, 2), region=(2, 4, 6, 10)
+    )
     values = occ.attribution(0)
     assert np.isnan(values[:2]).all() and np.isnan(values[:, :4]).all() and np.isnan(values[6:]).all()
     assert np.isfinite(values[2:6, 4:10]).all()

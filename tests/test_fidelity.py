@@ -43,10 +43,13 @@ def linear_model(path: Path, weights: np.ndarray) -> Path:
         helper.make_node("Flatten", ["wx"], ["flat"], axis=1),
         helper.make_node("ReduceSum", ["flat", "axis1"], ["y"], keepdims=1),
     ]
-    inits = [numpy_helper.from_array(weights.astype(np.float32), "w"),
-             numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1")]
-    model = helper.make_model(helper.make_graph(nodes, "linear", [x], [y], inits),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    inits = [
+        numpy_helper.from_array(weights.astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "linear", [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)]
+    )
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -172,8 +175,9 @@ def test_gradient_style_equals_the_attribution_times_perturbation(linear):
     expected2, _, _ = slow_infidelity((g2[None] * delta).sum(axis=0), windows, drops)
     assert infidelity(g2, windows, drops, perturbation=delta) == pytest.approx(expected2, rel=1e-10)
     # channels-last layout
-    got = infidelity(np.moveaxis(gradient, 0, -1), windows, drops, perturbation=np.moveaxis(delta, 0, -1),
-                     spatial_axes=(0, 1))
+    got = infidelity(
+        np.moveaxis(gradient, 0, -1), windows, drops, perturbation=np.moveaxis(delta, 0, -1), spatial_axes=(0, 1)
+    )
     assert got == pytest.approx(expected, rel=1e-10)
 
 
@@ -213,6 +217,7 @@ def test_volumes_three_spatial_axes():
         m = np.zeros((5, 6, 7), bool)
         m[z : z + d, y : y + h, x : x + w] = True
         masks.append(m)
+
     def score(batch):
         return (batch * weights).reshape(len(batch), -1).sum(axis=1, keepdims=True)
 
@@ -223,8 +228,9 @@ def test_volumes_three_spatial_axes():
     other = rng.normal(size=(5, 6, 7))
     sums = np.array([other[z : z + d, y : y + h, x : x + w].sum() for z, y, x, d, h, w in windows])
     np.testing.assert_allclose(window_sums(other, windows), sums, rtol=1e-12)
-    assert infidelity(other, windows, drops, spatial_axes=volume) == pytest.approx(np.mean((sums - drops) ** 2),
-                                                                                rel=1e-12)
+    assert infidelity(other, windows, drops, spatial_axes=volume) == pytest.approx(
+        np.mean((sums - drops) ** 2), rel=1e-12
+    )
     got = infidelity(weights, windows, drops, perturbation=image - baseline, spatial_axes=(1, 2, 3))
     assert got < 1e-24
     # top-k on a volume: keeping every voxel with a positive weight*input keeps the score at least whole
@@ -272,10 +278,18 @@ def test_score_masked_layouts_float_masks_and_progress():
     mask = np.zeros((3, 4), dtype=bool)
     mask[1, 2] = True
     half = np.full((3, 4), 0.5)
-    out = score_masked(image, baseline, [mask, half, ~mask], score, spatial_axes=(0, 1), batch_size=2,
-                       progress=lambda done, total: seen.append((done, total)))
-    expected = np.stack([np.where(mask[..., None], baseline, image), (image + baseline) / 2,
-                         np.where(mask[..., None], image, baseline)]).reshape(3, -1)
+    out = score_masked(
+        image,
+        baseline,
+        [mask, half, ~mask],
+        score,
+        spatial_axes=(0, 1),
+        batch_size=2,
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    expected = np.stack(
+        [np.where(mask[..., None], baseline, image), (image + baseline) / 2, np.where(mask[..., None], image, baseline)]
+    ).reshape(3, -1)
     np.testing.assert_array_equal(out, expected)
     assert seen == [(2, 3), (3, 3)]
 
@@ -299,8 +313,7 @@ def test_score_masked_matches_a_naive_composite_for_any_mask_sequence(spatial_ax
         else:
             state[rng.integers(6), rng.integers(7)] ^= True  # one pixel changes: incremental
         masks.append(state)
-    out = score_masked(image, baseline, masks, lambda b: b.reshape(len(b), -1), spatial_axes=spatial_axes,
-                       batch_size=3)
+    out = score_masked(image, baseline, masks, lambda b: b.reshape(len(b), -1), spatial_axes=spatial_axes, batch_size=3)
     expected = []
     for m in masks:
         mm = np.expand_dims(m, 0 if spatial_axes == (-2, -1) else -1)
@@ -310,6 +323,7 @@ def test_score_masked_matches_a_naive_composite_for_any_mask_sequence(spatial_ax
 
 def test_score_masked_rejects_bad_input():
     image = np.zeros((1, 4, 4))
+
     def ok(batch):
         return np.zeros((len(batch), 2))
 
@@ -391,8 +405,9 @@ def test_top_k_passes_and_given_scores(box_model):
     sufficiency_curve(image, baseline, on_box, counting, 0, batch_size=4)
     assert calls == [4, 4]  # original + all-baseline + 6 fractions, batched by 4
     calls.clear()
-    curve = completeness_curve(image, baseline, on_box, counting, 0, fractions=(0.1, 0.5), original_score=6.5,
-                               baseline_score=0.0)
+    curve = completeness_curve(
+        image, baseline, on_box, counting, 0, fractions=(0.1, 0.5), original_score=6.5, baseline_score=0.0
+    )
     assert calls == [2]  # one pass per k when the reference scores are known
     assert curve.relative.tolist() == pytest.approx([55 / 78, 1.0])
 
@@ -472,14 +487,24 @@ def test_matches_captum_infidelity(linear, normalize):
     def score(batch):
         return forward(torch.tensor(batch, dtype=torch.float64)).numpy()
 
-    drops = forward(x).numpy()[0, 0] - score_masked(image.astype(np.float64), baseline.astype(np.float64),
-                                                    list(masks[:, 0].numpy()), score)[:, 0]
+    drops = (
+        forward(x).numpy()[0, 0]
+        - score_masked(image.astype(np.float64), baseline.astype(np.float64), list(masks[:, 0].numpy()), score)[:, 0]
+    )
     rng = np.random.default_rng(8)
     for multiply_by_inputs in (True, False):
         attribution = rng.normal(size=(C, H, W))
         perturb = captum_metrics.infidelity_perturb_func_decorator(multiply_by_inputs)(occlude)
-        theirs = captum_metrics.infidelity(forward, perturb, x, torch.tensor(attribution)[None], baselines=b,
-                                           target=0, n_perturb_samples=len(windows), normalize=normalize).item()
+        theirs = captum_metrics.infidelity(
+            forward,
+            perturb,
+            x,
+            torch.tensor(attribution)[None],
+            baselines=b,
+            target=0,
+            n_perturb_samples=len(windows),
+            normalize=normalize,
+        ).item()
         delta = None if multiply_by_inputs else image.astype(np.float64) - baseline
         ours = infidelity(attribution, windows, drops, perturbation=delta, scale_invariant=normalize)
         assert ours > 1e-3

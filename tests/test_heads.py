@@ -42,9 +42,9 @@ def naive_map(x, baseline, score, target):
     count = np.zeros(x.shape[1:])
     for y, xx in windows():
         occluded = x.copy()
-        occluded[:, y:y + PATCH, xx:xx + PATCH] = baseline[:, y:y + PATCH, xx:xx + PATCH]
-        total[y:y + PATCH, xx:xx + PATCH] += original - score(occluded)[target]
-        count[y:y + PATCH, xx:xx + PATCH] += 1
+        occluded[:, y : y + PATCH, xx : xx + PATCH] = baseline[:, y : y + PATCH, xx : xx + PATCH]
+        total[y : y + PATCH, xx : xx + PATCH] += original - score(occluded)[target]
+        count[y : y + PATCH, xx : xx + PATCH] += 1
     return total / count
 
 
@@ -110,8 +110,9 @@ def test_softmax_of_logits_and_raw_logit(tmp_path, rgb_image):
     x = pixels_of(rgb_image) / 255.0
     e = explain(str(model), rgb_image, patch=PATCH, stride=STRIDE)
     assert e.score_kind == "softmax"
-    np.testing.assert_allclose(e.map, naive_map(x, np.zeros_like(x), lambda v: softmax(linear(w, b)(v)), e.target),
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        e.map, naive_map(x, np.zeros_like(x), lambda v: softmax(linear(w, b)(v)), e.target), rtol=1e-4, atol=1e-6
+    )
     raw = explain(str(model), rgb_image, patch=PATCH, stride=STRIDE, score="logit", target=2)
     np.testing.assert_allclose(raw.map, naive_map(x, np.zeros_like(x), linear(w, b), 2), rtol=1e-4, atol=1e-5)
 
@@ -143,9 +144,29 @@ def test_uint8_nhwc_input_gets_the_pixels_as_they_are(tmp_path, rgb_image):
 def test_mean_and_std_are_rgb_order_for_a_bgr_model(tmp_path, rgb_image):
     model, w, b = make(tmp_path, "caffe.onnx", 4)
     out = tmp_path / "out"
-    args = ["run", str(model), str(rgb_image), "--bgr", "--scale", "1", "--mean", "10,20,30", "--std", "2,4,8",
-            "--score", "logit", "--target", "1", "--patch", str(PATCH), "--stride", str(STRIDE), "--out", str(out),
-            "--quiet"]
+    args = [
+        "run",
+        str(model),
+        str(rgb_image),
+        "--bgr",
+        "--scale",
+        "1",
+        "--mean",
+        "10,20,30",
+        "--std",
+        "2,4,8",
+        "--score",
+        "logit",
+        "--target",
+        "1",
+        "--patch",
+        str(PATCH),
+        "--stride",
+        str(STRIDE),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     rgb = pixels_of(rgb_image)
@@ -182,8 +203,9 @@ def test_non_image_model_says_so_first(tmp_path, rgb_image):
 
     x = helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 64])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])
-    model = _save(helper.make_graph([helper.make_node("Relu", ["features"], ["y"])], "flat", [x], [y]),
-                  tmp_path / "flat.onnx")
+    model = _save(
+        helper.make_graph([helper.make_node("Relu", ["features"], ["y"])], "flat", [x], [y]), tmp_path / "flat.onnx"
+    )
     result = CliRunner().invoke(app, ["run", str(model), str(rgb_image), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert "image classifiers" in result.stderr and "4-D image input" in result.stderr

@@ -46,8 +46,14 @@ def occlude(*args):
 
 def cli(*args, timeout=60, **kwargs):
     """The real command in a subprocess: (returncode, stdout, stderr)."""
-    proc = subprocess.run(OCCLUDE + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
-                          cwd=kwargs.pop("cwd", None), **kwargs)
+    proc = subprocess.run(
+        OCCLUDE + [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=kwargs.pop("cwd", None),
+        **kwargs,
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -72,12 +78,17 @@ def make_images(folder: Path, n: int, size=(20, 20)) -> list:
 
 def png_bomb(path: Path, width: int, height: int) -> Path:
     """An RGB PNG that declares width x height but holds 64 rows of zeros: a few KB on disk."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     rows = zlib.compress(b"\x00" * (1 + width * 3) * 64, 9)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", rows)
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -101,11 +112,14 @@ def _limit_memory():
 
 def child_peak_rss_mb(args, timeout=60):
     """Run the command in a fresh watcher process and return (rc, stderr, peak RSS of the command in MB)."""
-    code = ("import resource, subprocess, sys, json;"
-            "p = subprocess.run(sys.argv[1:], capture_output=True, text=True);"
-            "print(json.dumps([p.returncode, p.stderr, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
-    out = subprocess.run([sys.executable, "-c", code] + OCCLUDE + [str(a) for a in args], capture_output=True,
-                         text=True, timeout=timeout)
+    code = (
+        "import resource, subprocess, sys, json;"
+        "p = subprocess.run(sys.argv[1:], capture_output=True, text=True);"
+        "print(json.dumps([p.returncode, p.stderr, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code] + OCCLUDE + [str(a) for a in args], capture_output=True, text=True, timeout=timeout
+    )
     rc, err, kb = json.loads(out.stdout)
     return rc, err, kb / 1024
 
@@ -142,8 +156,13 @@ def test_model_declaring_a_huge_input_refused_before_onnxruntime(tmp_path):
     assert huge.stat().st_size < 300
     make_images(tmp_path / "imgs", 1)
 
-    proc = subprocess.run(OCCLUDE + ["run", str(huge), str(tmp_path / "imgs"), "-o", str(tmp_path / "out"), "-q"],
-                          capture_output=True, text=True, timeout=60, preexec_fn=_limit_memory)
+    proc = subprocess.run(
+        OCCLUDE + ["run", str(huge), str(tmp_path / "imgs"), "-o", str(tmp_path / "out"), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_limit_memory,
+    )
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "[1, 3, 100000, 100000]" in lines[0] and "--max-memory" in lines[0], proc.stderr
@@ -153,9 +172,14 @@ def test_model_declaring_a_huge_input_refused_before_onnxruntime(tmp_path):
 def test_dynamic_model_with_a_huge_size_refused(tmp_path):
     dyn = tiny_model(tmp_path / "dyn.onnx", ["N", 3, "H", "W"])
     make_images(tmp_path / "imgs", 1)
-    proc = subprocess.run(OCCLUDE + ["run", str(dyn), str(tmp_path / "imgs"), "--size", "100000x100000", "-o",
-                                     str(tmp_path / "out"), "-q"],
-                          capture_output=True, text=True, timeout=60, preexec_fn=_limit_memory)
+    proc = subprocess.run(
+        OCCLUDE
+        + ["run", str(dyn), str(tmp_path / "imgs"), "--size", "100000x100000", "-o", str(tmp_path / "out"), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_limit_memory,
+    )
     assert proc.returncode == 1, proc.stderr
     assert len(error_lines(proc.stderr)) == 1 and "--max-memory" in proc.stderr
 
@@ -163,8 +187,21 @@ def test_dynamic_model_with_a_huge_size_refused(tmp_path):
 def test_batch_shrinks_to_fit_the_budget_and_is_recorded(tmp_path):
     m = rectangle_model(tmp_path / "r256.onnx", size=(256, 256), channels=3, rect=(0, 0, 128, 128))
     make_images(tmp_path / "imgs", 1, size=(256, 256))
-    result = occlude("run", m, tmp_path / "imgs", "-o", tmp_path / "out", "--patch", "64", "--stride", "32",
-                     "--batch-size", "100000", "--max-memory", "24M")
+    result = occlude(
+        "run",
+        m,
+        tmp_path / "imgs",
+        "-o",
+        tmp_path / "out",
+        "--patch",
+        "64",
+        "--stride",
+        "32",
+        "--batch-size",
+        "100000",
+        "--max-memory",
+        "24M",
+    )
     assert result.exit_code == 0, result.output
     assert "batch size lowered from 100000" in result.output
     used = json.loads((tmp_path / "out" / "img00.json").read_text())["params"]["batch_size"]
@@ -186,8 +223,9 @@ def test_all_classes_maps_counted_in_the_plan():
     plan = limits.plan_memory((224, 224), 3, 4, windows=729, classes=1000, requested_batch=16, limit=4 << 30)
     assert plan.batch_size == 16
     with pytest.raises(OccludeError, match="every class's map.*--max-memory 512 MiB"):
-        limits.plan_memory((224, 224), 3, 4, windows=729, classes=10000, requested_batch=16, all_classes=True,
-                           limit=512 << 20)
+        limits.plan_memory(
+            (224, 224), 3, 4, windows=729, classes=10000, requested_batch=16, all_classes=True, limit=512 << 20
+        )
 
 
 # ------------------------------------------------------------------ 2. never eats its own outputs
@@ -225,9 +263,10 @@ def test_csv_formula_injection_escaped_in_summary_and_check(tmp_path, model, mon
     for name in ("=1+2.png", "@SUM(A1).png", "+x.png", "-x.png"):
         Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(tmp_path / name)
     labels = tmp_path / "labels.txt"
-    labels.write_text("=HYPERLINK(\"http://x\")\n-2+3\n@cmd\n")
-    result = occlude("run", "--labels", labels, "-o", "out", "-q", "--", model, "=1+2.png", "@SUM(A1).png", "+x.png",
-                     "-x.png")
+    labels.write_text('=HYPERLINK("http://x")\n-2+3\n@cmd\n')
+    result = occlude(
+        "run", "--labels", labels, "-o", "out", "-q", "--", model, "=1+2.png", "@SUM(A1).png", "+x.png", "-x.png"
+    )
     assert result.exit_code == 0, result.output
     import csv
 
@@ -247,8 +286,10 @@ def nan_model(path: Path, threshold: float) -> Path:
     """class 0 = sqrt(mean(x[:, :, 0:8, 0:8]) - threshold): NaN when the top-left quarter is dark enough."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])
-    inits = [numpy_helper.from_array(np.array(v, dtype=np.int64), n) for n, v in
-             (("s", [0, 0]), ("e", [8, 8]), ("a", [2, 3]), ("one", [1]))]
+    inits = [
+        numpy_helper.from_array(np.array(v, dtype=np.int64), n)
+        for n, v in (("s", [0, 0]), ("e", [8, 8]), ("a", [2, 3]), ("one", [1]))
+    ]
     inits.append(numpy_helper.from_array(np.array(threshold, dtype=np.float32), "t"))
     nodes = [
         helper.make_node("Slice", ["x", "s", "e", "a"], ["crop"]),
@@ -277,8 +318,9 @@ def test_nan_windows_give_strict_json_and_a_local_nan(tmp_path):
     m = nan_model(tmp_path / "nan.onnx", 0.9)
     img = tmp_path / "white.png"
     Image.fromarray(np.full((16, 16, 3), 255, dtype=np.uint8)).save(img)
-    result = occlude("run", m, img, "-o", tmp_path / "out", "--patch", "4", "--stride", "4", "--score", "raw",
-                     "--target", "0")
+    result = occlude(
+        "run", m, img, "-o", tmp_path / "out", "--patch", "4", "--stride", "4", "--score", "raw", "--target", "0"
+    )
     assert result.exit_code == 0, result.output
     assert "non-finite" in result.output
     record = strict_json(tmp_path / "out" / "white.json")
@@ -317,10 +359,13 @@ def test_external_data_outside_the_model_folder_refused(tmp_path, location):
         entry.key, entry.value = key, value
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
-    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
-             helper.make_node("Add", ["m", "w"], ["y"])]
-    m = helper.make_model(helper.make_graph(nodes, "ext", [x], [y], initializer=[weights]),
-                          opset_imports=[helper.make_opsetid("", 17)])
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
+        helper.make_node("Add", ["m", "w"], ["y"]),
+    ]
+    m = helper.make_model(
+        helper.make_graph(nodes, "ext", [x], [y], initializer=[weights]), opset_imports=[helper.make_opsetid("", 17)]
+    )
     m.ir_version = 8
     (folder / "m.onnx").write_bytes(m.SerializeToString())
     make_images(tmp_path / "imgs", 1)
@@ -347,11 +392,18 @@ def test_stale_temp_files_of_killed_runs_removed_and_nothing_else(tmp_path, mode
     alive = subprocess.Popen(["sleep", "30"])
     try:
         old = time.time() - 3600
-        stale = [out / f".img00.overlay.png.{dead.pid}.abcd1234.tmp", out / "sub" / f".x.json.{dead.pid}.k_9zzzzz.tmp",
-                 out / ".img00.json.q1w2e3r4.tmp"]  # the older pattern without a pid, an hour old
-        kept = [out / f".img00.npy.{alive.pid}.abcd1234.tmp",  # a parallel shard still writing
-                out / "notes.tmp", out / ".notes.tmp", out / f".img00.txt.{dead.pid}.abcd1234.tmp",
-                out / f".img00.png.{dead.pid}.abc.tmp"]
+        stale = [
+            out / f".img00.overlay.png.{dead.pid}.abcd1234.tmp",
+            out / "sub" / f".x.json.{dead.pid}.k_9zzzzz.tmp",
+            out / ".img00.json.q1w2e3r4.tmp",
+        ]  # the older pattern without a pid, an hour old
+        kept = [
+            out / f".img00.npy.{alive.pid}.abcd1234.tmp",  # a parallel shard still writing
+            out / "notes.tmp",
+            out / ".notes.tmp",
+            out / f".img00.txt.{dead.pid}.abcd1234.tmp",
+            out / f".img00.png.{dead.pid}.abc.tmp",
+        ]
         for path in stale + kept:
             path.write_bytes(b"partial")
             os.utime(path, (old, old))
@@ -415,23 +467,26 @@ def test_resume_redoes_images_with_missing_truncated_or_foreign_outputs(tmp_path
 # ------------------------------------------------------------------ 8/9. numeric flags and resource bounds
 
 
-@pytest.mark.parametrize("flags, words", [
-    (["--baseline", "nan"], "baseline"),
-    (["--baseline", "1,inf,3"], "baseline"),
-    (["--baseline", "blur", "--blur-sigma", "-1"], "blur_sigma"),
-    (["--baseline", "blur", "--blur-sigma", "nan"], "blur_sigma"),
-    (["--scale", "nan"], "--scale"),
-    (["--std", "inf"], "--std"),
-    (["--mean", "nan"], "--mean"),
-    (["--baseline", "noise", "--seed", "-1"], "seed"),
-    (["--region", "nan,0,1,1"], "--region"),
-    (["--threads", "-1"], "--threads"),
-    (["--threads", "10000"], "--threads"),
-    (["--refine", "--refine-step", "1000000"], "--refine-step"),
-    (["--max-memory", "nan"], "--max-memory"),
-    (["--max-memory", "1K"], "--max-memory"),
-    (["--mean", "1,2"], "1 or 3 values"),
-])
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--baseline", "nan"], "baseline"),
+        (["--baseline", "1,inf,3"], "baseline"),
+        (["--baseline", "blur", "--blur-sigma", "-1"], "blur_sigma"),
+        (["--baseline", "blur", "--blur-sigma", "nan"], "blur_sigma"),
+        (["--scale", "nan"], "--scale"),
+        (["--std", "inf"], "--std"),
+        (["--mean", "nan"], "--mean"),
+        (["--baseline", "noise", "--seed", "-1"], "seed"),
+        (["--region", "nan,0,1,1"], "--region"),
+        (["--threads", "-1"], "--threads"),
+        (["--threads", "10000"], "--threads"),
+        (["--refine", "--refine-step", "1000000"], "--refine-step"),
+        (["--max-memory", "nan"], "--max-memory"),
+        (["--max-memory", "1K"], "--max-memory"),
+        (["--mean", "1,2"], "1 or 3 values"),
+    ],
+)
 def test_bad_numbers_refused_in_one_line(tmp_path, model, flags, words):
     make_images(tmp_path / "imgs", 1)
     result = occlude("run", model, tmp_path / "imgs", "-o", tmp_path / "out", "-q", *flags)
@@ -454,8 +509,8 @@ def test_huge_blur_sigma_capped_at_the_image_size():
     out = gaussian_blur(pixels, 1e6)
     assert time.perf_counter() - started < 5  # was 109 s: a 6-million-tap kernel
     padded = np.pad(pixels, ((8, 8), (8, 8), (0, 0)), mode="edge")  # radius capped at 8: 17 nearly equal taps
-    rows = np.mean([padded[i:i + 8] for i in range(17)], axis=0)
-    expect = np.mean([rows[:, i:i + 8] for i in range(17)], axis=0)
+    rows = np.mean([padded[i : i + 8] for i in range(17)], axis=0)
+    expect = np.mean([rows[:, i : i + 8] for i in range(17)], axis=0)
     np.testing.assert_allclose(out, expect, atol=1e-6)
 
 
@@ -501,8 +556,13 @@ def test_full_disk_leaves_no_stale_summary_and_no_half_set(tmp_path, model):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600))
 
-    proc = subprocess.run(OCCLUDE + ["run", str(model), str(tmp_path / "imgs"), "-o", str(out), "-q"],
-                          capture_output=True, text=True, timeout=60, preexec_fn=small_files)
+    proc = subprocess.run(
+        OCCLUDE + ["run", str(model), str(tmp_path / "imgs"), "-o", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=small_files,
+    )
     assert proc.returncode in (1, 3), proc.stderr
     assert all(line.startswith("error:") for line in proc.stderr.strip().splitlines()), proc.stderr
     assert "summary not written" in proc.stderr
@@ -512,8 +572,11 @@ def test_full_disk_leaves_no_stale_summary_and_no_half_set(tmp_path, model):
 
 def test_sigterm_during_start_up_exits_130_in_one_line(tmp_path, model):
     make_images(tmp_path / "imgs", 1)
-    proc = subprocess.Popen(OCCLUDE + ["run", str(model), str(tmp_path / "imgs"), "-o", str(tmp_path / "out")],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        OCCLUDE + ["run", str(model), str(tmp_path / "imgs"), "-o", str(tmp_path / "out")],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(0.25)  # the interpreter is up; the imports (about half a second) are not done
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=30)[1]
@@ -524,8 +587,11 @@ def test_sigterm_during_start_up_exits_130_in_one_line(tmp_path, model):
 def test_sigterm_between_images_exits_130_with_a_summary(tmp_path, model):
     make_images(tmp_path / "imgs", 30)
     out = tmp_path / "out"
-    proc = subprocess.Popen(OCCLUDE + ["run", str(model), str(tmp_path / "imgs"), "-o", str(out), "-q",
-                                       "--patch", "1", "--stride", "1"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        OCCLUDE + ["run", str(model), str(tmp_path / "imgs"), "-o", str(out), "-q", "--patch", "1", "--stride", "1"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 30
     while time.time() < deadline and len(list(out.glob("img*.json"))) < 2:
         time.sleep(0.01)
@@ -561,8 +627,9 @@ def test_long_file_names_shortened_deterministically(tmp_path, model):
     for name in (long_a, long_b):
         Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(folder / name)
     for out in (tmp_path / "o1", tmp_path / "o2"):
-        result = occlude("run", model, folder, "-o", out, "-q", "--patch", "4,8", "--multiscale", "--top-k", "2",
-                         "--all-classes")
+        result = occlude(
+            "run", model, folder, "-o", out, "-q", "--patch", "4,8", "--multiscale", "--top-k", "2", "--all-classes"
+        )
         assert result.exit_code == 0, result.output
     names = sorted(p.name for p in (tmp_path / "o1").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "o2").iterdir())

@@ -50,8 +50,17 @@ class Net:
         self.channels[out] = channels if channels is not None else self.channels.get(inputs[0])
         return out
 
-    def conv(self, x: str, cout: int, k: int = 3, s: int = 1, pads=None, group: int = 1, dilation: int = 1,
-             auto_pad: Optional[str] = None) -> str:
+    def conv(
+        self,
+        x: str,
+        cout: int,
+        k: int = 3,
+        s: int = 1,
+        pads=None,
+        group: int = 1,
+        dilation: int = 1,
+        auto_pad: Optional[str] = None,
+    ) -> str:
         cin = self.channels[x]
         scale = 1.5 / np.sqrt(cin // group * k * k)
         weight = self.const(self.rng.standard_normal((cout, cin // group, k, k)) * scale)
@@ -81,9 +90,13 @@ class Net:
         self.nodes.append(helper.make_node("Gemm", [flat, w], ["scores"], name="head"))
 
     def save(self, path: Path) -> Path:
-        graph = helper.make_graph(self.nodes, "net", [self.input],
-                                  [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", None])],
-                                  initializer=self.inits)
+        graph = helper.make_graph(
+            self.nodes,
+            "net",
+            [self.input],
+            [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", None])],
+            initializer=self.inits,
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
         onnx.checker.check_model(model)
@@ -325,8 +338,17 @@ def test_efficientnet_sample_windows():
     rng = np.random.default_rng(11)
     sample = rng.standard_normal((3, 224, 224)).astype(np.float32)
     baseline = np.zeros_like(sample)
-    windows = np.asarray([(0, 0, 16, 16), (208, 208, 16, 16), (0, 104, 16, 16), (104, 0, 16, 16),
-                          (96, 96, 16, 16), (200, 8, 16, 16), (37, 181, 16, 16)])
+    windows = np.asarray(
+        [
+            (0, 0, 16, 16),
+            (208, 208, 16, 16),
+            (0, 104, 16, 16),
+            (104, 0, 16, 16),
+            (96, 96, 16, 16),
+            (200, 8, 16, 16),
+            (37, 181, 16, 16),
+        ]
+    )
     reference = _full_reference(EFFICIENTNET, sample, baseline, windows, (1, 2))
     chain = ["getitem_15", "getitem_33", "getitem_51"]  # 56x56, 28x28, 14x14
     scorer = build_plan(EFFICIENTNET, [1, 3, 224, 224], cuts=chain, measure=False)
@@ -421,8 +443,14 @@ def test_int8_qdq_graph(tmp_path):
             return next(self.batches, None)
 
     quantized = tmp_path / "q.onnx"
-    quantize_static(str(residual(tmp_path / "r.onnx")), str(quantized), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    quantize_static(
+        str(residual(tmp_path / "r.onnx")),
+        str(quantized),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+    )
     ops = {n.op_type for n in onnx.load(str(quantized)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     rng = np.random.default_rng(3)
@@ -503,8 +531,9 @@ def test_incremental_runs_are_byte_identical(tmp_path):
     outs = []
     for name in ("one", "two"):
         out = tmp_path / name
-        result = CliRunner().invoke(app, ["run", EFFNET, CAT, "--patch", "32", "--stride", "16", "--no-timing",
-                                          "--out", str(out), "-q"])
+        result = CliRunner().invoke(
+            app, ["run", EFFNET, CAT, "--patch", "32", "--stride", "16", "--no-timing", "--out", str(out), "-q"]
+        )
         assert result.exit_code == 0, result.output
         outs.append(out)
     for suffix in (".json", ".npy", ".overlay.png", ".heatmap.png"):

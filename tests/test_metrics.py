@@ -6,9 +6,21 @@ import numpy as np
 import pytest
 
 from occlude_cli.errors import OccludeError
-from occlude_cli.core.metrics import (auc, deletion_curve, energy_share, importance_order, insertion_curve, pearson,
-                                 peak_inside_fraction, pointing_game, rank_average, spearman, step_counts,
-                                 top_fraction_iou, top_fraction_mask)
+from occlude_cli.core.metrics import (
+    auc,
+    deletion_curve,
+    energy_share,
+    importance_order,
+    insertion_curve,
+    pearson,
+    peak_inside_fraction,
+    pointing_game,
+    rank_average,
+    spearman,
+    step_counts,
+    top_fraction_iou,
+    top_fraction_mask,
+)
 
 NAN = float("nan")
 
@@ -184,8 +196,9 @@ def test_curves_batch_the_steps_and_handle_channels_last():
     a = deletion_curve(chw, np.zeros_like(chw), IMPORTANCE, _weighted_score(0, calls), 0, steps=4, batch_size=2)
     assert calls == [2, 2, 1]  # 5 step inputs in batches of 2
     calls.clear()
-    b = deletion_curve(hwc, np.zeros_like(hwc), IMPORTANCE, _weighted_score(2, calls), 0, steps=4,
-                       spatial_axes=(0, 1), batch_size=64)
+    b = deletion_curve(
+        hwc, np.zeros_like(hwc), IMPORTANCE, _weighted_score(2, calls), 0, steps=4, spatial_axes=(0, 1), batch_size=64
+    )
     assert calls == [5]
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
     # every channel of a pixel is removed together: after the first step pixel (1, 1) is gone

@@ -99,8 +99,10 @@ def test_dynamic_spatial_size_needs_size(tmp_path, noise_image):
 
 
 def test_metadata_preprocessing_is_used_and_flags_override_it(tmp_path):
-    meta = {"occlude.preprocess": json.dumps({"scale": 1.0, "mean": [100.0], "std": [2.0], "resize": "center-crop"}),
-            "occlude.labels": json.dumps(["inside", "nothing", "minus"])}
+    meta = {
+        "occlude.preprocess": json.dumps({"scale": 1.0, "mean": [100.0], "std": [2.0], "resize": "center-crop"}),
+        "occlude.labels": json.dumps(["inside", "nothing", "minus"]),
+    }
     model = OnnxClassifier(rectangle_model(tmp_path / "meta.onnx", metadata=meta))
     pre = resolve_preprocessing(model)
     assert (pre.scale, pre.mean, pre.std, pre.resize) == (1.0, (100.0,), (2.0,), "center-crop")

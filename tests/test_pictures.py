@@ -10,8 +10,15 @@ from typer.testing import CliRunner
 
 from occlude_cli import OnnxClassifier, explain
 from occlude_cli.cli import app
-from occlude_cli.outputs.render import (RenderStyle, colorize, compare_png, heatmap_png, lookup_table, overlay_png,
-                                        symmetric_limit)
+from occlude_cli.outputs.render import (
+    RenderStyle,
+    colorize,
+    compare_png,
+    heatmap_png,
+    lookup_table,
+    overlay_png,
+    symmetric_limit,
+)
 from occlude_cli.validate import compare_maps
 
 from conftest import SAMPLE_IMAGES, SAMPLE_MODELS
@@ -41,32 +48,34 @@ def strong_colour(rgb):
 
 def test_heatmap_area_is_the_map_and_the_colorbar_spans_both_signs(tmp_path):
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["run", str(DIGITS), str(SAMPLE_IMAGES / "digit_3.png"), "--score", "logit",
-                                      "--out", str(out), "--quiet"])
+    result = CliRunner().invoke(
+        app, ["run", str(DIGITS), str(SAMPLE_IMAGES / "digit_3.png"), "--score", "logit", "--out", str(out), "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     values = np.load(out / "digit_3.npy").astype(np.float64)
     image = pixels(out / "digit_3.heatmap.png")
-    area = image[HEAD_SUB:HEAD_SUB + 320, PAD:PAD + 320]
+    area = image[HEAD_SUB : HEAD_SUB + 320, PAD : PAD + 320]
     np.testing.assert_array_equal(area, expected_heatmap(values, 40))
     bar_x = PAD + 320 + 12 + 8  # the middle of the colorbar strip
-    bar = image[HEAD_SUB:HEAD_SUB + 320, bar_x]
+    bar = image[HEAD_SUB : HEAD_SUB + 320, bar_x]
     top, middle, bottom = bar[1], bar[160], bar[-2]
     lut = lookup_table("RdBu_r")[:, :3].astype(np.int32)
     assert np.abs(top - lut[255]).max() <= 3 and np.abs(bottom - lut[0]).max() <= 3
     assert np.abs(middle - lut[128]).max() <= 12  # near white: zero is neutral
-    header = image[:HEAD_SUB, PAD:PAD + 300]
+    header = image[:HEAD_SUB, PAD : PAD + 300]
     assert (header.sum(axis=-1) < 200).sum() > 50  # a title is written in dark text
 
 
 def test_aggregate_png_has_the_mean_map_a_title_and_a_colorbar(tmp_path):
     out = tmp_path / "agg"
-    result = CliRunner().invoke(app, ["run", str(DIGITS), str(SAMPLE_IMAGES), "--score", "logit", "--aggregate",
-                                      "--out", str(out), "--quiet"])
+    result = CliRunner().invoke(
+        app, ["run", str(DIGITS), str(SAMPLE_IMAGES), "--score", "logit", "--aggregate", "--out", str(out), "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     mean = np.load(out / "aggregate.npy").astype(np.float64)
     image = pixels(out / "aggregate.png")
-    np.testing.assert_array_equal(image[HEAD_SUB:HEAD_SUB + 320, PAD:PAD + 320], expected_heatmap(mean, 40))
-    assert strong_colour(image[HEAD_SUB:HEAD_SUB + 320, PAD + 320 + 12:PAD + 320 + 28]).mean() > 0.5
+    np.testing.assert_array_equal(image[HEAD_SUB : HEAD_SUB + 320, PAD : PAD + 320], expected_heatmap(mean, 40))
+    assert strong_colour(image[HEAD_SUB : HEAD_SUB + 320, PAD + 320 + 12 : PAD + 320 + 28]).mean() > 0.5
 
 
 def test_compare_png_shows_both_maps_in_colour(tmp_path):
@@ -77,7 +86,7 @@ def test_compare_png_shows_both_maps_in_colour(tmp_path):
     image = pixels(compare_png(e, other, comparison))
     height, width = image.shape[:2]
     for left in (0, width // 2):  # the two map panels of the first row
-        panel = image[int(0.05 * height):int(0.3 * height), left:left + width // 2]
+        panel = image[int(0.05 * height) : int(0.3 * height), left : left + width // 2]
         assert strong_colour(panel).mean() > 0.03, "the map panel shows no map colours"
     rows = json.dumps(comparison["fidelity"]["maps"]["other"]["sufficiency"])
     assert "kept" in rows
@@ -112,7 +121,7 @@ def test_style_flags_change_the_pictures_as_documented():
     clipped = pixels(heatmap_png(values, style=RenderStyle(clip_percentile=90)))
     assert abs(at(clipped, 1, 1)[0] - at(clipped, 1, 1)[2]) > abs(at(plain, 1, 1)[0] - at(plain, 1, 1)[2])
     invisible = pixels(overlay_png(photo, values, (0, 0, 32, 32), "t", style=RenderStyle(alpha=0.0)))
-    area = invisible[HEAD:HEAD + 320, PAD:PAD + 320]
+    area = invisible[HEAD : HEAD + 320, PAD : PAD + 320]
     assert len(np.unique(area.reshape(-1, 3), axis=0)) == 1  # alpha 0: only the (grey) photo
     with pytest.raises(Exception, match="unknown colormap"):
         RenderStyle(cmap="no-such-map").checked()
@@ -120,14 +129,26 @@ def test_style_flags_change_the_pictures_as_documented():
 
 def test_panels_png_has_photo_heatmap_and_overlay(tmp_path):
     out = tmp_path / "p"
-    result = CliRunner().invoke(app, ["run", str(DIGITS), str(SAMPLE_IMAGES / "digit_0.png"), "--score", "logit",
-                                      "--panels", "--out", str(out), "--quiet"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(DIGITS),
+            str(SAMPLE_IMAGES / "digit_0.png"),
+            "--score",
+            "logit",
+            "--panels",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     image = pixels(out / "digit_0.panels.png")
     side, gap = 320, 8
-    photo = image[HEAD_SUB:HEAD_SUB + side, PAD:PAD + side]
-    heat = image[HEAD_SUB:HEAD_SUB + side, PAD + side + gap:PAD + 2 * side + gap]
-    overlay = image[HEAD_SUB:HEAD_SUB + side, PAD + 2 * (side + gap):PAD + 3 * side + 2 * gap]
+    photo = image[HEAD_SUB : HEAD_SUB + side, PAD : PAD + side]
+    heat = image[HEAD_SUB : HEAD_SUB + side, PAD + side + gap : PAD + 2 * side + gap]
+    overlay = image[HEAD_SUB : HEAD_SUB + side, PAD + 2 * (side + gap) : PAD + 3 * side + 2 * gap]
     assert not strong_colour(photo).any()  # the digit itself is grey
     assert strong_colour(heat).mean() > 0.1 and strong_colour(overlay).mean() > 0.05
 

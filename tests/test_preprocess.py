@@ -84,7 +84,9 @@ def test_center_crop_box_keeps_aspect():
 def test_normalise_and_layouts_round_trip():
     pixels = np.random.default_rng(0).uniform(0, 255, (8, 8, 3)).astype(np.float32)
     for layout in ("NCHW", "NHWC"):
-        pre = Preprocessing(size=(8, 8), layout=layout, scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+        pre = Preprocessing(
+            size=(8, 8), layout=layout, scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+        )
         x = pre.normalise(pixels)
         assert x.shape == ((3, 8, 8) if layout == "NCHW" else (8, 8, 3)) and x.dtype == np.float32
         np.testing.assert_allclose(pre.denormalise(x), pixels, atol=1e-3)
@@ -133,7 +135,9 @@ def test_baseline_values():
     np.testing.assert_allclose(mean[:, 0, 0], (pixels.mean(axis=(0, 1)) - 127) / 128, rtol=1e-5)
     const = make_baseline("255,0,127", pixels, pre)
     np.testing.assert_allclose(const[:, 3, 3], [1.0, -127 / 128, 0.0])
-    bgr = make_baseline("255,0,127", pixels, Preprocessing(size=(8, 8), color="bgr", scale=1.0, mean=(127.0,), std=(128.0,)))
+    bgr = make_baseline(
+        "255,0,127", pixels, Preprocessing(size=(8, 8), color="bgr", scale=1.0, mean=(127.0,), std=(128.0,))
+    )
     np.testing.assert_allclose(bgr[:, 3, 3], [0.0, -127 / 128, 1.0])
     a = make_baseline("noise", pixels, pre, seed=1)
     b = make_baseline("noise", pixels, pre, seed=1)

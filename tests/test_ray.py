@@ -113,8 +113,15 @@ class TestDigitsPool:
             write_explanation(result, tmp_path / f"ray{n}", "x", all_classes=True, timing=False)
             write_explanation(local, tmp_path / f"local{n}", "x", all_classes=True, timing=False)
             ray_files, local_files = _files(tmp_path / f"ray{n}"), _files(tmp_path / f"local{n}")
-            assert sorted(ray_files) == ["x.classes.npy", "x.heatmap.png", "x.json", "x.npy", "x.overlay.png",
-                                         "x.top_class.npy", "x.topk.npy"]
+            assert sorted(ray_files) == [
+                "x.classes.npy",
+                "x.heatmap.png",
+                "x.json",
+                "x.npy",
+                "x.overlay.png",
+                "x.top_class.npy",
+                "x.topk.npy",
+            ]
             assert ray_files == local_files
         assert sum(isinstance(r, OccludeError) for _, r in results) == 1
 
@@ -149,7 +156,10 @@ class TestDigitsPool:
         first.close()
         items = [DIGIT_IMAGES[2], DIGIT_IMAGES[1], DIGIT_IMAGES[2]]
         assert [(item, result.target) for item, result in digits_executor.map_images(items, kwargs)] == [
-            (DIGIT_IMAGES[2], 7), (DIGIT_IMAGES[1], 3), (DIGIT_IMAGES[2], 7)]
+            (DIGIT_IMAGES[2], 7),
+            (DIGIT_IMAGES[1], 3),
+            (DIGIT_IMAGES[2], 7),
+        ]
 
     def test_chunked_scoring_uses_the_engine_score_windows_contract(self, digits_executor, digits):
         """On the digits CNN with probabilities, every chunk size (1 window, odd sizes, all in one) gives the
@@ -162,8 +172,16 @@ class TestDigitsPool:
         baseline = np.zeros_like(sample)
         local = score_windows(sample, baseline, windows, model.scorer("prob", False), batch_size=8, spatial_axes=(1, 2))
         for chunk_size in (1, 5, 49, None):
-            scores = digits_executor.score_windows(sample, baseline, windows, None, batch_size=8, spatial_axes=(1, 2),
-                                                   score_kind="prob", chunk_size=chunk_size)
+            scores = digits_executor.score_windows(
+                sample,
+                baseline,
+                windows,
+                None,
+                batch_size=8,
+                spatial_axes=(1, 2),
+                score_kind="prob",
+                chunk_size=chunk_size,
+            )
             np.testing.assert_allclose(scores, local, rtol=0, atol=1e-7)
 
     def test_killed_worker_loses_and_duplicates_nothing(self, digits_executor, digits):
@@ -221,8 +239,13 @@ def _occlusion_from(score_windows_fn, inputs, score, *, patch, stride, baseline,
     windows = window_grid(inputs.shape[1:], patch, stride)
     original = score(inputs[None])[0].astype(np.float64)
     scores = score_windows_fn(inputs, baseline, windows, score, batch_size=batch_size, spatial_axes=axes)
-    return Occlusion(windows=windows, original_scores=original, window_scores=scores, size=inputs.shape[1:],
-                     forward_passes=len(windows) + 1)
+    return Occlusion(
+        windows=windows,
+        original_scores=original,
+        window_scores=scores,
+        size=inputs.shape[1:],
+        forward_passes=len(windows) + 1,
+    )
 
 
 def test_chunked_scoring_of_one_big_input_equals_local_and_hand_computed(tmp_path, ray_instance):
@@ -242,9 +265,16 @@ def test_chunked_scoring_of_one_big_input_equals_local_and_hand_computed(tmp_pat
     ticks = []
     with RayExecutor({"path": str(path), "device": "cpu"}, workers=2, threads_per_worker=1) as executor:
         chunked = score_chunks_on_ray(executor, score_kind="logit", outputs_are_probabilities=False, chunk_size=200)
-        on_ray = _occlusion_from(lambda *a, **k: chunked(*a, progress=lambda d, t: ticks.append((d, t)), **k),
-                                 inputs, score, patch=patch, stride=stride, baseline=baseline, batch_size=64,
-                                 axes=(1, 2))
+        on_ray = _occlusion_from(
+            lambda *a, **k: chunked(*a, progress=lambda d, t: ticks.append((d, t)), **k),
+            inputs,
+            score,
+            patch=patch,
+            stride=stride,
+            baseline=baseline,
+            batch_size=64,
+            axes=(1, 2),
+        )
     assert len(local.windows) == 47 * 63
     np.testing.assert_array_equal(on_ray.windows, local.windows)
     np.testing.assert_allclose(on_ray.window_scores, local.window_scores, rtol=0, atol=1e-6)
@@ -284,8 +314,9 @@ def test_bad_model_and_bad_parameters_are_one_line_errors(ray_instance, tmp_path
 def _run_cli(*args, env=None):
     import subprocess
 
-    return subprocess.run([sys.executable, "-m", "occlude_cli", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "occlude_cli", *map(str, args)], capture_output=True, text=True, env=env, timeout=600
+    )
 
 
 def test_run_with_ray_gives_the_local_outputs_byte_for_byte(tmp_path, ray_instance):
@@ -298,8 +329,9 @@ def test_run_with_ray_gives_the_local_outputs_byte_for_byte(tmp_path, ray_instan
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     address = ray_instance.get_runtime_context().gcs_address
     local = _run_cli("run", DIGITS, folder, "--out", tmp_path / "local", "--no-timing", "-q")
-    on_ray = _run_cli("run", DIGITS, folder, "--out", tmp_path / "ray", "--no-timing", "-q", "--ray", address,
-                      "--workers", "2")
+    on_ray = _run_cli(
+        "run", DIGITS, folder, "--out", tmp_path / "ray", "--no-timing", "-q", "--ray", address, "--workers", "2"
+    )
     assert local.returncode == on_ray.returncode == 3, (local.stderr, on_ray.stderr)
     assert _files(tmp_path / "local") == _files(tmp_path / "ray")
     summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
@@ -307,25 +339,58 @@ def test_run_with_ray_gives_the_local_outputs_byte_for_byte(tmp_path, ray_instan
 
 
 def test_run_with_ray_without_the_extra_is_one_line(tmp_path):
-    code = ("import sys; sys.modules['ray'] = None; from occlude_cli.cli.app import main; "
-            f"sys.argv = ['occlude', 'run', {str(DIGITS)!r}, {str(SAMPLE_IMAGES / 'digit_0.png')!r}, '--out', "
-            f"{str(tmp_path / 'o')!r}, '--ray']; main()")
+    code = (
+        "import sys; sys.modules['ray'] = None; from occlude_cli.cli.app import main; "
+        f"sys.argv = ['occlude', 'run', {str(DIGITS)!r}, {str(SAMPLE_IMAGES / 'digit_0.png')!r}, '--out', "
+        f"{str(tmp_path / 'o')!r}, '--ray']; main()"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == ["error: running on Ray needs the ray extra: pip install 'occlude[ray]'"]
+    assert result.stderr.strip().splitlines() == [
+        "error: running on Ray needs the ray extra: pip install 'occlude[ray]'"
+    ]
 
 
 def test_one_image_on_ray_is_scored_in_window_chunks_with_the_local_map(tmp_path, ray_instance):
     address = ray_instance.get_runtime_context().gcs_address
     image = SAMPLE_IMAGES / "digit_7.png"
-    local = _run_cli("run", DIGITS, image, "--out", tmp_path / "local", "--no-timing", "-q", "--patch", "2",
-                     "--stride", "1", "--all-classes")
-    on_ray = _run_cli("run", DIGITS, image, "--out", tmp_path / "ray", "--no-timing", "-q", "--patch", "2",
-                      "--stride", "1", "--all-classes", "--ray", address, "--workers", "2")
+    local = _run_cli(
+        "run",
+        DIGITS,
+        image,
+        "--out",
+        tmp_path / "local",
+        "--no-timing",
+        "-q",
+        "--patch",
+        "2",
+        "--stride",
+        "1",
+        "--all-classes",
+    )
+    on_ray = _run_cli(
+        "run",
+        DIGITS,
+        image,
+        "--out",
+        tmp_path / "ray",
+        "--no-timing",
+        "-q",
+        "--patch",
+        "2",
+        "--stride",
+        "1",
+        "--all-classes",
+        "--ray",
+        address,
+        "--workers",
+        "2",
+    )
     assert local.returncode == on_ray.returncode == 0, (local.stderr, on_ray.stderr)
     for name in ("digit_7.npy", "digit_7.classes.npy"):
-        np.testing.assert_allclose(np.load(tmp_path / "ray" / name), np.load(tmp_path / "local" / name),
-                                   rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(
+            np.load(tmp_path / "ray" / name), np.load(tmp_path / "local" / name), rtol=1e-6, atol=1e-7
+        )
     record = json.loads((tmp_path / "ray" / "digit_7.json").read_text())
     assert record["map_info"]["windows"] == 49
     assert record["params"]["parallel_scoring"] == {"backend": "RayExecutor", "workers": 2}

@@ -85,8 +85,9 @@ def test_a_bigger_budget_is_no_worse_and_the_full_budget_is_exact():
 
 def test_the_coarse_lattice_is_even_staggered_and_includes_both_ends():
     inputs, baseline = _inputs()
-    refined = refined_occlusion_sensitivity(inputs, score, patch=(16, 16), stride=(2, 2), baseline=baseline,
-                                            target=0, coarse_step=4, budget=0.05)
+    refined = refined_occlusion_sensitivity(
+        inputs, score, patch=(16, 16), stride=(2, 2), baseline=baseline, target=0, coarse_step=4, budget=0.05
+    )
     windows = refined.windows
     shape = (len(np.unique(windows[:, 0])), len(np.unique(windows[:, 1])))  # 25 x 29 windows
     grid = refined.measured.reshape(shape)
@@ -128,9 +129,17 @@ def test_refine_forward_passes_predicts_the_count(size, patch, stride, region, s
         calls.append(len(batch))
         return np.stack([batch.reshape(len(batch), -1).sum(axis=1), batch[:, 0, 0, 0]], axis=1)
 
-    refined = refined_occlusion_sensitivity(inputs, counting, patch=patch, stride=stride, region=region,
-                                            baseline=np.zeros_like(inputs), target=0, coarse_step=step,
-                                            budget=budget)
+    refined = refined_occlusion_sensitivity(
+        inputs,
+        counting,
+        patch=patch,
+        stride=stride,
+        region=region,
+        baseline=np.zeros_like(inputs),
+        target=0,
+        coarse_step=step,
+        budget=budget,
+    )
     predicted = refine_forward_passes(size, patch, stride, region, step, budget)
     assert sum(calls) == predicted == refined.forward_passes == int(refined.measured.sum()) + 1
     grid = len(window_grid(size, patch, stride, region))

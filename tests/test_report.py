@@ -49,12 +49,27 @@ def run_dir(tmp_path_factory) -> Path:
     result = runner.invoke(_cli_app(), ["run", model, str(images), "--out", str(out), "--aggregate", "-q"])
     assert result.exit_code == 3, result.output  # 3: some images failed (the two broken files)
     # box x 5..8, y 0..3 of the 8x8 digits: the peak is inside for some digits and not for others
-    result = runner.invoke(_cli_app(), ["check", model, str(images), "--out", str(out), "--box", "5,0,8,3",
-                                        "--require-peak", "-q"])
+    result = runner.invoke(
+        _cli_app(), ["check", model, str(images), "--out", str(out), "--box", "5,0,8,3", "--require-peak", "-q"]
+    )
     assert result.exit_code == 3, result.output  # 3: some images could not be checked
     np.save(base / "ramp.npy", np.arange(64, dtype=np.float32).reshape(8, 8))
-    result = runner.invoke(_cli_app(), ["compare", model, str(images / "digit_7.png"), str(base / "ramp.npy"),
-                                        "--out", str(out), "--name", "<b>ramp</b>", "--steps", "8", "-q"])
+    result = runner.invoke(
+        _cli_app(),
+        [
+            "compare",
+            model,
+            str(images / "digit_7.png"),
+            str(base / "ramp.npy"),
+            "--out",
+            str(out),
+            "--name",
+            "<b>ramp</b>",
+            "--steps",
+            "8",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -76,8 +91,10 @@ class Page:
     def __init__(self, browser, url: str) -> None:
         self.page = browser.new_page(viewport={"width": 1280, "height": 900})
         self.problems, self.dialogs = [], []
-        self.page.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}")
-                     if m.type in ("error", "warning") else None)
+        self.page.on(
+            "console",
+            lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None,
+        )
         self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
         self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
         self.page.goto(url)
@@ -104,8 +121,12 @@ def test_report_of_a_real_run(run_dir, browser):
     tab = Page(browser, page_path.as_uri())
     page = tab.page
 
-    counts = {k: int(v) for k, v in page.eval_on_selector_all(
-        "[data-count]", "nodes => nodes.map(n => [n.dataset.count, n.querySelector('b').textContent])")}
+    counts = {
+        k: int(v)
+        for k, v in page.eval_on_selector_all(
+            "[data-count]", "nodes => nodes.map(n => [n.dataset.count, n.querySelector('b').textContent])"
+        )
+    }
     expected = {"run-ok": 4, "run-failed": 2, "run-skipped": 0}
     assert counts == {**expected, **{f"check-{k}": v for k, v in check["counts"].items()}}
 
@@ -130,8 +151,11 @@ def test_report_of_a_real_run(run_dir, browser):
     page.locator(".thumb", has_text="digit_7.png").locator("button").click()
     page.wait_for_selector("#viewer[open]")
     page.wait_for_function("""() => [...document.querySelectorAll('#viewer-panels img')].every(i => i.complete)""")
-    panels = page.eval_on_selector_all("#viewer-panels figure", """figures => figures.map(
-        f => [f.querySelector('figcaption').textContent, f.querySelector('img').naturalWidth])""")
+    panels = page.eval_on_selector_all(
+        "#viewer-panels figure",
+        """figures => figures.map(
+        f => [f.querySelector('figcaption').textContent, f.querySelector('img').naturalWidth])""",
+    )
     assert [p[0] for p in panels] == ["original", "heatmap", "overlay"] and all(p[1] > 0 for p in panels), panels
     assert page.text_content("#viewer-title") == "digit_7.png"
     page.click("#viewer-close")
@@ -190,7 +214,7 @@ def test_bad_out_dir(tmp_path):
 def _page_data(page_path: Path) -> dict:
     html = page_path.read_text(encoding="utf-8")
     start = html.index('id="report-data">') + len('id="report-data">')
-    return json.loads(html[start:html.index("</script>", start)])
+    return json.loads(html[start : html.index("</script>", start)])
 
 
 def test_shards_and_scale_studies_and_records_without_summary(tmp_path):
@@ -203,8 +227,10 @@ def test_shards_and_scale_studies_and_records_without_summary(tmp_path):
     (images / "empty.png").write_bytes(b"")
     model = str(ROOT / "sample_models" / "digits_cnn.onnx")
     for shard in ("1/2", "2/2"):
-        result = CliRunner().invoke(_cli_app(), ["run", model, str(images), "--out", str(out), "--shard", shard,
-                                                 "--patch", "2,4", "--multiscale", "-q"])
+        result = CliRunner().invoke(
+            _cli_app(),
+            ["run", model, str(images), "--out", str(out), "--shard", shard, "--patch", "2,4", "--multiscale", "-q"],
+        )
         assert result.exit_code in (0, 3), result.output
     shards = sorted(p.name for p in out.glob("summary*.json"))
     assert shards == ["summary.shard-1-of-2.json", "summary.shard-2-of-2.json"]
@@ -237,25 +263,55 @@ def _synthetic_folder(folder: Path, images: int, png: Path) -> None:
         stem = f"class_{i % 10}/img_{i:05d}"
         path = f"/data/set/{stem}.jpg"
         if i % 100 == 99:
-            rows.append({"path": path, "status": "failed", "target_index": None, "target_label": None,
-                         "original_score": None, "peak_y": None, "peak_x": None, "peak_value": None,
-                         "seconds": None, "output": None, "error": f"not an image: {path}"})
+            rows.append(
+                {
+                    "path": path,
+                    "status": "failed",
+                    "target_index": None,
+                    "target_label": None,
+                    "original_score": None,
+                    "peak_y": None,
+                    "peak_x": None,
+                    "peak_value": None,
+                    "seconds": None,
+                    "output": None,
+                    "error": f"not an image: {path}",
+                }
+            )
             continue
         label = EVIL_LABEL if i == 7 else f"label {i % 10}"
         score = round(0.5 + (i * 7919 % 1000) / 2000, 6)
-        record = {"schema": 1, "model": {"path": "m.onnx"}, "image": {"path": path, "width": 8, "height": 8},
-                  "target": {"index": i % 10, "label": label}, "score": {"kind": "prob", "original": score},
-                  "params": {"patch": [2, 2], "stride": [1, 1], "baseline": "zero"},
-                  "map_info": {"peak": {"y": i % 8, "x": i % 7, "value": score / 10}}, "map": [[0.0]],
-                  "timing": {"total_s": 0.5}}
+        record = {
+            "schema": 1,
+            "model": {"path": "m.onnx"},
+            "image": {"path": path, "width": 8, "height": 8},
+            "target": {"index": i % 10, "label": label},
+            "score": {"kind": "prob", "original": score},
+            "params": {"patch": [2, 2], "stride": [1, 1], "baseline": "zero"},
+            "map_info": {"peak": {"y": i % 8, "x": i % 7, "value": score / 10}},
+            "map": [[0.0]],
+            "timing": {"total_s": 0.5},
+        }
         (folder / stem).parent.mkdir(exist_ok=True)
         (folder / f"{stem}.json").write_text(json.dumps(record))
         for kind in ("overlay", "heatmap"):
             os.link(png, folder / f"{stem}.{kind}.png")
         if i % 10 != 3:  # class_3 is left out of the summary: read from its records
-            rows.append({"path": path, "status": "ok", "target_index": i % 10, "target_label": label,
-                         "original_score": score, "peak_y": i % 8, "peak_x": i % 7, "peak_value": score / 10,
-                         "seconds": 0.5, "output": f"{stem}.json", "error": None})
+            rows.append(
+                {
+                    "path": path,
+                    "status": "ok",
+                    "target_index": i % 10,
+                    "target_label": label,
+                    "original_score": score,
+                    "peak_y": i % 8,
+                    "peak_x": i % 7,
+                    "peak_value": score / 10,
+                    "seconds": 0.5,
+                    "output": f"{stem}.json",
+                    "error": None,
+                }
+            )
     (folder / "summary.json").write_text(json.dumps({"images": rows}))
 
 
@@ -275,12 +331,18 @@ def test_five_thousand_images_stay_paginated(tmp_path, run_dir, browser):
         const n = performance.getEntriesByType('navigation')[0];
         return {dom: n.domContentLoadedEventEnd, load: n.loadEventEnd, render: window.occludeReport.renderMs};
     }""")
-    print(f"\n5,000-image report: {weight} bytes ({weight / images:.0f} per image), built in {build_s:.2f} s; "
-          f"in Chromium: DOMContentLoaded {timing['dom']:.0f} ms, load {timing['load']:.0f} ms, "
-          f"script {timing['render']:.0f} ms")
+    print(
+        f"\n5,000-image report: {weight} bytes ({weight / images:.0f} per image), built in {build_s:.2f} s; "
+        f"in Chromium: DOMContentLoaded {timing['dom']:.0f} ms, load {timing['load']:.0f} ms, "
+        f"script {timing['render']:.0f} ms"
+    )
     assert weight < 300 * images  # compact rows, no per-image markup in the file
-    counts = {k: int(v) for k, v in page.eval_on_selector_all(
-        "[data-count]", "nodes => nodes.map(n => [n.dataset.count, n.querySelector('b').textContent])")}
+    counts = {
+        k: int(v)
+        for k, v in page.eval_on_selector_all(
+            "[data-count]", "nodes => nodes.map(n => [n.dataset.count, n.querySelector('b').textContent])"
+        )
+    }
     assert counts == {"run-ok": 4950, "run-failed": 50, "run-skipped": 0}
     assert page.evaluate("document.querySelectorAll('.thumb').length") == 100
     assert "of 5000" in page.text_content("#page-info")

@@ -18,8 +18,14 @@ from occlude_cli.cli import app
 from occlude_cli.errors import OccludeError
 from occlude_cli.loaders.model import OnnxClassifier
 from occlude_cli.loaders.images import Preprocessing, prepare_image
-from occlude_cli.loaders.maps import (box_mask, load_saliency_map, mask_from_file, read_saliency_map, region_mask,
-                                      resize_map)
+from occlude_cli.loaders.maps import (
+    box_mask,
+    load_saliency_map,
+    mask_from_file,
+    read_saliency_map,
+    region_mask,
+    resize_map,
+)
 from occlude_cli.validate import check_image, compare_maps, faithfulness
 
 from conftest import SAMPLE_IMAGES, SAMPLE_MODELS
@@ -71,8 +77,9 @@ def test_each_validation_command_is_registered_once():
 
 def test_check_passes_for_the_box_the_model_looks_at(rect_model, noise_image, tmp_path):
     out = tmp_path / "out"
-    result = invoke("check", rect_model, noise_image, "--box", RECT_BOX, "--min-energy", "0.9", "--require-peak",
-                    "--out", out)
+    result = invoke(
+        "check", rect_model, noise_image, "--box", RECT_BOX, "--min-energy", "0.9", "--require-peak", "--out", out
+    )
     assert result.exit_code == 0, result.stderr
     document = read_check(out)
     assert document["counts"] == {"pass": 1, "fail": 0, "error": 0}
@@ -110,10 +117,18 @@ def test_check_with_a_coarse_patch_still_separates_the_boxes(rect_model, noise_i
 def test_check_box_in_original_pixels_of_a_larger_image(rect_model, tmp_path):
     image = save_grey(tmp_path / "wide.png", np.random.default_rng(1).integers(1, 256, (32, 48)))
     # stretch 48x32 -> 16x16: x scale 3, y scale 2; the rectangle is x 18..36, y 8..18 in the image
-    assert invoke("check", rect_model, image, "--box", "18,8,36,18", "--min-energy", "0.99", "--out",
-                  tmp_path / "o", "-q").exit_code == 0
-    assert invoke("check", rect_model, image, "--box", "0,0,18,8", "--min-energy", "0.5", "--out",
-                  tmp_path / "o", "-q").exit_code == 4
+    assert (
+        invoke(
+            "check", rect_model, image, "--box", "18,8,36,18", "--min-energy", "0.99", "--out", tmp_path / "o", "-q"
+        ).exit_code
+        == 0
+    )
+    assert (
+        invoke(
+            "check", rect_model, image, "--box", "0,0,18,8", "--min-energy", "0.5", "--out", tmp_path / "o", "-q"
+        ).exit_code
+        == 4
+    )
 
 
 def test_check_with_a_mask_png(rect_model, noise_image, tmp_path):
@@ -339,8 +354,10 @@ def test_random_maps_do_worse_than_occlusion_on_efficientnet():
         ours = faithfulness(e, model, steps=10)
         # random maps at the occlusion map's own granularity (one value per 56x56 block): pixel-level noise
         # is no fair rival, since scattered deleted pixels hurt a CNN more than any region does
-        randoms = [faithfulness(e, model, steps=10, importance=np.kron(rng.random((4, 4)), np.ones((56, 56))))
-                   for _ in range(3)]
+        randoms = [
+            faithfulness(e, model, steps=10, importance=np.kron(rng.random((4, 4)), np.ones((56, 56))))
+            for _ in range(3)
+        ]
         assert ours["deletion_auc"] < min(r["deletion_auc"] for r in randoms), name
 
 
@@ -358,8 +375,9 @@ def test_compare_cli_writes_json_and_png(tmp_path):
     e = explain(str(DIGITS), SAMPLE_IMAGES / "digit_7.png")
     np.save(tmp_path / "same.npy", e.map.astype(np.float32))
     out = tmp_path / "out"
-    result = invoke("compare", DIGITS, SAMPLE_IMAGES / "digit_7.png", tmp_path / "same.npy", "--out", out,
-                    "--steps", "16")
+    result = invoke(
+        "compare", DIGITS, SAMPLE_IMAGES / "digit_7.png", tmp_path / "same.npy", "--out", out, "--steps", "16"
+    )
     assert result.exit_code == 0, result.stderr
     assert "deletion AUC" in result.stdout
     record = json.loads((out / "digit_7.compare.json").read_text())
@@ -371,8 +389,21 @@ def test_compare_cli_writes_json_and_png(tmp_path):
         assert png.format == "PNG" and png.size[0] > 500
     # a greyscale PNG of another resolution, printed as JSON
     ramp = save_grey(tmp_path / "ramp.png", np.tile(np.arange(0, 256, 8, dtype=np.uint8), (32, 1)))
-    as_json = invoke("compare", DIGITS, SAMPLE_IMAGES / "digit_7.png", ramp, "--out", out, "--json",
-                     "--steps", "8", "--name", "ramp", "--target", "7")
+    as_json = invoke(
+        "compare",
+        DIGITS,
+        SAMPLE_IMAGES / "digit_7.png",
+        ramp,
+        "--out",
+        out,
+        "--json",
+        "--steps",
+        "8",
+        "--name",
+        "ramp",
+        "--target",
+        "7",
+    )
     assert as_json.exit_code == 0, as_json.stderr
     document = json.loads(as_json.stdout)
     assert document["other_map"]["shape"] == [32, 32] and document["target"]["index"] == 7

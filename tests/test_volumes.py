@@ -95,8 +95,9 @@ def test_3d_engine_equals_the_naive_loop_with_a_numpy_score():
     patch, stride = (3, 4, 5), (2, 3, 2)
     occ = occlusion_sensitivity(x, score, patch=patch, stride=stride, spatial_axes=(1, 2, 3), batch_size=7)
     for target in range(3):
-        np.testing.assert_allclose(occ.attribution(target), naive_map(x, score, patch, stride, target), rtol=1e-10,
-                                   atol=1e-10)
+        np.testing.assert_allclose(
+            occ.attribution(target), naive_map(x, score, patch, stride, target), rtol=1e-10, atol=1e-10
+        )
     assert occ.windows.shape[1] == 6
     assert occ.coverage_count().min() >= 1
 
@@ -124,13 +125,18 @@ def box_probe(tmp_path: Path, shape, box, dynamic: bool = False) -> Path:
     ends = np.array(box[3:], dtype=np.int64)
     axes = np.array([2, 3, 4], dtype=np.int64)
     graph = helper.make_graph(
-        [helper.make_node("Slice", ["input", "starts", "ends", "axes"], ["cut"]),
-         helper.make_node("ReduceMean", ["cut"], ["score"], axes=[1, 2, 3, 4], keepdims=0)],
+        [
+            helper.make_node("Slice", ["input", "starts", "ends", "axes"], ["cut"]),
+            helper.make_node("ReduceMean", ["cut"], ["score"], axes=[1, 2, 3, 4], keepdims=0),
+        ],
         "box_mean",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, *(("D", "H", "W") if dynamic else shape)])],
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])],
-        [helper.make_tensor("starts", TensorProto.INT64, [3], starts), helper.make_tensor("ends", TensorProto.INT64, [3], ends),
-         helper.make_tensor("axes", TensorProto.INT64, [3], axes)],
+        [
+            helper.make_tensor("starts", TensorProto.INT64, [3], starts),
+            helper.make_tensor("ends", TensorProto.INT64, [3], ends),
+            helper.make_tensor("axes", TensorProto.INT64, [3], axes),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -158,10 +164,13 @@ def test_hand_built_3d_probe_gives_exactly_the_expected_support_and_values(tmp_p
             for x in starts_by_hand(shape[2], 4, 2):
                 lo = (max(z, box[0]), max(y, box[1]), max(x, box[2]))
                 hi = (min(z + 4, box[3]), min(y + 4, box[4]), min(x + 4, box[5]))
-                drop = (float(data[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].sum()) / box_voxels
-                        if all(a < b for a, b in zip(lo, hi)) else 0.0)
-                total[z:z + 4, y:y + 4, x:x + 4] += drop
-                count[z:z + 4, y:y + 4, x:x + 4] += 1
+                drop = (
+                    float(data[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].sum()) / box_voxels
+                    if all(a < b for a, b in zip(lo, hi))
+                    else 0.0
+                )
+                total[z : z + 4, y : y + 4, x : x + 4] += drop
+                count[z : z + 4, y : y + 4, x : x + 4] += 1
     expected = total / count
     np.testing.assert_array_equal(e.map > 1e-7, expected > 0)  # the support, exactly
     np.testing.assert_allclose(e.map, expected, atol=2e-6)
@@ -178,15 +187,36 @@ def lesion_mask_on_grid(shape=(32, 32, 32)) -> np.ndarray:
 
 def test_cli_lesion_volume_map_peaks_inside_the_lesion_and_the_nifti_keeps_the_affine(tmp_path):
     out = tmp_path / "out"
-    result = runner.invoke(app, ["run", str(LESION3D), str(LESION), "--patch", "8x8x8", "--stride", "4x4x4",
-                                 "--out", str(out), "--quiet", "--no-timing", "--all-classes", "--report"])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            str(LESION3D),
+            str(LESION),
+            "--patch",
+            "8x8x8",
+            "--stride",
+            "4x4x4",
+            "--out",
+            str(out),
+            "--quiet",
+            "--no-timing",
+            "--all-classes",
+            "--report",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert np.load(out / "lesion_volume.classes.npy").shape == (2, 32, 32, 32)
     html = (out / "index.html").read_text()
     assert "lesion_volume.montage.png" in html and "lesion_volume.planes.png" in html
     names = sorted(p.name for p in out.iterdir())
-    for name in ("lesion_volume.json", "lesion_volume.npy", "lesion_volume.map.nii.gz",
-                 "lesion_volume.montage.png", "lesion_volume.planes.png"):
+    for name in (
+        "lesion_volume.json",
+        "lesion_volume.npy",
+        "lesion_volume.map.nii.gz",
+        "lesion_volume.montage.png",
+        "lesion_volume.planes.png",
+    ):
         assert name in names
     values = np.load(out / "lesion_volume.npy")
     assert values.shape == (32, 32, 32)
@@ -195,7 +225,7 @@ def test_cli_lesion_volume_map_peaks_inside_the_lesion_and_the_nifti_keeps_the_a
     assert lesion_mask_on_grid()[tuple(peak)], peak
     assert record["map_info"]["peak"]["value"] == pytest.approx(float(values.max()), rel=1e-6)
     assert set(record["windows"][0]) >= {"z", "y", "x", "d", "h", "w", "drop"}
-    assert len(record["windows"]) == 7 ** 3
+    assert len(record["windows"]) == 7**3
     assert record["input"]["kind"] == "nifti" and record["input"]["shape"] == [25, 41, 33]
     assert record["input"]["spacing"] == [2.0, 2.0, 2.0]
     assert record["params"]["preprocessing"]["intensity_range"] == [0.0, 20000.0]
@@ -231,8 +261,10 @@ def test_cli_lesion_series_map_peaks_inside_the_lesion(tmp_path):
     folder = lesion_series(tmp_path)
     assert np.array_equal(read_dicom_series(folder).data, read_nifti(LESION).data)
     out = tmp_path / "out"
-    result = runner.invoke(app, ["run", str(LESION3D), str(folder), "--series", "--patch", "8", "--stride", "4",
-                                 "--out", str(out), "--quiet"])
+    result = runner.invoke(
+        app,
+        ["run", str(LESION3D), str(folder), "--series", "--patch", "8", "--stride", "4", "--out", str(out), "--quiet"],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((out / "lesion_series.json").read_text())
     assert record["input"]["kind"] == "dicom-series"
@@ -243,8 +275,9 @@ def test_cli_lesion_series_map_peaks_inside_the_lesion(tmp_path):
 
 
 def test_series_flag_on_the_sample_series_and_without_flag(tmp_path):
-    result = runner.invoke(app, ["run", str(LESION3D), str(SERIES), "--series", "--out", str(tmp_path / "a"),
-                                 "--quiet"])
+    result = runner.invoke(
+        app, ["run", str(LESION3D), str(SERIES), "--series", "--out", str(tmp_path / "a"), "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "a" / "series.montage.png").is_file()
     record = json.loads((tmp_path / "a" / "series.json").read_text())
@@ -260,8 +293,12 @@ def test_series_flag_on_the_sample_series_and_without_flag(tmp_path):
 
 def test_cli_dicom_slice_window_from_flags_equals_metadata_and_peaks_on_the_disc(tmp_path):
     maps = {}
-    for name, flags in (("meta", []), ("bone", ["--window", "bone"]), ("wl", ["--window", "1800,400"]),
-                        ("lung", ["--window", "lung"])):
+    for name, flags in (
+        ("meta", []),
+        ("bone", ["--window", "bone"]),
+        ("wl", ["--window", "1800,400"]),
+        ("lung", ["--window", "lung"]),
+    ):
         out = tmp_path / name
         result = runner.invoke(app, ["run", str(CT2D), str(CT_LESION), "--out", str(out), "--quiet", *flags])
         assert result.exit_code == 0, result.output
@@ -276,7 +313,7 @@ def test_cli_dicom_slice_window_from_flags_equals_metadata_and_peaks_on_the_disc
     assert maps["lung_record"]["input"]["window_applied"] == [-600.0, 1500.0]
     # disc: centre row 70, column 40 of the 128x128 slice, radius 8 px; the peak is reported on the input grid
     row, col = record["peak"]["input_voxel"]
-    assert (row - 70) ** 2 + (col - 40) ** 2 <= 10 ** 2
+    assert (row - 70) ** 2 + (col - 40) ** 2 <= 10**2
     # the usual 2-D pictures, at the slice's size (128 enlarged to >= 320) with a coloured spot on the disc
     overlay = Image.open(tmp_path / "bone" / "ct_lesion.overlay.png").convert("RGB")
     assert overlay.width > 384
@@ -363,8 +400,9 @@ def test_inpaint_reproduces_a_linear_ramp_so_the_map_is_zero():
     interior = grid[(grid[:, 0] >= 2) & (grid[:, 1] >= 2) & (grid[:, 0] + 6 <= 22) & (grid[:, 1] + 6 <= 18)]
     occ = occlusion_sensitivity(ramp, score, patch=(6, 6), baseline=fill, spatial_axes=(1, 2), windows=interior)
     assert np.nanmax(np.abs(occ.attribution(0))) < 1e-5
-    constant = occlusion_sensitivity(ramp, score, patch=(6, 6), baseline=np.zeros_like(ramp), spatial_axes=(1, 2),
-                                     windows=interior)
+    constant = occlusion_sensitivity(
+        ramp, score, patch=(6, 6), baseline=np.zeros_like(ramp), spatial_axes=(1, 2), windows=interior
+    )
     assert np.nanmax(np.abs(constant.attribution(0))) > 0.1  # a constant patch is not neutral on the ramp
 
 
@@ -375,12 +413,19 @@ def test_baseline_check_reports_every_baseline_and_writes_json(tmp_path):
     assert doc["copies"] == 6 and len(doc["windows"]) == 6
     again = baseline_check(CT2D, CT_LESION, copies=6, score="logit")
     assert again["baselines"][0]["mean_change"] == doc["baselines"][0]["mean_change"]  # seeded
-    result = runner.invoke(app, ["run", str(LESION3D), str(LESION), "--baseline-check", "--out", str(tmp_path),
-                                 "--score", "logit"])
+    result = runner.invoke(
+        app, ["run", str(LESION3D), str(LESION), "--baseline-check", "--out", str(tmp_path), "--score", "logit"]
+    )
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "baseline_check.json").read_text())
-    assert [b["baseline"] for b in saved["inputs"][0]["baselines"]] == ["zero", "mean", "blur", "tissue", "p10",
-                                                                         "noise"]
+    assert [b["baseline"] for b in saved["inputs"][0]["baselines"]] == [
+        "zero",
+        "mean",
+        "blur",
+        "tissue",
+        "p10",
+        "noise",
+    ]
     assert "mean |change|" in result.output
 
 
@@ -399,8 +444,9 @@ def test_montage_shows_the_map_only_on_its_slice_and_planes_cross_at_the_peak():
     # 16 slices -> 16 tiles, 4 columns: slice 8 is the first tile of the third row
     assert rows.min() > image.shape[0] * 0.4 and rows.max() < image.shape[0] * 0.75
     assert cols.max() < image.shape[1] * 0.3
-    planes = np.asarray(Image.open(io.BytesIO(planes_png(display, values, (2.0, 1.0, 1.0), (8, 6, 7),
-                                                                          "t", "s"))).convert("RGB")).astype(int)
+    planes = np.asarray(
+        Image.open(io.BytesIO(planes_png(display, values, (2.0, 1.0, 1.0), (8, 6, 7), "t", "s"))).convert("RGB")
+    ).astype(int)
     planes_red = (planes[..., 0] > planes[..., 1] + 50) & (planes[..., 0] > planes[..., 2] + 30)
     assert planes_red[:, : planes.shape[1] - 110].sum() > 3 * 50  # the spot in each of the three planes
 
@@ -426,8 +472,9 @@ def test_monai_occlusion_sensitivity_agrees_on_the_lesion_model():
 
     e = explain(model, LESION, patch=8, stride=4)
     assert e.score_kind == "softmax"
-    occ_sens = monai_visualize.OcclusionSensitivity(OnnxModule(), mask_size=8, n_batch=16, verbose=False,
-                                                    mode=0.0, overlap=0.5, activate=lambda o: o.softmax(1))
+    occ_sens = monai_visualize.OcclusionSensitivity(
+        OnnxModule(), mask_size=8, n_batch=16, verbose=False, mode=0.0, overlap=0.5, activate=lambda o: o.softmax(1)
+    )
     with torch.no_grad():
         theirs, _ = occ_sens(torch.from_numpy(e.image.model_input[None]))
     theirs = np.asarray(theirs)[0]  # (classes, D, H, W): mean occluded probability
@@ -449,12 +496,14 @@ def test_volume_index_picks_one_volume_of_a_4d_nifti_and_no_nifti_skips_the_map(
     assert result.exit_code == 3 and "volume_index" in result.output
     for name, flags in (("picked", ["--volume-index", "1"]), ("plain", [])):
         src = path if flags else LESION
-        result = runner.invoke(app, ["run", str(LESION3D), str(src), "--out", str(tmp_path / name), "--quiet",
-                                     "--no-nifti", *flags])
+        result = runner.invoke(
+            app, ["run", str(LESION3D), str(src), "--out", str(tmp_path / name), "--quiet", "--no-nifti", *flags]
+        )
         assert result.exit_code == 0, result.output
     stem = {"picked": "four", "plain": "lesion_volume"}
-    np.testing.assert_array_equal(np.load(tmp_path / "picked" / "four.npy"),
-                                  np.load(tmp_path / "plain" / "lesion_volume.npy"))
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "picked" / "four.npy"), np.load(tmp_path / "plain" / "lesion_volume.npy")
+    )
     for name in ("picked", "plain"):
         assert not (tmp_path / name / f"{stem[name]}.map.nii.gz").exists()
 
@@ -467,8 +516,9 @@ def test_zscore_metadata_of_a_model_is_honoured_and_flags_override_it(tmp_path):
     shape, box = (8, 8, 8), (2, 2, 2, 6, 6, 6)
     path = box_probe(tmp_path, shape, box)
     model = onnx.load(str(path))
-    onnx.helper.set_model_props(model, {"occlude.preprocess": json.dumps(
-        {"layout": "NCDHW", "zscore": {"mask_threshold": 0.7}})})
+    onnx.helper.set_model_props(
+        model, {"occlude.preprocess": json.dumps({"layout": "NCDHW", "zscore": {"mask_threshold": 0.7}})}
+    )
     path.write_bytes(model.SerializeToString())
     data = np.random.default_rng(7).uniform(0.0, 2.0, size=shape).astype(np.float32)
     volume = Volume(data=data, spacing=(1.0, 1.0, 1.0), affine=np.eye(4), kind="nifti")

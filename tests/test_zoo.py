@@ -72,8 +72,20 @@ def zoo_image(tmp_path_factory) -> Path:
 
 
 def run_cli(case: dict, image: Path, out: Path):
-    args = ["run", str(ZOO / "models" / case["file"]), str(image), "--out", str(out), "--patch", str(case["patch"]),
-            "--stride", str(case["stride"]), "--quiet", "--no-timing", *case["flags"]]
+    args = [
+        "run",
+        str(ZOO / "models" / case["file"]),
+        str(image),
+        "--out",
+        str(out),
+        "--patch",
+        str(case["patch"]),
+        "--stride",
+        str(case["stride"]),
+        "--quiet",
+        "--no-timing",
+        *case["flags"],
+    ]
     try:  # click < 8.2 mixes stderr into stdout unless told not to; 8.2 removed the option and always separates
         runner = CliRunner(mix_stderr=False)
     except TypeError:

@@ -123,16 +123,51 @@ def _channels(text: Optional[str]) -> Optional[List[int]]:
 def layers(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx).")],
     paths: Annotated[List[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
-    layer: Annotated[str, typer.Option("--layer", "-l", help="Inner tensor to occlude (see 'occlude info MODEL --layers').", show_default=False)],
+    layer: Annotated[
+        str,
+        typer.Option(
+            "--layer", "-l", help="Inner tensor to occlude (see 'occlude info MODEL --layers').", show_default=False
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("occlude-out"),
-    replace: Annotated[Replacement, typer.Option("--replace", help="What a channel (or window) becomes: zero, mean (its spatial mean on the image) or dataset (its mean over all input images; one extra prefix pass per image).")] = Replacement.zero,
-    channels: Annotated[Optional[str], typer.Option("--channels", help="Only these channels, e.g. 0,5,9-12 \\[default: all].")] = None,
-    spatial: Annotated[bool, typer.Option("--spatial", help="Instead of channels: occlude windows of the feature map (all channels at once), a map on the feature grid drawn over the image.")] = False,
-    patch: Annotated[int, typer.Option("--patch", help="With --spatial: window side in feature-map cells (--stride: step in cells, default the patch).")] = 1,
+    replace: Annotated[
+        Replacement,
+        typer.Option(
+            "--replace",
+            help="What a channel (or window) becomes: zero, mean (its spatial mean on the image) or dataset (its mean over all input images; one extra prefix pass per image).",
+        ),
+    ] = Replacement.zero,
+    channels: Annotated[
+        Optional[str], typer.Option("--channels", help="Only these channels, e.g. 0,5,9-12 \\[default: all].")
+    ] = None,
+    spatial: Annotated[
+        bool,
+        typer.Option(
+            "--spatial",
+            help="Instead of channels: occlude windows of the feature map (all channels at once), a map on the feature grid drawn over the image.",
+        ),
+    ] = False,
+    patch: Annotated[
+        int,
+        typer.Option(
+            "--patch",
+            help="With --spatial: window side in feature-map cells (--stride: step in cells, default the patch).",
+        ),
+    ] = 1,
     top: Annotated[int, typer.Option("--top", help="Channels shown at each end of the bar chart.")] = 10,
-    show: Annotated[int, typer.Option("--show", help="Top channels whose activation maps go into activations.png (0: none).")] = 4,
-    channel_axis: Annotated[int, typer.Option("--channel-axis", help="Channel axis of the tensor without its batch axis (0: NCHW feature maps; -1: channel-last).")] = 0,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.")] = False,
+    show: Annotated[
+        int, typer.Option("--show", help="Top channels whose activation maps go into activations.png (0: none).")
+    ] = 4,
+    channel_axis: Annotated[
+        int,
+        typer.Option(
+            "--channel-axis",
+            help="Channel axis of the tensor without its batch axis (0: NCHW feature maps; -1: channel-last).",
+        ),
+    ] = 0,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.")
+    ] = False,
     timing: Annotated[bool, typer.Option("--timing/--no-timing", help="Record timings in the JSON.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print layers.json on stdout (nothing else).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table; errors still go to stderr.")] = False,
@@ -161,8 +196,10 @@ def layers(
     if patch < 1:
         raise OccludeError(f"--patch must be at least 1 feature cell, got {patch}")
     if occlusion.baseline.strip().lower() != "zero" or occlusion.blur_sigma is not None:
-        raise OccludeError("occlude layers replaces feature values as --replace says (zero, mean, dataset); "
-                           "--baseline and --blur-sigma fill pixels and do not apply here")
+        raise OccludeError(
+            "occlude layers replaces feature values as --replace says (zero, mean, dataset); "
+            "--baseline and --blur-sigma fill pixels and do not apply here"
+        )
     if occlusion.stride is not None and not spatial:
         raise OccludeError("--stride applies to --spatial windows only")
     options = occlusion.options()
@@ -185,15 +222,31 @@ def layers(
         if not readable:
             raise OccludeError("no image could be read to compute the dataset mean")
         dataset_mean = dataset_channel_means(cut, readable, preprocessing)
-    settings = {"model": str(model), "layer": layer, "replacement": replacement, "target": occlusion.target,
-                "score": occlusion.score.value, "channels": chosen, "timing": timing}
+    settings = {
+        "model": str(model),
+        "layer": layer,
+        "replacement": replacement,
+        "target": occlusion.target,
+        "score": occlusion.score.value,
+        "channels": chosen,
+        "timing": timing,
+    }
     if spatial:
         stride = parse_hw(occlusion.stride, "--stride") if occlusion.stride is not None else None
         for item in images:
             try:
                 spatial_result, prepared = spatial_occlusion(
-                    cut, item.path, options, preprocessing=preprocessing, labels=class_names, patch=patch,
-                    stride=stride, replacement=replacement, dataset_mean=dataset_mean, batch_size=occlusion.batch_size)
+                    cut,
+                    item.path,
+                    options,
+                    preprocessing=preprocessing,
+                    labels=class_names,
+                    patch=patch,
+                    stride=stride,
+                    replacement=replacement,
+                    dataset_mean=dataset_mean,
+                    batch_size=occlusion.batch_size,
+                )
             except OccludeError as exc:
                 print_error(f"{item.path}: {exc}")
                 failed += 1
@@ -202,10 +255,12 @@ def layers(
             if not quiet and not json_out:
                 grid = spatial_result.map
                 peak = np.unravel_index(np.nanargmax(grid), grid.shape) if np.isfinite(grid).any() else None
-                stdout.print(f"{escape(item.key)}: class {spatial_result.target} {escape(spatial_result.label or '')}, "
-                             f"grid {'x'.join(map(str, grid.shape))}, peak cell "
-                             f"{tuple(int(v) for v in peak) if peak else '-'}, "
-                             f"{spatial_result.occlusion.forward_passes} suffix passes -> {escape(str(written[-1]))}")
+                stdout.print(
+                    f"{escape(item.key)}: class {spatial_result.target} {escape(spatial_result.label or '')}, "
+                    f"grid {'x'.join(map(str, grid.shape))}, peak cell "
+                    f"{tuple(int(v) for v in peak) if peak else '-'}, "
+                    f"{spatial_result.occlusion.forward_passes} suffix passes -> {escape(str(written[-1]))}"
+                )
         if failed:
             raise typer.Exit(ExitCode.IMAGES_FAILED)
         return
@@ -213,8 +268,16 @@ def layers(
     for item in images:
         try:
             result, _, _ = channel_importance(
-                cut, item.path, options, preprocessing=preprocessing, labels=class_names, replacement=replacement,
-                channels=chosen, dataset_mean=dataset_mean, batch_size=occlusion.batch_size)
+                cut,
+                item.path,
+                options,
+                preprocessing=preprocessing,
+                labels=class_names,
+                replacement=replacement,
+                channels=chosen,
+                dataset_mean=dataset_mean,
+                batch_size=occlusion.batch_size,
+            )
         except OccludeError as exc:
             print_error(f"{item.path}: {exc}")
             failed += 1
@@ -222,17 +285,26 @@ def layers(
         results.append(result)
         if not quiet and not json_out and len(images) > 1:  # one line per image as it finishes (CI logs)
             best = int(result.ranking()[0])
-            stderr.print(escape(f"{item.key}: class {result.target} {result.label or ''}, top channel "
-                                f"{int(result.channels[best])} (drop {result.drops[best]:.4g}), "
-                                f"{result.suffix_passes} suffix passes, {result.seconds:.2f} s"))
+            stderr.print(
+                escape(
+                    f"{item.key}: class {result.target} {result.label or ''}, top channel "
+                    f"{int(result.channels[best])} (drop {result.drops[best]:.4g}), "
+                    f"{result.suffix_passes} suffix passes, {result.seconds:.2f} s"
+                )
+            )
     if not results:
         raise typer.Exit(ExitCode.IMAGES_FAILED)
     summary = aggregate_channels(results)
-    saturated = [r for r in results if r.score_kind in ("softmax", "probabilities", "sigmoid", "independent")
-                 and r.original_score >= SATURATION]
+    saturated = [
+        r
+        for r in results
+        if r.score_kind in ("softmax", "probabilities", "sigmoid", "independent") and r.original_score >= SATURATION
+    ]
     if saturated and not quiet:
-        stderr.print(f"[yellow]warning:[/] the target probability is saturated (>= {SATURATION}) for {len(saturated)} of "
-                     f"{len(results)} image(s): replacing a channel barely moves it; use --score logit for readable drops")
+        stderr.print(
+            f"[yellow]warning:[/] the target probability is saturated (>= {SATURATION}) for {len(saturated)} of "
+            f"{len(results)} image(s): replacing a channel barely moves it; use --score logit for readable drops"
+        )
     panels = []
     for i in summary.ranking()[:show]:
         channel = int(summary.channels[i])
@@ -243,26 +315,43 @@ def layers(
         features = np.moveaxis(cut.features(prepared.model_input), cut.channel_axis, 0)[channel]
         if features.ndim != 2:
             break
-        panels.append((prepared.original, prepared.crop_box, upsample_to_input(features, preprocessing.size),
-                       f"ch {channel}: drop {summary.mean[i]:.3g}\n{Path(most_active.path or '').name}"))
+        panels.append(
+            (
+                prepared.original,
+                prepared.crop_box,
+                upsample_to_input(features, preprocessing.size),
+                f"ch {channel}: drop {summary.mean[i]:.3g}\n{Path(most_active.path or '').name}",
+            )
+        )
     write_layers(out, cut, summary, results, settings, panels, top=top)
     if json_out:
         from ..outputs.records import format_json
 
         sys.stdout.write(format_json(layers_document(cut, summary, results, settings)) + "\n")
     elif not quiet:
-        table = Table(title=escape(f"occlude layers: {layer} {list(cut.feature_shape)}, {summary.images} image(s), "
-                                   f"replacement {replacement} -> {out}"), title_justify="left")
+        table = Table(
+            title=escape(
+                f"occlude layers: {layer} {list(cut.feature_shape)}, {summary.images} image(s), "
+                f"replacement {replacement} -> {out}"
+            ),
+            title_justify="left",
+        )
         for name in ("rank", "channel", "mean drop", "std", "flip rate", "mean activation"):
             table.add_column(name, justify="right")
         order = summary.ranking()
-        shown = list(order[:top]) + ([-1] if len(order) > 2 * top else []) + list(order[max(top, len(order) - top):])
+        shown = list(order[:top]) + ([-1] if len(order) > 2 * top else []) + list(order[max(top, len(order) - top) :])
         for rank, i in ((int(np.nonzero(order == i)[0][0]) + 1 if i >= 0 else 0, i) for i in shown):
             if i < 0:
                 table.add_row("...", "", "", "", "", "")
                 continue
-            table.add_row(str(rank), str(int(summary.channels[i])), f"{summary.mean[i]:.4g}", f"{summary.std[i]:.3g}",
-                          f"{summary.flip_rate[i]:.2f}", f"{summary.activation[i]:.3g}")
+            table.add_row(
+                str(rank),
+                str(int(summary.channels[i])),
+                f"{summary.mean[i]:.4g}",
+                f"{summary.std[i]:.3g}",
+                f"{summary.flip_rate[i]:.2f}",
+                f"{summary.activation[i]:.3g}",
+            )
         stdout.print(table)
     if failed:
         raise typer.Exit(ExitCode.IMAGES_FAILED)
@@ -273,15 +362,37 @@ def layers(
 def bias(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx).")],
     paths: Annotated[List[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
-    box: Annotated[Optional[str], typer.Option(help="Suspected region x0,y0,x1,y1 in original image pixels (the same for every image).")] = None,
-    mask: Annotated[Optional[Path], typer.Option(help="Suspected region as a mask image, white = region (the same for every image).")] = None,
-    masks: Annotated[Optional[Path], typer.Option(help="Folder of per-image masks DIR/<relative name>.png \\[default without --box/--mask: NAME.mask.png next to each image].")] = None,
+    box: Annotated[
+        Optional[str],
+        typer.Option(help="Suspected region x0,y0,x1,y1 in original image pixels (the same for every image)."),
+    ] = None,
+    mask: Annotated[
+        Optional[Path],
+        typer.Option(help="Suspected region as a mask image, white = region (the same for every image)."),
+    ] = None,
+    masks: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Folder of per-image masks DIR/<relative name>.png \\[default without --box/--mask: NAME.mask.png next to each image]."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("occlude-out"),
-    controls: Annotated[int, typer.Option("--controls", help="Random same-size control regions per image (0: no control).")] = 8,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the 95% confidence intervals (0: none).")] = 1000,
-    max_mean_drop: Annotated[Optional[float], typer.Option("--max-mean-drop", help="Exit 4 when the mean drop over all images exceeds this.")] = None,
-    max_flip_rate: Annotated[Optional[float], typer.Option("--max-flip-rate", help="Exit 4 when the share of flipped predictions exceeds this (0..1).")] = None,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.")] = False,
+    controls: Annotated[
+        int, typer.Option("--controls", help="Random same-size control regions per image (0: no control).")
+    ] = 8,
+    bootstrap: Annotated[
+        int, typer.Option("--bootstrap", help="Bootstrap resamples for the 95% confidence intervals (0: none).")
+    ] = 1000,
+    max_mean_drop: Annotated[
+        Optional[float], typer.Option("--max-mean-drop", help="Exit 4 when the mean drop over all images exceeds this.")
+    ] = None,
+    max_flip_rate: Annotated[
+        Optional[float],
+        typer.Option("--max-flip-rate", help="Exit 4 when the share of flipped predictions exceeds this (0..1)."),
+    ] = None,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print bias.json on stdout (nothing else).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table; errors still go to stderr.")] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
@@ -309,41 +420,79 @@ def bias(
     classifier, preprocessing, class_names = model_flags.load(model)
     images, problems = _load_items(paths, recursive)
     masks_root = masks.resolve() if masks is not None else None
-    images = [item for item in images if not is_mask_file(item.path)
-              and not (masks_root is not None and masks_root in item.path.resolve().parents)
-              and (mask is None or item.path.resolve() != mask.resolve())]
+    images = [
+        item
+        for item in images
+        if not is_mask_file(item.path)
+        and not (masks_root is not None and masks_root in item.path.resolve().parents)
+        and (mask is None or item.path.resolve() != mask.resolve())
+    ]
     if not images:
         raise OccludeError("no images to test (files named *.mask.png are masks, not inputs)")
     check_output_folder(out)
-    region_text = ("box " + ",".join(f"{v:g}" for v in box_values) if box_values is not None else
-                   f"mask {mask}" if mask is not None else f"masks {masks}/<name>.png" if masks is not None
-                   else "masks <image>.mask.png")
+    region_text = (
+        "box " + ",".join(f"{v:g}" for v in box_values)
+        if box_values is not None
+        else f"mask {mask}"
+        if mask is not None
+        else f"masks {masks}/<name>.png"
+        if masks is not None
+        else "masks <image>.mask.png"
+    )
     rows: List[BiasRow] = [BiasRow(path=arg, status="error", error=problem) for arg, problem in problems]
     for index, item in enumerate(images):
         region: dict
         if box_values is not None:
             region = {"box": box_values}
         else:
-            mask_path = mask if mask is not None else (masks / f"{item.key}.png" if masks is not None
-                                                       else convention_mask_path(item.path))
+            mask_path = (
+                mask
+                if mask is not None
+                else (masks / f"{item.key}.png" if masks is not None else convention_mask_path(item.path))
+            )
             if not mask_path.is_file():
-                rows.append(BiasRow(path=str(item.path), status="error", error=f"no mask for this image: expected {mask_path}"))
+                rows.append(
+                    BiasRow(path=str(item.path), status="error", error=f"no mask for this image: expected {mask_path}")
+                )
                 print_error(f"{item.path}: no mask for this image: expected {mask_path}")
                 continue
             region = {"mask": mask_path}
         try:
-            rows.append(bias_image(classifier, item.path, options, preprocessing=preprocessing, labels=class_names,
-                                   controls=controls, seed=occlusion.seed + index, **region))
+            rows.append(
+                bias_image(
+                    classifier,
+                    item.path,
+                    options,
+                    preprocessing=preprocessing,
+                    labels=class_names,
+                    controls=controls,
+                    seed=occlusion.seed + index,
+                    **region,
+                )
+            )
         except OccludeError as exc:
             rows.append(BiasRow(path=str(item.path), status="error", error=str(exc)))
             print_error(f"{item.path}: {exc}")
-    settings = {"model": str(model), "region": region_text, "baseline": options.baseline, "target": occlusion.target,
-                "score": occlusion.score.value, "controls": controls}
+    settings = {
+        "model": str(model),
+        "region": region_text,
+        "baseline": options.baseline,
+        "target": occlusion.target,
+        "score": occlusion.score.value,
+        "controls": controls,
+    }
     ok = [r for r in rows if r.status == "ok"]
     summary = None
     if ok:
-        summary = summarise_bias(rows, labels=class_names, max_mean_drop=max_mean_drop, max_flip_rate=max_flip_rate,
-                                 bootstrap=bootstrap, seed=occlusion.seed, settings=None)
+        summary = summarise_bias(
+            rows,
+            labels=class_names,
+            max_mean_drop=max_mean_drop,
+            max_flip_rate=max_flip_rate,
+            bootstrap=bootstrap,
+            seed=occlusion.seed,
+            settings=None,
+        )
     write_bias(out, rows, summary, settings)
     if json_out:
         from ..outputs.records import format_json
@@ -368,15 +517,21 @@ def _print_bias(summary, region_text: str, out: Path) -> None:
     table = Table(title=escape(f"occlude bias: {region_text} -> {out}"), title_justify="left")
     for name in ("class", "images", "mean drop [95% CI]", "flip rate [95% CI]", "control drop", "control flips"):
         table.add_column(name, justify="right")
-    groups = [(f"{k} {v.get('label') or ''}".strip() if v.get("label") != str(k) else str(k), v)
-              for k, v in summary.per_class.items()]
+    groups = [
+        (f"{k} {v.get('label') or ''}".strip() if v.get("label") != str(k) else str(k), v)
+        for k, v in summary.per_class.items()
+    ]
     groups.append(("all", summary.overall))
     for name, g in groups:
         ci, fci = g["mean_drop_ci"], g["flip_rate_ci"]
-        table.add_row(escape(name), str(g["images"]),
-                      _fmt(g["mean_drop"]) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci[0] is not None else ""),
-                      _fmt(g["flip_rate"], 2) + (f" [{_fmt(fci[0], 2)}, {_fmt(fci[1], 2)}]" if fci[0] is not None else ""),
-                      _fmt(g["control_mean_drop"]), _fmt(g["control_flip_rate"], 2))
+        table.add_row(
+            escape(name),
+            str(g["images"]),
+            _fmt(g["mean_drop"]) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci[0] is not None else ""),
+            _fmt(g["flip_rate"], 2) + (f" [{_fmt(fci[0], 2)}, {_fmt(fci[1], 2)}]" if fci[0] is not None else ""),
+            _fmt(g["control_mean_drop"]),
+            _fmt(g["control_flip_rate"], 2),
+        )
     stdout.print(table)
 
 
@@ -386,13 +541,31 @@ def stability(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx).")],
     image: Annotated[Path, typer.Argument(help="The image to explain.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("occlude-out"),
-    noise: Annotated[str, typer.Option("--noise", help="Largest change of a pixel, as a fraction of the pixel range: 2/255 or 0.008.")] = "2/255",
+    noise: Annotated[
+        str,
+        typer.Option("--noise", help="Largest change of a pixel, as a fraction of the pixel range: 2/255 or 0.008."),
+    ] = "2/255",
     trials: Annotated[int, typer.Option("--trials", help="Noisy copies (seeded by --seed).")] = 8,
-    patch: Annotated[Optional[str], typer.Option(help="Occluding patch, N or HxW \\[default: 1/14 of the input side].")] = None,
-    box: Annotated[Optional[str], typer.Option(help="Suspected patch x0,y0,x1,y1 (original image pixels): is it necessary and sufficient for the prediction?")] = None,
-    expect: Annotated[Optional[str], typer.Option("--expect", help="With --box: the class the image should have (index or label): does occluding the patch restore it?")] = None,
+    patch: Annotated[
+        Optional[str], typer.Option(help="Occluding patch, N or HxW \\[default: 1/14 of the input side].")
+    ] = None,
+    box: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Suspected patch x0,y0,x1,y1 (original image pixels): is it necessary and sufficient for the prediction?"
+        ),
+    ] = None,
+    expect: Annotated[
+        Optional[str],
+        typer.Option(
+            "--expect",
+            help="With --box: the class the image should have (index or label): does occluding the patch restore it?",
+        ),
+    ] = None,
     timing: Annotated[bool, typer.Option("--timing/--no-timing", help="Record timings in the JSON.")] = True,
-    json_out: Annotated[bool, typer.Option("--json", help="Print STEM.stability.json on stdout (nothing else).")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print STEM.stability.json on stdout (nothing else).")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
@@ -413,8 +586,18 @@ def stability(
     options = occlusion.options(patch=parse_hw(patch, "--patch") if patch is not None else None)
     classifier, preprocessing, class_names = model_flags.load(model)
     check_output_folder(out)
-    result = run_stability(classifier, image, options, preprocessing=preprocessing, labels=class_names,
-                           amplitude=amplitude, trials=trials, seed=occlusion.seed, box=box_values, clean_class=expect)
+    result = run_stability(
+        classifier,
+        image,
+        options,
+        preprocessing=preprocessing,
+        labels=class_names,
+        amplitude=amplitude,
+        trials=trials,
+        seed=occlusion.seed,
+        box=box_values,
+        clean_class=expect,
+    )
     write_stability(out, image.stem, result, timing=timing)
     if json_out:
         from ..outputs.records import format_json
@@ -425,18 +608,23 @@ def stability(
         return
     s = result.summary()
     e = result.explanation
-    stdout.print(f"class {e.target} {escape(e.label(e.target) or '')}: {s['trials']} noisy copies (+-{amplitude * 255:.3g}/255): "
-                 f"Spearman mean {_fmt(s['spearman']['mean'])} (min {_fmt(s['spearman']['min'])}), "
-                 f"top-10% IoU mean {_fmt(s['top_iou']['mean'])} (min {_fmt(s['top_iou']['min'])}), "
-                 f"prediction flips {s['prediction_flips']}")
+    stdout.print(
+        f"class {e.target} {escape(e.label(e.target) or '')}: {s['trials']} noisy copies (+-{amplitude * 255:.3g}/255): "
+        f"Spearman mean {_fmt(s['spearman']['mean'])} (min {_fmt(s['spearman']['min'])}), "
+        f"top-10% IoU mean {_fmt(s['top_iou']['mean'])} (min {_fmt(s['top_iou']['min'])}), "
+        f"prediction flips {s['prediction_flips']}"
+    )
     p = result.patch_test
     if p is not None:
+
         def name(c: Optional[int]) -> str:
             return f"{c} {e.label(c) or ''}".strip() if c is not None else ""
 
-        line = (f"patch test: as given {name(p.predicted)}; patch occluded -> {name(p.occluded_class)} "
-                f"({'necessary' if p.necessary else 'not necessary'}); patch alone -> {name(p.kept_class)} "
-                f"({'sufficient' if p.sufficient else 'not sufficient'})")
+        line = (
+            f"patch test: as given {name(p.predicted)}; patch occluded -> {name(p.occluded_class)} "
+            f"({'necessary' if p.necessary else 'not necessary'}); patch alone -> {name(p.kept_class)} "
+            f"({'sufficient' if p.sufficient else 'not sufficient'})"
+        )
         if p.restores is not None:
             line += f"; restores {name(p.clean_class)}: {'yes' if p.restores else 'no'}"
         stdout.print(escape(line))
@@ -451,14 +639,18 @@ def info_layers(model: Path, *, json_out: bool = False, model_flags: Optional[Mo
     from ..loaders.model import OnnxClassifier
 
     flags = model_flags or ModelFlags()
-    classifier = OnnxClassifier(model, device=flags.device.value, input_name=flags.input_name,
-                                output_name=flags.output_name)
+    classifier = OnnxClassifier(
+        model, device=flags.device.value, input_name=flags.input_name, output_name=flags.output_name
+    )
     shape: Optional[List[int]]
     try:
         preprocessing = resolve_preprocessing(classifier)
         size = list(preprocessing.size)  # (H, W), or (D, H, W) for 3-D models
-        shape = ([1, preprocessing.channels, *size] if preprocessing.layout.startswith("NC") else
-                 [1, *size, preprocessing.channels])
+        shape = (
+            [1, preprocessing.channels, *size]
+            if preprocessing.layout.startswith("NC")
+            else [1, *size, preprocessing.channels]
+        )
     except OccludeError:  # dynamic height/width and no metadata: symbolic dims stay unknown ('?')
         shape = None
     rows = inner_tensors(classifier, shape)
@@ -470,15 +662,23 @@ def info_layers(model: Path, *, json_out: bool = False, model_flags: Optional[Mo
 
         sys.stdout.write(format_json({"model": str(model), "input_shape": shape, "tensors": rows}) + "\n")
         return
-    table = Table(title=escape(f"{model}: {len(rows)} inner tensors, {sum(r['valid_cut'] for r in rows)} valid cut "
-                               f"points (--layer)"), title_justify="left")
+    table = Table(
+        title=escape(
+            f"{model}: {len(rows)} inner tensors, {sum(r['valid_cut'] for r in rows)} valid cut points (--layer)"
+        ),
+        title_justify="left",
+    )
     for name in ("tensor", "op", "shape", "valid cut"):
         table.add_column(name)
     if fields is not None:
         table.add_column("receptive field (stride)")
     for row in rows:
-        cells = [escape(row["name"]), row["op"], "x".join("?" if d is None else str(d) for d in (row["shape"] or [])),
-                 "yes" if row["valid_cut"] else "no"]
+        cells = [
+            escape(row["name"]),
+            row["op"],
+            "x".join("?" if d is None else str(d) for d in (row["shape"] or [])),
+            "yes" if row["valid_cut"] else "no",
+        ]
         if fields is not None:
             rf = row["receptive_field"]
             cells.append(f"{rf['size'][0]}x{rf['size'][1]} ({rf['stride'][0]}x{rf['stride'][1]})" if rf else "")
@@ -497,6 +697,7 @@ def _receptive_fields(path: Path, shape: List[int]) -> Optional[dict]:
         tensors = receptive.local_tensors(str(path), input_shape=shape)
     except Exception:  # the analysis is optional here: no column rather than no listing
         return None
-    return {name: {"size": [t.rf[0].size, t.rf[1].size], "stride": [t.rf[0].stride, t.rf[1].stride]}
-            for name, t in tensors.items()}
-
+    return {
+        name: {"size": [t.rf[0].size, t.rf[1].size], "stride": [t.rf[0].stride, t.rf[1].stride]}
+        for name, t in tensors.items()
+    }

@@ -130,21 +130,57 @@ class ModelFlags:
     """Which model to load and how an image becomes its input."""
 
     device: Annotated[Device, typer.Option(help="auto (CUDA when onnxruntime offers it), cpu or cuda.")] = Device.auto
-    threads: Annotated[Optional[int], typer.Option(
-        help="onnxruntime intra-op threads \\[default: the usable cores: CPU affinity and cgroup quota]; more "
-        "than the usable cores is capped unless --force-threads.")] = None
-    force_threads: Annotated[bool, typer.Option("--force-threads", help="Use --threads as given, even above the usable cores.")] = False
-    size: Annotated[Optional[str], typer.Option(help="Model input size HxW, for models with dynamic height/width.")] = None
+    threads: Annotated[
+        Optional[int],
+        typer.Option(
+            help="onnxruntime intra-op threads \\[default: the usable cores: CPU affinity and cgroup quota]; more "
+            "than the usable cores is capped unless --force-threads."
+        ),
+    ] = None
+    force_threads: Annotated[
+        bool, typer.Option("--force-threads", help="Use --threads as given, even above the usable cores.")
+    ] = False
+    size: Annotated[Optional[str], typer.Option(help="Model input size HxW, for models with dynamic height/width.")] = (
+        None
+    )
     layout: Annotated[Optional[Layout], typer.Option(help="nchw or nhwc, when the input shape does not tell.")] = None
-    mean: Annotated[Optional[str], typer.Option(help="Per-channel mean (one value or R,G,B: always RGB order, also for --bgr models), subtracted after --scale.")] = None
-    std: Annotated[Optional[str], typer.Option(help="Per-channel std (one value or R,G,B: always RGB order), divided after the mean.")] = None
-    scale: Annotated[Optional[float], typer.Option(help="Pixel (0..255) multiplier applied first \\[default: 1/255; 1 for uint8/int8 inputs]. Input = (pixel*scale - mean)/std.")] = None
+    mean: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Per-channel mean (one value or R,G,B: always RGB order, also for --bgr models), subtracted after --scale."
+        ),
+    ] = None
+    std: Annotated[
+        Optional[str],
+        typer.Option(help="Per-channel std (one value or R,G,B: always RGB order), divided after the mean."),
+    ] = None
+    scale: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Pixel (0..255) multiplier applied first \\[default: 1/255; 1 for uint8/int8 inputs]. Input = (pixel*scale - mean)/std."
+        ),
+    ] = None
     bgr: Annotated[bool, typer.Option("--bgr", help="Feed channels in BGR order.")] = False
-    resize: Annotated[Optional[ResizeMode], typer.Option(help="stretch (whole image) or center-crop (keep aspect, cut the long side).")] = None
-    labels: Annotated[Optional[Path], typer.Option(help="Class names, one per line (overrides labels in the model's metadata).")] = None
-    input_name: Annotated[Optional[str], typer.Option("--input", help="Model input to feed, when it has several.")] = None
-    output_name: Annotated[Optional[str], typer.Option("--output", help="Model output to explain, when it has several.")] = None
-    max_memory: Annotated[Optional[str], typer.Option("--max-memory", help="Memory budget, e.g. 2G or 512M \\[default: half the available memory, 256M to 4G]: larger images and models are refused before anything is allocated, and the batch is shrunk to fit.")] = None
+    resize: Annotated[
+        Optional[ResizeMode],
+        typer.Option(help="stretch (whole image) or center-crop (keep aspect, cut the long side)."),
+    ] = None
+    labels: Annotated[
+        Optional[Path], typer.Option(help="Class names, one per line (overrides labels in the model's metadata).")
+    ] = None
+    input_name: Annotated[Optional[str], typer.Option("--input", help="Model input to feed, when it has several.")] = (
+        None
+    )
+    output_name: Annotated[
+        Optional[str], typer.Option("--output", help="Model output to explain, when it has several.")
+    ] = None
+    max_memory: Annotated[
+        Optional[str],
+        typer.Option(
+            "--max-memory",
+            help="Memory budget, e.g. 2G or 512M \\[default: half the available memory, 256M to 4G]: larger images and models are refused before anything is allocated, and the batch is shrunk to fit.",
+        ),
+    ] = None
 
     def load(self, model: Path):
         """The model, its preprocessing and the class names. Checks every flag before the model loads."""
@@ -159,11 +195,18 @@ class ModelFlags:
         limits.set_budget(limits.parse_memory(self.max_memory) if self.max_memory is not None else None)
         limits.check_model_file(model)  # from the graph, before onnxruntime loads (and may run) it
         class_names = read_labels(self.labels) if self.labels is not None else None
-        classifier = OnnxClassifier(model, device=self.device.value, input_name=self.input_name,
-                                    output_name=self.output_name, threads=threads)
+        classifier = OnnxClassifier(
+            model, device=self.device.value, input_name=self.input_name, output_name=self.output_name, threads=threads
+        )
         preprocessing = resolve_preprocessing(
-            classifier, size=self.size, layout=self.layout.value if self.layout else None, mean=mean, std=std,
-            scale=self.scale, bgr=self.bgr or None, resize=self.resize.value if self.resize else None,
+            classifier,
+            size=self.size,
+            layout=self.layout.value if self.layout else None,
+            mean=mean,
+            std=std,
+            scale=self.scale,
+            bgr=self.bgr or None,
+            resize=self.resize.value if self.resize else None,
         )
         return classifier, preprocessing, class_names
 
@@ -180,14 +223,46 @@ class Incremental(str, enum.Enum):
 class OcclusionFlags:
     """How to occlude (all but --patch, whose meaning differs between commands)."""
 
-    stride: Annotated[Optional[str], typer.Option(help="Step between windows, N, HxW or DxHxW for 3-D models \\[default: half the patch]. A last window flush with the border is always added.")] = None
-    baseline: Annotated[str, typer.Option(help="What fills the patch: " + ", ".join(b for b in BASELINES if b != "V or R,G,B") + ", a constant V or R,G,B (pixel units).")] = "zero"
-    blur_sigma: Annotated[Optional[float], typer.Option(help="Gaussian sigma in pixels for --baseline blur \\[default: patch/2]; the kernel is capped at the image size.")] = None
+    stride: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Step between windows, N, HxW or DxHxW for 3-D models \\[default: half the patch]. A last window flush with the border is always added."
+        ),
+    ] = None
+    baseline: Annotated[
+        str,
+        typer.Option(
+            help="What fills the patch: "
+            + ", ".join(b for b in BASELINES if b != "V or R,G,B")
+            + ", a constant V or R,G,B (pixel units)."
+        ),
+    ] = "zero"
+    blur_sigma: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Gaussian sigma in pixels for --baseline blur \\[default: patch/2]; the kernel is capped at the image size."
+        ),
+    ] = None
     seed: Annotated[int, typer.Option(help="Seed for --baseline noise (0 to 2^63-1).")] = 0
-    target: Annotated[Optional[str], typer.Option(help="Class to explain: an index or a label name \\[default: top-1 prediction]. For one-output (binary) heads: 0 or the positive class's label.")] = None
+    target: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Class to explain: an index or a label name \\[default: top-1 prediction]. For one-output (binary) heads: 0 or the positive class's label."
+        ),
+    ] = None
     score: Annotated[ScoreKind, typer.Option(help=_SCORE_HELP)] = ScoreKind.auto
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Occluded images per forward pass \\[default: automatic, within --max-memory].")] = None
-    incremental: Annotated[Incremental, typer.Option(help="Exact incremental inference for CNNs: recompute only the part of each early layer a window changes (the same map to float noise, checked at start-up). auto: when the graph allows it and the cost model expects >= 1.3x; on: require it; off: one full forward pass per window.")] = Incremental.auto
+    batch_size: Annotated[
+        Optional[int],
+        typer.Option(
+            "--batch-size", help="Occluded images per forward pass \\[default: automatic, within --max-memory]."
+        ),
+    ] = None
+    incremental: Annotated[
+        Incremental,
+        typer.Option(
+            help="Exact incremental inference for CNNs: recompute only the part of each early layer a window changes (the same map to float noise, checked at start-up). auto: when the graph allows it and the cost model expects >= 1.3x; on: require it; off: one full forward pass per window."
+        ),
+    ] = Incremental.auto
 
     def options(self, patch=None, **more):
         """ExplainOptions from these flags (``patch`` already parsed or None; ``more``: other fields)."""
@@ -217,19 +292,64 @@ class OcclusionFlags:
 class MedicalFlags:
     """DICOM / NIfTI inputs: intensity transform (overrides the model's metadata), series and NIfTI output."""
 
-    window: Annotated[Optional[str], typer.Option(help="CT/MR display window applied before the model: a preset (lung, mediastinum, bone, brain), WIDTH,LEVEL such as 1500,-600, or 'file' for the DICOM file's own WindowCenter/WindowWidth. Maps real units to 0..1 with the DICOM linear function.")] = None
-    intensity_range: Annotated[Optional[str], typer.Option("--intensity-range", help="LO,HI: clip real-unit intensities (HU, MR units) to [LO, HI] and scale to 0..1, for models trained on a fixed range.")] = None
-    zscore: Annotated[bool, typer.Option("--zscore", help="Normalise the volume to zero mean, unit standard deviation (statistics from voxels above --zscore-threshold when given).")] = False
-    zscore_threshold: Annotated[Optional[float], typer.Option("--zscore-threshold", help="With --zscore: compute mean and std over voxels > T only (e.g. tissue, not air).")] = None
-    series: Annotated[bool, typer.Option("--series", help="Treat each folder argument as ONE DICOM series (a volume), sorted by ImagePositionPatient.")] = False
-    volume_index: Annotated[Optional[int], typer.Option("--volume-index", help="Pick volume N of a 4-D NIfTI (time series); 4-D files are refused without it.")] = None
-    nifti: Annotated[bool, typer.Option("--nifti/--no-nifti", help="Write STEM.map.nii.gz (the map on the input's own voxel grid, with its affine) for DICOM/NIfTI inputs.")] = True
+    window: Annotated[
+        Optional[str],
+        typer.Option(
+            help="CT/MR display window applied before the model: a preset (lung, mediastinum, bone, brain), WIDTH,LEVEL such as 1500,-600, or 'file' for the DICOM file's own WindowCenter/WindowWidth. Maps real units to 0..1 with the DICOM linear function."
+        ),
+    ] = None
+    intensity_range: Annotated[
+        Optional[str],
+        typer.Option(
+            "--intensity-range",
+            help="LO,HI: clip real-unit intensities (HU, MR units) to [LO, HI] and scale to 0..1, for models trained on a fixed range.",
+        ),
+    ] = None
+    zscore: Annotated[
+        bool,
+        typer.Option(
+            "--zscore",
+            help="Normalise the volume to zero mean, unit standard deviation (statistics from voxels above --zscore-threshold when given).",
+        ),
+    ] = False
+    zscore_threshold: Annotated[
+        Optional[float],
+        typer.Option(
+            "--zscore-threshold",
+            help="With --zscore: compute mean and std over voxels > T only (e.g. tissue, not air).",
+        ),
+    ] = None
+    series: Annotated[
+        bool,
+        typer.Option(
+            "--series",
+            help="Treat each folder argument as ONE DICOM series (a volume), sorted by ImagePositionPatient.",
+        ),
+    ] = False
+    volume_index: Annotated[
+        Optional[int],
+        typer.Option(
+            "--volume-index", help="Pick volume N of a 4-D NIfTI (time series); 4-D files are refused without it."
+        ),
+    ] = None
+    nifti: Annotated[
+        bool,
+        typer.Option(
+            "--nifti/--no-nifti",
+            help="Write STEM.map.nii.gz (the map on the input's own voxel grid, with its affine) for DICOM/NIfTI inputs.",
+        ),
+    ] = True
 
     def fields(self) -> dict:
         """ExplainOptions fields from these flags (checked by ExplainOptions.checked)."""
-        return {"window": self.window, "intensity_range": floats(self.intensity_range, "--intensity-range"),
-                "zscore": self.zscore, "zscore_threshold": self.zscore_threshold, "series": self.series,
-                "volume_index": self.volume_index}
+        return {
+            "window": self.window,
+            "intensity_range": floats(self.intensity_range, "--intensity-range"),
+            "zscore": self.zscore,
+            "zscore_threshold": self.zscore_threshold,
+            "series": self.series,
+            "volume_index": self.volume_index,
+        }
 
 
 def with_flags(**groups: type) -> Callable[[Callable], Callable]:
@@ -242,8 +362,9 @@ def with_flags(**groups: type) -> Callable[[Callable], Callable]:
         added = []
         for cls in groups.values():
             for f in dataclasses.fields(cls):
-                added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
-                                               annotation=f.type))
+                added.append(
+                    inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+                )
 
         @functools.wraps(command)
         def wrapper(*args, **kwargs):
@@ -252,8 +373,9 @@ def with_flags(**groups: type) -> Callable[[Callable], Callable]:
             return command(*args, **kwargs)
 
         wrapper.__signature__ = signature.replace(parameters=own + added)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {p.name: p.annotation for p in own + added
-                                   if p.annotation is not inspect.Parameter.empty}
+        wrapper.__annotations__ = {
+            p.name: p.annotation for p in own + added if p.annotation is not inspect.Parameter.empty
+        }
         del wrapper.__wrapped__  # Typer must read the new signature, not the command's own
         return wrapper
 
@@ -283,12 +405,35 @@ class Photo(str, enum.Enum):
 class RenderFlags:
     """How maps are drawn (PNG only: the JSON and .npy never change with these)."""
 
-    cmap: Annotated[str, typer.Option(help="Matplotlib colormap of the map (diverging ones keep zero neutral): RdBu_r, coolwarm, bwr, seismic, PiYG, ...")] = "RdBu_r"
-    alpha: Annotated[float, typer.Option(help="Opacity of the map layer at the colour limit, 0..1 (opacity grows from 0 with |value|).")] = 0.8
-    clip_percentile: Annotated[Optional[float], typer.Option("--clip-percentile", help="Colour limit at this percentile of |value| (e.g. 99), so a few outliers do not wash out the rest \\[default: the maximum].")] = None
-    sign: Annotated[Sign, typer.Option(help="Show all values, or only the positive (supporting) or negative (opposing) ones.")] = Sign.all
-    photo: Annotated[Photo, typer.Option(help="The photo under the map: gray (desaturated, contrast compressed: the map stays readable on red and dark photos) or color.")] = Photo.gray
-    panels: Annotated[bool, typer.Option("--panels", help="Also write STEM.panels.png: original | heatmap | overlay side by side.")] = False
+    cmap: Annotated[
+        str,
+        typer.Option(
+            help="Matplotlib colormap of the map (diverging ones keep zero neutral): RdBu_r, coolwarm, bwr, seismic, PiYG, ..."
+        ),
+    ] = "RdBu_r"
+    alpha: Annotated[
+        float,
+        typer.Option(help="Opacity of the map layer at the colour limit, 0..1 (opacity grows from 0 with |value|)."),
+    ] = 0.8
+    clip_percentile: Annotated[
+        Optional[float],
+        typer.Option(
+            "--clip-percentile",
+            help="Colour limit at this percentile of |value| (e.g. 99), so a few outliers do not wash out the rest \\[default: the maximum].",
+        ),
+    ] = None
+    sign: Annotated[
+        Sign, typer.Option(help="Show all values, or only the positive (supporting) or negative (opposing) ones.")
+    ] = Sign.all
+    photo: Annotated[
+        Photo,
+        typer.Option(
+            help="The photo under the map: gray (desaturated, contrast compressed: the map stays readable on red and dark photos) or color."
+        ),
+    ] = Photo.gray
+    panels: Annotated[
+        bool, typer.Option("--panels", help="Also write STEM.panels.png: original | heatmap | overlay side by side.")
+    ] = False
 
     def style(self):
         """The library's RenderStyle, checked (finite alpha in [0, 1], percentile in (0, 100], known colormap)."""
@@ -298,5 +443,10 @@ class RenderFlags:
             raise OccludeError(f"--alpha must be in [0, 1], got {self.alpha}")
         if self.clip_percentile is not None and not (0.0 < self.clip_percentile <= 100.0):
             raise OccludeError(f"--clip-percentile must be in (0, 100], got {self.clip_percentile}")
-        return RenderStyle(cmap=self.cmap, alpha=float(self.alpha), clip_percentile=self.clip_percentile,
-                           sign=self.sign.value, photo=self.photo.value).checked()
+        return RenderStyle(
+            cmap=self.cmap,
+            alpha=float(self.alpha),
+            clip_percentile=self.clip_percentile,
+            sign=self.sign.value,
+            photo=self.photo.value,
+        ).checked()

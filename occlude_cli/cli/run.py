@@ -63,41 +63,160 @@ RUN_EXAMPLES = """
 """ + "\n".join(f"  [cyan]{name}[/]: {escape(text)}" for name, text in BASELINES.items())
 
 SUMMARY_EXAMPLES = "[bold]Example[/]\n\n  occlude summary maps/ --json | jq '.counts'"
-INFO_EXAMPLES = ("[bold]Examples[/]\n\n  occlude info sample_models/efficientnet_lite0.onnx\n"
-                 "  occlude info sample_models/digits_cnn.onnx --labels\n"
-                 "  occlude info model.onnx --json | jq .preprocessing\n"
-                 "  occlude info sample_models/efficientnet_lite0.onnx --layers   [dim]# cut points for occlude layers[/]")
+INFO_EXAMPLES = (
+    "[bold]Examples[/]\n\n  occlude info sample_models/efficientnet_lite0.onnx\n"
+    "  occlude info sample_models/digits_cnn.onnx --labels\n"
+    "  occlude info model.onnx --json | jq .preprocessing\n"
+    "  occlude info sample_models/efficientnet_lite0.onnx --layers   [dim]# cut points for occlude layers[/]"
+)
 
 
 @user_errors
 @with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags, medical=MedicalFlags)
 def run(
-    model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx) with one image input and a (batch, classes) output.")],
-    paths: Annotated[List[str], typer.Argument(help="Image files, folders or glob patterns ('data/**/*.png').", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; keeps the inputs' relative folder layout.")] = Path("occlude-out"),
-    patch: Annotated[Optional[str], typer.Option(help="Occluding patch, N, HxW or DxHxW (3-D models) in model-input pixels \\[default: 1/14 of the input side, 16 on 224; 1/4 of each side for 3-D models]. Several (8,16,32): one map per patch size plus their rank correlations in STEM.scales.json.")] = None,
-    multiscale: Annotated[bool, typer.Option("--multiscale", help="With several --patch sizes: also write STEM.multiscale.* (the mean of the maps, each scaled to [-1, 1]).")] = False,
-    metrics: Annotated[bool, typer.Option("--metrics", help="Add the map's deletion and insertion curves and AUCs (Petsiuk et al. 2018) and its infidelity (no extra pass), sufficiency and completeness (one pass per top-k fraction) to the JSON; 102 + 13 extra forward passes.")] = False,
-    top_k: Annotated[int, typer.Option("--top-k", help="Also compute the maps of the K best classes (no extra inference); saved as STEM.topk.npy.")] = 1,
-    all_classes: Annotated[bool, typer.Option("--all-classes", help="Also save every class's map (STEM.classes.npy) and the most probable class when each pixel is occluded (STEM.top_class.npy).")] = False,
-    region: Annotated[Optional[str], typer.Option(help="Occlude only inside this box x0,y0,x1,y1 (original image pixels); the rest of the map is null (not computed).")] = None,
-    refine: Annotated[bool, typer.Option("--refine", help="Coarse-to-fine: score every --refine-step-th window, interpolate the rest, then score exactly where the drop is largest, within --refine-budget. Use with overlapping windows (stride <= patch/4).")] = False,
-    refine_step: Annotated[int, typer.Option("--refine-step", help="With --refine: coarse pass takes every N-th window along each axis (1 to 100).")] = 3,
-    refine_budget: Annotated[float, typer.Option("--refine-budget", help="With --refine: forward passes allowed, as a fraction of the exact map's, in (0, 1].")] = 0.25,
-    baseline_check: Annotated[bool, typer.Option("--baseline-check", help="Compare baselines instead of making maps: occlude the same 16 seeded random windows (--seed) with zero, mean, blur, tissue, p10, noise (and inpaint for 2-D) and report the mean change of the top-1 confidence; a table and OUT/baseline_check.json.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the number of windows and forward passes and a time estimate from one timed batch; run nothing else.")] = False,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.")] = False,
+    model: Annotated[
+        Path, typer.Argument(help="ONNX classifier (.onnx) with one image input and a (batch, classes) output.")
+    ],
+    paths: Annotated[
+        List[str], typer.Argument(help="Image files, folders or glob patterns ('data/**/*.png').", show_default=False)
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder; keeps the inputs' relative folder layout.")
+    ] = Path("occlude-out"),
+    patch: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Occluding patch, N, HxW or DxHxW (3-D models) in model-input pixels \\[default: 1/14 of the input side, 16 on 224; 1/4 of each side for 3-D models]. Several (8,16,32): one map per patch size plus their rank correlations in STEM.scales.json."
+        ),
+    ] = None,
+    multiscale: Annotated[
+        bool,
+        typer.Option(
+            "--multiscale",
+            help="With several --patch sizes: also write STEM.multiscale.* (the mean of the maps, each scaled to [-1, 1]).",
+        ),
+    ] = False,
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            "--metrics",
+            help="Add the map's deletion and insertion curves and AUCs (Petsiuk et al. 2018) and its infidelity (no extra pass), sufficiency and completeness (one pass per top-k fraction) to the JSON; 102 + 13 extra forward passes.",
+        ),
+    ] = False,
+    top_k: Annotated[
+        int,
+        typer.Option(
+            "--top-k", help="Also compute the maps of the K best classes (no extra inference); saved as STEM.topk.npy."
+        ),
+    ] = 1,
+    all_classes: Annotated[
+        bool,
+        typer.Option(
+            "--all-classes",
+            help="Also save every class's map (STEM.classes.npy) and the most probable class when each pixel is occluded (STEM.top_class.npy).",
+        ),
+    ] = False,
+    region: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Occlude only inside this box x0,y0,x1,y1 (original image pixels); the rest of the map is null (not computed)."
+        ),
+    ] = None,
+    refine: Annotated[
+        bool,
+        typer.Option(
+            "--refine",
+            help="Coarse-to-fine: score every --refine-step-th window, interpolate the rest, then score exactly where the drop is largest, within --refine-budget. Use with overlapping windows (stride <= patch/4).",
+        ),
+    ] = False,
+    refine_step: Annotated[
+        int,
+        typer.Option(
+            "--refine-step", help="With --refine: coarse pass takes every N-th window along each axis (1 to 100)."
+        ),
+    ] = 3,
+    refine_budget: Annotated[
+        float,
+        typer.Option(
+            "--refine-budget",
+            help="With --refine: forward passes allowed, as a fraction of the exact map's, in (0, 1].",
+        ),
+    ] = 0.25,
+    baseline_check: Annotated[
+        bool,
+        typer.Option(
+            "--baseline-check",
+            help="Compare baselines instead of making maps: occlude the same 16 seeded random windows (--seed) with zero, mean, blur, tissue, p10, noise (and inpaint for 2-D) and report the mean change of the top-1 confidence; a table and OUT/baseline_check.json.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the number of windows and forward passes and a time estimate from one timed batch; run nothing else.",
+        ),
+    ] = False,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.")
+    ] = False,
     npy: Annotated[bool, typer.Option("--npy/--no-npy", help="Write STEM.npy (the map as float32).")] = True,
-    aggregate: Annotated[bool, typer.Option("--aggregate", help="Also write aggregate.png/.npy: the mean of the per-image maps, each scaled to [-1, 1].")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Skip images whose outputs exist, are complete and were made with the same model, image and parameters.")] = False,
-    shard: Annotated[Optional[str], typer.Option(help="Process only share K of N (e.g. 2/4) of the inputs, deterministically.")] = None,
-    timing: Annotated[bool, typer.Option("--timing/--no-timing", help="Record timings; --no-timing makes the JSON files byte-identical across runs.")] = True,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON on stdout (nothing else goes to stdout).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, no per-image lines and no table; errors still go to stderr.")] = False,
-    report: Annotated[bool, typer.Option("--report", help="Also write OUT/index.html, an HTML report of the run (see `occlude report`).")] = False,
-    ray: Annotated[Optional[str], typer.Option("--ray", metavar="[ADDRESS]", help="Run the images on Ray (needs the ray extra): alone or 'local' starts a Ray instance on this machine, 'auto' joins the cluster of `ray start`, HOST:PORT or ray://HOST:10001 connects to one. The outputs, summary and exit code are the same as without --ray; this process writes every file.")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="With --ray: actors, each with its own model session \\[default: the cluster's CPUs // --threads, or GPUs // --gpus-per-worker].")] = None,
-    gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", help="With --ray: GPUs per actor (0.5 = two actors share a GPU); actors with a GPU use CUDA.")] = 0.0,
+    aggregate: Annotated[
+        bool,
+        typer.Option(
+            "--aggregate", help="Also write aggregate.png/.npy: the mean of the per-image maps, each scaled to [-1, 1]."
+        ),
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Skip images whose outputs exist, are complete and were made with the same model, image and parameters.",
+        ),
+    ] = False,
+    shard: Annotated[
+        Optional[str], typer.Option(help="Process only share K of N (e.g. 2/4) of the inputs, deterministically.")
+    ] = None,
+    timing: Annotated[
+        bool,
+        typer.Option(
+            "--timing/--no-timing", help="Record timings; --no-timing makes the JSON files byte-identical across runs."
+        ),
+    ] = True,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the run summary as JSON on stdout (nothing else goes to stdout).")
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="No progress bars, no per-image lines and no table; errors still go to stderr."
+        ),
+    ] = False,
+    report: Annotated[
+        bool,
+        typer.Option("--report", help="Also write OUT/index.html, an HTML report of the run (see `occlude report`)."),
+    ] = False,
+    ray: Annotated[
+        Optional[str],
+        typer.Option(
+            "--ray",
+            metavar="[ADDRESS]",
+            help="Run the images on Ray (needs the ray extra): alone or 'local' starts a Ray instance on this machine, 'auto' joins the cluster of `ray start`, HOST:PORT or ray://HOST:10001 connects to one. The outputs, summary and exit code are the same as without --ray; this process writes every file.",
+        ),
+    ] = None,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            "--workers",
+            help="With --ray: actors, each with its own model session \\[default: the cluster's CPUs // --threads, or GPUs // --gpus-per-worker].",
+        ),
+    ] = None,
+    gpus_per_worker: Annotated[
+        float,
+        typer.Option(
+            "--gpus-per-worker",
+            help="With --ray: GPUs per actor (0.5 = two actors share a GPU); actors with a GPU use CUDA.",
+        ),
+    ] = 0.0,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     render: RenderFlags = None,  # type: ignore[assignment]
@@ -121,15 +240,21 @@ def run(
     started = time.time()
     scales = parse_patches(patch) if patch is not None else []
     if refine and not 1 <= refine_step <= REFINE_STEP_MAX:
-        raise OccludeError(f"--refine-step must be a whole number of windows from 1 to {REFINE_STEP_MAX}, "
-                           f"got {refine_step}")
+        raise OccludeError(
+            f"--refine-step must be a whole number of windows from 1 to {REFINE_STEP_MAX}, got {refine_step}"
+        )
     if multiscale and len(scales) < 2:
         raise OccludeError("--multiscale needs several patch sizes, e.g. --patch 8,16,32")
     if top_k < 1:
         raise OccludeError(f"--top-k must be at least 1, got {top_k}")
     options = occlusion.options(
-        patch=scales[0] if scales else None, top_k=top_k, region=region_values(region), refine=refine,
-        refine_step=refine_step, refine_budget=refine_budget, **medical.fields(),
+        patch=scales[0] if scales else None,
+        top_k=top_k,
+        region=region_values(region),
+        refine=refine,
+        refine_step=refine_step,
+        refine_budget=refine_budget,
+        **medical.fields(),
     )
     shard_spec = parse_shard(shard)
     if ray is None and (workers is not None or gpus_per_worker):
@@ -140,8 +265,9 @@ def run(
         raise OccludeError("--aggregate and several --patch sizes are for 2-D maps: not available for 3-D models")
     plan = None
     for patch_size in scales or [options.patch]:
-        checked = check_run(ExplainOptions(**{**options.__dict__, "patch": patch_size}), preprocessing, classifier,
-                            class_names)
+        checked = check_run(
+            ExplainOptions(**{**options.__dict__, "patch": patch_size}), preprocessing, classifier, class_names
+        )
         plan = _memory_plan(classifier, preprocessing, options, checked, all_classes, plan)
     if plan is not None and plan.shrunk:
         options = ExplainOptions(**{**options.__dict__, "batch_size": plan.batch_size})
@@ -157,8 +283,10 @@ def run(
     check_output_folder(out)
     removed = remove_stale_temps(out, started)  # left by a killed run: never by a run still writing
     if removed and not quiet:
-        stderr.print(f"[yellow]note:[/] removed {len(removed)} temporary file(s) left by an interrupted run in "
-                     f"{escape(one_line(str(out)))}")
+        stderr.print(
+            f"[yellow]note:[/] removed {len(removed)} temporary file(s) left by an interrupted run in "
+            f"{escape(one_line(str(out)))}"
+        )
     if not quiet:
         for path, note in notes:
             stderr.print(f"[yellow]note:[/] {escape(one_line(path))}: {escape(one_line(note))}")
@@ -173,9 +301,17 @@ def run(
     show_progress = not quiet and not json_out and terminal
     log_lines = not quiet and not terminal  # CI logs: one line per finished image, as it finishes
     progress = Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        console=stderr, disable=not show_progress, transient=False,
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=not show_progress,
+        transient=False,
     )
     aggregate_maps = MapAggregate(style) if aggregate else None
     with progress:
@@ -210,11 +346,27 @@ def run(
             images_executor = LocalExecutor(classifier, on_windows if show_progress else None, window_executor=executor)
         try:
             result = run_batch(
-                classifier, images, out, options, preprocessing=preprocessing, labels=class_names, npy=npy,
-                all_classes=all_classes, timing=timing, resume=resume, metrics=metrics, scales=scales,
-                multiscale=multiscale, aggregate=aggregate_maps, style=style, panels=render.panels,
-                nifti=medical.nifti, executor=images_executor, on_image_start=on_image_start,
-                on_windows=on_windows if show_progress else None, on_image_done=on_image_done,
+                classifier,
+                images,
+                out,
+                options,
+                preprocessing=preprocessing,
+                labels=class_names,
+                npy=npy,
+                all_classes=all_classes,
+                timing=timing,
+                resume=resume,
+                metrics=metrics,
+                scales=scales,
+                multiscale=multiscale,
+                aggregate=aggregate_maps,
+                style=style,
+                panels=render.panels,
+                nifti=medical.nifti,
+                executor=images_executor,
+                on_image_start=on_image_start,
+                on_windows=on_windows if show_progress else None,
+                on_image_done=on_image_done,
             )
         finally:
             if executor is not None:
@@ -232,8 +384,10 @@ def run(
     elif not quiet:
         print_table(rows, out)
     if result.interrupted:
-        raise fail(f"interrupted after {len(result.rows)} of {len(images)} images; re-run with --resume to finish",
-                   ExitCode.INTERRUPTED)
+        raise fail(
+            f"interrupted after {len(result.rows)} of {len(images)} images; re-run with --resume to finish",
+            ExitCode.INTERRUPTED,
+        )
     if any(r.status == "failed" for r in rows):
         raise typer.Exit(ExitCode.IMAGES_FAILED)
 
@@ -253,8 +407,16 @@ def _memory_plan(classifier, preprocessing, options, patch_stride, all_classes: 
     sample = int(np.prod(size)) * channels * itemsize
     requested = options.batch_size or classifier.default_batch_size(sample)
     windows = int(np.prod([len(window_starts(n, p, s)) for n, p, s in zip(size, patch, stride)]))
-    plan = plan_memory(size, channels, itemsize, windows=windows, classes=classifier.num_classes,
-                       requested_batch=requested, all_classes=all_classes, targets=options.top_k)
+    plan = plan_memory(
+        size,
+        channels,
+        itemsize,
+        windows=windows,
+        classes=classifier.num_classes,
+        requested_batch=requested,
+        all_classes=all_classes,
+        targets=options.top_k,
+    )
     return plan if previous is None or plan.batch_size < previous.batch_size else previous
 
 
@@ -266,8 +428,10 @@ def ray_address(value: str) -> Optional[str]:
         return None
     if value == "auto" or value.startswith("ray://") or re.fullmatch(r"[\w.-]+:\d+", value):
         return value
-    raise OccludeError(f"--ray takes local, auto, HOST:PORT or ray://HOST:PORT, got {value!r} "
-                       "(put --ray after the inputs, or write --ray=ADDRESS)")
+    raise OccludeError(
+        f"--ray takes local, auto, HOST:PORT or ray://HOST:PORT, got {value!r} "
+        "(put --ray after the inputs, or write --ray=ADDRESS)"
+    )
 
 
 def _executor(ray, workers, gpus_per_worker, classifier, model_flags, quiet):
@@ -283,8 +447,14 @@ def _executor(ray, workers, gpus_per_worker, classifier, model_flags, quiet):
         spec["device"] = "cuda"
     threads = model_flags.threads or 1
     spec["threads"] = threads
-    return RayExecutor(spec, address=ray_address(ray), workers=workers, threads_per_worker=threads,
-                       gpus_per_worker=gpus_per_worker, quiet=quiet)
+    return RayExecutor(
+        spec,
+        address=ray_address(ray),
+        workers=workers,
+        threads_per_worker=threads,
+        gpus_per_worker=gpus_per_worker,
+        quiet=quiet,
+    )
 
 
 def _failure_text(row) -> str:
@@ -321,8 +491,9 @@ def _dry_run(classifier, images, problems, options, preprocessing, labels, json_
     )
 
 
-def _baseline_check(classifier, images, problems, options, preprocessing, labels, out: Path, json_out: bool,
-                    quiet: bool) -> None:
+def _baseline_check(
+    classifier, images, problems, options, preprocessing, labels, out: Path, json_out: bool, quiet: bool
+) -> None:
     """--baseline-check: per input, the drift of the top-1 confidence under each baseline (issue 12)."""
     from ..explain import baseline_check
     from ..outputs.volumes import write_baseline_check
@@ -335,8 +506,9 @@ def _baseline_check(classifier, images, problems, options, preprocessing, labels
     documents, failed = [], 0
     for image in images:
         try:
-            documents.append(baseline_check(classifier, image.path, None, options, preprocessing=preprocessing,
-                                            labels=labels))
+            documents.append(
+                baseline_check(classifier, image.path, None, options, preprocessing=preprocessing, labels=labels)
+            )
         except OccludeError as exc:
             failed += 1
             print_error(f"{image.path}: {exc}")
@@ -345,14 +517,24 @@ def _baseline_check(classifier, images, problems, options, preprocessing, labels
         sys.stdout.write(json.dumps({"inputs": documents}, indent=2) + "\n")
     elif not quiet:
         for document in documents:
-            table = Table(title=escape(f"baselines on {one_line(document['path'])}: top-1 {document['target']['index']} "
-                                       f"{document['score']['kind']} {document['score']['original']:.4f}, "
-                                       f"{document['copies']} random windows"), title_justify="left")
+            table = Table(
+                title=escape(
+                    f"baselines on {one_line(document['path'])}: top-1 {document['target']['index']} "
+                    f"{document['score']['kind']} {document['score']['original']:.4f}, "
+                    f"{document['copies']} random windows"
+                ),
+                title_justify="left",
+            )
             for name in ("baseline", "mean change", "mean |change|", "max |change|", "top-1 flips"):
                 table.add_column(name)
             for r in document["baselines"]:
-                table.add_row(r["baseline"], f"{r['mean_change']:+.4f}", f"{r['mean_abs_change']:.4f}",
-                              f"{r['max_abs_change']:.4f}", f"{r['top1_flips']:.0%}")
+                table.add_row(
+                    r["baseline"],
+                    f"{r['mean_change']:+.4f}",
+                    f"{r['mean_abs_change']:.4f}",
+                    f"{r['max_abs_change']:.4f}",
+                    f"{r['top1_flips']:.0%}",
+                )
             stdout.print(table)
     if failed:
         raise typer.Exit(ExitCode.IMAGES_FAILED)
@@ -369,7 +551,7 @@ def shorten_path(path: str, width: int) -> str:
         candidate = "…/" + "/".join(parts[start:])
         if len(candidate) <= width:
             return candidate
-    return "…" + path[-(width - 1):]
+    return "…" + path[-(width - 1) :]
 
 
 def print_table(rows, out: Path) -> None:
@@ -396,7 +578,9 @@ def print_table(rows, out: Path) -> None:
 def summary(
     out_dir: Annotated[Path, typer.Argument(help="An output folder of `occlude run` (e.g. merged shards).")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing; just rewrite summary.json/.csv.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing; just rewrite summary.json/.csv.")
+    ] = False,
 ) -> None:
     """Rebuild summary.json and summary.csv from the per-image JSON files in OUT_DIR."""
     from ..batch import rebuild_summary, summary_document, write_summary
@@ -416,7 +600,13 @@ def info(
     model: Annotated[Path, typer.Argument(help="ONNX classifier.")],
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     labels: Annotated[bool, typer.Option("--labels", help="List the class names with their indices.")] = False,
-    layers: Annotated[bool, typer.Option("--layers", help="List the inner tensors: op, shape, whether the model can be cut there (occlude layers --layer), receptive field.")] = False,
+    layers: Annotated[
+        bool,
+        typer.Option(
+            "--layers",
+            help="List the inner tensors: op, shape, whether the model can be cut there (occlude layers --layer), receptive field.",
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
 ) -> None:
     """Show what occlude reads from a model: input, layout, size, preprocessing, head, labels, provider."""
@@ -451,23 +641,40 @@ def _info_text(d: dict) -> str:
     pre = d.get("preprocessing")
     if isinstance(pre, dict) and "transform" in pre:  # a medical model (issue 12)
         transform = pre["transform"] or "none (real units)"
-        detail = {"window": pre.get("window"), "intensity_range": pre.get("intensity_range"),
-                  "zscore": pre.get("zscore_threshold")}.get(pre["transform"] or "")
-        pre_text = (f"{pre['layout']} {'x'.join(map(str, pre['size']))} grey, resampled (order {pre['resample_order']}) "
-                    f"in real units, then {transform}{'' if detail is None else ' ' + str(detail)}")
+        detail = {
+            "window": pre.get("window"),
+            "intensity_range": pre.get("intensity_range"),
+            "zscore": pre.get("zscore_threshold"),
+        }.get(pre["transform"] or "")
+        pre_text = (
+            f"{pre['layout']} {'x'.join(map(str, pre['size']))} grey, resampled (order {pre['resample_order']}) "
+            f"in real units, then {transform}{'' if detail is None else ' ' + str(detail)}"
+        )
     elif isinstance(pre, dict):
-        pre_text = (f"{pre['layout']} {pre['size'][0]}x{pre['size'][1]} {pre['color']}, resize {pre['resize']}, "
-                    f"input = (pixel * {pre['scale']:g} - mean {_shape(pre['mean'])}) / std {_shape(pre['std'])} "
-                    "(mean/std in RGB order)")
+        pre_text = (
+            f"{pre['layout']} {pre['size'][0]}x{pre['size'][1]} {pre['color']}, resize {pre['resize']}, "
+            f"input = (pixel * {pre['scale']:g} - mean {_shape(pre['mean'])}) / std {_shape(pre['std'])} "
+            "(mean/std in RGB order)"
+        )
     else:
         pre_text = str(pre)
     names = d.get("label_names")
-    shown = (", ".join(names[:5]) + (", ..." if len(names) > 5 else "")) if names else "none (pass --labels FILE to run)"
+    shown = (
+        (", ".join(names[:5]) + (", ..." if len(names) > 5 else "")) if names else "none (pass --labels FILE to run)"
+    )
     rows = [
-        ("path", d["path"]), ("sha256", d["sha256"]), ("input", d["input"]), ("input_shape", _shape(d["input_shape"])),
-        ("input_type", d["input_type"]), ("output", d["output"]), ("output_shape", _shape(d["output_shape"])),
-        ("classes", d["classes"] if d["classes"] is not None else "dynamic"), ("final_op", d["final_op"] or "unknown"),
-        ("batching", d["batching"]), ("provider", d["provider"]), ("preprocessing", pre_text),
+        ("path", d["path"]),
+        ("sha256", d["sha256"]),
+        ("input", d["input"]),
+        ("input_shape", _shape(d["input_shape"])),
+        ("input_type", d["input_type"]),
+        ("output", d["output"]),
+        ("output_shape", _shape(d["output_shape"])),
+        ("classes", d["classes"] if d["classes"] is not None else "dynamic"),
+        ("final_op", d["final_op"] or "unknown"),
+        ("batching", d["batching"]),
+        ("provider", d["provider"]),
+        ("preprocessing", pre_text),
         ("labels", f"{len(names) if names else 0}: {shown}"),
     ]
     return "\n".join(f"[bold]{key:<14}[/]{escape(str(value))}" for key, value in rows)

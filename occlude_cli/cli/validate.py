@@ -69,17 +69,39 @@ def _fmt(value, digits: int = 3) -> str:
 def compare(
     model: Path = typer.Argument(..., help="ONNX classifier (.onnx)."),
     image: Path = typer.Argument(..., help="The image the other map explains, or a folder of images (with --maps)."),
-    other_map: Optional[Path] = typer.Argument(None, help="The other method's map: 2-D .npy or greyscale PNG, any resolution (not with --maps)."),
-    maps: Optional[Path] = typer.Option(None, "--maps", help="Folder mode: IMAGE is a folder and the other map of IMAGE/rel/a.jpg is MAPS/rel/a.npy (or .png); per-image rows and dataset means with 95% bootstrap intervals in compare.json/.csv."),
+    other_map: Optional[Path] = typer.Argument(
+        None, help="The other method's map: 2-D .npy or greyscale PNG, any resolution (not with --maps)."
+    ),
+    maps: Optional[Path] = typer.Option(
+        None,
+        "--maps",
+        help="Folder mode: IMAGE is a folder and the other map of IMAGE/rel/a.jpg is MAPS/rel/a.npy (or .png); per-image rows and dataset means with 95% bootstrap intervals in compare.json/.csv.",
+    ),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Folder mode: look into sub-folders."),
     out: Path = typer.Option(Path("occlude-out"), "--out", "-o", help="Output folder."),
-    name: Optional[str] = typer.Option(None, help="Name of the other method in the PNG and JSON \\[default: the map's file name]."),
+    name: Optional[str] = typer.Option(
+        None, help="Name of the other method in the PNG and JSON \\[default: the map's file name]."
+    ),
     steps: int = typer.Option(50, help="Deletion/insertion steps (each curve costs steps+1 forward passes)."),
     top_fraction: float = typer.Option(0.1, "--top-fraction", help="Share of pixels whose overlap (IoU) is reported."),
-    fractions: str = typer.Option("1,2,5,10,20,50", "--fractions", help="Top-k percentages for sufficiency and completeness (one forward pass per percentage and map, plus one); infidelity reuses the occlusion windows' scores (no extra pass). Empty: skip these three metrics."),
-    map_kind: str = typer.Option("attribution", "--map-kind", help="How the other map predicts a score change, for infidelity: attribution (Grad-CAM, IG, SHAP, LIME: summed over a window) or gradient (saliency: times input - baseline first)."),
-    deletion_baseline: Optional[str] = typer.Option(None, "--deletion-baseline", help="What deleted pixels become \\[default: --baseline]; also the baseline of sufficiency and completeness."),
-    insertion_baseline: Optional[str] = typer.Option(None, "--insertion-baseline", help="What insertion starts from \\[default: --baseline]."),
+    fractions: str = typer.Option(
+        "1,2,5,10,20,50",
+        "--fractions",
+        help="Top-k percentages for sufficiency and completeness (one forward pass per percentage and map, plus one); infidelity reuses the occlusion windows' scores (no extra pass). Empty: skip these three metrics.",
+    ),
+    map_kind: str = typer.Option(
+        "attribution",
+        "--map-kind",
+        help="How the other map predicts a score change, for infidelity: attribution (Grad-CAM, IG, SHAP, LIME: summed over a window) or gradient (saliency: times input - baseline first).",
+    ),
+    deletion_baseline: Optional[str] = typer.Option(
+        None,
+        "--deletion-baseline",
+        help="What deleted pixels become \\[default: --baseline]; also the baseline of sufficiency and completeness.",
+    ),
+    insertion_baseline: Optional[str] = typer.Option(
+        None, "--insertion-baseline", help="What insertion starts from \\[default: --baseline]."
+    ),
     patch: Optional[str] = typer.Option(None, help="Occluding patch, N or HxW \\[default: 1/14 of the input side]."),
     json_out: bool = typer.Option(False, "--json", help="Print the comparison JSON on stdout (nothing else)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
@@ -124,15 +146,34 @@ def compare(
         read_saliency_map(other_map)  # a bad map fails before the model loads
     classifier, preprocessing, class_names = model_flags.load(model)
     check_output_folder(out)
-    settings = dict(steps=steps, top_fraction=top_fraction, deletion_baseline=deletion_baseline,
-                    insertion_baseline=insertion_baseline, batch_size=occlusion.batch_size, fractions=top_k or None,
-                    other_kind=map_kind)
+    settings = dict(
+        steps=steps,
+        top_fraction=top_fraction,
+        deletion_baseline=deletion_baseline,
+        insertion_baseline=insertion_baseline,
+        batch_size=occlusion.batch_size,
+        fractions=top_k or None,
+        other_kind=map_kind,
+    )
     if maps is not None:
-        _compare_folder(classifier, preprocessing, class_names, options, image, maps, out, settings, name,
-                        recursive, json_out, quiet)
+        _compare_folder(
+            classifier,
+            preprocessing,
+            class_names,
+            options,
+            image,
+            maps,
+            out,
+            settings,
+            name,
+            recursive,
+            json_out,
+            quiet,
+        )
         return
-    explanation, other, comparison = compare_file(classifier, image, other_map, options, preprocessing=preprocessing,
-                                                  labels=class_names, name=name, **settings)
+    explanation, other, comparison = compare_file(
+        classifier, image, other_map, options, preprocessing=preprocessing, labels=class_names, name=name, **settings
+    )
     written = write_comparison(explanation, other, comparison, out, Path(image).stem)
     if json_out:
         from ..outputs.records import format_json
@@ -150,8 +191,9 @@ def _map_for(maps: Path, key: str) -> Optional[Path]:
     return None
 
 
-def _compare_folder(classifier, preprocessing, class_names, options, folder, maps, out, settings, name, recursive,
-                    json_out, quiet) -> None:
+def _compare_folder(
+    classifier, preprocessing, class_names, options, folder, maps, out, settings, name, recursive, json_out, quiet
+) -> None:
     """Folder mode of compare: one comparison per image with a map, then dataset means with bootstrap CIs."""
     from ..batch import discover_inputs
     from ..outputs.records import format_json
@@ -167,13 +209,26 @@ def _compare_folder(classifier, preprocessing, class_names, options, folder, map
     for item in images:
         other = _map_for(maps, item.key)
         if other is None:
-            rows.append({"path": str(item.path), "status": "error", "error": f"no map for this image: expected {maps}/{item.key}.npy or .png"})
+            rows.append(
+                {
+                    "path": str(item.path),
+                    "status": "error",
+                    "error": f"no map for this image: expected {maps}/{item.key}.npy or .png",
+                }
+            )
             print_error(f"{one_line(str(item.path))}: no map in {maps}")
             continue
         try:
-            explanation, resized, comparison = compare_file(classifier, item.path, other, options,
-                                                            preprocessing=preprocessing, labels=class_names,
-                                                            name=name, **settings)
+            explanation, resized, comparison = compare_file(
+                classifier,
+                item.path,
+                other,
+                options,
+                preprocessing=preprocessing,
+                labels=class_names,
+                name=name,
+                **settings,
+            )
             write_comparison(explanation, resized, comparison, out, item.key)
             rows.append({"path": str(item.path), "status": "ok", "map": str(other), **comparison_numbers(comparison)})
             if not quiet and not json_out and not stderr_is_terminal():
@@ -183,8 +238,11 @@ def _compare_folder(classifier, preprocessing, class_names, options, folder, map
             print_error(f"{one_line(str(item.path))}: {exc}")
     ok = [r for r in rows if r["status"] == "ok"]
     summary = compare_dataset(ok)
-    document = {"settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()},
-                "summary": summary, "images": rows}
+    document = {
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()},
+        "summary": summary,
+        "images": rows,
+    }
     write_compare_summary(document, out)
     if json_out:
         sys.stdout.write(format_json(document) + "\n")
@@ -195,8 +253,9 @@ def _compare_folder(classifier, preprocessing, class_names, options, folder, map
 
 
 def _print_compare_summary(console, summary: dict, out: Path) -> None:
-    table = Table(title=escape(f"occlude compare: {summary['images']} image(s) -> {out}/compare.json"),
-                  title_justify="left")
+    table = Table(
+        title=escape(f"occlude compare: {summary['images']} image(s) -> {out}/compare.json"), title_justify="left"
+    )
     for column in ("metric", "occlusion", "other", "other - occlusion (95% CI)"):
         table.add_column(column)
     metrics, diffs = summary["metrics"], summary["difference"]
@@ -205,8 +264,12 @@ def _print_compare_summary(console, summary: dict, out: Path) -> None:
         if ours is None or theirs is None or diff is None:
             continue
         ci = diff["ci"]
-        table.add_row(metric, _fmt(ours["mean"]), _fmt(theirs["mean"]),
-                      f"{_fmt(diff['mean'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if diff["mean"] is not None else "n/a")
+        table.add_row(
+            metric,
+            _fmt(ours["mean"]),
+            _fmt(theirs["mean"]),
+            f"{_fmt(diff['mean'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if diff["mean"] is not None else "n/a",
+        )
     console.print(table)
 
 
@@ -215,18 +278,36 @@ def _print_compare_summary(console, summary: dict, out: Path) -> None:
 def check(
     model: Path = typer.Argument(..., help="ONNX classifier (.onnx)."),
     paths: List[str] = typer.Argument(..., help="Image files, folders or glob patterns.", show_default=False),
-    box: Optional[str] = typer.Option(None, help="Region x0,y0,x1,y1 in original image pixels (the same for every image)."),
-    mask: Optional[Path] = typer.Option(None, help="Region as a mask image, white = region (the same for every image)."),
-    masks: Optional[Path] = typer.Option(None, help="Folder of per-image masks: DIR/<relative name>.png \\[default: NAME.mask.png next to each image]."),
-    min_energy: Optional[float] = typer.Option(None, "--min-energy", help="Fail an image when less than this share (0..1) of the positive map lies in the region."),
-    require_peak: bool = typer.Option(False, "--require-peak", help="Fail an image when the map's peak lies outside the region (pointing game)."),
+    box: Optional[str] = typer.Option(
+        None, help="Region x0,y0,x1,y1 in original image pixels (the same for every image)."
+    ),
+    mask: Optional[Path] = typer.Option(
+        None, help="Region as a mask image, white = region (the same for every image)."
+    ),
+    masks: Optional[Path] = typer.Option(
+        None, help="Folder of per-image masks: DIR/<relative name>.png \\[default: NAME.mask.png next to each image]."
+    ),
+    min_energy: Optional[float] = typer.Option(
+        None,
+        "--min-energy",
+        help="Fail an image when less than this share (0..1) of the positive map lies in the region.",
+    ),
+    require_peak: bool = typer.Option(
+        False, "--require-peak", help="Fail an image when the map's peak lies outside the region (pointing game)."
+    ),
     out: Path = typer.Option(Path("occlude-out"), "--out", "-o", help="Folder for check.json and check.csv."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders of folder arguments."),
     patch: Optional[str] = typer.Option(None, help="Occluding patch, N or HxW \\[default: 1/14 of the input side]."),
     json_out: bool = typer.Option(False, "--json", help="Print check.json on stdout (nothing else)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table; failures and errors still go to stderr."),
-    pictures: bool = typer.Option(True, "--pictures/--no-pictures", help="Write STEM.check.png per image: the overlay with the region drawn and the verdict in the title."),
-    report: bool = typer.Option(False, "--report", help="Also write OUT/index.html, an HTML report (see `occlude report`)."),
+    pictures: bool = typer.Option(
+        True,
+        "--pictures/--no-pictures",
+        help="Write STEM.check.png per image: the overlay with the region drawn and the verdict in the title.",
+    ),
+    report: bool = typer.Option(
+        False, "--report", help="Also write OUT/index.html, an HTML report (see `occlude report`)."
+    ),
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     render: RenderFlags = None,  # type: ignore[assignment]
@@ -259,7 +340,8 @@ def check(
     masks_root = masks.resolve() if masks is not None else None
     the_mask = mask.resolve() if mask is not None else None
     images = [  # masks are never inputs: *.mask.png, files under --masks, the --mask file
-        item for item in images
+        item
+        for item in images
         if not is_mask_file(item.path)
         and not (masks_root is not None and masks_root in item.path.resolve().parents)
         and item.path.resolve() != the_mask
@@ -291,15 +373,37 @@ def check(
     rows: List[CheckRow] = []
     interrupted = False
     show_progress = not quiet and not json_out and stderr_is_terminal() and len(images) > 1
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=stderr, disable=not show_progress, transient=True)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        disable=not show_progress,
+        transient=True,
+    )
     with progress:
         task = progress.add_task("checking", total=len(images))
         try:
             for item in images:
                 progress.update(task, description=escape(item.key))
-                rows.append(_check_one(item, classifier, options, preprocessing, class_names, box_values, mask,
-                                       masks, min_energy, require_peak, out if pictures else None, style))
+                rows.append(
+                    _check_one(
+                        item,
+                        classifier,
+                        options,
+                        preprocessing,
+                        class_names,
+                        box_values,
+                        mask,
+                        masks,
+                        min_energy,
+                        require_peak,
+                        out if pictures else None,
+                        style,
+                    )
+                )
                 _report(progress.console, rows[-1], quiet or json_out)
                 progress.advance(task)
         except KeyboardInterrupt:
@@ -328,9 +432,20 @@ def check(
         raise typer.Exit(ExitCode.CHECK_FAILED)
 
 
-
-def _check_one(item, classifier, options, preprocessing, class_names, box_values, mask, masks, min_energy,
-               require_peak, picture_dir=None, style=None):
+def _check_one(
+    item,
+    classifier,
+    options,
+    preprocessing,
+    class_names,
+    box_values,
+    mask,
+    masks,
+    min_energy,
+    require_peak,
+    picture_dir=None,
+    style=None,
+):
     """One discovered image -> its row: finds its region (the box, the one mask, DIR/<key>.png or the
     NAME.mask.png next to it) and runs the check; a missing per-image mask is an error row."""
     from ..loaders.maps import convention_mask_path
@@ -346,17 +461,31 @@ def _check_one(item, classifier, options, preprocessing, class_names, box_values
         else:
             mask_path = convention_mask_path(item.path)
         if not mask_path.is_file():
-            return CheckRow(path=str(item.path), status="error", mask=str(mask_path),
-                            error=f"no mask for this image: expected {mask_path}")
+            return CheckRow(
+                path=str(item.path),
+                status="error",
+                mask=str(mask_path),
+                error=f"no mask for this image: expected {mask_path}",
+            )
         region = {"mask": mask_path}
     kept: dict = {}
-    row = check_file(classifier, item.path, options, preprocessing=preprocessing, labels=class_names,
-                     min_energy=min_energy, require_peak=require_peak, keep=kept, **region)
+    row = check_file(
+        classifier,
+        item.path,
+        options,
+        preprocessing=preprocessing,
+        labels=class_names,
+        min_energy=min_energy,
+        require_peak=require_peak,
+        keep=kept,
+        **region,
+    )
     if picture_dir is not None and "explanation" in kept and row.status in ("pass", "fail"):
         from ..outputs.write import write_check_picture
 
-        written = write_check_picture(kept["explanation"], row, kept["region"], picture_dir, item.key, box=box_values,
-                                      style=style)
+        written = write_check_picture(
+            kept["explanation"], row, kept["region"], picture_dir, item.key, box=box_values, style=style
+        )
         row.overlay = written.name if "/" not in item.key else f"{item.key}.check.png"
     return row
 
@@ -374,8 +503,9 @@ def _report(console, row, quiet: bool) -> None:
 
 
 def _print_checks(console, rows, out: Path, settings: dict) -> None:
-    table = Table(title=f"occlude check: {len(rows)} image(s), region {settings['region']} -> {out}",
-                  title_justify="left")
+    table = Table(
+        title=f"occlude check: {len(rows)} image(s), region {settings['region']} -> {out}", title_justify="left"
+    )
     table.add_column("image", no_wrap=True)
     for column in ("status", "target", "peak in region", "energy share", "region share", "why"):
         table.add_column(column)
@@ -398,16 +528,26 @@ def _print_comparison(console, comparison: dict, written) -> None:
     agreement, curves = comparison["agreement"], comparison["curves"]
     name = comparison["other_map"]["name"] or "other"
     label = comparison["target"]["label"]
-    table = Table(title=f"occlude compare: class {comparison['target']['index']}{f' ({escape(label)})' if label else ''}",
-                  title_justify="left")
+    table = Table(
+        title=f"occlude compare: class {comparison['target']['index']}{f' ({escape(label)})' if label else ''}",
+        title_justify="left",
+    )
     table.add_column("metric")
     table.add_column("occlusion", justify="right")
     table.add_column(escape(name), justify="right")
     table.add_column("better")
-    table.add_row("deletion AUC (lower is better)", _fmt(curves["occlusion"]["deletion_auc"]),
-                  _fmt(curves["other"]["deletion_auc"]), comparison["better"]["deletion"])
-    table.add_row("insertion AUC (higher is better)", _fmt(curves["occlusion"]["insertion_auc"]),
-                  _fmt(curves["other"]["insertion_auc"]), comparison["better"]["insertion"])
+    table.add_row(
+        "deletion AUC (lower is better)",
+        _fmt(curves["occlusion"]["deletion_auc"]),
+        _fmt(curves["other"]["deletion_auc"]),
+        comparison["better"]["deletion"],
+    )
+    table.add_row(
+        "insertion AUC (higher is better)",
+        _fmt(curves["occlusion"]["insertion_auc"]),
+        _fmt(curves["other"]["insertion_auc"]),
+        comparison["better"]["insertion"],
+    )
     fidelity = comparison.get("fidelity")
     if fidelity:
         ours, theirs = fidelity["maps"]["occlusion"], fidelity["maps"]["other"]
@@ -417,8 +557,11 @@ def _print_comparison(console, comparison: dict, written) -> None:
             ("completeness, mean share removed (higher is better)", ("completeness", "mean_removed"), False),
         ):
             a, b = ours[path[0]][path[1]], theirs[path[0]][path[1]]
-            verdict = "" if a is None or b is None else ("tie" if abs(a - b) < 1e-12 else
-                                                        ("occlusion" if (a < b) == lower else "other"))
+            verdict = (
+                ""
+                if a is None or b is None
+                else ("tie" if abs(a - b) < 1e-12 else ("occlusion" if (a < b) == lower else "other"))
+            )
             table.add_row(label, _fmt(a), _fmt(b), verdict)
     console.print(table)
     console.print(

@@ -21,6 +21,7 @@ class Normaliser(Protocol):
 
     def normalise(self, pixels: np.ndarray) -> np.ndarray: ...
 
+
 # name -> what it means; the CLI's --help and the README show this table.
 BASELINES: Dict[str, str] = {
     "zero": "0 in the model's input space: the normalisation mean (for ImageNet models, the average colour)",
@@ -31,11 +32,11 @@ BASELINES: Dict[str, str] = {
     "blur": "a Gaussian-blurred copy of the image (sigma = --blur-sigma, default patch/2): removes detail with less distribution shift",
     "noise": "uniform random pixels in 0..255, seeded by --seed (deterministic)",
     "tissue": "the mean of the foreground: pixels/voxels above the image's Otsu threshold (tissue, not air); "
-              "a patch of average tissue, in distribution for CT/MR where the image mean is mostly air",
+    "a patch of average tissue, in distribution for CT/MR where the image mean is mostly air",
     "p10": "the image's own 10th intensity percentile; any pNN works (p50: the median), per channel",
     "inpaint": "each window filled from its surroundings (scikit-image biharmonic inpainting of a crop around "
-               "the window, computed per window: ~5 ms per 16x16 window on 2 cores, +3.5 s on a 224x224 default "
-               "grid; 2-D only; needs the medical extra)",
+    "the window, computed per window: ~5 ms per 16x16 window on 2 cores, +3.5 s on a 224x224 default "
+    "grid; 2-D only; needs the medical extra)",
     "V or R,G,B": "a constant in pixel units (0..255), one value or one per channel in RGB order",
 }
 
@@ -198,8 +199,10 @@ def make_input_baseline(
     elif "," in kind:
         raise OccludeError(f"baseline {spec!r}: an R,G,B constant is for photos; give one value in model-input units")
     elif kind in ("gray", "black", "white"):
-        raise OccludeError(f"baseline {kind} is in 0..255 pixel units, which medical inputs do not have: use zero, "
-                           "mean, tissue, pNN, blur or a value in model-input units")
+        raise OccludeError(
+            f"baseline {kind} is in 0..255 pixel units, which medical inputs do not have: use zero, "
+            "mean, tissue, pNN, blur or a value in model-input units"
+        )
     else:
         fill = np.full(x.shape, float(kind))
     return np.ascontiguousarray(fill, dtype=sample.dtype)

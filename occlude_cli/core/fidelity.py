@@ -249,8 +249,14 @@ def infidelity(
     drop exactly (the occlusion map itself is not 0: it averages overlapping windows). The value is in
     squared score units, so compare maps on the same model, image, windows and baseline.
     """
-    return infidelity_result(attribution, windows, drops, perturbation=perturbation,
-                             scale_invariant=scale_invariant, spatial_axes=spatial_axes).value
+    return infidelity_result(
+        attribution,
+        windows,
+        drops,
+        perturbation=perturbation,
+        scale_invariant=scale_invariant,
+        spatial_axes=spatial_axes,
+    ).value
 
 
 # ------------------------------------------------------------------------- batched masked scoring
@@ -336,11 +342,9 @@ def score_masked(
         raise OccludeError(f"baseline shape {baseline.shape} differs from image shape {image.shape}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise OccludeError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not (hasattr(masks, "__len__") and hasattr(masks, "__getitem__")):
-        masks = list(masks)
-    perturb = mask_perturbation(image, baseline, masks, axes)  # type: ignore[arg-type]
-    return score_perturbations(image, len(masks), perturb, score_fn, batch_size=int(batch_size),  # type: ignore[arg-type]
-                                progress=progress)
+    mask_list = list(masks)  # a list of references (no copy of the masks): sized and indexable
+    perturb = mask_perturbation(image, baseline, mask_list, axes)
+    return score_perturbations(image, len(mask_list), perturb, score_fn, batch_size=int(batch_size), progress=progress)
 
 
 # ------------------------------------------------------------------ sufficiency and completeness
@@ -372,8 +376,20 @@ class TopKCurve(NamedTuple):
         return float(np.mean(self.relative))
 
 
-def _top_k_curve(kind, image, baseline, attribution, score_fn, target, fractions, spatial_axes, batch_size,
-                 original_score, baseline_score, progress) -> TopKCurve:
+def _top_k_curve(
+    kind,
+    image,
+    baseline,
+    attribution,
+    score_fn,
+    target,
+    fractions,
+    spatial_axes,
+    batch_size,
+    original_score,
+    baseline_score,
+    progress,
+) -> TopKCurve:
     image = np.asarray(image)
     axes = _spatial_axes(image.ndim, spatial_axes, "image")
     size = tuple(image.shape[a] for a in axes)
@@ -395,8 +411,7 @@ def _top_k_curve(kind, image, baseline, attribution, score_fn, target, fractions
         masks.append(np.ones(size, dtype=bool))
     for k in counts:
         masks.append(rank >= k if kind == "sufficiency" else rank < k)
-    scores = score_masked(image, baseline, masks, score_fn, spatial_axes=axes, batch_size=batch_size,
-                          progress=progress)
+    scores = score_masked(image, baseline, masks, score_fn, spatial_axes=axes, batch_size=batch_size, progress=progress)
     if not target < scores.shape[1]:
         raise OccludeError(f"target {target} is out of range for {scores.shape[1]} classes")
     s = scores[:, target]
@@ -412,8 +427,16 @@ def _top_k_curve(kind, image, baseline, attribution, score_fn, target, fractions
             relative = (s - baseline_score) / span if span != 0 else np.full(len(s), np.nan)
         else:
             relative = (original_score - s) / span if span != 0 else np.full(len(s), np.nan)
-    return TopKCurve(kind, np.asarray(fractions, dtype=np.float64).ravel(), counts, s, float(original_score),
-                     float(baseline_score), relative, float(np.mean(original_score - s)))
+    return TopKCurve(
+        kind,
+        np.asarray(fractions, dtype=np.float64).ravel(),
+        counts,
+        s,
+        float(original_score),
+        float(baseline_score),
+        relative,
+        float(np.mean(original_score - s)),
+    )
 
 
 def sufficiency_curve(
@@ -441,8 +464,20 @@ def sufficiency_curve(
     Cost: one forward pass per fraction, plus one each for the original and the all-baseline input unless
     ``original_score`` / ``baseline_score`` are given; all in one batched loop (:func:`score_masked`).
     """
-    return _top_k_curve("sufficiency", image, baseline, attribution, score_fn, target, fractions, spatial_axes,
-                        batch_size, original_score, baseline_score, progress)
+    return _top_k_curve(
+        "sufficiency",
+        image,
+        baseline,
+        attribution,
+        score_fn,
+        target,
+        fractions,
+        spatial_axes,
+        batch_size,
+        original_score,
+        baseline_score,
+        progress,
+    )
 
 
 def completeness_curve(
@@ -466,8 +501,20 @@ def completeness_curve(
     prediction, near 0 when the map missed what matters (**higher is better**). ``aopc`` is the mean raw
     drop over k (ERASER's comprehensiveness; **higher is better**). Cost as for sufficiency.
     """
-    return _top_k_curve("completeness", image, baseline, attribution, score_fn, target, fractions,
-                        spatial_axes, batch_size, original_score, baseline_score, progress)
+    return _top_k_curve(
+        "completeness",
+        image,
+        baseline,
+        attribution,
+        score_fn,
+        target,
+        fractions,
+        spatial_axes,
+        batch_size,
+        original_score,
+        baseline_score,
+        progress,
+    )
 
 
 # ------------------------------------------------------------------------------------ dataset level

@@ -335,6 +335,11 @@ def peak(values: np.ndarray) -> dict:
     values = np.asarray(values)
     finite = np.where(np.isfinite(values), values, -np.inf)
     position = np.unravel_index(int(np.argmax(finite)), values.shape)
-    names = ("y", "x") if values.ndim == 2 else ("z", "y", "x") if values.ndim == 3 else tuple(
-        f"a{i}" for i in range(values.ndim))
+    names = (
+        ("y", "x")
+        if values.ndim == 2
+        else ("z", "y", "x")
+        if values.ndim == 3
+        else tuple(f"a{i}" for i in range(values.ndim))
+    )
     return {**{n: int(p) for n, p in zip(names, position)}, "value": finite_or_none(values[position])}

@@ -166,9 +166,16 @@ def refined_occlusion_sensitivity(
     total = len(coarse_index) + extra
 
     coarse = occlusion_sensitivity(
-        inputs, score, baseline=baseline, spatial_axes=axes, batch_size=batch_size, patch=patch,
-        windows=windows[coarse_index], progress=(lambda done, _: progress(done, total)) if progress else None,
-        original_scores=original_scores, scorer=scorer,
+        inputs,
+        score,
+        baseline=baseline,
+        spatial_axes=axes,
+        batch_size=batch_size,
+        patch=patch,
+        windows=windows[coarse_index],
+        progress=(lambda done, _: progress(done, total)) if progress else None,
+        original_scores=original_scores,
+        scorer=scorer,
     )
     classes = coarse.num_classes
     # Along each knot row first (its own knots), then down the columns between the knot rows.
@@ -186,7 +193,12 @@ def refined_occlusion_sensitivity(
         priority[measured] = -np.inf
         chosen = np.sort(np.argsort(-priority, kind="stable")[:extra])
         exact = (scorer or score_windows)(
-            inputs, baseline, windows[chosen], score, batch_size=batch_size, spatial_axes=axes,
+            inputs,
+            baseline,
+            windows[chosen],
+            score,
+            batch_size=batch_size,
+            spatial_axes=axes,
             progress=(lambda done, _: progress(len(coarse_index) + done, total)) if progress else None,
         )
         scores[chosen] = exact

@@ -48,8 +48,11 @@ def require_ray():
 
 def _occlude_module(name: str):
     """An occlude_cli module by its short name, imported in the worker process when first needed."""
-    modules = {"engine": "occlude_cli.core.engine", "model": "occlude_cli.loaders.model",
-               "explain": "occlude_cli.explain"}
+    modules = {
+        "engine": "occlude_cli.core.engine",
+        "model": "occlude_cli.loaders.model",
+        "explain": "occlude_cli.explain",
+    }
     return importlib.import_module(modules[name])
 
 
@@ -87,17 +90,26 @@ class _Worker:
         except Exception as exc:  # the image's own failure: a result, not a fault
             return index, _portable(exc)
 
-    def score_chunk(self, index: int, inputs: np.ndarray, baseline: np.ndarray, windows: np.ndarray,
-                    score_kind: str, outputs_are_probabilities: bool, batch_size: int,
-                    spatial_axes: Tuple[int, int]) -> Tuple[int, Any]:
+    def score_chunk(
+        self,
+        index: int,
+        inputs: np.ndarray,
+        baseline: np.ndarray,
+        windows: np.ndarray,
+        score_kind: str,
+        outputs_are_probabilities: bool,
+        batch_size: int,
+        spatial_axes: Tuple[int, int],
+    ) -> Tuple[int, Any]:
         """(index, the engine's ``score_windows`` on one chunk of windows with this actor's model)."""
         try:
             key = (score_kind, bool(outputs_are_probabilities))
             if key not in self.scorers:
                 self.scorers[key] = self.model.scorer(score_kind, bool(outputs_are_probabilities))
             engine = _occlude_module("engine")
-            return index, engine.score_windows(inputs, baseline, windows, self.scorers[key], batch_size=batch_size,
-                                               spatial_axes=spatial_axes)
+            return index, engine.score_windows(
+                inputs, baseline, windows, self.scorers[key], batch_size=batch_size, spatial_axes=spatial_axes
+            )
         except Exception as exc:
             return index, _portable(exc)
 
@@ -173,12 +185,21 @@ class RayExecutor:
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
-                         ignore_reinit_error=True, logging_level=logging.ERROR if quiet else logging.INFO)
+                ray.init(
+                    address=address,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    runtime_env=runtime_env,
+                    ignore_reinit_error=True,
+                    logging_level=logging.ERROR if quiet else logging.INFO,
+                )
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise OccludeError(f"cannot start or reach Ray at {address or 'a local instance'}: {exc}") from None
-        self.workers = int(workers) if workers is not None else default_workers(
-            ray.cluster_resources(), int(threads_per_worker), float(gpus_per_worker))
+        self.workers = (
+            int(workers)
+            if workers is not None
+            else default_workers(ray.cluster_resources(), int(threads_per_worker), float(gpus_per_worker))
+        )
         self.max_in_flight = 2 * self.workers if max_in_flight is None else int(max_in_flight)
         spec = dict(model_spec)
         if not spec.get("threads"):  # never onnxruntime's default (all cores) in an actor given a share of them
@@ -186,8 +207,10 @@ class RayExecutor:
         if float(gpus_per_worker) == 0 and spec.get("device", "auto") == "auto":
             spec["device"] = "cpu"  # an actor without a GPU share must not grab a GPU it sees
         actor_class = ray.remote(_Worker).options(
-            num_cpus=int(threads_per_worker), num_gpus=float(gpus_per_worker),
-            max_restarts=-1, max_task_retries=int(task_retries),
+            num_cpus=int(threads_per_worker),
+            num_gpus=float(gpus_per_worker),
+            max_restarts=-1,
+            max_task_retries=int(task_retries),
         )
         self.actors = [actor_class.remote(spec) for _ in range(self.workers)]
         # Fail here, with the model's own message, when the actors cannot load the model, and with the
@@ -271,8 +294,9 @@ class RayExecutor:
         axes = tuple(int(a) for a in spatial_axes)
 
         def submit(actor, index, chunk):
-            return actor.score_chunk.remote(index, inputs_ref, baseline_ref, chunk, score_kind,
-                                            outputs_are_probabilities, batch_size, axes)
+            return actor.score_chunk.remote(
+                index, inputs_ref, baseline_ref, chunk, score_kind, outputs_are_probabilities, batch_size, axes
+            )
 
         chunks = ((start, windows[start : start + chunk_size]) for start in range(0, total, chunk_size))
         result: Optional[np.ndarray] = None
@@ -363,7 +387,8 @@ class RayExecutor:
                 entry[2] = True
                 entry[3] = OccludeError(
                     f"the Ray worker computing this input died {self.task_retries + 1} times "
-                    f"({type(exc).__name__}): the input may crash the model or exhaust the worker's memory")
+                    f"({type(exc).__name__}): the input may crash the model or exhaust the worker's memory"
+                )
 
     def actor_pids(self) -> Sequence[int]:
         """Process ids of the actors (for tests and diagnostics)."""
@@ -387,16 +412,29 @@ class RayExecutor:
         self.shutdown()
 
 
-def score_chunks_on_ray(executor: RayExecutor, score_kind: str = "prob", outputs_are_probabilities: bool = False,
-                        chunk_size: Optional[int] = None) -> Callable[..., np.ndarray]:
+def score_chunks_on_ray(
+    executor: RayExecutor,
+    score_kind: str = "prob",
+    outputs_are_probabilities: bool = False,
+    chunk_size: Optional[int] = None,
+) -> Callable[..., np.ndarray]:
     """A function with the signature of ``engine.score_windows`` whose work is done by ``executor``'s actors,
     scoring with ``model.scorer(score_kind, outputs_are_probabilities)`` (the ``score`` it is passed is not
     called). ``functools.partial(score_chunks_on_ray, executor)`` is a factory ``(score_kind, is_prob) ->
     score_windows`` that explain() can call once it knows the model's output kind."""
 
     def score_windows(inputs, baseline, windows, score=None, *, batch_size=32, spatial_axes=(-2, -1), progress=None):
-        return executor.score_windows(inputs, baseline, windows, score, batch_size=batch_size,
-                                      spatial_axes=spatial_axes, progress=progress, score_kind=score_kind,
-                                      outputs_are_probabilities=outputs_are_probabilities, chunk_size=chunk_size)
+        return executor.score_windows(
+            inputs,
+            baseline,
+            windows,
+            score,
+            batch_size=batch_size,
+            spatial_axes=spatial_axes,
+            progress=progress,
+            score_kind=score_kind,
+            outputs_are_probabilities=outputs_are_probabilities,
+            chunk_size=chunk_size,
+        )
 
     return score_windows

@@ -189,8 +189,13 @@ def load_image(path) -> Image.Image:
 
 def file_kind(mode: int) -> str:
     """'FIFO', 'socket', 'character device', 'block device' or 'special file' for a non-regular file."""
-    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "folder")):
+    for test, name in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISDIR, "folder"),
+    ):
         if test(mode):
             return name
     return "special file"
@@ -234,7 +239,9 @@ def image_pixels(image: Image.Image, color: str) -> np.ndarray:
     return rgb[..., ::-1].copy() if color == "bgr" else rgb
 
 
-def crop_box_for(original_size: Tuple[int, int], target_size: Tuple[int, int], mode: str) -> Tuple[float, float, float, float]:
+def crop_box_for(
+    original_size: Tuple[int, int], target_size: Tuple[int, int], mode: str
+) -> Tuple[float, float, float, float]:
     """The region (left, top, right, bottom) of the original that the model input covers."""
     width, height = original_size
     th, tw = target_size
@@ -252,7 +259,11 @@ def resize_pixels(pixels: np.ndarray, size: Tuple[int, int], box: Tuple[float, f
     if pixels.shape[:2] == (h, w) and box == (0.0, 0.0, float(w), float(h)):
         return pixels.astype(np.float32, copy=True)
     channels = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., c]), mode="F").resize((w, h), Image.Resampling.BILINEAR, box=box))
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(pixels[..., c]), mode="F").resize(
+                (w, h), Image.Resampling.BILINEAR, box=box
+            )
+        )
         for c in range(pixels.shape[-1])
     ]
     return np.stack(channels, axis=-1).astype(np.float32)
@@ -285,7 +296,8 @@ def map_on_original(values: np.ndarray, original_size: Tuple[int, int], crop_box
     box_w = max(1, int(round(right - left)))
     box_h = max(1, int(round(bottom - top)))
     resized = np.asarray(
-        Image.fromarray(values.astype(np.float32), "F").resize((box_w, box_h), Image.Resampling.BILINEAR), dtype=np.float64
+        Image.fromarray(values.astype(np.float32), "F").resize((box_w, box_h), Image.Resampling.BILINEAR),
+        dtype=np.float64,
     )
     canvas = np.full((height, width), np.nan)
     x0, y0 = int(round(left)), int(round(top))

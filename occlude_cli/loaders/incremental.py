@@ -510,8 +510,14 @@ class _Candidate:
         return self.full_cost / self.cost if self.cost > 0 else 0.0
 
 
-def _plan_candidates(info: GraphInfo, cuts: List[LocalTensor], window: Tuple[int, int], output: str,
-                     input_local: LocalTensor, max_chain: int) -> List[_Candidate]:
+def _plan_candidates(
+    info: GraphInfo,
+    cuts: List[LocalTensor],
+    window: Tuple[int, int],
+    output: str,
+    input_local: LocalTensor,
+    max_chain: int,
+) -> List[_Candidate]:
     """Chains of cuts ranked by the cost model (per window, arbitrary units), best first, one per length."""
     cumulative = _node_costs(info)
     total = cumulative.get(output, max(cumulative.values()))
@@ -580,8 +586,17 @@ def _plan_candidates(info: GraphInfo, cuts: List[LocalTensor], window: Tuple[int
     return sorted(per_length.values(), key=lambda c: c.cost)
 
 
-def _make_scorer(model, info: GraphInfo, chain: List[str], output: str, layout: Optional[str],
-                 base, threads, providers, cache: Dict[tuple, Any]) -> IncrementalScorer:
+def _make_scorer(
+    model,
+    info: GraphInfo,
+    chain: List[str],
+    output: str,
+    layout: Optional[str],
+    base,
+    threads,
+    providers,
+    cache: Dict[tuple, Any],
+) -> IncrementalScorer:
     """Sessions for every segment of ``chain`` and the suffix (shared through ``cache`` between chains)."""
     segments: List[Segment] = []
     source = info.input_name

@@ -41,8 +41,9 @@ class InpaintBaseline:
         self.inpaint = _inpaint_biharmonic()
         self.channel_axes = tuple(a for a in range(self.sample.ndim) if a not in self.axes)
         # (H, W, C) view of the sample in float64, computed once
-        moved = np.moveaxis(self.sample.astype(np.float64), self.axes + self.channel_axes,
-                            tuple(range(self.sample.ndim)))
+        moved = np.moveaxis(
+            self.sample.astype(np.float64), self.axes + self.channel_axes, tuple(range(self.sample.ndim))
+        )
         self.image: np.ndarray = moved.reshape(moved.shape[:2] + (-1,))
         self._cache: dict = {}
 

@@ -72,9 +72,10 @@ def available_memory() -> Optional[int]:
                 break
     except (OSError, ValueError, IndexError):
         found = None
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
         try:
             text = Path(limit_file).read_text().strip()
             if text == "max":
@@ -136,8 +137,10 @@ def bomb_message(name: str, exc: BaseException, limit: Optional[int] = None) -> 
     limit = budget() if limit is None else limit
     numbers = re.findall(r"\d+", str(exc))
     size = f" ({int(numbers[0]) / 1e6:.1f} Mpx)" if numbers else ""
-    return (f"image too large: {name}{size}; the limits are {MAX_PIXELS / 1e6:.1f} Mpx (Pillow's decompression-bomb "
-            f"limit) and {_limit_text(limit)}")
+    return (
+        f"image too large: {name}{size}; the limits are {MAX_PIXELS / 1e6:.1f} Mpx (Pillow's decompression-bomb "
+        f"limit) and {_limit_text(limit)}"
+    )
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -160,8 +163,10 @@ def declared_input_bytes(model_path) -> Tuple[str, list, int]:
         if value.name in initialisers or not value.type.HasField("tensor_type"):
             continue
         tensor = value.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
-                 for d in tensor.shape.dim]
+        shape = [
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+            for d in tensor.shape.dim
+        ]
         count = 1
         for d in shape:
             count *= d if isinstance(d, int) else 1
@@ -208,8 +213,10 @@ class MemoryPlan:
     def note(self) -> Optional[str]:
         if not self.shrunk:
             return None
-        return (f"batch size lowered from {self.requested} to {self.batch_size} to stay within "
-                f"{_limit_text(self.limit)} ({human(self.sample)} per occluded copy)")
+        return (
+            f"batch size lowered from {self.requested} to {self.batch_size} to stay within "
+            f"{_limit_text(self.limit)} ({human(self.sample)} per occluded copy)"
+        )
 
 
 def plan_memory(
@@ -241,13 +248,20 @@ def plan_memory(
     per_row = sample + classes * 8 * 2  # one occluded copy, its raw and transformed outputs
     room = limit - per_image
     if room < per_row:
-        parts = (f"input {human(sample)}, window scores {human(2 * windows * classes * 8)}"
-                 + (f", every class's map {human(maps)}" if all_classes else "")
-                 + f", at least one occluded copy {human(per_row)}")
+        parts = (
+            f"input {human(sample)}, window scores {human(2 * windows * classes * 8)}"
+            + (f", every class's map {human(maps)}" if all_classes else "")
+            + f", at least one occluded copy {human(per_row)}"
+        )
         raise OccludeError(
             f"one image needs about {human(per_image + per_row)} ({parts}): above the memory limit "
             f"{_limit_text(limit)}; raise it, or use a larger --stride, fewer classes, or no --all-classes"
         )
     fits = max(1, int(room // per_row))
-    return MemoryPlan(per_image=per_image, sample=sample, batch_size=min(requested_batch, fits),
-                      requested=requested_batch, limit=limit)
+    return MemoryPlan(
+        per_image=per_image,
+        sample=sample,
+        batch_size=min(requested_batch, fits),
+        requested=requested_batch,
+        limit=limit,
+    )

@@ -77,7 +77,9 @@ def _read_grey_image(path: Path) -> np.ndarray:
     return rgb[..., 0]
 
 
-def _resize_float(values: np.ndarray, size: Tuple[int, int], box=None, resample=Image.Resampling.BILINEAR) -> np.ndarray:
+def _resize_float(
+    values: np.ndarray, size: Tuple[int, int], box=None, resample=Image.Resampling.BILINEAR
+) -> np.ndarray:
     height, width = size
     image = Image.fromarray(np.ascontiguousarray(values, dtype=np.float32), "F")
     return np.asarray(image.resize((width, height), resample, box=box), dtype=np.float64)
@@ -208,7 +210,9 @@ def mask_from_file(path, prepared: PreparedImage) -> np.ndarray:
     width, height = prepared.original_size
     sx, sy = mask_w / width, mask_h / height
     left, top, right, bottom = prepared.crop_box
-    cover = _resize_float(inside, prepared.preprocessing.size, (left * sx, top * sy, right * sx, bottom * sy), Image.Resampling.BOX)
+    cover = _resize_float(
+        inside, prepared.preprocessing.size, (left * sx, top * sy, right * sx, bottom * sy), Image.Resampling.BOX
+    )
     return _finish_mask(cover, f"the region of mask {path}")
 
 
@@ -222,7 +226,9 @@ def region_mask(prepared: PreparedImage, *, box=None, mask=None) -> np.ndarray:
         return box_mask(box, prepared)
     if isinstance(mask, np.ndarray):
         if mask.shape != tuple(prepared.preprocessing.size):
-            raise OccludeError(f"mask array shape {mask.shape} differs from the model input {prepared.preprocessing.size}")
+            raise OccludeError(
+                f"mask array shape {mask.shape} differs from the model input {prepared.preprocessing.size}"
+            )
         if not mask.any():
             raise OccludeError("mask array is empty")
         return mask.astype(bool)
@@ -238,5 +244,3 @@ def convention_mask_path(image_path) -> Path:
 def is_mask_file(path) -> bool:
     """True for files named by the mask convention (``*.mask.png``), which are never inputs."""
     return Path(path).name.lower().endswith(MASK_SUFFIX)
-
-

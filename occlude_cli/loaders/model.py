@@ -58,13 +58,13 @@ class ScoreKind(str, Enum):
 DEVICES = tuple(d.value for d in Device)
 SCORE_KINDS = tuple(k.value for k in ScoreKind)
 
+
 def _ort():
     try:
         import onnxruntime  # imported lazily: `occlude --help` should not pay for it
     except ImportError:
         raise OccludeError(
-            "onnxruntime is not installed: pip install 'occlude[cpu]' (or 'occlude[cuda]' for NVIDIA GPUs, "
-            "never both)"
+            "onnxruntime is not installed: pip install 'occlude[cpu]' (or 'occlude[cuda]' for NVIDIA GPUs, never both)"
         ) from None
     return onnxruntime
 
@@ -230,23 +230,30 @@ def resolve_head(requested, raw: np.ndarray, *, final_op: Optional[str] = None, 
     if kind is ScoreKind.logit:
         if squashed:
             what = "probabilities" if final_op == "Softmax" else "sigmoid probabilities"
-            raise OccludeError(f"this model outputs {what} (its output ends in {final_op}), so logits are not "
-                               "available: use score auto (or raw for the output as it is)")
+            raise OccludeError(
+                f"this model outputs {what} (its output ends in {final_op}), so logits are not "
+                "available: use score auto (or raw for the output as it is)"
+            )
         if declared is None and looks_like_probabilities(raw):
-            raise OccludeError("this model outputs probabilities (rows sum to 1), so logits are not available: "
-                               "use score auto")
+            raise OccludeError(
+                "this model outputs probabilities (rows sum to 1), so logits are not available: use score auto"
+            )
         return Head("logit", name, "requested: the raw logit")
     if kind is ScoreKind.softmax:
         if squashed:
-            raise OccludeError(f"this model's output already ends in {final_op}: use score auto or raw, "
-                               "a second softmax would explain the wrong quantity")
+            raise OccludeError(
+                f"this model's output already ends in {final_op}: use score auto or raw, "
+                "a second softmax would explain the wrong quantity"
+            )
         if classes == 1:
             raise OccludeError("a softmax over a single output is always 1: use score auto or sigmoid")
         return Head("softmax", name, "requested: softmax of the logits")
     if kind is ScoreKind.sigmoid:
         if squashed:
-            raise OccludeError(f"this model's output already ends in {final_op}: use score auto or raw, "
-                               "a second sigmoid would explain the wrong quantity")
+            raise OccludeError(
+                f"this model's output already ends in {final_op}: use score auto or raw, "
+                "a second sigmoid would explain the wrong quantity"
+            )
         return Head("sigmoid", name, "requested: sigmoid of each logit")
     # auto
     if final_op == "Softmax":
@@ -403,7 +410,9 @@ class OnnxClassifier:
                     return node
             raise OccludeError(f"model has no {kind} named {name!r}; its {kind}s: {', '.join(names)}")
         if len(nodes) != 1:
-            raise OccludeError(f"model has {len(nodes)} {kind}s ({', '.join(names)}): choose one with {flag} (--{kind} NAME on the command line)")
+            raise OccludeError(
+                f"model has {len(nodes)} {kind}s ({', '.join(names)}): choose one with {flag} (--{kind} NAME on the command line)"
+            )
         return nodes[0]
 
     def guess_layout(self) -> Optional[str]:
@@ -579,12 +588,16 @@ def resolve_target(target, labels: Optional[Sequence[str]], num_classes: int) ->
         index = int(text)
     except ValueError:
         if not labels:
-            raise OccludeError(f"target {text!r} is a name but the model has no labels (use --labels FILE or an index)") from None
+            raise OccludeError(
+                f"target {text!r} is a name but the model has no labels (use --labels FILE or an index)"
+            ) from None
         lowered = [label.lower() for label in labels]
         if text.lower() in lowered:
             return lowered.index(text.lower())
         hint = label_suggestions(text, labels)
         raise OccludeError(f"unknown label {text!r}{hint}") from None
     if not 0 <= index < num_classes:
-        raise OccludeError(f"target {index} is out of range: the model has {num_classes} classes (0..{num_classes - 1})")
+        raise OccludeError(
+            f"target {index} is out of range: the model has {num_classes} classes (0..{num_classes - 1})"
+        )
     return index

@@ -45,12 +45,59 @@ __all__ = [
 # Element-wise ops whose first input is data and whose other inputs, when not input-dependent, are
 # parameters broadcast against it (right-aligned numpy broadcasting).
 _UNARY = {
-    "Relu", "LeakyRelu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Elu", "Selu", "Gelu", "Erf",
-    "Softplus", "Softsign", "Mish", "Neg", "Abs", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round",
-    "Sign", "Cast", "Identity", "Dropout", "ThresholdedRelu", "Celu", "Not",
+    "Relu",
+    "LeakyRelu",
+    "Clip",
+    "HardSwish",
+    "HardSigmoid",
+    "Sigmoid",
+    "Tanh",
+    "Elu",
+    "Selu",
+    "Gelu",
+    "Erf",
+    "Softplus",
+    "Softsign",
+    "Mish",
+    "Neg",
+    "Abs",
+    "Exp",
+    "Log",
+    "Sqrt",
+    "Reciprocal",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Sign",
+    "Cast",
+    "Identity",
+    "Dropout",
+    "ThresholdedRelu",
+    "Celu",
+    "Not",
 }
-_BINARY = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu", "And", "Or", "Xor",
-           "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Mod", "BitShift"}
+_BINARY = {
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Max",
+    "Min",
+    "Sum",
+    "Mean",
+    "PRelu",
+    "And",
+    "Or",
+    "Xor",
+    "Equal",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "Mod",
+    "BitShift",
+}
 _POOLS = {"MaxPool", "AveragePool", "LpPool"}
 _QDQ = {"QuantizeLinear", "DequantizeLinear"}
 
@@ -419,8 +466,11 @@ def _propagate(node, op: str, info: GraphInfo, tensors, dep_inputs, data: LocalT
             # of every position to cover the copies, so that the interval stays a superset everywhere
             k = 2 if mode == "reflect" else 1
             new = tuple(
-                AxisRF(r.stride, r.offset - (begin.get(a, 0) + k * end.get(a, 0)) * r.stride,
-                       r.size + k * (begin.get(a, 0) + end.get(a, 0)) * r.stride)
+                AxisRF(
+                    r.stride,
+                    r.offset - (begin.get(a, 0) + k * end.get(a, 0)) * r.stride,
+                    r.size + k * (begin.get(a, 0) + end.get(a, 0)) * r.stride,
+                )
                 for r, a in zip(rf, axes)
             )
         else:
@@ -530,4 +580,3 @@ def cut_candidates(
         if _dominates(info, info.input_name, name, targets):
             result.append(local)
     return result
-

@@ -59,7 +59,9 @@ class VolumePreprocessing:
 
     def __post_init__(self) -> None:
         if self.layout not in VOLUME_LAYOUTS + SLICE_LAYOUTS:
-            raise OccludeError(f"layout {self.layout!r}: medical inputs need one of {', '.join(VOLUME_LAYOUTS + SLICE_LAYOUTS)}")
+            raise OccludeError(
+                f"layout {self.layout!r}: medical inputs need one of {', '.join(VOLUME_LAYOUTS + SLICE_LAYOUTS)}"
+            )
         want = 3 if self.layout in VOLUME_LAYOUTS else 2
         if len(self.size) != want or min(self.size) < 1:
             raise OccludeError(f"size {tuple(self.size)}: a {self.layout} model needs {want} positive sizes")
@@ -84,11 +86,19 @@ class VolumePreprocessing:
         """Axes of the spatial extent in one sample (no batch axis)."""
         return tuple(range(1, self.ndim + 1)) if self.channels_first else tuple(range(self.ndim))
 
-    def with_transform(self, *, window=None, intensity_range=None, zscore: bool = False,
-                       zscore_threshold: Optional[float] = None) -> VolumePreprocessing:
+    def with_transform(
+        self, *, window=None, intensity_range=None, zscore: bool = False, zscore_threshold: Optional[float] = None
+    ) -> VolumePreprocessing:
         """A copy with the intensity transform the caller asked for (at most one), which replaces the model's."""
-        asked = [name for name, on in (("window", window is not None), ("intensity_range", intensity_range is not None),
-                                       ("zscore", zscore)) if on]
+        asked = [
+            name
+            for name, on in (
+                ("window", window is not None),
+                ("intensity_range", intensity_range is not None),
+                ("zscore", zscore),
+            )
+            if on
+        ]
         if len(asked) > 1:
             raise OccludeError("choose one intensity transform: window, intensity_range or zscore")
         if zscore_threshold is not None and not zscore and self.transform != "zscore":
@@ -128,8 +138,9 @@ def _window_value(spec) -> Union[str, Tuple[float, float]]:
     return medical.parse_window(str(spec))
 
 
-def volume_preprocessing_from_metadata(meta: dict, input_shape: Sequence, dtype: str,
-                                       layout: Optional[str] = None) -> VolumePreprocessing:
+def volume_preprocessing_from_metadata(
+    meta: dict, input_shape: Sequence, dtype: str, layout: Optional[str] = None
+) -> VolumePreprocessing:
     """The model's ``occlude.preprocess`` metadata (``layout``, ``size``, ``window`` / ``intensity_range`` /
     ``zscore``, ``resample``) and its input shape -> VolumePreprocessing. Fixed input dimensions win over
     ``size``; scale/mean/std are refused (they are for 0..255 photos)."""
@@ -168,7 +179,9 @@ def volume_preprocessing_from_metadata(meta: dict, input_shape: Sequence, dtype:
         transform=transforms[0] if transforms else None,
         window=_window_value(meta["window"]) if meta.get("window") is not None else None,
         intensity_range=medical.parse_intensity_range(meta["intensity_range"]) if meta.get("intensity_range") else None,
-        zscore_threshold=float(zscore["mask_threshold"]) if isinstance(zscore, dict) and "mask_threshold" in zscore else None,
+        zscore_threshold=float(zscore["mask_threshold"])
+        if isinstance(zscore, dict) and "mask_threshold" in zscore
+        else None,
         order=RESAMPLE_ORDERS[resample],
         dtype=dtype,
     )
@@ -259,8 +272,9 @@ def _json_safe(value):
     return str(value)
 
 
-def display_intensities(data: np.ndarray, window: Optional[Tuple[float, float]], pre: VolumePreprocessing,
-                        volume: Volume) -> np.ndarray:
+def display_intensities(
+    data: np.ndarray, window: Optional[Tuple[float, float]], pre: VolumePreprocessing, volume: Volume
+) -> np.ndarray:
     """0..1 grey for pictures: the window the model uses, else the model's fixed range, else the file's own
     window, else the 1st to 99th percentile of the volume."""
     data = np.asarray(data, dtype=np.float64)
@@ -284,22 +298,30 @@ def read_medical(path: Union[str, Path, Volume], *, series: bool = False, volume
     return medical.read_volume(path, series=series, volume_index=volume_index)
 
 
-def prepare_volume(source: Union[str, Path, Volume], pre: VolumePreprocessing, *, series: bool = False,
-                   volume_index: Optional[int] = None) -> PreparedVolume:
+def prepare_volume(
+    source: Union[str, Path, Volume],
+    pre: VolumePreprocessing,
+    *,
+    series: bool = False,
+    volume_index: Optional[int] = None,
+) -> PreparedVolume:
     """Read (if a path), resample to the model grid in real units, transform intensities, add the channel axis."""
     volume = read_medical(source, series=series, volume_index=volume_index)
     if volume.ndim != pre.ndim:
         what = "a 3-D volume" if volume.ndim == 3 else "a 2-D slice"
         model = "3-D" if pre.ndim == 3 else "2-D"
-        raise OccludeError(f"input is {what} of shape {tuple(volume.data.shape)} but the model is {model} "
-                           f"({pre.layout} {'x'.join(map(str, pre.size))})")
+        raise OccludeError(
+            f"input is {what} of shape {tuple(volume.data.shape)} but the model is {model} "
+            f"({pre.layout} {'x'.join(map(str, pre.size))})"
+        )
     grid = medical.resample(volume, pre.size, order=pre.order)
     window: Optional[Tuple[float, float]] = None
     if pre.transform == "window":
         if pre.window is None:
             raise OccludeError("window: the transform is 'window' but no window was given")
-        window = (medical.parse_window(pre.window, volume) if isinstance(pre.window, str)
-                  else (pre.window[0], pre.window[1]))
+        window = (
+            medical.parse_window(pre.window, volume) if isinstance(pre.window, str) else (pre.window[0], pre.window[1])
+        )
         values = medical.apply_window(grid.data, *window)
     elif pre.transform == "intensity_range":
         if pre.intensity_range is None:

@@ -26,8 +26,16 @@ def _fmt(value, digits: int = 3) -> str:
     return "n/a" if value is None or not math.isfinite(float(value)) else f"{float(value):.{digits}f}"
 
 
-def channel_bars_png(channels: np.ndarray, mean: np.ndarray, spread: np.ndarray, *, title: str, subtitle: str = "",
-                     top: int = 10, score_kind: str = "probability") -> bytes:
+def channel_bars_png(
+    channels: np.ndarray,
+    mean: np.ndarray,
+    spread: np.ndarray,
+    *,
+    title: str,
+    subtitle: str = "",
+    top: int = 10,
+    score_kind: str = "probability",
+) -> bytes:
     """Horizontal bars of the ``top`` most and ``top`` least important channels (mean drop of the target
     score when the channel is replaced), with +-``spread`` (standard deviation over images) as error bars.
     Red bars: replacing the channel lowers the score; blue: raises it."""
@@ -57,8 +65,9 @@ def channel_bars_png(channels: np.ndarray, mean: np.ndarray, spread: np.ndarray,
         ax.set_yticks(y)
         ax.set_yticklabels(labels, fontsize=8)
         ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_xlabel(f"drop of the target {score_word(score_kind)} when the channel is replaced (+- std over images)",
-                      fontsize=8)
+        ax.set_xlabel(
+            f"drop of the target {score_word(score_kind)} when the channel is replaced (+- std over images)", fontsize=8
+        )
         ax.tick_params(axis="x", labelsize=8)
         ax.grid(axis="x", alpha=0.3)
         ax.set_title(title + ("\n" + subtitle if subtitle else ""), fontsize=9, loc="left")
@@ -71,7 +80,9 @@ def channel_bars_png(channels: np.ndarray, mean: np.ndarray, spread: np.ndarray,
 def _on_input(original: Image.Image, crop_box, size: Tuple[int, int]) -> np.ndarray:
     """The part of the original the model sees, at model-input size, RGB float 0..1."""
     left, top, right, bottom = crop_box
-    region = original.convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR, box=(left, top, right, bottom))
+    region = original.convert("RGB").resize(
+        (size[1], size[0]), Image.Resampling.BILINEAR, box=(left, top, right, bottom)
+    )
     return np.asarray(region, dtype=np.float64) / 255.0
 
 
@@ -106,8 +117,14 @@ def activation_maps_png(panels: Sequence[Tuple[Image.Image, tuple, np.ndarray, s
         plt.close(figure)
 
 
-def bias_png(region_drops: Sequence[float], control_drops: Sequence[float], overall: dict, *, title: str,
-             score_kind: str = "probability") -> bytes:
+def bias_png(
+    region_drops: Sequence[float],
+    control_drops: Sequence[float],
+    overall: dict,
+    *,
+    title: str,
+    score_kind: str = "probability",
+) -> bytes:
     """Histogram of the per-image drops with the suspected region occluded (red) and with same-size regions at
     random places (grey), the means as vertical lines, and the flip rates with their bootstrap CIs."""
     _, plt = _matplotlib()
@@ -121,20 +138,34 @@ def bias_png(region_drops: Sequence[float], control_drops: Sequence[float], over
             lo, hi = lo - 0.5, hi + 0.5
         bins = np.linspace(lo, hi, 31)
         if control.size:
-            ax.hist(control, bins=bins, color=CONTROL_COLOR, alpha=0.6, density=True,
-                    label=f"control: random places ({control.size} drops)")
-        ax.hist(region, bins=bins, color=REGION_COLOR, alpha=0.6, density=True,
-                label=f"suspected region ({region.size} images)")
+            ax.hist(
+                control,
+                bins=bins,
+                color=CONTROL_COLOR,
+                alpha=0.6,
+                density=True,
+                label=f"control: random places ({control.size} drops)",
+            )
+        ax.hist(
+            region,
+            bins=bins,
+            color=REGION_COLOR,
+            alpha=0.6,
+            density=True,
+            label=f"suspected region ({region.size} images)",
+        )
         ax.axvline(float(region.mean()), color=REGION_COLOR, linewidth=2)
         if control.size:
             ax.axvline(float(control.mean()), color=CONTROL_COLOR, linewidth=2, linestyle="--")
         ci = overall.get("mean_drop_ci") or [None, None]
         fci = overall.get("flip_rate_ci") or [None, None]
-        text = (f"region: mean drop {_fmt(overall['mean_drop'])} (95% CI {_fmt(ci[0])}..{_fmt(ci[1])}), "
-                f"median {_fmt(overall['median_drop'])}, flip rate {_fmt(overall['flip_rate'], 2)} "
-                f"(CI {_fmt(fci[0], 2)}..{_fmt(fci[1], 2)})\n"
-                f"control: mean drop {_fmt(overall.get('control_mean_drop'))}, "
-                f"flip rate {_fmt(overall.get('control_flip_rate'), 2)}")
+        text = (
+            f"region: mean drop {_fmt(overall['mean_drop'])} (95% CI {_fmt(ci[0])}..{_fmt(ci[1])}), "
+            f"median {_fmt(overall['median_drop'])}, flip rate {_fmt(overall['flip_rate'], 2)} "
+            f"(CI {_fmt(fci[0], 2)}..{_fmt(fci[1], 2)})\n"
+            f"control: mean drop {_fmt(overall.get('control_mean_drop'))}, "
+            f"flip rate {_fmt(overall.get('control_flip_rate'), 2)}"
+        )
         ax.set_title(title + "\n" + text, fontsize=8, loc="left")
         ax.set_xlabel(f"drop of the target {score_word(score_kind)} (original - occluded)", fontsize=8)
         ax.set_ylabel("density", fontsize=8)
@@ -147,16 +178,25 @@ def bias_png(region_drops: Sequence[float], control_drops: Sequence[float], over
         plt.close(figure)
 
 
-def stability_png(pixels: np.ndarray, clean_map: np.ndarray, noisy_maps: np.ndarray, spearman: Sequence[float],
-                  top_iou: Sequence[float], *, title: str, shown: int = 3) -> bytes:
+def stability_png(
+    pixels: np.ndarray,
+    clean_map: np.ndarray,
+    noisy_maps: np.ndarray,
+    spearman: Sequence[float],
+    top_iou: Sequence[float],
+    *,
+    title: str,
+    shown: int = 3,
+) -> bytes:
     """The clean map and the first ``shown`` noisy maps over the (grey) model input, all on the clean map's
     colour scale, and the per-trial Spearman correlation and top-10% IoU as dots."""
     _, plt = _matplotlib()
     grey = np.asarray(pixels, dtype=np.float64).mean(axis=-1) / 255.0
     noisy_maps = np.asarray(noisy_maps)
     count = min(int(shown), len(noisy_maps))
-    figure, axes = plt.subplots(1, count + 2, figsize=(3.0 * (count + 2), 3.6), dpi=100,
-                                gridspec_kw={"width_ratios": [1] * (count + 1) + [1.3]})
+    figure, axes = plt.subplots(
+        1, count + 2, figsize=(3.0 * (count + 2), 3.6), dpi=100, gridspec_kw={"width_ratios": [1] * (count + 1) + [1.3]}
+    )
     try:
         limit = symmetric_limit(clean_map)
         maps: List[Tuple[np.ndarray, str]] = [(clean_map, "clean")]

@@ -20,8 +20,9 @@ TILE_SIDE = 160  # display size of the longer physical side of a montage tile, i
 PLANE_SIDE = 240
 
 
-def _tile(grey: np.ndarray, values: np.ndarray, limit: float, style: RenderStyle, spacing: Tuple[float, float],
-          side: int) -> Image.Image:
+def _tile(
+    grey: np.ndarray, values: np.ndarray, limit: float, style: RenderStyle, spacing: Tuple[float, float], side: int
+) -> Image.Image:
     """One plane: 0..1 grey with the map blended, scaled to ``side`` pixels on its longer physical side."""
     rows, cols = grey.shape
     height_mm, width_mm = rows * spacing[0], cols * spacing[1]
@@ -41,8 +42,15 @@ def montage_slices(depth: int, max_tiles: int = MAX_TILES) -> List[int]:
     return [offset + i * step for i in range(count)]
 
 
-def montage_png(display: np.ndarray, values: np.ndarray, spacing: Sequence[float], affine: np.ndarray,
-                title: str, subtitle: str, style: RenderStyle = DEFAULT_STYLE) -> bytes:
+def montage_png(
+    display: np.ndarray,
+    values: np.ndarray,
+    spacing: Sequence[float],
+    affine: np.ndarray,
+    title: str,
+    subtitle: str,
+    style: RenderStyle = DEFAULT_STYLE,
+) -> bytes:
     """Axial slices (at most 16, 4 columns, inferior first) of ``display`` (0..1 grey, (D, H, W)) with the map
     ``values`` blended over them, each labelled with its slice index and z in mm (from ``affine``); one
     colorbar for all, symmetric limits over the whole volume."""
@@ -63,8 +71,15 @@ def montage_png(display: np.ndarray, values: np.ndarray, spacing: Sequence[float
     return _png(_frame(sheet, limit, title, subtitle, style))
 
 
-def planes_png(display: np.ndarray, values: np.ndarray, spacing: Sequence[float], peak: Sequence[int],
-               title: str, subtitle: str, style: RenderStyle = DEFAULT_STYLE) -> bytes:
+def planes_png(
+    display: np.ndarray,
+    values: np.ndarray,
+    spacing: Sequence[float],
+    peak: Sequence[int],
+    title: str,
+    subtitle: str,
+    style: RenderStyle = DEFAULT_STYLE,
+) -> bytes:
     """The axial, coronal and sagittal planes through voxel ``peak`` (d, h, w), each with its physical aspect
     ratio, superior up in coronal/sagittal (axial: anterior up, patient right on the left); dashed lines
     mark the peak."""
@@ -74,10 +89,22 @@ def planes_png(display: np.ndarray, values: np.ndarray, spacing: Sequence[float]
     disp = display
     planes = [
         ("axial", disp[d], shown[d], (sh, sw), (h, w), f"slice {d}"),
-        ("coronal", np.flipud(disp[:, h, :]), np.flipud(shown[:, h, :]), (sd, sw), (disp.shape[0] - 1 - d, w),
-         f"row {h}"),
-        ("sagittal", np.flipud(disp[:, :, w]), np.flipud(shown[:, :, w]), (sd, sh), (disp.shape[0] - 1 - d, h),
-         f"column {w}"),
+        (
+            "coronal",
+            np.flipud(disp[:, h, :]),
+            np.flipud(shown[:, h, :]),
+            (sd, sw),
+            (disp.shape[0] - 1 - d, w),
+            f"row {h}",
+        ),
+        (
+            "sagittal",
+            np.flipud(disp[:, :, w]),
+            np.flipud(shown[:, :, w]),
+            (sd, sh),
+            (disp.shape[0] - 1 - d, h),
+            f"column {w}",
+        ),
     ]
     tiles = []
     for name, grey, values, spacing, (r, c), where in planes:

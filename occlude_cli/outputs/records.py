@@ -41,7 +41,8 @@ def format_json(value, indent: int = 0) -> str:
     if isinstance(value, list) and value and all(isinstance(v, (list, dict)) for v in value):
         nested_dicts = any(isinstance(v, dict) for v in value)
         rows = [
-            inner + (json.dumps(v, separators=(", ", ": ")) if nested_dicts and _flat(v) else format_json(v, indent + 2))
+            inner
+            + (json.dumps(v, separators=(", ", ": ")) if nested_dicts and _flat(v) else format_json(v, indent + 2))
             for v in value
         ]
         return "[\n" + ",\n".join(rows) + "\n" + pad + "]"
@@ -88,11 +89,21 @@ def explanation_record(explanation: Explanation, *, timing: bool = True) -> dict
             for i, c in enumerate(e.targets)
         ],
         "windows": [
-            {"y": int(y), "x": int(x), "h": int(h), "w": int(w), "score": json_number(s), "drop": json_number(d),
-             "top_class": int(t), **({} if m is None else {"measured": bool(m)}),
-             **({} if np.isfinite(s) else {"finite": False})}
+            {
+                "y": int(y),
+                "x": int(x),
+                "h": int(h),
+                "w": int(w),
+                "score": json_number(s),
+                "drop": json_number(d),
+                "top_class": int(t),
+                **({} if m is None else {"measured": bool(m)}),
+                **({} if np.isfinite(s) else {"finite": False}),
+            }
             for (y, x, h, w), s, d, t, m in zip(
-                occ.windows.tolist(), occ.window_scores[:, target], drops,
+                occ.windows.tolist(),
+                occ.window_scores[:, target],
+                drops,
                 np.argmax(np.nan_to_num(occ.window_scores, nan=-np.inf), axis=1),
                 occ.measured if occ.measured is not None else [None] * len(occ.windows),
             )
@@ -118,7 +129,9 @@ def check_document(rows: Sequence[CheckRow], settings: Optional[dict] = None) ->
         "counts": counts,
         "summary": {
             "checked": len(checked),
-            "pointing_game_accuracy": json_number(np.mean([bool(r.pointing_game) for r in checked])) if checked else None,
+            "pointing_game_accuracy": json_number(np.mean([bool(r.pointing_game) for r in checked]))
+            if checked
+            else None,
             "energy_share_mean": json_number(np.mean(energies)) if energies else None,
             "energy_share_min": json_number(np.min(energies)) if energies else None,
         },
@@ -129,8 +142,18 @@ def check_document(rows: Sequence[CheckRow], settings: Optional[dict] = None) ->
 # ------------------------------------------------------------------------------------ run summaries
 
 SUMMARY_FIELDS = (
-    "path", "status", "target_index", "target_label", "original_score",
-    "peak_y", "peak_x", "peak_value", "seconds", "output", "error", "warning",
+    "path",
+    "status",
+    "target_index",
+    "target_label",
+    "original_score",
+    "peak_y",
+    "peak_x",
+    "peak_value",
+    "seconds",
+    "output",
+    "error",
+    "warning",
 )
 
 

@@ -54,8 +54,13 @@ class RenderStyle:
         return self
 
     def describe(self) -> dict:
-        return {"cmap": self.cmap, "alpha": self.alpha, "clip_percentile": self.clip_percentile, "sign": self.sign,
-                "photo": self.photo}
+        return {
+            "cmap": self.cmap,
+            "alpha": self.alpha,
+            "clip_percentile": self.clip_percentile,
+            "sign": self.sign,
+            "photo": self.photo,
+        }
 
 
 DEFAULT_STYLE = RenderStyle()
@@ -101,11 +106,16 @@ def shown_values(values: np.ndarray, style: RenderStyle = DEFAULT_STYLE) -> Tupl
 # blue to red. Interpolated here as matplotlib's LinearSegmentedColormap does (tests compare the two tables),
 # so the default picture needs no matplotlib import (0.6 s of a one-image run's start).
 _RDBU = (
-    (0.403921568627451, 0.0, 0.12156862745098039), (0.6980392156862745, 0.09411764705882353, 0.16862745098039217),
-    (0.8392156862745098, 0.3764705882352941, 0.30196078431372547), (0.9568627450980393, 0.6470588235294118, 0.5098039215686274),
-    (0.9921568627450981, 0.8588235294117647, 0.7803921568627451), (0.9686274509803922, 0.9686274509803922, 0.9686274509803922),
-    (0.8196078431372549, 0.8980392156862745, 0.9411764705882353), (0.5725490196078431, 0.7725490196078432, 0.8705882352941177),
-    (0.2627450980392157, 0.5764705882352941, 0.7647058823529411), (0.12941176470588237, 0.4, 0.6745098039215687),
+    (0.403921568627451, 0.0, 0.12156862745098039),
+    (0.6980392156862745, 0.09411764705882353, 0.16862745098039217),
+    (0.8392156862745098, 0.3764705882352941, 0.30196078431372547),
+    (0.9568627450980393, 0.6470588235294118, 0.5098039215686274),
+    (0.9921568627450981, 0.8588235294117647, 0.7803921568627451),
+    (0.9686274509803922, 0.9686274509803922, 0.9686274509803922),
+    (0.8196078431372549, 0.8980392156862745, 0.9411764705882353),
+    (0.5725490196078431, 0.7725490196078432, 0.8705882352941177),
+    (0.2627450980392157, 0.5764705882352941, 0.7647058823529411),
+    (0.12941176470588237, 0.4, 0.6745098039215687),
     (0.0196078431372549, 0.18823529411764706, 0.3803921568627451),
 )
 
@@ -197,7 +207,9 @@ def _colorbar(height: int, limit: float, cmap: str, sign: str) -> Image.Image:
     """A vertical colorbar strip with ticks at -limit, 0 and +limit (only the shown half for one sign)."""
     bar_w, label_w = 16, 74
     lut = lookup_table(cmap)
-    top_value, bottom_value = (limit, -limit) if sign == "all" else ((limit, 0.0) if sign == "positive" else (0.0, -limit))
+    top_value, bottom_value = (
+        (limit, -limit) if sign == "all" else ((limit, 0.0) if sign == "positive" else (0.0, -limit))
+    )
     fractions = np.linspace(0.0, 1.0, height)
     values = top_value + (bottom_value - top_value) * fractions
     index = np.rint(np.clip(values * 127.5 / limit + 127.5, 0, 255)).astype(np.uint8)
@@ -215,8 +227,14 @@ def _colorbar(height: int, limit: float, cmap: str, sign: str) -> Image.Image:
     return canvas
 
 
-def _frame(content: Image.Image, limit: float, title: str, subtitle: str, style: RenderStyle,
-           bar_label: str = "score drop: red = occluding lowers it, blue = raises it") -> Image.Image:
+def _frame(
+    content: Image.Image,
+    limit: float,
+    title: str,
+    subtitle: str,
+    style: RenderStyle,
+    bar_label: str = "score drop: red = occluding lowers it, blue = raises it",
+) -> Image.Image:
     """``content`` under a title (and subtitle), with a colorbar and its caption on the right."""
     pad, head = 10, (52 if subtitle else 34)
     bar = _colorbar(max(40, content.height), limit, style.cmap, style.sign)
@@ -242,8 +260,9 @@ def heatmap_png(values: np.ndarray, title: str = "", subtitle: str = "", style: 
     height, width = shown.shape
     factor = _display_factor(width, height)
     rgba = colorize(shown, limit, cmap=style.cmap)
-    image = Image.alpha_composite(Image.new("RGBA", (width, height), (255, 255, 255, 255)),
-                                  Image.fromarray(rgba, "RGBA"))
+    image = Image.alpha_composite(
+        Image.new("RGBA", (width, height), (255, 255, 255, 255)), Image.fromarray(rgba, "RGBA")
+    )
     if factor > 1:
         image = image.resize((width * factor, height * factor), Image.Resampling.NEAREST)
     return _png(_frame(image, limit, title or "occlusion map (model-input resolution)", subtitle, style))
@@ -296,8 +315,10 @@ def panels_png(
     photo = original.convert("RGB")
     shown, _ = shown_values(values, style)
     on_image = map_on_original(shown, original.size, crop_box)
-    heat = Image.alpha_composite(Image.new("RGBA", original.size, (255, 255, 255, 255)),
-                                 Image.fromarray(colorize(on_image, limit, cmap=style.cmap), "RGBA")).convert("RGB")
+    heat = Image.alpha_composite(
+        Image.new("RGBA", original.size, (255, 255, 255, 255)),
+        Image.fromarray(colorize(on_image, limit, cmap=style.cmap), "RGBA"),
+    ).convert("RGB")
     if factor > 1:
         size = (original.width * factor, original.height * factor)
         photo = photo.resize(size, Image.Resampling.NEAREST)
@@ -319,9 +340,16 @@ def draw_region(image: Image.Image, region, factor: int = 1, color=(255, 215, 0)
     draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=color, width=2)
 
 
-def overlay_with_region_png(original: Image.Image, values: np.ndarray, crop_box, title: str, subtitle: str,
-                            region=None, mask: Optional[np.ndarray] = None,
-                            style: RenderStyle = DEFAULT_STYLE) -> bytes:
+def overlay_with_region_png(
+    original: Image.Image,
+    values: np.ndarray,
+    crop_box,
+    title: str,
+    subtitle: str,
+    region=None,
+    mask: Optional[np.ndarray] = None,
+    style: RenderStyle = DEFAULT_STYLE,
+) -> bytes:
     """The overlay with the region of interest drawn on it: a box outline, or a mask's outline (``mask``:
     bool at the original image's size)."""
     blended, limit = _blend(original, values, crop_box, style)
@@ -354,16 +382,22 @@ def compare_png(explanation, other, comparison: dict) -> bytes:
     curves = comparison["curves"]
     label = e.label(e.target)
     kind = score_word(e.score_kind)
-    heading = (f"{label + ' ' if label else ''}(class {e.target}): {kind} {e.occlusion.original_scores[e.target]:.4f}    "
-               f"Pearson {_fmt(agreement['pearson'])}   Spearman {_fmt(agreement['spearman'])}   "
-               f"top {agreement['top_fraction'] * 100:g}% IoU {_fmt(agreement['top_iou'])}")
+    heading = (
+        f"{label + ' ' if label else ''}(class {e.target}): {kind} {e.occlusion.original_scores[e.target]:.4f}    "
+        f"Pearson {_fmt(agreement['pearson'])}   Spearman {_fmt(agreement['spearman'])}   "
+        f"top {agreement['top_fraction'] * 100:g}% IoU {_fmt(agreement['top_iou'])}"
+    )
     p = e.params
     fidelity = comparison.get("fidelity")
     rows = 3 if fidelity else 2
     figure, axes = plt.subplots(rows, 2, figsize=(10, 4.5 * rows), dpi=100)
     try:
         panels = (
-            (axes[0, 0], e.map, f"occlusion (patch {p['patch'][0]}x{p['patch'][1]}, stride {p['stride'][0]}x{p['stride'][1]})"),
+            (
+                axes[0, 0],
+                e.map,
+                f"occlusion (patch {p['patch'][0]}x{p['patch'][1]}, stride {p['stride'][0]}x{p['stride'][1]})",
+            ),
             (axes[0, 1], np.asarray(other, dtype=np.float64), str(name)),
         )
         for ax, values, title in panels:
@@ -396,14 +430,22 @@ def compare_png(explanation, other, comparison: dict) -> bytes:
                 (axes[2, 0], "sufficiency", "kept", "top-k pixels kept, rest = baseline; higher is better"),
                 (axes[2, 1], "completeness", "removed", "top-k pixels occluded; higher is better"),
             ):
-                for which, color, style_, label in (("occlusion", "#c0392b", "--", "occlusion"),
-                                                     ("other", "#2471a3", "-", str(name))):
+                for which, color, style_, label in (
+                    ("occlusion", "#c0392b", "--", "occlusion"),
+                    ("other", "#2471a3", "-", str(name)),
+                ):
                     entry = maps[which]
                     ys = [np.nan if v is None else v for v in entry[key][share]]
                     inf = entry["infidelity"]["unexplained"]
                     mean = entry[key]["mean_" + share]
-                    ax.plot(percents, ys, style_, marker="o", color=color,
-                            label=f"{label} (mean {_fmt(mean)}; infidelity unexplained {_fmt(inf)})")
+                    ax.plot(
+                        percents,
+                        ys,
+                        style_,
+                        marker="o",
+                        color=color,
+                        label=f"{label} (mean {_fmt(mean)}; infidelity unexplained {_fmt(inf)})",
+                    )
                 ax.set_xscale("log")
                 ax.set_xticks(percents, [f"{v:g}" for v in percents])
                 ax.set_xlabel("top k% of the map's pixels", fontsize=8)

@@ -148,8 +148,12 @@ def _summary_rows(out: Path, files: set[str], warnings: list[str]) -> dict[str, 
 
 
 def _is_record(document) -> bool:
-    return (isinstance(document, dict) and isinstance(document.get("target"), dict)
-            and isinstance(document.get("image"), dict) and "map_info" in document)
+    return (
+        isinstance(document, dict)
+        and isinstance(document.get("target"), dict)
+        and isinstance(document.get("image"), dict)
+        and "map_info" in document
+    )
 
 
 def _add_unlisted_records(out: Path, files: set[str], rows: dict[str, dict], warnings: list[str]) -> None:
@@ -176,12 +180,17 @@ def _add_unlisted_records(out: Path, files: set[str], rows: dict[str, dict], war
         info = (document.get("map_info") or {}).get("peak") or {}
         seconds = (document.get("timing") or {}).get("total_s")
         rows[_norm(path)] = {
-            "path": path, "status": "ok", "target_index": document["target"].get("index"),
+            "path": path,
+            "status": "ok",
+            "target_index": document["target"].get("index"),
             "target_label": document["target"].get("label"),
             "original_score": (document.get("score") or {}).get("original"),
-            "peak_y": info.get("y"), "peak_x": info.get("x"), "peak_value": info.get("value"),
+            "peak_y": info.get("y"),
+            "peak_x": info.get("x"),
+            "peak_value": info.get("value"),
             "seconds": round(seconds, 3) if isinstance(seconds, (int, float)) else None,
-            "output": name, "error": None,
+            "output": name,
+            "error": None,
         }
 
 
@@ -189,7 +198,8 @@ def _is_folder_document(name: str) -> bool:
     """Files that are not per-image result records: summaries, check.json, studies and comparisons."""
     top = "/" not in name
     return (top and (name.startswith("summary") or name == "check.json")) or name.endswith(
-        (".scales.json", ".compare.json"))
+        (".scales.json", ".compare.json")
+    )
 
 
 def _study(out: Path, output: str) -> tuple[str, dict]:
@@ -310,7 +320,7 @@ def _page_row(key: str, entry: dict, files: set[str], resolved_out: Path, prefix
     run, check = entry.get("run") or {}, entry.get("check") or {}
     path = str(run.get("path") or check.get("path") or key)
     shown = key or path
-    name = shown[len(prefix):] if prefix and shown.startswith(prefix) else shown  # every key starts with it
+    name = shown[len(prefix) :] if prefix and shown.startswith(prefix) else shown  # every key starts with it
     stem = _stem(resolved_out, run.get("output"), files) if run.get("status") in ("ok", "skipped") else None
     index = run.get("target_index", check.get("target_index"))
     label = run.get("target_label") if run else check.get("target_label")
@@ -370,18 +380,20 @@ def _compare_entries(out: Path, files: set[str], prefix: str, warnings: list[str
         better = document.get("better") or {}
         png = name[: -len(".json")] + ".png"
         label = target.get("label")
-        entries.append({
-            "n": path[len(prefix):] if prefix and path.startswith(prefix) else path,
-            "other": str((document.get("other_map") or {}).get("name") or "other map"),
-            "l": f"{label} ({target.get('index')})" if label else f"class {target.get('index')}",
-            "pearson": _num(agreement.get("pearson")),
-            "spearman": _num(agreement.get("spearman")),
-            "iou": _num(agreement.get("top_iou")),
-            "del": [_num(ours.get("deletion_auc")), _num(theirs.get("deletion_auc"))],
-            "ins": [_num(ours.get("insertion_auc")), _num(theirs.get("insertion_auc"))],
-            "better": [str(better.get("deletion", "")), str(better.get("insertion", ""))],
-            "png": _url(png) if png in files else None,
-        })
+        entries.append(
+            {
+                "n": path[len(prefix) :] if prefix and path.startswith(prefix) else path,
+                "other": str((document.get("other_map") or {}).get("name") or "other map"),
+                "l": f"{label} ({target.get('index')})" if label else f"class {target.get('index')}",
+                "pearson": _num(agreement.get("pearson")),
+                "spearman": _num(agreement.get("spearman")),
+                "iou": _num(agreement.get("top_iou")),
+                "del": [_num(ours.get("deletion_auc")), _num(theirs.get("deletion_auc"))],
+                "ins": [_num(ours.get("insertion_auc")), _num(theirs.get("insertion_auc"))],
+                "better": [str(better.get("deletion", "")), str(better.get("insertion", ""))],
+                "png": _url(png) if png in files else None,
+            }
+        )
     return entries
 
 

@@ -34,8 +34,10 @@ def _subtitle(e: VolumeExplanation) -> str:
         transform = f"window L {e.prepared.window[0]:g} W {e.prepared.window[1]:g}"
     elif transform == "intensity_range":
         transform = f"intensity range {pre['intensity_range'][0]:g}..{pre['intensity_range'][1]:g}"
-    return (f"occlusion: patch {'x'.join(map(str, p['patch']))}, stride {'x'.join(map(str, p['stride']))}, "
-            f"baseline {p['baseline']}; {e.prepared.volume.kind}, {transform}")
+    return (
+        f"occlusion: patch {'x'.join(map(str, p['patch']))}, stride {'x'.join(map(str, p['stride']))}, "
+        f"baseline {p['baseline']}; {e.prepared.volume.kind}, {transform}"
+    )
 
 
 def montage_png(e: VolumeExplanation, style: RenderStyle = DEFAULT_STYLE) -> bytes:
@@ -50,8 +52,9 @@ def planes_png(e: VolumeExplanation, style: RenderStyle = DEFAULT_STYLE) -> byte
     peak = e.peak()
     world = ", ".join(f"{v:+.1f}" for v in peak["world_mm"])
     subtitle = _subtitle(e) + f"; peak at voxel {tuple(peak['voxel'])}, RAS ({world}) mm"
-    return montage.planes_png(e.prepared.display, e.map, e.prepared.grid.spacing, peak["voxel"], _title(e), subtitle,
-                              style)
+    return montage.planes_png(
+        e.prepared.display, e.map, e.prepared.grid.spacing, peak["voxel"], _title(e), subtitle, style
+    )
 
 
 def volume_record(e: VolumeExplanation, *, timing: bool = True) -> dict:
@@ -82,11 +85,22 @@ def volume_record(e: VolumeExplanation, *, timing: bool = True) -> dict:
             "forward_passes": int(occ.forward_passes),
         },
         "peak": e.peak(),
-        "top_k": [{"index": int(c), "label": e.label(c), "original": json_number(occ.original_scores[c])}
-                  for c in e.targets],
+        "top_k": [
+            {"index": int(c), "label": e.label(c), "original": json_number(occ.original_scores[c])} for c in e.targets
+        ],
         "windows": [
-            {"z": int(z), "y": int(y), "x": int(x), "d": int(d), "h": int(h), "w": int(w), "score": json_number(s),
-             "drop": json_number(dr), "top_class": int(t), **({} if np.isfinite(s) else {"finite": False})}
+            {
+                "z": int(z),
+                "y": int(y),
+                "x": int(x),
+                "d": int(d),
+                "h": int(h),
+                "w": int(w),
+                "score": json_number(s),
+                "drop": json_number(dr),
+                "top_class": int(t),
+                **({} if np.isfinite(s) else {"finite": False}),
+            }
             for (z, y, x, d, h, w), s, dr, t in zip(occ.windows.tolist(), occ.window_scores[:, target], drops, top)
         ],
         "map": None,  # in STEM.npy (and STEM.map.nii.gz on the input's grid)
@@ -127,18 +141,26 @@ def write_volume_explanation(
         written.append(atomic_write_bytes(out_dir / f"{stem}.planes.png", planes_png(e, style)))
     else:
         original = e.prepared.original
-        written.append(atomic_write_bytes(out_dir / f"{stem}.overlay.png", overlay_png(
-            original, e.map, e.prepared.crop_box, _title(e), _subtitle(e), style)))
-        written.append(atomic_write_bytes(out_dir / f"{stem}.heatmap.png",
-                                          heatmap_png(e.map, _title(e), _subtitle(e), style)))
+        written.append(
+            atomic_write_bytes(
+                out_dir / f"{stem}.overlay.png",
+                overlay_png(original, e.map, e.prepared.crop_box, _title(e), _subtitle(e), style),
+            )
+        )
+        written.append(
+            atomic_write_bytes(out_dir / f"{stem}.heatmap.png", heatmap_png(e.map, _title(e), _subtitle(e), style))
+        )
     if npy:
         written.append(atomic_write_bytes(out_dir / f"{stem}.npy", npy_bytes(e.map.astype(np.float32))))
         if len(e.targets) > 1:
             written.append(atomic_write_bytes(out_dir / f"{stem}.topk.npy", npy_bytes(e.maps.astype(np.float32))))
     if all_classes:
         written.append(atomic_write_bytes(out_dir / f"{stem}.classes.npy", npy_bytes(e.class_maps())))
-        written.append(atomic_write_bytes(out_dir / f"{stem}.top_class.npy",
-                                          npy_bytes(e.occlusion.top_class_map().astype(np.int32))))
+        written.append(
+            atomic_write_bytes(
+                out_dir / f"{stem}.top_class.npy", npy_bytes(e.occlusion.top_class_map().astype(np.int32))
+            )
+        )
     if nifti:
         written.append(atomic_write_bytes(out_dir / f"{stem}.map.nii.gz", write_nifti_map(e.map, e.prepared.volume)))
     record = volume_record(e, timing=timing)
@@ -161,5 +183,10 @@ def map_grid(values: np.ndarray) -> list:
     return [map_grid(v) for v in values]
 
 
-__all__: Sequence[str] = ("montage_png", "planes_png", "volume_record", "write_baseline_check",
-                          "write_volume_explanation")
+__all__: Sequence[str] = (
+    "montage_png",
+    "planes_png",
+    "volume_record",
+    "write_baseline_check",
+    "write_volume_explanation",
+)

@@ -120,7 +120,8 @@ def remove_stale_temps(out_dir, started: float) -> List[Path]:
                 stale = not _pid_alive(int(match.group("pid")))
             else:
                 stale = bool(_OLD_TEMP_RE.match(name) or _WRITE_TEST_RE.match(name)) and (
-                    info.st_mtime < started - _OLD_TEMP_AGE_S)
+                    info.st_mtime < started - _OLD_TEMP_AGE_S
+                )
             if stale:
                 try:
                     path.unlink()
@@ -235,18 +236,32 @@ def _subtitle(explanation: Explanation) -> str:
     )
 
 
-def _write_map(out_dir: Path, stem: str, explanation: Explanation, values: np.ndarray, subtitle: str,
-               npy: bool, style: RenderStyle = DEFAULT_STYLE, panels: bool = False) -> List[Path]:
+def _write_map(
+    out_dir: Path,
+    stem: str,
+    explanation: Explanation,
+    values: np.ndarray,
+    subtitle: str,
+    npy: bool,
+    style: RenderStyle = DEFAULT_STYLE,
+    panels: bool = False,
+) -> List[Path]:
     """STEM.overlay.png, STEM.heatmap.png and (with ``npy``) STEM.npy for one map of an explanation's image."""
     e = explanation
     written = [
-        atomic_write_bytes(out_dir / f"{stem}.overlay.png",
-                           overlay_png(e.image.original, values, e.image.crop_box, _title(e, e.target), subtitle, style)),
+        atomic_write_bytes(
+            out_dir / f"{stem}.overlay.png",
+            overlay_png(e.image.original, values, e.image.crop_box, _title(e, e.target), subtitle, style),
+        ),
         atomic_write_bytes(out_dir / f"{stem}.heatmap.png", heatmap_png(values, _title(e, e.target), subtitle, style)),
     ]
     if panels:
-        written.append(atomic_write_bytes(out_dir / f"{stem}.panels.png", panels_png(
-            e.image.original, values, e.image.crop_box, _title(e, e.target), subtitle, style)))
+        written.append(
+            atomic_write_bytes(
+                out_dir / f"{stem}.panels.png",
+                panels_png(e.image.original, values, e.image.crop_box, _title(e, e.target), subtitle, style),
+            )
+        )
     if npy:
         written.append(atomic_write_bytes(out_dir / f"{stem}.npy", npy_bytes(values.astype(np.float32))))
     return written
@@ -277,8 +292,11 @@ def write_explanation(
             written.append(atomic_write_bytes(out_dir / f"{stem}.topk.npy", npy_bytes(e.maps.astype(np.float32))))
         if all_classes:
             written.append(atomic_write_bytes(out_dir / f"{stem}.classes.npy", npy_bytes(e.class_maps())))
-            written.append(atomic_write_bytes(out_dir / f"{stem}.top_class.npy",
-                                              npy_bytes(e.occlusion.top_class_map().astype(np.int32))))
+            written.append(
+                atomic_write_bytes(
+                    out_dir / f"{stem}.top_class.npy", npy_bytes(e.occlusion.top_class_map().astype(np.int32))
+                )
+            )
         record = explanation_record(e, timing=timing)
         record.update(extra or {})
         record["outputs"] = sorted((file_record(p) for p in written), key=lambda item: item["name"])
@@ -307,33 +325,63 @@ def write_scale_study(
     out_dir = Path(out_dir)
     written: List[Path] = []
     try:
-        return _write_scale_study(study, out_dir, stem, written, npy=npy, timing=timing, multiscale=multiscale,
-                                  extra=extra, metrics=metrics, style=style, panels=panels)
+        return _write_scale_study(
+            study,
+            out_dir,
+            stem,
+            written,
+            npy=npy,
+            timing=timing,
+            multiscale=multiscale,
+            extra=extra,
+            metrics=metrics,
+            style=style,
+            panels=panels,
+        )
     except BaseException:
         _undo(written)
         raise
 
 
-def _write_scale_study(study: ScaleStudy, out_dir: Path, stem: str, written: List[Path], *, npy: bool, timing: bool,
-                       multiscale: bool, extra: Optional[dict], metrics: Optional[List[dict]],
-                       style: RenderStyle = DEFAULT_STYLE, panels: bool = False) -> List[Path]:
+def _write_scale_study(
+    study: ScaleStudy,
+    out_dir: Path,
+    stem: str,
+    written: List[Path],
+    *,
+    npy: bool,
+    timing: bool,
+    multiscale: bool,
+    extra: Optional[dict],
+    metrics: Optional[List[dict]],
+    style: RenderStyle = DEFAULT_STYLE,
+    panels: bool = False,
+) -> List[Path]:
     names = []
     for i, e in enumerate(study.explanations):
         h, w = e.params["patch"]
         name = f"{stem}.patch-{h}x{w}"
         names.append(name)
         scale_extra = {**(extra or {}), **({"metrics": metrics[i]} if metrics else {})}
-        written += write_explanation(e, out_dir, name, npy=npy, timing=timing, extra=scale_extra, style=style,
-                                     panels=panels)
+        written += write_explanation(
+            e, out_dir, name, npy=npy, timing=timing, extra=scale_extra, style=style, panels=panels
+        )
     first = study.explanations[0]
     multiscale_name = None
     if multiscale:
         multiscale_name = f"{stem}.multiscale"
         patches = ", ".join(f"{h}x{w}" for h, w in study.patches)
         # the .npy is written even with --no-npy: STEM.scales.json names it as the multi-scale map
-        written += _write_map(out_dir, multiscale_name, first, study.mean_map(),
-                              f"multi-scale mean of patches {patches} (each scaled to [-1, 1])", npy=True, style=style,
-                              panels=panels)
+        written += _write_map(
+            out_dir,
+            multiscale_name,
+            first,
+            study.mean_map(),
+            f"multi-scale mean of patches {patches} (each scaled to [-1, 1])",
+            npy=True,
+            style=style,
+            panels=panels,
+        )
     document = {
         "schema": SCHEMA_VERSION,
         "image": {"path": str(first.image.path) if first.image.path is not None else None},
@@ -360,8 +408,9 @@ def write_comparison(explanation: Explanation, other, comparison: dict, out_dir,
     return [png, atomic_write_json(out_dir / f"{stem}.compare.json", record)]
 
 
-def write_check_summary(rows: Sequence[CheckRow], out_dir, settings: Optional[dict] = None,
-                        name: str = "check") -> List[Path]:
+def write_check_summary(
+    rows: Sequence[CheckRow], out_dir, settings: Optional[dict] = None, name: str = "check"
+) -> List[Path]:
     """NAME.json (see :func:`check_document`) and NAME.csv (one row per image), written atomically."""
     out_dir = Path(out_dir)
     values = []
@@ -376,24 +425,34 @@ def write_check_summary(rows: Sequence[CheckRow], out_dir, settings: Optional[di
     ]
 
 
-def write_check_picture(explanation: Explanation, row: CheckRow, region_mask: np.ndarray, out_dir, stem: str,
-                        box=None, style: RenderStyle = DEFAULT_STYLE) -> Path:
+def write_check_picture(
+    explanation: Explanation,
+    row: CheckRow,
+    region_mask: np.ndarray,
+    out_dir,
+    stem: str,
+    box=None,
+    style: RenderStyle = DEFAULT_STYLE,
+) -> Path:
     """STEM.check.png: the overlay with the region of interest drawn (the box, or the mask's outline) and the
     verdict in the title, so a failing CI job has something to look at."""
     e = explanation
     verdict = "PASS" if row.status == "pass" else "FAIL: " + "; ".join(row.reasons)
     energy = "n/a" if row.energy_share is None else f"{row.energy_share:.2f}"
     title = f"{verdict}   ({_title(e, e.target)})"
-    subtitle = (f"energy share in region {energy}, peak {'inside' if row.pointing_game else 'outside'} the region "
-                f"at x={row.peak_image_x}, y={row.peak_image_y} (image pixels); region outlined in yellow")
+    subtitle = (
+        f"energy share in region {energy}, peak {'inside' if row.pointing_game else 'outside'} the region "
+        f"at x={row.peak_image_x}, y={row.peak_image_y} (image pixels); region outlined in yellow"
+    )
     mask = None
     if box is None:
         from ..loaders.images import map_on_original
 
         on_image = map_on_original(region_mask.astype(np.float64), e.image.original_size, e.image.crop_box)
         mask = np.nan_to_num(on_image) >= 0.5
-    png = overlay_with_region_png(e.image.original, e.map, e.image.crop_box, title, subtitle, region=box, mask=mask,
-                                  style=style)
+    png = overlay_with_region_png(
+        e.image.original, e.map, e.image.crop_box, title, subtitle, region=box, mask=mask, style=style
+    )
     return atomic_write_bytes(Path(out_dir) / f"{stem}.check.png", png)
 
 
@@ -411,8 +470,9 @@ def write_summary(rows: Sequence[SummaryRow], out_dir, name: str = "summary") ->
         raise OccludeError(f"summary not written ({exc}); {name}.json and {name}.csv removed") from None
 
 
-def write_aggregate(mean: Optional[np.ndarray], out_dir, images: int = 0,
-                    style: RenderStyle = DEFAULT_STYLE) -> List[Path]:
+def write_aggregate(
+    mean: Optional[np.ndarray], out_dir, images: int = 0, style: RenderStyle = DEFAULT_STYLE
+) -> List[Path]:
     """aggregate.npy and aggregate.png: the dataset-level mean map (nothing when no image was added)."""
     if mean is None:
         return []
@@ -420,14 +480,31 @@ def write_aggregate(mean: Optional[np.ndarray], out_dir, images: int = 0,
     title = f"aggregate: mean of {images} map(s), each scaled to [-1, 1]"
     return [
         atomic_write_bytes(out_dir / "aggregate.npy", npy_bytes(mean.astype(np.float32))),
-        atomic_write_bytes(out_dir / "aggregate.png", heatmap_png(mean, title, "where the model looks on average", style)),
+        atomic_write_bytes(
+            out_dir / "aggregate.png", heatmap_png(mean, title, "where the model looks on average", style)
+        ),
     ]
 
 
-COMPARE_FIELDS = ("path", "status", "map", "pearson", "spearman", "top_iou", "occlusion.deletion_auc",
-                  "other.deletion_auc", "occlusion.insertion_auc", "other.insertion_auc",
-                  "occlusion.infidelity_unexplained", "other.infidelity_unexplained", "occlusion.sufficiency",
-                  "other.sufficiency", "occlusion.completeness", "other.completeness", "error")
+COMPARE_FIELDS = (
+    "path",
+    "status",
+    "map",
+    "pearson",
+    "spearman",
+    "top_iou",
+    "occlusion.deletion_auc",
+    "other.deletion_auc",
+    "occlusion.insertion_auc",
+    "other.insertion_auc",
+    "occlusion.infidelity_unexplained",
+    "other.infidelity_unexplained",
+    "occlusion.sufficiency",
+    "other.sufficiency",
+    "occlusion.completeness",
+    "other.completeness",
+    "error",
+)
 
 
 def write_compare_summary(document: dict, out_dir) -> List[Path]:

@@ -57,7 +57,8 @@ def preprocess(image: Image.Image, reference: dict) -> np.ndarray:
         x = np.clip(np.rint(x), 0, 255)
     else:
         x = (x * reference["scale"] - np.asarray(reference["mean"], dtype=np.float64)) / np.asarray(
-            reference["std"], dtype=np.float64)
+            reference["std"], dtype=np.float64
+        )
     if reference["color"] == "bgr":
         x = x[:, :, ::-1]
     if reference["layout"] == "NCHW":
@@ -117,7 +118,7 @@ def reference_map(model_path: Path, image_path: Path, case: dict, target: int | 
             index[axes[1]] = slice(x0, x0 + patch)
             occluded[tuple(index)] = 0  # the zero baseline
             drop = original[target] - run(occluded)[target]
-            total[y:y + patch, x0:x0 + patch] += drop
-            count[y:y + patch, x0:x0 + patch] += 1
+            total[y : y + patch, x0 : x0 + patch] += drop
+            count[y : y + patch, x0 : x0 + patch] += 1
             windows += 1
     return ReferenceResult(map=total / count, target=target, original=original, windows=windows)
