@@ -394,3 +394,52 @@ def test_one_image_on_ray_is_scored_in_window_chunks_with_the_local_map(tmp_path
     record = json.loads((tmp_path / "ray" / "digit_7.json").read_text())
     assert record["map_info"]["windows"] == 49
     assert record["params"]["parallel_scoring"] == {"backend": "RayExecutor", "workers": 2}
+
+
+def test_ctrl_c_on_a_ray_run_leaves_complete_files_and_resume_finishes(tmp_path, ray_instance):
+    """SIGINT to the driver of `occlude run --ray` once the first image is written: exit 130, only complete
+    files; `--resume` (without Ray) finishes, and the folder equals an uninterrupted local run's."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(30):  # enough that the run cannot finish before the signal arrives
+        (folder / f"d{i:02d}.png").write_bytes((SAMPLE_IMAGES / f"digit_{(0, 3, 7)[i % 3]}.png").read_bytes())
+    address = ray_instance.get_runtime_context().gcs_address
+    out = tmp_path / "out"
+    args = [
+        DIGITS,
+        folder,
+        "--out",
+        out,
+        "--no-timing",
+        "--patch",
+        "1",
+        "--stride",
+        "1",
+        "--all-classes",
+        "--top-k",
+        "3",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "occlude_cli", "run", *map(str, args), "--ray", address, "--workers", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    line = process.stderr.readline()
+    while line and not line.startswith("ok "):
+        line = process.stderr.readline()
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert not list(out.glob(".*.tmp"))
+    for record in out.glob("d*.json"):
+        json.loads(record.read_text())  # every JSON there is complete
+    resumed = _run_cli("run", *args, "--resume", "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    full = _run_cli("run", *args[:3], tmp_path / "full", *args[4:], "-q")
+    assert full.returncode == 0
+    assert {k: v for k, v in _files(out).items() if not k.startswith("summary")} == {
+        k: v for k, v in _files(tmp_path / "full").items() if not k.startswith("summary")
+    }
