@@ -576,24 +576,6 @@ def _occlude(
     ranking = [int(i) for i in np.argsort(-original, kind="stable")]
     main = resolve_target(options.target, labels, num_classes) if options.target is not None else ranking[0]
     targets = [main] + [c for c in ranking if c != main][: options.top_k - 1]
-    windows = window_grid(preprocessing.size, patch, stride, region)
-    window_scorer, incremental = _incremental(
-        model, options, head, sample, baseline, patch, len(windows), preprocessing, batch_size
-    )
-    if executor is not None and window_scorer is None:
-
-        def window_scorer(inputs, base, chunk, score, *, batch_size, spatial_axes, progress=None):
-            return executor.score_windows(
-                inputs,
-                base,
-                chunk,
-                None,
-                batch_size=batch_size,
-                spatial_axes=spatial_axes,
-                progress=progress,
-                score_kind=head,
-            )
-
     if isinstance(baseline, np.ndarray) and preprocessing is not None:
         windows = window_grid(tuple(sample.shape[a] for a in spatial_axes), patch, stride, region)
         window_scorer, incremental = _incremental(
