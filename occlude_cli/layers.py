@@ -173,6 +173,18 @@ def _head_and_target(
     return head, original, target
 
 
+def _start(layer, image, options, overrides, preprocessing, labels):
+    """What channel and spatial occlusion both begin with: the checked options, the labels, the prepared
+    image, its features at the cut (the prefix runs once here), and the head, original scores and target."""
+    options = _options(options, overrides)
+    preprocessing = photo_preprocessing(layer.classifier, preprocessing)
+    labels = list(labels) if labels is not None else layer.classifier.labels
+    prepared = image if isinstance(image, PreparedImage) else prepare_image(image, preprocessing)
+    features = layer.features(prepared.model_input)
+    head, original, target = _head_and_target(layer, prepared.model_input, features, options, labels)
+    return options, labels, prepared, features, head, original, target
+
+
 def _options(options: Optional[ExplainOptions], overrides: dict) -> ExplainOptions:
     """ExplainOptions with keyword overrides (``target=1``, ``score="logit"``), checked."""
     options = options or ExplainOptions()
@@ -243,13 +255,10 @@ def channel_importance(
     the caller may keep to draw activation maps.
     """
     replacement = check_replacement(replacement)
-    options = _options(options, overrides)
-    preprocessing = photo_preprocessing(layer.classifier, preprocessing)
-    labels = list(labels) if labels is not None else layer.classifier.labels
     started = time.perf_counter()
-    prepared = image if isinstance(image, PreparedImage) else prepare_image(image, preprocessing)
-    features = layer.features(prepared.model_input)
-    head, original, target = _head_and_target(layer, prepared.model_input, features, options, labels)
+    options, labels, prepared, features, head, original, target = _start(
+        layer, image, options, overrides, preprocessing, labels
+    )
     axis = layer.channel_axis
     count = features.shape[axis]
     chosen = np.arange(count) if channels is None else np.asarray(list(channels), dtype=np.int64)
@@ -413,13 +422,10 @@ def spatial_occlusion(
     suffix: the engine's occlusion map computed on the feature map. ``stride`` defaults to the patch
     (no overlap: one window per cell for patch 1)."""
     replacement = check_replacement(replacement)
-    options = _options(options, overrides)
-    preprocessing = photo_preprocessing(layer.classifier, preprocessing)
-    labels = list(labels) if labels is not None else layer.classifier.labels
     started = time.perf_counter()
-    prepared = image if isinstance(image, PreparedImage) else prepare_image(image, preprocessing)
-    features = layer.features(prepared.model_input)
-    head, original, target = _head_and_target(layer, prepared.model_input, features, options, labels)
+    options, labels, prepared, features, head, original, target = _start(
+        layer, image, options, overrides, preprocessing, labels
+    )
     axes = layer.spatial_axes
     d = len(axes)
     patch_t = _per_axis(patch, d)
