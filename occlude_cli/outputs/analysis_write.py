@@ -73,26 +73,30 @@ def _number(value):
 # ------------------------------------------------------------------------------------------------ layers
 
 
+def _channel_rows(summary: ChannelSummary, number) -> List[dict]:
+    """One row per channel, most important first; ``number`` converts each value (JSON-safe or plain)."""
+    return [
+        {
+            "rank": rank + 1,
+            "channel": int(summary.channels[i]),
+            "mean_drop": number(summary.mean[i]),
+            "std_drop": number(summary.std[i]),
+            "median_drop": number(summary.median[i]),
+            "min_drop": number(summary.minimum[i]),
+            "max_drop": number(summary.maximum[i]),
+            "flip_rate": number(summary.flip_rate[i]),
+            "mean_activation": number(summary.activation[i]),
+        }
+        for rank, i in enumerate(summary.ranking())
+    ]
+
+
 def layers_document(
     layer: LayerModel, summary: ChannelSummary, results: Sequence[ChannelImportance], settings: dict
 ) -> dict:
     """The JSON of `occlude layers`: the cut, the settings, per-channel aggregates (ranked), per class, and
     per image the top channels."""
-    order = summary.ranking()
-    channels = [
-        {
-            "rank": rank + 1,
-            "channel": int(summary.channels[i]),
-            "mean_drop": _number(summary.mean[i]),
-            "std_drop": _number(summary.std[i]),
-            "median_drop": _number(summary.median[i]),
-            "min_drop": _number(summary.minimum[i]),
-            "max_drop": _number(summary.maximum[i]),
-            "flip_rate": _number(summary.flip_rate[i]),
-            "mean_activation": _number(summary.activation[i]),
-        }
-        for rank, i in enumerate(order)
-    ]
+    channels = _channel_rows(summary, _number)
     per_class = {
         str(cls): {
             "label": entry["label"],
@@ -141,22 +145,7 @@ def write_layers(
     """layers.json, layers.csv (one row per channel, most important first), layers_images.csv (one row per
     image and channel), layers.png (bar chart) and, given panels, activations.png."""
     out = Path(out)
-    order = summary.ranking()
-    rows = [
-        {
-            "rank": rank + 1,
-            "channel": int(summary.channels[i]),
-            "mean_drop": float(summary.mean[i]),
-            "std_drop": float(summary.std[i]),
-            "median_drop": float(summary.median[i]),
-            "min_drop": float(summary.minimum[i]),
-            "max_drop": float(summary.maximum[i]),
-            "flip_rate": float(summary.flip_rate[i]),
-            "mean_activation": float(summary.activation[i]),
-            "images": summary.images,
-        }
-        for rank, i in enumerate(order)
-    ]
+    rows = [{**row, "images": summary.images} for row in _channel_rows(summary, float)]
     per_image = [
         {
             "image": r.path,
