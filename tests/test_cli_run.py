@@ -185,7 +185,10 @@ def test_json_summary_on_stdout_only(tmp_path):
 
 
 def test_version_and_help():
+    from importlib import metadata
+
     assert occlude("--version").stdout.strip() == f"occlude {__version__}"
+    assert metadata.version("occlude") == __version__  # one source: pyproject reads occlude_cli/_version.py
     help_text = occlude("run", "--help").stdout
     for flag in (
         "--patch",
