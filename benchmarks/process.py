@@ -1,22 +1,30 @@
 """Whole-process costs a CI job pays (issue 15): the fixed cost of one `occlude run` call, the whole-process
 efficiency of the default run on the sample cat against the bare onnxruntime floor of the same forward
-passes, and small-model folder throughput with every output written.
+passes, the same default run against the code before the second wave ("today" of issue 15: commit 6a6c0ba,
+checked out with `git archive` into a temporary folder) with the maps compared, and small-model folder
+throughput with every output written.
 
-    python benchmarks/process.py            # about 3 minutes on 2 cores
+    python benchmarks/process.py            # about 4 minutes on 2 cores
     python benchmarks/process.py --quick    # fewer repeats and a 200-image folder
+    python benchmarks/process.py --baseline none   # without the comparison against the old code
 
-Ratios are measured in one run, medians of the repeats; every subprocess starts a fresh interpreter, as a CI
-job does. Results: printed, and written to benchmarks/results/process-*.json.
+Ratios are measured in one run, medians of the repeats, old and new calls alternating; every subprocess
+starts a fresh interpreter, as a CI job does, with Python's bytecode cache on (as installed packages have it).
+`warm` is occlude's on-disk cache (OCCLUDE_CACHE_DIR) after a first call, the state of every later call of a
+CI job; `cold` runs with the cache off. Results: printed, and written to benchmarks/results/process-*.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -30,15 +38,52 @@ DIGITS = ROOT / "sample_models" / "digits_cnn.onnx"
 CAT = ROOT / "sample_images" / "cat.jpg"
 
 
-def wall(command) -> float:
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def wall(command, env=None, cwd=None) -> float:
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, env=env or ENV, cwd=cwd)
     return time.perf_counter() - started
 
 
-def median_wall(command, repeats: int) -> float:
-    wall(command)  # warm the file cache
-    return statistics.median(wall(command) for _ in range(repeats))
+def median_wall(command, repeats: int, env=None) -> float:
+    wall(command, env)  # warm the file cache (and the bytecode and occlude caches)
+    return statistics.median(wall(command, env) for _ in range(repeats))
+
+
+def checkout(revision: str, folder: Path) -> Path:
+    """The tree of ``revision`` (a commit of this repository) extracted into ``folder``."""
+    archive = subprocess.run(["git", "archive", revision], cwd=ROOT, check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder
+
+
+def against_baseline(revision: str, tmp: Path, repeats: int, results: dict) -> None:
+    """The default run on the sample cat, the code at ``revision`` against this tree, alternating."""
+    old_root = checkout(revision, tmp / "baseline")
+    old_env = {**ENV, "PYTHONPATH": str(old_root)}
+    module = "occlude_cli.cli" if (old_root / "occlude_cli" / "cli.py").exists() else "occlude_cli"
+    old = [sys.executable, "-m", module, "run", str(EFFNET), str(CAT), "-q", "--out", str(tmp / "old")]
+    new = [sys.executable, "-m", "occlude_cli", "run", str(EFFNET), str(CAT), "-q", "--out", str(tmp / "new")]
+    cold_env = {**ENV, "OCCLUDE_CACHE_DIR": "off"}
+    warm_env = {**ENV, "OCCLUDE_CACHE_DIR": str(tmp / "occlude-cache")}
+    for command, env, cwd in ((old, old_env, old_root), (new, warm_env, None), (new, cold_env, None)):
+        wall(command, env, cwd)  # warm-up: bytecode, file cache, occlude's cache
+    times: dict = {"old": [], "new_warm": [], "new_cold": []}
+    for _ in range(repeats):
+        times["old"].append(wall(old, old_env, old_root))
+        times["new_warm"].append(wall(new, warm_env))
+        times["new_cold"].append(wall(new, cold_env))
+    for key, values in times.items():
+        results[f"default_cat_{key}_s"] = statistics.median(values)
+    results["baseline_revision"] = revision
+    results["speedup_vs_baseline_warm"] = results["default_cat_old_s"] / results["default_cat_new_warm_s"]
+    results["speedup_vs_baseline_cold"] = results["default_cat_old_s"] / results["default_cat_new_cold_s"]
+    a, b = np.load(tmp / "old" / "cat.npy"), np.load(tmp / "new" / "cat.npy")
+    results["map_max_abs_diff_vs_baseline"] = float(np.max(np.abs(a.astype(np.float64) - b)))
+    results["map_max_abs_vs_baseline_relative"] = results["map_max_abs_diff_vs_baseline"] / float(np.max(np.abs(a)))
 
 
 def floor_seconds(passes: int, repeats: int, batch: int = 16) -> float:
@@ -76,12 +121,17 @@ def digits_folder(folder: Path, count: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--baseline", default="6a6c0ba", help="commit to compare the default run with, or 'none'")
     args = parser.parse_args()
     repeats = 2 if args.quick else 5
     occlude = [sys.executable, "-m", "occlude_cli"]
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="occlude-process-") as tmp:
         tmp = Path(tmp)
+        if args.baseline != "none":
+            against_baseline(args.baseline, tmp, repeats + 2, results)
+        os.environ["OCCLUDE_CACHE_DIR"] = str(tmp / "occlude-cache")  # warm after the first call of each kind
+        ENV["OCCLUDE_CACHE_DIR"] = os.environ["OCCLUDE_CACHE_DIR"]
         results["python_start_s"] = median_wall([sys.executable, "-c", "pass"], repeats)
         results["occlude_version_s"] = median_wall(occlude + ["--version"], repeats)
         results["one_call_16_windows_s"] = median_wall(

@@ -688,6 +688,7 @@ def _incremental(
             measure=False,
             max_plans=1,
             full_session=model.session,  # the reference for the self-check: no second session of the model
+            model_sha256=model.sha256,  # the on-disk plan cache (OCCLUDE_CACHE_DIR; off when empty)
             # chains of at most 3 cuts: on EfficientNet-Lite0 the cost model's 5-cut chain scored the 729 windows
             # in 2.74 s, the best 3-cut chain in 2.38 s (each extra segment is one more session call per batch)
             max_chain=INCREMENTAL_MAX_CHAIN,

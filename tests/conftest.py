@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import numpy as np
@@ -5,6 +6,15 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """occlude's on-disk cache (loaders.cache) in a folder of this test session, never the user's: the CLI
+    subprocesses inherit it through the environment."""
+    os.environ["OCCLUDE_CACHE_DIR"] = str(tmp_path_factory.mktemp("occlude-cache"))
+
+
 SAMPLE_MODELS = ROOT / "sample_models"
 SAMPLE_IMAGES = ROOT / "sample_images"
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from occlude_cli.errors import OccludeError
 
+from . import cache
 from .receptive import AxisRF, GraphInfo, LocalTensor, analyse, cut_candidates
 
 __all__ = ["IncrementalScorer", "IncrementalUnavailable", "Segment", "build_plan", "extract", "try_build_plan"]
@@ -47,7 +48,12 @@ _CROP_ELEMENT_COST = 8.0
 
 
 class IncrementalUnavailable(OccludeError):
-    """Incremental inference does not apply to this graph (or failed its self-check); the message says why."""
+    """Incremental inference does not apply to this graph (or failed its self-check); the message says why.
+    ``structural``: the graph itself rules it out (no cut point), whatever the input."""
+
+    def __init__(self, message: str, *, structural: bool = False):
+        super().__init__(message)
+        self.structural = structural
 
 
 def extract(model, inputs: Sequence[str], outputs: Sequence[str], info: Optional[GraphInfo] = None):
@@ -163,7 +169,8 @@ class Segment:
             ) from None
 
 
-def _session(model_proto, threads: Optional[int], providers: Optional[Sequence[str]]):
+def _session(model, threads: Optional[int], providers: Optional[Sequence[str]]):
+    """An onnxruntime session of ``model``: a ModelProto, its serialised bytes or a file path."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -173,9 +180,11 @@ def _session(model_proto, threads: Optional[int], providers: Optional[Sequence[s
         options.intra_op_num_threads = int(threads)
     # several sessions alternate on every batch: spinning threads of one would steal the cores of the next
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(
-        model_proto.SerializeToString(), sess_options=options, providers=list(providers or ["CPUExecutionProvider"])
-    )
+    if hasattr(model, "SerializeToString"):
+        model = model.SerializeToString()
+    elif isinstance(model, Path):
+        model = str(model)
+    return ort.InferenceSession(model, sess_options=options, providers=list(providers or ["CPUExecutionProvider"]))
 
 
 def _index(ndim: int, axes: Tuple[int, int], ys: Tuple[int, int], xs: Tuple[int, int], batch_row=None) -> tuple:
@@ -234,6 +243,7 @@ class IncrementalScorer:
         self.timings: Dict[str, float] = {}
         self._cache_key: Optional[np.ndarray] = None
         self._cache: List[np.ndarray] = []
+        self._parts: List[bytes] = []  # serialised sub-models (segments, then the suffix) until cached
 
     @property
     def cuts(self) -> List[str]:
@@ -606,6 +616,7 @@ def _make_scorer(
 ) -> IncrementalScorer:
     """Sessions for every segment of ``chain`` and the suffix (shared through ``cache`` between chains)."""
     segments: List[Segment] = []
+    parts: List[bytes] = []  # the serialised sub-models, for the on-disk cache
     source = info.input_name
     source_local = base.tensors[source]
     for target in chain:
@@ -614,9 +625,10 @@ def _make_scorer(
             rel = analyse(None, source=source, info=info, layout=layout, source_axes=source_local.axes)
             if target not in rel.tensors:
                 raise IncrementalUnavailable(f"{target!r} is not local relative to {source!r}")
-            sub = extract(model, [source], [target], info)
-            cache[key] = (rel.tensors[target], _session(sub, threads, providers))
-        t_rel, session = cache[key]
+            sub = extract(model, [source], [target], info).SerializeToString()
+            cache[key] = (rel.tensors[target], _session(sub, threads, providers), sub)
+        t_rel, session, data = cache[key]
+        parts.append(data)
         segments.append(
             Segment(
                 source=source,
@@ -633,16 +645,21 @@ def _make_scorer(
         source_local = base.tensors[target]
     key = ("suffix", source, output)
     if key not in cache:
-        cache[key] = _session(extract(model, [source], [output], info), threads, providers)
-    return IncrementalScorer(
+        sub = extract(model, [source], [output], info).SerializeToString()
+        cache[key] = (_session(sub, threads, providers), sub)
+    suffix, data = cache[key]
+    parts.append(data)
+    scorer = IncrementalScorer(
         model_path=Path(info.path or ""),
         input_name=info.input_name,
         output_name=output,
         input_axes=base.tensors[info.input_name].axes,
         input_extent=base.tensors[info.input_name].extent,
         segments=segments,
-        suffix=cache[key],
+        suffix=suffix,
     )
+    scorer._parts = parts
+    return scorer
 
 
 def _check_windows(extent: Tuple[int, int], window: Tuple[int, int]) -> np.ndarray:
@@ -721,6 +738,7 @@ def build_plan(
     tolerance: float = 1e-4,
     require_faster: bool = False,
     full_session=None,
+    model_sha256: Optional[str] = None,
 ) -> IncrementalScorer:
     """An :class:`IncrementalScorer` for the model, or :class:`IncrementalUnavailable` with the reason.
 
@@ -737,15 +755,86 @@ def build_plan(
     ``sample``/``baseline`` (one sample each, no batch axis) feed the self-check; default a seeded random
     input and zeros. ``full_session``: an onnxruntime session of the whole model to reuse.
     ``input_name``/``output_name`` pick the image input and the scores output when the model has several.
-    """
-    import onnx
 
+    ``model_sha256`` (the model file's SHA-256) turns on the on-disk plan cache (see
+    :mod:`occlude_cli.loaders.cache`) for plans chosen by the cost model without ``measure``: a cached plan
+    skips the graph analysis and the sub-model extraction but not the self-check; one that fails it is
+    rebuilt. Graphs where incremental inference does not apply are remembered too.
+    """
     path = Path(model_path)
     if not path.exists():
         raise OccludeError(f"model not found: {path}")
     input_shape = [int(d) for d in input_shape]
     if len(input_shape) != 4 or input_shape[0] != 1:
         raise OccludeError(f"input_shape must be 4-D with a batch of 1, got {input_shape}")
+    key = None
+    if model_sha256 and cuts is None and not (measure or require_faster):
+        key = cache.entry_key(
+            "incremental",
+            sha256=model_sha256,
+            input_shape=input_shape,
+            layout=layout,
+            window=[int(w) for w in window],
+            input_name=input_name,
+            output_name=output_name,
+            max_chain=max_chain,
+            max_plans=max_plans,
+        )
+        cached = _cached_plan(key, sample, baseline, threads, providers, full_session, tolerance)
+        if cached is not None:
+            return cached
+    try:
+        scorer = _build_plan(
+            path,
+            input_shape,
+            layout=layout,
+            baseline=baseline,
+            sample=sample,
+            window=window,
+            providers=providers,
+            threads=threads,
+            input_name=input_name,
+            output_name=output_name,
+            cuts=cuts,
+            max_chain=max_chain,
+            max_plans=max_plans,
+            measure=measure,
+            tolerance=tolerance,
+            require_faster=require_faster,
+            full_session=full_session,
+        )
+    except IncrementalUnavailable as exc:
+        if key is not None and exc.structural:
+            cache.store("incremental", key, {"available": False, "reason": str(exc)})
+        raise
+    if key is not None:
+        _store_plan(key, scorer, window)
+    scorer._parts = []
+    return scorer
+
+
+def _build_plan(
+    path: Path,
+    input_shape: List[int],
+    *,
+    layout,
+    baseline,
+    sample,
+    window,
+    providers,
+    threads,
+    input_name,
+    output_name,
+    cuts,
+    max_chain,
+    max_plans,
+    measure,
+    tolerance,
+    require_faster,
+    full_session,
+) -> IncrementalScorer:
+    import onnx
+
     model = onnx.load(str(path))
     info = GraphInfo(model, input_shape=input_shape, input_name=input_name)
     info.path = path
@@ -760,7 +849,7 @@ def build_plan(
     candidates = cut_candidates(None, info=info, analysis=base, output=output_name)
     if not candidates:
         reason = base.first_nonlocal or "no local tensor dominates the output"
-        raise IncrementalUnavailable(f"no cut point: locality ends at {reason}")
+        raise IncrementalUnavailable(f"no cut point: locality ends at {reason}", structural=True)
     input_local = base.tensors[info.input_name]
     input_extent = input_local.extent
     assert input_extent is not None  # the input's shape is always inferred
@@ -784,40 +873,22 @@ def build_plan(
         ranked = _plan_candidates(info, candidates, window, output_name, input_local, max_chain)
         chains = [c.chain for c in ranked[: max(1, max_plans)]]
         if not chains:
-            raise IncrementalUnavailable("no chain of cuts has a usable receptive field")
+            raise IncrementalUnavailable("no chain of cuts has a usable receptive field", structural=True)
         estimates = {tuple(c.chain): c.estimated_speedup for c in ranked}
     full = _FullModel(full_session or _session(model, threads, providers), info.input_name, output_name)
     # every position class (corners, borders, interior, off-grid) for the crops; outputs against full passes
     # on a few of them (each full pass costs what the plan saves on about two windows)
-    windows = _check_windows(input_extent, window)
-    compared = _compared_windows(windows)
-    reference = full.run(_occluded_batch(sample, baseline, compared, input_local.axes))
-    scale = float(np.max(np.abs(reference))) or 1.0
-    cache: Dict[tuple, Any] = {}  # (prefix part, session) pairs and suffix sessions
+    check = _SelfCheck(full, sample, baseline, input_extent, window, input_local.axes, tolerance)
+    parts: Dict[tuple, Any] = {}  # (prefix part, session) pairs and suffix sessions
     checked = []
     notes = []
     for chain in chains:
         try:
-            scorer = _make_scorer(model, info, chain, output_name, layout, base, threads, providers, cache)
+            scorer = _make_scorer(model, info, chain, output_name, layout, base, threads, providers, parts)
             scorer.full = full
             scorer.dtype = dtype
             scorer.estimated_speedup = estimates.get(tuple(chain))
-            crops = scorer.check_crops(sample, windows)
-            if not crops <= tolerance:
-                raise IncrementalUnavailable(
-                    f"self-check failed: crops differ from the whole tensor by {crops:.2e} (relative)"
-                )
-            try:
-                got = scorer.score_windows(sample, baseline, compared, batch_size=len(compared))
-            except Exception:  # noqa: BLE001 -- onnxruntime's own error types
-                scorer.suffix_batched = False  # a suffix pinned to batch 1 (a Reshape to [1, K], ...)
-                got = scorer.score_windows(sample, baseline, compared, batch_size=len(compared))
-            error = float(np.max(np.abs(got.astype(np.float64) - reference))) / scale
-            if not error <= tolerance:
-                raise IncrementalUnavailable(
-                    f"self-check failed: outputs differ from full passes by {error:.2e} (relative)"
-                )
-            scorer.check_error = error
+            check.run(scorer)
             checked.append(scorer)
         except IncrementalUnavailable as exc:
             notes.append(f"chain {chain}: {exc}")
@@ -829,6 +900,7 @@ def build_plan(
         checked[0].notes = notes
         return checked[0]
     # every session has run this batch shape (the self-check): one more run each is the measurement
+    windows = check.windows
     n = len(windows)
     occluded = _occluded_batch(sample, baseline, windows, input_local.axes)
     full.run(occluded)  # warm-up: this batch shape is new to the full model
@@ -847,6 +919,133 @@ def build_plan(
             f"not faster here: {best_time * 1e3:.2f} ms/window incremental vs {full_time * 1e3:.2f} ms/window full"
         )
     return best
+
+
+class _SelfCheck:
+    """The self-check every plan passes before it scores a window, whether just built or read from the cache:
+    on windows of every position class (corners, borders, interior, off the stride grid), each prefix part run
+    on crops with nothing occluded reproduces the same slice of the whole tensor; and on a few of them (each
+    full pass costs what the plan saves on about two windows) the plan's outputs with the baseline pasted in
+    equal the full model's."""
+
+    def __init__(self, full, sample, baseline, input_extent, window, input_axes, tolerance: float):
+        self.full = full
+        self.sample = sample
+        self.baseline = baseline
+        self.tolerance = tolerance
+        self.windows = _check_windows(input_extent, window)
+        self.compared = _compared_windows(self.windows)
+        self.reference = full.run(_occluded_batch(sample, baseline, self.compared, input_axes))
+        self.scale = float(np.max(np.abs(self.reference))) or 1.0
+
+    def run(self, scorer: IncrementalScorer) -> None:
+        crops = scorer.check_crops(self.sample, self.windows)
+        if not crops <= self.tolerance:
+            raise IncrementalUnavailable(
+                f"self-check failed: crops differ from the whole tensor by {crops:.2e} (relative)"
+            )
+        compared = self.compared
+        try:
+            got = scorer.score_windows(self.sample, self.baseline, compared, batch_size=len(compared))
+        except Exception:  # noqa: BLE001 -- onnxruntime's own error types
+            scorer.suffix_batched = False  # a suffix pinned to batch 1 (a Reshape to [1, K], ...)
+            got = scorer.score_windows(self.sample, self.baseline, compared, batch_size=len(compared))
+        error = float(np.max(np.abs(got.astype(np.float64) - self.reference))) / self.scale
+        if not error <= self.tolerance:
+            raise IncrementalUnavailable(
+                f"self-check failed: outputs differ from full passes by {error:.2e} (relative)"
+            )
+        scorer.check_error = error
+
+
+def _store_plan(key: str, scorer: IncrementalScorer, window: Tuple[int, int]) -> None:
+    """Keep a checked plan in the on-disk cache: its geometry and its sub-models."""
+    if len(scorer._parts) != len(scorer.segments) + 1:
+        return
+    files = {f"part{i}.onnx": data for i, data in enumerate(scorer._parts[:-1])}
+    files["suffix.onnx"] = scorer._parts[-1]
+    meta = {
+        "available": True,
+        "input_name": scorer.input_name,
+        "output_name": scorer.output_name,
+        "input_axes": list(scorer.input_axes),
+        "input_extent": list(scorer.input_extent),
+        "dtype": np.dtype(scorer.dtype).name,
+        "suffix_batched": scorer.suffix_batched,
+        "estimated_speedup": scorer.estimated_speedup,
+        "window": [min(int(window[0]), scorer.input_extent[0]), min(int(window[1]), scorer.input_extent[1])],
+        "segments": [
+            {
+                "source": seg.source,
+                "target": seg.target,
+                "rf": [[rf.stride, rf.offset, rf.size] for rf in seg.rf],
+                "source_axes": list(seg.source_axes),
+                "target_axes": list(seg.target_axes),
+                "source_extent": list(seg.source_extent),
+                "target_extent": list(seg.target_extent),
+                "file": f"part{i}.onnx",
+            }
+            for i, seg in enumerate(scorer.segments)
+        ],
+        "suffix": "suffix.onnx",
+    }
+    cache.store("incremental", key, meta, files)
+
+
+def _cached_plan(key, sample, baseline, threads, providers, full_session, tolerance) -> Optional[IncrementalScorer]:
+    """The cached plan of ``key`` after its self-check; None when there is none or it fails (then it is
+    removed, to be rebuilt); IncrementalUnavailable when the graph was found not to allow one."""
+    hit = cache.load("incremental", key)
+    if hit is None:
+        return None
+    folder, meta = hit
+    if meta.get("available") is False:
+        raise IncrementalUnavailable(str(meta.get("reason") or "not available for this graph"), structural=True)
+    if full_session is None:
+        return None  # the self-check's reference needs a session of the whole model: build as usual
+    try:
+        dtype = np.dtype(meta["dtype"]).type
+        segments = [
+            Segment(
+                source=seg["source"],
+                target=seg["target"],
+                rf=(AxisRF(*seg["rf"][0]), AxisRF(*seg["rf"][1])),
+                source_axes=(int(seg["source_axes"][0]), int(seg["source_axes"][1])),
+                target_axes=(int(seg["target_axes"][0]), int(seg["target_axes"][1])),
+                source_extent=(int(seg["source_extent"][0]), int(seg["source_extent"][1])),
+                target_extent=(int(seg["target_extent"][0]), int(seg["target_extent"][1])),
+                session=_session(folder / seg["file"], threads, providers),
+            )
+            for seg in meta["segments"]
+        ]
+        input_axes = (int(meta["input_axes"][0]), int(meta["input_axes"][1]))
+        input_extent = (int(meta["input_extent"][0]), int(meta["input_extent"][1]))
+        scorer = IncrementalScorer(
+            model_path=folder,
+            input_name=str(meta["input_name"]),
+            output_name=str(meta["output_name"]),
+            input_axes=input_axes,
+            input_extent=input_extent,
+            segments=segments,
+            suffix=_session(folder / meta["suffix"], threads, providers),
+            suffix_batched=bool(meta["suffix_batched"]),
+        )
+        scorer.dtype = dtype
+        speedup = meta.get("estimated_speedup")
+        scorer.estimated_speedup = None if speedup is None else float(speedup)
+        full = _FullModel(full_session, scorer.input_name, scorer.output_name)
+        scorer.full = full
+        shape = tuple(int(d) for d in np.shape(baseline if sample is None else sample))
+        sample = np.random.default_rng(0).standard_normal(shape).astype(dtype) if sample is None else sample
+        sample = np.asarray(sample, dtype=dtype)
+        baseline = np.zeros(sample.shape, dtype=dtype) if baseline is None else np.asarray(baseline, dtype=dtype)
+        window = (int(meta["window"][0]), int(meta["window"][1]))
+        _SelfCheck(full, sample, baseline, input_extent, window, input_axes, tolerance).run(scorer)
+    except Exception:  # noqa: BLE001 -- a damaged or foreign entry (or a failed self-check): rebuild it
+        cache.remove("incremental", key)
+        return None
+    scorer.notes = ["plan read from the cache"]
+    return scorer
 
 
 def _time_once(fn) -> float:

@@ -145,35 +145,13 @@ def bomb_message(name: str, exc: BaseException, limit: Optional[int] = None) -> 
 
 # ------------------------------------------------------------------------------------------ models
 
-_ONNX_ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
-
 
 def declared_input_bytes(model_path) -> Tuple[str, list, int]:
     """The largest graph input (not an initializer) of an ONNX file as (name, shape, bytes), with dynamic
-    dimensions counted as 1. Reads the graph only (no external weights, no onnxruntime)."""
-    import onnx
+    dimensions counted as 1. Reads the graph only (no external weights, no onnxruntime), or the cache."""
+    from .facts import model_facts
 
-    try:
-        model = onnx.load(str(model_path), load_external_data=False)
-    except Exception:  # unreadable by onnx: onnxruntime will say why when it loads it
-        return ("", [], 0)
-    initialisers = {t.name for t in model.graph.initializer}
-    best: Tuple[str, list, int] = ("", [], 0)
-    for value in model.graph.input:
-        if value.name in initialisers or not value.type.HasField("tensor_type"):
-            continue
-        tensor = value.type.tensor_type
-        shape = [
-            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
-            for d in tensor.shape.dim
-        ]
-        count = 1
-        for d in shape:
-            count *= d if isinstance(d, int) else 1
-        size = count * _ONNX_ITEMSIZE.get(tensor.elem_type, 4)
-        if size > best[2]:
-            best = (value.name, shape, size)
-    return best
+    return model_facts(model_path).largest_input
 
 
 def check_model_file(model_path, limit: Optional[int] = None) -> None:

@@ -7,7 +7,6 @@ Knows nothing of image files or plots: it turns batches of model inputs into cla
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import math
 import os
@@ -19,6 +18,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import OccludeError, first_line
+from .facts import file_sha256, final_operator, model_facts  # noqa: F401 -- file_sha256, final_operator: re-exported
 
 PREPROCESS_KEY = "occlude.preprocess"
 LABELS_KEY = "occlude.labels"
@@ -104,14 +104,6 @@ def resolve_threads(threads: Optional[int], *, force: bool = False) -> int:
     if threads > 1024:
         raise OccludeError(f"threads (--threads) must be at most 1024, got {threads}")
     return int(threads) if force else min(int(threads), cores)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def choose_providers(device: str) -> List[str]:
@@ -302,10 +294,9 @@ class OnnxClassifier:
             raise OccludeError(f"model not found: {self.path}")
         if self.path.is_dir():
             raise OccludeError(f"expected an .onnx model file, got a folder: {self.path}")
-        from .graph import check_external_data
-
-        # before anything reads weights: no location outside the model's folder; the graph is read once here
-        graph = check_external_data(self.path)
+        # before anything reads weights: no location outside the model's folder (and the graph facts, read
+        # once per model file: see loaders.facts)
+        facts = model_facts(self.path)
         ort = _ort()
         self.providers = choose_providers(device)
         options = ort.SessionOptions()
@@ -324,7 +315,7 @@ class OnnxClassifier:
         self.io_binding = (self.provider == "CUDAExecutionProvider") if io_binding is None else bool(io_binding)
         self._device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
         self._bound: dict = {}
-        self.sha256 = file_sha256(self.path)
+        self.sha256 = facts.sha256
         self.input = self._pick("input", self.session.get_inputs(), input_name, "input_name")
         shape = list(self.input.shape)
         if len(shape) not in (4, 5):  # the first thing to say about a non-image model
@@ -369,8 +360,7 @@ class OnnxClassifier:
         self.metadata_preprocessing = _json_metadata(meta, PREPROCESS_KEY, dict, self.path)
         labels = _json_metadata(meta, LABELS_KEY, list, self.path)
         self.labels: Optional[List[str]] = [str(v) for v in labels] if labels is not None else None
-        self.final_op = final_operator(graph, self.output.name)
-        del graph
+        self.final_op = facts.final_ops.get(self.output.name)
 
     def head(self, requested, raw: np.ndarray) -> Head:
         """What to explain for this model (see :func:`resolve_head`), from one unoccluded forward pass."""
@@ -512,32 +502,6 @@ class OnnxClassifier:
             "io_binding": self.io_binding,
             "batching": self.batching,
         }
-
-
-def final_operator(model, output_name: str) -> Optional[str]:
-    """The operator that produces ``output_name`` in ``model`` (a ModelProto, or a path read without its
-    external weights), looking through shape-only ops (Identity, Reshape, Flatten, Squeeze, Unsqueeze,
-    Cast): 'Softmax', 'Sigmoid', 'Gemm', ... or None when it cannot tell."""
-    if not hasattr(model, "graph"):
-        try:
-            import onnx
-
-            model = onnx.load(str(model), load_external_data=False)
-        except Exception:  # not readable by the onnx package (onnxruntime already read it): no graph facts
-            return None
-    producers = {out: node for node in model.graph.node for out in node.output}
-    name = output_name
-    for _ in range(16):
-        node = producers.get(name)
-        if node is None:
-            return None
-        if node.op_type in ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast") and node.input:
-            name = node.input[0]
-            continue
-        if node.op_type == "LogSoftmax":
-            return "LogSoftmax"
-        return node.op_type
-    return None
 
 
 def _json_metadata(meta: dict, key: str, kind: type, path: Path):

@@ -1,0 +1,141 @@
+"""An on-disk cache of what occlude derives from a model file, so that a CI job calling ``occlude run`` once per
+image does not derive it again in every process.
+
+Two kinds of entries, each a folder named by a SHA-256 key over everything the entry depends on (the model
+file's SHA-256, the occlude, onnx and onnxruntime versions, and the entry's own parameters):
+
+* ``model``: graph facts read with the ``onnx`` package (declared input sizes, the operator behind each
+  output). Kept only for models without external data, whose facts depend on the file's bytes alone; a
+  model with external data is checked again on every load (its weights' locations are checked against the
+  folder as it is now).
+* ``incremental``: the plan of exact incremental inference for one input shape and patch: the chain of cuts
+  with their receptive fields, and the sub-models as ``.onnx`` files. A plan read from the cache goes through
+  the same self-check as a new one (crops against the whole tensors, outputs against full passes) and is
+  rebuilt when it fails, so a damaged entry costs time, never a wrong map.
+
+Where: ``$OCCLUDE_CACHE_DIR``, else ``$XDG_CACHE_HOME/occlude``, else ``~/.cache/occlude``. Setting
+``OCCLUDE_CACHE_DIR`` to an empty string, ``0`` or ``off`` disables it. Entries are written to a temporary
+folder and renamed into place (a concurrent or killed writer never leaves half an entry), at most
+:data:`MAX_ENTRIES` of each kind are kept (the least recently used go first), and any error reading or writing
+the cache (a read-only home, a full disk) just means no cache: nothing here ever fails a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+from .._version import __version__
+
+__all__ = ["ENV", "MAX_ENTRIES", "cache_dir", "entry_key", "load", "remove", "store"]
+
+ENV = "OCCLUDE_CACHE_DIR"
+MAX_ENTRIES = 32  # per kind
+FORMAT = 1  # bump when an entry's layout changes
+_OFF = ("", "0", "off", "none", "false", "no")
+_META = "entry.json"
+
+
+def cache_dir() -> Optional[Path]:
+    """The cache's root folder, or None when disabled (``OCCLUDE_CACHE_DIR`` set to '', 0 or off)."""
+    value = os.environ.get(ENV)
+    if value is not None:
+        return None if value.strip().lower() in _OFF else Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME")
+    try:
+        root = Path(base) if base else Path.home() / ".cache"
+    except RuntimeError:  # no home directory to speak of
+        return None
+    return root / "occlude"
+
+
+def entry_key(kind: str, **parts) -> str:
+    """The key of an entry: a SHA-256 over ``kind``, the cache format, occlude's version and ``parts``
+    (JSON-serialisable values; the caller adds the model's SHA-256 and any library versions it depends on)."""
+    text = json.dumps({"kind": kind, "format": FORMAT, "occlude": __version__, **parts}, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def load(kind: str, key: str) -> Optional[Tuple[Path, dict]]:
+    """(the entry's folder, its metadata) or None when absent, unreadable or disabled."""
+    root = cache_dir()
+    if root is None:
+        return None
+    folder = root / kind / key
+    try:
+        meta = json.loads((folder / _META).read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or meta.get("key") != key:
+            return None
+        os.utime(folder)  # recently used: trimmed last
+    except (OSError, ValueError):
+        return None
+    return folder, meta
+
+
+def store(kind: str, key: str, meta: dict, files: Optional[Dict[str, bytes]] = None) -> Optional[Path]:
+    """Write an entry atomically (a temporary folder renamed into place); returns its folder, or None when
+    the cache is disabled or cannot be written. An existing entry of the same key is kept as it is."""
+    root = cache_dir()
+    if root is None:
+        return None
+    parent = root / kind
+    final = parent / key
+    tmp: Optional[str] = None
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        if load(kind, key) is not None:
+            return final
+        shutil.rmtree(final, ignore_errors=True)  # a damaged entry of this key
+        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+        for name, data in (files or {}).items():
+            if "/" in name or "\\" in name or name in ("", ".", "..", _META):
+                raise ValueError(f"bad cache file name {name!r}")
+            with open(os.path.join(tmp, name), "wb") as handle:
+                handle.write(data)
+        with open(os.path.join(tmp, _META), "w", encoding="utf-8") as handle:
+            json.dump({**meta, "key": key}, handle, sort_keys=True)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process stored it first: keep theirs
+            if load(kind, key) is None:
+                raise
+        tmp = None
+        _trim(parent)
+        return final
+    except (OSError, ValueError):
+        return None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove(kind: str, key: str) -> None:
+    """Drop an entry (one that failed its check); a no-op when absent or disabled."""
+    root = cache_dir()
+    if root is not None:
+        shutil.rmtree(root / kind / key, ignore_errors=True)
+
+
+def _trim(parent: Path) -> None:
+    """Keep the :data:`MAX_ENTRIES` most recently used entries of one kind; remove stale temporary folders."""
+    entries = []
+    now = time.time()
+    for child in parent.iterdir():
+        try:
+            mtime = child.stat().st_mtime
+        except OSError:
+            continue
+        if child.name.startswith(".tmp-"):  # a writer's folder: another process may be filling it
+            if now - mtime > 3600:  # ... or was killed an hour ago
+                shutil.rmtree(child, ignore_errors=True)
+            continue
+        entries.append((mtime, child))
+    entries.sort(reverse=True)
+    for _, child in entries[MAX_ENTRIES:]:
+        shutil.rmtree(child, ignore_errors=True)
