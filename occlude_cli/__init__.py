@@ -10,9 +10,13 @@ The package is layered; imports point one way only (see README, "Development"):
 ``cli -> batch -> outputs -> explain / validate -> loaders -> core -> errors``.
 """
 
-from ._signals import install_early_sigterm
+from ._signals import install_early_sigterm, is_occlude_command
 
 install_early_sigterm()  # first: a SIGTERM during the imports below exits 130 (only in the `occlude` command)
+if is_occlude_command():  # the command's imports create ~100k long-lived objects: no cyclic GC passes over
+    import gc  # them (5-10% of the start-up); cli.app.main freezes them and turns the collector back on
+
+    gc.disable()
 
 from importlib import import_module  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402

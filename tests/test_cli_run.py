@@ -466,3 +466,32 @@ def test_info_shows_what_occlude_reads_from_a_model(tmp_path):
 def test_summary_of_a_missing_folder_is_an_error(tmp_path):
     result = bad(tmp_path, "summary", tmp_path / "nowhere")
     assert "not a folder" in result.stderr and result.exit_code == 1
+
+
+def test_the_command_exits_without_teardown_but_runs_atexit_and_flushes(tmp_path):
+    """cli.app.exit_now: os._exit after the atexit handlers and a flush, with sys.exit's status rules; a
+    non-daemon thread still running gets the normal exit (which waits for it)."""
+    prologue = "import atexit, sys, threading, time; from occlude_cli.cli.app import main, exit_now; "
+    cases = {
+        "version": ("sys.argv = ['occlude', '--version']; atexit.register(lambda: print('atexit ran')); main()", 0),
+        "usage": ("sys.argv = ['occlude', 'run', '--bogus']; main()", 2),
+        "message": ("exit_now('bye')", 1),
+        "thread": (
+            "t = threading.Thread(target=lambda: (time.sleep(0.3), print('thread done', flush=True))); t.start(); "
+            "exit_now(5)",
+            5,
+        ),
+    }
+    for name, (code, status) in cases.items():
+        result = subprocess.run([sys.executable, "-c", prologue + code], capture_output=True, text=True)
+        assert result.returncode == status, (name, result.stderr)
+        if name == "version":
+            assert result.stdout == f"occlude {__version__}\natexit ran\n"
+        if name == "message":
+            assert result.stderr == "bye\n"
+        if name == "thread":
+            assert result.stdout == "thread done\n"
+    many = subprocess.run(  # everything written before the exit reaches a pipe, nothing truncated
+        [sys.executable, "-c", prologue + "print('x' * 1_000_000, end=''); exit_now(0)"], capture_output=True
+    )
+    assert many.returncode == 0 and len(many.stdout) == 1_000_000
