@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -286,6 +286,55 @@ def bench_model(
     }
 
 
+def refine_combined(repeats: int, budget: Optional[float] = None) -> List[dict]:
+    """``--refine`` with exact incremental inference against the exact full-pass run, as whole runs of the
+    library (``explain``) at patch 48 / stride 8 on the sample photos: full-pass equivalents saved = occlusion
+    time of the exact run with ``incremental="off"`` over that of the refined run with ``incremental="on"``
+    (medians); the refined map with and without incremental inference compared (they must agree to float
+    noise, so the refined map's Pearson against the exact map is the one ``refine_photos.py`` reports)."""
+    from occlude_cli import explain
+    from occlude_cli.loaders.model import OnnxClassifier
+
+    model = OnnxClassifier(ROOT / "sample_models" / "efficientnet_lite0.onnx")
+    rows = []
+    for name in ("cat.jpg", "coffee.jpg", "astronaut.jpg", "flower.jpg"):
+        photo = ROOT / "sample_images" / name
+        runs: Dict[str, list] = {"exact": [], "refine_incremental": []}
+        maps = {}
+        for _ in range(repeats):
+            for key, kwargs in (
+                ("exact", dict(incremental="off")),
+                ("refine_incremental", dict(incremental="on", refine=True, refine_budget=budget)),
+            ):
+                result = explain(model, photo, patch=48, stride=8, **kwargs)
+                runs[key].append(result.timing["occlusion_s"])
+                maps[key] = result
+        plain = explain(model, photo, patch=48, stride=8, refine=True, refine_budget=budget, incremental="off")
+        exact_map, refined_map = maps["exact"].map, maps["refine_incremental"].map
+        row = {
+            "photo": name,
+            "refine_budget": budget,
+            "exact_s": statistics.median(runs["exact"]),
+            "refine_incremental_s": statistics.median(runs["refine_incremental"]),
+            "exact_passes": maps["exact"].occlusion.forward_passes,
+            "refine_passes": maps["refine_incremental"].occlusion.forward_passes,
+            "refine_vs_plain_refine_max_rel_diff": float(
+                np.max(np.abs(refined_map - plain.map)) / (np.max(np.abs(plain.map)) or 1.0)
+            ),
+            "pearson_vs_exact": float(np.corrcoef(exact_map.ravel(), refined_map.ravel())[0, 1]),
+        }
+        row["full_pass_equivalents_saved"] = row["exact_s"] / row["refine_incremental_s"]
+        rows.append(row)
+        print(
+            f"{name:14s} exact {row['exact_s']:.2f} s ({row['exact_passes']} passes)  refine+incremental "
+            f"{row['refine_incremental_s']:.2f} s ({row['refine_passes']} passes)  "
+            f"{row['full_pass_equivalents_saved']:.2f}x fewer full-pass equivalents  Pearson "
+            f"{row['pearson_vs_exact']:.3f}  vs plain refine {row['refine_vs_plain_refine_max_rel_diff']:.1e}",
+            flush=True,
+        )
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="effnet,resnet18,mobilenetv2,vgg11_half")
@@ -299,7 +348,20 @@ def main(argv=None) -> int:
         default="on",
         help="thread spinning of the full-pass session (on: onnxruntime's default, as occlude)",
     )
+    parser.add_argument(
+        "--refine",
+        action="store_true",
+        help="instead: --refine with incremental inference against the exact full-pass run, on the sample photos",
+    )
+    parser.add_argument("--refine-budget", type=float, default=None, help="with --refine: the refine budget")
     args = parser.parse_args(argv)
+    if args.refine:
+        rows = refine_combined(max(1, min(args.repeats, 3)), args.refine_budget)
+        out = ROOT / "benchmarks" / "results" / f"refine-incremental-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"load": os.getloadavg()[0], "results": rows}, indent=2))
+        print(f"wrote {out}")
+        return 0
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     load_start = os.getloadavg()[0]
     print(f"load average at start: {load_start:.2f} (other processes skew the numbers)")

@@ -176,6 +176,18 @@ def test_entries_are_trimmed_to_the_most_recently_used(cache_dir, monkeypatch):
         os.utime(cache_dir / "model" / key, (1e9 + i, 1e9 + i))
     assert cache.load("model", keys[0]) is None and cache.load("model", keys[1]) is None
     assert [cache.load("model", k)[1]["n"] for k in keys[2:]] == [2, 3, 4]
+    monkeypatch.setattr(cache, "MAX_BYTES", 2500)  # and at most this many bytes, the newest entry always kept
+    big = [cache.entry_key("incremental", n=n) for n in range(3)]
+    for i, key in enumerate(big):
+        assert cache.store("incremental", key, {"n": i}, {"part0.onnx": b"w" * 1000}) is not None
+        os.utime(cache_dir / "incremental" / key, (1.5e9 + i, 1.5e9 + i))
+    assert cache.load("incremental", big[0]) is None
+    assert [cache.load("incremental", k)[1]["n"] for k in big[1:]] == [1, 2]
+    huge = cache.entry_key("incremental", n="huge")
+    assert cache.store("incremental", huge, {"n": "huge"}, {"part0.onnx": b"w" * 5000}) is not None
+    assert cache.load("incremental", huge) is not None and entries(cache_dir, "incremental") == [
+        cache_dir / "incremental" / huge
+    ]
 
 
 # ------------------------------------------------------------------------------------------ the CLI

@@ -62,7 +62,10 @@ app = typer.Typer(
     help="Explain what an ONNX image classifier looks at, by occlusion sensitivity.\n\n"
     "Slides a patch over the image, replaces it by a baseline, and records how much the target class's "
     "score drops at each position. Writes heatmap overlays (PNG), raw scores (JSON) and maps (.npy).",
-    epilog=EXIT_CODES_TEXT + " Shell completion: occlude --install-completion.",
+    epilog=EXIT_CODES_TEXT
+    + " Environment: OCCLUDE_CACHE_DIR, where model facts and incremental-inference plans are cached (default"
+    + " ~/.cache/occlude; off disables it); OCCLUDE_DEBUG=1 shows tracebacks of internal errors."
+    + " Shell completion: occlude --install-completion.",
     add_completion=True,
     no_args_is_help=True,
     rich_markup_mode="rich",

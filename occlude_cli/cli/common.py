@@ -260,7 +260,7 @@ class OcclusionFlags:
     incremental: Annotated[
         Incremental,
         typer.Option(
-            help="Exact incremental inference for CNNs: recompute only the part of each early layer a window changes (the same map to float noise, checked at start-up). auto: when the graph allows it and the cost model expects >= 1.3x; on: require it; off: one full forward pass per window."
+            help="Exact incremental inference for CNNs: recompute only the part of each early layer a window changes (the same map to float noise, checked at start-up). auto: when the graph allows it and the cost model expects >= 1.3x; on: require it; off: one full forward pass per window. Plans are cached on disk in $OCCLUDE_CACHE_DIR (default ~/.cache/occlude; set it to off to disable)."
         ),
     ] = Incremental.auto
 

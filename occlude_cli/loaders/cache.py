@@ -16,7 +16,8 @@ file's SHA-256, the occlude, onnx and onnxruntime versions, and the entry's own 
 Where: ``$OCCLUDE_CACHE_DIR``, else ``$XDG_CACHE_HOME/occlude``, else ``~/.cache/occlude``. Setting
 ``OCCLUDE_CACHE_DIR`` to an empty string, ``0`` or ``off`` disables it. Entries are written to a temporary
 folder and renamed into place (a concurrent or killed writer never leaves half an entry), at most
-:data:`MAX_ENTRIES` of each kind are kept (the least recently used go first), and any error reading or writing
+:data:`MAX_ENTRIES` entries and :data:`MAX_BYTES` of each kind are kept (the least recently used go
+first; the newest entry always stays), and any error reading or writing
 the cache (a read-only home, a full disk) just means no cache: nothing here ever fails a run.
 """
 
@@ -33,10 +34,11 @@ from typing import Dict, Optional, Tuple
 
 from .._version import __version__
 
-__all__ = ["ENV", "MAX_ENTRIES", "cache_dir", "entry_key", "load", "remove", "store"]
+__all__ = ["ENV", "MAX_BYTES", "MAX_ENTRIES", "cache_dir", "entry_key", "load", "remove", "store"]
 
 ENV = "OCCLUDE_CACHE_DIR"
 MAX_ENTRIES = 32  # per kind
+MAX_BYTES = 1 << 30  # per kind: a plan holds the model's weights once more (EfficientNet-Lite0: 18 MB)
 FORMAT = 1  # bump when an entry's layout changes
 _OFF = ("", "0", "off", "none", "false", "no")
 _META = "entry.json"
@@ -137,5 +139,15 @@ def _trim(parent: Path) -> None:
             continue
         entries.append((mtime, child))
     entries.sort(reverse=True)
-    for _, child in entries[MAX_ENTRIES:]:
-        shutil.rmtree(child, ignore_errors=True)
+    total = 0
+    for rank, (_, child) in enumerate(entries):
+        total += _size(child)
+        if rank >= MAX_ENTRIES or (rank > 0 and total > MAX_BYTES):
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def _size(folder: Path) -> int:
+    try:
+        return sum(f.stat().st_size for f in folder.iterdir())
+    except OSError:
+        return 0
