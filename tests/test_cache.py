@@ -126,7 +126,7 @@ def test_a_cached_plan_scores_exactly_as_the_plan_it_was_built_from(cache_dir, t
     assert np.abs(got - reference).max() <= 1e-5 * np.abs(reference).max()
 
 
-@pytest.mark.parametrize("damage", ["garbage part", "swapped parts", "shifted field", "bad json"])
+@pytest.mark.parametrize("damage", ["garbage part", "swapped parts", "shifted field", "bad json", "outside path"])
 def test_a_damaged_plan_entry_is_rebuilt_and_never_changes_the_outputs(cache_dir, tmp_path, damage):
     path = residual(tmp_path / "res.onnx")
     rng = np.random.default_rng(4)
@@ -144,6 +144,11 @@ def test_a_damaged_plan_entry_is_rebuilt_and_never_changes_the_outputs(cache_dir
         (entry / "suffix.onnx").write_bytes((entry / "part0.onnx").read_bytes())
     elif damage == "shifted field":  # valid sessions, wrong geometry: only the self-check can tell
         meta["segments"][0]["rf"][0][1] += 1
+        (entry / "entry.json").write_text(json.dumps(meta))
+    elif damage == "outside path":  # an entry may only name its own files
+        outside = tmp_path / "elsewhere.onnx"
+        outside.write_bytes((entry / "part0.onnx").read_bytes())
+        meta["segments"][0]["file"] = str(outside)
         (entry / "entry.json").write_text(json.dumps(meta))
     else:
         (entry / "entry.json").write_text("{")

@@ -25,6 +25,7 @@ share of each segment) and the best few chains are then timed on real batches ag
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -1004,6 +1005,9 @@ def _cached_plan(key, sample, baseline, threads, providers, full_session, tolera
     if full_session is None:
         return None  # the self-check's reference needs a session of the whole model: build as usual
     try:
+        names = [seg["file"] for seg in meta["segments"]] + [meta["suffix"]]
+        if not all(isinstance(n, str) and re.fullmatch(r"(part\d+|suffix)\.onnx", n) for n in names):
+            raise ValueError("an entry naming files outside its folder")
         dtype = np.dtype(meta["dtype"]).type
         segments = [
             Segment(
