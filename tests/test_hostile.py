@@ -19,6 +19,7 @@ import sys
 import time
 import zlib
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import onnx
@@ -654,3 +655,80 @@ def test_summary_is_written_atomically_on_failure_paths(tmp_path, model):
     assert summary["counts"]["failed"] == 1
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
     assert stat.S_ISREG((tmp_path / "out" / "summary.csv").stat().st_mode)
+
+
+# ------------------------------------------------------------------ PNGs whose pixel data ends early
+
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png(pixels: np.ndarray, *, interlace: bool = False, keep: Optional[int] = None) -> bytes:
+    """A PNG written by hand (8-bit grey or RGB, filter 0), its zlib stream complete but holding only the first
+    ``keep`` rows (interlaced: the first ``keep`` Adam7 passes): what Pillow pads with zeros without a word."""
+    h, w = pixels.shape[:2]
+    colour = 0 if pixels.ndim == 2 else 2
+    if interlace:
+        images = [pixels[y0::dy, x0::dx] for x0, y0, dx, dy in _ADAM7][:keep]
+        raw = b"".join(b"\x00" + row.tobytes() for image in images if image.size for row in image)
+    else:
+        raw = b"".join(b"\x00" + row.tobytes() for row in pixels[:keep])
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 1 if interlace else 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("interlace", [False, True])
+def test_png_with_missing_rows_refused_not_padded(tmp_path, interlace):
+    rng = np.random.default_rng(5)
+    for shape in ((29, 37), (29, 37, 3)):
+        pixels = rng.integers(1, 256, shape, dtype=np.uint8)
+        whole = tmp_path / f"whole-{len(shape)}.png"
+        whole.write_bytes(_png(pixels, interlace=interlace))
+        loaded = np.asarray(load_image(whole))
+        assert np.array_equal(loaded, pixels)  # the hand-written PNG is sound
+        short = tmp_path / f"short-{len(shape)}.png"
+        short.write_bytes(_png(pixels, interlace=interlace, keep=5 if interlace else 17))
+        assert not np.asarray(Image.open(short)).all()  # Pillow alone pads the missing rows with zeros
+        with pytest.raises(OccludeError, match="PNG pixel data ends"):
+            load_image(short)
+
+
+def test_png_with_missing_rows_fails_its_image_only_in_a_folder_run(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(6)
+    pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+    (folder / "a_short.png").write_bytes(_png(pixels, keep=4))
+    Image.fromarray(pixels).save(folder / "b_good.png")
+    digits = ROOT / "sample_models" / "digits_cnn.onnx"
+    result = subprocess.run(
+        OCCLUDE + ["run", str(digits), str(folder), "--out", str(tmp_path / "out"), "-q"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 3, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "a_short.png" in errors[0] and "ends after 4 of 8 rows" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "out" / "b_good.json").exists() and not (tmp_path / "out" / "a_short.json").exists()
+
+
+def test_every_png_pillow_writes_still_loads(tmp_path):
+    """No false alarm: palette, grey+alpha, RGBA, 16-bit and 1-bit PNGs, and the sample images."""
+    rng = np.random.default_rng(7)
+    rgb = Image.fromarray(rng.integers(0, 256, (23, 31, 3), dtype=np.uint8))
+    images = {
+        "p": rgb.convert("P"),
+        "la": rgb.convert("LA"),
+        "rgba": rgb.convert("RGBA"),
+        "i16": Image.fromarray(rng.integers(0, 65536, (23, 31), dtype=np.uint16)),
+        "bits": rgb.convert("1"),
+    }
+    for name, image in images.items():
+        image.save(tmp_path / f"{name}.png")
+        assert load_image(tmp_path / f"{name}.png").size == (31, 23)
+    for path in sorted((ROOT / "sample_images").rglob("*.png")):
+        load_image(path)
