@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -206,6 +206,10 @@ class _Geometry:
     origins: List[np.ndarray]
     sizes: List[Tuple[int, int]]
     changed: List[np.ndarray]
+    origin_lists: List[list] = field(default_factory=list)  # origins as Python lists, made once per call
+
+    def __post_init__(self) -> None:
+        self.origin_lists = [o.tolist() for o in self.origins]
 
 
 class IncrementalScorer:
@@ -394,7 +398,7 @@ class IncrementalScorer:
             shape[0] = b
             shape[axes[0]], shape[axes[1]] = cy, cx
             batch = np.empty(shape, dtype=source_full.dtype)
-            origins = geo.origins[k].tolist()
+            origins = geo.origin_lists[k]
             for i, w in enumerate(rows):
                 oy, ox = origins[w]
                 batch[i] = source_full[_index(ndim, axes, (oy, oy + cy), (ox, ox + cx), 0)]
