@@ -78,6 +78,9 @@ def against_baseline(revision: str, tmp: Path, repeats: int, results: dict) -> N
         times["new_cold"].append(wall(new, cold_env))
     for key, values in times.items():
         results[f"default_cat_{key}_s"] = statistics.median(values)
+        results[f"default_cat_{key}_runs_s"] = [round(v, 3) for v in values]
+    pairs = [o / n for o, n in zip(times["old"], times["new_warm"])]
+    results["speedup_vs_baseline_warm_per_pair"] = [round(r, 3) for r in pairs]
     results["baseline_revision"] = revision
     results["speedup_vs_baseline_warm"] = results["default_cat_old_s"] / results["default_cat_new_warm_s"]
     results["speedup_vs_baseline_cold"] = results["default_cat_old_s"] / results["default_cat_new_cold_s"]
@@ -122,14 +125,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--baseline", default="6a6c0ba", help="commit to compare the default run with, or 'none'")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats of each measurement [5; --quick: 2]")
+    parser.add_argument("--baseline-only", action="store_true", help="only the comparison with --baseline")
     args = parser.parse_args()
-    repeats = 2 if args.quick else 5
+    repeats = args.repeats or (2 if args.quick else 5)
     occlude = [sys.executable, "-m", "occlude_cli"]
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="occlude-process-") as tmp:
         tmp = Path(tmp)
         if args.baseline != "none":
             against_baseline(args.baseline, tmp, repeats + 2, results)
+        if args.baseline_only:
+            return finish(results, "process-baseline")
         os.environ["OCCLUDE_CACHE_DIR"] = str(tmp / "occlude-cache")  # warm after the first call of each kind
         ENV["OCCLUDE_CACHE_DIR"] = os.environ["OCCLUDE_CACHE_DIR"]
         results["python_start_s"] = median_wall([sys.executable, "-c", "pass"], repeats)
@@ -154,9 +161,13 @@ def main() -> None:
         seconds = wall(occlude + ["run", str(DIGITS), str(tmp / "digits"), "-q", "--out", str(tmp / "dout")])
         results["digits_folder_images"] = count
         results["digits_folder_images_per_s"] = count / seconds
+    finish(results, "process")
+
+
+def finish(results: dict, name: str) -> None:
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"process-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = out / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     for key, value in results.items():
         print(f"{key:34s} {value:.3f}" if isinstance(value, float) else f"{key:34s} {value}")

@@ -124,6 +124,8 @@ def test_a_cached_plan_scores_exactly_as_the_plan_it_was_built_from(cache_dir, t
     np.testing.assert_array_equal(got, want)
     reference = _full_outputs(path, sample, baseline, windows)
     assert np.abs(got - reference).max() <= 1e-5 * np.abs(reference).max()
+    # without a sample or baseline the self-check uses a seeded random input and zeros: still a cache hit
+    assert _plan(path, [1, 3, 32, 32], (5, 5)).notes == ["plan read from the cache"]
 
 
 @pytest.mark.parametrize("damage", ["garbage part", "swapped parts", "shifted field", "bad json", "outside path"])
@@ -235,3 +237,27 @@ def test_cache_off_writes_nothing(tmp_path, monkeypatch):
     assert not (tmp_path / "xdg").exists()
     monkeypatch.delenv(cache.ENV)
     assert cache.cache_dir() == tmp_path / "xdg" / "occlude"
+
+
+def test_concurrent_first_calls_share_one_entry_and_agree(tmp_path):
+    """Three processes with the same empty cache at once (a CI job fanning out with xargs -P): all succeed,
+    with byte-identical outputs, one entry of each kind and no temporary folder left."""
+    folder = tmp_path / "cache"
+    env = {**os.environ, cache.ENV: str(folder)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "occlude_cli", "run", EFFNET, CAT, "--patch", "32", "--stride", "16"]
+            + ["--no-timing", "--out", str(tmp_path / f"out{i}"), "-q"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        for i in range(3)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()
+    assert len(entries(folder, "incremental")) == 1 and len(entries(folder, "model")) == 1
+    assert not [p for kind in ("model", "incremental") for p in (folder / kind).iterdir() if p.name.startswith(".")]
+    for suffix in (".json", ".npy", ".overlay.png"):
+        assert len({(tmp_path / f"out{i}" / f"cat{suffix}").read_bytes() for i in range(3)}) == 1, suffix

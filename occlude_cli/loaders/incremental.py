@@ -785,7 +785,7 @@ def build_plan(
             max_chain=max_chain,
             max_plans=max_plans,
         )
-        cached = _cached_plan(key, sample, baseline, threads, providers, full_session, tolerance)
+        cached = _cached_plan(key, input_shape, sample, baseline, threads, providers, full_session, tolerance)
         if cached is not None:
             return cached
     try:
@@ -997,7 +997,9 @@ def _store_plan(key: str, scorer: IncrementalScorer, window: Tuple[int, int]) ->
     cache.store("incremental", key, meta, files)
 
 
-def _cached_plan(key, sample, baseline, threads, providers, full_session, tolerance) -> Optional[IncrementalScorer]:
+def _cached_plan(
+    key, input_shape, sample, baseline, threads, providers, full_session, tolerance
+) -> Optional[IncrementalScorer]:
     """The cached plan of ``key`` after its self-check; None when there is none or it fails (then it is
     removed, to be rebuilt); IncrementalUnavailable when the graph was found not to allow one."""
     hit = cache.load("incremental", key)
@@ -1043,7 +1045,7 @@ def _cached_plan(key, sample, baseline, threads, providers, full_session, tolera
         scorer.estimated_speedup = None if speedup is None else float(speedup)
         full = _FullModel(full_session, scorer.input_name, scorer.output_name)
         scorer.full = full
-        shape = tuple(int(d) for d in np.shape(baseline if sample is None else sample))
+        shape = tuple(int(d) for d in input_shape[1:])
         sample = np.random.default_rng(0).standard_normal(shape).astype(dtype) if sample is None else sample
         sample = np.asarray(sample, dtype=dtype)
         baseline = np.zeros(sample.shape, dtype=dtype) if baseline is None else np.asarray(baseline, dtype=dtype)
