@@ -126,3 +126,27 @@ def test_manifest_lists_every_model_file() -> None:
     files = {p.name for p in (ZOO / "models").iterdir() if p.suffix == ".onnx"}
     assert files == {c["file"] for c in CASES}
     assert (ZOO / "models" / "external_data.onnx.data").is_file()
+
+
+@pytest.mark.parametrize(
+    "name, tolerance",
+    [("uint8_nhwc", 1e-6), ("float64", 1e-9), ("int8_qdq", 1e-5), ("fp16", 2e-2)],
+)
+def test_incremental_inference_on_other_input_types_matches_full_passes(zoo_image, tmp_path, name, tolerance):
+    """uint8, float64, int8 QDQ and float16 models: a plan in the model's own input type, checked at start-up
+    (float16 against float16 noise), and the map equal to the full-pass map (float16: within its noise, as a
+    share of the map's peak). A uint8 model used to fail its image when auto chose a plan."""
+    (case,) = [c for c in CASES if c["name"] == name]
+    maps = {}
+    for mode in ("on", "off"):
+        out = tmp_path / mode
+        result = run_cli(
+            {**case, "patch": 4, "stride": 1, "flags": case["flags"] + ["--incremental", mode]}, zoo_image, out
+        )
+        assert result.exit_code == 0, result.output
+        record = json.loads((out / "zoo.json").read_text())["params"]["incremental"]
+        assert record["used"] is (mode == "on")
+        maps[mode] = np.load(out / "zoo.npy")
+    peak = float(np.abs(maps["off"]).max())
+    assert peak > 0
+    assert float(np.abs(maps["on"] - maps["off"]).max()) <= tolerance * peak

@@ -740,7 +740,7 @@ def build_plan(
     max_chain: int = 5,
     max_plans: int = 3,
     measure: bool = True,
-    tolerance: float = 1e-4,
+    tolerance: Optional[float] = None,
     require_faster: bool = False,
     full_session=None,
     model_sha256: Optional[str] = None,
@@ -760,6 +760,8 @@ def build_plan(
     ``sample``/``baseline`` (one sample each, no batch axis) feed the self-check; default a seeded random
     input and zeros. ``full_session``: an onnxruntime session of the whole model to reuse.
     ``input_name``/``output_name`` pick the image input and the scores output when the model has several.
+    ``tolerance``: the self-check's largest difference, relative to the largest magnitude; default float
+    noise of the input's type (1e-4, or 2e-3 for float16 models).
 
     ``model_sha256`` (the model file's SHA-256) turns on the on-disk plan cache (see
     :mod:`occlude_cli.loaders.cache`) for plans chosen by the cost model without ``measure``: a cached plan
@@ -858,7 +860,10 @@ def _build_plan(
     input_local = base.tensors[info.input_name]
     input_extent = input_local.extent
     assert input_extent is not None  # the input's shape is always inferred
-    dtype = np.float16 if info.elem_types.get(info.input_name) == onnx.TensorProto.FLOAT16 else np.float32
+    try:  # the model's own input type: float32, float16, float64, uint8, ...
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(info.elem_types.get(info.input_name, onnx.TensorProto.FLOAT)).type
+    except (KeyError, ValueError, TypeError):
+        raise IncrementalUnavailable("the input's element type is not a numpy type", structural=True) from None
     sample_shape = tuple(input_shape[1:])
     if sample is None:
         sample = np.random.default_rng(0).standard_normal(sample_shape).astype(dtype)
@@ -883,7 +888,7 @@ def _build_plan(
     full = _FullModel(full_session or _session(model, threads, providers), info.input_name, output_name)
     # every position class (corners, borders, interior, off-grid) for the crops; outputs against full passes
     # on a few of them (each full pass costs what the plan saves on about two windows)
-    check = _SelfCheck(full, sample, baseline, input_extent, window, input_local.axes, tolerance)
+    check = _SelfCheck(full, sample, baseline, input_extent, window, input_local.axes, _tolerance(tolerance, dtype))
     parts: Dict[tuple, Any] = {}  # (prefix part, session) pairs and suffix sessions
     checked = []
     notes = []
@@ -940,7 +945,10 @@ class _SelfCheck:
         self.tolerance = tolerance
         self.windows = _check_windows(input_extent, window)
         self.compared = _compared_windows(self.windows)
-        self.reference = full.run(_occluded_batch(sample, baseline, self.compared, input_axes))
+        try:
+            self.reference = full.run(_occluded_batch(sample, baseline, self.compared, input_axes))
+        except Exception as exc:  # noqa: BLE001 -- onnxruntime's own error types, as one line
+            raise IncrementalUnavailable(f"the whole model failed on the self-check's inputs: {_first(exc)}") from None
         self.scale = float(np.max(np.abs(self.reference))) or 1.0
 
     def run(self, scorer: IncrementalScorer) -> None:
@@ -1050,12 +1058,25 @@ def _cached_plan(
         sample = np.asarray(sample, dtype=dtype)
         baseline = np.zeros(sample.shape, dtype=dtype) if baseline is None else np.asarray(baseline, dtype=dtype)
         window = (int(meta["window"][0]), int(meta["window"][1]))
-        _SelfCheck(full, sample, baseline, input_extent, window, input_axes, tolerance).run(scorer)
+        _SelfCheck(full, sample, baseline, input_extent, window, input_axes, _tolerance(tolerance, dtype)).run(scorer)
     except Exception:  # noqa: BLE001 -- a damaged or foreign entry (or a failed self-check): rebuild it
         cache.remove("incremental", key)
         return None
     scorer.notes = ["plan read from the cache"]
     return scorer
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _tolerance(tolerance: Optional[float], dtype) -> float:
+    """The self-check's tolerance, relative to the largest magnitude: ``tolerance`` when given, else float
+    noise of the model's type (1e-4 for float32 and wider; two units in the last place, 2e-3, for float16)."""
+    if tolerance is not None:
+        return float(tolerance)
+    return 2.0 * float(np.finfo(np.float16).eps) if np.dtype(dtype) == np.float16 else 1e-4
 
 
 def _time_once(fn) -> float:
@@ -1065,8 +1086,11 @@ def _time_once(fn) -> float:
 
 
 def try_build_plan(*args, **kwargs) -> Tuple[Optional[IncrementalScorer], Optional[str]]:
-    """:func:`build_plan`, or (None, the one-line reason) when incremental inference does not apply."""
+    """:func:`build_plan`, or (None, the one-line reason) when incremental inference does not apply or
+    building the plan failed in any way (then full passes are the answer, never a failed image)."""
     try:
         return build_plan(*args, **kwargs), None
     except IncrementalUnavailable as exc:
         return None, str(exc)
+    except Exception as exc:  # noqa: BLE001 -- onnx, onnxruntime or an unforeseen graph: fall back, say why
+        return None, f"building the plan failed: {_first(exc)}"
