@@ -52,6 +52,48 @@ def median_wall(command, repeats: int, env=None) -> float:
     return statistics.median(wall(command, env) for _ in range(repeats))
 
 
+_TIMED_RUN = """
+import atexit, sys, time
+import onnxruntime as ort
+spent = [0.0]
+plain = ort.InferenceSession.run
+def timed(self, *args, **kwargs):
+    started = time.perf_counter()
+    try:
+        return plain(self, *args, **kwargs)
+    finally:
+        spent[0] += time.perf_counter() - started
+ort.InferenceSession.run = timed
+atexit.register(lambda: sys.stderr.write("INFERENCE %.6f\\n" % spent[0]))
+sys.argv = ["occlude"] + sys.argv[1:]
+from occlude_cli.cli.app import main
+main()
+"""
+
+
+def folder_outside_inference(tmp: Path, copies: int = 2) -> dict:
+    """An EfficientNet folder run (the sample photos, ``copies`` times each, default grid, every output):
+    process wall time against the time spent inside onnxruntime's ``run`` (the occlusion's forward passes,
+    the plan's self-check and the original passes), in one process started fresh."""
+    folder = tmp / "photos"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ("cat.jpg", "coffee.jpg", "astronaut.jpg", "flower.jpg")
+    for i in range(copies):
+        for name in names:
+            shutil.copy(ROOT / "sample_images" / name, folder / f"{i}_{name}")
+    command = [sys.executable, "-c", _TIMED_RUN, "run", str(EFFNET), str(folder), "-q", "--out", str(tmp / "pout")]
+    started = time.perf_counter()
+    done = subprocess.run(command, check=True, capture_output=True, text=True, env=ENV)
+    seconds = time.perf_counter() - started
+    inference = float([line for line in done.stderr.splitlines() if line.startswith("INFERENCE")][-1].split()[1])
+    return {
+        "effnet_folder_images": copies * len(names),
+        "effnet_folder_s": seconds,
+        "effnet_folder_inference_s": inference,
+        "effnet_folder_outside_inference_share": (seconds - inference) / seconds,
+    }
+
+
 def checkout(revision: str, folder: Path) -> Path:
     """The tree of ``revision`` (a commit of this repository) extracted into ``folder``."""
     archive = subprocess.run(["git", "archive", revision], cwd=ROOT, check=True, capture_output=True).stdout
@@ -155,6 +197,7 @@ def main() -> None:
             results[f"whole_process_efficiency_{mode}"] = (
                 results["floor_730_passes_s"] / results[f"default_cat_{mode}_s"]
             )
+        results.update(folder_outside_inference(tmp, 1 if args.quick else 2))
         count = 200 if args.quick else 1000
         digits_folder(tmp / "digits", count)
         shutil.rmtree(tmp / "dout", ignore_errors=True)

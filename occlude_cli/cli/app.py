@@ -134,9 +134,11 @@ def exit_now(code) -> None:
     object, which costs a one-image run 60-100 ms, a tenth of its time. What exiting must do is still done:
     atexit handlers run (Ray's shutdown among them) and stdout/stderr are flushed; every file occlude writes
     is complete and renamed into place before this point. Falls back to a normal exit when a thread other
-    than the main one is still running (it would be waited for)."""
+    than the main one is still running (it would be waited for) and under a profiler or tracer."""
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(code)
+    if sys.getprofile() is not None or sys.gettrace() is not None:  # cProfile, a debugger, coverage: they
+        sys.exit(code)  # finish their work after the program returns
     if code is None:
         status = 0
     elif isinstance(code, int):
