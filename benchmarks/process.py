@@ -71,7 +71,7 @@ main()
 """
 
 
-def folder_outside_inference(tmp: Path, copies: int = 2) -> dict:
+def folder_outside_inference(tmp: Path, copies: int = 2, incremental: str = "auto") -> dict:
     """An EfficientNet folder run (the sample photos, ``copies`` times each, default grid, every output):
     process wall time against the time spent inside onnxruntime's ``run`` (the occlusion's forward passes,
     the plan's self-check and the original passes), in one process started fresh."""
@@ -82,15 +82,17 @@ def folder_outside_inference(tmp: Path, copies: int = 2) -> dict:
         for name in names:
             shutil.copy(ROOT / "sample_images" / name, folder / f"{i}_{name}")
     command = [sys.executable, "-c", _TIMED_RUN, "run", str(EFFNET), str(folder), "-q", "--out", str(tmp / "pout")]
+    command += ["--incremental", incremental]
     started = time.perf_counter()
     done = subprocess.run(command, check=True, capture_output=True, text=True, env=ENV)
     seconds = time.perf_counter() - started
     inference = float([line for line in done.stderr.splitlines() if line.startswith("INFERENCE")][-1].split()[1])
+    shutil.rmtree(tmp / "pout", ignore_errors=True)
     return {
-        "effnet_folder_images": copies * len(names),
-        "effnet_folder_s": seconds,
-        "effnet_folder_inference_s": inference,
-        "effnet_folder_outside_inference_share": (seconds - inference) / seconds,
+        f"effnet_folder_{incremental}_images": copies * len(names),
+        f"effnet_folder_{incremental}_s": seconds,
+        f"effnet_folder_{incremental}_inference_s": inference,
+        f"effnet_folder_{incremental}_outside_inference_share": (seconds - inference) / seconds,
     }
 
 
@@ -197,7 +199,8 @@ def main() -> None:
             results[f"whole_process_efficiency_{mode}"] = (
                 results["floor_730_passes_s"] / results[f"default_cat_{mode}_s"]
             )
-        results.update(folder_outside_inference(tmp, 1 if args.quick else 2))
+        for mode in ("auto", "off"):
+            results.update(folder_outside_inference(tmp, 1 if args.quick else 2, mode))
         count = 200 if args.quick else 1000
         digits_folder(tmp / "digits", count)
         shutil.rmtree(tmp / "dout", ignore_errors=True)
