@@ -261,3 +261,28 @@ def test_concurrent_first_calls_share_one_entry_and_agree(tmp_path):
     assert not [p for kind in ("model", "incremental") for p in (folder / kind).iterdir() if p.name.startswith(".")]
     for suffix in (".json", ".npy", ".overlay.png"):
         assert len({(tmp_path / f"out{i}" / f"cat{suffix}").read_bytes() for i in range(3)}) == 1, suffix
+
+
+def test_racing_writers_leave_one_entry_and_no_temporary_folder(cache_dir):
+    """Many writers of one key at once (threads here; processes in the test above): each either renames its
+    folder into place or finds another's entry there and removes its own."""
+    import threading
+
+    key = cache.entry_key("incremental", n="race")
+    payload = {"part0.onnx": b"p" * 200_000, "suffix.onnx": b"s" * 200_000}
+    results: list = []
+    barrier = threading.Barrier(8)
+
+    def writer(i: int) -> None:
+        barrier.wait()
+        results.append(cache.store("incremental", key, {"writer": i}, payload))
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [cache_dir / "incremental" / key] * 8
+    assert sorted(p.name for p in (cache_dir / "incremental").iterdir()) == [key]
+    folder, meta = cache.load("incremental", key)
+    assert meta["writer"] in range(8) and (folder / "part0.onnx").read_bytes() == payload["part0.onnx"]

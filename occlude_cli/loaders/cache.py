@@ -93,21 +93,25 @@ def store(kind: str, key: str, meta: dict, files: Optional[Dict[str, bytes]] = N
         parent.mkdir(parents=True, exist_ok=True)
         if load(kind, key) is not None:
             return final
-        shutil.rmtree(final, ignore_errors=True)  # a damaged entry of this key
-        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+        tmp = written = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
         for name, data in (files or {}).items():
             if "/" in name or "\\" in name or name in ("", ".", "..", _META):
                 raise ValueError(f"bad cache file name {name!r}")
-            with open(os.path.join(tmp, name), "wb") as handle:
+            with open(os.path.join(written, name), "wb") as handle:
                 handle.write(data)
-        with open(os.path.join(tmp, _META), "w", encoding="utf-8") as handle:
+        with open(os.path.join(written, _META), "w", encoding="utf-8") as handle:
             json.dump({**meta, "key": key}, handle, sort_keys=True)
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process stored it first: keep theirs
-            if load(kind, key) is None:
-                raise
-        tmp = None
+        for _ in range(3):
+            try:
+                os.rename(written, final)
+                tmp = None
+                break
+            except OSError:  # the key's folder exists
+                if load(kind, key) is not None:
+                    break  # another writer's entry: keep it (ours is removed below)
+                _remove(final)  # a damaged one: out of the way, then try again
+        else:
+            return None
         _trim(parent)
         return final
     except (OSError, ValueError):
@@ -121,7 +125,21 @@ def remove(kind: str, key: str) -> None:
     """Drop an entry (one that failed its check); a no-op when absent or disabled."""
     root = cache_dir()
     if root is not None:
-        shutil.rmtree(root / kind / key, ignore_errors=True)
+        _remove(root / kind / key)
+
+
+def _remove(folder: Path) -> None:
+    """Move ``folder`` into a unique hidden folder first, then delete that: a writer renaming a new entry into
+    place meanwhile is never half-deleted."""
+    try:
+        stale = tempfile.mkdtemp(prefix=".stale-", dir=folder.parent)
+    except OSError:
+        return
+    try:
+        os.rename(folder, os.path.join(stale, "entry"))
+    except OSError:  # gone already
+        pass
+    shutil.rmtree(stale, ignore_errors=True)
 
 
 def _trim(parent: Path) -> None:
@@ -133,7 +151,7 @@ def _trim(parent: Path) -> None:
             mtime = child.stat().st_mtime
         except OSError:
             continue
-        if child.name.startswith(".tmp-"):  # a writer's folder: another process may be filling it
+        if child.name.startswith("."):  # a writer's or a remover's folder: another process may be using it
             if now - mtime > 3600:  # ... or was killed an hour ago
                 shutil.rmtree(child, ignore_errors=True)
             continue
@@ -143,7 +161,7 @@ def _trim(parent: Path) -> None:
     for rank, (_, child) in enumerate(entries):
         total += _size(child)
         if rank >= MAX_ENTRIES or (rank > 0 and total > MAX_BYTES):
-            shutil.rmtree(child, ignore_errors=True)
+            _remove(child)
 
 
 def _size(folder: Path) -> int:
