@@ -209,20 +209,8 @@ def fidelity(
                 "windows_used": int(fitted.used),
                 "windows_skipped": int(fitted.skipped),
             },
-            "sufficiency": {
-                "pixels": [int(v) for v in suff.pixels],
-                "scores": [json_number(v) for v in suff.scores],
-                "kept": [json_number(v) for v in suff.relative],
-                "mean_kept": json_number(suff.mean_relative),
-                "aopc": json_number(suff.aopc),
-            },
-            "completeness": {
-                "pixels": [int(v) for v in comp.pixels],
-                "scores": [json_number(v) for v in comp.scores],
-                "removed": [json_number(v) for v in comp.relative],
-                "mean_removed": json_number(comp.mean_relative),
-                "aopc": json_number(comp.aopc),
-            },
+            "sufficiency": _top_k_record(suff, "kept"),
+            "completeness": _top_k_record(comp, "removed"),
         }
     return {
         "target": target,
@@ -640,3 +628,15 @@ def compare_dataset(rows: Sequence[dict], *, n: int = 2000, confidence: float = 
                 [a - b if a is not None and b is not None else None for a, b in pairs]
             )
     return summary
+
+
+def _top_k_record(curve, relative: str) -> dict:
+    """The JSON record of a sufficiency or completeness curve; ``relative`` names its relative scores
+    ("kept" or "removed")."""
+    return {
+        "pixels": [int(v) for v in curve.pixels],
+        "scores": [json_number(v) for v in curve.scores],
+        relative: [json_number(v) for v in curve.relative],
+        f"mean_{relative}": json_number(curve.mean_relative),
+        "aopc": json_number(curve.aopc),
+    }
