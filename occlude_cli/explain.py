@@ -717,9 +717,8 @@ def _incremental(
     def scorer(inputs, base, chunk, score, *, batch_size, spatial_axes, progress=None):
         total = len(chunk)
         out = None
-        for start in range(0, total, batch_size):
-            raw = np.asarray(plan.score_windows(inputs, base, chunk[start : start + batch_size], batch_size=batch_size))
-            scores = head.transform(raw.reshape(len(raw), -1))
+        for start, raw in plan.score_batches(inputs, base, chunk, batch_size=batch_size):
+            scores = head.transform(np.asarray(raw).reshape(len(raw), -1))
             if out is None:
                 out = np.empty((total, scores.shape[1]), dtype=np.float64)
             out[start : start + len(scores)] = scores

@@ -332,6 +332,25 @@ def test_windows_of_other_sizes_and_outside_the_grid(tmp_path):
     np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
 
 
+def test_kept_buffers_never_leak_between_batches_or_inputs(tmp_path):
+    """The last tensor's copies are kept between batches and restored after each suffix run: scoring two
+    inputs in turn, with batches that grow and shrink, gives each input's own full-pass outputs."""
+    path = residual(tmp_path / "r.onnx")
+    rng = np.random.default_rng(11)
+    first, second = (rng.standard_normal((3, 32, 32)).astype(np.float32) for _ in range(2))
+    baseline = rng.standard_normal((3, 32, 32)).astype(np.float32)
+    windows = _all_windows(32, 32, 6, 5)
+    want = {id(x): _full_reference(path, x, baseline, windows, (1, 2)) for x in (first, second)}
+    cands = [c.name for c in cut_candidates(path)]
+    scorer = build_plan(path, [1, 3, 32, 32], cuts=[cands[0], cands[-1]], window=(6, 6), measure=False)
+    for sample, batch in ((first, 3), (second, 8), (first, 5), (first, 2), (second, 1)):
+        got = scorer.score_windows(sample, baseline, windows, batch_size=batch)
+        reference = want[id(sample)]
+        np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+    starts = [start for start, out in scorer.score_batches(first, baseline, windows, batch_size=4)]
+    assert starts == list(range(0, len(windows), 4))
+
+
 def test_efficientnet_sample_windows():
     if not EFFICIENTNET.exists():
         pytest.fail(f"sample model missing: {EFFICIENTNET}")

@@ -29,7 +29,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -188,28 +188,28 @@ def _session(model, threads: Optional[int], providers: Optional[Sequence[str]]):
     return ort.InferenceSession(model, sess_options=options, providers=list(providers or ["CPUExecutionProvider"]))
 
 
-def _index(ndim: int, axes: Tuple[int, int], ys: Tuple[int, int], xs: Tuple[int, int], batch_row=None) -> tuple:
-    """An index tuple for a (batch, ...) array: ``batch_row`` (or all rows), rows ys, columns xs."""
-    index = [slice(None)] * ndim
-    if batch_row is not None:
-        index[0] = batch_row
-    index[axes[0]] = slice(int(ys[0]), int(ys[1]))
-    index[axes[1]] = slice(int(xs[0]), int(xs[1]))
+def _slices(axes: Tuple[int, int], y0: int, y1: int, x0: int, x1: int) -> tuple:
+    """An index tuple for one sample (no batch axis) whose spatial axes are ``axes``: rows y0:y1, columns x0:x1
+    (the axes after the last spatial one are taken whole)."""
+    index = [slice(None)] * (max(axes) + 1)
+    index[axes[0]] = slice(y0, y1)
+    index[axes[1]] = slice(x0, x1)
     return tuple(index)
 
 
 @dataclass
 class _Geometry:
     """Per-window, per-segment crops: origin (N, 2) in source positions, fixed size (2,), and the target's
-    changed interval (N, 2, 2: axis, [lo, hi)) in target positions."""
+    changed interval (N, 2, 2: axis, [lo, hi)) in target positions. :meth:`IncrementalScorer.geometry` also
+    turns them, once per call, into the index tuples the per-window copies use (no batch axis)."""
 
     origins: List[np.ndarray]
     sizes: List[Tuple[int, int]]
     changed: List[np.ndarray]
-    origin_lists: List[list] = field(default_factory=list)  # origins as Python lists, made once per call
-
-    def __post_init__(self) -> None:
-        self.origin_lists = [o.tolist() for o in self.origins]
+    crops: List[List[tuple]] = field(default_factory=list)  # [k][w]: the crop of T_k (source of segment k)
+    occluded: List[Optional[Tuple[tuple, tuple]]] = field(default_factory=list)  # [w]: (in the crop, in the input)
+    pastes: List[List[Optional[Tuple[tuple, tuple]]]] = field(default_factory=list)  # [k][w]: (from, to)
+    reach: List[np.ndarray] = field(default_factory=list)  # [k]: (N, 2, 2) read extent in segment k's crop output
 
 
 class IncrementalScorer:
@@ -248,6 +248,8 @@ class IncrementalScorer:
         self.timings: Dict[str, float] = {}
         self._cache_key: Optional[np.ndarray] = None
         self._cache: List[np.ndarray] = []
+        self._tail: Optional[np.ndarray] = None  # copies of the last whole tensor, kept between batches
+        self._tail_base: Optional[np.ndarray] = None
         self._parts: List[bytes] = []  # serialised sub-models (segments, then the suffix) until cached
 
     @property
@@ -344,7 +346,53 @@ class IncrementalScorer:
             sizes.append((crop[0], crop[1]))
             changed.append(np.stack([j0, j1], axis=2))
             lo, hi = j0, j1
-        return _Geometry(origins, sizes, changed)
+        geo = _Geometry(origins, sizes, changed)
+        self._prepare(geo, windows)
+        return geo
+
+    def _prepare(self, geo: _Geometry, windows: np.ndarray) -> None:
+        """The index tuples of every window's copies, as Python ints once per call (per-window numpy scalars
+        and index building cost more than the copies themselves on small crops)."""
+        k_last = len(self.segments) - 1
+        extent = self.input_extent
+        for k, segment in enumerate(self.segments):
+            axes = (segment.source_axes[0] - 1, segment.source_axes[1] - 1)
+            cy, cx = geo.sizes[k]
+            geo.crops.append([_slices(axes, oy, oy + cy, ox, ox + cx) for oy, ox in geo.origins[k].tolist()])
+            if k == 0:
+                for (oy, ox), (y, x, h, w) in zip(geo.origins[0].tolist(), windows.tolist()):
+                    y0, y1 = max(y, oy, 0), min(y + h, oy + cy, extent[0])
+                    x0, x1 = max(x, ox, 0), min(x + w, ox + cx, extent[1])
+                    geo.occluded.append(
+                        (_slices(axes, y0 - oy, y1 - oy, x0 - ox, x1 - ox), _slices(axes, y0, y1, x0, x1))
+                        if y1 > y0 and x1 > x0
+                        else None
+                    )
+            # where the changed positions of T_{k+1} sit in segment k's crop output, and where they go: the crop
+            # of the next segment's source, or the whole last tensor
+            sy, sx = segment.rf[0].stride, segment.rf[1].stride
+            start = geo.origins[k] // np.asarray([sy, sx])  # the crop's origin in target positions
+            lo, hi = geo.changed[k][:, :, 0], geo.changed[k][:, :, 1]
+            dest = geo.origins[k + 1] if k < k_last else np.zeros_like(lo)
+            nonempty = np.all(hi > lo, axis=1)
+            reach = np.stack([lo - start, hi - start], axis=2)  # (N, axis, [lo, hi)) in the crop output
+            reach[~nonempty] = 0
+            geo.reach.append(reach)
+            t_axes = (segment.target_axes[0] - 1, segment.target_axes[1] - 1)
+            pastes: List[Optional[Tuple[tuple, tuple]]] = []
+            for ok, (ry, rx), (l0, l1), (h0, h1), (dy, dx) in zip(
+                nonempty.tolist(), reach.tolist(), lo.tolist(), hi.tolist(), dest.tolist()
+            ):
+                if not ok:
+                    pastes.append(None)
+                    continue
+                pastes.append(
+                    (
+                        _slices(t_axes, ry[0], ry[1], rx[0], rx[1]),
+                        _slices(t_axes, l0 - dy, h0 - dy, l1 - dx, h1 - dx),
+                    )
+                )
+            geo.pastes.append(pastes)
 
     # -- scoring -------------------------------------------------------------------------------------
     def score_windows(
@@ -356,6 +404,16 @@ class IncrementalScorer:
     ) -> np.ndarray:
         """Raw outputs (N, classes) of the model on ``inputs`` (one sample, no batch axis) with each window
         (y, x, h, w in input pixels) replaced by ``baseline``, equal to float noise to full passes."""
+        return np.concatenate([out for _, out in self.score_batches(inputs, baseline, windows, batch_size)])
+
+    def score_batches(
+        self,
+        inputs: np.ndarray,
+        baseline: np.ndarray,
+        windows: np.ndarray,
+        batch_size: int = 32,
+    ) -> Iterator[Tuple[int, np.ndarray]]:
+        """:meth:`score_windows` one batch at a time: (index of the batch's first window, raw outputs)."""
         inputs = np.asarray(inputs, dtype=self.dtype)
         baseline = np.asarray(baseline, dtype=self.dtype)
         if baseline.shape != inputs.shape:
@@ -367,12 +425,9 @@ class IncrementalScorer:
             raise OccludeError("no windows to occlude")
         full = self._full_tensors(inputs)
         geo = self.geometry(windows)
-        results = []
         for start in range(0, len(windows), batch_size):
-            rows = range(start, min(start + batch_size, len(windows)))
-            out, _ = self._score_batch(full, inputs, baseline, windows, geo, rows, False)
-            results.append(out)
-        return np.concatenate(results)
+            out, _ = self._score_batch(full, baseline, geo, start, min(start + batch_size, len(windows)), False)
+            yield start, out
 
     def check_crops(self, inputs: np.ndarray, windows: np.ndarray) -> float:
         """The self-check of the prefix parts: each segment run on the crops of ``windows`` with nothing
@@ -382,85 +437,90 @@ class IncrementalScorer:
         windows = np.asarray(windows, dtype=np.int64).reshape(-1, 4)
         full = self._full_tensors(inputs)
         geo = self.geometry(windows)
-        _, worst = self._score_batch(full, inputs, inputs, windows, geo, range(len(windows)), True, suffix=False)
+        _, worst = self._score_batch(full, inputs, geo, 0, len(windows), True, suffix=False)
         return worst
 
-    def _score_batch(self, full, inputs, baseline, windows, geo: _Geometry, rows, check: bool, suffix: bool = True):
-        b = len(rows)
-        ndim = full[0].ndim
-        previous = None  # (crop output batch, crop origin in target positions)
+    def _score_batch(self, full, baseline, geo: _Geometry, start: int, stop: int, check: bool, suffix: bool = True):
+        b = stop - start
+        previous: Any = None  # segment k-1's outputs on the crops
         worst = 0.0
         for k, segment in enumerate(self.segments):
-            source_full = full[k]
+            source = full[k][0]
             axes = segment.source_axes
-            cy, cx = geo.sizes[k]
-            shape = list(source_full.shape)
+            shape = list(full[k].shape)
             shape[0] = b
-            shape[axes[0]], shape[axes[1]] = cy, cx
-            batch = np.empty(shape, dtype=source_full.dtype)
-            origins = geo.origin_lists[k]
-            for i, w in enumerate(rows):
-                oy, ox = origins[w]
-                batch[i] = source_full[_index(ndim, axes, (oy, oy + cy), (ox, ox + cx), 0)]
-                if k == 0:
-                    y, x, h, ww = (int(v) for v in windows[w])
-                    y0, y1 = max(y, oy), min(y + h, oy + cy)
-                    x0, x1 = max(x, ox), min(x + ww, ox + cx)
-                    if y1 > y0 and x1 > x0:
-                        batch[(i,) + _index(ndim, axes, (y0 - oy, y1 - oy), (x0 - ox, x1 - ox))[1:]] = baseline[
-                            _index(ndim, axes, (y0, y1), (x0, x1))[1:]
-                        ]
-                else:
-                    self._paste(batch, i, previous, geo, k - 1, w, (oy, ox), axes)
+            shape[axes[0]], shape[axes[1]] = geo.sizes[k]
+            batch = np.empty(shape, dtype=source.dtype)
+            crops = geo.crops[k]
+            if k == 0:
+                occluded = geo.occluded
+                for i in range(b):
+                    batch[i] = source[crops[start + i]]
+                    hole = occluded[start + i]
+                    if hole is not None:
+                        batch[i][hole[0]] = baseline[hole[1]]
+            else:
+                pastes = geo.pastes[k - 1]
+                for i in range(b):
+                    batch[i] = source[crops[start + i]]
+                    paste = pastes[start + i]
+                    if paste is not None:
+                        batch[i][paste[1]] = previous[i][paste[0]]
             out = segment.run(batch)
+            self._check_reach(out, geo, k, start, stop)
             if check:
-                worst = max(worst, self._check_crop(out, full[k + 1], geo, k, rows, segment.target_axes))
+                worst = max(worst, self._check_crop(out, full[k + 1], geo, k, start, stop))
             previous = out
         if not suffix:
             return None, worst
-        last = self.segments[-1]
-        tail = np.repeat(full[-1], b, axis=0)
-        for i, w in enumerate(rows):
-            self._paste(tail, i, previous, geo, len(self.segments) - 1, w, (0, 0), last.target_axes)
-        return self._run_suffix(tail), worst
+        # the last tensor of every window: a kept buffer holding copies of the whole T_k, into which the changed
+        # positions are pasted, and restored after the suffix has run (no fresh copy of T_k per window)
+        base = full[-1]
+        tail = self._tail_buffer(base, b)
+        pastes = geo.pastes[-1]
+        try:
+            for i in range(b):
+                paste = pastes[start + i]
+                if paste is not None:
+                    tail[i][paste[1]] = previous[i][paste[0]]
+            return self._run_suffix(tail), worst
+        finally:
+            for i in range(b):
+                paste = pastes[start + i]
+                if paste is not None:
+                    tail[i][paste[1]] = base[0][paste[1]]
 
-    def _paste(self, dest, row, crop_out, geo: _Geometry, k: int, w: int, dest_origin, axes) -> None:
-        """Paste window ``w``'s changed positions of segment k's target from its crop output into ``dest``
-        (a crop of that tensor starting at ``dest_origin``)."""
-        segment = self.segments[k]
-        (y0, y1), (x0, x1) = geo.changed[k][w]
-        if y1 <= y0 or x1 <= x0:
-            return
-        sy = segment.rf[0].stride
-        sx = segment.rf[1].stride
-        cy0 = int(geo.origins[k][w][0]) // sy  # crop origin in target positions
-        cx0 = int(geo.origins[k][w][1]) // sx
-        ndim = dest.ndim
-        src = _index(ndim, axes, (y0 - cy0, y1 - cy0), (x0 - cx0, x1 - cx0), row)
-        dy, dx = dest_origin
-        dst = _index(ndim, axes, (y0 - dy, y1 - dy), (x0 - dx, x1 - dx), row)
-        part = crop_out[src]
-        if part.shape != dest[dst].shape:
+    def _tail_buffer(self, base: np.ndarray, b: int) -> np.ndarray:
+        """(b, ...) copies of ``base`` (the whole last tensor, batch axis of 1), kept between batches."""
+        if self._tail_base is not base or self._tail is None or len(self._tail) < b:
+            self._tail = np.repeat(base, b, axis=0)
+            self._tail_base = base
+        return self._tail[:b]
+
+    def _check_reach(self, out: np.ndarray, geo: _Geometry, k: int, start: int, stop: int) -> None:
+        """The crop outputs must cover the positions each window changed (numpy would silently cut a slice)."""
+        reach = geo.reach[k][start:stop]
+        axes = self.segments[k].target_axes
+        limit = np.asarray([out.shape[axes[0]], out.shape[axes[1]]])
+        if np.any(reach[:, :, 0] < 0) or np.any(reach[:, :, 1] > limit):
             raise IncrementalUnavailable(
-                f"the crop output of {segment.target!r} does not cover the positions the window changed"
+                f"the crop output of {self.segments[k].target!r} does not cover the positions the window changed"
             )
-        dest[dst] = part
 
-    def _check_crop(self, out, target_full, geo: _Geometry, k: int, rows, axes) -> float:
+    def _check_crop(self, out, target_full, geo: _Geometry, k: int, start: int, stop: int) -> float:
         """Largest |difference| between crop outputs and the whole tensor over the changed positions, relative
         to the tensor's largest magnitude (meaningful when the baseline equals the input)."""
         segment = self.segments[k]
         scale = float(np.max(np.abs(target_full))) or 1.0
         worst = 0.0
-        ndim = out.ndim
-        for i, w in enumerate(rows):
-            (y0, y1), (x0, x1) = geo.changed[k][w]
-            if y1 <= y0 or x1 <= x0:
+        axes = (segment.target_axes[0] - 1, segment.target_axes[1] - 1)
+        for i in range(stop - start):
+            paste = geo.pastes[k][start + i]
+            if paste is None:
                 continue
-            cy0 = int(geo.origins[k][w][0]) // segment.rf[0].stride
-            cx0 = int(geo.origins[k][w][1]) // segment.rf[1].stride
-            got = out[_index(ndim, axes, (y0 - cy0, y1 - cy0), (x0 - cx0, x1 - cx0), i)]
-            want = target_full[_index(ndim, axes, (y0, y1), (x0, x1), 0)]
+            (y0, y1), (x0, x1) = geo.changed[k][start + i].tolist()
+            got = out[i][paste[0]]
+            want = target_full[0][_slices(axes, y0, y1, x0, x1)]
             if got.shape != want.shape:
                 return float("inf")
             worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - want))) / scale)
@@ -693,8 +753,8 @@ def _occluded_batch(sample: np.ndarray, baseline: np.ndarray, windows: np.ndarra
     """Full occluded copies of one sample (the plain engine's batch), ``axes`` counted with the batch axis."""
     batch = np.repeat(sample[None], len(windows), axis=0)
     for i, (y, x, h, w) in enumerate(np.asarray(windows).tolist()):
-        index = _index(batch.ndim, axes, (y, y + h), (x, x + w), i)
-        batch[index] = baseline[index[1:]]
+        index = _slices((axes[0] - 1, axes[1] - 1), y, y + h, x, x + w)
+        batch[i][index] = baseline[index]
     return batch
 
 
