@@ -7,7 +7,8 @@ that decide a run; it does no file writing and no plotting.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple, Union, cast
 
@@ -325,6 +326,17 @@ class VolumeExplanation(Explanation):
         return montage_png(self.prepared.display, self.map, grid.spacing, grid.affine, title, "")
 
 
+# numeric settings checked for their type before their range: (name, " (--flag)" or "", None allowed)
+_NUMBERS = (
+    ("top_k", " (--top-k)", False),
+    ("batch_size", "", True),
+    ("blur_sigma", "", True),
+    ("seed", "", False),
+    ("refine_step", " (--refine-step)", False),
+    ("refine_budget", " (--refine-budget)", False),
+)
+
+
 @dataclass
 class ExplainOptions:
     """The parameters of a run, with the library's defaults. Checked once, by :meth:`checked`, at the API
@@ -354,6 +366,16 @@ class ExplainOptions:
 
     def checked(self) -> ExplainOptions:
         """A copy with every field parsed and range-checked (raises OccludeError naming the parameter)."""
+        defaults = {f.name: f.default for f in dataclass_fields(self) if f.name in ("refine_step", "refine_budget")}
+        unset = {name: value for name, value in defaults.items() if getattr(self, name) is None}
+        if unset:  # None: the default, as for the other optional settings
+            return replace(self, **unset).checked()
+        for name, flag, optional in _NUMBERS:
+            value = getattr(self, name)
+            if not (optional and value is None) and (
+                isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating))
+            ):
+                raise OccludeError(f"{name}{flag} must be a number, got {value!r}")
         patch = parse_hw(self.patch, "patch") if self.patch is not None else None
         stride = parse_hw(self.stride, "stride") if self.stride is not None else None
         if int(self.top_k) != self.top_k or self.top_k < 1:

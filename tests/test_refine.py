@@ -160,3 +160,26 @@ def test_a_bigger_budget_never_buys_fewer_passes_and_the_step_sets_the_least_den
     assert passes[0] == refine_forward_passes(size, patch, stride, None, 3, 0.001) == 5 * 9 + 4 * 10 + 1
     # The defaults at 48/8: the lattice and the drill-downs take a quarter of 530 passes.
     assert refine_forward_passes(size, patch, stride, None, 3, 0.25) == 132
+
+
+def test_library_options_of_the_wrong_type_are_named_and_none_means_the_default():
+    """explain()'s options from Python: a string or None where a number belongs is one OccludeError naming
+    the parameter (not numpy's TypeError), and refine_step / refine_budget None mean their defaults."""
+    from occlude_cli.errors import OccludeError
+    from occlude_cli.explain import ExplainOptions
+
+    options = ExplainOptions(refine=True, refine_step=None, refine_budget=None).checked()
+    assert (options.refine_step, options.refine_budget) == (3, 0.25)
+    assert ExplainOptions(refine=True, refine_budget=np.float32(0.5)).checked().refine_budget == 0.5
+    for name, value in [
+        ("refine_budget", "0.2"),
+        ("refine_step", "x"),
+        ("top_k", "3"),
+        ("seed", None),
+        ("batch_size", True),
+        ("blur_sigma", "2"),
+    ]:
+        with pytest.raises(OccludeError, match=rf"^{name}\b.*must be a number, got"):
+            ExplainOptions(refine=True, **{name: value}).checked()
+    with pytest.raises(OccludeError, match=r"refine_budget \(--refine-budget\) must be in \(0, 1\], got nan"):
+        ExplainOptions(refine=True, refine_budget=float("nan")).checked()
