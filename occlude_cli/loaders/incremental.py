@@ -43,9 +43,13 @@ __all__ = ["IncrementalScorer", "IncrementalUnavailable", "Segment", "build_plan
 # Memory traffic weight of the cost model: one output element costs as much as this many multiply-adds
 # (depthwise convolutions and activations are memory-bound on CPUs).
 _ELEMENT_COST = 24.0
-# Fixed overhead of one segment per window (a session call shared by the batch, slicing, pasting), in
-# multiply-add equivalents per element of the crop.
-_CROP_ELEMENT_COST = 8.0
+# Cost of one element a segment's crop (or the suffix's whole input) moves per window, in multiply-add
+# equivalents: copied into the batch, pasted, reordered by onnxruntime into its blocked layout and read back.
+# Calibrated on this project's 2-core machines (benchmarks/README.md): at 8, the planner cut at the widest
+# tensors (the 96- to 240-channel expansions of inverted residual blocks) and EfficientNet-Lite0 ran 1.45x
+# (patch 16) and 1.15x (patch 48) faster than full passes; at 96 it cuts at the narrow block outputs: 1.53x
+# and 1.44x. ResNet-18- and VGG-like plans are the same either way; MobileNetV2-like 1.58x -> 1.65x.
+_CROP_ELEMENT_COST = 96.0
 
 
 class IncrementalUnavailable(OccludeError):
@@ -846,6 +850,7 @@ def build_plan(
             output_name=output_name,
             max_chain=max_chain,
             max_plans=max_plans,
+            costs=[_ELEMENT_COST, _CROP_ELEMENT_COST],  # a retuned cost model chooses again
         )
         cached = _cached_plan(key, input_shape, sample, baseline, threads, providers, full_session, tolerance)
         if cached is not None:
