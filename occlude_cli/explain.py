@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple, Union, cast
 
@@ -366,10 +365,13 @@ class ExplainOptions:
 
     def checked(self) -> ExplainOptions:
         """A copy with every field parsed and range-checked (raises OccludeError naming the parameter)."""
-        defaults = {f.name: f.default for f in dataclass_fields(self) if f.name in ("refine_step", "refine_budget")}
-        unset = {name: value for name, value in defaults.items() if getattr(self, name) is None}
-        if unset:  # None: the default, as for the other optional settings
-            return replace(self, **unset).checked()
+        if self.refine_step is None or self.refine_budget is None:  # None: the default, as for other settings
+            defaults = ExplainOptions()
+            return replace(
+                self,
+                refine_step=defaults.refine_step if self.refine_step is None else self.refine_step,
+                refine_budget=defaults.refine_budget if self.refine_budget is None else self.refine_budget,
+            ).checked()
         for name, flag, optional in _NUMBERS:
             value = getattr(self, name)
             if not (optional and value is None) and (
