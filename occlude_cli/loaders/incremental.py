@@ -214,6 +214,7 @@ class _Geometry:
     occluded: List[Optional[Tuple[tuple, tuple]]] = field(default_factory=list)  # [w]: (in the crop, in the input)
     pastes: List[List[Optional[Tuple[tuple, tuple]]]] = field(default_factory=list)  # [k][w]: (from, to)
     reach: List[np.ndarray] = field(default_factory=list)  # [k]: (N, 2, 2) read extent in segment k's crop output
+    covered: Dict[int, tuple] = field(default_factory=dict)  # [k]: a crop output shape all windows' reach fits in
 
 
 class IncrementalScorer:
@@ -253,6 +254,7 @@ class IncrementalScorer:
         self._cache_key: Optional[np.ndarray] = None
         self._cache: List[np.ndarray] = []
         self._tail: Optional[np.ndarray] = None  # copies of the last whole tensor, kept between batches
+        self._geometry: Optional[Tuple[tuple, _Geometry]] = None  # the last windows' geometry
         self._tail_base: Optional[np.ndarray] = None
         self._parts: List[bytes] = []  # serialised sub-models (segments, then the suffix) until cached
 
@@ -310,8 +312,18 @@ class IncrementalScorer:
 
     # -- geometry ------------------------------------------------------------------------------------
     def geometry(self, windows: np.ndarray) -> _Geometry:
-        """Crops and changed intervals of every window through the chain (vectorised)."""
+        """Crops and changed intervals of every window through the chain (vectorised); the last one is kept, so
+        that the images of a folder, which share their windows, compute it once."""
         windows = np.asarray(windows, dtype=np.int64)
+        fields = tuple((r.stride, r.offset, r.size) for segment in self.segments for r in segment.rf)
+        key = (windows.shape, windows.tobytes(), fields)
+        if self._geometry is not None and self._geometry[0] == key:
+            return self._geometry[1]
+        geo = self._geometry_of(windows)
+        self._geometry = (key, geo)
+        return geo
+
+    def _geometry_of(self, windows: np.ndarray) -> _Geometry:
         lo = np.stack([windows[:, 0], windows[:, 1]], axis=1)
         hi = lo + np.stack([windows[:, 2], windows[:, 3]], axis=1)
         extent = np.asarray(self.input_extent)
@@ -471,7 +483,9 @@ class IncrementalScorer:
                     if paste is not None:
                         batch[i][paste[1]] = previous[i][paste[0]]
             out = segment.run(batch)
-            self._check_reach(out, geo, k, start, stop)
+            if geo.covered.get(k) != out.shape[1:]:  # every batch's crops have one size: checked once for all
+                self._check_reach(out, geo, k)
+                geo.covered[k] = out.shape[1:]
             if check:
                 worst = max(worst, self._check_crop(out, full[k + 1], geo, k, start, stop))
             previous = out
@@ -501,9 +515,9 @@ class IncrementalScorer:
             self._tail_base = base
         return self._tail[:b]
 
-    def _check_reach(self, out: np.ndarray, geo: _Geometry, k: int, start: int, stop: int) -> None:
-        """The crop outputs must cover the positions each window changed (numpy would silently cut a slice)."""
-        reach = geo.reach[k][start:stop]
+    def _check_reach(self, out: np.ndarray, geo: _Geometry, k: int) -> None:
+        """The crop outputs must cover the positions every window changed (numpy would silently cut a slice)."""
+        reach = geo.reach[k]
         axes = self.segments[k].target_axes
         limit = np.asarray([out.shape[axes[0]], out.shape[axes[1]]])
         if np.any(reach[:, :, 0] < 0) or np.any(reach[:, :, 1] > limit):
