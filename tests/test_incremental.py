@@ -351,6 +351,31 @@ def test_kept_buffers_never_leak_between_batches_or_inputs(tmp_path):
     assert starts == list(range(0, len(windows), 4))
 
 
+def test_one_plan_shared_by_threads_scores_each_input_exactly(tmp_path):
+    """onnxruntime sessions may be shared between threads, so a plan may be too: four threads scoring four
+    different inputs through one scorer at once each get their own input's full-pass outputs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = residual(tmp_path / "r.onnx")
+    rng = np.random.default_rng(12)
+    samples = [rng.standard_normal((3, 32, 32)).astype(np.float32) for _ in range(4)]
+    baseline = np.zeros((3, 32, 32), dtype=np.float32)
+    windows = _all_windows(32, 32, 6, 3)
+    references = [_full_reference(path, x, baseline, windows, (1, 2)) for x in samples]
+    cands = [c.name for c in cut_candidates(path)]
+    scorer = build_plan(path, [1, 3, 32, 32], cuts=[cands[0], cands[-1]], window=(6, 6), measure=False)
+
+    def work(i):
+        return [scorer.score_windows(samples[i % 4], baseline, windows, batch_size=3 + i % 5) for _ in range(6)]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(work, range(8)))
+    for i, outs in enumerate(results):
+        reference = references[i % 4]
+        for got in outs:
+            np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+
+
 def test_efficientnet_sample_windows():
     if not EFFICIENTNET.exists():
         pytest.fail(f"sample model missing: {EFFICIENTNET}")

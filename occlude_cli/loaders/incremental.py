@@ -26,6 +26,7 @@ share of each segment) and the best few chains are then timed on real batches ag
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,11 +252,12 @@ class IncrementalScorer:
         self.estimated_speedup: Optional[float] = None  # the cost model's (multiply-adds + memory traffic)
         self.notes: List[str] = []
         self.timings: Dict[str, float] = {}
-        self._cache_key: Optional[np.ndarray] = None
-        self._cache: List[np.ndarray] = []
-        self._tail: Optional[np.ndarray] = None  # copies of the last whole tensor, kept between batches
-        self._geometry: Optional[Tuple[tuple, _Geometry]] = None  # the last windows' geometry
-        self._tail_base: Optional[np.ndarray] = None
+        # Safe to share between threads (onnxruntime sessions are): the whole tensors of the last input and the
+        # last windows' geometry are tuples replaced at once, and each thread keeps its own copies of the last
+        # tensor.
+        self._whole: Optional[Tuple[np.ndarray, List[np.ndarray]]] = None  # (input, its whole tensors)
+        self._geometry: Optional[Tuple[tuple, _Geometry]] = None  # (windows, their geometry)
+        self._local = threading.local()  # .tail, .base: copies of the last whole tensor, kept between batches
         self._parts: List[bytes] = []  # serialised sub-models (segments, then the suffix) until cached
 
     @property
@@ -276,14 +278,13 @@ class IncrementalScorer:
     # -- whole tensors -------------------------------------------------------------------------------
     def _full_tensors(self, inputs: np.ndarray) -> List[np.ndarray]:
         """[input, T1_full, ..., Tk_full] for one sample (each with a batch axis of 1), cached per input."""
-        key = self._cache_key
-        if key is not None and key.shape == inputs.shape and np.array_equal(key, inputs):
-            return self._cache
+        whole = self._whole
+        if whole is not None and whole[0].shape == inputs.shape and np.array_equal(whole[0], inputs):
+            return whole[1]
         tensors = [inputs[None]]
         for segment in self.segments:
             tensors.append(segment.run(tensors[-1]))
-        self._cache_key = inputs.copy()
-        self._cache = tensors
+        self._whole = (inputs.copy(), tensors)
         return tensors
 
     def _run_suffix(self, batch: np.ndarray) -> np.ndarray:
@@ -510,10 +511,12 @@ class IncrementalScorer:
 
     def _tail_buffer(self, base: np.ndarray, b: int) -> np.ndarray:
         """(b, ...) copies of ``base`` (the whole last tensor, batch axis of 1), kept between batches."""
-        if self._tail_base is not base or self._tail is None or len(self._tail) < b:
-            self._tail = np.repeat(base, b, axis=0)
-            self._tail_base = base
-        return self._tail[:b]
+        local = self._local
+        tail = getattr(local, "tail", None)
+        if tail is None or getattr(local, "base", None) is not base or len(tail) < b:
+            tail = local.tail = np.repeat(base, b, axis=0)
+            local.base = base
+        return tail[:b]
 
     def _check_reach(self, out: np.ndarray, geo: _Geometry, k: int) -> None:
         """The crop outputs must cover the positions every window changed (numpy would silently cut a slice)."""
