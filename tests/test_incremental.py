@@ -531,6 +531,13 @@ def test_a_wrong_receptive_field_is_caught(tmp_path):
     segment.rf = tuple(_RF(r.stride, r.offset, r.size - r.stride) for r in true_rf)
     with pytest.raises(IncrementalUnavailable, match="does not cover"):
         scorer.score_windows(sample, baseline, windows)
+    # in a chain, a second field too small makes the next crop too small to paste the first one's changes into
+    cands = [c.name for c in cut_candidates(path)]
+    chain = build_plan(path, [1, 3, 29, 31], cuts=[cands[0], cands[3]], window=(5, 5), measure=False)
+    second = chain.segments[1]
+    second.rf = tuple(_RF(r.stride, r.offset, r.size - 4) for r in second.rf)
+    with pytest.raises(IncrementalUnavailable, match="crop of .* does not hold the positions"):
+        chain.score_windows(sample, baseline, windows)
 
 
 # ------------------------------------------------------------------------- through explain() and the CLI

@@ -395,6 +395,12 @@ class IncrementalScorer:
             reach = np.stack([lo - start, hi - start], axis=2)  # (N, axis, [lo, hi)) in the crop output
             reach[~nonempty] = 0
             geo.reach.append(reach)
+            room = np.asarray(geo.sizes[k + 1] if k < k_last else segment.target_extent)
+            if np.any(nonempty[:, None] & ((lo - dest < 0) | (hi - dest > room))):  # numpy would cut the slice
+                where = f"the crop of {self.segments[k + 1].source!r}" if k < k_last else "the whole tensor"
+                raise IncrementalUnavailable(
+                    f"{where} does not hold the positions of {segment.target!r} a window changed"
+                )
             t_axes = (segment.target_axes[0] - 1, segment.target_axes[1] - 1)
             pastes: List[Optional[Tuple[tuple, tuple]]] = []
             for ok, (ry, rx), (l0, l1), (h0, h1), (dy, dx) in zip(
