@@ -181,7 +181,9 @@ def _session(model, threads: Optional[int], providers: Optional[Sequence[str]]):
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
+    # every failure of a part is handled (a fixed-batch suffix is retried one window at a time, anything else
+    # falls back to full passes with a one-line note): onnxruntime's own error log would only alarm the user
+    options.log_severity_level = 4
     if threads:
         options.intra_op_num_threads = int(threads)
     # several sessions alternate on every batch: spinning threads of one would steal the cores of the next
