@@ -604,7 +604,8 @@ def run_batch(
             for plan, outcome in executor.map_images(plans(), compute_kwargs, compute=compute_image, path_of=path_of):
                 runs = outcome is not None and not isinstance(outcome, BaseException)
                 pending.append((plan, outcome, writer.submit(write, plan, outcome) if runs else None))
-                drain(MAX_PENDING_WRITES)
+                # a volume is written before the next is read: its budget (limits.check_volume_size) is per volume
+                drain(0 if isinstance(outcome, VolumeExplanation) else MAX_PENDING_WRITES)
         except KeyboardInterrupt:
             result.interrupted = True
         finally:

@@ -732,3 +732,224 @@ def test_every_png_pillow_writes_still_loads(tmp_path):
         assert load_image(tmp_path / f"{name}.png").size == (31, 23)
     for path in sorted((ROOT / "sample_images").rglob("*.png")):
         load_image(path)
+
+
+# ------------------------------------------------------------------ 10. medical inputs: memory and hostile headers
+# (issue 31.1) The budget covers NIfTI volumes, DICOM files and DICOM series: checked from the header(s) before a
+# voxel is read or inflated, and what is read stays within it. Measured with the peak RSS of a real subprocess.
+
+LESION3D = ROOT / "sample_models" / "lesion3d.onnx"
+LESION = ROOT / "sample_images" / "medical" / "lesion_volume.nii.gz"
+CT_SMALL = ROOT / "sample_images" / "medical" / "CT_small.dcm"
+
+
+def nifti_file(path: Path, shape=(8, 8, 8), dtype=np.int16, *, data: Optional[bytes] = None, gz=False, **fields):
+    """A single-file NIfTI-1 whose header is made valid for ``shape``/``dtype`` and then has raw ``fields``
+    overwritten as given (no validation: hostile values go in as they are); ``data`` replaces the voxels."""
+    nib = pytest.importorskip("nibabel")
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    header.set_qform(np.diag([1.0, 1.0, 2.0, 1.0]), code=1)
+    header.set_sform(np.diag([1.0, 1.0, 2.0, 1.0]), code=1)
+    header["vox_offset"] = 352
+    for key, value in fields.items():
+        header[key] = value
+    if data is None:
+        data = np.arange(int(np.prod(shape)), dtype=dtype).tobytes(order="F")
+    content = header.binaryblock + b"\0" * 4 + data
+    path.write_bytes(zlib.compress(content, 6, wbits=31) if gz else content)
+    return path
+
+
+def zeros_gzip_members(total: int) -> bytes:
+    """``total`` bytes of zeros (a multiple of 16 MiB) as concatenated gzip members: a few KB per 16 MiB."""
+    member = zlib.compress(b"\0" * (16 << 20), 9, wbits=31)
+    return member * (total // (16 << 20))
+
+
+def one_error(result) -> str:
+    lines = error_lines(result.output)
+    assert result.exit_code == 3 and len(lines) == 1, result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "name, make, words",
+    [
+        ("negative_dim", dict(dim=[3, 8, -5, 8, 1, 1, 1, 1]), "dim[2] = -5"),
+        ("zero_dim", dict(dim=[3, 0, 8, 8, 1, 1, 1, 1]), "dim[1] = 0"),
+        ("no_dims", dict(dim=[0, 8, 8, 8, 1, 1, 1, 1]), "dim[0] = 0"),
+        ("nine_dims", dict(dim=[9, 8, 8, 8, 1, 1, 1, 1]), "dim[0] = 9"),
+        ("absurd_dims", dict(dim=[3, 32767, 32767, 32767, 1, 1, 1, 1]), "32767x32767x32767 int16"),
+        ("absurd_4d", dict(dim=[4, 8, 8, 8, 32767, 1, 1, 1], args=["--volume-index", "0"]), "truncated"),
+        ("vox_offset_zero", dict(vox_offset=0), "vox_offset 0"),
+        ("vox_offset_nan", dict(vox_offset=np.nan), "vox_offset nan"),
+        ("vox_offset_past_the_end", dict(vox_offset=1e9), "truncated"),
+        ("complex", dict(datatype=32), "complex64"),
+        ("unknown_type", dict(datatype=9999), "unknown datatype code 9999"),
+        ("pair_header", dict(magic=b"ni1"), ".hdr/.img"),
+        ("bad_magic", dict(magic=b"xyz"), "magic"),
+        ("nan_affine", dict(pixdim=[1, np.nan, 1, 1, 1, 1, 1, 1], qform_code=0, sform_code=0), "affine"),
+        ("singular_affine", dict(srow_x=[0, 0, 0, 0], sform_code=1, qform_code=0), "affine"),
+        ("truncated", dict(data=b"\1\0" * 100), "truncated"),
+        ("truncated_gz", dict(data=b"\1\0" * 100, gz=True), "truncated"),
+        ("nan_voxels", dict(dtype=np.float32, data=np.full(512, np.nan, np.float32).tobytes()), "NaN"),
+    ],
+)
+def test_hostile_nifti_headers_are_one_error_line(tmp_path, name, make, words):
+    fields = dict(make)
+    path = nifti_file(
+        tmp_path / f"{name}.nii{'.gz' if fields.get('gz') else ''}",
+        dtype=fields.pop("dtype", np.int16),
+        data=fields.pop("data", None),
+        gz=fields.pop("gz", False),
+        **{k: v for k, v in fields.items() if k != "args"},
+    )
+    args = ["run", LESION3D, path, "-o", tmp_path / "out", "-q", "--max-memory", "512M", *fields.get("args", [])]
+    line = one_error(occlude(*args))
+    assert words in line and path.name in line, line
+
+
+def test_not_nifti_and_corrupt_gzip_are_one_error_line(tmp_path):
+    garbage = tmp_path / "garbage.nii"
+    garbage.write_bytes(b"\x12\x34" * 300)
+    assert "sizeof_hdr" in one_error(occlude("run", LESION3D, garbage, "-o", tmp_path / "o1", "-q"))
+    corrupt = tmp_path / "corrupt.nii.gz"
+    corrupt.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)) * 4)
+    assert "not a readable NIfTI" in one_error(occlude("run", LESION3D, corrupt, "-o", tmp_path / "o2", "-q"))
+
+
+def test_nifti_header_bomb_refused_before_reading(tmp_path):
+    """The issue's file: 1,352 bytes whose header claims 2000^3 int16 (used to run 61 s and reach 15.7 GB)."""
+    bomb = nifti_file(tmp_path / "bomb.nii", (2000, 2000, 2000), data=b"\0" * 1000)
+    assert bomb.stat().st_size == 1352
+    rc, err, peak_mb = child_peak_rss_mb(["run", LESION3D, bomb, "-o", tmp_path / "out", "-q", "--max-memory", "512M"])
+    assert rc == 3 and len(error_lines(err)) == 1, err
+    assert "2000x2000x2000 int16" in err and "--max-memory 512 MiB" in err and "GiB to read" in err
+    assert peak_mb < 300, f"peak RSS {peak_mb:.0f} MB"
+
+
+def test_gzip_bombs_are_never_inflated_past_the_header_or_the_budget(tmp_path):
+    """Three small .nii.gz files that inflate to 2 GiB: a header claiming 1024^3 int16 of zeros (refused from
+    the header), 2 GiB of 'extensions' before the voxels (refused past the budget, without holding them), and
+    a valid 64^3 volume followed by 2 GiB of junk (explained; the junk is never inflated)."""
+    header_bomb = nifti_file(tmp_path / "claims.nii.gz", (1024, 1024, 1024), data=b"", gz=True)
+    header_bomb.write_bytes(header_bomb.read_bytes() + zeros_gzip_members(2 << 30))
+    extensions = nifti_file(tmp_path / "ext.nii.gz", (16, 16, 16), data=b"", gz=True, vox_offset=352 + (2 << 30))
+    extensions.write_bytes(extensions.read_bytes() + zeros_gzip_members(2 << 30))
+    trailing = nifti_file(tmp_path / "trailing.nii.gz", (64, 64, 64), gz=True)
+    trailing.write_bytes(trailing.read_bytes() + zeros_gzip_members(2 << 30))
+    for path in (header_bomb, extensions, trailing):
+        assert path.stat().st_size < 3 << 20
+    out = tmp_path / "out"
+    rc, err, peak_mb = child_peak_rss_mb(["run", LESION3D, header_bomb, "-o", out, "-q", "--max-memory", "512M"])
+    assert rc == 3 and "1024x1024x1024 int16" in err and "--max-memory 512 MiB" in err, err
+    assert peak_mb < 300, f"peak RSS {peak_mb:.0f} MB"
+    rc, err, peak_mb = child_peak_rss_mb(["run", LESION3D, extensions, "-o", out, "-q", "--max-memory", "256M"])
+    assert rc == 3 and "extensions too large" in err and "--max-memory 256 MiB" in err, err
+    assert peak_mb < 300, f"peak RSS {peak_mb:.0f} MB"
+    rc, err, peak_mb = child_peak_rss_mb(["run", LESION3D, trailing, "-o", out, "-q", "--max-memory", "256M"])
+    assert rc == 0, err
+    assert peak_mb < 400, f"peak RSS {peak_mb:.0f} MB"
+
+
+def _ct_volume(shape) -> np.ndarray:
+    """A CT-like int16 volume: air around a body of soft tissue with a bright blob and noise."""
+    rng = np.random.default_rng(31)
+    z, y, x = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
+    body = (y**2 + x**2) < 0.7
+    values = np.where(body, 40.0, -1000.0) + 900.0 * ((z**2 + (y - 0.2) ** 2 + x**2) < 0.05) + rng.normal(0, 20, shape)
+    return values.astype(np.int16)
+
+
+def test_a_large_nifti_stays_within_the_budget_or_is_refused_before_reading(tmp_path):
+    """A 160x256x256 int16 CT-like .nii.gz (10.5 M voxels): with --max-memory 128M one line naming the sizes;
+    with 1G the run's peak RSS stays within the small-volume run's plus what the budget counts for it (used to
+    be 58 bytes per voxel: 0.8 GB here; 62 bytes for a 512x512x400 scan, 6.3 GB)."""
+    nib = pytest.importorskip("nibabel")
+    big = tmp_path / "ct.nii.gz"
+    nib.Nifti1Image(_ct_volume((256, 256, 160)), np.diag([0.8, 0.8, 1.5, 1.0])).to_filename(big)
+    rc, err, peak_mb = child_peak_rss_mb(["run", LESION3D, big, "-o", tmp_path / "o1", "-q", "--max-memory", "128M"])
+    assert rc == 3 and len(error_lines(err)) == 1, err
+    assert "256x256x160 int16" in err and "10.5 M voxels" in err and "--max-memory 128 MiB" in err, err
+    assert peak_mb < 250, f"peak RSS {peak_mb:.0f} MB: the volume was read"
+    rc, err, base_mb = child_peak_rss_mb(["run", LESION3D, LESION, "-o", tmp_path / "o2", "-q", "--max-memory", "1G"])
+    assert rc == 0, err
+    rc, err, peak_mb = child_peak_rss_mb(["run", LESION3D, big, "-o", tmp_path / "o3", "-q", "--max-memory", "1G"])
+    assert rc == 0, err
+    need_mb = limits.volume_need((160, 256, 256), 2) / 2**20
+    assert peak_mb < base_mb + need_mb + 100, (
+        f"peak {peak_mb:.0f} MB, small volume {base_mb:.0f} MB, counted {need_mb:.0f}"
+    )
+
+
+def _series(folder: Path, slices: int, size: int) -> Path:
+    pydicom = pytest.importorskip("pydicom")
+    folder.mkdir()
+    template = pydicom.dcmread(CT_SMALL)
+    volume = _ct_volume((slices, size, size)) + 1024  # stored values: CT_small's intercept is -1024
+    for z in range(slices):
+        template.Rows = template.Columns = size
+        template.PixelData = volume[z].astype(np.int16).tobytes()
+        template.ImagePositionPatient = [0.0, 0.0, 2.0 * z]
+        template.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        template.SOPInstanceUID = f"1.2.826.0.1.3680043.9.31.{z + 1}"
+        template.save_as(folder / f"IM{z:04d}.dcm")
+    return folder
+
+
+def test_a_large_dicom_series_stays_within_the_budget_or_is_refused_before_decoding(tmp_path):
+    """48 slices of 384x384 (7.1 M voxels): the size comes from the headers before a pixel is decoded; the
+    run decodes one slice at a time (it used to hold every file's pixels, each slice twice and their stack)."""
+    series = _series(tmp_path / "series", 48, 384)
+    rc, err, peak_mb = child_peak_rss_mb(
+        ["run", LESION3D, series, "--series", "-o", tmp_path / "o1", "-q", "--max-memory", "96M"]
+    )
+    assert rc == 3 and len(error_lines(err)) == 1, err
+    assert "48x384x384 int16" in err and "--max-memory 96 MiB" in err, err
+    assert peak_mb < 250, f"peak RSS {peak_mb:.0f} MB"
+    rc, err, base_mb = child_peak_rss_mb(["run", LESION3D, LESION, "-o", tmp_path / "o2", "-q"])
+    assert rc == 0, err
+    rc, err, peak_mb = child_peak_rss_mb(["run", LESION3D, series, "--series", "-o", tmp_path / "o3", "-q"])
+    assert rc == 0, err
+    need_mb = limits.volume_need((48, 384, 384), 2) / 2**20
+    assert peak_mb < base_mb + need_mb + 100, (
+        f"peak {peak_mb:.0f} MB, small volume {base_mb:.0f} MB, counted {need_mb:.0f}"
+    )
+
+
+def test_dicom_header_checked_before_its_pixels_are_decoded(tmp_path):
+    """A multi-frame header claiming 400 frames of 4096x4096 (tiny pixel data) is refused by its size, not
+    by a decoding failure after the fact; the same header within the budget still says what is wrong."""
+    pydicom = pytest.importorskip("pydicom")
+    ds = pydicom.dcmread(CT_SMALL)
+    ds.NumberOfFrames = 400
+    ds.Rows = ds.Columns = 4096
+    ds.save_as(tmp_path / "frames.dcm")
+    line = one_error(occlude("run", LESION3D, tmp_path / "frames.dcm", "-o", tmp_path / "out", "-q"))
+    assert "volume too large" in line and "400x4096x4096 int16" in line and "--max-memory" in line, line
+
+
+def test_deflated_dicom_bomb_refused_while_inflating(tmp_path):
+    """Deflated Explicit VR DICOM is inflated whole by pydicom before any header: 24 KB that inflate to 256 MiB
+    are refused while inflating (in pieces) past --max-memory, at a small peak RSS."""
+    pydicom = pytest.importorskip("pydicom")
+    ds = pydicom.dcmread(CT_SMALL)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    ds.save_as(tmp_path / "real.dcm", enforce_file_format=True)
+    meta = pydicom.filereader.read_file_meta_info(tmp_path / "real.dcm")
+    head = (tmp_path / "real.dcm").read_bytes()[: 128 + 4 + 12 + int(meta.FileMetaInformationGroupLength)]
+    inflater = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = b"".join(inflater.compress(b"\0" * (16 << 20)) for _ in range(16)) + inflater.flush()
+    bomb = tmp_path / "bomb.dcm"
+    bomb.write_bytes(head + body)
+    assert bomb.stat().st_size < 300_000
+    rc, err, peak_mb = child_peak_rss_mb(["run", LESION3D, bomb, "-o", tmp_path / "out", "-q", "--max-memory", "64M"])
+    assert rc == 3 and len(error_lines(err)) == 1, err
+    assert "deflated DICOM too large" in err and "--max-memory 64 MiB" in err, err
+    assert peak_mb < 250, f"peak RSS {peak_mb:.0f} MB"
+    # the real deflated file still reads (the check inflates it once, counting)
+    result = occlude("run", ROOT / "sample_models" / "ct2d.onnx", tmp_path / "real.dcm", "-o", tmp_path / "o2", "-q")
+    assert result.exit_code == 0, result.output

@@ -31,6 +31,7 @@ from occlude_cli.loaders.medical import (
     read_volume,
     resample,
     resample_map_to_input,
+    load_nifti_bytes,
     write_nifti_map,
     zscore,
 )
@@ -298,6 +299,79 @@ def test_four_d_nifti_needs_a_volume_index(tmp_path):
     # source axes R, A, S -> common layout (S, P, L): flip i and j, then transpose (k, j, i)
     np.testing.assert_array_equal(vol.data, arr[::-1, ::-1, :, 2].transpose(2, 1, 0))
     assert vol.spacing == (3.0, 2.0, 2.0)
+
+
+def _nibabel_reference(path: Path, volume_index=None) -> tuple:
+    """What nibabel itself reads, put in the common layout with nibabel's orientation functions (the way
+    read_nifti did before it read slabs): (data, affine)."""
+    img = nibabel.load(str(path))
+    proxy = img.dataobj if volume_index is None else img.dataobj[..., volume_index]
+    data = np.asarray(proxy, dtype=np.float32).reshape(img.shape[:3])
+    orient = nibabel.orientations
+    transform = orient.ornt_transform(orient.io_orientation(img.affine), orient.axcodes2ornt(("L", "P", "S")))
+    moved = orient.apply_orientation(data, transform).transpose(2, 1, 0)
+    affine = (img.affine @ orient.inv_ornt_aff(transform, data.shape))[:, [2, 1, 0, 3]]
+    return moved, affine
+
+
+@pytest.mark.parametrize("slab", [None, 64])
+def test_nifti_read_in_slabs_equals_nibabel_whole_for_every_orientation_and_type(tmp_path, monkeypatch, slab):
+    """read_nifti reads the header, then the voxels slab by slab straight into the common layout (issue 31.1):
+    element for element what nibabel reads whole, for permuted and flipped axes, int/float/big-endian data,
+    scl_slope/scl_inter, NIfTI-2, 4-D volumes and .nii.gz; with 64-byte slabs every plane is its own read."""
+    from occlude_cli.loaders import limits
+
+    if slab is not None:
+        monkeypatch.setattr(limits, "SLAB_BYTES", slab)
+    rng = np.random.default_rng(31)
+    cases = []
+    for n, (perm, dtype) in enumerate(
+        zip([(0, 1, 2), (2, 0, 1), (1, 2, 0), (0, 2, 1)] * 2, ["<i2", ">i2", "<f4", ">f8", "u1", "<i4", "<f4", ">i2"])
+    ):
+        shape = tuple(int(v) for v in rng.integers(3, 9, 3))
+        rotation = np.eye(3)[list(perm)] * rng.choice([-1.0, 1.0], 3)
+        affine = np.eye(4)
+        affine[:3, :3] = rotation @ np.diag(rng.uniform(0.5, 2.0, 3))
+        affine[:3, 3] = rng.normal(0, 20, 3)
+        values = rng.normal(100, 60, shape).astype(np.dtype(dtype).newbyteorder("="))
+        img = (nibabel.Nifti2Image if n == 6 else nibabel.Nifti1Image)(values, affine)
+        img.header.set_data_dtype(np.dtype(dtype))
+        if n % 3 == 0:
+            img.header.set_slope_inter(0.37, -1000.5)
+        path = tmp_path / f"v{n}{'.nii.gz' if n % 2 else '.nii'}"
+        img.to_filename(str(path))
+        cases.append((path, None))
+    four = tmp_path / "four.nii.gz"
+    nibabel.Nifti1Image(rng.normal(size=(5, 6, 7, 3)).astype(np.float32), np.diag([-1.0, 1.0, 2.0, 1.0])).to_filename(
+        four
+    )
+    cases += [(four, 0), (four, 2), (ANAT, None), (MEDICAL / "lesion_volume.nii.gz", None)]
+    for path, index in cases:
+        vol = read_nifti(path, volume_index=index)
+        data, affine = _nibabel_reference(path, index)
+        assert vol.data.dtype == np.float32 and vol.data.flags.c_contiguous
+        np.testing.assert_array_equal(vol.data, data, err_msg=str(path))
+        np.testing.assert_array_equal(vol.affine, affine)
+        own = read_nifti(path, volume_index=index, reorient=False)
+        raw = nibabel.load(str(path)).dataobj
+        expected = np.asarray(raw if index is None else raw[..., index], dtype=np.float32)
+        np.testing.assert_array_equal(own.data, expected.reshape(own.data.shape))
+
+
+def test_nifti_map_encoded_while_written_equals_nibabel_to_bytes(tmp_path):
+    """write_nifti_map compresses nibabel's stream as it is written (issue 31.1: the uncompressed file is never
+    held): the bytes equal gzip.compress(img.to_bytes(), mtime=0) of the same image, and plain .nii the bytes."""
+    import gzip
+
+    vol = read_nifti(ANAT)
+    values = np.random.default_rng(3).normal(size=vol.data.shape).astype(np.float32)
+    encoded = write_nifti_map(values, vol)
+    img = load_nifti_bytes(encoded)
+    reference = nibabel.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header)
+    assert encoded == gzip.compress(reference.to_bytes(), mtime=0)
+    plain = write_nifti_map(values, vol, tmp_path / "m.nii")
+    assert plain == reference.to_bytes() == (tmp_path / "m.nii").read_bytes()
+    np.testing.assert_array_equal(np.asarray(img.dataobj), values[:, ::-1, :].transpose(2, 1, 0))
 
 
 # --------------------------------------------------------------------------------- other files, errors

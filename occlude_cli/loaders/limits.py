@@ -6,6 +6,11 @@ What is checked, and when:
   the budget (about :data:`BYTES_PER_SAMPLE` bytes per pixel and band: the decoded image, its float32 copy
   and the resize) or that has more than :data:`MAX_PIXELS` pixels (Pillow's decompression-bomb limit) is
   refused without being decoded;
+- **medical inputs** (NIfTI, DICOM files and series): the shape and data type come from the header(s) before
+  a voxel is read; a volume needing more than the budget (:data:`VOLUME_BYTES_PER_VOXEL` per voxel for
+  volumes, :data:`SLICE_BYTES_PER_PIXEL` per pixel for 2-D slices, which are also drawn at full resolution)
+  is refused (:func:`check_volume_size`); compressed streams (``.nii.gz``, deflated DICOM) are never
+  inflated past what the header promises or the budget;
 - **the model input**: a model that declares a huge input (3x100000x100000) is refused from its graph, before
   onnxruntime loads it or anything is fed to it; so is a ``--size`` that would not fit;
 - **per image**: the model input, its baseline, the window scores (windows x classes), ``--all-classes`` maps;
@@ -141,6 +146,59 @@ def bomb_message(name: str, exc: BaseException, limit: Optional[int] = None) -> 
         f"image too large: {name}{size}; the limits are {MAX_PIXELS / 1e6:.1f} Mpx (Pillow's decompression-bomb "
         f"limit) and {_limit_text(limit)}"
     )
+
+
+# ------------------------------------------------------------------------------------------ medical
+
+# Bytes of working memory per voxel of a medical volume, the file's own samples not counted: the float32 volume
+# held for the whole run (4), and at the worst moment 8 more: a percentile copy for display (4) or cubic
+# resampling's float64 spline coefficients (8) while the model input is made; or, while STEM.map.nii.gz is
+# written, the map interpolated back onto the input's grid (4) and its compressed bytes (at most about 4). The
+# file is read in slabs (at most SLAB_BYTES at a time, see loaders.medical); the rest is per voxel of the model
+# grid and is counted by plan_memory. Measured (tests/test_hostile.py): a 256x256x160 int16 .nii.gz run peaks
+# about 14 bytes per voxel above the interpreter and onnxruntime.
+VOLUME_BYTES_PER_VOXEL = 16
+# 2-D slices (DICOM) are also drawn at full resolution, like photos: the windowed display (float64), the
+# overlay's colour planes and Pillow's resize (compare BYTES_PER_SAMPLE x 3 bands for an RGB photo).
+SLICE_BYTES_PER_PIXEL = 48
+# Largest piece of a file's samples converted at once (plus its float copies): the slab of a NIfTI read or a
+# DICOM conversion.
+SLAB_BYTES = 16 << 20
+
+
+def volume_need(shape: Sequence[int], itemsize: int = 2) -> int:
+    """Bytes a medical input of this array shape is expected to need at its peak (see the constants above):
+    per voxel for volumes, per pixel for 2-D slices, plus one slab of the file's samples."""
+    voxels = int(math.prod(int(s) for s in shape))
+    per = SLICE_BYTES_PER_PIXEL if len(shape) == 2 else VOLUME_BYTES_PER_VOXEL
+    return voxels * per + min(voxels * max(1, int(itemsize)), SLAB_BYTES) * 3
+
+
+def check_volume_size(
+    shape: Sequence[int], dtype: str, name: str, *, itemsize: int = 2, limit: Optional[int] = None
+) -> None:
+    """Refuse a medical input by its header: the array shape and sample type it declares would need more
+    than the budget (see :func:`volume_need`). Called before any voxel is read or inflated."""
+    limit = budget() if limit is None else limit
+    need = volume_need(shape, itemsize)
+    if need > limit:
+        voxels = int(math.prod(int(s) for s in shape))
+        what = "slice" if len(shape) == 2 else "volume"
+        raise OccludeError(
+            f"{what} too large: {name} is {'x'.join(str(int(s)) for s in shape)} {dtype} "
+            f"({voxels / 1e6:.1f} M {'pixels' if what == 'slice' else 'voxels'}, about {human(need)} to read and "
+            f"explain); the limit is {_limit_text(limit)}"
+        )
+
+
+def check_stream_size(size: int, name: str, what: str, limit: Optional[int] = None) -> None:
+    """Refuse to inflate (or skip through) more than the budget of a compressed stream: ``size`` bytes so far."""
+    limit = budget() if limit is None else limit
+    if size > limit:
+        raise OccludeError(
+            f"{what} too large: {name} inflates to more than {human(size)} (a decompression bomb?); the limit is "
+            f"{_limit_text(limit)}"
+        )
 
 
 # ------------------------------------------------------------------------------------------ models

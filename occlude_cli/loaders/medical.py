@@ -22,18 +22,23 @@ still reads photos.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import math
 import os
 import tempfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
 from occlude_cli.errors import OccludeError
+
+from . import limits
 
 MEDICAL_EXTRA_HINT = "install the medical extra: pip install 'occlude[medical]'"
 
@@ -132,14 +137,73 @@ def is_dicom_file(path: str | Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def _dcmread(path: str | Path) -> Any:
+_DEFLATED_SYNTAX = "1.2.840.10008.1.2.1.99"
+# Elements larger than this are left on disk until used (the pixel data: read after the size check).
+_DEFER_SIZE = 64 << 10
+
+
+def _check_deflated(path: str | Path, pydicom: Any) -> bool:
+    """A Deflated Explicit VR file is inflated whole by pydicom before any header can be checked: inflate it
+    here first in bounded pieces, counting, and refuse it past the memory budget (a deflate bomb). True when
+    the file is deflated (its elements cannot then be left on disk)."""
+    try:
+        meta = pydicom.filereader.read_file_meta_info(str(path))
+        group_length = int(meta.get("FileMetaInformationGroupLength", 0) or 0)
+    except Exception:  # noqa: BLE001 -- not DICOM or damaged: dcmread says so in its own words
+        return False
+    if str(meta.get("TransferSyntaxUID", "")) != _DEFLATED_SYNTAX:
+        return False
+    limit = limits.budget()
+    inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    with open(path, "rb") as handle:
+        handle.seek(128 + 4 + 12 + group_length)  # preamble, DICM, (0002,0000) itself, then the group
+        while not inflater.eof:
+            pending = handle.read(1 << 16)
+            if not pending:
+                break
+            while pending and not inflater.eof:
+                try:
+                    total += len(inflater.decompress(pending, 1 << 20))
+                except zlib.error:
+                    return True  # damaged: dcmread's error line says so
+                limits.check_stream_size(total, str(path), "deflated DICOM", limit)
+                pending = inflater.unconsumed_tail
+    return True
+
+
+def _dcmread(path: str | Path, *, defer: bool = True) -> Any:
+    """pydicom's dataset of a file, with large elements (the pixel data) left on disk until used when
+    ``defer`` (so that the image size can be checked first), deflated files inflated only within the budget."""
     pydicom = _pydicom()
     try:
-        return pydicom.dcmread(str(path))
+        deflated = _check_deflated(path, pydicom)
+        return pydicom.dcmread(str(path), defer_size=_DEFER_SIZE if defer and not deflated else None)
     except pydicom.errors.InvalidDicomError:
         raise OccludeError(f"path {path}: not a DICOM file (no 'DICM' marker at byte 128)") from None
     except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         raise OccludeError(f"path {path}: unreadable DICOM file ({type(exc).__name__}: {exc})") from None
+
+
+def _dicom_shape(ds: Any) -> tuple[tuple[int, ...], str, int]:
+    """The pixel array a dataset declares, from its header: (shape, sample type, bytes per sample); frames
+    first for multi-frame files. Zero sizes when the header does not say."""
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    itemsize = max(1, (bits + 7) // 8)
+    shape = (frames, rows, columns) if frames > 1 else (rows, columns)
+    if samples > 1:
+        shape = (*shape, samples)
+    kind = "float" if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds else ("int" if signed else "uint")
+    return shape, f"{kind}{bits}", itemsize
+
+
+def _check_dicom_size(shape: Sequence[int], dtype: str, itemsize: int, name: str) -> None:
+    """Refuse a DICOM file or series by the pixel array its header(s) declare (see limits.check_volume_size)."""
+    if all(int(s) > 0 for s in shape):
+        limits.check_volume_size(tuple(shape[:3]), dtype, name, itemsize=itemsize)
 
 
 def _multi(value: Any) -> list[float]:
@@ -197,28 +261,38 @@ def _real_units(ds: Any, raw: np.ndarray, path: str | Path) -> tuple[np.ndarray,
             f"path {path}: colour DICOM (PhotometricInterpretation {photometric}, {samples} samples per pixel) "
             "is not a grey medical image; read it with the ordinary image reader instead"
         )
-    values = raw.astype(np.float64)
     window = _file_window(ds)
     slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
     info: dict[str, Any] = {"photometric": photometric, "rescale": [slope, intercept], "inverted": False}
-    if photometric == "MONOCHROME1":
-        lo, hi = _stored_range(ds)
-        values = (lo + hi) - values
+    lo, hi = _stored_range(ds)
+    inverted = photometric == "MONOCHROME1"
+    if inverted:
         info["inverted"] = True
         if window is not None:
             # v = raw*m + b and v' = (S - raw)*m + b  =>  v' = S*m + 2b - v, so the centre maps the same way.
             window = [(lo + hi) * slope + 2 * intercept - window[0], window[1]]
+    if window is not None:
+        info["window"] = window
     if "ModalityLUTSequence" in ds and "RescaleSlope" not in ds:
         from pydicom.pixels import apply_modality_lut  # lazy: part of the medical extra
 
+        values = raw.astype(np.float64)
+        if inverted:
+            values = (lo + hi) - values
         values = np.asarray(apply_modality_lut(values.astype(raw.dtype), ds), dtype=np.float64)
         info["rescale"] = "modality LUT"
-    else:
-        values = values * slope + intercept
-    if window is not None:
-        info["window"] = window
-    return values.astype(np.float32), info
+        return values.astype(np.float32), info
+    # stored values -> float64 -> real units -> float32, a bounded piece at a time (the same numbers as whole)
+    out = np.empty(raw.shape, dtype=np.float32)
+    flat_in, flat_out = raw.reshape(-1), out.reshape(-1)
+    step = max(1, limits.SLAB_BYTES // 8)
+    for start in range(0, flat_in.size, step):
+        piece = flat_in[start : start + step].astype(np.float64)
+        if inverted:
+            piece = (lo + hi) - piece
+        flat_out[start : start + step] = piece * slope + intercept
+    return out, info
 
 
 def _lps_to_ras(affine: np.ndarray) -> np.ndarray:
@@ -262,6 +336,7 @@ def read_dicom(path: str | Path) -> Volume:
     with one line saying what to install.
     """
     ds = _dcmread(path)
+    _check_dicom_size(*_dicom_shape(ds), str(path))
     raw = _decoded_pixels(ds, path)
     data, info = _real_units(ds, raw, path)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -363,7 +438,8 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
         if not entry.is_file() or entry.name.startswith("."):
             continue
         try:
-            ds = pydicom.dcmread(str(entry))
+            deflated = _check_deflated(entry, pydicom)  # a deflate bomb is refused, not skipped
+            ds = pydicom.dcmread(str(entry), defer_size=None if deflated else _DEFER_SIZE)  # pixels stay on disk
         except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError):
             skipped.append(entry.name)
             continue
@@ -433,14 +509,23 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
             )
     else:
         step = float(first.get("SpacingBetweenSlices", first.get("SliceThickness", 1.0)) or 1.0)
-    slices: list[np.ndarray] = []
+    # the whole volume's size from the headers, before any pixel is decoded; then one slice at a time
+    _check_dicom_size((len(chosen), *shape), _dicom_shape(first)[1], _dicom_shape(first)[2], str(folder))
+    data = np.empty((len(chosen), *shape), dtype=np.float32)
     info: dict[str, Any] = {}
-    for idx in order:
+    for z, idx in enumerate(order):
         entry, ds = chosen[int(idx)]
         values, info_i = _real_units(ds, _decoded_pixels(ds, entry), entry)
-        slices.append(values)
+        if values.shape != shape:
+            raise OccludeError(
+                f"folder {folder}: {entry.name} holds pixels of shape {values.shape}, its header says {shape[0]}x"
+                f"{shape[1]}; slices of a series must be single frames of one size"
+            )
+        data[z] = values
+        for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+            if keyword in ds:
+                delattr(ds, keyword)  # the slice's pixels (read from disk on use, then cached): not kept
         info = info or info_i
-    data = np.stack(slices).astype(np.float32)
     origin = _plane_geometry(chosen[int(order[0])][1])[2]  # type: ignore[index]
     affine = _slice_affine(x_dir, y_dir, origin, pixel, normal * step)
     meta: dict[str, Any] = {
@@ -458,6 +543,90 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
 # ------------------------------------------------------------------------------------------------- NIfTI
 
 
+# NIfTI-1 headers are 348 bytes (voxels from byte 352 on), NIfTI-2 headers 540 (from 544 on).
+_NIFTI_HEADER_SIZES = (348, 540)
+
+
+def _read_exact(stream: Any, n: int, path: str | Path, what: str) -> bytes:
+    """Exactly ``n`` bytes (read in pieces of at most SLAB_BYTES), or one line saying the file ends early."""
+    parts, got = [], 0
+    while got < n:
+        part = stream.read(min(n - got, limits.SLAB_BYTES))
+        if not part:
+            raise OccludeError(
+                f"path {path}: truncated NIfTI file: {what} needs {n} bytes, the file ends after {got} of them"
+            )
+        parts.append(part)
+        got += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _skip(stream: Any, n: int, path: str | Path, what: str) -> None:
+    """Skip ``n`` bytes of a plain or gzip stream in bounded pieces (a gzip stream is inflated, not kept)."""
+    while n > 0:
+        part = stream.read(min(n, limits.SLAB_BYTES))
+        if not part:
+            raise OccludeError(f"path {path}: truncated NIfTI file: it ends before {what}")
+        n -= len(part)
+
+
+def _nifti_header(stream: Any, path: str | Path) -> tuple[Any, int]:
+    """The header of a single-file NIfTI-1 or NIfTI-2 (nibabel's header class, checked and fixed as
+    ``nibabel.load`` does) and its size, from the first bytes of the (inflated) stream; nothing past the
+    header is read. Hostile fields (dimensions, data type, vox_offset, affine) are refused with one line."""
+    nibabel = _nibabel()
+    first = _read_exact(stream, 4, path, "the header")
+    little, big = int.from_bytes(first, "little", signed=True), int.from_bytes(first, "big", signed=True)
+    if little in _NIFTI_HEADER_SIZES:
+        endian, size = "<", little
+    elif big in _NIFTI_HEADER_SIZES:
+        endian, size = ">", big
+    else:
+        raise OccludeError(f"path {path}: not a NIfTI file (sizeof_hdr is neither 348 nor 540)")
+    block = first + _read_exact(stream, size - 4, path, "the header")
+    klass = nibabel.Nifti1Header if size == 348 else nibabel.Nifti2Header
+    raw = klass(block, endianness=endian, check=False)
+    magic = bytes(raw["magic"]).rstrip(b"\0")
+    if magic in (b"ni1", b"ni2"):
+        raise OccludeError(
+            f"path {path}: a header of a .hdr/.img pair (magic {magic.decode()!r}); only single-file .nii/.nii.gz are read"
+        )
+    if magic not in (b"n+1", b"n+2"):
+        raise OccludeError(f"path {path}: not a NIfTI file (magic {magic!r}, expected 'n+1' or 'n+2')")
+    dim = [int(v) for v in raw["dim"]]
+    if not 1 <= dim[0] <= 7:
+        raise OccludeError(f"path {path}: bad NIfTI header: dim[0] = {dim[0]} dimensions (must be 1 to 7)")
+    for axis in range(1, dim[0] + 1):
+        if dim[axis] < 1:
+            raise OccludeError(f"path {path}: bad NIfTI header: dim[{axis}] = {dim[axis]} (every size must be >= 1)")
+    try:
+        dtype = raw.get_data_dtype()
+    except Exception:  # noqa: BLE001 -- nibabel raises HeaderDataError or KeyError for unknown codes
+        raise OccludeError(f"path {path}: bad NIfTI header: unknown datatype code {int(raw['datatype'])}") from None
+    if dtype.fields is not None or dtype.kind not in "iuf":
+        raise OccludeError(
+            f"path {path}: NIfTI datatype {dtype} (code {int(raw['datatype'])}) is not a grey intensity "
+            "volume (complex, RGB and other compound types are not read)"
+        )
+    offset = float(raw["vox_offset"])
+    if not math.isfinite(offset) or offset < size + 4 or offset != int(offset):
+        raise OccludeError(
+            f"path {path}: bad NIfTI header: vox_offset {offset:g} (the voxels of a single-file NIfTI start at a "
+            f"whole byte {size + 4} or later)"
+        )
+    try:
+        header = klass(block, endianness=endian, check=True)  # nibabel.load's checks and fixes (pixdim signs...)
+        affine = np.asarray(header.get_best_affine(), dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001 -- HeaderDataError, ValueError, numpy errors from hostile fields
+        raise OccludeError(f"path {path}: bad NIfTI header ({type(exc).__name__}: {exc})") from None
+    if not np.all(np.isfinite(affine)) or abs(float(np.linalg.det(affine[:3, :3]))) < 1e-12:
+        raise OccludeError(
+            f"path {path}: bad NIfTI header: its voxel-to-world affine (qform/sform, pixdim) is not finite or "
+            "not invertible"
+        )
+    return header, size
+
+
 def read_nifti(path: str | Path, volume_index: int | None = None, reorient: bool = True) -> Volume:
     """Read a ``.nii`` / ``.nii.gz`` volume in real units (scl_slope/scl_inter applied).
 
@@ -465,20 +634,40 @@ def read_nifti(path: str | Path, volume_index: int | None = None, reorient: bool
     this module (axis 0 inferior->superior, 1 anterior->posterior, 2 right->left) and the affine follows;
     the file's own axis codes are kept in ``meta["source_axcodes"]`` and its affine in ``source_affine``.
     A 4-D file is refused unless ``volume_index`` picks one volume.
+
+    Memory is bounded from the header: it is read (and checked: dimensions, data type, vox_offset,
+    affine) before any voxel, the volume is refused when it needs more than the memory budget
+    (:func:`occlude_cli.loaders.limits.check_volume_size`), and the voxels are then read slab by slab
+    straight into the float32 array in the common layout. A ``.nii.gz`` (recognised by its gzip magic, not
+    its name) is inflated only up to the voxels needed, never past what the header promises; a file that
+    ends early is one line (``truncated``).
     """
-    nibabel = _nibabel()
+    _nibabel()
+    name = Path(path)
     try:
-        img = nibabel.load(str(path))
+        with contextlib.ExitStack() as stack:
+            handle = stack.enter_context(open(name, "rb"))
+            compressed = handle.read(2) == b"\x1f\x8b"
+            handle.seek(0)
+            stream = stack.enter_context(gzip.GzipFile(fileobj=handle, mode="rb")) if compressed else handle
+            file_size = None if compressed else os.fstat(handle.fileno()).st_size
+            return _read_nifti_stream(stream, name, file_size, volume_index, reorient)
     except FileNotFoundError:
         raise OccludeError(f"path {path}: no such file") from None
-    except (nibabel.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise OccludeError(f"path {path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
-    shape = tuple(int(s) for s in img.shape)
+
+
+def _read_nifti_stream(
+    stream: Any, path: Path, file_size: int | None, volume_index: int | None, reorient: bool
+) -> Volume:
+    nibabel = _nibabel()
+    header, header_size = _nifti_header(stream, path)
+    shape = tuple(int(s) for s in header.get_data_shape())
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) > 4:
         raise OccludeError(f"path {path}: NIfTI image has {len(shape)} dimensions {shape}; only 3-D volumes are read")
-    proxy = img.dataobj
     if len(shape) == 4:
         if volume_index is None:
             raise OccludeError(
@@ -486,57 +675,86 @@ def read_nifti(path: str | Path, volume_index: int | None = None, reorient: bool
             )
         if not 0 <= volume_index < shape[3]:
             raise OccludeError(f"volume_index {volume_index}: out of range 0..{shape[3] - 1} for {path}")
-        data = np.asarray(proxy[..., volume_index], dtype=np.float32)
+    elif volume_index not in (None, 0):
+        raise OccludeError(f"volume_index {volume_index}: {path} holds a single 3-D volume")
+    spatial = tuple(shape[:3]) + (1,) * (3 - min(3, len(shape)))
+    dtype = header.get_data_dtype()
+    offset = int(header.get_data_offset())
+    limits.check_volume_size(spatial, str(dtype), str(path), itemsize=dtype.itemsize)
+    if file_size is None:  # inflated to get to the voxels (not kept): at most the budget's worth
+        limits.check_stream_size(offset, str(path), "NIfTI header extensions")
+    volume_bytes = math.prod(spatial) * dtype.itemsize
+    if file_size is not None and offset + math.prod(shape) * dtype.itemsize > file_size:
+        raise OccludeError(
+            f"path {path}: truncated NIfTI file: the header promises {math.prod(shape) * dtype.itemsize} bytes of "
+            f"voxels ({'x'.join(map(str, shape))} {dtype}) from byte {offset}, the file has "
+            f"{max(0, file_size - offset)} there"
+        )
+    start = offset + (volume_index or 0) * volume_bytes
+    _skip(stream, start - header_size, path, f"the voxels (vox_offset {offset})")
+
+    source_affine = np.asarray(header.get_best_affine(), dtype=np.float64)
+    orient = nibabel.orientations
+    if reorient:
+        source_ornt = orient.io_orientation(source_affine)
+        transform = orient.ornt_transform(source_ornt, orient.axcodes2ornt(_NIFTI_IJK_TARGET))
+        moved = orient.apply_orientation(np.broadcast_to(np.float32(0), spatial), transform).shape
+        data = np.empty(moved[::-1], dtype=np.float32)
+        # the same array seen in the file's (i, j, k) order: filling it fills the common layout
+        view = orient.apply_orientation(
+            data.transpose(2, 1, 0), orient.ornt_transform(orient.axcodes2ornt(_NIFTI_IJK_TARGET), source_ornt)
+        )
+        affine = (source_affine @ orient.inv_ornt_aff(transform, spatial))[:, [2, 1, 0, 3]]
     else:
-        if volume_index not in (None, 0):
-            raise OccludeError(f"volume_index {volume_index}: {path} holds a single 3-D volume")
-        data = np.asarray(proxy, dtype=np.float32).reshape(shape)
-    if data.ndim == 2:
-        data = data[:, :, None]
-    data = cast(np.ndarray, data.reshape(data.shape[:3]))  # numpy's stubs type reshape(tuple[int, ...]) as 0-D
-    if not np.all(np.isfinite(data)):
-        raise OccludeError(f"path {path}: NIfTI volume contains NaN or infinite values")
-    source_affine = np.asarray(img.affine, dtype=np.float64)
-    source_axcodes = "".join(nibabel.aff2axcodes(source_affine))
-    source_shape = tuple(int(s) for s in data.shape)
-    meta: dict[str, Any] = {"source_axcodes": source_axcodes, "reoriented": bool(reorient)}
-    units = img.header.get_xyzt_units()[0]
+        data = np.empty(spatial, dtype=np.float32)
+        view = data
+        affine = source_affine
+    slope, inter = header.get_slope_inter()
+    plane = spatial[0] * spatial[1] * dtype.itemsize
+    step = max(1, limits.SLAB_BYTES // plane)
+    for k in range(0, spatial[2], step):
+        count = min(step, spatial[2] - k)
+        raw = np.frombuffer(_read_exact(stream, count * plane, path, "the voxels"), dtype=dtype)
+        values = _nifti_scaled(raw.reshape((spatial[0], spatial[1], count), order="F"), slope, inter)
+        if not np.all(np.isfinite(values)):
+            raise OccludeError(f"path {path}: NIfTI volume contains NaN or infinite values")
+        view[:, :, k : k + count] = values
+    meta: dict[str, Any] = {"source_axcodes": "".join(nibabel.aff2axcodes(source_affine)), "reoriented": bool(reorient)}
+    units = header.get_xyzt_units()[0]
     if units not in ("mm", "unknown"):
         meta["spatial_units"] = units
-    if reorient:
-        data, affine = _to_common_layout(data, source_affine)
-    else:
-        affine = source_affine
     meta["axcodes"] = "".join(nibabel.aff2axcodes(affine))
     spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
-    return Volume(np.ascontiguousarray(data), spacing, affine, "nifti", meta, str(path), source_affine, source_shape)
+    return Volume(data, spacing, affine, "nifti", meta, str(path), source_affine, spatial)
 
 
-def _to_common_layout(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flip/transpose voxel axes (i, j, k) of a NIfTI array to ("L", "P", "S"), then to array order (k, j, i)."""
-    nibabel = _nibabel()
-    orient = nibabel.orientations
-    transform = orient.ornt_transform(orient.io_orientation(affine), orient.axcodes2ornt(_NIFTI_IJK_TARGET))
-    moved = orient.apply_orientation(data, transform)
-    new_affine = affine @ orient.inv_ornt_aff(transform, data.shape)
-    return np.ascontiguousarray(moved.transpose(2, 1, 0)), new_affine[:, [2, 1, 0, 3]]
+def _nifti_scaled(raw: np.ndarray, slope: Any, inter: Any) -> np.ndarray:
+    """scl_slope/scl_inter applied exactly as nibabel's ``np.asarray(img.dataobj, dtype=np.float32)`` does
+    (``ArrayProxy._get_scaled`` with dtype float32), on one slab: the same numbers as reading it whole."""
+    from nibabel.volumeutils import apply_read_scaling
+
+    scl_slope = np.asanyarray(1.0 if slope is None else slope)
+    scl_inter = np.asanyarray(0.0 if inter is None else inter)
+    if np.can_cast(scl_slope, np.float32):
+        scl_slope = scl_slope.astype(np.float32)
+    if np.can_cast(scl_inter, np.float32):
+        scl_inter = scl_inter.astype(np.float32)
+    scaled = apply_read_scaling(raw, scl_slope, scl_inter)  # type: ignore[arg-type]  # 0-d arrays, as nibabel
+    return scaled.astype(np.promote_types(scaled.dtype, np.float32), copy=False)
 
 
 def _from_common_layout(
     data: np.ndarray, common_affine: np.ndarray, source_affine: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of `_to_common_layout`: an array on a common (d, h, w) grid -> the file's axis order and
-    directions, with the matching affine (for a grid of another resolution than the file's, e.g. a model grid).
-    """
+    """Inverse of the reorientation in `read_nifti`: an array on a common (d, h, w) grid -> the file's axis
+    order and directions, with the matching affine (for a grid of another resolution than the file's, e.g. a
+    model grid). The array returned is a view (flips and transposes): nothing is copied."""
     nibabel = _nibabel()
     orient = nibabel.orientations
-    ijk = np.ascontiguousarray(data.transpose(2, 1, 0))
+    ijk = data.transpose(2, 1, 0)
     ijk_affine = common_affine[:, [2, 1, 0, 3]]
     transform = orient.ornt_transform(orient.io_orientation(ijk_affine), orient.io_orientation(source_affine))
-    return (
-        np.ascontiguousarray(orient.apply_orientation(ijk, transform)),
-        ijk_affine @ orient.inv_ornt_aff(transform, ijk.shape),
-    )
+    return orient.apply_orientation(ijk, transform), ijk_affine @ orient.inv_ornt_aff(transform, ijk.shape)
 
 
 # ------------------------------------------------------------------------------------- PNG / TIFF (16-bit)
@@ -724,13 +942,33 @@ def resampled_affine(affine: np.ndarray, old_shape: Sequence[int], new_shape: Se
     return np.asarray(affine, dtype=np.float64) @ index_map
 
 
+# Output voxels interpolated per call of map_coordinates: their coordinates take 8 bytes per axis each (24 MiB).
+_ZOOM_CHUNK = 1 << 20
+
+
 def _zoom_to(data: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
+    """``data`` resampled onto ``shape`` voxels covering the same field of view (pixel-area convention),
+    float32. The output is made in slabs along its first axis, so the sampling coordinates never take more
+    than :data:`_ZOOM_CHUNK` voxels' worth of memory, and float32 input is used as it is (scipy interpolates
+    in float64 either way, so the numbers equal a float64 copy's). ``order`` > 1 prefilters per slab."""
     ndimage = _ndimage()
-    axes = [(np.arange(n, dtype=np.float64) + 0.5) * (o / n) - 0.5 for o, n in zip(data.shape, shape)]
-    coords = np.meshgrid(*axes, indexing="ij")
-    return ndimage.map_coordinates(np.asarray(data, dtype=np.float64), coords, order=order, mode="nearest").astype(
-        np.float32
-    )
+    source = np.asarray(data)
+    if source.dtype not in (np.float32, np.float64):
+        source = source.astype(np.float64)
+    axes = [(np.arange(n, dtype=np.float64) + 0.5) * (o / n) - 0.5 for o, n in zip(source.shape, shape)]
+    out = np.empty(shape, dtype=np.float32)
+    rest = int(np.prod(shape[1:], dtype=np.int64))
+    rows = max(1, _ZOOM_CHUNK // max(1, rest))
+    for start in range(0, shape[0], rows):
+        stop = min(shape[0], start + rows)
+        coords = np.empty((len(shape), stop - start, *shape[1:]), dtype=np.float64)
+        for axis, values in enumerate(axes):
+            view = values[start:stop] if axis == 0 else values
+            index: list = [None] * len(shape)
+            index[axis] = slice(None)
+            coords[axis] = view[tuple(index)]
+        ndimage.map_coordinates(source, coords, output=out[start:stop], order=order, mode="nearest")
+    return out
 
 
 def resample(volume: Volume, shape: Sequence[int], order: int = 1) -> Volume:
@@ -793,6 +1031,9 @@ def write_nifti_map(
     affine; otherwise it is saved at its own resolution with the resampled affine. Returns the bytes
     (gzip-compressed when ``path`` ends in ``.gz`` or is None; mtime 0, so reruns are byte-identical) and,
     when ``path`` is given, writes them atomically (temporary file + rename).
+
+    Memory: the map on the input's grid (float32) and the encoded bytes; the NIfTI stream is compressed as
+    nibabel writes it, slice by slice, so the uncompressed file is never held.
     """
     nibabel = _nibabel()
     arr = np.asarray(map_, dtype=np.float32)
@@ -811,17 +1052,57 @@ def write_nifti_map(
             affine = volume.source_affine
     if grid.ndim == 2:
         grid = grid[:, :, None]  # the 2-D affine indexes (h, w, 0)
-    img = nibabel.Nifti1Image(np.ascontiguousarray(grid), np.asarray(affine, dtype=np.float64))
+    img = nibabel.Nifti1Image(grid, np.asarray(affine, dtype=np.float64))
     img.header.set_xyzt_units("mm")
     img.header["descrip"] = b"occlude occlusion map"
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    raw = img.to_bytes()
     target = None if path is None else Path(path)
-    data = gzip.compress(raw, mtime=0) if target is None or target.name.lower().endswith(".gz") else raw
+    sink = _EncodedSink(compress=target is None or target.name.lower().endswith(".gz"))
+    img.to_file_map(img.make_file_map({"image": sink, "header": sink}))  # what img.to_bytes() does
+    data = sink.getvalue()
     if target is not None:
         _atomic_write(target, data)
     return data
+
+
+class _EncodedSink(io.RawIOBase):
+    """A write-only file object for nibabel that keeps what it is given, gzip-compressed on the fly when
+    ``compress``: the same bytes as ``gzip.compress(data, mtime=0)`` (zlib's gzip wrapper, level 9, mtime 0)
+    of everything written, without holding the uncompressed stream. Seeking is to the current position only
+    (nibabel writes the header, then the voxels in order)."""
+
+    def __init__(self, compress: bool) -> None:
+        super().__init__()
+        self._zlib = zlib.compressobj(9, zlib.DEFLATED, 31) if compress else None
+        self._parts: list[bytes] = []
+        self._position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:  # type: ignore[override]
+        data = bytes(data)
+        self._position += len(data)
+        self._parts.append(self._zlib.compress(data) if self._zlib is not None else data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, position: int, whence: int = 0) -> int:
+        target = position if whence == 0 else self._position + position if whence == 1 else -1
+        if target != self._position:
+            raise OSError("cannot seek in a stream being encoded")
+        return self._position
+
+    def getvalue(self) -> bytes:
+        if self._zlib is not None:
+            self._parts.append(self._zlib.flush())
+            self._zlib = None
+        data = b"".join(self._parts)
+        self._parts = [data]
+        return data
 
 
 def _atomic_write(target: Path, data: bytes) -> None:
