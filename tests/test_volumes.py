@@ -561,3 +561,43 @@ def test_a_dynamic_3d_model_needs_a_size_and_takes_size_dxhxw(tmp_path):
     e = explain(model, volume, preprocessing=pre, patch=4, score="raw")
     assert e.map.shape == (12, 10, 14)
     assert e.image.volume.data.shape == (24, 20, 28)  # resampled to the grid the size asked for
+
+
+def test_medical_outputs_recorded_with_size_and_sha256_and_resume_redoes_damaged_ones(tmp_path):
+    """Issue 31.2: a DICOM slice, a NIfTI volume and a DICOM series list every output with its size and sha256
+    (as photos do); a truncated map.nii.gz, a truncated .npy and a deleted montage are redone on --resume,
+    byte-identical to the first run, and the untouched input is skipped."""
+    from occlude_cli.outputs.write import file_record
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(LESION, inputs / "vol.nii.gz")
+    shutil.copy(CT_LESION, inputs / "slice.dcm")
+    shutil.copy(LESION, inputs / "other.nii.gz")
+    out = tmp_path / "out"
+    args = ["run", str(CT2D), str(inputs / "slice.dcm"), "--out", str(out), "--no-timing", "--json", "--resume"]
+    volume_args = ["run", str(LESION3D), str(inputs / "vol.nii.gz"), str(inputs / "other.nii.gz")]
+    volume_args += ["--out", str(out), "--no-timing", "--json", "--resume", "--patch", "16"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert runner.invoke(app, volume_args).exit_code == 0
+    for stem, names in (
+        ("vol", {"vol.map.nii.gz", "vol.montage.png", "vol.planes.png", "vol.npy"}),
+        ("slice", {"slice.map.nii.gz", "slice.overlay.png", "slice.heatmap.png", "slice.npy"}),
+    ):
+        outputs = json.loads((out / f"{stem}.json").read_text())["outputs"]
+        assert {o["name"] for o in outputs} == names
+        for item in outputs:
+            assert item == file_record(out / item["name"])  # name, bytes and sha256 of the file as it is
+    first = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith("summary")}
+    nifti = out / "vol.map.nii.gz"
+    nifti.write_bytes(first["vol.map.nii.gz"][:100])  # truncated
+    (out / "slice.npy").write_bytes(first["slice.npy"][:-8])  # truncated
+    (out / "other.montage.png").unlink()  # deleted
+    redo = json.loads(runner.invoke(app, volume_args).stdout)
+    assert {Path(r["path"]).name: r["status"] for r in redo["images"]} == {"vol.nii.gz": "ok", "other.nii.gz": "ok"}
+    redo = json.loads(runner.invoke(app, args).stdout)
+    assert [r["status"] for r in redo["images"]] == ["ok"]
+    for name, content in first.items():
+        assert (out / name).read_bytes() == content, name
+    again = json.loads(runner.invoke(app, volume_args).stdout)
+    assert again["counts"]["skipped"] == 2

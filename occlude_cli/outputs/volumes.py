@@ -17,7 +17,8 @@ from ..loaders.medical import write_nifti_map
 from . import montage
 from .records import _grid, explanation_record, json_number
 from .render import DEFAULT_STYLE, RenderStyle, heatmap_png, overlay_png, score_word
-from .write import atomic_write_bytes, atomic_write_json, npy_bytes
+from .write import _undo as undo_writes
+from .write import atomic_write_bytes, atomic_write_json, npy_bytes, output_records
 
 
 def _title(e: VolumeExplanation) -> str:
@@ -136,37 +137,43 @@ def write_volume_explanation(
     out_dir = Path(out_dir)
     e = explanation
     written: List[Path] = []
-    if e.prepared.ndim == 3:
-        written.append(atomic_write_bytes(out_dir / f"{stem}.montage.png", montage_png(e, style)))
-        written.append(atomic_write_bytes(out_dir / f"{stem}.planes.png", planes_png(e, style)))
-    else:
-        original = e.prepared.original
-        written.append(
-            atomic_write_bytes(
-                out_dir / f"{stem}.overlay.png",
-                overlay_png(original, e.map, e.prepared.crop_box, _title(e), _subtitle(e), style),
+    try:
+        if e.prepared.ndim == 3:
+            written.append(atomic_write_bytes(out_dir / f"{stem}.montage.png", montage_png(e, style)))
+            written.append(atomic_write_bytes(out_dir / f"{stem}.planes.png", planes_png(e, style)))
+        else:
+            original = e.prepared.original
+            written.append(
+                atomic_write_bytes(
+                    out_dir / f"{stem}.overlay.png",
+                    overlay_png(original, e.map, e.prepared.crop_box, _title(e), _subtitle(e), style),
+                )
             )
-        )
-        written.append(
-            atomic_write_bytes(out_dir / f"{stem}.heatmap.png", heatmap_png(e.map, _title(e), _subtitle(e), style))
-        )
-    if npy:
-        written.append(atomic_write_bytes(out_dir / f"{stem}.npy", npy_bytes(e.map.astype(np.float32))))
-        if len(e.targets) > 1:
-            written.append(atomic_write_bytes(out_dir / f"{stem}.topk.npy", npy_bytes(e.maps.astype(np.float32))))
-    if all_classes:
-        written.append(atomic_write_bytes(out_dir / f"{stem}.classes.npy", npy_bytes(e.class_maps())))
-        written.append(
-            atomic_write_bytes(
-                out_dir / f"{stem}.top_class.npy", npy_bytes(e.occlusion.top_class_map().astype(np.int32))
+            written.append(
+                atomic_write_bytes(out_dir / f"{stem}.heatmap.png", heatmap_png(e.map, _title(e), _subtitle(e), style))
             )
-        )
-    if nifti:
-        written.append(atomic_write_bytes(out_dir / f"{stem}.map.nii.gz", write_nifti_map(e.map, e.prepared.volume)))
-    record = volume_record(e, timing=timing)
-    record.update(extra or {})
-    record["outputs"] = sorted(p.name for p in written)
-    written.append(atomic_write_json(out_dir / f"{stem}.json", record))
+        if npy:
+            written.append(atomic_write_bytes(out_dir / f"{stem}.npy", npy_bytes(e.map.astype(np.float32))))
+            if len(e.targets) > 1:
+                written.append(atomic_write_bytes(out_dir / f"{stem}.topk.npy", npy_bytes(e.maps.astype(np.float32))))
+        if all_classes:
+            written.append(atomic_write_bytes(out_dir / f"{stem}.classes.npy", npy_bytes(e.class_maps())))
+            written.append(
+                atomic_write_bytes(
+                    out_dir / f"{stem}.top_class.npy", npy_bytes(e.occlusion.top_class_map().astype(np.int32))
+                )
+            )
+        if nifti:
+            written.append(
+                atomic_write_bytes(out_dir / f"{stem}.map.nii.gz", write_nifti_map(e.map, e.prepared.volume))
+            )
+        record = volume_record(e, timing=timing)
+        record.update(extra or {})
+        record["outputs"] = output_records(written)  # size and sha256 of each: what --resume verifies
+        written.append(atomic_write_json(out_dir / f"{stem}.json", record))
+    except BaseException:
+        undo_writes(written)
+        raise
     return written
 
 

@@ -143,6 +143,13 @@ def file_record(path) -> dict:
     return {"name": path.name, "bytes": size, "sha256": digest.hexdigest()}
 
 
+def output_records(paths: Iterable[Path]) -> List[dict]:
+    """A result JSON's ``outputs``: :func:`file_record` of each file written for it, by name (what
+    :func:`verify_outputs` checks on ``--resume``). Every writer of a result (photos, scale studies, medical
+    inputs) lists its files through this."""
+    return sorted((file_record(p) for p in paths), key=lambda item: item["name"])
+
+
 def verify_outputs(json_path) -> Optional[str]:
     """Why the outputs a result JSON lists cannot be trusted (None when every file exists with its recorded
     size and sha256). Records from before the checksums (names only) are checked for presence. A listed
@@ -299,7 +306,7 @@ def write_explanation(
             )
         record = explanation_record(e, timing=timing)
         record.update(extra or {})
-        record["outputs"] = sorted((file_record(p) for p in written), key=lambda item: item["name"])
+        record["outputs"] = output_records(written)
         written.append(atomic_write_json(out_dir / f"{stem}.json", record))
     except BaseException:
         _undo(written)
@@ -394,7 +401,7 @@ def _write_scale_study(
         "insertion_auc": [m["insertion_auc"] for m in metrics] if metrics else None,
         **(extra or {}),
     }
-    document["outputs"] = sorted((file_record(p) for p in written), key=lambda item: item["name"])
+    document["outputs"] = output_records(written)
     written.append(atomic_write_json(out_dir / f"{stem}.scales.json", document))
     return written
 
