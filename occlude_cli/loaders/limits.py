@@ -155,11 +155,12 @@ def bomb_message(name: str, exc: BaseException, limit: Optional[int] = None) -> 
 # resampling's float64 spline coefficients (8) while the model input is made; or, while STEM.map.nii.gz is
 # written, the map interpolated back onto the input's grid (4) and its compressed bytes (at most about 4). The
 # file is read in slabs (at most SLAB_BYTES at a time, see loaders.medical); the rest is per voxel of the model
-# grid and is counted by plan_memory. Measured (tests/test_hostile.py): a 256x256x160 int16 .nii.gz run peaks
-# about 14 bytes per voxel above the interpreter and onnxruntime.
+# grid and is counted by plan_memory. Measured: a 256x256x160 int16 .nii.gz run peaks about 13 bytes per voxel
+# above the same run on a small volume (316 against 182 MB); a 120x512x512 series about 10.
 VOLUME_BYTES_PER_VOXEL = 16
 # 2-D slices (DICOM) are also drawn at full resolution, like photos: the windowed display (float64), the
-# overlay's colour planes and Pillow's resize (compare BYTES_PER_SAMPLE x 3 bands for an RGB photo).
+# overlay's colour planes and Pillow's resize (compare BYTES_PER_SAMPLE x 3 bands for an RGB photo). Measured: a
+# 3000x3000 int16 CT slice about 34 bytes per pixel.
 SLICE_BYTES_PER_PIXEL = 48
 # Largest piece of a file's samples converted at once (plus its float copies): the slab of a NIfTI read or a
 # DICOM conversion.
