@@ -569,6 +569,19 @@ def volume_baseline(kind: str, prepared: PreparedVolume, patch: Sequence[int], *
     return make_input_baseline(kind, prepared.model_input, axes, seed=seed, blur_sigma=sigma)
 
 
+def input_baseline(prepared, kind: str, *, seed: int = 0, blur_sigma: Optional[float] = None, patch=(8, 8)):
+    """The baseline ``kind`` of any prepared input as one model input: built from the 0..255 pixels for
+    photos (core.baselines.make_baseline), in model-input space for medical inputs (make_input_baseline).
+    ``inpaint`` is per window and is refused here (one line), as for photos. ``blur_sigma`` defaults to the
+    patch's (half the patch side)."""
+    sigma = blur_sigma if blur_sigma is not None else default_blur_sigma(tuple(patch))
+    if isinstance(prepared, PreparedVolume):
+        if parse_baseline(kind) == "inpaint":
+            raise OccludeError("baseline inpaint is computed per window: it cannot be a whole-input baseline here")
+        return volume_baseline(kind, prepared, patch, seed=seed, blur_sigma=sigma)
+    return make_baseline(kind, prepared.pixels, prepared.preprocessing, seed=seed, blur_sigma=sigma)
+
+
 def _occlude(
     model: OnnxClassifier,
     sample: np.ndarray,

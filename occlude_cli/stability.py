@@ -11,6 +11,12 @@ and, for a suspected (adversarial) patch, whether that patch alone decides the p
   it is *sufficient* (the prediction stays). ``clean_class``: the class the image should have; then
   ``restores`` says whether occluding the patch gives it back.
 
+Medical inputs (DICOM slices with 2-D models; NIfTI volumes and DICOM series with 3-D models): the noise is
+added in real units (e.g. Hounsfield units) on the model grid, before the model's intensity transform, and
+``amplitude`` is a fraction of the span that transform maps onto the model's input range (the window width,
+the intensity range's width, else the range of the input's values): 2/255 of a 1800 HU window is +-14 HU.
+Nothing is clipped (real units have no 0..255 range). The patch test (``box``) is for 2-D inputs.
+
 For a linear model with a zero baseline the noisy map is exactly the clean map plus the occlusion map of the
 noise alone (the drop of a window is the sum of weight x input over it), which the tests use as ground truth.
 
@@ -19,24 +25,26 @@ Library only: writes no file, draws nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-from .core.baselines import default_blur_sigma, make_baseline
+from .core.baselines import default_blur_sigma
 from .core.engine import occlusion_sensitivity
 from .core.metrics import spearman, top_fraction_iou
 from .errors import OccludeError
-from .explain import ExplainOptions, Explanation, explain
+from .explain import ExplainOptions, Explanation, explain, input_baseline
 from .loaders.images import Preprocessing
 from .loaders.maps import region_mask
 from .loaders.model import OnnxClassifier, resolve_target
+from .loaders.volumes import PreparedVolume, intensity_scale, with_grid_data
 
 DEFAULT_TRIALS = 8
 DEFAULT_AMPLITUDE = 2 / 255
 TOP_FRACTION = 0.1
+NO_3D_BOX = "box (the patch test) is x0,y0,x1,y1 in the pixels of a 2-D image: not available for 3-D volumes"
 
 
 def parse_amplitude(text: Union[str, float]) -> float:
@@ -92,8 +100,30 @@ class StabilityResult:
     amplitude: float
     seed: int
     trials: List[Trial]
-    noisy_maps: np.ndarray = field(repr=False)  # (trials, H, W)
+    noisy_maps: np.ndarray = field(repr=False)  # (trials, H, W) or (trials, D, H, W)
     patch_test: Optional[PatchTest] = None
+    # medical inputs: the real-unit span ``amplitude`` is a fraction of, and what it is (see intensity_scale)
+    noise_scale: Optional[float] = None
+    noise_scale_of: Optional[str] = None
+
+    def noise(self) -> dict:
+        """The noise as recorded in STEM.stability.json."""
+        if self.noise_scale is None:
+            return {"amplitude": self.amplitude, "seed": self.seed, "distribution": "uniform, clipped to 0..255"}
+        return {
+            "amplitude": self.amplitude,
+            "seed": self.seed,
+            "distribution": "uniform, in real units on the model grid before the intensity transform, not clipped",
+            "scale": self.noise_scale,
+            "scale_of": self.noise_scale_of,
+            "largest_change": self.amplitude * self.noise_scale,
+        }
+
+    def noise_text(self) -> str:
+        """The noise in a few words, for the terminal and the picture."""
+        if self.noise_scale is None:
+            return f"+-{self.amplitude * 255:.3g}/255"
+        return f"+-{self.amplitude * self.noise_scale:.3g} ({self.amplitude:.3g} of the {self.noise_scale_of})"
 
     def summary(self) -> dict:
         rho = np.array([t.spearman for t in self.trials], dtype=np.float64)
@@ -139,35 +169,42 @@ def stability(
         raise OccludeError(f"trials must be a whole number >= 1, got {trials}")
     if not isinstance(classifier, OnnxClassifier):
         classifier = OnnxClassifier(classifier)
+    if box is not None and len(classifier.input_shape) == 5:  # checked before the clean run is paid for
+        raise OccludeError(NO_3D_BOX)
     clean = explain(classifier, image, options, preprocessing=preprocessing, labels=labels, **overrides)
-    pre = clean.image.preprocessing
     params = clean.params
     patch, stride = tuple(params["patch"]), tuple(params["stride"])
     score = clean.score
     assert score is not None
     target = clean.target
-    pixels = clean.image.pixels.astype(np.float64)
-    noise = noise_pixels(pixels.shape, amplitude, int(trials), seed)
+    prepared = clean.image
+    scale, scale_of = intensity_scale(prepared) if isinstance(prepared, PreparedVolume) else (None, None)
+    base = np.asarray(prepared.grid.data if isinstance(prepared, PreparedVolume) else prepared.pixels, np.float64)
+    noise = noise_pixels(base.shape, amplitude, int(trials), seed)
+    if scale is not None:
+        noise *= scale / 255.0  # the same draws, as a fraction of the transform's span instead of 0..255
     batch_size = int(params["batch_size"])
     region = tuple(params["region"]) if params["region"] is not None else None
+    blur_sigma = params["blur_sigma"] or default_blur_sigma(patch)
     maps, results = [], []
     for k in range(int(trials)):
-        noisy = np.clip(pixels + noise[k], 0.0, 255.0)
-        sample = pre.normalise(noisy)
-        baseline = make_baseline(
-            params["baseline"],
-            noisy,
-            pre,
-            seed=params["seed"],
-            blur_sigma=params["blur_sigma"] or default_blur_sigma(patch),
-        )
+        if isinstance(prepared, PreparedVolume):
+            copy = with_grid_data(prepared, base + noise[k])
+            sample = copy.model_input
+            baseline = input_baseline(copy, params["baseline"], seed=params["seed"], blur_sigma=blur_sigma, patch=patch)
+        else:
+            noisy = np.clip(base + noise[k], 0.0, 255.0)
+            sample = prepared.preprocessing.normalise(noisy)
+            baseline = input_baseline(
+                replace(prepared, pixels=noisy), params["baseline"], seed=params["seed"], blur_sigma=blur_sigma
+            )
         occlusion = occlusion_sensitivity(
             sample,
             score,
             patch=patch,
             stride=stride,
             baseline=baseline,
-            spatial_axes=pre.spatial_axes,
+            spatial_axes=prepared.preprocessing.spatial_axes,
             batch_size=batch_size,
             region=region,
         )
@@ -189,17 +226,19 @@ def stability(
     test = None
     if box is not None:
         test = patch_test(clean, box, clean_class=clean_class, labels=labels)
-    return StabilityResult(clean, amplitude, int(seed), results, np.stack(maps), test)
+    return StabilityResult(clean, amplitude, int(seed), results, np.stack(maps), test, scale, scale_of)
 
 
 def patch_test(clean: Explanation, box, *, clean_class=None, labels: Optional[Sequence[str]] = None) -> PatchTest:
     """Occlude only the patch ``box``, then keep only it, with the clean run's baseline (two forward passes)."""
     pre = clean.image.preprocessing
+    if isinstance(clean.image, PreparedVolume) and clean.image.ndim == 3:
+        raise OccludeError(NO_3D_BOX)
     mask = region_mask(clean.image, box=box)
     params = clean.params
     ys, xs = np.nonzero(mask)
     sigma = params["blur_sigma"] or default_blur_sigma((int(np.ptp(ys)) + 1, int(np.ptp(xs)) + 1))
-    baseline = make_baseline(params["baseline"], clean.image.pixels, pre, seed=params["seed"], blur_sigma=sigma)
+    baseline = input_baseline(clean.image, params["baseline"], seed=params["seed"], blur_sigma=sigma)
     sample = clean.image.model_input
     shape = [1] * sample.ndim
     for axis, n in zip(pre.spatial_axes, mask.shape):

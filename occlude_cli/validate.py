@@ -17,7 +17,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .core.baselines import default_blur_sigma, make_baseline, parse_baseline
+from .core.baselines import default_blur_sigma, parse_baseline
 from .core.fidelity import (
     DEFAULT_FRACTIONS,
     bootstrap_mean_ci,
@@ -40,10 +40,12 @@ from .core.metrics import (
     top_fraction_iou,
 )
 from .errors import OccludeError, first_line
-from .explain import ExplainOptions, Explanation, explain, photo_preprocessing
+from .explain import ExplainOptions, Explanation, explain, input_baseline, photo_preprocessing
 from .loaders.images import Preprocessing, prepare_image
-from .loaders.maps import read_saliency_map, region_mask, resize_map
+from .loaders.maps import map_on_model_grid, read_saliency_map, region_mask, resize_map
+from .loaders.medical import Volume
 from .loaders.model import OnnxClassifier
+from .loaders.volumes import PreparedVolume
 
 DEFAULT_TOP_FRACTION = 0.1
 json_number = finite_or_none
@@ -83,10 +85,7 @@ def _curve_setup(
 
     def baseline(spec: Optional[str]) -> Tuple[str, np.ndarray]:
         kind = parse_baseline(spec if spec is not None else params.get("baseline", "zero"))
-        array = make_baseline(
-            kind, e.image.pixels, e.image.preprocessing, seed=int(params.get("seed", 0)), blur_sigma=sigma
-        )
-        return kind, array
+        return kind, input_baseline(e.image, kind, seed=int(params.get("seed", 0)), blur_sigma=sigma)
 
     d_kind, d_array = baseline(deletion_baseline)
     i_kind, i_array = baseline(insertion_baseline)
@@ -185,7 +184,11 @@ def fidelity(
         if kind not in MAP_KINDS:
             raise OccludeError(f"map kind must be one of {', '.join(MAP_KINDS)}, got {kind!r}")
         values = np.asarray(values, dtype=np.float64)
-        extra: dict[str, Any] = {"perturbation": perturbation, "spatial_axes": axes} if kind == "gradient" else {}
+        extra: dict[str, Any] = (
+            {"perturbation": perturbation, "spatial_axes": axes}
+            if kind == "gradient"
+            else {"spatial_axes": tuple(range(values.ndim))}  # one value per pixel (voxel) of the map
+        )
         plain = infidelity_result(values, windows, drops, **extra)
         fitted = infidelity_result(values, windows, drops, scale_invariant=True, **extra)
         common: dict[str, Any] = dict(
@@ -295,8 +298,8 @@ def compare_maps(
     other = np.asarray(other, dtype=np.float64)
     if other.shape != occ_map.shape:
         raise OccludeError(
-            f"the other map is {other.shape[0]}x{other.shape[1]} but the occlusion map is "
-            f"{occ_map.shape[0]}x{occ_map.shape[1]}: resize it with load_saliency_map"
+            f"the other map is {'x'.join(map(str, other.shape))} but the occlusion map is "
+            f"{'x'.join(map(str, occ_map.shape))}: resize it with load_saliency_map (volumes: map_on_model_grid)"
         )
     if not 0 < top_fraction <= 1:
         raise OccludeError(f"--top-fraction must be in (0, 1], got {top_fraction}")
@@ -552,21 +555,29 @@ def compare_file(
     **compare_options,
 ) -> Tuple[Explanation, np.ndarray, dict]:
     """Explain ``image_path`` and compare its map with the map in ``other_path`` (read, then resized onto
-    the model-input grid like the image): (explanation, other map at model resolution, comparison)."""
-    raw = read_saliency_map(other_path)  # a bad map fails before any inference
+    the model-input grid like the image): (explanation, other map at model resolution, comparison).
+
+    For a 3-D model the other map is a volume (see :func:`occlude_cli.loaders.maps.read_saliency_map` with
+    ``dims=(3,)``): a (D, H, W) ``.npy`` in occlude's layout covering the input (any resolution), or a NIfTI
+    map placed through its affine."""
+    volume_model = len(model.input_shape) == 5
+    raw = read_saliency_map(other_path, dims=(3,) if volume_model else (2,))  # a bad map fails before inference
     explanation = explain(model, image_path, options, preprocessing=preprocessing, labels=labels)
-    other = resize_map(
-        raw,
-        explanation.image.preprocessing.size,
-        original_size=explanation.image.original_size,
-        crop_box=explanation.image.crop_box,
-    )
+    if isinstance(explanation.image, PreparedVolume) and explanation.image.ndim == 3:
+        other = map_on_model_grid(raw, explanation.image)
+    else:
+        other = resize_map(
+            raw,
+            explanation.image.preprocessing.size,
+            original_size=explanation.image.original_size,
+            crop_box=explanation.image.crop_box,
+        )
     comparison = compare_maps(
         explanation,
         other,
         model,
         other_name=name or str(getattr(other_path, "name", other_path)),
-        other_shape=raw.shape,
+        other_shape=raw.data.shape if isinstance(raw, Volume) else raw.shape,
         **compare_options,
     )
     return explanation, other, comparison

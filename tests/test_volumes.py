@@ -601,3 +601,205 @@ def test_medical_outputs_recorded_with_size_and_sha256_and_resume_redoes_damaged
         assert (out / name).read_bytes() == content, name
     again = json.loads(runner.invoke(app, volume_args).stdout)
     assert again["counts"]["skipped"] == 2
+
+
+# ---------------------------------------------------------------- stability and compare on medical inputs (31.3)
+
+
+def linear_3d_model(tmp_path: Path, weights: np.ndarray, size=(6, 6, 6)) -> Path:
+    """(N, 1, D, H, W) -> (N, 2) logits ``x . w_c + b_c``, with metadata taking real units as they are (no
+    intensity transform): a model whose occlusion maps are computable by hand."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["input"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "w", "b"], ["logits"], transB=1),
+        ],
+        "linear3d",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, *size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        [
+            helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.astype(np.float32).ravel()),
+            helper.make_tensor("b", TensorProto.FLOAT, [2], [0.5, -0.5]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "occlude.preprocess", json.dumps({"layout": "NCDHW", "size": list(size)})
+    path = tmp_path / "linear3d.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_stability_of_a_linear_3d_model_on_a_nifti_is_known_exactly(tmp_path):
+    """Issue 31.3 (stability crashed with 'PreparedVolume' object has no attribute 'pixels'). Linear logits in
+    real units, zero baseline: every noisy map is the clean map plus the occlusion map of the noise alone, the
+    noise being the seeded uniform draws times amplitude x the input's range of values, in real units."""
+    from occlude_cli.stability import noise_pixels, stability
+
+    rng = np.random.default_rng(31)
+    weights = rng.normal(size=(2, 216))
+    model = linear_3d_model(tmp_path, weights)
+    scan = tmp_path / "scan.nii.gz"
+    nibabel.Nifti1Image(
+        rng.uniform(-500, 800, (6, 6, 6)).astype(np.float32), np.diag([2.0, 2.0, 3.0, 1.0])
+    ).to_filename(scan)
+
+    def score(batch):
+        return batch.reshape(len(batch), -1) @ weights.T + [0.5, -0.5]
+
+    result = stability(str(model), scan, amplitude="4/255", trials=4, seed=9, patch=3, stride=2, score="raw", target=0)
+    e = result.explanation
+    x = e.image.model_input.astype(np.float64)
+    grid = e.image.grid.data.astype(np.float64)
+    np.testing.assert_array_equal(x[0], grid)  # no transform: the model sees real units
+    clean = naive_map(x, score, (3, 3, 3), (2, 2, 2), 0)
+    np.testing.assert_allclose(e.map, clean, rtol=1e-4, atol=1e-3)
+    span = float(grid.max() - grid.min())
+    assert result.noise() == {
+        "amplitude": 4 / 255,
+        "seed": 9,
+        "distribution": "uniform, in real units on the model grid before the intensity transform, not clipped",
+        "scale": pytest.approx(span),
+        "scale_of": "range of the input's values on the model grid",
+        "largest_change": pytest.approx(4 / 255 * span),
+    }
+    noise = noise_pixels(grid.shape, 4 / 255, 4, seed=9) * span / 255.0
+    assert result.noisy_maps.shape == (4, 6, 6, 6)
+    for k, trial in enumerate(result.trials):
+        want = clean + naive_map(noise[k][None], score, (3, 3, 3), (2, 2, 2), 0)
+        np.testing.assert_allclose(result.noisy_maps[k], want, rtol=1e-4, atol=2e-3)
+        assert trial.target_score == pytest.approx(score((x + noise[k])[None])[0, 0], rel=1e-5)
+
+
+def test_stability_cli_on_dicom_slices_series_and_nifti(tmp_path):
+    """The real sample files and models: a DICOM slice with ct2d (noise in HU, a fraction of the model's
+    1800 HU bone window; the patch test on the lesion), the DICOM series (--series) and the NIfTI volume with
+    lesion3d; --box on a volume is one error line (exit 1) before anything runs."""
+    out = tmp_path / "out"
+    args = ["stability", str(CT2D), str(CT_LESION), "-o", str(out), "--trials", "2", "--box", "30,60,51,81"]
+    result = runner.invoke(app, [*args, "--expect", "no lesion"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "ct_lesion.stability.json").read_text())
+    assert doc["noise"]["scale"] == 1800.0 and doc["noise"]["scale_of"] == "window width"
+    assert doc["noise"]["largest_change"] == pytest.approx(2 / 255 * 1800)
+    assert doc["summary"]["spearman"]["min"] > 0.9 and doc["input"]["kind"] == "dicom"
+    # the disc decides: occluding it gives "no lesion" back, keeping only it keeps "lesion"
+    assert doc["patch_test"]["necessary"] and doc["patch_test"]["sufficient"] and doc["patch_test"]["restores"]
+    with Image.open(out / "ct_lesion.stability.png") as png:
+        assert png.size[0] > 1000
+    for source, flags in ((SERIES, ["--series"]), (LESION, [])):
+        result = runner.invoke(
+            app, ["stability", str(LESION3D), str(source), "-o", str(out), "--trials", "2", "--patch", "16", *flags]
+        )
+        assert result.exit_code == 0, result.output
+        assert "noisy copies (+-157 (0.00784 of the intensity range width))" in result.output
+    doc = json.loads((out / "series.stability.json").read_text())
+    assert doc["input"]["kind"] == "dicom-series" and len(doc["trials"]) == 2
+    png = np.asarray(Image.open(out / "series.stability.png").convert("RGB")).astype(int)
+    assert (np.abs(png[..., 0] - png[..., 2]) > 60).any()  # the map's colours over the grey slice
+    refused = runner.invoke(app, ["stability", str(LESION3D), str(LESION), "-o", str(out), "--box", "1,1,5,5"])
+    assert refused.exit_code == 1
+    assert (
+        refused.output.strip()
+        == "error: box (the patch test) is x0,y0,x1,y1 in the pixels of a 2-D image: not available for 3-D volumes"
+    )
+
+
+def test_compare_on_a_dicom_slice_and_a_volume_with_their_own_maps(tmp_path):
+    """Issue 31.3 (compare crashed the same way). The occlusion map compared with itself: correlation 1 and the
+    same curves, on DICOM slices (2-D .npy) and on the NIfTI volume (3-D .npy in occlude's layout)."""
+    ct_small = Path(pydicom.data.get_testdata_file("CT_small.dcm"))  # pydicom's own test file
+    for model, source, patch in ((CT2D, CT_LESION, "8"), (CT2D, ct_small, "8"), (LESION3D, LESION, "16")):
+        out = tmp_path / source.name
+        run = runner.invoke(app, ["run", str(model), str(source), "-o", str(out), "--patch", patch, "-q"])
+        assert run.exit_code == 0, run.output
+        npy = next(out.glob("*.npy"))
+        result = runner.invoke(
+            app,
+            ["compare", str(model), str(source), str(npy), "-o", str(out), "--patch", patch, "--steps", "8", "--json"],
+        )
+        assert result.exit_code == 0, result.output
+        record = json.loads(result.stdout)
+        assert record["agreement"]["pearson"] == pytest.approx(1.0) and record["better"]["deletion"] == "tie"
+        assert record["other_map"]["shape"] == list(np.load(npy).shape)
+        ours, theirs = record["fidelity"]["maps"]["occlusion"], record["fidelity"]["maps"]["other"]
+        assert theirs["infidelity"]["value"] == pytest.approx(ours["infidelity"]["value"], rel=1e-6)  # .npy: float32
+        assert theirs["sufficiency"] == ours["sufficiency"] and theirs["completeness"] == ours["completeness"]
+
+
+def test_compare_places_a_nifti_map_through_world_coordinates(tmp_path):
+    """Another tool's map saved as NIfTI on the scan's grid (the lesion mask) lands on the model grid where the
+    scan's own resampling puts it, whatever the file's orientation; a map elsewhere in the world is one line."""
+    from occlude_cli.loaders.maps import map_on_model_grid, read_saliency_map
+
+    e = explain(LESION3D, LESION, patch=16)
+    mask = read_nifti(LESION_MASK)
+    expected = resample(mask, e.image.grid.data.shape).data  # the same field of view, as the scan is resampled
+    placed = map_on_model_grid(read_saliency_map(LESION_MASK, dims=(3,)), e.image)
+    np.testing.assert_allclose(placed, expected, atol=1e-5)
+    # the same map stored transposed and flipped (another orientation, its affine adjusted) lands the same
+    img = nibabel.load(str(LESION_MASK))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    moved = np.transpose(data[::-1], (2, 0, 1))  # moved[a, b, c] = data[n - 1 - b, c, a]
+    index = np.array([[0, -1, 0, data.shape[0] - 1], [0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+    other = tmp_path / "other.nii.gz"
+    nibabel.Nifti1Image(moved, img.affine @ index).to_filename(other)
+    np.testing.assert_allclose(map_on_model_grid(read_saliency_map(other, dims=(3,)), e.image), expected, atol=1e-5)
+    far = tmp_path / "far.nii.gz"
+    shifted = img.affine.copy()
+    shifted[:3, 3] += 1000.0
+    nibabel.Nifti1Image(data, shifted).to_filename(far)
+    result = runner.invoke(app, ["compare", str(LESION3D), str(LESION), str(far), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "does not cover the model grid" in result.output
+    result = runner.invoke(
+        app, ["compare", str(LESION3D), str(LESION), str(LESION_MASK), "-o", str(tmp_path / "o"), "--fractions", ""]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o" / "lesion_volume.nii.compare.png").exists()
+
+
+def test_compare_with_a_map_of_the_wrong_kind_is_one_error_line(tmp_path):
+    np.save(tmp_path / "flat.npy", np.zeros((32, 32)))
+    np.save(tmp_path / "cube.npy", np.zeros((8, 8, 8)))
+    cases = [
+        ((LESION3D, LESION, tmp_path / "flat.npy"), "must be 3-D (D, H, W), got shape (32, 32)"),
+        ((CT2D, CT_LESION, tmp_path / "cube.npy"), "must be 2-D (H, W), got shape (8, 8, 8)"),
+        ((CT2D, CT_LESION, LESION_MASK), "is NIfTI, a volume's map: this model takes 2-D images"),
+        ((LESION3D, LESION, ROOT / "sample_images" / "digit_0.png"), "a volume's map must be a (D, H, W) .npy"),
+    ]
+    for (model, source, other), words in cases:
+        result = runner.invoke(app, ["compare", str(model), str(source), str(other), "-o", str(tmp_path / "o")])
+        assert result.exit_code == 1, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], result.output
+
+
+def test_deletion_and_insertion_curves_of_a_volume_equal_the_naive_loop():
+    """The curves behind compare's AUCs now take three spatial axes: voxels replaced most important first."""
+    from occlude_cli.core.metrics import deletion_curve, insertion_curve, step_counts
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1, 4, 5, 6))
+    base = rng.normal(size=x.shape)
+    importance = rng.normal(size=(4, 5, 6))
+    weights = rng.normal(size=(3, 120))
+
+    def score(batch):
+        return batch.reshape(len(batch), -1) @ weights.T
+
+    order = np.argsort(-importance.ravel(), kind="stable")
+    counts = step_counts(120, 7)
+    for curve, start, source in (
+        (deletion_curve(x, base, importance, score, 1, steps=7, spatial_axes=(1, 2, 3), batch_size=3), x, base),
+        (insertion_curve(x, base, importance, score, 1, steps=7, spatial_axes=(1, 2, 3), batch_size=3), base, x),
+    ):
+        want = []
+        for count in counts:
+            y = start.reshape(1, -1).copy()
+            y[:, order[:count]] = source.reshape(1, -1)[:, order[:count]]
+            want.append(score(y)[0, 1])
+        np.testing.assert_allclose(curve.scores, want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(curve.fractions, counts / 120)

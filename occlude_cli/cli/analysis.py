@@ -20,6 +20,7 @@ from rich.table import Table
 from ..errors import OccludeError
 from .common import (
     ExitCode,
+    MedicalInputFlags,
     ModelFlags,
     OcclusionFlags,
     check_output_folder,
@@ -70,11 +71,17 @@ STABILITY_EXAMPLES = """
 
   occlude stability model.onnx img.png --noise 2/255 --trials 8
   occlude stability model.onnx adversarial.png --box 10,10,60,60 --expect "Egyptian cat"   [dim]# the patch test[/]
+  occlude stability sample_models/ct2d.onnx sample_images/medical/ct_lesion.dcm      [dim]# a DICOM slice[/]
+  occlude stability sample_models/lesion3d.onnx scan.nii.gz --trials 4               [dim]# a volume[/]
 
 Explains the image and --trials copies with seeded uniform noise of at most --noise of the pixel range (clipped to
 0..255), all for the clean run's target; reports each copy's Spearman rank correlation and top-10% IoU with the
 clean map. --box: occluding only that patch (is it necessary?) and keeping only it (is it sufficient?);
 --expect CLASS says whether occluding the patch restores that class.
+
+DICOM slices, DICOM series (--series) and NIfTI volumes: the noise is added in real units (HU) on the model grid
+before the model's intensity transform, --noise being a fraction of the window width (or intensity range, else
+the input's range of values): 2/255 of an 1800 HU window is +-14 HU; nothing is clipped. --box is 2-D only.
 
 Writes OUT/STEM.stability.json, STEM.stability.csv (per noisy copy) and STEM.stability.png.
 """
@@ -536,23 +543,32 @@ def _print_bias(summary, region_text: str, out: Path) -> None:
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags)
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, medical=MedicalInputFlags)
 def stability(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx).")],
-    image: Annotated[Path, typer.Argument(help="The image to explain.")],
+    image: Annotated[
+        Path,
+        typer.Argument(
+            help="The image to explain: a photo, a DICOM slice (2-D model), a NIfTI volume or a DICOM series folder with --series (3-D model)."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("occlude-out"),
     noise: Annotated[
         str,
-        typer.Option("--noise", help="Largest change of a pixel, as a fraction of the pixel range: 2/255 or 0.008."),
+        typer.Option(
+            "--noise",
+            help="Largest change of a pixel, as a fraction of the pixel range: 2/255 or 0.008. Medical inputs: of the span the model's intensity transform maps to its input range (the window width; the intensity range; else the input's range of values), added in real units before it.",
+        ),
     ] = "2/255",
     trials: Annotated[int, typer.Option("--trials", help="Noisy copies (seeded by --seed).")] = 8,
     patch: Annotated[
-        Optional[str], typer.Option(help="Occluding patch, N or HxW \\[default: 1/14 of the input side].")
+        Optional[str],
+        typer.Option(help="Occluding patch, N, HxW or DxHxW for 3-D models \\[default: 1/14 of the input side]."),
     ] = None,
     box: Annotated[
         Optional[str],
         typer.Option(
-            help="Suspected patch x0,y0,x1,y1 (original image pixels): is it necessary and sufficient for the prediction?"
+            help="Suspected patch x0,y0,x1,y1 (original image pixels): is it necessary and sufficient for the prediction? 2-D inputs only."
         ),
     ] = None,
     expect: Annotated[
@@ -569,6 +585,7 @@ def stability(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
+    medical: MedicalInputFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Is the explanation stable? Maps of seeded noisy copies compared with the clean map; with --box, the patch test."""
     from ..explain import parse_hw
@@ -583,7 +600,7 @@ def stability(
     box_values = parse_box(box) if box is not None else None
     if expect is not None and box is None:
         raise OccludeError("--expect needs --box (the patch whose occlusion should restore that class)")
-    options = occlusion.options(patch=parse_hw(patch, "--patch") if patch is not None else None)
+    options = occlusion.options(patch=parse_hw(patch, "--patch") if patch is not None else None, **medical.fields())
     classifier, preprocessing, class_names = model_flags.load(model)
     check_output_folder(out)
     result = run_stability(
@@ -609,7 +626,7 @@ def stability(
     s = result.summary()
     e = result.explanation
     stdout.print(
-        f"class {e.target} {escape(e.label(e.target) or '')}: {s['trials']} noisy copies (+-{amplitude * 255:.3g}/255): "
+        f"class {e.target} {escape(e.label(e.target) or '')}: {s['trials']} noisy copies ({result.noise_text()}): "
         f"Spearman mean {_fmt(s['spearman']['mean'])} (min {_fmt(s['spearman']['min'])}), "
         f"top-10% IoU mean {_fmt(s['top_iou']['mean'])} (min {_fmt(s['top_iou']['min'])}), "
         f"prediction flips {s['prediction_flips']}"

@@ -289,8 +289,8 @@ class OcclusionFlags:
 
 
 @dataclasses.dataclass
-class MedicalFlags:
-    """DICOM / NIfTI inputs: intensity transform (overrides the model's metadata), series and NIfTI output."""
+class MedicalInputFlags:
+    """DICOM / NIfTI inputs: intensity transform (overrides the model's metadata), series, 4-D volume."""
 
     window: Annotated[
         Optional[str],
@@ -332,13 +332,6 @@ class MedicalFlags:
             "--volume-index", help="Pick volume N of a 4-D NIfTI (time series); 4-D files are refused without it."
         ),
     ] = None
-    nifti: Annotated[
-        bool,
-        typer.Option(
-            "--nifti/--no-nifti",
-            help="Write STEM.map.nii.gz (the map on the input's own voxel grid, with its affine) for DICOM/NIfTI inputs.",
-        ),
-    ] = True
 
     def fields(self) -> dict:
         """ExplainOptions fields from these flags (checked by ExplainOptions.checked)."""
@@ -350,6 +343,19 @@ class MedicalFlags:
             "series": self.series,
             "volume_index": self.volume_index,
         }
+
+
+@dataclasses.dataclass
+class MedicalFlags(MedicalInputFlags):
+    """`occlude run`'s medical flags: the inputs' (MedicalInputFlags) and the NIfTI output."""
+
+    nifti: Annotated[
+        bool,
+        typer.Option(
+            "--nifti/--no-nifti",
+            help="Write STEM.map.nii.gz (the map on the input's own voxel grid, with its affine) for DICOM/NIfTI inputs.",
+        ),
+    ] = True
 
 
 def with_flags(**groups: type) -> Callable[[Callable], Callable]:

@@ -18,6 +18,7 @@ from rich.table import Table
 from ..errors import OccludeError
 from .common import (
     ExitCode,
+    MedicalInputFlags,
     ModelFlags,
     OcclusionFlags,
     RenderFlags,
@@ -43,6 +44,10 @@ COMPARE_EXAMPLES = """
 
 OTHER_MAP is a 2-D .npy array (singleton axes are dropped) or a greyscale PNG of any resolution: it is resized to the model input (a map the size of the original image is cropped like the image first). Higher values mean more important.
 
+DICOM slices (2-D models) take the same maps. NIfTI volumes and DICOM series (--series) with 3-D models take a (D, H, W) .npy in occlude's layout (axial slices, as occlude's STEM.npy) covering the input, any resolution, or a NIfTI map (.nii/.nii.gz), placed on the model grid through its affine (world coordinates): e.g. another tool's map saved on the scan's grid.
+
+  occlude compare sample_models/lesion3d.onnx scan.nii.gz other_method.nii.gz --fractions ""
+
 Writes OUT/STEM.compare.json (agreement, curves, AUCs) and OUT/STEM.compare.png (both maps and the curves). Deletion AUC: lower is better; insertion AUC: higher is better.
 """
 
@@ -65,12 +70,13 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags)
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, medical=MedicalInputFlags)
 def compare(
     model: Path = typer.Argument(..., help="ONNX classifier (.onnx)."),
     image: Path = typer.Argument(..., help="The image the other map explains, or a folder of images (with --maps)."),
     other_map: Optional[Path] = typer.Argument(
-        None, help="The other method's map: 2-D .npy or greyscale PNG, any resolution (not with --maps)."
+        None,
+        help="The other method's map: 2-D .npy or greyscale PNG, any resolution (not with --maps); for a 3-D model a (D, H, W) .npy in occlude's layout or a NIfTI map (placed by its affine).",
     ),
     maps: Optional[Path] = typer.Option(
         None,
@@ -102,11 +108,14 @@ def compare(
     insertion_baseline: Optional[str] = typer.Option(
         None, "--insertion-baseline", help="What insertion starts from \\[default: --baseline]."
     ),
-    patch: Optional[str] = typer.Option(None, help="Occluding patch, N or HxW \\[default: 1/14 of the input side]."),
+    patch: Optional[str] = typer.Option(
+        None, help="Occluding patch, N, HxW or DxHxW for 3-D models \\[default: 1/14 of the input side]."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the comparison JSON on stdout (nothing else)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
+    medical: MedicalInputFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Compare another method's saliency map with occlusion's: correlation, top-k overlap, deletion and insertion
     curves, infidelity, sufficiency and completeness; one image or a folder (--maps)."""
@@ -115,7 +124,7 @@ def compare(
     from ..outputs.write import write_comparison
     from ..validate import MAP_KINDS, check_fractions, compare_file
 
-    options = occlusion.options(patch=parse_hw(patch, "--patch") if patch is not None else None)
+    options = occlusion.options(patch=parse_hw(patch, "--patch") if patch is not None else None, **medical.fields())
     if steps < 1:
         raise OccludeError(f"--steps must be at least 1, got {steps}")
     if not 0 < top_fraction <= 1:
@@ -143,7 +152,7 @@ def compare(
     else:
         from ..loaders.maps import read_saliency_map
 
-        read_saliency_map(other_map)  # a bad map fails before the model loads
+        read_saliency_map(other_map, dims=(2, 3))  # a bad map fails before the model loads
     classifier, preprocessing, class_names = model_flags.load(model)
     check_output_folder(out)
     settings = dict(
@@ -184,7 +193,7 @@ def compare(
 
 
 def _map_for(maps: Path, key: str) -> Optional[Path]:
-    for suffix in (".npy", ".png", ".tif", ".tiff"):
+    for suffix in (".npy", ".png", ".tif", ".tiff", ".nii.gz", ".nii"):
         candidate = maps / f"{key}{suffix}"
         if candidate.is_file():
             return candidate

@@ -1,12 +1,13 @@
 """Faithfulness and agreement metrics for saliency maps: pure numpy, no files, no onnxruntime.
 
-Like the engine, the curves take one input array (any layout: the two spatial axes are given), a baseline
+Like the engine, the curves take one input array (any layout: the spatial axes are given), a baseline
 of the same shape and a ``score(batch) -> (batch, classes)`` function, so they work for any model.
 
 Conventions shared by every function here:
 
-* A map is an (H, W) float array. NaN (or inf) marks a pixel that was not computed (e.g. outside an
-  occlusion ``--region``): it is left out of correlations and overlaps, and comes last in orderings.
+* A map is an (H, W) float array, or (D, H, W) for volumes (every function here treats voxels as pixels).
+  NaN (or inf) marks a pixel that was not computed (e.g. outside an occlusion ``--region``): it is left out
+  of correlations and overlaps, and comes last in orderings.
 * Orderings are deterministic: pixels of equal importance keep row-major order (stable sorts), so the
   same maps always give the same curves, bit for bit.
 * Undefined results (a constant map has no correlation, a map with no positive value has no energy)
@@ -37,8 +38,8 @@ DEFAULT_STEPS = 50
 
 def _as_map(values, name: str = "map") -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 2:
-        raise OccludeError(f"{name} must be a 2-D (H, W) array, got shape {array.shape}")
+    if array.ndim not in (2, 3):
+        raise OccludeError(f"{name} must be a 2-D (H, W) or 3-D (D, H, W) array, got shape {array.shape}")
     return array
 
 
@@ -240,7 +241,7 @@ def _curve(
     score: ScoreFn,
     target: int,
     steps: int,
-    spatial_axes: Tuple[int, int],
+    spatial_axes: Tuple[int, ...],
     batch_size: int,
     progress: Optional[ProgressFn],
 ) -> Curve:
@@ -249,18 +250,19 @@ def _curve(
     start = np.asarray(start)
     source = check_baseline(start, source, batch_size)
     axes = spatial_axes_of(start, spatial_axes)
-    if len(axes) != 2:
-        raise OccludeError(f"spatial axes {spatial_axes} must name two different axes")
-    height, width = start.shape[axes[0]], start.shape[axes[1]]
+    if len(axes) not in (2, 3):
+        raise OccludeError(f"spatial axes {spatial_axes} must name two (images) or three (volumes) different axes")
+    shape = tuple(int(start.shape[a]) for a in axes)
     values = _as_map(importance, "importance map")
-    if values.shape != (height, width):
-        raise OccludeError(f"importance map shape {values.shape} differs from the input's {height}x{width}")
-    n = height * width
+    if values.shape != shape:
+        raise OccludeError(f"importance map shape {values.shape} differs from the input's {'x'.join(map(str, shape))}")
+    n = int(np.prod(shape))
     order = importance_order(values)
     counts = step_counts(n, steps)
+    last = tuple(range(-len(axes), 0))
 
-    def pixels_last(x: np.ndarray) -> np.ndarray:  # (rest..., H*W) view/copy
-        return np.moveaxis(x, axes, (-2, -1)).reshape(-1, n)
+    def pixels_last(x: np.ndarray) -> np.ndarray:  # (rest..., pixels) view/copy
+        return np.moveaxis(x, axes, last).reshape(-1, n)
 
     rest_shape = tuple(d for i, d in enumerate(start.shape) if i not in axes)
     work = pixels_last(start).copy()
@@ -270,7 +272,7 @@ def _curve(
         if i > 0:
             changed = order[counts[i - 1] : counts[i]]
             work[:, changed] = src[:, changed]
-        buffer[row] = np.moveaxis(work.reshape(rest_shape + (height, width)), (-2, -1), axes)
+        buffer[row] = np.moveaxis(work.reshape(rest_shape + shape), last, axes)
 
     scores = score_perturbations(start, len(counts), step, score, batch_size=batch_size, progress=progress)
     if not 0 <= target < scores.shape[1]:
@@ -286,7 +288,7 @@ def deletion_curve(
     target: int,
     *,
     steps: int = DEFAULT_STEPS,
-    spatial_axes: Tuple[int, int] = (-2, -1),
+    spatial_axes: Tuple[int, ...] = (-2, -1),
     batch_size: int = 32,
     progress: Optional[ProgressFn] = None,
 ) -> Curve:
@@ -308,7 +310,7 @@ def insertion_curve(
     target: int,
     *,
     steps: int = DEFAULT_STEPS,
-    spatial_axes: Tuple[int, int] = (-2, -1),
+    spatial_axes: Tuple[int, ...] = (-2, -1),
     batch_size: int = 32,
     progress: Optional[ProgressFn] = None,
 ) -> Curve:

@@ -1,17 +1,20 @@
 """Other methods' maps and region masks coming in: read at their own resolution, then mapped onto the
-model-input grid through the image's crop box (like ``region``)."""
+model-input grid through the image's crop box (like ``region``); volume maps onto the model grid through world
+coordinates (NIfTI) or the input's field of view (.npy)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import OccludeError, first_line
 from .images import PreparedImage, load_image
+from .medical import Volume
+from .volumes import PreparedVolume
 
 MASK_SUFFIX = ".mask.png"  # naming convention: dir/a.jpg -> dir/a.mask.png
 
@@ -19,18 +22,35 @@ MASK_SUFFIX = ".mask.png"  # naming convention: dir/a.jpg -> dir/a.mask.png
 # ------------------------------------------------------------------------------- saliency maps
 
 
-def read_saliency_map(path) -> np.ndarray:
-    """Another method's map as saved: a .npy array or a greyscale image (PNG, 8 or 16 bit), at its own
-    resolution. Returns (h, w) float64; non-finite values become NaN (not computed).
+def read_saliency_map(path, *, dims: Sequence[int] = (2,)) -> Union[np.ndarray, Volume]:
+    """Another method's map as saved, at its own resolution: a .npy array or a greyscale image (PNG, 8 or
+    16 bit) for images, returned as (h, w) float64 with NaN where not finite (not computed).
+
+    ``dims`` says which maps fit the model: (2,) images and slices (the default), (3,) volumes, (2, 3)
+    either (a check before the model is known). A volume's map is a (D, H, W) .npy in occlude's layout
+    (axial slices, as STEM.npy), or a NIfTI file (.nii/.nii.gz), returned as a
+    :class:`~occlude_cli.loaders.medical.Volume` (its affine places it; NaN kept).
 
     Singleton axes are dropped, so (1, h, w) and (1, 1, h, w) arrays from deep-learning frameworks load;
     multi-channel maps must be reduced to one channel first (e.g. ``abs(grad).sum(axis=0)``).
     """
     path = Path(path)
+    dims = tuple(int(d) for d in dims)
     if not path.exists():
         raise OccludeError(f"saliency map not found: {path}")
     if path.is_dir():
         raise OccludeError(f"expected a saliency map file (.npy or greyscale PNG), got a folder: {path}")
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        if 3 not in dims:
+            raise OccludeError(
+                f"saliency map {path} is NIfTI, a volume's map: this model takes 2-D images (give a 2-D .npy "
+                "or greyscale PNG)"
+            )
+        from .medical import read_nifti
+
+        volume = read_nifti(path, finite=False)
+        volume.data[~np.isfinite(volume.data)] = np.nan
+        return volume
     if path.suffix.lower() == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
@@ -41,17 +61,61 @@ def read_saliency_map(path) -> np.ndarray:
         if array.dtype.kind not in "biuf":
             raise OccludeError(f"saliency map {path} must hold real numbers, got dtype {array.dtype}")
         values = array.astype(np.float64)
+    elif 2 not in dims:
+        raise OccludeError(
+            f"saliency map {path}: a volume's map must be a (D, H, W) .npy or a NIfTI file (.nii, .nii.gz)"
+        )
     else:
         values = _read_grey_image(path)
     squeezed = np.squeeze(values)
-    if squeezed.ndim != 2:
+    if squeezed.ndim not in dims:
+        wanted = " or ".join({2: "2-D (H, W)", 3: "3-D (D, H, W)"}[d] for d in dims)
         raise OccludeError(
-            f"saliency map {path} must be 2-D (H, W), got shape {tuple(values.shape)}"
-            + ("; reduce the channels first, e.g. abs(map).sum(axis=0)" if squeezed.ndim == 3 else "")
+            f"saliency map {path} must be {wanted}, got shape {tuple(values.shape)}"
+            + ("; reduce the channels first, e.g. abs(map).sum(axis=0)" if dims == (2,) and squeezed.ndim == 3 else "")
         )
     if min(squeezed.shape) < 1:
         raise OccludeError(f"saliency map {path} is empty: shape {tuple(values.shape)}")
     return np.where(np.isfinite(squeezed), squeezed, np.nan)
+
+
+def map_on_model_grid(raw: Union[np.ndarray, Volume], prepared: PreparedVolume) -> np.ndarray:
+    """Another method's volume map (from :func:`read_saliency_map` with ``dims=(3,)``) on the model grid of a
+    prepared volume, float64, NaN where not computed. A NIfTI map is placed through world coordinates: each
+    model voxel's centre is looked up in it by its affine (linear; more than half a voxel outside the map:
+    NaN), so a map on the
+    scan's own grid, in the file's own orientation, lands where it belongs. An array is taken to cover the
+    input's field of view in occlude's layout (as STEM.npy does) and is stretched onto the grid. NaN voxels
+    neither leak into nor erase their neighbours (normalised interpolation, as :func:`resize_map`)."""
+    from .medical import resample_to_grid, stretch_to
+
+    shape = tuple(prepared.grid.data.shape)
+    if isinstance(raw, Volume):
+        if raw.data.ndim != 3:
+            raise OccludeError(f"the other map has {raw.data.ndim} axes; a volume's map needs 3")
+        values = np.asarray(raw.data, dtype=np.float64)
+
+        def sample(data: np.ndarray) -> np.ndarray:
+            return resample_to_grid(data, raw.affine, prepared.grid.affine, shape)
+
+    else:
+        values = np.asarray(raw, dtype=np.float64)
+        if values.ndim != 3:
+            raise OccludeError(f"the other map is {values.ndim}-D: a volume's map is (D, H, W)")
+        if values.shape == shape:
+            return values.copy()
+
+        def sample(data: np.ndarray) -> np.ndarray:
+            return np.asarray(stretch_to(data, shape), dtype=np.float64)
+
+    valid = np.isfinite(values)
+    weight = sample(valid.astype(np.float64))  # NaN where the grid lies outside the map
+    total = sample(np.where(valid, values, 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        result = np.where(np.nan_to_num(weight) >= 0.5, total / weight, np.nan)
+    if not np.isfinite(result).any():
+        raise OccludeError("the other map does not cover the model grid (no voxel in common: another scan?)")
+    return result
 
 
 def _read_grey_image(path: Path) -> np.ndarray:

@@ -627,13 +627,16 @@ def _nifti_header(stream: Any, path: str | Path) -> tuple[Any, int]:
     return header, size
 
 
-def read_nifti(path: str | Path, volume_index: int | None = None, reorient: bool = True) -> Volume:
+def read_nifti(
+    path: str | Path, volume_index: int | None = None, reorient: bool = True, *, finite: bool = True
+) -> Volume:
     """Read a ``.nii`` / ``.nii.gz`` volume in real units (scl_slope/scl_inter applied).
 
     With ``reorient`` (default) the array is flipped/transposed (no interpolation) to the common layout of
     this module (axis 0 inferior->superior, 1 anterior->posterior, 2 right->left) and the affine follows;
     the file's own axis codes are kept in ``meta["source_axcodes"]`` and its affine in ``source_affine``.
-    A 4-D file is refused unless ``volume_index`` picks one volume.
+    A 4-D file is refused unless ``volume_index`` picks one volume. NaN or infinite voxels are refused
+    (``finite``, the default, for images; maps pass False: NaN marks voxels not computed).
 
     Memory is bounded from the header: it is read (and checked: dimensions, data type, vox_offset,
     affine) before any voxel, the volume is refused when it needs more than the memory budget
@@ -651,7 +654,7 @@ def read_nifti(path: str | Path, volume_index: int | None = None, reorient: bool
             handle.seek(0)
             stream = stack.enter_context(gzip.GzipFile(fileobj=handle, mode="rb")) if compressed else handle
             file_size = None if compressed else os.fstat(handle.fileno()).st_size
-            return _read_nifti_stream(stream, name, file_size, volume_index, reorient)
+            return _read_nifti_stream(stream, name, file_size, volume_index, reorient, finite)
     except FileNotFoundError:
         raise OccludeError(f"path {path}: no such file") from None
     except (OSError, EOFError, zlib.error) as exc:
@@ -659,7 +662,7 @@ def read_nifti(path: str | Path, volume_index: int | None = None, reorient: bool
 
 
 def _read_nifti_stream(
-    stream: Any, path: Path, file_size: int | None, volume_index: int | None, reorient: bool
+    stream: Any, path: Path, file_size: int | None, volume_index: int | None, reorient: bool, finite: bool
 ) -> Volume:
     nibabel = _nibabel()
     header, header_size = _nifti_header(stream, path)
@@ -716,7 +719,7 @@ def _read_nifti_stream(
         count = min(step, spatial[2] - k)
         raw = np.frombuffer(_read_exact(stream, count * plane, path, "the voxels"), dtype=dtype)
         values = _nifti_scaled(raw.reshape((spatial[0], spatial[1], count), order="F"), slope, inter)
-        if not np.all(np.isfinite(values)):
+        if finite and not np.all(np.isfinite(values)):
             raise OccludeError(f"path {path}: NIfTI volume contains NaN or infinite values")
         view[:, :, k : k + count] = values
     meta: dict[str, Any] = {"source_axcodes": "".join(nibabel.aff2axcodes(source_affine)), "reoriented": bool(reorient)}
@@ -969,6 +972,31 @@ def _zoom_to(data: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray
             coords[axis] = view[tuple(index)]
         ndimage.map_coordinates(source, coords, output=out[start:stop], order=order, mode="nearest")
     return out
+
+
+def stretch_to(data: np.ndarray, shape: Sequence[int], order: int = 1) -> np.ndarray:
+    """An array resampled onto ``shape`` covering the same field of view (the pixel-area convention of
+    `resample`), float32; for arrays without a Volume (another method's map at another resolution)."""
+    array = np.asarray(data)
+    return _zoom_to(array, _check_shape(shape, array.ndim), order)
+
+
+def resample_to_grid(
+    data: np.ndarray, source_affine: np.ndarray, target_affine: np.ndarray, shape: Sequence[int], order: int = 1
+) -> np.ndarray:
+    """A 3-D array placed by ``source_affine`` sampled at the voxel centres of another grid (``target_affine``,
+    ``shape``: a model grid) through world coordinates, float64. A centre within half a voxel of the array's
+    edge takes the edge's value (voxels have extent); one farther out is NaN (not covered)."""
+    ndimage = _ndimage()
+    target = _check_shape(shape, 3)
+    source = np.asarray(data, dtype=np.float64)
+    matrix = np.linalg.inv(np.asarray(source_affine, dtype=np.float64)) @ np.asarray(target_affine, dtype=np.float64)
+    index = np.indices(target, dtype=np.float64).reshape(3, -1)
+    coords = matrix[:3, :3] @ index + matrix[:3, 3:4]
+    out = ndimage.map_coordinates(source, coords, order=order, mode="nearest", output=np.float64)
+    limit = np.asarray(source.shape, dtype=np.float64)[:, None] - 0.5
+    inside = np.all((coords >= -0.5 - 1e-6) & (coords <= limit + 1e-6), axis=0)
+    return np.where(inside, out, np.nan).reshape(target)
 
 
 def resample(volume: Volume, shape: Sequence[int], order: int = 1) -> Volume:

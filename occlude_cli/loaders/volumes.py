@@ -9,7 +9,7 @@ plain values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union, cast
 
@@ -322,15 +322,7 @@ def prepare_volume(
         window = (
             medical.parse_window(pre.window, volume) if isinstance(pre.window, str) else (pre.window[0], pre.window[1])
         )
-        values = medical.apply_window(grid.data, *window)
-    elif pre.transform == "intensity_range":
-        if pre.intensity_range is None:
-            raise OccludeError("intensity_range: the transform is 'intensity_range' but no range was given")
-        values = medical.normalize_range(grid.data, *pre.intensity_range)
-    elif pre.transform == "zscore":
-        values = medical.zscore(grid.data, pre.zscore_threshold)
-    else:
-        values = grid.data.astype(np.float32)
+    values = model_intensities(grid.data, pre, window)
     sample = values[None] if pre.channels_first else values[..., None]
     return PreparedVolume(
         path=Path(source) if not isinstance(source, Volume) else (Path(volume.path) if volume.path else None),
@@ -342,3 +334,52 @@ def prepare_volume(
         preprocessing=pre,
         window=window,
     )
+
+
+def model_intensities(
+    data: np.ndarray, pre: VolumePreprocessing, window: Optional[Tuple[float, float]] = None
+) -> np.ndarray:
+    """Real units on the model grid -> what the model sees (no channel axis): exactly one intensity transform,
+    the ``window`` resolved for this input when the transform is a window."""
+    if pre.transform == "window":
+        if window is None:
+            raise OccludeError("window: the transform is 'window' but no window was given")
+        return medical.apply_window(data, *window)
+    if pre.transform == "intensity_range":
+        if pre.intensity_range is None:
+            raise OccludeError("intensity_range: the transform is 'intensity_range' but no range was given")
+        return medical.normalize_range(data, *pre.intensity_range)
+    if pre.transform == "zscore":
+        return medical.zscore(data, pre.zscore_threshold)
+    return np.asarray(data).astype(np.float32)
+
+
+def with_grid_data(prepared: PreparedVolume, data: np.ndarray) -> PreparedVolume:
+    """``prepared`` with other real-unit intensities on its model grid (e.g. a noisy copy): the same
+    transform (and window), model input, layout and dtype; the display and the input as read are kept."""
+    pre = prepared.preprocessing
+    data = np.asarray(data, dtype=np.float32)
+    if data.shape != prepared.grid.data.shape:
+        raise OccludeError(f"grid data of shape {data.shape}: the model grid is {prepared.grid.data.shape}")
+    values = model_intensities(data, pre, prepared.window)
+    sample = values[None] if pre.channels_first else values[..., None]
+    return replace(
+        prepared,
+        grid=replace(prepared.grid, data=data),
+        intensities=np.asarray(values, dtype=np.float32),
+        model_input=np.ascontiguousarray(sample, dtype=pre.dtype),
+    )
+
+
+def intensity_scale(prepared: PreparedVolume) -> Tuple[float, str]:
+    """The real-unit span the model's intensity transform maps onto its input range, and what it is: the
+    window width, the intensity range's width, else (z-score or none) the model grid's range of values.
+    Noise of ``amplitude`` for medical inputs is ``amplitude`` times this (what 255 is for photos)."""
+    pre = prepared.preprocessing
+    if prepared.window is not None:
+        return float(prepared.window[1]), "window width"
+    if pre.transform == "intensity_range" and pre.intensity_range is not None:
+        return float(pre.intensity_range[1] - pre.intensity_range[0]), "intensity range width"
+    data = prepared.grid.data
+    span = float(np.max(data) - np.min(data)) if data.size else 0.0
+    return (span if span > 0 else 1.0), "range of the input's values on the model grid"

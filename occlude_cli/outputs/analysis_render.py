@@ -10,7 +10,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .render import _matplotlib, colorize, score_word, symmetric_limit
+from .render import _matplotlib, colorize, peak_slice, score_word, symmetric_limit
 
 REGION_COLOR = "#c0392b"
 CONTROL_COLOR = "#7f8c8d"
@@ -179,7 +179,7 @@ def bias_png(
 
 
 def stability_png(
-    pixels: np.ndarray,
+    grey: np.ndarray,
     clean_map: np.ndarray,
     noisy_maps: np.ndarray,
     spearman: Sequence[float],
@@ -188,18 +188,23 @@ def stability_png(
     title: str,
     shown: int = 3,
 ) -> bytes:
-    """The clean map and the first ``shown`` noisy maps over the (grey) model input, all on the clean map's
-    colour scale, and the per-trial Spearman correlation and top-10% IoU as dots."""
+    """The clean map and the first ``shown`` noisy maps over the model input (``grey``: 0..1, see
+    render.model_grey), all on the clean map's colour scale, and the per-trial Spearman correlation and
+    top-10% IoU as dots. Volumes ((D, H, W) maps): the axial slice through the clean map's peak."""
     _, plt = _matplotlib()
-    grey = np.asarray(pixels, dtype=np.float64).mean(axis=-1) / 255.0
+    grey = np.asarray(grey, dtype=np.float64)
     noisy_maps = np.asarray(noisy_maps)
+    where = ""
+    if clean_map.ndim == 3:
+        z = peak_slice(clean_map)
+        grey, clean_map, noisy_maps, where = grey[z], clean_map[z], noisy_maps[:, z], f" (axial slice {z})"
     count = min(int(shown), len(noisy_maps))
     figure, axes = plt.subplots(
         1, count + 2, figsize=(3.0 * (count + 2), 3.6), dpi=100, gridspec_kw={"width_ratios": [1] * (count + 1) + [1.3]}
     )
     try:
         limit = symmetric_limit(clean_map)
-        maps: List[Tuple[np.ndarray, str]] = [(clean_map, "clean")]
+        maps: List[Tuple[np.ndarray, str]] = [(clean_map, "clean" + where)]
         maps += [(noisy_maps[k], f"noisy copy {k + 1}: rho {_fmt(spearman[k], 2)}") for k in range(count)]
         for ax, (values, caption) in zip(axes, maps):
             alpha = np.rint(255 * (0.25 + 0.7 * np.clip(np.abs(np.nan_to_num(values)) / limit, 0, 1))).astype(np.uint8)

@@ -15,7 +15,7 @@ from ..loaders.images import PreparedImage
 from ..stability import StabilityResult
 from .analysis_render import activation_maps_png, bias_png, channel_bars_png, stability_png, upsampled_title
 from .records import json_number
-from .render import overlay_png
+from .render import model_grey, overlay_png
 from .write import atomic_write_bytes, atomic_write_json, csv_bytes, npy_bytes
 
 LAYER_FIELDS = [
@@ -334,7 +334,7 @@ def stability_document(result: StabilityResult, timing: bool = True) -> dict:
         {
             "kind": "stability",
             "params": e.params,
-            "noise": {"amplitude": result.amplitude, "seed": result.seed, "distribution": "uniform, clipped to 0..255"},
+            "noise": result.noise(),
             "summary": result.summary(),
             "trials": [
                 {
@@ -378,7 +378,7 @@ def write_stability(out: Path, stem: str, result: StabilityResult, timing: bool 
     summary = result.summary()
     title = (
         f"{upsampled_title(e.label(e.target), e.target, e.score_kind, float(e.occlusion.original_scores[e.target]))}"
-        f"   noise +-{result.amplitude * 255:.3g}/255 x {len(result.trials)}: mean rho "
+        f"   noise {result.noise_text()} x {len(result.trials)}: mean rho "
         f"{_fmt_opt(summary['spearman']['mean'])}, mean top-10% IoU {_fmt_opt(summary['top_iou']['mean'])}"
     )
     return [
@@ -387,7 +387,7 @@ def write_stability(out: Path, stem: str, result: StabilityResult, timing: bool 
         atomic_write_bytes(
             out / f"{stem}.stability.png",
             stability_png(
-                e.image.pixels,
+                model_grey(e),
                 e.map,
                 result.noisy_maps,
                 [t.spearman for t in result.trials],

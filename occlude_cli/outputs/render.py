@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import OccludeError
 from ..loaders.images import map_on_original
+from ..loaders.volumes import PreparedVolume
 
 CMAP = "RdBu_r"
 MIN_DISPLAY_SIDE = 320  # small images (e.g. 8x8 digits) are enlarged by an integer factor to at least this
@@ -370,13 +371,36 @@ def _fmt(value, digits: int = 3) -> str:
     return "n/a" if value is None or not math.isfinite(float(value)) else f"{float(value):.{digits}f}"
 
 
+def model_grey(explanation) -> np.ndarray:
+    """What the model saw as 0..1 grey at model resolution, for pictures under a map: a photo's pixels averaged
+    over their channels; a medical input's windowed intensities on the model grid ((H, W) or (D, H, W))."""
+    image = explanation.image
+    if isinstance(image, PreparedVolume):
+        return np.asarray(image.display, dtype=np.float64)
+    return np.asarray(image.pixels, dtype=np.float64).mean(axis=-1) / 255.0
+
+
+def peak_slice(values: np.ndarray) -> int:
+    """The axial slice (axis 0) through the centre of a volume map's maximal plateau: where 2-D panels of a
+    volume are cut."""
+    finite = np.where(np.isfinite(values), values, -np.inf)
+    plateau = np.argwhere(finite == finite.max())
+    centre = plateau.mean(axis=0)
+    return int(plateau[np.argmin(((plateau - centre) ** 2).sum(axis=1))][0])
+
+
 def compare_png(explanation, other, comparison: dict) -> bytes:
     """The comparison as one PNG: both maps over the (greyed) model input, and the deletion and insertion
-    curves of both maps with their AUCs in the legends."""
+    curves of both maps with their AUCs in the legends. Volumes: both maps on the axial slice through the
+    occlusion map's peak."""
     _, plt = _matplotlib()
     e = explanation
-    pixels = np.asarray(e.image.pixels, dtype=np.float64)
-    grey = pixels.mean(axis=-1) / 255.0
+    grey = model_grey(e)
+    occlusion_map, other = e.map, np.asarray(other, dtype=np.float64)
+    where = ""
+    if grey.ndim == 3:
+        z = peak_slice(occlusion_map)
+        grey, occlusion_map, other, where = grey[z], occlusion_map[z], other[z], f", axial slice {z}"
     name = comparison.get("other_map", {}).get("name") or "other map"
     agreement = comparison["agreement"]
     curves = comparison["curves"]
@@ -395,10 +419,10 @@ def compare_png(explanation, other, comparison: dict) -> bytes:
         panels = (
             (
                 axes[0, 0],
-                e.map,
-                f"occlusion (patch {p['patch'][0]}x{p['patch'][1]}, stride {p['stride'][0]}x{p['stride'][1]})",
+                occlusion_map,
+                f"occlusion (patch {'x'.join(map(str, p['patch']))}, stride {'x'.join(map(str, p['stride']))}{where})",
             ),
-            (axes[0, 1], np.asarray(other, dtype=np.float64), str(name)),
+            (axes[0, 1], other, str(name) + where),
         )
         for ax, values, title in panels:
             limit = symmetric_limit(values)
