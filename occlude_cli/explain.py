@@ -18,7 +18,7 @@ from .core.baselines import default_blur_sigma, make_baseline, make_input_baseli
 from .core.engine import Box, Occlusion, default_stride, occlusion_sensitivity, window_grid
 from .core.refine import check_refine, refine_forward_passes, refined_occlusion_sensitivity
 from .errors import OccludeError
-from .loaders.images import PreparedImage, Preprocessing, prepare_image
+from .loaders.images import PreparedImage, Preprocessing, default_pixel_offset, prepare_image
 from .loaders.model import Head, OnnxClassifier, ScoreKind, resolve_target
 from .loaders.volumes import (
     VOLUME_LAYOUTS,
@@ -103,7 +103,13 @@ def resolve_preprocessing(
 ) -> Union[Preprocessing, VolumePreprocessing]:
     """Preprocessing from, in order of precedence: explicit arguments, the model's metadata, its input shape
     and defaults (pixels / 255, no mean or std, stretch resize). 3-D models (5-D input, layout NCDHW or
-    NDHWC) get a :class:`VolumePreprocessing` from their metadata."""
+    NDHWC) get a :class:`VolumePreprocessing` from their metadata.
+
+    Integer inputs store the pixels as integers by default (scale 1, std 1; mean 0 for uint8, 128 for int8:
+    ``pixel - 128``, see :func:`~occlude_cli.loaders.images.default_pixel_offset`). With a quantization in the
+    metadata (``quantization``: {"scale": s, "zero_point": z}), or one read from the graph (a DequantizeLinear
+    on the input) when scale, mean or std is given, ``(pixel * scale - mean) / std`` is the real value the
+    network computes with (float defaults) and the input gets ``round(value / s) + z``."""
     meta = dict(model.metadata_preprocessing or {})
     if len(model.input_shape) == 5 or str(layout or meta.get("layout") or "").upper() in VOLUME_LAYOUTS:
         if size is not None:  # --size DxHxW for 3-D models with dynamic sizes
@@ -136,19 +142,46 @@ def resolve_preprocessing(
         color = "gray"
     elif color == "gray":
         raise OccludeError("model metadata says grey but the input has 3 channels")
+    given: dict = {
+        "scale": scale if scale is not None else meta.get("scale"),
+        "mean": mean if mean is not None else (_as_list(meta["mean"]) if "mean" in meta else None),
+        "std": std if std is not None else (_as_list(meta["std"]) if "std" in meta else None),
+    }
+    quantization = None
+    defaults: dict = {"scale": 1 / 255, "mean": [0.0], "std": [1.0]}
+    if np.dtype(model.dtype).kind in "iu":
+        quantization = _declared_quantization(meta)
+        if quantization is None and any(v is not None for v in given.values()):
+            # the graph dequantizes the input right away: scale, mean and std describe that real value
+            quantization = getattr(model, "input_quantization", None)
+        if quantization is None:  # the input stores the pixels as integers (int8: pixel - 128)
+            defaults = {"scale": 1.0, "mean": [default_pixel_offset(model.dtype)], "std": [1.0]}
+    picked = {k: (given[k] if given[k] is not None else defaults[k]) for k in given}
     return Preprocessing(
         size=(int(height), int(width)),
         layout=layout,
         color=color,
-        # integer inputs (uint8/int8: models that cast inside) take the pixels as they are
-        scale=float(
-            scale if scale is not None else meta.get("scale", 1.0 if np.dtype(model.dtype).kind in "iu" else 1 / 255)
-        ),
-        mean=tuple(float(v) for v in (mean if mean is not None else _as_list(meta.get("mean", [0.0])))),
-        std=tuple(float(v) for v in (std if std is not None else _as_list(meta.get("std", [1.0])))),
+        scale=float(picked["scale"]),
+        mean=tuple(float(v) for v in picked["mean"]),
+        std=tuple(float(v) for v in picked["std"]),
         resize=str(resize or meta.get("resize", "stretch")),
         dtype=model.dtype,
+        quantization=quantization,
     )
+
+
+def _declared_quantization(meta: dict) -> Optional[Tuple[float, float]]:
+    """(scale, zero_point) of an integer input from the metadata's ``quantization``
+    ({"scale": s, "zero_point": z}), or None."""
+    declared = meta.get("quantization")
+    if declared is None:
+        return None
+    try:
+        return float(declared["scale"]), float(declared.get("zero_point", 0))
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise OccludeError(
+            'model metadata quantization must be {"scale": S, "zero_point": Z}, got ' + repr(declared)[:200]
+        ) from None
 
 
 def photo_preprocessing(model: OnnxClassifier, preprocessing: Optional[Preprocessing] = None) -> Preprocessing:
@@ -1012,6 +1045,9 @@ def check_run(
         )
     if options.baseline == "inpaint" and len(size) != 2:
         raise OccludeError("baseline inpaint is 2-D only: for volumes use tissue, blur, mean or pNN")
+    if isinstance(preprocessing, Preprocessing) and options.baseline[:1] in tuple("-0123456789"):
+        # a constant in pixel units must fit the input type like the pixels (e.g. 300 in a uint8 input)
+        make_baseline(options.baseline, np.zeros((1, 1, preprocessing.channels)), preprocessing)
     check_score(model, options.score)
     classes = model.num_classes or (len(labels) if labels else None)
     if labels is not None and model.num_classes is not None and len(labels) != model.num_classes:

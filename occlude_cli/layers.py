@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .core.casting import cast_checked
 from .core.engine import Occlusion, occlusion_sensitivity, score_perturbations
 from .errors import OccludeError
 from .explain import ExplainOptions, photo_preprocessing
@@ -70,7 +71,7 @@ class LayerModel:
 
     def features(self, sample: np.ndarray) -> np.ndarray:
         """The cut tensor for one model input (no batch axis), float32 without the batch axis."""
-        feeds = {self.classifier.input.name: np.ascontiguousarray(sample[None], dtype=self.classifier.dtype)}
+        feeds = {self.classifier.input.name: cast_checked(sample[None], self.classifier.dtype, "the model input")}
         try:
             (out,) = self.prefix.run([self.tensor], feeds)  # type: ignore[attr-defined]
         except Exception as exc:
@@ -266,7 +267,7 @@ def channel_importance(
         raise OccludeError("channels is empty: name at least one channel")
     if chosen.min() < 0 or chosen.max() >= count:
         raise OccludeError(f"channels must be in 0..{count - 1} for tensor {layer.tensor!r}, got {chosen.tolist()}")
-    fill = _fill_values(replacement, features, axis, dataset_mean).astype(features.dtype)
+    fill = cast_checked(_fill_values(replacement, features, axis, dataset_mean), features.dtype, "the replacement")
     plain = chosen.tolist()
     moved = np.moveaxis(features, axis, 0)
     written: Dict[int, int] = {}
@@ -435,7 +436,7 @@ def spatial_occlusion(
     fill = _fill_values(replacement, features, layer.channel_axis, dataset_mean)
     shape = [1] * features.ndim
     shape[layer.channel_axis] = -1
-    baseline = np.broadcast_to(fill.reshape(shape), features.shape).astype(features.dtype)
+    baseline = cast_checked(np.broadcast_to(fill.reshape(shape), features.shape), features.dtype, "the replacement")
 
     def score(batch: np.ndarray) -> np.ndarray:
         return head.transform(layer.run_suffix(batch))

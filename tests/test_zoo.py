@@ -130,10 +130,10 @@ def test_manifest_lists_every_model_file() -> None:
 
 @pytest.mark.parametrize(
     "name, tolerance",
-    [("uint8_nhwc", 1e-6), ("float64", 1e-9), ("int8_qdq", 1e-5), ("fp16", 2e-2)],
+    [("uint8_nhwc", 1e-6), ("int8_input", 1e-6), ("float64", 1e-9), ("int8_qdq", 1e-5), ("fp16", 2e-2)],
 )
 def test_incremental_inference_on_other_input_types_matches_full_passes(zoo_image, tmp_path, name, tolerance):
-    """uint8, float64, int8 QDQ and float16 models: a plan in the model's own input type, checked at start-up
+    """uint8, int8, float64, int8 QDQ and float16 models: a plan in the model's own input type, checked at start-up
     (float16 against float16 noise), and the map equal to the full-pass map (float16: within its noise, as a
     share of the map's peak). A uint8 model used to fail its image when auto chose a plan."""
     (case,) = [c for c in CASES if c["name"] == name]

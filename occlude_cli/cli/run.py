@@ -653,8 +653,7 @@ def _info_text(d: dict) -> str:
     elif isinstance(pre, dict):
         pre_text = (
             f"{pre['layout']} {pre['size'][0]}x{pre['size'][1]} {pre['color']}, resize {pre['resize']}, "
-            f"input = (pixel * {pre['scale']:g} - mean {_shape(pre['mean'])}) / std {_shape(pre['std'])} "
-            "(mean/std in RGB order)"
+            f"{pre['formula']} (mean/std in RGB order)"
         )
     else:
         pre_text = str(pre)

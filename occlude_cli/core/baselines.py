@@ -11,6 +11,7 @@ from typing import Dict, Protocol, Sequence
 import numpy as np
 
 from ..errors import OccludeError
+from .casting import cast_checked
 
 
 class Normaliser(Protocol):
@@ -19,7 +20,9 @@ class Normaliser(Protocol):
     @property
     def color(self) -> str: ...
 
-    def normalise(self, pixels: np.ndarray) -> np.ndarray: ...
+    def normalise(self, pixels: np.ndarray, what: str = ...) -> np.ndarray: ...
+
+    def zero_input(self, shape) -> np.ndarray: ...
 
 
 # name -> what it means; the CLI's --help and the README show this table.
@@ -84,7 +87,7 @@ def make_baseline(
     kind = parse_baseline(spec)
     channels = pixels.shape[-1]
     if kind == "zero":
-        return np.zeros_like(preprocessing.normalise(pixels))
+        return preprocessing.zero_input(preprocessing.normalise(pixels).shape)
     if kind == "mean":
         fill = np.broadcast_to(pixels.mean(axis=(0, 1), dtype=np.float64), pixels.shape)
     elif kind == "gray":
@@ -106,7 +109,7 @@ def make_baseline(
         raise OccludeError("baseline inpaint is computed per window: build it with occlude_cli.loaders.inpaint")
     else:
         fill = np.broadcast_to(_constant(kind, channels, preprocessing.color), pixels.shape)
-    return preprocessing.normalise(np.asarray(fill, dtype=np.float64))
+    return preprocessing.normalise(np.asarray(fill, dtype=np.float64), f"baseline {kind}")
 
 
 def _constant(kind: str, channels: int, color: str) -> np.ndarray:
@@ -205,7 +208,7 @@ def make_input_baseline(
         )
     else:
         fill = np.full(x.shape, float(kind))
-    return np.ascontiguousarray(fill, dtype=sample.dtype)
+    return cast_checked(fill, sample.dtype, f"baseline {kind}")
 
 
 def default_blur_sigma(patch: Sequence[int]) -> float:

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 
 from . import cache
 
-__all__ = ["ModelFacts", "file_sha256", "model_facts"]
+__all__ = ["ModelFacts", "file_sha256", "input_quantization", "model_facts"]
 
 # bytes per element of each ONNX tensor type (TensorProto.DataType)
 _ONNX_ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
@@ -36,6 +36,8 @@ class ModelFacts:
     external_data: bool  # some tensor keeps its data in another file (checked, never cached)
     largest_input: Tuple[str, list, int]  # (name, declared shape, bytes with dynamic dims as 1)
     final_ops: Dict[str, Optional[str]] = field(default_factory=dict)  # output name -> operator, see below
+    # input name -> (scale, zero_point) when the graph dequantizes that (integer) input right away
+    input_quantization: Dict[str, Tuple[float, float]] = field(default_factory=dict)
     from_cache: bool = False
 
 
@@ -63,8 +65,14 @@ def _read_facts(path: Path, sha256: str) -> ModelFacts:
         meta = hit[1]
         try:
             name, shape, size = meta["largest_input"]
+            quantization = {str(k): (float(v[0]), float(v[1])) for k, v in meta["input_quantization"].items()}
             return ModelFacts(
-                sha256, False, (str(name), list(shape), int(size)), dict(meta["final_ops"]), from_cache=True
+                sha256,
+                False,
+                (str(name), list(shape), int(size)),
+                dict(meta["final_ops"]),
+                quantization,
+                from_cache=True,
             )
         except (KeyError, TypeError, ValueError):
             pass  # an entry from elsewhere: read the graph again
@@ -81,9 +89,18 @@ def _read_facts(path: Path, sha256: str) -> ModelFacts:
         external,
         _largest_input(model),
         {out.name: final_operator(model, out.name) for out in model.graph.output},
+        input_quantization(model),
     )
     if not external:
-        cache.store("model", key, {"largest_input": list(facts.largest_input), "final_ops": facts.final_ops})
+        cache.store(
+            "model",
+            key,
+            {
+                "largest_input": list(facts.largest_input),
+                "final_ops": facts.final_ops,
+                "input_quantization": {k: list(v) for k, v in facts.input_quantization.items()},
+            },
+        )
     return facts
 
 
@@ -112,6 +129,49 @@ def _largest_input(model) -> Tuple[str, list, int]:
         if size > best[2]:
             best = (value.name, shape, size)
     return best
+
+
+def input_quantization(model) -> Dict[str, Tuple[float, float]]:
+    """Graph inputs that the graph dequantizes right away: name -> (scale, zero_point) when every node reading
+    the input is a DequantizeLinear with the same constant, per-tensor scale and zero point (the input of a
+    fully quantized model: ``real = (q - zero_point) * scale``). Inputs read any other way are left out."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    constants = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = node.attribute[0].t
+    initialisers = {t.name for t in model.graph.initializer}
+    found: Dict[str, Tuple[float, float]] = {}
+    for value in model.graph.input:
+        if value.name in initialisers:
+            continue
+        readers = [node for node in model.graph.node if value.name in node.input]
+        params: set = set()
+        for node in readers:
+            point_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+            if (
+                node.op_type != "DequantizeLinear"
+                or node.input[0] != value.name
+                or node.input[1] not in constants
+                or (point_name is not None and point_name not in constants)
+            ):
+                params = set()
+                break
+            scale = np.asarray(numpy_helper.to_array(constants[node.input[1]]), dtype=np.float64)
+            point = (
+                np.asarray(numpy_helper.to_array(constants[point_name]), dtype=np.float64)
+                if point_name is not None
+                else np.zeros(1)
+            )
+            if scale.size != 1 or point.size != 1:  # per-axis quantization of an image input: not read
+                params = set()
+                break
+            params.add((float(scale.reshape(-1)[0]), float(point.reshape(-1)[0])))
+        if len(params) == 1:
+            found[value.name] = params.pop()
+    return found
 
 
 def final_operator(model, output_name: str) -> Optional[str]:

@@ -19,6 +19,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..core.casting import cast_checked, describe_range, out_of_range, round_for, type_range
 from ..errors import OccludeError, first_line
 from . import limits
 
@@ -42,12 +43,34 @@ COLORS = ("rgb", "bgr", "gray")
 RESIZE_MODES = ("stretch", "center-crop")
 
 
+# Where the pixels 0..255 go in an integer input when nothing says otherwise: types that hold 0..255 take the
+# pixels as they are; int8 takes ``pixel - 128``, the convention of fully integer-quantized image models
+# (TensorFlow Lite's converter with ``inference_input_type=tf.int8`` stores an image input quantized with
+# zero point -128 and scale 1/255 or 1 of the 0..255 range, so the stored value is the pixel minus 128; the
+# uint8 models of the same converter take the pixel as it is).
+def default_pixel_offset(dtype) -> float:
+    """The mean subtracted from 0..255 pixels by default for an input of ``dtype``: 128 for types that
+    cannot hold 255 but hold -128..127 (int8), else 0."""
+    kind = np.dtype(dtype)
+    if kind.kind == "i" and np.iinfo(kind).max < 255:
+        return 128.0
+    return 0.0
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How an image becomes a model input (one sample, no batch axis).
 
     ``size`` is (height, width); ``mean`` and ``std`` are per channel (a single value is broadcast),
-    in the units of ``pixel * scale``.
+    in the units of ``pixel * scale``. The value computed, ``x = (pixel * scale - mean) / std``, is stored
+    in the input's ``dtype`` by one range-checked cast (:func:`occlude_cli.core.casting.cast_checked`):
+    rounded for integer types, and never clipped. ``quantization`` (scale, zero_point), for integer inputs
+    whose graph or metadata says how the integer stores a real value (``real = (q - zero_point) * scale``):
+    then ``x`` is that real value and the input gets ``q = round(x / scale) + zero_point``.
+
+    The whole 0..255 pixel range is checked against the type when the preprocessing is made: parameters
+    that would put any pixel outside the type's range (int8 fed ``pixel * 1``, float16 overflow) are
+    refused with one OccludeError, before any image is read.
     """
 
     size: Tuple[int, int]
@@ -58,6 +81,7 @@ class Preprocessing:
     std: Tuple[float, ...] = (1.0,)
     resize: str = "stretch"
     dtype: str = "float32"
+    quantization: Optional[Tuple[float, float]] = None  # (scale, zero_point) of an integer input
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -81,6 +105,19 @@ class Preprocessing:
             raise OccludeError("std (--std) values must be non-zero")
         if not np.isfinite(self.scale) or self.scale == 0:
             raise OccludeError(f"scale (--scale) must be a finite non-zero number, got {self.scale}")
+        type_range(self.dtype)  # a type occlude can convert into
+        if self.quantization is not None:
+            q_scale, zero_point = self.quantization
+            if not self.integer_input:
+                raise OccludeError(f"quantization applies to integer inputs, not to {self.dtype}")
+            if not (np.isfinite(q_scale) and q_scale > 0):
+                raise OccludeError(f"input quantization scale must be a finite positive number, got {q_scale}")
+            lo, hi = type_range(self.dtype)
+            if not (float(zero_point).is_integer() and lo <= zero_point <= hi):
+                raise OccludeError(
+                    f"input quantization zero point must be a whole number in {lo:.0f}..{hi:.0f}, got {zero_point}"
+                )
+        self._check_pixel_range()
 
     @property
     def channels(self) -> int:
@@ -101,24 +138,85 @@ class Preprocessing:
     def integer_input(self) -> bool:
         return np.dtype(self.dtype).kind in "iu"
 
-    def normalise(self, pixels: np.ndarray) -> np.ndarray:
-        """(H, W, C) pixels in 0..255 (model colour order) -> one model input in the model's layout and dtype.
+    def _stored(self, x: np.ndarray) -> np.ndarray:
+        """Computed values -> the numbers the input stores (before rounding): quantized when the input is."""
+        if self.quantization is None:
+            return x
+        q_scale, zero_point = self.quantization
+        return x / q_scale + zero_point
 
-        Integer inputs (uint8, int8) get the values rounded and clipped to the type's range."""
-        x = (pixels.astype(np.float64) * self.scale - self._per_channel(self.mean)) / self._per_channel(self.std)
+    def _check_pixel_range(self) -> None:
+        """Refuse parameters that put some pixel of 0..255 outside the input type (``x`` is affine in the
+        pixel, so the two ends of the range per channel are enough)."""
+        ends = np.array([[0.0], [255.0]]) * np.ones((1, self.channels))
+        x = self._stored((ends * self.scale - self._per_channel(self.mean)) / self._per_channel(self.std))
+        if not out_of_range(x, self.dtype).any():
+            return
+        lo, hi = float(np.min(round_for(x, self.dtype))), float(np.max(round_for(x, self.dtype)))
+        hint = ""
+        if self.integer_input and self.quantization is None:
+            offset = default_pixel_offset(self.dtype)
+            hint = (
+                f" (the {self.dtype} default is pixel - {offset:g}: scale 1, mean {offset:g}, std 1)" if offset else ""
+            )
+        raise OccludeError(
+            f"pixels 0..255 become {lo:.6g}..{hi:.6g} in the model input ({self.expression}), but "
+            f"{describe_range(self.dtype)}: values would be clipped; adjust scale, mean or std "
+            f"(--scale, --mean, --std){hint}"
+        )
+
+    def values(self, pixels: np.ndarray) -> np.ndarray:
+        """(H, W, C) pixels in 0..255 -> the computed input values (float64, model layout), before the cast."""
+        x = (np.asarray(pixels, dtype=np.float64) * self.scale - self._per_channel(self.mean)) / self._per_channel(
+            self.std
+        )
         if self.layout == "NCHW":
             x = np.transpose(x, (2, 0, 1))
-        if self.integer_input:
-            info = np.iinfo(np.dtype(self.dtype))
-            x = np.clip(np.rint(x), info.min, info.max)
-        return np.ascontiguousarray(x, dtype=self.dtype)
+        return x
+
+    def encode(self, x: np.ndarray, what: str = "the model input") -> np.ndarray:
+        """Computed input values (float, model layout) -> the model's input type: quantized when the input
+        is, rounded for integer types, refused when a value does not fit (never clipped)."""
+        return cast_checked(self._stored(np.asarray(x, dtype=np.float64)), self.dtype, what)
+
+    def normalise(self, pixels: np.ndarray, what: str = "the model input") -> np.ndarray:
+        """(H, W, C) pixels in 0..255 (model colour order) -> one model input in the model's layout and dtype:
+        ``(pixel * scale - mean) / std``, then :meth:`encode` (``what`` names the array in its error)."""
+        return self.encode(self.values(pixels), what)
+
+    def zero_input(self, shape) -> np.ndarray:
+        """0 in the model's input space (the ``zero`` baseline): the normalisation mean; for a quantized input
+        the zero point."""
+        return self.encode(np.zeros(shape))
 
     def denormalise(self, model_input: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`normalise`: one model input -> (H, W, C) pixels in 0..255 (float)."""
         x = np.asarray(model_input, dtype=np.float64)
+        if self.quantization is not None:
+            q_scale, zero_point = self.quantization
+            x = (x - zero_point) * q_scale
         if self.layout == "NCHW":
             x = np.transpose(x, (1, 2, 0))
         return (x * self._per_channel(self.std) + self._per_channel(self.mean)) / self.scale
+
+    @property
+    def expression(self) -> str:
+        """The conversion of a pixel, e.g. ``round((pixel * 1 - 128) / 1)`` (mean and std in RGB order)."""
+
+        def shown(values: Sequence[float]) -> str:
+            return f"{values[0]:g}" if len(values) == 1 else "[" + ", ".join(f"{v:g}" for v in values) + "]"
+
+        x = f"(pixel * {self.scale:.6g} - {shown(self.mean)}) / {shown(self.std)}"
+        if self.quantization is not None:
+            q_scale, zero_point = self.quantization
+            sign = "-" if zero_point < 0 else "+"
+            return f"round({x} / {q_scale:.6g}) {sign} {abs(zero_point):g}"
+        return f"round({x})" if self.integer_input else x
+
+    @property
+    def formula(self) -> str:
+        """The conversion as one line, e.g. ``input = round((pixel * 1 - 128) / 1) as int8 (-128..127)``."""
+        return f"input = {self.expression} as {self.dtype} ({describe_range(self.dtype).split(' holds ', 1)[1]})"
 
     def describe(self) -> dict:
         return {
@@ -129,6 +227,11 @@ class Preprocessing:
             "mean": list(self.mean),
             "std": list(self.std),
             "resize": self.resize,
+            "dtype": self.dtype,
+            "quantization": (
+                {"scale": self.quantization[0], "zero_point": self.quantization[1]} if self.quantization else None
+            ),
+            "formula": self.formula,
         }
 
 

@@ -17,6 +17,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..core.casting import cast_checked
 from ..errors import OccludeError, first_line
 from .facts import file_sha256, final_operator, model_facts  # noqa: F401 -- file_sha256, final_operator: re-exported
 
@@ -361,6 +362,9 @@ class OnnxClassifier:
         labels = _json_metadata(meta, LABELS_KEY, list, self.path)
         self.labels: Optional[List[str]] = [str(v) for v in labels] if labels is not None else None
         self.final_op = facts.final_ops.get(self.output.name)
+        # (scale, zero_point) when the graph dequantizes its integer image input right away; the metadata's
+        # occlude.preprocess "quantization" overrides it (see resolve_preprocessing)
+        self.input_quantization: Optional[Tuple[float, float]] = facts.input_quantization.get(self.input.name)
 
     def head(self, requested, raw: np.ndarray) -> Head:
         """What to explain for this model (see :func:`resolve_head`), from one unoccluded forward pass."""
@@ -432,7 +436,7 @@ class OnnxClassifier:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Raw outputs (batch, classes) for a batch in the model's layout and dtype."""
-        batch = np.ascontiguousarray(batch, dtype=self.dtype)
+        batch = cast_checked(batch, self.dtype, "the batch")
         fixed = self.fixed_batch
         if not fixed or len(batch) == fixed:
             return self._run_exact(batch)

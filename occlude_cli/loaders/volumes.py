@@ -16,6 +16,7 @@ from typing import List, Optional, Sequence, Tuple, Union, cast
 import numpy as np
 from PIL import Image
 
+from ..core.casting import cast_checked
 from ..errors import OccludeError
 from . import medical
 from .medical import Volume
@@ -330,7 +331,7 @@ def prepare_volume(
         grid=grid,
         intensities=np.asarray(values, dtype=np.float32),
         display=display_intensities(grid.data, window, pre, volume),
-        model_input=np.ascontiguousarray(sample, dtype=pre.dtype),
+        model_input=cast_checked(sample, pre.dtype, "the model input (intensities after the transform)"),
         preprocessing=pre,
         window=window,
     )

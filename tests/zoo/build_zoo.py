@@ -224,6 +224,8 @@ def _x(shape, dtype="float32", seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     if dtype == "uint8":
         return torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
+    if dtype == "int8":
+        return torch.randint(-128, 128, shape, generator=generator, dtype=torch.int8)
     return torch.rand(shape, generator=generator)
 
 
@@ -237,13 +239,14 @@ def build_models() -> list[dict]:
     def case(name: str, file: str, *, flags=(), head: str, head_kind: str, score: str, size, layout="NCHW",
              color="rgb", scale=1 / 255, mean=(0.0,), std=(1.0,), input_dtype="float32", output=None,
              patch=8, stride=5, expect="map", exit_code=0, error_contains=None, tolerance="fp32",
-             target=None, exporter: str, notes: str) -> None:
+             target=None, quantization=None, exporter: str, notes: str) -> None:
         cases.append({
             "name": name, "file": file, "flags": list(flags), "target": target, "expect": expect, "exit_code": exit_code,
             "error_contains": error_contains, "head": head, "head_kind": head_kind, "score": score,
             "patch": patch, "stride": stride, "tolerance": tolerance, "exporter": exporter, "notes": notes,
             "reference": {"size": list(size), "layout": layout, "color": color, "scale": scale, "mean": list(mean),
-                          "std": list(std), "input_dtype": input_dtype, "output": output},
+                          "std": list(std), "input_dtype": input_dtype, "output": output,
+                          "quantization": list(quantization) if quantization is not None else None},
         })
 
     # 1. dynamo exporter, opset 18, dynamic batch, NCHW RGB, torchvision normalisation given as flags
@@ -349,6 +352,44 @@ def build_models() -> list[dict]:
     case("uint8_nhwc", "uint8_nhwc.onnx", head="(N,C)", head_kind="multiclass", score="softmax", size=(32, 32),
          layout="NHWC", scale=1.0, input_dtype="uint8", exporter="torch dynamo, opset 18",
          notes="tensor(uint8) input fed the pixels as they are; baseline zero = pixel 0")
+
+    # 10b. int8 input, Cast inside: the image input of a fully integer-quantized model (TFLite's converter with
+    # inference_input_type=tf.int8 stores pixel/255 with scale 1/255 and zero point -128, i.e. pixel - 128)
+    cnn = small_cnn(22, 3, 32, 10)
+    int8 = make_module(lambda self, x: self.net((x.to(torch.float32) + 128.0) / 255.0), net=cnn)
+    export_legacy(int8, _x((1, 3, 32, 32), "int8"), MODELS / "int8_input.onnx", opset=13, dynamic_batch=True)
+    case("int8_input", "int8_input.onnx", head="(N,C)", head_kind="multiclass", score="softmax", size=(32, 32),
+         scale=1.0, mean=(128.0,), input_dtype="int8", exporter="torch legacy, opset 13",
+         notes="tensor(int8) input, Cast + (q + 128) / 255 inside: fed pixel - 128 (the documented int8 default); "
+               "baseline zero = q 0 = pixel 128")
+
+    # 10c. int8 input dequantized by the graph: DequantizeLinear(scale 1/255, zero point -128) in front of a float
+    # CNN, as tf2onnx writes the int8 input of a TFLite model. Without flags the pixels are stored as integers
+    # (pixel - 128); with the real-valued preprocessing given (--scale 1/255) occlude quantizes it with the
+    # graph's scale and zero point: q = round((pixel / 255) / (1 / 255)) - 128, the same values, but baseline
+    # zero is then real 0 = q -128 = pixel 0.
+    with tempfile.TemporaryDirectory() as temp:
+        source = Path(temp) / "fp32.onnx"
+        float_model = export_legacy(small_cnn(23, 3, 32, 10), _x((1, 3, 32, 32)), source, opset=13,
+                                    dynamic_batch=True)
+    graph = float_model.graph
+    for node in graph.node:
+        node.input[:] = ["input_real" if name == "input" else name for name in node.input]
+    graph.initializer.extend([onnx.numpy_helper.from_array(np.array(1 / 255, dtype=np.float32), "input_scale"),
+                              onnx.numpy_helper.from_array(np.array(-128, dtype=np.int8), "input_zero_point")])
+    graph.node.insert(0, onnx.helper.make_node("DequantizeLinear", ["input", "input_scale", "input_zero_point"],
+                                               ["input_real"], name="dequantize_input"))
+    graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.INT8
+    _save(float_model, MODELS / "int8_dequantize.onnx")
+    case("int8_dequantize", "int8_dequantize.onnx", head="(N,C)", head_kind="multiclass", score="softmax",
+         size=(32, 32), scale=1.0, mean=(128.0,), input_dtype="int8",
+         exporter="torch legacy, opset 13 + a DequantizeLinear input added with the onnx helper API",
+         notes="int8 input read by DequantizeLinear(1/255, -128); no flags: pixel - 128, baseline zero = q 0")
+    case("int8_dequantize_real", "int8_dequantize.onnx", flags=["--scale", str(1 / 255)], head="(N,C)",
+         head_kind="multiclass", score="softmax", size=(32, 32), input_dtype="int8", quantization=(1 / 255, -128),
+         exporter="torch legacy, opset 13 + a DequantizeLinear input added with the onnx helper API",
+         notes="--scale 1/255 is the real value; quantized with the graph's scale and zero point; baseline zero = "
+               "the zero point (real 0)")
 
     # 11. Softmax-terminated (probabilities out), and the same model asked for logits (a flag error)
     cnn = small_cnn(11, 3, 32, 10, gain=10.0)

@@ -10,7 +10,11 @@ follows are the ones issue 9 asks occlude to follow:
   channel); then, for BGR models, the channels reversed (so the R mean is applied to the R channel before it
   moves to the last position); then the model's layout and dtype. ``uint8`` models get the resized pixels as
   they are, rounded to the nearest integer and clipped to 0..255 (scale 1, mean 0, std 1: no normalisation).
-- Baseline ``zero``: 0 in the model's input space, i.e. the normalised mean (for uint8 models: pixel 0).
+  ``int8`` models get ``round(pixel) - 128`` (the pixels stored as integers, TFLite's int8 convention); with a
+  ``quantization`` (scale s, zero point z) the normalised value x is stored as ``round(x / s) + z``. An integer
+  value outside the type's range fails the reference (nothing is clipped).
+- Baseline ``zero``: 0 in the model's input space, i.e. the normalised mean (for uint8 models: pixel 0; for
+  int8 models: 0, i.e. pixel 128; for a quantized input: the zero point z, i.e. real 0).
 - Windows: along each axis a window starts every ``stride`` pixels, plus a last one flush with the border
   when the grid does not end there, so every pixel is covered.
 - Score (``case["score"]``): ``softmax`` of the output row (multi-class logits); ``sigmoid`` of a single
@@ -29,7 +33,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64, "uint8": np.uint8}
+_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64, "uint8": np.uint8, "int8": np.int8}
 
 
 @dataclass
@@ -53,12 +57,19 @@ def preprocess(image: Image.Image, reference: dict) -> np.ndarray:
         plane = Image.fromarray(np.ascontiguousarray(pixels[:, :, c]), mode="F")
         channels.append(np.asarray(plane.resize((width, height), Image.BILINEAR), dtype=np.float64))
     x = np.stack(channels, axis=-1)  # (H, W, C), RGB order, pixel units
+    quantization = reference.get("quantization")
     if reference["input_dtype"] == "uint8":
         x = np.clip(np.rint(x), 0, 255)
+    elif reference["input_dtype"] == "int8" and quantization is None:
+        x = np.rint(x) - 128.0
     else:
         x = (x * reference["scale"] - np.asarray(reference["mean"], dtype=np.float64)) / np.asarray(
             reference["std"], dtype=np.float64
         )
+    if quantization is not None:
+        x = np.rint(x / quantization[0]) + quantization[1]
+    if reference["input_dtype"] == "int8":
+        assert x.min() >= -128 and x.max() <= 127, "int8 reference input out of range"
     if reference["color"] == "bgr":
         x = x[:, :, ::-1]
     if reference["layout"] == "NCHW":
@@ -102,6 +113,8 @@ def reference_map(model_path: Path, image_path: Path, case: dict, target: int | 
         (out,) = session.run([output_name], {input_name: sample[None]})
         return score(out[0], case["score"])
 
+    quantization = reference.get("quantization")
+    zero = quantization[1] if quantization is not None else 0  # 0 in the model's input space
     original = run(x)
     if target is None:
         target = int(np.argmax(original))
@@ -116,7 +129,7 @@ def reference_map(model_path: Path, image_path: Path, case: dict, target: int | 
             index = [slice(None)] * 3
             index[axes[0]] = slice(y, y + patch)
             index[axes[1]] = slice(x0, x0 + patch)
-            occluded[tuple(index)] = 0  # the zero baseline
+            occluded[tuple(index)] = zero  # the zero baseline
             drop = original[target] - run(occluded)[target]
             total[y : y + patch, x0 : x0 + patch] += drop
             count[y : y + patch, x0 : x0 + patch] += 1
