@@ -1043,6 +1043,8 @@ def check_run(
         raise OccludeError(
             "refine is for 2-D inputs: a 3-D model is occluded exactly (choose a larger stride to make it cheaper)"
         )
+    if options.refine and options.region is None:  # the grid is known: a step over the budget fails here
+        refine_forward_passes(size, patch, stride, None, options.refine_step, options.refine_budget)
     if options.baseline == "inpaint" and len(size) != 2:
         raise OccludeError("baseline inpaint is 2-D only: for volumes use tissue, blur, mean or pNN")
     if isinstance(preprocessing, Preprocessing) and options.baseline[:1] in tuple("-0123456789"):

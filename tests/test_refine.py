@@ -86,7 +86,7 @@ def test_a_bigger_budget_is_no_worse_and_the_full_budget_is_exact():
 def test_the_coarse_lattice_is_even_staggered_and_includes_both_ends():
     inputs, baseline = _inputs()
     refined = refined_occlusion_sensitivity(
-        inputs, score, patch=(16, 16), stride=(2, 2), baseline=baseline, target=0, coarse_step=4, budget=0.05
+        inputs, score, patch=(16, 16), stride=(2, 2), baseline=baseline, target=0, coarse_step=4, budget=60.5 / 726
     )
     windows = refined.windows
     shape = (len(np.unique(windows[:, 0])), len(np.unique(windows[:, 1])))  # 25 x 29 windows
@@ -105,20 +105,21 @@ def test_the_coarse_lattice_is_even_staggered_and_includes_both_ends():
             middles = cols[1:-1]
             assert len(middles) == len(even) - 1
             assert np.all(np.abs(middles - (even[:-1] + even[1:]) / 2) <= 1)
-    # No drill-down at this budget: only the lattice was scored (and the original).
-    assert refined.forward_passes == grid.sum() + 1 > np.floor(0.05 * (grid.size + 1))
+    # The budget of the sparsest lattice at step 4 (59 windows and the original of 726 passes): no drill-down,
+    # only the lattice was scored (and the original).
+    assert refined.forward_passes == grid.sum() + 1 == 60
 
 
 @pytest.mark.parametrize(
     "size, patch, stride, region, step, budget",
     [
         ((64, 72), (16, 16), (2, 2), None, 3, 0.25),
-        ((64, 72), (16, 16), (2, 2), None, 2, 0.1),  # budget below the coarse grid: the grid is still run
+        ((64, 72), (16, 16), (2, 2), None, 2, 0.3),
         ((64, 72), (16, 12), (4, 2), None, 3, 0.4),
         ((64, 72), (8, 8), (1, 3), (10, 5, 50, 60), 4, 0.2),  # a region
         ((64, 72), (16, 16), (2, 2), None, 50, 0.03),  # a step longer than the grid: its two ends
         ((64, 72), (32, 32), (8, 8), None, 3, 1.0),
-        ((20, 20), (20, 20), (1, 1), None, 3, 0.5),  # a single window
+        ((20, 20), (20, 20), (1, 1), None, 3, 1.0),  # a single window
     ],
 )
 def test_refine_forward_passes_predicts_the_count(size, patch, stride, region, step, budget):
@@ -143,23 +144,59 @@ def test_refine_forward_passes_predicts_the_count(size, patch, stride, region, s
     predicted = refine_forward_passes(size, patch, stride, region, step, budget)
     assert sum(calls) == predicted == refined.forward_passes == int(refined.measured.sum()) + 1
     grid = len(window_grid(size, patch, stride, region))
-    # Within the budget, unless the coarsest lattice the step asks for is already over it (then that
-    # lattice, and nothing more, is scored).
-    coarsest = refine_forward_passes(size, patch, stride, region, step, 1e-9)
-    assert predicted <= np.floor(budget * (grid + 1)) or predicted == coarsest
+    assert predicted <= np.floor(budget * (grid + 1))  # the budget is a cap
 
 
 def test_a_bigger_budget_never_buys_fewer_passes_and_the_step_sets_the_least_density():
     size, patch, stride = (224, 224), (48, 48), (8, 8)
-    budgets = np.linspace(0.01, 1.0, 100)
+    # The sparsest lattice at step 3 on the 23x23 grid: 9 knot rows, 9 knots on the even ones, 10 on the
+    # staggered ones (8 between, 2 ends), and the original: 86 of the exact map's 530 passes.
+    least = 5 * 9 + 4 * 10 + 1
+    budgets = np.linspace(least / 530, 1.0, 100)
     passes = [refine_forward_passes(size, patch, stride, None, 3, b) for b in budgets]
     assert all(a <= b for a, b in zip(passes, passes[1:]))
-    assert passes[-1] == 530  # the whole 23x23 grid and the original
-    # Below what the step asks for, the lattice is still every third window: 9 knot rows, 9 knots on the
-    # even ones, 10 on the staggered ones (8 between, 2 ends), and the original.
-    assert passes[0] == refine_forward_passes(size, patch, stride, None, 3, 0.001) == 5 * 9 + 4 * 10 + 1
+    assert all(p <= np.floor(b * 530) for p, b in zip(passes, budgets))
+    assert passes[0] == least and passes[-1] == 530  # the whole 23x23 grid and the original
     # The defaults at 48/8: the lattice and the drill-downs take a quarter of 530 passes.
     assert refine_forward_passes(size, patch, stride, None, 3, 0.25) == 132
+
+
+@pytest.mark.parametrize(
+    "size, patch, stride, step, budget, says",
+    [
+        # the issue's case: 64x64, patch 12, stride 2: 27x27 windows, 730 exact passes, 182 allowed at 0.25
+        ((64, 64), (12, 12), (2, 2), 2, 0.25, "at least 203 windows in its coarse pass (204 forward passes"),
+        ((64, 64), (12, 12), (2, 2), 1, 0.25, "at least 729 windows"),
+        ((224, 224), (48, 48), (8, 8), 3, 0.1, "refine_budget 0.17 or more"),
+        ((20, 20), (20, 20), (1, 1), 3, 0.5, "the exact map (2 forward passes, no refine)"),  # one window
+    ],
+)
+def test_a_step_that_cannot_meet_the_budget_is_refused(size, patch, stride, step, budget, says):
+    """The budget is a cap: a coarse step whose sparsest lattice needs more passes than the budget allows is
+    refused with the numbers and what would fit (it used to run 204 passes for a budget of 182, in silence)."""
+    from occlude_cli.errors import OccludeError
+
+    with pytest.raises(OccludeError, match=r"more than refine_budget .* allows") as caught:
+        refine_forward_passes(size, patch, stride, None, step, budget)
+    assert says in str(caught.value)
+    inputs = np.ones((1,) + size)
+    calls = []
+
+    def counting(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return batch.reshape(len(batch), -1).sum(axis=1, keepdims=True)
+
+    with pytest.raises(OccludeError, match="more than refine_budget"):
+        refined_occlusion_sensitivity(
+            inputs,
+            counting,
+            patch=patch,
+            stride=stride,
+            baseline=np.zeros_like(inputs),
+            coarse_step=step,
+            budget=budget,
+        )
+    assert calls == []  # refused before any forward pass
 
 
 def test_library_options_of_the_wrong_type_are_named_and_none_means_the_default():
@@ -183,3 +220,30 @@ def test_library_options_of_the_wrong_type_are_named_and_none_means_the_default(
             ExplainOptions(refine=True, **{name: value}).checked()
     with pytest.raises(OccludeError, match=r"refine_budget \(--refine-budget\) must be in \(0, 1\], got nan"):
         ExplainOptions(refine=True, refine_budget=float("nan")).checked()
+
+
+def test_cli_refuses_a_step_over_the_budget_before_any_image_and_keeps_the_default_within_it(tmp_path):
+    """`occlude run --refine` at 64x64, patch 12, stride 2 (730 exact passes, 182 allowed by the default budget
+    0.25): --refine-step 2 is one error line and exit 1 before any image is read; the default step makes at
+    most 182 passes."""
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from occlude_cli.cli import app
+    from onnx_models import rectangle_model
+
+    model = rectangle_model(tmp_path / "m.onnx", size=(64, 64), rect=(10, 10, 40, 40))
+    image = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)).save(image)
+    flags = ["--patch", "12", "--stride", "2", "--refine", "-q"]
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", str(model), str(tmp_path / "missing.png"), *flags, "--refine-step", "2"])
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "204 forward passes" in lines[0] and "allows (182 of the exact map's 730)" in lines[0]
+    result = runner.invoke(app, ["run", str(model), str(image), *flags, "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "img.json").read_text())
+    assert record["map_info"]["forward_passes"] == 182

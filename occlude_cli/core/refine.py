@@ -92,7 +92,9 @@ def _layout(ny: int, nx: int, count_y: int, count_x: int) -> Tuple[np.ndarray, L
 def _coarse_layout(ny: int, nx: int, step: int, budget: float) -> Tuple[np.ndarray, List[np.ndarray]]:
     """The coarse pass's windows as knot rows and each row's knot columns: a staggered lattice (odd rows
     shifted by half a spacing), at least every ``step``-th window along each axis, then denser, one row
-    or column of knots at a time on the axis with the wider spacing, while it fits in the budget.
+    or column of knots at a time on the axis with the wider spacing, while it fits in the budget. The budget
+    is a cap: a step whose sparsest lattice does not fit is refused (OccludeError naming the steps and
+    budgets that would fit), never run with more forward passes than the budget allows.
 
     Spending the budget on an even lattice rather than on drill-downs is what holds on real photos: the
     interpolation error of a window is barely predictable from the coarse scores (its correlation with
@@ -100,8 +102,10 @@ def _coarse_layout(ny: int, nx: int, step: int, budget: float) -> Tuple[np.ndarr
     even sampling beats targeted sampling in the worst case; staggering the rows spreads the same number
     of knots more evenly over the plane than a square grid does (benchmarks/refine_photos.py)."""
     allowed = int(np.floor(budget * (ny * nx + 1))) - 1
-    ky = min(ny, int(np.ceil((ny - 1) / step)) + 1)
-    kx = min(nx, int(np.ceil((nx - 1) / step)) + 1)
+    ky, kx = _coarsest(ny, nx, step)
+    least = sum(len(c) for c in _layout(ny, nx, ky, kx)[1])
+    if least > allowed:
+        raise OccludeError(_over_budget(ny, nx, step, budget, least))
     while ky < ny or kx < nx:
         spacing_y = (ny - 1) / (ky - 1) if ky < ny else -1.0
         spacing_x = (nx - 1) / (kx - 1) if kx < nx else -1.0
@@ -110,6 +114,32 @@ def _coarse_layout(ny: int, nx: int, step: int, budget: float) -> Tuple[np.ndarr
             break
         ky, kx = ny_next, nx_next
     return _layout(ny, nx, ky, kx)
+
+
+def _coarsest(ny: int, nx: int, step: int) -> Tuple[int, int]:
+    """Knot rows and columns of the sparsest lattice allowed: every ``step``-th window along each axis."""
+    return min(ny, int(np.ceil((ny - 1) / step)) + 1), min(nx, int(np.ceil((nx - 1) / step)) + 1)
+
+
+def _over_budget(ny: int, nx: int, step: int, budget: float, least: int) -> str:
+    """Why a coarse step cannot meet the budget, with the steps and budgets that would."""
+    exact = ny * nx + 1
+    allowed = int(np.floor(budget * exact))
+    fitting = [
+        s
+        for s in range(int(step) + 1, 101)
+        if sum(len(c) for c in _layout(ny, nx, *_coarsest(ny, nx, s))[1]) + 1 <= allowed
+    ]
+    need = np.ceil((least + 1) / exact * 100) / 100
+    options = [f"refine_step {fitting[0]} or more (--refine-step)"] if fitting else []
+    if need < 1 or not fitting:
+        options.append(f"refine_budget {min(need, 1.0):g} or more (--refine-budget)")
+    options.append(f"the exact map ({exact} forward passes, no refine)")
+    return (
+        f"refine_step {step} on this grid of {ny}x{nx} windows scores at least {least} windows in its coarse pass "
+        f"({least + 1} forward passes with the original), more than refine_budget {budget:g} allows ({allowed} of "
+        f"the exact map's {exact}): use {', or '.join(options)}"
+    )
 
 
 def refined_occlusion_sensitivity(
