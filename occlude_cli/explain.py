@@ -19,7 +19,7 @@ from .core.engine import Box, Occlusion, default_stride, occlusion_sensitivity, 
 from .core.refine import check_refine, refine_forward_passes, refined_occlusion_sensitivity
 from .errors import OccludeError
 from .loaders.images import PreparedImage, Preprocessing, default_pixel_offset, prepare_image
-from .loaders.model import Head, OnnxClassifier, ScoreKind, resolve_target
+from .loaders.model import SCORE_NAMES, Head, OnnxClassifier, ScoreKind, resolve_target, saturation_remedy
 from .loaders.volumes import (
     VOLUME_LAYOUTS,
     PreparedVolume,
@@ -809,17 +809,22 @@ def _warnings(head: Head, original: float, values: np.ndarray, occlusion: Occlus
             f"{bad_windows} occluded window(s) gave a non-finite score (NaN/inf): the map is NaN where "
             "they cover it (windows marked finite=false in the JSON)"
         )
+    what = SCORE_NAMES.get(head.kind, head.kind)
     if finite.size and np.all(finite == 0):
-        hint = (
-            " (a softmax over one output is always 1: use score auto or sigmoid)"
-            if head.kind == "softmax"
-            else " (try score logit or raw, a larger patch, or another baseline)"
-        )
-        out.append(f"the map is identically zero: occluding any window leaves the {head.kind} score unchanged{hint}")
-    elif head.kind in ("softmax", "probabilities", "sigmoid", "independent") and original >= SATURATION:
+        if head.is_probability and not SATURATION > original > 1.0 - SATURATION:  # pinned at 1 (or 0)
+            out.append(
+                f"the map is identically zero: the target's {what} is saturated at {original:.6g}, so every occluded "
+                f"window gives the same value to float precision; {saturation_remedy(head.kind)}"
+            )
+        else:
+            out.append(
+                f"the map is identically zero: occluding any window leaves the target's {what} unchanged, so the "
+                "model does not respond to these windows (try a larger patch or another baseline)"
+            )
+    elif head.is_probability and original >= SATURATION:
         out.append(
-            f"the target's probability is saturated ({original:.4f} >= {SATURATION}): occlusion barely moves "
-            "it and the map may look blank; use score logit (or raw) for a readable map"
+            f"the target's {what} is saturated ({original:.4f} >= {SATURATION}): occlusion barely moves it and the "
+            f"map may look blank; {saturation_remedy(head.kind)}"
         )
     return out
 

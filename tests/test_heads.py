@@ -210,3 +210,50 @@ def test_non_image_model_says_so_first(tmp_path, rgb_image):
     assert result.exit_code == 1
     assert "image classifiers" in result.stderr and "4-D image input" in result.stderr
     assert "--output" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "head, flags, cause, remedy, refused_remedy",
+    [
+        # 5 logits, class 0 ahead by 100: softmax is 1.0 in float64 whatever a window does to the logits
+        ("none", [], "softmax probability is saturated at 1", "use score logit (--score logit", False),
+        # the same model ending in Softmax: it has no logits to explain, and score logit is refused
+        ("softmax", [], "probability (the model's own output) is saturated at 1", "without its final Softmax", True),
+        # ending in Sigmoid (independent probabilities)
+        ("sigmoid", [], "probability (the model's own sigmoid output) is saturated at 1", "final Sigmoid", True),
+    ],
+)
+def test_an_all_zero_map_names_its_true_cause_per_head_kind(
+    tmp_path, rgb_image, head, flags, cause, remedy, refused_remedy
+):
+    """A saturated 5-class head used to get "a softmax over one output is always 1: use score auto or sigmoid",
+    which is not the cause. Each head kind gets the cause (saturation at 1.0) and a remedy that works for it."""
+    rng = np.random.default_rng(5)
+    weights = (rng.random((5, 3, SIZE, SIZE)) * 0.01).astype(np.float32)  # a window moves a logit by < 0.2
+    bias = np.array([100.0, 0.0, 0.0, 0.0, 0.0], np.float32)
+    model = linear_head_model(tmp_path / "sat.onnx", weights, bias, head=head)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(model), str(rgb_image), "--out", str(out), *flags])
+    assert result.exit_code == 0, result.output
+    (warning,) = json.loads((out / "rgb.json").read_text())["warnings"]
+    assert warning.startswith("the map is identically zero") and cause in warning and remedy in warning, warning
+    assert "a softmax over one output" not in result.stderr
+    logit = CliRunner().invoke(
+        app, ["run", str(model), str(rgb_image), "--out", str(tmp_path / "l"), "--score", "logit"]
+    )
+    if refused_remedy:  # the warning does not send the user to a flag that is refused
+        assert logit.exit_code == 1 and "logits are not available" in logit.stderr
+    else:  # the remedy gives a readable map
+        assert logit.exit_code == 0 and np.abs(np.load(tmp_path / "l" / "rgb.npy")).max() > 1e-3
+
+
+def test_an_unresponsive_logit_map_does_not_suggest_other_scores(tmp_path, rgb_image):
+    """A model that ignores its input, explained as its logit: the cause is the model, not the score kind."""
+    weights = np.zeros((3, 3, SIZE, SIZE), np.float32)
+    model = linear_head_model(tmp_path / "constant.onnx", weights, np.array([1.0, 2.0, 3.0], np.float32))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(model), str(rgb_image), "--out", str(out), "--score", "logit"])
+    assert result.exit_code == 0, result.output
+    (warning,) = json.loads((out / "rgb.json").read_text())["warnings"]
+    assert "leaves the target's logit unchanged" in warning and "does not respond" in warning
+    assert "score logit" not in warning and "score raw" not in warning

@@ -192,6 +192,7 @@ def layers(
         spatial_occlusion,
         upsample_to_input,
     )
+    from ..loaders.model import saturation_remedy
     from ..outputs.analysis_write import layers_document, write_layers, write_spatial
 
     replacement = check_replacement(replace.value if isinstance(replace, Replacement) else replace)
@@ -310,7 +311,8 @@ def layers(
     if saturated and not quiet:
         stderr.print(
             f"[yellow]warning:[/] the target probability is saturated (>= {SATURATION}) for {len(saturated)} of "
-            f"{len(results)} image(s): replacing a channel barely moves it; use --score logit for readable drops"
+            f"{len(results)} image(s): replacing a channel barely moves it; "
+            + escape(saturation_remedy(saturated[0].score_kind))
         )
     panels = []
     for i in summary.ranking()[:show]:

@@ -162,6 +162,32 @@ HEAD_KINDS = {
 }
 
 
+# Each resolved head's score in a sentence ("the target's ..."), for warnings.
+SCORE_NAMES = {
+    "softmax": "softmax probability",
+    "probabilities": "probability (the model's own output)",
+    "sigmoid": "sigmoid probability",
+    "independent": "probability (the model's own sigmoid output)",
+    "logit": "logit",
+    "raw": "raw output",
+}
+
+
+def saturation_remedy(kind: str) -> str:
+    """What gives a readable map when the probability a head of ``kind`` explains is saturated: its logits
+    where occlude computes the probability from them, else a model that outputs logits (a graph that ends in
+    Softmax or Sigmoid has none to explain, and score logit is refused for it)."""
+    if kind in ("softmax", "sigmoid"):
+        return f"use score logit (--score logit: the logits occlude computes the {kind} from) for a readable map"
+    if kind in ("probabilities", "independent"):
+        last = "Softmax" if kind == "probabilities" else "Sigmoid"
+        return (
+            f"this model outputs probabilities, so it has no logits to explain (score logit is refused for it): "
+            f"export it without its final {last} for a readable map, or explain a class that is not saturated"
+        )
+    return "try a larger patch or another baseline"
+
+
 @dataclass(frozen=True)
 class Head:
     """How raw outputs become the scores to explain. ``kind`` is one of :data:`HEAD_KINDS`; ``rule`` says
