@@ -259,8 +259,16 @@ def load_image(path) -> Image.Image:
     the open forever, a device never ends) is refused unopened, and an image too large for the memory
     budget or above the pixel limit (see :mod:`occlude_cli.loaders.limits`) is refused before a single pixel
     is decoded; Pillow's DecompressionBombWarning becomes that one-line error.
-    Returns an RGB image, or an 'L' / 'I' / 'F' image for single-channel files (16-bit kept).
+    Returns an RGB image (transparency composited onto white), or an 'L' / 'F' image for single-channel
+    files (16-bit rescaled to 0..255).
     """
+    return normalise_mode(open_image(path))
+
+
+def open_image(path) -> Image.Image:
+    """:func:`load_image` without the conversion: the upright, fully decoded image in its own mode (alpha and
+    palette transparency kept), with the same checks. What a reader that gives transparency a meaning (the
+    mask reader, :func:`occlude_cli.loaders.maps.read_mask`) starts from."""
     path = Path(path)
     try:
         info = path.stat()
@@ -291,7 +299,7 @@ def load_image(path) -> Image.Image:
         raise OccludeError(f"not an image (or a format Pillow cannot read): {path}") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise OccludeError(f"cannot read image {path}: {first_line(exc)}") from None
-    return _normalise_mode(image)
+    return image
 
 
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
@@ -355,7 +363,12 @@ def file_kind(mode: int) -> str:
     return "special file"
 
 
-def _normalise_mode(image: Image.Image) -> Image.Image:
+def has_transparency(image: Image.Image) -> bool:
+    """An alpha channel (RGBA, LA, PA...) or a transparent palette index / colour (PNG tRNS)."""
+    return image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info
+
+
+def normalise_mode(image: Image.Image) -> Image.Image:
     """RGB, L (8-bit grey) or F (16/32-bit grey rescaled to 0..255); transparency composited onto white."""
     if image.mode in ("RGB", "L", "F"):
         return image
@@ -430,7 +443,7 @@ def prepare_image(image, preprocessing: Preprocessing) -> PreparedImage:
         path = Path(image)
         image = load_image(path)
     else:
-        image = _normalise_mode(ImageOps.exif_transpose(image))
+        image = normalise_mode(ImageOps.exif_transpose(image))
     box = crop_box_for(image.size, preprocessing.size, preprocessing.resize)
     pixels = resize_pixels(image_pixels(image, preprocessing.color), preprocessing.size, box)
     return PreparedImage(

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import OccludeError, first_line
-from .images import PreparedImage, load_image
+from .images import PreparedImage, has_transparency, normalise_mode, open_image
 from .medical import Volume
 from .volumes import PreparedVolume
 
@@ -245,20 +245,33 @@ def box_mask(box, prepared: PreparedImage) -> np.ndarray:
 
 
 def read_mask(path) -> np.ndarray:
-    """A mask image as (h, w) float 0/1 at its own resolution: white (grey >= 128) marks the region."""
+    """A mask image as (h, w) float 0/1 at its own resolution: white (grey >= 128) marks the region.
+
+    The one reader of region masks for every command. Transparency means outside: a mask with an alpha
+    channel (RGBA, LA), a transparent palette index or a transparent colour is read as it looks over black
+    (grey times alpha / 255), so the transparent background annotation tools export is outside whatever
+    colour its pixels carry, and an opaque white shape is inside. 16-bit masks are rescaled to 0..255 first."""
     path = Path(path)
     if not path.exists():
         raise OccludeError(f"mask not found: {path}")
     if path.is_dir():
         raise OccludeError(f"expected a mask image, got a folder: {path}")
     try:
-        image = load_image(path)
+        image = open_image(path)
     except OccludeError as exc:
         raise OccludeError(f"bad mask: {exc}") from None
-    grey = np.asarray(image.convert("L") if image.mode == "RGB" else image, dtype=np.float64)
+    if has_transparency(image):
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64)
+        grey = rgba[..., :3] @ np.array([0.299, 0.587, 0.114])  # ITU-R 601-2 luma, as Pillow's "L"
+        grey = grey * rgba[..., 3] / 255.0
+    else:
+        flat = normalise_mode(image)  # RGB, L or F (16-bit rescaled to 0..255)
+        grey = np.asarray(flat.convert("L") if flat.mode == "RGB" else flat, dtype=np.float64)
     inside = (grey >= 127.5).astype(np.float64)
     if not inside.any():
-        raise OccludeError(f"mask {path} is empty: paint the region white (grey >= 128) on black")
+        raise OccludeError(
+            f"mask {path} is empty: paint the region white (grey >= 128) on black or on a transparent background"
+        )
     return inside
 
 
