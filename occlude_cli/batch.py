@@ -4,6 +4,7 @@ the dataset-level aggregate map. Memory stays bounded: one image and one map are
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -57,8 +58,21 @@ def _is_image_name(path: Path) -> bool:
     return path.suffix == "" and is_dicom_file(path)
 
 
-# Image files occlude itself writes (STEM.overlay.png, STEM.patch-8x8.heatmap.png, STEM.compare.png, ...).
-_OWN_PNG = re.compile(r"^(?P<stem>.+)\.(?:overlay|heatmap|compare)\.png$")
+# Image files occlude itself writes, found again when an output folder lies inside an input folder. Each is an
+# occlude output only when the record written with it vouches for it (a user's 'x.overlay.png' without such a
+# record is an input like any other): per-image pictures and maps (STEM.overlay.png, STEM.patch-8x8.heatmap.png,
+# STEM.compare.png, STEM.map.nii.gz, ...) are listed in STEM.json, STEM.compare.json or KEY.scales.json; the
+# analyses' pictures sit beside their record (STEM.spatial.json, STEM.stability.json, bias.json, layers.json,
+# summary.json), a check picture is listed by the check.json of its output folder.
+_OWN_FILE = re.compile(
+    r"^(?P<stem>.+)\.(?P<kind>overlay|heatmap|compare|panels|montage|planes|check|spatial|stability)\.png$"
+    r"|^(?P<nifti>.+)\.map\.nii\.gz$"
+)
+_OWN_FIXED = {
+    "bias.png": ("bias.json", "bias"),
+    "layers.png": ("layers.json", "layers"),
+    "activations.png": ("layers.json", "layers"),
+}
 # Output names must fit NAME_MAX (255 bytes) with the longest suffix occlude adds (".patch-NNNNxNNNN.overlay.png")
 # and the temporary name around it (".NAME.PID.XXXXXXXX.tmp"): a longer file name is shortened, keeping a hash.
 NAME_MAX = 255
@@ -87,37 +101,77 @@ def _under(path: Path, folders: Sequence[Path]) -> bool:
 
 
 def is_own_output(path: Path) -> bool:
-    """True for a PNG that occlude wrote: its name has an output suffix *and* a result JSON beside it lists it
-    (STEM.json, STEM.compare.json, or KEY.scales.json for KEY.multiscale.*), or it is an aggregate.png beside a
-    summary.json. A user's 'x.overlay.png' without such a record is an input like any other."""
+    """True for a file that an earlier occlude command wrote (see ``_OWN_FILE``): its name is one occlude gives
+    its outputs *and* the record written with it vouches for it. Every command's input discovery uses it, so
+    that no analysis reads its own or another command's outputs (no self-feeding)."""
     name = path.name
+    folder = path.parent
     if name == "aggregate.png":
-        return _record_lists(path.parent / "summary.json", None)
-    match = _OWN_PNG.match(name)
+        return _record(folder / "summary.json").summary
+    if name in _OWN_FIXED:
+        record_name, record_kind = _OWN_FIXED[name]
+        return _record(folder / record_name).kind == record_kind
+    match = _OWN_FILE.match(name)
     if not match:
         return False
-    stem = match.group("stem")
-    candidates = [path.parent / f"{stem}.json"]
+    if match.group("nifti") is not None:
+        return name in _record(folder / f"{match.group('nifti')}.json").outputs
+    stem, kind = match.group("stem"), match.group("kind")
+    if kind in ("spatial", "stability"):
+        return _record(folder / f"{stem}.{kind}.json").kind == ("layers.spatial" if kind == "spatial" else kind)
+    if kind == "check":  # listed by the check.json of the output folder, which may lie above (keys with folders)
+        for depth, parent in enumerate(path.parents):
+            record = _record(parent / "check.json")
+            if record.kind is not None or depth >= 16:
+                return path.relative_to(parent).as_posix() in record.pictures
+        return False
+    candidates = [folder / f"{stem}.json", folder / f"{stem}.compare.json"]
     if stem.endswith(".multiscale"):
-        candidates.append(path.parent / f"{stem[: -len('.multiscale')]}.scales.json")
-    return any(_record_lists(c, name) for c in candidates)
+        candidates.append(folder / f"{stem[: -len('.multiscale')]}.scales.json")
+    return any(name in _record(c).outputs for c in candidates)
 
 
-def _record_lists(json_path: Path, name: Optional[str]) -> bool:
-    """Does ``json_path`` hold an occlude record (that lists ``name`` among its outputs)?"""
+@dataclass(frozen=True)
+class _RecordFacts:
+    """What output discovery needs of an occlude JSON record (kept small: records can hold whole maps)."""
+
+    kind: Optional[str] = None  # its "kind", "record" for one without, None when not a record
+    summary: bool = False  # a run summary (counts and images)
+    outputs: frozenset = frozenset()  # the names its "outputs" list
+    pictures: frozenset = frozenset()  # the check pictures its rows list ("overlay")
+
+
+def _record(json_path: Path) -> _RecordFacts:
     try:
-        if not json_path.is_file() or json_path.stat().st_size > (64 << 20):
-            return False
-        with open(json_path, encoding="utf-8") as handle:
+        info = json_path.stat()
+    except OSError:
+        return _RecordFacts()
+    if not stat.S_ISREG(info.st_mode) or info.st_size > (64 << 20):
+        return _RecordFacts()
+    return _record_facts(str(json_path), info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _record_facts(path: str, size: int, mtime_ns: int) -> _RecordFacts:
+    try:
+        with open(path, encoding="utf-8") as handle:
             record = json.load(handle)
     except (OSError, ValueError):
-        return False
+        return _RecordFacts()
     if not isinstance(record, dict):
-        return False
-    if name is None:
-        return "counts" in record and "images" in record
-    listed = {item.get("name") if isinstance(item, dict) else item for item in record.get("outputs") or []}
-    return name in listed
+        return _RecordFacts()
+    images = record.get("images")
+    rows: list = images if isinstance(images, list) else []
+    return _RecordFacts(
+        kind=str(record.get("kind", "record")),
+        summary="counts" in record and "images" in record,
+        outputs=frozenset(
+            item.get("name") if isinstance(item, dict) else item
+            for item in record.get("outputs") or []
+            if isinstance(item, (dict, str))
+        ),
+        pictures=frozenset(row.get("overlay") for row in rows if isinstance(row, dict) and row.get("overlay")),
+    )
 
 
 def _regular(path: Path) -> Tuple[bool, Optional[str]]:
@@ -141,7 +195,7 @@ def _walk(folder: Path, recursive: bool, exclude: Sequence[Path], notes: List[Tu
             kept = []
             for d in sorted(dirs):
                 if _under((here / d).resolve(), exclude):
-                    notes.append((str(here / d), "skipped: it is the output folder (--out) of this run"))
+                    notes.append((str(here / d), "skipped: it is the output folder (--out) of this command"))
                 else:
                     kept.append(d)
             dirs[:] = kept

@@ -24,6 +24,7 @@ from .common import (
     ModelFlags,
     OcclusionFlags,
     check_output_folder,
+    one_line,
     print_error,
     stderr,
     stdout,
@@ -95,10 +96,15 @@ class Replacement(str, enum.Enum):
     dataset = "dataset"
 
 
-def _load_items(paths: List[str], recursive: bool):
+def _load_items(paths: List[str], recursive: bool, out: Path, quiet: bool = False):
+    """The input images: never the command's own --out folder nor an earlier occlude output (no self-feeding)."""
     from ..batch import discover_inputs
 
-    images, problems = discover_inputs(paths, recursive=recursive)
+    notes: list = []
+    images, problems = discover_inputs(paths, recursive=recursive, exclude=[out], notes=notes)
+    if not quiet:
+        for path, note in notes:
+            stderr.print(f"[yellow]note:[/] {escape(one_line(str(path)))}: {escape(note)}")
     for _, problem in problems:
         print_error(problem)
     if not images:
@@ -213,7 +219,7 @@ def layers(
     options = occlusion.options()
     classifier, preprocessing, class_names = model_flags.load(model)
     cut = open_layer(classifier, layer, channel_axis=channel_axis)
-    images, problems = _load_items(paths, recursive)
+    images, problems = _load_items(paths, recursive, out, quiet or json_out)
     check_output_folder(out)
     failed = len(problems)
     dataset_mean = None
@@ -427,7 +433,7 @@ def bias(
         raise OccludeError(f"--masks must be a folder: {masks}")
     options = occlusion.options()
     classifier, preprocessing, class_names = model_flags.load(model)
-    images, problems = _load_items(paths, recursive)
+    images, problems = _load_items(paths, recursive, out, quiet or json_out)
     masks_root = masks.resolve() if masks is not None else None
     images = [
         item

@@ -209,7 +209,11 @@ def _compare_folder(
     from ..outputs.write import write_compare_summary, write_comparison
     from ..validate import compare_dataset, compare_file, comparison_numbers
 
-    images, problems = discover_inputs([str(folder)], recursive=recursive)
+    notes: list = []
+    images, problems = discover_inputs([str(folder)], recursive=recursive, exclude=[out], notes=notes)
+    if not quiet and not json_out:
+        for path, note in notes:
+            stderr.print(f"[yellow]note:[/] {escape(one_line(str(path)))}: {escape(note)}")
     maps_root = maps.resolve()
     images = [i for i in images if maps_root not in i.path.resolve().parents]
     rows: List[dict] = []
