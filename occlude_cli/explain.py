@@ -1056,12 +1056,34 @@ def check_run(
         # a constant in pixel units must fit the input type like the pixels (e.g. 300 in a uint8 input)
         make_baseline(options.baseline, np.zeros((1, 1, preprocessing.channels)), preprocessing)
     check_score(model, options.score)
-    classes = model.num_classes or (len(labels) if labels else None)
-    if labels is not None and model.num_classes is not None and len(labels) != model.num_classes:
-        raise OccludeError(f"{len(labels)} labels given but the model has {model.num_classes} classes")
+    classes = model_classes(model, preprocessing) if options.target is not None or labels else model.num_classes
+    if labels is not None and classes is not None and len(labels) != classes:
+        raise OccludeError(f"{len(labels)} labels given but the model has {classes} classes")
+    classes = classes or (len(labels) if labels else None)
     if options.target is not None and classes is not None:
         resolve_target(options.target, labels, classes)
     return patch, stride  # type: ignore[return-value]
+
+
+def model_classes(model: OnnxClassifier, preprocessing) -> Optional[int]:
+    """The number of classes: the output's declared size, else (a dynamic class axis) the size of one forward
+    pass on an input of zeros, so that a target or labels can be checked before any image. None when even
+    that pass fails (the first image then says why)."""
+    if model.num_classes is not None:
+        return int(model.num_classes)
+    cached = model.__dict__.get("_probed_classes")
+    if cached is not None:
+        return int(cached)
+    size = list(preprocessing.size)
+    channels = preprocessing.channels
+    channels_first = str(preprocessing.layout).upper().startswith("NC")
+    shape = [1, channels, *size] if channels_first else [1, *size, channels]
+    try:
+        classes = int(model.run(np.zeros(shape, dtype=model.dtype)).shape[1])
+    except OccludeError:
+        return None
+    model.__dict__["_probed_classes"] = classes
+    return classes
 
 
 def check_score(model: OnnxClassifier, score) -> None:

@@ -262,11 +262,7 @@ def channel_importance(
     )
     axis = layer.channel_axis
     count = features.shape[axis]
-    chosen = np.arange(count) if channels is None else np.asarray(list(channels), dtype=np.int64)
-    if chosen.size == 0:
-        raise OccludeError("channels is empty: name at least one channel")
-    if chosen.min() < 0 or chosen.max() >= count:
-        raise OccludeError(f"channels must be in 0..{count - 1} for tensor {layer.tensor!r}, got {chosen.tolist()}")
+    chosen = check_channels(layer, channels, count)
     fill = cast_checked(_fill_values(replacement, features, axis, dataset_mean), features.dtype, "the replacement")
     plain = chosen.tolist()
     moved = np.moveaxis(features, axis, 0)
@@ -304,6 +300,21 @@ def channel_importance(
         seconds=time.perf_counter() - started,
     )
     return result, prepared, features
+
+
+def check_channels(layer: LayerModel, channels: Optional[Sequence[int]], count: Optional[int] = None) -> np.ndarray:
+    """The channels to replace (all when ``channels`` is None) as an index array, checked against the cut
+    tensor's channel count (``count``, default the layer's) before any image is read."""
+    count = layer.channels if count is None else int(count)
+    chosen = np.arange(count) if channels is None else np.asarray(list(channels), dtype=np.int64)
+    if chosen.size == 0:
+        raise OccludeError("channels is empty: name at least one channel (--channels)")
+    if chosen.min() < 0 or chosen.max() >= count:
+        raise OccludeError(
+            f"channels must be in 0..{count - 1} (--channels): tensor {layer.tensor!r} has {count} channels, "
+            f"got {', '.join(str(c) for c in chosen.tolist() if not 0 <= c < count)}"
+        )
+    return chosen
 
 
 def _default_batch(sample_bytes: int) -> int:

@@ -188,10 +188,11 @@ def layers(
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Occlude inside the model: the target score's drop when each channel of an inner tensor is replaced."""
-    from ..explain import SATURATION, parse_hw
+    from ..explain import SATURATION, check_run, parse_hw
     from ..layers import (
         aggregate_channels,
         channel_importance,
+        check_channels,
         check_replacement,
         dataset_channel_means,
         open_layer,
@@ -218,7 +219,9 @@ def layers(
         raise OccludeError("--stride applies to --spatial windows only")
     options = occlusion.options()
     classifier, preprocessing, class_names = model_flags.load(model)
+    check_run(options, preprocessing, classifier, class_names)  # --target, --score: before any image
     cut = open_layer(classifier, layer, channel_axis=channel_axis)
+    check_channels(cut, chosen)
     images, problems = _load_items(paths, recursive, out, quiet or json_out)
     check_output_folder(out)
     failed = len(problems)
@@ -415,6 +418,7 @@ def bias(
 ) -> None:
     """Dataset bias: how much does occluding the same suspected region in every image move the predictions?"""
     from ..bias import BiasRow, bias_image, check_thresholds, summarise_bias
+    from ..explain import check_run
     from ..loaders.maps import convention_mask_path, is_mask_file, parse_box, read_mask
     from ..outputs.analysis_write import bias_document, write_bias
 
@@ -433,6 +437,7 @@ def bias(
         raise OccludeError(f"--masks must be a folder: {masks}")
     options = occlusion.options()
     classifier, preprocessing, class_names = model_flags.load(model)
+    check_run(options, preprocessing, classifier, class_names)  # --target, --score, --baseline: before any image
     images, problems = _load_items(paths, recursive, out, quiet or json_out)
     masks_root = masks.resolve() if masks is not None else None
     images = [
@@ -596,7 +601,7 @@ def stability(
     medical: MedicalInputFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Is the explanation stable? Maps of seeded noisy copies compared with the clean map; with --box, the patch test."""
-    from ..explain import parse_hw
+    from ..explain import check_run, parse_hw
     from ..loaders.maps import parse_box
     from ..outputs.analysis_write import stability_document, write_stability
     from ..stability import parse_amplitude
@@ -610,6 +615,7 @@ def stability(
         raise OccludeError("--expect needs --box (the patch whose occlusion should restore that class)")
     options = occlusion.options(patch=parse_hw(patch, "--patch") if patch is not None else None, **medical.fields())
     classifier, preprocessing, class_names = model_flags.load(model)
+    check_run(options, preprocessing, classifier, class_names)  # --target, --patch, --score: before the image
     check_output_folder(out)
     result = run_stability(
         classifier,

@@ -120,7 +120,7 @@ def compare(
     """Compare another method's saliency map with occlusion's: correlation, top-k overlap, deletion and insertion
     curves, infidelity, sufficiency and completeness; one image or a folder (--maps)."""
     from ..core.baselines import parse_baseline
-    from ..explain import parse_hw
+    from ..explain import check_run, parse_hw
     from ..outputs.write import write_comparison
     from ..validate import MAP_KINDS, check_fractions, compare_file
 
@@ -154,6 +154,7 @@ def compare(
 
         read_saliency_map(other_map, dims=(2, 3))  # a bad map fails before the model loads
     classifier, preprocessing, class_names = model_flags.load(model)
+    check_run(options, preprocessing, classifier, class_names)  # --target, --patch, --score: before any image
     check_output_folder(out)
     settings = dict(
         steps=steps,
@@ -327,7 +328,7 @@ def check(
 ) -> None:
     """CI check: does the model look where it should? Pointing game and energy share inside a region."""
     from ..batch import discover_inputs
-    from ..explain import parse_hw
+    from ..explain import check_run, parse_hw
     from ..loaders.maps import is_mask_file, parse_box, read_mask
     from ..outputs.records import check_document
     from ..outputs.write import write_check_summary
@@ -345,6 +346,7 @@ def check(
     options = occlusion.options(patch=parse_hw(patch, "--patch") if patch is not None else None)
     style = render.style()
     classifier, preprocessing, class_names = model_flags.load(model)
+    check_run(options, preprocessing, classifier, class_names)  # --target, --patch, --score: before any image
     notes: list = []
     images, problems = discover_inputs(paths, recursive=recursive, exclude=[out], notes=notes)
     if not quiet:
