@@ -16,6 +16,7 @@ import numpy as np
 from ._version import __version__
 from .core.baselines import default_blur_sigma, make_baseline, make_input_baseline, parse_baseline
 from .core.engine import Box, Occlusion, default_stride, occlusion_sensitivity, window_grid
+from .core.metrics import peak_index
 from .core.refine import check_refine, refine_forward_passes, refined_occlusion_sensitivity
 from .errors import OccludeError
 from .loaders.images import PreparedImage, Preprocessing, default_pixel_offset, prepare_image
@@ -319,14 +320,14 @@ class VolumeExplanation(Explanation):
         }
 
     def peak(self) -> dict:
-        """The map's peak: the centre of its plateau of maximal values (occlusion maps are piecewise
-        constant, so the argmax corner would sit on the plateau's edge), in model-grid voxels and in world
+        """The map's peak: the voxel of its plateau of maximal values nearest the plateau's centroid
+        (:func:`occlude_cli.core.metrics.peak_index`; occlusion maps are piecewise constant, so the argmax
+        corner would sit on the plateau's edge), in model-grid voxels and in world
         coordinates (RAS+ mm), and the nearest voxel of the input's own grid."""
         values = np.where(np.isfinite(self.map), self.map, -np.inf)
         top = values.max()
         plateau = np.argwhere(values == top)
-        centre = plateau.mean(axis=0)
-        voxel = [int(v) for v in plateau[np.argmin(((plateau - centre) ** 2).sum(axis=1))]]
+        voxel = list(peak_index(self.map))  # the plateau voxel nearest its centroid: the one peak rule
         world = self.prepared.world(voxel)
         inverse = np.linalg.inv(np.asarray(self.prepared.volume.affine, dtype=np.float64))
         source = (inverse @ np.array(world + [1.0]))[: self.prepared.ndim]

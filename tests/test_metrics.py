@@ -213,3 +213,23 @@ def test_curves_reject_bad_shapes():
         deletion_curve(x, np.zeros((1, 3, 3)), IMPORTANCE, _weighted_score(0, []), 0)
     with pytest.raises(OccludeError, match="out of range"):
         deletion_curve(x, np.zeros_like(x), IMPORTANCE, _weighted_score(0, []), 5)
+
+
+def test_the_peak_is_the_plateau_pixel_nearest_its_centre_and_the_pointing_game_tests_it():
+    """One tie rule (issue 33): the reported peak is the plateau pixel nearest the plateau's centroid (ties:
+    first in row-major order), in 2-D and 3-D, and the pointing game is a hit exactly when that pixel is inside."""
+    from occlude_cli.core.metrics import peak, peak_index
+
+    plateau = np.zeros((16, 16))
+    plateau[2:6, 2:14] = 1.0  # centroid (3.5, 7.5): four pixels tie, (3, 7) comes first
+    assert peak_index(plateau) == (3, 7) and peak(plateau) == {"y": 3, "x": 7, "value": 1.0}
+    corner = np.zeros((16, 16), dtype=bool)
+    corner[0:4, 0:4] = True  # holds the plateau's first pixel (2, 2), not its peak
+    assert not pointing_game(plateau, corner)
+    centre = np.zeros((16, 16), dtype=bool)
+    centre[2:6, 6:10] = True  # holds the peak, and a third of the plateau
+    assert pointing_game(plateau, centre) and peak_inside_fraction(plateau, centre) == pytest.approx(1 / 3)
+    volume = np.zeros((5, 5, 5))
+    volume[1:4, 0:5, 2] = 2.0  # centroid (2, 2, 2)
+    assert peak_index(volume) == (2, 2, 2)
+    assert peak_index(np.full((3, 3), NAN)) == (0, 0)

@@ -427,3 +427,23 @@ def test_compare_bad_inputs_give_one_red_line(tmp_path):
         assert result.exit_code == 1, (extra, result.stderr)
         assert message in result.stderr, (extra, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_check_verdict_agrees_with_the_peak_it_reports(tmp_path):
+    """A tied plateau (the whole 4x12 rectangle of a mean model, patch 1): check.csv used to report the peak
+    at the plateau's first pixel, (2.5, 2.5) in image pixels, inside a corner box, and say "peak outside the
+    region". The peak is now the plateau pixel nearest its centre, (y 3, x 7) = image (7.5, 3.5), and the
+    pointing game tests that pixel: a miss for the corner box, a hit for a box around the centre."""
+    model = rectangle_model(tmp_path / "plateau.onnx", rect=(2, 2, 6, 14))
+    image = save_grey(tmp_path / "white.png", np.full((16, 16), 255))
+    common = ("--patch", "1", "--score", "logit", "--target", "0", "--require-peak", "-q")
+    for box, hit in (("0,0,4,4", False), ("6,2,10,6", True)):
+        out = tmp_path / box.replace(",", "_")
+        result = invoke("check", model, image, "--box", box, *common, "--out", out)
+        assert result.exit_code == (0 if hit else 4), result.stderr
+        row = read_check(out)["images"][0]
+        assert (row["peak_y"], row["peak_x"]) == (3, 7)
+        assert (row["peak_image_x"], row["peak_image_y"]) == (7.5, 3.5)
+        x0, y0, x1, y1 = (float(v) for v in box.split(","))
+        assert row["pointing_game"] is hit is (x0 <= row["peak_image_x"] < x1 and y0 <= row["peak_image_y"] < y1)
+        assert ("peak outside the region" in row["reasons"]) is not hit

@@ -188,6 +188,7 @@ def layers(
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Occlude inside the model: the target score's drop when each channel of an inner tensor is replaced."""
+    from ..core.metrics import peak_index
     from ..explain import SATURATION, check_run, parse_hw
     from ..layers import (
         aggregate_channels,
@@ -271,7 +272,7 @@ def layers(
             written = write_spatial(out, item.key, spatial_result, prepared, timing=timing)
             if not quiet and not json_out:
                 grid = spatial_result.map
-                peak = np.unravel_index(np.nanargmax(grid), grid.shape) if np.isfinite(grid).any() else None
+                peak = peak_index(grid) if np.isfinite(grid).any() else None
                 stdout.print(
                     f"{escape(item.key)}: class {spatial_result.target} {escape(spatial_result.label or '')}, "
                     f"grid {'x'.join(map(str, grid.shape))}, peak cell "
