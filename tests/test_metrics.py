@@ -233,3 +233,38 @@ def test_the_peak_is_the_plateau_pixel_nearest_its_centre_and_the_pointing_game_
     volume[1:4, 0:5, 2] = 2.0  # centroid (2, 2, 2)
     assert peak_index(volume) == (2, 2, 2)
     assert peak_index(np.full((3, 3), NAN)) == (0, 0)
+
+
+@pytest.mark.parametrize("unit", [1e200, 1e-200, 1e300])
+def test_metrics_do_not_depend_on_the_maps_unit(unit):
+    """Issue 33: a map multiplied by 1e200 gave Pearson 0.0 (its squares overflow float64). Every metric is
+    computed on maps scaled to a largest magnitude of 1: the same value for any unit, equal to numpy's
+    corrcoef on the unscaled maps (the hand-checkable reference)."""
+    from occlude_cli.core.fidelity import infidelity_result
+
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(12, 12))
+    b = a + rng.normal(0, 0.7, a.shape)
+    expected = float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+    assert pearson(a, b) == pytest.approx(expected, rel=1e-12)
+    assert pearson(a, b * unit) == pytest.approx(expected, rel=1e-12)
+    assert pearson(a * unit, b * unit) == pytest.approx(expected, rel=1e-12)
+    mask = np.zeros((12, 12), dtype=bool)
+    mask[:6] = True
+    assert energy_share(b * unit, mask) == pytest.approx(energy_share(b, mask), rel=1e-12)
+    windows = np.array([[y, x, 4, 4] for y in range(0, 9, 2) for x in range(0, 9, 2)])
+    drops = np.array([a[y : y + 4, x : x + 4].sum() for y, x, _, _ in windows])
+    plain = infidelity_result(b, windows, drops, scale_invariant=True)
+    scaled = infidelity_result(b * unit, windows, drops, scale_invariant=True)
+    assert scaled.value == pytest.approx(plain.value, rel=1e-9) and scaled.value > 0
+    assert scaled.scale * unit == pytest.approx(plain.scale, rel=1e-9)
+
+
+@pytest.mark.parametrize("unit", [1e200, 1e-60])
+def test_other_maps_in_extreme_units_survive_resizing(unit):
+    """Maps are resized with Pillow's float32 images: 1e200 became inf and 1e-60 became 0 before; they are
+    resized at unit scale and scaled back."""
+    from occlude_cli.loaders.maps import resize_map
+
+    values = np.random.default_rng(3).random((16, 16))
+    np.testing.assert_allclose(resize_map(values * unit, (8, 8)) / unit, resize_map(values, (8, 8)), rtol=1e-12)

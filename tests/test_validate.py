@@ -447,3 +447,21 @@ def test_check_verdict_agrees_with_the_peak_it_reports(tmp_path):
         x0, y0, x1, y1 = (float(v) for v in box.split(","))
         assert row["pointing_game"] is hit is (x0 <= row["peak_image_x"] < x1 and y0 <= row["peak_image_y"] < y1)
         assert ("peak outside the region" in row["reasons"]) is not hit
+
+
+def test_compare_gives_the_right_pearson_for_a_map_scaled_by_1e200(tmp_path):
+    """`occlude compare` with another method's map multiplied by 1e200 (at another resolution, so it is
+    resized too) reports the Pearson of the unscaled map, not 0.0; the picture still draws the map."""
+    occ = explain(OnnxClassifier(DIGITS), SAMPLE_IMAGES / "digit_3.png", patch=2, stride=1).map
+    other = np.kron(occ + np.random.default_rng(0).normal(0, occ.std() / 2, occ.shape), np.ones((2, 2)))
+    results = {}
+    for name, values in (("plain", other), ("huge", other * 1e200)):
+        np.save(tmp_path / f"{name}.npy", values)
+        args = ("--patch", "2", "--stride", "1", "--fractions", "", "--json", "-q", "-o", tmp_path / name)
+        result = invoke("compare", DIGITS, SAMPLE_IMAGES / "digit_3.png", tmp_path / f"{name}.npy", *args)
+        assert result.exit_code == 0, result.stderr
+        results[name] = json.loads(result.stdout)["agreement"]
+    assert results["huge"]["pearson"] == pytest.approx(results["plain"]["pearson"], rel=1e-9)
+    assert results["plain"]["pearson"] > 0.5
+    picture = np.asarray(Image.open(tmp_path / "huge" / "digit_3.compare.png").convert("RGB")).astype(int)
+    assert (np.abs(picture - [103, 0, 31]).sum(axis=-1) < 60).sum() > 100  # dark red: the map's peak is drawn

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import OccludeError
 from .engine import score_perturbations
-from .metrics import importance_order
+from .metrics import importance_order, unit_scaled
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 ProgressFn = Callable[[int, int], None]
@@ -195,19 +195,24 @@ def infidelity_result(
         raise OccludeError("windows is empty: infidelity needs at least one perturbation")
 
     missing = ~np.isfinite(explanation)
-    explained = window_sums(np.where(missing, 0.0, explanation), w)
+    unit, factor = unit_scaled(np.where(missing, 0.0, explanation))  # sums in range for maps in any unit
+    explained = window_sums(unit, w)
     touched = window_sums(missing.astype(np.float64), w) > 0.5  # counts are exact integers in float64
     usable = ~touched & np.isfinite(d)
     explained[~usable] = np.nan
     used = int(usable.sum())
     if used == 0:
         return InfidelityResult(float("nan"), float("nan"), 0, len(w), explained, float("nan"))
-    a, b = explained[usable], d[usable]
-    scale = 1.0
-    if scale_invariant:
+    a, b = explained[usable], d[usable]  # a: the window sums of the map divided by factor
+    if scale_invariant:  # the least-squares fit on the unit-scaled sums: the same fit, no overflow
         denominator = float(np.dot(a, a))
-        scale = float(np.dot(a, b)) / denominator if denominator != 0 else 0.0  # as Captum's safe_div
-    value = float(np.mean((scale * a - b) ** 2))
+        unit_scale = float(np.dot(a, b)) / denominator if denominator != 0 else 0.0  # as Captum's safe_div
+        scale = unit_scale / factor
+    else:
+        unit_scale, scale = factor, 1.0
+    with np.errstate(over="ignore", invalid="ignore"):  # a map in huge units, unscaled, is inf: said as such
+        value = float(np.mean((unit_scale * a - b) ** 2))
+        explained = explained * factor
     return InfidelityResult(value, scale, used, len(w) - used, explained, float(np.mean(b**2)))
 
 

@@ -12,6 +12,8 @@ Conventions shared by every function here:
   same maps always give the same curves, bit for bit.
 * Undefined results (a constant map has no correlation, a map with no positive value has no energy)
   are NaN rather than an exception: a caller deciding pass/fail must treat NaN as "not shown".
+* Computed in float64 on maps scaled to a largest absolute value of 1 (:func:`unit_scaled`), so a map in
+  any unit (a gradient of 1e-30, a map multiplied by 1e200) gives the same correlation and shares.
 
 References: deletion and insertion curves follow Petsiuk, Das and Saenko, "RISE: Randomized Input Sampling
 for Explanation of Black-box Models" (BMVC 2018); the pointing game follows Zhang et al., "Top-down Neural
@@ -50,6 +52,17 @@ def _pair(a, b) -> Tuple[np.ndarray, np.ndarray]:
         raise OccludeError(f"maps have different shapes: {a.shape} and {b.shape}")
     valid = np.isfinite(a) & np.isfinite(b)
     return a[valid], b[valid]
+
+
+def unit_scaled(values) -> Tuple[np.ndarray, float]:
+    """``values`` (float64) divided by their largest finite absolute value, and that factor (1 when there is
+    none, or it is 0): sums, squares and products of maps in any unit (1e200 or 1e-200) stay within float64."""
+    x = np.asarray(values, dtype=np.float64)
+    finite = x[np.isfinite(x)]
+    factor = float(np.max(np.abs(finite))) if finite.size else 0.0
+    if not (factor > 0 and np.isfinite(factor)):
+        return x, 1.0
+    return x / factor, factor
 
 
 def _as_mask(mask, shape: Tuple[int, ...]) -> np.ndarray:
@@ -96,6 +109,7 @@ def pearson(a, b) -> float:
     x, y = _pair(a, b)
     if x.size < 2:
         return float("nan")
+    x, y = unit_scaled(x)[0], unit_scaled(y)[0]  # maps in any unit: no overflow in the squares
     x = x - x.mean()
     y = y - y.mean()
     denominator = np.sqrt(np.dot(x, x) * np.dot(y, y))
@@ -212,7 +226,7 @@ def energy_share(values, mask) -> float:
     """
     m = _as_map(values)
     inside = _as_mask(mask, m.shape)
-    positive = np.where(np.isfinite(m) & (m > 0), m, 0.0)
+    positive = unit_scaled(np.where(np.isfinite(m) & (m > 0), m, 0.0))[0]  # no overflow in the sum
     total = float(positive.sum())
     if not total > 0:
         return float("nan")

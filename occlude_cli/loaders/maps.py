@@ -11,6 +11,7 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..core.metrics import unit_scaled
 from ..errors import OccludeError, first_line
 from .images import PreparedImage, has_transparency, normalise_mode, open_image
 from .medical import Volume
@@ -144,9 +145,13 @@ def _read_grey_image(path: Path) -> np.ndarray:
 def _resize_float(
     values: np.ndarray, size: Tuple[int, int], box=None, resample=Image.Resampling.BILINEAR
 ) -> np.ndarray:
+    """Resize with Pillow's 32-bit float images, on the values scaled to a largest magnitude of 1 and scaled
+    back (resampling is linear): a map in units far from 1 (1e200, 1e-60) neither overflows float32 to inf
+    nor underflows to 0."""
     height, width = size
-    image = Image.fromarray(np.ascontiguousarray(values, dtype=np.float32), "F")
-    return np.asarray(image.resize((width, height), resample, box=box), dtype=np.float64)
+    unit, factor = unit_scaled(values)
+    image = Image.fromarray(np.ascontiguousarray(unit, dtype=np.float32), "F")
+    return np.asarray(image.resize((width, height), resample, box=box), dtype=np.float64) * factor
 
 
 def resize_map(

@@ -149,8 +149,9 @@ def colorize(values: np.ndarray, limit: float, alpha: Optional[np.ndarray] = Non
     that a 6000x4000 map stays cheap); NaN is transparent. ``alpha``: opacity per pixel, either uint8
     (0..255) or float (0..1)."""
     finite = np.isfinite(values)
-    scaled = np.where(finite, values, 0.0).astype(np.float32)
-    scaled *= 127.5 / limit
+    wide = np.where(finite, values, 0.0).astype(np.float64, copy=False)
+    wide *= 127.5 / limit  # in float64: a map in huge units (1e200) does not overflow float32
+    scaled = wide.astype(np.float32)
     scaled += 127.5
     np.clip(scaled, 0.0, 255.0, out=scaled)
     rgba = lookup_table(cmap)[np.rint(scaled).astype(np.uint8)]
