@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .core.baselines import default_blur_sigma, make_baseline
-from .errors import OccludeError
+from .errors import OccludeError, shown_apart
 from .explain import ExplainOptions, photo_preprocessing
 from .loaders.images import PreparedImage, Preprocessing, prepare_image
 from .loaders.maps import region_mask
@@ -225,9 +225,11 @@ def summarise_bias(
         per_class[int(cls)] = group  # type: ignore[arg-type]
     reasons = []
     if max_mean_drop is not None and overall["mean_drop"] > max_mean_drop:
-        reasons.append(f"mean drop {overall['mean_drop']:.4g} > max_mean_drop {max_mean_drop:g}")
+        value, limit = shown_apart(overall["mean_drop"], max_mean_drop)
+        reasons.append(f"mean drop {value} > max_mean_drop {limit}")
     if max_flip_rate is not None and overall["flip_rate"] > max_flip_rate:
-        reasons.append(f"flip rate {overall['flip_rate']:.4g} > max_flip_rate {max_flip_rate:g}")
+        value, limit = shown_apart(overall["flip_rate"], max_flip_rate)
+        reasons.append(f"flip rate {value} > max_flip_rate {limit}")
     all_settings = {
         "bootstrap": int(bootstrap),
         "confidence": CONFIDENCE,

@@ -39,7 +39,7 @@ from .core.metrics import (
     spearman,
     top_fraction_iou,
 )
-from .errors import OccludeError, first_line
+from .errors import OccludeError, first_line, shown_apart
 from .explain import ExplainOptions, Explanation, explain, input_baseline, photo_preprocessing
 from .loaders.images import Preprocessing, prepare_image
 from .loaders.maps import map_on_model_grid, read_saliency_map, region_mask, resize_map
@@ -402,8 +402,11 @@ def check_image(
     hit = pointing_game(values, mask)
     reasons = []
     if min_energy is not None and not (math.isfinite(energy) and energy >= min_energy):
-        shown = "undefined (no positive map value)" if not math.isfinite(energy) else f"{energy:.3f}"
-        reasons.append(f"energy share {shown} < {min_energy:g}")
+        if math.isfinite(energy):
+            shown, limit = shown_apart(energy, min_energy, f"{energy:.3f}")
+        else:
+            shown, limit = "undefined (no positive map value)", f"{min_energy:g}"
+        reasons.append(f"energy share {shown} < {limit}")
     if require_peak and not hit:
         reasons.append("peak outside the region")
     e = explanation

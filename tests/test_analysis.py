@@ -576,3 +576,20 @@ def test_bad_parameters_are_named(tmp_path, call, message):
     with pytest.raises(OccludeError) as info:
         call(model, layer, image)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_failing_threshold_shows_enough_digits_to_tell_the_numbers_apart():
+    """Issue 33: a mean drop of 53.3333 against --max-mean-drop 53.33 read "53.33 > 53.33" (both rounded)."""
+    from occlude_cli.bias import BiasRow
+    from occlude_cli.errors import shown_apart
+
+    rows = [
+        BiasRow(path=f"{i}.png", status="ok", target=0, drop=drop, flipped=flip, control_drop=None)
+        for i, (drop, flip) in enumerate([(50.0, True), (55.0, True), (55.0, False)])
+    ]
+    summary = summarise_bias(rows, max_mean_drop=53.33, max_flip_rate=0.66666, bootstrap=0)
+    assert summary.reasons == ["mean drop 53.333 > max_mean_drop 53.33", "flip rate 0.6667 > max_flip_rate 0.66666"]
+    assert shown_apart(0.4996, 0.5, "0.500") == ("0.4996", "0.5")  # check's energy share, 3 decimals by default
+    assert shown_apart(0.25, 0.5, "0.250") == ("0.250", "0.5")  # apart already: as given
+    assert shown_apart(1.0 + 1e-15, 1.0) == ("1.000000000000001", "1")
+    assert shown_apart(53.3304, 53.3301) == ("53.3304", "53.3301")  # never "53.33 > 53.3301"
