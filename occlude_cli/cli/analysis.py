@@ -387,7 +387,9 @@ def bias(
     ] = None,
     mask: Annotated[
         Optional[Path],
-        typer.Option(help="Suspected region as a mask image, white = region (the same for every image)."),
+        typer.Option(
+            help="Suspected region as a mask image, white = region, transparent = outside (the same for every image)."
+        ),
     ] = None,
     masks: Annotated[
         Optional[Path],

@@ -157,7 +157,7 @@ class ModelFlags:
     scale: Annotated[
         Optional[float],
         typer.Option(
-            help="Pixel (0..255) multiplier applied first \\[default: 1/255; 1 for uint8/int8 inputs]. Input = (pixel*scale - mean)/std."
+            help="Pixel (0..255) multiplier applied first \\[default: 1/255; integer inputs store pixels as integers: scale 1, and mean 128 for int8 (pixel - 128)]. Input = (pixel*scale - mean)/std, refused when a pixel would not fit the input type."
         ),
     ] = None
     bgr: Annotated[bool, typer.Option("--bgr", help="Feed channels in BGR order.")] = False

@@ -132,14 +132,15 @@ def run(
     refine_step: Annotated[
         int,
         typer.Option(
-            "--refine-step", help="With --refine: coarse pass takes every N-th window along each axis (1 to 100)."
+            "--refine-step",
+            help="With --refine: coarse pass takes at least every N-th window along each axis (1 to 100).",
         ),
     ] = 3,
     refine_budget: Annotated[
         float,
         typer.Option(
             "--refine-budget",
-            help="With --refine: forward passes allowed, as a fraction of the exact map's, in (0, 1].",
+            help="With --refine: forward passes allowed, as a fraction of the exact map's, in (0, 1]. A cap: a --refine-step whose coarse lattice needs more is refused.",
         ),
     ] = 0.25,
     baseline_check: Annotated[

@@ -59,7 +59,7 @@ CHECK_EXAMPLES = """
   occlude check model.onnx data/ --require-peak   [dim]# masks: data/NAME.mask.png[/]
   occlude check model.onnx data/ -r --masks masks/ --json -q | jq .counts
 
-[bold]Regions[/]: --box x0,y0,x1,y1 in original image pixels; or --mask FILE, an image whose white (grey >= 128) pixels mark the region, stretched over the original image; or per image: --masks DIR with DIR/<relative name>.png, or by default the file next to the image named NAME.mask.png (files named *.mask.png are never taken as inputs).
+[bold]Regions[/]: --box x0,y0,x1,y1 in original image pixels; or --mask FILE, an image whose white (grey >= 128) pixels mark the region (transparent pixels are outside: RGBA, LA and palette masks count as they look over black), stretched over the original image; or per image: --masks DIR with DIR/<relative name>.png, or by default the file next to the image named NAME.mask.png (files named *.mask.png are never taken as inputs).
 
 [bold]Exit codes[/]: 0 all images pass; 4 some image fails the check (a CI job fails on a model that learned a shortcut); 3 some image could not be checked (takes precedence over 4); 1 error before any image (model, flags, output folder). Without --min-energy or --require-peak every image passes.
 """
@@ -296,7 +296,7 @@ def check(
         None, help="Region x0,y0,x1,y1 in original image pixels (the same for every image)."
     ),
     mask: Optional[Path] = typer.Option(
-        None, help="Region as a mask image, white = region (the same for every image)."
+        None, help="Region as a mask image, white = region, transparent = outside (the same for every image)."
     ),
     masks: Optional[Path] = typer.Option(
         None, help="Folder of per-image masks: DIR/<relative name>.png \\[default: NAME.mask.png next to each image]."
@@ -307,7 +307,9 @@ def check(
         help="Fail an image when less than this share (0..1) of the positive map lies in the region.",
     ),
     require_peak: bool = typer.Option(
-        False, "--require-peak", help="Fail an image when the map's peak lies outside the region (pointing game)."
+        False,
+        "--require-peak",
+        help="Fail an image when the map's peak lies outside the region (pointing game; the peak is the pixel of the maximal plateau nearest its centre, as check.csv reports it).",
     ),
     out: Path = typer.Option(Path("occlude-out"), "--out", "-o", help="Folder for check.json and check.csv."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders of folder arguments."),
