@@ -25,6 +25,7 @@ from .errors import OccludeError, first_line
 from .explain import ExplainOptions, VolumeExplanation, explain, explain_scales
 from .loaders.images import Preprocessing, file_kind
 from .loaders.model import OnnxClassifier, file_sha256
+from .outputs.names import MAX_KEY_NAME_BYTES, NAME_MAX, fold, output_stems, shorten_name, strip_suffix  # noqa: F401
 from .outputs.records import SUMMARY_FIELDS, SummaryRow, summary_document  # noqa: F401  (re-exported)
 from .outputs.volumes import write_volume_explanation
 from .outputs.write import (  # noqa: F401
@@ -35,6 +36,7 @@ from .outputs.write import (  # noqa: F401
     write_scale_study,
     write_summary,
 )
+from .text import shown
 from .validate import faithfulness
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
@@ -44,10 +46,14 @@ _GLOB_CHARS = set("*?[")
 
 @dataclass(frozen=True)
 class InputImage:
-    """One image to explain and the name (relative path without suffix) its outputs get under --out."""
+    """One image to explain. ``key``: the STEM its outputs get under --out (the naming rule of
+    :mod:`occlude_cli.outputs.names`: its relative path without suffix unless that could collide).
+    ``source_stem``: its path relative to the argument it came from, without the image suffix, exactly as
+    on disk: what companion files (masks, other methods' maps) are named after."""
 
     path: Path
     key: str
+    source_stem: str = ""
 
 
 def _is_image_name(path: Path) -> bool:
@@ -73,27 +79,6 @@ _OWN_FIXED = {
     "layers.png": ("layers.json", "layers"),
     "activations.png": ("layers.json", "layers"),
 }
-# Output names must fit NAME_MAX (255 bytes) with the longest suffix occlude adds (".patch-NNNNxNNNN.overlay.png")
-# and the temporary name around it (".NAME.PID.XXXXXXXX.tmp"): a longer file name is shortened, keeping a hash.
-NAME_MAX = 255
-MAX_KEY_NAME_BYTES = 180
-
-
-def shorten_name(name: str, limit: int = MAX_KEY_NAME_BYTES) -> str:
-    """``name`` when it fits ``limit`` bytes (UTF-8), else its first bytes (whole characters), '~' and 12 hex
-    digits of its sha256: deterministic, and two long names that share a beginning stay apart."""
-    raw = name.encode("utf-8", "surrogateescape")
-    if len(raw) <= limit:
-        return name
-    digest = hashlib.sha256(raw).hexdigest()[:12]
-    head = raw[: limit - 13].decode("utf-8", "ignore")
-    return f"{head}~{digest}"
-
-
-def _fit_key(key: str) -> str:
-    parts = key.split("/")
-    parts[-1] = shorten_name(parts[-1])
-    return "/".join(parts)
 
 
 def _under(path: Path, folders: Sequence[Path]) -> bool:
@@ -279,16 +264,18 @@ def discover_inputs(
     """Expand files, folders and globs into images with unique output keys.
 
     Returns the images (sorted by key) and the (argument, error) pairs of arguments that named nothing.
-    Output keys keep each file's path relative to the folder or glob it came from; where two keys would
-    collide, every key becomes the path relative to the inputs' common folder instead. A file name too long
-    for the outputs' suffixes is shortened with a hash (:func:`shorten_name`).
+    Output keys keep each file's path relative to the folder or glob it came from; where two arguments give
+    the same one, every key becomes the path relative to the inputs' common folder instead. Keys then follow
+    the naming rule of :func:`occlude_cli.outputs.names.output_stems` (no two alike, even ignoring case and
+    Unicode normalisation; never a run-level file's; names that hold control characters, undecodable bytes
+    or are too long become NAME~HASH).
 
     Never picks up the run's own outputs: folders in ``exclude`` (the --out folder) are not entered, and a
     PNG that a result JSON beside it lists is left out (:func:`is_own_output`). FIFOs, devices and other
     non-regular files are never opened; they are reported in ``notes`` (a list to append (path, note) to).
     """
     excluded = [Path(e).resolve() for e in exclude]
-    found: Dict[Path, str] = {}  # file as given -> output key
+    found: Dict[Path, str] = {}  # file as given -> its path relative to its argument
     seen = set()
     problems: List[Tuple[str, str]] = []
     for arg in args:
@@ -299,23 +286,23 @@ def discover_inputs(
             resolved = file.resolve()
             if resolved not in seen:
                 seen.add(resolved)
-                found[file] = _strip_suffix(os.path.relpath(file.resolve() if series else file, base))
-    keys = list(found.values())
-    if len(set(keys)) != len(keys):
+                found[file] = os.path.relpath(file.resolve() if series else file, base).replace(os.sep, "/")
+    if _clash([_strip_suffix(r) for r in found.values()]):  # e.g. two folders that both hold x.png
         common = Path(os.path.commonpath([str(p.resolve().parent) for p in found]))
-        found = {p: _strip_suffix(os.path.relpath(p.resolve(), common)) for p in found}
-    keys = list(found.values())
-    if len(set(keys)) != len(keys):  # same stem, different suffix in one folder: keep the suffix
-        found = {p: k + "." + p.suffix.lstrip(".").lower() if keys.count(k) > 1 else k for p, k in found.items()}
-    images = [InputImage(path=p, key=_fit_key(k.replace(os.sep, "/"))) for p, k in found.items()]
+        instead = {p: os.path.relpath(p.resolve(), common).replace(os.sep, "/") for p in found}
+        if len(set(found.values())) != len(found) or not _clash([_strip_suffix(r) for r in instead.values()]):
+            found = instead
+    relatives = list(found.items())
+    stems = output_stems([(rel, _strip_suffix(rel)) for _, rel in relatives])
+    images = [InputImage(path=p, key=stem, source_stem=_strip_suffix(rel)) for (p, rel), stem in zip(relatives, stems)]
     return sorted(images, key=lambda item: item.key), problems
 
 
-def _strip_suffix(relative: str) -> str:
-    if relative.lower().endswith(".nii.gz"):
-        return relative[: -len(".nii.gz")]
-    root, ext = os.path.splitext(relative)
-    return root if ext else relative
+def _clash(stems: Sequence[str]) -> bool:
+    return len({fold(s) for s in stems}) != len(stems)
+
+
+_strip_suffix = strip_suffix
 
 
 def parse_shard(spec: Optional[str]) -> Optional[Tuple[int, int]]:
@@ -355,7 +342,8 @@ def run_fingerprint(model_sha256: str, image_sha256: str, settings: dict) -> str
 
 
 def _one_line(text: str) -> str:
-    return str(text).strip().replace("\r", "\\r").replace("\n", "\\n")
+    """An error message as every output shows it (the outside-text rule: it may quote a file name)."""
+    return shown(str(text).strip())
 
 
 def _existing_fingerprint(json_path: Path) -> Optional[str]:

@@ -1,7 +1,7 @@
 """The house rules, checked on the source: imports point one way, there is no import cycle, the engine is
 numpy only, and the packaging installs what it says.
 
-Layers, lowest first: errors/_version -> core -> loaders -> explain/validate/layers -> outputs -> batch/executors
+Layers, lowest first: errors/_version/text -> core -> loaders -> explain/validate/layers -> outputs -> batch/executors
 -> cli. A module may import its own layer or lower ones, never a higher one (lazy imports inside functions
 count too).
 """
@@ -21,6 +21,7 @@ LAYERS = {
     "errors": 0,
     "_version": 0,
     "_signals": 0,
+    "text": 0,
     "core": 1,
     "loaders": 2,
     "explain": 3,

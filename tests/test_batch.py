@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from occlude_cli.batch import discover_inputs, parse_shard, take_shard
 from occlude_cli.errors import OccludeError
+from occlude_cli.outputs.names import name_hash
 from occlude_cli.cli import app
 
 from conftest import ROOT, SAMPLE_IMAGES, SAMPLE_MODELS
@@ -119,7 +120,8 @@ def test_discover_inputs_names_never_collide(tmp_path):
     )
     keys = [i.key for i in images]
     assert not problems and len(set(keys)) == len(keys) == 4
-    assert set(keys) == {"a/x", "b/x", "c/y.png", "c/y.jpg"}
+    # y.png and y.jpg share a stem: both become NAME~HASH (the hash of the exact relative path)
+    assert set(keys) == {"a/x", "b/x", f"c/y.png~{name_hash('c/y.png')}", f"c/y.jpg~{name_hash('c/y.jpg')}"}
 
 
 def test_shards_partition_the_inputs_and_merge(tmp_path, folder):

@@ -14,7 +14,6 @@ from typing import Annotated, List, Optional
 
 import numpy as np
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from ..errors import OccludeError
@@ -24,8 +23,8 @@ from .common import (
     ModelFlags,
     OcclusionFlags,
     check_output_folder,
-    one_line,
     print_error,
+    safe,
     stderr,
     stdout,
     user_errors,
@@ -104,7 +103,7 @@ def _load_items(paths: List[str], recursive: bool, out: Path, quiet: bool = Fals
     images, problems = discover_inputs(paths, recursive=recursive, exclude=[out], notes=notes)
     if not quiet:
         for path, note in notes:
-            stderr.print(f"[yellow]note:[/] {escape(one_line(str(path)))}: {escape(note)}")
+            stderr.print(f"[yellow]note:[/] {safe(str(path))}: {safe(note)}")
     for _, problem in problems:
         print_error(problem)
     if not images:
@@ -274,10 +273,10 @@ def layers(
                 grid = spatial_result.map
                 peak = peak_index(grid) if np.isfinite(grid).any() else None
                 stdout.print(
-                    f"{escape(item.key)}: class {spatial_result.target} {escape(spatial_result.label or '')}, "
+                    f"{safe(item.key)}: class {spatial_result.target} {safe(spatial_result.label or '')}, "
                     f"grid {'x'.join(map(str, grid.shape))}, peak cell "
                     f"{tuple(int(v) for v in peak) if peak else '-'}, "
-                    f"{spatial_result.occlusion.forward_passes} suffix passes -> {escape(str(written[-1]))}"
+                    f"{spatial_result.occlusion.forward_passes} suffix passes -> {safe(str(written[-1]))}"
                 )
         if failed:
             raise typer.Exit(ExitCode.IMAGES_FAILED)
@@ -304,7 +303,7 @@ def layers(
         if not quiet and not json_out and len(images) > 1:  # one line per image as it finishes (CI logs)
             best = int(result.ranking()[0])
             stderr.print(
-                escape(
+                safe(
                     f"{item.key}: class {result.target} {result.label or ''}, top channel "
                     f"{int(result.channels[best])} (drop {result.drops[best]:.4g}), "
                     f"{result.suffix_passes} suffix passes, {result.seconds:.2f} s"
@@ -322,7 +321,7 @@ def layers(
         stderr.print(
             f"[yellow]warning:[/] the target probability is saturated (>= {SATURATION}) for {len(saturated)} of "
             f"{len(results)} image(s): replacing a channel barely moves it; "
-            + escape(saturation_remedy(saturated[0].score_kind))
+            + safe(saturation_remedy(saturated[0].score_kind))
         )
     panels = []
     for i in summary.ranking()[:show]:
@@ -349,7 +348,7 @@ def layers(
         sys.stdout.write(format_json(layers_document(cut, summary, results, settings)) + "\n")
     elif not quiet:
         table = Table(
-            title=escape(
+            title=safe(
                 f"occlude layers: {layer} {list(cut.feature_shape)}, {summary.images} image(s), "
                 f"replacement {replacement} -> {out}"
             ),
@@ -471,7 +470,7 @@ def bias(
             mask_path = (
                 mask
                 if mask is not None
-                else (masks / f"{item.key}.png" if masks is not None else convention_mask_path(item.path))
+                else (masks / f"{item.source_stem}.png" if masks is not None else convention_mask_path(item.path))
             )
             if not mask_path.is_file():
                 rows.append(
@@ -537,7 +536,7 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def _print_bias(summary, region_text: str, out: Path) -> None:
-    table = Table(title=escape(f"occlude bias: {region_text} -> {out}"), title_justify="left")
+    table = Table(title=safe(f"occlude bias: {region_text} -> {out}"), title_justify="left")
     for name in ("class", "images", "mean drop [95% CI]", "flip rate [95% CI]", "control drop", "control flips"):
         table.add_column(name, justify="right")
     groups = [
@@ -548,7 +547,7 @@ def _print_bias(summary, region_text: str, out: Path) -> None:
     for name, g in groups:
         ci, fci = g["mean_drop_ci"], g["flip_rate_ci"]
         table.add_row(
-            escape(name),
+            safe(name),
             str(g["images"]),
             _fmt(g["mean_drop"]) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci[0] is not None else ""),
             _fmt(g["flip_rate"], 2) + (f" [{_fmt(fci[0], 2)}, {_fmt(fci[1], 2)}]" if fci[0] is not None else ""),
@@ -632,7 +631,10 @@ def stability(
         box=box_values,
         clean_class=expect,
     )
-    write_stability(out, image.stem, result, timing=timing)
+    from ..outputs.names import stem_of
+
+    stem = stem_of(image)
+    write_stability(out, stem, result, timing=timing)
     if json_out:
         from ..outputs.records import format_json
 
@@ -643,7 +645,7 @@ def stability(
     s = result.summary()
     e = result.explanation
     stdout.print(
-        f"class {e.target} {escape(e.label(e.target) or '')}: {s['trials']} noisy copies ({result.noise_text()}): "
+        f"class {e.target} {safe(e.label(e.target) or '')}: {s['trials']} noisy copies ({result.noise_text()}): "
         f"Spearman mean {_fmt(s['spearman']['mean'])} (min {_fmt(s['spearman']['min'])}), "
         f"top-10% IoU mean {_fmt(s['top_iou']['mean'])} (min {_fmt(s['top_iou']['min'])}), "
         f"prediction flips {s['prediction_flips']}"
@@ -661,8 +663,8 @@ def stability(
         )
         if p.restores is not None:
             line += f"; restores {name(p.clean_class)}: {'yes' if p.restores else 'no'}"
-        stdout.print(escape(line))
-    stdout.print(f"wrote {escape(str(out / (image.stem + '.stability.json')))}")
+        stdout.print(safe(line))
+    stdout.print(f"wrote {safe(str(out / (stem + '.stability.json')))}")
 
 
 def info_layers(model: Path, *, json_out: bool = False, model_flags: Optional[ModelFlags] = None) -> None:
@@ -697,7 +699,7 @@ def info_layers(model: Path, *, json_out: bool = False, model_flags: Optional[Mo
         sys.stdout.write(format_json({"model": str(model), "input_shape": shape, "tensors": rows}) + "\n")
         return
     table = Table(
-        title=escape(
+        title=safe(
             f"{model}: {len(rows)} inner tensors, {sum(r['valid_cut'] for r in rows)} valid cut points (--layer)"
         ),
         title_justify="left",
@@ -708,8 +710,8 @@ def info_layers(model: Path, *, json_out: bool = False, model_flags: Optional[Mo
         table.add_column("receptive field (stride)")
     for row in rows:
         cells = [
-            escape(row["name"]),
-            row["op"],
+            safe(row["name"]),
+            safe(row["op"]),
             "x".join("?" if d is None else str(d) for d in (row["shape"] or [])),
             "yes" if row["valid_cut"] else "no",
         ]

@@ -13,6 +13,7 @@ import functools
 import inspect
 import os
 import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Callable, List, Optional, Tuple
@@ -22,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import OccludeError
+from ..text import shown
 
 
 class ExitCode(enum.IntEnum):
@@ -44,13 +46,27 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
 
 
-def one_line(text: str) -> str:
-    """Text with its line breaks shown as \\n, so an error about a file named 'a\\nb' stays one line."""
-    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+def one_line(text) -> str:
+    """Outside text (a path, a label, a message holding them) as the terminal shows it: the outside-text rule
+    (:func:`occlude_cli.text.shown`): line breaks as \\n, escape sequences and undecodable bytes as \\xNN,
+    bidirectional controls as \\uXXXX. One line, and nothing in it can drive the terminal."""
+    return shown(text)
+
+
+def safe(text) -> str:
+    """Outside text ready for a rich console: :func:`one_line`, then rich's markup escaped."""
+    return escape(shown(text))
 
 
 def print_error(message: str, label: str = "error") -> None:
-    stderr.print(f"[bold red]{label}:[/] {escape(one_line(message))}")
+    stderr.print(f"[bold red]{label}:[/] {safe(message)}")
+
+
+def print_json(document) -> None:
+    """A JSON document on stdout (``--json``), strings through the outside-text rule like every JSON file."""
+    from ..outputs.records import format_json
+
+    sys.stdout.write(format_json(document) + "\n")
 
 
 def fail(message: str, code: int = ExitCode.ERROR) -> typer.Exit:

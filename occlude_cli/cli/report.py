@@ -5,9 +5,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
-from .common import stdout, user_errors
+from .common import safe, stdout, user_errors
 
 REPORT_EXAMPLES = """
 [bold]Examples[/]
@@ -34,4 +33,4 @@ def report(
 
     path = build_report(out_dir, title=title)
     if not quiet:
-        stdout.print(f"wrote {escape(str(path))}")
+        stdout.print(f"wrote {safe(str(path))}")

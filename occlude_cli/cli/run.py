@@ -1,13 +1,10 @@
 """`occlude run`, `occlude summary` and `occlude info`: flags in, library calls, progress and tables out."""
 
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,7 +28,9 @@ from .common import (
     fail,
     one_line,
     print_error,
+    print_json,
     region_values,
+    safe,
     stderr,
     stderr_is_terminal,
     stdout,
@@ -60,7 +59,7 @@ RUN_EXAMPLES = """
 
 [bold]Baselines[/] (--baseline)
 
-""" + "\n".join(f"  [cyan]{name}[/]: {escape(text)}" for name, text in BASELINES.items())
+""" + "\n".join(f"  [cyan]{name}[/]: {safe(text)}" for name, text in BASELINES.items())
 
 SUMMARY_EXAMPLES = "[bold]Example[/]\n\n  occlude summary maps/ --json | jq '.counts'"
 INFO_EXAMPLES = (
@@ -285,16 +284,15 @@ def run(
     removed = remove_stale_temps(out, started)  # left by a killed run: never by a run still writing
     if removed and not quiet:
         stderr.print(
-            f"[yellow]note:[/] removed {len(removed)} temporary file(s) left by an interrupted run in "
-            f"{escape(one_line(str(out)))}"
+            f"[yellow]note:[/] removed {len(removed)} temporary file(s) left by an interrupted run in {safe(str(out))}"
         )
     if not quiet:
         for path, note in notes:
-            stderr.print(f"[yellow]note:[/] {escape(one_line(path))}: {escape(one_line(note))}")
+            stderr.print(f"[yellow]note:[/] {safe(path)}: {safe(note)}")
     if classifier.batch_note and not quiet:
-        stderr.print(f"[yellow]note:[/] {escape(classifier.batch_note)}")
+        stderr.print(f"[yellow]note:[/] {safe(classifier.batch_note)}")
     if plan is not None and plan.note() and not quiet:
-        stderr.print(f"[yellow]note:[/] {escape(plan.note())}")
+        stderr.print(f"[yellow]note:[/] {safe(plan.note())}")
     for _, problem in problems:
         print_error(problem)
 
@@ -320,7 +318,7 @@ def run(
         windows_task = progress.add_task("windows", total=None, rate="")
 
         def on_image_start(image):
-            progress.reset(windows_task, total=None, description=escape(one_line(image.key)), rate="")
+            progress.reset(windows_task, total=None, description=safe(image.key), rate="")
 
         def on_windows(done: int, total: int):
             task = progress.tasks[windows_task]
@@ -334,9 +332,9 @@ def run(
             if row.status == "failed":
                 print_error(_failure_text(row))
             elif log_lines:
-                stderr.print(escape(_log_line(row)))
+                stderr.print(safe(_log_line(row)))
             if row.warning and not quiet:
-                stderr.print(f"[yellow]warning:[/] {escape(one_line(row.path))}: {escape(row.warning)}")
+                stderr.print(f"[yellow]warning:[/] {safe(row.path)}: {safe(row.warning)}")
 
         executor = _executor(ray, workers, gpus_per_worker, classifier, model_flags, quiet or json_out) if ray else None
         # One image on Ray: its windows are split into chunks scored by the actors (the engine aggregates)
@@ -381,7 +379,7 @@ def run(
 
         build_report(out)
     if json_out:
-        sys.stdout.write(json.dumps(summary_document(rows), indent=2) + "\n")
+        print_json(summary_document(rows))
     elif not quiet:
         print_table(rows, out)
     if result.interrupted:
@@ -482,7 +480,7 @@ def _dry_run(classifier, images, problems, options, preprocessing, labels, json_
     plan["images"] = len(images)
     plan["estimated_total_s"] = plan["estimated_s"] * len(images)
     if json_out:
-        sys.stdout.write(json.dumps(plan, indent=2) + "\n")
+        print_json(plan)
         return
     stdout.print(
         f"{plan['images']} image(s); per image: {plan['windows']} windows, {plan['forward_passes']} forward passes "
@@ -515,11 +513,11 @@ def _baseline_check(
             print_error(f"{image.path}: {exc}")
     write_baseline_check(documents, out)
     if json_out:
-        sys.stdout.write(json.dumps({"inputs": documents}, indent=2) + "\n")
+        print_json({"inputs": documents})
     elif not quiet:
         for document in documents:
             table = Table(
-                title=escape(
+                title=safe(
                     f"baselines on {one_line(document['path'])}: top-1 {document['target']['index']} "
                     f"{document['score']['kind']} {document['score']['original']:.4f}, "
                     f"{document['copies']} random windows"
@@ -547,7 +545,7 @@ def shorten_path(path: str, width: int) -> str:
     path = one_line(path)
     if len(path) <= width:
         return path
-    parts = path.replace("\\", "/").split("/")
+    parts = path.split("/")  # never at a backslash: escapes are shown as \xNN
     for start in range(1, len(parts)):
         candidate = "…/" + "/".join(parts[start:])
         if len(candidate) <= width:
@@ -557,7 +555,7 @@ def shorten_path(path: str, width: int) -> str:
 
 def print_table(rows, out: Path) -> None:
     width = max(20, (stdout.width or 80) - 40)
-    table = Table(title=escape(f"occlude: {len(rows)} image(s) -> {out}"), title_justify="left")
+    table = Table(title=safe(f"occlude: {len(rows)} image(s) -> {out}"), title_justify="left")
     table.add_column("image", no_wrap=True, overflow="ellipsis")
     for name in ("status", "target", "score", "peak (y, x)", "s"):
         table.add_column(name)
@@ -565,9 +563,9 @@ def print_table(rows, out: Path) -> None:
         style = {"ok": "green", "skipped": "yellow", "failed": "red"}.get(row.status, "")
         target = f"{row.target_index} {row.target_label or ''}".strip() if row.target_index is not None else ""
         table.add_row(
-            escape(shorten_path(row.path, width)),
+            safe(shorten_path(row.path, width)),
             f"[{style}]{row.status}[/]",
-            escape(target) if row.status != "failed" else escape(one_line(row.error or "")),
+            safe(target) if row.status != "failed" else safe(row.error or ""),
             f"{row.original_score:.4f}" if row.original_score is not None else "",
             f"{row.peak_y}, {row.peak_x}" if row.peak_y is not None else "",
             f"{row.seconds:.2f}" if row.seconds is not None else "",
@@ -589,7 +587,7 @@ def summary(
     rows = rebuild_summary(out_dir)
     write_summary(rows, out_dir)
     if json_out:
-        sys.stdout.write(json.dumps(summary_document(rows), indent=2) + "\n")
+        print_json(summary_document(rows))
     elif not quiet:
         print_table(rows, out_dir)
     if any(r.status == "failed" for r in rows):
@@ -625,14 +623,14 @@ def info(
     if json_out:
         if not labels:
             document.pop("label_names", None)
-        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        print_json(document)
         return
     if labels:
         names = document.get("label_names") or []
         if not names:
             raise OccludeError(f"{model} has no labels in its metadata (occlude.labels); pass --labels FILE to run")
         for index, name in enumerate(names):
-            stdout.print(f"{index:>5}  {escape(name)}")
+            stdout.print(f"{index:>5}  {safe(name)}")
         return
     stdout.print(_info_text(document))
 
@@ -677,7 +675,7 @@ def _info_text(d: dict) -> str:
         ("preprocessing", pre_text),
         ("labels", f"{len(names) if names else 0}: {shown}"),
     ]
-    return "\n".join(f"[bold]{key:<14}[/]{escape(str(value))}" for key, value in rows)
+    return "\n".join(f"[bold]{key:<14}[/]{safe(str(value))}" for key, value in rows)
 
 
 def _shape(shape) -> str:

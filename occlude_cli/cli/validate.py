@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -26,6 +25,7 @@ from .common import (
     fail,
     one_line,
     print_error,
+    safe,
     stderr,
     stderr_is_terminal,
     stdout,
@@ -184,7 +184,9 @@ def compare(
     explanation, other, comparison = compare_file(
         classifier, image, other_map, options, preprocessing=preprocessing, labels=class_names, name=name, **settings
     )
-    written = write_comparison(explanation, other, comparison, out, Path(image).stem)
+    from ..outputs.names import stem_of
+
+    written = write_comparison(explanation, other, comparison, out, stem_of(image))
     if json_out:
         from ..outputs.records import format_json
 
@@ -214,20 +216,20 @@ def _compare_folder(
     images, problems = discover_inputs([str(folder)], recursive=recursive, exclude=[out], notes=notes)
     if not quiet and not json_out:
         for path, note in notes:
-            stderr.print(f"[yellow]note:[/] {escape(one_line(str(path)))}: {escape(note)}")
+            stderr.print(f"[yellow]note:[/] {safe(str(path))}: {safe(note)}")
     maps_root = maps.resolve()
     images = [i for i in images if maps_root not in i.path.resolve().parents]
     rows: List[dict] = []
     for arg, problem in problems:
         rows.append({"path": arg, "status": "error", "error": problem})
     for item in images:
-        other = _map_for(maps, item.key)
+        other = _map_for(maps, item.source_stem)
         if other is None:
             rows.append(
                 {
                     "path": str(item.path),
                     "status": "error",
-                    "error": f"no map for this image: expected {maps}/{item.key}.npy or .png",
+                    "error": f"no map for this image: expected {maps}/{item.source_stem}.npy or .png",
                 }
             )
             print_error(f"{one_line(str(item.path))}: no map in {maps}")
@@ -246,7 +248,7 @@ def _compare_folder(
             write_comparison(explanation, resized, comparison, out, item.key)
             rows.append({"path": str(item.path), "status": "ok", "map": str(other), **comparison_numbers(comparison)})
             if not quiet and not json_out and not stderr_is_terminal():
-                stderr.print(escape(one_line(f"ok {item.path}")))
+                stderr.print(safe(f"ok {item.path}"))
         except OccludeError as exc:
             rows.append({"path": str(item.path), "status": "error", "map": str(other), "error": str(exc)})
             print_error(f"{one_line(str(item.path))}: {exc}")
@@ -268,7 +270,7 @@ def _compare_folder(
 
 def _print_compare_summary(console, summary: dict, out: Path) -> None:
     table = Table(
-        title=escape(f"occlude compare: {summary['images']} image(s) -> {out}/compare.json"), title_justify="left"
+        title=safe(f"occlude compare: {summary['images']} image(s) -> {out}/compare.json"), title_justify="left"
     )
     for column in ("metric", "occlusion", "other", "other - occlusion (95% CI)"):
         table.add_column(column)
@@ -353,7 +355,7 @@ def check(
     images, problems = discover_inputs(paths, recursive=recursive, exclude=[out], notes=notes)
     if not quiet:
         for path, note in notes:
-            stderr.print(f"[yellow]note:[/] {escape(one_line(str(path)))}: {escape(note)}")
+            stderr.print(f"[yellow]note:[/] {safe(str(path))}: {safe(note)}")
     masks_root = masks.resolve() if masks is not None else None
     the_mask = mask.resolve() if mask is not None else None
     images = [  # masks are never inputs: *.mask.png, files under --masks, the --mask file
@@ -404,7 +406,7 @@ def check(
         task = progress.add_task("checking", total=len(images))
         try:
             for item in images:
-                progress.update(task, description=escape(item.key))
+                progress.update(task, description=safe(item.key))
                 rows.append(
                     _check_one(
                         item,
@@ -474,7 +476,7 @@ def _check_one(
         if mask is not None:
             mask_path = mask
         elif masks is not None:
-            mask_path = masks / f"{item.key}.png"
+            mask_path = masks / f"{item.source_stem}.png"
         else:
             mask_path = convention_mask_path(item.path)
         if not mask_path.is_file():
@@ -511,12 +513,12 @@ def _report(console, row, quiet: bool) -> None:
     """Failures and errors go to stderr as they happen (also under --quiet / --json, where nothing else
     is shown); when stderr is not a terminal (CI logs) every finished image gets one line."""
     if row.status == "error":
-        console.print(f"[bold red]error:[/] {escape(one_line(row.path))}: {escape(one_line(row.error or ''))}")
+        console.print(f"[bold red]error:[/] {safe(row.path)}: {safe(row.error or '')}")
     elif row.status == "fail" and (quiet or not stderr_is_terminal()):
-        console.print(f"[bold red]fail:[/] {escape(one_line(row.path))}: {escape('; '.join(row.reasons))}")
+        console.print(f"[bold red]fail:[/] {safe(row.path)}: {safe('; '.join(row.reasons))}")
     elif row.status == "pass" and not quiet and not stderr_is_terminal():
         energy = "n/a" if row.energy_share is None else f"{row.energy_share:.3f}"
-        console.print(escape(one_line(f"pass {row.path} energy={energy} seconds={row.seconds}")))
+        console.print(safe(f"pass {row.path} energy={energy} seconds={row.seconds}"))
 
 
 def _print_checks(console, rows, out: Path, settings: dict) -> None:
@@ -530,13 +532,13 @@ def _print_checks(console, rows, out: Path, settings: dict) -> None:
         style = {"pass": "green", "fail": "red", "error": "red"}.get(row.status, "")
         target = f"{row.target_index} {row.target_label or ''}".strip() if row.target_index is not None else ""
         table.add_row(
-            escape(shorten_path(row.path, 40)),
+            safe(shorten_path(row.path, 40)),
             f"[{style}]{row.status}[/]",
-            escape(target),
+            safe(target),
             "" if row.pointing_game is None else ("yes" if row.pointing_game else "no"),
             _fmt(row.energy_share),
             _fmt(row.region_fraction),
-            escape(row.error or "; ".join(row.reasons)),
+            safe(row.error or "; ".join(row.reasons)),
         )
     console.print(table)
 
@@ -546,12 +548,12 @@ def _print_comparison(console, comparison: dict, written) -> None:
     name = comparison["other_map"]["name"] or "other"
     label = comparison["target"]["label"]
     table = Table(
-        title=f"occlude compare: class {comparison['target']['index']}{f' ({escape(label)})' if label else ''}",
+        title=f"occlude compare: class {comparison['target']['index']}{f' ({safe(label)})' if label else ''}",
         title_justify="left",
     )
     table.add_column("metric")
     table.add_column("occlusion", justify="right")
-    table.add_column(escape(name), justify="right")
+    table.add_column(safe(name), justify="right")
     table.add_column("better")
     table.add_row(
         "deletion AUC (lower is better)",
@@ -586,4 +588,4 @@ def _print_comparison(console, comparison: dict, written) -> None:
         f"top {agreement['top_fraction'] * 100:g}% IoU {_fmt(agreement['top_iou'])} over {agreement['pixels']} pixels"
     )
     for path in written:
-        console.print(f"wrote {escape(str(path))}")
+        console.print(f"wrote {safe(str(path))}")

@@ -10,6 +10,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from ..text import for_plot
 from .render import _matplotlib, colorize, peak_slice, score_word, symmetric_limit
 
 REGION_COLOR = "#c0392b"
@@ -70,7 +71,7 @@ def channel_bars_png(
         )
         ax.tick_params(axis="x", labelsize=8)
         ax.grid(axis="x", alpha=0.3)
-        ax.set_title(title + ("\n" + subtitle if subtitle else ""), fontsize=9, loc="left")
+        ax.set_title(for_plot(title) + ("\n" + for_plot(subtitle) if subtitle else ""), fontsize=9, loc="left")
         figure.tight_layout()
         return _save(figure)
     finally:
@@ -109,8 +110,8 @@ def activation_maps_png(panels: Sequence[Tuple[Image.Image, tuple, np.ndarray, s
             color = cmap(level)[..., :3]
             alpha = (0.15 + 0.7 * level)[..., None]
             ax.imshow(grey * (1 - alpha) + color * alpha, interpolation="nearest")
-            ax.set_title(caption, fontsize=8)
-        figure.suptitle(title, fontsize=10)
+            ax.set_title(for_plot(caption), fontsize=8)
+        figure.suptitle(for_plot(title), fontsize=10)
         figure.tight_layout(rect=(0, 0, 1, 0.95))
         return _save(figure)
     finally:
@@ -166,7 +167,7 @@ def bias_png(
             f"control: mean drop {_fmt(overall.get('control_mean_drop'))}, "
             f"flip rate {_fmt(overall.get('control_flip_rate'), 2)}"
         )
-        ax.set_title(title + "\n" + text, fontsize=8, loc="left")
+        ax.set_title(for_plot(title) + "\n" + text, fontsize=8, loc="left")
         ax.set_xlabel(f"drop of the target {score_word(score_kind)} (original - occluded)", fontsize=8)
         ax.set_ylabel("density", fontsize=8)
         ax.tick_params(labelsize=8)
@@ -222,7 +223,7 @@ def stability_png(
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
-        figure.suptitle(title, fontsize=9)
+        figure.suptitle(for_plot(title), fontsize=9)
         figure.tight_layout(rect=(0, 0, 1, 0.93))
         return _save(figure)
     finally:

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..core.metrics import finite_or_none, peak
 from ..explain import SCHEMA_VERSION, Explanation
+from ..text import json_safe, recover
 from ..validate import CHECK_FIELDS, CheckRow  # noqa: F401  (CHECK_FIELDS re-exported for write)
 
 json_number = finite_or_none  # JSON-safe float: null for None, NaN and inf
@@ -31,18 +32,25 @@ def _grid(values: np.ndarray) -> List[list]:
 
 def format_json(value, indent: int = 0) -> str:
     """JSON with objects indented, lists of numbers on one line and lists of objects one per line:
-    readable by people, diff-able, and byte-identical for identical data."""
+    readable by people, diff-able, and byte-identical for identical data. Every string goes through the
+    outside-text rule (:func:`occlude_cli.text.json_safe`: shown escaped, exact bytes in ``KEY_b64``), so
+    the text is strict UTF-8 JSON whatever the file names and labels hold."""
+    if indent == 0:
+        value = json_safe(value)
+    return _format(value, indent)
+
+
+def _format(value, indent: int) -> str:
     pad, inner = " " * indent, " " * (indent + 2)
     if isinstance(value, dict):
         if not value:
             return "{}"
-        items = [f"{inner}{json.dumps(str(k))}: {format_json(v, indent + 2)}" for k, v in value.items()]
+        items = [f"{inner}{json.dumps(str(k))}: {_format(v, indent + 2)}" for k, v in value.items()]
         return "{\n" + ",\n".join(items) + "\n" + pad + "}"
     if isinstance(value, list) and value and all(isinstance(v, (list, dict)) for v in value):
         nested_dicts = any(isinstance(v, dict) for v in value)
         rows = [
-            inner
-            + (json.dumps(v, separators=(", ", ": ")) if nested_dicts and _flat(v) else format_json(v, indent + 2))
+            inner + (json.dumps(v, separators=(", ", ": ")) if nested_dicts and _flat(v) else _format(v, indent + 2))
             for v in value
         ]
         return "[\n" + ",\n".join(rows) + "\n" + pad + "]"
@@ -179,10 +187,10 @@ class SummaryRow:
         info = record.get("map_info", {}).get("peak", {})
         warnings = record.get("warnings") or []
         return cls(
-            path=str(record.get("image", {}).get("path")),
+            path=str(recover(record.get("image", {}), "path")),
             status=status,
             target_index=record.get("target", {}).get("index"),
-            target_label=record.get("target", {}).get("label"),
+            target_label=recover(record.get("target", {}), "label"),
             original_score=record.get("score", {}).get("original"),
             peak_y=info.get("y"),
             peak_x=info.get("x"),

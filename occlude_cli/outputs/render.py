@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..errors import OccludeError
 from ..loaders.images import map_on_original
 from ..loaders.volumes import PreparedVolume
+from ..text import for_plot, shown
 
 CMAP = "RdBu_r"
 MIN_DISPLAY_SIDE = 320  # small images (e.g. 8x8 digits) are enlarged by an integer factor to at least this
@@ -237,7 +238,9 @@ def _frame(
     style: RenderStyle,
     bar_label: str = "score drop: red = occluding lowers it, blue = raises it",
 ) -> Image.Image:
-    """``content`` under a title (and subtitle), with a colorbar and its caption on the right."""
+    """``content`` under a title (and subtitle), with a colorbar and its caption on the right. Titles hold
+    labels and file names: drawn as the outside-text rule shows them."""
+    title, subtitle = shown(title), shown(subtitle)
     pad, head = 10, (52 if subtitle else 34)
     bar = _colorbar(max(40, content.height), limit, style.cmap, style.sign)
     caption_h = 16
@@ -402,10 +405,10 @@ def compare_png(explanation, other, comparison: dict) -> bytes:
     if grey.ndim == 3:
         z = peak_slice(occlusion_map)
         grey, occlusion_map, other, where = grey[z], occlusion_map[z], other[z], f", axial slice {z}"
-    name = comparison.get("other_map", {}).get("name") or "other map"
+    name = for_plot(comparison.get("other_map", {}).get("name") or "other map")
     agreement = comparison["agreement"]
     curves = comparison["curves"]
-    label = e.label(e.target)
+    label = for_plot(e.label(e.target)) if e.label(e.target) else None
     kind = score_word(e.score_kind)
     heading = (
         f"{label + ' ' if label else ''}(class {e.target}): {kind} {e.occlusion.original_scores[e.target]:.4f}    "

@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..errors import OccludeError
+from ..text import json_safe, recover, shown
 from .write import atomic_write_bytes
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -297,7 +298,7 @@ def _common_folder(paths: Iterable[str]) -> str:
 
 
 def _url(relative: str) -> str:
-    return quote(relative, safe="/")
+    return quote(relative.encode("utf-8", "surrogateescape"), safe="/")  # a file name's own bytes
 
 
 def _original_url(path: str, resolved_out: Path) -> str | None:
@@ -319,8 +320,9 @@ def _page_row(key: str, entry: dict, files: set[str], resolved_out: Path, prefix
     """One image as the page sees it: short keys, nulls left out (5,000 rows must stay small)."""
     run, check = entry.get("run") or {}, entry.get("check") or {}
     path = str(run.get("path") or check.get("path") or key)
-    shown = key or path
-    name = shown[len(prefix) :] if prefix and shown.startswith(prefix) else shown  # every key starts with it
+    exact_path = str((recover(run, "path") if run.get("path") else recover(check, "path")) or path)
+    display = key or path
+    name = display[len(prefix) :] if prefix and display.startswith(prefix) else display  # every key starts with it
     stem = _stem(resolved_out, run.get("output"), files) if run.get("status") in ("ok", "skipped") else None
     index = run.get("target_index", check.get("target_index"))
     label = run.get("target_label") if run else check.get("target_label")
@@ -341,7 +343,7 @@ def _page_row(key: str, entry: dict, files: set[str], resolved_out: Path, prefix
         "sec": _num(run.get("seconds", check.get("seconds"))),
         "err": "; ".join(errors + reasons),
         "m": check.get("mask"),
-        "o": _original_url(path, resolved_out),
+        "o": _original_url(exact_path, resolved_out),
     }
     if stem is not None:  # pictures as the stem's URL and which of them exist (bit 1: overlay, 2: heatmap)
         pictures = (f"{stem}.overlay.png" in files) + 2 * (f"{stem}.heatmap.png" in files)
@@ -429,8 +431,9 @@ def render_report(data: dict, *, title: str) -> str:
     style = (TEMPLATES / "report.css").read_text(encoding="utf-8")
     if "</" in script or "</" in style:
         raise OccludeError("report template error: the inline script or style contains '</'")
+    data = json_safe(data, exact=False)  # names and labels as the outside-text rule shows them
     return environment.get_template("report.html.j2").render(
-        title=title,
+        title=shown(title),
         data=data,
         data_json=Markup(data_json(data)),
         script=Markup(script),

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import OccludeError
 from ..explain import SCHEMA_VERSION, Explanation, ScaleStudy
+from ..text import for_csv
 from ..validate import CHECK_CSV_HEADER, CheckRow
 from .records import (
     CHECK_FIELDS,
@@ -39,9 +40,6 @@ from .render import (
     panels_png,
     score_word,
 )
-
-# Cells a spreadsheet would run as a formula (OWASP "CSV injection"): prefixed with a quote.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:
@@ -201,14 +199,10 @@ def atomic_write_json(path, document) -> Path:
 
 
 def csv_cell(value) -> str:
-    """One CSV cell that no spreadsheet executes: '' for None; text starting with = + - @ tab or CR gets a
-    leading ' (numbers are written as numbers: a negative number is data, not a formula)."""
-    if value is None:
-        return ""
-    if isinstance(value, (bool, int, float, np.integer, np.floating)):
-        return str(value)
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    """One CSV cell that no spreadsheet executes and no terminal obeys: the outside-text rule's
+    :func:`occlude_cli.text.for_csv` ('' for None, numbers as numbers, text shown escaped, a leading ' before
+    what a spreadsheet would run as a formula)."""
+    return for_csv(value)
 
 
 def csv_bytes(fields: Sequence[str], rows: Iterable[dict], header: Optional[dict] = None) -> bytes:

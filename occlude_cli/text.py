@@ -1,0 +1,157 @@
+"""Outside text (file names, labels from model metadata or label files, anything occlude did not write):
+one rule for showing it, used by every output.
+
+File names may hold any byte but '/' and NUL (a name from a Windows archive may not even be UTF-8; Python
+keeps such bytes as lone surrogates, U+DC80..U+DCFF), and labels come from files anyone can write. Shown
+raw, an escape sequence in a name would drive the user's terminal (clear the screen, set the window title),
+a lone surrogate makes JSON that strict readers reject, and a right-to-left override makes ``gnp.exe``
+look like ``exe.png``. So wherever occlude shows outside text, it shows :func:`shown` of it:
+
+- control characters (C0, DEL, C1) as ``\\n``, ``\\r``, ``\\t`` or ``\\xNN`` (below U+0080) and ``\\u0080``
+  to ``\\u009f``;
+- bytes of a file name that are not UTF-8 as ``\\xNN`` (NN >= 80: a byte, never a character);
+- bidirectional controls (U+061C, U+200E, U+200F, U+202A..U+202E, U+2066..U+2069), the line and paragraph
+  separators (U+2028, U+2029) and other lone surrogates as ``\\uXXXX``.
+
+Everything else (spaces, accents, CJK, emoji, backslashes) is shown as it is. The form is for people; it
+is not reversible on its own (a name may contain a backslash). JSON keeps the exact text: where the shown
+form of a string differs from the text, the document carries ``KEY_b64`` beside ``KEY``, the exact text's
+bytes in base64 (a file name's own bytes; a label's UTF-8). :func:`recover` reads it back.
+
+One function per kind of output: :func:`shown` (terminal, log lines, errors, PNG titles), :func:`for_csv`,
+:func:`json_safe` (every JSON file and every ``--json`` print), :func:`for_html`, and the hooks for outputs
+to come, :func:`for_xml` (JUnit) and :func:`for_markdown` (CI job summaries).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from typing import Any, Mapping, Optional
+
+# Characters never shown raw: C0 and C1 controls, DEL, bidirectional controls, line/paragraph separators,
+# surrogates (undecodable bytes of a file name are U+DC80..U+DCFF under Python's surrogateescape).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+# Cells a spreadsheet would run as a formula (OWASP "CSV injection"): prefixed with a quote.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+B64_SUFFIX = "_b64"
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    if char in _SHORT:
+        return _SHORT[char]
+    code = ord(char)
+    if code < 0x80:
+        return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, kept by surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}"
+
+
+def is_safe(text: str) -> bool:
+    """True when :func:`shown` leaves ``text`` as it is."""
+    return _UNSAFE.search(text) is None
+
+
+def shown(text: Any) -> str:
+    """``text`` as people see it in any output: one line, no character that can drive a terminal or
+    reorder the text, no undecodable byte (see the module's docstring). ``shown(shown(x)) == shown(x)``."""
+    text = str(text)
+    return text if _UNSAFE.search(text) is None else _UNSAFE.sub(_escape, text)
+
+
+def exact_bytes(text: str) -> bytes:
+    """The exact bytes of outside text: a file name's own bytes (undecodable ones included), else UTF-8."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def from_bytes(data: bytes) -> str:
+    """The inverse of :func:`exact_bytes`: the text as Python's file functions take it."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(exact_bytes(text)).decode("ascii")
+
+
+def json_safe(value: Any, exact: bool = True) -> Any:
+    """A JSON-ready copy of ``value`` where every string is :func:`shown`, and (with ``exact``) every dict
+    entry whose string (or list of strings) changed gets a ``KEY_b64`` sibling with the exact bytes (a list:
+    one entry per string, null where nothing changed). The result encodes as strict UTF-8 JSON, and
+    :func:`recover` gives the exact text back. ``exact=False``: display only (the HTML report's data)."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            name = shown(key)
+            out[name] = json_safe(item, exact)
+            if not exact:
+                continue
+            if isinstance(item, str):
+                if not is_safe(item):
+                    out[name + B64_SUFFIX] = _b64(item)
+            elif isinstance(item, (list, tuple)) and any(isinstance(v, str) and not is_safe(v) for v in item):
+                out[name + B64_SUFFIX] = [_b64(v) if isinstance(v, str) and not is_safe(v) else None for v in item]
+        return out
+    if isinstance(value, (list, tuple)):
+        nested = any(isinstance(v, (str, dict, list, tuple)) for v in value)
+        return [json_safe(v, exact) for v in value] if nested else list(value)
+    if isinstance(value, str):
+        return shown(value)
+    return value
+
+
+def recover(document: Mapping, key: str) -> Optional[Any]:
+    """The exact text of ``document[key]`` in a JSON document occlude wrote (see :func:`json_safe`): from
+    ``KEY_b64`` when present, else the value itself. Lists of strings are recovered element-wise."""
+    value = document.get(key)
+    encoded = document.get(key + B64_SUFFIX)
+    if encoded is None:
+        return value
+    if isinstance(encoded, str):
+        return from_bytes(base64.b64decode(encoded))
+    if isinstance(encoded, list) and isinstance(value, list):
+        return [from_bytes(base64.b64decode(e)) if isinstance(e, str) else v for e, v in zip(encoded, value)]
+    return value
+
+
+def for_csv(value: Any) -> str:
+    """One CSV cell: '' for None, numbers as numbers, text :func:`shown` and, when a spreadsheet would run
+    it as a formula (starting with = + - @ tab CR), prefixed with ' (a negative number is data)."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, int, float)) or type(value).__module__ == "numpy":
+        return str(value)
+    text = shown(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def for_html(text: Any) -> str:
+    """Text for an HTML element or attribute (what the report's template autoescaping does, after
+    :func:`shown`)."""
+    return html.escape(shown(text), quote=True)
+
+
+def for_xml(text: Any) -> str:
+    """Text for an XML element or attribute (JUnit reports): :func:`shown` leaves no character XML 1.0
+    forbids, then the five XML specials are escaped."""
+    return html.escape(shown(text), quote=True).replace("&#x27;", "&apos;")
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~])")
+
+
+def for_markdown(text: Any) -> str:
+    """Text for Markdown (a CI job summary, a table cell): :func:`shown`, ``&`` as an entity, and every
+    character Markdown gives a meaning backslash-escaped, so a name can neither format nor link."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", shown(text).replace("&", "&amp;"))
+
+
+def for_plot(text: Any) -> str:
+    """Text for a matplotlib title, label or legend: :func:`shown`, with ``$`` escaped so that a name never
+    starts mathtext (a stray ``$x^$`` in a label would stop the picture being drawn)."""
+    return shown(text).replace("$", r"\$")
