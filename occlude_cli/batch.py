@@ -18,13 +18,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
-import numpy as np
-
 from .core.metrics import peak
 from .errors import OccludeError, first_line
 from .explain import ExplainOptions, VolumeExplanation, explain, explain_scales
 from .loaders.images import Preprocessing, file_kind
 from .loaders.model import OnnxClassifier, file_sha256
+from .outputs.folder import (  # noqa: F401  (MapAggregate, summary_name, run_fingerprint re-exported)
+    Entry,
+    FolderState,
+    Job,
+    MapAggregate,
+    finish_job,
+    rebuild,
+    remove_superseded,
+    run_fingerprint,
+    saved_map,
+    start_job,
+    summary_name,
+    superseded_outputs,
+)
 from .outputs.names import MAX_KEY_NAME_BYTES, NAME_MAX, fold, output_stems, shorten_name, strip_suffix  # noqa: F401
 from .outputs.records import SUMMARY_FIELDS, SummaryRow, summary_document  # noqa: F401  (re-exported)
 from .outputs.volumes import write_volume_explanation
@@ -335,12 +347,6 @@ def folder_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def run_fingerprint(model_sha256: str, image_sha256: str, settings: dict) -> str:
-    """What decides a result: the model file, the image file and every parameter (not timing)."""
-    text = json.dumps({"model": model_sha256, "image": image_sha256, "settings": settings}, sort_keys=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def _one_line(text: str) -> str:
     """An error message as every output shows it (the outside-text rule: it may quote a file name)."""
     return shown(str(text).strip())
@@ -356,46 +362,13 @@ def _existing_fingerprint(json_path: Path) -> Optional[str]:
 
 @dataclass
 class BatchResult:
+    """What a batch did: one summary row per image (in input order), whether Ctrl-C or SIGTERM stopped it,
+    and (from :func:`run_folder`) the output folder's state after the run-level files were rebuilt."""
+
     rows: List[SummaryRow] = field(default_factory=list)
     interrupted: bool = False
-
-
-class MapAggregate:
-    """Running mean of per-image maps, each scaled to [-1, 1] by its largest |value| (bounded memory)."""
-
-    def __init__(self, style=None) -> None:
-        from .outputs.render import DEFAULT_STYLE
-
-        self.style = style or DEFAULT_STYLE
-        self.total: Optional[np.ndarray] = None
-        self.count: Optional[np.ndarray] = None
-        self.images = 0
-
-    def add(self, values: np.ndarray) -> None:
-        finite = np.isfinite(values)
-        limit = float(np.abs(values[finite]).max()) if finite.any() else 0.0
-        scaled = np.where(finite, values / limit if limit > 0 else 0.0, 0.0)
-        if self.total is None:
-            self.total = np.zeros(values.shape)
-            self.count = np.zeros(values.shape)
-        if self.total.shape != values.shape:
-            raise OccludeError(f"map of shape {values.shape} cannot join an aggregate of shape {self.total.shape}")
-        self.total += scaled
-        self.count += finite
-        self.images += 1
-
-    def mean(self) -> np.ndarray:
-        assert self.total is not None and self.count is not None, "no map was added"
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.count > 0, self.total / self.count, np.nan)
-
-    def write(self, out_dir: Path) -> List[Path]:
-        """aggregate.npy and aggregate.png (through the outputs stage)."""
-        return write_aggregate(self.mean() if self.total is not None else None, out_dir, self.images, self.style)
-
-
-def summary_name(shard: Optional[Tuple[int, int]]) -> str:
-    return "summary" if shard is None else f"summary.shard-{shard[0]}-of-{shard[1]}"
+    entries: List[Entry] = field(default_factory=list)
+    folder: Optional[FolderState] = None
 
 
 def compute_image(model, path, *, options, preprocessing, labels, scales, metrics, progress=None, executor=None):
@@ -463,6 +436,40 @@ class _Plan:
 MAX_PENDING_WRITES = 2
 
 
+def run_settings(
+    options: ExplainOptions,
+    preprocessing: Preprocessing,
+    labels: Optional[Sequence[str]] = None,
+    *,
+    npy: bool = True,
+    all_classes: bool = False,
+    metrics: bool = False,
+    scales: Sequence[Tuple[int, ...]] = (),
+    multiscale: bool = False,
+    style=None,
+    panels: bool = False,
+    nifti: bool = True,
+    **_not_deciding,
+) -> dict:
+    """Every parameter that decides an image's result files (what its fingerprint covers, with the model and
+    image files); the other keywords of :func:`run_batch` (timing, resume, executor, ...) are ignored."""
+    return {
+        "options": {
+            k: (list(v) if isinstance(v, tuple) else getattr(v, "value", v)) for k, v in options.__dict__.items()
+        },
+        "preprocessing": preprocessing.describe(),
+        "labels": hashlib.sha256("\n".join(labels or []).encode("utf-8")).hexdigest() if labels else None,
+        "npy": npy,
+        "all_classes": all_classes,
+        "metrics": metrics,
+        "scales": [list(s) for s in scales],
+        "multiscale": multiscale,
+        "style": style.describe() if style is not None else None,
+        "panels": panels,
+        "nifti": nifti,
+    }
+
+
 def run_batch(
     model: OnnxClassifier,
     images: Sequence[InputImage],
@@ -499,21 +506,19 @@ def run_batch(
     image's computation) and keeps the rows in input order, so the outputs are the same whichever executor ran.
     """
     out_dir = Path(out_dir)
-    settings = {
-        "options": {
-            k: (list(v) if isinstance(v, tuple) else getattr(v, "value", v)) for k, v in options.__dict__.items()
-        },
-        "preprocessing": preprocessing.describe(),
-        "labels": hashlib.sha256("\n".join(labels or []).encode("utf-8")).hexdigest() if labels else None,
-        "npy": npy,
-        "all_classes": all_classes,
-        "metrics": metrics,
-        "scales": [list(s) for s in scales],
-        "multiscale": multiscale,
-        "style": style.describe() if style is not None else None,
-        "panels": panels,
-        "nifti": nifti,
-    }
+    settings = run_settings(
+        options,
+        preprocessing,
+        labels,
+        npy=npy,
+        all_classes=all_classes,
+        metrics=metrics,
+        scales=scales,
+        multiscale=multiscale,
+        style=style,
+        panels=panels,
+        nifti=nifti,
+    )
     look = {"style": style, "panels": panels} if style is not None else {"panels": panels}
     study = len(scales) > 1
     result = BatchResult()
@@ -549,10 +554,11 @@ def run_batch(
         started = time.perf_counter()
         computed, measures = outcome
         extra = {"fingerprint": plan.fingerprint, "image_sha256": plan.image_sha}
+        previous = superseded_outputs(out_dir, plan.image.key)  # what an earlier run wrote for this image
         if isinstance(computed, VolumeExplanation):  # medical inputs (issue 12)
             if measures is not None:
                 raise OccludeError("metrics are not available for medical inputs yet")
-            write_volume_explanation(
+            written = write_volume_explanation(
                 computed,
                 out_dir,
                 plan.image.key,
@@ -564,7 +570,7 @@ def run_batch(
                 **look,
             )
         elif study:
-            write_scale_study(
+            written = write_scale_study(
                 computed,
                 out_dir,
                 plan.image.key,
@@ -578,9 +584,10 @@ def run_batch(
         else:
             if measures is not None:
                 extra["metrics"] = measures
-            write_explanation(
+            written = write_explanation(
                 computed, out_dir, plan.image.key, npy=npy, all_classes=all_classes, timing=timing, extra=extra, **look
             )
+        remove_superseded(out_dir, previous, written)  # e.g. STEM.npy after --no-npy: never left to be read
         return computed, time.perf_counter() - started
 
     def finish(plan: _Plan, outcome, future) -> SummaryRow:
@@ -591,8 +598,8 @@ def run_batch(
                 return SummaryRow(path=str(image.path), status="failed", error=plan.error)
             if plan.skip:
                 row = _skipped_row(out_dir / plan.layout.record, image, out_dir, plan.layout.marker)
-                if aggregate is not None:
-                    _aggregate_saved(aggregate, out_dir / plan.layout.main_npy, out_dir / plan.layout.record)
+                if aggregate is not None:  # the map as its JSON holds it, as a fresh image's (exact float64)
+                    aggregate.add(saved_map(out_dir, plan.layout.marker))
                 return row
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -627,6 +634,7 @@ def run_batch(
             plan, outcome, future = pending.popleft()
             row = finish(plan, outcome, future)
             result.rows.append(row)
+            result.entries.append(Entry(row, plan.image.key, plan.fingerprint if row.status != "failed" else None))
             if on_image_done:
                 on_image_done(plan.image, row)
 
@@ -681,61 +689,67 @@ def _skipped_row(json_path: Path, image: InputImage, out_dir: Path, marker: str)
     return row
 
 
-def _aggregate_saved(aggregate: MapAggregate, npy_path: Path, json_path: Path) -> None:
-    if npy_path.is_file():
-        aggregate.add(np.load(npy_path).astype(np.float64))
-        return
-    with open(json_path, encoding="utf-8") as handle:
-        grid = json.load(handle)["map"]
-    aggregate.add(np.array([[np.nan if v is None else v for v in row] for row in grid], dtype=np.float64))
-
-
 def is_result_record(record) -> bool:
     return isinstance(record, dict) and "fingerprint" in record and "map" in record and "target" in record
 
 
-def rebuild_summary(out_dir) -> List[SummaryRow]:
-    """Summary rows from the per-image JSON files under ``out_dir`` (e.g. after merging shards), plus the
-    failures recorded in shard summaries for images that have no result yet."""
+def rebuild_summary(out_dir, *, style=None) -> List[SummaryRow]:
+    """Rebuild summary.json/.csv (and the aggregate and report the job asked for) from the output folder's
+    source of truth, and return the rows: the current job's manifests (see
+    :mod:`occlude_cli.outputs.folder`), or, in a folder without one, the per-image JSON files."""
+    return rebuild(out_dir, style=style).rows
+
+
+def run_folder(
+    model: OnnxClassifier,
+    images: Sequence[InputImage],
+    out_dir,
+    options: ExplainOptions,
+    *,
+    preprocessing: Preprocessing,
+    all_images: Optional[Sequence[InputImage]] = None,
+    shard: Optional[Tuple[int, int]] = None,
+    problems: Sequence[Tuple[str, str]] = (),
+    aggregate: bool = False,
+    report: bool = False,
+    style=None,
+    **batch,
+) -> BatchResult:
+    """One process of a folder run: :func:`run_batch` over ``images`` (with ``shard``, this share of
+    ``all_images``), recorded in the output folder's manifest, then summary.json/.csv, the aggregate
+    (``aggregate``: once every shard has finished) and the report (``report``) rebuilt from the current job's
+    manifests. ``problems``: (argument, error) pairs of arguments that named no image, kept as failed rows.
+    ``batch``: the other keywords of :func:`run_batch`. The result's ``folder`` says which shards are in."""
     out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        raise OccludeError(f"not a folder: {out_dir}")
-    rows: List[SummaryRow] = []
-    seen = set()
-    secondary_scales: set = set()  # a scale study's row comes from its first scale, named by STEM.scales.json
-    marker_of = {}
-    for scales_path in out_dir.rglob("*.scales.json"):
-        try:
-            with open(scales_path, encoding="utf-8") as handle:
-                maps = json.load(handle).get("maps", [])
-        except (OSError, ValueError):
-            continue
-        secondary_scales.update(scales_path.parent / name for name in maps[1:])
-        if maps:
-            marker_of[scales_path.parent / maps[0]] = os.path.relpath(scales_path, out_dir).replace(os.sep, "/")
-    for json_path in sorted(out_dir.rglob("*.json")):
-        if json_path.name.startswith("summary") or json_path in secondary_scales:
-            continue
-        try:
-            with open(json_path, encoding="utf-8") as handle:
-                record = json.load(handle)
-        except (OSError, ValueError):
-            continue
-        if not is_result_record(record):
-            continue
-        rel = marker_of.get(json_path) or os.path.relpath(json_path, out_dir).replace(os.sep, "/")
-        seconds = record.get("timing", {}).get("total_s")
-        row = SummaryRow.from_record(record, "ok", rel, round(seconds, 3) if seconds is not None else None)
-        rows.append(row)
-        seen.add(row.path)
-    for shard_summary in sorted(out_dir.glob("summary*.json")):
-        try:
-            with open(shard_summary, encoding="utf-8") as handle:
-                document = json.load(handle)
-        except (OSError, ValueError):
-            continue
-        for item in document.get("images", []):
-            if item.get("status") == "failed" and item.get("path") not in seen:
-                rows.append(SummaryRow(**{k: item.get(k) for k in SUMMARY_FIELDS}))
-                seen.add(item.get("path"))
-    return sorted(rows, key=lambda r: (r.output or "", r.path))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    every = list(all_images) if all_images is not None else list(images)
+    scales = batch.get("scales") or ()
+    settings = run_settings(options, preprocessing, style=style, **batch)
+    describe = model.describe()
+    job = Job.plan(
+        {"path": describe["path"], "sha256": describe["sha256"]},
+        settings,
+        [i.key for i in every],
+        shard,
+        aggregate=aggregate,
+        report=report,
+    )
+    loose = [Entry(SummaryRow(path=arg, status="failed", error=_one_line(problem))) for arg, problem in problems]
+    planned = [
+        Entry(
+            SummaryRow(
+                path=str(i.path),
+                status="pending",
+                output=_OutputNames(i.key, scales if len(scales) > 1 else (), bool(batch.get("multiscale"))).marker,
+            ),
+            i.key,
+        )
+        for i in images
+    ]
+    start_job(out_dir, job, planned + loose)
+    result = run_batch(model, images, out_dir, options, preprocessing=preprocessing, style=style, **batch)
+    done = {e.key: e for e in result.entries}
+    result.entries = [done.get(e.key, e) for e in planned] + loose
+    result.rows += [e.row for e in loose]
+    result.folder = finish_job(out_dir, job, result.entries, interrupted=result.interrupted, style=style)
+    return result

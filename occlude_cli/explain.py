@@ -992,19 +992,49 @@ def estimate_run(
     *,
     preprocessing: Optional[Union[Preprocessing, VolumePreprocessing]] = None,
     labels: Optional[Sequence[str]] = None,
+    scales: Sequence = (),
+    metrics: bool = False,
     **overrides,
 ) -> dict:
-    """What a run would cost, from one timed batch (after one warm-up batch), without running it."""
+    """What a run would cost, from one timed batch (after one warm-up batch), without running it.
+
+    ``forward_passes`` counts every input the run sends through the model for one image: per map its
+    unoccluded pass and one per window (``--refine``: the coarse grid and the refinement budget), once per
+    patch size of ``scales`` (a patch-size study, :func:`explain_scales`), and with ``metrics`` the passes
+    of :func:`occlude_cli.validate.faithfulness` per map. ``top_k`` and every-class maps cost nothing more.
+    ``per_patch`` breaks the occlusion passes down by patch size."""
+    from .core.fidelity import faithfulness_forward_passes
+
     options, classifier, preprocessing, labels, patch, stride, prepared, region = _setup(
         model, image, options, preprocessing, labels, overrides
     )
     model = classifier
-    windows = len(window_grid(preprocessing.size, patch, stride, region))
-    passes = (
-        refine_forward_passes(preprocessing.size, patch, stride, region, options.refine_step, options.refine_budget)
-        if options.refine
-        else windows + 1
+    per_patch = []
+    for size in list(scales) if len(scales) > 1 else [None]:
+        p, s = (
+            (patch, stride)
+            if size is None
+            else check_run(ExplainOptions(**{**options.__dict__, "patch": size}), preprocessing, model, labels)
+        )
+        count = len(window_grid(preprocessing.size, p, s, region))
+        per_patch.append(
+            {
+                "patch": list(p),
+                "stride": list(s),
+                "windows": count,
+                "forward_passes": refine_forward_passes(
+                    preprocessing.size, p, s, region, options.refine_step, options.refine_budget
+                )
+                if options.refine
+                else count + 1,
+            }
+        )
+    windows = sum(g["windows"] for g in per_patch)
+    occlusion_passes = sum(g["forward_passes"] for g in per_patch)
+    metric_passes = (
+        len(per_patch) * faithfulness_forward_passes(int(np.prod(preprocessing.size[-2:]))) if metrics else 0
     )
+    passes = occlusion_passes + metric_passes
     sample = prepared.model_input
     batch_size = options.batch_size or model.default_batch_size(sample.nbytes)
     batch = np.repeat(sample[None], min(batch_size, passes), axis=0)
@@ -1015,7 +1045,10 @@ def estimate_run(
     return {
         "windows": windows,
         "forward_passes": passes,
-        "exact_forward_passes": windows + 1,
+        "occlusion_forward_passes": occlusion_passes,
+        "metrics_forward_passes": metric_passes,
+        "exact_forward_passes": windows + len(per_patch),
+        "per_patch": per_patch,
         "batch_size": int(batch_size),
         "patch": list(patch),
         "stride": list(stride),
@@ -1112,11 +1145,17 @@ class ScaleStudy:
     def mean_map(self) -> np.ndarray:
         """Multi-scale map: the mean of the per-scale maps, each scaled to [-1, 1] by its largest |value|
         (larger patches give larger drops, so raw maps would let the largest patch dominate)."""
-        scaled = []
-        for e in self.explanations:
-            limit = np.nanmax(np.abs(e.map)) if np.isfinite(e.map).any() else 0.0
-            scaled.append(e.map / limit if limit > 0 else e.map)
-        return np.mean(scaled, axis=0)
+        return multiscale_mean([e.map for e in self.explanations])
+
+
+def multiscale_mean(maps: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean of ``maps``, each scaled to [-1, 1] by its largest |value| (:meth:`ScaleStudy.mean_map`; also
+    what a folder's aggregate recomputes from the saved per-scale maps, to the bit)."""
+    scaled = []
+    for values in maps:
+        limit = np.nanmax(np.abs(values)) if np.isfinite(values).any() else 0.0
+        scaled.append(values / limit if limit > 0 else values)
+    return np.mean(scaled, axis=0)
 
 
 def explain_scales(

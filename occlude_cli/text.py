@@ -155,3 +155,19 @@ def for_plot(text: Any) -> str:
     """Text for a matplotlib title, label or legend: :func:`shown`, with ``$`` escaped so that a name never
     starts mathtext (a stray ``$x^$`` in a label would stop the picture being drawn)."""
     return shown(text).replace("$", r"\$")
+
+
+def restore(value: Any) -> Any:
+    """The inverse of :func:`json_safe` on a whole document read back: every ``KEY`` with a ``KEY_b64``
+    sibling gets its exact text again and the sibling goes (for documents whose own keys never end in
+    ``_b64``, such as occlude's)."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key.endswith(B64_SUFFIX) and key[: -len(B64_SUFFIX)] in value:
+                continue
+            out[key] = recover(value, key) if (key + B64_SUFFIX) in value else restore(item)
+        return out
+    if isinstance(value, list):
+        return [restore(v) for v in value]
+    return value

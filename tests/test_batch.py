@@ -135,13 +135,15 @@ def test_shards_partition_the_inputs_and_merge(tmp_path, folder):
     assert occlude("run", DIGITS, folder, "-r", "--out", full, "--quiet", "--no-timing").exit_code == 3
     for k in (1, 2, 3):
         occlude("run", DIGITS, folder, "-r", "--out", merged, "--quiet", "--no-timing", "--shard", f"{k}/3")
-    assert (merged / "summary.shard-2-of-3.json").exists() and not (merged / "summary.json").exists()
+    assert (merged / "summary.shard-2-of-3.json").exists() and (merged / "manifest.shard-2-of-3.json").exists()
+    # the last shard to finish rebuilt summary.json from the three shards' manifests
+    assert json.loads((merged / "summary.json").read_text())["run"]["shards_done"] == [1, 2, 3]
     result = occlude("summary", merged, "--json")
     assert result.exit_code == 3  # the corrupt files are still failures after merging
     rebuilt = json.loads(result.stdout)
     assert rebuilt["counts"] == json.loads((full / "summary.json").read_text())["counts"]
     for path in full.rglob("*.json"):
-        if not path.name.startswith("summary"):
+        if not path.name.startswith(("summary", "manifest")):
             assert path.read_bytes() == (merged / path.relative_to(full)).read_bytes(), path
 
 

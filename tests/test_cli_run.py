@@ -35,6 +35,7 @@ def test_digits_end_to_end(tmp_path):
         "digit_3.json",
         "digit_3.npy",
         "digit_3.overlay.png",
+        "manifest.json",
         "summary.csv",
         "summary.json",
     ]

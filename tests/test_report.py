@@ -218,8 +218,9 @@ def _page_data(page_path: Path) -> dict:
 
 
 def test_shards_and_scale_studies_and_records_without_summary(tmp_path):
-    """Two shard runs of a patch-size study into one folder: the report joins both shard summaries, shows
-    the multi-scale overlay for each image, and still finds the results when the summaries are gone."""
+    """Two shard runs of a patch-size study into one folder: the report joins both shards (from their
+    manifests), shows the multi-scale overlay for each image, does not need the summaries, and still finds
+    the results in a folder with neither manifests nor summaries (an older occlude's, library writes)."""
     images, out = tmp_path / "in", tmp_path / "out"
     images.mkdir()
     for name in ("digit_0.png", "digit_3.png", "digit_7.png"):
@@ -233,7 +234,7 @@ def test_shards_and_scale_studies_and_records_without_summary(tmp_path):
         )
         assert result.exit_code in (0, 3), result.output
     shards = sorted(p.name for p in out.glob("summary*.json"))
-    assert shards == ["summary.shard-1-of-2.json", "summary.shard-2-of-2.json"]
+    assert shards == ["summary.json", "summary.shard-1-of-2.json", "summary.shard-2-of-2.json"]
     data = _page_data(build_report(out))
     assert data["counts"]["run"] == {"ok": 3, "failed": 1, "skipped": 0}
     by_name = {r["n"]: r for r in data["rows"]}
@@ -244,8 +245,11 @@ def test_shards_and_scale_studies_and_records_without_summary(tmp_path):
     assert dict(data["settings"])["patch"] == "2x2"  # the first scale's record gives the parameters
     for summary in out.glob("summary*.json"):
         summary.unlink()
+    assert _page_data(build_report(out))["counts"]["run"] == {"ok": 3, "failed": 1, "skipped": 0}  # manifests
+    for manifest in out.glob("manifest*.json"):
+        manifest.unlink()
     data = _page_data(build_report(out))
-    assert data["counts"]["run"] == {"ok": 3, "failed": 0, "skipped": 0}  # failures live only in summaries
+    assert data["counts"]["run"] == {"ok": 3, "failed": 0, "skipped": 0}  # failures lived in the manifests
     assert sorted(r["st"] for r in data["rows"]) == ["digit_0.patch-2x2", "digit_3.patch-2x2", "digit_7.patch-2x2"]
 
 

@@ -223,19 +223,8 @@ def run(
     medical: MedicalFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Explain images with an ONNX classifier: writes STEM.overlay.png, STEM.heatmap.png, STEM.json, STEM.npy."""
-    from ..batch import (
-        MapAggregate,
-        discover_inputs,
-        parse_shard,
-        remove_stale_temps,
-        run_batch,
-        summary_document,
-        summary_name,
-        take_shard,
-        write_summary,
-    )
+    from ..batch import discover_inputs, parse_shard, remove_stale_temps, run_folder, summary_document, take_shard
     from ..explain import ExplainOptions, check_run, parse_patches
-    from ..outputs.records import SummaryRow
 
     started = time.time()
     scales = parse_patches(patch) if patch is not None else []
@@ -272,10 +261,10 @@ def run(
     if plan is not None and plan.shrunk:
         options = ExplainOptions(**{**options.__dict__, "batch_size": plan.batch_size})
     notes: list = []
-    images, problems = discover_inputs(paths, recursive=recursive, exclude=[out], notes=notes, series=medical.series)
-    images = take_shard(images, shard_spec)
+    every, problems = discover_inputs(paths, recursive=recursive, exclude=[out], notes=notes, series=medical.series)
+    images = take_shard(every, shard_spec)
     if dry_run:
-        _dry_run(classifier, images, problems, options, preprocessing, class_names, json_out)
+        _dry_run(classifier, images, problems, options, preprocessing, class_names, json_out, scales, metrics)
         return
     if baseline_check:
         _baseline_check(classifier, images, problems, options, preprocessing, class_names, out, json_out, quiet)
@@ -312,13 +301,12 @@ def run(
         disable=not show_progress,
         transient=False,
     )
-    aggregate_maps = MapAggregate(style) if aggregate else None
     with progress:
         overall = progress.add_task("images", total=len(images), rate="") if len(images) > 1 else None
         windows_task = progress.add_task("windows", total=None, rate="")
 
         def on_image_start(image):
-            progress.reset(windows_task, total=None, description=safe(image.key), rate="")
+            progress.reset(windows_task, total=None, description=safe(image.source_stem or image.key), rate="")
 
         def on_windows(done: int, total: int):
             task = progress.tasks[windows_task]
@@ -344,12 +332,17 @@ def run(
 
             images_executor = LocalExecutor(classifier, on_windows if show_progress else None, window_executor=executor)
         try:
-            result = run_batch(
+            result = run_folder(
                 classifier,
                 images,
                 out,
                 options,
                 preprocessing=preprocessing,
+                all_images=every,
+                shard=shard_spec,
+                problems=problems,
+                aggregate=aggregate,
+                report=report,
                 labels=class_names,
                 npy=npy,
                 all_classes=all_classes,
@@ -358,7 +351,6 @@ def run(
                 metrics=metrics,
                 scales=scales,
                 multiscale=multiscale,
-                aggregate=aggregate_maps,
                 style=style,
                 panels=render.panels,
                 nifti=medical.nifti,
@@ -370,21 +362,16 @@ def run(
         finally:
             if executor is not None:
                 executor.shutdown()
-    rows = result.rows + [SummaryRow(path=arg, status="failed", error=problem) for arg, problem in problems]
-    write_summary(rows, out, summary_name(shard_spec))
-    if aggregate_maps is not None:
-        aggregate_maps.write(out)
-    if report and rows:
-        from ..outputs.report import build_report
-
-        build_report(out)
+    rows = result.rows  # this process's images, then the arguments that named none
     if json_out:
         print_json(summary_document(rows))
     elif not quiet:
         print_table(rows, out)
+        if result.folder is not None:
+            _print_folder_notes(result.folder, quiet)
     if result.interrupted:
         raise fail(
-            f"interrupted after {len(result.rows)} of {len(images)} images; re-run with --resume to finish",
+            f"interrupted after {len(rows) - len(problems)} of {len(images)} images; re-run with --resume to finish",
             ExitCode.INTERRUPTED,
         )
     if any(r.status == "failed" for r in rows):
@@ -469,22 +456,33 @@ def _log_line(row) -> str:
     return one_line(f"{row.status} {row.path} target={target} score={score} {seconds}")
 
 
-def _dry_run(classifier, images, problems, options, preprocessing, labels, json_out: bool) -> None:
+def _dry_run(classifier, images, problems, options, preprocessing, labels, json_out: bool, scales, metrics) -> None:
     from ..explain import estimate_run
 
     for _, problem in problems:
         print_error(problem)
     if not images:
         raise OccludeError("nothing to estimate: no readable image among the inputs")
-    plan = estimate_run(classifier, images[0].path, options, preprocessing=preprocessing, labels=labels)
+    plan = estimate_run(
+        classifier, images[0].path, options, preprocessing=preprocessing, labels=labels, scales=scales, metrics=metrics
+    )
     plan["images"] = len(images)
     plan["estimated_total_s"] = plan["estimated_s"] * len(images)
     if json_out:
         print_json(plan)
         return
+    parts = []
+    if len(plan["per_patch"]) > 1:
+        parts.append(
+            "patch sizes "
+            + ", ".join(f"{'x'.join(map(str, g['patch']))}: {g['forward_passes']}" for g in plan["per_patch"])
+        )
+    if plan["metrics_forward_passes"]:
+        parts.append(f"--metrics: {plan['metrics_forward_passes']}")
+    breakdown = f" ({'; '.join(parts)})" if parts else ""
     stdout.print(
-        f"{plan['images']} image(s); per image: {plan['windows']} windows, {plan['forward_passes']} forward passes "
-        f"(exact map: {plan['exact_forward_passes']}), batch size {plan['batch_size']}, "
+        f"{plan['images']} image(s); per image: {plan['windows']} windows, {plan['forward_passes']} forward passes"
+        f"{breakdown} (exact maps: {plan['exact_forward_passes']}), batch size {plan['batch_size']}, "
         f"{plan['seconds_per_forward_pass'] * 1000:.1f} ms per pass; "
         f"estimated {plan['estimated_s']:.1f} s per image, {plan['estimated_total_s']:.1f} s in all"
     )
@@ -573,6 +571,21 @@ def print_table(rows, out: Path) -> None:
     stdout.print(table)
 
 
+def _print_folder_notes(state, quiet: bool) -> None:
+    """What a folder's rebuild found that the user must know: shards still to run, stopped runs."""
+    if quiet:
+        return
+    for note in state.notes:
+        stderr.print(f"[yellow]note:[/] {safe(note)}")
+    if state.job is not None and state.shards and not state.complete:
+        missing = [k for k in range(1, state.shards + 1) if k not in state.shards_done]
+        stderr.print(
+            f"[yellow]note:[/] shards done: {len(state.shards_done)} of {state.shards} "
+            f"(still to finish: {', '.join(map(str, missing))}); summary.json lists the shards done so far"
+            + ("; the aggregate is written when every shard has finished" if state.aggregate_images is None else "")
+        )
+
+
 @user_errors
 def summary(
     out_dir: Annotated[Path, typer.Argument(help="An output folder of `occlude run` (e.g. merged shards).")],
@@ -581,16 +594,24 @@ def summary(
         bool, typer.Option("--quiet", "-q", help="Print nothing; just rewrite summary.json/.csv.")
     ] = False,
 ) -> None:
-    """Rebuild summary.json and summary.csv from the per-image JSON files in OUT_DIR."""
-    from ..batch import rebuild_summary, summary_document, write_summary
+    """Rebuild summary.json and summary.csv (and aggregate.* and index.html when the run made them) from the
+    run's manifests in OUT_DIR: exactly the current results, every shard's. Exit 3 when an image failed or a
+    shard has not finished."""
+    from ..batch import rebuild, summary_document
 
-    rows = rebuild_summary(out_dir)
-    write_summary(rows, out_dir)
+    state = rebuild(out_dir)
+    rows = state.rows
     if json_out:
-        print_json(summary_document(rows))
+        print_json(summary_document(rows, state.describe() if state.job else None))
     elif not quiet:
         print_table(rows, out_dir)
-    if any(r.status == "failed" for r in rows):
+        _print_folder_notes(state, quiet)
+    incomplete = state.job is not None and not state.complete
+    if incomplete:
+        missing = [k for k in range(1, (state.shards or 1) + 1) if k not in state.shards_done]
+        what = f"shard(s) {', '.join(map(str, missing))} of {state.shards}" if state.shards else "the run"
+        print_error(f"{what} did not finish in {out_dir}: re-run with --resume")
+    if incomplete or any(r.status == "failed" for r in rows):
         raise typer.Exit(ExitCode.IMAGES_FAILED)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import OccludeError
 from .engine import score_perturbations
-from .metrics import importance_order, unit_scaled
+from .metrics import DEFAULT_STEPS, importance_order, unit_scaled
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 ProgressFn = Callable[[int, int], None]
@@ -108,6 +108,15 @@ def window_sums(values: np.ndarray, windows: np.ndarray) -> np.ndarray:
 
 
 top_k_order = importance_order  # the deletion curves' order: the top-k set of a map is always the same pixels
+
+
+def faithfulness_forward_passes(
+    pixels: int, steps: int = DEFAULT_STEPS, fractions: Sequence[float] = DEFAULT_FRACTIONS
+) -> int:
+    """Forward passes of ``faithfulness`` (what ``run --metrics`` adds per map) on an input of ``pixels``
+    pixels: the deletion and the insertion curve (``min(steps, pixels) + 1`` each), the sufficiency and the
+    completeness curve (one per fraction each) and the all-baseline input they share."""
+    return 2 * (min(int(steps), int(pixels)) + 1) + 2 * len(tuple(fractions)) + 1
 
 
 def pixel_counts(pixels: int, fractions: Sequence[float]) -> np.ndarray:

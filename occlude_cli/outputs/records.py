@@ -201,8 +201,13 @@ class SummaryRow:
         )
 
 
-def summary_document(rows: Sequence[SummaryRow]) -> dict:
+def summary_document(rows: Sequence[SummaryRow], run: Optional[dict] = None) -> dict:
+    """summary.json: counts, the number of rows with a warning, one row per image and, for a folder run, the
+    ``run`` block (which job and shards the rows are of; see :mod:`occlude_cli.outputs.folder`)."""
     counts: Dict[str, int] = {"ok": 0, "failed": 0, "skipped": 0}
     for row in rows:
         counts[row.status] = counts.get(row.status, 0) + 1
-    return {"counts": counts, "warnings": sum(1 for r in rows if r.warning), "images": [row.__dict__ for row in rows]}
+    document = {"counts": counts, "warnings": sum(1 for r in rows if r.warning), "images": [r.__dict__ for r in rows]}
+    if run is not None:
+        document["run"] = run
+    return document

@@ -6,10 +6,11 @@ Policy, so an injected ``<script>`` or event handler could not run even if escap
 picture is referenced by a relative URL. All rows live in one JSON block; the script sorts, filters and
 paginates them, so the DOM holds one page (100 rows and thumbnails) even for tens of thousands of images.
 
-What it reads (all optional, at least one must be there): ``summary.json`` and ``summary.shard-K-of-N.json``
-(rows of ``occlude run``), per-image ``STEM.json`` records not named by a summary (e.g. merged shards),
-``STEM.scales.json`` (patch-size studies), ``check.json`` (``occlude check``), ``STEM.compare.json``
-(``occlude compare``) and ``aggregate.png``.
+What it reads (all optional, at least one must be there): the rows of ``occlude run`` from the run's
+manifests (``manifest*.json``, the folder's source of truth: see :mod:`occlude_cli.outputs.folder`; in a
+folder without one, ``summary.json``, ``summary.shard-K-of-N.json`` and per-image ``STEM.json`` records no
+summary names), ``STEM.scales.json`` (patch-size studies), ``check.json`` (``occlude check``),
+``STEM.compare.json`` (``occlude compare``) and ``aggregate.png``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from urllib.parse import quote
 
 from ..errors import OccludeError
 from ..text import json_safe, recover, shown
+from .manifest import current_entries
 from .write import atomic_write_bytes
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -61,8 +63,12 @@ def collect_report_data(out: Path) -> dict:
     out = Path(out)
     files = _all_files(out)
     warnings: list[str] = []
-    run_rows = _summary_rows(out, files, warnings)
-    _add_unlisted_records(out, files, run_rows, warnings)
+    manifest, entries, _ = current_entries(out)
+    if manifest is not None:  # the run's source of truth: its current rows only, nothing of earlier runs
+        run_rows = {_norm(shown(e.row.path)): dict(e.row.__dict__) for e in entries}
+    else:  # a folder of an older occlude or of library writes: summaries, then records none of them lists
+        run_rows = _summary_rows(out, files, warnings)
+        _add_unlisted_records(out, files, run_rows, warnings)
     check = _load(out / "check.json", warnings) if "check.json" in files else None
     if check is not None and not isinstance(check, dict):
         warnings.append("check.json: not a check document, left out")

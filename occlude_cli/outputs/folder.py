@@ -1,0 +1,318 @@
+"""A folder run's source of truth: the manifest of its current job, from which the summary, the aggregate
+and the report are rebuilt. Nothing of an earlier job is read unless the current manifest lists it.
+
+A *job* is one set of inputs run with one model and one set of parameters, in one piece or in N shards.
+Each process of the job writes its own manifest, ``manifest.json`` (unsharded) or
+``manifest.shard-K-of-N.json``: first when it starts (state ``running``), then when it stops (``finished``,
+or ``interrupted``), with one entry per image: its key (STEM), fingerprint and summary row. A process that
+starts a *different* job (other inputs, flags, model or shard count) removes the manifests of the earlier
+job and every run-level file derived from them (``summary*.json``/``.csv``, ``aggregate.*``,
+``index.html``), so nothing stale can be taken for a current result. Per-image files of earlier jobs that
+the current manifests do not list stay on disk but are never read; files an image's earlier record listed
+and its new record does not (a ``--no-npy`` or ``--top-k 1`` re-run) are removed when the image is
+written again (:func:`superseded_outputs`).
+
+:func:`rebuild` makes the run-level files from the manifests alone: ``summary.json`` and ``summary.csv``
+(every current row, in key order, and a ``run`` block saying which shards are in), ``aggregate.npy`` and
+``aggregate.png`` (when the job asked for them and every shard has finished: the mean over every current
+per-image map, read back from the per-image JSON files in key order, so it is byte-identical whether the
+job ran in one piece or in shards, fresh or resumed), and ``index.html`` (when asked for, or when one is
+there). Every process of a job calls it when it stops, under a lock on the folder, so the last shard to
+finish leaves the complete files; ``occlude summary`` calls it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import OccludeError
+from ..explain import multiscale_mean
+from ..text import recover
+from .manifest import (  # noqa: F401  (re-exported: the folder's machinery in one place)
+    Entry,
+    FolderState,
+    Job,
+    current_entries,
+    folder_lock,
+    manifest_name,
+    read_manifests,
+    read_record,
+    run_fingerprint,
+    summary_name,
+    write_manifest,
+)
+from .records import SUMMARY_FIELDS, SummaryRow
+from .write import write_aggregate, write_summary
+
+# Run-level files derived from the manifests: removed when another job starts in the folder.
+DERIVED_FILES = ("summary.json", "summary.csv", "aggregate.npy", "aggregate.png", "index.html")
+_SHARD_SUMMARY = re.compile(r"^summary\.shard-\d+-of-\d+\.(?:json|csv)$")
+
+
+def start_job(out_dir, job: Job, entries: Sequence[Entry]) -> List[Path]:
+    """Make ``job`` the folder's current job: remove the manifests of any other job and the run-level files
+    derived from them, then write this process's manifest (state ``running``). Returns what was removed."""
+    out_dir = Path(out_dir)
+    removed: List[Path] = []
+    with folder_lock(out_dir):
+        manifests = read_manifests(out_dir)
+        other = [m for m in manifests if m["job"] != job.id]
+        legacy = not manifests and (out_dir / "summary.json").is_file()  # written before manifests existed
+        if other or legacy:
+            names = [m["_file"] for m in other] + list(DERIVED_FILES)
+            names += [n for n in os.listdir(out_dir) if _SHARD_SUMMARY.match(n)]
+            for name in names:
+                path = out_dir / name
+                try:
+                    path.unlink()
+                    removed.append(path)
+                except OSError:
+                    pass
+        write_manifest(out_dir, job, entries, "running")
+    return removed
+
+
+def finish_job(out_dir, job: Job, entries: Sequence[Entry], *, interrupted: bool = False, style=None) -> FolderState:
+    """Record this process's results (its manifest, and with --shard its summary.shard-K-of-N.*), then
+    rebuild the run-level files from every manifest of the job, under the folder lock."""
+    out_dir = Path(out_dir)
+    with folder_lock(out_dir):
+        write_manifest(out_dir, job, entries, "interrupted" if interrupted else "finished")
+        if job.shard is not None:
+            write_summary([e.row for e in entries], out_dir, summary_name(job.shard))
+        return rebuild(out_dir, style=style, aggregate=job.aggregate, report=job.report, locked=True)
+
+
+def rebuild(out_dir, *, style=None, aggregate: Optional[bool] = None, report: Optional[bool] = None, locked=False):
+    """Rewrite summary.json/.csv, the aggregate and the report from the current job's manifests (see the
+    module's docstring); returns the :class:`FolderState`. ``aggregate`` / ``report``: None means what the
+    job's manifests say. Without manifests (a folder of an older occlude, or of library writes) the summary
+    is rebuilt from the per-image JSON files instead (:func:`rebuild_from_records`)."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise OccludeError(f"not a folder: {out_dir}")
+    if not locked:
+        with folder_lock(out_dir):
+            return rebuild(out_dir, style=style, aggregate=aggregate, report=report, locked=True)
+    newest, entries, state = current_entries(out_dir)
+    if newest is None:
+        state.rows = rebuild_from_records(out_dir)
+        write_summary(state.rows, out_dir)
+        return state
+    state.rows = [e.row for e in entries]
+    manifests = read_manifests(out_dir)
+    wanted = [m for m in manifests if m["job"] == state.job]
+    if aggregate is None:
+        aggregate = any(m.get("aggregate") for m in wanted)
+    if report is None:
+        report = any(m.get("report") for m in wanted)
+    if aggregate and state.complete:
+        state.aggregate_images = _write_aggregate(out_dir, entries, style, state)
+    else:
+        for name in ("aggregate.npy", "aggregate.png"):  # never an aggregate of fewer maps than the job's
+            with contextlib.suppress(OSError):
+                (out_dir / name).unlink()
+    write_summary(state.rows, out_dir, run=state.describe())
+    if report or (out_dir / "index.html").is_file():
+        from .report import build_report
+
+        if state.rows:
+            build_report(out_dir)
+    return state
+
+
+# ------------------------------------------------------------------------------------ the aggregate
+
+
+class MapAggregate:
+    """Running mean of per-image maps, each scaled to [-1, 1] by its largest |value| (bounded memory)."""
+
+    def __init__(self, style=None) -> None:
+        from .render import DEFAULT_STYLE
+
+        self.style = style or DEFAULT_STYLE
+        self.total: Optional[np.ndarray] = None
+        self.count: Optional[np.ndarray] = None
+        self.images = 0
+
+    def add(self, values: np.ndarray) -> None:
+        finite = np.isfinite(values)
+        limit = float(np.abs(values[finite]).max()) if finite.any() else 0.0
+        scaled = np.where(finite, values / limit if limit > 0 else 0.0, 0.0)
+        if self.total is None:
+            self.total = np.zeros(values.shape)
+            self.count = np.zeros(values.shape)
+        if self.total.shape != values.shape:
+            raise OccludeError(f"map of shape {values.shape} cannot join an aggregate of shape {self.total.shape}")
+        assert self.count is not None
+        self.total += scaled
+        self.count += finite
+        self.images += 1
+
+    def mean(self) -> np.ndarray:
+        assert self.total is not None and self.count is not None, "no map was added"
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 0, self.total / self.count, np.nan)
+
+    def write(self, out_dir: Path) -> List[Path]:
+        """aggregate.npy and aggregate.png (through the outputs stage)."""
+        return write_aggregate(self.mean() if self.total is not None else None, out_dir, self.images, self.style)
+
+
+def _grid(values) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in values], dtype=np.float64)
+
+
+def saved_map(out_dir, marker: str, fingerprint: Optional[str] = None) -> np.ndarray:
+    """The map an image's result files hold, as the aggregate takes it: a result JSON's ``map`` (exact:
+    JSON keeps every float64); for a patch-size study, the multi-scale mean of its scales' maps when the study
+    wrote one, else its first scale's map. ``fingerprint``: refuse a result of another run."""
+    out_dir = Path(out_dir)
+    record = read_record(out_dir, marker)
+    if record is None:
+        raise OccludeError(f"{marker}: missing or unreadable")
+    if fingerprint is not None and record.get("fingerprint") != fingerprint:
+        raise OccludeError(f"{marker}: written by another run than the manifest lists (re-run with --resume)")
+    if "map" in record:
+        return _grid(record["map"])
+    folder = marker.rsplit("/", 1)[0] + "/" if "/" in marker else ""
+    maps = [m for m in record.get("maps") or [] if isinstance(m, str)]
+    if not maps:
+        raise OccludeError(f"{marker}: holds no map")
+    grids = []
+    for name in maps if record.get("multiscale") else maps[:1]:
+        scale = read_record(out_dir, folder + name)
+        if scale is None or "map" not in scale:
+            raise OccludeError(f"{folder + name}: missing or unreadable")
+        grids.append(_grid(scale["map"]))
+    return multiscale_mean(grids) if record.get("multiscale") else grids[0]
+
+
+def _write_aggregate(out_dir: Path, entries: Sequence[Entry], style, state: FolderState) -> Optional[int]:
+    aggregate = MapAggregate(style)
+    for entry in entries:
+        if entry.row.status not in ("ok", "skipped") or not entry.row.output:
+            continue
+        try:
+            aggregate.add(saved_map(out_dir, entry.row.output, entry.fingerprint))
+        except OccludeError as exc:
+            state.notes.append(f"aggregate: {exc}; left out")
+    if aggregate.total is None:
+        for name in ("aggregate.npy", "aggregate.png"):
+            with contextlib.suppress(OSError):
+                (out_dir / name).unlink()
+        return None
+    aggregate.write(out_dir)
+    return aggregate.images
+
+
+# ------------------------------------------------------------------------------------ stale files
+
+
+def _listed(out_dir: Path, marker: str, depth: int = 0) -> List[str]:
+    """The marker and every file its record lists (a study's per-scale records and theirs), relative to
+    ``out_dir``; [] when it is not an occlude result record."""
+    record = read_record(out_dir, marker)
+    if record is None or "fingerprint" not in record:
+        return []
+    folder = marker.rsplit("/", 1)[0] + "/" if "/" in marker else ""
+    names = [marker]
+    for item in record.get("outputs") or []:
+        name = item.get("name") if isinstance(item, dict) else item
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+            continue
+        names.append(folder + name)
+        if name.endswith(".json") and depth == 0 and folder + name != marker:
+            names += _listed(out_dir, folder + name, depth + 1)[1:]
+    return names
+
+
+def superseded_outputs(out_dir, key: str) -> List[str]:
+    """Every file the existing result records of ``key`` list (``KEY.json`` and ``KEY.scales.json`` with
+    what they name): read before an image is written again, so that what the new record no longer lists
+    can be removed (:func:`remove_superseded`)."""
+    out_dir = Path(out_dir)
+    return list(dict.fromkeys(_listed(out_dir, f"{key}.json") + _listed(out_dir, f"{key}.scales.json")))
+
+
+def remove_superseded(out_dir, previous: Sequence[str], written: Sequence[Path]) -> List[str]:
+    """Remove the files in ``previous`` (see :func:`superseded_outputs`) that the new write did not
+    rewrite; returns them."""
+    out_dir = Path(out_dir)
+    kept = {os.path.relpath(p, out_dir).replace(os.sep, "/") for p in written}
+    removed = []
+    for name in previous:
+        if name not in kept:
+            with contextlib.suppress(OSError):
+                (out_dir / name).unlink()
+                removed.append(name)
+    return removed
+
+
+# ------------------------------------------------------------------------------------ older folders
+
+
+def _is_result_record(record) -> bool:
+    return isinstance(record, dict) and "fingerprint" in record and "map" in record and "target" in record
+
+
+def rebuild_from_records(out_dir) -> List[SummaryRow]:
+    """Summary rows from the per-image JSON files under ``out_dir``, for folders without a manifest (written
+    by an older occlude, or by library calls), plus the failures that shard summaries record for images
+    with no result. Never reads summary.json itself."""
+    out_dir = Path(out_dir)
+    rows: List[SummaryRow] = []
+    seen = set()
+    secondary: set = set()  # a scale study's row comes from its first scale, named by STEM.scales.json
+    marker_of = {}
+    for scales_path in out_dir.rglob("*.scales.json"):
+        try:
+            with open(scales_path, encoding="utf-8") as handle:
+                maps = json.load(handle).get("maps", [])
+        except (OSError, ValueError, AttributeError):
+            continue
+        secondary.update(scales_path.parent / name for name in maps[1:])
+        if maps:
+            marker_of[scales_path.parent / maps[0]] = os.path.relpath(scales_path, out_dir).replace(os.sep, "/")
+    for json_path in sorted(out_dir.rglob("*.json")):
+        if json_path in secondary or (json_path.parent == out_dir and _run_level_json(json_path.name)):
+            continue
+        try:
+            with open(json_path, encoding="utf-8") as handle:
+                record = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        if not _is_result_record(record):
+            continue
+        rel = marker_of.get(json_path) or os.path.relpath(json_path, out_dir).replace(os.sep, "/")
+        seconds = record.get("timing", {}).get("total_s")
+        row = SummaryRow.from_record(record, "ok", rel, round(seconds, 3) if seconds is not None else None)
+        rows.append(row)
+        seen.add(row.path)
+    for shard_summary in sorted(out_dir.glob("summary.shard-*-of-*.json")):
+        try:
+            with open(shard_summary, encoding="utf-8") as handle:
+                document = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        for item in document.get("images", []) if isinstance(document, dict) else []:
+            path = recover(item, "path") if isinstance(item, dict) else None
+            if isinstance(item, dict) and item.get("status") == "failed" and path not in seen:
+                values = {k: item.get(k) for k in SUMMARY_FIELDS}
+                values["path"] = path
+                rows.append(SummaryRow(**values))
+                seen.add(path)
+    return sorted(rows, key=lambda r: (r.output or "", r.path))
+
+
+def _run_level_json(name: str) -> bool:
+    from .names import is_run_level
+
+    return name.endswith(".json") and is_run_level(name[: -len(".json")])
