@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -1009,12 +1009,14 @@ def estimate_run(
         model, image, options, preprocessing, labels, overrides
     )
     model = classifier
-    per_patch = []
+    per_patch: List[dict] = []
     for size in list(scales) if len(scales) > 1 else [None]:
         p, s = (
             (patch, stride)
             if size is None
-            else check_run(ExplainOptions(**{**options.__dict__, "patch": size}), preprocessing, model, labels)
+            else check_run(
+                ExplainOptions(**{**options.__dict__, "patch": size}), cast(Any, preprocessing), model, labels
+            )
         )
         count = len(window_grid(preprocessing.size, p, s, region))
         per_patch.append(
@@ -1029,8 +1031,8 @@ def estimate_run(
                 else count + 1,
             }
         )
-    windows = sum(g["windows"] for g in per_patch)
-    occlusion_passes = sum(g["forward_passes"] for g in per_patch)
+    windows = sum(int(g["windows"]) for g in per_patch)
+    occlusion_passes = sum(int(g["forward_passes"]) for g in per_patch)
     metric_passes = (
         len(per_patch) * faithfulness_forward_passes(int(np.prod(preprocessing.size[-2:]))) if metrics else 0
     )

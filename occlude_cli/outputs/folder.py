@@ -28,7 +28,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -269,7 +269,7 @@ def rebuild_from_records(out_dir) -> List[SummaryRow]:
     with no result. Never reads summary.json itself."""
     out_dir = Path(out_dir)
     rows: List[SummaryRow] = []
-    seen = set()
+    seen: set = set()
     secondary: set = set()  # a scale study's row comes from its first scale, named by STEM.scales.json
     marker_of = {}
     for scales_path in out_dir.rglob("*.scales.json"):
@@ -305,7 +305,7 @@ def rebuild_from_records(out_dir) -> List[SummaryRow]:
         for item in document.get("images", []) if isinstance(document, dict) else []:
             path = recover(item, "path") if isinstance(item, dict) else None
             if isinstance(item, dict) and item.get("status") == "failed" and path not in seen:
-                values = {k: item.get(k) for k in SUMMARY_FIELDS}
+                values: Dict[str, Any] = {k: item.get(k) for k in SUMMARY_FIELDS}
                 values["path"] = path
                 rows.append(SummaryRow(**values))
                 seen.add(path)

@@ -12,7 +12,7 @@ import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..loaders.model import file_sha256
 from ..text import recover, restore
@@ -84,7 +84,7 @@ class Entry:
 
     @classmethod
     def from_document(cls, item: dict) -> Entry:
-        values = {k: item.get(k) for k in SUMMARY_FIELDS}
+        values: Dict[str, Any] = {k: item.get(k) for k in SUMMARY_FIELDS}
         for text in ("path", "target_label", "error", "warning"):
             values[text] = recover(item, text)
         return cls(SummaryRow(**values), item.get("key"), item.get("fingerprint"))
@@ -196,10 +196,13 @@ def read_manifests(out_dir) -> List[dict]:
 
 def _alive(process) -> Optional[bool]:
     """Is the process that wrote a running manifest still running (None: another machine, unknown)?"""
-    if not isinstance(process, dict) or process.get("host") != socket.gethostname():
+    pid = process.get("pid") if isinstance(process, dict) else None
+    if not isinstance(process, dict) or process.get("host") != socket.gethostname() or not isinstance(pid, int):
         return None
+    if pid <= 0:
+        return False
     try:
-        os.kill(int(process.get("pid")), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except (OSError, TypeError, ValueError):

@@ -166,7 +166,7 @@ def _folder_names(folders) -> Dict[str, str]:
     """Each input folder (exact, relative) -> its name under the output folder: components kept unless they
     hold escaped characters, start with a dot, end like an output file or collide (case, normalisation)
     with a sibling; those become NAME~HASH of the folder's exact relative path."""
-    every = set()
+    every: set = set()
     for folder in folders:
         parts = folder.split("/")
         every.update("/".join(parts[: i + 1]) for i in range(len(parts)))
