@@ -129,7 +129,7 @@ def test_case2_inputs_named_like_run_level_files(tmp_path):
 def test_case3_aggregate_over_shards_equals_the_unsharded_one_byte_for_byte(tmp_path):
     data = digits(tmp_path / "data", [f"img{i:02d}.png" for i in range(15)])
     whole, sharded = tmp_path / "whole", tmp_path / "sharded"
-    args = ["-q", "--no-timing", "--aggregate", "--patch", "2", "--stride", "1"]
+    args = ["-q", "--no-timing", "--aggregate", "--patch", "2", "--stride", "1", "--cmap", "coolwarm"]
     assert occlude("run", DIGITS, data, "-o", whole, *args).exit_code == 0
     for k in (1, 2):
         assert occlude("run", DIGITS, data, "-o", sharded, *args, "--shard", f"{k}/3").exit_code == 0
@@ -141,6 +141,7 @@ def test_case3_aggregate_over_shards_equals_the_unsharded_one_byte_for_byte(tmp_
     assert (sharded / "aggregate.png").read_bytes() == (whole / "aggregate.png").read_bytes()
     assert occlude("summary", sharded, "-q").exit_code == 0
     assert (sharded / "aggregate.npy").read_bytes() == want
+    assert (sharded / "aggregate.png").read_bytes() == (whole / "aggregate.png").read_bytes()  # the run's --cmap
     for k in (3, 1, 2):
         assert occlude("run", DIGITS, data, "-o", sharded, *args, "--shard", f"{k}/3", "--resume").exit_code == 0
     assert (sharded / "aggregate.npy").read_bytes() == want

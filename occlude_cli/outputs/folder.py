@@ -92,8 +92,9 @@ def finish_job(out_dir, job: Job, entries: Sequence[Entry], *, interrupted: bool
 
 def rebuild(out_dir, *, style=None, aggregate: Optional[bool] = None, report: Optional[bool] = None, locked=False):
     """Rewrite summary.json/.csv, the aggregate and the report from the current job's manifests (see the
-    module's docstring); returns the :class:`FolderState`. ``aggregate`` / ``report``: None means what the
-    job's manifests say. Without manifests (a folder of an older occlude, or of library writes) the summary
+    module's docstring); returns the :class:`FolderState`. The aggregate is written when ``aggregate``, a
+    manifest of the job or an aggregate already there asks for it (drawn in ``style``, default the run's),
+    the report likewise. Without manifests (a folder of an older occlude, or of library writes) the summary
     is rebuilt from the per-image JSON files instead (:func:`rebuild_from_records`)."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
@@ -107,12 +108,13 @@ def rebuild(out_dir, *, style=None, aggregate: Optional[bool] = None, report: Op
         write_summary(state.rows, out_dir)
         return state
     state.rows = [e.row for e in entries]
+    if style is None:
+        style = _style_of(newest)
     manifests = read_manifests(out_dir)
     wanted = [m for m in manifests if m["job"] == state.job]
-    if aggregate is None:
-        aggregate = any(m.get("aggregate") for m in wanted)
-    if report is None:
-        report = any(m.get("report") for m in wanted)
+    # an aggregate or a report in the folder is the current job's (start_job removes another job's): kept current
+    aggregate = bool(aggregate) or any(m.get("aggregate") for m in wanted) or (out_dir / "aggregate.npy").is_file()
+    report = bool(report) or any(m.get("report") for m in wanted)
     if aggregate and state.complete:
         state.aggregate_images = _write_aggregate(out_dir, entries, style, state)
     else:
@@ -126,6 +128,17 @@ def rebuild(out_dir, *, style=None, aggregate: Optional[bool] = None, report: Op
         if state.rows:
             build_report(out_dir)
     return state
+
+
+def _style_of(manifest: dict):
+    """The run's RenderStyle, from its manifest's settings (None: the default)."""
+    from .render import RenderStyle
+
+    described = (manifest.get("settings") or {}).get("style")
+    try:
+        return RenderStyle(**described).checked() if isinstance(described, dict) else None
+    except (TypeError, ValueError, OccludeError):
+        return None
 
 
 # ------------------------------------------------------------------------------------ the aggregate
