@@ -110,11 +110,9 @@ def rebuild(out_dir, *, style=None, aggregate: Optional[bool] = None, report: Op
     state.rows = [e.row for e in entries]
     if style is None:
         style = _style_of(newest)
-    manifests = read_manifests(out_dir)
-    wanted = [m for m in manifests if m["job"] == state.job]
     # an aggregate or a report in the folder is the current job's (start_job removes another job's): kept current
-    aggregate = bool(aggregate) or any(m.get("aggregate") for m in wanted) or (out_dir / "aggregate.npy").is_file()
-    report = bool(report) or any(m.get("report") for m in wanted)
+    aggregate = bool(aggregate) or state.wants_aggregate or (out_dir / "aggregate.npy").is_file()
+    report = bool(report) or state.wants_report
     if aggregate and state.complete:
         state.aggregate_images = _write_aggregate(out_dir, entries, style, state)
     else:

@@ -101,6 +101,8 @@ class FolderState:
     rows: List[SummaryRow] = field(default_factory=list)
     aggregate_images: Optional[int] = None
     notes: List[str] = field(default_factory=list)
+    wants_aggregate: bool = False  # a process of the job asked for --aggregate
+    wants_report: bool = False  # ... for --report
 
     @property
     def complete(self) -> bool:
@@ -294,6 +296,8 @@ def current_entries(out_dir) -> Tuple[Optional[dict], List[Entry], FolderState]:
     shard = newest.get("shard")
     state.shards = int(shard[1]) if isinstance(shard, list) and len(shard) == 2 else None
     entries: List[Entry] = []
+    state.wants_aggregate = any(bool(m.get("aggregate")) for m in manifests)
+    state.wants_report = any(bool(m.get("report")) for m in manifests)
     for manifest in manifests:
         k = int(manifest["shard"][0]) if isinstance(manifest.get("shard"), list) else 1
         status = manifest.get("state")
