@@ -323,7 +323,7 @@ def test_case8_aggregate_after_resume_is_the_fresh_one_byte_for_byte(tmp_path, f
 def test_a_killed_run_is_summarised_as_what_it_finished(tmp_path):
     """SIGKILL mid-run: `occlude summary` lists the images done as ok and the others as failed with no
     result (never the earlier job's rows), exits 3; --resume then completes the folder."""
-    data = digits(tmp_path / "data", [f"img{i:02d}.png" for i in range(40)])
+    data = digits(tmp_path / "data", [f"img{i:02d}.png" for i in range(60)])
     out = tmp_path / "out"
     assert occlude("run", DIGITS, data, "-o", out, "-q", "--patch", "3").exit_code == 0  # an earlier job
     args = [sys.executable, "-m", "occlude_cli", "run", DIGITS, str(data), "-o", str(out), "-q"]
@@ -336,15 +336,35 @@ def test_a_killed_run_is_summarised_as_what_it_finished(tmp_path):
     rebuilt = occlude("summary", out, "--json")
     assert rebuilt.exit_code == 3
     rows = json.loads(rebuilt.stdout)["images"]
-    assert len(rows) == 40
+    assert len(rows) == 60
     done = [r for r in rows if r["status"] == "ok"]
-    assert 1 <= len(done) < 40
+    assert 1 <= len(done) < 60
     for row in done:
         assert record(out, row)["params"]["patch"] == [1, 1]  # the killed job's result, never the earlier one
     assert all("no result" in r["error"] for r in rows if r["status"] == "failed")
     resumed = occlude("run", DIGITS, data, "-o", out, "-q", "--patch", "1", "--stride", "1", "--top-k", "3", "--resume")
     assert resumed.exit_code == 0
     assert summary(out)["counts"]["skipped"] >= len(done) and summary(out)["run"]["complete"]
+
+
+def test_shards_running_at_once_leave_the_complete_folder(tmp_path):
+    """The README's `for k in 1 2 3; do occlude run ... --shard $k/3 & done; wait`, into a folder that held
+    another run: the shards finish in any order, under the folder lock; the folder ends with every row and
+    the aggregate of an unsharded run, byte for byte."""
+    data = digits(tmp_path / "data", [f"img{i:02d}.png" for i in range(12)])
+    whole, out = tmp_path / "whole", tmp_path / "out"
+    flags = ["-q", "--no-timing", "--aggregate", "--patch", "2", "--stride", "1"]
+    assert occlude("run", DIGITS, data, "-o", whole, *flags).exit_code == 0
+    assert occlude("run", DIGITS, data, "-o", out, "-q", "--patch", "4", "--aggregate").exit_code == 0  # earlier
+    base = [sys.executable, "-m", "occlude_cli", "run", DIGITS, str(data), "-o", str(out)] + flags
+    procs = [subprocess.Popen(base + ["--shard", f"{k}/3"], stderr=subprocess.PIPE) for k in (1, 2, 3)]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
+    document = summary(out)
+    assert document["run"]["shards_done"] == [1, 2, 3] and document["counts"]["ok"] == 12
+    assert (out / "aggregate.npy").read_bytes() == (whole / "aggregate.npy").read_bytes()
+    for row in document["images"]:
+        assert record(out, row)["params"]["patch"] == [2, 2]
 
 
 def test_summary_of_a_job_with_a_shard_missing_says_so(tmp_path):
