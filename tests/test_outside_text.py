@@ -277,6 +277,24 @@ def test_single_files_given_by_name(tmp_path, corpus, hostile_model):
     }
 
 
+def test_log_lines_and_errors_in_a_ci_log(tmp_path, corpus, hostile_model):
+    """Not a terminal (a CI log): one line per image and one error line per broken file, all shown escaped."""
+    folder = tmp_path / "mixed"
+    shutil.copytree(corpus, folder)
+    with open(os.path.join(os.fsencode(folder), b"broken" + ESCAPES.encode() + b"\xff.png"), "wb") as handle:
+        handle.write(b"not an image")
+    env = {**os.environ, "CI": "1"}
+    proc = subprocess.run(
+        OCCLUDE + ["run", str(hostile_model), str(folder), "-o", str(tmp_path / "out")], capture_output=True, env=env
+    )
+    assert proc.returncode == 3
+    text = assert_terminal_safe(proc.stderr + proc.stdout)
+    lines = text.splitlines()
+    assert sum(line.startswith("ok ") for line in lines) == len(CORPUS)  # one log line each, never split
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and "broken\\x1b]0;PWNED\\x07\\x1b[2J\\xff.png" in errors[0]
+
+
 def test_labels_file_check_and_bias(tmp_path, corpus):
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(LABELS) + "\n", encoding="utf-8")
