@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import quote
@@ -27,6 +28,7 @@ from urllib.parse import quote
 from ..errors import OccludeError
 from ..text import json_safe, recover, shown
 from .manifest import current_entries
+from .names import is_run_level
 from .write import atomic_write_bytes
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -35,6 +37,7 @@ REPORT_NAME = "index.html"
 # what Chromium, Firefox and Safari all display in an <img>; others (TIFF, PPM...) get no original panel
 BROWSER_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".svg", ".avif")
 # default order: what a reviewer must look at first
+_SHARD_SUMMARY = re.compile(r"^summary\.shard-\d+-of-\d+\.json$")
 _RANK = {"run_failed": 0, "check_fail": 1, "check_error": 2, "other": 3}
 
 
@@ -142,7 +145,7 @@ def _summary_rows(out: Path, files: set[str], warnings: list[str]) -> dict[str, 
     """Rows of summary.json and every summary.shard-*.json, one per image path; where an image appears
     twice (a failed shard re-run), a result beats a failure."""
     rows: dict[str, dict] = {}
-    names = sorted(n for n in files if "/" not in n and n.startswith("summary") and n.endswith(".json"))
+    names = sorted(n for n in files if n == "summary.json" or _SHARD_SUMMARY.match(n))
     for name in names:
         document = _load(out / name, warnings)
         for item in (document or {}).get("images", []) if isinstance(document, dict) else []:
@@ -204,7 +207,7 @@ def _add_unlisted_records(out: Path, files: set[str], rows: dict[str, dict], war
 def _is_folder_document(name: str) -> bool:
     """Files that are not per-image result records: summaries, check.json, studies and comparisons."""
     top = "/" not in name
-    return (top and (name.startswith("summary") or name == "check.json")) or name.endswith(
+    return (top and name.endswith(".json") and is_run_level(name[: -len(".json")])) or name.endswith(
         (".scales.json", ".compare.json")
     )
 
