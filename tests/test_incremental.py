@@ -501,8 +501,8 @@ def test_a_fixed_batch_suffix_leaves_the_terminal_clean(tmp_path):
     assert record["used"] is True
 
 
-def test_int8_qdq_graph(tmp_path):
-    """onnxruntime's static quantisation (QDQ): Quantize/DequantizeLinear keep locality; results exact."""
+def _quantised_residual(tmp_path: Path) -> Path:
+    """onnxruntime's static quantisation (QDQ, int8) of the residual CNN."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -522,16 +522,130 @@ def test_int8_qdq_graph(tmp_path):
         activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8,
     )
+    return quantized
+
+
+def test_int8_qdq_graph_is_refused_unless_an_approximate_plan_is_asked_for(tmp_path):
+    """A QDQ graph rounds every activation to a quantisation step, so a plan cannot reproduce its full passes
+    bit for bit: refused from the graph alone (remembered as structural); with allow_approximate the plan is
+    built, marked inexact, and its self-check's error is what it really gets wrong, in drop units."""
+    quantized = _quantised_residual(tmp_path)
     ops = {n.op_type for n in onnx.load(str(quantized)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    with pytest.raises(
+        IncrementalUnavailable, match=r"^quantised arithmetic \(QuantizeLinear node .*bit for bit"
+    ) as info:
+        build_plan(quantized, [1, 3, 32, 32], window=(5, 5), measure=False)
+    assert info.value.structural
     rng = np.random.default_rng(3)
     sample = rng.standard_normal((3, 32, 32)).astype(np.float32)
     baseline = np.zeros_like(sample)
-    windows = _all_windows(32, 32, 5, 3)
+    scorer = build_plan(
+        quantized, [1, 3, 32, 32], window=(5, 5), sample=sample, baseline=baseline, allow_approximate=True
+    )
+    assert scorer.exact is False and scorer.inexact.startswith("quantised arithmetic")
+    assert scorer.describe()["exact"] is False and scorer.check_windows == 10
+    # the measure, recomputed by hand on the same windows: raw outputs' top-1 drop, relative to the largest drop
+    from occlude_cli.loaders.incremental import _check_windows, _compared_windows
+
+    windows = _compared_windows(_check_windows((32, 32), (5, 5)))
     reference = _full_reference(quantized, sample, baseline, windows, (1, 2))
-    scorer = build_plan(quantized, [1, 3, 32, 32], window=(5, 5))
-    got = scorer.score_windows(sample, baseline, windows, batch_size=8)
-    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+    original = ort.InferenceSession(str(quantized)).run(None, {"image": sample[None]})[0][0]
+    top = int(np.argmax(original))
+    want = original[top] - reference[:, top]
+    got = original[top] - scorer.score_windows(sample, baseline, windows)[:, top]
+    by_hand = float(np.abs(got - want).max()) / float(np.abs(want).max())
+    assert scorer.check_error == pytest.approx(by_hand, rel=1e-6, abs=1e-12)
+    assert scorer.measure_error(sample, baseline) == pytest.approx(by_hand, rel=1e-6, abs=1e-12)
+
+
+def test_inexact_arithmetic_is_read_from_the_graph(tmp_path):
+    """What rules exactness out, node by node: float16 arithmetic, a Cast to float16 inside a float32 graph,
+    rounding steps, float-to-integer conversions and comparisons; while uint8 pixels cast to float, a float16
+    input cast to float32 at once, Relu/MaxPool/Transpose (they only move values) and a float16 branch that
+    leads to another output keep a graph exact."""
+    from occlude_cli.loaders.incremental import inexact_arithmetic
+
+    def graph(body, input_type=TensorProto.FLOAT, outputs=("scores",)):
+        net = Net([1, 3, 8, 8])
+        net.input = helper.make_tensor_value_info("image", input_type, ["N", 3, 8, 8])
+        last = body(net)
+        net.head(last)
+        model = helper.make_model(
+            helper.make_graph(
+                net.nodes,
+                "g",
+                [net.input],
+                [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+                initializer=net.inits,
+            ),
+            opset_imports=[helper.make_opsetid("", 17)],
+        )
+        model.ir_version = 8
+        return model
+
+    def cast(net, x, to):
+        return net.node("Cast", [x], to=to)
+
+    assert inexact_arithmetic(graph(lambda n: n.relu(n.conv("image", 4)))) is None
+    half = graph(lambda n: cast(n, n.relu(cast(n, n.conv("image", 4), TensorProto.FLOAT16)), TensorProto.FLOAT))
+    assert inexact_arithmetic(half).startswith("arithmetic in float16 (Cast node")
+    floor = graph(lambda n: n.node("Floor", [n.conv("image", 4)]))
+    assert inexact_arithmetic(floor).startswith("a rounding step on input-dependent values (Floor node")
+    to_int = graph(lambda n: cast(n, cast(n, n.conv("image", 4), TensorProto.INT32), TensorProto.FLOAT))
+    assert inexact_arithmetic(to_int).startswith("input-dependent floats converted to int32 (Cast node")
+    compare = graph(lambda n: n.node("Where", [n.node("Greater", [x := n.conv("image", 4), n.const(0.5)]), x, x]))
+    assert inexact_arithmetic(compare).startswith("input-dependent floats converted to bool (Greater node")
+    pixels = graph(
+        lambda n: n.relu(n.conv(n.node("Div", [cast(n, "image", TensorProto.FLOAT), n.const(255.0)]), 4)),
+        input_type=TensorProto.UINT8,
+    )
+    assert inexact_arithmetic(pixels) is None
+    half_input = graph(
+        lambda n: n.conv(cast(n, n.node("Transpose", ["image"], perm=[0, 1, 3, 2]), TensorProto.FLOAT), 4),
+        input_type=TensorProto.FLOAT16,
+    )
+    assert inexact_arithmetic(half_input) is None
+
+    def side_branch(n):
+        x = n.relu(n.conv("image", 4))
+        n.nodes.append(helper.make_node("Cast", [x], ["side"], to=TensorProto.FLOAT16))
+        return x
+
+    model = graph(side_branch, outputs=("scores", "side"))
+    model.graph.output[1].type.tensor_type.elem_type = TensorProto.FLOAT16
+    assert inexact_arithmetic(model, "scores") is None
+    assert inexact_arithmetic(model, "side").startswith("arithmetic in float16")
+
+
+def test_the_self_check_measures_in_the_maps_units(tmp_path):
+    """One window's score off by a step that is tiny next to the logits (the old check's measure: 5e-5 of the
+    largest raw output) but large next to the drops: the check compares drops, so it refuses the plan."""
+    from occlude_cli.loaders.incremental import _SelfCheck
+
+    path = residual(tmp_path / "r.onnx")
+    rng = np.random.default_rng(6)
+    sample = rng.standard_normal((3, 32, 32)).astype(np.float32)
+    baseline = np.zeros_like(sample)
+    scorer = build_plan(path, [1, 3, 32, 32], window=(8, 8), sample=sample, baseline=baseline, measure=False)
+    assert scorer.exact and scorer.check_error < 1e-4
+
+    def check():
+        return _SelfCheck(scorer.full, sample, baseline, scorer.input_extent, (8, 8), scorer.input_axes, 1e-4)
+
+    check().run(scorer)  # the plan as built passes
+    honest = scorer._run_suffix
+    largest = float(np.abs(scorer.full_outputs(sample[None])).max())
+    top = int(np.argmax(scorer.full_outputs(sample[None])[0]))
+
+    def one_window_off(batch):
+        out = honest(batch).copy()
+        out[-1, top] += 5e-5 * largest  # the last compared window (the off-grid one)
+        return out
+
+    scorer._run_suffix = one_window_off
+    with pytest.raises(IncrementalUnavailable, match="drop differs from full passes by .* of the largest drop on 10"):
+        check().run(scorer)
 
 
 def test_a_wrong_receptive_field_is_caught(tmp_path):

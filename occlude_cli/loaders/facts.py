@@ -1,8 +1,10 @@
 """What occlude reads from a model's graph before onnxruntime loads it, read once per model file.
 
 :func:`model_facts` checks the external-data locations (:func:`occlude_cli.loaders.graph.check_external_data`)
-and reads the declared size of the largest input (for the memory check) and the operator behind each output
-(to know whether the scores are already probabilities). For a model without external data these facts depend
+and reads the declared size of the largest input (for the memory check), the operator behind each output
+(to know whether the scores are already probabilities) and, per output, whether incremental inference could
+reproduce its full passes bit for bit (:func:`occlude_cli.loaders.incremental.inexact_arithmetic`: the
+``incremental auto`` decision, made before any image). For a model without external data these facts depend
 on the file's bytes alone, so they are kept in the on-disk cache (:mod:`occlude_cli.loaders.cache`) under
 the file's SHA-256: a later process reads them without importing the ``onnx`` package or parsing the graph.
 """
@@ -38,6 +40,8 @@ class ModelFacts:
     final_ops: Dict[str, Optional[str]] = field(default_factory=dict)  # output name -> operator, see below
     # input name -> (scale, zero_point) when the graph dequantizes that (integer) input right away
     input_quantization: Dict[str, Tuple[float, float]] = field(default_factory=dict)
+    # output name -> why a plan could not reproduce its full passes bit for bit (float16, quantised, ...) or None
+    inexact: Dict[str, Optional[str]] = field(default_factory=dict)
     from_cache: bool = False
 
 
@@ -72,6 +76,7 @@ def _read_facts(path: Path, sha256: str) -> ModelFacts:
                 (str(name), list(shape), int(size)),
                 dict(meta["final_ops"]),
                 quantization,
+                {str(k): None if v is None else str(v) for k, v in dict(meta["inexact"]).items()},
                 from_cache=True,
             )
         except (KeyError, TypeError, ValueError):
@@ -79,6 +84,7 @@ def _read_facts(path: Path, sha256: str) -> ModelFacts:
     import onnx
 
     from .graph import check_external_data
+    from .incremental import inexact_outputs
 
     model = check_external_data(path)  # refuses unsafe locations; the external weights are never read
     external = any(
@@ -90,6 +96,7 @@ def _read_facts(path: Path, sha256: str) -> ModelFacts:
         _largest_input(model),
         {out.name: final_operator(model, out.name) for out in model.graph.output},
         input_quantization(model),
+        inexact_outputs(model),
     )
     if not external:
         cache.store(
@@ -99,6 +106,7 @@ def _read_facts(path: Path, sha256: str) -> ModelFacts:
                 "largest_input": list(facts.largest_input),
                 "final_ops": facts.final_ops,
                 "input_quantization": {k: list(v) for k, v in facts.input_quantization.items()},
+                "inexact": facts.inexact,
             },
         )
     return facts

@@ -15,9 +15,13 @@ to the tensor's size modulo the segment's total stride, and starts on a multiple
 layer of the segment sees the crop on the same grid as the whole tensor, and the crop's borders are either
 the tensor's own borders (where the crop then pads exactly as the whole tensor does) or far enough from the
 changed positions that its wrong zero padding cannot reach them (the changed positions' receptive fields
-lie inside the crop). Results equal the full model's to float noise; a self-check at build time verifies it
-on this machine (crop outputs against the whole tensor, and end-to-end outputs against the full model) and
-refuses the plan otherwise.
+lie inside the crop). Results equal the full model's to float noise: the same operations on the same values,
+in another summation order. That holds for float32 (and wider) arithmetic only: a graph that computes in
+float16 or in quantised steps, or rounds to integers, turns the same noise into whole rounding steps now and
+then, so such graphs are refused from the graph alone (:func:`inexact_arithmetic`) unless an approximate plan
+is asked for. A self-check at build time verifies every plan on this machine (crop outputs against the whole
+tensor, and end to end the explained score's drop against full passes, on windows of every position class)
+and refuses the plan otherwise.
 
 The cut chain is chosen by a cost model (multiply-adds and memory traffic per node, scaled by the crop's
 share of each segment) and the best few chains are then timed on real batches against the full model.
@@ -28,7 +32,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -39,7 +43,16 @@ from occlude_cli.errors import OccludeError
 from . import cache
 from .receptive import AxisRF, GraphInfo, LocalTensor, analyse, cut_candidates
 
-__all__ = ["IncrementalScorer", "IncrementalUnavailable", "Segment", "build_plan", "extract", "try_build_plan"]
+__all__ = [
+    "IncrementalScorer",
+    "IncrementalUnavailable",
+    "Segment",
+    "build_plan",
+    "extract",
+    "inexact_arithmetic",
+    "inexact_outputs",
+    "try_build_plan",
+]
 
 # Memory traffic weight of the cost model: one output element costs as much as this many multiply-adds
 # (depthwise convolutions and activations are memory-bound on CPUs).
@@ -51,6 +64,175 @@ _ELEMENT_COST = 24.0
 # (patch 16) and 1.15x (patch 48) faster than full passes; at 96 it cuts at the narrow block outputs: 1.53x
 # and 1.44x. ResNet-18- and VGG-like plans are the same either way; MobileNetV2-like 1.58x -> 1.65x.
 _CROP_ELEMENT_COST = 96.0
+
+
+# ------------------------------------------------------------------------------------------------------
+# Exactness: which graphs' arithmetic a plan reproduces
+# ------------------------------------------------------------------------------------------------------
+
+# A plan computes every window's outputs from crops and pasted tensors instead of one whole pass: the same
+# operations on the same values, but with other tensor sizes, other kernel blockings and other fusions at the
+# cuts, so in another summation order. In float32 (or wider) that moves an output by float noise. Where the
+# arithmetic rounds coarsely (float16: three decimal digits) or rounds to a step (quantisation, integers,
+# Floor, comparisons), the same noise crosses a rounding boundary now and then and becomes a whole step of
+# the output: one window of a QDQ int8 ResNet-18 lost half its drop that way. Such graphs are decided from
+# the graph alone, before any image (see :func:`inexact_arithmetic`).
+
+# onnx TensorProto element types coarser than float32: float16, bfloat16, float8 (4 kinds), 4-bit ints and floats
+_COARSE = {10: "float16", 16: "bfloat16", 17: "float8", 18: "float8", 19: "float8", 20: "float8", 21: "uint4"}
+_COARSE.update({22: "int4", 23: "float4", 24: "float8", 25: "uint2", 26: "int2"})
+_FLOAT_TYPES = {1, 11} | set(_COARSE) - {21, 22, 25, 26}  # float32, double and the coarse floats
+# ops whose output jumps where an input crosses a threshold (float noise becomes a step)
+_STEP_OPS = {"Round", "Floor", "Ceil", "Sign", "ThresholdedRelu", "Shrink", "Mod", "Hardmax", "BitShift"}
+# ops that only move values (no rounding of their own): exact in any element type
+_MOVES = {
+    "Identity",
+    "Transpose",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Slice",
+    "Pad",
+    "Concat",
+    "Split",
+    "Gather",
+    "Expand",
+    "Tile",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "MaxPool",
+    "Relu",
+    "Neg",
+    "Abs",
+    "Max",
+    "Min",
+    "Dropout",
+}
+# ops reading only a tensor's shape, or whether values are NaN/inf (noise never makes either)
+_SHAPE_ONLY = {"Shape", "Size", "IsNaN", "IsInf"}
+
+
+def _quantised(op: str) -> bool:
+    return (
+        "Quantize" in op  # QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, DynamicQuantizeMatMul, ...
+        or op.startswith("QLinear")  # QLinearConv, QLinearMatMul, com.microsoft's QLinearAdd, ...
+        or op.endswith("Integer")  # ConvInteger, MatMulInteger
+        or "IntegerTo" in op  # MatMulIntegerToFloat
+        or op in ("QGemm", "QAttention", "MatMulNBits", "MatMulBnb4")
+    )
+
+
+def _element_types(model) -> Dict[str, int]:
+    """Element type of every tensor onnx's type inference (or the graph's own declarations) gives."""
+    import onnx
+
+    from .receptive import _shape_skeleton
+
+    types: Dict[str, int] = {}
+    graph = model.graph
+    try:
+        inferred = onnx.shape_inference.infer_shapes(_shape_skeleton(model)).graph
+    except Exception:  # noqa: BLE001 -- a graph onnx cannot infer: the declared types and the op rules remain
+        inferred = graph
+    for value in list(inferred.value_info) + list(inferred.input) + list(inferred.output):
+        if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type:
+            types[value.name] = value.type.tensor_type.elem_type
+    for init in graph.initializer:
+        types[init.name] = init.data_type
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            types[node.output[0]] = node.attribute[0].t.data_type
+    return types
+
+
+def inexact_arithmetic(model, output: Optional[str] = None) -> Optional[str]:
+    """Why incremental inference cannot reproduce the full passes of ``model`` (a ModelProto or a path) bit for
+    bit, as one line naming the first node that rules it out; None when its arithmetic is float32 or wider and
+    free of rounding steps (then a plan equals full passes to float noise).
+
+    Only the nodes that depend on the image input and lead to ``output`` (default: any output) count: any
+    that computes in a type coarser than float32 (float16, bfloat16, float8, 4-bit), any quantised operator
+    (QuantizeLinear/DequantizeLinear, QLinear*, ConvInteger, MatMulInteger, ...), any conversion of float
+    values to integers or booleans (Cast, comparisons, ArgMax, ...) and any step function (Round, Floor, Ceil,
+    Sign, Mod, ThresholdedRelu, ...). Ops that only move values (Transpose, Reshape, Relu, MaxPool, ...)
+    keep them exact in any type.
+    """
+    if not hasattr(model, "graph"):
+        import onnx
+
+        model = onnx.load(str(model), load_external_data=False)
+    return _inexact(model, output, _element_types(model))
+
+
+def inexact_outputs(model) -> Dict[str, Optional[str]]:
+    """:func:`inexact_arithmetic` of every output of ``model`` (a ModelProto), by output name."""
+    types = _element_types(model)
+    return {out.name: _inexact(model, out.name, types) for out in model.graph.output}
+
+
+def _inexact(model, output: Optional[str], types: Dict[str, int]) -> Optional[str]:
+    graph = model.graph
+    inits = {t.name for t in graph.initializer}
+    dependent = {i.name for i in graph.input if i.name not in inits}
+    wanted: Optional[set] = None
+    if output is not None:
+        producer = {out: node for node in graph.node for out in node.output if out}
+        wanted = set()
+        stack = [output]
+        while stack:
+            name = stack.pop()
+            node = producer.get(name)
+            if node is None or id(node) in wanted:
+                continue
+            wanted.add(id(node))
+            stack.extend(i for i in node.input if i)
+    for node in graph.node:
+        inputs = [i for i in node.input if i and i in dependent]
+        if not inputs:
+            continue
+        dependent.update(o for o in node.output if o)
+        if wanted is not None and id(node) not in wanted:
+            continue
+        reason = _node_problem(node, inputs, types)
+        if reason is not None:
+            return f"{reason} ({node.op_type} node {node.name or node.output[0]!r})"
+    return None
+
+
+def _node_problem(node, inputs: List[str], types: Dict[str, int]) -> Optional[str]:
+    """What in one input-dependent node rounds more coarsely than float noise, or None."""
+    op = node.op_type
+    if _quantised(op):
+        return "quantised arithmetic"
+    if op in _SHAPE_ONLY:
+        return None
+    in_types = [types.get(i) for i in inputs]
+    out_types = [types.get(o) for o in node.output if o]
+    float_in = any(t in _FLOAT_TYPES for t in in_types)
+    if op in _STEP_OPS:
+        return "a rounding step on input-dependent values"
+    if float_in and any(t is not None and t not in _FLOAT_TYPES for t in out_types):
+        named = sorted({_type_name(t) for t in out_types if t is not None and t not in _FLOAT_TYPES})
+        return f"input-dependent floats converted to {', '.join(named)}"
+    coarse = sorted({_COARSE[t] for t in out_types if t in _COARSE})
+    if coarse and not (op in _MOVES and all(t in _COARSE for t in in_types)):
+        return f"arithmetic in {', '.join(coarse)}"
+    for attr in node.attribute:  # If/Loop/Scan bodies: their ops by name (types are not tracked inside)
+        for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            for inner in sub.node:
+                if _quantised(inner.op_type) or inner.op_type in _STEP_OPS:
+                    return f"a {inner.op_type} inside a subgraph"
+    return None
+
+
+def _type_name(elem_type: int) -> str:
+    import onnx
+
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+    except ValueError:
+        return f"type {elem_type}"
 
 
 class IncrementalUnavailable(OccludeError):
@@ -250,7 +432,14 @@ class IncrementalScorer:
         self.suffix_batched = suffix_batched
         self.full = full
         self.dtype = np.float32
+        # the self-check: the largest drop difference against full passes, relative to the largest drop, on
+        # check_windows windows (see _SelfCheck); exact: False for a plan of a graph that rounds coarsely
+        # (inexact: why, see inexact_arithmetic), built only when asked for an approximate plan
         self.check_error: Optional[float] = None
+        self.check_windows = 0
+        self.exact = True
+        self.inexact: Optional[str] = None
+        self.window: Tuple[int, int] = (1, 1)  # the patch the plan was built and checked for
         self.estimated_speedup: Optional[float] = None  # the cost model's (multiply-adds + memory traffic)
         self.notes: List[str] = []
         self.timings: Dict[str, float] = {}
@@ -271,11 +460,35 @@ class IncrementalScorer:
         return {
             "cuts": self.cuts,
             "segment_strides": [[s.rf[0].stride, s.rf[1].stride] for s in self.segments],
+            "exact": self.exact,
+            "inexact_arithmetic": self.inexact,
             "self_check_max_rel_error": self.check_error,
+            "self_check_windows": self.check_windows,
             "estimated_speedup": None if self.estimated_speedup is None else round(self.estimated_speedup, 3),
             "notes": list(self.notes),
             "timings_ms_per_window": {k: round(v * 1e3, 4) for k, v in self.timings.items()},
         }
+
+    def measure_error(self, sample: np.ndarray, baseline: np.ndarray, *, score=None, target=None) -> float:
+        """The self-check's end-to-end measure on another input: the largest difference of the explained
+        score's drop between this plan and full passes, relative to the largest drop, on one window of each
+        position class (10 full passes). What an approximate plan's map is off by on that input."""
+        if self.full is None:
+            raise OccludeError("this plan has no session of the whole model to compare with")
+        dtype = self.dtype
+        check = _SelfCheck(
+            self.full,
+            np.asarray(sample, dtype=dtype),
+            np.asarray(baseline, dtype=dtype),
+            self.input_extent,
+            self.window,
+            self.input_axes,
+            CHECK_TOLERANCE,
+            score=score,
+            target=target,
+            approximate=True,
+        )
+        return check.error(self)
 
     # -- whole tensors -------------------------------------------------------------------------------
     def _full_tensors(self, inputs: np.ndarray) -> List[np.ndarray]:
@@ -766,15 +979,23 @@ def _check_windows(extent: Tuple[int, int], window: Tuple[int, int]) -> np.ndarr
 
 
 def _compared_windows(windows: np.ndarray) -> np.ndarray:
-    """A few of the check windows, one per kind of position: the top-left and bottom-right corners, a window
-    on the top border away from the corners, the one nearest the centre and one off the stride grid."""
+    """One check window of each position class: the four corners, the four border middles, the centre, and
+    the one nearest the centre off those rows and columns (fewer where the image is too small to tell them
+    apart)."""
+
+    def ends_and_middle(values: np.ndarray) -> List[int]:
+        unique = np.unique(values)
+        middle = unique[np.argmin(np.abs(unique - (unique[0] + unique[-1]) / 2))]
+        return sorted({int(unique[0]), int(middle), int(unique[-1])})
+
     ys, xs = windows[:, 0], windows[:, 1]
-    centre = np.abs(ys - (ys.min() + ys.max()) / 2) + np.abs(xs - (xs.min() + xs.max()) / 2)
-    border = np.where(ys == ys.min(), np.abs(xs - (xs.min() + xs.max()) / 2), np.inf)
-    off_grid = np.where((ys != ys.min()) & (ys != ys.max()) & (xs != xs.min()) & (xs != xs.max()), -centre, np.inf)
-    rows = [int(np.argmin(ys + xs)), int(np.argmax(ys + xs)), int(np.argmin(border)), int(np.argmin(centre))]
-    if np.isfinite(off_grid).any():
-        rows.append(int(np.argmin(off_grid)))
+    rows_y, rows_x = ends_and_middle(ys), ends_and_middle(xs)
+    chosen = np.isin(ys, rows_y) & np.isin(xs, rows_x)
+    rows = np.flatnonzero(chosen).tolist()
+    off_grid = ~np.isin(ys, rows_y) & ~np.isin(xs, rows_x)
+    if off_grid.any():
+        centre = np.abs(ys - (ys.min() + ys.max()) / 2) + np.abs(xs - (xs.min() + xs.max()) / 2)
+        rows.append(int(np.argmin(np.where(off_grid, centre, np.inf))))
     return windows[sorted(set(rows))]
 
 
@@ -788,25 +1009,41 @@ def _occluded_batch(sample: np.ndarray, baseline: np.ndarray, windows: np.ndarra
 
 
 class _FullModel:
-    """The unsplit model: reference outputs for the self-check and the time to beat."""
+    """The unsplit model: reference outputs for the self-check and the time to beat. A model pinned to a batch
+    of N > 1 gets its batches split and padded to N (as the engine's model does); one pinned to batch 1, or
+    whose graph needs it, one sample at a time."""
 
     def __init__(self, session, input_name: str, output_name: str):
         self.session = session
         self.input_name = input_name
         self.output_name = output_name
         self.batched = True
+        self.fixed: Optional[int] = None
+        try:
+            declared = next(i for i in session.get_inputs() if i.name == input_name).shape[0]
+            self.fixed = declared if isinstance(declared, int) and declared > 1 else None
+        except (AttributeError, StopIteration, IndexError, TypeError):
+            pass
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        if self.batched:
-            try:
-                out = self.session.run([self.output_name], {self.input_name: batch})[0]
-            except Exception:  # noqa: BLE001 -- a model pinned to batch 1: one sample at a time, as the engine does
-                self.batched = False
-        if not self.batched:
-            name = self.input_name
-            out = np.concatenate(
-                [self.session.run([self.output_name], {name: batch[i : i + 1]})[0] for i in range(len(batch))]
-            )
+        if self.fixed:
+            n, parts = self.fixed, []
+            for start in range(0, len(batch), n):
+                part = batch[start : start + n]
+                padded = np.concatenate([part, np.repeat(part[-1:], n - len(part), axis=0)]) if len(part) < n else part
+                parts.append(np.asarray(self._run(padded))[: len(part)])
+            out = np.concatenate(parts)
+        else:
+            if self.batched:
+                try:
+                    out = self._run(batch)
+                except Exception:  # noqa: BLE001 -- a model pinned to batch 1: one sample at a time, as the engine does
+                    self.batched = False
+            if not self.batched:
+                out = np.concatenate([self._run(batch[i : i + 1]) for i in range(len(batch))])
         out = np.asarray(out)
         if out.ndim > 2 and all(d == 1 for d in out.shape[2:]):
             out = out.reshape(out.shape[:2])
@@ -833,6 +1070,9 @@ def build_plan(
     require_faster: bool = False,
     full_session=None,
     model_sha256: Optional[str] = None,
+    score=None,
+    target: Optional[int] = None,
+    allow_approximate: bool = False,
 ) -> IncrementalScorer:
     """An :class:`IncrementalScorer` for the model, or :class:`IncrementalUnavailable` with the reason.
 
@@ -841,16 +1081,24 @@ def build_plan(
     plans. ``cuts`` forces a chain of cut tensor names (tests, benchmarks); otherwise the cost model ranks
     the best chain of each length up to ``max_chain`` and keeps the ``max_plans`` cheapest.
 
-    Every plan passes the self-check (crops against the whole tensors, outputs against full passes, on
-    windows of every position class: corners, borders, interior). With ``measure`` the checked plans and
+    A graph whose arithmetic a plan cannot reproduce bit for bit (:func:`inexact_arithmetic`: float16,
+    quantised operators, rounding steps) is refused unless ``allow_approximate``; then the plan is built
+    anyway, ``scorer.exact`` is False and ``scorer.check_error`` holds the error its self-check measured.
+
+    Every plan passes the self-check (crops against the whole tensors; the explained score's drop against
+    full passes, on windows of every position class: corners, borders, interior, off the grid; see
+    :class:`_SelfCheck`). ``score`` (raw outputs (N, K) -> scores (N, K), e.g. the head's softmax) and
+    ``target`` (the explained class; default the top-1 of ``sample``) say what the map explains; without
+    ``score`` the raw outputs are compared. With ``measure`` the checked plans and
     the full model are then timed on one more batch of those windows each and the fastest plan is kept
     (``timings`` records them); ``require_faster`` raises when the full model is faster.
 
     ``sample``/``baseline`` (one sample each, no batch axis) feed the self-check; default a seeded random
     input and zeros. ``full_session``: an onnxruntime session of the whole model to reuse.
     ``input_name``/``output_name`` pick the image input and the scores output when the model has several.
-    ``tolerance``: the self-check's largest difference, relative to the largest magnitude; default float
-    noise of the input's type (1e-4, or 2e-3 for float16 models).
+    ``tolerance``: the self-check's largest drop difference, relative to the largest drop on the checked
+    windows (and of the crops, relative to each tensor's largest magnitude); default
+    :data:`CHECK_TOLERANCE` (1e-4: float32 noise is 1e-7 to 1e-6).
 
     ``model_sha256`` (the model file's SHA-256) turns on the on-disk plan cache (see
     :mod:`occlude_cli.loaders.cache`) for plans chosen by the cost model without ``measure``: a cached plan
@@ -876,8 +1124,10 @@ def build_plan(
             max_chain=max_chain,
             max_plans=max_plans,
             costs=[_ELEMENT_COST, _CROP_ELEMENT_COST],  # a retuned cost model chooses again
+            allow_approximate=bool(allow_approximate),
         )
-        cached = _cached_plan(key, input_shape, sample, baseline, threads, providers, full_session, tolerance)
+        spec = _CheckSpec(score, target, _tolerance(tolerance), bool(allow_approximate))
+        cached = _cached_plan(key, input_shape, sample, baseline, threads, providers, full_session, spec)
         if cached is not None:
             return cached
     try:
@@ -896,7 +1146,7 @@ def build_plan(
             max_chain=max_chain,
             max_plans=max_plans,
             measure=measure,
-            tolerance=tolerance,
+            spec=_CheckSpec(score, target, _tolerance(tolerance), bool(allow_approximate)),
             require_faster=require_faster,
             full_session=full_session,
         )
@@ -926,7 +1176,7 @@ def _build_plan(
     max_chain,
     max_plans,
     measure,
-    tolerance,
+    spec: _CheckSpec,
     require_faster,
     full_session,
 ) -> IncrementalScorer:
@@ -943,6 +1193,10 @@ def _build_plan(
         output_name = outputs[0]
     elif output_name not in outputs:
         raise OccludeError(f"model has no output named {output_name!r}")
+    inexact = inexact_arithmetic(model, output_name)
+    if inexact is not None and not spec.approximate:
+        raise IncrementalUnavailable(f"{inexact}: {NOT_BIT_FOR_BIT}", structural=True)
+    spec = replace(spec, approximate=inexact is not None)  # an exact graph's plan is held to float noise
     candidates = cut_candidates(None, info=info, analysis=base, output=output_name)
     if not candidates:
         reason = base.first_nonlocal or "no local tensor dominates the output"
@@ -978,7 +1232,7 @@ def _build_plan(
     full = _FullModel(full_session or _session(model, threads, providers), info.input_name, output_name)
     # every position class (corners, borders, interior, off-grid) for the crops; outputs against full passes
     # on a few of them (each full pass costs what the plan saves on about two windows)
-    check = _SelfCheck(full, sample, baseline, input_extent, window, input_local.axes, _tolerance(tolerance, dtype))
+    check = spec.check(full, sample, baseline, input_extent, window, input_local.axes)
     parts: Dict[tuple, Any] = {}  # (prefix part, session) pairs and suffix sessions
     checked = []
     notes = []
@@ -989,6 +1243,7 @@ def _build_plan(
             scorer.dtype = dtype
             scorer.estimated_speedup = estimates.get(tuple(chain))
             check.run(scorer)
+            scorer.inexact = inexact
             checked.append(scorer)
         except IncrementalUnavailable as exc:
             notes.append(f"chain {chain}: {exc}")
@@ -1021,44 +1276,157 @@ def _build_plan(
     return best
 
 
-class _SelfCheck:
-    """The self-check every plan passes before it scores a window, whether just built or read from the cache:
-    on windows of every position class (corners, borders, interior, off the stride grid), each prefix part run
-    on crops with nothing occluded reproduces the same slice of the whole tensor; and on a few of them (each
-    full pass costs what the plan saves on about two windows) the plan's outputs with the baseline pasted in
-    equal the full model's."""
+NOT_BIT_FOR_BIT = "incremental inference cannot reproduce its full passes bit for bit"
 
-    def __init__(self, full, sample, baseline, input_extent, window, input_axes, tolerance: float):
+
+@dataclass
+class _CheckSpec:
+    """What the self-check compares (see :class:`_SelfCheck`)."""
+
+    score: Any  # raw outputs (N, K) -> scores (N, K), or None for the raw outputs
+    target: Optional[int]
+    tolerance: float
+    approximate: bool
+
+    def check(self, full, sample, baseline, input_extent, window, input_axes) -> _SelfCheck:
+        return _SelfCheck(
+            full,
+            sample,
+            baseline,
+            input_extent,
+            window,
+            input_axes,
+            self.tolerance,
+            score=self.score,
+            target=self.target,
+            approximate=self.approximate,
+        )
+
+
+# The self-check's tolerance for exact plans: the largest difference of the explained score's drop between the
+# plan and full passes, relative to the largest drop on the checked windows (float32 noise: 3e-6 to 1.5e-5 of it
+# on EfficientNet-Lite0 and the sample photos, patches 16 to 48) ...
+CHECK_TOLERANCE = 1e-4
+# ... or, for a model whose drops are tiny next to its outputs (random weights: up to 1.2e-4 of the largest drop),
+# no more than float32 noise of the outputs themselves: what the explained score does when the raw outputs move
+# by this share of their largest magnitude in the worst direction (plans measured 2e-7 to 6e-7)
+OUTPUT_NOISE = 1e-6
+# Crops of an approximate plan (a graph that rounds coarsely) may differ from the whole tensor by a few rounding
+# steps; more than this share of the tensor's largest magnitude means wrong geometry, not rounding.
+_APPROXIMATE_CROP_TOLERANCE = 5e-2
+
+
+def _identity(raw: np.ndarray) -> np.ndarray:
+    return np.asarray(raw, dtype=np.float64).reshape(len(raw), -1)
+
+
+class _SelfCheck:
+    """The self-check every plan passes before it scores a window, whether just built or read from the cache.
+
+    1. On windows of every position class (corners, borders, interior, off the stride grid), each prefix part
+       run on crops with nothing occluded reproduces the same slice of the whole tensor.
+    2. End to end, in the map's own units: on one window of each position class (the four corners, the four
+       border middles, the centre and one off the grid), with the baseline pasted in, the explained score's
+       drop (``score``: the head's softmax or sigmoid of the raw outputs; ``target``: the explained class,
+       default the top-1) computed by the plan equals the drop computed by full passes to CHECK_TOLERANCE of
+       the largest drop among those windows, or to float32 noise of the outputs (OUTPUT_NOISE) where the
+       drops are tiny next to them. One window's drop off by one quantisation step is caught however small
+       that step is next to the logits.
+
+    ``approximate`` (a graph :func:`inexact_arithmetic` rules out): the crops only have to be right to a few
+    rounding steps (wrong geometry is still refused) and the end-to-end error is measured, not refused.
+    """
+
+    def __init__(
+        self,
+        full,
+        sample,
+        baseline,
+        input_extent,
+        window,
+        input_axes,
+        tolerance: float,
+        *,
+        score=None,
+        target: Optional[int] = None,
+        approximate: bool = False,
+    ):
         self.full = full
         self.sample = sample
         self.baseline = baseline
         self.tolerance = tolerance
-        self.windows = _check_windows(input_extent, window)
+        self.approximate = approximate
+        self.window = (min(int(window[0]), input_extent[0]), min(int(window[1]), input_extent[1]))
+        self.windows = _check_windows(input_extent, self.window)
         self.compared = _compared_windows(self.windows)
+        self.score = score or _identity
         try:
-            self.reference = full.run(_occluded_batch(sample, baseline, self.compared, input_axes))
+            original = np.asarray(self.score(full.run(sample[None])), dtype=np.float64)[0]
+            raw = full.run(_occluded_batch(sample, baseline, self.compared, input_axes))
+            reference = np.asarray(self.score(raw), dtype=np.float64)
+        except OccludeError:
+            raise
         except Exception as exc:  # noqa: BLE001 -- onnxruntime's own error types, as one line
             raise IncrementalUnavailable(f"the whole model failed on the self-check's inputs: {_first(exc)}") from None
-        self.scale = float(np.max(np.abs(self.reference))) or 1.0
+        self.target = int(np.argmax(original)) if target is None else int(target)
+        if not 0 <= self.target < original.shape[-1]:
+            raise OccludeError(f"target {self.target} is not a class of the model's {original.shape[-1]} outputs")
+        self.original = original[self.target]
+        self.drops = self.original - reference[:, self.target]
+        self.floor = self._noise(raw)
 
-    def run(self, scorer: IncrementalScorer) -> None:
-        crops = scorer.check_crops(self.sample, self.windows)
-        if not crops <= self.tolerance:
-            raise IncrementalUnavailable(
-                f"self-check failed: crops differ from the whole tensor by {crops:.2e} (relative)"
-            )
+    def _noise(self, raw: np.ndarray) -> float:
+        """How far the explained score moves when every raw output moves by OUTPUT_NOISE of the largest one,
+        the target's one way and the others the other (the worst direction for a softmax), on these windows."""
+        raw = np.asarray(raw, dtype=np.float64).reshape(len(raw), -1)
+        step = OUTPUT_NOISE * float(np.max(np.abs(raw)))
+        push = np.full(raw.shape[1], -step)
+        push[self.target] = step
+        here = np.asarray(self.score(raw), dtype=np.float64)[:, self.target]
+        moved = [np.asarray(self.score(raw + sign * push), dtype=np.float64)[:, self.target] for sign in (1, -1)]
+        return float(max(np.max(np.abs(m - here)) for m in moved))
+
+    def _difference(self, scorer: IncrementalScorer) -> float:
+        """The plan's largest drop difference from full passes on the compared windows, in score units."""
         compared = self.compared
         try:
             got = scorer.score_windows(self.sample, self.baseline, compared, batch_size=len(compared))
         except Exception:  # noqa: BLE001 -- onnxruntime's own error types
             scorer.suffix_batched = False  # a suffix pinned to batch 1 (a Reshape to [1, K], ...)
             got = scorer.score_windows(self.sample, self.baseline, compared, batch_size=len(compared))
-        error = float(np.max(np.abs(got.astype(np.float64) - self.reference))) / self.scale
-        if not error <= self.tolerance:
+        drops = self.original - np.asarray(self.score(got), dtype=np.float64)[:, self.target]
+        return float(np.max(np.abs(drops - self.drops)))
+
+    def _relative(self, difference: float) -> float:
+        largest = float(np.max(np.abs(self.drops)))
+        if difference == 0.0:
+            return 0.0
+        return difference / largest if largest > 0 else float("inf")
+
+    def error(self, scorer: IncrementalScorer) -> float:
+        """The plan's largest drop difference on the compared windows, relative to the largest drop there."""
+        return self._relative(self._difference(scorer))
+
+    def run(self, scorer: IncrementalScorer) -> None:
+        crops = scorer.check_crops(self.sample, self.windows)
+        limit = max(self.tolerance, _APPROXIMATE_CROP_TOLERANCE) if self.approximate else self.tolerance
+        if not crops <= limit:
             raise IncrementalUnavailable(
-                f"self-check failed: outputs differ from full passes by {error:.2e} (relative)"
+                f"self-check failed: crops differ from the whole tensor by {crops:.2e} (relative)"
             )
+        difference = self._difference(scorer)
+        error = self._relative(difference)
+        if not self.approximate and not (error <= self.tolerance or difference <= self.floor):
+            raise IncrementalUnavailable(
+                f"self-check failed: the explained score's drop differs from full passes by {error:.2e} of the "
+                f"largest drop on {len(self.compared)} windows"
+            )
+        if not np.isfinite(difference):
+            raise IncrementalUnavailable("self-check failed: the plan's outputs are not finite where full passes are")
         scorer.check_error = error
+        scorer.check_windows = len(self.compared)
+        scorer.exact = not self.approximate
+        scorer.window = self.window
 
 
 def _store_plan(key: str, scorer: IncrementalScorer, window: Tuple[int, int]) -> None:
@@ -1076,6 +1444,7 @@ def _store_plan(key: str, scorer: IncrementalScorer, window: Tuple[int, int]) ->
         "dtype": np.dtype(scorer.dtype).name,
         "suffix_batched": scorer.suffix_batched,
         "estimated_speedup": scorer.estimated_speedup,
+        "inexact": scorer.inexact,
         "window": [min(int(window[0]), scorer.input_extent[0]), min(int(window[1]), scorer.input_extent[1])],
         "segments": [
             {
@@ -1096,7 +1465,7 @@ def _store_plan(key: str, scorer: IncrementalScorer, window: Tuple[int, int]) ->
 
 
 def _cached_plan(
-    key, input_shape, sample, baseline, threads, providers, full_session, tolerance
+    key, input_shape, sample, baseline, threads, providers, full_session, spec: _CheckSpec
 ) -> Optional[IncrementalScorer]:
     """The cached plan of ``key`` after its self-check; None when there is none or it fails (then it is
     removed, to be rebuilt); IncrementalUnavailable when the graph was found not to allow one."""
@@ -1148,7 +1517,10 @@ def _cached_plan(
         sample = np.asarray(sample, dtype=dtype)
         baseline = np.zeros(sample.shape, dtype=dtype) if baseline is None else np.asarray(baseline, dtype=dtype)
         window = (int(meta["window"][0]), int(meta["window"][1]))
-        _SelfCheck(full, sample, baseline, input_extent, window, input_axes, _tolerance(tolerance, dtype)).run(scorer)
+        inexact = meta.get("inexact")
+        spec = replace(spec, approximate=inexact is not None)
+        spec.check(full, sample, baseline, input_extent, window, input_axes).run(scorer)
+        scorer.inexact = None if inexact is None else str(inexact)
     except Exception:  # noqa: BLE001 -- a damaged or foreign entry (or a failed self-check): rebuild it
         cache.remove("incremental", key)
         return None
@@ -1161,12 +1533,9 @@ def _first(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def _tolerance(tolerance: Optional[float], dtype) -> float:
-    """The self-check's tolerance, relative to the largest magnitude: ``tolerance`` when given, else float
-    noise of the model's type (1e-4 for float32 and wider; two units in the last place, 2e-3, for float16)."""
-    if tolerance is not None:
-        return float(tolerance)
-    return 2.0 * float(np.finfo(np.float16).eps) if np.dtype(dtype) == np.float16 else 1e-4
+def _tolerance(tolerance: Optional[float]) -> float:
+    """The self-check's tolerance: ``tolerance`` when given, else :data:`CHECK_TOLERANCE`."""
+    return CHECK_TOLERANCE if tolerance is None else float(tolerance)
 
 
 def _time_once(fn) -> float:

@@ -391,6 +391,9 @@ class OnnxClassifier:
         # (scale, zero_point) when the graph dequantizes its integer image input right away; the metadata's
         # occlude.preprocess "quantization" overrides it (see resolve_preprocessing)
         self.input_quantization: Optional[Tuple[float, float]] = facts.input_quantization.get(self.input.name)
+        # why incremental inference could not reproduce this output's full passes bit for bit (float16,
+        # quantised or rounding arithmetic), or None: read from the graph, before any image
+        self.inexact_arithmetic: Optional[str] = facts.inexact.get(self.output.name)
 
     def head(self, requested, raw: np.ndarray) -> Head:
         """What to explain for this model (see :func:`resolve_head`), from one unoccluded forward pass."""
