@@ -369,6 +369,7 @@ class BatchResult:
     interrupted: bool = False
     entries: List[Entry] = field(default_factory=list)
     folder: Optional[FolderState] = None
+    notes: Dict[str, str] = field(default_factory=dict)  # the run's notes (Explanation.notes), first text per key
 
 
 def compute_image(model, path, *, options, preprocessing, labels, scales, metrics, progress=None, executor=None):
@@ -493,6 +494,7 @@ def run_batch(
     on_image_start: Optional[Callable[[InputImage], None]] = None,
     on_windows: Optional[Callable[[int, int], None]] = None,
     on_image_done: Optional[Callable[[InputImage, SummaryRow], None]] = None,
+    on_note: Optional[Callable[[str], None]] = None,
 ) -> BatchResult:
     """Explain every image with one loaded model, writing its outputs under ``out_dir/KEY.*``.
 
@@ -504,6 +506,9 @@ def run_batch(
     ``executor`` computes the images (default :class:`LocalExecutor`; a RayExecutor spreads them over a
     cluster); this process alone decides resume, writes every file (in a writer thread, overlapping the next
     image's computation) and keeps the rows in input order, so the outputs are the same whichever executor ran.
+
+    ``on_note`` is called once per run for each kind of note the explanations carry (``Explanation.notes``:
+    how the maps were computed, e.g. approximate incremental inference), with the first image's text.
     """
     out_dir = Path(out_dir)
     settings = run_settings(
@@ -605,6 +610,12 @@ def run_batch(
                 raise outcome
             computed, write_s = future.result()
             explanation = computed.explanations[0] if study else computed
+            for each in computed.explanations if study else [computed]:
+                for key, text in getattr(each, "notes", {}).items():
+                    if key not in result.notes:
+                        result.notes[key] = text
+                        if on_note:
+                            on_note(text)
             if aggregate is not None:
                 aggregate.add(computed.mean_map() if (study and multiscale) else explanation.map)
             info = peak(explanation.map)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -213,6 +213,9 @@ class Explanation:
     timing: dict = field(default_factory=dict)
     head: Optional[Head] = None
     warnings: List[str] = field(default_factory=list)  # things the user must know (saturation, all-zero map)
+    # how the run computed its maps, the same for every image of a run (an approximate incremental plan, a plan
+    # that failed its self-check): key -> one line; a command shows each key once per run
+    notes: Dict[str, str] = field(default_factory=dict)
     score: Optional[Callable[[np.ndarray], np.ndarray]] = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
@@ -587,6 +590,7 @@ def explain(
         },
         head=run["head"],
         warnings=run["warnings"],
+        notes=run["notes"],
         score=run["score"],
     )
 
@@ -650,13 +654,14 @@ def _occlude(
     targets = [main] + [c for c in ranking if c != main][: options.top_k - 1]
     if isinstance(baseline, np.ndarray) and preprocessing is not None:
         windows = window_grid(tuple(sample.shape[a] for a in spatial_axes), patch, stride, region)
-        window_scorer, incremental = _incremental(
-            model, options, head, sample, baseline, patch, len(windows), preprocessing, batch_size
+        window_scorer, incremental, notes = _incremental(
+            model, options, head, sample, baseline, patch, len(windows), preprocessing, main
         )
     else:
-        window_scorer, incremental = (
+        window_scorer, incremental, notes = (
             None,
-            {"mode": options.incremental, "used": False, "reason": "a per-window baseline (inpaint)"},
+            {"mode": options.incremental, "used": False, "exact": True, "reason": "a per-window baseline (inpaint)"},
+            {},
         )
         if options.incremental == "on":
             raise OccludeError("incremental inference is not available here: a per-window baseline (inpaint)")
@@ -705,7 +710,36 @@ def _occlude(
         "occluded_at": occluded_at,
         "incremental": incremental,
         "warnings": _warnings(head, original[main], maps[0], occlusion, main),
+        "notes": notes,
     }
+
+
+def incremental_decision(model: OnnxClassifier, options: ExplainOptions, windows: int, ndim: int = 2) -> dict:
+    """What ``incremental`` decides from the model's graph and the run's geometry alone, before any image:
+    ``{"mode", "possible", "exact", "reason"}``. ``possible``: False when the mode, the input or the graph rules
+    incremental inference out (``reason`` says why); True means a plan is built at the first image, checked
+    against full passes and used when the cost model expects at least 1.3x (``auto``). ``exact``: False only
+    for ``on`` with a graph whose arithmetic a plan cannot reproduce bit for bit (float16, quantised
+    operators, rounding steps: ``reason``): then the maps are approximate."""
+    from .loaders.incremental import NOT_BIT_FOR_BIT
+
+    mode = options.incremental
+    inexact = getattr(model, "inexact_arithmetic", None)
+    decision = {"mode": mode, "possible": False, "exact": True, "reason": None}
+    if mode == "off":
+        decision["reason"] = "off"
+    elif ndim != 2:
+        decision["reason"] = "incremental inference covers 2-D image models"
+    elif mode == "auto" and inexact is not None:
+        decision["reason"] = f"{inexact}: {NOT_BIT_FOR_BIT}, so auto runs full passes (exact)"
+    elif mode == "auto" and windows < INCREMENTAL_MIN_WINDOWS:
+        decision["reason"] = f"too few windows ({windows} < {INCREMENTAL_MIN_WINDOWS}) to pay for the start-up"
+    else:
+        decision["possible"] = True
+        if inexact is not None:
+            decision["exact"] = False
+            decision["reason"] = f"approximate: {inexact}: {NOT_BIT_FOR_BIT}"
+    return decision
 
 
 def _incremental(
@@ -717,64 +751,83 @@ def _incremental(
     patch,
     windows: int,
     preprocessing: Preprocessing,
-    batch_size: int,
+    target: int,
 ):
-    """The engine's window scorer for exact incremental inference, or None; and the JSON record.
+    """The engine's window scorer for incremental inference, or None; the JSON record; and the run's notes.
 
     A plan is built once per model, input shape and patch (kept on the model, so a folder run pays the
     start-up once) and reused: it only changes how windows are scored, never the result (checked at start-up
-    against full passes, to float noise). ``auto`` uses it when the graph allows it and it is faster: timed at
-    start-up. ``auto`` decides by the cost model's estimate (deterministic: the same inputs always take the
-    same path, so outputs stay byte-identical across runs), never by a clock."""
+    against full passes, in the map's units: the explained score's drop). ``auto`` uses it only for graphs
+    whose arithmetic a plan reproduces to float noise (decided from the graph, before any image), when the
+    self-check passes and the cost model's estimate reaches 1.3x (deterministic: the same inputs always take
+    the same path, so outputs stay byte-identical across runs), never by a clock. ``on`` uses it for any graph
+    it can split: on a graph that rounds coarsely (float16, quantised) the map is approximate, and the error
+    is measured on every image (``max_error``) and noted."""
+    from .loaders.incremental import IncrementalUnavailable, build_plan
+
+    image = len(preprocessing.size) == 2 and len(sample.shape) == 3
+    decision = incremental_decision(model, options, windows, 2 if image else 3)
     mode = options.incremental
-    record: dict = {"mode": mode, "used": False, "reason": None}
-    if mode == "off":
-        record["reason"] = "off"
-        return None, record
-    if len(preprocessing.size) != 2 or len(sample.shape) != 3:
-        record["reason"] = "incremental inference covers 2-D image models"
-    elif mode == "auto" and windows < INCREMENTAL_MIN_WINDOWS:
-        record["reason"] = f"too few windows ({windows} < {INCREMENTAL_MIN_WINDOWS}) to pay for the start-up"
-    if record["reason"] is not None:
+    record: dict = {"mode": mode, "used": False, "exact": True, "reason": decision["reason"]}
+    notes: Dict[str, str] = {}
+    if not decision["possible"]:
         if mode == "on":
             raise OccludeError(f"incremental inference is not available here: {record['reason']}")
-        return None, record
+        return None, record, notes
+
+    def score(raw: np.ndarray) -> np.ndarray:
+        return head.transform(np.asarray(raw).reshape(len(raw), -1))
+
     key = (tuple(sample.shape), preprocessing.layout, tuple(patch), mode)
     cache = model.__dict__.setdefault("_incremental_plans", {})
     if key not in cache:
-        from .loaders.incremental import try_build_plan
-
         started = time.perf_counter()
-        plan, reason = try_build_plan(
-            model.path,
-            [1, *sample.shape],
-            layout=preprocessing.layout,
-            baseline=baseline,
-            sample=sample,
-            window=tuple(patch),
-            providers=model.providers,
-            threads=model.threads,
-            input_name=model.input.name,
-            output_name=model.output.name,
-            measure=False,
-            max_plans=1,
-            full_session=model.session,  # the reference for the self-check: no second session of the model
-            model_sha256=model.sha256,  # the on-disk plan cache (OCCLUDE_CACHE_DIR; off when empty)
-            # chains of at most 3 cuts: on EfficientNet-Lite0 the cost model's 5-cut chain scored the 729 windows
-            # in 2.74 s, the best 3-cut chain in 2.38 s (each extra segment is one more session call per batch)
-            max_chain=INCREMENTAL_MAX_CHAIN,
-        )
+        plan, reason, surprising = None, None, False
+        try:
+            plan = build_plan(
+                model.path,
+                [1, *sample.shape],
+                layout=preprocessing.layout,
+                baseline=baseline,
+                sample=sample,
+                window=tuple(patch),
+                providers=model.providers,
+                threads=model.threads,
+                input_name=model.input.name,
+                output_name=model.output.name,
+                measure=False,
+                max_plans=1,
+                full_session=model.session,  # the reference for the self-check: no second session of the model
+                model_sha256=model.sha256,  # the on-disk plan cache (OCCLUDE_CACHE_DIR; off when empty)
+                # chains of at most 3 cuts: on EfficientNet-Lite0 the cost model's 5-cut chain scored the 729
+                # windows in 2.74 s, the best 3-cut chain in 2.38 s (each extra segment is one more session call)
+                max_chain=INCREMENTAL_MAX_CHAIN,
+                score=score,
+                target=target,
+                allow_approximate=mode == "on",
+            )
+        except IncrementalUnavailable as exc:
+            reason, surprising = str(exc), not exc.structural  # a failed self-check is worth a note
+        except Exception as exc:  # noqa: BLE001 -- onnx, onnxruntime or an unforeseen graph: fall back, say why
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason, surprising = f"building the plan failed: {type(exc).__name__}: {text}".rstrip(": "), True
         estimate = float(plan.describe().get("estimated_speedup") or 0.0) if plan is not None else 0.0
         if plan is not None and mode == "auto" and estimate < INCREMENTAL_MIN_SPEEDUP:
             plan, reason = None, f"not worth it here (estimated speed-up {estimate:.2f} < {INCREMENTAL_MIN_SPEEDUP})"
-        cache[key] = (plan, reason, time.perf_counter() - started)
-    plan, reason, build_s = cache[key]
+        # an approximate plan's check on the first image, kept so that the first image is not measured twice
+        checked = None
+        if plan is not None and not plan.exact:
+            checked = (sample.copy(), baseline.copy(), target, plan.check_error)
+        cache[key] = (plan, reason, surprising, checked, time.perf_counter() - started)
+    plan, reason, surprising, checked, build_s = cache[key]
     model.__dict__["_incremental_build_s"] = build_s
     if plan is None:
         if mode == "on":
             raise OccludeError(f"incremental inference is not available for this model: {reason}")
         record["reason"] = reason
-        return None, record
+        if surprising:
+            notes["incremental"] = f"incremental inference not used, full passes instead: {reason}"
+        return None, record, notes
     described = plan.describe()
     record.update(
         {
@@ -784,6 +837,23 @@ def _incremental(
             "estimated_speedup": round(float(described.get("estimated_speedup") or 0.0), 3),
         }
     )
+    if not plan.exact:
+        same = (
+            checked is not None
+            and checked[2] == target
+            and np.array_equal(checked[0], sample)
+            and np.array_equal(checked[1], baseline)
+        )
+        error = float(checked[3]) if same else plan.measure_error(sample, baseline, score=score, target=target)
+        record.update({"exact": False, "max_error": float(f"{error:.4g}"), "checked_windows": plan.check_windows})
+        first = float(checked[3]) if checked is not None else error
+        notes["incremental"] = (
+            f"the maps are approximate: the graph has {plan.inexact}, which incremental inference (required: "
+            f"incremental on) cannot reproduce bit for bit; on {plan.check_windows} checked windows of the first "
+            f"image the explained score's drop differs from full passes by up to {first:.2%} of the largest drop "
+            "(each image's own measure: params.incremental.max_error in its record); incremental auto or off "
+            "gives the exact map"
+        )
 
     def scorer(inputs, base, chunk, score, *, batch_size, spatial_axes, progress=None):
         total = len(chunk)
@@ -797,7 +867,7 @@ def _incremental(
                 progress(min(start + batch_size, total), total)
         return out
 
-    return scorer, record
+    return scorer, record, notes
 
 
 def _warnings(head: Head, original: float, values: np.ndarray, occlusion: Occlusion, target: int) -> List[str]:
@@ -1002,7 +1072,9 @@ def estimate_run(
     unoccluded pass and one per window (``--refine``: the coarse grid and the refinement budget), once per
     patch size of ``scales`` (a patch-size study, :func:`explain_scales`), and with ``metrics`` the passes
     of :func:`occlude_cli.validate.faithfulness` per map. ``top_k`` and every-class maps cost nothing more.
-    ``per_patch`` breaks the occlusion passes down by patch size."""
+    ``per_patch`` breaks the occlusion passes down by patch size. ``incremental``: what incremental inference
+    decides from the graph (see :func:`incremental_decision`); the time is that of full passes, a run with
+    incremental inference takes less."""
     from .core.fidelity import faithfulness_forward_passes
 
     options, classifier, preprocessing, labels, patch, stride, prepared, region = _setup(
@@ -1056,6 +1128,8 @@ def estimate_run(
         "stride": list(stride),
         "seconds_per_forward_pass": per_pass,
         "estimated_s": per_pass * passes,
+        # the first patch size's (each patch size of a study decides by its own windows)
+        "incremental": incremental_decision(model, options, int(per_patch[0]["windows"]), len(preprocessing.size)),
     }
 
 

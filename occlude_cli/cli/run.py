@@ -358,6 +358,7 @@ def run(
                 on_image_start=on_image_start,
                 on_windows=on_windows if show_progress else None,
                 on_image_done=on_image_done,
+                on_note=None if quiet else lambda text: stderr.print(f"[yellow]note:[/] {safe(text)}"),
             )
         finally:
             if executor is not None:
@@ -485,6 +486,23 @@ def _dry_run(classifier, images, problems, options, preprocessing, labels, json_
         f"{breakdown} (exact maps: {plan['exact_forward_passes']}), batch size {plan['batch_size']}, "
         f"{plan['seconds_per_forward_pass'] * 1000:.1f} ms per pass; "
         f"estimated {plan['estimated_s']:.1f} s per image, {plan['estimated_total_s']:.1f} s in all"
+    )
+    stdout.print(safe(incremental_line(plan["incremental"])), highlight=False)
+
+
+def incremental_line(decision: dict) -> str:
+    """--dry-run's line about incremental inference (explain.incremental_decision)."""
+    mode = decision["mode"]
+    if not decision["possible"]:
+        return f"incremental inference ({mode}): not used, full passes: {decision['reason']}"
+    if not decision["exact"]:
+        reason = str(decision["reason"]).removeprefix("approximate: ")
+        return f"incremental inference ({mode}): used, the maps will be APPROXIMATE: {reason}"
+    return (
+        f"incremental inference ({mode}): possible; a plan is built at the first image and used if it passes its "
+        "self-check against full passes"
+        + (" and the cost model expects >= 1.3x" if mode == "auto" else "")
+        + " (estimates above are for full passes)"
     )
 
 
