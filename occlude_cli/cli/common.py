@@ -276,7 +276,7 @@ class OcclusionFlags:
     incremental: Annotated[
         Incremental,
         typer.Option(
-            help="Exact incremental inference for CNNs: recompute only the part of each early layer a window changes (the same map to float noise, checked at start-up). auto: when the graph allows it and the cost model expects >= 1.3x; on: require it; off: one full forward pass per window. Plans are cached on disk in $OCCLUDE_CACHE_DIR (default ~/.cache/occlude; set it to off to disable)."
+            help="Exact incremental inference for CNNs: recompute only the part of each early layer a window changes (the same map to float noise, checked at start-up). auto: for float32 graphs the cost model expects >= 1.3x on (never float16, quantised or integer-rounding graphs: their maps would be approximate; --dry-run says which); on: require it, and on a float16 or quantised graph accept an approximate map (noted once, measured error in each JSON); off: one full forward pass per window. Plans are cached on disk in $OCCLUDE_CACHE_DIR (default ~/.cache/occlude; set it to off to disable)."
         ),
     ] = Incremental.auto
 
