@@ -207,6 +207,54 @@ def test_a_folder_run_notes_the_approximation_once(tmp_path):
     assert all(e > 0 for e in errors) and errors[0] != errors[1]
 
 
+def test_check_notes_the_approximation_once_too(tmp_path):
+    """`occlude check` explains each image like `run`: with `--incremental on` on the float16 model, one note
+    for the whole folder."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("cat", "coffee"):
+        with Image.open(PHOTOS / f"{name}.jpg") as photo:
+            photo.resize((40, 40)).save(folder / f"{name}.png")
+    args = ["check", str(ZOO / "models" / "fp16.onnx"), str(folder), "--box", "0,0,20,20", "--out", str(tmp_path / "o")]
+    try:
+        runner = CliRunner(mix_stderr=False)
+    except TypeError:
+        runner = CliRunner()
+    result = runner.invoke(app, [*args, "--patch", "4", "--stride", "1", "--incremental", "on"])
+    assert "Traceback" not in result.stderr and result.exit_code in (0, 1), result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "the maps are approximate" in notes[0], result.stderr
+
+
+def test_a_plan_that_fails_its_self_check_falls_back_with_one_note(tmp_path, monkeypatch):
+    """Fault injection: every plan's drops made a whole unit off. auto runs full passes (the loop's map), says
+    so in one note and in the JSON; on refuses with one error line."""
+    from occlude_cli.loaders import incremental
+
+    honest = incremental._SelfCheck._difference
+    monkeypatch.setattr(incremental._SelfCheck, "_difference", lambda self, scorer: honest(self, scorer) + 1.0)
+    case = zoo_case("dynamo_nchw_rgb", patch=4, stride=1)
+    model, image = ZOO / "models" / case["file"], PHOTOS / "flower.jpg"
+    result = run(model, image, tmp_path / "auto", *case["flags"], "--patch", "4", "--stride", "1")
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and notes[0].startswith("note: incremental inference not used, full passes instead"), notes
+    assert "self-check failed: the explained score's drop differs from full passes" in notes[0]
+    got, record = outputs(tmp_path / "auto", "flower")
+    assert record["params"]["incremental"]["used"] is False
+    assert "self-check failed" in record["params"]["incremental"]["reason"]
+    expected = full_pass_map(model, image, case)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=FLOAT32_NOISE * np.abs(expected).max())
+    try:
+        runner = CliRunner(mix_stderr=False)
+    except TypeError:
+        runner = CliRunner()
+    on = runner.invoke(
+        app, ["run", str(model), str(image), "--out", str(tmp_path / "on"), *case["flags"], "--incremental", "on"]
+    )
+    lines = [line for line in on.stderr.splitlines() if line.strip()]
+    assert on.exit_code != 0 and len(lines) == 1 and lines[0].startswith("error:") and "self-check failed" in lines[0]
+
+
 def test_dry_run_says_what_incremental_inference_will_do(tmp_path):
     """--dry-run decides from the graph, before any image is explained: full passes for the int8 QDQ model
     under auto (and why), an approximate plan under on, a possible plan for a float32 CNN."""

@@ -69,6 +69,26 @@ def print_json(document) -> None:
     sys.stdout.write(format_json(document) + "\n")
 
 
+def print_note(message: str) -> None:
+    stderr.print(f"[yellow]note:[/] {safe(message)}")
+
+
+class RunNotes:
+    """How a command's maps were computed (``Explanation.notes``: an approximate incremental plan, a plan that
+    failed its self-check), each kind shown once per command on stderr, not once per image."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.seen: set = set()
+
+    def show(self, explanation) -> None:
+        for key, text in getattr(explanation, "notes", {}).items():
+            if key not in self.seen:
+                self.seen.add(key)
+                if not self.quiet:
+                    print_note(text)
+
+
 def fail(message: str, code: int = ExitCode.ERROR) -> typer.Exit:
     print_error(message)
     return typer.Exit(int(code))

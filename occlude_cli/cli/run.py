@@ -29,6 +29,7 @@ from .common import (
     one_line,
     print_error,
     print_json,
+    print_note,
     region_values,
     safe,
     stderr,
@@ -358,7 +359,7 @@ def run(
                 on_image_start=on_image_start,
                 on_windows=on_windows if show_progress else None,
                 on_image_done=on_image_done,
-                on_note=None if quiet else lambda text: stderr.print(f"[yellow]note:[/] {safe(text)}"),
+                on_note=None if quiet else print_note,
             )
         finally:
             if executor is not None:

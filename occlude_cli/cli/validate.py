@@ -21,6 +21,7 @@ from .common import (
     ModelFlags,
     OcclusionFlags,
     RenderFlags,
+    RunNotes,
     check_output_folder,
     fail,
     one_line,
@@ -184,6 +185,7 @@ def compare(
     explanation, other, comparison = compare_file(
         classifier, image, other_map, options, preprocessing=preprocessing, labels=class_names, name=name, **settings
     )
+    RunNotes(quiet or json_out).show(explanation)
     from ..outputs.names import stem_of
 
     written = write_comparison(explanation, other, comparison, out, stem_of(image))
@@ -220,6 +222,7 @@ def _compare_folder(
     maps_root = maps.resolve()
     images = [i for i in images if maps_root not in i.path.resolve().parents]
     rows: List[dict] = []
+    run_notes = RunNotes(quiet or json_out)
     for arg, problem in problems:
         rows.append({"path": arg, "status": "error", "error": problem})
     for item in images:
@@ -245,6 +248,7 @@ def _compare_folder(
                 name=name,
                 **settings,
             )
+            run_notes.show(explanation)
             write_comparison(explanation, resized, comparison, out, item.key)
             rows.append({"path": str(item.path), "status": "ok", "map": str(other), **comparison_numbers(comparison)})
             if not quiet and not json_out and not stderr_is_terminal():
@@ -402,6 +406,7 @@ def check(
         disable=not show_progress,
         transient=True,
     )
+    run_notes = RunNotes(quiet or json_out)
     with progress:
         task = progress.add_task("checking", total=len(images))
         try:
@@ -421,6 +426,7 @@ def check(
                         require_peak,
                         out if pictures else None,
                         style,
+                        run_notes,
                     )
                 )
                 _report(progress.console, rows[-1], quiet or json_out)
@@ -464,9 +470,11 @@ def _check_one(
     require_peak,
     picture_dir=None,
     style=None,
+    notes: Optional[RunNotes] = None,
 ):
     """One discovered image -> its row: finds its region (the box, the one mask, DIR/<key>.png or the
-    NAME.mask.png next to it) and runs the check; a missing per-image mask is an error row."""
+    NAME.mask.png next to it) and runs the check; a missing per-image mask is an error row. ``notes`` shows
+    the explanation's notes (once per command)."""
     from ..loaders.maps import convention_mask_path
     from ..validate import CheckRow, check_file
 
@@ -499,6 +507,8 @@ def _check_one(
         keep=kept,
         **region,
     )
+    if notes is not None and "explanation" in kept:
+        notes.show(kept["explanation"])
     if picture_dir is not None and "explanation" in kept and row.status in ("pass", "fail"):
         from ..outputs.write import write_check_picture
 
