@@ -762,7 +762,7 @@ def _incremental(
     self-check passes and the cost model's estimate reaches 1.3x (deterministic: the same inputs always take
     the same path, so outputs stay byte-identical across runs), never by a clock. ``on`` uses it for any graph
     it can split: on a graph that rounds coarsely (float16, quantised) the map is approximate, and the error
-    is measured on every image (``max_error``) and noted."""
+    is measured on every image (``measured_error``) and noted."""
     from .loaders.incremental import IncrementalUnavailable, build_plan
 
     image = len(preprocessing.size) == 2 and len(sample.shape) == 3
@@ -845,14 +845,14 @@ def _incremental(
             and np.array_equal(checked[1], baseline)
         )
         error = float(checked[3]) if same else plan.measure_error(sample, baseline, score=score, target=target)
-        record.update({"exact": False, "max_error": float(f"{error:.4g}"), "checked_windows": plan.check_windows})
+        record.update({"exact": False, "measured_error": float(f"{error:.4g}"), "checked_windows": plan.check_windows})
         first = float(checked[3]) if checked is not None else error
         notes["incremental"] = (
             f"the maps are approximate: the graph has {plan.inexact}, which incremental inference (required: "
             f"incremental on) cannot reproduce bit for bit; on {plan.check_windows} checked windows of the first "
             f"image the explained score's drop differs from full passes by up to {first:.2%} of the largest drop "
-            "(each image's own measure: params.incremental.max_error in its record); incremental auto or off "
-            "gives the exact map"
+            "(a sample, not a bound: other windows may be further off; each image's own sample: "
+            "params.incremental.measured_error in its record); incremental auto or off gives the exact map"
         )
 
     def scorer(inputs, base, chunk, score, *, batch_size, spatial_axes, progress=None):

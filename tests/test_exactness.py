@@ -174,7 +174,7 @@ def test_incremental_on_says_the_map_is_approximate_and_by_how_much(realistic, t
     assert incremental["used"] is True and incremental["exact"] is False
     assert incremental["reason"].startswith(f"approximate: {reason}")
     assert incremental["checked_windows"] == 10
-    error = incremental["max_error"]
+    error = incremental["measured_error"]
     assert 0 < error < float("inf")
     assert f"{error:.2%}"[:3] in notes[0]  # the first image's measure, as a percentage
     # the check windows on the grid: the corners, the border middles and the centre (0, 96 and 192 each way)
@@ -203,7 +203,9 @@ def test_a_folder_run_notes_the_approximation_once(tmp_path):
     )
     notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "the maps are approximate" in notes[0], result.stderr
-    errors = [outputs(tmp_path / "out", name)[1]["params"]["incremental"]["max_error"] for name in ("cat", "coffee")]
+    errors = [
+        outputs(tmp_path / "out", name)[1]["params"]["incremental"]["measured_error"] for name in ("cat", "coffee")
+    ]
     assert all(e > 0 for e in errors) and errors[0] != errors[1]
 
 

@@ -155,4 +155,4 @@ def test_incremental_inference_on_other_input_types(zoo_image, tmp_path, name):
     assert records["auto"]["used"] is False and records["auto"]["exact"] is True
     assert "bit for bit" in records["auto"]["reason"]
     assert np.array_equal(maps["auto"], maps["off"])
-    assert 0 <= records["on"]["max_error"] < float("inf") and records["on"]["checked_windows"] == 10
+    assert 0 <= records["on"]["measured_error"] < float("inf") and records["on"]["checked_windows"] == 10
