@@ -209,6 +209,23 @@ def test_a_folder_run_notes_the_approximation_once(tmp_path):
     assert all(e > 0 for e in errors) and errors[0] != errors[1]
 
 
+def test_an_approximate_plan_from_the_cache_gives_the_same_outputs(tmp_path, monkeypatch):
+    """`--incremental on` on the float16 model with a cold cache, a warm one (the plan read back and checked
+    again on the image) and none: byte-identical JSON and maps, `exact: false` each time."""
+    outs = []
+    for name, cache in (("cold", tmp_path / "cache"), ("warm", tmp_path / "cache"), ("none", "off")):
+        monkeypatch.setenv("OCCLUDE_CACHE_DIR", str(cache))
+        out = tmp_path / name
+        flags = ["--patch", "4", "--stride", "2", "-q", "--incremental", "on"]
+        run(ZOO / "models" / "fp16.onnx", PHOTOS / "flower.jpg", out, *flags)
+        outs.append(out)
+    assert any((tmp_path / "cache" / "incremental").iterdir())
+    record = json.loads((outs[0] / "flower.json").read_text())["params"]["incremental"]
+    assert record["used"] is True and record["exact"] is False
+    for suffix in (".json", ".npy"):
+        assert len({(out / f"flower{suffix}").read_bytes() for out in outs}) == 1, suffix
+
+
 def test_check_notes_the_approximation_once_too(tmp_path):
     """`occlude check` explains each image like `run`: with `--incremental on` on the float16 model, one note
     for the whole folder."""

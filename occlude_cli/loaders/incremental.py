@@ -1193,7 +1193,7 @@ def _build_plan(
         output_name = outputs[0]
     elif output_name not in outputs:
         raise OccludeError(f"model has no output named {output_name!r}")
-    inexact = inexact_arithmetic(model, output_name)
+    inexact = _inexact(model, output_name, info.elem_types)
     if inexact is not None and not spec.approximate:
         raise IncrementalUnavailable(f"{inexact}: {NOT_BIT_FOR_BIT}", structural=True)
     spec = replace(spec, approximate=inexact is not None)  # an exact graph's plan is held to float noise
