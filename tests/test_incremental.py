@@ -606,6 +606,22 @@ def test_inexact_arithmetic_is_read_from_the_graph(tmp_path):
         input_type=TensorProto.FLOAT16,
     )
     assert inexact_arithmetic(half_input) is None
+    dequantized = graph(
+        lambda n: n.conv(n.node("DequantizeLinear", ["image", n.const(1 / 255), n.const(-128, np.int8)]), 4),
+        input_type=TensorProto.INT8,
+    )
+    assert inexact_arithmetic(dequantized) is None  # integer pixels scaled: exact
+    requantized = graph(
+        lambda n: n.node(
+            "DequantizeLinear",
+            [
+                n.node("QuantizeLinear", [n.conv("image", 4), n.const(0.1), n.const(0, np.uint8)]),
+                n.const(0.1),
+                n.const(0, np.uint8),
+            ],
+        )
+    )
+    assert inexact_arithmetic(requantized).startswith("quantised arithmetic (QuantizeLinear node")
 
     def side_branch(n):
         x = n.relu(n.conv("image", 4))

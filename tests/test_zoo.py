@@ -127,15 +127,15 @@ def test_manifest_lists_every_model_file() -> None:
     assert (ZOO / "models" / "external_data.onnx.data").is_file()
 
 
-@pytest.mark.parametrize("name", ["uint8_nhwc", "int8_input", "float64", "int8_qdq", "fp16"])
+@pytest.mark.parametrize("name", ["uint8_nhwc", "int8_input", "int8_dequantize", "float64", "int8_qdq", "fp16"])
 def test_incremental_inference_on_other_input_types(zoo_image, tmp_path, name):
-    """uint8, int8 and float64 inputs: a plan in the model's own input type, its map the full-pass map to float noise
+    """uint8, int8 (cast, or read by DequantizeLinear) and float64 inputs: a plan in the model's own input type, its map the full-pass map to float noise
     (a uint8 model used to fail its image when auto chose a plan). int8 QDQ and float16 graphs round more
     coarsely than a plan can reproduce: auto runs full passes (the map is the `off` map bit for bit, the
     reason in the JSON), and `on` runs the plan, notes once that the map is approximate, and records
     exact: false with the measured error."""
     (case,) = [c for c in CASES if c["name"] == name]
-    exact = name in ("uint8_nhwc", "int8_input", "float64")
+    exact = name in ("uint8_nhwc", "int8_input", "int8_dequantize", "float64")
     maps, records, results = {}, {}, {}
     for mode in ("on", "auto", "off"):
         out = tmp_path / mode  # patch 4, stride 1: hundreds of windows, enough for auto to consider a plan

@@ -114,8 +114,11 @@ _SHAPE_ONLY = {"Shape", "Size", "IsNaN", "IsInf"}
 
 
 def _quantised(op: str) -> bool:
+    """Operators that round to a quantisation grid or compute on it. Not DequantizeLinear: it only scales
+    integers, exactly the same way for every element (an int8 image input read by DequantizeLinear keeps a
+    float32 graph exact); integers that came from floats were rounded by the node that made them."""
     return (
-        "Quantize" in op  # QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, DynamicQuantizeMatMul, ...
+        "Quantize" in op  # QuantizeLinear, DynamicQuantizeLinear, DynamicQuantizeMatMul (not Dequantize...)
         or op.startswith("QLinear")  # QLinearConv, QLinearMatMul, com.microsoft's QLinearAdd, ...
         or op.endswith("Integer")  # ConvInteger, MatMulInteger
         or "IntegerTo" in op  # MatMulIntegerToFloat
@@ -153,7 +156,8 @@ def inexact_arithmetic(model, output: Optional[str] = None) -> Optional[str]:
 
     Only the nodes that depend on the image input and lead to ``output`` (default: any output) count: any
     that computes in a type coarser than float32 (float16, bfloat16, float8, 4-bit), any quantised operator
-    (QuantizeLinear/DequantizeLinear, QLinear*, ConvInteger, MatMulInteger, ...), any conversion of float
+    (QuantizeLinear, QLinear*, ConvInteger, MatMulInteger, ...; DequantizeLinear only scales integers and is
+    exact), any conversion of float
     values to integers or booleans (Cast, comparisons, ArgMax, ...) and any step function (Round, Floor, Ceil,
     Sign, Mod, ThresholdedRelu, ...). Ops that only move values (Transpose, Reshape, Relu, MaxPool, ...)
     keep them exact in any type.
