@@ -1219,7 +1219,7 @@ class ScaleStudy:
         return [e.params["patch"] for e in self.explanations]
 
     def mean_map(self) -> np.ndarray:
-        """Multi-scale map: the mean of the per-scale maps, each scaled to [-1, 1] by its largest |value|
+        """Multi-scale map: the mean of the per-scale maps, each scaled to [-1, 1] by its largest ``|value|``
         (larger patches give larger drops, so raw maps would let the largest patch dominate)."""
         return multiscale_mean([e.map for e in self.explanations])
 

@@ -264,7 +264,7 @@ class Occlusion:
         return max(1, min(_CLASS_CHUNK, _AGGREGATE_BYTES // max(cells, 1)))
 
     def attributions(self, classes: Optional[Sequence[int]] = None, dtype=np.float64) -> np.ndarray:
-        """(K, *size) signed maps for the given classes (all classes if None), NaN where not covered.
+        """``(K, *size)`` signed maps for the given classes (all classes if None), NaN where not covered.
 
         A window whose score is NaN (a model that returned NaN) contributes NaN only to the pixels it covers.
         """
