@@ -57,4 +57,3 @@ def _package_docstring(app, what, name, obj, options, lines):
 def setup(app):
     app.connect("autodoc-process-docstring", _package_docstring)
     return {"parallel_read_safe": True}
-
