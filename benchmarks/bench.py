@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout, installed or n
     sys.path.insert(0, str(ROOT))
 
 from occlude_cli import __version__  # noqa: E402
-from occlude_cli.explain import Explanation, explain  # noqa: E402
+from occlude_cli.analyses.explain import Explanation, explain  # noqa: E402
 from occlude_cli.loaders.model import OnnxClassifier  # noqa: E402
 from occlude_cli.outputs.write import write_explanation  # noqa: E402
 
@@ -410,9 +410,9 @@ def _load(path: Path, threads: Optional[int], **kwargs):
 
 def fixed_batch_rows(case: Case, repeats: int, threads: Optional[int]) -> Optional[dict]:
     """occlude on a fixed-batch-1 export, one image per forward pass (``batch_rewrite=False``) against the
-    default load, which rewrites the batch dimension (loaders.graph) when model.py supports it; on a
+    default load, which rewrites the batch dimension (inference.graph) when model.py supports it; on a
     model.py without that, the rewritten and validated bytes are loaded from a file instead."""
-    from occlude_cli.loaders import graph as onnx_graph
+    from occlude_cli.inference import graph as onnx_graph
 
     with tempfile.TemporaryDirectory(prefix="occlude-bench-") as folder:
         pinned = fixed_batch_copy(ROOT / case.model, Path(folder))

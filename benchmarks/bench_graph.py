@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from occlude_cli.loaders import graph as g
+from occlude_cli.inference import graph as g
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "sample_models" / "efficientnet_lite0.onnx"

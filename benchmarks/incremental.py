@@ -6,7 +6,7 @@ For each model, the same occlusion windows (patch 16, stride 8 on a 224x224 inpu
 
 * **full**: the plain engine's work: build batches of occluded copies of the input and run the whole model
   (onnxruntime, full graph optimisation, default session options);
-* **incremental**: :class:`occlude_cli.loaders.incremental.IncrementalScorer` with the plan that
+* **incremental**: :class:`occlude_cli.inference.incremental.IncrementalScorer` with the plan that
   ``build_plan`` chose on this machine (cost model + timed candidates; build time reported separately).
 
 It reports medians of the per-window cost, their ratio (the speed-up), and exactness: the largest absolute
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from occlude_cli.loaders.incremental import build_plan  # noqa: E402
+from occlude_cli.inference.incremental import build_plan  # noqa: E402
 
 PATCH, STRIDE, SIZE = 16, 8, 224
 

@@ -55,7 +55,7 @@ def median_wall(command, repeats: int, env=None) -> float:
 _TIMED_RUN = """
 import atexit, sys, time
 import onnxruntime as ort
-import occlude_cli.loaders.incremental as incremental
+import occlude_cli.inference.incremental as incremental
 spent = [0.0]  # inside onnxruntime's run
 batches = [0.0, 0.0]  # inside the incremental engine's batches: all, and onnxruntime's part of it
 plain = ort.InferenceSession.run

@@ -11,7 +11,7 @@ themselves (scikit-image's ``skimage/data``, matplotlib's ``sample_data``, sciki
 ``datasets/images`` when installed); nothing is downloaded. Each is used as the model sees it by default
 (stretched to 224x224) and, with ``--crops``, also center-cropped (a different framing, a different map).
 
-Exact maps are computed once with the real model (``occlude_cli.explain``) and cached, every class's score
+Exact maps are computed once with the real model (``occlude_cli.analyses.explain``) and cached, every class's score
 for every window, under ``--cache`` (default ``/tmp/occlude-refine-cache``). A refined run is then
 replayed on the cached scores: the refine engine is handed an indicator image (the window it occludes is
 the only non-zero area) and a score function that looks each occluded window up in the cache. That is
@@ -126,7 +126,7 @@ def exact_scores(
     classifier, preprocessing, name: str, path: Path, resize: str, patch: int, stride: int, cache: Path
 ) -> Dict[str, np.ndarray]:
     """The exact run's every window's scores (all classes) for one photo, cached on disk by content."""
-    from occlude_cli.explain import explain
+    from occlude_cli.analyses.explain import explain
 
     file = cache_file(cache, name, path, resize, patch, stride)
     if file.exists():
@@ -261,7 +261,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--only", default=None, help="substring: use only photos whose name contains it")
     args = parser.parse_args(argv)
 
-    from occlude_cli.explain import explain, resolve_preprocessing
+    from occlude_cli.analyses.explain import explain, resolve_preprocessing
     from occlude_cli.loaders.model import OnnxClassifier
 
     classifier = OnnxClassifier(str(MODEL))

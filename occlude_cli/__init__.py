@@ -32,14 +32,14 @@ _EXPORTS = {
     "score_perturbations": "core.engine",
     "window_grid": "core.engine",
     "refined_occlusion_sensitivity": "core.refine",
-    "Explanation": "explain",
-    "ExplainOptions": "explain",
-    "ScaleStudy": "explain",
-    "estimate_run": "explain",
-    "explain": "explain",
-    "explain_scales": "explain",
-    "resolve_preprocessing": "explain",
-    "describe_model": "explain",
+    "Explanation": "analyses.explain",
+    "ExplainOptions": "analyses.explain",
+    "ScaleStudy": "analyses.explain",
+    "estimate_run": "analyses.explain",
+    "explain": "analyses.explain",
+    "explain_scales": "analyses.explain",
+    "resolve_preprocessing": "analyses.explain",
+    "describe_model": "analyses.explain",
     "Preprocessing": "loaders.images",
     "load_image": "loaders.images",
     "map_on_original": "loaders.images",
@@ -49,15 +49,11 @@ _EXPORTS = {
     "ScoreKind": "loaders.model",
     "explanation_record": "outputs.records",
     "write_explanation": "outputs.write",
-    "compare_maps": "validate",
-    "faithfulness": "validate",
+    "compare_maps": "analyses.validate",
+    "faithfulness": "analyses.validate",
 }
 
 __all__ = ["__version__", *_EXPORTS]
-
-# `explain` is both a submodule and the main function: bind the function now, or importing the submodule
-# (which any command does) would leave `occlude_cli.explain` naming the module.
-from .explain import explain  # noqa: E402
 
 
 def __getattr__(name: str):
@@ -73,10 +69,7 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from .core.engine import Occlusion, occlusion_sensitivity, score_perturbations, window_grid  # noqa: F401
-    from .core.refine import refined_occlusion_sensitivity  # noqa: F401
-    from .errors import OccludeError  # noqa: F401
-    from .explain import (  # noqa: F401
+    from .analyses.explain import (  # noqa: F401
         ExplainOptions,
         Explanation,
         ScaleStudy,
@@ -86,8 +79,11 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         explain_scales,
         resolve_preprocessing,
     )
+    from .analyses.validate import compare_maps, faithfulness  # noqa: F401
+    from .core.engine import Occlusion, occlusion_sensitivity, score_perturbations, window_grid  # noqa: F401
+    from .core.refine import refined_occlusion_sensitivity  # noqa: F401
+    from .errors import OccludeError  # noqa: F401
     from .loaders.images import Preprocessing, load_image, map_on_original, prepare_image  # noqa: F401
     from .loaders.model import Head, OnnxClassifier, ScoreKind  # noqa: F401
     from .outputs.records import explanation_record  # noqa: F401
     from .outputs.write import write_explanation  # noqa: F401
-    from .validate import compare_maps, faithfulness  # noqa: F401

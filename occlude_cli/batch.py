@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .analyses.explain import ExplainOptions, VolumeExplanation, explain, explain_scales
+from .analyses.validate import faithfulness
 from .core.metrics import peak
 from .errors import OccludeError, first_line
-from .explain import ExplainOptions, VolumeExplanation, explain, explain_scales
 from .loaders.images import Preprocessing, file_kind
 from .loaders.model import OnnxClassifier, file_sha256
 from .outputs.folder import (  # noqa: F401  (MapAggregate, summary_name, run_fingerprint re-exported)
@@ -49,7 +50,6 @@ from .outputs.write import (  # noqa: F401
     write_summary,
 )
 from .text import shown
-from .validate import faithfulness
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
 MEDICAL_SUFFIXES = (".dcm", ".nii", ".nii.gz")  # plus suffix-less files with the DICOM marker (issue 12)

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
-    """occlude's on-disk cache (loaders.cache) in a folder of this test session, never the user's: the CLI
+    """occlude's on-disk cache (inference.cache) in a folder of this test session, never the user's: the CLI
     subprocesses inherit it through the environment."""
     os.environ["OCCLUDE_CACHE_DIR"] = str(tmp_path_factory.mktemp("occlude-cache"))
 

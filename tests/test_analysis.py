@@ -12,11 +12,11 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from typer.testing import CliRunner
 
-from occlude_cli.bias import bias_image, control_masks, summarise_bias
+from occlude_cli.analyses.bias import bias_image, control_masks, summarise_bias
 from occlude_cli.cli import app
 from occlude_cli.core.metrics import spearman, top_fraction_iou
 from occlude_cli.errors import OccludeError
-from occlude_cli.layers import (
+from occlude_cli.analyses.layers import (
     aggregate_channels,
     channel_importance,
     dataset_channel_means,
@@ -24,7 +24,7 @@ from occlude_cli.layers import (
     spatial_occlusion,
 )
 from occlude_cli.loaders.model import OnnxClassifier
-from occlude_cli.stability import noise_pixels, stability
+from occlude_cli.analyses.stability import noise_pixels, stability
 from graph_models import residual_cnn, save
 
 from conftest import SAMPLE_IMAGES, SAMPLE_MODELS
@@ -580,7 +580,7 @@ def test_bad_parameters_are_named(tmp_path, call, message):
 
 def test_a_failing_threshold_shows_enough_digits_to_tell_the_numbers_apart():
     """Issue 33: a mean drop of 53.3333 against --max-mean-drop 53.33 read "53.33 > 53.33" (both rounded)."""
-    from occlude_cli.bias import BiasRow
+    from occlude_cli.analyses.bias import BiasRow
     from occlude_cli.errors import shown_apart
 
     rows = [

@@ -1,9 +1,9 @@
 """The house rules, checked on the source: imports point one way, there is no import cycle, the engine is
 numpy only, and the packaging installs what it says.
 
-Layers, lowest first: errors/_version/text -> core -> loaders -> explain/validate/layers -> outputs -> batch/executors
--> cli. A module may import its own layer or lower ones, never a higher one (lazy imports inside functions
-count too).
+Layers, lowest first: errors/_version/_signals/text -> core -> inference -> loaders -> pictures -> analyses -> outputs
+-> batch/executors -> cli. A module may import its own layer or lower ones, never a higher one (lazy imports inside
+functions count too), and there is no exception to that rule.
 """
 
 import ast
@@ -23,20 +23,16 @@ LAYERS = {
     "_signals": 0,
     "text": 0,
     "core": 1,
-    "loaders": 2,
-    "explain": 3,
-    "validate": 3,
-    "layers": 3,
-    "bias": 3,
-    "stability": 3,
-    "outputs": 4,
-    "batch": 5,
-    "executors": 5,
-    "cli": 6,
-    "__main__": 6,
+    "inference": 2,
+    "loaders": 3,
+    "pictures": 4,
+    "analyses": 5,
+    "outputs": 6,
+    "batch": 7,
+    "executors": 7,
+    "cli": 8,
+    "__main__": 8,
 }
-# Documented exceptions: Explanation displays itself in notebooks (_repr_png_) with the PNG renderer.
-ALLOWED_UPWARD = {("explain", "outputs.render"), ("explain", "outputs.montage")}
 NUMPY_ONLY = ("core",)  # the engine stays a pure function of arrays and a score callable
 
 
@@ -90,7 +86,7 @@ def test_imports_point_one_way():
             continue
         ours, _ = imports_of(path)
         for target in ours:
-            if layer_of(target) > layer_of(name) and (name.split(".")[0], target) not in ALLOWED_UPWARD:
+            if layer_of(target) > layer_of(name):
                 wrong.append(f"{name} (layer {layer_of(name)}) imports {target} (layer {layer_of(target)})")
     assert not wrong, "\n".join(wrong)
 
@@ -141,7 +137,7 @@ def test_core_is_numpy_only():
 def test_importing_the_cli_loads_no_runtime_and_no_pyplot():
     code = (
         "import sys, occlude_cli.cli; "
-        "print(sorted(m for m in ('onnxruntime', 'matplotlib.pyplot', 'occlude_cli.validate') if m in sys.modules))"
+        "print(sorted(m for m in ('onnxruntime', 'matplotlib.pyplot', 'occlude_cli.analyses.validate') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out.replace("'", '"')) == []

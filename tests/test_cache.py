@@ -1,4 +1,4 @@
-"""The on-disk cache (loaders.cache): model facts and incremental plans are read back exactly, a damaged entry
+"""The on-disk cache (inference.cache): model facts and incremental plans are read back exactly, a damaged entry
 is rebuilt and never changes a map, models with external data are checked every time, and a run's outputs are
 byte-identical with a cold cache, a warm one, an unwritable one and none."""
 
@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 from occlude_cli.cli import app
 from occlude_cli.core.engine import window_grid
 from occlude_cli.errors import OccludeError
-from occlude_cli.loaders import cache, facts
-from occlude_cli.loaders.incremental import IncrementalUnavailable, build_plan
+from occlude_cli.inference import cache, facts
+from occlude_cli.inference.incremental import IncrementalUnavailable, build_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 EFFNET = str(ROOT / "sample_models" / "efficientnet_lite0.onnx")
@@ -57,7 +57,7 @@ def test_model_facts_are_read_back_without_the_onnx_package(cache_dir, tmp_path)
     assert fresh.largest_input[2] > 0 and fresh.final_ops
     assert len(entries(cache_dir, "model")) == 1
     code = (
-        "import sys, json; from occlude_cli.loaders.facts import model_facts; f = model_facts(sys.argv[1]); "
+        "import sys, json; from occlude_cli.inference.facts import model_facts; f = model_facts(sys.argv[1]); "
         "print(json.dumps([f.from_cache, 'onnx' in sys.modules, f.sha256, list(f.largest_input), f.final_ops]))"
     )
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)

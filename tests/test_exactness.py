@@ -248,7 +248,7 @@ def test_check_notes_the_approximation_once_too(tmp_path):
 def test_a_plan_that_fails_its_self_check_falls_back_with_one_note(tmp_path, monkeypatch):
     """Fault injection: every plan's drops made a whole unit off. auto runs full passes (the loop's map), says
     so in one note and in the JSON; on refuses with one error line."""
-    from occlude_cli.loaders import incremental
+    from occlude_cli.inference import incremental
 
     honest = incremental._SelfCheck._difference
     monkeypatch.setattr(incremental._SelfCheck, "_difference", lambda self, scorer: honest(self, scorer) + 1.0)

@@ -1,4 +1,4 @@
-"""occlude_cli.loaders.graph: the batch rewrite, the external-data safety check, tensor listing and graph
+"""occlude_cli.inference.graph: the batch rewrite, the external-data safety check, tensor listing and graph
 splitting, all checked by running real models with onnxruntime."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 
 from occlude_cli.errors import OccludeError
-from occlude_cli.loaders import graph as g
+from occlude_cli.inference import graph as g
 
 ROOT = Path(__file__).resolve().parents[1]
 EFFICIENTNET = ROOT / "sample_models" / "efficientnet_lite0.onnx"

@@ -13,9 +13,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from occlude_cli.errors import OccludeError
-from occlude_cli.loaders.incremental import IncrementalUnavailable, build_plan, extract, try_build_plan
-from occlude_cli.loaders.receptive import AxisRF as _RF
-from occlude_cli.loaders.receptive import AxisRF, analyse, cut_candidates, local_tensors
+from occlude_cli.inference.incremental import IncrementalUnavailable, build_plan, extract, try_build_plan
+from occlude_cli.inference.receptive import AxisRF as _RF
+from occlude_cli.inference.receptive import AxisRF, analyse, cut_candidates, local_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 EFFNET = str(ROOT / "sample_models" / "efficientnet_lite0.onnx")
@@ -546,7 +546,7 @@ def test_int8_qdq_graph_is_refused_unless_an_approximate_plan_is_asked_for(tmp_p
     assert scorer.exact is False and scorer.inexact.startswith("quantised arithmetic")
     assert scorer.describe()["exact"] is False and scorer.check_windows == 10
     # the measure, recomputed by hand on the same windows: raw outputs' top-1 drop, relative to the largest drop
-    from occlude_cli.loaders.incremental import _check_windows, _compared_windows
+    from occlude_cli.inference.incremental import _check_windows, _compared_windows
 
     windows = _compared_windows(_check_windows((32, 32), (5, 5)))
     reference = _full_reference(quantized, sample, baseline, windows, (1, 2))
@@ -564,7 +564,7 @@ def test_inexact_arithmetic_is_read_from_the_graph(tmp_path):
     rounding steps, float-to-integer conversions and comparisons; while uint8 pixels cast to float, a float16
     input cast to float32 at once, Relu/MaxPool/Transpose (they only move values) and a float16 branch that
     leads to another output keep a graph exact."""
-    from occlude_cli.loaders.incremental import inexact_arithmetic
+    from occlude_cli.inference.incremental import inexact_arithmetic
 
     def graph(body, input_type=TensorProto.FLOAT, outputs=("scores",)):
         net = Net([1, 3, 8, 8])
@@ -637,7 +637,7 @@ def test_inexact_arithmetic_is_read_from_the_graph(tmp_path):
 def test_the_self_check_measures_in_the_maps_units(tmp_path):
     """One window's score off by a step that is tiny next to the logits (the old check's measure: 5e-5 of the
     largest raw output) but large next to the drops: the check compares drops, so it refuses the plan."""
-    from occlude_cli.loaders.incremental import _SelfCheck
+    from occlude_cli.inference.incremental import _SelfCheck
 
     path = residual(tmp_path / "r.onnx")
     rng = np.random.default_rng(6)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from occlude_cli import OnnxClassifier, explain
 from occlude_cli.cli import app
-from occlude_cli.outputs.render import (
+from occlude_cli.pictures.render import (
     RenderStyle,
     colorize,
     compare_png,
@@ -19,7 +19,7 @@ from occlude_cli.outputs.render import (
     overlay_png,
     symmetric_limit,
 )
-from occlude_cli.validate import compare_maps
+from occlude_cli.analyses.validate import compare_maps
 
 from conftest import SAMPLE_IMAGES, SAMPLE_MODELS
 
@@ -156,7 +156,7 @@ def test_panels_png_has_photo_heatmap_and_overlay(tmp_path):
 def test_built_in_default_colormap_equals_matplotlibs():
     import matplotlib
 
-    from occlude_cli.outputs.render import _rdbu_r_table
+    from occlude_cli.pictures.render import _rdbu_r_table
 
     expected = np.round(matplotlib.colormaps["RdBu_r"](np.linspace(0.0, 1.0, 256)) * 255).astype(np.uint8)
     np.testing.assert_array_equal(_rdbu_r_table(), expected)

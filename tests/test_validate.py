@@ -26,7 +26,7 @@ from occlude_cli.loaders.maps import (
     region_mask,
     resize_map,
 )
-from occlude_cli.validate import check_image, compare_maps, faithfulness
+from occlude_cli.analyses.validate import check_image, compare_maps, faithfulness
 
 from conftest import SAMPLE_IMAGES, SAMPLE_MODELS
 from onnx_models import rectangle_model

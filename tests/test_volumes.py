@@ -27,7 +27,7 @@ from occlude_cli.cli.app import app  # noqa: E402
 from occlude_cli.core.baselines import gaussian_blur, make_input_baseline, otsu_threshold  # noqa: E402
 from occlude_cli.core.engine import occlusion_sensitivity, window_grid  # noqa: E402
 from occlude_cli.errors import OccludeError  # noqa: E402
-from occlude_cli.explain import VolumeExplanation, baseline_check, explain  # noqa: E402
+from occlude_cli.analyses.explain import VolumeExplanation, baseline_check, explain  # noqa: E402
 from occlude_cli.loaders.medical import (  # noqa: E402
     Volume,
     apply_window,
@@ -36,7 +36,7 @@ from occlude_cli.loaders.medical import (  # noqa: E402
     read_nifti,
     resample,
 )
-from occlude_cli.outputs.montage import montage_png, planes_png  # noqa: E402
+from occlude_cli.pictures.montage import montage_png, planes_png  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDICAL = ROOT / "sample_images" / "medical"
@@ -548,7 +548,7 @@ def test_resume_skips_a_finished_series_and_reruns_a_changed_one(tmp_path):
 
 
 def test_a_dynamic_3d_model_needs_a_size_and_takes_size_dxhxw(tmp_path):
-    from occlude_cli.explain import resolve_preprocessing
+    from occlude_cli.analyses.explain import resolve_preprocessing
     from occlude_cli.loaders.model import OnnxClassifier
 
     model = OnnxClassifier(box_probe(tmp_path, (12, 10, 14), (3, 2, 5, 7, 6, 9), dynamic=True))
@@ -638,7 +638,7 @@ def test_stability_of_a_linear_3d_model_on_a_nifti_is_known_exactly(tmp_path):
     """Issue 31.3 (stability crashed with 'PreparedVolume' object has no attribute 'pixels'). Linear logits in
     real units, zero baseline: every noisy map is the clean map plus the occlusion map of the noise alone, the
     noise being the seeded uniform draws times amplitude x the input's range of values, in real units."""
-    from occlude_cli.stability import noise_pixels, stability
+    from occlude_cli.analyses.stability import noise_pixels, stability
 
     rng = np.random.default_rng(31)
     weights = rng.normal(size=(2, 216))

@@ -1,6 +1,6 @@
 """`occlude layers`, `occlude bias`, `occlude stability` and `occlude info --layers`: occlusion inside the model,
-across a dataset, and under noise (Typer only; the work is in :mod:`occlude_cli.layers`, :mod:`occlude_cli.bias`
-and :mod:`occlude_cli.stability`).
+across a dataset, and under noise (Typer only; the work is in :mod:`occlude_cli.analyses.layers`, :mod:`occlude_cli.analyses.bias`
+and :mod:`occlude_cli.analyses.stability`).
 
 Exit codes: 0 ok; 1 error before any image (model, flags, an invalid --layer, output folder); 3 some image
 failed (the others were processed); 4 `occlude bias` exceeded --max-mean-drop or --max-flip-rate (3 takes
@@ -88,7 +88,7 @@ Writes OUT/STEM.stability.json, STEM.stability.csv (per noisy copy) and STEM.sta
 
 
 class Replacement(str, enum.Enum):
-    """What a replaced channel or feature-map window becomes (see occlude_cli.layers.REPLACEMENTS)."""
+    """What a replaced channel or feature-map window becomes (see occlude_cli.analyses.layers.REPLACEMENTS)."""
 
     zero = "zero"
     mean = "mean"
@@ -187,9 +187,8 @@ def layers(
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Occlude inside the model: the target score's drop when each channel of an inner tensor is replaced."""
-    from ..core.metrics import peak_index
-    from ..explain import SATURATION, check_run, parse_hw
-    from ..layers import (
+    from ..analyses.explain import SATURATION, check_run, parse_hw
+    from ..analyses.layers import (
         aggregate_channels,
         channel_importance,
         check_channels,
@@ -199,6 +198,7 @@ def layers(
         spatial_occlusion,
         upsample_to_input,
     )
+    from ..core.metrics import peak_index
     from ..loaders.model import saturation_remedy
     from ..outputs.analysis_write import layers_document, write_layers, write_spatial
 
@@ -419,8 +419,8 @@ def bias(
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Dataset bias: how much does occluding the same suspected region in every image move the predictions?"""
-    from ..bias import BiasRow, bias_image, check_thresholds, summarise_bias
-    from ..explain import check_run
+    from ..analyses.bias import BiasRow, bias_image, check_thresholds, summarise_bias
+    from ..analyses.explain import check_run
     from ..loaders.maps import convention_mask_path, is_mask_file, parse_box, read_mask
     from ..outputs.analysis_write import bias_document, write_bias
 
@@ -603,11 +603,11 @@ def stability(
     medical: MedicalInputFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Is the explanation stable? Maps of seeded noisy copies compared with the clean map; with --box, the patch test."""
-    from ..explain import check_run, parse_hw
+    from ..analyses.explain import check_run, parse_hw
+    from ..analyses.stability import parse_amplitude
+    from ..analyses.stability import stability as run_stability
     from ..loaders.maps import parse_box
     from ..outputs.analysis_write import stability_document, write_stability
-    from ..stability import parse_amplitude
-    from ..stability import stability as run_stability
 
     amplitude = parse_amplitude(noise)
     if trials < 1:
@@ -670,8 +670,8 @@ def stability(
 def info_layers(model: Path, *, json_out: bool = False, model_flags: Optional[ModelFlags] = None) -> None:
     """`occlude info MODEL --layers`: every inner tensor with its op and shape, whether the model can be cut there
     (a valid --layer), and its receptive field on the input where the receptive-field analysis knows it."""
-    from ..explain import resolve_preprocessing
-    from ..layers import inner_tensors
+    from ..analyses.explain import resolve_preprocessing
+    from ..analyses.layers import inner_tensors
     from ..loaders.model import OnnxClassifier
 
     flags = model_flags or ModelFlags()
@@ -723,10 +723,10 @@ def info_layers(model: Path, *, json_out: bool = False, model_flags: Optional[Mo
 
 
 def _receptive_fields(path: Path, shape: List[int]) -> Optional[dict]:
-    """name -> {"size": [h, w], "stride": [h, w]} from loaders.receptive when that module exists (and the
+    """name -> {"size": [h, w], "stride": [h, w]} from inference.receptive when that module exists (and the
     analysis succeeds), else None."""
     try:
-        from ..loaders import receptive  # type: ignore[attr-defined]
+        from ..inference import receptive  # type: ignore[attr-defined]
     except ImportError:
         return None
     try:

@@ -220,7 +220,7 @@ class ModelFlags:
 
     def load(self, model: Path):
         """The model, its preprocessing and the class names. Checks every flag before the model loads."""
-        from ..explain import resolve_preprocessing
+        from ..analyses.explain import resolve_preprocessing
         from ..loaders import limits
         from ..loaders.model import OnnxClassifier, read_labels, resolve_threads
 
@@ -302,8 +302,8 @@ class OcclusionFlags:
 
     def options(self, patch=None, **more):
         """ExplainOptions from these flags (``patch`` already parsed or None; ``more``: other fields)."""
+        from ..analyses.explain import ExplainOptions, parse_hw
         from ..core.baselines import parse_baseline
-        from ..explain import ExplainOptions, parse_hw
 
         if self.batch_size is not None and self.batch_size < 1:
             raise OccludeError(f"--batch-size must be at least 1, got {self.batch_size}")
@@ -479,7 +479,7 @@ class RenderFlags:
 
     def style(self):
         """The library's RenderStyle, checked (finite alpha in [0, 1], percentile in (0, 100], known colormap)."""
-        from ..outputs.render import RenderStyle
+        from ..pictures.render import RenderStyle
 
         if not (self.alpha == self.alpha and 0.0 <= self.alpha <= 1.0):
             raise OccludeError(f"--alpha must be in [0, 1], got {self.alpha}")

@@ -224,8 +224,8 @@ def run(
     medical: MedicalFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Explain images with an ONNX classifier: writes STEM.overlay.png, STEM.heatmap.png, STEM.json, STEM.npy."""
+    from ..analyses.explain import ExplainOptions, check_run, parse_patches
     from ..batch import discover_inputs, parse_shard, remove_stale_temps, run_folder, summary_document, take_shard
-    from ..explain import ExplainOptions, check_run, parse_patches
 
     started = time.time()
     scales = parse_patches(patch) if patch is not None else []
@@ -459,7 +459,7 @@ def _log_line(row) -> str:
 
 
 def _dry_run(classifier, images, problems, options, preprocessing, labels, json_out: bool, scales, metrics) -> None:
-    from ..explain import estimate_run
+    from ..analyses.explain import estimate_run
 
     for _, problem in problems:
         print_error(problem)
@@ -511,7 +511,7 @@ def _baseline_check(
     classifier, images, problems, options, preprocessing, labels, out: Path, json_out: bool, quiet: bool
 ) -> None:
     """--baseline-check: per input, the drift of the top-1 confidence under each baseline (issue 12)."""
-    from ..explain import baseline_check
+    from ..analyses.explain import baseline_check
     from ..outputs.volumes import write_baseline_check
 
     for _, problem in problems:
@@ -649,7 +649,7 @@ def info(
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
 ) -> None:
     """Show what occlude reads from a model: input, layout, size, preprocessing, head, labels, provider."""
-    from ..explain import describe_model
+    from ..analyses.explain import describe_model
 
     if layers:
         from ..loaders.model import Device

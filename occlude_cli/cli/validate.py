@@ -1,5 +1,5 @@
 """`occlude compare` and `occlude check`: the validation commands (Typer only; the work is in
-:mod:`occlude_cli.validate`).
+:mod:`occlude_cli.analyses.validate`).
 
 Exit codes of `occlude check` (for CI): 0 every image passed; 4 at least one image failed the check
 (the model looks elsewhere); 3 at least one image could not be checked (unreadable image, missing mask,
@@ -120,10 +120,10 @@ def compare(
 ) -> None:
     """Compare another method's saliency map with occlusion's: correlation, top-k overlap, deletion and insertion
     curves, infidelity, sufficiency and completeness; one image or a folder (--maps)."""
+    from ..analyses.explain import check_run, parse_hw
+    from ..analyses.validate import MAP_KINDS, check_fractions, compare_file
     from ..core.baselines import parse_baseline
-    from ..explain import check_run, parse_hw
     from ..outputs.write import write_comparison
-    from ..validate import MAP_KINDS, check_fractions, compare_file
 
     options = occlusion.options(patch=parse_hw(patch, "--patch") if patch is not None else None, **medical.fields())
     if steps < 1:
@@ -209,10 +209,10 @@ def _compare_folder(
     classifier, preprocessing, class_names, options, folder, maps, out, settings, name, recursive, json_out, quiet
 ) -> None:
     """Folder mode of compare: one comparison per image with a map, then dataset means with bootstrap CIs."""
+    from ..analyses.validate import compare_dataset, compare_file, comparison_numbers
     from ..batch import discover_inputs
     from ..outputs.records import format_json
     from ..outputs.write import write_compare_summary, write_comparison
-    from ..validate import compare_dataset, compare_file, comparison_numbers
 
     notes: list = []
     images, problems = discover_inputs([str(folder)], recursive=recursive, exclude=[out], notes=notes)
@@ -335,12 +335,12 @@ def check(
     render: RenderFlags = None,  # type: ignore[assignment]
 ) -> None:
     """CI check: does the model look where it should? Pointing game and energy share inside a region."""
+    from ..analyses.explain import check_run, parse_hw
+    from ..analyses.validate import CheckRow, check_min_energy
     from ..batch import discover_inputs
-    from ..explain import check_run, parse_hw
     from ..loaders.maps import is_mask_file, parse_box, read_mask
     from ..outputs.records import check_document
     from ..outputs.write import write_check_summary
-    from ..validate import CheckRow, check_min_energy
 
     given = [flag for flag, value in (("--box", box), ("--mask", mask), ("--masks", masks)) if value is not None]
     if len(given) > 1:
@@ -475,8 +475,8 @@ def _check_one(
     """One discovered image -> its row: finds its region (the box, the one mask, DIR/<key>.png or the
     NAME.mask.png next to it) and runs the check; a missing per-image mask is an error row. ``notes`` shows
     the explanation's notes (once per command)."""
+    from ..analyses.validate import CheckRow, check_file
     from ..loaders.maps import convention_mask_path
-    from ..validate import CheckRow, check_file
 
     if box_values is not None:
         region = {"box": box_values}

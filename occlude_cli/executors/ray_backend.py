@@ -51,7 +51,7 @@ def _occlude_module(name: str):
     modules = {
         "engine": "occlude_cli.core.engine",
         "model": "occlude_cli.loaders.model",
-        "explain": "occlude_cli.explain",
+        "explain": "occlude_cli.analyses.explain",
     }
     return importlib.import_module(modules[name])
 

@@ -208,7 +208,7 @@ def check_stream_size(size: int, name: str, what: str, limit: Optional[int] = No
 def declared_input_bytes(model_path) -> Tuple[str, list, int]:
     """The largest graph input (not an initializer) of an ONNX file as (name, shape, bytes), with dynamic
     dimensions counted as 1. Reads the graph only (no external weights, no onnxruntime), or the cache."""
-    from .facts import model_facts
+    from ..inference.facts import model_facts
 
     return model_facts(model_path).largest_input
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..core.casting import cast_checked
 from ..errors import OccludeError, first_line
-from .facts import file_sha256, final_operator, model_facts  # noqa: F401 -- file_sha256, final_operator: re-exported
+from ..inference.facts import file_sha256, final_operator, model_facts  # noqa: F401 -- file_sha256, final_operator: re-exported
 
 PREPROCESS_KEY = "occlude.preprocess"
 LABELS_KEY = "occlude.labels"
@@ -322,7 +322,7 @@ class OnnxClassifier:
         if self.path.is_dir():
             raise OccludeError(f"expected an .onnx model file, got a folder: {self.path}")
         # before anything reads weights: no location outside the model's folder (and the graph facts, read
-        # once per model file: see loaders.facts)
+        # once per model file: see inference.facts)
         facts = model_facts(self.path)
         ort = _ort()
         self.providers = choose_providers(device)
@@ -403,7 +403,7 @@ class OnnxClassifier:
     def _try_batch_rewrite(self, options) -> None:
         """A model pinned to batch 1 usually only declares it: rewrite the declared batch dimension to be
         dynamic and use the result if it provably computes the same thing; otherwise keep batch 1."""
-        from .graph import batched_model
+        from ..inference.graph import batched_model
 
         result = batched_model(
             self.path,

@@ -8,14 +8,14 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..bias import BiasRow, BiasSummary
-from ..explain import SCHEMA_VERSION
-from ..layers import ChannelImportance, ChannelSummary, LayerModel, SpatialOcclusion, upsample_to_input
+from ..analyses.bias import BiasRow, BiasSummary
+from ..analyses.explain import SCHEMA_VERSION
+from ..analyses.layers import ChannelImportance, ChannelSummary, LayerModel, SpatialOcclusion, upsample_to_input
+from ..analyses.stability import StabilityResult
 from ..loaders.images import PreparedImage
-from ..stability import StabilityResult
-from .analysis_render import activation_maps_png, bias_png, channel_bars_png, stability_png, upsampled_title
+from ..pictures.charts import activation_maps_png, bias_png, channel_bars_png, stability_png, upsampled_title
+from ..pictures.render import model_grey, overlay_png
 from .records import json_number
-from .render import model_grey, overlay_png
 from .write import atomic_write_bytes, atomic_write_json, csv_bytes, npy_bytes
 
 LAYER_FIELDS = [

@@ -32,8 +32,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..analyses.explain import multiscale_mean
 from ..errors import OccludeError
-from ..explain import multiscale_mean
 from ..text import recover
 from .manifest import (  # noqa: F401  (re-exported: the folder's machinery in one place)
     Entry,
@@ -130,7 +130,7 @@ def rebuild(out_dir, *, style=None, aggregate: Optional[bool] = None, report: Op
 
 def _style_of(manifest: dict):
     """The run's RenderStyle, from its manifest's settings (None: the default)."""
-    from .render import RenderStyle
+    from ..pictures.render import RenderStyle
 
     described = (manifest.get("settings") or {}).get("style")
     try:
@@ -146,7 +146,7 @@ class MapAggregate:
     """Running mean of per-image maps, each scaled to [-1, 1] by its largest |value| (bounded memory)."""
 
     def __init__(self, style=None) -> None:
-        from .render import DEFAULT_STYLE
+        from ..pictures.render import DEFAULT_STYLE
 
         self.style = style or DEFAULT_STYLE
         self.total: Optional[np.ndarray] = None

@@ -10,10 +10,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..analyses.explain import SCHEMA_VERSION, Explanation
+from ..analyses.validate import CHECK_FIELDS, CheckRow  # noqa: F401  (CHECK_FIELDS re-exported for write)
 from ..core.metrics import finite_or_none, peak
-from ..explain import SCHEMA_VERSION, Explanation
 from ..text import json_safe, recover
-from ..validate import CHECK_FIELDS, CheckRow  # noqa: F401  (CHECK_FIELDS re-exported for write)
 
 json_number = finite_or_none  # JSON-safe float: null for None, NaN and inf
 

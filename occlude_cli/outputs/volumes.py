@@ -1,7 +1,7 @@
 """What occlude writes for medical inputs: the JSON (windows as z, y, x, d, h, w; the input's geometry; the
 peak in voxels and world mm), the map as ``.npy`` and as NIfTI on the input's own grid and affine, and the
 pictures: for volumes a montage of axial slices and the three orthogonal planes through the peak
-(:mod:`occlude_cli.outputs.montage`), for 2-D DICOM slices the usual overlay and heatmap. The map is
+(:mod:`occlude_cli.pictures.montage`), for 2-D DICOM slices the usual overlay and heatmap. The map is
 blended over the windowed intensities: the model's window, else the file's, else the 1st-99th percentile.
 """
 
@@ -12,11 +12,11 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ..explain import VolumeExplanation
+from ..analyses.explain import VolumeExplanation
 from ..loaders.medical import write_nifti_map
-from . import montage
+from ..pictures import montage
+from ..pictures.render import DEFAULT_STYLE, RenderStyle, heatmap_png, overlay_png, score_word
 from .records import _grid, explanation_record, json_number
-from .render import DEFAULT_STYLE, RenderStyle, heatmap_png, overlay_png, score_word
 from .write import _undo as undo_writes
 from .write import atomic_write_bytes, atomic_write_json, npy_bytes, output_records
 
@@ -178,7 +178,7 @@ def write_volume_explanation(
 
 
 def write_baseline_check(documents: Sequence[dict], out_dir) -> Path:
-    """OUT/baseline_check.json: one document of :func:`occlude_cli.explain.baseline_check` per input."""
+    """OUT/baseline_check.json: one document of :func:`occlude_cli.analyses.explain.baseline_check` per input."""
     return atomic_write_json(Path(out_dir) / "baseline_check.json", {"schema": 1, "inputs": list(documents)})
 
 

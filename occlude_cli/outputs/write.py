@@ -16,10 +16,20 @@ from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from ..analyses.explain import SCHEMA_VERSION, Explanation, ScaleStudy
+from ..analyses.validate import CHECK_CSV_HEADER, CheckRow
 from ..errors import OccludeError
-from ..explain import SCHEMA_VERSION, Explanation, ScaleStudy
+from ..pictures.render import (
+    DEFAULT_STYLE,
+    RenderStyle,
+    compare_png,
+    heatmap_png,
+    overlay_png,
+    overlay_with_region_png,
+    panels_png,
+    score_word,
+)
 from ..text import for_csv
-from ..validate import CHECK_CSV_HEADER, CheckRow
 from .records import (
     CHECK_FIELDS,
     SUMMARY_FIELDS,
@@ -29,16 +39,6 @@ from .records import (
     format_json,
     json_number,
     summary_document,
-)
-from .render import (
-    DEFAULT_STYLE,
-    RenderStyle,
-    compare_png,
-    heatmap_png,
-    overlay_png,
-    overlay_with_region_png,
-    panels_png,
-    score_word,
 )
 
 

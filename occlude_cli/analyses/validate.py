@@ -1,6 +1,6 @@
 """Validating explanations: faithfulness of a map, agreement with another method's map, and region checks.
 
-The glue between :func:`occlude_cli.explain.explain` and the pure metrics in :mod:`occlude_cli.core.metrics`:
+The glue between :func:`occlude_cli.analyses.explain.explain` and the pure metrics in :mod:`occlude_cli.core.metrics`:
 running the deletion / insertion curves with the explanation's own model, score and baseline, comparing
 maps and checking regions. Writes nothing: the documents go out through :mod:`occlude_cli.outputs`.
 
@@ -17,8 +17,8 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .core.baselines import default_blur_sigma, parse_baseline
-from .core.fidelity import (
+from ..core.baselines import default_blur_sigma, parse_baseline
+from ..core.fidelity import (
     DEFAULT_FRACTIONS,
     bootstrap_mean_ci,
     completeness_curve,
@@ -26,7 +26,7 @@ from .core.fidelity import (
     pixel_counts,
     sufficiency_curve,
 )
-from .core.metrics import (
+from ..core.metrics import (
     DEFAULT_STEPS,
     deletion_curve,
     energy_share,
@@ -39,13 +39,13 @@ from .core.metrics import (
     spearman,
     top_fraction_iou,
 )
-from .errors import OccludeError, first_line, shown_apart
+from ..errors import OccludeError, first_line, shown_apart
+from ..loaders.images import Preprocessing, prepare_image
+from ..loaders.maps import map_on_model_grid, read_saliency_map, region_mask, resize_map
+from ..loaders.medical import Volume
+from ..loaders.model import OnnxClassifier
+from ..loaders.volumes import PreparedVolume
 from .explain import ExplainOptions, Explanation, explain, input_baseline, photo_preprocessing
-from .loaders.images import Preprocessing, prepare_image
-from .loaders.maps import map_on_model_grid, read_saliency_map, region_mask, resize_map
-from .loaders.medical import Volume
-from .loaders.model import OnnxClassifier
-from .loaders.volumes import PreparedVolume
 
 DEFAULT_TOP_FRACTION = 0.1
 json_number = finite_or_none

@@ -13,15 +13,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, 
 
 import numpy as np
 
-from ._version import __version__
-from .core.baselines import default_blur_sigma, make_baseline, make_input_baseline, parse_baseline
-from .core.engine import Box, Occlusion, default_stride, occlusion_sensitivity, window_grid
-from .core.metrics import peak_index
-from .core.refine import check_refine, refine_forward_passes, refined_occlusion_sensitivity
-from .errors import OccludeError
-from .loaders.images import PreparedImage, Preprocessing, default_pixel_offset, prepare_image
-from .loaders.model import SCORE_NAMES, Head, OnnxClassifier, ScoreKind, resolve_target, saturation_remedy
-from .loaders.volumes import (
+from .._version import __version__
+from ..core.baselines import default_blur_sigma, make_baseline, make_input_baseline, parse_baseline
+from ..core.engine import Box, Occlusion, default_stride, occlusion_sensitivity, window_grid
+from ..core.metrics import peak_index
+from ..core.refine import check_refine, refine_forward_passes, refined_occlusion_sensitivity
+from ..errors import OccludeError
+from ..loaders.images import PreparedImage, Preprocessing, default_pixel_offset, prepare_image
+from ..loaders.model import SCORE_NAMES, Head, OnnxClassifier, ScoreKind, resolve_target, saturation_remedy
+from ..loaders.volumes import (
     VOLUME_LAYOUTS,
     PreparedVolume,
     VolumePreprocessing,
@@ -263,7 +263,7 @@ class Explanation:
     def map_on_original(self, values: Optional[np.ndarray] = None) -> np.ndarray:
         """The map (or ``values`` at model-input resolution) resampled onto the original image's pixels,
         (height, width) of the original, NaN outside the part the model sees."""
-        from .loaders.images import map_on_original
+        from ..loaders.images import map_on_original
 
         return map_on_original(self.map if values is None else values, self.image.original_size, self.image.crop_box)
 
@@ -282,7 +282,7 @@ class Explanation:
 
     def _repr_png_(self) -> bytes:
         """The overlay PNG, so an Explanation displays itself in Jupyter."""
-        from .outputs.render import overlay_png
+        from ..pictures.render import overlay_png
 
         label = self.label(self.target)
         title = f"{label or 'class ' + str(self.target)}: {self.score_kind} {self.occlusion.original_scores[self.target]:.4f}"
@@ -345,14 +345,14 @@ class VolumeExplanation(Explanation):
 
     def map_on_original(self, values: Optional[np.ndarray] = None) -> np.ndarray:
         """The map (or ``values`` on the model grid) on the input's own voxel grid (linear interpolation)."""
-        from .loaders.medical import resample_map_to_input
+        from ..loaders.medical import resample_map_to_input
 
         return resample_map_to_input(self.map if values is None else values, self.prepared.volume)
 
     def _repr_png_(self) -> bytes:
         if self.prepared.ndim == 2:
             return super()._repr_png_()
-        from .outputs.montage import montage_png
+        from ..pictures.montage import montage_png
 
         grid = self.prepared.grid
         title = (
@@ -457,7 +457,7 @@ class ExplainOptions:
         return ExplainOptions(**fields)
 
     def _medical_checked(self) -> dict:
-        from .loaders.medical import parse_intensity_range, parse_window
+        from ..loaders.medical import parse_intensity_range, parse_window
 
         chosen = [
             n
@@ -525,7 +525,7 @@ def explain(
     if isinstance(prepared, PreparedVolume):
         baseline = volume_baseline(baseline_kind, prepared, patch, seed=options.seed, blur_sigma=blur_sigma)
     elif baseline_kind == "inpaint":
-        from .loaders.inpaint import InpaintBaseline
+        from ..loaders.inpaint import InpaintBaseline
 
         baseline = InpaintBaseline(prepared.model_input, preprocessing.spatial_axes)
     else:
@@ -600,7 +600,7 @@ def volume_baseline(kind: str, prepared: PreparedVolume, patch: Sequence[int], *
     ``inpaint`` is a per-window callable."""
     axes = prepared.preprocessing.spatial_axes
     if kind == "inpaint":
-        from .loaders.inpaint import InpaintBaseline
+        from ..loaders.inpaint import InpaintBaseline
 
         return InpaintBaseline(prepared.model_input, axes)
     sigma = blur_sigma if blur_sigma is not None else default_blur_sigma(patch)
@@ -721,7 +721,7 @@ def incremental_decision(model: OnnxClassifier, options: ExplainOptions, windows
     against full passes and used when the cost model expects at least 1.3x (``auto``). ``exact``: False only
     for ``on`` with a graph whose arithmetic a plan cannot reproduce bit for bit (float16, quantised
     operators, rounding steps: ``reason``): then the maps are approximate."""
-    from .loaders.incremental import NOT_BIT_FOR_BIT
+    from ..inference.incremental import NOT_BIT_FOR_BIT
 
     mode = options.incremental
     inexact = getattr(model, "inexact_arithmetic", None)
@@ -763,7 +763,7 @@ def _incremental(
     the same path, so outputs stay byte-identical across runs), never by a clock. ``on`` uses it for any graph
     it can split: on a graph that rounds coarsely (float16, quantised) the map is approximate, and the error
     is measured on every image (``measured_error``) and noted."""
-    from .loaders.incremental import IncrementalUnavailable, build_plan
+    from ..inference.incremental import IncrementalUnavailable, build_plan
 
     image = len(preprocessing.size) == 2 and len(sample.shape) == 3
     decision = incremental_decision(model, options, windows, 2 if image else 3)
@@ -947,7 +947,7 @@ def _setup(
 
 def is_medical_input(image, options: Optional[ExplainOptions] = None) -> bool:
     """Is ``image`` a medical input (a Volume, a DICOM/NIfTI path, or a folder with ``series``)?"""
-    from .loaders.medical import Volume
+    from ..loaders.medical import Volume
 
     if isinstance(image, Volume):
         return True
@@ -1014,14 +1014,14 @@ def baseline_check(
     blur_sigma = options.blur_sigma if options.blur_sigma is not None else default_blur_sigma(patch)
     batch_size = options.batch_size or model.default_batch_size(sample.nbytes)
     results = []
-    from .core.engine import score_windows
+    from ..core.engine import score_windows
 
     for spec in wanted:
         kind = parse_baseline(spec)
         if isinstance(prepared, PreparedVolume):
             fill = volume_baseline(kind, prepared, patch, seed=options.seed, blur_sigma=blur_sigma)
         elif kind == "inpaint":
-            from .loaders.inpaint import InpaintBaseline
+            from ..loaders.inpaint import InpaintBaseline
 
             fill = InpaintBaseline(sample, preprocessing.spatial_axes)
         else:
@@ -1071,11 +1071,11 @@ def estimate_run(
     ``forward_passes`` counts every input the run sends through the model for one image: per map its
     unoccluded pass and one per window (``--refine``: the coarse grid and the refinement budget), once per
     patch size of ``scales`` (a patch-size study, :func:`explain_scales`), and with ``metrics`` the passes
-    of :func:`occlude_cli.validate.faithfulness` per map. ``top_k`` and every-class maps cost nothing more.
+    of :func:`occlude_cli.analyses.validate.faithfulness` per map. ``top_k`` and every-class maps cost nothing more.
     ``per_patch`` breaks the occlusion passes down by patch size. ``incremental``: what incremental inference
     decides from the graph (see :func:`incremental_decision`); the time is that of full passes, a run with
     incremental inference takes less."""
-    from .core.fidelity import faithfulness_forward_passes
+    from ..core.fidelity import faithfulness_forward_passes
 
     options, classifier, preprocessing, labels, patch, stride, prepared, region = _setup(
         model, image, options, preprocessing, labels, overrides
@@ -1243,7 +1243,7 @@ def explain_scales(
 ) -> ScaleStudy:
     """Explain one image once per patch size (one model session; the target is fixed by the first run so
     every map explains the same class) and measure their pairwise rank correlation."""
-    from .core.metrics import spearman
+    from ..core.metrics import spearman
 
     if len(patches) < 2:
         raise OccludeError("a scale study needs at least two patch sizes")

@@ -1,6 +1,6 @@
 """Occlusion inside the network: which channels of an inner tensor matter, and where on its feature map.
 
-The model is cut at an inner tensor (:func:`occlude_cli.loaders.graph.split_model`, verified on the spot):
+The model is cut at an inner tensor (:func:`occlude_cli.inference.graph.split_model`, verified on the spot):
 the prefix (input -> tensor) runs once per image, and only the suffix (tensor -> output) runs per occluded
 channel or feature-map window, so occluding all 480 channels of a mid EfficientNet tensor costs 480 suffix
 passes, not 480 full passes.
@@ -23,12 +23,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .core.casting import cast_checked
-from .core.engine import Occlusion, occlusion_sensitivity, score_perturbations
-from .errors import OccludeError
+from ..core.casting import cast_checked
+from ..core.engine import Occlusion, occlusion_sensitivity, score_perturbations
+from ..errors import OccludeError
+from ..loaders.images import PreparedImage, Preprocessing, prepare_image
+from ..loaders.model import Head, OnnxClassifier, resolve_target
 from .explain import ExplainOptions, photo_preprocessing
-from .loaders.images import PreparedImage, Preprocessing, prepare_image
-from .loaders.model import Head, OnnxClassifier, resolve_target
 
 REPLACEMENTS = {
     "zero": "the channel becomes 0 everywhere (after a ReLU: 'switched off')",
@@ -121,10 +121,10 @@ def open_layer(
     model's output on ``sample`` (one model input without batch axis; default a seeded random one).
 
     Raises OccludeError naming the tensor when it is unknown or the cut is invalid (e.g. a skip connection
-    crosses it); the message lists the nearest valid cut points (see ``loaders.graph.valid_cut_points``).
+    crosses it); the message lists the nearest valid cut points (see ``inference.graph.valid_cut_points``).
     ``channel_axis``: the channel axis of one feature sample (0: NCHW feature maps; -1 for channel-last).
     """
-    from .loaders.graph import split_model, verify_split
+    from ..inference.graph import split_model, verify_split
 
     if not isinstance(classifier, OnnxClassifier):
         classifier = OnnxClassifier(classifier)
@@ -505,7 +505,7 @@ def inner_tensors(
     """Every tensor computed inside the model, in topological order: name, op, shape, and whether the model can
     be cut there (``valid_cut``). ``input_shape``: the full input shape, to make symbolic dims concrete (None:
     they stay None)."""
-    from .loaders.graph import model_tensors, valid_cut_points
+    from ..inference.graph import model_tensors, valid_cut_points
 
     if not isinstance(classifier, OnnxClassifier):
         classifier = OnnxClassifier(classifier)

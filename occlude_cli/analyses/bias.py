@@ -18,12 +18,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .core.baselines import default_blur_sigma, make_baseline
-from .errors import OccludeError, shown_apart
+from ..core.baselines import default_blur_sigma, make_baseline
+from ..errors import OccludeError, shown_apart
+from ..loaders.images import PreparedImage, Preprocessing, prepare_image
+from ..loaders.maps import region_mask
+from ..loaders.model import OnnxClassifier, resolve_target
 from .explain import ExplainOptions, photo_preprocessing
-from .loaders.images import PreparedImage, Preprocessing, prepare_image
-from .loaders.maps import region_mask
-from .loaders.model import OnnxClassifier, resolve_target
 
 DEFAULT_CONTROLS = 8
 DEFAULT_BOOTSTRAP = 1000

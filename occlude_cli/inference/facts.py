@@ -1,11 +1,11 @@
 """What occlude reads from a model's graph before onnxruntime loads it, read once per model file.
 
-:func:`model_facts` checks the external-data locations (:func:`occlude_cli.loaders.graph.check_external_data`)
+:func:`model_facts` checks the external-data locations (:func:`occlude_cli.inference.graph.check_external_data`)
 and reads the declared size of the largest input (for the memory check), the operator behind each output
 (to know whether the scores are already probabilities) and, per output, whether incremental inference could
-reproduce its full passes bit for bit (:func:`occlude_cli.loaders.incremental.inexact_arithmetic`: the
+reproduce its full passes bit for bit (:func:`occlude_cli.inference.incremental.inexact_arithmetic`: the
 ``incremental auto`` decision, made before any image). For a model without external data these facts depend
-on the file's bytes alone, so they are kept in the on-disk cache (:mod:`occlude_cli.loaders.cache`) under
+on the file's bytes alone, so they are kept in the on-disk cache (:mod:`occlude_cli.inference.cache`) under
 the file's SHA-256: a later process reads them without importing the ``onnx`` package or parsing the graph.
 """
 

@@ -1,4 +1,4 @@
-"""Pictures of volumes, drawn with Pillow like :mod:`occlude_cli.outputs.render` (same colormap, opacity
+"""Pictures of volumes, drawn with Pillow like :mod:`occlude_cli.pictures.render` (same colormap, opacity
 rule, frame and colorbar): a montage of axial slices and the three orthogonal planes through a voxel, the
 map blended over 0..1 display intensities, voxels shown with their physical aspect ratio (a 2 x 2.6 mm
 voxel is drawn 2 x 2.6, not square). Arrays in, PNG bytes out: no explanation objects, so that

@@ -31,15 +31,15 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-from .core.baselines import default_blur_sigma
-from .core.engine import occlusion_sensitivity
-from .core.metrics import spearman, top_fraction_iou
-from .errors import OccludeError
+from ..core.baselines import default_blur_sigma
+from ..core.engine import occlusion_sensitivity
+from ..core.metrics import spearman, top_fraction_iou
+from ..errors import OccludeError
+from ..loaders.images import Preprocessing
+from ..loaders.maps import region_mask
+from ..loaders.model import OnnxClassifier, resolve_target
+from ..loaders.volumes import PreparedVolume, intensity_scale, with_grid_data
 from .explain import ExplainOptions, Explanation, explain, input_baseline
-from .loaders.images import Preprocessing
-from .loaders.maps import region_mask
-from .loaders.model import OnnxClassifier, resolve_target
-from .loaders.volumes import PreparedVolume, intensity_scale, with_grid_data
 
 DEFAULT_TRIALS = 8
 DEFAULT_AMPLITUDE = 2 / 255
@@ -251,7 +251,7 @@ def patch_test(clean: Explanation, box, *, clean_class=None, labels: Optional[Se
     occluded, kept = int(np.argmax(scores[0])), int(np.argmax(scores[1]))
     names = labels if labels is not None else clean.labels
     expected = resolve_target(clean_class, names, scores.shape[1]) if clean_class is not None else None
-    from .loaders.maps import parse_box
+    from ..loaders.maps import parse_box
 
     return PatchTest(
         box=list(parse_box(box)),

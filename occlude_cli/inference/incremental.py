@@ -2,7 +2,7 @@
 
 Occluding a window changes only the positions of an early, high-resolution tensor T whose receptive field
 meets the window. So the graph is split at one or a chain of *cut* tensors T1 -> T2 -> ... -> Tk (local
-tensors that every input-to-output path crosses, see :mod:`occlude_cli.loaders.receptive`):
+tensors that every input-to-output path crosses, see :mod:`occlude_cli.inference.receptive`):
 
 1. once per image, every segment (input -> T1, T1 -> T2, ...) runs on the whole unoccluded tensor: T1_full...
 2. for a batch of windows, segment 1 runs only on a *crop* of each occluded input around its window; the
@@ -1105,7 +1105,7 @@ def build_plan(
     :data:`CHECK_TOLERANCE` (1e-4: float32 noise is 1e-7 to 1e-6).
 
     ``model_sha256`` (the model file's SHA-256) turns on the on-disk plan cache (see
-    :mod:`occlude_cli.loaders.cache`) for plans chosen by the cost model without ``measure``: a cached plan
+    :mod:`occlude_cli.inference.cache`) for plans chosen by the cost model without ``measure``: a cached plan
     skips the graph analysis and the sub-model extraction but not the self-check; one that fails it is
     rebuilt. Graphs where incremental inference does not apply are remembered too.
     """
