@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout, installed or n
     sys.path.insert(0, str(ROOT))
 
 from occlude_cli import __version__  # noqa: E402
-from occlude_cli.analyses.explain import Explanation, explain  # noqa: E402
+from occlude_cli import Explanation, explain  # noqa: E402
 from occlude_cli.loaders.model import OnnxClassifier  # noqa: E402
 from occlude_cli.outputs.write import write_explanation  # noqa: E402
 

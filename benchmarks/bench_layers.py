@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from occlude_cli.analyses.explain import resolve_preprocessing  # noqa: E402
+from occlude_cli import resolve_preprocessing  # noqa: E402
 from occlude_cli.analyses.layers import channel_importance, open_layer  # noqa: E402
 from occlude_cli.loaders.images import prepare_image  # noqa: E402
 from occlude_cli.loaders.model import OnnxClassifier  # noqa: E402

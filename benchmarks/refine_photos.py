@@ -126,7 +126,7 @@ def exact_scores(
     classifier, preprocessing, name: str, path: Path, resize: str, patch: int, stride: int, cache: Path
 ) -> Dict[str, np.ndarray]:
     """The exact run's every window's scores (all classes) for one photo, cached on disk by content."""
-    from occlude_cli.analyses.explain import explain
+    from occlude_cli import explain
 
     file = cache_file(cache, name, path, resize, patch, stride)
     if file.exists():
@@ -261,7 +261,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--only", default=None, help="substring: use only photos whose name contains it")
     args = parser.parse_args(argv)
 
-    from occlude_cli.analyses.explain import explain, resolve_preprocessing
+    from occlude_cli import explain, resolve_preprocessing
     from occlude_cli.loaders.model import OnnxClassifier
 
     classifier = OnnxClassifier(str(MODEL))

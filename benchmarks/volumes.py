@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from occlude_cli.core.engine import occlusion_sensitivity, window_grid, window_slice  # noqa: E402
-from occlude_cli.analyses.explain import explain  # noqa: E402
+from occlude_cli import explain  # noqa: E402
 from occlude_cli.loaders.inpaint import InpaintBaseline  # noqa: E402
 from occlude_cli.loaders.model import OnnxClassifier  # noqa: E402
 
@@ -95,9 +95,10 @@ def throughput(model: OnnxClassifier, sample: np.ndarray, patch: int, stride: in
 
 def inpaint_cost(model_path: Path, image: Path, windows_to_time: int) -> dict:
     """ms per window of the inpaint baseline alone, on the model's input with its default patch."""
-    from occlude_cli.analyses.explain import _setup  # the input exactly as explain() prepares it, with the default grid
+    from occlude_cli.analyses.plan import setup  # the input exactly as explain() prepares it, with the default grid
 
-    _, _, pre, _, patch, stride, prepared, _ = _setup(model_path, image, None, None, None, {})
+    s = setup(model_path, image)
+    pre, patch, stride, prepared = s.preprocessing, s.patch, s.stride, s.prepared
     grid = window_grid(pre.size, patch, stride)
     rng = np.random.default_rng(0)
     chosen = grid[rng.choice(len(grid), size=min(windows_to_time, len(grid)), replace=False)]

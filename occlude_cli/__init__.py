@@ -2,12 +2,15 @@
 
 Library use::
 
-    from occlude_cli import explain
+    from occlude_cli import explain, run_folder
     result = explain("sample_models/efficientnet_lite0.onnx", "sample_images/cat.jpg", patch=32)
     result.map          # (224, 224) signed score drops for the top-1 class
+    run_folder("sample_models/digits_cnn.onnx", ["sample_images/"], "maps/", aggregate=True, report=True)
 
-The package is layered; imports point one way only (see README, "Development"):
-``cli -> batch -> outputs -> explain / validate -> loaders -> core -> errors``.
+Every command has its library call here (``run_folder``, ``check_folder``, ``compare_image``, ``compare_folder``,
+``bias_folder``, ``layers_folder``, ``stability_image``). The package is layered; imports point one way only
+(see README, "Development"): ``cli -> runs -> batch -> outputs -> analyses -> pictures -> loaders -> inference
+-> core -> errors``.
 """
 
 from ._signals import install_early_sigterm, is_occlude_command
@@ -27,19 +30,26 @@ from ._version import __version__  # noqa: E402
 # a command needs: name -> module that defines it.
 _EXPORTS = {
     "OccludeError": "errors",
+    # the engine (numpy only)
     "Occlusion": "core.engine",
     "occlusion_sensitivity": "core.engine",
     "score_perturbations": "core.engine",
     "window_grid": "core.engine",
     "refined_occlusion_sensitivity": "core.refine",
-    "Explanation": "analyses.explain",
-    "ExplainOptions": "analyses.explain",
-    "ScaleStudy": "analyses.explain",
-    "estimate_run": "analyses.explain",
+    # one input
+    "ExplainOptions": "analyses.options",
+    "ModelOptions": "analyses.preprocessing",
+    "open_model": "analyses.preprocessing",
+    "resolve_preprocessing": "analyses.preprocessing",
+    "Explanation": "analyses.explanation",
+    "ScaleStudy": "analyses.explanation",
     "explain": "analyses.explain",
     "explain_scales": "analyses.explain",
-    "resolve_preprocessing": "analyses.explain",
     "describe_model": "analyses.explain",
+    "estimate_run": "analyses.estimate",
+    "baseline_check": "analyses.estimate",
+    "compare_maps": "analyses.validate",
+    "faithfulness": "analyses.validate",
     "Preprocessing": "loaders.images",
     "load_image": "loaders.images",
     "map_on_original": "loaders.images",
@@ -49,8 +59,23 @@ _EXPORTS = {
     "ScoreKind": "loaders.model",
     "explanation_record": "outputs.records",
     "write_explanation": "outputs.write",
-    "compare_maps": "analyses.validate",
-    "faithfulness": "analyses.validate",
+    # every command, from Python
+    "discover_inputs": "batch.inputs",
+    "RunEvents": "runs.events",
+    "RunSettings": "runs.run",
+    "run_folder": "runs.run",
+    "estimate_folder": "runs.run",
+    "baseline_check_folder": "runs.run",
+    "RegionSource": "runs.regions",
+    "check_folder": "runs.check",
+    "CompareSettings": "runs.compare",
+    "compare_image": "runs.compare",
+    "compare_folder": "runs.compare",
+    "bias_folder": "runs.bias",
+    "LayerSettings": "runs.layers",
+    "layers_folder": "runs.layers",
+    "describe_layers": "runs.layers",
+    "stability_image": "runs.stability",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -69,17 +94,13 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from .analyses.explain import (  # noqa: F401
-        ExplainOptions,
-        Explanation,
-        ScaleStudy,
-        describe_model,
-        estimate_run,
-        explain,
-        explain_scales,
-        resolve_preprocessing,
-    )
+    from .analyses.estimate import baseline_check, estimate_run  # noqa: F401
+    from .analyses.explain import describe_model, explain, explain_scales  # noqa: F401
+    from .analyses.explanation import Explanation, ScaleStudy  # noqa: F401
+    from .analyses.options import ExplainOptions  # noqa: F401
+    from .analyses.preprocessing import ModelOptions, open_model, resolve_preprocessing  # noqa: F401
     from .analyses.validate import compare_maps, faithfulness  # noqa: F401
+    from .batch.inputs import discover_inputs  # noqa: F401
     from .core.engine import Occlusion, occlusion_sensitivity, score_perturbations, window_grid  # noqa: F401
     from .core.refine import refined_occlusion_sensitivity  # noqa: F401
     from .errors import OccludeError  # noqa: F401
@@ -87,3 +108,11 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .loaders.model import Head, OnnxClassifier, ScoreKind  # noqa: F401
     from .outputs.records import explanation_record  # noqa: F401
     from .outputs.write import write_explanation  # noqa: F401
+    from .runs.bias import bias_folder  # noqa: F401
+    from .runs.check import check_folder  # noqa: F401
+    from .runs.compare import CompareSettings, compare_folder, compare_image  # noqa: F401
+    from .runs.events import RunEvents  # noqa: F401
+    from .runs.layers import LayerSettings, describe_layers, layers_folder  # noqa: F401
+    from .runs.regions import RegionSource  # noqa: F401
+    from .runs.run import RunSettings, baseline_check_folder, estimate_folder, run_folder  # noqa: F401
+    from .runs.stability import stability_image  # noqa: F401

@@ -1,18 +1,57 @@
-"""The one exception type occlude raises for bad input.
+"""The one exception type occlude raises for bad input, and how a message names a parameter.
 
-Its message is a single line meant for the user: the CLI prints it in red and exits non-zero,
-a library user catches it like any other exception.
+Its message is a single line meant for the user: the CLI prints it in red and exits non-zero, a library user
+catches it like any other exception. A message about a parameter names it as Python spells it (``patch``,
+``top_k``, ``max_memory``) and lists it in ``params``; the command line shows the flag that sets it instead
+(:func:`in_words`, with the CLI's one table of flags).
 """
+
+import re
+from typing import Callable, Sequence
 
 
 class OccludeError(Exception):
-    """Bad input or an unusable model/image: the message says what and, where possible, how to fix it."""
+    """Bad input or an unusable model/image: the message says what and, where possible, how to fix it.
+
+    ``params``: the parameters the message names (each once, as a whole word), so that a front end can name
+    them in its own words (the CLI: its flags)."""
+
+    def __init__(self, message: str = "", *, params: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.params = tuple(params)
+
+    def __reduce__(self):  # pickled with its params (a Ray worker's error reaches the driver whole)
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls, args, state):
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when it has none), for one-line reports."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+def in_words(message: str, params: Sequence[str], word: Callable[[str], str]) -> str:
+    """``message`` with each parameter of ``params`` named by ``word(param)`` instead (e.g. its flag), outside
+    quotes ('...', where outside text such as a file name stands). A name with an underscore (``top_k``) cannot
+    be an ordinary word: every occurrence is replaced; an ordinary word (``patch``, ``channels``) only where the
+    message first names it, so that a message may still use the word for the thing ("the patch height")."""
+    parts = re.split(r"('[^']*')", message)  # odd parts: quoted text, left alone
+    for param in params:
+        pattern = re.compile(rf"(?<![\w.-]){re.escape(param)}(?![\w-])")
+        left, text = (-1 if "_" in param else 1), word(param)
+        for i in range(0, len(parts), 2):
+            if left == 0:
+                break
+            parts[i], done = pattern.subn(lambda _, text=text: text, parts[i], count=max(left, 0))
+            left -= done if left > 0 else 0
+    return "".join(parts)
 
 
 def shown_apart(value: float, limit: float, value_text: str = "", limit_text: str = "") -> tuple:

@@ -363,7 +363,7 @@ def test_stability_of_a_linear_model_is_known_exactly(tmp_path):
     model = OnnxClassifier(linear_model(tmp_path / "linear.onnx", weights))
     pixels = rng.integers(60, 200, (H, W))
     image = _grey(tmp_path / "img.png", pixels)
-    result = stability(model, image, amplitude="4/255", trials=5, seed=9, patch=3, stride=2, score="raw", target=0)
+    result = stability(model, image, amplitude=4 / 255, trials=5, seed=9, patch=3, stride=2, score="raw", target=0)
     w0 = weights[0].reshape(H, W)
     clean = naive_map(w0 * pixels / 255.0, 3, 2)
     np.testing.assert_allclose(result.explanation.map, clean, atol=1e-5)
@@ -565,8 +565,8 @@ def test_bias_with_per_image_masks(tmp_path):
         (lambda m, layer, img: bias_image(m, img), "give exactly one region"),
         (lambda m, layer, img: summarise_bias([], bootstrap=10), "no image could be measured"),
         (lambda m, layer, img: stability(m, img, trials=0), "trials must be a whole number >= 1"),
-        (lambda m, layer, img: stability(m, img, amplitude="2/x"), "noise must be a number or a fraction"),
-        (lambda m, layer, img: stability(m, img, amplitude=1.5), "noise must be in [0, 1]"),
+        (lambda m, layer, img: stability(m, img, amplitude="2/x"), "amplitude must be a number"),
+        (lambda m, layer, img: stability(m, img, amplitude=1.5), "amplitude must be in [0, 1]"),
     ],
 )
 def test_bad_parameters_are_named(tmp_path, call, message):

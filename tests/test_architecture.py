@@ -2,7 +2,7 @@
 numpy only, and the packaging installs what it says.
 
 Layers, lowest first: errors/_version/_signals/text -> core -> inference -> loaders -> pictures -> analyses -> outputs
--> batch/executors -> cli. A module may import its own layer or lower ones, never a higher one (lazy imports inside
+-> batch/executors -> runs -> cli. A module may import its own layer or lower ones, never a higher one (lazy imports inside
 functions count too), and there is no exception to that rule.
 """
 
@@ -30,8 +30,9 @@ LAYERS = {
     "outputs": 6,
     "batch": 7,
     "executors": 7,
-    "cli": 8,
-    "__main__": 8,
+    "runs": 8,
+    "cli": 9,
+    "__main__": 9,
 }
 NUMPY_ONLY = ("core",)  # the engine stays a pure function of arrays and a score callable
 

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from occlude_cli.batch import discover_inputs, parse_shard, take_shard
+from occlude_cli.batch import discover_inputs, take_shard
+from occlude_cli.cli.parse import shard as parse_shard
 from occlude_cli.errors import OccludeError
 from occlude_cli.outputs.names import name_hash
 from occlude_cli.cli import app

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from occlude_cli import explain
 from occlude_cli.cli import app
-from occlude_cli.cli.run import shorten_path
+from occlude_cli.cli.show import shorten_path
 
 from conftest import SAMPLE_IMAGES, SAMPLE_MODELS
 

@@ -93,6 +93,6 @@ def test_layers_channels_out_of_range_is_exit_1_before_any_image(setup, tmp_path
     model, images, _ = setup
     out = tmp_path / "out"
     result = invoke("layers", model, images, "--layer", "feat", "--channels", "1,9", "-o", out)
-    assert_flag_error(result, "channels must be in 0..3 (--channels): tensor 'feat' has 4 channels, got 9", out)
+    assert_flag_error(result, "--channels must be in 0..3: tensor 'feat' has 4 channels, got 9", out)
     ok = invoke("layers", model, images, "--layer", "feat", "--channels", "1,3", "-o", out, "-q")
     assert ok.exit_code == 0, ok.stderr

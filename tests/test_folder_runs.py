@@ -20,9 +20,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from occlude_cli.batch import discover_inputs, run_folder, take_shard
+from occlude_cli import run_folder
+from occlude_cli.batch import discover_inputs, take_shard
 from occlude_cli.cli import app
-from occlude_cli.analyses.explain import ExplainOptions, estimate_run, resolve_preprocessing
+from occlude_cli import ExplainOptions, estimate_run, resolve_preprocessing
 from occlude_cli.loaders.model import OnnxClassifier
 from occlude_cli.outputs.folder import saved_map
 from occlude_cli.outputs.names import is_run_level, name_hash, output_stems, stem_of

@@ -64,7 +64,7 @@ def test_logit_model_gets_softmax_for_prob(tmp_path, noise_image):
 
 def test_several_outputs_need_a_choice(tmp_path, noise_image):
     path = rectangle_model(tmp_path / "two.onnx", extra_output=True)
-    with pytest.raises(OccludeError, match="--output NAME"):
+    with pytest.raises(OccludeError, match="choose one with output_name NAME"):
         OnnxClassifier(path)
     with pytest.raises(OccludeError, match="no output named 'nope'"):
         OnnxClassifier(path, output_name="nope")
@@ -74,7 +74,7 @@ def test_several_outputs_need_a_choice(tmp_path, noise_image):
 
 def test_extra_inputs_are_a_clear_error(tmp_path):
     path = rectangle_model(tmp_path / "extra.onnx", extra_input=True)
-    with pytest.raises(OccludeError, match="--input NAME"):
+    with pytest.raises(OccludeError, match="choose one with input_name NAME"):
         OnnxClassifier(path)
     with pytest.raises(OccludeError, match="besides the image"):
         OnnxClassifier(path, input_name="image")
@@ -88,14 +88,15 @@ def test_not_a_classifier(tmp_path, noise_image):
 def test_dynamic_spatial_size_needs_size(tmp_path, noise_image):
     path = rectangle_model(tmp_path / "dyn_hw.onnx", spatial=("H", "W"))
     model = OnnxClassifier(path)
-    with pytest.raises(OccludeError, match="--size"):
+    with pytest.raises(OccludeError, match="dynamic height/width: give size") as info:  # the parameter, not a flag
         resolve_preprocessing(model)
-    pre = resolve_preprocessing(model, size="16x20")
+    assert info.value.params == ("size",)
+    pre = resolve_preprocessing(model, size=(16, 20))
     assert pre.size == (16, 20)
     assert explain(model, noise_image, preprocessing=pre, patch=4).map.shape == (16, 20)
     fixed = OnnxClassifier(rectangle_model(tmp_path / "fixed_hw.onnx"))
     with pytest.raises(OccludeError, match="conflicts"):
-        resolve_preprocessing(fixed, size="32")
+        resolve_preprocessing(fixed, size=32)
 
 
 def test_metadata_preprocessing_is_used_and_flags_override_it(tmp_path):

@@ -203,7 +203,7 @@ def test_library_options_of_the_wrong_type_are_named_and_none_means_the_default(
     """explain()'s options from Python: a string or None where a number belongs is one OccludeError naming
     the parameter (not numpy's TypeError), and refine_step / refine_budget None mean their defaults."""
     from occlude_cli.errors import OccludeError
-    from occlude_cli.analyses.explain import ExplainOptions
+    from occlude_cli import ExplainOptions
 
     options = ExplainOptions(refine=True, refine_step=None, refine_budget=None).checked()
     assert (options.refine_step, options.refine_budget) == (3, 0.25)
@@ -218,7 +218,7 @@ def test_library_options_of_the_wrong_type_are_named_and_none_means_the_default(
     ]:
         with pytest.raises(OccludeError, match=rf"^{name}\b.*must be a number, got"):
             ExplainOptions(refine=True, **{name: value}).checked()
-    with pytest.raises(OccludeError, match=r"refine_budget \(--refine-budget\) must be in \(0, 1\], got nan"):
+    with pytest.raises(OccludeError, match=r"refine_budget must be in \(0, 1\], got nan"):
         ExplainOptions(refine=True, refine_budget=float("nan")).checked()
 
 

@@ -26,7 +26,8 @@ from occlude_cli.loaders.maps import (
     region_mask,
     resize_map,
 )
-from occlude_cli.analyses.validate import check_image, compare_maps, faithfulness
+from occlude_cli.analyses.checks import check_image
+from occlude_cli.analyses.validate import compare_maps, faithfulness
 
 from conftest import SAMPLE_IMAGES, SAMPLE_MODELS
 from onnx_models import rectangle_model
@@ -215,14 +216,15 @@ def test_check_bad_inputs_give_one_red_line(rect_model, noise_image, tmp_path):
 
 def test_check_image_library_result(rect_model, noise_image):
     e = explain(str(rect_model), noise_image)
-    mask = region_mask(e.image, box=RECT_BOX)
+    mask = region_mask(e.image, box=(6, 4, 12, 9))  # the library takes numbers, the CLI text
     assert mask.sum() == 30 and mask[4:9, 6:12].all()
     result = check_image(e, mask, min_energy=0.5, require_peak=True)
     assert result["passed"] and result["reasons"] == [] and result["target"]["index"] == 0
     miss = check_image(e, ~mask, min_energy=0.5, require_peak=True)
     assert not miss["passed"] and len(miss["reasons"]) == 2
-    with pytest.raises(OccludeError, match="min-energy"):
+    with pytest.raises(OccludeError, match="min_energy must be a fraction") as info:  # the parameter, not a flag
         check_image(e, mask, min_energy=-0.1)
+    assert info.value.params == ("min_energy",)
 
 
 # ---------------------------------------------------------------------------------- regions

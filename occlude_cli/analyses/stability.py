@@ -39,7 +39,10 @@ from ..loaders.images import Preprocessing
 from ..loaders.maps import region_mask
 from ..loaders.model import OnnxClassifier, resolve_target
 from ..loaders.volumes import PreparedVolume, intensity_scale, with_grid_data
-from .explain import ExplainOptions, Explanation, explain, input_baseline
+from .explain import explain
+from .explanation import Explanation
+from .modality import input_baseline
+from .options import ExplainOptions
 
 DEFAULT_TRIALS = 8
 DEFAULT_AMPLITUDE = 2 / 255
@@ -47,18 +50,16 @@ TOP_FRACTION = 0.1
 NO_3D_BOX = "box (the patch test) is x0,y0,x1,y1 in the pixels of a 2-D image: not available for 3-D volumes"
 
 
-def parse_amplitude(text: Union[str, float]) -> float:
-    """'2/255' or '0.008' -> a fraction of the pixel range in [0, 1]."""
+def check_amplitude(amplitude: float) -> float:
+    """The noise's largest change as a fraction of the pixel range, checked in [0, 1] (e.g. 2/255)."""
     try:
-        if isinstance(text, str) and "/" in text:
-            num, den = text.split("/", 1)
-            value = float(num) / float(den)
-        else:
-            value = float(text)
-    except (ValueError, ZeroDivisionError):
-        raise OccludeError(f"noise must be a number or a fraction like 2/255, got {text!r}") from None
+        value = float(amplitude)
+    except (TypeError, ValueError):
+        raise OccludeError(f"amplitude must be a number, got {amplitude!r}", params=("amplitude",)) from None
     if not (np.isfinite(value) and 0 <= value <= 1):
-        raise OccludeError(f"noise must be in [0, 1] (a fraction of the pixel range), got {text!r}")
+        raise OccludeError(
+            f"amplitude must be in [0, 1] (a fraction of the pixel range), got {amplitude!r}", params=("amplitude",)
+        )
     return value
 
 
@@ -152,7 +153,7 @@ def stability(
     *,
     preprocessing: Optional[Preprocessing] = None,
     labels: Optional[Sequence[str]] = None,
-    amplitude: Union[float, str] = DEFAULT_AMPLITUDE,
+    amplitude: float = DEFAULT_AMPLITUDE,
     trials: int = DEFAULT_TRIALS,
     seed: int = 0,
     box=None,
@@ -164,9 +165,9 @@ def stability(
     for the clean run's target with its patch, stride and baseline, and compare each noisy map with the clean
     one. ``box`` (x0, y0, x1, y1 in original image pixels) adds the patch test (see :class:`PatchTest`).
     ``overrides``: ExplainOptions fields (``patch=8``, ``baseline="blur"``) as :func:`explain` takes them."""
-    amplitude = parse_amplitude(amplitude)
+    amplitude = check_amplitude(amplitude)
     if int(trials) != trials or trials < 1:
-        raise OccludeError(f"trials must be a whole number >= 1, got {trials}")
+        raise OccludeError(f"trials must be a whole number >= 1, got {trials}", params=("trials",))
     if not isinstance(classifier, OnnxClassifier):
         classifier = OnnxClassifier(classifier)
     if box is not None and len(classifier.input_shape) == 5:  # checked before the clean run is paid for
@@ -251,10 +252,10 @@ def patch_test(clean: Explanation, box, *, clean_class=None, labels: Optional[Se
     occluded, kept = int(np.argmax(scores[0])), int(np.argmax(scores[1]))
     names = labels if labels is not None else clean.labels
     expected = resolve_target(clean_class, names, scores.shape[1]) if clean_class is not None else None
-    from ..loaders.maps import parse_box
+    from ..loaders.maps import check_box
 
     return PatchTest(
-        box=list(parse_box(box)),
+        box=list(check_box(box)),
         pixels=int(mask.sum()),
         predicted=predicted,
         occluded_class=occluded,

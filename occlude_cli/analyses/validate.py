@@ -1,18 +1,16 @@
-"""Validating explanations: faithfulness of a map, agreement with another method's map, and region checks.
+"""Validating explanations: faithfulness of a map and its agreement with another method's map (region checks:
+:mod:`.checks`).
 
-The glue between :func:`occlude_cli.analyses.explain.explain` and the pure metrics in :mod:`occlude_cli.core.metrics`:
-running the deletion / insertion curves with the explanation's own model, score and baseline, comparing
-maps and checking regions. Writes nothing: the documents go out through :mod:`occlude_cli.outputs`.
-
-Everything here works at model-input resolution: the grid the occlusion map lives on. Boxes and masks
-are given in *original image* pixels and mapped through ``PreparedImage.crop_box`` like ``--region``.
+The glue between :func:`~occlude_cli.explain` and the pure metrics in :mod:`occlude_cli.core.metrics` and
+:mod:`occlude_cli.core.fidelity`: the deletion / insertion curves, infidelity, sufficiency and completeness with
+the explanation's own model, score and baseline, and map comparisons. Writes nothing: the documents go out
+through :mod:`occlude_cli.outputs`. Everything here works at model-input resolution, the grid the occlusion map
+lives on.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -29,23 +27,22 @@ from ..core.fidelity import (
 from ..core.metrics import (
     DEFAULT_STEPS,
     deletion_curve,
-    energy_share,
     finite_or_none,
     insertion_curve,
-    peak,
-    peak_inside_fraction,
     pearson,
-    pointing_game,
     spearman,
     top_fraction_iou,
 )
-from ..errors import OccludeError, first_line, shown_apart
-from ..loaders.images import Preprocessing, prepare_image
-from ..loaders.maps import map_on_model_grid, read_saliency_map, region_mask, resize_map
+from ..errors import OccludeError
+from ..loaders.images import Preprocessing
+from ..loaders.maps import map_on_model_grid, read_saliency_map, resize_map
 from ..loaders.medical import Volume
 from ..loaders.model import OnnxClassifier
 from ..loaders.volumes import PreparedVolume
-from .explain import ExplainOptions, Explanation, explain, input_baseline, photo_preprocessing
+from .explain import explain
+from .explanation import Explanation
+from .modality import input_baseline
+from .options import ExplainOptions
 
 DEFAULT_TOP_FRACTION = 0.1
 json_number = finite_or_none
@@ -182,7 +179,7 @@ def fidelity(
     for name, values in maps.items():
         kind = kinds.get(name, "attribution")
         if kind not in MAP_KINDS:
-            raise OccludeError(f"map kind must be one of {', '.join(MAP_KINDS)}, got {kind!r}")
+            raise OccludeError(f"map kind must be one of {', '.join(MAP_KINDS)}, got {kind!r}", params=("map_kind",))
         values = np.asarray(values, dtype=np.float64)
         extra: dict[str, Any] = (
             {"perturbation": perturbation, "spatial_axes": axes}
@@ -302,9 +299,9 @@ def compare_maps(
             f"{'x'.join(map(str, occ_map.shape))}: resize it with load_saliency_map (volumes: map_on_model_grid)"
         )
     if not 0 < top_fraction <= 1:
-        raise OccludeError(f"--top-fraction must be in (0, 1], got {top_fraction}")
+        raise OccludeError(f"top_fraction must be in (0, 1], got {top_fraction}", params=("top_fraction",))
     if steps < 1:
-        raise OccludeError(f"--steps must be at least 1, got {steps}")
+        raise OccludeError(f"steps must be at least 1, got {steps}", params=("steps",))
     both = np.isfinite(occ_map) & np.isfinite(other)
     if not both.any():
         raise OccludeError("the two maps share no computed pixel")
@@ -366,181 +363,6 @@ def compare_maps(
         },
         "fidelity": fid,
     }
-
-
-# ----------------------------------------------------------------------------------- checks
-
-
-def check_min_energy(min_energy: Optional[float]) -> Optional[float]:
-    if min_energy is None:
-        return None
-    if not (isinstance(min_energy, (int, float)) and 0.0 <= float(min_energy) <= 1.0):
-        raise OccludeError(f"--min-energy must be a fraction in [0, 1], got {min_energy}")
-    return float(min_energy)
-
-
-def check_image(
-    explanation: Explanation,
-    mask,
-    *,
-    min_energy: Optional[float] = None,
-    require_peak: bool = False,
-) -> dict:
-    """Does the explanation's map look inside the region ``mask`` ((H, W) bool, model-input pixels)?
-
-    Returns a JSON-ready dict: ``pointing_game`` (the peak is inside), ``peak_inside_fraction``,
-    ``energy_share`` (share of the positive map inside; null when the map has no positive value),
-    ``region_fraction`` (the region's share of the pixels: the energy share of a uniform map),
-    ``passed`` and the ``reasons`` for failing. Without thresholds every image passes (report only).
-    """
-    min_energy = check_min_energy(min_energy)
-    values = explanation.map
-    mask = np.asarray(mask, dtype=bool)
-    if mask.shape != values.shape:
-        raise OccludeError(f"mask shape {mask.shape} differs from the map's {values.shape}")
-    energy = energy_share(values, mask)
-    hit = pointing_game(values, mask)
-    reasons = []
-    if min_energy is not None and not (math.isfinite(energy) and energy >= min_energy):
-        if math.isfinite(energy):
-            shown, limit = shown_apart(energy, min_energy, f"{energy:.3f}")
-        else:
-            shown, limit = "undefined (no positive map value)", f"{min_energy:g}"
-        reasons.append(f"energy share {shown} < {limit}")
-    if require_peak and not hit:
-        reasons.append("peak outside the region")
-    e = explanation
-    return {
-        "target": {"index": e.target, "label": e.label(e.target)},
-        "score": {"kind": e.score_kind, "original": float(e.occlusion.original_scores[e.target])},
-        "pointing_game": hit,
-        "peak_inside_fraction": json_number(peak_inside_fraction(values, mask)),
-        "energy_share": json_number(energy),
-        "peak": peak(values),
-        "region_pixels": int(np.count_nonzero(mask)),
-        "region_fraction": float(np.count_nonzero(mask) / mask.size),
-        "passed": not reasons,
-        "reasons": reasons,
-    }
-
-
-CHECK_FIELDS = (
-    "path",
-    "status",
-    "mask",
-    "target_index",
-    "target_label",
-    "score",
-    "pointing_game",
-    "peak_inside_fraction",
-    "energy_share",
-    "region_fraction",
-    "peak_image_x",
-    "peak_image_y",
-    "peak_y",
-    "peak_x",
-    "seconds",
-    "reasons",
-    "error",
-    "overlay",
-)
-# CSV header names: say which pixel space each peak is in (the box and masks are in image pixels)
-CHECK_CSV_HEADER = {
-    "peak_image_x": "peak_x (image pixels)",
-    "peak_image_y": "peak_y (image pixels)",
-    "peak_y": "peak_y (model-input pixels)",
-    "peak_x": "peak_x (model-input pixels)",
-}
-
-
-@dataclass
-class CheckRow:
-    """One image's line in check.json / check.csv. status: pass | fail | error (could not be checked)."""
-
-    path: str
-    status: str
-    mask: Optional[str] = None
-    target_index: Optional[int] = None
-    target_label: Optional[str] = None
-    score: Optional[float] = None
-    pointing_game: Optional[bool] = None
-    peak_inside_fraction: Optional[float] = None
-    energy_share: Optional[float] = None
-    region_fraction: Optional[float] = None
-    peak_y: Optional[int] = None  # model-input pixels
-    peak_x: Optional[int] = None
-    seconds: Optional[float] = None
-    reasons: List[str] = field(default_factory=list)
-    error: Optional[str] = None
-    peak_image_x: Optional[float] = None  # the peak in original image pixels, like the box (pixel centre)
-    peak_image_y: Optional[float] = None
-    overlay: Optional[str] = None  # the picture of this check, relative to the output folder
-
-    @classmethod
-    def from_result(cls, path: str, mask: Optional[str], result: dict, seconds: Optional[float]) -> CheckRow:
-        return cls(
-            path=path,
-            status="pass" if result["passed"] else "fail",
-            mask=mask,
-            target_index=result["target"]["index"],
-            target_label=result["target"]["label"],
-            score=result["score"]["original"],
-            pointing_game=result["pointing_game"],
-            peak_inside_fraction=result["peak_inside_fraction"],
-            energy_share=result["energy_share"],
-            region_fraction=result["region_fraction"],
-            peak_y=result["peak"]["y"],
-            peak_x=result["peak"]["x"],
-            seconds=seconds,
-            reasons=list(result["reasons"]),
-        )
-
-
-def peak_in_image(explanation: Explanation, y: int, x: int) -> Tuple[float, float]:
-    """A model-input pixel (its centre) in original image pixels (x, y), through the crop box."""
-    left, top, right, bottom = explanation.image.crop_box
-    height, width = explanation.image.preprocessing.size
-    return (left + (x + 0.5) * (right - left) / width, top + (y + 0.5) * (bottom - top) / height)
-
-
-def check_file(
-    model: OnnxClassifier,
-    image_path,
-    options: Optional[ExplainOptions] = None,
-    *,
-    preprocessing: Optional[Preprocessing] = None,
-    labels: Optional[Sequence[str]] = None,
-    box=None,
-    mask=None,
-    min_energy: Optional[float] = None,
-    require_peak: bool = False,
-    progress: Optional[Callable[[int, int], None]] = None,
-    keep: Optional[dict] = None,
-) -> CheckRow:
-    """One image file through region -> explain -> check, as a row of the summary.
-
-    The region (``box`` in original image pixels, or ``mask``, a mask image path) is built first, so a
-    bad mask costs no inference. An OccludeError (unreadable image, missing or empty mask, box outside
-    the image) becomes an ``error`` row instead of stopping a folder run.
-    """
-    started = time.perf_counter()
-    path = str(image_path)
-    mask_name = str(mask) if mask is not None and not isinstance(mask, np.ndarray) else None
-    try:
-        preprocessing = photo_preprocessing(model, preprocessing)
-        region = region_mask(prepare_image(image_path, preprocessing), box=box, mask=mask)
-        explanation = explain(model, image_path, options, preprocessing=preprocessing, labels=labels, progress=progress)
-        result = check_image(explanation, region, min_energy=min_energy, require_peak=require_peak)
-        if keep is not None:  # what a caller needs to draw the check: the explanation and the region
-            keep.update(explanation=explanation, region=region)
-    except OccludeError as exc:
-        return CheckRow(path=path, status="error", mask=mask_name, error=first_line(exc))
-    except Exception as exc:  # one bad image must never stop the rest (KeyboardInterrupt is not caught)
-        return CheckRow(path=path, status="error", mask=mask_name, error=f"{type(exc).__name__}: {first_line(exc)}")
-    row = CheckRow.from_result(path, mask_name, result, round(time.perf_counter() - started, 3))
-    assert row.peak_y is not None and row.peak_x is not None  # a checked 2-D map always has its peak
-    row.peak_image_x, row.peak_image_y = (round(v, 2) for v in peak_in_image(explanation, row.peak_y, row.peak_x))
-    return row
 
 
 # ------------------------------------------------------------------------------- compare, per file

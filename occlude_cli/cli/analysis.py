@@ -8,7 +8,6 @@ precedence).
 """
 
 import enum
-import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -16,14 +15,17 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from ..errors import OccludeError
+from ..runs.events import RunEvents
+from . import parse
 from .common import (
     ExitCode,
     MedicalInputFlags,
     ModelFlags,
     OcclusionFlags,
-    check_output_folder,
+    Parsed,
     print_error,
+    print_json,
+    print_note,
     safe,
     stderr,
     stdout,
@@ -95,39 +97,55 @@ class Replacement(str, enum.Enum):
     dataset = "dataset"
 
 
-def _load_items(paths: List[str], recursive: bool, out: Path, quiet: bool = False):
-    """The input images: never the command's own --out folder nor an earlier occlude output (no self-feeding)."""
-    from ..batch import discover_inputs
+class AnalysisEvents(RunEvents):
+    """The events of layers and bias: notes unless --quiet or --json, every error line, and per input what the
+    command shows (``line``: the text of a finished input, or None)."""
 
-    notes: list = []
-    images, problems = discover_inputs(paths, recursive=recursive, exclude=[out], notes=notes)
-    if not quiet:
-        for path, note in notes:
-            stderr.print(f"[yellow]note:[/] {safe(str(path))}: {safe(note)}")
-    for _, problem in problems:
-        print_error(problem)
-    if not images:
-        raise OccludeError("no readable image among the inputs")
-    return images, problems
+    def __init__(self, quiet: bool, json_out: bool, line=None) -> None:
+        self.silent = quiet or json_out
+        self.line = line
+        self.total = 0
+
+    def note(self, text: str, params=()) -> None:
+        if not self.silent:
+            print_note(text, params)
+
+    def problem(self, text: str, params=()) -> None:
+        print_error(text, params=params)
+
+    def started(self, total: int) -> None:
+        self.total = total
+
+    def image_done(self, image, row, params=()) -> None:
+        if getattr(row, "status", None) == "error":
+            print_error(f"{row.path}: {row.error}")
+        elif self.line is not None and not self.silent:
+            self.line(self, image, row)
 
 
-def _channels(text: Optional[str]) -> Optional[List[int]]:
-    """'0,5,9-12' -> [0, 5, 9, 10, 11, 12]."""
-    if text is None:
-        return None
-    out: List[int] = []
-    try:
-        for part in text.replace(" ", "").split(","):
-            if "-" in part:
-                a, b = (int(v) for v in part.split("-", 1))
-                out.extend(range(a, b + 1))
-            elif part:
-                out.append(int(part))
-    except ValueError:
-        raise OccludeError(f"--channels takes indices and ranges like 0,5,9-12, got {text!r}") from None
-    if not out:
-        raise OccludeError(f"--channels names no channel: {text!r}")
-    return out
+def _layers_line(events: AnalysisEvents, image, done) -> None:
+    """One line per finished input: a spatial map on stdout; a channel result on stderr (several inputs)."""
+    from ..core.metrics import peak_index
+    from ..runs.layers import SpatialResult
+
+    if isinstance(done, SpatialResult):
+        grid = done.result.map
+        peak = peak_index(grid) if np.isfinite(grid).any() else None
+        stdout.print(
+            f"{safe(done.key)}: class {done.result.target} {safe(done.result.label or '')}, "
+            f"grid {'x'.join(map(str, grid.shape))}, peak cell "
+            f"{tuple(int(v) for v in peak) if peak else '-'}, "
+            f"{done.result.occlusion.forward_passes} suffix passes -> {safe(str(done.written[-1]))}"
+        )
+    elif events.total > 1:  # one line per image as it finishes (CI logs)
+        best = int(done.ranking()[0])
+        stderr.print(
+            safe(
+                f"{image.key}: class {done.target} {done.label or ''}, top channel "
+                f"{int(done.channels[best])} (drop {done.drops[best]:.4g}), "
+                f"{done.suffix_passes} suffix passes, {done.seconds:.2f} s"
+            )
+        )
 
 
 @user_errors
@@ -146,17 +164,25 @@ def layers(
         Replacement,
         typer.Option(
             "--replace",
-            help="What a channel (or window) becomes: zero, mean (its spatial mean on the image) or dataset (its mean over all input images; one extra prefix pass per image).",
+            help="What a channel (or window) becomes: zero, mean (its spatial mean on the image) or dataset (its mean "
+            "over all input images; one extra prefix pass per image).",
         ),
     ] = Replacement.zero,
     channels: Annotated[
-        Optional[str], typer.Option("--channels", help="Only these channels, e.g. 0,5,9-12 \\[default: all].")
+        Optional[Parsed],
+        typer.Option(
+            "--channels",
+            parser=parse.channels("--channels"),
+            metavar="LIST",
+            help="Only these channels, e.g. 0,5,9-12 \\[default: all].",
+        ),
     ] = None,
     spatial: Annotated[
         bool,
         typer.Option(
             "--spatial",
-            help="Instead of channels: occlude windows of the feature map (all channels at once), a map on the feature grid drawn over the image.",
+            help="Instead of channels: occlude windows of the feature map (all channels at once), a map on the "
+            "feature grid drawn over the image.",
         ),
     ] = False,
     patch: Annotated[
@@ -187,192 +213,68 @@ def layers(
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Occlude inside the model: the target score's drop when each channel of an inner tensor is replaced."""
-    from ..analyses.explain import SATURATION, check_run, parse_hw
-    from ..analyses.layers import (
-        aggregate_channels,
-        channel_importance,
-        check_channels,
-        check_replacement,
-        dataset_channel_means,
-        open_layer,
-        spatial_occlusion,
-        upsample_to_input,
-    )
-    from ..core.metrics import peak_index
+    from ..analyses.explain import SATURATION
+    from ..analyses.options import ExplainOptions
     from ..loaders.model import saturation_remedy
-    from ..outputs.analysis_write import layers_document, write_layers, write_spatial
+    from ..runs.layers import LayerSettings, layers_folder
 
-    replacement = check_replacement(replace.value if isinstance(replace, Replacement) else replace)
-    chosen = _channels(channels)
-    if top < 1:
-        raise OccludeError(f"--top must be at least 1, got {top}")
-    if show < 0:
-        raise OccludeError(f"--show must be 0 or more, got {show}")
-    if patch < 1:
-        raise OccludeError(f"--patch must be at least 1 feature cell, got {patch}")
-    if occlusion.baseline.strip().lower() != "zero" or occlusion.blur_sigma is not None:
-        raise OccludeError(
-            "occlude layers replaces feature values as --replace says (zero, mean, dataset); "
-            "--baseline and --blur-sigma fill pixels and do not apply here"
-        )
-    if occlusion.stride is not None and not spatial:
-        raise OccludeError("--stride applies to --spatial windows only")
-    options = occlusion.options()
-    classifier, preprocessing, class_names = model_flags.load(model)
-    check_run(options, preprocessing, classifier, class_names)  # --target, --score: before any image
-    cut = open_layer(classifier, layer, channel_axis=channel_axis)
-    check_channels(cut, chosen)
-    images, problems = _load_items(paths, recursive, out, quiet or json_out)
-    check_output_folder(out)
-    failed = len(problems)
-    dataset_mean = None
-    if replacement == "dataset":
-        readable = []
-        for item in images:
-            try:
-                from ..loaders.images import prepare_image
-
-                readable.append(prepare_image(item.path, preprocessing))
-            except OccludeError as exc:
-                print_error(f"{item.path}: {exc}")
-                failed += 1
-        if not readable:
-            raise OccludeError("no image could be read to compute the dataset mean")
-        dataset_mean = dataset_channel_means(cut, readable, preprocessing)
-    settings = {
-        "model": str(model),
-        "layer": layer,
-        "replacement": replacement,
-        "target": occlusion.target,
-        "score": occlusion.score.value,
-        "channels": chosen,
-        "timing": timing,
-    }
-    if spatial:
-        stride = parse_hw(occlusion.stride, "--stride") if occlusion.stride is not None else None
-        for item in images:
-            try:
-                spatial_result, prepared = spatial_occlusion(
-                    cut,
-                    item.path,
-                    options,
-                    preprocessing=preprocessing,
-                    labels=class_names,
-                    patch=patch,
-                    stride=stride,
-                    replacement=replacement,
-                    dataset_mean=dataset_mean,
-                    batch_size=occlusion.batch_size,
-                )
-            except OccludeError as exc:
-                print_error(f"{item.path}: {exc}")
-                failed += 1
-                continue
-            written = write_spatial(out, item.key, spatial_result, prepared, timing=timing)
-            if not quiet and not json_out:
-                grid = spatial_result.map
-                peak = peak_index(grid) if np.isfinite(grid).any() else None
-                stdout.print(
-                    f"{safe(item.key)}: class {spatial_result.target} {safe(spatial_result.label or '')}, "
-                    f"grid {'x'.join(map(str, grid.shape))}, peak cell "
-                    f"{tuple(int(v) for v in peak) if peak else '-'}, "
-                    f"{spatial_result.occlusion.forward_passes} suffix passes -> {safe(str(written[-1]))}"
-                )
-        if failed:
+    settings = LayerSettings(replace.value, channels, spatial, patch, None, top, show, channel_axis)
+    run = layers_folder(
+        model,
+        paths,
+        layer,
+        out,
+        ExplainOptions(**occlusion.fields()),
+        settings,
+        timing=timing,
+        recursive=recursive,
+        model_options=model_flags.options(),
+        events=AnalysisEvents(quiet, json_out, _layers_line),
+    )
+    if spatial or run.summary is None:
+        if run.failed or run.summary is None and not spatial:
             raise typer.Exit(ExitCode.IMAGES_FAILED)
         return
-    results = []
-    for item in images:
-        try:
-            result, _, _ = channel_importance(
-                cut,
-                item.path,
-                options,
-                preprocessing=preprocessing,
-                labels=class_names,
-                replacement=replacement,
-                channels=chosen,
-                dataset_mean=dataset_mean,
-                batch_size=occlusion.batch_size,
-            )
-        except OccludeError as exc:
-            print_error(f"{item.path}: {exc}")
-            failed += 1
-            continue
-        results.append(result)
-        if not quiet and not json_out and len(images) > 1:  # one line per image as it finishes (CI logs)
-            best = int(result.ranking()[0])
-            stderr.print(
-                safe(
-                    f"{item.key}: class {result.target} {result.label or ''}, top channel "
-                    f"{int(result.channels[best])} (drop {result.drops[best]:.4g}), "
-                    f"{result.suffix_passes} suffix passes, {result.seconds:.2f} s"
-                )
-            )
-    if not results:
-        raise typer.Exit(ExitCode.IMAGES_FAILED)
-    summary = aggregate_channels(results)
-    saturated = [
-        r
-        for r in results
-        if r.score_kind in ("softmax", "probabilities", "sigmoid", "independent") and r.original_score >= SATURATION
-    ]
-    if saturated and not quiet:
+    if run.saturated and not quiet:
         stderr.print(
-            f"[yellow]warning:[/] the target probability is saturated (>= {SATURATION}) for {len(saturated)} of "
-            f"{len(results)} image(s): replacing a channel barely moves it; "
-            + safe(saturation_remedy(saturated[0].score_kind))
+            f"[yellow]warning:[/] the target probability is saturated (>= {SATURATION}) for {len(run.saturated)} of "
+            f"{len(run.results)} image(s): replacing a channel barely moves it; "
+            + safe(saturation_remedy(run.saturated[0].score_kind))
         )
-    panels = []
-    for i in summary.ranking()[:show]:
-        channel = int(summary.channels[i])
-        most_active = max(results, key=lambda r: r.activation[channel])
-        from ..loaders.images import prepare_image
-
-        prepared = prepare_image(most_active.path, preprocessing)
-        features = np.moveaxis(cut.features(prepared.model_input), cut.channel_axis, 0)[channel]
-        if features.ndim != 2:
-            break
-        panels.append(
-            (
-                prepared.original,
-                prepared.crop_box,
-                upsample_to_input(features, preprocessing.size),
-                f"ch {channel}: drop {summary.mean[i]:.3g}\n{Path(most_active.path or '').name}",
-            )
-        )
-    write_layers(out, cut, summary, results, settings, panels, top=top)
     if json_out:
-        from ..outputs.records import format_json
-
-        sys.stdout.write(format_json(layers_document(cut, summary, results, settings)) + "\n")
+        print_json(run.document)
     elif not quiet:
-        table = Table(
-            title=safe(
-                f"occlude layers: {layer} {list(cut.feature_shape)}, {summary.images} image(s), "
-                f"replacement {replacement} -> {out}"
-            ),
-            title_justify="left",
-        )
-        for name in ("rank", "channel", "mean drop", "std", "flip rate", "mean activation"):
-            table.add_column(name, justify="right")
-        order = summary.ranking()
-        shown = list(order[:top]) + ([-1] if len(order) > 2 * top else []) + list(order[max(top, len(order) - top) :])
-        for rank, i in ((int(np.nonzero(order == i)[0][0]) + 1 if i >= 0 else 0, i) for i in shown):
-            if i < 0:
-                table.add_row("...", "", "", "", "", "")
-                continue
-            table.add_row(
-                str(rank),
-                str(int(summary.channels[i])),
-                f"{summary.mean[i]:.4g}",
-                f"{summary.std[i]:.3g}",
-                f"{summary.flip_rate[i]:.2f}",
-                f"{summary.activation[i]:.3g}",
-            )
-        stdout.print(table)
-    if failed:
+        _print_layers(run, layer, replace.value, out, top)
+    if run.failed:
         raise typer.Exit(ExitCode.IMAGES_FAILED)
+
+
+def _print_layers(run, layer: str, replacement: str, out: Path, top: int) -> None:
+    summary = run.summary
+    table = Table(
+        title=safe(
+            f"occlude layers: {layer} {list(run.cut.feature_shape)}, {summary.images} image(s), "
+            f"replacement {replacement} -> {out}"
+        ),
+        title_justify="left",
+    )
+    for name in ("rank", "channel", "mean drop", "std", "flip rate", "mean activation"):
+        table.add_column(name, justify="right")
+    order = summary.ranking()
+    shown = list(order[:top]) + ([-1] if len(order) > 2 * top else []) + list(order[max(top, len(order) - top) :])
+    for rank, i in ((int(np.nonzero(order == i)[0][0]) + 1 if i >= 0 else 0, i) for i in shown):
+        if i < 0:
+            table.add_row("...", "", "", "", "", "")
+            continue
+        table.add_row(
+            str(rank),
+            str(int(summary.channels[i])),
+            f"{summary.mean[i]:.4g}",
+            f"{summary.std[i]:.3g}",
+            f"{summary.flip_rate[i]:.2f}",
+            f"{summary.activation[i]:.3g}",
+        )
+    stdout.print(table)
 
 
 @user_errors
@@ -381,8 +283,12 @@ def bias(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx).")],
     paths: Annotated[List[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
     box: Annotated[
-        Optional[str],
-        typer.Option(help="Suspected region x0,y0,x1,y1 in original image pixels (the same for every image)."),
+        Optional[Parsed],
+        typer.Option(
+            parser=parse.box("--box"),
+            metavar="x0,y0,x1,y1",
+            help="Suspected region x0,y0,x1,y1 in original image pixels (the same for every image).",
+        ),
     ] = None,
     mask: Annotated[
         Optional[Path],
@@ -393,7 +299,8 @@ def bias(
     masks: Annotated[
         Optional[Path],
         typer.Option(
-            help="Folder of per-image masks DIR/<relative name>.png \\[default without --box/--mask: NAME.mask.png next to each image]."
+            help="Folder of per-image masks DIR/<relative name>.png \\[default without --box/--mask: NAME.mask.png "
+            "next to each image]."
         ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("occlude-out"),
@@ -419,113 +326,33 @@ def bias(
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Dataset bias: how much does occluding the same suspected region in every image move the predictions?"""
-    from ..analyses.bias import BiasRow, bias_image, check_thresholds, summarise_bias
-    from ..analyses.explain import check_run
-    from ..loaders.maps import convention_mask_path, is_mask_file, parse_box, read_mask
-    from ..outputs.analysis_write import bias_document, write_bias
+    from ..analyses.options import ExplainOptions
+    from ..runs.bias import bias_folder
+    from ..runs.regions import RegionSource
 
-    given = [flag for flag, value in (("--box", box), ("--mask", mask), ("--masks", masks)) if value is not None]
-    if len(given) > 1:
-        raise OccludeError(f"give one region source, not {' and '.join(given)}")
-    if controls < 0:
-        raise OccludeError(f"--controls must be 0 or more, got {controls}")
-    if bootstrap < 0:
-        raise OccludeError(f"--bootstrap must be 0 or more, got {bootstrap}")
-    check_thresholds(max_mean_drop, max_flip_rate)
-    box_values = parse_box(box) if box is not None else None
-    if mask is not None:
-        read_mask(mask)
-    if masks is not None and not masks.is_dir():
-        raise OccludeError(f"--masks must be a folder: {masks}")
-    options = occlusion.options()
-    classifier, preprocessing, class_names = model_flags.load(model)
-    check_run(options, preprocessing, classifier, class_names)  # --target, --score, --baseline: before any image
-    images, problems = _load_items(paths, recursive, out, quiet or json_out)
-    masks_root = masks.resolve() if masks is not None else None
-    images = [
-        item
-        for item in images
-        if not is_mask_file(item.path)
-        and not (masks_root is not None and masks_root in item.path.resolve().parents)
-        and (mask is None or item.path.resolve() != mask.resolve())
-    ]
-    if not images:
-        raise OccludeError("no images to test (files named *.mask.png are masks, not inputs)")
-    check_output_folder(out)
-    region_text = (
-        "box " + ",".join(f"{v:g}" for v in box_values)
-        if box_values is not None
-        else f"mask {mask}"
-        if mask is not None
-        else f"masks {masks}/<name>.png"
-        if masks is not None
-        else "masks <image>.mask.png"
+    run = bias_folder(
+        model,
+        paths,
+        out,
+        ExplainOptions(**occlusion.fields()),
+        region=RegionSource(box, mask, masks),
+        controls=controls,
+        bootstrap=bootstrap,
+        max_mean_drop=max_mean_drop,
+        max_flip_rate=max_flip_rate,
+        recursive=recursive,
+        model_options=model_flags.options(),
+        events=AnalysisEvents(quiet, json_out),
     )
-    rows: List[BiasRow] = [BiasRow(path=arg, status="error", error=problem) for arg, problem in problems]
-    for index, item in enumerate(images):
-        region: dict
-        if box_values is not None:
-            region = {"box": box_values}
-        else:
-            mask_path = (
-                mask
-                if mask is not None
-                else (masks / f"{item.source_stem}.png" if masks is not None else convention_mask_path(item.path))
-            )
-            if not mask_path.is_file():
-                rows.append(
-                    BiasRow(path=str(item.path), status="error", error=f"no mask for this image: expected {mask_path}")
-                )
-                print_error(f"{item.path}: no mask for this image: expected {mask_path}")
-                continue
-            region = {"mask": mask_path}
-        try:
-            rows.append(
-                bias_image(
-                    classifier,
-                    item.path,
-                    options,
-                    preprocessing=preprocessing,
-                    labels=class_names,
-                    controls=controls,
-                    seed=occlusion.seed + index,
-                    **region,
-                )
-            )
-        except OccludeError as exc:
-            rows.append(BiasRow(path=str(item.path), status="error", error=str(exc)))
-            print_error(f"{item.path}: {exc}")
-    settings = {
-        "model": str(model),
-        "region": region_text,
-        "baseline": options.baseline,
-        "target": occlusion.target,
-        "score": occlusion.score.value,
-        "controls": controls,
-    }
-    ok = [r for r in rows if r.status == "ok"]
-    summary = None
-    if ok:
-        summary = summarise_bias(
-            rows,
-            labels=class_names,
-            max_mean_drop=max_mean_drop,
-            max_flip_rate=max_flip_rate,
-            bootstrap=bootstrap,
-            seed=occlusion.seed,
-            settings=None,
-        )
-    write_bias(out, rows, summary, settings)
+    summary = run.summary
     if json_out:
-        from ..outputs.records import format_json
-
-        sys.stdout.write(format_json(bias_document(rows, summary, settings)) + "\n")
+        print_json(run.document)
     elif not quiet and summary is not None:
-        _print_bias(summary, region_text, out)
+        _print_bias(summary, run.region, out)
     if summary is not None and not summary.passed:
-        for reason in summary.reasons:
+        for reason in summary.reasons:  # the verdict as bias.json records it
             print_error(reason, "fail")
-    if any(r.status == "error" for r in rows):
+    if run.failed:
         raise typer.Exit(ExitCode.IMAGES_FAILED)
     if summary is not None and not summary.passed:
         raise typer.Exit(ExitCode.CHECK_FAILED)
@@ -564,26 +391,38 @@ def stability(
     image: Annotated[
         Path,
         typer.Argument(
-            help="The image to explain: a photo, a DICOM slice (2-D model), a NIfTI volume or a DICOM series folder with --series (3-D model)."
+            help="The image to explain: a photo, a DICOM slice (2-D model), a NIfTI volume or a DICOM series folder "
+            "with --series (3-D model)."
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("occlude-out"),
     noise: Annotated[
-        str,
+        Parsed,
         typer.Option(
             "--noise",
-            help="Largest change of a pixel, as a fraction of the pixel range: 2/255 or 0.008. Medical inputs: of the span the model's intensity transform maps to its input range (the window width; the intensity range; else the input's range of values), added in real units before it.",
+            parser=parse.fraction("--noise"),
+            metavar="FRACTION",
+            help="Largest change of a pixel, as a fraction of the pixel range: 2/255 or 0.008. Medical inputs: of the "
+            "span the model's intensity transform maps to its input range (the window width; the intensity range; "
+            "else the input's range of values), added in real units before it.",
         ),
     ] = "2/255",
     trials: Annotated[int, typer.Option("--trials", help="Noisy copies (seeded by --seed).")] = 8,
     patch: Annotated[
-        Optional[str],
-        typer.Option(help="Occluding patch, N, HxW or DxHxW for 3-D models \\[default: 1/14 of the input side]."),
+        Optional[Parsed],
+        typer.Option(
+            parser=parse.size("--patch"),
+            metavar="SIZE",
+            help="Occluding patch, N, HxW or DxHxW for 3-D models \\[default: 1/14 of the input side].",
+        ),
     ] = None,
     box: Annotated[
-        Optional[str],
+        Optional[Parsed],
         typer.Option(
-            help="Suspected patch x0,y0,x1,y1 (original image pixels): is it necessary and sufficient for the prediction? 2-D inputs only."
+            parser=parse.box("--box"),
+            metavar="x0,y0,x1,y1",
+            help="Suspected patch x0,y0,x1,y1 (original image pixels): is it necessary and sufficient for the "
+            "prediction? 2-D inputs only.",
         ),
     ] = None,
     expect: Annotated[
@@ -602,46 +441,31 @@ def stability(
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     medical: MedicalInputFlags = None,  # type: ignore[assignment]
 ) -> None:
-    """Is the explanation stable? Maps of seeded noisy copies compared with the clean map; with --box, the patch test."""
-    from ..analyses.explain import check_run, parse_hw
-    from ..analyses.stability import parse_amplitude
-    from ..analyses.stability import stability as run_stability
-    from ..loaders.maps import parse_box
-    from ..outputs.analysis_write import stability_document, write_stability
+    """Is the explanation stable? Maps of seeded noisy copies compared with the clean map; with --box, the patch
+    test."""
+    from ..analyses.options import ExplainOptions
+    from ..runs.stability import stability_image
 
-    amplitude = parse_amplitude(noise)
-    if trials < 1:
-        raise OccludeError(f"--trials must be at least 1, got {trials}")
-    box_values = parse_box(box) if box is not None else None
-    if expect is not None and box is None:
-        raise OccludeError("--expect needs --box (the patch whose occlusion should restore that class)")
-    options = occlusion.options(patch=parse_hw(patch, "--patch") if patch is not None else None, **medical.fields())
-    classifier, preprocessing, class_names = model_flags.load(model)
-    check_run(options, preprocessing, classifier, class_names)  # --target, --patch, --score: before the image
-    check_output_folder(out)
-    result = run_stability(
-        classifier,
+    run = stability_image(
+        model,
         image,
-        options,
-        preprocessing=preprocessing,
-        labels=class_names,
-        amplitude=amplitude,
+        out,
+        ExplainOptions(patch=patch, **occlusion.fields(), **medical.fields()),
+        amplitude=noise,
         trials=trials,
-        seed=occlusion.seed,
-        box=box_values,
+        box=box,
         clean_class=expect,
+        timing=timing,
+        model_options=model_flags.options(),
     )
-    from ..outputs.names import stem_of
-
-    stem = stem_of(image)
-    write_stability(out, stem, result, timing=timing)
     if json_out:
-        from ..outputs.records import format_json
+        print_json(run.document)
+    elif not quiet:
+        _print_stability(run.result)
+        stdout.print(f"wrote {safe(str(Path(out) / (run.stem + '.stability.json')))}")
 
-        sys.stdout.write(format_json(stability_document(result, timing)) + "\n")
-        return
-    if quiet:
-        return
+
+def _print_stability(result) -> None:
     s = result.summary()
     e = result.explanation
     stdout.print(
@@ -651,52 +475,31 @@ def stability(
         f"prediction flips {s['prediction_flips']}"
     )
     p = result.patch_test
-    if p is not None:
+    if p is None:
+        return
 
-        def name(c: Optional[int]) -> str:
-            return f"{c} {e.label(c) or ''}".strip() if c is not None else ""
+    def name(c: Optional[int]) -> str:
+        return f"{c} {e.label(c) or ''}".strip() if c is not None else ""
 
-        line = (
-            f"patch test: as given {name(p.predicted)}; patch occluded -> {name(p.occluded_class)} "
-            f"({'necessary' if p.necessary else 'not necessary'}); patch alone -> {name(p.kept_class)} "
-            f"({'sufficient' if p.sufficient else 'not sufficient'})"
-        )
-        if p.restores is not None:
-            line += f"; restores {name(p.clean_class)}: {'yes' if p.restores else 'no'}"
-        stdout.print(safe(line))
-    stdout.print(f"wrote {safe(str(out / (stem + '.stability.json')))}")
+    line = (
+        f"patch test: as given {name(p.predicted)}; patch occluded -> {name(p.occluded_class)} "
+        f"({'necessary' if p.necessary else 'not necessary'}); patch alone -> {name(p.kept_class)} "
+        f"({'sufficient' if p.sufficient else 'not sufficient'})"
+    )
+    if p.restores is not None:
+        line += f"; restores {name(p.clean_class)}: {'yes' if p.restores else 'no'}"
+    stdout.print(safe(line))
 
 
-def info_layers(model: Path, *, json_out: bool = False, model_flags: Optional[ModelFlags] = None) -> None:
+def info_layers(model: Path, *, device: str = "auto", json_out: bool = False) -> None:
     """`occlude info MODEL --layers`: every inner tensor with its op and shape, whether the model can be cut there
     (a valid --layer), and its receptive field on the input where the receptive-field analysis knows it."""
-    from ..analyses.explain import resolve_preprocessing
-    from ..analyses.layers import inner_tensors
-    from ..loaders.model import OnnxClassifier
+    from ..runs.layers import describe_layers
 
-    flags = model_flags or ModelFlags()
-    classifier = OnnxClassifier(
-        model, device=flags.device.value, input_name=flags.input_name, output_name=flags.output_name
-    )
-    shape: Optional[List[int]]
-    try:
-        preprocessing = resolve_preprocessing(classifier)
-        size = list(preprocessing.size)  # (H, W), or (D, H, W) for 3-D models
-        shape = (
-            [1, preprocessing.channels, *size]
-            if preprocessing.layout.startswith("NC")
-            else [1, *size, preprocessing.channels]
-        )
-    except OccludeError:  # dynamic height/width and no metadata: symbolic dims stay unknown ('?')
-        shape = None
-    rows = inner_tensors(classifier, shape)
-    fields = _receptive_fields(classifier.path, shape) if shape is not None else None
-    for row in rows:
-        row["receptive_field"] = fields.get(row["name"]) if fields is not None else None
+    listing = describe_layers(model, device=device)
+    rows = listing.document["tensors"]
     if json_out:
-        from ..outputs.records import format_json
-
-        sys.stdout.write(format_json({"model": str(model), "input_shape": shape, "tensors": rows}) + "\n")
+        print_json(listing.document)
         return
     table = Table(
         title=safe(
@@ -706,7 +509,7 @@ def info_layers(model: Path, *, json_out: bool = False, model_flags: Optional[Mo
     )
     for name in ("tensor", "op", "shape", "valid cut"):
         table.add_column(name)
-    if fields is not None:
+    if listing.receptive_fields:
         table.add_column("receptive field (stride)")
     for row in rows:
         cells = [
@@ -715,25 +518,8 @@ def info_layers(model: Path, *, json_out: bool = False, model_flags: Optional[Mo
             "x".join("?" if d is None else str(d) for d in (row["shape"] or [])),
             "yes" if row["valid_cut"] else "no",
         ]
-        if fields is not None:
+        if listing.receptive_fields:
             rf = row["receptive_field"]
             cells.append(f"{rf['size'][0]}x{rf['size'][1]} ({rf['stride'][0]}x{rf['stride'][1]})" if rf else "")
         table.add_row(*cells)
     stdout.print(table)
-
-
-def _receptive_fields(path: Path, shape: List[int]) -> Optional[dict]:
-    """name -> {"size": [h, w], "stride": [h, w]} from inference.receptive when that module exists (and the
-    analysis succeeds), else None."""
-    try:
-        from ..inference import receptive  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    try:
-        tensors = receptive.local_tensors(str(path), input_shape=shape)
-    except Exception:  # the analysis is optional here: no column rather than no listing
-        return None
-    return {
-        name: {"size": [t.rf[0].size, t.rf[1].size], "stride": [t.rf[0].stride, t.rf[1].stride]}
-        for name, t in tensors.items()
-    }

@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover  (older typer on click: the same classes
     from click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # type: ignore[assignment,no-redef]
 
 from .._version import __version__
-from ..errors import first_line
+from ..errors import OccludeError, first_line
 from . import analysis, report, run, validate
 from .common import EXIT_CODES_TEXT, ExitCode, print_error, stdout
 
@@ -41,6 +41,11 @@ class OccludeGroup(TyperGroup):
             command = exc.ctx.command_path if exc.ctx is not None else "occlude"
             print_error(f"{exc.format_message()} (see '{command} --help')")
             sys.exit(ExitCode.USAGE)
+        except OccludeError as exc:  # a flag's parser (cli.parse) refused its value: one line, exit 1
+            if not standalone:
+                raise
+            print_error(exc)
+            sys.exit(ExitCode.ERROR)
         except typer.Abort:
             if not standalone:
                 raise

@@ -1,10 +1,12 @@
-"""What every command shares: consoles, exit codes, the one-line error printer, and the flags declared once.
+"""What every command shares: consoles, exit codes, the one-line error printer (naming flags where the library
+names parameters: :data:`FLAGS`), and the flags declared once.
 
-Shared flags live in two dataclasses, :class:`ModelFlags` (which model and how to feed it) and
-:class:`OcclusionFlags` (how to occlude). Each field carries its Typer declaration; :func:`with_flags`
-adds a group's fields to a command's parameters and hands the command one filled-in dataclass, so a new
-shared flag is one field here and nothing else. This module is Typer only: every check and every
-computation is in the library.
+Shared flags live in dataclasses, :class:`ModelFlags` (which model and how to feed it), :class:`OcclusionFlags`
+(how to occlude), :class:`MedicalInputFlags` and :class:`RenderFlags`. Each field carries its Typer declaration,
+with the parser that turns its text into the library's typed value (:mod:`occlude_cli.cli.parse`);
+:func:`with_flags` adds a group's fields to a command's parameters and hands the command one filled-in dataclass,
+whose ``options()`` or ``fields()`` is the library's typed spec. A new shared flag is one field here and
+nothing else. This module is Typer only: every check and every computation is in the library.
 """
 
 import dataclasses
@@ -14,16 +16,16 @@ import inspect
 import os
 import signal
 import sys
-import tempfile
 from pathlib import Path
-from typing import Annotated, Callable, List, Optional, Tuple
+from typing import Annotated, Any, Callable, Optional, Sequence
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import OccludeError
+from ..errors import OccludeError, in_words
 from ..text import shown
+from . import parse
 
 
 class ExitCode(enum.IntEnum):
@@ -58,8 +60,36 @@ def safe(text) -> str:
     return escape(shown(text))
 
 
-def print_error(message: str, label: str = "error") -> None:
-    stderr.print(f"[bold red]{label}:[/] {safe(message)}")
+# The library's parameter -> the flag that sets it, where the flag is not "--" + the name with dashes: the one
+# table that turns a library message into the command line's words.
+FLAGS = {
+    "output_name": "--output",
+    "input_name": "--input",
+    "amplitude": "--noise",
+    "replacement": "--replace",
+    "tensor": "--layer",
+    "clean_class": "--expect",
+    "other_kind": "--map-kind",
+    "scales": "--patch",
+    "ray": "--ray",
+}
+
+
+def flag(param: str) -> str:
+    """The flag that sets the library parameter ``param``."""
+    return FLAGS.get(param) or "--" + param.replace("_", "-")
+
+
+def in_flags(message: str, params: Sequence[str] = ()) -> str:
+    """A library message in the command line's words: each parameter it names becomes its flag."""
+    return in_words(message, params, flag)
+
+
+def print_error(message, label: str = "error", params: Sequence[str] = ()) -> None:
+    """One red line on stderr: ``message`` (an OccludeError is shown with its parameters as flags)."""
+    if isinstance(message, OccludeError):
+        message, params = str(message), message.params
+    stderr.print(f"[bold red]{label}:[/] {safe(in_flags(str(message), params))}")
 
 
 def print_json(document) -> None:
@@ -69,8 +99,8 @@ def print_json(document) -> None:
     sys.stdout.write(format_json(document) + "\n")
 
 
-def print_note(message: str) -> None:
-    stderr.print(f"[yellow]note:[/] {safe(message)}")
+def print_note(message: str, params: Sequence[str] = ()) -> None:
+    stderr.print(f"[yellow]note:[/] {safe(in_flags(message, params))}")
 
 
 class RunNotes:
@@ -89,7 +119,7 @@ class RunNotes:
                     print_note(text)
 
 
-def fail(message: str, code: int = ExitCode.ERROR) -> typer.Exit:
+def fail(message, code: int = ExitCode.ERROR) -> typer.Exit:
     print_error(message)
     return typer.Exit(int(code))
 
@@ -107,45 +137,13 @@ def user_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except OccludeError as exc:
-            raise fail(str(exc)) from None
+            raise fail(exc) from None
         except KeyboardInterrupt:
             raise fail("interrupted", ExitCode.INTERRUPTED) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
 
     return wrapper
-
-
-def check_output_folder(out: Path) -> None:
-    """Fail early, with one line, when the output folder cannot be created or written."""
-    if out.exists() and not out.is_dir():
-        raise OccludeError(f"output path exists and is not a folder: {out}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".occlude-write-test-"):
-            pass
-    except OSError as exc:
-        raise OccludeError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
-
-
-def floats(text: Optional[str], flag: str) -> Optional[List[float]]:
-    """'0.5,0.4' -> [0.5, 0.4]; finite numbers only (the message names the flag)."""
-    if text is None:
-        return None
-    try:
-        values = [float(v) for v in text.replace(" ", "").split(",") if v != ""]
-    except ValueError:
-        raise OccludeError(f"{flag} takes numbers separated by commas, got {text!r}") from None
-    if not values or not all(v == v and abs(v) != float("inf") for v in values):
-        raise OccludeError(f"{flag} takes finite numbers separated by commas, got {text!r}")
-    return values
-
-
-def region_values(text: Optional[str]) -> Optional[Tuple[float, ...]]:
-    values = floats(text, "--region")
-    if values is not None and len(values) != 4:
-        raise OccludeError(f"--region takes x0,y0,x1,y1, got {text!r}")
-    return tuple(values) if values is not None else None
 
 
 # ------------------------------------------------------------------------------------- shared flags
@@ -159,6 +157,8 @@ _SCORE_HELP = (
     "sigmoid of its logit; independent [0, 1] outputs as multi-label; other logits as softmax), softmax, "
     "sigmoid, logit (raw logit; refused for Softmax/Sigmoid outputs), raw (the output as it is); prob = auto."
 )
+# A flag parsed into a value of the library's own type (int, tuple, float, list; see cli.parse): Typer sees Any
+Parsed = Any
 
 
 @dataclasses.dataclass
@@ -176,24 +176,38 @@ class ModelFlags:
     force_threads: Annotated[
         bool, typer.Option("--force-threads", help="Use --threads as given, even above the usable cores.")
     ] = False
-    size: Annotated[Optional[str], typer.Option(help="Model input size HxW, for models with dynamic height/width.")] = (
-        None
-    )
+    size: Annotated[
+        Optional[Parsed],
+        typer.Option(
+            parser=parse.size("--size"),
+            metavar="SIZE",
+            help="Model input size HxW, for models with dynamic height/width.",
+        ),
+    ] = None
     layout: Annotated[Optional[Layout], typer.Option(help="nchw or nhwc, when the input shape does not tell.")] = None
     mean: Annotated[
-        Optional[str],
+        Optional[Parsed],
         typer.Option(
-            help="Per-channel mean (one value or R,G,B: always RGB order, also for --bgr models), subtracted after --scale."
+            parser=parse.numbers("--mean"),
+            metavar="VALUES",
+            help="Per-channel mean (one value or R,G,B: always RGB order, also for --bgr models), subtracted "
+            "after --scale.",
         ),
     ] = None
     std: Annotated[
-        Optional[str],
-        typer.Option(help="Per-channel std (one value or R,G,B: always RGB order), divided after the mean."),
+        Optional[Parsed],
+        typer.Option(
+            parser=parse.numbers("--std"),
+            metavar="VALUES",
+            help="Per-channel std (one value or R,G,B: always RGB order), divided after the mean.",
+        ),
     ] = None
     scale: Annotated[
         Optional[float],
         typer.Option(
-            help="Pixel (0..255) multiplier applied first \\[default: 1/255; integer inputs store pixels as integers: scale 1, and mean 128 for int8 (pixel - 128)]. Input = (pixel*scale - mean)/std, refused when a pixel would not fit the input type."
+            help="Pixel (0..255) multiplier applied first \\[default: 1/255; integer inputs store pixels as "
+            "integers: scale 1, and mean 128 for int8 (pixel - 128)]. Input = (pixel*scale - mean)/std, refused "
+            "when a pixel would not fit the input type."
         ),
     ] = None
     bgr: Annotated[bool, typer.Option("--bgr", help="Feed channels in BGR order.")] = False
@@ -211,40 +225,36 @@ class ModelFlags:
         Optional[str], typer.Option("--output", help="Model output to explain, when it has several.")
     ] = None
     max_memory: Annotated[
-        Optional[str],
+        Optional[Parsed],
         typer.Option(
             "--max-memory",
-            help="Memory budget, e.g. 2G or 512M \\[default: half the available memory, 256M to 4G]: larger images and models are refused before anything is allocated, and the batch is shrunk to fit.",
+            parser=parse.memory,
+            metavar="SIZE",
+            help="Memory budget, e.g. 2G or 512M \\[default: half the available memory, 256M to 4G]: larger "
+            "images and models are refused before anything is allocated, and the batch is shrunk to fit.",
         ),
     ] = None
 
-    def load(self, model: Path):
-        """The model, its preprocessing and the class names. Checks every flag before the model loads."""
-        from ..analyses.explain import resolve_preprocessing
-        from ..loaders import limits
-        from ..loaders.model import OnnxClassifier, read_labels, resolve_threads
+    def options(self):
+        """The library's ModelOptions from these flags."""
+        from ..analyses.preprocessing import ModelOptions
 
-        mean, std = floats(self.mean, "--mean"), floats(self.std, "--std")
-        if self.scale is not None and not (self.scale == self.scale and abs(self.scale) not in (0.0, float("inf"))):
-            raise OccludeError(f"--scale must be a finite non-zero number, got {self.scale}")
-        threads = resolve_threads(self.threads, force=self.force_threads)
-        limits.set_budget(limits.parse_memory(self.max_memory) if self.max_memory is not None else None)
-        limits.check_model_file(model)  # from the graph, before onnxruntime loads (and may run) it
-        class_names = read_labels(self.labels) if self.labels is not None else None
-        classifier = OnnxClassifier(
-            model, device=self.device.value, input_name=self.input_name, output_name=self.output_name, threads=threads
-        )
-        preprocessing = resolve_preprocessing(
-            classifier,
+        return ModelOptions(
+            device=self.device.value,
+            threads=self.threads,
+            force_threads=self.force_threads,
             size=self.size,
             layout=self.layout.value if self.layout else None,
-            mean=mean,
-            std=std,
+            mean=self.mean,
+            std=self.std,
             scale=self.scale,
-            bgr=self.bgr or None,
+            bgr=self.bgr,
             resize=self.resize.value if self.resize else None,
+            labels=self.labels,
+            input_name=self.input_name,
+            output_name=self.output_name,
+            max_memory=self.max_memory,
         )
-        return classifier, preprocessing, class_names
 
 
 class Incremental(str, enum.Enum):
@@ -255,14 +265,27 @@ class Incremental(str, enum.Enum):
     off = "off"
 
 
+_INCREMENTAL_HELP = (
+    "Exact incremental inference for CNNs: recompute only the part of each early layer a window changes (the "
+    "same map to float noise, checked at start-up). auto: for float32 graphs the cost model expects >= 1.3x "
+    "on (never float16, quantised or integer-rounding graphs: their maps would be approximate; --dry-run says "
+    "which); on: require it, and on a float16 or quantised graph accept an approximate map (noted once, "
+    "measured error in each JSON); off: one full forward pass per window. Plans are cached on disk in "
+    "$OCCLUDE_CACHE_DIR (default ~/.cache/occlude; set it to off to disable)."
+)
+
+
 @dataclasses.dataclass
 class OcclusionFlags:
     """How to occlude (all but --patch, whose meaning differs between commands)."""
 
     stride: Annotated[
-        Optional[str],
+        Optional[Parsed],
         typer.Option(
-            help="Step between windows, N, HxW or DxHxW for 3-D models \\[default: half the patch]. A last window flush with the border is always added."
+            parser=parse.size("--stride"),
+            metavar="SIZE",
+            help="Step between windows, N, HxW or DxHxW for 3-D models \\[default: half the patch]. A last window "
+            "flush with the border is always added.",
         ),
     ] = None
     baseline: Annotated[
@@ -276,14 +299,16 @@ class OcclusionFlags:
     blur_sigma: Annotated[
         Optional[float],
         typer.Option(
-            help="Gaussian sigma in pixels for --baseline blur \\[default: patch/2]; the kernel is capped at the image size."
+            help="Gaussian sigma in pixels for --baseline blur \\[default: patch/2]; the kernel is capped at the "
+            "image size."
         ),
     ] = None
     seed: Annotated[int, typer.Option(help="Seed for --baseline noise (0 to 2^63-1).")] = 0
     target: Annotated[
         Optional[str],
         typer.Option(
-            help="Class to explain: an index or a label name \\[default: top-1 prediction]. For one-output (binary) heads: 0 or the positive class's label."
+            help="Class to explain: an index or a label name \\[default: top-1 prediction]. For one-output "
+            "(binary) heads: 0 or the positive class's label."
         ),
     ] = None
     score: Annotated[ScoreKind, typer.Option(help=_SCORE_HELP)] = ScoreKind.auto
@@ -293,32 +318,20 @@ class OcclusionFlags:
             "--batch-size", help="Occluded images per forward pass \\[default: automatic, within --max-memory]."
         ),
     ] = None
-    incremental: Annotated[
-        Incremental,
-        typer.Option(
-            help="Exact incremental inference for CNNs: recompute only the part of each early layer a window changes (the same map to float noise, checked at start-up). auto: for float32 graphs the cost model expects >= 1.3x on (never float16, quantised or integer-rounding graphs: their maps would be approximate; --dry-run says which); on: require it, and on a float16 or quantised graph accept an approximate map (noted once, measured error in each JSON); off: one full forward pass per window. Plans are cached on disk in $OCCLUDE_CACHE_DIR (default ~/.cache/occlude; set it to off to disable)."
-        ),
-    ] = Incremental.auto
+    incremental: Annotated[Incremental, typer.Option(help=_INCREMENTAL_HELP)] = Incremental.auto
 
-    def options(self, patch=None, **more):
-        """ExplainOptions from these flags (``patch`` already parsed or None; ``more``: other fields)."""
-        from ..analyses.explain import ExplainOptions, parse_hw
-        from ..core.baselines import parse_baseline
-
-        if self.batch_size is not None and self.batch_size < 1:
-            raise OccludeError(f"--batch-size must be at least 1, got {self.batch_size}")
-        return ExplainOptions(
-            patch=patch,
-            stride=parse_hw(self.stride, "--stride") if self.stride is not None else None,  # N, HxW or DxHxW
-            baseline=parse_baseline(self.baseline),
-            target=self.target,
-            score=self.score,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            blur_sigma=self.blur_sigma,
-            incremental=self.incremental.value,
-            **more,
-        ).checked()
+    def fields(self) -> dict:
+        """ExplainOptions fields from these flags (the library checks them)."""
+        return {
+            "stride": self.stride,
+            "baseline": self.baseline,
+            "target": self.target,
+            "score": self.score,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "blur_sigma": self.blur_sigma,
+            "incremental": self.incremental.value,
+        }
 
 
 # ---------------------------------------------------------------- medical inputs (issue 12)
@@ -331,21 +344,27 @@ class MedicalInputFlags:
     window: Annotated[
         Optional[str],
         typer.Option(
-            help="CT/MR display window applied before the model: a preset (lung, mediastinum, bone, brain), WIDTH,LEVEL such as 1500,-600, or 'file' for the DICOM file's own WindowCenter/WindowWidth. Maps real units to 0..1 with the DICOM linear function."
+            help="CT/MR display window applied before the model: a preset (lung, mediastinum, bone, brain), "
+            "WIDTH,LEVEL such as 1500,-600, or 'file' for the DICOM file's own WindowCenter/WindowWidth. Maps real "
+            "units to 0..1 with the DICOM linear function."
         ),
     ] = None
     intensity_range: Annotated[
-        Optional[str],
+        Optional[Parsed],
         typer.Option(
             "--intensity-range",
-            help="LO,HI: clip real-unit intensities (HU, MR units) to [LO, HI] and scale to 0..1, for models trained on a fixed range.",
+            parser=parse.pair("--intensity-range", "two numbers LO,HI such as -1000,400"),
+            metavar="LO,HI",
+            help="LO,HI: clip real-unit intensities (HU, MR units) to [LO, HI] and scale to 0..1, for models "
+            "trained on a fixed range.",
         ),
     ] = None
     zscore: Annotated[
         bool,
         typer.Option(
             "--zscore",
-            help="Normalise the volume to zero mean, unit standard deviation (statistics from voxels above --zscore-threshold when given).",
+            help="Normalise the volume to zero mean, unit standard deviation (statistics from voxels above "
+            "--zscore-threshold when given).",
         ),
     ] = False
     zscore_threshold: Annotated[
@@ -370,10 +389,10 @@ class MedicalInputFlags:
     ] = None
 
     def fields(self) -> dict:
-        """ExplainOptions fields from these flags (checked by ExplainOptions.checked)."""
+        """ExplainOptions fields from these flags (the library checks them)."""
         return {
             "window": self.window,
-            "intensity_range": floats(self.intensity_range, "--intensity-range"),
+            "intensity_range": self.intensity_range,
             "zscore": self.zscore,
             "zscore_threshold": self.zscore_threshold,
             "series": self.series,
@@ -389,7 +408,8 @@ class MedicalFlags(MedicalInputFlags):
         bool,
         typer.Option(
             "--nifti/--no-nifti",
-            help="Write STEM.map.nii.gz (the map on the input's own voxel grid, with its affine) for DICOM/NIfTI inputs.",
+            help="Write STEM.map.nii.gz (the map on the input's own voxel grid, with its affine) for DICOM/NIfTI "
+            "inputs.",
         ),
     ] = True
 
@@ -450,7 +470,8 @@ class RenderFlags:
     cmap: Annotated[
         str,
         typer.Option(
-            help="Matplotlib colormap of the map (diverging ones keep zero neutral): RdBu_r, coolwarm, bwr, seismic, PiYG, ..."
+            help="Matplotlib colormap of the map (diverging ones keep zero neutral): RdBu_r, coolwarm, bwr, "
+            "seismic, PiYG, ..."
         ),
     ] = "RdBu_r"
     alpha: Annotated[
@@ -461,7 +482,8 @@ class RenderFlags:
         Optional[float],
         typer.Option(
             "--clip-percentile",
-            help="Colour limit at this percentile of |value| (e.g. 99), so a few outliers do not wash out the rest \\[default: the maximum].",
+            help="Colour limit at this percentile of |value| (e.g. 99), so a few outliers do not wash out the "
+            "rest \\[default: the maximum].",
         ),
     ] = None
     sign: Annotated[
@@ -470,7 +492,8 @@ class RenderFlags:
     photo: Annotated[
         Photo,
         typer.Option(
-            help="The photo under the map: gray (desaturated, contrast compressed: the map stays readable on red and dark photos) or color."
+            help="The photo under the map: gray (desaturated, contrast compressed: the map stays readable on red "
+            "and dark photos) or color."
         ),
     ] = Photo.gray
     panels: Annotated[
@@ -478,17 +501,13 @@ class RenderFlags:
     ] = False
 
     def style(self):
-        """The library's RenderStyle, checked (finite alpha in [0, 1], percentile in (0, 100], known colormap)."""
+        """The library's RenderStyle from these flags (the library checks it)."""
         from ..pictures.render import RenderStyle
 
-        if not (self.alpha == self.alpha and 0.0 <= self.alpha <= 1.0):
-            raise OccludeError(f"--alpha must be in [0, 1], got {self.alpha}")
-        if self.clip_percentile is not None and not (0.0 < self.clip_percentile <= 100.0):
-            raise OccludeError(f"--clip-percentile must be in (0, 100], got {self.clip_percentile}")
         return RenderStyle(
             cmap=self.cmap,
             alpha=float(self.alpha),
             clip_percentile=self.clip_percentile,
             sign=self.sign.value,
             photo=self.photo.value,
-        ).checked()
+        )

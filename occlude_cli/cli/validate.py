@@ -1,31 +1,33 @@
 """`occlude compare` and `occlude check`: the validation commands (Typer only; the work is in
-:mod:`occlude_cli.analyses.validate`).
+:mod:`occlude_cli.runs.compare` and :mod:`occlude_cli.runs.check`).
 
 Exit codes of `occlude check` (for CI): 0 every image passed; 4 at least one image failed the check
 (the model looks elsewhere); 3 at least one image could not be checked (unreadable image, missing mask,
 box outside the image; takes precedence over 4); 1 error before any image (model, flags, output folder).
 """
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..errors import OccludeError
+from ..runs.events import RunEvents
+from . import parse
 from .common import (
     ExitCode,
     MedicalInputFlags,
     ModelFlags,
     OcclusionFlags,
+    Parsed,
     RenderFlags,
-    RunNotes,
-    check_output_folder,
     fail,
     one_line,
     print_error,
+    print_json,
+    print_note,
     safe,
     stderr,
     stderr_is_terminal,
@@ -33,7 +35,7 @@ from .common import (
     user_errors,
     with_flags,
 )
-from .run import shorten_path
+from .show import shorten_path
 
 COMPARE_EXAMPLES = """
 [bold]Examples[/]
@@ -70,6 +72,26 @@ def _fmt(value, digits: int = 3) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
+class CompareEvents(RunEvents):
+    """compare's events: notes unless --quiet or --json; in a CI log one line per compared input."""
+
+    def __init__(self, quiet: bool, json_out: bool) -> None:
+        self.silent = quiet or json_out
+
+    def note(self, text: str, params=()) -> None:
+        if not self.silent:
+            print_note(text, params)
+
+    def problem(self, text: str, params=()) -> None:
+        print_error(text, params=params)
+
+    def image_done(self, image, row, params=()) -> None:
+        if row["status"] == "error":
+            print_error(f"{one_line(str(row['path']))}: {row['error']}")
+        elif not self.silent and not stderr_is_terminal():
+            stderr.print(safe(f"ok {row['path']}"))
+
+
 @user_errors
 @with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, medical=MedicalInputFlags)
 def compare(
@@ -77,12 +99,14 @@ def compare(
     image: Path = typer.Argument(..., help="The image the other map explains, or a folder of images (with --maps)."),
     other_map: Optional[Path] = typer.Argument(
         None,
-        help="The other method's map: 2-D .npy or greyscale PNG, any resolution (not with --maps); for a 3-D model a (D, H, W) .npy in occlude's layout or a NIfTI map (placed by its affine).",
+        help="The other method's map: 2-D .npy or greyscale PNG, any resolution (not with --maps); for a 3-D model a "
+        "(D, H, W) .npy in occlude's layout or a NIfTI map (placed by its affine).",
     ),
     maps: Optional[Path] = typer.Option(
         None,
         "--maps",
-        help="Folder mode: IMAGE is a folder and the other map of IMAGE/rel/a.jpg is MAPS/rel/a.npy (or .png); per-image rows and dataset means with 95% bootstrap intervals in compare.json/.csv.",
+        help="Folder mode: IMAGE is a folder and the other map of IMAGE/rel/a.jpg is MAPS/rel/a.npy (or .png); "
+        "per-image rows and dataset means with 95% bootstrap intervals in compare.json/.csv.",
     ),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Folder mode: look into sub-folders."),
     out: Path = typer.Option(Path("occlude-out"), "--out", "-o", help="Output folder."),
@@ -91,15 +115,19 @@ def compare(
     ),
     steps: int = typer.Option(50, help="Deletion/insertion steps (each curve costs steps+1 forward passes)."),
     top_fraction: float = typer.Option(0.1, "--top-fraction", help="Share of pixels whose overlap (IoU) is reported."),
-    fractions: str = typer.Option(
+    fractions: Parsed = typer.Option(
         "1,2,5,10,20,50",
         "--fractions",
-        help="Top-k percentages for sufficiency and completeness (one forward pass per percentage and map, plus one); infidelity reuses the occlusion windows' scores (no extra pass). Empty: skip these three metrics.",
+        parser=parse.percents("--fractions"),
+        metavar="PERCENTS",
+        help="Top-k percentages for sufficiency and completeness (one forward pass per percentage and map, plus "
+        "one); infidelity reuses the occlusion windows' scores (no extra pass). Empty: skip these three metrics.",
     ),
     map_kind: str = typer.Option(
         "attribution",
         "--map-kind",
-        help="How the other map predicts a score change, for infidelity: attribution (Grad-CAM, IG, SHAP, LIME: summed over a window) or gradient (saliency: times input - baseline first).",
+        help="How the other map predicts a score change, for infidelity: attribution (Grad-CAM, IG, SHAP, LIME: "
+        "summed over a window) or gradient (saliency: times input - baseline first).",
     ),
     deletion_baseline: Optional[str] = typer.Option(
         None,
@@ -109,8 +137,11 @@ def compare(
     insertion_baseline: Optional[str] = typer.Option(
         None, "--insertion-baseline", help="What insertion starts from \\[default: --baseline]."
     ),
-    patch: Optional[str] = typer.Option(
-        None, help="Occluding patch, N, HxW or DxHxW for 3-D models \\[default: 1/14 of the input side]."
+    patch: Optional[Parsed] = typer.Option(
+        None,
+        parser=parse.size("--patch"),
+        metavar="SIZE",
+        help="Occluding patch, N, HxW or DxHxW for 3-D models \\[default: 1/14 of the input side].",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the comparison JSON on stdout (nothing else)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
@@ -120,156 +151,30 @@ def compare(
 ) -> None:
     """Compare another method's saliency map with occlusion's: correlation, top-k overlap, deletion and insertion
     curves, infidelity, sufficiency and completeness; one image or a folder (--maps)."""
-    from ..analyses.explain import check_run, parse_hw
-    from ..analyses.validate import MAP_KINDS, check_fractions, compare_file
-    from ..core.baselines import parse_baseline
-    from ..outputs.write import write_comparison
+    from ..analyses.options import ExplainOptions
+    from ..runs.compare import CompareSettings, compare_folder, compare_image
 
-    options = occlusion.options(patch=parse_hw(patch, "--patch") if patch is not None else None, **medical.fields())
-    if steps < 1:
-        raise OccludeError(f"--steps must be at least 1, got {steps}")
-    if not 0 < top_fraction <= 1:
-        raise OccludeError(f"--top-fraction must be in (0, 1], got {top_fraction}")
-    if map_kind not in MAP_KINDS:
-        raise OccludeError(f"--map-kind must be one of {', '.join(MAP_KINDS)}, got {map_kind!r}")
-    try:
-        percents = [float(v) for v in fractions.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise OccludeError(f"--fractions takes percentages separated by commas, got {fractions!r}") from None
-    try:
-        top_k = check_fractions([p / 100.0 for p in percents]) if percents else ()
-    except OccludeError:
-        raise OccludeError(f"--fractions must be increasing percentages in (0, 100], got {fractions!r}") from None
-    for spec in (deletion_baseline, insertion_baseline):
-        if spec is not None:
-            parse_baseline(spec)
-    if maps is not None:
-        if other_map is not None:
-            raise OccludeError("give OTHER_MAP for one image, or --maps DIR for a folder, not both")
-        if not maps.is_dir():
-            raise OccludeError(f"--maps must be a folder: {maps}")
-    elif other_map is None:
+    if maps is not None and other_map is not None:
+        raise OccludeError("give OTHER_MAP for one image, or --maps DIR for a folder, not both")
+    if maps is None and other_map is None:
         raise OccludeError("missing OTHER_MAP (or --maps DIR with a folder of images)")
-    else:
-        from ..loaders.maps import read_saliency_map
-
-        read_saliency_map(other_map, dims=(2, 3))  # a bad map fails before the model loads
-    classifier, preprocessing, class_names = model_flags.load(model)
-    check_run(options, preprocessing, classifier, class_names)  # --target, --patch, --score: before any image
-    check_output_folder(out)
-    settings = dict(
-        steps=steps,
-        top_fraction=top_fraction,
-        deletion_baseline=deletion_baseline,
-        insertion_baseline=insertion_baseline,
-        batch_size=occlusion.batch_size,
-        fractions=top_k or None,
-        other_kind=map_kind,
-    )
+    options = ExplainOptions(patch=patch, **occlusion.fields(), **medical.fields())
+    settings = CompareSettings(steps, top_fraction, fractions, map_kind, deletion_baseline, insertion_baseline)
+    given = dict(name=name, model_options=model_flags.options(), events=CompareEvents(quiet, json_out))
     if maps is not None:
-        _compare_folder(
-            classifier,
-            preprocessing,
-            class_names,
-            options,
-            image,
-            maps,
-            out,
-            settings,
-            name,
-            recursive,
-            json_out,
-            quiet,
-        )
+        folder = compare_folder(model, image, maps, out, options, settings, recursive=recursive, **given)
+        if json_out:
+            print_json(folder.document)
+        elif not quiet:
+            _print_compare_summary(stdout, folder.document["summary"], out)
+        if folder.failed:
+            raise typer.Exit(ExitCode.IMAGES_FAILED)
         return
-    explanation, other, comparison = compare_file(
-        classifier, image, other_map, options, preprocessing=preprocessing, labels=class_names, name=name, **settings
-    )
-    RunNotes(quiet or json_out).show(explanation)
-    from ..outputs.names import stem_of
-
-    written = write_comparison(explanation, other, comparison, out, stem_of(image))
+    one = compare_image(model, image, other_map, out, options, settings, **given)
     if json_out:
-        from ..outputs.records import format_json
-
-        sys.stdout.write(format_json(comparison) + "\n")
+        print_json(one.document)
     elif not quiet:
-        _print_comparison(stdout, comparison, written)
-
-
-def _map_for(maps: Path, key: str) -> Optional[Path]:
-    for suffix in (".npy", ".png", ".tif", ".tiff", ".nii.gz", ".nii"):
-        candidate = maps / f"{key}{suffix}"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _compare_folder(
-    classifier, preprocessing, class_names, options, folder, maps, out, settings, name, recursive, json_out, quiet
-) -> None:
-    """Folder mode of compare: one comparison per image with a map, then dataset means with bootstrap CIs."""
-    from ..analyses.validate import compare_dataset, compare_file, comparison_numbers
-    from ..batch import discover_inputs
-    from ..outputs.records import format_json
-    from ..outputs.write import write_compare_summary, write_comparison
-
-    notes: list = []
-    images, problems = discover_inputs([str(folder)], recursive=recursive, exclude=[out], notes=notes)
-    if not quiet and not json_out:
-        for path, note in notes:
-            stderr.print(f"[yellow]note:[/] {safe(str(path))}: {safe(note)}")
-    maps_root = maps.resolve()
-    images = [i for i in images if maps_root not in i.path.resolve().parents]
-    rows: List[dict] = []
-    run_notes = RunNotes(quiet or json_out)
-    for arg, problem in problems:
-        rows.append({"path": arg, "status": "error", "error": problem})
-    for item in images:
-        other = _map_for(maps, item.source_stem)
-        if other is None:
-            rows.append(
-                {
-                    "path": str(item.path),
-                    "status": "error",
-                    "error": f"no map for this image: expected {maps}/{item.source_stem}.npy or .png",
-                }
-            )
-            print_error(f"{one_line(str(item.path))}: no map in {maps}")
-            continue
-        try:
-            explanation, resized, comparison = compare_file(
-                classifier,
-                item.path,
-                other,
-                options,
-                preprocessing=preprocessing,
-                labels=class_names,
-                name=name,
-                **settings,
-            )
-            run_notes.show(explanation)
-            write_comparison(explanation, resized, comparison, out, item.key)
-            rows.append({"path": str(item.path), "status": "ok", "map": str(other), **comparison_numbers(comparison)})
-            if not quiet and not json_out and not stderr_is_terminal():
-                stderr.print(safe(f"ok {item.path}"))
-        except OccludeError as exc:
-            rows.append({"path": str(item.path), "status": "error", "map": str(other), "error": str(exc)})
-            print_error(f"{one_line(str(item.path))}: {exc}")
-    ok = [r for r in rows if r["status"] == "ok"]
-    summary = compare_dataset(ok)
-    document = {
-        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()},
-        "summary": summary,
-        "images": rows,
-    }
-    write_compare_summary(document, out)
-    if json_out:
-        sys.stdout.write(format_json(document) + "\n")
-    elif not quiet:
-        _print_compare_summary(stdout, summary, out)
-    if any(r["status"] == "error" for r in rows):
-        raise typer.Exit(ExitCode.IMAGES_FAILED)
+        _print_comparison(stdout, one.document, one.written)
 
 
 def _print_compare_summary(console, summary: dict, out: Path) -> None:
@@ -293,13 +198,68 @@ def _print_compare_summary(console, summary: dict, out: Path) -> None:
     console.print(table)
 
 
+class CheckEvents(RunEvents):
+    """check's events: a transient progress bar on a terminal; failures and errors as they happen (also under
+    --quiet / --json, where nothing else is shown); in a CI log one line per finished input."""
+
+    def __init__(self, quiet: bool, json_out: bool) -> None:
+        self.silent = quiet or json_out
+        self.progress: Optional[Progress] = None
+        self.task: Optional[TaskID] = None
+
+    def note(self, text: str, params=()) -> None:
+        if not self.silent:
+            print_note(text, params)
+
+    def problem(self, text: str, params=()) -> None:
+        print_error(text, params=params)
+
+    def started(self, total: int) -> None:
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=stderr,
+            disable=self.silent or not stderr_is_terminal() or total < 2,
+            transient=True,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("checking", total=total)
+
+    def image_started(self, image) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, description=safe(image.key))
+
+    def image_done(self, image, row, params=()) -> None:
+        if self.progress is None or self.task is None:
+            return
+        console = self.progress.console
+        if row.status == "error":
+            console.print(f"[bold red]error:[/] {safe(row.path)}: {safe(row.error or '')}")
+        elif row.status == "fail" and (self.silent or not stderr_is_terminal()):
+            console.print(f"[bold red]fail:[/] {safe(row.path)}: {safe('; '.join(row.reasons))}")
+        elif row.status == "pass" and not self.silent and not stderr_is_terminal():
+            energy = "n/a" if row.energy_share is None else f"{row.energy_share:.3f}"
+            console.print(safe(f"pass {row.path} energy={energy} seconds={row.seconds}"))
+        self.progress.advance(self.task)
+
+    def finished(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
 @user_errors
 @with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags)
 def check(
     model: Path = typer.Argument(..., help="ONNX classifier (.onnx)."),
     paths: List[str] = typer.Argument(..., help="Image files, folders or glob patterns.", show_default=False),
-    box: Optional[str] = typer.Option(
-        None, help="Region x0,y0,x1,y1 in original image pixels (the same for every image)."
+    box: Optional[Parsed] = typer.Option(
+        None,
+        parser=parse.box("--box"),
+        metavar="x0,y0,x1,y1",
+        help="Region x0,y0,x1,y1 in original image pixels (the same for every image).",
     ),
     mask: Optional[Path] = typer.Option(
         None, help="Region as a mask image, white = region, transparent = outside (the same for every image)."
@@ -315,11 +275,17 @@ def check(
     require_peak: bool = typer.Option(
         False,
         "--require-peak",
-        help="Fail an image when the map's peak lies outside the region (pointing game; the peak is the pixel of the maximal plateau nearest its centre, as check.csv reports it).",
+        help="Fail an image when the map's peak lies outside the region (pointing game; the peak is the pixel of "
+        "the maximal plateau nearest its centre, as check.csv reports it).",
     ),
     out: Path = typer.Option(Path("occlude-out"), "--out", "-o", help="Folder for check.json and check.csv."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders of folder arguments."),
-    patch: Optional[str] = typer.Option(None, help="Occluding patch, N or HxW \\[default: 1/14 of the input side]."),
+    patch: Optional[Parsed] = typer.Option(
+        None,
+        parser=parse.size("--patch"),
+        metavar="SIZE",
+        help="Occluding patch, N or HxW \\[default: 1/14 of the input side].",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print check.json on stdout (nothing else)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table; failures and errors still go to stderr."),
     pictures: bool = typer.Option(
@@ -335,200 +301,37 @@ def check(
     render: RenderFlags = None,  # type: ignore[assignment]
 ) -> None:
     """CI check: does the model look where it should? Pointing game and energy share inside a region."""
-    from ..analyses.explain import check_run, parse_hw
-    from ..analyses.validate import CheckRow, check_min_energy
-    from ..batch import discover_inputs
-    from ..loaders.maps import is_mask_file, parse_box, read_mask
-    from ..outputs.records import check_document
-    from ..outputs.write import write_check_summary
+    from ..analyses.options import ExplainOptions
+    from ..runs.check import check_folder
+    from ..runs.regions import RegionSource
 
-    given = [flag for flag, value in (("--box", box), ("--mask", mask), ("--masks", masks)) if value is not None]
-    if len(given) > 1:
-        raise OccludeError(f"give one region source, not {' and '.join(given)}")
-    min_energy = check_min_energy(min_energy)
-    box_values = parse_box(box) if box is not None else None
-    if mask is not None:
-        read_mask(mask)  # one mask for every image: a bad one is an error before any image
-    if masks is not None and not masks.is_dir():
-        raise OccludeError(f"--masks must be a folder: {masks}")
-    options = occlusion.options(patch=parse_hw(patch, "--patch") if patch is not None else None)
-    style = render.style()
-    classifier, preprocessing, class_names = model_flags.load(model)
-    check_run(options, preprocessing, classifier, class_names)  # --target, --patch, --score: before any image
-    notes: list = []
-    images, problems = discover_inputs(paths, recursive=recursive, exclude=[out], notes=notes)
-    if not quiet:
-        for path, note in notes:
-            stderr.print(f"[yellow]note:[/] {safe(str(path))}: {safe(note)}")
-    masks_root = masks.resolve() if masks is not None else None
-    the_mask = mask.resolve() if mask is not None else None
-    images = [  # masks are never inputs: *.mask.png, files under --masks, the --mask file
-        item
-        for item in images
-        if not is_mask_file(item.path)
-        and not (masks_root is not None and masks_root in item.path.resolve().parents)
-        and item.path.resolve() != the_mask
-    ]
-    if not images and not problems:
-        raise OccludeError("no images to check (files named *.mask.png are masks, not inputs)")
-    check_output_folder(out)
-
-    if box_values is not None:
-        region_text = "box " + ",".join(f"{v:g}" for v in box_values)
-    elif mask is not None:
-        region_text = f"mask {mask}"
-    elif masks is not None:
-        region_text = f"masks {masks}/<name>.png"
-    else:
-        region_text = "masks <image>.mask.png"
-    settings = {
-        "region": region_text,
-        "min_energy": min_energy,
-        "require_peak": bool(require_peak),
-        "target": occlusion.target,
-        "patch": list(options.patch) if options.patch else None,
-        "stride": list(options.stride) if options.stride else None,
-        "baseline": options.baseline,
-        "score": occlusion.score.value,
-        "model": str(model),
-    }
-
-    rows: List[CheckRow] = []
-    interrupted = False
-    show_progress = not quiet and not json_out and stderr_is_terminal() and len(images) > 1
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=stderr,
-        disable=not show_progress,
-        transient=True,
-    )
-    run_notes = RunNotes(quiet or json_out)
-    with progress:
-        task = progress.add_task("checking", total=len(images))
-        try:
-            for item in images:
-                progress.update(task, description=safe(item.key))
-                rows.append(
-                    _check_one(
-                        item,
-                        classifier,
-                        options,
-                        preprocessing,
-                        class_names,
-                        box_values,
-                        mask,
-                        masks,
-                        min_energy,
-                        require_peak,
-                        out if pictures else None,
-                        style,
-                        run_notes,
-                    )
-                )
-                _report(progress.console, rows[-1], quiet or json_out)
-                progress.advance(task)
-        except KeyboardInterrupt:
-            interrupted = True
-    done = len(rows)
-    rows += [CheckRow(path=arg, status="error", error=problem) for arg, problem in problems]
-    for _, problem in problems:
-        print_error(problem)
-    write_check_summary(rows, out, settings)
-    if report:
-        from ..outputs.report import build_report
-
-        build_report(out)
-    if json_out:
-        from ..outputs.records import format_json
-
-        sys.stdout.write(format_json(check_document(rows, settings)) + "\n")
-    elif not quiet:
-        _print_checks(stdout, rows, out, settings)
-    if interrupted:
-        raise fail(f"interrupted after {done} of {len(images)} images; check.json holds those", ExitCode.INTERRUPTED)
-    statuses = {row.status for row in rows}
-    if "error" in statuses:
-        raise typer.Exit(ExitCode.IMAGES_FAILED)
-    if "fail" in statuses:
-        raise typer.Exit(ExitCode.CHECK_FAILED)
-
-
-def _check_one(
-    item,
-    classifier,
-    options,
-    preprocessing,
-    class_names,
-    box_values,
-    mask,
-    masks,
-    min_energy,
-    require_peak,
-    picture_dir=None,
-    style=None,
-    notes: Optional[RunNotes] = None,
-):
-    """One discovered image -> its row: finds its region (the box, the one mask, DIR/<key>.png or the
-    NAME.mask.png next to it) and runs the check; a missing per-image mask is an error row. ``notes`` shows
-    the explanation's notes (once per command)."""
-    from ..analyses.validate import CheckRow, check_file
-    from ..loaders.maps import convention_mask_path
-
-    if box_values is not None:
-        region = {"box": box_values}
-    else:
-        if mask is not None:
-            mask_path = mask
-        elif masks is not None:
-            mask_path = masks / f"{item.source_stem}.png"
-        else:
-            mask_path = convention_mask_path(item.path)
-        if not mask_path.is_file():
-            return CheckRow(
-                path=str(item.path),
-                status="error",
-                mask=str(mask_path),
-                error=f"no mask for this image: expected {mask_path}",
-            )
-        region = {"mask": mask_path}
-    kept: dict = {}
-    row = check_file(
-        classifier,
-        item.path,
-        options,
-        preprocessing=preprocessing,
-        labels=class_names,
+    result = check_folder(
+        model,
+        paths,
+        out,
+        ExplainOptions(patch=patch, **occlusion.fields()),
+        region=RegionSource(box, mask, masks),
         min_energy=min_energy,
         require_peak=require_peak,
-        keep=kept,
-        **region,
+        pictures=pictures,
+        report=report,
+        style=render.style(),
+        recursive=recursive,
+        model_options=model_flags.options(),
+        events=CheckEvents(quiet, json_out),
     )
-    if notes is not None and "explanation" in kept:
-        notes.show(kept["explanation"])
-    if picture_dir is not None and "explanation" in kept and row.status in ("pass", "fail"):
-        from ..outputs.write import write_check_picture
-
-        written = write_check_picture(
-            kept["explanation"], row, kept["region"], picture_dir, item.key, box=box_values, style=style
+    if json_out:
+        print_json(result.document)
+    elif not quiet:
+        _print_checks(stdout, result.rows, out, result.settings)
+    if result.interrupted:
+        raise fail(
+            f"interrupted after {result.done} of {result.total} images; check.json holds those", ExitCode.INTERRUPTED
         )
-        row.overlay = written.name if "/" not in item.key else f"{item.key}.check.png"
-    return row
-
-
-def _report(console, row, quiet: bool) -> None:
-    """Failures and errors go to stderr as they happen (also under --quiet / --json, where nothing else
-    is shown); when stderr is not a terminal (CI logs) every finished image gets one line."""
-    if row.status == "error":
-        console.print(f"[bold red]error:[/] {safe(row.path)}: {safe(row.error or '')}")
-    elif row.status == "fail" and (quiet or not stderr_is_terminal()):
-        console.print(f"[bold red]fail:[/] {safe(row.path)}: {safe('; '.join(row.reasons))}")
-    elif row.status == "pass" and not quiet and not stderr_is_terminal():
-        energy = "n/a" if row.energy_share is None else f"{row.energy_share:.3f}"
-        console.print(safe(f"pass {row.path} energy={energy} seconds={row.seconds}"))
+    if "error" in result.statuses:
+        raise typer.Exit(ExitCode.IMAGES_FAILED)
+    if "fail" in result.statuses:
+        raise typer.Exit(ExitCode.CHECK_FAILED)
 
 
 def _print_checks(console, rows, out: Path, settings: dict) -> None:

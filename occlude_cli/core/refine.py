@@ -44,9 +44,9 @@ def _interpolation_matrix(positions: np.ndarray, known: np.ndarray) -> np.ndarra
 def check_refine(step: int, budget: float) -> None:
     """The coarse step and budget of a refined run, checked once (the library's names in the messages)."""
     if int(step) != step or not 1 <= step <= 100:
-        raise OccludeError(f"refine_step (--refine-step) must be a whole number from 1 to 100, got {step}")
+        raise OccludeError(f"refine_step must be a whole number from 1 to 100, got {step}", params=("refine_step",))
     if not (np.isfinite(budget) and 0 < budget <= 1):
-        raise OccludeError(f"refine_budget (--refine-budget) must be in (0, 1], got {budget}")
+        raise OccludeError(f"refine_budget must be in (0, 1], got {budget}", params=("refine_budget",))
 
 
 def refine_extra_windows(grid_windows: int, coarse_windows: int, budget: float) -> int:
@@ -105,7 +105,7 @@ def _coarse_layout(ny: int, nx: int, step: int, budget: float) -> Tuple[np.ndarr
     ky, kx = _coarsest(ny, nx, step)
     least = sum(len(c) for c in _layout(ny, nx, ky, kx)[1])
     if least > allowed:
-        raise OccludeError(_over_budget(ny, nx, step, budget, least))
+        raise OccludeError(_over_budget(ny, nx, step, budget, least), params=("refine_step", "refine_budget"))
     while ky < ny or kx < nx:
         spacing_y = (ny - 1) / (ky - 1) if ky < ny else -1.0
         spacing_x = (nx - 1) / (kx - 1) if kx < nx else -1.0
@@ -131,9 +131,9 @@ def _over_budget(ny: int, nx: int, step: int, budget: float, least: int) -> str:
         if sum(len(c) for c in _layout(ny, nx, *_coarsest(ny, nx, s))[1]) + 1 <= allowed
     ]
     need = np.ceil((least + 1) / exact * 100) / 100
-    options = [f"refine_step {fitting[0]} or more (--refine-step)"] if fitting else []
+    options = [f"refine_step {fitting[0]} or more"] if fitting else []
     if need < 1 or not fitting:
-        options.append(f"refine_budget {min(need, 1.0):g} or more (--refine-budget)")
+        options.append(f"refine_budget {min(need, 1.0):g} or more")
     options.append(f"the exact map ({exact} forward passes, no refine)")
     return (
         f"refine_step {step} on this grid of {ny}x{nx} windows scores at least {least} windows in its coarse pass "

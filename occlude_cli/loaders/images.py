@@ -102,9 +102,9 @@ class Preprocessing:
             if not all(np.isfinite(values)):
                 raise OccludeError(f"{name} (--{name}) must be finite numbers, got {list(values)}")
         if any(s == 0 for s in self.std):
-            raise OccludeError("std (--std) values must be non-zero")
+            raise OccludeError("std values must be non-zero", params=("std",))
         if not np.isfinite(self.scale) or self.scale == 0:
-            raise OccludeError(f"scale (--scale) must be a finite non-zero number, got {self.scale}")
+            raise OccludeError(f"scale must be a finite non-zero number, got {self.scale}", params=("scale",))
         type_range(self.dtype)  # a type occlude can convert into
         if self.quantization is not None:
             q_scale, zero_point = self.quantization
@@ -161,8 +161,8 @@ class Preprocessing:
             )
         raise OccludeError(
             f"pixels 0..255 become {lo:.6g}..{hi:.6g} in the model input ({self.expression}), but "
-            f"{describe_range(self.dtype)}: values would be clipped; adjust scale, mean or std "
-            f"(--scale, --mean, --std){hint}"
+            f"{describe_range(self.dtype)}: values would be clipped; adjust scale, mean or std{hint}",
+            params=("scale", "mean", "std"),
         )
 
     def values(self, pixels: np.ndarray) -> np.ndarray:
@@ -294,7 +294,7 @@ def open_image(path) -> Image.Image:
             if image is opened:
                 image = opened.copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise OccludeError(limits.bomb_message(str(path), exc)) from None
+        raise OccludeError(limits.bomb_message(str(path), exc), params=(limits.PARAM,)) from None
     except UnidentifiedImageError:
         raise OccludeError(f"not an image (or a format Pillow cannot read): {path}") from None
     except (OSError, ValueError, SyntaxError) as exc:

@@ -17,7 +17,8 @@ What is checked, and when:
 - **batch buffers**: the batch is shrunk to fit what is left of the budget rather than failing (the batch
   used is recorded in each JSON's ``params.batch_size``).
 
-Every refusal is one :class:`OccludeError` line naming the limit and the flag (``--max-memory``).
+Every refusal is one :class:`OccludeError` line naming the limit and its parameter (``max_memory``; the command
+line shows its flag, ``--max-memory``).
 Numpy and Pillow only.
 """
 
@@ -43,20 +44,7 @@ MAX_PIXELS = 89_478_485
 DEFAULT_MIN = 256 << 20
 DEFAULT_MAX = 4 << 30
 SMALLEST = 16 << 20  # below this nothing useful runs
-FLAG = "--max-memory"
-
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_memory(text) -> int:
-    """'2G', '512M', '1.5G', '300000000' (bytes), '64MiB' -> bytes (binary units); at least 16 MiB."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:I?B)?\s*", str(text).upper())
-    if not match:
-        raise OccludeError(f"max_memory ({FLAG}) must be a size such as 2G, 512M or 1.5G, got {text!r}")
-    value = float(match.group(1)) * _UNITS[match.group(2)]
-    if not math.isfinite(value) or value < SMALLEST:
-        raise OccludeError(f"max_memory ({FLAG}) must be at least {human(SMALLEST)}, got {text!r}")
-    return int(value)
+PARAM = "max_memory"  # the parameter messages name (the command line shows its flag, --max-memory)
 
 
 def human(n: float) -> str:
@@ -105,10 +93,11 @@ _budget: Optional[int] = None
 
 
 def set_budget(n_bytes: Optional[int]) -> None:
-    """Set the process-wide budget (None: back to :func:`default_budget`). The CLI sets it from --max-memory."""
+    """Set the process-wide budget (None: back to :func:`default_budget`); ``open_model`` sets it from
+    ``ModelOptions.max_memory``."""
     global _budget
     if n_bytes is not None and n_bytes < SMALLEST:
-        raise OccludeError(f"max_memory ({FLAG}) must be at least {human(SMALLEST)}, got {n_bytes} bytes")
+        raise OccludeError(f"max_memory must be at least {human(SMALLEST)}, got {n_bytes} bytes", params=(PARAM,))
     _budget = None if n_bytes is None else int(n_bytes)
 
 
@@ -118,7 +107,7 @@ def budget() -> int:
 
 
 def _limit_text(limit: int) -> str:
-    return f"{FLAG} {human(limit)}"
+    return f"{PARAM} {human(limit)}"
 
 
 # ------------------------------------------------------------------------------------------ images
@@ -133,7 +122,8 @@ def check_image_size(width: int, height: int, bands: int, name: str, limit: Opti
     if pixels > MAX_PIXELS or need > limit:
         raise OccludeError(
             f"image too large: {name} is {width}x{height} ({pixels / 1e6:.1f} Mpx, about {human(need)} to decode); "
-            f"the limits are {MAX_PIXELS / 1e6:.1f} Mpx (Pillow's decompression-bomb limit) and {_limit_text(limit)}"
+            f"the limits are {MAX_PIXELS / 1e6:.1f} Mpx (Pillow's decompression-bomb limit) and {_limit_text(limit)}",
+            params=(PARAM,),
         )
 
 
@@ -188,7 +178,8 @@ def check_volume_size(
         raise OccludeError(
             f"{what} too large: {name} is {'x'.join(str(int(s)) for s in shape)} {dtype} "
             f"({voxels / 1e6:.1f} M {'pixels' if what == 'slice' else 'voxels'}, about {human(need)} to read and "
-            f"explain); the limit is {_limit_text(limit)}"
+            f"explain); the limit is {_limit_text(limit)}",
+            params=(PARAM,),
         )
 
 
@@ -198,7 +189,8 @@ def check_stream_size(size: int, name: str, what: str, limit: Optional[int] = No
     if size > limit:
         raise OccludeError(
             f"{what} too large: {name} inflates to more than {human(size)} (a decompression bomb?); the limit is "
-            f"{_limit_text(limit)}"
+            f"{_limit_text(limit)}",
+            params=(PARAM,),
         )
 
 
@@ -229,7 +221,8 @@ def check_model_file(model_path, limit: Optional[int] = None) -> None:
     if size * 4 > limit:  # the input, its baseline, one occluded copy and the float64 preprocessing
         raise OccludeError(
             f"model input {name!r} declares shape {shape} ({human(size)} per image, about {human(size * 4)} to "
-            f"explain one image): above the memory limit {_limit_text(limit)}"
+            f"explain one image): above the memory limit {_limit_text(limit)}",
+            params=(PARAM,),
         )
 
 
@@ -292,7 +285,8 @@ def plan_memory(
         )
         raise OccludeError(
             f"one image needs about {human(per_image + per_row)} ({parts}): above the memory limit "
-            f"{_limit_text(limit)}; raise it, or use a larger --stride, fewer classes, or no --all-classes"
+            f"{_limit_text(limit)}; raise it, or use a larger stride, fewer classes, or no all_classes",
+            params=(PARAM, "stride", "all_classes"),
         )
     fits = max(1, int(room // per_row))
     return MemoryPlan(

@@ -200,21 +200,17 @@ def load_saliency_map(
 # ------------------------------------------------------------------------------------ regions
 
 
-def parse_box(text) -> Tuple[float, float, float, float]:
-    """'x0,y0,x1,y1' (original image pixels, x1/y1 exclusive) -> four floats, checked non-empty."""
-    if isinstance(text, (tuple, list)):
-        parts = list(text)
-    else:
-        parts = [p for p in str(text).replace(" ", "").split(",") if p != ""]
+def check_box(box) -> Tuple[float, float, float, float]:
+    """A box (x0, y0, x1, y1 in original image pixels, x1/y1 exclusive) as four floats, checked non-empty."""
     try:
-        values = [float(v) for v in parts]
+        values = [float(v) for v in box]
     except (TypeError, ValueError):
-        raise OccludeError(f"--box takes x0,y0,x1,y1 in image pixels, got {text!r}") from None
+        raise OccludeError(f"box must be four numbers x0, y0, x1, y1, got {box!r}", params=("box",)) from None
     if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise OccludeError(f"--box takes four numbers x0,y0,x1,y1 in image pixels, got {text!r}")
+        raise OccludeError(f"box must be four finite numbers x0, y0, x1, y1, got {box!r}", params=("box",))
     x0, y0, x1, y1 = values
     if x1 <= x0 or y1 <= y0:
-        raise OccludeError(f"--box {text!r} is empty: need x0 < x1 and y0 < y1")
+        raise OccludeError(f"box {x0:g},{y0:g},{x1:g},{y1:g} is empty: need x0 < x1 and y0 < y1", params=("box",))
     return x0, y0, x1, y1
 
 
@@ -239,10 +235,10 @@ def _finish_mask(cover: np.ndarray, what: str) -> np.ndarray:
 def box_mask(box, prepared: PreparedImage) -> np.ndarray:
     """(H, W) bool at model-input resolution: the model pixels at least half inside ``box``
     (x0, y0, x1, y1 in original image pixels)."""
-    x0, y0, x1, y1 = parse_box(box)
+    x0, y0, x1, y1 = check_box(box)
     width, height = prepared.original_size
     if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
-        raise OccludeError(f"box {x0:g},{y0:g},{x1:g},{y1:g} lies outside the {width}x{height} image")
+        raise OccludeError(f"box {x0:g},{y0:g},{x1:g},{y1:g} lies outside the {width}x{height} image", params=("box",))
     left, top, right, bottom = prepared.crop_box
     rows, cols = prepared.preprocessing.size
     cover = _coverage(y0, y1, top, bottom, rows)[:, None] * _coverage(x0, x1, left, right, cols)[None, :]
@@ -300,7 +296,7 @@ def mask_from_file(path, prepared: PreparedImage) -> np.ndarray:
 
 def region_mask(prepared: PreparedImage, *, box=None, mask=None) -> np.ndarray:
     """The region to check as an (H, W) bool mask at model-input resolution, from exactly one of
-    ``box`` (x0, y0, x1, y1 or 'x0,y0,x1,y1' in original image pixels) or ``mask`` (an image path, or a
+    ``box`` (x0, y0, x1, y1 in original image pixels) or ``mask`` (an image path, or a
     bool array already at model-input resolution)."""
     if (box is None) == (mask is None):
         raise OccludeError("give exactly one region: a box or a mask")

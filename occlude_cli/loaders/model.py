@@ -101,9 +101,9 @@ def resolve_threads(threads: Optional[int], *, force: bool = False) -> int:
     if threads is None:
         return cores
     if int(threads) != threads or threads < 1:
-        raise OccludeError(f"threads (--threads) must be a whole number of at least 1, got {threads}")
+        raise OccludeError(f"threads must be a whole number of at least 1, got {threads}", params=("threads",))
     if threads > 1024:
-        raise OccludeError(f"threads (--threads) must be at most 1024, got {threads}")
+        raise OccludeError(f"threads must be at most 1024, got {threads}", params=("threads",))
     return int(threads) if force else min(int(threads), cores)
 
 
@@ -434,7 +434,7 @@ class OnnxClassifier:
             raise OccludeError(f"model has no {kind} named {name!r}; its {kind}s: {', '.join(names)}")
         if len(nodes) != 1:
             raise OccludeError(
-                f"model has {len(nodes)} {kind}s ({', '.join(names)}): choose one with {flag} (--{kind} NAME on the command line)"
+                f"model has {len(nodes)} {kind}s ({', '.join(names)}): choose one with {flag} NAME", params=(flag,)
             )
         return nodes[0]
 
@@ -586,7 +586,7 @@ def resolve_target(target, labels: Optional[Sequence[str]], num_classes: int) ->
     except ValueError:
         if not labels:
             raise OccludeError(
-                f"target {text!r} is a name but the model has no labels (use --labels FILE or an index)"
+                f"target {text!r} is a name but the model has no labels (give labels or an index)", params=("labels",)
             ) from None
         lowered = [label.lower() for label in labels]
         if text.lower() in lowered:

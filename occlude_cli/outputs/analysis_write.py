@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..analyses.bias import BiasRow, BiasSummary
-from ..analyses.explain import SCHEMA_VERSION
+from ..analyses.explanation import SCHEMA_VERSION
 from ..analyses.layers import ChannelImportance, ChannelSummary, LayerModel, SpatialOcclusion, upsample_to_input
 from ..analyses.stability import StabilityResult
 from ..loaders.images import PreparedImage

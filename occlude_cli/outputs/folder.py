@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..analyses.explain import multiscale_mean
+from ..analyses.explanation import multiscale_mean
 from ..errors import OccludeError
 from ..text import recover
 from .manifest import (  # noqa: F401  (re-exported: the folder's machinery in one place)

@@ -10,8 +10,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..analyses.explain import SCHEMA_VERSION, Explanation
-from ..analyses.validate import CHECK_FIELDS, CheckRow  # noqa: F401  (CHECK_FIELDS re-exported for write)
+from ..analyses.checks import CHECK_FIELDS, CheckRow  # noqa: F401  (CHECK_FIELDS re-exported for write)
+from ..analyses.explanation import SCHEMA_VERSION, Explanation
 from ..core.metrics import finite_or_none, peak
 from ..text import json_safe, recover
 

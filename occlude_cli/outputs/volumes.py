@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ..analyses.explain import VolumeExplanation
+from ..analyses.medical import VolumeExplanation
 from ..loaders.medical import write_nifti_map
 from ..pictures import montage
 from ..pictures.render import DEFAULT_STYLE, RenderStyle, heatmap_png, overlay_png, score_word
@@ -178,7 +178,7 @@ def write_volume_explanation(
 
 
 def write_baseline_check(documents: Sequence[dict], out_dir) -> Path:
-    """OUT/baseline_check.json: one document of :func:`occlude_cli.analyses.explain.baseline_check` per input."""
+    """OUT/baseline_check.json: one document of :func:`occlude_cli.analyses.estimate.baseline_check` per input."""
     return atomic_write_json(Path(out_dir) / "baseline_check.json", {"schema": 1, "inputs": list(documents)})
 
 

@@ -16,8 +16,8 @@ from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from ..analyses.explain import SCHEMA_VERSION, Explanation, ScaleStudy
-from ..analyses.validate import CHECK_CSV_HEADER, CheckRow
+from ..analyses.checks import CHECK_CSV_HEADER, CheckRow
+from ..analyses.explanation import SCHEMA_VERSION, Explanation, ScaleStudy
 from ..errors import OccludeError
 from ..pictures.render import (
     DEFAULT_STYLE,
@@ -90,6 +90,20 @@ def _pid_alive(pid: int) -> bool:
     except OSError:  # exists, owned by someone else
         return True
     return True
+
+
+def check_output_folder(out) -> Path:
+    """Fail early, with one line, when the output folder cannot be created or written; returns it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OccludeError(f"output path exists and is not a folder: {out}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".occlude-write-test-"):
+            pass
+    except OSError as exc:
+        raise OccludeError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
+    return out
 
 
 def remove_stale_temps(out_dir, started: float) -> List[Path]:

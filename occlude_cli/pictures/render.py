@@ -44,14 +44,16 @@ class RenderStyle:
     photo: str = "gray"
 
     def checked(self) -> RenderStyle:
-        if not (isinstance(self.alpha, (int, float)) and 0.0 <= float(self.alpha) <= 1.0):
-            raise OccludeError(f"alpha must be in [0, 1], got {self.alpha}")
+        if not (isinstance(self.alpha, (int, float)) and 0.0 <= float(self.alpha) <= 1.0):  # NaN fails too
+            raise OccludeError(f"alpha must be in [0, 1], got {self.alpha}", params=("alpha",))
         if self.clip_percentile is not None and not (0.0 < float(self.clip_percentile) <= 100.0):
-            raise OccludeError(f"clip_percentile must be in (0, 100], got {self.clip_percentile}")
+            raise OccludeError(
+                f"clip_percentile must be in (0, 100], got {self.clip_percentile}", params=("clip_percentile",)
+            )
         if self.sign not in SIGNS:
-            raise OccludeError(f"sign must be one of {', '.join(SIGNS)}, got {self.sign!r}")
+            raise OccludeError(f"sign must be one of {', '.join(SIGNS)}, got {self.sign!r}", params=("sign",))
         if self.photo not in ("gray", "color"):
-            raise OccludeError(f"photo must be gray or color, got {self.photo!r}")
+            raise OccludeError(f"photo must be gray or color, got {self.photo!r}", params=("photo",))
         lookup_table(self.cmap)  # an unknown colormap fails here, with the names to choose from
         return self
 

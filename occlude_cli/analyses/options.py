@@ -1,0 +1,236 @@
+"""The typed spec of a run: :class:`ExplainOptions`, converted and checked once, at the library's entry.
+
+It takes plain Python values (``patch=16``, ``patch=(16, 24)``, ``score="logit"``, ``region=(x0, y0, x1, y1)``)
+and never parses text: the command line turns its flags into these values (:mod:`occlude_cli.cli.parse`).
+Every message names the parameter (``patch``, ``top_k``) and lists it in ``OccludeError.params``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional, Tuple, Union
+
+import numpy as np
+
+from ..core.baselines import parse_baseline
+from ..core.refine import check_refine
+from ..errors import OccludeError
+from ..loaders.model import ScoreKind
+
+INCREMENTAL_MODES = ("auto", "on", "off")
+
+
+class UniformSize(tuple):
+    """A size given as one number N: (N, N) for images, and N on every axis of a volume (see :func:`per_axis`)."""
+
+
+Size = Union[int, Tuple[int, ...]]
+
+
+def as_size(value, name: str) -> Tuple[int, ...]:
+    """A size as given (an int N, or one int per axis: (h, w) or (d, h, w)) as a tuple: N becomes a
+    :class:`UniformSize` (N on every axis). Refuses text: the CLI parses '16x24' at its edge."""
+    if isinstance(value, UniformSize):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        numbers = [int(value)]
+    elif isinstance(value, (tuple, list)) and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in value
+    ):
+        numbers = [int(v) for v in value]
+    else:
+        raise OccludeError(
+            f"{name} must be a whole number N or one per axis, (height, width) or (depth, height, width), got {value!r}",
+            params=(name,),
+        )
+    if len(numbers) not in (1, 2, 3):
+        raise OccludeError(f"{name} takes 1, 2 or 3 sizes, got {value!r}", params=(name,))
+    if min(numbers) < 1:
+        raise OccludeError(f"{name} must be at least 1 pixel, got {value!r}", params=(name,))
+    return UniformSize(numbers * 2) if len(numbers) == 1 else tuple(numbers)
+
+
+def per_axis(value: Size, ndim: int, name: str) -> Tuple[int, ...]:
+    """A size for an input with ``ndim`` spatial axes: a single number applies to every axis."""
+    value = as_size(value, name)
+    if isinstance(value, UniformSize):
+        return (int(value[0]),) * ndim
+    if len(value) != ndim:
+        want = "N or (height, width)" if ndim == 2 else "N or (depth, height, width)"
+        raise OccludeError(
+            f"{name} {'x'.join(map(str, value))} does not fit a {ndim}-D input: use {want}", params=(name,)
+        )
+    return tuple(int(v) for v in value)
+
+
+def score_name(score) -> str:
+    return score.value if isinstance(score, ScoreKind) else str(score)
+
+
+# numeric settings checked for their type before their range: (name, None allowed)
+_NUMBERS = (
+    ("top_k", False),
+    ("batch_size", True),
+    ("blur_sigma", True),
+    ("seed", False),
+    ("refine_step", False),
+    ("refine_budget", False),
+)
+
+
+@dataclass
+class ExplainOptions:
+    """The parameters of a run, with the library's defaults. Checked once, by :meth:`checked`, at the API
+    boundary; error messages name these parameters."""
+
+    patch: Optional[Size] = None  # N or (h, w) in model-input pixels; default 1/14 of each side
+    stride: Optional[Size] = None  # default half the patch
+    baseline: str = "zero"
+    target: Optional[Union[int, str]] = None  # index or label name; default the top-1 prediction
+    top_k: int = 1
+    score: Union[ScoreKind, str] = ScoreKind.auto
+    batch_size: Optional[int] = None
+    seed: int = 0
+    blur_sigma: Optional[float] = None
+    region: Optional[Tuple[float, float, float, float]] = None  # x0, y0, x1, y1 in original image pixels
+    refine: bool = False  # coarse-to-fine: see core.refine.refined_occlusion_sensitivity
+    refine_step: int = 3
+    refine_budget: float = 0.25
+    # Medical inputs (DICOM, NIfTI, DICOM series): at most one intensity transform, overriding the model's
+    window: Optional[str] = None  # preset (lung, mediastinum, bone, brain), "W,L" or "file"
+    intensity_range: Optional[Tuple[float, float]] = None  # clip to [lo, hi], scale to 0..1
+    zscore: bool = False
+    zscore_threshold: Optional[float] = None
+    series: bool = False  # a folder is one DICOM series
+    volume_index: Optional[int] = None  # which volume of a 4-D NIfTI
+    incremental: str = "auto"  # exact incremental inference for CNNs: auto | on | off (see README, Speed)
+
+    def with_overrides(self, overrides: dict) -> ExplainOptions:
+        """A copy with keyword overrides (``patch=32``, ``score="logit"``): unknown names are a TypeError."""
+        if not overrides:
+            return self
+        unknown = set(overrides) - set(ExplainOptions.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        return ExplainOptions(**{**self.__dict__, **overrides})
+
+    def checked(self) -> ExplainOptions:
+        """A copy with every field converted and range-checked (raises OccludeError naming the parameter)."""
+        if self.refine_step is None or self.refine_budget is None:  # None: the default, as for other settings
+            defaults = ExplainOptions()
+            return replace(
+                self,
+                refine_step=defaults.refine_step if self.refine_step is None else self.refine_step,
+                refine_budget=defaults.refine_budget if self.refine_budget is None else self.refine_budget,
+            ).checked()
+        # the values' own conversions and checks first, then the loaders' (medical transforms), then the core's
+        self._check_numbers()
+        fields = {
+            **self.__dict__,
+            "patch": as_size(self.patch, "patch") if self.patch is not None else None,
+            "stride": as_size(self.stride, "stride") if self.stride is not None else None,
+            "score": self._score(),
+            "region": self._region(),
+            "incremental": self._incremental(),
+        }
+        fields.update(self._medical_checked())
+        if self.refine:
+            check_refine(self.refine_step, self.refine_budget)
+        fields["baseline"] = parse_baseline(self.baseline)
+        return ExplainOptions(**fields)
+
+    def _check_numbers(self) -> None:
+        for name, optional in _NUMBERS:
+            value = getattr(self, name)
+            if not (optional and value is None) and (
+                isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating))
+            ):
+                raise OccludeError(f"{name} must be a number, got {value!r}", params=(name,))
+        if int(self.top_k) != self.top_k or self.top_k < 1:
+            raise OccludeError(f"top_k must be at least 1, got {self.top_k}", params=("top_k",))
+        if self.batch_size is not None and (int(self.batch_size) != self.batch_size or self.batch_size < 1):
+            raise OccludeError(f"batch_size must be at least 1, got {self.batch_size}", params=("batch_size",))
+        if self.blur_sigma is not None and not (np.isfinite(self.blur_sigma) and self.blur_sigma > 0):
+            raise OccludeError(
+                f"blur_sigma must be a positive number of pixels, got {self.blur_sigma}", params=("blur_sigma",)
+            )
+        if int(self.seed) != self.seed or not 0 <= self.seed < 2**63:
+            raise OccludeError(f"seed must be a whole number from 0 to 2^63-1, got {self.seed}", params=("seed",))
+
+    def _incremental(self) -> str:
+        incremental = str(getattr(self.incremental, "value", self.incremental))
+        if incremental not in INCREMENTAL_MODES:
+            raise OccludeError(
+                f"incremental must be one of {', '.join(INCREMENTAL_MODES)}, got {self.incremental!r}",
+                params=("incremental",),
+            )
+        return incremental
+
+    def _score(self) -> ScoreKind:
+        try:
+            return ScoreKind(score_name(self.score))
+        except ValueError:
+            raise OccludeError(
+                f"score must be one of {', '.join(k.value for k in ScoreKind)}, got {self.score!r}", params=("score",)
+            ) from None
+
+    def _region(self) -> Optional[Tuple[float, ...]]:
+        if self.region is None:
+            return None
+        try:
+            region = tuple(float(v) for v in self.region)
+        except (TypeError, ValueError):
+            raise OccludeError(f"region must be x0, y0, x1, y1, got {self.region!r}", params=("region",)) from None
+        if len(region) != 4 or not all(np.isfinite(region)):
+            raise OccludeError(
+                f"region must be four finite numbers x0, y0, x1, y1, got {self.region!r}", params=("region",)
+            )
+        return region
+
+    def _medical_checked(self) -> dict:
+        from ..loaders.medical import parse_intensity_range, parse_window
+
+        chosen = [
+            n
+            for n, on in (
+                ("window", self.window is not None),
+                ("intensity_range", self.intensity_range is not None),
+                ("zscore", bool(self.zscore)),
+            )
+            if on
+        ]
+        if len(chosen) > 1:
+            raise OccludeError(
+                "choose one intensity transform: window, intensity_range or zscore",
+                params=("window", "intensity_range", "zscore"),
+            )
+        if self.window is not None and str(self.window).strip().lower() != "file":
+            parse_window(str(self.window))  # a bad value fails here, before any input is read
+        if self.intensity_range is not None and isinstance(self.intensity_range, str):
+            raise OccludeError(
+                f"intensity_range must be two numbers (lo, hi), got {self.intensity_range!r}",
+                params=("intensity_range",),
+            )
+        rng = parse_intensity_range(self.intensity_range) if self.intensity_range is not None else None
+        if self.zscore_threshold is not None:
+            if not self.zscore:
+                raise OccludeError("zscore_threshold needs zscore", params=("zscore_threshold",))
+            if not np.isfinite(float(self.zscore_threshold)):
+                raise OccludeError(
+                    f"zscore_threshold must be finite, got {self.zscore_threshold}", params=("zscore_threshold",)
+                )
+        if self.volume_index is not None and (int(self.volume_index) != self.volume_index or self.volume_index < 0):
+            raise OccludeError(
+                f"volume_index must be a whole number >= 0, got {self.volume_index}", params=("volume_index",)
+            )
+        return {"intensity_range": rng, "zscore": bool(self.zscore), "series": bool(self.series)}
+
+    @property
+    def medical_transform(self) -> dict:
+        """The intensity transform asked for, as VolumePreprocessing.with_transform arguments."""
+        return {
+            "window": self.window,
+            "intensity_range": self.intensity_range,
+            "zscore": self.zscore,
+            "zscore_threshold": self.zscore_threshold,
+        }

@@ -1,0 +1,238 @@
+"""How a run's windows are scored: one full forward pass each (the engine's own loop), an exact incremental
+inference plan (:mod:`occlude_cli.inference.incremental`: only the changed part of each early layer is
+recomputed), or an executor elsewhere (a Ray cluster scores chunks of windows). Whichever scores them, the
+engine aggregates the scores, so the map does not depend on it (an approximate plan, asked for with
+``incremental="on"`` on a float16 or quantised graph, is the one exception, and says so)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from ..errors import OccludeError
+from ..loaders.images import Preprocessing
+from ..loaders.model import Head, OnnxClassifier
+from .options import ExplainOptions
+
+# auto: below this many windows a plan's start-up (self-check and timing) costs more than it saves
+INCREMENTAL_MIN_WINDOWS = 64
+INCREMENTAL_MIN_SPEEDUP = 1.3  # auto: the cost model's estimate a plan must reach (it ignores per-call costs)
+INCREMENTAL_MAX_CHAIN = 3  # cuts in a plan at most (see incremental_scorer)
+INPAINT = "a per-window baseline (inpaint)"
+
+
+def incremental_decision(model: OnnxClassifier, options: ExplainOptions, windows: int, ndim: int = 2) -> dict:
+    """What ``incremental`` decides from the model's graph and the run's geometry alone, before any image:
+    ``{"mode", "possible", "exact", "reason"}``. ``possible``: False when the mode, the input or the graph rules
+    incremental inference out (``reason`` says why); True means a plan is built at the first image, checked
+    against full passes and used when the cost model expects at least 1.3x (``auto``). ``exact``: False only
+    for ``on`` with a graph whose arithmetic a plan cannot reproduce bit for bit (float16, quantised
+    operators, rounding steps: ``reason``): then the maps are approximate."""
+    from ..inference.incremental import NOT_BIT_FOR_BIT
+
+    mode = options.incremental
+    inexact = getattr(model, "inexact_arithmetic", None)
+    decision = {"mode": mode, "possible": False, "exact": True, "reason": None}
+    if mode == "off":
+        decision["reason"] = "off"
+    elif ndim != 2:
+        decision["reason"] = "incremental inference covers 2-D image models"
+    elif mode == "auto" and inexact is not None:
+        decision["reason"] = f"{inexact}: {NOT_BIT_FOR_BIT}, so auto runs full passes (exact)"
+    elif mode == "auto" and windows < INCREMENTAL_MIN_WINDOWS:
+        decision["reason"] = f"too few windows ({windows} < {INCREMENTAL_MIN_WINDOWS}) to pay for the start-up"
+    else:
+        decision["possible"] = True
+        if inexact is not None:
+            decision["exact"] = False
+            decision["reason"] = f"approximate: {inexact}: {NOT_BIT_FOR_BIT}"
+    return decision
+
+
+def window_scorer(model, options, head, sample, baseline, patch, windows, preprocessing, target, executor=None):
+    """The engine's window scorer for this run (None: full passes in the engine's own loop), the run's
+    ``params.incremental`` record and its notes (key -> one line, shown once per run)."""
+    if isinstance(baseline, np.ndarray) and preprocessing is not None:
+        scorer, record, notes = incremental_scorer(
+            model, options, head, sample, baseline, patch, windows, preprocessing, target
+        )
+    else:
+        if options.incremental == "on":
+            raise OccludeError(f"incremental inference is not available here: {INPAINT}")
+        scorer, record, notes = None, {"mode": options.incremental, "used": False, "exact": True, "reason": INPAINT}, {}
+    if executor is not None and scorer is None:
+        scorer = executor_scorer(executor, head)
+    return scorer, record, notes
+
+
+def executor_scorer(executor, head: Head):
+    """Windows scored elsewhere, in parallel chunks (``executor.score_windows``, e.g. a RayExecutor)."""
+
+    def scorer(inputs, base, chunk, score, *, batch_size, spatial_axes, progress=None):
+        return executor.score_windows(
+            inputs,
+            base,
+            chunk,
+            None,
+            batch_size=batch_size,
+            spatial_axes=spatial_axes,
+            progress=progress,
+            score_kind=head,
+        )
+
+    return scorer
+
+
+def incremental_scorer(
+    model: OnnxClassifier,
+    options: ExplainOptions,
+    head: Head,
+    sample: np.ndarray,
+    baseline: np.ndarray,
+    patch,
+    windows: int,
+    preprocessing: Preprocessing,
+    target: int,
+):
+    """The engine's window scorer for incremental inference, or None; the JSON record; and the run's notes.
+
+    A plan is built once per model, input shape and patch (kept on the model, so a folder run pays the
+    start-up once) and reused: it only changes how windows are scored, never the result (checked at start-up
+    against full passes, in the map's units: the explained score's drop). ``auto`` uses it only for graphs
+    whose arithmetic a plan reproduces to float noise (decided from the graph, before any image), when the
+    self-check passes and the cost model's estimate reaches 1.3x (deterministic: the same inputs always take
+    the same path, so outputs stay byte-identical across runs), never by a clock. ``on`` uses it for any graph
+    it can split: on a graph that rounds coarsely (float16, quantised) the map is approximate, and the error
+    is measured on every image (``measured_error``) and noted."""
+    image = len(preprocessing.size) == 2 and len(sample.shape) == 3
+    decision = incremental_decision(model, options, windows, 2 if image else 3)
+    mode = options.incremental
+    record: dict = {"mode": mode, "used": False, "exact": True, "reason": decision["reason"]}
+    notes: Dict[str, str] = {}
+    if not decision["possible"]:
+        if mode == "on":
+            raise OccludeError(f"incremental inference is not available here: {record['reason']}")
+        return None, record, notes
+    plan, reason, surprising, checked = _cached_plan(model, mode, head, sample, baseline, patch, preprocessing, target)
+    if plan is None:
+        if mode == "on":
+            raise OccludeError(f"incremental inference is not available for this model: {reason}")
+        record["reason"] = reason
+        if surprising:
+            notes["incremental"] = f"incremental inference not used, full passes instead: {reason}"
+        return None, record, notes
+    described = plan.describe()
+    record.update(
+        {
+            "used": True,
+            "cuts": described.get("cuts"),
+            "segment_strides": described.get("segment_strides"),
+            "estimated_speedup": round(float(described.get("estimated_speedup") or 0.0), 3),
+        }
+    )
+    if not plan.exact:
+        notes["incremental"] = _approximate(plan, record, checked, head, sample, baseline, target)
+    return _plan_scorer(plan, head), record, notes
+
+
+def _transform(head: Head):
+    def score(raw: np.ndarray) -> np.ndarray:
+        return head.transform(np.asarray(raw).reshape(len(raw), -1))
+
+    return score
+
+
+def _cached_plan(model, mode, head, sample, baseline, patch, preprocessing, target) -> Tuple:
+    """(plan or None, why not, whether that is worth a note, the first image's check of an approximate plan):
+    built once per model, input shape, layout, patch and mode, and kept on the model."""
+    key = (tuple(sample.shape), preprocessing.layout, tuple(patch), mode)
+    cache = model.__dict__.setdefault("_incremental_plans", {})
+    if key not in cache:
+        started = time.perf_counter()
+        plan, reason, surprising = _build(model, mode, head, sample, baseline, patch, preprocessing, target)
+        # an approximate plan's check on the first image, kept so that the first image is not measured twice
+        checked = None
+        if plan is not None and not plan.exact:
+            checked = (sample.copy(), baseline.copy(), target, plan.check_error)
+        cache[key] = (plan, reason, surprising, checked, time.perf_counter() - started)
+    plan, reason, surprising, checked, build_s = cache[key]
+    model.__dict__["_incremental_build_s"] = build_s
+    return plan, reason, surprising, checked
+
+
+def _build(model, mode, head, sample, baseline, patch, preprocessing, target) -> Tuple[Any, Optional[str], bool]:
+    """A plan for this model and patch (or None), why not, and whether that is surprising (a failed self-check
+    or an unforeseen error: worth a note)."""
+    from ..inference.incremental import IncrementalUnavailable, build_plan
+
+    plan, reason, surprising = None, None, False
+    try:
+        plan = build_plan(
+            model.path,
+            [1, *sample.shape],
+            layout=preprocessing.layout,
+            baseline=baseline,
+            sample=sample,
+            window=tuple(patch),
+            providers=model.providers,
+            threads=model.threads,
+            input_name=model.input.name,
+            output_name=model.output.name,
+            measure=False,
+            max_plans=1,
+            full_session=model.session,  # the reference for the self-check: no second session of the model
+            model_sha256=model.sha256,  # the on-disk plan cache (OCCLUDE_CACHE_DIR; off when empty)
+            # chains of at most 3 cuts: on EfficientNet-Lite0 the cost model's 5-cut chain scored the 729
+            # windows in 2.74 s, the best 3-cut chain in 2.38 s (each extra segment is one more session call)
+            max_chain=INCREMENTAL_MAX_CHAIN,
+            score=_transform(head),
+            target=target,
+            allow_approximate=mode == "on",
+        )
+    except IncrementalUnavailable as exc:
+        reason, surprising = str(exc), not exc.structural  # a failed self-check is worth a note
+    except Exception as exc:  # noqa: BLE001 -- onnx, onnxruntime or an unforeseen graph: fall back, say why
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        reason, surprising = f"building the plan failed: {type(exc).__name__}: {text}".rstrip(": "), True
+    estimate = float(plan.describe().get("estimated_speedup") or 0.0) if plan is not None else 0.0
+    if plan is not None and mode == "auto" and estimate < INCREMENTAL_MIN_SPEEDUP:
+        plan, reason = None, f"not worth it here (estimated speed-up {estimate:.2f} < {INCREMENTAL_MIN_SPEEDUP})"
+    return plan, reason, surprising
+
+
+def _approximate(plan, record: dict, checked, head: Head, sample, baseline, target: int) -> str:
+    """An approximate plan: this image's measured error in ``record``; the run's note (with the first image's)."""
+    same = (
+        checked is not None
+        and checked[2] == target
+        and np.array_equal(checked[0], sample)
+        and np.array_equal(checked[1], baseline)
+    )
+    error = float(checked[3]) if same else plan.measure_error(sample, baseline, score=_transform(head), target=target)
+    record.update({"exact": False, "measured_error": float(f"{error:.4g}"), "checked_windows": plan.check_windows})
+    first = float(checked[3]) if checked is not None else error
+    return (
+        f"the maps are approximate: the graph has {plan.inexact}, which incremental inference (required: "
+        f"incremental on) cannot reproduce bit for bit; on {plan.check_windows} checked windows of the first "
+        f"image the explained score's drop differs from full passes by up to {first:.2%} of the largest drop "
+        "(a sample, not a bound: other windows may be further off; each image's own sample: "
+        "params.incremental.measured_error in its record); incremental auto or off gives the exact map"
+    )
+
+
+def _plan_scorer(plan, head: Head):
+    def scorer(inputs, base, chunk, score, *, batch_size, spatial_axes, progress=None):
+        total = len(chunk)
+        out = None
+        for start, raw in plan.score_batches(inputs, base, chunk, batch_size=batch_size):
+            scores = head.transform(np.asarray(raw).reshape(len(raw), -1))
+            if out is None:
+                out = np.empty((total, scores.shape[1]), dtype=np.float64)
+            out[start : start + len(scores)] = scores
+            if progress is not None:
+                progress(min(start + batch_size, total), total)
+        return out
+
+    return scorer

@@ -1,0 +1,308 @@
+"""The inputs of every folder command, by one mechanism: files, folders and globs expanded into images with
+collision-free output keys (the naming rule of :mod:`occlude_cli.outputs.names`), never an occlude output
+folder or an earlier occlude output (no self-feeding), never a FIFO or device opened; and the shares of a
+sharded run."""
+
+from __future__ import annotations
+
+import functools
+import glob
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from ..errors import OccludeError
+from ..loaders.images import file_kind
+from ..outputs.names import fold, output_stems, strip_suffix
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
+MEDICAL_SUFFIXES = (".dcm", ".nii", ".nii.gz")  # plus suffix-less files with the DICOM marker (issue 12)
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """One image to explain. ``key``: the STEM its outputs get under --out (the naming rule of
+    :mod:`occlude_cli.outputs.names`: its relative path without suffix unless that could collide).
+    ``source_stem``: its path relative to the argument it came from, without the image suffix, exactly as
+    on disk: what companion files (masks, other methods' maps) are named after."""
+
+    path: Path
+    key: str
+    source_stem: str = ""
+
+
+def _is_image_name(path: Path) -> bool:
+    if path.suffix.lower() in IMAGE_SUFFIXES or path.name.lower().endswith(MEDICAL_SUFFIXES):
+        return True
+    from ..loaders.medical import is_dicom_file  # DICOM files often have no suffix
+
+    return path.suffix == "" and is_dicom_file(path)
+
+
+# Image files occlude itself writes, found again when an output folder lies inside an input folder. Each is an
+# occlude output only when the record written with it vouches for it (a user's 'x.overlay.png' without such a
+# record is an input like any other): per-image pictures and maps (STEM.overlay.png, STEM.patch-8x8.heatmap.png,
+# STEM.compare.png, STEM.map.nii.gz, ...) are listed in STEM.json, STEM.compare.json or KEY.scales.json; the
+# analyses' pictures sit beside their record (STEM.spatial.json, STEM.stability.json, bias.json, layers.json,
+# summary.json), a check picture is listed by the check.json of its output folder.
+_OWN_FILE = re.compile(
+    r"^(?P<stem>.+)\.(?P<kind>overlay|heatmap|compare|panels|montage|planes|check|spatial|stability)\.png$"
+    r"|^(?P<nifti>.+)\.map\.nii\.gz$"
+)
+_OWN_FIXED = {
+    "bias.png": ("bias.json", "bias"),
+    "layers.png": ("layers.json", "layers"),
+    "activations.png": ("layers.json", "layers"),
+}
+
+
+def _under(path: Path, folders: Sequence[Path]) -> bool:
+    return any(path == f or f in path.parents for f in folders)
+
+
+def is_own_output(path: Path) -> bool:
+    """True for a file that an earlier occlude command wrote (see ``_OWN_FILE``): its name is one occlude gives
+    its outputs *and* the record written with it vouches for it. Every command's input discovery uses it, so
+    that no analysis reads its own or another command's outputs (no self-feeding)."""
+    name = path.name
+    folder = path.parent
+    if name == "aggregate.png":
+        return _record(folder / "summary.json").summary
+    if name in _OWN_FIXED:
+        record_name, record_kind = _OWN_FIXED[name]
+        return _record(folder / record_name).kind == record_kind
+    match = _OWN_FILE.match(name)
+    if not match:
+        return False
+    if match.group("nifti") is not None:
+        return name in _record(folder / f"{match.group('nifti')}.json").outputs
+    stem, kind = match.group("stem"), match.group("kind")
+    if kind in ("spatial", "stability"):
+        return _record(folder / f"{stem}.{kind}.json").kind == ("layers.spatial" if kind == "spatial" else kind)
+    if kind == "check":  # listed by the check.json of the output folder, which may lie above (keys with folders)
+        for depth, parent in enumerate(path.parents):
+            record = _record(parent / "check.json")
+            if record.kind is not None or depth >= 16:
+                return path.relative_to(parent).as_posix() in record.pictures
+        return False
+    candidates = [folder / f"{stem}.json", folder / f"{stem}.compare.json"]
+    if stem.endswith(".multiscale"):
+        candidates.append(folder / f"{stem[: -len('.multiscale')]}.scales.json")
+    return any(name in _record(c).outputs for c in candidates)
+
+
+@dataclass(frozen=True)
+class _RecordFacts:
+    """What output discovery needs of an occlude JSON record (kept small: records can hold whole maps)."""
+
+    kind: Optional[str] = None  # its "kind", "record" for one without, None when not a record
+    summary: bool = False  # a run summary (counts and images)
+    outputs: frozenset = frozenset()  # the names its "outputs" list
+    pictures: frozenset = frozenset()  # the check pictures its rows list ("overlay")
+
+
+def _record(json_path: Path) -> _RecordFacts:
+    try:
+        info = json_path.stat()
+    except OSError:
+        return _RecordFacts()
+    if not stat.S_ISREG(info.st_mode) or info.st_size > (64 << 20):
+        return _RecordFacts()
+    return _record_facts(str(json_path), info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _record_facts(path: str, size: int, mtime_ns: int) -> _RecordFacts:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return _RecordFacts()
+    if not isinstance(record, dict):
+        return _RecordFacts()
+    images = record.get("images")
+    rows: list = images if isinstance(images, list) else []
+    return _RecordFacts(
+        kind=str(record.get("kind", "record")),
+        summary="counts" in record and "images" in record,
+        outputs=frozenset(
+            item.get("name") if isinstance(item, dict) else item
+            for item in record.get("outputs") or []
+            if isinstance(item, (dict, str))
+        ),
+        pictures=frozenset(row.get("overlay") for row in rows if isinstance(row, dict) and row.get("overlay")),
+    )
+
+
+def regular_file(path: Path) -> Tuple[bool, Optional[str]]:
+    """(is a regular file, what it is otherwise): never opens the file (opening a FIFO blocks)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return False, f"unreadable ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return True, None
+    return False, file_kind(mode)
+
+
+def _walk(folder: Path, recursive: bool, exclude: Sequence[Path], notes: List[Tuple[str, str]]) -> List[Path]:
+    """Image files in ``folder`` (and its sub-folders), never entering an excluded folder (the run's --out),
+    never opening anything; non-regular files with an image name are reported in ``notes``."""
+    found: List[Path] = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        if recursive:
+            kept = []
+            for d in sorted(dirs):
+                if _under((here / d).resolve(), exclude):
+                    notes.append((str(here / d), "skipped: it is the output folder (--out) of this command"))
+                else:
+                    kept.append(d)
+            dirs[:] = kept
+        else:
+            dirs[:] = []
+        for name in files:
+            path = here / name
+            if not _is_image_name(path):
+                continue
+            regular, kind = regular_file(path)
+            if not regular:
+                notes.append((str(path), f"skipped: not a regular file ({kind})"))
+                continue
+            if is_own_output(path):
+                continue
+            found.append(path)
+    return sorted(found)
+
+
+def _expand(
+    arg: str,
+    recursive: bool,
+    exclude: Sequence[Path] = (),
+    notes: Optional[List[Tuple[str, str]]] = None,
+    series: bool = False,
+) -> Tuple[List[Path], Path, Optional[str]]:
+    """Files named by one PATH argument, the folder their output names are relative to, and an error.
+    With ``series`` a folder is one input (a DICOM series), named after the folder."""
+    notes = notes if notes is not None else []
+    path = Path(arg)
+    if series:
+        if not path.is_dir():
+            return [], path.parent, f"series: {path} is not a folder of DICOM slices"
+        return [path], path.resolve().parent, None
+    if any(c in arg for c in _GLOB_CHARS) and not path.exists():
+        matches = []
+        for p in sorted(Path(p) for p in glob.glob(arg, recursive=True)):
+            if p.is_dir():
+                continue
+            regular, kind = regular_file(p)
+            if not regular:
+                notes.append((str(p), f"skipped: not a regular file ({kind})"))
+            elif not _under(p.resolve(), exclude) and not is_own_output(p):
+                matches.append(p)
+        base = (
+            Path(*[part for part in Path(arg).parts[: _first_magic(Path(arg).parts)]]) if Path(arg).parts else Path(".")
+        )
+        if not matches:
+            return [], base, f"no file matches {arg}"
+        return matches, base, None
+    if path.is_dir():
+        files = _walk(path, recursive, exclude, notes)
+        if not files:
+            hint = "" if recursive else " (use --recursive for sub-folders)"
+            return [], path, f"no images in folder {path}{hint}"
+        return files, path, None
+    if not path.exists():
+        return [], path.parent, f"not found: {path}"
+    regular, kind = regular_file(path)
+    if not regular:
+        notes.append((str(path), f"skipped: not a regular file ({kind})"))
+        return [], path.parent, None
+    return [path], path.parent, None
+
+
+def _first_magic(parts: Sequence[str]) -> int:
+    for i, part in enumerate(parts):
+        if any(c in part for c in _GLOB_CHARS):
+            return i
+    return len(parts)
+
+
+def discover_inputs(
+    args: Iterable[str],
+    recursive: bool = False,
+    *,
+    exclude: Sequence = (),
+    notes: Optional[List[Tuple[str, str]]] = None,
+    series: bool = False,
+) -> Tuple[List[InputImage], List[Tuple[str, str]]]:
+    """Expand files, folders and globs into images with unique output keys.
+
+    Returns the images (sorted by key) and the (argument, error) pairs of arguments that named nothing.
+    Output keys keep each file's path relative to the folder or glob it came from; where two arguments give
+    the same one, every key becomes the path relative to the inputs' common folder instead. Keys then follow
+    the naming rule of :func:`occlude_cli.outputs.names.output_stems` (no two alike, even ignoring case and
+    Unicode normalisation; never a run-level file's; names that hold control characters, undecodable bytes
+    or are too long become NAME~HASH).
+
+    Never picks up the run's own outputs: folders in ``exclude`` (the --out folder) are not entered, and a
+    PNG that a result JSON beside it lists is left out (:func:`is_own_output`). FIFOs, devices and other
+    non-regular files are never opened; they are reported in ``notes`` (a list to append (path, note) to).
+    """
+    excluded = [Path(e).resolve() for e in exclude]
+    found: Dict[Path, str] = {}  # file as given -> its path relative to its argument
+    seen = set()
+    problems: List[Tuple[str, str]] = []
+    for arg in args:
+        files, base, error = _expand(str(arg), recursive, excluded, notes, series)
+        if error:
+            problems.append((str(arg), error))
+        for file in files:
+            resolved = file.resolve()
+            if resolved not in seen:
+                seen.add(resolved)
+                found[file] = os.path.relpath(file.resolve() if series else file, base).replace(os.sep, "/")
+    if _clash([_strip_suffix(r) for r in found.values()]):  # e.g. two folders that both hold x.png
+        common = Path(os.path.commonpath([str(p.resolve().parent) for p in found]))
+        instead = {p: os.path.relpath(p.resolve(), common).replace(os.sep, "/") for p in found}
+        if len(set(found.values())) != len(found) or not _clash([_strip_suffix(r) for r in instead.values()]):
+            found = instead
+    relatives = list(found.items())
+    stems = output_stems([(rel, _strip_suffix(rel)) for _, rel in relatives])
+    images = [InputImage(path=p, key=stem, source_stem=_strip_suffix(rel)) for (p, rel), stem in zip(relatives, stems)]
+    return sorted(images, key=lambda item: item.key), problems
+
+
+def _clash(stems: Sequence[str]) -> bool:
+    return len({fold(s) for s in stems}) != len(stems)
+
+
+_strip_suffix = strip_suffix
+
+
+def check_shard(shard) -> Optional[Tuple[int, int]]:
+    """A share (K, N) of a sharded run, checked: whole numbers with 1 <= K <= N (None: no sharding)."""
+    if shard is None:
+        return None
+    try:
+        k, n = (int(v) for v in shard)
+        whole = all(int(v) == v for v in shard)
+    except (TypeError, ValueError):
+        raise OccludeError(f"shard must be (K, N), got {shard!r}", params=("shard",)) from None
+    if not whole or not 1 <= k <= n:
+        raise OccludeError(f"shard K/N needs 1 <= K <= N, got {k}/{n}", params=("shard",))
+    return k, n
+
+
+def take_shard(images: Sequence[InputImage], shard: Optional[Tuple[int, int]]) -> List[InputImage]:
+    """A deterministic 1/N share: every N-th image of the key-sorted list, starting at K-1."""
+    if shard is None:
+        return list(images)
+    k, n = shard
+    ordered = sorted(images, key=lambda item: item.key)
+    return ordered[k - 1 :: n]

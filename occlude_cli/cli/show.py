@@ -1,0 +1,166 @@
+"""How the run, dry-run, baseline-check, summary and info results look on the terminal: tables, one-line
+estimates and notes (outside text escaped). Typer-free: the commands call these with library results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from .common import one_line, safe, stderr, stdout
+
+
+def print_estimate(plan: dict) -> None:
+    """--dry-run's lines: windows, forward passes (per patch size, --metrics), the estimate, incremental."""
+    parts = []
+    if len(plan["per_patch"]) > 1:
+        parts.append(
+            "patch sizes "
+            + ", ".join(f"{'x'.join(map(str, g['patch']))}: {g['forward_passes']}" for g in plan["per_patch"])
+        )
+    if plan["metrics_forward_passes"]:
+        parts.append(f"--metrics: {plan['metrics_forward_passes']}")
+    breakdown = f" ({'; '.join(parts)})" if parts else ""
+    stdout.print(
+        f"{plan['images']} image(s); per image: {plan['windows']} windows, {plan['forward_passes']} forward passes"
+        f"{breakdown} (exact maps: {plan['exact_forward_passes']}), batch size {plan['batch_size']}, "
+        f"{plan['seconds_per_forward_pass'] * 1000:.1f} ms per pass; "
+        f"estimated {plan['estimated_s']:.1f} s per image, {plan['estimated_total_s']:.1f} s in all"
+    )
+    stdout.print(safe(incremental_line(plan["incremental"])), highlight=False)
+
+
+def print_baseline_checks(documents) -> None:
+    """--baseline-check's tables: per input, each baseline's change of the top-1 confidence."""
+    for document in documents:
+        table = Table(
+            title=safe(
+                f"baselines on {one_line(document['path'])}: top-1 {document['target']['index']} "
+                f"{document['score']['kind']} {document['score']['original']:.4f}, "
+                f"{document['copies']} random windows"
+            ),
+            title_justify="left",
+        )
+        for name in ("baseline", "mean change", "mean |change|", "max |change|", "top-1 flips"):
+            table.add_column(name)
+        for r in document["baselines"]:
+            table.add_row(
+                r["baseline"],
+                f"{r['mean_change']:+.4f}",
+                f"{r['mean_abs_change']:.4f}",
+                f"{r['max_abs_change']:.4f}",
+                f"{r['top1_flips']:.0%}",
+            )
+        stdout.print(table)
+
+
+def incremental_line(decision: dict) -> str:
+    """--dry-run's line about incremental inference (explain.incremental_decision)."""
+    mode = decision["mode"]
+    if not decision["possible"]:
+        return f"incremental inference ({mode}): not used, full passes: {decision['reason']}"
+    if not decision["exact"]:
+        reason = str(decision["reason"]).removeprefix("approximate: ")
+        return f"incremental inference ({mode}): used, the maps will be APPROXIMATE: {reason}"
+    return (
+        f"incremental inference ({mode}): possible; a plan is built at the first image and used if it passes its "
+        "self-check against full passes"
+        + (" and the cost model expects >= 1.3x" if mode == "auto" else "")
+        + " (estimates above are for full passes)"
+    )
+
+
+def shorten_path(path: str, width: int) -> str:
+    """A path that fits ``width`` columns, cut from the left at a folder boundary ('…/b/c.png'), never
+    mid-name unless the file name alone is too long."""
+    path = one_line(path)
+    if len(path) <= width:
+        return path
+    parts = path.split("/")  # never at a backslash: escapes are shown as \xNN
+    for start in range(1, len(parts)):
+        candidate = "…/" + "/".join(parts[start:])
+        if len(candidate) <= width:
+            return candidate
+    return "…" + path[-(width - 1) :]
+
+
+def print_table(rows, out: Path) -> None:
+    width = max(20, (stdout.width or 80) - 40)
+    table = Table(title=safe(f"occlude: {len(rows)} image(s) -> {out}"), title_justify="left")
+    table.add_column("image", no_wrap=True, overflow="ellipsis")
+    for name in ("status", "target", "score", "peak (y, x)", "s"):
+        table.add_column(name)
+    for row in rows:
+        style = {"ok": "green", "skipped": "yellow", "failed": "red"}.get(row.status, "")
+        target = f"{row.target_index} {row.target_label or ''}".strip() if row.target_index is not None else ""
+        table.add_row(
+            safe(shorten_path(row.path, width)),
+            f"[{style}]{row.status}[/]",
+            safe(target) if row.status != "failed" else safe(row.error or ""),
+            f"{row.original_score:.4f}" if row.original_score is not None else "",
+            f"{row.peak_y}, {row.peak_x}" if row.peak_y is not None else "",
+            f"{row.seconds:.2f}" if row.seconds is not None else "",
+        )
+    stdout.print(table)
+
+
+def print_folder_notes(state, quiet: bool) -> None:
+    """What a folder's rebuild found that the user must know: shards still to run, stopped runs."""
+    if quiet:
+        return
+    for note in state.notes:
+        stderr.print(f"[yellow]note:[/] {safe(note)}")
+    if state.job is not None and state.shards and not state.complete:
+        missing = [k for k in range(1, state.shards + 1) if k not in state.shards_done]
+        stderr.print(
+            f"[yellow]note:[/] shards done: {len(state.shards_done)} of {state.shards} "
+            f"(still to finish: {', '.join(map(str, missing))}); summary.json lists the shards done so far"
+            + ("; the aggregate is written when every shard has finished" if state.aggregate_images is None else "")
+        )
+
+
+def info_text(d: dict) -> str:
+    """The info document as aligned 'key  value' lines (the JSON's key names), without Python reprs."""
+    pre = d.get("preprocessing")
+    if isinstance(pre, dict) and "transform" in pre:  # a medical model (issue 12)
+        transform = pre["transform"] or "none (real units)"
+        detail = {
+            "window": pre.get("window"),
+            "intensity_range": pre.get("intensity_range"),
+            "zscore": pre.get("zscore_threshold"),
+        }.get(pre["transform"] or "")
+        pre_text = (
+            f"{pre['layout']} {'x'.join(map(str, pre['size']))} grey, resampled (order {pre['resample_order']}) "
+            f"in real units, then {transform}{'' if detail is None else ' ' + str(detail)}"
+        )
+    elif isinstance(pre, dict):
+        pre_text = (
+            f"{pre['layout']} {pre['size'][0]}x{pre['size'][1]} {pre['color']}, resize {pre['resize']}, "
+            f"{pre['formula']} (mean/std in RGB order)"
+        )
+    else:
+        pre_text = str(pre)
+    names = d.get("label_names")
+    shown = (
+        (", ".join(names[:5]) + (", ..." if len(names) > 5 else "")) if names else "none (pass --labels FILE to run)"
+    )
+    rows = [
+        ("path", d["path"]),
+        ("sha256", d["sha256"]),
+        ("input", d["input"]),
+        ("input_shape", _shape(d["input_shape"])),
+        ("input_type", d["input_type"]),
+        ("output", d["output"]),
+        ("output_shape", _shape(d["output_shape"])),
+        ("classes", d["classes"] if d["classes"] is not None else "dynamic"),
+        ("final_op", d["final_op"] or "unknown"),
+        ("batching", d["batching"]),
+        ("provider", d["provider"]),
+        ("preprocessing", pre_text),
+        ("labels", f"{len(names) if names else 0}: {shown}"),
+    ]
+    return "\n".join(f"[bold]{key:<14}[/]{safe(str(value))}" for key, value in rows)
+
+
+def _shape(shape) -> str:
+    return "[" + ", ".join(str(v) for v in shape) + "]"

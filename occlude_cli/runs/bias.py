@@ -1,0 +1,134 @@
+"""``occlude bias`` from Python (:func:`bias_folder`): does occluding the same suspected region in every input move
+the predictions, against same-size controls at random places? Per-input rows, per-class and overall numbers
+with bootstrap intervals, the verdict against thresholds; written to bias.json, bias.csv, bias_classes.csv and
+bias.png."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+from ..analyses.bias import (
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_CONTROLS,
+    BiasRow,
+    BiasSummary,
+    bias_image,
+    check_thresholds,
+    summarise_bias,
+)
+from ..analyses.options import ExplainOptions
+from ..analyses.preprocessing import ModelOptions
+from ..errors import OccludeError
+from ..outputs.analysis_write import bias_document, write_bias
+from ..outputs.write import check_output_folder
+from .common import find_inputs, open_checked
+from .events import QUIET, RunEvents
+from .regions import RegionSource
+
+
+@dataclass
+class BiasRun:
+    """What :func:`bias_folder` measured: one row per input (then the arguments that named none), the summary
+    (None when no input could be measured) and the settings written with them."""
+
+    rows: List[BiasRow]
+    summary: Optional[BiasSummary]
+    settings: dict
+    region: str
+
+    @property
+    def document(self) -> dict:
+        """bias.json's document."""
+        return bias_document(self.rows, self.summary, self.settings)
+
+    @property
+    def failed(self) -> bool:
+        return any(r.status == "error" for r in self.rows)
+
+
+def bias_folder(
+    model,
+    inputs: Union[str, Path, Sequence],
+    out: Union[str, Path] = "occlude-out",
+    options: Optional[ExplainOptions] = None,
+    *,
+    region: RegionSource = RegionSource(),
+    controls: int = DEFAULT_CONTROLS,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    max_mean_drop: Optional[float] = None,
+    max_flip_rate: Optional[float] = None,
+    recursive: bool = False,
+    model_options: Optional[ModelOptions] = None,
+    events: RunEvents = QUIET,
+    **overrides,
+) -> BiasRun:
+    """Occlude each input's region (see :class:`~occlude_cli.runs.regions.RegionSource`) with the options'
+    baseline, and ``controls`` same-size regions at random places (seeded by ``options.seed`` plus the input's
+    index); aggregate with ``bootstrap`` resamples; fail the verdict when the overall mean drop exceeds
+    ``max_mean_drop`` or the flip rate ``max_flip_rate``. Every option is checked before any input."""
+    region = region.checked()
+    if int(controls) != controls or controls < 0:
+        raise OccludeError(f"controls must be 0 or more, got {controls}", params=("controls",))
+    if int(bootstrap) != bootstrap or bootstrap < 0:
+        raise OccludeError(f"bootstrap must be 0 or more, got {bootstrap}", params=("bootstrap",))
+    check_thresholds(max_mean_drop, max_flip_rate)
+    opened = open_checked(model, (options or ExplainOptions()).with_overrides(overrides), model_options)
+    images, problems = find_inputs(inputs, out, recursive=recursive, events=events)
+    for _, problem in problems:
+        events.problem(problem)
+    if not images:
+        raise OccludeError("no readable image among the inputs")
+    images = [item for item in images if region.is_input(item.path)]
+    if not images:
+        raise OccludeError("no images to test (files named *.mask.png are masks, not inputs)")
+    out = check_output_folder(out)
+    options = opened.options
+    rows: List[BiasRow] = [BiasRow(path=arg, status="error", error=problem) for arg, problem in problems]
+    events.started(len(images))
+    for index, item in enumerate(images):
+        events.image_started(item)
+        rows.append(_bias_one(item, index, opened, region, int(controls)))
+        events.image_done(item, rows[-1])
+    events.finished()
+    settings = {
+        "model": str(model),
+        "region": region.describe(),
+        "baseline": options.baseline,
+        "target": options.target,
+        "score": getattr(options.score, "value", options.score),
+        "controls": int(controls),
+    }
+    summary = None
+    if any(r.status == "ok" for r in rows):
+        summary = summarise_bias(
+            rows,
+            labels=opened.labels,
+            max_mean_drop=max_mean_drop,
+            max_flip_rate=max_flip_rate,
+            bootstrap=int(bootstrap),
+            seed=options.seed,
+            settings=None,
+        )
+    write_bias(out, rows, summary, settings)
+    return BiasRun(rows, summary, settings, region.describe())
+
+
+def _bias_one(item, index: int, opened, region: RegionSource, controls: int) -> BiasRow:
+    source = region.for_image(item)
+    if isinstance(source, tuple):
+        return BiasRow(path=str(item.path), status="error", error=source[0])
+    try:
+        return bias_image(
+            opened.classifier,
+            item.path,
+            opened.options,
+            preprocessing=opened.preprocessing,
+            labels=opened.labels,
+            controls=controls,
+            seed=opened.options.seed + index,
+            **source,
+        )
+    except OccludeError as exc:
+        return BiasRow(path=str(item.path), status="error", error=str(exc))

@@ -1,0 +1,145 @@
+"""``occlude check`` from Python (:func:`check_folder`): does the model look where it should? Each input is
+explained and its map checked against its region (pointing game, energy share), one row per input, written to
+check.json and check.csv (with a picture per input and, asked for, the HTML report)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+from ..analyses.checks import CheckRow, check_file, check_min_energy
+from ..analyses.options import ExplainOptions, as_size
+from ..analyses.preprocessing import ModelOptions
+from ..errors import OccludeError
+from ..outputs.records import check_document
+from ..outputs.write import check_output_folder, write_check_picture, write_check_summary
+from ..pictures.render import RenderStyle
+from .common import Opened, RunNotes, find_inputs, open_checked
+from .events import QUIET, RunEvents
+from .regions import RegionSource
+
+
+@dataclass
+class CheckRun:
+    """What :func:`check_folder` did: one row per input (pass, fail or error; then the arguments that named
+    none), the settings written with them, whether Ctrl-C stopped it and after how many of how many inputs."""
+
+    rows: List[CheckRow]
+    settings: dict
+    interrupted: bool
+    done: int
+    total: int
+
+    @property
+    def document(self) -> dict:
+        """check.json's document."""
+        return check_document(self.rows, self.settings)
+
+    @property
+    def statuses(self) -> set:
+        return {row.status for row in self.rows}
+
+
+def check_folder(
+    model,
+    inputs: Union[str, Path, Sequence],
+    out: Union[str, Path] = "occlude-out",
+    options: Optional[ExplainOptions] = None,
+    *,
+    region: RegionSource = RegionSource(),
+    min_energy: Optional[float] = None,
+    require_peak: bool = False,
+    pictures: bool = True,
+    report: bool = False,
+    style: Optional[RenderStyle] = None,
+    recursive: bool = False,
+    model_options: Optional[ModelOptions] = None,
+    events: RunEvents = QUIET,
+    **overrides,
+) -> CheckRun:
+    """Check every input under ``inputs`` against its region (see :class:`~occlude_cli.runs.regions.RegionSource`):
+    an input fails when less than ``min_energy`` of its positive map lies in the region, or (``require_peak``)
+    when the map's peak lies outside it; without thresholds every input passes (a report). ``pictures``: a
+    STEM.check.png per input; ``report``: OUT/index.html. Every option is checked before any input; an input
+    that cannot be checked (unreadable, no mask) is an ``error`` row and the run goes on."""
+    region = region.checked()
+    min_energy = check_min_energy(min_energy)
+    options = (options or ExplainOptions()).with_overrides(overrides).checked()
+    style = (style or RenderStyle()).checked()
+    opened = open_checked(model, options, model_options)
+    images, problems = find_inputs(inputs, out, recursive=recursive, events=events)
+    images = [item for item in images if region.is_input(item.path)]
+    if not images and not problems:
+        raise OccludeError("no images to check (files named *.mask.png are masks, not inputs)")
+    out = check_output_folder(out)
+    settings = {
+        "region": region.describe(),
+        "min_energy": min_energy,
+        "require_peak": bool(require_peak),
+        "target": options.target,
+        "patch": list(as_size(opened.options.patch, "patch")) if opened.options.patch else None,
+        "stride": list(as_size(opened.options.stride, "stride")) if opened.options.stride else None,
+        "baseline": opened.options.baseline,
+        "score": getattr(opened.options.score, "value", opened.options.score),
+        "model": str(model),
+    }
+    rows, interrupted = _check_all(
+        images, opened, region, min_energy, require_peak, out if pictures else None, style, events
+    )
+    done = len(rows)
+    rows += [CheckRow(path=arg, status="error", error=problem) for arg, problem in problems]
+    for _, problem in problems:
+        events.problem(problem)
+    write_check_summary(rows, out, settings)
+    if report:
+        from ..outputs.report import build_report
+
+        build_report(out)
+    return CheckRun(rows, settings, interrupted, done, len(images))
+
+
+def _check_all(images, opened: Opened, region, min_energy, require_peak, picture_dir, style, events):
+    """Every input checked in order (each told to ``events``); Ctrl-C stops after the rows already made."""
+    rows: List[CheckRow] = []
+    notes = RunNotes(events)
+    events.started(len(images))
+    try:
+        for item in images:
+            events.image_started(item)
+            rows.append(_check_one(item, opened, region, min_energy, require_peak, picture_dir, style, notes))
+            events.image_done(item, rows[-1])
+    except KeyboardInterrupt:
+        return rows, True
+    finally:
+        events.finished()
+    return rows, False
+
+
+def _check_one(item, opened: Opened, region: RegionSource, min_energy, require_peak, picture_dir, style, notes):
+    """One input -> its row: its region (the box, the one mask, DIR/<key>.png or the NAME.mask.png next to it),
+    the check, and its picture; a missing per-input mask is an error row."""
+    source = region.for_image(item)
+    if isinstance(source, tuple):
+        error, path = source
+        return CheckRow(path=str(item.path), status="error", mask=str(path), error=error)
+    kept: dict = {}
+    row = check_file(
+        opened.classifier,
+        item.path,
+        opened.options,
+        preprocessing=opened.preprocessing,
+        labels=opened.labels,
+        min_energy=min_energy,
+        require_peak=require_peak,
+        keep=kept,
+        **source,
+    )
+    if "explanation" in kept:
+        notes.tell(kept["explanation"])
+    if picture_dir is not None and "explanation" in kept and row.status in ("pass", "fail"):
+        written = write_check_picture(
+            kept["explanation"], row, kept["region"], picture_dir, item.key, box=region.box, style=style
+        )
+        row.overlay = written.name if "/" not in item.key else f"{item.key}.check.png"
+    return row

@@ -1,0 +1,281 @@
+"""``occlude layers`` and ``occlude info --layers`` from Python: occlusion inside the model. :func:`layers_folder`
+cuts the model at an inner tensor and replaces each channel (or, ``spatial``, each window of the feature map)
+on every input, aggregates the drops over the folder and writes layers.json/.csv, layers_images.csv,
+layers.png and activations.png (or STEM.spatial.* per input); :func:`describe_layers` lists where a model can be
+cut."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+
+from ..analyses.explain import SATURATION
+from ..analyses.layers import (
+    ChannelImportance,
+    ChannelSummary,
+    LayerModel,
+    SpatialOcclusion,
+    aggregate_channels,
+    channel_importance,
+    check_channels,
+    check_replacement,
+    dataset_channel_means,
+    inner_tensors,
+    open_layer,
+    spatial_occlusion,
+    upsample_to_input,
+)
+from ..analyses.options import ExplainOptions, Size, as_size
+from ..analyses.preprocessing import ModelOptions, resolve_preprocessing
+from ..errors import OccludeError
+from ..loaders.images import prepare_image
+from ..loaders.model import OnnxClassifier
+from ..outputs.analysis_write import layers_document, write_layers, write_spatial
+from ..outputs.write import check_output_folder
+from .common import Opened, find_inputs, open_checked
+from .events import QUIET, RunEvents
+
+PROBABILITIES = ("softmax", "probabilities", "sigmoid", "independent")
+
+
+@dataclass
+class SpatialResult:
+    """One input's map on the feature grid (``spatial``) and the files written for it."""
+
+    key: str
+    result: SpatialOcclusion
+    written: List[Path]
+
+
+@dataclass
+class LayersRun:
+    """What :func:`layers_folder` did: the cut, the per-input results (channels or spatial), the folder's channel
+    summary, the inputs whose target probability is saturated, how many inputs failed, and the settings."""
+
+    cut: LayerModel
+    settings: dict
+    results: List[ChannelImportance] = field(default_factory=list)
+    spatial: List[SpatialResult] = field(default_factory=list)
+    summary: Optional[ChannelSummary] = None
+    saturated: List[ChannelImportance] = field(default_factory=list)
+    failed: int = 0
+
+    @property
+    def document(self) -> dict:
+        """layers.json's document (channel runs)."""
+        assert self.summary is not None
+        return layers_document(self.cut, self.summary, self.results, self.settings)
+
+
+@dataclass(frozen=True)
+class LayerSettings:
+    """How to occlude inside the model (the library's defaults): ``replacement`` (zero, mean or dataset),
+    ``channels`` (None: all), ``spatial`` windows of ``patch`` feature cells every ``stride`` cells (default the
+    patch) instead of channels, the ``top`` channels at each end of the chart, ``show`` activation maps, and the
+    ``channel_axis`` of the tensor without its batch axis."""
+
+    replacement: str = "zero"
+    channels: Optional[Sequence[int]] = None
+    spatial: bool = False
+    patch: int = 1
+    stride: Optional[Size] = None
+    top: int = 10
+    show: int = 4
+    channel_axis: int = 0
+
+    def checked(self, options: ExplainOptions) -> LayerSettings:
+        replacement = check_replacement(self.replacement)
+        if self.top < 1:
+            raise OccludeError(f"top must be at least 1, got {self.top}", params=("top",))
+        if self.show < 0:
+            raise OccludeError(f"show must be 0 or more, got {self.show}", params=("show",))
+        if self.patch < 1:
+            raise OccludeError(f"patch must be at least 1 feature cell, got {self.patch}", params=("patch",))
+        if options.baseline != "zero" or options.blur_sigma is not None:
+            raise OccludeError(
+                "occlude layers replaces feature values as replacement says (zero, mean, dataset); baseline and "
+                "blur_sigma fill pixels and do not apply here",
+                params=("replacement", "baseline", "blur_sigma"),
+            )
+        stride = options.stride if self.stride is None else self.stride
+        if stride is not None and not self.spatial:
+            raise OccludeError("stride applies to spatial windows only", params=("stride", "spatial"))
+        stride = as_size(stride, "stride") if stride is not None else None
+        return LayerSettings(
+            replacement,
+            self.channels,
+            self.spatial,
+            int(self.patch),
+            stride,
+            int(self.top),
+            int(self.show),
+            int(self.channel_axis),
+        )
+
+
+def layers_folder(
+    model,
+    inputs: Union[str, Path, Sequence],
+    layer: str,
+    out: Union[str, Path] = "occlude-out",
+    options: Optional[ExplainOptions] = None,
+    settings: Optional[LayerSettings] = None,
+    *,
+    timing: bool = True,
+    recursive: bool = False,
+    model_options: Optional[ModelOptions] = None,
+    events: RunEvents = QUIET,
+    **overrides,
+) -> LayersRun:
+    """Cut ``model`` at ``layer`` (checked on the spot: prefix then suffix must give the whole model's output)
+    and occlude inside it on every input under ``inputs``: each channel replaced in turn (``settings``: which
+    channels, by what) or, with ``settings.spatial``, windows of the feature map. ``options`` gives the target
+    and the score kind. Every option, the cut and the channels are checked before any input; an input that
+    fails is told through ``events.problem`` and counted in ``failed``."""
+    options = (options or ExplainOptions()).with_overrides(overrides).checked()
+    settings = (settings or LayerSettings()).checked(options)
+    opened = open_checked(model, options, model_options)
+    cut = open_layer(opened.classifier, layer, channel_axis=settings.channel_axis)
+    check_channels(cut, settings.channels)
+    images, problems = find_inputs(inputs, out, recursive=recursive, events=events)
+    for _, problem in problems:
+        events.problem(problem)
+    if not images:
+        raise OccludeError("no readable image among the inputs")
+    out = check_output_folder(out)
+    run = LayersRun(cut, _settings(model, layer, settings, options, timing), failed=len(problems))
+    dataset_mean = _dataset_mean(cut, images, opened, settings, run, events)
+    events.started(len(images))
+    for item in images:
+        events.image_started(item)
+        try:
+            done = _one(cut, item, opened, settings, dataset_mean, out, timing, run)
+        except OccludeError as exc:
+            events.problem(f"{item.path}: {exc}", exc.params)
+            run.failed += 1
+            continue
+        events.image_done(item, done)
+    events.finished()
+    if not settings.spatial and run.results:
+        _summarise(run, opened, settings, out)
+    return run
+
+
+def _settings(model, layer: str, settings: LayerSettings, options: ExplainOptions, timing: bool) -> dict:
+    return {
+        "model": str(model),
+        "layer": layer,
+        "replacement": settings.replacement,
+        "target": options.target,
+        "score": getattr(options.score, "value", options.score),
+        "channels": list(settings.channels) if settings.channels is not None else None,
+        "timing": timing,
+    }
+
+
+def _dataset_mean(cut, images, opened: Opened, settings: LayerSettings, run: LayersRun, events: RunEvents):
+    """Each channel's mean over every input and position, for the ``dataset`` replacement (else None)."""
+    if settings.replacement != "dataset":
+        return None
+    readable = []
+    for item in images:
+        try:
+            readable.append(prepare_image(item.path, opened.preprocessing))
+        except OccludeError as exc:
+            events.problem(f"{item.path}: {exc}", exc.params)
+            run.failed += 1
+    if not readable:
+        raise OccludeError("no image could be read to compute the dataset mean")
+    return dataset_channel_means(cut, readable, opened.preprocessing)
+
+
+def _one(cut, item, opened: Opened, settings: LayerSettings, dataset_mean, out: Path, timing: bool, run: LayersRun):
+    """One input: its spatial map (written now) or its channel importance (kept for the summary)."""
+    common = dict(
+        preprocessing=opened.preprocessing,
+        labels=opened.labels,
+        replacement=settings.replacement,
+        dataset_mean=dataset_mean,
+        batch_size=opened.options.batch_size,
+    )
+    if settings.spatial:
+        result, prepared = spatial_occlusion(
+            cut, item.path, opened.options, patch=settings.patch, stride=settings.stride, **common
+        )
+        done = SpatialResult(item.key, result, write_spatial(out, item.key, result, prepared, timing=timing))
+        run.spatial.append(done)
+        return done
+    importance, _, _ = channel_importance(cut, item.path, opened.options, channels=settings.channels, **common)
+    run.results.append(importance)
+    return importance
+
+
+def _summarise(run: LayersRun, opened: Opened, settings: LayerSettings, out: Path) -> None:
+    """The folder's channel summary, the saturated inputs, the activation panels, and the files."""
+    summary = aggregate_channels(run.results)
+    run.summary = summary
+    run.saturated = [r for r in run.results if r.score_kind in PROBABILITIES and r.original_score >= SATURATION]
+    panels = []
+    for i in summary.ranking()[: settings.show]:
+        channel = int(summary.channels[i])
+        most_active = max(run.results, key=lambda r: r.activation[channel])
+        prepared = prepare_image(most_active.path, opened.preprocessing)
+        features = np.moveaxis(run.cut.features(prepared.model_input), run.cut.channel_axis, 0)[channel]
+        if features.ndim != 2:
+            break
+        panels.append(
+            (
+                prepared.original,
+                prepared.crop_box,
+                upsample_to_input(features, opened.preprocessing.size),
+                f"ch {channel}: drop {summary.mean[i]:.3g}\n{Path(most_active.path or '').name}",
+            )
+        )
+    write_layers(out, run.cut, summary, run.results, run.settings, panels, top=settings.top)
+
+
+@dataclass
+class LayerListing:
+    """Every inner tensor of a model (``document``: what ``occlude info --layers --json`` prints) and whether the
+    receptive-field analysis gave each its field."""
+
+    document: dict
+    receptive_fields: bool
+
+
+def describe_layers(model, *, device: str = "auto") -> LayerListing:
+    """Every inner tensor of ``model`` with its op and shape, whether the model can be cut there (a valid
+    ``layer``), and its receptive field on the input where the receptive-field analysis knows it."""
+    classifier = model if isinstance(model, OnnxClassifier) else OnnxClassifier(model, device=device)
+    try:
+        preprocessing = resolve_preprocessing(classifier)
+        size = list(preprocessing.size)  # (H, W), or (D, H, W) for 3-D models
+        shape: Optional[List[int]] = (
+            [1, preprocessing.channels, *size]
+            if preprocessing.layout.startswith("NC")
+            else [1, *size, preprocessing.channels]
+        )
+    except OccludeError:  # dynamic height/width and no metadata: symbolic dims stay unknown ('?')
+        shape = None
+    rows = inner_tensors(classifier, shape)
+    fields = _receptive_fields(classifier.path, shape) if shape is not None else None
+    for row in rows:
+        row["receptive_field"] = fields.get(row["name"]) if fields is not None else None
+    return LayerListing({"model": str(model), "input_shape": shape, "tensors": rows}, fields is not None)
+
+
+def _receptive_fields(path: Path, shape: List[int]) -> Optional[dict]:
+    """name -> {"size": [h, w], "stride": [h, w]} from the receptive-field analysis, or None when it fails."""
+    from ..inference import receptive
+
+    try:
+        tensors = receptive.local_tensors(str(path), input_shape=shape)
+    except Exception:  # the analysis is optional here: no column rather than no listing
+        return None
+    return {
+        name: {"size": [t.rf[0].size, t.rf[1].size], "stride": [t.rf[0].stride, t.rf[1].stride]}
+        for name, t in tensors.items()
+    }
