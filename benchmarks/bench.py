@@ -410,9 +410,9 @@ def _load(path: Path, threads: Optional[int], **kwargs):
 
 def fixed_batch_rows(case: Case, repeats: int, threads: Optional[int]) -> Optional[dict]:
     """occlude on a fixed-batch-1 export, one image per forward pass (``batch_rewrite=False``) against the
-    default load, which rewrites the batch dimension (inference.graph) when model.py supports it; on a
+    default load, which rewrites the batch dimension (inference.batching) when model.py supports it; on a
     model.py without that, the rewritten and validated bytes are loaded from a file instead."""
-    from occlude_cli.inference import graph as onnx_graph
+    from occlude_cli.inference import batching as onnx_graph
 
     with tempfile.TemporaryDirectory(prefix="occlude-bench-") as folder:
         pinned = fixed_batch_copy(ROOT / case.model, Path(folder))
@@ -673,7 +673,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             row = bench_case(model, case, rates, repeats, sample_shape)
             document["cases"].append(row)
             print(
-                f"  {case.name}: {row['forward_passes']} passes, {row['runs']} runs, floor {row['floor_s']:.3f} s, occlude "
+                f"  {case.name}: {row['forward_passes']} passes, {row['runs']} runs, floor {row['floor_s']:.3f} s, "
+                "occlude "
                 f"{row['occlude_s']:.3f} s, efficiency {row['efficiency']:.3f}, write {row['write_s']:.3f} s"
             )
         first = group[0]
@@ -789,7 +790,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for variant in ("refine", "stride x2"):
             mine = [r for r in document["refine"] if r["variant"] == variant]
             print(
-                f"  {variant}: median of exact/variant passes {median([1 / r['fraction_of_exact'] for r in mine]):.2f}x, "
+                f"  {variant}: median of exact/variant passes "
+                f"{median([1 / r['fraction_of_exact'] for r in mine]):.2f}x, "
                 f"median pearson {median([r['pearson'] for r in mine]):.3f}, "
                 f"min pearson {min(r['pearson'] for r in mine):.3f}, "
                 f"median spearman {median([r['spearman'] for r in mine]):.3f}"

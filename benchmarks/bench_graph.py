@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from occlude_cli.inference import graph as g
+from occlude_cli.inference import batching, cuts as splits
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "sample_models" / "efficientnet_lite0.onnx"
@@ -53,10 +53,10 @@ def main() -> None:
     whole = ort.InferenceSession(str(MODEL), sess_options=options, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).random((1, 3, 224, 224)).astype(np.float32)
 
-    t_cuts, cuts = _median_time(lambda: g.valid_cut_points(MODEL), args.repeats)
+    t_cuts, cuts = _median_time(lambda: splits.valid_cut_points(MODEL), args.repeats)
     tensor = cuts[len(cuts) // 2]
-    t_split, split = _median_time(lambda: g.split_model(MODEL, tensor), args.repeats)
-    t_verify, diff = _median_time(lambda: g.verify_split(split, whole, x, session_options=options), args.repeats)
+    t_split, split = _median_time(lambda: splits.split_model(MODEL, tensor), args.repeats)
+    t_verify, diff = _median_time(lambda: splits.verify_split(split, whole, x, session_options=options), args.repeats)
     start = time.perf_counter()
     whole.run(None, {"input": x})
     t_pass = time.perf_counter() - start
@@ -77,7 +77,7 @@ def main() -> None:
         onnx.save(model, str(fixed_path))
         fixed = ort.InferenceSession(str(fixed_path), sess_options=options, providers=["CPUExecutionProvider"])
         t_rewrite, result = _median_time(
-            lambda: g.batched_model(fixed_path, session_options=options, reference=fixed), args.repeats
+            lambda: batching.batched_model(fixed_path, session_options=options, reference=fixed), args.repeats
         )
         assert result.ok, result.reason
         images = np.random.default_rng(1).random((args.images, 3, 224, 224)).astype(np.float32)

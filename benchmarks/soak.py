@@ -149,7 +149,8 @@ def main() -> int:
             if not problems:
                 survived += 1
             print(
-                f"round {round_no:>2}: {' '.join(moments):<48} {'ok' if not problems else 'FAILED: ' + '; '.join(problems)}"
+                f"round {round_no:>2}: {' '.join(moments):<48} "
+                f"{'ok' if not problems else 'FAILED: ' + '; '.join(problems)}"
             )
             shutil.rmtree(out, ignore_errors=True)
         print(f"survived {survived} of {options.rounds} rounds ({kills_total} kills)")

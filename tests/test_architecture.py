@@ -2,8 +2,8 @@
 numpy only, and the packaging installs what it says.
 
 Layers, lowest first: errors/_version/_signals/text -> core -> inference -> loaders -> pictures -> analyses -> outputs
--> batch/executors -> runs -> cli. A module may import its own layer or lower ones, never a higher one (lazy imports inside
-functions count too), and there is no exception to that rule.
+-> batch/executors -> runs -> cli. A module may import its own layer or lower ones, never a higher one (lazy imports
+inside functions count too), and there is no exception to that rule.
 """
 
 import ast
@@ -138,7 +138,8 @@ def test_core_is_numpy_only():
 def test_importing_the_cli_loads_no_runtime_and_no_pyplot():
     code = (
         "import sys, occlude_cli.cli; "
-        "print(sorted(m for m in ('onnxruntime', 'matplotlib.pyplot', 'occlude_cli.analyses.validate') if m in sys.modules))"
+        "print(sorted(m for m in ('onnxruntime', 'matplotlib.pyplot', 'occlude_cli.analyses.validate') "
+        "if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out.replace("'", '"')) == []

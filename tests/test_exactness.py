@@ -248,10 +248,10 @@ def test_check_notes_the_approximation_once_too(tmp_path):
 def test_a_plan_that_fails_its_self_check_falls_back_with_one_note(tmp_path, monkeypatch):
     """Fault injection: every plan's drops made a whole unit off. auto runs full passes (the loop's map), says
     so in one note and in the JSON; on refuses with one error line."""
-    from occlude_cli.inference import incremental
+    from occlude_cli.inference import selfcheck
 
-    honest = incremental._SelfCheck._difference
-    monkeypatch.setattr(incremental._SelfCheck, "_difference", lambda self, scorer: honest(self, scorer) + 1.0)
+    honest = selfcheck._SelfCheck._difference
+    monkeypatch.setattr(selfcheck._SelfCheck, "_difference", lambda self, scorer: honest(self, scorer) + 1.0)
     case = zoo_case("dynamo_nchw_rgb", patch=4, stride=1)
     model, image = ZOO / "models" / case["file"], PHOTOS / "flower.jpg"
     result = run(model, image, tmp_path / "auto", *case["flags"], "--patch", "4", "--stride", "1")

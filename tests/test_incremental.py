@@ -546,7 +546,7 @@ def test_int8_qdq_graph_is_refused_unless_an_approximate_plan_is_asked_for(tmp_p
     assert scorer.exact is False and scorer.inexact.startswith("quantised arithmetic")
     assert scorer.describe()["exact"] is False and scorer.check_windows == 10
     # the measure, recomputed by hand on the same windows: raw outputs' top-1 drop, relative to the largest drop
-    from occlude_cli.inference.incremental import _check_windows, _compared_windows
+    from occlude_cli.inference.selfcheck import _check_windows, _compared_windows
 
     windows = _compared_windows(_check_windows((32, 32), (5, 5)))
     reference = _full_reference(quantized, sample, baseline, windows, (1, 2))
@@ -637,7 +637,7 @@ def test_inexact_arithmetic_is_read_from_the_graph(tmp_path):
 def test_the_self_check_measures_in_the_maps_units(tmp_path):
     """One window's score off by a step that is tiny next to the logits (the old check's measure: 5e-5 of the
     largest raw output) but large next to the drops: the check compares drops, so it refuses the plan."""
-    from occlude_cli.inference.incremental import _SelfCheck
+    from occlude_cli.inference.selfcheck import _SelfCheck
 
     path = residual(tmp_path / "r.onnx")
     rng = np.random.default_rng(6)

@@ -19,22 +19,19 @@ nibabel = pytest.importorskip("nibabel")
 pytest.importorskip("scipy")
 
 from occlude_cli.errors import OccludeError
+from occlude_cli.loaders.dicom import read_dicom, read_dicom_series
 from occlude_cli.loaders.medical import (
     Volume,
     apply_window,
     normalize_range,
     parse_intensity_range,
     parse_window,
-    read_dicom,
-    read_dicom_series,
-    read_nifti,
-    read_volume,
     resample,
     resample_map_to_input,
-    load_nifti_bytes,
-    write_nifti_map,
     zscore,
 )
+from occlude_cli.loaders.nifti import load_nifti_bytes, read_nifti, write_nifti_map
+from occlude_cli.loaders.volumes import read_volume
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDICAL = ROOT / "sample_images" / "medical"

@@ -30,14 +30,9 @@ from occlude_cli.errors import OccludeError  # noqa: E402
 from occlude_cli import explain  # noqa: E402
 from occlude_cli.analyses.estimate import baseline_check  # noqa: E402
 from occlude_cli.analyses.medical import VolumeExplanation  # noqa: E402
-from occlude_cli.loaders.medical import (  # noqa: E402
-    Volume,
-    apply_window,
-    read_dicom,
-    read_dicom_series,
-    read_nifti,
-    resample,
-)
+from occlude_cli.loaders.dicom import read_dicom, read_dicom_series  # noqa: E402
+from occlude_cli.loaders.medical import Volume, apply_window, resample  # noqa: E402
+from occlude_cli.loaders.nifti import read_nifti  # noqa: E402
 from occlude_cli.pictures.montage import montage_png, planes_png  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

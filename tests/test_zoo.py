@@ -129,7 +129,8 @@ def test_manifest_lists_every_model_file() -> None:
 
 @pytest.mark.parametrize("name", ["uint8_nhwc", "int8_input", "int8_dequantize", "float64", "int8_qdq", "fp16"])
 def test_incremental_inference_on_other_input_types(zoo_image, tmp_path, name):
-    """uint8, int8 (cast, or read by DequantizeLinear) and float64 inputs: a plan in the model's own input type, its map the full-pass map to float noise
+    """uint8, int8 (cast, or read by DequantizeLinear) and float64 inputs: a plan in the model's own input type, its
+    map the full-pass map to float noise
     (a uint8 model used to fail its image when auto chose a plan). int8 QDQ and float16 graphs round more
     coarsely than a plan can reproduce: auto runs full passes (the map is the `off` map bit for bit, the
     reason in the JSON), and `on` runs the plan, notes once that the map is approximate, and records

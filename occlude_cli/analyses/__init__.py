@@ -1,1 +1,1 @@
-"""The analyses: a model and an input in, results out (explanations, faithfulness, checks, layers, bias, stability); they write nothing."""
+"""The analyses: a model and an input in, results out (explanations, checks, layers, bias, ...); they write nothing."""

@@ -104,7 +104,8 @@ class Explanation:
         from ..pictures.render import overlay_png
 
         label = self.label(self.target)
-        title = f"{label or 'class ' + str(self.target)}: {self.score_kind} {self.occlusion.original_scores[self.target]:.4f}"
+        score = self.occlusion.original_scores[self.target]
+        title = f"{label or 'class ' + str(self.target)}: {self.score_kind} {score:.4f}"
         return overlay_png(self.image.original, self.map, self.image.crop_box, title)
 
 

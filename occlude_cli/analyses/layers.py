@@ -1,6 +1,6 @@
 """Occlusion inside the network: which channels of an inner tensor matter, and where on its feature map.
 
-The model is cut at an inner tensor (:func:`occlude_cli.inference.graph.split_model`, verified on the spot):
+The model is cut at an inner tensor (:func:`occlude_cli.inference.cuts.split_model`, verified on the spot):
 the prefix (input -> tensor) runs once per image, and only the suffix (tensor -> output) runs per occluded
 channel or feature-map window, so occluding all 480 channels of a mid EfficientNet tensor costs 480 suffix
 passes, not 480 full passes.
@@ -122,10 +122,10 @@ def open_layer(
     model's output on ``sample`` (one model input without batch axis; default a seeded random one).
 
     Raises OccludeError naming the tensor when it is unknown or the cut is invalid (e.g. a skip connection
-    crosses it); the message lists the nearest valid cut points (see ``inference.graph.valid_cut_points``).
+    crosses it); the message lists the nearest valid cut points (see ``inference.cuts.valid_cut_points``).
     ``channel_axis``: the channel axis of one feature sample (0: NCHW feature maps; -1 for channel-last).
     """
-    from ..inference.graph import split_model, verify_split
+    from ..inference.cuts import split_model, verify_split
 
     if not isinstance(classifier, OnnxClassifier):
         classifier = OnnxClassifier(classifier)
@@ -253,7 +253,8 @@ def channel_importance(
 
     The prefix runs once; the suffix once for the original features and once per channel, in batches
     through the shared perturbation loop. ``options`` gives the target and score kind (patch, stride and
-    baseline are not used; keyword ``overrides`` such as ``target=1, score="logit"`` set its fields). Returns the result, the prepared image and the (unbatched) feature tensor, which
+    baseline are not used; keyword ``overrides`` such as ``target=1, score="logit"`` set its fields). Returns the
+    result, the prepared image and the (unbatched) feature tensor, which
     the caller may keep to draw activation maps.
     """
     replacement = check_replacement(replacement)
@@ -507,7 +508,7 @@ def inner_tensors(
     """Every tensor computed inside the model, in topological order: name, op, shape, and whether the model can
     be cut there (``valid_cut``). ``input_shape``: the full input shape, to make symbolic dims concrete (None:
     they stay None)."""
-    from ..inference.graph import model_tensors, valid_cut_points
+    from ..inference.cuts import model_tensors, valid_cut_points
 
     if not isinstance(classifier, OnnxClassifier):
         classifier = OnnxClassifier(classifier)

@@ -40,7 +40,8 @@ def as_size(value, name: str) -> Tuple[int, ...]:
         numbers = [int(v) for v in value]
     else:
         raise OccludeError(
-            f"{name} must be a whole number N or one per axis, (height, width) or (depth, height, width), got {value!r}",
+            f"{name} must be a whole number N or one per axis, (height, width) or (depth, height, width), "
+            f"got {value!r}",
             params=(name,),
         )
     if len(numbers) not in (1, 2, 3):

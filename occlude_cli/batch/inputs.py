@@ -39,7 +39,7 @@ class InputImage:
 def _is_image_name(path: Path) -> bool:
     if path.suffix.lower() in IMAGE_SUFFIXES or path.name.lower().endswith(MEDICAL_SUFFIXES):
         return True
-    from ..loaders.medical import is_dicom_file  # DICOM files often have no suffix
+    from ..loaders.dicom import is_dicom_file  # DICOM files often have no suffix
 
     return path.suffix == "" and is_dicom_file(path)
 

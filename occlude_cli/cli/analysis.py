@@ -1,6 +1,6 @@
 """`occlude layers`, `occlude bias`, `occlude stability` and `occlude info --layers`: occlusion inside the model,
-across a dataset, and under noise (Typer only; the work is in :mod:`occlude_cli.analyses.layers`, :mod:`occlude_cli.analyses.bias`
-and :mod:`occlude_cli.analyses.stability`).
+across a dataset, and under noise (Typer only; the work is in :mod:`occlude_cli.runs.layers`,
+:mod:`occlude_cli.runs.bias` and :mod:`occlude_cli.runs.stability`).
 
 Exit codes: 0 ok; 1 error before any image (model, flags, an invalid --layer, output folder); 3 some image
 failed (the others were processed); 4 `occlude bias` exceeded --max-mean-drop or --max-flip-rate (3 takes

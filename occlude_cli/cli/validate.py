@@ -45,13 +45,18 @@ COMPARE_EXAMPLES = """
   occlude compare model.onnx cat.jpg map.npy \\
       --deletion-baseline black --insertion-baseline blur  [dim]# as Petsiuk et al.[/]
 
-OTHER_MAP is a 2-D .npy array (singleton axes are dropped) or a greyscale PNG of any resolution: it is resized to the model input (a map the size of the original image is cropped like the image first). Higher values mean more important.
+OTHER_MAP is a 2-D .npy array (singleton axes are dropped) or a greyscale PNG of any resolution: it is resized to the \
+model input (a map the size of the original image is cropped like the image first). Higher values mean more important.
 
-DICOM slices (2-D models) take the same maps. NIfTI volumes and DICOM series (--series) with 3-D models take a (D, H, W) .npy in occlude's layout (axial slices, as occlude's STEM.npy) covering the input, any resolution, or a NIfTI map (.nii/.nii.gz), placed on the model grid through its affine (world coordinates): e.g. another tool's map saved on the scan's grid.
+DICOM slices (2-D models) take the same maps. NIfTI volumes and DICOM series (--series) with 3-D models take a (D, H, \
+W) .npy in occlude's layout (axial slices, as occlude's STEM.npy) covering the input, any resolution, or a NIfTI map \
+(.nii/.nii.gz), placed on the model grid through its affine (world coordinates): e.g. another tool's map saved on the \
+scan's grid.
 
   occlude compare sample_models/lesion3d.onnx scan.nii.gz other_method.nii.gz --fractions ""
 
-Writes OUT/STEM.compare.json (agreement, curves, AUCs) and OUT/STEM.compare.png (both maps and the curves). Deletion AUC: lower is better; insertion AUC: higher is better.
+Writes OUT/STEM.compare.json (agreement, curves, AUCs) and OUT/STEM.compare.png (both maps and the curves). Deletion \
+AUC: lower is better; insertion AUC: higher is better.
 """
 
 CHECK_EXAMPLES = """
@@ -62,9 +67,14 @@ CHECK_EXAMPLES = """
   occlude check model.onnx data/ --require-peak   [dim]# masks: data/NAME.mask.png[/]
   occlude check model.onnx data/ -r --masks masks/ --json -q | jq .counts
 
-[bold]Regions[/]: --box x0,y0,x1,y1 in original image pixels; or --mask FILE, an image whose white (grey >= 128) pixels mark the region (transparent pixels are outside: RGBA, LA and palette masks count as they look over black), stretched over the original image; or per image: --masks DIR with DIR/<relative name>.png, or by default the file next to the image named NAME.mask.png (files named *.mask.png are never taken as inputs).
+[bold]Regions[/]: --box x0,y0,x1,y1 in original image pixels; or --mask FILE, an image whose white (grey >= 128) \
+pixels mark the region (transparent pixels are outside: RGBA, LA and palette masks count as they look over black), \
+stretched over the original image; or per image: --masks DIR with DIR/<relative name>.png, or by default the file next\
+ to the image named NAME.mask.png (files named *.mask.png are never taken as inputs).
 
-[bold]Exit codes[/]: 0 all images pass; 4 some image fails the check (a CI job fails on a model that learned a shortcut); 3 some image could not be checked (takes precedence over 4); 1 error before any image (model, flags, output folder). Without --min-energy or --require-peak every image passes.
+[bold]Exit codes[/]: 0 all images pass; 4 some image fails the check (a CI job fails on a model that learned a \
+shortcut); 3 some image could not be checked (takes precedence over 4); 1 error before any image (model, flags, output\
+ folder). Without --min-energy or --require-peak every image passes.
 """
 
 

@@ -1,0 +1,1 @@
+"""The engine, numpy only: windows, the batched perturbation loop, refine, baselines, metrics and fidelity."""

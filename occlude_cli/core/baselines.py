@@ -32,7 +32,8 @@ BASELINES: Dict[str, str] = {
     "gray": "mid grey, pixel value 127.5 in every channel",
     "black": "pixel value 0",
     "white": "pixel value 255",
-    "blur": "a Gaussian-blurred copy of the image (sigma = --blur-sigma, default patch/2): removes detail with less distribution shift",
+    "blur": "a Gaussian-blurred copy of the image (sigma = --blur-sigma, default patch/2): removes detail with less "
+    "distribution shift",
     "noise": "uniform random pixels in 0..255, seeded by --seed (deterministic)",
     "tissue": "the mean of the foreground: pixels/voxels above the image's Otsu threshold (tissue, not air); "
     "a patch of average tissue, in distribution for CT/MR where the image mean is mostly air",

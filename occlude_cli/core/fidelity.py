@@ -244,7 +244,8 @@ def infidelity(
         infidelity  = mean_i (scale * explained_i - d_i) ** 2
 
     * ``attribution``: an (H, W) map, or an input-shaped array (channels are summed) whose ``spatial_axes``
-      are the map's; volumes work the same with three spatial axes and (N, 6) windows. Attribution-style maps (occlusion, Integrated Gradients, Grad-CAM, SHAP: each pixel's
+      are the map's; volumes work the same with three spatial axes and (N, 6) windows. Attribution-style maps
+      (occlusion, Integrated Gradients, Grad-CAM, SHAP: each pixel's
       share of the score) are compared as they are. Gradient-style maps (saliency, raw gradients) predict a
       drop only once multiplied by the change of the input: pass ``perturbation = input - baseline``
       (input-shaped); the product is summed over channels. This is Yeh et al.'s ``I^T Phi`` with
@@ -259,7 +260,8 @@ def infidelity(
     * Windows touching a NaN pixel of the map (not computed) and windows with a non-finite drop are
       skipped; :func:`infidelity_result` reports how many. NaN if no window is usable.
 
-    Cost: O(HW + N) with a summed-area table (:func:`window_sums`). **Lower is better**; 0 means the map predicts every window's
+    Cost: O(HW + N) with a summed-area table (:func:`window_sums`). **Lower is better**; 0 means the map predicts
+    every window's
     drop exactly (the occlusion map itself is not 0: it averages overlapping windows). The value is in
     squared score units, so compare maps on the same model, image, windows and baseline.
     """

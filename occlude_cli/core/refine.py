@@ -142,6 +142,14 @@ def _over_budget(ny: int, nx: int, step: int, budget: float, least: int) -> str:
     )
 
 
+def _interpolated(known_scores: np.ndarray, ys, xs, rows, columns) -> np.ndarray:
+    """Every window's scores (ny, nx, classes) from the knots': along each knot row first (its own knots),
+    then down the columns between the knot rows."""
+    known = np.split(known_scores, np.cumsum([len(c) for c in columns])[:-1])
+    along_rows = np.stack([_interpolation_matrix(xs, cols) @ part for cols, part in zip(columns, known)])
+    return np.einsum("ia,ajc->ijc", _interpolation_matrix(ys, rows), along_rows)
+
+
 def refined_occlusion_sensitivity(
     inputs: np.ndarray,
     score: ScoreFn,
@@ -207,12 +215,7 @@ def refined_occlusion_sensitivity(
         original_scores=original_scores,
         scorer=scorer,
     )
-    classes = coarse.num_classes
-    # Along each knot row first (its own knots), then down the columns between the knot rows.
-    known = np.split(coarse.window_scores, np.cumsum([len(c) for c in columns])[:-1])
-    along_rows = np.stack([_interpolation_matrix(xs, cols) @ part for cols, part in zip(columns, known)])
-    estimate = np.einsum("ia,ajc->ijc", _interpolation_matrix(ys, rows), along_rows)
-    scores = estimate.reshape(len(windows), classes)
+    scores = _interpolated(coarse.window_scores, ys, xs, rows, columns).reshape(len(windows), coarse.num_classes)
     measured = np.zeros(len(windows), dtype=bool)
     measured[coarse_index] = True
     scores[coarse_index] = coarse.window_scores
@@ -222,16 +225,10 @@ def refined_occlusion_sensitivity(
         priority = np.abs(coarse.original_scores[target] - scores[:, target])
         priority[measured] = -np.inf
         chosen = np.sort(np.argsort(-priority, kind="stable")[:extra])
-        exact = (scorer or score_windows)(
-            inputs,
-            baseline,
-            windows[chosen],
-            score,
-            batch_size=batch_size,
-            spatial_axes=axes,
-            progress=(lambda done, _: progress(len(coarse_index) + done, total)) if progress else None,
+        drill = (lambda done, _: progress(len(coarse_index) + done, total)) if progress else None
+        scores[chosen] = (scorer or score_windows)(
+            inputs, baseline, windows[chosen], score, batch_size=batch_size, spatial_axes=axes, progress=drill
         )
-        scores[chosen] = exact
         measured[chosen] = True
     return Occlusion(
         windows=windows,

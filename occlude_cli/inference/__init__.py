@@ -1,1 +1,1 @@
-"""The engine room: what occlude reads from and does to an ONNX graph (facts, batch rewrite, cuts, receptive fields) and exact incremental inference plans, with their on-disk cache; it knows no images and no classifier."""
+"""The engine room: ONNX graph facts, rewrites, cuts and exact incremental inference plans; no images, no classifier."""

@@ -1,9 +1,9 @@
 """What occlude reads from a model's graph before onnxruntime loads it, read once per model file.
 
-:func:`model_facts` checks the external-data locations (:func:`occlude_cli.inference.graph.check_external_data`)
+:func:`model_facts` checks the external-data locations (:func:`occlude_cli.inference.onnxfile.check_external_data`)
 and reads the declared size of the largest input (for the memory check), the operator behind each output
 (to know whether the scores are already probabilities) and, per output, whether incremental inference could
-reproduce its full passes bit for bit (:func:`occlude_cli.inference.incremental.inexact_arithmetic`: the
+reproduce its full passes bit for bit (:func:`occlude_cli.inference.exactness.inexact_arithmetic`: the
 ``incremental auto`` decision, made before any image). For a model without external data these facts depend
 on the file's bytes alone, so they are kept in the on-disk cache (:mod:`occlude_cli.inference.cache`) under
 the file's SHA-256: a later process reads them without importing the ``onnx`` package or parsing the graph.
@@ -83,8 +83,8 @@ def _read_facts(path: Path, sha256: str) -> ModelFacts:
             pass  # an entry from elsewhere: read the graph again
     import onnx
 
-    from .graph import check_external_data
-    from .incremental import inexact_outputs
+    from .exactness import inexact_outputs
+    from .onnxfile import check_external_data
 
     model = check_external_data(path)  # refuses unsafe locations; the external weights are never read
     external = any(
@@ -113,7 +113,7 @@ def _read_facts(path: Path, sha256: str) -> ModelFacts:
 
 
 def _tensors_with_data(model) -> List:
-    from .graph import _model_tensors_stored
+    from .onnxfile import _model_tensors_stored
 
     return [tensor for tensor, _ in _model_tensors_stored(model)]
 

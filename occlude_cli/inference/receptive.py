@@ -453,72 +453,9 @@ def _propagate(node, op: str, info: GraphInfo, tensors, dep_inputs, data: LocalT
     """(axes, channel_axis, rf) of the node's first output, or None / ValueError when not local."""
     axes, channel, rf = data.axes, data.channel_axis, data.rf
     if op == "Conv" or op in _POOLS:
-        if node.input[0] != data.name or len(dep_inputs) != 1:
-            raise ValueError("weights computed from the image")
-        if axes != (2, 3):
-            raise ValueError("input is not NCHW")
-        if op == "Conv":
-            kernel = _attr(node, "kernel_shape")
-            if kernel is None:
-                wshape = info.shapes.get(node.input[1])
-                if wshape is None:
-                    raise ValueError("unknown kernel shape")
-                kernel = wshape[2:]
-        else:
-            kernel = _attr(node, "kernel_shape")
-            if op == "MaxPool" and len([o for o in node.output if o]) > 1:
-                raise ValueError("MaxPool indices are positions in the whole tensor")
-        kernel = list(kernel)
-        if len(kernel) != 2:
-            raise ValueError(f"kernel {kernel} is not 2-D")
-        strides = list(_attr(node, "strides", [1, 1]))
-        dilations = list(_attr(node, "dilations", [1, 1]))
-        begins = _pads(node, info, node.input[0], kernel, strides, dilations, data)
-        new = tuple(rf[i].conv(kernel[i], strides[i], dilations[i], begins[i]) for i in range(2))
-        return axes, channel, new
+        return axes, channel, _window_rf(node, op, info, dep_inputs, data)
     if op == "Pad":
-        if len(dep_inputs) != 1 or node.input[0] != data.name:
-            raise ValueError("pads computed from the image")
-        if len(node.input) > 1 and node.input[1]:
-            pads_value = info.constant_value(node.input[1])
-            if pads_value is None:
-                raise ValueError("pads are not constant")
-            pads = [int(p) for p in pads_value.reshape(-1)]
-        else:
-            pads = list(_attr(node, "pads", []))
-        pad_axes = list(range(4))
-        if len(node.input) > 3 and node.input[3]:
-            value = info.constant_value(node.input[3])
-            if value is None:
-                raise ValueError("axes are not constant")
-            pad_axes = [int(a) % 4 for a in value.reshape(-1)]
-        k = len(pad_axes)
-        if len(pads) != 2 * k:
-            raise ValueError("pads do not match axes")
-        begin = {a: pads[i] for i, a in enumerate(pad_axes)}
-        end = {a: pads[i + k] for i, a in enumerate(pad_axes)}
-        if begin.get(0, 0) or end.get(0, 0):
-            raise ValueError("pads the batch axis")
-        if any(v < 0 for v in list(begin.values()) + list(end.values())):
-            raise ValueError("negative pads crop the tensor")
-        mode = _attr(node, "mode", "constant") or "constant"
-        if mode == "constant":
-            new = tuple(AxisRF(r.stride, r.offset - begin.get(a, 0) * r.stride, r.size) for r, a in zip(rf, axes))
-        elif mode in ("reflect", "edge"):
-            # a padded position copies a position up to 2 * pad away (reflect) or the edge: widen the field
-            # of every position to cover the copies, so that the interval stays a superset everywhere
-            k = 2 if mode == "reflect" else 1
-            new = tuple(
-                AxisRF(
-                    r.stride,
-                    r.offset - (begin.get(a, 0) + k * end.get(a, 0)) * r.stride,
-                    r.size + k * (begin.get(a, 0) + end.get(a, 0)) * r.stride,
-                )
-                for r, a in zip(rf, axes)
-            )
-        else:
-            raise ValueError(f"pad mode {mode!r} copies positions from the far side")
-        return axes, channel, new
+        return axes, channel, _pad_rf(node, info, dep_inputs, data)
     if op == "Transpose":
         perm = list(_attr(node, "perm", [3, 2, 1, 0]))
         if len(perm) != 4 or perm[0] != 0:
@@ -553,6 +490,74 @@ def _propagate(node, op: str, info: GraphInfo, tensors, dep_inputs, data: LocalT
             raise ValueError("mask output")
         return _same_grid(node, info, tensors, dep_inputs, data, params_ok=True)
     return None
+
+
+def _window_rf(node, op: str, info: GraphInfo, dep_inputs, data: LocalTensor) -> tuple:
+    """The receptive field after a convolution or a pooling window."""
+    if node.input[0] != data.name or len(dep_inputs) != 1:
+        raise ValueError("weights computed from the image")
+    if data.axes != (2, 3):
+        raise ValueError("input is not NCHW")
+    kernel = _attr(node, "kernel_shape")
+    if op == "Conv" and kernel is None:
+        wshape = info.shapes.get(node.input[1])
+        if wshape is None:
+            raise ValueError("unknown kernel shape")
+        kernel = wshape[2:]
+    if op == "MaxPool" and len([o for o in node.output if o]) > 1:
+        raise ValueError("MaxPool indices are positions in the whole tensor")
+    kernel = list(kernel)
+    if len(kernel) != 2:
+        raise ValueError(f"kernel {kernel} is not 2-D")
+    strides = list(_attr(node, "strides", [1, 1]))
+    dilations = list(_attr(node, "dilations", [1, 1]))
+    begins = _pads(node, info, node.input[0], kernel, strides, dilations, data)
+    return tuple(data.rf[i].conv(kernel[i], strides[i], dilations[i], begins[i]) for i in range(2))
+
+
+def _pad_rf(node, info: GraphInfo, dep_inputs, data: LocalTensor) -> tuple:
+    """The receptive field after a Pad: shifted by constant padding, widened by reflect or edge padding."""
+    if len(dep_inputs) != 1 or node.input[0] != data.name:
+        raise ValueError("pads computed from the image")
+    if len(node.input) > 1 and node.input[1]:
+        pads_value = info.constant_value(node.input[1])
+        if pads_value is None:
+            raise ValueError("pads are not constant")
+        pads = [int(p) for p in pads_value.reshape(-1)]
+    else:
+        pads = list(_attr(node, "pads", []))
+    pad_axes = list(range(4))
+    if len(node.input) > 3 and node.input[3]:
+        value = info.constant_value(node.input[3])
+        if value is None:
+            raise ValueError("axes are not constant")
+        pad_axes = [int(a) % 4 for a in value.reshape(-1)]
+    k = len(pad_axes)
+    if len(pads) != 2 * k:
+        raise ValueError("pads do not match axes")
+    begin = {a: pads[i] for i, a in enumerate(pad_axes)}
+    end = {a: pads[i + k] for i, a in enumerate(pad_axes)}
+    if begin.get(0, 0) or end.get(0, 0):
+        raise ValueError("pads the batch axis")
+    if any(v < 0 for v in list(begin.values()) + list(end.values())):
+        raise ValueError("negative pads crop the tensor")
+    mode = _attr(node, "mode", "constant") or "constant"
+    rf, axes = data.rf, data.axes
+    if mode == "constant":
+        return tuple(AxisRF(r.stride, r.offset - begin.get(a, 0) * r.stride, r.size) for r, a in zip(rf, axes))
+    if mode in ("reflect", "edge"):
+        # a padded position copies a position up to 2 * pad away (reflect) or the edge: widen the field
+        # of every position to cover the copies, so that the interval stays a superset everywhere
+        k = 2 if mode == "reflect" else 1
+        return tuple(
+            AxisRF(
+                r.stride,
+                r.offset - (begin.get(a, 0) + k * end.get(a, 0)) * r.stride,
+                r.size + k * (begin.get(a, 0) + end.get(a, 0)) * r.stride,
+            )
+            for r, a in zip(rf, axes)
+        )
+    raise ValueError(f"pad mode {mode!r} copies positions from the far side")
 
 
 def _same_grid(node, info, tensors, dep_inputs, data: LocalTensor, *, params_ok: bool):

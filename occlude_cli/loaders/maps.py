@@ -47,7 +47,7 @@ def read_saliency_map(path, *, dims: Sequence[int] = (2,)) -> Union[np.ndarray, 
                 f"saliency map {path} is NIfTI, a volume's map: this model takes 2-D images (give a 2-D .npy "
                 "or greyscale PNG)"
             )
-        from .medical import read_nifti
+        from .nifti import read_nifti
 
         volume = read_nifti(path, finite=False)
         volume.data[~np.isfinite(volume.data)] = np.nan

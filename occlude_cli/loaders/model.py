@@ -403,7 +403,7 @@ class OnnxClassifier:
     def _try_batch_rewrite(self, options) -> None:
         """A model pinned to batch 1 usually only declares it: rewrite the declared batch dimension to be
         dynamic and use the result if it provably computes the same thing; otherwise keep batch 1."""
-        from ..inference.graph import batched_model
+        from ..inference.batching import batched_model
 
         result = batched_model(
             self.path,
@@ -507,7 +507,8 @@ class OnnxClassifier:
             out = out.reshape(out.shape[:2])
         if out.ndim != 2 or out.shape[0] != len(batch):
             raise OccludeError(
-                f"output {self.output.name!r} has shape {list(out.shape)}: occlude needs a classifier output (batch, classes)"
+                f"output {self.output.name!r} has shape {list(out.shape)}: occlude needs a classifier output "
+                "(batch, classes)"
             )
         return out
 

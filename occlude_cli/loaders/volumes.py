@@ -1,4 +1,5 @@
-"""Medical inputs (DICOM slices, DICOM series, NIfTI volumes) -> one model input, and back for display.
+"""Medical inputs (DICOM slices, DICOM series, NIfTI volumes) -> one model input, and back for display; and
+reading any medical input by its kind (:func:`read_volume`).
 
 The analogue of :mod:`occlude_cli.loaders.images` for :class:`~occlude_cli.loaders.medical.Volume`: resample
 in real units to the model's grid (interpolate first, then the non-linear intensity transform, as the
@@ -19,7 +20,9 @@ from PIL import Image
 from ..core.casting import cast_checked
 from ..errors import OccludeError
 from . import medical
+from .dicom import is_dicom_file, read_dicom, read_dicom_series
 from .medical import Volume
+from .nifti import read_nifti
 
 VOLUME_LAYOUTS = ("NCDHW", "NDHWC")
 SLICE_LAYOUTS = ("NCHW", "NHWC")
@@ -29,7 +32,7 @@ TRANSFORMS = ("window", "intensity_range", "zscore")
 
 
 def is_medical_path(path: Union[str, Path], series: bool = False) -> bool:
-    """True for what :func:`medical.read_volume` reads and a photo reader does not: ``.dcm``, ``.nii``,
+    """True for what :func:`read_volume` reads and a photo reader does not: ``.dcm``, ``.nii``,
     ``.nii.gz``, a suffix-less file with the DICOM marker, or a folder when ``series``."""
     p = Path(path)
     if p.is_dir():
@@ -37,7 +40,7 @@ def is_medical_path(path: Union[str, Path], series: bool = False) -> bool:
     name = p.name.lower()
     if name.endswith(MEDICAL_SUFFIXES):
         return True
-    return p.suffix == "" and p.is_file() and medical.is_dicom_file(p)
+    return p.suffix == "" and p.is_file() and is_dicom_file(p)
 
 
 @dataclass(frozen=True)
@@ -296,7 +299,7 @@ def read_medical(path: Union[str, Path, Volume], *, series: bool = False, volume
     """A Volume from a path (DICOM file, NIfTI file, a series folder with ``series``) or as given."""
     if isinstance(path, Volume):
         return path
-    return medical.read_volume(path, series=series, volume_index=volume_index)
+    return read_volume(path, series=series, volume_index=volume_index)
 
 
 def prepare_volume(
@@ -384,3 +387,73 @@ def intensity_scale(prepared: PreparedVolume) -> Tuple[float, str]:
     data = prepared.grid.data
     span = float(np.max(data) - np.min(data)) if data.size else 0.0
     return (span if span > 0 else 1.0), "range of the input's values on the model grid"
+
+
+# --------------------------------------------------------------------------- reading any medical input
+
+
+def read_image16(path: str | Path) -> Volume:
+    """Read a grey PNG/TIFF at its full bit depth (Pillow modes ``I;16``, ``I``, ``F``, ``L``) as a 2-D Volume.
+
+    Photo readers convert to 8-bit RGB and lose the low bits of a 16-bit radiograph; this keeps them.
+    Colour images are refused (use the ordinary image reader).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(str(path)) as img:
+            mode = img.mode
+            if getattr(img, "n_frames", 1) > 1:
+                raise OccludeError(f"path {path}: multi-page image ({img.n_frames} pages); save one page per file")
+            if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F", "L", "1"):
+                data = np.asarray(img)
+            elif mode == "LA":
+                data = np.asarray(img.convert("L"))
+            else:
+                raise OccludeError(
+                    f"path {path}: colour image (Pillow mode {mode}); read it with the ordinary "
+                    "image reader, medical readers take grey images only"
+                )
+            fmt = (img.format or "").lower()
+    except FileNotFoundError:
+        raise OccludeError(f"path {path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise OccludeError(f"path {path}: not a readable image ({type(exc).__name__}: {exc})") from None
+    bits = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32, "L": 8, "1": 1}.get(mode, 8)
+    kind = f"{'tiff' if fmt == 'tiff' else 'png' if fmt == 'png' else fmt or 'image'}{bits}"
+    meta = {
+        "pillow_mode": mode,
+        "bit_depth": bits,
+        "format": fmt,
+        "value_range": [float(data.min()), float(data.max())],
+    }
+    return Volume(np.ascontiguousarray(data, dtype=np.float32), (1.0, 1.0), np.eye(4), kind, meta, str(path))
+
+
+def read_volume(path: str | Path, series: bool = False, volume_index: int | None = None) -> Volume:
+    """Read any supported medical input, deciding by suffix and content.
+
+    ``.nii`` / ``.nii.gz`` -> `read_nifti`; ``.dcm`` or the ``DICM`` marker at byte 128 (DICOM files often
+    have no suffix) -> `read_dicom`; a folder with ``series=True`` -> `read_dicom_series`; grey ``.png`` /
+    ``.tif`` / ``.tiff`` -> `read_image16`. Anything else: one line saying what is accepted.
+    """
+    p = Path(path)
+    if p.is_dir():
+        if not series:
+            raise OccludeError(f"path {p}: is a folder; pass series=True to read it as one DICOM series")
+        return read_dicom_series(p)
+    if series:
+        raise OccludeError(f"path {p}: series=True needs a folder of DICOM slices, not a file")
+    if not p.exists():
+        raise OccludeError(f"path {p}: no such file")
+    name = p.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return read_nifti(p, volume_index=volume_index)
+    if name.endswith(".dcm") or is_dicom_file(p):
+        return read_dicom(p)
+    if name.endswith((".png", ".tif", ".tiff")):
+        return read_image16(p)
+    raise OccludeError(
+        f"path {p}: not a medical image occlude can read (DICOM with the 'DICM' marker or .dcm, NIfTI .nii/.nii.gz, "
+        "grey PNG/TIFF, or a folder of DICOM slices with series=True)"
+    )

@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ..analyses.medical import VolumeExplanation
-from ..loaders.medical import write_nifti_map
+from ..loaders.nifti import write_nifti_map
 from ..pictures import montage
 from ..pictures.render import DEFAULT_STYLE, RenderStyle, heatmap_png, overlay_png, score_word
 from .records import _grid, explanation_record, json_number

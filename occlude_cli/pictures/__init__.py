@@ -1,1 +1,1 @@
-"""Every picture as PNG bytes, from arrays: overlays, heatmaps, panels, volume montages and the analyses' charts (Pillow; matplotlib only for charts); writes nothing."""
+"""Every picture as PNG bytes from arrays: overlays, heatmaps, montages, charts (Pillow; matplotlib for charts)."""

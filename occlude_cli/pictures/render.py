@@ -409,7 +409,6 @@ def compare_png(explanation, other, comparison: dict) -> bytes:
         grey, occlusion_map, other, where = grey[z], occlusion_map[z], other[z], f", axial slice {z}"
     name = for_plot(comparison.get("other_map", {}).get("name") or "other map")
     agreement = comparison["agreement"]
-    curves = comparison["curves"]
     label = for_plot(e.label(e.target)) if e.label(e.target) else None
     kind = score_word(e.score_kind)
     heading = (
@@ -422,68 +421,15 @@ def compare_png(explanation, other, comparison: dict) -> bytes:
     rows = 3 if fidelity else 2
     figure, axes = plt.subplots(rows, 2, figsize=(10, 4.5 * rows), dpi=100)
     try:
+        patch, stride = "x".join(map(str, p["patch"])), "x".join(map(str, p["stride"]))
         panels = (
-            (
-                axes[0, 0],
-                occlusion_map,
-                f"occlusion (patch {'x'.join(map(str, p['patch']))}, stride {'x'.join(map(str, p['stride']))}{where})",
-            ),
+            (axes[0, 0], occlusion_map, f"occlusion (patch {patch}, stride {stride}{where})"),
             (axes[0, 1], other, str(name) + where),
         )
-        for ax, values, title in panels:
-            limit = symmetric_limit(values)
-            alpha = 0.25 + 0.7 * np.clip(np.abs(np.nan_to_num(values)) / limit, 0.0, 1.0)  # float opacity 0..1
-            ax.imshow(grey, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-            ax.imshow(colorize(values, limit, alpha), interpolation="nearest")
-            figure.colorbar(plt.cm.ScalarMappable(plt.Normalize(-limit, limit), CMAP), ax=ax, fraction=0.046, pad=0.02)
-            ax.set_title(title, fontsize=9)
-            ax.set_axis_off()
-        fractions = curves["fractions"]
-        for ax, key, verb, hint in (
-            (axes[1, 0], "deletion", "deleted", "lower AUC is better"),
-            (axes[1, 1], "insertion", "inserted", "higher AUC is better"),
-        ):
-            ours, theirs = curves["occlusion"], curves["other"]
-            ax.plot(fractions, ours[key], color="#c0392b", label=f"occlusion (AUC {_fmt(ours[key + '_auc'])})")
-            ax.plot(fractions, theirs[key], color="#2471a3", label=f"{name} (AUC {_fmt(theirs[key + '_auc'])})")
-            ax.set_xlim(0, 1)
-            ax.set_xlabel(f"fraction of pixels {verb}, most important first", fontsize=8)
-            ax.set_ylabel(f"target {kind}", fontsize=8)
-            ax.set_title(f"{key} (baseline {curves[key + '_baseline']}; {hint})", fontsize=9)
-            ax.tick_params(labelsize=8)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8, loc="best")
+        _compare_maps(plt, figure, grey, panels)
+        _compare_curves(axes[1], comparison["curves"], name, kind)
         if fidelity:
-            percents = [100 * f for f in fidelity["fractions"]]
-            maps = fidelity["maps"]
-            for ax, key, share, hint in (
-                (axes[2, 0], "sufficiency", "kept", "top-k pixels kept, rest = baseline; higher is better"),
-                (axes[2, 1], "completeness", "removed", "top-k pixels occluded; higher is better"),
-            ):
-                for which, color, style_, label in (
-                    ("occlusion", "#c0392b", "--", "occlusion"),
-                    ("other", "#2471a3", "-", str(name)),
-                ):
-                    entry = maps[which]
-                    ys = [np.nan if v is None else v for v in entry[key][share]]
-                    inf = entry["infidelity"]["unexplained"]
-                    mean = entry[key]["mean_" + share]
-                    ax.plot(
-                        percents,
-                        ys,
-                        style_,
-                        marker="o",
-                        color=color,
-                        label=f"{label} (mean {_fmt(mean)}; infidelity unexplained {_fmt(inf)})",
-                    )
-                ax.set_xscale("log")
-                ax.set_xticks(percents, [f"{v:g}" for v in percents])
-                ax.set_xlabel("top k% of the map's pixels", fontsize=8)
-                ax.set_ylabel(f"share of the score {share}", fontsize=8)
-                ax.set_title(f"{key} ({hint})", fontsize=9)
-                ax.tick_params(labelsize=8)
-                ax.grid(alpha=0.3)
-                ax.legend(fontsize=7, loc="best")
+            _compare_fidelity(axes[2], fidelity, name)
         figure.suptitle(heading, fontsize=10)
         figure.tight_layout(rect=(0, 0, 1, 0.96))
         buffer = io.BytesIO()
@@ -491,3 +437,68 @@ def compare_png(explanation, other, comparison: dict) -> bytes:
         return buffer.getvalue()
     finally:
         plt.close(figure)
+
+
+def _compare_maps(plt, figure, grey: np.ndarray, panels) -> None:
+    """compare_png's first row: each map over the grey model input, with its colorbar."""
+    for ax, values, title in panels:
+        limit = symmetric_limit(values)
+        alpha = 0.25 + 0.7 * np.clip(np.abs(np.nan_to_num(values)) / limit, 0.0, 1.0)  # float opacity 0..1
+        ax.imshow(grey, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.imshow(colorize(values, limit, alpha), interpolation="nearest")
+        figure.colorbar(plt.cm.ScalarMappable(plt.Normalize(-limit, limit), CMAP), ax=ax, fraction=0.046, pad=0.02)
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+
+
+def _compare_curves(row, curves: dict, name: str, kind: str) -> None:
+    """compare_png's second row: the deletion and insertion curves of both maps, AUCs in the legends."""
+    fractions = curves["fractions"]
+    for ax, key, verb, hint in (
+        (row[0], "deletion", "deleted", "lower AUC is better"),
+        (row[1], "insertion", "inserted", "higher AUC is better"),
+    ):
+        ours, theirs = curves["occlusion"], curves["other"]
+        ax.plot(fractions, ours[key], color="#c0392b", label=f"occlusion (AUC {_fmt(ours[key + '_auc'])})")
+        ax.plot(fractions, theirs[key], color="#2471a3", label=f"{name} (AUC {_fmt(theirs[key + '_auc'])})")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel(f"fraction of pixels {verb}, most important first", fontsize=8)
+        ax.set_ylabel(f"target {kind}", fontsize=8)
+        ax.set_title(f"{key} (baseline {curves[key + '_baseline']}; {hint})", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+
+
+def _compare_fidelity(row, fidelity: dict, name: str) -> None:
+    """compare_png's third row: sufficiency and completeness of both maps, with their infidelity."""
+    percents = [100 * f for f in fidelity["fractions"]]
+    maps = fidelity["maps"]
+    for ax, key, share, hint in (
+        (row[0], "sufficiency", "kept", "top-k pixels kept, rest = baseline; higher is better"),
+        (row[1], "completeness", "removed", "top-k pixels occluded; higher is better"),
+    ):
+        for which, color, style_, label in (
+            ("occlusion", "#c0392b", "--", "occlusion"),
+            ("other", "#2471a3", "-", str(name)),
+        ):
+            entry = maps[which]
+            ys = [np.nan if v is None else v for v in entry[key][share]]
+            inf = entry["infidelity"]["unexplained"]
+            mean = entry[key]["mean_" + share]
+            ax.plot(
+                percents,
+                ys,
+                style_,
+                marker="o",
+                color=color,
+                label=f"{label} (mean {_fmt(mean)}; infidelity unexplained {_fmt(inf)})",
+            )
+        ax.set_xscale("log")
+        ax.set_xticks(percents, [f"{v:g}" for v in percents])
+        ax.set_xlabel("top k% of the map's pixels", fontsize=8)
+        ax.set_ylabel(f"share of the score {share}", fontsize=8)
+        ax.set_title(f"{key} ({hint})", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")

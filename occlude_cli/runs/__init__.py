@@ -1,1 +1,1 @@
-"""Library runs: what each command does, from Python (inputs in, files written, a result returned), telling its progress through events; the command line maps flags to these calls."""
+"""Every command as a library call: inputs in, files written, a result out, progress as events (no printing)."""

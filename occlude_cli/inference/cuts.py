@@ -1,34 +1,15 @@
-"""Everything occlude does to an ONNX graph, done with the ``onnx`` library.
-
-Four jobs live here, because they all read and edit the same ``ModelProto`` structures:
-
-* **Safety** (:func:`check_external_data`): an ONNX file may keep its weights in other files ("external
-  data") named by a relative *location*. A crafted model can point that location anywhere
-  (``../../etc/passwd``, ``/proc/self/environ``, a symlink out of the folder) and have the runtime read it.
-  Every location is checked against the model's folder before anything loads the weights.
-* **Batching** (:func:`batched_model`): many exporters pin the batch dimension to 1 although nothing in the
-  graph needs it. The declared batch dimension of the graph's inputs and outputs is made symbolic, and the
-  result is used only if onnxruntime proves on the spot that a batch of random inputs gives what the original
-  model gives one input at a time; otherwise the caller gets a one-line reason and keeps batch 1.
-* **Inspection** (:func:`model_tensors`): every intermediate tensor with its producing op, shape and dtype,
-  from ONNX shape inference.
-* **Splitting** (:func:`split_model`, :func:`valid_cut_points`, :func:`verify_split`): cut a model at an inner
-  tensor into a prefix (input -> tensor) and a suffix (tensor -> outputs), so that layer occlusion and
-  incremental inference run only the part after the cut. A cut is valid when every path from the input to
-  the outputs crosses the tensor (it dominates the outputs); a skip connection around it makes it invalid.
-
-Only onnx, onnxruntime, numpy and :mod:`occlude_cli.errors` are used, so the module can be moved and tested
-alone.
-"""
+"""Inner tensors and cuts: every intermediate tensor with its producing op, shape and dtype from ONNX shape
+inference (:func:`model_tensors`), and a model cut at an inner tensor into a prefix (input -> tensor) and a
+suffix (tensor -> outputs) (:func:`split_model`, :func:`valid_cut_points`, :func:`verify_split`), so that layer
+occlusion runs only the part after the cut. A cut is valid when every path from the input to the outputs crosses
+the tensor (it dominates the outputs); a skip connection around it makes it invalid."""
 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import onnx
@@ -36,425 +17,21 @@ from onnx import helper, shape_inference
 
 from occlude_cli.errors import OccludeError
 
-__all__ = [
-    "BATCH_DIM_PARAM",
-    "RewriteResult",
-    "SplitModel",
-    "TensorInfo",
-    "batched_model",
-    "check_external_data",
-    "load_model",
-    "make_batch_dynamic",
-    "model_tensors",
-    "split_model",
-    "valid_cut_points",
-    "verify_split",
-]
+from .onnxfile import (
+    _NUMPY_TYPES,
+    ModelOrPath,
+    _error_line,
+    _node_label,
+    _serialize,
+    _session,
+    check_external_data,
+    load_model,
+)
 
-ModelOrPath = Union[onnx.ModelProto, str, "os.PathLike[str]"]
-
-BATCH_DIM_PARAM = "batch"
-# Batch-rewrite validation: a few samples, compared with the tolerance of float32 kernels whose summation
-# order may change with the batch size.
-DEFAULT_SAMPLES = 3
-RTOL, ATOL = 1e-4, 1e-5
 # Split verification: prefix then suffix runs the very same kernels as the whole model.
 SPLIT_RTOL, SPLIT_ATOL = 1e-5, 1e-6
 # How many valid cut points an invalid-cut error lists on each side of the requested tensor.
 NEAREST_CUTS = 3
-
-_NUMPY_TYPES = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(uint8)": np.uint8,
-    "tensor(int8)": np.int8,
-    "tensor(bool)": np.bool_,
-}
-
-
-# --------------------------------------------------------------------------------------------------------
-# Small helpers
-# --------------------------------------------------------------------------------------------------------
-
-
-def _ort():
-    import onnxruntime  # imported lazily: listing tensors or checking a file does not need the runtime
-
-    return onnxruntime
-
-
-_ORT_NODE = re.compile(r"running (\S+) node\. Name:'([^']*)'")
-_ORT_CHECK = re.compile(r"\bwas false\.\s*(.+)$", re.S)
-
-
-def _error_line(exc: BaseException) -> str:
-    """One short line from an exception; onnxruntime's kernel errors are cut down to the failing node and the
-    sentence that explains the failure (not the C++ source file and the failed condition)."""
-    text = str(exc).strip()
-    node, check = _ORT_NODE.search(text), _ORT_CHECK.search(text)
-    if node and check:
-        name = f" {node.group(2)!r}" if node.group(2) else ""
-        line = f"{node.group(1)} node{name}: {' '.join(check.group(1).split())}"
-    else:
-        line = text.splitlines()[0] if text else type(exc).__name__
-    return line if len(line) <= 300 else line[:297] + "..."
-
-
-def _node_label(node: onnx.NodeProto, index: int) -> str:
-    return node.name or f"#{index} ({node.op_type})"
-
-
-def _default_options():
-    ort = _ort()
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return options
-
-
-def _session(model: bytes | str, options=None, providers: Sequence[str] | None = None):
-    return _ort().InferenceSession(
-        model,
-        sess_options=options if options is not None else _default_options(),
-        providers=list(providers or ["CPUExecutionProvider"]),
-    )
-
-
-def _serialize(model: onnx.ModelProto, what: str) -> bytes:
-    try:
-        return model.SerializeToString()
-    except ValueError as exc:  # protobuf refuses messages over 2 GiB
-        raise OccludeError(f"{what} cannot be serialised for onnxruntime (over 2 GiB?): {_error_line(exc)}") from None
-
-
-# --------------------------------------------------------------------------------------------------------
-# External data: safety check and loading
-# --------------------------------------------------------------------------------------------------------
-
-
-def _graph_tensors(graph: onnx.GraphProto, where: str) -> Iterator[tuple[onnx.TensorProto, str]]:
-    """Every TensorProto stored in a graph, its subgraphs (If/Loop/Scan attributes) included, with a short
-    description of where it sits."""
-    for tensor in graph.initializer:
-        yield tensor, where
-    for sparse in graph.sparse_initializer:
-        yield sparse.values, where
-        yield sparse.indices, where
-    for node in graph.node:
-        yield from _node_tensors(node, f"{where}, node {node.name or node.op_type}")
-
-
-def _node_tensors(node: onnx.NodeProto, where: str) -> Iterator[tuple[onnx.TensorProto, str]]:
-    for attr in node.attribute:
-        if attr.HasField("t"):
-            yield attr.t, where
-        for tensor in attr.tensors:
-            yield tensor, where
-        if attr.HasField("sparse_tensor"):
-            yield attr.sparse_tensor.values, where
-            yield attr.sparse_tensor.indices, where
-        for sparse in attr.sparse_tensors:
-            yield sparse.values, where
-            yield sparse.indices, where
-        if attr.HasField("g"):
-            yield from _graph_tensors(attr.g, f"{where}, attribute {attr.name}")
-        for sub in attr.graphs:
-            yield from _graph_tensors(sub, f"{where}, attribute {attr.name}")
-
-
-def _model_tensors_stored(model: onnx.ModelProto) -> Iterator[tuple[onnx.TensorProto, str]]:
-    yield from _graph_tensors(model.graph, "main graph")
-    for function in model.functions:
-        for node in function.node:
-            yield from _node_tensors(node, f"function {function.name}, node {node.name or node.op_type}")
-
-
-def _read_proto(path: Path) -> onnx.ModelProto:
-    """The model's protobuf without external weights; OccludeError for a missing or unparseable file."""
-    if not path.is_file():
-        raise OccludeError(f"model not found or not a regular file: {path}")
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # DecodeError and friends
-        raise OccludeError(f"cannot load {path} as an ONNX model: {_error_line(exc)}") from None
-
-
-_EXTERNAL_DATA_KEYS = frozenset({"location", "offset", "length", "checksum"})
-
-
-def _check_tensor_location(tensor: onnx.TensorProto, where: str, folder: Path) -> None:
-    info = {entry.key: entry.value for entry in tensor.external_data}
-    location = info.get("location", "")
-    name = tensor.name or "(unnamed)"
-    prefix = f"external data of tensor {name!r} ({where}) at location {location!r}"
-    if not location:
-        raise OccludeError(f"{prefix}: the location is empty")
-    unknown = sorted(k for k in info if k not in _EXTERNAL_DATA_KEYS and not (k == "basepath" and not info[k]))
-    if unknown:  # older onnx versions set unknown keys as attributes of their reader object
-        raise OccludeError(f"{prefix}: unexpected external-data key(s) {', '.join(map(repr, unknown))}")
-    if "\x00" in location:
-        raise OccludeError(f"{prefix}: the location contains a NUL byte")
-    if os.path.isabs(location) or location.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", location):
-        raise OccludeError(f"{prefix}: absolute locations are refused; it must be a file in the model's folder")
-    parts = re.split(r"[/\\]", location)
-    if ".." in parts:
-        raise OccludeError(f"{prefix}: '..' escapes the model's folder; it must be a file in the model's folder")
-    target = folder / location
-    try:
-        resolved = target.resolve(strict=True)
-    except (OSError, RuntimeError):
-        raise OccludeError(f"{prefix}: the file does not exist next to the model") from None
-    root = folder.resolve()
-    if resolved != root and root not in resolved.parents:
-        raise OccludeError(f"{prefix}: it resolves to {resolved}, outside the model's folder {root} (a symlink?)")
-    if not resolved.is_file():
-        raise OccludeError(f"{prefix}: it is not a regular file")
-    size = resolved.stat().st_size
-    try:
-        offset = int(info.get("offset", "0") or 0)
-        length = int(info["length"]) if info.get("length") else None
-    except ValueError:
-        raise OccludeError(f"{prefix}: offset/length are not integers") from None
-    if offset < 0 or (length is not None and length < 0) or offset + (length or 0) > size:
-        raise OccludeError(f"{prefix}: offset {offset} and length {length} run past the file's end ({size} bytes)")
-
-
-def check_external_data(path) -> onnx.ModelProto:
-    """Refuse a model whose external-data locations could read files outside its folder.
-
-    Each tensor stored outside the ``.onnx`` file (initializers, sparse initializers, tensor attributes,
-    tensors inside If/Loop/Scan subgraphs and local functions) names a relative location. It must not be
-    absolute, must not contain ``..``, must resolve (symlinks followed) inside the model's folder, and must
-    exist as a regular file holding the declared byte range. Raises OccludeError with one line naming the
-    tensor and the location. Returns the model as read (external weights not loaded), so that a caller
-    that needs the graph's structure does not parse the file twice. The external weights are never read.
-    """
-    path = Path(path)
-    model = _read_proto(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    for tensor, where in _model_tensors_stored(model):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            _check_tensor_location(tensor, where, folder)
-    return model
-
-
-def load_model(model_or_path: ModelOrPath) -> onnx.ModelProto:
-    """A ModelProto as is, or the file at a path with its external data loaded (after
-    :func:`check_external_data`)."""
-    if isinstance(model_or_path, onnx.ModelProto):
-        return model_or_path
-    path = Path(model_or_path)
-    check_external_data(path)
-    try:
-        return onnx.load(str(path), load_external_data=True)
-    except Exception as exc:
-        raise OccludeError(f"cannot load {path} as an ONNX model: {_error_line(exc)}") from None
-
-
-# --------------------------------------------------------------------------------------------------------
-# The batch rewrite
-# --------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RewriteResult:
-    """The outcome of :func:`batched_model`: a validated batch-dynamic session, or why there is none."""
-
-    ok: bool
-    session: Any | None  # an onnxruntime.InferenceSession of the rewritten model, or None
-    reason: str  # one line: what was done, or why it could not be
-    model: onnx.ModelProto | None = field(default=None, repr=False)  # the rewritten model when ok
-
-
-def _first_dim_is_one(value_info: onnx.ValueInfoProto) -> bool:
-    if not value_info.type.HasField("tensor_type"):
-        return False  # sequences, maps, optionals: no batch dimension to speak of
-    shape = value_info.type.tensor_type.shape
-    if not value_info.type.tensor_type.HasField("shape") or not len(shape.dim):
-        return False
-    dim = shape.dim[0]
-    return dim.WhichOneof("value") == "dim_value" and dim.dim_value == 1
-
-
-def make_batch_dynamic(model: onnx.ModelProto, dim_param: str = BATCH_DIM_PARAM) -> tuple[list[str], list[str], int]:
-    """Edit ``model`` in place: the first dimension of every graph input (initializers listed as inputs, as
-    IR < 4 models do, excepted) and every graph output that is ``dim_value: 1`` becomes ``dim_param``; the
-    dimension's denotation stays. ``graph.value_info`` is cleared: it holds only intermediate shape hints,
-    which onnxruntime infers again on load; left in, their batch of 1 would be taken at its word by shape
-    inference and by optimisations such as constant folding of ``Shape``, and the batched model would fail or
-    compute something else. Nodes are not touched (a ``Reshape`` to ``[1, -1]`` stays, which is why the
-    result must be validated before use).
-
-    Returns (inputs rewritten, outputs rewritten, value_info entries dropped). Raises OccludeError when no
-    graph input has a first dimension of 1.
-    """
-    if not dim_param:
-        raise OccludeError("dim_param must be a non-empty name")
-    graph = model.graph
-    constants = {t.name for t in graph.initializer} | {s.values.name for s in graph.sparse_initializer}
-    inputs = [vi for vi in graph.input if vi.name not in constants and _first_dim_is_one(vi)]
-    if not inputs:
-        raise OccludeError("no graph input has a fixed first dimension of 1: nothing to rewrite")
-    outputs = [vi for vi in graph.output if _first_dim_is_one(vi)]
-    for vi in inputs + outputs:
-        vi.type.tensor_type.shape.dim[0].dim_param = dim_param  # a oneof: clears dim_value
-    dropped = len(graph.value_info)
-    del graph.value_info[:]
-    return [vi.name for vi in inputs], [vi.name for vi in outputs], dropped
-
-
-def _pick_input(session, input_name: str | None):
-    inputs = session.get_inputs()
-    if len(inputs) != 1:
-        raise OccludeError(f"the model has {len(inputs)} inputs; validation feeds one")
-    if input_name is not None and inputs[0].name != input_name:
-        raise OccludeError(f"the model has no input named {input_name!r}")
-    return inputs[0]
-
-
-def _random_batch(node, samples: int, seed: int, sample_shape: Sequence[int] | None) -> np.ndarray:
-    dtype = _NUMPY_TYPES.get(node.type)
-    if dtype is None:
-        raise OccludeError(f"input {node.name!r} has type {node.type}; validation supports numeric tensors")
-    if sample_shape is not None:
-        shape = [int(d) for d in sample_shape]
-    else:
-        shape = list(node.shape[1:])
-        if not all(isinstance(d, int) and d > 0 for d in shape):
-            raise OccludeError(f"input {node.name!r} has dynamic dimensions {node.shape}; cannot validate")
-    rng = np.random.default_rng(seed)
-    if np.issubdtype(dtype, np.floating):
-        return rng.random((samples, *shape)).astype(dtype)  # 0..1: in range for raw-pixel and normalised models
-    return rng.integers(0, 2, (samples, *shape)).astype(dtype)
-
-
-def _compare_batched(
-    reference,
-    candidate,
-    input_name: str,
-    batch: np.ndarray,
-    output_names: Sequence[str] | None,
-    rtol: float,
-    atol: float,
-) -> str | None:
-    """None when the candidate run on the whole batch matches the reference run sample by sample, else why
-    not (one line)."""
-    names = list(output_names) if output_names else [o.name for o in reference.get_outputs()]
-    singles = [reference.run(names, {input_name: batch[i : i + 1]}) for i in range(len(batch))]
-    quiet = _ort().RunOptions()
-    quiet.log_severity_level = 4  # a failure here is an expected outcome: no error log on stderr
-    try:
-        batched = candidate.run(names, {input_name: batch}, quiet)
-    except Exception as exc:  # onnxruntime raises its own exception types
-        return f"the rewritten model fails on a batch of {len(batch)}: {_error_line(exc)}"
-    for k, name in enumerate(names):
-        got = np.asarray(batched[k])
-        want = [np.asarray(s[k]) for s in singles]
-        if got.ndim == 0 or got.shape[0] != len(batch) or any(w.shape[:1] != (1,) for w in want):
-            return (
-                f"output {name!r} has shape {list(got.shape)} for a batch of {len(batch)} "
-                f"(and {list(want[0].shape)} for one input): it has no batch axis"
-            )
-        want_all = np.concatenate(want)
-        if got.shape != want_all.shape:
-            return f"output {name!r} has shape {list(got.shape)} batched but {list(want_all.shape)} one by one"
-        if not np.allclose(got, want_all, rtol=rtol, atol=atol, equal_nan=True):
-            diff = np.nanmax(np.abs(got.astype(np.float64) - want_all.astype(np.float64)))
-            return (
-                f"output {name!r} differs between a batch of {len(batch)} and one input at a time "
-                f"(max abs difference {diff:.3g}): the graph mixes samples or pins the batch"
-            )
-    return None
-
-
-def batched_model(
-    path,
-    *,
-    session_options=None,
-    providers: Sequence[str] | None = None,
-    reference=None,
-    input_name: str | None = None,
-    output_names: Sequence[str] | None = None,
-    samples: int = DEFAULT_SAMPLES,
-    seed: int = 0,
-    rtol: float = RTOL,
-    atol: float = ATOL,
-    sample_shape: Sequence[int] | None = None,
-    dim_param: str = BATCH_DIM_PARAM,
-) -> RewriteResult:
-    """Rewrite a fixed-batch-1 model for any batch size and check the result.
-
-    Never raises for a model that merely cannot be batched: ``ok`` is False and ``reason`` says why in one
-    line. It does raise OccludeError for a model that must not be loaded at all (unsafe external data, see
-    :func:`check_external_data`) and for ``samples`` < 2.
-
-    The check runs on onnxruntime's CPU provider, whatever ``providers`` says, so that it tests the graph and
-    not the numerics of a GPU: ``samples`` random inputs (uniform in [0, 1), ``seed``) go through the rewritten
-    model as one batch and through the original one at a time, and every compared output (``output_names``,
-    default all) must match within ``rtol``/``atol``. Cost: one load of the rewritten model plus
-    ``samples`` + 1 forward passes.
-
-    ``reference``: an existing CPU-only session of the original model (saves a load). ``session_options``:
-    the onnxruntime.SessionOptions for every session (default: full graph optimisation, quiet logs).
-    ``providers``: those of the returned session (default CPU; when CPU only, the validated session itself is
-    returned). ``sample_shape``: one sample's shape, for inputs with dynamic dimensions besides the batch.
-    Models with external data work: the weights are read (after the safety check) from the model's folder.
-    """
-    if samples < 2:
-        raise OccludeError(f"samples must be at least 2 to validate a batch, got {samples}")
-    path = Path(path)
-    providers = list(providers or ["CPUExecutionProvider"])
-    cpu = ["CPUExecutionProvider"]
-    model = load_model(path)  # OccludeError for unreadable files and unsafe external data
-    try:
-        inputs, outputs, dropped = make_batch_dynamic(model, dim_param)
-    except OccludeError as exc:
-        return RewriteResult(False, None, f"not rewritten: {exc}")
-    try:
-        data = _serialize(model, "the rewritten model")
-    except OccludeError as exc:
-        return RewriteResult(False, None, str(exc))
-    try:
-        if reference is None or list(reference.get_providers()) != cpu:
-            reference = _session(str(path), session_options, cpu)
-    except Exception as exc:
-        return RewriteResult(False, None, f"cannot load the original model: {_error_line(exc)}")
-    try:
-        candidate = _session(data, session_options, cpu)
-    except Exception as exc:
-        return RewriteResult(False, None, f"the rewritten model does not load: {_error_line(exc)}")
-    try:
-        node = _pick_input(reference, input_name)
-        batch = _random_batch(node, samples, seed, sample_shape)
-        problem = _compare_batched(reference, candidate, node.name, batch, output_names, rtol, atol)
-    except OccludeError as exc:
-        problem = str(exc)
-    except Exception as exc:
-        problem = f"validation failed: {_error_line(exc)}"
-    if problem is not None:
-        return RewriteResult(False, None, problem)
-    if providers != cpu:
-        try:
-            candidate = _session(data, session_options, providers)
-        except Exception as exc:
-            why = f"the rewritten model does not load on {providers[0]}: {_error_line(exc)}"
-            return RewriteResult(False, None, why)
-    summary = (
-        f"first dim 1 -> {dim_param!r} on input(s) {', '.join(inputs)}"
-        + (f" and output(s) {', '.join(outputs)}" if outputs else " (no output had a batch dim of 1)")
-        + (f"; dropped {dropped} value_info shape hint(s)" if dropped else "")
-    )
-    return RewriteResult(
-        True, candidate, f"{summary}; validated: a batch of {samples} matches one-at-a-time runs", model
-    )
-
-
-# --------------------------------------------------------------------------------------------------------
-# Inspection
-# --------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -546,11 +123,6 @@ def model_tensors(
                     TensorInfo(name, node.op_type, _shape_of(type_proto), _dtype_name(type_proto.tensor_type.elem_type))
                 )
     return out
-
-
-# --------------------------------------------------------------------------------------------------------
-# Graph analysis: who reads what, what depends on the input, which tensors dominate the outputs
-# --------------------------------------------------------------------------------------------------------
 
 
 def _subgraph_outer_reads(graph: onnx.GraphProto) -> set[str]:
@@ -696,11 +268,6 @@ def valid_cut_points(model: ModelOrPath) -> list[str]:
     path from the input to the outputs (they dominate the outputs, so nothing but them flows from the prefix
     to the suffix)."""
     return _Graph(load_model(model)).dominators()
-
-
-# --------------------------------------------------------------------------------------------------------
-# Splitting
-# --------------------------------------------------------------------------------------------------------
 
 
 @dataclass
