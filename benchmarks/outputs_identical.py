@@ -1,4 +1,4 @@
-"""Do the README's example commands give byte-identical outputs at a given commit and in the working tree?
+"""Do the manual's example commands give byte-identical outputs at a given commit and in the working tree?
 
 Runs every case below twice, once with the code of ``--base`` (checked out into a temporary ``git worktree``
 and put first on PYTHONPATH) and once with the working tree's code, each time in the same scratch folder (so

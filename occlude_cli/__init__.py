@@ -74,7 +74,7 @@ _EXPORTS = {
     "bias_folder": "runs.bias",
     "LayerSettings": "runs.layers",
     "layers_folder": "runs.layers",
-    "describe_layers": "runs.layers",
+    "describe_layers": "analyses.layers",
     "stability_image": "runs.stability",
 }
 
@@ -97,6 +97,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .analyses.estimate import baseline_check, estimate_run  # noqa: F401
     from .analyses.explain import describe_model, explain, explain_scales  # noqa: F401
     from .analyses.explanation import Explanation, ScaleStudy  # noqa: F401
+    from .analyses.layers import describe_layers  # noqa: F401
     from .analyses.options import ExplainOptions  # noqa: F401
     from .analyses.preprocessing import ModelOptions, open_model, resolve_preprocessing  # noqa: F401
     from .analyses.validate import compare_maps, faithfulness  # noqa: F401
@@ -112,7 +113,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .runs.check import check_folder  # noqa: F401
     from .runs.compare import CompareSettings, compare_folder, compare_image  # noqa: F401
     from .runs.events import RunEvents  # noqa: F401
-    from .runs.layers import LayerSettings, describe_layers, layers_folder  # noqa: F401
+    from .runs.layers import LayerSettings, layers_folder  # noqa: F401
     from .runs.regions import RegionSource  # noqa: F401
     from .runs.run import RunSettings, baseline_check_folder, estimate_folder, run_folder  # noqa: F401
     from .runs.stability import stability_image  # noqa: F401

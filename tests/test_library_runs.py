@@ -5,6 +5,8 @@ events, and library errors name parameters while the command line names the flag
 import json
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,7 @@ from occlude_cli.cli import app
 from occlude_cli.cli.common import flag, in_flags
 from occlude_cli.errors import in_words
 
-from conftest import SAMPLE_IMAGES, SAMPLE_MODELS
+from conftest import ROOT, SAMPLE_IMAGES, SAMPLE_MODELS
 
 DIGITS = str(SAMPLE_MODELS / "digits_cnn.onnx")
 
@@ -60,8 +62,26 @@ def files(folder: Path) -> dict:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_the_readme_three_line_folder_run(tmp_path, data):
-    """The README's three lines: a whole folder, its summary and its report."""
+def test_the_readme_three_line_folder_run_as_written(tmp_path):
+    """The README's Python block after <!-- library-folder-run --> (the manual repeats it), run as written
+    (three lines), in a folder that holds the sample models and images: the whole folder, its summary, its
+    aggregate and its report."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    manual = (ROOT / "docs" / "python-api.md").read_text(encoding="utf-8")
+    block = text.split("<!-- library-folder-run -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(block.strip().splitlines()) == 3, block
+    assert block in manual  # the manual shows the same three lines
+    for name in ("sample_models", "sample_images"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    done = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "{'ok': 7, 'failed': 0, 'skipped': 0} True", done.stdout
+    for name in ("summary.json", "summary.csv", "aggregate.png", "aggregate.npy", "index.html", "digit_3.json"):
+        assert (tmp_path / "maps" / name).is_file(), name
+
+
+def test_a_folder_run_from_python(tmp_path, data):
+    """A whole folder, its summary and its report, with the result's rows in input order."""
     result = run_folder(DIGITS, [data], tmp_path / "maps", aggregate=True, report=True, timing=False)
     counts = result.summary["counts"]
     assert counts == {"ok": 4, "skipped": 0, "failed": 0} and result.folder.complete and not result.failed

@@ -43,7 +43,7 @@ def baseline_check(
     a large mean change on random windows says the patch itself is what the model reacts to.
 
     Returns a JSON-ready dict: the target, its original score, the windows, and per baseline the mean change
-    ``original - occluded`` (positive: the confidence drops), the mean |change|, the largest |change| and the
+    ``original - occluded`` (positive: the confidence drops), the mean ``|change|``, the largest ``|change|`` and the
     fraction of copies whose top-1 class differs from the original's.
     """
     s = setup(model, image, options, preprocessing, labels, overrides)

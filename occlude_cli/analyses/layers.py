@@ -29,7 +29,7 @@ from ..errors import OccludeError
 from ..loaders.images import PreparedImage, Preprocessing, prepare_image
 from ..loaders.model import Head, OnnxClassifier, resolve_target
 from .options import ExplainOptions
-from .preprocessing import photo_preprocessing
+from .preprocessing import photo_preprocessing, resolve_preprocessing
 
 REPLACEMENTS = {
     "zero": "the channel becomes 0 everywhere (after a ReLU: 'switched off')",
@@ -526,3 +526,47 @@ def inner_tensors(
             }
         )
     return rows
+
+
+@dataclass
+class LayerListing:
+    """Every inner tensor of a model (``document``: what ``occlude info --layers --json`` prints) and whether the
+    receptive-field analysis gave each its field."""
+
+    document: dict
+    receptive_fields: bool
+
+
+def describe_layers(model, *, device: str = "auto") -> LayerListing:
+    """Every inner tensor of ``model`` with its op and shape, whether the model can be cut there (a valid
+    ``layer``), and its receptive field on the input where the receptive-field analysis knows it."""
+    classifier = model if isinstance(model, OnnxClassifier) else OnnxClassifier(model, device=device)
+    try:
+        preprocessing = resolve_preprocessing(classifier)
+        size = list(preprocessing.size)  # (H, W), or (D, H, W) for 3-D models
+        shape: Optional[List[int]] = (
+            [1, preprocessing.channels, *size]
+            if preprocessing.layout.startswith("NC")
+            else [1, *size, preprocessing.channels]
+        )
+    except OccludeError:  # dynamic height/width and no metadata: symbolic dims stay unknown ('?')
+        shape = None
+    rows = inner_tensors(classifier, shape)
+    fields = _receptive_fields(classifier.path, shape) if shape is not None else None
+    for row in rows:
+        row["receptive_field"] = fields.get(row["name"]) if fields is not None else None
+    return LayerListing({"model": str(model), "input_shape": shape, "tensors": rows}, fields is not None)
+
+
+def _receptive_fields(path: Path, shape: List[int]) -> Optional[dict]:
+    """name -> {"size": [h, w], "stride": [h, w]} from the receptive-field analysis, or None when it fails."""
+    from ..inference import receptive
+
+    try:
+        tensors = receptive.local_tensors(str(path), input_shape=shape)
+    except Exception:  # the analysis is optional here: no column rather than no listing
+        return None
+    return {
+        name: {"size": [t.rf[0].size, t.rf[1].size], "stride": [t.rf[0].stride, t.rf[1].stride]}
+        for name, t in tensors.items()
+    }

@@ -494,7 +494,7 @@ def _print_stability(result) -> None:
 def info_layers(model: Path, *, device: str = "auto", json_out: bool = False) -> None:
     """`occlude info MODEL --layers`: every inner tensor with its op and shape, whether the model can be cut there
     (a valid --layer), and its receptive field on the input where the receptive-field analysis knows it."""
-    from ..runs.layers import describe_layers
+    from ..analyses.layers import describe_layers
 
     listing = describe_layers(model, device=device)
     rows = listing.document["tensors"]

@@ -1,8 +1,7 @@
-"""``occlude layers`` and ``occlude info --layers`` from Python: occlusion inside the model. :func:`layers_folder`
-cuts the model at an inner tensor and replaces each channel (or, ``spatial``, each window of the feature map)
-on every input, aggregates the drops over the folder and writes layers.json/.csv, layers_images.csv,
-layers.png and activations.png (or STEM.spatial.* per input); :func:`describe_layers` lists where a model can be
-cut."""
+"""``occlude layers`` from Python: occlusion inside the model. :func:`layers_folder` cuts the model at an inner tensor
+and replaces each channel (or, ``spatial``, each window of the feature map) on every input, aggregates the drops
+over the folder and writes layers.json/.csv, layers_images.csv, layers.png and activations.png (or STEM.spatial.*
+per input). Where a model can be cut: :func:`occlude_cli.analyses.layers.describe_layers`."""
 
 from __future__ import annotations
 
@@ -23,16 +22,14 @@ from ..analyses.layers import (
     check_channels,
     check_replacement,
     dataset_channel_means,
-    inner_tensors,
     open_layer,
     spatial_occlusion,
     upsample_to_input,
 )
 from ..analyses.options import ExplainOptions, Size, as_size
-from ..analyses.preprocessing import ModelOptions, resolve_preprocessing
+from ..analyses.preprocessing import ModelOptions
 from ..errors import OccludeError
 from ..loaders.images import prepare_image
-from ..loaders.model import OnnxClassifier
 from ..outputs.analysis_write import layers_document, write_layers, write_spatial
 from ..outputs.write import check_output_folder
 from .common import Opened, find_inputs, open_checked
@@ -235,47 +232,3 @@ def _summarise(run: LayersRun, opened: Opened, settings: LayerSettings, out: Pat
             )
         )
     write_layers(out, run.cut, summary, run.results, run.settings, panels, top=settings.top)
-
-
-@dataclass
-class LayerListing:
-    """Every inner tensor of a model (``document``: what ``occlude info --layers --json`` prints) and whether the
-    receptive-field analysis gave each its field."""
-
-    document: dict
-    receptive_fields: bool
-
-
-def describe_layers(model, *, device: str = "auto") -> LayerListing:
-    """Every inner tensor of ``model`` with its op and shape, whether the model can be cut there (a valid
-    ``layer``), and its receptive field on the input where the receptive-field analysis knows it."""
-    classifier = model if isinstance(model, OnnxClassifier) else OnnxClassifier(model, device=device)
-    try:
-        preprocessing = resolve_preprocessing(classifier)
-        size = list(preprocessing.size)  # (H, W), or (D, H, W) for 3-D models
-        shape: Optional[List[int]] = (
-            [1, preprocessing.channels, *size]
-            if preprocessing.layout.startswith("NC")
-            else [1, *size, preprocessing.channels]
-        )
-    except OccludeError:  # dynamic height/width and no metadata: symbolic dims stay unknown ('?')
-        shape = None
-    rows = inner_tensors(classifier, shape)
-    fields = _receptive_fields(classifier.path, shape) if shape is not None else None
-    for row in rows:
-        row["receptive_field"] = fields.get(row["name"]) if fields is not None else None
-    return LayerListing({"model": str(model), "input_shape": shape, "tensors": rows}, fields is not None)
-
-
-def _receptive_fields(path: Path, shape: List[int]) -> Optional[dict]:
-    """name -> {"size": [h, w], "stride": [h, w]} from the receptive-field analysis, or None when it fails."""
-    from ..inference import receptive
-
-    try:
-        tensors = receptive.local_tensors(str(path), input_shape=shape)
-    except Exception:  # the analysis is optional here: no column rather than no listing
-        return None
-    return {
-        name: {"size": [t.rf[0].size, t.rf[1].size], "stride": [t.rf[0].stride, t.rf[1].stride]}
-        for name, t in tensors.items()
-    }
