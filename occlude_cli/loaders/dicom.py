@@ -138,7 +138,8 @@ def _decoded_pixels(ds: Any, path: str | Path) -> np.ndarray:
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     try:
         return np.asarray(ds.pixel_array)
-    except Exception as exc:  # noqa: BLE001 -- pydicom raises RuntimeError/NotImplementedError/ValueError depending on plugin
+    # pydicom raises RuntimeError, NotImplementedError or ValueError depending on the plugin
+    except Exception as exc:  # noqa: BLE001
         if syntax is not None and str(syntax) not in _UNCOMPRESSED_SYNTAXES:
             raise OccludeError(
                 f"path {path}: pixel data is compressed as '{syntax.name}' ({syntax}) and no installed decoder "

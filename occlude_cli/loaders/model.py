@@ -19,7 +19,9 @@ import numpy as np
 
 from ..core.casting import cast_checked
 from ..errors import OccludeError, first_line
-from ..inference.facts import file_sha256, final_operator, model_facts  # noqa: F401 -- file_sha256, final_operator: re-exported
+
+# file_sha256, final_operator: re-exported for callers that know them from here
+from ..inference.facts import file_sha256, final_operator, model_facts  # noqa: F401
 
 PREPROCESS_KEY = "occlude.preprocess"
 LABELS_KEY = "occlude.labels"
