@@ -20,11 +20,12 @@ from ..core.refine import refined_occlusion_sensitivity
 from ..errors import OccludeError
 from ..loaders.images import PreparedImage, Preprocessing
 from ..loaders.model import SCORE_NAMES, Head, OnnxClassifier, resolve_target, saturation_remedy
+from ..loaders.modelfiles import find_model_file
 from ..loaders.volumes import VolumePreprocessing
 from .explanation import Explanation, ScaleStudy
 from .options import ExplainOptions, score_name
 from .plan import Setup, setup
-from .preprocessing import resolve_preprocessing
+from .preprocessing import ModelOptions, preprocessing_for, resolve_labels
 from .scorers import window_scorer
 
 # A probability above this makes occlusion drops tiny and the map unreadable: suggest logits.
@@ -238,11 +239,16 @@ def explain_scales(
     return ScaleStudy(explanations=explanations, rank_correlation=matrix)
 
 
-def describe_model(model: Union[str, Path, OnnxClassifier], *, device: str = "auto") -> dict:
-    """What occlude reads from a model, as a JSON-ready dict: input, output, final operator, batching,
-    provider, the preprocessing it would use (or why it needs arguments) and the labels."""
+def describe_model(
+    model: Union[str, Path, OnnxClassifier], *, device: str = "auto", options: Optional[ModelOptions] = None
+) -> dict:
+    """What occlude reads from a model (a file or a folder holding one), as a JSON-ready dict: input, output,
+    final operator, batching, provider, the files read beside it, the preprocessing it would use with
+    ``options`` (each value's source in its ``sources``; or why it needs arguments) and the labels with their
+    source."""
+    options = options or ModelOptions()
     if not isinstance(model, OnnxClassifier):
-        model = OnnxClassifier(model, device=device)
+        model = OnnxClassifier(find_model_file(model), device=device)
     document = model.describe()
     document["input_type"] = model.dtype
     document["output_shape"] = [d if isinstance(d, int) and d > 0 else "dynamic" for d in model.output.shape]
@@ -250,9 +256,14 @@ def describe_model(model: Union[str, Path, OnnxClassifier], *, device: str = "au
     document["final_op"] = model.final_op
     document["fixed_batch"] = model.fixed_batch
     try:
-        document["preprocessing"] = resolve_preprocessing(model).describe()
+        document["preprocessing"] = preprocessing_for(model, options).describe()
     except OccludeError as exc:
         document["preprocessing"] = f"needs flags: {exc}"
-    document["labels"] = len(model.labels) if model.labels else None
-    document["label_names"] = list(model.labels) if model.labels else None
+    try:
+        names, source = resolve_labels(model, options.labels, options.preprocess)
+    except OccludeError as exc:
+        names, source = None, f"refused: {exc}"
+    document["labels"] = len(names) if names else None
+    document["labels_source"] = source
+    document["label_names"] = list(names) if names else None
     return document

@@ -4,16 +4,27 @@ explicit arguments, the model's metadata and its input shape (:func:`resolve_pre
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..errors import OccludeError
 from ..loaders import limits
 from ..loaders.images import Preprocessing, default_pixel_offset
-from ..loaders.model import OnnxClassifier, read_labels, resolve_threads
+from ..loaders.model import PREPROCESS_KEY, OnnxClassifier, read_labels, resolve_threads
+from ..loaders.modelfiles import (
+    IMAGENET,
+    PRESET_LABELS,
+    RESIZE_KEYS,
+    Level,
+    canonical,
+    find_model_file,
+    imagenet_labels,
+    preset_level,
+)
 from ..loaders.volumes import VOLUME_LAYOUTS, VolumePreprocessing, volume_preprocessing_from_metadata
 from .options import as_size, per_axis
 
@@ -21,8 +32,12 @@ from .options import as_size, per_axis
 @dataclass
 class ModelOptions:
     """Which model to load and how an image becomes its input (the library's defaults). ``labels``: a labels
-    file (one name per line) or the names themselves; ``max_memory``: the process-wide memory budget in bytes
-    (None: half the available memory, 256 MiB to 4 GiB)."""
+    file (one name per line), the names themselves, or ``"imagenet"`` (the ImageNet-1k names shipped with
+    occlude); ``resize_short``: resize the short side to this many pixels, then center-crop the input size
+    (torchvision's Resize(S) + CenterCrop); ``interpolation``: nearest, bilinear, bicubic or lanczos;
+    ``preprocess``: a preset (``"torchvision"``); ``max_memory``: the process-wide memory budget in bytes
+    (None: half the available memory, 256 MiB to 4 GiB). Values not given come from the model's metadata, then
+    the files beside it (see :func:`resolve_preprocessing`)."""
 
     device: str = "auto"
     threads: Optional[int] = None
@@ -38,6 +53,9 @@ class ModelOptions:
     input_name: Optional[str] = None
     output_name: Optional[str] = None
     max_memory: Optional[int] = None
+    resize_short: Optional[int] = None
+    interpolation: Optional[str] = None
+    preprocess: Optional[str] = None
 
 
 class OpenedModel(NamedTuple):
@@ -49,9 +67,10 @@ class OpenedModel(NamedTuple):
 
 
 def open_model(model: Union[str, Path, OnnxClassifier], options: Optional[ModelOptions] = None) -> OpenedModel:
-    """The model, its preprocessing and class names. Every option is checked before onnxruntime loads the model
-    (and the model file against the memory budget, from its graph alone); ``options.max_memory`` sets the
-    process-wide budget. An already loaded classifier is used as it is (its device and names stay)."""
+    """The model (a file, or a folder holding it: see :func:`~occlude_cli.loaders.modelfiles.find_model_file`),
+    its preprocessing and class names. Every option is checked before onnxruntime loads the model (and the model
+    file against the memory budget, from its graph alone); ``options.max_memory`` sets the process-wide budget.
+    An already loaded classifier is used as it is (its device and names stay)."""
     options = options or ModelOptions()
     if options.scale is not None and not (
         options.scale == options.scale and abs(options.scale) not in (0.0, float("inf"))
@@ -61,23 +80,33 @@ def open_model(model: Union[str, Path, OnnxClassifier], options: Optional[ModelO
         values = getattr(options, name)
         if values is not None and (not len(values) or not all(np.isfinite(np.asarray(values, dtype=float)))):
             raise OccludeError(f"{name} takes finite numbers, got {list(values)!r}", params=(name,))
+    if options.preprocess is not None:
+        preset_level(options.preprocess, "")  # a known preset, before the model loads
     limits.set_budget(options.max_memory)
     if isinstance(model, OnnxClassifier):
         classifier = model
     else:
         threads = resolve_threads(options.threads, force=options.force_threads)
-        limits.check_model_file(model)  # from the graph, before onnxruntime loads (and may run) it
+        path = find_model_file(model)
+        limits.check_model_file(path)  # from the graph, before onnxruntime loads (and may run) it
         classifier = OnnxClassifier(
-            model,
+            path,
             device=options.device,
             input_name=options.input_name,
             output_name=options.output_name,
             threads=threads,
         )
-    labels = options.labels
-    names = read_labels(labels) if isinstance(labels, (str, Path)) else (list(labels) if labels else None)
-    preprocessing = resolve_preprocessing(
-        classifier,
+    preprocessing = preprocessing_for(classifier, options)
+    names, source = resolve_labels(classifier, options.labels, options.preprocess)
+    if source is not None and isinstance(preprocessing, Preprocessing):
+        preprocessing = replace(preprocessing, sources=preprocessing.sources + (("labels", source),))
+    return OpenedModel(classifier, preprocessing, names)
+
+
+def preprocessing_for(model: OnnxClassifier, options: ModelOptions) -> Union[Preprocessing, VolumePreprocessing]:
+    """:func:`resolve_preprocessing` with the preprocessing values of ``options``."""
+    return resolve_preprocessing(
+        model,
         size=options.size,
         layout=options.layout,
         mean=options.mean,
@@ -85,8 +114,50 @@ def open_model(model: Union[str, Path, OnnxClassifier], options: Optional[ModelO
         scale=options.scale,
         bgr=options.bgr or None,
         resize=options.resize,
+        resize_short=options.resize_short,
+        interpolation=options.interpolation,
+        preset=options.preprocess,
     )
-    return OpenedModel(classifier, preprocessing, names)
+
+
+def resolve_labels(
+    model: OnnxClassifier, labels=None, preset: Optional[str] = None
+) -> Tuple[Optional[List[str]], Optional[str]]:
+    """The class names and where they came from, in order of precedence: ``labels`` (``"imagenet"``, a file
+    or the names), the model's metadata (``occlude.labels``), the files beside it (occlude.json ``labels``,
+    Hugging Face ``id2label``, timm ``label_names``), and last the ImageNet-1k names when a preset of ImageNet
+    models (``preset``, or occlude.json's ``preprocess``) meets a model with 1000 outputs. Names from a file
+    beside the model that do not match its number of classes are refused (give ``labels`` to override)."""
+    if isinstance(labels, str) and labels == IMAGENET:
+        return imagenet_labels(), "given: imagenet (occlude's ImageNet-1k list)"
+    if isinstance(labels, (str, Path)):
+        return read_labels(labels), f"given: {labels}"
+    if labels:
+        return list(labels), "given"
+    if model.labels:
+        classes = model.num_classes
+        if classes is not None and len(model.labels) != classes and model.labels_source == model.files.labels_source:
+            raise OccludeError(
+                f"{model.labels_source} names {len(model.labels)} classes but the model has {classes}: give labels",
+                params=("labels",),
+            )
+        return list(model.labels), model.labels_source
+    named = preset or model.files.preset_labels
+    if PRESET_LABELS.get(str(named), named) == IMAGENET and model.num_classes == 1000:
+        return imagenet_labels(), f"preset {preset or 'in occlude.json'}: ImageNet-1k names (1000 outputs)"
+    return None, None
+
+
+def _given_level(**given) -> Level:
+    return {key: (value, "given") for key, value in given.items() if value is not None}
+
+
+def _pick(levels: Sequence[Level], key: str) -> Optional[Tuple[Any, str]]:
+    """(value, source) of ``key`` from the first level that has it."""
+    for level in levels:
+        if key in level:
+            return level[key]
+    return None
 
 
 def resolve_preprocessing(
@@ -99,10 +170,17 @@ def resolve_preprocessing(
     scale: Optional[float] = None,
     bgr: Optional[bool] = None,
     resize: Optional[str] = None,
+    resize_short: Optional[int] = None,
+    interpolation: Optional[str] = None,
+    preset: Optional[str] = None,
 ) -> Union[Preprocessing, VolumePreprocessing]:
-    """Preprocessing from, in order of precedence: explicit arguments, the model's metadata, its input shape
-    and defaults (pixels / 255, no mean or std, stretch resize). 3-D models (5-D input, layout NCDHW or
-    NDHWC) get a :class:`VolumePreprocessing` from their metadata.
+    """Each value of the preprocessing from the first source that has it: the arguments given, the ``preset``
+    (``"torchvision"``), the model's metadata (``occlude.preprocess``) and input shape, the files beside the model
+    (``occlude.json``, Hugging Face ``preprocessor_config.json``, timm's ``config.json``), then the defaults
+    (pixels / 255, no mean or std, stretch, bilinear). The resize and crop come as one group (``resize``,
+    ``resize_short``, ``crop_pct``...) from the first source that has any of them. The result's ``sources``
+    says where each value came from. 3-D models (5-D input, layout NCDHW or NDHWC) get a
+    :class:`VolumePreprocessing` from their metadata.
 
     Integer inputs store the pixels as integers by default (scale 1, std 1; mean 0 for uint8, 128 for int8:
     ``pixel - 128``, see :func:`~occlude_cli.loaders.images.default_pixel_offset`). With a quantization in the
@@ -114,16 +192,67 @@ def resolve_preprocessing(
         if size is not None:  # (depth, height, width) for 3-D models with dynamic sizes
             meta["size"] = list(per_axis(as_size(size, "size"), 3, "size"))
         return volume_preprocessing_from_metadata(meta, model.input_shape, model.dtype, layout)
-    layout = (layout or meta.get("layout") or model.guess_layout() or "").upper()
+    if resize is not None and resize_short is not None and resize != "short-side":
+        raise OccludeError(
+            f"give resize or resize_short, not both (resize {resize}, resize_short {resize_short})",
+            params=("resize", "resize_short"),
+        )
+    given = _given_level(
+        layout=layout.upper() if layout else None,
+        scale=scale,
+        mean=list(mean) if mean is not None else None,
+        std=list(std) if std is not None else None,
+        resize=resize,
+        resize_short=resize_short,
+        interpolation=interpolation,
+    )
+    levels: List[Level] = [given]
+    if preset is not None:
+        levels.append(preset_level(preset, f"preset {preset}"))
+    if meta:
+        levels.append(canonical(meta, f"model metadata ({PREPROCESS_KEY})"))
+    levels += [level for _, level in model.files.levels]
+    sources: List[Tuple[str, str]] = []
+    layout, (height, width), color = _input_shape(model, levels, size, bool(bgr), sources)
+    values = _normalisation(model, levels, meta, sources)
+    mode, resize_to, crop_offset = _resize_group(levels, (height, width), sources)
+    picked_interpolation = _pick(levels, "interpolation") or ("bilinear", "default")
+    picked_resampler = _pick(levels, "resampler") or (None, "default")
+    sources += [("interpolation", picked_interpolation[1]), ("resampler", picked_resampler[1])]
+    return Preprocessing(
+        size=(int(height), int(width)),
+        layout=layout,
+        color=color,
+        scale=float(values["scale"]),
+        mean=tuple(float(v) for v in values["mean"]),
+        std=tuple(float(v) for v in values["std"]),
+        resize=mode,
+        dtype=model.dtype,
+        quantization=values["quantization"],
+        resize_to=resize_to,
+        interpolation=picked_interpolation[0],
+        crop_offset=crop_offset,
+        resampler=picked_resampler[0],
+        sources=tuple(sources),
+    )
+
+
+def _input_shape(model: OnnxClassifier, levels: Sequence[Level], size, bgr: bool, sources: list):
+    """(layout, (height, width), colour) from the levels and the model's input shape, their sources added to
+    ``sources``."""
+    picked = _pick(levels, "layout")
+    layout = picked[0] if picked else (model.guess_layout() or "")
     if layout not in ("NCHW", "NHWC"):
         raise OccludeError(
             f"cannot tell NCHW from NHWC in input shape {model.input_shape}: give layout nchw or nhwc",
             params=("layout",),
         )
+    sources.append(("layout", picked[1] if picked else "model input shape"))
     channels = model.channels(layout)
     if channels not in (1, 3, None):
         raise OccludeError(f"input has {channels} channels: occlude supports 1 (grey) or 3 (colour)")
     height, width = model.spatial_size(layout)
+    stated = _pick(levels[1:], "size")
     if size is not None:
         want = per_axis(as_size(size, "size"), 2, "size")
         for got, fixed, axis in ((want[0], height, "height"), (want[1], width, "width")):
@@ -131,27 +260,41 @@ def resolve_preprocessing(
                 raise OccludeError(
                     f"size {axis} {got} conflicts with the model's fixed input {axis} {fixed}", params=("size",)
                 )
-        height, width = want
-    if height is None or width is None:
-        if "size" in meta:
-            height, width = _metadata_size(meta["size"])
-        else:
+        (height, width), where = want, "given"
+    elif stated is not None:
+        (h, w), where = stated
+        if (height is not None and height != h) or (width is not None and width != w):
             raise OccludeError(
-                f"model input {model.input_shape} has dynamic height/width: give size (height, width)",
-                params=("size",),
+                f"{where} says {h}x{w} but the model's input is {height or 'dynamic'}x{width or 'dynamic'}: that "
+                "file does not describe this model",
             )
-    color = str(meta.get("color", "gray" if channels == 1 else "rgb")).lower()
+        if height is not None and width is not None:
+            where = "model input shape"
+        height, width = h, w
+    elif height is None or width is None:
+        raise OccludeError(
+            f"model input {model.input_shape} has dynamic height/width: give size (height, width)",
+            params=("size",),
+        )
+    else:
+        where = "model input shape"
+    sources.append(("size", where))
+    picked = _pick(levels, "color")
+    color, where = picked if picked else ("gray" if channels == 1 else "rgb", "default")
     if bgr:
-        color = "bgr"
+        color, where = "bgr", "given"
     if channels == 1:
-        color = "gray"
-    elif color == "gray":
-        raise OccludeError("model metadata says grey but the input has 3 channels")
-    given: dict = {
-        "scale": scale if scale is not None else meta.get("scale"),
-        "mean": mean if mean is not None else (_as_list(meta["mean"]) if "mean" in meta else None),
-        "std": std if std is not None else (_as_list(meta["std"]) if "std" in meta else None),
-    }
+        color, where = "gray", "model input shape (1 channel)"
+    elif color == "gray" and channels == 3:
+        raise OccludeError(f"{where} says grey but the input has 3 channels")
+    sources.append(("color", where))
+    return layout, (height, width), color
+
+
+def _normalisation(model: OnnxClassifier, levels: Sequence[Level], meta: dict, sources: list) -> dict:
+    """scale, mean, std (with their sources) and the input quantization of an integer input."""
+    picked = {key: _pick(levels, key) for key in ("scale", "mean", "std")}
+    given = {key: (value[0] if value is not None else None) for key, value in picked.items()}
     quantization = None
     defaults: dict = {"scale": 1 / 255, "mean": [0.0], "std": [1.0]}
     if np.dtype(model.dtype).kind in "iu":
@@ -161,18 +304,55 @@ def resolve_preprocessing(
             quantization = getattr(model, "input_quantization", None)
         if quantization is None:  # the input stores the pixels as integers (int8: pixel - 128)
             defaults = {"scale": 1.0, "mean": [default_pixel_offset(model.dtype)], "std": [1.0]}
-    picked = {k: (given[k] if given[k] is not None else defaults[k]) for k in given}
-    return Preprocessing(
-        size=(int(height), int(width)),
-        layout=layout,
-        color=color,
-        scale=float(picked["scale"]),
-        mean=tuple(float(v) for v in picked["mean"]),
-        std=tuple(float(v) for v in picked["std"]),
-        resize=str(resize or meta.get("resize", "stretch")),
-        dtype=model.dtype,
-        quantization=quantization,
-    )
+    out: dict = {"quantization": quantization}
+    for key in ("scale", "mean", "std"):
+        value = picked[key]
+        out[key] = value[0] if value is not None else defaults[key]
+        sources.append((key, value[1] if value is not None else "default"))
+    return out
+
+
+def _resize_group(levels: Sequence[Level], size: Tuple[int, int], sources: list):
+    """(mode, resize_to, crop_offset) from the first level that says anything about resizing."""
+    level = next((lv for lv in levels if any(k in lv for k in RESIZE_KEYS)), None)
+    if level is None:
+        sources.append(("resize", "default"))
+        return "stretch", None, "round"
+    if "resize_error" in level:
+        message, _ = level["resize_error"]
+        raise OccludeError(f"{message}: give resize or resize_short", params=("resize", "resize_short"))
+    stated = level.get("resize")
+    mode = stated[0] if stated else None
+    crop_offset = level.get("crop_offset", ("round", "default"))[0]
+    if "resize_short" in level:
+        value, where = level["resize_short"]
+        _same_mode(mode, "short-side", where)
+        picked: tuple = ("short-side", (value,), where)
+    elif "resize_size" in level:
+        value, where = level["resize_size"]
+        _same_mode(mode, "stretch", where)
+        picked = ("stretch", tuple(value), where)
+    elif "crop_pct" in level:
+        pct, where = level["crop_pct"]
+        mode = mode or "short-side"
+        if mode == "center-crop":
+            raise OccludeError(f"{where}: crop_pct needs resize short-side or stretch, not center-crop")
+        height, width = size
+        to = (
+            (math.floor(max(height, width) / pct),)
+            if mode == "short-side"
+            else (math.floor(height / pct), math.floor(width / pct))
+        )
+        picked = (mode, to, where)
+    else:
+        picked = (mode, None, stated[1])  # type: ignore[index]
+    sources.append(("resize", picked[2]))
+    return picked[0], picked[1], crop_offset
+
+
+def _same_mode(mode: Optional[str], want: str, where: str) -> None:
+    if mode is not None and mode != want:
+        raise OccludeError(f"{where} asks for resize {want} but the same source says resize {mode}")
 
 
 def _declared_quantization(meta: dict) -> Optional[Tuple[float, float]]:
@@ -196,19 +376,3 @@ def photo_preprocessing(model: OnnxClassifier, preprocessing: Optional[Preproces
     if not isinstance(resolved, Preprocessing):
         raise OccludeError("this analysis is for 2-D image models: this model takes 3-D volumes")
     return resolved
-
-
-def _as_list(value) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _metadata_size(value) -> Tuple[int, int]:
-    """The model metadata's ``size`` (outside text: "HxW", N or [h, w]) as (height, width)."""
-    try:
-        parts = str(value).lower().replace(" ", "").split("x") if isinstance(value, str) else value
-        numbers = [int(v) for v in (parts if isinstance(parts, (list, tuple)) else [parts])]
-    except (TypeError, ValueError):
-        numbers = []
-    if len(numbers) not in (1, 2) or min(numbers) < 1:
-        raise OccludeError(f"model metadata size must be N or HxW in pixels, got {value!r}")
-    return (numbers[0], numbers[0]) if len(numbers) == 1 else (numbers[0], numbers[1])

@@ -151,7 +151,7 @@ def _layers_line(events: AnalysisEvents, image, done) -> None:
 @user_errors
 @with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags)
 def layers(
-    model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx).")],
+    model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx), or a folder holding one.")],
     paths: Annotated[List[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
     layer: Annotated[
         str,
@@ -280,7 +280,7 @@ def _print_layers(run, layer: str, replacement: str, out: Path, top: int) -> Non
 @user_errors
 @with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags)
 def bias(
-    model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx).")],
+    model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx), or a folder holding one.")],
     paths: Annotated[List[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
     box: Annotated[
         Optional[Parsed],
@@ -387,7 +387,7 @@ def _print_bias(summary, region_text: str, out: Path) -> None:
 @user_errors
 @with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, medical=MedicalInputFlags)
 def stability(
-    model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx).")],
+    model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx), or a folder holding one.")],
     image: Annotated[
         Path,
         typer.Argument(

@@ -16,7 +16,6 @@ import inspect
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, Sequence
 
 import typer
@@ -149,8 +148,9 @@ def user_errors(command: Callable) -> Callable:
 # ------------------------------------------------------------------------------------- shared flags
 
 from ..core.baselines import BASELINES  # noqa: E402  (after the helpers above; core is cheap to import)
-from ..loaders.images import Layout, ResizeMode  # noqa: E402
+from ..loaders.images import Interpolation, Layout, ResizeMode  # noqa: E402
 from ..loaders.model import Device, ScoreKind  # noqa: E402
+from ..loaders.modelfiles import Preset  # noqa: E402
 
 _SCORE_HELP = (
     "What to explain: auto (default: probabilities as the model gives them; a one-output head as the "
@@ -215,8 +215,39 @@ class ModelFlags:
         Optional[ResizeMode],
         typer.Option(help="stretch (whole image) or center-crop (keep aspect, cut the long side)."),
     ] = None
+    resize_short: Annotated[
+        Optional[int],
+        typer.Option(
+            "--resize-short",
+            metavar="S",
+            rich_help_panel="Preprocessing",
+            help="Resize the short side to S pixels, then center-crop the input size: --resize-short 256 on a "
+            "224x224 model is torchvision's Resize(256) + CenterCrop(224).",
+        ),
+    ] = None
+    interpolation: Annotated[
+        Optional[Interpolation],
+        typer.Option(
+            rich_help_panel="Preprocessing",
+            help="Resize filter (Pillow's, antialiased) \\[default: the model's config, else bilinear].",
+        ),
+    ] = None
+    preprocess: Annotated[
+        Optional[Preset],
+        typer.Option(
+            rich_help_panel="Preprocessing",
+            help="A preset below the other flags: torchvision (ImageNet mean/std, --resize-short 256, bilinear; "
+            "ImageNet class names for 1000 outputs without labels).",
+        ),
+    ] = None
     labels: Annotated[
-        Optional[Path], typer.Option(help="Class names, one per line (overrides labels in the model's metadata).")
+        Optional[Parsed],
+        typer.Option(
+            parser=parse.labels,
+            metavar="FILE|imagenet",
+            help="Class names, one per line, or imagenet (the 1,000 ImageNet-1k names shipped with occlude); "
+            "overrides the model's own.",
+        ),
     ] = None
     input_name: Annotated[Optional[str], typer.Option("--input", help="Model input to feed, when it has several.")] = (
         None
@@ -250,6 +281,9 @@ class ModelFlags:
             scale=self.scale,
             bgr=self.bgr,
             resize=self.resize.value if self.resize else None,
+            resize_short=self.resize_short,
+            interpolation=self.interpolation.value if self.interpolation else None,
+            preprocess=self.preprocess.value if self.preprocess else None,
             labels=self.labels,
             input_name=self.input_name,
             output_name=self.output_name,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple, Union
 
 from ..errors import OccludeError
@@ -161,6 +162,14 @@ def memory(text: str) -> int:
     if not math.isfinite(value) or value < SMALLEST:
         raise OccludeError(f"--max-memory must be at least {human(SMALLEST)}, got {text!r}")
     return int(value)
+
+
+def labels(text: str) -> Union[str, Path]:
+    """--labels: 'imagenet' (the ImageNet-1k names shipped with occlude), else a labels file ('./imagenet' for
+    a file of that name)."""
+    from ..loaders.modelfiles import IMAGENET
+
+    return IMAGENET if text == IMAGENET else Path(text)
 
 
 def ray_address(text: str) -> str:

@@ -31,6 +31,8 @@ RUN_EXAMPLES = """
   occlude run sample_models/efficientnet_lite0.onnx sample_images/cat.jpg
   occlude run model.onnx photos/ --recursive --out maps/ --patch 32 --stride 16
   occlude run model.onnx img.png --baseline blur --target "Egyptian cat" --top-k 3
+  occlude run vit/ img.jpg                                          [dim]# an optimum export: its configs say how[/]
+  occlude run resnet50.onnx img.jpg --preprocess torchvision        [dim]# Resize(256), CenterCrop, ImageNet names[/]
   occlude run model.onnx 'data/**/*.jpg' --json --quiet | jq '.counts'
   occlude run model.onnx data/ --shard 2/4 --resume --out maps/   [dim]# one of 4 CI jobs[/]
   occlude run model.onnx img.png --patch 48 --stride 8 --refine     [dim]# about 4x fewer forward passes[/]
@@ -49,6 +51,7 @@ RUN_EXAMPLES = """
 SUMMARY_EXAMPLES = "[bold]Example[/]\n\n  occlude summary maps/ --json | jq '.counts'"
 INFO_EXAMPLES = (
     "[bold]Examples[/]\n\n  occlude info sample_models/efficientnet_lite0.onnx\n"
+    "  occlude info vit/                      [dim]# a model folder: preprocessing and labels from its configs[/]\n"
     "  occlude info sample_models/digits_cnn.onnx --labels\n"
     "  occlude info model.onnx --json | jq .preprocessing\n"
     "  occlude info sample_models/efficientnet_lite0.onnx --layers   [dim]# cut points for occlude layers[/]"
@@ -59,7 +62,11 @@ INFO_EXAMPLES = (
 @with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags, medical=MedicalFlags)
 def run(
     model: Annotated[
-        Path, typer.Argument(help="ONNX classifier (.onnx) with one image input and a (batch, classes) output.")
+        Path,
+        typer.Argument(
+            help="ONNX classifier (.onnx) with one image input and a (batch, classes) output, or a folder holding "
+            "one (model.onnx): its Hugging Face, timm or occlude.json config gives the preprocessing and labels."
+        ),
     ],
     paths: Annotated[
         List[str], typer.Argument(help="Image files, folders or glob patterns ('data/**/*.png').", show_default=False)
@@ -340,7 +347,7 @@ def summary(
 
 @user_errors
 def info(
-    model: Annotated[Path, typer.Argument(help="ONNX classifier.")],
+    model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx), or a folder holding one.")],
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     labels: Annotated[bool, typer.Option("--labels", help="List the class names with their indices.")] = False,
     layers: Annotated[
@@ -370,7 +377,10 @@ def info(
     if labels:
         names = document.get("label_names") or []
         if not names:
-            raise OccludeError(f"{model} has no labels in its metadata (occlude.labels); pass --labels FILE to run")
+            raise OccludeError(
+                f"{model} has no labels (metadata occlude.labels, config.json, occlude.json); pass --labels FILE or "
+                "--labels imagenet to run"
+            )
         for index, name in enumerate(names):
             stdout.print(f"{index:>5}  {safe(name)}")
         return

@@ -135,15 +135,19 @@ def info_text(d: dict) -> str:
         )
     elif isinstance(pre, dict):
         pre_text = (
-            f"{pre['layout']} {pre['size'][0]}x{pre['size'][1]} {pre['color']}, resize {pre['resize']}, "
+            f"{pre['layout']} {pre['size'][0]}x{pre['size'][1]} {pre['color']}, {_geometry(pre)}, "
             f"{pre['formula']} (mean/std in RGB order)"
         )
     else:
         pre_text = str(pre)
     names = d.get("label_names")
     shown = (
-        (", ".join(names[:5]) + (", ..." if len(names) > 5 else "")) if names else "none (pass --labels FILE to run)"
+        (", ".join(names[:5]) + (", ..." if len(names) > 5 else ""))
+        if names
+        else "none (pass --labels FILE or --labels imagenet to run)"
     )
+    if d.get("labels_source"):
+        shown += f" (from {d['labels_source']})"
     rows = [
         ("path", d["path"]),
         ("sha256", d["sha256"]),
@@ -156,10 +160,25 @@ def info_text(d: dict) -> str:
         ("final_op", d["final_op"] or "unknown"),
         ("batching", d["batching"]),
         ("provider", d["provider"]),
+        ("files", ", ".join(d.get("files") or []) or "none beside the model"),
         ("preprocessing", pre_text),
-        ("labels", f"{len(names) if names else 0}: {shown}"),
     ]
+    sources = pre.get("sources", {}) if isinstance(pre, dict) else {}
+    rows += [("", f"{key}: {where if where == 'default' else 'from ' + where}") for key, where in sources.items()]
+    rows.append(("labels", f"{len(names) if names else 0}: {shown}"))
     return "\n".join(f"[bold]{key:<14}[/]{safe(str(value))}" for key, value in rows)
+
+
+def _geometry(pre: dict) -> str:
+    """The resize and crop of a preprocessing document in words."""
+    h, w = pre["size"]
+    how = f"{pre.get('interpolation', 'bilinear')}, {pre.get('resampler', 'float')} resampler"
+    to = pre.get("resize_to")
+    if pre["resize"] == "short-side" and to:
+        return f"resize short side to {to[0]} ({how}), center crop {h}x{w}"
+    if pre["resize"] == "stretch" and to:
+        return f"stretch to {to[0]}x{to[1]} ({how}), center crop {h}x{w}"
+    return f"resize {pre['resize']} ({how})"
 
 
 def _shape(shape) -> str:

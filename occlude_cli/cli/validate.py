@@ -105,7 +105,7 @@ class CompareEvents(RunEvents):
 @user_errors
 @with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, medical=MedicalInputFlags)
 def compare(
-    model: Path = typer.Argument(..., help="ONNX classifier (.onnx)."),
+    model: Path = typer.Argument(..., help="ONNX classifier (.onnx), or a folder holding one."),
     image: Path = typer.Argument(..., help="The image the other map explains, or a folder of images (with --maps)."),
     other_map: Optional[Path] = typer.Argument(
         None,
@@ -263,7 +263,7 @@ class CheckEvents(RunEvents):
 @user_errors
 @with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags)
 def check(
-    model: Path = typer.Argument(..., help="ONNX classifier (.onnx)."),
+    model: Path = typer.Argument(..., help="ONNX classifier (.onnx), or a folder holding one."),
     paths: List[str] = typer.Argument(..., help="Image files, folders or glob patterns.", show_default=False),
     box: Optional[Parsed] = typer.Option(
         None,

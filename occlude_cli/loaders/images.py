@@ -14,7 +14,7 @@ import zlib
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -38,9 +38,34 @@ class ResizeMode(str, Enum):
     center_crop = "center-crop"
 
 
+class Interpolation(str, Enum):
+    """The resampling filter (Pillow's, antialiased when shrinking, as torchvision's ``antialias=True``)."""
+
+    nearest = "nearest"
+    bilinear = "bilinear"
+    bicubic = "bicubic"
+    lanczos = "lanczos"
+
+
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("rgb", "bgr", "gray")
-RESIZE_MODES = ("stretch", "center-crop")
+# stretch: the whole image to the input size (or to ``resize_to`` (h, w), then a center crop); center-crop: the
+# short side fitted to the input, the long side cut; short-side: the short side to ``resize_to`` (S,), then a
+# center crop (torchvision's Resize(S) + CenterCrop)
+RESIZE_MODES = ("stretch", "center-crop", "short-side")
+INTERPOLATIONS = tuple(i.value for i in Interpolation)
+# where a center crop starts when the margin is odd: round(margin / 2), half to even (torchvision, timm), or
+# margin // 2 (transformers)
+CROP_OFFSETS = ("round", "floor")
+# pil: Pillow's filters on the 8-bit image, rounded to 8 bits after each pass, as Pillow (and so torchvision,
+# timm and transformers on PIL images) resizes; float: the same filters on float32 pixels, never rounded
+RESAMPLERS = ("pil", "float")
+_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
 
 
 # Where the pixels 0..255 go in an integer input when nothing says otherwise: types that hold 0..255 take the
@@ -71,6 +96,11 @@ class Preprocessing:
     The whole 0..255 pixel range is checked against the type when the preprocessing is made: parameters
     that would put any pixel outside the type's range (int8 fed ``pixel * 1``, float16 overflow) are
     refused with one OccludeError, before any image is read.
+
+    How the photo becomes ``size`` pixels: ``resize`` (see :data:`RESIZE_MODES`) with ``resize_to`` ((S,) for
+    ``short-side``; (h, w) for a ``stretch`` followed by a center crop), the ``interpolation`` filter, the
+    ``crop_offset`` rounding of an odd margin and the ``resampler`` (``pil`` or ``float``; None: ``pil`` for
+    ``short-side``, else ``float``). ``sources``: (value, where it came from) pairs, recorded, never compared.
     """
 
     size: Tuple[int, int]
@@ -82,17 +112,21 @@ class Preprocessing:
     resize: str = "stretch"
     dtype: str = "float32"
     quantization: Optional[Tuple[float, float]] = None  # (scale, zero_point) of an integer input
+    resize_to: Optional[Tuple[int, ...]] = None
+    interpolation: str = "bilinear"
+    crop_offset: str = "round"
+    resampler: Optional[str] = None
+    sources: Tuple[Tuple[str, str], ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise OccludeError(f"unknown layout {self.layout!r}: use one of {', '.join(LAYOUTS)}")
         if self.color not in COLORS:
             raise OccludeError(f"unknown colour mode {self.color!r}: use one of {', '.join(COLORS)}")
-        if self.resize not in RESIZE_MODES:
-            raise OccludeError(f"unknown resize mode {self.resize!r}: use one of {', '.join(RESIZE_MODES)}")
         h, w = self.size
         if h < 1 or w < 1:
             raise OccludeError(f"input size must be positive, got {h}x{w}")
+        self._check_resize()
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, self.channels):
                 want = "1 value" if self.channels == 1 else f"1 or {self.channels} values (R,G,B)"
@@ -118,6 +152,41 @@ class Preprocessing:
                     f"input quantization zero point must be a whole number in {lo:.0f}..{hi:.0f}, got {zero_point}"
                 )
         self._check_pixel_range()
+
+    def _check_resize(self) -> None:
+        """The resize mode, its target, the filter, the crop offset and the resampler (None: pil for
+        short-side, else float); a resize target the input would not fit in (the crop would need padding)."""
+        for name, value, allowed in (
+            ("resize", self.resize, RESIZE_MODES),
+            ("interpolation", self.interpolation, INTERPOLATIONS),
+            ("crop_offset", self.crop_offset, CROP_OFFSETS),
+            ("resampler", self.resampler or "pil", RESAMPLERS),
+        ):
+            if value not in allowed:
+                raise OccludeError(f"unknown {name} {value!r}: use one of {', '.join(allowed)}", params=(name,))
+        if self.resampler is None:
+            object.__setattr__(self, "resampler", "pil" if self.resize == "short-side" else "float")
+        h, w = self.size
+        target = tuple(int(v) for v in self.resize_to) if self.resize_to is not None else None
+        object.__setattr__(self, "resize_to", target)
+        if self.resize == "short-side":
+            if target is None or len(target) != 1:
+                raise OccludeError("resize short-side needs resize_to (S,): the short side S", params=("resize_to",))
+            if target[0] < max(h, w):
+                raise OccludeError(
+                    f"resize_short {target[0]} is smaller than the input size {h}x{w}: the short side must be at "
+                    f"least {max(h, w)} for the center crop to fit every photo",
+                    params=("resize_short",),
+                )
+        elif self.resize == "stretch" and target is not None:
+            if len(target) != 2 or target[0] < h or target[1] < w:
+                raise OccludeError(
+                    f"resize_to for stretch must be (height, width) of at least the input size {h}x{w}, got "
+                    f"{list(target)}",
+                    params=("resize_to",),
+                )
+        elif target is not None:
+            raise OccludeError(f"resize {self.resize} takes no resize_to, got {list(target)}", params=("resize_to",))
 
     @property
     def channels(self) -> int:
@@ -218,6 +287,20 @@ class Preprocessing:
         """The conversion as one line, e.g. ``input = round((pixel * 1 - 128) / 1) as int8 (-128..127)``."""
         return f"input = {self.expression} as {self.dtype} ({describe_range(self.dtype).split(' holds ', 1)[1]})"
 
+    @property
+    def geometry(self) -> str:
+        """The resize and crop in words, e.g. ``short side to 256 (bilinear, pil), center crop 224x224``."""
+        h, w = self.size
+        how = f"({self.interpolation}, {self.resampler})"
+        if self.resize == "short-side":
+            return f"short side to {self.resize_to[0]} {how}, center crop {h}x{w}"  # type: ignore[index]
+        if self.resize == "stretch" and self.resize_to:
+            rh, rw = self.resize_to
+            return f"stretch to {rh}x{rw} {how}, center crop {h}x{w}"
+        if self.resize == "stretch":
+            return f"stretch to {h}x{w} {how}"
+        return f"center-crop (short side fitted to {h}x{w}, long side cut) {how}"
+
     def describe(self) -> dict:
         return {
             "size": list(self.size),
@@ -227,11 +310,16 @@ class Preprocessing:
             "mean": list(self.mean),
             "std": list(self.std),
             "resize": self.resize,
+            "resize_to": list(self.resize_to) if self.resize_to else None,
+            "interpolation": self.interpolation,
+            "crop_offset": self.crop_offset,
+            "resampler": self.resampler,
             "dtype": self.dtype,
             "quantization": (
                 {"scale": self.quantization[0], "zero_point": self.quantization[1]} if self.quantization else None
             ),
             "formula": self.formula,
+            "sources": dict(self.sources),
         }
 
 
@@ -406,34 +494,116 @@ def image_pixels(image: Image.Image, color: str) -> np.ndarray:
     return rgb[..., ::-1].copy() if color == "bgr" else rgb
 
 
-def crop_box_for(
-    original_size: Tuple[int, int], target_size: Tuple[int, int], mode: str
-) -> Tuple[float, float, float, float]:
-    """The region (left, top, right, bottom) of the original that the model input covers."""
+class Geometry(NamedTuple):
+    """Where a photo's pixels go: ``resized`` (width, height) the whole photo is resized to before the crop
+    (None for center-crop, which resamples the crop box alone), ``crop`` (left, top) of the crop in the resized
+    photo, and ``box`` (left, top, right, bottom): the region of the original that the model input covers."""
+
+    resized: Optional[Tuple[int, int]]
+    crop: Tuple[int, int]
+    box: Tuple[float, float, float, float]
+
+
+def _offset(margin: int, rounding: str) -> int:
+    """Where a center crop starts in a margin of ``margin`` pixels: torchvision's and timm's
+    ``int(round(margin / 2))`` (half to even) or transformers' ``margin // 2``."""
+    return int(round(margin / 2.0)) if rounding == "round" else margin // 2
+
+
+def resize_geometry(
+    original_size: Tuple[int, int],
+    target_size: Tuple[int, int],
+    mode: str,
+    resize_to: Optional[Sequence[int]] = None,
+    crop_offset: str = "round",
+) -> Geometry:
+    """The resize and crop of a photo of ``original_size`` (width, height) into ``target_size`` (height,
+    width). ``short-side``: the short side to S = ``resize_to[0]``, the long side to ``int(S * long / short)``
+    (torchvision's Resize(S) and transformers' ``shortest_edge``), then a center crop; ``stretch`` with
+    ``resize_to`` (h, w): the whole photo to (h, w), then a center crop; ``stretch`` alone: the whole photo to the
+    target; ``center-crop``: the short side fitted to the target, the long side cut (a fractional box)."""
     width, height = original_size
     th, tw = target_size
-    if mode == "stretch":
-        return (0.0, 0.0, float(width), float(height))
-    factor = min(width / tw, height / th)  # center-crop: scale the short side to fit, cut the long one
-    cw, ch = tw * factor, th * factor
-    left, top = (width - cw) / 2.0, (height - ch) / 2.0
-    return (left, top, left + cw, top + ch)
+    if mode == "center-crop":
+        factor = min(width / tw, height / th)
+        cw, ch = tw * factor, th * factor
+        left, top = (width - cw) / 2.0, (height - ch) / 2.0
+        return Geometry(None, (0, 0), (left, top, left + cw, top + ch))
+    if mode == "short-side" and resize_to:
+        s = int(resize_to[0])
+        if width <= height:
+            rw, rh = s, int(s * height / width)
+        else:
+            rh, rw = s, int(s * width / height)
+    elif mode == "stretch" and resize_to:
+        rh, rw = int(resize_to[0]), int(resize_to[1])
+    else:
+        return Geometry((tw, th), (0, 0), (0.0, 0.0, float(width), float(height)))
+    left, top = _offset(rw - tw, crop_offset), _offset(rh - th, crop_offset)
+    sx, sy = width / rw, height / rh
+    return Geometry((rw, rh), (left, top), (left * sx, top * sy, (left + tw) * sx, (top + th) * sy))
 
 
-def resize_pixels(pixels: np.ndarray, size: Tuple[int, int], box: Tuple[float, float, float, float]) -> np.ndarray:
-    """Resize (H, W, C) float pixels, taking only ``box`` of the source, to ``size`` (H, W), bilinear with antialias."""
+def crop_box_for(
+    original_size: Tuple[int, int], target_size: Tuple[int, int], mode: str, resize_to=None, crop_offset="round"
+) -> Tuple[float, float, float, float]:
+    """The region (left, top, right, bottom) of the original that the model input covers."""
+    return resize_geometry(original_size, target_size, mode, resize_to, crop_offset).box
+
+
+def resize_pixels(
+    pixels: np.ndarray,
+    size: Tuple[int, int],
+    box: Tuple[float, float, float, float],
+    interpolation: str = "bilinear",
+) -> np.ndarray:
+    """Resize (H, W, C) float pixels, taking only ``box`` of the source, to ``size`` (H, W) with Pillow's
+    ``interpolation`` filter in float32 (antialiased when shrinking). Bicubic and Lanczos overshoot is clipped
+    to 0..255, as Pillow does for 8-bit images."""
     h, w = size
     if pixels.shape[:2] == (h, w) and box == (0.0, 0.0, float(w), float(h)):
         return pixels.astype(np.float32, copy=True)
     channels = [
         np.asarray(
             Image.fromarray(np.ascontiguousarray(pixels[..., c]), mode="F").resize(
-                (w, h), Image.Resampling.BILINEAR, box=box
+                (w, h), _FILTERS[interpolation], box=box
             )
         )
         for c in range(pixels.shape[-1])
     ]
-    return np.stack(channels, axis=-1).astype(np.float32)
+    out = np.stack(channels, axis=-1).astype(np.float32)
+    return np.clip(out, 0.0, 255.0, out=out) if interpolation in ("bicubic", "lanczos") else out
+
+
+def resample_image(image: Image.Image, preprocessing: Preprocessing) -> Tuple[np.ndarray, Geometry]:
+    """The photo resized and cropped to the model's input: (H, W, C) float32 pixels in 0..255 (model colour
+    order) and the geometry. The ``pil`` resampler runs Pillow on the 8-bit image (an 'F' image of a 16-bit
+    file stays float) and, as torchvision, timm and transformers do, resizes the whole photo, then cuts the
+    crop: the same 8-bit numbers as those libraries on a PIL image. A resized photo larger than the original
+    and than four model inputs (an extreme aspect ratio) is resampled from the crop box alone (within one
+    8-bit level). The ``float`` resampler filters float32 pixels from the crop box, never rounded."""
+    pre = preprocessing
+    geometry = resize_geometry(image.size, pre.size, pre.resize, pre.resize_to, pre.crop_offset)
+    th, tw = pre.size
+    if pre.resampler == "float":
+        pixels = resize_pixels(image_pixels(image, pre.color), pre.size, geometry.box, pre.interpolation)
+        return pixels, geometry
+    if pre.color == "gray" and image.mode == "RGB":
+        image = image.convert("L")
+    whole = geometry.resized
+    width, height = image.size
+    if whole is not None and whole[0] * whole[1] <= max(width * height, 4 * tw * th):
+        if whole != (width, height):
+            image = image.resize(whole, _FILTERS[pre.interpolation])
+        left, top = geometry.crop
+        if (left, top, tw, th) != (0, 0) + whole:
+            image = image.crop((left, top, left + tw, top + th))
+    elif (tw, th) != (width, height) or geometry.box != (0.0, 0.0, float(width), float(height)):
+        image = image.resize((tw, th), _FILTERS[pre.interpolation], box=geometry.box)
+    pixels = image_pixels(image, pre.color)
+    if image.mode == "F" and pre.interpolation in ("bicubic", "lanczos"):
+        np.clip(pixels, 0.0, 255.0, out=pixels)
+    return pixels, geometry
 
 
 def prepare_image(image, preprocessing: Preprocessing) -> PreparedImage:
@@ -444,14 +614,13 @@ def prepare_image(image, preprocessing: Preprocessing) -> PreparedImage:
         image = load_image(path)
     else:
         image = normalise_mode(ImageOps.exif_transpose(image))
-    box = crop_box_for(image.size, preprocessing.size, preprocessing.resize)
-    pixels = resize_pixels(image_pixels(image, preprocessing.color), preprocessing.size, box)
+    pixels, geometry = resample_image(image, preprocessing)
     return PreparedImage(
         path=path,
         original=image,
         pixels=pixels,
         model_input=preprocessing.normalise(pixels),
-        crop_box=box,
+        crop_box=geometry.box,
         preprocessing=preprocessing,
     )
 

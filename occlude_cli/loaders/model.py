@@ -22,6 +22,7 @@ from ..errors import OccludeError, first_line
 
 # file_sha256, final_operator: re-exported for callers that know them from here
 from ..inference.facts import file_sha256, final_operator, model_facts  # noqa: F401
+from .modelfiles import find_model_file, read_model_files
 
 PREPROCESS_KEY = "occlude.preprocess"
 LABELS_KEY = "occlude.labels"
@@ -318,11 +319,14 @@ class OnnxClassifier:
         io_binding: Optional[bool] = None,
         batch_rewrite: bool = True,
     ) -> None:
-        self.path = Path(path)
+        self.path = find_model_file(path)  # a folder: its model.onnx or only .onnx file
         if not self.path.exists():
             raise OccludeError(f"model not found: {self.path}")
         if self.path.is_dir():
             raise OccludeError(f"expected an .onnx model file, got a folder: {self.path}")
+        # the files beside it (Hugging Face, timm, occlude.json): read before the session, so a bad one is
+        # refused before onnxruntime loads anything
+        self.files = read_model_files(self.path)
         # before anything reads weights: no location outside the model's folder (and the graph facts, read
         # once per model file: see inference.facts)
         facts = model_facts(self.path)
@@ -389,6 +393,10 @@ class OnnxClassifier:
         self.metadata_preprocessing = _json_metadata(meta, PREPROCESS_KEY, dict, self.path)
         labels = _json_metadata(meta, LABELS_KEY, list, self.path)
         self.labels: Optional[List[str]] = [str(v) for v in labels] if labels is not None else None
+        # where the class names come from: the metadata, else the files beside the model
+        self.labels_source: Optional[str] = f"model metadata ({LABELS_KEY})" if labels is not None else None
+        if self.labels is None and self.files.labels is not None:
+            self.labels, self.labels_source = list(self.files.labels), self.files.labels_source
         self.final_op = facts.final_ops.get(self.output.name)
         # (scale, zero_point) when the graph dequantizes its integer image input right away; the metadata's
         # occlude.preprocess "quantization" overrides it (see resolve_preprocessing)
@@ -537,6 +545,7 @@ class OnnxClassifier:
             "provider": self.provider,
             "io_binding": self.io_binding,
             "batching": self.batching,
+            "files": list(self.files.found),
         }
 
 
