@@ -155,3 +155,35 @@ def linear_head_model(
         out = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", k])
     graph = helper.make_graph(nodes, "linear_head", [image], [out], initializer=inits)
     return _save(graph, path)
+
+
+def mean_colour_model(
+    path: Path,
+    classes: int = 1000,
+    *,
+    input_name: str = "pixel_values",
+    shape: Sequence = ("batch_size", "num_channels", "height", "width"),
+    seed: int = 0,
+    metadata: Optional[dict] = None,
+) -> Path:
+    """logits = W . (the input's mean over height and width, per channel) + b, W (classes, 3) and b seeded: a
+    classifier whose answer is known exactly for any input tensor. The default input is laid out as optimum
+    exports transformers' image models (``pixel_values``, every axis dynamic; output ``logits``)."""
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(size=(classes, 3)).astype(np.float32)
+    bias = rng.normal(scale=0.1, size=classes).astype(np.float32)
+    image = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(shape))
+    nodes = [
+        helper.make_node("ReduceMean", [input_name], ["means"], axes=[2, 3], keepdims=0),
+        helper.make_node("Gemm", ["means", "W", "b"], ["logits"], transB=1),
+    ]
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [shape[0], classes])
+    inits = [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")]
+    return _save(helper.make_graph(nodes, "mean_colour", [image], [out], initializer=inits), path, metadata)
+
+
+def mean_colour_logits(path: Path, x: np.ndarray) -> np.ndarray:
+    """What :func:`mean_colour_model` at ``path`` computes for one (3, H, W) sample, from its own weights."""
+    model = onnx.load(str(path))
+    tensors = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return tensors["W"].astype(np.float64) @ x.reshape(3, -1).mean(axis=1) + tensors["b"]

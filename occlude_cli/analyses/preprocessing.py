@@ -35,6 +35,7 @@ class ModelOptions:
     file (one name per line), the names themselves, or ``"imagenet"`` (the ImageNet-1k names shipped with
     occlude); ``resize_short``: resize the short side to this many pixels, then center-crop the input size
     (torchvision's Resize(S) + CenterCrop); ``interpolation``: nearest, bilinear, bicubic or lanczos;
+    ``resampler``: pil, torch or float (see :data:`~occlude_cli.loaders.images.RESAMPLERS`);
     ``preprocess``: a preset (``"torchvision"``); ``max_memory``: the process-wide memory budget in bytes
     (None: half the available memory, 256 MiB to 4 GiB). Values not given come from the model's metadata, then
     the files beside it (see :func:`resolve_preprocessing`)."""
@@ -56,6 +57,7 @@ class ModelOptions:
     resize_short: Optional[int] = None
     interpolation: Optional[str] = None
     preprocess: Optional[str] = None
+    resampler: Optional[str] = None
 
 
 class OpenedModel(NamedTuple):
@@ -117,6 +119,7 @@ def preprocessing_for(model: OnnxClassifier, options: ModelOptions) -> Union[Pre
         resize_short=options.resize_short,
         interpolation=options.interpolation,
         preset=options.preprocess,
+        resampler=options.resampler,
     )
 
 
@@ -173,6 +176,7 @@ def resolve_preprocessing(
     resize_short: Optional[int] = None,
     interpolation: Optional[str] = None,
     preset: Optional[str] = None,
+    resampler: Optional[str] = None,
 ) -> Union[Preprocessing, VolumePreprocessing]:
     """Each value of the preprocessing from the first source that has it: the arguments given, the ``preset``
     (``"torchvision"``), the model's metadata (``occlude.preprocess``) and input shape, the files beside the model
@@ -205,6 +209,7 @@ def resolve_preprocessing(
         resize=resize,
         resize_short=resize_short,
         interpolation=interpolation,
+        resampler=resampler,
     )
     levels: List[Level] = [given]
     if preset is not None:

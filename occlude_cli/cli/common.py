@@ -148,7 +148,7 @@ def user_errors(command: Callable) -> Callable:
 # ------------------------------------------------------------------------------------- shared flags
 
 from ..core.baselines import BASELINES  # noqa: E402  (after the helpers above; core is cheap to import)
-from ..loaders.images import Interpolation, Layout, ResizeMode  # noqa: E402
+from ..loaders.images import Interpolation, Layout, Resampler, ResizeMode  # noqa: E402
 from ..loaders.model import Device, ScoreKind  # noqa: E402
 from ..loaders.modelfiles import Preset  # noqa: E402
 
@@ -232,6 +232,15 @@ class ModelFlags:
             help="Resize filter (Pillow's, antialiased) \\[default: the model's config, else bilinear].",
         ),
     ] = None
+    resampler: Annotated[
+        Optional[Resampler],
+        typer.Option(
+            rich_help_panel="Preprocessing",
+            help="Whose resize arithmetic: pil (Pillow on the 8-bit photo, as torchvision, timm and transformers on "
+            "PIL images), torch (torchvision's uint8 tensor kernels: read_image, transformers 5's default) or float "
+            "\\[default: pil with --resize-short or a model config, else float].",
+        ),
+    ] = None
     preprocess: Annotated[
         Optional[Preset],
         typer.Option(
@@ -284,6 +293,7 @@ class ModelFlags:
             resize_short=self.resize_short,
             interpolation=self.interpolation.value if self.interpolation else None,
             preprocess=self.preprocess.value if self.preprocess else None,
+            resampler=self.resampler.value if self.resampler else None,
             labels=self.labels,
             input_name=self.input_name,
             output_name=self.output_name,

@@ -160,7 +160,7 @@ def _check_tensor_location(tensor: onnx.TensorProto, where: str, folder: Path) -
     except (OSError, RuntimeError):
         raise OccludeError(f"{prefix}: the file does not exist next to the model") from None
     root = folder.resolve()
-    if resolved != root and root not in resolved.parents:
+    if resolved != root and root not in resolved.parents and not _hub_blob(folder, target, resolved):
         raise OccludeError(f"{prefix}: it resolves to {resolved}, outside the model's folder {root} (a symlink?)")
     if not resolved.is_file():
         raise OccludeError(f"{prefix}: it is not a regular file")
@@ -174,13 +174,48 @@ def _check_tensor_location(tensor: onnx.TensorProto, where: str, folder: Path) -
         raise OccludeError(f"{prefix}: offset {offset} and length {length} run past the file's end ({size} bytes)")
 
 
+def _hub_blob(folder: Path, target: Path, resolved: Path) -> bool:
+    """The Hugging Face hub cache's layout: every file of ``REPO/snapshots/REVISION/`` is a symlink to
+    ``REPO/blobs/HASH``. True when ``target`` (beside the model) is such a symlink, straight into the blobs of
+    the repository whose snapshot holds the model; nothing else outside the model's folder is followed."""
+    if not target.is_symlink():
+        return False
+    real = folder.resolve()
+    for ancestor in (real, *real.parents):
+        if ancestor.parent.name == "snapshots":
+            return resolved.parent == ancestor.parent.parent / "blobs"
+    return False
+
+
+def _external_locations(model: onnx.ModelProto) -> list[tuple[onnx.TensorProto, dict]]:
+    return [
+        (tensor, {entry.key: entry.value for entry in tensor.external_data})
+        for tensor, _ in _model_tensors_stored(model)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+    ]
+
+
+def _load_linked_data(model: onnx.ModelProto, folder: Path) -> None:
+    """Read every external tensor of ``model`` into the model (for a hub snapshot, whose data files are
+    symlinks that the ``onnx`` loader refuses; :func:`check_external_data` has checked each location)."""
+    for tensor, info in _external_locations(model):
+        offset = int(info.get("offset", "0") or 0)
+        length = int(info["length"]) if info.get("length") else -1
+        with open(folder / info["location"], "rb") as handle:
+            handle.seek(offset)
+            tensor.raw_data = handle.read(length)
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+
+
 def check_external_data(path) -> onnx.ModelProto:
     """Refuse a model whose external-data locations could read files outside its folder.
 
     Each tensor stored outside the ``.onnx`` file (initializers, sparse initializers, tensor attributes,
     tensors inside If/Loop/Scan subgraphs and local functions) names a relative location. It must not be
-    absolute, must not contain ``..``, must resolve (symlinks followed) inside the model's folder, and must
-    exist as a regular file holding the declared byte range. Raises OccludeError with one line naming the
+    absolute, must not contain ``..``, must resolve (symlinks followed) inside the model's folder (or, in a
+    Hugging Face hub snapshot, be a symlink straight into its repository's ``blobs/``), and must exist as a
+    regular file holding the declared byte range. Raises OccludeError with one line naming the
     tensor and the location. Returns the model as read (external weights not loaded), so that a caller
     that needs the graph's structure does not parse the file twice. The external weights are never read.
     """
@@ -199,7 +234,11 @@ def load_model(model_or_path: ModelOrPath) -> onnx.ModelProto:
     if isinstance(model_or_path, onnx.ModelProto):
         return model_or_path
     path = Path(model_or_path)
-    check_external_data(path)
+    stored = check_external_data(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if any((folder / info["location"]).is_symlink() for _, info in _external_locations(stored)):
+        _load_linked_data(stored, folder)  # a hub snapshot: its data files are symlinks into the blobs
+        return stored
     try:
         return onnx.load(str(path), load_external_data=True)
     except Exception as exc:

@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..core.casting import cast_checked, describe_range, out_of_range, round_for, type_range
 from ..errors import OccludeError, first_line
 from . import limits
+from .resampling import torch_resize
 
 
 class Layout(str, Enum):
@@ -47,6 +48,14 @@ class Interpolation(str, Enum):
     lanczos = "lanczos"
 
 
+class Resampler(str, Enum):
+    """Whose arithmetic resizes the 8-bit photo (see :data:`RESAMPLERS`)."""
+
+    pil = "pil"
+    torch = "torch"
+    float = "float"
+
+
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("rgb", "bgr", "gray")
 # stretch: the whole image to the input size (or to ``resize_to`` (h, w), then a center crop); center-crop: the
@@ -58,8 +67,9 @@ INTERPOLATIONS = tuple(i.value for i in Interpolation)
 # margin // 2 (transformers)
 CROP_OFFSETS = ("round", "floor")
 # pil: Pillow's filters on the 8-bit image, rounded to 8 bits after each pass, as Pillow (and so torchvision,
-# timm and transformers on PIL images) resizes; float: the same filters on float32 pixels, never rounded
-RESAMPLERS = ("pil", "float")
+# timm and transformers on PIL images) resizes; torch: torchvision's kernels for uint8 tensors (transformers 5's
+# default backend, torchvision on read_image tensors); float: Pillow's filters on float32 pixels, never rounded
+RESAMPLERS = ("pil", "torch", "float")
 _FILTERS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -187,6 +197,12 @@ class Preprocessing:
                 )
         elif target is not None:
             raise OccludeError(f"resize {self.resize} takes no resize_to, got {list(target)}", params=("resize_to",))
+        if self.resampler == "torch" and (self.resize == "center-crop" or self.interpolation == "lanczos"):
+            what = "resize center-crop" if self.resize == "center-crop" else "lanczos"
+            raise OccludeError(
+                f"resampler torch does not do {what} (torchvision has no such uint8 kernel): use resampler pil",
+                params=("resampler",),
+            )
 
     @property
     def channels(self) -> int:
@@ -577,21 +593,27 @@ def resize_pixels(
 
 def resample_image(image: Image.Image, preprocessing: Preprocessing) -> Tuple[np.ndarray, Geometry]:
     """The photo resized and cropped to the model's input: (H, W, C) float32 pixels in 0..255 (model colour
-    order) and the geometry. The ``pil`` resampler runs Pillow on the 8-bit image (an 'F' image of a 16-bit
-    file stays float) and, as torchvision, timm and transformers do, resizes the whole photo, then cuts the
-    crop: the same 8-bit numbers as those libraries on a PIL image. A resized photo larger than the original
-    and than four model inputs (an extreme aspect ratio) is resampled from the crop box alone (within one
-    8-bit level). The ``float`` resampler filters float32 pixels from the crop box, never rounded."""
+    order) and the geometry. The ``pil`` resampler runs Pillow on the 8-bit image and, as torchvision, timm and
+    transformers do, resizes the whole photo, then cuts the crop: the same 8-bit numbers as those libraries on a
+    PIL image (a resized photo larger than the original and than four model inputs, an extreme aspect ratio, is
+    resampled from the crop box alone, within one 8-bit level). ``torch`` computes torchvision's uint8 tensor
+    kernels (:mod:`~occlude_cli.loaders.resampling`). ``float`` filters float32 pixels from the crop box, never
+    rounded. A 16-bit photo (an 'F' image) is resampled in float by every resampler."""
     pre = preprocessing
     geometry = resize_geometry(image.size, pre.size, pre.resize, pre.resize_to, pre.crop_offset)
-    th, tw = pre.size
-    if pre.resampler == "float":
+    if pre.resampler == "float" or image.mode == "F":
         pixels = resize_pixels(image_pixels(image, pre.color), pre.size, geometry.box, pre.interpolation)
         return pixels, geometry
     if pre.color == "gray" and image.mode == "RGB":
         image = image.convert("L")
-    whole = geometry.resized
-    width, height = image.size
+    if pre.resampler == "torch":
+        assert geometry.resized is not None  # checked with the preprocessing: no center-crop box
+        data = np.asarray(image)
+        data = data[..., None] if data.ndim == 2 else data
+        resized = torch_resize(data, geometry.resized, geometry.crop, pre.size, pre.interpolation)
+        return _in_colour_order(resized, pre.color), geometry
+    th, tw = pre.size
+    whole, (width, height) = geometry.resized, image.size
     if whole is not None and whole[0] * whole[1] <= max(width * height, 4 * tw * th):
         if whole != (width, height):
             image = image.resize(whole, _FILTERS[pre.interpolation])
@@ -600,10 +622,16 @@ def resample_image(image: Image.Image, preprocessing: Preprocessing) -> Tuple[np
             image = image.crop((left, top, left + tw, top + th))
     elif (tw, th) != (width, height) or geometry.box != (0.0, 0.0, float(width), float(height)):
         image = image.resize((tw, th), _FILTERS[pre.interpolation], box=geometry.box)
-    pixels = image_pixels(image, pre.color)
-    if image.mode == "F" and pre.interpolation in ("bicubic", "lanczos"):
-        np.clip(pixels, 0.0, 255.0, out=pixels)
-    return pixels, geometry
+    return image_pixels(image, pre.color), geometry
+
+
+def _in_colour_order(pixels: np.ndarray, color: str) -> np.ndarray:
+    """(H, W, 1 or 3) float pixels as the model's colour order wants them (grey repeated for colour models)."""
+    if color == "gray":
+        return pixels[..., :1]
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    return pixels[..., ::-1].copy() if color == "bgr" else pixels
 
 
 def prepare_image(image, preprocessing: Preprocessing) -> PreparedImage:

@@ -302,6 +302,7 @@ def hf_processor_level(cfg: dict, name: str = HF_PROCESSOR) -> Level:
         put("std", [1.0], "do_normalize false")
     if "resample" in cfg:
         put("interpolation", _pil_filter(cfg["resample"], f"{name}: resample"), "resample")
+    put("resampler", "pil", "transformers (Pillow on 8-bit images; within a level of its torchvision backend)")
     out.update(_hf_geometry(cfg, name))
     return out
 
@@ -415,6 +416,7 @@ def timm_level(cfg: dict, name: str = CONFIG_JSON) -> Level:
     where = f"{base}crop_pct" if pretrained.get("crop_pct") else "timm's default crop_pct 0.875"
     mode = pretrained.get("crop_mode") or "center"
     put("crop_offset", "round", "timm's CenterCrop (torchvision: round(margin / 2))")
+    put("resampler", "pil", "timm (transforms of PIL images: Pillow)")
     if mode == "center" and height == width:
         put("resize_short", math.floor(height / pct), f"floor({base}input_size / crop_pct) ({where})")
     elif mode == "squash":
