@@ -80,10 +80,12 @@ PROCESSORS = [
 @pytest.mark.parametrize("name, kwargs", PROCESSORS, ids=[f"{n}{sorted(k.items())}" for n, k in PROCESSORS])
 def test_transformers_processors(tmp_path, photos, name, kwargs):
     """Each processor's own ``save_pretrained`` beside a model laid out as optimum exports it. transformers' Pil
-    backend (the processors of transformers 4) resizes with Pillow: occlude's default ``pil`` resampler gives its
-    numbers exactly. Its default torchvision backend resizes uint8 tensors with torch's kernels: the ``torch``
-    resampler gives its numbers exactly, ``pil`` within two levels (bicubic; one for bilinear)."""
-    for backend, resampler, tolerance in (("Pil", None, 1e-3), ("", "torch", 1e-3), ("", None, 2 + 1e-3)):
+    backend (the processors of transformers 4) resizes with Pillow: the ``pil`` resampler gives its numbers
+    exactly. Its default torchvision backend resizes uint8 tensors with torch's kernels: occlude's default for
+    these files, the ``torch`` resampler, gives its numbers exactly; ``pil`` is within two levels (bicubic; one
+    for bilinear), and so is the default against the Pil backend."""
+    cases = (("Pil", "pil", 1e-3), ("", None, 1e-3), ("", "pil", 2 + 1e-3), ("Pil", None, 2 + 1e-3))
+    for backend, resampler, tolerance in cases:
         processor = getattr(transformers, name + backend)(**kwargs)
         processor.save_pretrained(tmp_path)
         mean_colour_model(tmp_path / "model.onnx")
@@ -94,8 +96,9 @@ def test_transformers_processors(tmp_path, photos, name, kwargs):
 
 @pytest.mark.parametrize("resample", [0, 1], ids=["nearest", "lanczos"])
 def test_transformers_nearest_and_lanczos(tmp_path, photos, resample):
-    """Pillow's nearest and lanczos (transformers' Pil backend) exactly. (Its torchvision backend maps nearest to
-    torch's nearest-exact, whose float32 arithmetic picks a neighbouring pixel on some rows: not followed.)"""
+    """Pillow's nearest and lanczos (transformers' Pil backend) exactly: with these filters the files' ``torch``
+    resampler gives way to ``pil`` (torch has no lanczos uint8 kernel; transformers' torchvision backend maps
+    nearest to torch's nearest-exact, whose float32 arithmetic picks a neighbouring pixel on some rows)."""
     processor = transformers.ViTImageProcessorPil(resample=resample)
     processor.save_pretrained(tmp_path)
     mean_colour_model(tmp_path / "model.onnx")

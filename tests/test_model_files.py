@@ -113,7 +113,7 @@ def test_hugging_face_vit_folder(tmp_path):
     opened = open_model(hf_folder(tmp_path / "vit", labels=[f"n{i}" for i in range(1000)]))
     pre = opened.preprocessing
     assert (pre.size, pre.layout, pre.color, pre.resize, pre.resize_to) == ((224, 224), "NCHW", "rgb", "stretch", None)
-    assert (pre.mean, pre.std, pre.interpolation, pre.resampler) == ((0.5,) * 3, (0.5,) * 3, "bilinear", "pil")
+    assert (pre.mean, pre.std, pre.interpolation, pre.resampler) == ((0.5,) * 3, (0.5,) * 3, "bilinear", "torch")
     assert pre.scale == pytest.approx(1 / 255)
     sources = dict(pre.sources)
     assert sources["size"] == "preprocessor_config.json: size"
@@ -121,6 +121,26 @@ def test_hugging_face_vit_folder(tmp_path):
     assert sources["interpolation"] == "preprocessor_config.json: resample"
     assert sources["labels"] == "config.json: id2label"
     assert opened.labels[7] == "n7"
+
+
+def test_files_torch_resampler_gives_way_where_torch_has_no_kernel(tmp_path):
+    """A Hugging Face config's resampler is torch (transformers 5's default backend); for lanczos and nearest
+    (from the file or a flag) and a center-crop resize, where torch has no uint8 kernel, it is Pillow's."""
+    lanczos = open_model(hf_folder(tmp_path / "lanczos", {**VIT, "resample": 1})).preprocessing
+    assert (lanczos.interpolation, lanczos.resampler) == ("lanczos", "pil")
+    assert (
+        dict(lanczos.sources)["resampler"] == "preprocessor_config.json: transformers 5's default torchvision "
+        "backend, pil for lanczos"
+    )
+    folder = hf_folder(tmp_path / "vit")
+    for options, want in (
+        (ModelOptions(interpolation="nearest"), "pil"),
+        (ModelOptions(resize="center-crop"), "pil"),
+        (ModelOptions(interpolation="bicubic"), "torch"),
+    ):
+        assert open_model(folder, options).preprocessing.resampler == want, options
+    with pytest.raises(OccludeError, match="resampler torch does not do lanczos"):  # asked for: refused, not changed
+        open_model(folder, ModelOptions(interpolation="lanczos", resampler="torch"))
 
 
 def test_convnext_crop_pct_and_clip_center_crop(tmp_path):
@@ -204,7 +224,7 @@ def test_run_records_where_each_value_came_from(tmp_path):
     pre = document["params"]["preprocessing"]
     assert pre["sources"]["mean"] == "preprocessor_config.json: image_mean"
     assert pre["sources"]["labels"] == "config.json: id2label"
-    assert (pre["resampler"], pre["interpolation"], pre["resize"]) == ("pil", "bilinear", "stretch")
+    assert (pre["resampler"], pre["interpolation"], pre["resize"]) == ("torch", "bilinear", "stretch")
     assert document["model"]["path"] == str(folder / "model.onnx")
     assert document["model"]["files"] == ["preprocessor_config.json", "config.json"]
     # ground truth: the model ran on exactly the input occlude prepared (its logits are a function of the input)
@@ -220,7 +240,7 @@ def test_info_shows_the_files_and_sources(tmp_path):
     assert result.exit_code == 0, result.output
     text = result.stdout
     assert "files         preprocessor_config.json, config.json" in text
-    assert "resize short side to 256 (bicubic, pil resampler), center crop 224x224" in text
+    assert "resize short side to 256 (bicubic, torch resampler), center crop 224x224" in text
     assert "mean: from preprocessor_config.json: image_mean" in text
     assert "interpolation: from preprocessor_config.json: resample" in text
     assert "(from config.json: id2label)" in text

@@ -223,6 +223,11 @@ def resolve_preprocessing(
     mode, resize_to, crop_offset = _resize_group(levels, (height, width), sources)
     picked_interpolation = _pick(levels, "interpolation") or ("bilinear", "default")
     picked_resampler = _pick(levels, "resampler") or (None, "default")
+    if picked_resampler[0] == "torch" and picked_resampler[1] != "given":
+        # a file's torch resampler (transformers 5) where torch has no such uint8 kernel: Pillow's
+        odd = picked_interpolation[0] if picked_interpolation[0] in ("nearest", "lanczos") else None
+        if odd or mode == "center-crop":
+            picked_resampler = ("pil", f"{picked_resampler[1]}, pil for {odd or 'resize center-crop'}")
     sources += [("interpolation", picked_interpolation[1]), ("resampler", picked_resampler[1])]
     return Preprocessing(
         size=(int(height), int(width)),

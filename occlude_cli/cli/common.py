@@ -229,7 +229,7 @@ class ModelFlags:
         Optional[Interpolation],
         typer.Option(
             rich_help_panel="Preprocessing",
-            help="Resize filter (Pillow's, antialiased) \\[default: the model's config, else bilinear].",
+            help="Resize filter (antialiased) \\[default: the model's config, else bilinear].",
         ),
     ] = None
     resampler: Annotated[
@@ -238,7 +238,7 @@ class ModelFlags:
             rich_help_panel="Preprocessing",
             help="Whose resize arithmetic: pil (Pillow on the 8-bit photo, as torchvision, timm and transformers on "
             "PIL images), torch (torchvision's uint8 tensor kernels: read_image, transformers 5's default) or float "
-            "\\[default: pil with --resize-short or a model config, else float].",
+            "\\[default: torch for a preprocessor_config.json, pil with --resize-short or a timm config, else float].",
         ),
     ] = None
     preprocess: Annotated[

@@ -109,8 +109,8 @@ class Preprocessing:
 
     How the photo becomes ``size`` pixels: ``resize`` (see :data:`RESIZE_MODES`) with ``resize_to`` ((S,) for
     ``short-side``; (h, w) for a ``stretch`` followed by a center crop), the ``interpolation`` filter, the
-    ``crop_offset`` rounding of an odd margin and the ``resampler`` (``pil`` or ``float``; None: ``pil`` for
-    ``short-side``, else ``float``). ``sources``: (value, where it came from) pairs, recorded, never compared.
+    ``crop_offset`` rounding of an odd margin and the ``resampler`` (``pil``, ``torch`` or ``float``; None:
+    ``pil`` for ``short-side``, else ``float``). ``sources``: (value, where it came from) pairs, recorded, never compared.
     """
 
     size: Tuple[int, int]

@@ -278,7 +278,8 @@ def hf_processor_level(cfg: dict, name: str = HF_PROCESSOR) -> Level:
     ``do_center_crop``); {"shortest_edge": S} resizes the short side to S, then cuts ``crop_size``; ConvNeXt's
     ``crop_pct`` resizes the short side to ``int(S / crop_pct)`` and cuts S x S (below 384; from 384 it
     stretches to S x S); ``resample`` is the PIL filter; ``rescale_factor`` and ``image_mean``/``image_std`` are
-    the scale, mean and std (when ``do_rescale``/``do_normalize``); the crop starts at ``margin // 2``."""
+    the scale, mean and std (when ``do_rescale``/``do_normalize``); the crop starts at ``margin // 2``; the
+    resize is the ``torch`` resampler's, as transformers 5's default (torchvision) backend resizes."""
     keys = {"do_resize", "size", "crop_size", "image_mean", "image_std", "rescale_factor", "resample", "crop_pct"}
     if not keys & set(cfg):
         return {}
@@ -302,7 +303,10 @@ def hf_processor_level(cfg: dict, name: str = HF_PROCESSOR) -> Level:
         put("std", [1.0], "do_normalize false")
     if "resample" in cfg:
         put("interpolation", _pil_filter(cfg["resample"], f"{name}: resample"), "resample")
-    put("resampler", "pil", "transformers (Pillow on 8-bit images; within a level of its torchvision backend)")
+    # transformers 5's image processors resize uint8 tensors with torchvision (torch's kernels); its Pil backend,
+    # the processors of transformers 4, is within two levels of it. Nearest and lanczos: Pillow's (see
+    # resolve_preprocessing), closer to what that backend does than torch's own kernels.
+    put("resampler", "torch", "transformers 5's default torchvision backend")
     out.update(_hf_geometry(cfg, name))
     return out
 
