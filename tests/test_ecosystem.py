@@ -327,3 +327,38 @@ def test_run_a_model_folder_with_no_flag(tmp_path, exports, kind):
     )
     info = CliRunner().invoke(app, ["info", str(folder)])
     assert info.exit_code == 0 and "files         " in info.stdout and "config.json" in info.stdout
+
+
+def test_the_manuals_model_folders_rebuild_byte_for_byte(tmp_path):
+    """docs/examples' model folders (the manual's and the README's examples run them) are what
+    ``docs/examples/make_model_folders.py`` makes: rebuilt here, every file is the same, byte for byte."""
+    import importlib.util
+
+    import onnx
+
+    examples = Path(__file__).resolve().parents[1] / "docs" / "examples"
+    built_with = (
+        json.loads((examples / "vit-optimum" / "config.json").read_text())["transformers_version"],
+        onnx.load(str(examples / "torchvision.onnx")).producer_version,
+    )
+    if built_with != (transformers.__version__, torch.__version__.split("+")[0]):
+        pytest.skip(f"the folders were built with transformers and torch {built_with}")
+    spec = importlib.util.spec_from_file_location("make_model_folders", examples / "make_model_folders.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(tmp_path)
+    made = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert [str(p) for p in made] == [
+        "convnext-optimum/config.json",
+        "convnext-optimum/model.onnx",
+        "convnext-optimum/preprocessor_config.json",
+        "timm-vit/config.json",
+        "timm-vit/model.onnx",
+        "torchvision.onnx",
+        "vit-optimum/config.json",
+        "vit-optimum/model.onnx",
+        "vit-optimum/preprocessor_config.json",
+    ]
+    for path in made:
+        assert (tmp_path / path).read_bytes() == (examples / path).read_bytes(), path
