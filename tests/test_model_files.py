@@ -334,6 +334,7 @@ def test_preset_torchvision(tmp_path):
         (["--resize-short", "256", "--resize", "stretch"], "give --resize or --resize-short, not both", 1),
         (["--interpolation", "box"], "'box' is not one of", 2),
         (["--preprocess", "keras"], "'keras' is not", 2),
+        (["--resize-short", "1000000000"], "--resize-short must be 1 to 65536 pixels, got 1000000000", 1),
     ],
 )
 def test_bad_flags(tmp_path, args, message, code):
@@ -356,6 +357,10 @@ def test_bad_flags(tmp_path, args, message, code):
         (json.dumps({**VIT, "image_mean": ["0.5"]}).encode(), "image_mean must be a finite number"),
         (json.dumps({**VIT, "image_std": 1e400}).encode(), "not valid UTF-8 JSON|must be a finite number"),
         (json.dumps({**VIT, "size": {"height": 10**9, "width": 2}}).encode(), "whole number of pixels"),
+        (json.dumps({**VIT, "image_std": [0, 0, 0]}).encode(), "image_std must be non-zero"),
+        (json.dumps({**VIT, "rescale_factor": 0}).encode(), "rescale_factor must be non-zero"),
+        (json.dumps({**CONVNEXT, "crop_pct": 1e-9}).encode(), "resize to 224000000000 pixels is over 65536"),
+        (json.dumps({**CONVNEXT, "crop_pct": 1e300}).encode(), "resize to 0 is smaller than the input size 224x224"),
     ],
 )
 def test_bad_processor_configs_are_one_error(tmp_path, content, message):
@@ -389,6 +394,29 @@ def test_bad_files_beside_the_model(tmp_path):
     write(folder / "occlude.json", {"meen": [0.5]})
     with pytest.raises(OccludeError, match="occlude.json: unknown key\\(s\\) 'meen'"):
         open_model(folder)
+
+
+def test_absurd_values_in_any_file_are_one_error_naming_the_file(tmp_path):
+    """Sizes no photo can be resized to, zero std or scale: refused when the model opens, with the file and the key
+    named (not a flag the user never typed), on the terminal as one `error:` line, exit 1."""
+    cases = [
+        ("timm", "config.json", timm_config(crop_pct=1e-9), "config.json: floor(pretrained_cfg.input_size / crop_pct)"),
+        ("timm", "config.json", timm_config(std=[0, 0.5, 0.5]), "config.json: pretrained_cfg.std must be non-zero"),
+        ("own", "occlude.json", {"crop_pct": 1e-9}, "occlude.json: crop_pct: resize to 224000000000 pixels is over"),
+        ("own", "occlude.json", {"scale": 0}, "occlude.json: scale must be non-zero"),
+        ("own", "occlude.json", {"resize_short": 100}, "occlude.json: resize_short: resize to 100 is smaller than"),
+    ]
+    for index, (kind, name, content, message) in enumerate(cases):
+        folder = tmp_path / str(index)
+        folder.mkdir()
+        size = 160 if kind == "timm" else 224
+        mean_colour_model(folder / "model.onnx", 4, input_name="input", shape=["batch", 3, size, size])
+        write(folder / name, content)
+        result = CliRunner().invoke(app, ["run", str(folder), str(CAT), "-o", str(tmp_path / f"o{index}")])
+        assert result.exit_code == 1, (message, result.output)
+        assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
+        assert message in result.output and "--" not in result.output, result.output
+        assert not (tmp_path / f"o{index}").exists()
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import OccludeError
 from ..loaders import limits
-from ..loaders.images import Preprocessing, default_pixel_offset
+from ..loaders.images import MAX_RESIZE, Preprocessing, default_pixel_offset
 from ..loaders.model import PREPROCESS_KEY, OnnxClassifier, read_labels, resolve_threads
 from ..loaders.modelfiles import (
     IMAGENET,
@@ -357,7 +357,24 @@ def _resize_group(levels: Sequence[Level], size: Tuple[int, int], sources: list)
     else:
         picked = (mode, None, stated[1])  # type: ignore[index]
     sources.append(("resize", picked[2]))
+    if picked[1] is not None and picked[2] != "given" and not picked[2].startswith("preset "):
+        _check_file_resize(picked[0], picked[1], size, picked[2])
     return picked[0], picked[1], crop_offset
+
+
+def _check_file_resize(mode: str, to: Tuple[int, ...], size: Tuple[int, int], where: str) -> None:
+    """A resize read from a file or the metadata (or computed from its crop_pct) that no photo can be resized to,
+    or that leaves less than the input to crop: one error naming the file and key, not a flag."""
+    shown = "x".join(map(str, to))
+    if max(to) > MAX_RESIZE:
+        raise OccludeError(f"{where}: resize to {shown} pixels is over {MAX_RESIZE}: not a usable preprocessing")
+    height, width = size
+    small = to[0] < max(height, width) if mode == "short-side" else (to[0] < height or to[1] < width)
+    if small:
+        raise OccludeError(
+            f"{where}: resize to {shown} is smaller than the input size {height}x{width}: it does not "
+            "describe this model's input"
+        )
 
 
 def _same_mode(mode: Optional[str], want: str, where: str) -> None:

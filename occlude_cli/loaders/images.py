@@ -70,6 +70,7 @@ CROP_OFFSETS = ("round", "floor")
 # timm and transformers on PIL images) resizes; torch: torchvision's kernels for uint8 tensors (transformers 5's
 # default backend, torchvision on read_image tensors); float: Pillow's filters on float32 pixels, never rounded
 RESAMPLERS = ("pil", "torch", "float")
+MAX_RESIZE = 1 << 16  # the largest side a photo is resized to before the crop (as a config file's sizes)
 _FILTERS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -110,7 +111,8 @@ class Preprocessing:
     How the photo becomes ``size`` pixels: ``resize`` (see :data:`RESIZE_MODES`) with ``resize_to`` ((S,) for
     ``short-side``; (h, w) for a ``stretch`` followed by a center crop), the ``interpolation`` filter, the
     ``crop_offset`` rounding of an odd margin and the ``resampler`` (``pil``, ``torch`` or ``float``; None:
-    ``pil`` for ``short-side``, else ``float``). ``sources``: (value, where it came from) pairs, recorded, never compared.
+    ``pil`` for ``short-side``, else ``float``). ``sources``: (value, where it came from) pairs, recorded, never
+    compared.
     """
 
     size: Tuple[int, int]
@@ -179,6 +181,10 @@ class Preprocessing:
         h, w = self.size
         target = tuple(int(v) for v in self.resize_to) if self.resize_to is not None else None
         object.__setattr__(self, "resize_to", target)
+        if target is not None and not all(1 <= v <= MAX_RESIZE for v in target):
+            name = "resize_short" if self.resize == "short-side" else "resize_to"
+            shown = "x".join(map(str, target))
+            raise OccludeError(f"{name} must be 1 to {MAX_RESIZE} pixels, got {shown}", params=(name,))
         if self.resize == "short-side":
             if target is None or len(target) != 1:
                 raise OccludeError("resize short-side needs resize_to (S,): the short side S", params=("resize_to",))

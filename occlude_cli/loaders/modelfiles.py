@@ -166,11 +166,21 @@ def _number(value, where: str, positive: bool = False) -> float:
     return float(value)
 
 
-def _numbers(value, where: str) -> List[float]:
+def _numbers(value, where: str, nonzero: bool = False) -> List[float]:
     values = value if isinstance(value, list) else [value]
     if not values or len(values) > 4:
         raise OccludeError(f"{where} must be a number or a list of 1 to 4 numbers, got {json.dumps(value)[:80]}")
-    return [_number(v, where) for v in values]
+    numbers = [_number(v, where) for v in values]
+    if nonzero and 0.0 in numbers:
+        raise OccludeError(f"{where} must be non-zero, got {json.dumps(value)[:80]}")
+    return numbers
+
+
+def _scale(value, where: str) -> float:
+    number = _number(value, where)
+    if number == 0:
+        raise OccludeError(f"{where} must be non-zero, got 0")
+    return number
 
 
 def _pixels(value, where: str) -> int:
@@ -226,9 +236,9 @@ def canonical(data: dict, source: str, *, strict: bool = False) -> Level:
         "layout": lambda v, w: _choice(v.lower() if isinstance(v, str) else v, w, ("nchw", "nhwc")).upper(),
         "size": _size,
         "color": lambda v, w: _choice(v, w, ("rgb", "bgr", "gray")),
-        "scale": lambda v, w: _number(v, w),
+        "scale": _scale,
         "mean": _numbers,
-        "std": _numbers,
+        "std": lambda v, w: _numbers(v, w, nonzero=True),
         "resize": lambda v, w: _choice(v, w, RESIZE_MODES),
         "resize_short": _pixels,
         "resize_size": _size,
@@ -291,13 +301,13 @@ def hf_processor_level(cfg: dict, name: str = HF_PROCESSOR) -> Level:
     put("layout", "NCHW", "transformers' pixel_values")
     put("color", "rgb", "transformers' RGB images")
     if _flag(cfg.get("do_rescale", True), f"{name}: do_rescale"):
-        put("scale", _number(cfg.get("rescale_factor", 1 / 255), f"{name}: rescale_factor"), "rescale_factor")
+        put("scale", _scale(cfg.get("rescale_factor", 1 / 255), f"{name}: rescale_factor"), "rescale_factor")
     else:
         put("scale", 1.0, "do_rescale false")
     if _flag(cfg.get("do_normalize", True), f"{name}: do_normalize"):
         for key, theirs in (("mean", "image_mean"), ("std", "image_std")):
             if theirs in cfg:
-                put(key, _numbers(cfg[theirs], f"{name}: {theirs}"), theirs)
+                put(key, _numbers(cfg[theirs], f"{name}: {theirs}", nonzero=key == "std"), theirs)
     else:
         put("mean", [0.0], "do_normalize false")
         put("std", [1.0], "do_normalize false")
@@ -407,7 +417,7 @@ def timm_level(cfg: dict, name: str = CONFIG_JSON) -> Level:
         put("color", "rgb", "timm (RGB)")
     for key, default in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):
         if pretrained.get(key) is not None:
-            put(key, _numbers(pretrained[key], f"{name}: {base}{key}"), f"{base}{key}")
+            put(key, _numbers(pretrained[key], f"{name}: {base}{key}", nonzero=key == "std"), f"{base}{key}")
         else:
             put(key, default, f"timm's default {key} (ImageNet)")
     interpolation = pretrained.get("interpolation") or "bicubic"
