@@ -7,7 +7,7 @@ catches it like any other exception. A message about a parameter names it as Pyt
 """
 
 import re
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Tuple
 
 
 class OccludeError(Exception):
@@ -29,6 +29,29 @@ def _rebuild(cls, args, state):
     Exception.__init__(error, *args)
     error.__dict__.update(state)
     return error
+
+
+class Notice(str):
+    """A message for the user that is not an error (a warning about one input's result: a saturated score, an
+    all-zero map): a ``str`` in the library's words, naming parameters as :class:`OccludeError` does
+    (``params``), with a ``key`` saying which kind of warning it is, so that a front end can show each kind once
+    per run however many inputs it concerns. Written into JSON and CSV files as its text."""
+
+    key: str
+    params: Tuple[str, ...]
+
+    def __new__(cls, text: str, *, key: str, params: Sequence[str] = ()) -> "Notice":
+        notice = super().__new__(cls, text)
+        notice.key = key
+        notice.params = tuple(params)
+        return notice
+
+    def __reduce__(self):  # pickled with its key and params (a Ray worker's explanation reaches the driver whole)
+        return _notice, (str(self), self.key, self.params)
+
+
+def _notice(text: str, key: str, params: Tuple[str, ...]) -> Notice:
+    return Notice(text, key=key, params=params)
 
 
 def first_line(exc: BaseException) -> str:

@@ -18,9 +18,10 @@ is not reversible on its own (a name may contain a backslash). JSON keeps the ex
 form of a string differs from the text, the document carries ``KEY_b64`` beside ``KEY``, the exact text's
 bytes in base64 (a file name's own bytes; a label's UTF-8). :func:`recover` reads it back.
 
-One function per kind of output: :func:`shown` (terminal, log lines, errors, PNG titles), :func:`for_csv`,
-:func:`json_safe` (every JSON file and every ``--json`` print), :func:`for_html`, and the hooks for outputs
-to come, :func:`for_xml` (JUnit) and :func:`for_markdown` (CI job summaries).
+One function per kind of output: :func:`shown` (terminal, errors, PNG titles), :func:`for_logfmt` (the
+``key=value`` log lines of a CI log), :func:`for_csv`, :func:`json_safe` (every JSON file and every ``--json``
+print), :func:`for_html`, and the hooks for outputs to come, :func:`for_xml` (JUnit) and :func:`for_markdown`
+(CI job summaries).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 import base64
 import html
 import re
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 # Characters never shown raw: C0 and C1 controls, DEL, bidirectional controls, line/paragraph separators,
 # surrogates (undecodable bytes of a file name are U+DC80..U+DCFF under Python's surrogateescape).
@@ -128,6 +129,31 @@ def for_csv(value: Any) -> str:
         return str(value)
     text = shown(value)
     return "'" + text if text.startswith(FORMULA_START) else text
+
+
+_LOGFMT_PLAIN = re.compile(r'[^\s="\\]+')
+
+
+def for_logfmt(value: Any) -> str:
+    """One value of a logfmt line (``key=value``, as Heroku, Go's logfmt and Grafana Loki read it): '' for
+    None, numbers as they are, text :func:`shown` and, unless it is one plain word, in double quotes with ``"``
+    and ``\\`` backslash-escaped. A file name or label can neither end its value early nor add a key (a label
+    ``x y=1`` stays one quoted value) nor a line; a logfmt reader gives back the shown text."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)) or type(value).__module__ == "numpy":
+        return str(value)
+    text = shown(value)
+    if _LOGFMT_PLAIN.fullmatch(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def logfmt(*pairs: Tuple[str, Any]) -> str:
+    """A logfmt line from (key, value) pairs (keys are occlude's own words; values :func:`for_logfmt`)."""
+    return " ".join(f"{key}={for_logfmt(value)}" for key, value in pairs)
 
 
 def for_html(text: Any) -> str:

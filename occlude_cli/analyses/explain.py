@@ -17,9 +17,16 @@ from .._version import __version__
 from ..core.baselines import default_blur_sigma
 from ..core.engine import Occlusion, occlusion_sensitivity, window_grid
 from ..core.refine import refined_occlusion_sensitivity
-from ..errors import OccludeError
+from ..errors import Notice, OccludeError
 from ..loaders.images import PreparedImage, Preprocessing
-from ..loaders.model import SCORE_NAMES, Head, OnnxClassifier, resolve_target, saturation_remedy
+from ..loaders.model import (
+    SATURATION_PARAMS,
+    SCORE_NAMES,
+    Head,
+    OnnxClassifier,
+    resolve_target,
+    saturation_remedy,
+)
 from ..loaders.modelfiles import find_model_file
 from ..loaders.volumes import VolumePreprocessing
 from .explanation import Explanation, ScaleStudy
@@ -180,32 +187,41 @@ def _head_and_targets(model: OnnxClassifier, options: ExplainOptions, sample: np
 
 
 def _warnings(head: Head, original: float, values: np.ndarray, occlusion: Occlusion, target: int) -> List[str]:
-    """What the user must be told about a map: never an all-zero or unreadable map in silence."""
+    """What the user must be told about a map: never an all-zero or unreadable map in silence. Each warning is a
+    :class:`~occlude_cli.errors.Notice` (its kind in ``key``, the parameters it names in ``params``), so that a
+    run can show each kind once however many inputs it concerns."""
     out: List[str] = []
     finite = values[np.isfinite(values)]
     bad_windows = int(np.count_nonzero(~np.isfinite(occlusion.window_scores[:, target])))
     if bad_windows:
         out.append(
-            f"{bad_windows} occluded window(s) gave a non-finite score (NaN/inf): the map is NaN where "
-            "they cover it (windows marked finite=false in the JSON)"
+            Notice(
+                f"{bad_windows} occluded window(s) gave a non-finite score (NaN/inf): the map is NaN where "
+                "they cover it (windows marked finite=false in the JSON)",
+                key="non-finite windows",
+            )
         )
     what = SCORE_NAMES.get(head.kind, head.kind)
+    remedy, params = saturation_remedy(head.kind), SATURATION_PARAMS.get(head.kind, ())
     if finite.size and np.all(finite == 0):
         if head.is_probability and not SATURATION > original > 1.0 - SATURATION:  # pinned at 1 (or 0)
-            out.append(
+            text = (
                 f"the map is identically zero: the target's {what} is saturated at {original:.6g}, so every occluded "
-                f"window gives the same value to float precision; {saturation_remedy(head.kind)}"
+                f"window gives the same value to float precision; {remedy}"
             )
+            out.append(Notice(text, key="saturated, zero map", params=params))
         else:
-            out.append(
+            text = (
                 f"the map is identically zero: occluding any window leaves the target's {what} unchanged, so the "
                 "model does not respond to these windows (try a larger patch or another baseline)"
             )
+            out.append(Notice(text, key="zero map"))
     elif head.is_probability and original >= SATURATION:
-        out.append(
+        text = (
             f"the target's {what} is saturated ({original:.4f} >= {SATURATION}): occlusion barely moves it and the "
-            f"map may look blank; {saturation_remedy(head.kind)}"
+            f"map may look blank; {remedy}"
         )
+        out.append(Notice(text, key="saturated", params=params))
     return out
 
 

@@ -27,6 +27,7 @@ from ..outputs.folder import (
     Entry,
     FolderState,
     Job,
+    NOT_DONE,
     MapAggregate,
     finish_job,
     remove_superseded,
@@ -238,6 +239,8 @@ def run_batch(
     on_windows: Optional[Callable[[int, int], None]] = None,
     on_image_done: Optional[Callable[..., None]] = None,
     on_note: Optional[Callable[[str], None]] = None,
+    on_warning: Optional[Callable[..., None]] = None,
+    on_explained: Optional[Callable[..., None]] = None,
     **writing,
 ) -> BatchResult:
     """Explain every image with one loaded model, writing its outputs under ``out_dir/KEY.*``.
@@ -255,10 +258,14 @@ def run_batch(
     ``on_image_done(image, row, params)``: ``params`` names the parameters a failed row's error is about.
     ``on_note`` is called once per run for each kind of note the explanations carry (``Explanation.notes``:
     how the maps were computed, e.g. approximate incremental inference), with the first image's text.
+    ``on_warning(text, params, key, source)`` is called for every warning of every computed image (a
+    :class:`~occlude_cli.errors.Notice`: a front end groups them by key), and ``on_explained(image,
+    explanation)`` with each computed image's explanation, both before its ``on_image_done``.
     """
     files = Writing(**writing)
     settings = run_settings(options, preprocessing, labels, **writing)
     loop = _Loop(model, Path(out_dir), files, settings, resume, aggregate, on_image_start, on_image_done, on_note)
+    loop.on_warning, loop.on_explained = on_warning, on_explained
     compute_kwargs = dict(
         options=options,
         preprocessing=preprocessing,
@@ -276,6 +283,8 @@ class _Loop:
         self.model, self.out_dir, self.files, self.settings = model, out_dir, files, settings
         self.resume, self.aggregate = resume, aggregate
         self.on_start, self.on_done, self.on_note = on_start, on_done, on_note
+        self.on_warning: Optional[Callable[..., None]] = None
+        self.on_explained: Optional[Callable[..., None]] = None
         self.result = BatchResult()
         self.pending: Deque[Tuple[_Plan, object, Optional[Future]]] = deque()
 
@@ -417,6 +426,12 @@ class _Loop:
                         self.on_note(text)
         if self.aggregate is not None:
             self.aggregate.add(computed.mean_map() if (study and self.files.multiscale) else explanation.map)
+        if self.on_warning is not None:
+            for warning in explanation.warnings:
+                key, params = getattr(warning, "key", str(warning)), getattr(warning, "params", ())
+                self.on_warning(str(warning), params, key, str(plan.image.path))
+        if self.on_explained:
+            self.on_explained(plan.image, explanation)
         info = peak(explanation.map)
         compute_s = float(explanation.timing.get("total_s", 0.0))
         return SummaryRow(
@@ -488,6 +503,9 @@ def run_images(
     result = run_batch(model, images, out_dir, options, preprocessing=preprocessing, style=style, **batch)
     done = {e.key: e for e in result.entries}
     result.entries = [done.get(e.key, e) for e in planned] + loose
+    for entry in result.entries:
+        if entry.row.status == "pending":  # Ctrl-C came before this image: --resume runs it
+            entry.row.error = NOT_DONE
     result.rows += [e.row for e in loose]
     result.folder = finish_job(out_dir, job, result.entries, interrupted=result.interrupted, style=style)
     return result

@@ -13,7 +13,6 @@ import dataclasses
 import enum
 import functools
 import inspect
-import os
 import signal
 import sys
 from typing import Annotated, Any, Callable, Optional, Sequence
@@ -100,6 +99,13 @@ def print_json(document) -> None:
 
 def print_note(message: str, params: Sequence[str] = ()) -> None:
     stderr.print(f"[yellow]note:[/] {safe(in_flags(message, params))}")
+
+
+def print_warning(message: str, source: Optional[str] = None) -> None:
+    """One yellow ``warning:`` line on stderr, naming ``source`` (an input) first when given; ``message`` in
+    the command line's words already (:func:`in_flags`: a file name is never rewritten)."""
+    where = f"{safe(source)}: " if source else ""
+    stderr.print(f"[yellow]warning:[/] {where}{safe(message)}")
 
 
 class RunNotes:
@@ -489,7 +495,10 @@ def with_flags(**groups: type) -> Callable[[Callable], Callable]:
 
 
 def stderr_is_terminal() -> bool:
-    return stderr.is_terminal and not os.environ.get("CI")
+    """Whether stderr may be drawn on live (bars, spinners): see :func:`occlude_cli.cli.screen.is_live`."""
+    from .screen import is_live
+
+    return is_live(stderr)
 
 
 class Sign(str, enum.Enum):

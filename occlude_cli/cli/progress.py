@@ -1,38 +1,222 @@
-"""The terminal side of a library run's events: progress bars on a terminal (windows done, rate, elapsed, ETA,
-and an overall bar for several inputs), one line per finished input in a CI log, notes, warnings and error
-lines (library parameters named as flags). Nothing but errors under ``--quiet``; no bars under ``--json``."""
+"""The terminal side of a library run's events (:class:`~occlude_cli.runs.events.RunEvents`).
+
+On a live terminal (:func:`~occlude_cli.cli.screen.is_live`): bars redrawn in place, one for the images (when
+there are several) and one for the current image's windows, each fitted to the width so that the count and the
+ETA stay whatever the width and however long the names; they vanish when the run ends (the table replaces
+them). Elsewhere (a pipe, a file, a CI log, ``TERM=dumb``): one logfmt line per finished input, as it
+finishes. Warnings are gathered per run (:class:`GatheredWarnings`): each kind in full at its first
+occurrence, one line at the end for the rest. ``--quiet`` keeps warnings and errors and drops the rest;
+``--verbose`` adds each image's windows. The ETA counts only the images actually computed (``--resume``
+skips are not work)."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import time
+from typing import Dict, List, Optional, Sequence
 
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.cells import cell_len
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.text import Text
 
 from ..runs.events import RunEvents
-from .common import one_line, print_error, print_note, safe, stderr, stderr_is_terminal
+from ..text import logfmt, shown
+from .common import in_flags, print_error, print_note, print_warning, stderr
+from .screen import clock, is_live, shorten_middle
+
+# ------------------------------------------------------------------------------------------ warnings
+
+
+class GatheredWarnings:
+    """The warnings of one run, grouped by kind (a :class:`~occlude_cli.errors.Notice`'s key): the first of
+    each kind is shown in full, naming its input; the others are counted, and :meth:`finish` says how many in
+    one line per kind, pointing to the file that lists them all (``where``)."""
+
+    def __init__(self, where: str = "") -> None:
+        self.where = where
+        self.counts: Dict[str, int] = {}
+
+    def add(self, text: str, params: Sequence[str] = (), key: str = "", source: Optional[str] = None) -> None:
+        key = key or text
+        self.counts[key] = self.counts.get(key, 0) + 1
+        if self.counts[key] == 1:
+            print_warning(in_flags(text, params), source)
+
+    def finish(self) -> None:
+        repeated = {key: n - 1 for key, n in self.counts.items() if n > 1}
+        for key, more in repeated.items():
+            kind = f" ({key})" if len(repeated) > 1 else ""
+            where = f": see {self.where}" if self.where else ""
+            print_warning(f"the same warning{kind} for {more} more image{'s' if more > 1 else ''}{where}")
+        self.counts.clear()
+
+
+# ------------------------------------------------------------------------------------------ live lines
+
+
+def bar(fraction: Optional[float], width: int) -> Text:
+    """A progress bar of ``width`` cells (dim all along while the total is unknown)."""
+    if fraction is None:
+        return Text("━" * width, style="bar.back")
+    filled = max(0, min(width, int(round(fraction * width))))
+    return Text("━" * filled, style="bar.complete") + Text("━" * (width - filled), style="bar.back")
+
+
+def progress_line(
+    width: int,
+    name: str,
+    done: int,
+    total: Optional[int],
+    eta: Optional[float],
+    rate: str = "",
+    elapsed: Optional[float] = None,
+    spinner: Optional[Text] = None,
+) -> Text:
+    """One line of a live display in ``width`` cells: the count and the ETA always; then, while they fit, the
+    name (shortened in the middle), a bar, the rate and the elapsed time."""
+    count = f"{done}/{total}" if total else str(done)
+    tail = f"eta {clock(eta)}"
+    lead = spinner.cell_len + 1 if spinner is not None else 0
+    room = width - lead - len(count) - 1 - len(tail)
+    name_w = min(cell_len(name), 6) if room >= min(cell_len(name), 6) + 1 else 0
+    room -= name_w + (1 if name_w else 0)
+    bar_w = 6 if room >= 7 else 0
+    room -= bar_w + (1 if bar_w else 0)
+    extras = []
+    for extra in (rate, clock(elapsed) if elapsed is not None else ""):
+        if extra and room >= len(extra) + 1:
+            extras.append(extra)
+            room -= len(extra) + 1
+    grow = min(room, max(0, min(cell_len(name), 40) - name_w)) if name_w else 0
+    name_w += grow
+    room -= grow
+    bar_w += min(room, 40 - bar_w) if bar_w else 0
+    line = Text()
+    if spinner is not None:
+        line += spinner + Text(" ")
+    if name_w:
+        line += Text(shorten_middle(name, name_w).ljust(name_w), style="progress.description") + Text(" ")
+    if bar_w:
+        line += bar(done / total if total else None, bar_w) + Text(" ")
+    line += Text(count, style="progress.download")
+    for extra in extras:
+        line += Text(" " + extra, style="progress.data.speed" if extra == rate else "progress.elapsed")
+    line += Text(" " + tail, style="progress.remaining")
+    return line
+
+
+class RunDisplay:
+    """The state a run's live display and its ETA are drawn from: images done (and how many were computed,
+    not skipped), the current image and its windows. ``draw`` starts a live display on stderr."""
+
+    def __init__(self, total: int, draw: bool, label: str = "images") -> None:
+        self.total, self.label = total, label
+        self.started = time.monotonic()
+        self.done = self.computed = 0
+        self.computed_s = 0.0
+        self.name = ""
+        self.current_started: Optional[float] = None
+        self.windows_done, self.windows_total = 0, 0
+        self.windows_started: Optional[float] = None
+        self.spinner = Spinner("dots", style="progress.spinner")
+        self.live: Optional[Live] = None
+        if draw:
+            self.live = Live(
+                get_renderable=self.render,
+                console=stderr,
+                transient=True,
+                refresh_per_second=8,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self.live.start()
+
+    def image_started(self, name: str) -> None:
+        self.name, self.current_started = name, time.monotonic()
+        self.windows_done = self.windows_total = 0
+        self.windows_started = None
+
+    def windows(self, done: int, total: int) -> None:
+        if self.windows_started is None:
+            self.windows_started = time.monotonic()
+        self.windows_done, self.windows_total = done, total
+
+    def image_done(self, computed: bool) -> None:
+        """One input finished; ``computed``: it was worked on (not skipped by --resume), so it counts towards
+        the rate the ETA is taken from."""
+        now = time.monotonic()
+        self.done += 1
+        if computed and self.current_started is not None:
+            self.computed += 1
+            self.computed_s += now - self.current_started
+        self.current_started = None
+
+    def eta(self) -> Optional[float]:
+        """Seconds left for the inputs not done: their number times the mean time of a computed input (so
+        inputs skipped by --resume count for nothing), less what the current one has taken; before any input
+        was computed, from the current input's windows."""
+        left = self.total - self.done
+        if left <= 0:
+            return 0.0
+        now = time.monotonic()
+        current = now - self.current_started if self.current_started is not None else 0.0
+        if self.computed:
+            return max(0.0, left * self.computed_s / self.computed - current)
+        fraction = self.windows_done / self.windows_total if self.windows_total else 0.0
+        if fraction >= 0.05 and self.windows_started is not None:
+            per_image = (now - self.windows_started) / fraction
+            return max(0.0, left * per_image - (now - self.windows_started))
+        return None
+
+    def windows_eta(self) -> Optional[float]:
+        if not self.windows_total or not self.windows_done or self.windows_started is None:
+            return None
+        spent = time.monotonic() - self.windows_started
+        return spent * (self.windows_total - self.windows_done) / self.windows_done
+
+    def render(self) -> Text:
+        width = stderr.width
+        now = time.monotonic()
+        lines: List[Text] = []
+        spinner = self.spinner.render(now)
+        spin = spinner if isinstance(spinner, Text) else None
+        if self.total > 1:
+            elapsed = now - self.started
+            lines.append(progress_line(width, self.label, self.done, self.total, self.eta(), "", elapsed, spin))
+        if self.windows_total or self.total == 1:
+            spent = now - self.windows_started if self.windows_started is not None else 0.0
+            rate = f"{self.windows_done / spent:.0f} win/s" if spent > 0 and self.windows_done else ""
+            eta = self.windows_eta()
+            lead = None if self.total > 1 else spin
+            lines.append(
+                progress_line(width, self.name, self.windows_done, self.windows_total or None, eta, rate, spent, lead)
+            )
+        return Text("\n").join(lines)
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+# ------------------------------------------------------------------------------------------ occlude run
 
 
 class TerminalEvents(RunEvents):
-    """A run's events on stderr (``occlude run``)."""
+    """A run's events on stderr (``occlude run``): see the module's docstring. ``where``: the file that lists
+    every warning (the run's summary.csv)."""
 
-    def __init__(self, *, quiet: bool = False, json_out: bool = False) -> None:
-        terminal = stderr_is_terminal()
+    def __init__(self, *, quiet: bool = False, json_out: bool = False, verbose: bool = False, where: str = "") -> None:
+        live = is_live(stderr)
         self.quiet = quiet or json_out  # Ray's start-up lines too
         self.shows_notes = not quiet
-        self.draws_windows = not quiet and not json_out and terminal
-        self.log_lines = not quiet and not terminal  # CI logs: one line per finished image, as it finishes
-        self.progress: Optional[Progress] = None
-        self.overall: Optional[TaskID] = None
-        self.windows_task: Optional[TaskID] = None
+        self.verbose = verbose and not quiet
+        self.draws_windows = live and not quiet
+        self.wants_explanations = self.verbose
+        self.log_lines = not quiet and (not live or self.verbose)  # CI logs: one line per finished image
+        self.warnings = GatheredWarnings(where)
+        self.display: Optional[RunDisplay] = None
+        self.total = 0
 
     def note(self, text: str, params: Sequence[str] = ()) -> None:
         if self.shows_notes:
@@ -41,50 +225,56 @@ class TerminalEvents(RunEvents):
     def problem(self, text: str, params: Sequence[str] = ()) -> None:
         print_error(text, params=params)
 
+    def warning(self, text: str, params: Sequence[str] = (), key: str = "", source: Optional[str] = None) -> None:
+        self.warnings.add(text, params, key, source)
+
     def started(self, total: int) -> None:
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=stderr,
-            disable=not self.draws_windows,
-            transient=False,
-        )
-        self.progress.start()
-        self.overall = self.progress.add_task("images", total=total, rate="") if total > 1 else None
-        self.windows_task = self.progress.add_task("windows", total=None, rate="")
+        self.total = total
+        self.display = RunDisplay(total, draw=self.draws_windows)
 
     def image_started(self, image) -> None:
-        if self.progress is not None and self.windows_task is not None:
-            description = safe(image.source_stem or image.key)
-            self.progress.reset(self.windows_task, total=None, description=description, rate="")
+        if self.display is not None:
+            self.display.image_started(shown(image.path.name or image.key))
 
     def windows(self, done: int, total: int) -> None:
-        if self.progress is None or self.windows_task is None:
-            return
-        task = self.progress.tasks[self.windows_task]
-        elapsed = task.elapsed or 0.0
-        rate = f"{done / elapsed:.0f} win/s" if elapsed > 0 else ""
-        self.progress.update(self.windows_task, completed=done, total=total, rate=rate)
+        if self.display is not None:
+            self.display.windows(done, total)
+
+    def explained(self, image, explanation) -> None:
+        """--verbose: the image's windows, one logfmt line each (its score and drop for the target)."""
+        occlusion = explanation.occlusion
+        target = explanation.target
+        scores, drops = occlusion.window_scores[:, target], occlusion.drops([target])[:, 0]
+        for window, score, drop in zip(occlusion.windows.tolist(), scores.tolist(), drops.tolist()):
+            fields = [("window", ",".join(map(str, window))), ("score", f"{score:.4f}"), ("drop", f"{drop:+.4f}")]
+            stderr.print(logfmt(("image", str(image.path)), *fields), markup=False, highlight=False)
 
     def image_done(self, image, row, params: Sequence[str] = ()) -> None:
-        if self.progress is not None and self.overall is not None:
-            self.progress.advance(self.overall)
+        display = self.display
+        if display is not None:
+            display.image_done(row.status in ("ok", "failed"))
         if row.status == "failed":
             print_error(failure_text(row), params=params)
         elif self.log_lines:
-            stderr.print(safe(log_line(row)))
-        if row.warning and self.shows_notes:
-            stderr.print(f"[yellow]warning:[/] {safe(row.path)}: {safe(row.warning)}")
+            done = f"{display.done}/{self.total}" if display is not None else None
+            eta = clock(display.eta()) if display is not None and display.done < self.total else None
+            stderr.print(log_line(row, done, eta), markup=False, highlight=False)
 
     def finished(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+        if self.display is not None:
+            self.display.stop()
+        self.warnings.finish()
+
+    def interruption(self) -> str:
+        """What an interrupted run says: how far it got and how to finish."""
+        if self.display is None:
+            return "interrupted before the first image; nothing was written for the images"
+        done = self.display.done
+        pending = max(0, self.total - done)
+        return (
+            f"interrupted after {done} of {self.total} image{'s' if self.total != 1 else ''} ({pending} pending); "
+            "re-run with --resume to finish"
+        )
 
 
 def failure_text(row) -> str:
@@ -93,8 +283,21 @@ def failure_text(row) -> str:
     return error if row.path in error else f"{row.path}: {error}"
 
 
-def log_line(row) -> str:
-    target = f"{row.target_index} {row.target_label or ''}".strip() if row.target_index is not None else "-"
-    score = f"{row.original_score:.4f}" if row.original_score is not None else "-"
-    seconds = f"{row.seconds:.2f}s" if row.seconds is not None else "-"
-    return one_line(f"{row.status} {row.path} target={target} score={score} {seconds}")
+def log_line(row, done: Optional[str] = None, eta: Optional[str] = None) -> str:
+    """A finished image as one logfmt line: status, progress, image, target, label, score, seconds (and the
+    ETA while images remain); labels and paths quoted and escaped (:func:`occlude_cli.text.for_logfmt`)."""
+    pairs = [("status", row.status)]
+    if done is not None:
+        pairs.append(("done", done))
+    pairs.append(("image", row.path))
+    if row.target_index is not None:
+        pairs.append(("target", row.target_index))
+    if row.target_label is not None:
+        pairs.append(("label", row.target_label))
+    if row.original_score is not None:
+        pairs.append(("score", f"{row.original_score:.4f}"))
+    if row.seconds is not None:
+        pairs.append(("seconds", f"{row.seconds:.2f}"))
+    if eta is not None:
+        pairs.append(("eta", eta))
+    return logfmt(*pairs)

@@ -202,7 +202,19 @@ def run(
     quiet: Annotated[
         bool,
         typer.Option(
-            "--quiet", "-q", help="No progress bars, no per-image lines and no table; errors still go to stderr."
+            "--quiet",
+            "-q",
+            help="No progress, notes or table: only warnings and errors (on stderr).",
+            rich_help_panel="Output",
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Also one line per image and per window (its score and drop), even on a terminal.",
+            rich_help_panel="Output",
         ),
     ] = False,
     report: Annotated[
@@ -274,7 +286,9 @@ def run(
         workers=workers,
         gpus_per_worker=gpus_per_worker,
     )
-    events = TerminalEvents(quiet=quiet, json_out=json_out)
+    if quiet and verbose:
+        raise OccludeError("--quiet and --verbose contradict each other: give one of them")
+    events = TerminalEvents(quiet=quiet, json_out=json_out, verbose=verbose, where=str(out / "summary.csv"))
     given = dict(options=options, settings=settings, model_options=model_flags.options(), events=events)
     if dry_run:
         estimate = estimate_folder(model, paths, out, **given)
@@ -286,7 +300,11 @@ def run(
         checked = baseline_check_folder(model, paths, out, **given)
         show_baseline_check(checked, json_out, quiet)
     else:
-        show_run(run_folder(model, paths, out, **given), out, json_out, quiet)
+        try:
+            result = run_folder(model, paths, out, **given)
+        except KeyboardInterrupt:  # a second Ctrl-C, while the run was finishing its files: say as much
+            raise fail(events.interruption(), ExitCode.INTERRUPTED) from None
+        show_run(result, out, json_out, quiet, events.interruption())
 
 
 def show_baseline_check(checked, json_out: bool, quiet: bool) -> None:
@@ -299,9 +317,10 @@ def show_baseline_check(checked, json_out: bool, quiet: bool) -> None:
         raise typer.Exit(ExitCode.IMAGES_FAILED)
 
 
-def show_run(result, out: Path, json_out: bool, quiet: bool) -> None:
-    """A folder run's summary on stdout (JSON or a table), the folder's notes, and the exit code."""
-    rows = result.rows  # this process's images, then the arguments that named none
+def show_run(result, out: Path, json_out: bool, quiet: bool, interruption: str = "") -> None:
+    """A folder run's summary on stdout (JSON or a table), the folder's notes, and the exit code (130 with
+    ``interruption``, how far it got, when Ctrl-C or SIGTERM stopped it)."""
+    rows = result.rows  # this process's images (pending: not reached), then the arguments that named none
     if json_out:
         print_json(result.summary)
     elif not quiet:
@@ -309,8 +328,8 @@ def show_run(result, out: Path, json_out: bool, quiet: bool) -> None:
         if result.folder is not None:
             show.print_folder_notes(result.folder, quiet)
     if result.interrupted:
-        done, total = len(rows) - len(result.plan.problems), len(result.plan.images)
-        raise fail(f"interrupted after {done} of {total} images; re-run with --resume to finish", ExitCode.INTERRUPTED)
+        text = interruption or f"interrupted ({result.pending} pending); re-run with --resume to finish"
+        raise fail(text, ExitCode.INTERRUPTED)
     if result.failed:
         raise typer.Exit(ExitCode.IMAGES_FAILED)
 

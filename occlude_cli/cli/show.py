@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from .common import one_line, safe, stderr, stdout
+from .screen import Column, fitted_table, shorten_path  # noqa: F401  (shorten_path: the shown paths' rule)
 
 
 def print_estimate(plan: dict) -> None:
@@ -70,38 +71,38 @@ def incremental_line(decision: dict) -> str:
     )
 
 
-def shorten_path(path: str, width: int) -> str:
-    """A path that fits ``width`` columns, cut from the left at a folder boundary ('…/b/c.png'), never
-    mid-name unless the file name alone is too long."""
-    path = one_line(path)
-    if len(path) <= width:
-        return path
-    parts = path.split("/")  # never at a backslash: escapes are shown as \xNN
-    for start in range(1, len(parts)):
-        candidate = "…/" + "/".join(parts[start:])
-        if len(candidate) <= width:
-            return candidate
-    return "…" + path[-(width - 1) :]
-
-
 def print_table(rows, out: Path) -> None:
-    width = max(20, (stdout.width or 80) - 40)
-    table = Table(title=safe(f"occlude: {len(rows)} image(s) -> {out}"), title_justify="left")
-    table.add_column("image", no_wrap=True, overflow="ellipsis")
-    for name in ("status", "target", "score", "peak (y, x)", "s"):
-        table.add_column(name)
-    for row in rows:
+    """The run's table on stdout, fitted to the width: numbers whole, the label (or a failure's error) wraps
+    and the image name shortens first, and at the narrowest the timing and peak columns go. Rows of images
+    an interrupted run did not reach are counted in the title, not listed."""
+    pending = sum(1 for row in rows if row.status == "pending")
+    listed = [row for row in rows if row.status != "pending"]
+    title = f"occlude: {len(listed)} image(s) -> {out}" + (f" ({pending} pending: --resume)" if pending else "")
+    columns = [
+        Column("image", "name"),
+        Column("status"),
+        Column("target", justify="right"),
+        Column("label", "label"),
+        Column("score", justify="right", keep=3),
+        Column("peak (y, x)", keep=1),
+        Column("s", justify="right", keep=2),
+    ]
+    cells = []
+    for row in listed:
         style = {"ok": "green", "skipped": "yellow", "failed": "red"}.get(row.status, "")
-        target = f"{row.target_index} {row.target_label or ''}".strip() if row.target_index is not None else ""
-        table.add_row(
-            safe(shorten_path(row.path, width)),
-            f"[{style}]{row.status}[/]",
-            safe(target) if row.status != "failed" else safe(row.error or ""),
-            f"{row.original_score:.4f}" if row.original_score is not None else "",
-            f"{row.peak_y}, {row.peak_x}" if row.peak_y is not None else "",
-            f"{row.seconds:.2f}" if row.seconds is not None else "",
+        label = row.target_label or "" if row.status != "failed" else row.error or ""
+        cells.append(
+            [
+                (row.path, ""),
+                (row.status, style),
+                (str(row.target_index) if row.target_index is not None else "", ""),
+                (label, ""),
+                (f"{row.original_score:.4f}" if row.original_score is not None else "", ""),
+                (f"{row.peak_y}, {row.peak_x}" if row.peak_y is not None else "", ""),
+                (f"{row.seconds:.2f}" if row.seconds is not None else "", ""),
+            ]
         )
-    stdout.print(table)
+    stdout.print(fitted_table(title, columns, cells, stdout.width))
 
 
 def print_folder_notes(state, quiet: bool) -> None:

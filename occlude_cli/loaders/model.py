@@ -179,9 +179,10 @@ SCORE_NAMES = {
 def saturation_remedy(kind: str) -> str:
     """What gives a readable map when the probability a head of ``kind`` explains is saturated: its logits
     where occlude computes the probability from them, else a model that outputs logits (a graph that ends in
-    Softmax or Sigmoid has none to explain, and score logit is refused for it)."""
+    Softmax or Sigmoid has none to explain, and score logit is refused for it). The text names the parameter
+    ``score`` (:data:`SATURATION_PARAMS`), which a front end shows in its own words (the CLI: ``--score``)."""
     if kind in ("softmax", "sigmoid"):
-        return f"use score logit (--score logit: the logits occlude computes the {kind} from) for a readable map"
+        return f"explain the logits instead (score logit: the logits occlude computes the {kind} from) for a readable map"
     if kind in ("probabilities", "independent"):
         last = "Softmax" if kind == "probabilities" else "Sigmoid"
         return (
@@ -189,6 +190,10 @@ def saturation_remedy(kind: str) -> str:
             f"export it without its final {last} for a readable map, or explain a class that is not saturated"
         )
     return "try a larger patch or another baseline"
+
+
+# The parameters :func:`saturation_remedy`'s text names, per head kind.
+SATURATION_PARAMS = {kind: ("score",) for kind in ("softmax", "sigmoid", "probabilities", "independent")}
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from ..analyses.explanation import multiscale_mean
 from ..errors import OccludeError
 from ..text import recover
 from .manifest import (  # noqa: F401  (re-exported: the folder's machinery in one place)
+    NOT_DONE,
     Entry,
     FolderState,
     Job,
@@ -86,7 +87,7 @@ def finish_job(out_dir, job: Job, entries: Sequence[Entry], *, interrupted: bool
     with folder_lock(out_dir):
         write_manifest(out_dir, job, entries, "interrupted" if interrupted else "finished")
         if job.shard is not None:
-            write_summary([e.row for e in entries], out_dir, summary_name(job.shard))
+            write_summary([e.row for e in entries], out_dir, summary_name(job.shard), interrupted=interrupted)
         return rebuild(out_dir, style=style, aggregate=job.aggregate, report=job.report, locked=True)
 
 
@@ -119,7 +120,7 @@ def rebuild(out_dir, *, style=None, aggregate: Optional[bool] = None, report: Op
         for name in ("aggregate.npy", "aggregate.png"):  # never an aggregate of fewer maps than the job's
             with contextlib.suppress(OSError):
                 (out_dir / name).unlink()
-    write_summary(state.rows, out_dir, run=state.describe())
+    write_summary(state.rows, out_dir, run=state.describe(), interrupted=state.interrupted)
     if report or (out_dir / "index.html").is_file():
         from .report import build_report
 

@@ -21,7 +21,7 @@ from .write import atomic_write_json
 
 MANIFEST_SCHEMA = 1
 _MANIFEST_FILE = re.compile(r"^manifest(?:\.shard-(?P<k>\d+)-of-(?P<n>\d+))?\.json$")
-NOT_DONE = "no result: the run stopped before this image (re-run with --resume)"
+NOT_DONE = "no result yet: the run stopped before this image (re-run with --resume)"
 
 
 def summary_name(shard: Optional[Tuple[int, int]]) -> str:
@@ -103,6 +103,7 @@ class FolderState:
     notes: List[str] = field(default_factory=list)
     wants_aggregate: bool = False  # a process of the job asked for --aggregate
     wants_report: bool = False  # ... for --report
+    interrupted: bool = False  # a process of the job stopped before it finished (Ctrl-C, SIGTERM, killed)
 
     @property
     def complete(self) -> bool:
@@ -232,7 +233,8 @@ def run_fingerprint(model_sha256: str, image_sha256: str, settings: dict) -> str
 def _stopped_entries(out_dir: Path, manifest: dict) -> List[Entry]:
     """The rows of a manifest; those still pending (a process that was interrupted or killed before their
     image) are ok where the image's result file was made with the job's model and parameters from the image
-    as it is now (its fingerprint is the job's for the image file's current sha256), else failed."""
+    as it is now (its fingerprint is the job's for the image file's current sha256), else stay pending (with
+    :data:`NOT_DONE` as their error: ``--resume`` runs them)."""
     entries = []
     model = (manifest.get("model") or {}).get("sha256") or ""
     settings = restore(manifest.get("settings") or {})  # exact again: a --target label may hold anything
@@ -248,7 +250,7 @@ def _stopped_entries(out_dir: Path, manifest: dict) -> List[Entry]:
                 entry.row.status = "ok"
                 _fill_from_record(entry.row, out_dir, record)
             else:
-                entry.row.status, entry.row.error = "failed", NOT_DONE
+                entry.row.error = NOT_DONE
         entries.append(entry)
     return entries
 
@@ -306,6 +308,7 @@ def current_entries(out_dir) -> Tuple[Optional[dict], List[Entry], FolderState]:
             continue
         if status == "running":  # its process is gone: killed
             state.notes.append(f"{manifest['_file']}: the run was killed before it finished")
+        state.interrupted = state.interrupted or status != "finished"
         if status == "finished":
             state.shards_done.append(k)
         entries += _stopped_entries(out_dir, manifest)

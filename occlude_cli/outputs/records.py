@@ -167,7 +167,8 @@ SUMMARY_FIELDS = (
 
 @dataclass
 class SummaryRow:
-    """One image's line in summary.json / summary.csv. status: ok | failed | skipped."""
+    """One image's line in summary.json / summary.csv. status: ok | failed | skipped | pending (a stopped run
+    did not reach the image; ``--resume`` runs it)."""
 
     path: str
     status: str
@@ -201,13 +202,20 @@ class SummaryRow:
         )
 
 
-def summary_document(rows: Sequence[SummaryRow], run: Optional[dict] = None) -> dict:
-    """summary.json: counts, the number of rows with a warning, one row per image and, for a folder run, the
-    ``run`` block (which job and shards the rows are of; see :mod:`occlude_cli.outputs.folder`)."""
-    counts: Dict[str, int] = {"ok": 0, "failed": 0, "skipped": 0}
+def summary_document(rows: Sequence[SummaryRow], run: Optional[dict] = None, interrupted: Optional[bool] = None) -> dict:
+    """summary.json: counts (``pending``: images a stopped run did not reach), whether the run was interrupted
+    (``interrupted``: by default, whether any row is pending), the number of rows with a warning, one row per
+    image and, for a folder run, the ``run`` block (which job and shards the rows are of; see
+    :mod:`occlude_cli.outputs.folder`)."""
+    counts: Dict[str, int] = {"ok": 0, "failed": 0, "skipped": 0, "pending": 0}
     for row in rows:
         counts[row.status] = counts.get(row.status, 0) + 1
-    document = {"counts": counts, "warnings": sum(1 for r in rows if r.warning), "images": [r.__dict__ for r in rows]}
+    document = {
+        "counts": counts,
+        "interrupted": bool(counts["pending"]) if interrupted is None else bool(interrupted),
+        "warnings": sum(1 for r in rows if r.warning),
+        "images": [r.__dict__ for r in rows],
+    }
     if run is not None:
         document["run"] = run
     return document

@@ -471,14 +471,21 @@ def write_check_picture(
     return atomic_write_bytes(Path(out_dir) / f"{stem}.check.png", png)
 
 
-def write_summary(rows: Sequence[SummaryRow], out_dir, name: str = "summary", run: Optional[dict] = None) -> List[Path]:
-    """NAME.json (counts, one row per image, the ``run`` block when given) and NAME.csv, written atomically.
+def write_summary(
+    rows: Sequence[SummaryRow],
+    out_dir,
+    name: str = "summary",
+    run: Optional[dict] = None,
+    interrupted: Optional[bool] = None,
+) -> List[Path]:
+    """NAME.json (counts, whether the run was interrupted, one row per image, the ``run`` block when given;
+    see :func:`~occlude_cli.outputs.records.summary_document`) and NAME.csv, written atomically.
     When either cannot be written both are removed (never an earlier run's summary beside this run's files)
     and the error says so."""
     out_dir = Path(out_dir)
     try:
         return [
-            atomic_write_json(out_dir / f"{name}.json", summary_document(rows, run)),
+            atomic_write_json(out_dir / f"{name}.json", summary_document(rows, run, interrupted)),
             atomic_write_bytes(out_dir / f"{name}.csv", csv_bytes(SUMMARY_FIELDS, [r.__dict__ for r in rows])),
         ]
     except OccludeError as exc:  # e.g. a full disk: no stale summary of an earlier run may stay behind

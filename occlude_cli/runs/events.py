@@ -4,7 +4,7 @@ A run never prints."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 
 class RunEvents:
@@ -15,6 +15,8 @@ class RunEvents:
     draws_windows: bool = False
     #: nothing but errors is shown: third-party start-up lines (Ray's) are kept off stderr too
     quiet: bool = False
+    #: whether :meth:`explained` is wanted (each input's windows and scores, for a front end that shows them)
+    wants_explanations: bool = False
 
     def note(self, text: str, params: Sequence[str] = ()) -> None:
         """Something the user should know, once: a file skipped by discovery, a batch shrunk to fit the memory
@@ -22,6 +24,11 @@ class RunEvents:
 
     def problem(self, text: str, params: Sequence[str] = ()) -> None:
         """An error that does not stop the run: an argument that named no input, an input that failed."""
+
+    def warning(self, text: str, params: Sequence[str] = (), key: str = "", source: Optional[str] = None) -> None:
+        """Something the user must know about one input's result (``source``: the input): a saturated score,
+        an all-zero map. Told at every occurrence, with the ``key`` of its kind (a
+        :class:`~occlude_cli.errors.Notice`'s), so that a front end can show each kind once per run."""
 
     def started(self, total: int) -> None:
         """The run starts on ``total`` inputs."""
@@ -31,6 +38,10 @@ class RunEvents:
 
     def windows(self, done: int, total: int) -> None:
         """Windows scored so far for the current input (only when :attr:`draws_windows`)."""
+
+    def explained(self, image, explanation) -> None:
+        """One input's explanation, as computed, before its :meth:`image_done` (only when
+        :attr:`wants_explanations`)."""
 
     def image_done(self, image, row, params: Sequence[str] = ()) -> None:
         """One input is finished: its row (status ok, skipped or failed; ``params`` of a failure's error)."""

@@ -158,9 +158,10 @@ def _inputs(inputs, out, settings: RunSettings, series: bool):
 
 @dataclass
 class FolderRun:
-    """What :func:`run_folder` did: one row per input (in input order, then the arguments that named none), the
-    output folder's state after its run-level files were rebuilt, whether Ctrl-C stopped it, the run's notes
-    (how its maps were computed), and what was decided before (``plan``)."""
+    """What :func:`run_folder` did: one row per input (in input order, then the arguments that named none;
+    status ``pending`` for the inputs Ctrl-C or SIGTERM stopped it before), the output folder's state after its
+    run-level files were rebuilt, whether it was interrupted, the run's notes (how its maps were computed), and
+    what was decided before (``plan``)."""
 
     rows: list
     folder: Any
@@ -170,8 +171,14 @@ class FolderRun:
 
     @property
     def summary(self) -> dict:
-        """The run summary as ``--json`` prints it (counts, warnings, one row per input)."""
-        return summary_document(self.rows)
+        """The run summary as ``--json`` prints it (counts, whether it was interrupted, warnings, one row per
+        input)."""
+        return summary_document(self.rows, interrupted=self.interrupted)
+
+    @property
+    def pending(self) -> int:
+        """Inputs the run did not reach (interrupted): ``--resume`` runs them."""
+        return sum(1 for r in self.rows if r.status == "pending")
 
     @property
     def failed(self) -> bool:
@@ -240,13 +247,16 @@ def run_folder(
             on_windows=windows,
             on_image_done=events.image_done,
             on_note=events.note,
+            on_warning=events.warning,
+            on_explained=events.explained if events.wants_explanations else None,
             **plan.settings.writing(),
         )
     finally:
         if executor is not None:
             executor.shutdown()
         events.finished()
-    return FolderRun(result.rows, result.folder, result.interrupted, result.notes, plan)
+    rows = [entry.row for entry in result.entries] if result.entries else result.rows
+    return FolderRun(rows, result.folder, result.interrupted, result.notes, plan)
 
 
 def _tell(plan: FolderPlan, removed: list, events: RunEvents) -> None:
