@@ -31,7 +31,7 @@ from ..loaders.modelfiles import find_model_file
 from ..loaders.volumes import VolumePreprocessing
 from .explanation import Explanation, ScaleStudy
 from .options import ExplainOptions, score_name
-from .plan import Setup, setup
+from .plan import Setup, check_top_k, setup
 from .preprocessing import ModelOptions, preprocessing_for, resolve_labels
 from .scorers import window_scorer
 
@@ -181,6 +181,7 @@ def _head_and_targets(model: OnnxClassifier, options: ExplainOptions, sample: np
     head = model.head(options.score, raw)
     original = head.transform(raw)[0]
     ranking = [int(i) for i in np.argsort(-original, kind="stable")]
+    check_top_k(options.top_k, num_classes)
     main = resolve_target(options.target, labels, num_classes) if options.target is not None else ranking[0]
     targets = [main] + [c for c in ranking if c != main][: options.top_k - 1]
     return head, original, main, targets

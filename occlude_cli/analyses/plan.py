@@ -75,12 +75,22 @@ def check_run(
 def _check_against_model(options: ExplainOptions, preprocessing, model: OnnxClassifier, labels) -> None:
     """The score kind the graph allows, the labels against the classes, and the target."""
     check_score(model, options.score)
-    classes = model_classes(model, preprocessing) if options.target is not None or labels else model.num_classes
+    wanted = options.target is not None or labels or options.top_k > 1
+    classes = model_classes(model, preprocessing) if wanted else model.num_classes
+    check_top_k(options.top_k, classes)
     if labels is not None and classes is not None and len(labels) != classes:
         raise OccludeError(f"{len(labels)} labels given but the model has {classes} classes")
     classes = classes or (len(labels) if labels else None)
     if options.target is not None and classes is not None:
         resolve_target(options.target, labels, classes)
+
+
+def check_top_k(top_k: int, classes: Optional[int]) -> None:
+    """A top_k above the model's classes is refused (never cut to them in silence)."""
+    if classes is not None and top_k > classes:
+        raise OccludeError(
+            f"top_k {top_k} is more than the model's {classes} classes: give at most {classes}", params=("top_k",)
+        )
 
 
 def model_classes(model: OnnxClassifier, preprocessing) -> Optional[int]:

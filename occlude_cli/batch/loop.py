@@ -24,10 +24,10 @@ from ..errors import OccludeError, first_line
 from ..loaders.images import Preprocessing
 from ..loaders.model import OnnxClassifier, file_sha256
 from ..outputs.folder import (
+    NOT_DONE,
     Entry,
     FolderState,
     Job,
-    NOT_DONE,
     MapAggregate,
     finish_job,
     remove_superseded,

@@ -16,6 +16,7 @@ import typer
 from rich.table import Table
 
 from ..runs.events import RunEvents
+from ..text import logfmt
 from . import parse
 from .common import (
     ExitCode,
@@ -23,9 +24,11 @@ from .common import (
     ModelFlags,
     OcclusionFlags,
     Parsed,
+    in_flags,
     print_error,
     print_json,
     print_note,
+    print_warning,
     safe,
     stderr,
     stdout,
@@ -34,13 +37,13 @@ from .common import (
 )
 
 LAYERS_EXAMPLES = """
-[bold]Examples[/]
+occlude info sample_models/efficientnet_lite0.onnx --layers  # where can it be cut?
+occlude layers model.onnx images/ -l hardtanh_16 -o lay/
+occlude layers model.onnx data/ -l /features/6/Add_output_0 --replace dataset
+occlude layers model.onnx img.png -l hardtanh_16 --spatial --patch 2  # feature map
+"""
 
-  occlude info sample_models/efficientnet_lite0.onnx --layers      [dim]# where can the model be cut?[/]
-  occlude layers sample_models/efficientnet_lite0.onnx sample_images/ --layer hardtanh_16 -o lay/
-  occlude layers model.onnx data/ -r --layer /features/6/Add_output_0 --replace dataset --score logit
-  occlude layers model.onnx img.png --layer hardtanh_16 --spatial --patch 2   [dim]# windows on the feature map[/]
-
+LAYERS_NOTES = """
 The model is cut at --layer (checked on the spot: the prefix then the suffix must give the whole model's output).
 The prefix runs once per image; only the suffix runs per replaced channel or feature-map window.
 
@@ -51,12 +54,12 @@ top channels respond, each on the input image that activates it most). With --sp
 """
 
 BIAS_EXAMPLES = """
-[bold]Examples[/]
+occlude bias model.onnx dataset/ -r --box 0,0,60,30 --baseline blur  # watermark?
+occlude bias model.onnx dataset/ -r --masks rulers/  # per-image suspected regions
+occlude bias model.onnx dataset/ -r --box 0,0,60,30 --max-flip-rate 0.05 -q  # CI
+"""
 
-  occlude bias model.onnx dataset/ -r --box 0,0,60,30 --baseline blur   [dim]# does the watermark matter?[/]
-  occlude bias model.onnx dataset/ -r --masks rulers/                     [dim]# per-image suspected regions[/]
-  occlude bias model.onnx dataset/ -r --box 0,0,60,30 --max-flip-rate 0.05 -q   [dim]# CI: exit 4 above 5%[/]
-
+BIAS_NOTES = """
 For each image: the target (default: predicted) class's score with and without the region occluded; a control
 occludes the same-size region at --controls random places (seeded, outside the region where possible), so that
 "this region matters" is told apart from "any patch that size matters".
@@ -69,17 +72,17 @@ Writes OUT/bias.json, bias.csv (per image), bias_classes.csv (per class and 'all
 """
 
 STABILITY_EXAMPLES = """
-[bold]Examples[/]
+occlude stability model.onnx img.png --noise 2/255 --trials 8
+occlude stability model.onnx adv.png --box 10,10,60,60 --expect "Egyptian cat"
+occlude stability sample_models/ct2d.onnx sample_images/medical/ct_lesion.dcm
+occlude stability sample_models/lesion3d.onnx scan.nii.gz --trials 4  # a volume
+"""
 
-  occlude stability model.onnx img.png --noise 2/255 --trials 8
-  occlude stability model.onnx adversarial.png --box 10,10,60,60 --expect "Egyptian cat"   [dim]# the patch test[/]
-  occlude stability sample_models/ct2d.onnx sample_images/medical/ct_lesion.dcm      [dim]# a DICOM slice[/]
-  occlude stability sample_models/lesion3d.onnx scan.nii.gz --trials 4               [dim]# a volume[/]
-
+STABILITY_NOTES = """
 Explains the image and --trials copies with seeded uniform noise of at most --noise of the pixel range (clipped to
 0..255), all for the clean run's target; reports each copy's Spearman rank correlation and top-10% IoU with the
 clean map. --box: occluding only that patch (is it necessary?) and keeping only it (is it sufficient?);
---expect CLASS says whether occluding the patch restores that class.
+--expect CLASS says whether occluding the patch restores that class (the patch test).
 
 DICOM slices, DICOM series (--series) and NIfTI volumes: the noise is added in real units (HU) on the model grid
 before the model's intensity transform, --noise being a fraction of the window width (or intensity range, else
@@ -137,35 +140,48 @@ def _layers_line(events: AnalysisEvents, image, done) -> None:
             f"{tuple(int(v) for v in peak) if peak else '-'}, "
             f"{done.result.occlusion.forward_passes} suffix passes -> {safe(str(done.written[-1]))}"
         )
-    elif events.total > 1:  # one line per image as it finishes (CI logs)
+    elif events.total > 1:  # one logfmt line per image as it finishes (CI logs)
         best = int(done.ranking()[0])
-        stderr.print(
-            safe(
-                f"{image.key}: class {done.target} {done.label or ''}, top channel "
-                f"{int(done.channels[best])} (drop {done.drops[best]:.4g}), "
-                f"{done.suffix_passes} suffix passes, {done.seconds:.2f} s"
-            )
+        line = logfmt(
+            ("status", "ok"),
+            ("image", image.key),
+            ("target", done.target),
+            *([("label", done.label)] if done.label else []),
+            ("top_channel", int(done.channels[best])),
+            ("drop", f"{done.drops[best]:.4g}"),
+            ("suffix_passes", done.suffix_passes),
+            ("seconds", f"{done.seconds:.2f}"),
         )
+        stderr.print(line, markup=False, highlight=False)
 
 
 @user_errors
 @with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags)
 def layers(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx), or a folder holding one.")],
-    paths: Annotated[List[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
+    paths: Annotated[
+        List[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False, metavar="PATH")
+    ],
     layer: Annotated[
         str,
         typer.Option(
-            "--layer", "-l", help="Inner tensor to occlude (see 'occlude info MODEL --layers').", show_default=False
+            "--layer",
+            "-l",
+            help="Inner tensor to occlude (see 'occlude info MODEL --layers').",
+            show_default=False,
+            rich_help_panel="Basics",
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("occlude-out"),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.", rich_help_panel="Basics")
+    ] = Path("occlude-out"),
     replace: Annotated[
         Replacement,
         typer.Option(
             "--replace",
             help="What a channel (or window) becomes: zero, mean (its spatial mean on the image) or dataset (its mean "
             "over all input images; one extra prefix pass per image).",
+            rich_help_panel="Basics",
         ),
     ] = Replacement.zero,
     channels: Annotated[
@@ -175,6 +191,7 @@ def layers(
             parser=parse.channels("--channels"),
             metavar="LIST",
             help="Only these channels, e.g. 0,5,9-12 \\[default: all].",
+            rich_help_panel="Basics",
         ),
     ] = None,
     spatial: Annotated[
@@ -183,6 +200,7 @@ def layers(
             "--spatial",
             help="Instead of channels: occlude windows of the feature map (all channels at once), a map on the "
             "feature grid drawn over the image.",
+            rich_help_panel="Basics",
         ),
     ] = False,
     patch: Annotated[
@@ -190,32 +208,48 @@ def layers(
         typer.Option(
             "--patch",
             help="With --spatial: window side in feature-map cells (--stride: step in cells, default the patch).",
+            rich_help_panel="Basics",
         ),
     ] = 1,
-    top: Annotated[int, typer.Option("--top", help="Channels shown at each end of the bar chart.")] = 10,
+    top: Annotated[
+        int, typer.Option("--top", help="Channels shown at each end of the bar chart.", rich_help_panel="Output")
+    ] = 10,
     show: Annotated[
-        int, typer.Option("--show", help="Top channels whose activation maps go into activations.png (0: none).")
+        int,
+        typer.Option(
+            "--show",
+            help="Top channels whose activation maps go into activations.png (0: none).",
+            rich_help_panel="Output",
+        ),
     ] = 4,
     channel_axis: Annotated[
         int,
         typer.Option(
             "--channel-axis",
             help="Channel axis of the tensor without its batch axis (0: NCHW feature maps; -1: channel-last).",
+            rich_help_panel="Basics",
         ),
     ] = 0,
     recursive: Annotated[
-        bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.")
+        bool,
+        typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.", rich_help_panel="Basics"),
     ] = False,
-    timing: Annotated[bool, typer.Option("--timing/--no-timing", help="Record timings in the JSON.")] = True,
-    json_out: Annotated[bool, typer.Option("--json", help="Print layers.json on stdout (nothing else).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table; errors still go to stderr.")] = False,
+    timing: Annotated[
+        bool, typer.Option("--timing/--no-timing", help="Record timings in the JSON.", rich_help_panel="Output")
+    ] = True,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print layers.json on stdout (nothing else).", rich_help_panel="Basics")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No table; errors still go to stderr.", rich_help_panel="Basics")
+    ] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Occlude inside the model: the target score's drop when each channel of an inner tensor is replaced."""
     from ..analyses.explain import SATURATION
     from ..analyses.options import ExplainOptions
-    from ..loaders.model import saturation_remedy
+    from ..loaders.model import SATURATION_PARAMS, saturation_remedy
     from ..runs.layers import LayerSettings, layers_folder
 
     settings = LayerSettings(replace.value, channels, spatial, patch, None, top, show, channel_axis)
@@ -235,12 +269,13 @@ def layers(
         if run.failed or run.summary is None and not spatial:
             raise typer.Exit(ExitCode.IMAGES_FAILED)
         return
-    if run.saturated and not quiet:
-        stderr.print(
-            f"[yellow]warning:[/] the target probability is saturated (>= {SATURATION}) for {len(run.saturated)} of "
-            f"{len(run.results)} image(s): replacing a channel barely moves it; "
-            + safe(saturation_remedy(run.saturated[0].score_kind))
+    if run.saturated:  # one line for the whole run (a warning: shown under --quiet too)
+        kind = run.saturated[0].score_kind
+        text = (
+            f"the target probability is saturated (>= {SATURATION}) for {len(run.saturated)} of "
+            f"{len(run.results)} image(s): replacing a channel barely moves it; {saturation_remedy(kind)}"
         )
+        print_warning(in_flags(text, SATURATION_PARAMS.get(kind, ())))
     if json_out:
         print_json(run.document)
     elif not quiet:
@@ -281,47 +316,74 @@ def _print_layers(run, layer: str, replacement: str, out: Path, top: int) -> Non
 @with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags)
 def bias(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx), or a folder holding one.")],
-    paths: Annotated[List[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
+    paths: Annotated[
+        List[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False, metavar="PATH")
+    ],
     box: Annotated[
         Optional[Parsed],
         typer.Option(
             parser=parse.box("--box"),
             metavar="x0,y0,x1,y1",
             help="Suspected region x0,y0,x1,y1 in original image pixels (the same for every image).",
+            rich_help_panel="Basics",
         ),
     ] = None,
     mask: Annotated[
         Optional[Path],
         typer.Option(
-            help="Suspected region as a mask image, white = region, transparent = outside (the same for every image)."
+            help="Suspected region as a mask image, white = region, transparent = outside (the same for every image).",
+            rich_help_panel="Basics",
         ),
     ] = None,
     masks: Annotated[
         Optional[Path],
         typer.Option(
             help="Folder of per-image masks DIR/<relative name>.png \\[default without --box/--mask: NAME.mask.png "
-            "next to each image]."
+            "next to each image].",
+            rich_help_panel="Basics",
         ),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("occlude-out"),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.", rich_help_panel="Basics")
+    ] = Path("occlude-out"),
     controls: Annotated[
-        int, typer.Option("--controls", help="Random same-size control regions per image (0: no control).")
+        int,
+        typer.Option(
+            "--controls", help="Random same-size control regions per image (0: no control).", rich_help_panel="Basics"
+        ),
     ] = 8,
     bootstrap: Annotated[
-        int, typer.Option("--bootstrap", help="Bootstrap resamples for the 95% confidence intervals (0: none).")
+        int,
+        typer.Option(
+            "--bootstrap",
+            help="Bootstrap resamples for the 95% confidence intervals (0: none).",
+            rich_help_panel="Basics",
+        ),
     ] = 1000,
     max_mean_drop: Annotated[
-        Optional[float], typer.Option("--max-mean-drop", help="Exit 4 when the mean drop over all images exceeds this.")
+        Optional[float],
+        typer.Option(
+            "--max-mean-drop", help="Exit 4 when the mean drop over all images exceeds this.", rich_help_panel="Gates"
+        ),
     ] = None,
     max_flip_rate: Annotated[
         Optional[float],
-        typer.Option("--max-flip-rate", help="Exit 4 when the share of flipped predictions exceeds this (0..1)."),
+        typer.Option(
+            "--max-flip-rate",
+            help="Exit 4 when the share of flipped predictions exceeds this (0..1).",
+            rich_help_panel="Gates",
+        ),
     ] = None,
     recursive: Annotated[
-        bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.")
+        bool,
+        typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.", rich_help_panel="Basics"),
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print bias.json on stdout (nothing else).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table; errors still go to stderr.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print bias.json on stdout (nothing else).", rich_help_panel="Basics")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No table; errors still go to stderr.", rich_help_panel="Basics")
+    ] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
 ) -> None:
@@ -395,25 +457,30 @@ def stability(
             "with --series (3-D model)."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("occlude-out"),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.", rich_help_panel="Basics")
+    ] = Path("occlude-out"),
     noise: Annotated[
         Parsed,
         typer.Option(
             "--noise",
             parser=parse.fraction("--noise"),
             metavar="FRACTION",
-            help="Largest change of a pixel, as a fraction of the pixel range: 2/255 or 0.008. Medical inputs: of the "
-            "span the model's intensity transform maps to its input range (the window width; the intensity range; "
-            "else the input's range of values), added in real units before it.",
+            help="Largest change of a pixel, as a fraction of the pixel range (2/255 or 0.008); medical inputs: "
+            "of the window width (or intensity range), in real units.",
+            rich_help_panel="Basics",
         ),
     ] = "2/255",
-    trials: Annotated[int, typer.Option("--trials", help="Noisy copies (seeded by --seed).")] = 8,
+    trials: Annotated[
+        int, typer.Option("--trials", help="Noisy copies (seeded by --seed).", rich_help_panel="Basics")
+    ] = 8,
     patch: Annotated[
         Optional[Parsed],
         typer.Option(
             parser=parse.size("--patch"),
             metavar="SIZE",
             help="Occluding patch, N, HxW or DxHxW for 3-D models \\[default: 1/14 of the input side].",
+            rich_help_panel="Basics",
         ),
     ] = None,
     box: Annotated[
@@ -423,6 +490,7 @@ def stability(
             metavar="x0,y0,x1,y1",
             help="Suspected patch x0,y0,x1,y1 (original image pixels): is it necessary and sufficient for the "
             "prediction? 2-D inputs only.",
+            rich_help_panel="Basics",
         ),
     ] = None,
     expect: Annotated[
@@ -430,13 +498,19 @@ def stability(
         typer.Option(
             "--expect",
             help="With --box: the class the image should have (index or label): does occluding the patch restore it?",
+            rich_help_panel="Basics",
         ),
     ] = None,
-    timing: Annotated[bool, typer.Option("--timing/--no-timing", help="Record timings in the JSON.")] = True,
+    timing: Annotated[
+        bool, typer.Option("--timing/--no-timing", help="Record timings in the JSON.", rich_help_panel="Output")
+    ] = True,
     json_out: Annotated[
-        bool, typer.Option("--json", help="Print STEM.stability.json on stdout (nothing else).")
+        bool,
+        typer.Option("--json", help="Print STEM.stability.json on stdout (nothing else).", rich_help_panel="Basics"),
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing but errors.", rich_help_panel="Basics")
+    ] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     medical: MedicalInputFlags = None,  # type: ignore[assignment]

@@ -1,7 +1,9 @@
 """The `occlude` command: assembles the command modules into one Typer app. Holds no logic.
 
-Usage errors (unknown flag, bad choice such as ``--score foo``) are printed as one ``error:`` line and
-exit with code 2; every other error is one ``error:`` line and the code from :class:`ExitCode`.
+Usage errors (unknown flag, bad choice such as ``--score foo``, a flag without its value) are printed as one
+``error:`` line in occlude's words (:mod:`occlude_cli.cli.usage`) and exit with code 2; every other error is one
+``error:`` line and the code from :class:`ExitCode`. The help of every command is drawn by
+:mod:`occlude_cli.cli.helptext` (examples first, flags in panels); bare ``occlude`` prints it and exits 0.
 """
 
 import atexit
@@ -11,35 +13,43 @@ import sys
 import threading
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 try:  # typer >= 0.24 carries its own click
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+    from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover  (older typer on click: the same classes, other types to mypy)
-    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # type: ignore[assignment,no-redef]
+    from click.exceptions import ClickException, UsageError  # type: ignore[assignment,no-redef]
 
 from .._version import __version__
 from ..errors import OccludeError, first_line
-from . import analysis, report, run, validate
+from . import analysis, helptext, report, run, usage, validate
 from .common import EXIT_CODES_TEXT, ExitCode, print_error, stdout
+
+MAIN_EXAMPLES = """
+occlude run sample_models/efficientnet_lite0.onnx sample_images/cat.jpg
+occlude run model.onnx photos/ -r -o maps/ --report  # with an HTML report
+occlude info model.onnx  # what occlude reads from a model
+occlude check model.onnx data/ --require-peak  # CI: the right place?
+occlude run --help  # every flag of a command
+"""
 
 
 class OccludeGroup(TyperGroup):
-    """Prints usage errors as one line (and where to find help) instead of a framed panel."""
+    """Prints usage errors as one line in occlude's words (:mod:`occlude_cli.cli.usage`: the flag, what it takes,
+    which help to read) instead of a framed panel, and draws the help itself (:mod:`occlude_cli.cli.helptext`).
+    Bare ``occlude`` prints the help and exits 0."""
 
-    def main(self, *args, **kwargs):  # type: ignore[override]
+    def main(self, args=None, *more, **kwargs):  # type: ignore[override]
         standalone = kwargs.pop("standalone_mode", True)
+        args = list(sys.argv[1:] if args is None else args) or ["--help"]
+        kwargs.setdefault("prog_name", "occlude")
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
-        except NoArgsIsHelpError:
-            if not standalone:
-                raise
-            return super().main(*args, standalone_mode=True, **kwargs)
+            result = super().main(args, *more, standalone_mode=False, **kwargs)
         except UsageError as exc:
             if not standalone:
                 raise
-            command = exc.ctx.command_path if exc.ctx is not None else "occlude"
-            print_error(f"{exc.format_message()} (see '{command} --help')")
+            where = usage.command_path(exc, args, list(self.commands), kwargs["prog_name"])
+            print_error(f"{usage.message(exc)} (see '{where} --help')")
             sys.exit(ExitCode.USAGE)
         except OccludeError as exc:  # a flag's parser (cli.parse) refused its value: one line, exit 1
             if not standalone:
@@ -60,6 +70,16 @@ class OccludeGroup(TyperGroup):
             sys.exit(result if isinstance(result, int) else 0)
         return result
 
+    def format_help(self, ctx, formatter) -> None:  # type: ignore[override]
+        helptext.print_help(self, ctx)
+
+
+class OccludeCommand(TyperCommand):
+    """A command whose help occlude draws (:func:`occlude_cli.cli.helptext.print_help`)."""
+
+    def format_help(self, ctx, formatter) -> None:  # type: ignore[override]
+        helptext.print_help(self, ctx)
+
 
 app = typer.Typer(
     name="occlude",
@@ -68,11 +88,11 @@ app = typer.Typer(
     "Slides a patch over the image, replaces it by a baseline, and records how much the target class's "
     "score drops at each position. Writes heatmap overlays (PNG), raw scores (JSON) and maps (.npy).",
     epilog=EXIT_CODES_TEXT
-    + " Environment: OCCLUDE_CACHE_DIR, where model facts and incremental-inference plans are cached (default"
-    + " ~/.cache/occlude; off disables it); OCCLUDE_DEBUG=1 shows tracebacks of internal errors."
-    + " Shell completion: occlude --install-completion.",
+    + "\n\nEnvironment: OCCLUDE_CACHE_DIR, where model facts and incremental-inference plans are cached (default"
+    + " ~/.cache/occlude; off disables it); OCCLUDE_DEBUG=1 shows tracebacks of internal errors; NO_COLOR and"
+    + " FORCE_COLOR switch colours off and on; TERM=dumb or CI give one line per image instead of live bars."
+    + " Shell completion: occlude --install-completion. Bare `occlude` prints this help (exit 0).",
     add_completion=True,
-    no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -94,15 +114,23 @@ def main_options(
     """Explain what an ONNX image classifier looks at, by occlusion sensitivity."""
 
 
-app.command(epilog=run.RUN_EXAMPLES)(run.run)
-app.command(epilog=run.SUMMARY_EXAMPLES)(run.summary)
-app.command(epilog=run.INFO_EXAMPLES)(run.info)
-app.command(name="compare", epilog=validate.COMPARE_EXAMPLES)(validate.compare)
-app.command(name="check", epilog=validate.CHECK_EXAMPLES)(validate.check)
-app.command(epilog=report.REPORT_EXAMPLES)(report.report)
-app.command(epilog=analysis.LAYERS_EXAMPLES)(analysis.layers)
-app.command(epilog=analysis.BIAS_EXAMPLES)(analysis.bias)
-app.command(epilog=analysis.STABILITY_EXAMPLES)(analysis.stability)
+def command(function, examples: str, notes: str = "", name: str = "") -> None:
+    """Add a command (its help drawn by occlude, its examples first, ``notes`` last)."""
+    name = name or function.__name__
+    helptext.EXAMPLES[name] = examples
+    app.command(name=name, cls=OccludeCommand, epilog=notes or None)(function)
+
+
+helptext.EXAMPLES[""] = MAIN_EXAMPLES
+command(run.run, run.RUN_EXAMPLES, run.RUN_NOTES)
+command(run.summary, run.SUMMARY_EXAMPLES)
+command(run.info, run.INFO_EXAMPLES)
+command(validate.compare, validate.COMPARE_EXAMPLES, validate.COMPARE_NOTES)
+command(validate.check, validate.CHECK_EXAMPLES, validate.CHECK_NOTES)
+command(report.report, report.REPORT_EXAMPLES, report.REPORT_NOTES)
+command(analysis.layers, analysis.LAYERS_EXAMPLES, analysis.LAYERS_NOTES)
+command(analysis.bias, analysis.BIAS_EXAMPLES, analysis.BIAS_NOTES)
+command(analysis.stability, analysis.STABILITY_EXAMPLES, analysis.STABILITY_NOTES)
 
 
 def normalise_argv(argv: list) -> list:
@@ -121,7 +149,7 @@ def main() -> None:
     gc.freeze()  # the imports' objects (the package turned the collector off for them) are never garbage
     gc.enable()
     try:
-        app(args=normalise_argv(sys.argv[1:]))
+        app(args=normalise_argv(sys.argv[1:]), prog_name="occlude")
     except SystemExit as done:
         code = done.code
     except Exception as exc:  # a bug: say so in one line; OCCLUDE_DEBUG=1 shows the traceback

@@ -159,9 +159,8 @@ from ..loaders.model import Device, ScoreKind  # noqa: E402
 from ..loaders.modelfiles import Preset  # noqa: E402
 
 _SCORE_HELP = (
-    "What to explain: auto (default: probabilities as the model gives them; a one-output head as the "
-    "sigmoid of its logit; independent [0, 1] outputs as multi-label; other logits as softmax), softmax, "
-    "sigmoid, logit (raw logit; refused for Softmax/Sigmoid outputs), raw (the output as it is); prob = auto."
+    "What to explain: auto (the model's probabilities, else softmax of logits, sigmoid of one logit), "
+    "softmax, sigmoid, logit (not for Softmax/Sigmoid outputs), raw; prob = auto."
 )
 # A flag parsed into a value of the library's own type (int, tuple, float, list; see cli.parse): Typer sees Any
 Parsed = Any
@@ -171,16 +170,22 @@ Parsed = Any
 class ModelFlags:
     """Which model to load and how an image becomes its input."""
 
-    device: Annotated[Device, typer.Option(help="auto (CUDA when onnxruntime offers it), cpu or cuda.")] = Device.auto
+    device: Annotated[
+        Device, typer.Option(help="auto (CUDA when onnxruntime offers it), cpu or cuda.", rich_help_panel="Speed")
+    ] = Device.auto
     threads: Annotated[
         Optional[int],
         typer.Option(
             help="onnxruntime intra-op threads \\[default: the usable cores: CPU affinity and cgroup quota]; more "
-            "than the usable cores is capped unless --force-threads."
+            "than the usable cores is capped unless --force-threads.",
+            rich_help_panel="Speed",
         ),
     ] = None
     force_threads: Annotated[
-        bool, typer.Option("--force-threads", help="Use --threads as given, even above the usable cores.")
+        bool,
+        typer.Option(
+            "--force-threads", help="Use --threads as given, even above the usable cores.", rich_help_panel="Speed"
+        ),
     ] = False
     size: Annotated[
         Optional[Parsed],
@@ -188,9 +193,13 @@ class ModelFlags:
             parser=parse.size("--size"),
             metavar="SIZE",
             help="Model input size HxW, for models with dynamic height/width.",
+            rich_help_panel="Preprocessing",
         ),
     ] = None
-    layout: Annotated[Optional[Layout], typer.Option(help="nchw or nhwc, when the input shape does not tell.")] = None
+    layout: Annotated[
+        Optional[Layout],
+        typer.Option(help="nchw or nhwc, when the input shape does not tell.", rich_help_panel="Preprocessing"),
+    ] = None
     mean: Annotated[
         Optional[Parsed],
         typer.Option(
@@ -198,6 +207,7 @@ class ModelFlags:
             metavar="VALUES",
             help="Per-channel mean (one value or R,G,B: always RGB order, also for --bgr models), subtracted "
             "after --scale.",
+            rich_help_panel="Preprocessing",
         ),
     ] = None
     std: Annotated[
@@ -206,20 +216,26 @@ class ModelFlags:
             parser=parse.numbers("--std"),
             metavar="VALUES",
             help="Per-channel std (one value or R,G,B: always RGB order), divided after the mean.",
+            rich_help_panel="Preprocessing",
         ),
     ] = None
     scale: Annotated[
         Optional[float],
         typer.Option(
-            help="Pixel (0..255) multiplier applied first \\[default: 1/255; integer inputs store pixels as "
-            "integers: scale 1, and mean 128 for int8 (pixel - 128)]. Input = (pixel*scale - mean)/std, refused "
-            "when a pixel would not fit the input type."
+            help="Pixel (0..255) multiplier: input = (pixel*scale - mean)/std \\[default: 1/255; integer "
+            "inputs: 1, and mean 128 for int8].",
+            rich_help_panel="Preprocessing",
         ),
     ] = None
-    bgr: Annotated[bool, typer.Option("--bgr", help="Feed channels in BGR order.")] = False
+    bgr: Annotated[bool, typer.Option("--bgr", help="Feed channels in BGR order.", rich_help_panel="Preprocessing")] = (
+        False
+    )
     resize: Annotated[
         Optional[ResizeMode],
-        typer.Option(help="stretch (whole image) or center-crop (keep aspect, cut the long side)."),
+        typer.Option(
+            help="stretch (whole image) or center-crop (keep aspect, cut the long side).",
+            rich_help_panel="Preprocessing",
+        ),
     ] = None
     resize_short: Annotated[
         Optional[int],
@@ -262,13 +278,16 @@ class ModelFlags:
             metavar="FILE|imagenet",
             help="Class names, one per line, or imagenet (the 1,000 ImageNet-1k names shipped with occlude); "
             "overrides the model's own.",
+            rich_help_panel="Preprocessing",
         ),
     ] = None
-    input_name: Annotated[Optional[str], typer.Option("--input", help="Model input to feed, when it has several.")] = (
-        None
-    )
+    input_name: Annotated[
+        Optional[str],
+        typer.Option("--input", help="Model input to feed, when it has several.", rich_help_panel="Preprocessing"),
+    ] = None
     output_name: Annotated[
-        Optional[str], typer.Option("--output", help="Model output to explain, when it has several.")
+        Optional[str],
+        typer.Option("--output", help="Model output to explain, when it has several.", rich_help_panel="Preprocessing"),
     ] = None
     max_memory: Annotated[
         Optional[Parsed],
@@ -278,6 +297,7 @@ class ModelFlags:
             metavar="SIZE",
             help="Memory budget, e.g. 2G or 512M \\[default: half the available memory, 256M to 4G]: larger "
             "images and models are refused before anything is allocated, and the batch is shrunk to fit.",
+            rich_help_panel="Speed",
         ),
     ] = None
 
@@ -316,12 +336,8 @@ class Incremental(str, enum.Enum):
 
 
 _INCREMENTAL_HELP = (
-    "Exact incremental inference for CNNs: recompute only the part of each early layer a window changes (the "
-    "same map to float noise, checked at start-up). auto: for float32 graphs the cost model expects >= 1.3x "
-    "on (never float16, quantised or integer-rounding graphs: their maps would be approximate; --dry-run says "
-    "which); on: require it, and on a float16 or quantised graph accept an approximate map (noted once, "
-    "measured error in each JSON); off: one full forward pass per window. Plans are cached on disk in "
-    "$OCCLUDE_CACHE_DIR (default ~/.cache/occlude; set it to off to disable)."
+    "Recompute only what a window changes in a CNN (exact, checked at start-up). auto: where exact and "
+    "faster (float32); on: required, approximate allowed for float16/int8 graphs; off: full passes."
 )
 
 
@@ -336,6 +352,7 @@ class OcclusionFlags:
             metavar="SIZE",
             help="Step between windows, N, HxW or DxHxW for 3-D models \\[default: half the patch]. A last window "
             "flush with the border is always added.",
+            rich_help_panel="Basics",
         ),
     ] = None
     baseline: Annotated[
@@ -343,32 +360,39 @@ class OcclusionFlags:
         typer.Option(
             help="What fills the patch: "
             + ", ".join(b for b in BASELINES if b != "V or R,G,B")
-            + ", a constant V or R,G,B (pixel units)."
+            + ", a constant V or R,G,B (pixel units).",
+            rich_help_panel="Basics",
         ),
     ] = "zero"
     blur_sigma: Annotated[
         Optional[float],
         typer.Option(
             help="Gaussian sigma in pixels for --baseline blur \\[default: patch/2]; the kernel is capped at the "
-            "image size."
+            "image size.",
+            rich_help_panel="Basics",
         ),
     ] = None
-    seed: Annotated[int, typer.Option(help="Seed for --baseline noise (0 to 2^63-1).")] = 0
+    seed: Annotated[int, typer.Option(help="Seed for --baseline noise (0 to 2^63-1).", rich_help_panel="Basics")] = 0
     target: Annotated[
         Optional[str],
         typer.Option(
             help="Class to explain: an index or a label name \\[default: top-1 prediction]. For one-output "
-            "(binary) heads: 0 or the positive class's label."
+            "(binary) heads: 0 or the positive class's label.",
+            rich_help_panel="Basics",
         ),
     ] = None
-    score: Annotated[ScoreKind, typer.Option(help=_SCORE_HELP)] = ScoreKind.auto
+    score: Annotated[ScoreKind, typer.Option(help=_SCORE_HELP, rich_help_panel="Basics")] = ScoreKind.auto
     batch_size: Annotated[
         Optional[int],
         typer.Option(
-            "--batch-size", help="Occluded images per forward pass \\[default: automatic, within --max-memory]."
+            "--batch-size",
+            help="Occluded images per forward pass \\[default: automatic, within --max-memory].",
+            rich_help_panel="Speed",
         ),
     ] = None
-    incremental: Annotated[Incremental, typer.Option(help=_INCREMENTAL_HELP)] = Incremental.auto
+    incremental: Annotated[Incremental, typer.Option(help=_INCREMENTAL_HELP, rich_help_panel="Speed")] = (
+        Incremental.auto
+    )
 
     def fields(self) -> dict:
         """ExplainOptions fields from these flags (the library checks them)."""
@@ -394,9 +418,9 @@ class MedicalInputFlags:
     window: Annotated[
         Optional[str],
         typer.Option(
-            help="CT/MR display window applied before the model: a preset (lung, mediastinum, bone, brain), "
-            "WIDTH,LEVEL such as 1500,-600, or 'file' for the DICOM file's own WindowCenter/WindowWidth. Maps real "
-            "units to 0..1 with the DICOM linear function."
+            help="CT/MR window mapped to 0..1 before the model: lung, mediastinum, bone, brain, WIDTH,LEVEL "
+            "(1500,-600), or 'file' (the DICOM file's own).",
+            rich_help_panel="Medical",
         ),
     ] = None
     intensity_range: Annotated[
@@ -407,6 +431,7 @@ class MedicalInputFlags:
             metavar="LO,HI",
             help="LO,HI: clip real-unit intensities (HU, MR units) to [LO, HI] and scale to 0..1, for models "
             "trained on a fixed range.",
+            rich_help_panel="Medical",
         ),
     ] = None
     zscore: Annotated[
@@ -415,6 +440,7 @@ class MedicalInputFlags:
             "--zscore",
             help="Normalise the volume to zero mean, unit standard deviation (statistics from voxels above "
             "--zscore-threshold when given).",
+            rich_help_panel="Medical",
         ),
     ] = False
     zscore_threshold: Annotated[
@@ -422,6 +448,7 @@ class MedicalInputFlags:
         typer.Option(
             "--zscore-threshold",
             help="With --zscore: compute mean and std over voxels > T only (e.g. tissue, not air).",
+            rich_help_panel="Medical",
         ),
     ] = None
     series: Annotated[
@@ -429,12 +456,15 @@ class MedicalInputFlags:
         typer.Option(
             "--series",
             help="Treat each folder argument as ONE DICOM series (a volume), sorted by ImagePositionPatient.",
+            rich_help_panel="Medical",
         ),
     ] = False
     volume_index: Annotated[
         Optional[int],
         typer.Option(
-            "--volume-index", help="Pick volume N of a 4-D NIfTI (time series); 4-D files are refused without it."
+            "--volume-index",
+            help="Pick volume N of a 4-D NIfTI (time series); 4-D files are refused without it.",
+            rich_help_panel="Medical",
         ),
     ] = None
 
@@ -460,6 +490,7 @@ class MedicalFlags(MedicalInputFlags):
             "--nifti/--no-nifti",
             help="Write STEM.map.nii.gz (the map on the input's own voxel grid, with its affine) for DICOM/NIfTI "
             "inputs.",
+            rich_help_panel="Medical",
         ),
     ] = True
 
@@ -524,12 +555,16 @@ class RenderFlags:
         str,
         typer.Option(
             help="Matplotlib colormap of the map (diverging ones keep zero neutral): RdBu_r, coolwarm, bwr, "
-            "seismic, PiYG, ..."
+            "seismic, PiYG, ...",
+            rich_help_panel="Output",
         ),
     ] = "RdBu_r"
     alpha: Annotated[
         float,
-        typer.Option(help="Opacity of the map layer at the colour limit, 0..1 (opacity grows from 0 with |value|)."),
+        typer.Option(
+            help="Opacity of the map layer at the colour limit, 0..1 (opacity grows from 0 with |value|).",
+            rich_help_panel="Output",
+        ),
     ] = 0.8
     clip_percentile: Annotated[
         Optional[float],
@@ -537,20 +572,31 @@ class RenderFlags:
             "--clip-percentile",
             help="Colour limit at this percentile of |value| (e.g. 99), so a few outliers do not wash out the "
             "rest \\[default: the maximum].",
+            rich_help_panel="Output",
         ),
     ] = None
     sign: Annotated[
-        Sign, typer.Option(help="Show all values, or only the positive (supporting) or negative (opposing) ones.")
+        Sign,
+        typer.Option(
+            help="Show all values, or only the positive (supporting) or negative (opposing) ones.",
+            rich_help_panel="Output",
+        ),
     ] = Sign.all
     photo: Annotated[
         Photo,
         typer.Option(
             help="The photo under the map: gray (desaturated, contrast compressed: the map stays readable on red "
-            "and dark photos) or color."
+            "and dark photos) or color.",
+            rich_help_panel="Output",
         ),
     ] = Photo.gray
     panels: Annotated[
-        bool, typer.Option("--panels", help="Also write STEM.panels.png: original | heatmap | overlay side by side.")
+        bool,
+        typer.Option(
+            "--panels",
+            help="Also write STEM.panels.png: original | heatmap | overlay side by side.",
+            rich_help_panel="Output",
+        ),
     ] = False
 
     def style(self):

@@ -9,12 +9,12 @@ import typer
 from .common import safe, stdout, user_errors
 
 REPORT_EXAMPLES = """
-[bold]Examples[/]
+occlude run model.onnx images/ -o out/ --aggregate && occlude report out/
+occlude run model.onnx images/ -o out/ --report  # the same in one command
+occlude check model.onnx scans/ -o out/ --min-energy 0.4 --report
+"""
 
-  occlude run model.onnx images/ -o out/ --aggregate && occlude report out/
-  occlude run model.onnx images/ -o out/ --report          [dim]# the same in one command[/]
-  occlude check model.onnx scans/ -o out/ --min-energy 0.4 --report
-
+REPORT_NOTES = """
 Writes OUT_DIR/index.html: the run's model and parameters, counts, the aggregate map, every image as a
 thumbnail and in a sortable, filterable table (failures first); click an image for original | heatmap |
 overlay. No network, no external files: images are referenced relatively, so OUT_DIR can be zipped as a CI
@@ -25,8 +25,10 @@ artifact or served statically. Exit codes: 0 written, 1 OUT_DIR is not an occlud
 @user_errors
 def report(
     out_dir: Annotated[Path, typer.Argument(help="An occlude output folder (of run, check and/or compare).")],
-    title: Annotated[Optional[str], typer.Option(help="Page title \\[default: 'occlude report: FOLDER'].")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing.")] = False,
+    title: Annotated[
+        Optional[str], typer.Option(help="Page title \\[default: 'occlude report: FOLDER'].", rich_help_panel="Basics")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing.", rich_help_panel="Basics")] = False,
 ) -> None:
     """Write OUT_DIR/index.html: one static page with counts, a sortable table and the pictures."""
     from ..outputs.report import build_report

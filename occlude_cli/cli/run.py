@@ -26,36 +26,36 @@ from .common import (
 )
 
 RUN_EXAMPLES = """
-[bold]Examples[/]
+occlude run sample_models/efficientnet_lite0.onnx sample_images/cat.jpg
+occlude run model.onnx photos/ -r -o maps/ --patch 32 --stride 16
+occlude run model.onnx cat.jpg --target "Egyptian cat" --top-k 3
+occlude run model.onnx cat.jpg --baseline blur  # what fills the patch
+occlude run vit/ img.jpg  # an optimum export: its configs say how
+occlude run resnet50.onnx img.jpg --preprocess torchvision  # + ImageNet names
+occlude run model.onnx 'data/**/*.jpg' --json -q | jq '.counts'
+occlude run model.onnx data/ --dry-run  # how long will it take?
+occlude run model.onnx data/ --shard 2/4 --resume -o maps/  # one of 4 CI jobs
+occlude run model.onnx img.png --patch 48 --stride 8 --refine  # fewer passes
+occlude run model.onnx img.png --patch 8,16,32 --multiscale  # across sizes
+occlude run model.onnx img.png --metrics  # + deletion/insertion AUCs
+occlude run binary.onnx xray.png --score logit  # a one-logit head
+occlude run ct2d.onnx slice.dcm --window bone  # a DICOM slice, CT bone window
+occlude run lesion3d.onnx scan.nii.gz --patch 8x8x8 --stride 4  # NIfTI volume
+occlude run lesion3d.onnx series_dir/ --series  # a DICOM series as one volume
+"""
 
-  occlude run sample_models/efficientnet_lite0.onnx sample_images/cat.jpg
-  occlude run model.onnx photos/ --recursive --out maps/ --patch 32 --stride 16
-  occlude run model.onnx img.png --baseline blur --target "Egyptian cat" --top-k 3
-  occlude run vit/ img.jpg                                          [dim]# an optimum export: its configs say how[/]
-  occlude run resnet50.onnx img.jpg --preprocess torchvision        [dim]# Resize(256), CenterCrop, ImageNet names[/]
-  occlude run model.onnx 'data/**/*.jpg' --json --quiet | jq '.counts'
-  occlude run model.onnx data/ --shard 2/4 --resume --out maps/   [dim]# one of 4 CI jobs[/]
-  occlude run model.onnx img.png --patch 48 --stride 8 --refine     [dim]# about 4x fewer forward passes[/]
-  occlude run model.onnx data/ --dry-run                            [dim]# how long will it take?[/]
-  occlude run model.onnx img.png --patch 8,16,32 --multiscale       [dim]# is the map stable across patch sizes?[/]
-  occlude run model.onnx img.png --metrics                          [dim]# + deletion/insertion AUC in the JSON[/]
-  occlude run binary.onnx xray.png --score logit                    [dim]# a one-logit head, explained as its logit[/]
-  occlude run ct2d.onnx slice.dcm --window bone                     [dim]# a DICOM slice, CT bone window[/]
-  occlude run lesion3d.onnx scan.nii.gz --patch 8x8x8 --stride 4    [dim]# a 3-D model on a NIfTI volume[/]
-  occlude run lesion3d.onnx series_dir/ --series                    [dim]# a DICOM series as one volume[/]
-
-[bold]Baselines[/] (--baseline)
-
-""" + "\n".join(f"  [cyan]{name}[/]: {safe(text)}" for name, text in BASELINES.items())
-
-SUMMARY_EXAMPLES = "[bold]Example[/]\n\n  occlude summary maps/ --json | jq '.counts'"
-INFO_EXAMPLES = (
-    "[bold]Examples[/]\n\n  occlude info sample_models/efficientnet_lite0.onnx\n"
-    "  occlude info vit/                      [dim]# a model folder: preprocessing and labels from its configs[/]\n"
-    "  occlude info sample_models/digits_cnn.onnx --labels\n"
-    "  occlude info model.onnx --json | jq .preprocessing\n"
-    "  occlude info sample_models/efficientnet_lite0.onnx --layers   [dim]# cut points for occlude layers[/]"
+RUN_NOTES = "[bold]Baselines[/] (--baseline)\n\n" + "\n".join(
+    f"  [cyan]{name}[/]: {safe(text)}" for name, text in BASELINES.items()
 )
+
+SUMMARY_EXAMPLES = "occlude summary maps/ --json | jq '.counts'"
+INFO_EXAMPLES = """
+occlude info sample_models/efficientnet_lite0.onnx
+occlude info vit/  # a model folder: preprocessing and labels from its configs
+occlude info sample_models/digits_cnn.onnx --labels
+occlude info model.onnx --json | jq .preprocessing
+occlude info sample_models/efficientnet_lite0.onnx --layers  # cut points for layers
+"""
 
 
 @user_errors
@@ -69,19 +69,29 @@ def run(
         ),
     ],
     paths: Annotated[
-        List[str], typer.Argument(help="Image files, folders or glob patterns ('data/**/*.png').", show_default=False)
+        List[str],
+        typer.Argument(
+            help="Image files, folders or glob patterns ('data/**/*.png').", show_default=False, metavar="PATH"
+        ),
     ],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output folder; keeps the inputs' relative folder layout.")
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="DIR",
+            help="Output folder; keeps the inputs' relative folder layout.",
+            rich_help_panel="Basics",
+        ),
     ] = Path("occlude-out"),
     patch: Annotated[
         Optional[Parsed],
         typer.Option(
             parser=parse.sizes("--patch"),
             metavar="SIZES",
-            help="Occluding patch, N, HxW or DxHxW (3-D models) in model-input pixels \\[default: 1/14 of the input "
-            "side, 16 on 224; 1/4 of each side for 3-D models]. Several (8,16,32): one map per patch size plus their "
-            "rank correlations in STEM.scales.json.",
+            help="Occluding patch in model-input pixels: N, HxW or DxHxW \\[default: 1/14 of the input side, 16 on "
+            "224; 1/4 for 3-D models]. Several (8,16,32): one map per size, compared in STEM.scales.json.",
+            rich_help_panel="Basics",
         ),
     ] = None,
     multiscale: Annotated[
@@ -90,21 +100,24 @@ def run(
             "--multiscale",
             help="With several --patch sizes: also write STEM.multiscale.* (the mean of the maps, each scaled to "
             "[-1, 1]).",
+            rich_help_panel="Output",
         ),
     ] = False,
     metrics: Annotated[
         bool,
         typer.Option(
             "--metrics",
-            help="Add the map's deletion and insertion curves and AUCs (Petsiuk et al. 2018) and its infidelity (no "
-            "extra pass), sufficiency and completeness (one pass per top-k fraction) to the JSON; 102 + 13 extra "
-            "forward passes.",
+            help="Add deletion and insertion AUCs, infidelity, sufficiency and completeness to the JSON (115 "
+            "extra forward passes).",
+            rich_help_panel="Output",
         ),
     ] = False,
     top_k: Annotated[
         int,
         typer.Option(
-            "--top-k", help="Also compute the maps of the K best classes (no extra inference); saved as STEM.topk.npy."
+            "--top-k",
+            help="Also compute the maps of the K best classes (no extra inference); saved as STEM.topk.npy.",
+            rich_help_panel="Basics",
         ),
     ] = 1,
     all_classes: Annotated[
@@ -113,6 +126,7 @@ def run(
             "--all-classes",
             help="Also save every class's map (STEM.classes.npy) and the most probable class when each pixel is "
             "occluded (STEM.top_class.npy).",
+            rich_help_panel="Output",
         ),
     ] = False,
     region: Annotated[
@@ -122,14 +136,16 @@ def run(
             metavar="x0,y0,x1,y1",
             help="Occlude only inside this box x0,y0,x1,y1 (original image pixels); the rest of the map is null "
             "(not computed).",
+            rich_help_panel="Basics",
         ),
     ] = None,
     refine: Annotated[
         bool,
         typer.Option(
             "--refine",
-            help="Coarse-to-fine: score every --refine-step-th window, interpolate the rest, then score exactly where "
-            "the drop is largest, within --refine-budget. Use with overlapping windows (stride <= patch/4).",
+            help="Coarse-to-fine: a coarse pass, then exact windows where the drop is largest, within "
+            "--refine-budget. For overlapping windows (stride <= patch/4).",
+            rich_help_panel="Speed",
         ),
     ] = False,
     refine_step: Annotated[
@@ -137,6 +153,7 @@ def run(
         typer.Option(
             "--refine-step",
             help="With --refine: coarse pass takes at least every N-th window along each axis (1 to 100).",
+            rich_help_panel="Speed",
         ),
     ] = 3,
     refine_budget: Annotated[
@@ -145,15 +162,16 @@ def run(
             "--refine-budget",
             help="With --refine: forward passes allowed, as a fraction of the exact map's, in (0, 1]. A cap: a "
             "--refine-step whose coarse lattice needs more is refused.",
+            rich_help_panel="Speed",
         ),
     ] = 0.25,
     baseline_check: Annotated[
         bool,
         typer.Option(
             "--baseline-check",
-            help="Compare baselines instead of making maps: occlude the same 16 seeded random windows (--seed) with "
-            "zero, mean, blur, tissue, p10, noise (and inpaint for 2-D) and report the mean change of the top-1 "
-            "confidence; a table and OUT/baseline_check.json.",
+            help="Compare the baselines on 16 seeded random windows instead of making maps: how far each moves "
+            "the top-1 confidence (OUT/baseline_check.json).",
+            rich_help_panel="Basics",
         ),
     ] = False,
     dry_run: Annotated[
@@ -162,16 +180,22 @@ def run(
             "--dry-run",
             help="Print the number of windows and forward passes and a time estimate from one timed batch; run "
             "nothing else.",
+            rich_help_panel="Basics",
         ),
     ] = False,
     recursive: Annotated[
-        bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.")
+        bool,
+        typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.", rich_help_panel="Basics"),
     ] = False,
-    npy: Annotated[bool, typer.Option("--npy/--no-npy", help="Write STEM.npy (the map as float32).")] = True,
+    npy: Annotated[
+        bool, typer.Option("--npy/--no-npy", help="Write STEM.npy (the map as float32).", rich_help_panel="Output")
+    ] = True,
     aggregate: Annotated[
         bool,
         typer.Option(
-            "--aggregate", help="Also write aggregate.png/.npy: the mean of the per-image maps, each scaled to [-1, 1]."
+            "--aggregate",
+            help="Also write aggregate.png/.npy: the mean of the per-image maps, each scaled to [-1, 1].",
+            rich_help_panel="Output",
         ),
     ] = False,
     resume: Annotated[
@@ -180,6 +204,7 @@ def run(
             "--resume",
             help="Skip images whose outputs exist, are complete and were made with the same model, image and "
             "parameters.",
+            rich_help_panel="Basics",
         ),
     ] = False,
     shard: Annotated[
@@ -188,16 +213,24 @@ def run(
             parser=parse.shard,
             metavar="K/N",
             help="Process only share K of N (e.g. 2/4) of the inputs, deterministically.",
+            rich_help_panel="Clusters",
         ),
     ] = None,
     timing: Annotated[
         bool,
         typer.Option(
-            "--timing/--no-timing", help="Record timings; --no-timing makes the JSON files byte-identical across runs."
+            "--timing/--no-timing",
+            help="Record timings; --no-timing makes the JSON files byte-identical across runs.",
+            rich_help_panel="Output",
         ),
     ] = True,
     json_out: Annotated[
-        bool, typer.Option("--json", help="Print the run summary as JSON on stdout (nothing else goes to stdout).")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the run summary as JSON on stdout (nothing else goes to stdout).",
+            rich_help_panel="Basics",
+        ),
     ] = False,
     quiet: Annotated[
         bool,
@@ -205,7 +238,7 @@ def run(
             "--quiet",
             "-q",
             help="No progress, notes or table: only warnings and errors (on stderr).",
-            rich_help_panel="Output",
+            rich_help_panel="Basics",
         ),
     ] = False,
     verbose: Annotated[
@@ -214,12 +247,16 @@ def run(
             "--verbose",
             "-v",
             help="Also one line per image and per window (its score and drop), even on a terminal.",
-            rich_help_panel="Output",
+            rich_help_panel="Basics",
         ),
     ] = False,
     report: Annotated[
         bool,
-        typer.Option("--report", help="Also write OUT/index.html, an HTML report of the run (see `occlude report`)."),
+        typer.Option(
+            "--report",
+            help="Also write OUT/index.html, an HTML report of the run (see `occlude report`).",
+            rich_help_panel="Output",
+        ),
     ] = False,
     ray: Annotated[
         Optional[Parsed],
@@ -227,9 +264,9 @@ def run(
             "--ray",
             parser=parse.ray_address,
             metavar="[ADDRESS]",
-            help="Run the images on Ray (needs the ray extra): alone or 'local' starts a Ray instance on this "
-            "machine, 'auto' joins the cluster of `ray start`, HOST:PORT or ray://HOST:10001 connects to one. The "
-            "outputs, summary and exit code are the same as without --ray; this process writes every file.",
+            help="Run the images on Ray (the ray extra): alone or 'local' starts Ray here, 'auto' joins the "
+            "cluster of `ray start`, HOST:PORT or ray://HOST:10001 connects to one. Same outputs as without.",
+            rich_help_panel="Clusters",
         ),
     ] = None,
     workers: Annotated[
@@ -238,6 +275,7 @@ def run(
             "--workers",
             help="With --ray: actors, each with its own model session \\[default: the cluster's CPUs // --threads, "
             "or GPUs // --gpus-per-worker].",
+            rich_help_panel="Clusters",
         ),
     ] = None,
     gpus_per_worker: Annotated[
@@ -245,6 +283,7 @@ def run(
         typer.Option(
             "--gpus-per-worker",
             help="With --ray: GPUs per actor (0.5 = two actors share a GPU); actors with a GPU use CUDA.",
+            rich_help_panel="Clusters",
         ),
     ] = 0.0,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
@@ -337,9 +376,12 @@ def show_run(result, out: Path, json_out: bool, quiet: bool, interruption: str =
 @user_errors
 def summary(
     out_dir: Annotated[Path, typer.Argument(help="An output folder of `occlude run` (e.g. merged shards).")],
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout.", rich_help_panel="Basics")
+    ] = False,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print nothing; just rewrite summary.json/.csv.")
+        bool,
+        typer.Option("--quiet", "-q", help="Print nothing; just rewrite summary.json/.csv.", rich_help_panel="Basics"),
     ] = False,
 ) -> None:
     """Rebuild summary.json and summary.csv (and aggregate.* and index.html when the run made them) from the
@@ -367,17 +409,22 @@ def summary(
 @user_errors
 def info(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx), or a folder holding one.")],
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    labels: Annotated[bool, typer.Option("--labels", help="List the class names with their indices.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel="Speed")] = "auto",
+    labels: Annotated[
+        bool, typer.Option("--labels", help="List the class names with their indices.", rich_help_panel="Basics")
+    ] = False,
     layers: Annotated[
         bool,
         typer.Option(
             "--layers",
             help="List the inner tensors: op, shape, whether the model can be cut there (occlude layers --layer), "
             "receptive field.",
+            rich_help_panel="Basics",
         ),
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print as JSON on stdout.", rich_help_panel="Basics")
+    ] = False,
 ) -> None:
     """Show what occlude reads from a model: input, layout, size, preprocessing, head, labels, provider."""
     from ..analyses.explain import describe_model

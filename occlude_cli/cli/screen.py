@@ -11,8 +11,8 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import List, Optional, Sequence, Tuple
+from functools import cache
+from typing import List, Literal, Optional, Sequence, Tuple
 
 from rich import box
 from rich.cells import cell_len
@@ -97,18 +97,18 @@ class Column:
 
     header: str
     kind: str = "number"
-    justify: str = "left"
+    justify: Literal["left", "right"] = "left"
     keep: int = 0
 
 
-NAME_MIN = 12
+NAME_MIN = 10
 LABEL_MIN = 10
 
 
-@lru_cache(maxsize=None)
+@cache
 def _overhead(columns: int) -> int:
     """The cells a table's borders and padding take besides its columns' content."""
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table = _table(None)
     for _ in range(columns):
         table.add_column(no_wrap=True)
     table.add_row(*["x"] * columns)
@@ -120,9 +120,7 @@ def _overhead(columns: int) -> int:
 
 def _widths(columns: Sequence[Column], cells: Sequence[Sequence[str]], width: int) -> Optional[List[int]]:
     """Each column's width, or None when the columns do not fit even with the shortest names and labels."""
-    natural = [
-        max([cell_len(c.header)] + [cell_len(row[i]) for row in cells]) for i, c in enumerate(columns)
-    ]
+    natural = [max([cell_len(c.header)] + [cell_len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     widths = list(natural)
     over = sum(widths) + _overhead(len(columns)) - width
     for kind, least in (("label", LABEL_MIN), ("name", NAME_MIN)):  # the label gives way first, then the name
@@ -135,9 +133,7 @@ def _widths(columns: Sequence[Column], cells: Sequence[Sequence[str]], width: in
     return widths if over <= 0 else None
 
 
-def fitted_table(
-    title: str, columns: Sequence[Column], rows: Sequence[Sequence[Tuple[str, str]]], width: int
-) -> Table:
+def fitted_table(title: str, columns: Sequence[Column], rows: Sequence[Sequence[Tuple[str, str]]], width: int) -> Table:
     """A table that fits ``width`` cells: ``rows`` of (text, style) cells (outside text as it is: shown here,
     never read as markup). Numbers stay whole; the label column wraps and the name column shortens first;
     when even that is not enough, the columns with the lowest ``keep`` are left out."""
@@ -150,7 +146,7 @@ def fitted_table(
             break
         chosen.remove(min(droppable, key=lambda i: columns[i].keep))
     widths = widths or [cell_len(columns[i].header) for i in chosen]
-    table = Table(title=Text(shown(title)), title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table = _table(Text(shown(title)))
     for i, cells in zip(chosen, widths):
         column = columns[i]
         wraps = column.kind == "label"
@@ -160,6 +156,13 @@ def fitted_table(
     for row, text_row in zip(rows, texts):
         table.add_row(*[_cell(text_row[i], row[i][1], columns[i].kind, w) for i, w in zip(chosen, widths)])
     return table
+
+
+def _table(title: Optional[Text]) -> Table:
+    """A table without vertical lines, two spaces between columns, a rule under the header."""
+    return Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True
+    )
 
 
 def _cell(text: str, style: str, kind: str, width: int) -> Text:

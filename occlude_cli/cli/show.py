@@ -72,8 +72,9 @@ def incremental_line(decision: dict) -> str:
 
 
 def print_table(rows, out: Path) -> None:
-    """The run's table on stdout, fitted to the width: numbers whole, the label (or a failure's error) wraps
-    and the image name shortens first, and at the narrowest the timing and peak columns go. Rows of images
+    """The run's table on stdout, fitted to the width: numbers whole, the target (class index, then its label,
+    or a failure's error) wraps and the image name shortens first, and at the narrowest the timing and peak
+    columns go. Rows of images
     an interrupted run did not reach are counted in the title, not listed."""
     pending = sum(1 for row in rows if row.status == "pending")
     listed = [row for row in rows if row.status != "pending"]
@@ -81,8 +82,7 @@ def print_table(rows, out: Path) -> None:
     columns = [
         Column("image", "name"),
         Column("status"),
-        Column("target", justify="right"),
-        Column("label", "label"),
+        Column("target", "label"),
         Column("score", justify="right", keep=3),
         Column("peak (y, x)", keep=1),
         Column("s", justify="right", keep=2),
@@ -90,13 +90,12 @@ def print_table(rows, out: Path) -> None:
     cells = []
     for row in listed:
         style = {"ok": "green", "skipped": "yellow", "failed": "red"}.get(row.status, "")
-        label = row.target_label or "" if row.status != "failed" else row.error or ""
+        target = f"{row.target_index} {row.target_label or ''}".strip() if row.target_index is not None else ""
         cells.append(
             [
                 (row.path, ""),
                 (row.status, style),
-                (str(row.target_index) if row.target_index is not None else "", ""),
-                (label, ""),
+                (target if row.status != "failed" else row.error or "", ""),
                 (f"{row.original_score:.4f}" if row.original_score is not None else "", ""),
                 (f"{row.peak_y}, {row.peak_x}" if row.peak_y is not None else "", ""),
                 (f"{row.seconds:.2f}" if row.seconds is not None else "", ""),

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..errors import OccludeError
 from ..runs.events import RunEvents
+from ..text import logfmt, shown
 from . import parse
 from .common import (
     ExitCode,
@@ -35,16 +35,18 @@ from .common import (
     user_errors,
     with_flags,
 )
+from .progress import RunDisplay
 from .show import shorten_path
 
 COMPARE_EXAMPLES = """
-[bold]Examples[/]
+occlude compare model.onnx cat.jpg gradcam.npy
+occlude compare model.onnx cat.jpg rise.png --patch 32 --target 285 -o cmp/
+occlude compare model.onnx cat.jpg map.npy --deletion-baseline black  # Petsiuk
+occlude compare model.onnx images/ --maps gradcam_maps/ -r  # a folder, with CIs
+occlude compare lesion3d.onnx scan.nii.gz other.nii.gz --fractions ""  # a volume
+"""
 
-  occlude compare model.onnx cat.jpg gradcam.npy
-  occlude compare model.onnx cat.jpg rise.png --patch 32 --target 285 -o cmp/
-  occlude compare model.onnx cat.jpg map.npy \\
-      --deletion-baseline black --insertion-baseline blur  [dim]# as Petsiuk et al.[/]
-
+COMPARE_NOTES = """
 OTHER_MAP is a 2-D .npy array (singleton axes are dropped) or a greyscale PNG of any resolution: it is resized to the \
 model input (a map the size of the original image is cropped like the image first). Higher values mean more important.
 
@@ -53,20 +55,18 @@ W) .npy in occlude's layout (axial slices, as occlude's STEM.npy) covering the i
 (.nii/.nii.gz), placed on the model grid through its affine (world coordinates): e.g. another tool's map saved on the \
 scan's grid.
 
-  occlude compare sample_models/lesion3d.onnx scan.nii.gz other_method.nii.gz --fractions ""
-
 Writes OUT/STEM.compare.json (agreement, curves, AUCs) and OUT/STEM.compare.png (both maps and the curves). Deletion \
 AUC: lower is better; insertion AUC: higher is better.
 """
 
 CHECK_EXAMPLES = """
-[bold]Examples[/]
+occlude check model.onnx dog.jpg --box 40,30,200,180 --min-energy 0.5
+occlude check model.onnx dog.jpg --mask dog_region.png --require-peak
+occlude check model.onnx data/ --require-peak  # masks: data/NAME.mask.png
+occlude check model.onnx data/ -r --masks masks/ --json -q | jq .counts
+"""
 
-  occlude check model.onnx dog.jpg --box 40,30,200,180 --min-energy 0.5
-  occlude check model.onnx dog.jpg --mask dog_region.png --require-peak
-  occlude check model.onnx data/ --require-peak   [dim]# masks: data/NAME.mask.png[/]
-  occlude check model.onnx data/ -r --masks masks/ --json -q | jq .counts
-
+CHECK_NOTES = """
 [bold]Regions[/]: --box x0,y0,x1,y1 in original image pixels; or --mask FILE, an image whose white (grey >= 128) \
 pixels mark the region (transparent pixels are outside: RGBA, LA and palette masks count as they look over black), \
 stretched over the original image; or per image: --masks DIR with DIR/<relative name>.png, or by default the file next\
@@ -99,7 +99,7 @@ class CompareEvents(RunEvents):
         if row["status"] == "error":
             print_error(f"{one_line(str(row['path']))}: {row['error']}")
         elif not self.silent and not stderr_is_terminal():
-            stderr.print(safe(f"ok {row['path']}"))
+            stderr.print(logfmt(("status", "ok"), ("image", str(row["path"]))), markup=False, highlight=False)
 
 
 @user_errors
@@ -117,44 +117,64 @@ def compare(
         "--maps",
         help="Folder mode: IMAGE is a folder and the other map of IMAGE/rel/a.jpg is MAPS/rel/a.npy (or .png); "
         "per-image rows and dataset means with 95% bootstrap intervals in compare.json/.csv.",
+        rich_help_panel="Basics",
     ),
-    recursive: bool = typer.Option(False, "--recursive", "-r", help="Folder mode: look into sub-folders."),
-    out: Path = typer.Option(Path("occlude-out"), "--out", "-o", help="Output folder."),
+    recursive: bool = typer.Option(
+        False, "--recursive", "-r", help="Folder mode: look into sub-folders.", rich_help_panel="Basics"
+    ),
+    out: Path = typer.Option(
+        Path("occlude-out"), "--out", "-o", metavar="DIR", help="Output folder.", rich_help_panel="Basics"
+    ),
     name: Optional[str] = typer.Option(
-        None, help="Name of the other method in the PNG and JSON \\[default: the map's file name]."
+        None,
+        help="Name of the other method in the PNG and JSON \\[default: the map's file name].",
+        rich_help_panel="Basics",
     ),
-    steps: int = typer.Option(50, help="Deletion/insertion steps (each curve costs steps+1 forward passes)."),
-    top_fraction: float = typer.Option(0.1, "--top-fraction", help="Share of pixels whose overlap (IoU) is reported."),
+    steps: int = typer.Option(
+        50, help="Deletion/insertion steps (each curve costs steps+1 forward passes).", rich_help_panel="Basics"
+    ),
+    top_fraction: float = typer.Option(
+        0.1, "--top-fraction", help="Share of pixels whose overlap (IoU) is reported.", rich_help_panel="Basics"
+    ),
     fractions: Parsed = typer.Option(
         "1,2,5,10,20,50",
         "--fractions",
         parser=parse.percents("--fractions"),
         metavar="PERCENTS",
-        help="Top-k percentages for sufficiency and completeness (one forward pass per percentage and map, plus "
-        "one); infidelity reuses the occlusion windows' scores (no extra pass). Empty: skip these three metrics.",
+        help="Top-k percentages for sufficiency and completeness (a forward pass each); empty: skip them and "
+        "infidelity.",
+        rich_help_panel="Basics",
     ),
     map_kind: str = typer.Option(
         "attribution",
         "--map-kind",
         help="How the other map predicts a score change, for infidelity: attribution (Grad-CAM, IG, SHAP, LIME: "
         "summed over a window) or gradient (saliency: times input - baseline first).",
+        rich_help_panel="Basics",
     ),
     deletion_baseline: Optional[str] = typer.Option(
         None,
         "--deletion-baseline",
         help="What deleted pixels become \\[default: --baseline]; also the baseline of sufficiency and completeness.",
+        rich_help_panel="Basics",
     ),
     insertion_baseline: Optional[str] = typer.Option(
-        None, "--insertion-baseline", help="What insertion starts from \\[default: --baseline]."
+        None,
+        "--insertion-baseline",
+        help="What insertion starts from \\[default: --baseline].",
+        rich_help_panel="Basics",
     ),
     patch: Optional[Parsed] = typer.Option(
         None,
         parser=parse.size("--patch"),
         metavar="SIZE",
         help="Occluding patch, N, HxW or DxHxW for 3-D models \\[default: 1/14 of the input side].",
+        rich_help_panel="Basics",
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print the comparison JSON on stdout (nothing else)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print the comparison JSON on stdout (nothing else).", rich_help_panel="Basics"
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.", rich_help_panel="Basics"),
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     medical: MedicalInputFlags = None,  # type: ignore[assignment]
@@ -209,13 +229,14 @@ def _print_compare_summary(console, summary: dict, out: Path) -> None:
 
 
 class CheckEvents(RunEvents):
-    """check's events: a transient progress bar on a terminal; failures and errors as they happen (also under
-    --quiet / --json, where nothing else is shown); in a CI log one line per finished input."""
+    """check's events: on a live terminal a bar that keeps its count and ETA (:class:`RunDisplay`); failures and
+    errors as they happen (also under --quiet / --json, where nothing else is shown); elsewhere one logfmt line
+    per finished input."""
 
     def __init__(self, quiet: bool, json_out: bool) -> None:
         self.silent = quiet or json_out
-        self.progress: Optional[Progress] = None
-        self.task: Optional[TaskID] = None
+        self.live = stderr_is_terminal()
+        self.display: Optional[RunDisplay] = None
 
     def note(self, text: str, params=()) -> None:
         if not self.silent:
@@ -225,86 +246,101 @@ class CheckEvents(RunEvents):
         print_error(text, params=params)
 
     def started(self, total: int) -> None:
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=stderr,
-            disable=self.silent or not stderr_is_terminal() or total < 2,
-            transient=True,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task("checking", total=total)
+        self.display = RunDisplay(total, draw=not self.silent and self.live and total > 1, label="checking")
 
     def image_started(self, image) -> None:
-        if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, description=safe(image.key))
+        if self.display is not None:
+            self.display.image_started(shown(image.path.name or image.key))
 
     def image_done(self, image, row, params=()) -> None:
-        if self.progress is None or self.task is None:
-            return
-        console = self.progress.console
+        if self.display is not None:
+            self.display.image_done(True)
         if row.status == "error":
-            console.print(f"[bold red]error:[/] {safe(row.path)}: {safe(row.error or '')}")
-        elif row.status == "fail" and (self.silent or not stderr_is_terminal()):
-            console.print(f"[bold red]fail:[/] {safe(row.path)}: {safe('; '.join(row.reasons))}")
-        elif row.status == "pass" and not self.silent and not stderr_is_terminal():
-            energy = "n/a" if row.energy_share is None else f"{row.energy_share:.3f}"
-            console.print(safe(f"pass {row.path} energy={energy} seconds={row.seconds}"))
-        self.progress.advance(self.task)
+            print_error(f"{one_line(row.path)}: {row.error or ''}")
+        elif row.status == "fail" and (self.silent or not self.live):
+            print_error(f"{one_line(row.path)}: {'; '.join(row.reasons)}", "fail")
+        elif row.status == "pass" and not self.silent and not self.live:
+            energy = None if row.energy_share is None else f"{row.energy_share:.3f}"
+            line = logfmt(("status", "pass"), ("image", row.path), ("energy", energy), ("seconds", row.seconds))
+            stderr.print(line, markup=False, highlight=False)
 
     def finished(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+        if self.display is not None:
+            self.display.stop()
 
 
 @user_errors
 @with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags)
 def check(
     model: Path = typer.Argument(..., help="ONNX classifier (.onnx), or a folder holding one."),
-    paths: List[str] = typer.Argument(..., help="Image files, folders or glob patterns.", show_default=False),
+    paths: List[str] = typer.Argument(
+        ..., help="Image files, folders or glob patterns.", show_default=False, metavar="PATH"
+    ),
     box: Optional[Parsed] = typer.Option(
         None,
         parser=parse.box("--box"),
         metavar="x0,y0,x1,y1",
         help="Region x0,y0,x1,y1 in original image pixels (the same for every image).",
+        rich_help_panel="Basics",
     ),
     mask: Optional[Path] = typer.Option(
-        None, help="Region as a mask image, white = region, transparent = outside (the same for every image)."
+        None,
+        help="Region as a mask image, white = region, transparent = outside (the same for every image).",
+        rich_help_panel="Basics",
     ),
     masks: Optional[Path] = typer.Option(
-        None, help="Folder of per-image masks: DIR/<relative name>.png \\[default: NAME.mask.png next to each image]."
+        None,
+        help="Folder of per-image masks: DIR/<relative name>.png \\[default: NAME.mask.png next to each image].",
+        rich_help_panel="Basics",
     ),
     min_energy: Optional[float] = typer.Option(
         None,
         "--min-energy",
         help="Fail an image when less than this share (0..1) of the positive map lies in the region.",
+        rich_help_panel="Gates",
     ),
     require_peak: bool = typer.Option(
         False,
         "--require-peak",
         help="Fail an image when the map's peak lies outside the region (pointing game; the peak is the pixel of "
         "the maximal plateau nearest its centre, as check.csv reports it).",
+        rich_help_panel="Gates",
     ),
-    out: Path = typer.Option(Path("occlude-out"), "--out", "-o", help="Folder for check.json and check.csv."),
-    recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders of folder arguments."),
+    out: Path = typer.Option(
+        Path("occlude-out"),
+        "--out",
+        "-o",
+        metavar="DIR",
+        help="Folder for check.json and check.csv.",
+        rich_help_panel="Basics",
+    ),
+    recursive: bool = typer.Option(
+        False, "--recursive", "-r", help="Look into sub-folders of folder arguments.", rich_help_panel="Basics"
+    ),
     patch: Optional[Parsed] = typer.Option(
         None,
         parser=parse.size("--patch"),
         metavar="SIZE",
         help="Occluding patch, N or HxW \\[default: 1/14 of the input side].",
+        rich_help_panel="Basics",
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print check.json on stdout (nothing else)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table; failures and errors still go to stderr."),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print check.json on stdout (nothing else).", rich_help_panel="Basics"
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No table; failures and errors still go to stderr.", rich_help_panel="Basics"
+    ),
     pictures: bool = typer.Option(
         True,
         "--pictures/--no-pictures",
         help="Write STEM.check.png per image: the overlay with the region drawn and the verdict in the title.",
+        rich_help_panel="Output",
     ),
     report: bool = typer.Option(
-        False, "--report", help="Also write OUT/index.html, an HTML report (see `occlude report`)."
+        False,
+        "--report",
+        help="Also write OUT/index.html, an HTML report (see `occlude report`).",
+        rich_help_panel="Output",
     ),
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]

@@ -182,7 +182,9 @@ def saturation_remedy(kind: str) -> str:
     Softmax or Sigmoid has none to explain, and score logit is refused for it). The text names the parameter
     ``score`` (:data:`SATURATION_PARAMS`), which a front end shows in its own words (the CLI: ``--score``)."""
     if kind in ("softmax", "sigmoid"):
-        return f"explain the logits instead (score logit: the logits occlude computes the {kind} from) for a readable map"
+        return (
+            f"explain the logits instead (score logit: the logits occlude computes the {kind} from) for a readable map"
+        )
     if kind in ("probabilities", "independent"):
         last = "Softmax" if kind == "probabilities" else "Sigmoid"
         return (

@@ -202,7 +202,9 @@ class SummaryRow:
         )
 
 
-def summary_document(rows: Sequence[SummaryRow], run: Optional[dict] = None, interrupted: Optional[bool] = None) -> dict:
+def summary_document(
+    rows: Sequence[SummaryRow], run: Optional[dict] = None, interrupted: Optional[bool] = None
+) -> dict:
     """summary.json: counts (``pending``: images a stopped run did not reach), whether the run was interrupted
     (``interrupted``: by default, whether any row is pending), the number of rows with a warning, one row per
     image and, for a folder run, the ``run`` block (which job and shards the rows are of; see
