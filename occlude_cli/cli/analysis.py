@@ -37,10 +37,10 @@ from .common import (
 )
 
 LAYERS_EXAMPLES = """
-occlude info sample_models/efficientnet_lite0.onnx --layers  # where can it be cut?
+occlude info sample_models/efficientnet_lite0.onnx --layers  # cut points
 occlude layers model.onnx images/ -l hardtanh_16 -o lay/
 occlude layers model.onnx data/ -l /features/6/Add_output_0 --replace dataset
-occlude layers model.onnx img.png -l hardtanh_16 --spatial --patch 2  # feature map
+occlude layers model.onnx a.png -l hardtanh_16 --spatial --patch 2  # windows
 """
 
 LAYERS_NOTES = """
@@ -54,9 +54,9 @@ top channels respond, each on the input image that activates it most). With --sp
 """
 
 BIAS_EXAMPLES = """
-occlude bias model.onnx dataset/ -r --box 0,0,60,30 --baseline blur  # watermark?
-occlude bias model.onnx dataset/ -r --masks rulers/  # per-image suspected regions
-occlude bias model.onnx dataset/ -r --box 0,0,60,30 --max-flip-rate 0.05 -q  # CI
+occlude bias model.onnx data/ --box 0,0,60,30 --baseline blur  # a watermark?
+occlude bias model.onnx data/ -r --masks rulers/  # per-image regions
+occlude bias model.onnx data/ --box 0,0,60,30 --max-flip-rate 0.05 -q  # CI
 """
 
 BIAS_NOTES = """

@@ -87,7 +87,7 @@ def print_error(message, label: str = "error", params: Sequence[str] = ()) -> No
     """One red line on stderr: ``message`` (an OccludeError is shown with its parameters as flags)."""
     if isinstance(message, OccludeError):
         message, params = str(message), message.params
-    stderr.print(f"[bold red]{label}:[/] {safe(in_flags(str(message), params))}")
+    stderr.print(f"[bold red]{label}:[/] {safe(in_flags(str(message), params))}", soft_wrap=_one_line())
 
 
 def print_json(document) -> None:
@@ -98,14 +98,20 @@ def print_json(document) -> None:
 
 
 def print_note(message: str, params: Sequence[str] = ()) -> None:
-    stderr.print(f"[yellow]note:[/] {safe(in_flags(message, params))}")
+    stderr.print(f"[yellow]note:[/] {safe(in_flags(message, params))}", soft_wrap=_one_line())
 
 
 def print_warning(message: str, source: Optional[str] = None) -> None:
     """One yellow ``warning:`` line on stderr, naming ``source`` (an input) first when given; ``message`` in
     the command line's words already (:func:`in_flags`: a file name is never rewritten)."""
     where = f"{safe(source)}: " if source else ""
-    stderr.print(f"[yellow]warning:[/] {where}{safe(message)}")
+    stderr.print(f"[yellow]warning:[/] {where}{safe(message)}", soft_wrap=_one_line())
+
+
+def _one_line() -> bool:
+    """Messages stay one line each in a log or a pipe (grep finds them whole); on a live terminal they are
+    wrapped at word boundaries to its width."""
+    return not stderr_is_terminal()
 
 
 class RunNotes:

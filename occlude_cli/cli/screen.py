@@ -73,7 +73,7 @@ def shorten_path(path: str, width: int) -> str:
         candidate = ELLIPSIS + "/" + "/".join(parts[start:])
         if cell_len(candidate) <= width:
             return candidate
-    prefix = ELLIPSIS + "/" if len(parts) > 1 and width >= 12 else ""
+    prefix = ELLIPSIS + "/" if len(parts) > 1 and width >= 16 else ""
     return prefix + shorten_middle(parts[-1], width - len(prefix))
 
 
@@ -91,7 +91,7 @@ def clock(seconds: Optional[float]) -> str:
 @dataclass
 class Column:
     """A column of a :func:`fitted_table`. ``kind``: ``name`` (a path or file name: shortened, cut at folder
-    boundaries then in the middle), ``label`` (text that wraps onto more lines: labels, reasons) or ``number``
+    boundaries then in the middle), ``label`` (text that wraps onto more lines: labels, errors) or ``number``
     (numbers and short words: never cut). ``keep``: columns with a lower value are left out first when even
     the shortest names and labels do not fit; 0 never."""
 
@@ -102,6 +102,7 @@ class Column:
 
 
 NAME_MIN = 10
+NAME_SHORT = 24
 LABEL_MIN = 10
 
 
@@ -123,7 +124,8 @@ def _widths(columns: Sequence[Column], cells: Sequence[Sequence[str]], width: in
     natural = [max([cell_len(c.header)] + [cell_len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     widths = list(natural)
     over = sum(widths) + _overhead(len(columns)) - width
-    for kind, least in (("label", LABEL_MIN), ("name", NAME_MIN)):  # the label gives way first, then the name
+    # a long name shortens first (down to NAME_SHORT), then the label wraps, then the name shortens to NAME_MIN
+    for kind, least in (("name", NAME_SHORT), ("label", LABEL_MIN), ("name", NAME_MIN)):
         for i, column in enumerate(columns):
             if over > 0 and column.kind == kind:
                 floor = max(min(natural[i], least), cell_len(column.header))
@@ -135,8 +137,8 @@ def _widths(columns: Sequence[Column], cells: Sequence[Sequence[str]], width: in
 
 def fitted_table(title: str, columns: Sequence[Column], rows: Sequence[Sequence[Tuple[str, str]]], width: int) -> Table:
     """A table that fits ``width`` cells: ``rows`` of (text, style) cells (outside text as it is: shown here,
-    never read as markup). Numbers stay whole; the label column wraps and the name column shortens first;
-    when even that is not enough, the columns with the lowest ``keep`` are left out."""
+    never read as markup). Numbers stay whole: a long name shortens first, then the label column wraps, then
+    the name shortens further; when even that is not enough, the columns with the lowest ``keep`` go."""
     chosen = list(range(len(columns)))
     texts = [[shown(text) for text, _ in row] for row in rows]
     while True:

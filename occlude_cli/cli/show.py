@@ -78,6 +78,8 @@ def print_table(rows, out: Path) -> None:
     an interrupted run did not reach are counted in the title, not listed."""
     pending = sum(1 for row in rows if row.status == "pending")
     listed = [row for row in rows if row.status != "pending"]
+    if not listed:  # an interrupted run that finished no image: its error line says it all
+        return
     title = f"occlude: {len(listed)} image(s) -> {out}" + (f" ({pending} pending: --resume)" if pending else "")
     columns = [
         Column("image", "name"),
