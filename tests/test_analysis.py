@@ -509,7 +509,7 @@ def test_fixed_batch_model_and_flags_that_do_not_apply(tmp_path):
 def test_layers_warns_about_a_saturated_probability(tmp_path):
     args = ["layers", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--layer", "relu", "-o", tmp_path / "out"]
     saturated = occlude(*args)
-    assert saturated.exit_code == 0 and "use score logit (--score logit" in saturated.stderr
+    assert saturated.exit_code == 0 and "explain the logits instead (--score logit:" in saturated.stderr
     logits = occlude(*args, "--score", "logit")
     assert logits.exit_code == 0 and "warning" not in logits.stderr
     doc = json.loads((tmp_path / "out" / "layers.json").read_text())

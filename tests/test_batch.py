@@ -97,7 +97,7 @@ def test_without_recursive_only_top_level(tmp_path, folder):
     out = tmp_path / "out"
     result = occlude("run", DIGITS, folder, "--out", out, "--json", "--quiet")
     document = json.loads(result.stdout)
-    assert document["counts"] == {"ok": 3, "failed": 3, "skipped": 0}
+    assert document["counts"] == {"ok": 3, "failed": 3, "skipped": 0, "pending": 0}
 
 
 def test_globs_and_explicit_files_and_missing_paths(tmp_path, folder):
@@ -105,7 +105,7 @@ def test_globs_and_explicit_files_and_missing_paths(tmp_path, folder):
     result = occlude("run", DIGITS, str(folder / "**" / "digit_*.png"), folder / "missing.png", "--out", out, "--json")
     assert result.exit_code == 3
     document = json.loads(result.stdout)
-    assert document["counts"] == {"ok": 4, "failed": 1, "skipped": 0}
+    assert document["counts"] == {"ok": 4, "failed": 1, "skipped": 0, "pending": 0}
     assert (out / "sub" / "digit_3.json").exists()
     empty_glob = occlude("run", DIGITS, str(folder / "*.nothing"), "--out", out, "--json")
     assert empty_glob.exit_code == 3 and "no file matches" in empty_glob.stderr
@@ -154,7 +154,7 @@ def test_resume_skips_finished_images_with_the_same_parameters(tmp_path, folder)
     first = (out / "digit_3.json").stat().st_mtime_ns
     result = occlude("run", DIGITS, folder, "--out", out, "--resume", "--json")
     document = json.loads(result.stdout)
-    assert document["counts"] == {"ok": 0, "failed": 3, "skipped": 3}
+    assert document["counts"] == {"ok": 0, "failed": 3, "skipped": 3, "pending": 0}
     assert (out / "digit_3.json").stat().st_mtime_ns == first
     skipped = [r for r in document["images"] if r["status"] == "skipped"]
     assert all(r["target_index"] is not None for r in skipped)

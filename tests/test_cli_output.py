@@ -38,11 +38,12 @@ def test_piped_run_prints_one_line_per_finished_image_and_keeps_stdout_clean(tmp
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     first = process.stderr.readline()  # arrives while the run goes on, not all at the end
-    stdout, rest = process.communicate(timeout=120)
+    rest, stdout = process.stderr.read(), process.stdout.read()  # (communicate() would lose readline's buffer)
+    process.wait(timeout=120)
     lines = [first] + rest.splitlines()
-    done = [line for line in lines if line.startswith("ok ")]
-    assert [line.split()[1].rsplit("/", 1)[-1] for line in done] == ["digit_0.png", "digit_3.png", "digit_7.png"]
-    assert all("target=" in line and "score=" in line for line in done)
+    done = [dict(p.split("=", 1) for p in line.split()) for line in lines if line.startswith("status=ok ")]
+    assert [d["image"].rsplit("/", 1)[-1] for d in done] == ["digit_0.png", "digit_3.png", "digit_7.png"]
+    assert all("target" in d and "score" in d for d in done) and done[0]["done"] == "1/3"
     assert json.loads(stdout)["counts"]["ok"] == 3  # stdout holds the JSON and nothing else
 
 
@@ -80,7 +81,7 @@ def test_table_shortens_long_paths_at_folder_boundaries(tmp_path):
     assert "…/" in result.stdout
     assert shorten_path("a/b/c/name.png", 12) == "…/c/name.png" and shorten_path("a/b/c/name.png", 11) == "…/name.png"
     assert shorten_path("short.png", 40) == "short.png"
-    assert shorten_path("x" * 50, 10) == "…" + "x" * 9
+    assert shorten_path("x" * 50, 10) == "xxx…xxxxxx"  # a name too long alone: shortened in the middle
 
 
 def test_info_is_readable_and_lists_labels():

@@ -181,7 +181,7 @@ def test_json_summary_on_stdout_only(tmp_path):
     )
     assert result.exit_code == 0
     document = json.loads(result.stdout)
-    assert document["counts"] == {"ok": 2, "failed": 0, "skipped": 0}
+    assert document["counts"] == {"ok": 2, "failed": 0, "skipped": 0, "pending": 0}
     assert [row["target_index"] for row in document["images"]] == [3, 7]
 
 
@@ -276,8 +276,8 @@ def test_bad_inputs_give_one_line_and_nonzero_exit(tmp_path, gray_image):
         # issue 10: a model that is not a classifier is known before any image is read: exit 1
         (("run", feature_map_model(tmp_path / "f.onnx", size=(8, 8)), img), "classifier", 1),
         # issue 8: choices are Enums; a bad choice is a usage error (exit 2) that lists the valid values
-        (("run", DIGITS, img, "--device", "tpu"), "'auto', 'cpu', 'cuda'", 2),
-        (("run", DIGITS, img, "--score", "foo"), "'auto', 'softmax', 'sigmoid', 'logit', 'raw'", 2),
+        (("run", DIGITS, img, "--device", "tpu"), "--device takes auto, cpu or cuda", 2),
+        (("run", DIGITS, img, "--score", "foo"), "--score takes auto, softmax, sigmoid, logit, raw or prob", 2),
         (("run", DIGITS, img, "--mean", "1,2"), "--mean", 1),
         (("run", DIGITS, img, "--labels", tmp_path / "nolabels.txt"), "labels file not found", 1),
         (("run", DIGITS, img, "--top-k", "0"), "--top-k", 1),

@@ -110,7 +110,7 @@ def test_case2_inputs_named_like_run_level_files(tmp_path):
     out = tmp_path / "out"
     assert occlude("run", DIGITS, data, "-o", out, "-q", "--no-timing", "--aggregate", "--top-k", "2").exit_code == 0
     document = summary(out)
-    assert document["counts"] == {"ok": 7, "failed": 0, "skipped": 0}  # summary.json is the run's summary
+    assert document["counts"] == {"ok": 7, "failed": 0, "skipped": 0, "pending": 0}  # summary.json is the run's summary
     for name, row in rows_by_name(out).items():
         assert record(out, row)["image"]["path"] == str(data / name)
         assert not is_run_level(row["output"][: -len(".json")])
@@ -121,7 +121,7 @@ def test_case2_inputs_named_like_run_level_files(tmp_path):
     assert rebuilt.exit_code == 0 and json.loads(rebuilt.stdout)["counts"]["ok"] == 7
     resumed = occlude("run", DIGITS, data, "-o", out, "-q", "--no-timing", "--aggregate", "--top-k", "2", "--resume")
     assert resumed.exit_code == 0
-    assert summary(out)["counts"] == {"ok": 0, "failed": 0, "skipped": 7}  # never redone
+    assert summary(out)["counts"] == {"ok": 0, "failed": 0, "skipped": 7, "pending": 0}  # never redone
 
 
 # ------------------------------------------------------------------------------------------ case 3
@@ -165,7 +165,7 @@ def test_case4_summary_keeps_no_stale_rows(tmp_path):
     again = occlude("summary", out, "--json")
     assert again.exit_code == 0, again.output
     document = json.loads(again.stdout)
-    assert document["counts"] == {"ok": 5, "failed": 0, "skipped": 0}
+    assert document["counts"] == {"ok": 5, "failed": 0, "skipped": 0, "pending": 0}
     assert not any("broken" in r["path"] for r in summary(out)["images"])
     assert len(list(out.glob("summary.shard-*.json"))) == 3  # the current job's three, none of the earlier
     assert not any("broken" in p.read_text() for p in out.glob("summary.shard-*"))
@@ -342,7 +342,9 @@ def test_a_killed_run_is_summarised_as_what_it_finished(tmp_path):
     assert 1 <= len(done) < 60
     for row in done:
         assert record(out, row)["params"]["patch"] == [1, 1]  # the killed job's result, never the earlier one
-    assert all("no result" in r["error"] for r in rows if r["status"] == "failed")
+    pending = [r for r in rows if r["status"] == "pending"]
+    assert len(done) + len(pending) == 60 and all("no result" in r["error"] for r in pending)
+    assert json.loads(rebuilt.stdout)["interrupted"] is True
     resumed = occlude("run", DIGITS, data, "-o", out, "-q", "--patch", "1", "--stride", "1", "--top-k", "3", "--resume")
     assert resumed.exit_code == 0
     assert summary(out)["counts"]["skipped"] >= len(done) and summary(out)["run"]["complete"]

@@ -216,7 +216,7 @@ def test_non_image_model_says_so_first(tmp_path, rgb_image):
     "head, flags, cause, remedy, refused_remedy",
     [
         # 5 logits, class 0 ahead by 100: softmax is 1.0 in float64 whatever a window does to the logits
-        ("none", [], "softmax probability is saturated at 1", "use score logit (--score logit", False),
+        ("none", [], "softmax probability is saturated at 1", "explain the logits instead (score logit:", False),
         # the same model ending in Softmax: it has no logits to explain, and score logit is refused
         ("softmax", [], "probability (the model's own output) is saturated at 1", "without its final Softmax", True),
         # ending in Sigmoid (independent probabilities)

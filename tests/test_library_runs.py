@@ -75,7 +75,7 @@ def test_the_readme_three_line_folder_run_as_written(tmp_path):
         (tmp_path / name).symlink_to(ROOT / name)
     done = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "{'ok': 7, 'failed': 0, 'skipped': 0} True", done.stdout
+    assert done.stdout.strip() == "{'ok': 7, 'failed': 0, 'skipped': 0, 'pending': 0} True", done.stdout
     for name in ("summary.json", "summary.csv", "aggregate.png", "aggregate.npy", "index.html", "digit_3.json"):
         assert (tmp_path / "maps" / name).is_file(), name
 
@@ -84,7 +84,7 @@ def test_a_folder_run_from_python(tmp_path, data):
     """A whole folder, its summary and its report, with the result's rows in input order."""
     result = run_folder(DIGITS, [data], tmp_path / "maps", aggregate=True, report=True, timing=False)
     counts = result.summary["counts"]
-    assert counts == {"ok": 4, "skipped": 0, "failed": 0} and result.folder.complete and not result.failed
+    assert counts == {"ok": 4, "skipped": 0, "failed": 0, "pending": 0} and result.folder.complete and not result.failed
     for name in ("summary.json", "summary.csv", "aggregate.png", "aggregate.npy", "index.html", "manifest.json"):
         assert (tmp_path / "maps" / name).is_file(), name
     assert [Path(r.path).name for r in result.rows] == ["cat.png", "digit_0.png", "digit_3.png", "digit_7.png"]

@@ -230,7 +230,7 @@ def test_folder_run_resume_report_and_summary_in_a_terminal(tmp_path, corpus, ho
 
     documents = assert_files_safe(out)
     summary = documents["summary.json"]
-    assert summary["counts"] == {"ok": len(CORPUS), "failed": 0, "skipped": 0}
+    assert summary["counts"] == {"ok": len(CORPUS), "failed": 0, "skipped": 0, "pending": 0}
     exact = {recover(row, "path") for row in summary["images"]}
     assert exact == {str(corpus / n) for n in names()}  # every path recoverable exactly
     assert {recover(row, "target_label") for row in summary["images"]} <= set(LABELS)
@@ -290,7 +290,7 @@ def test_log_lines_and_errors_in_a_ci_log(tmp_path, corpus, hostile_model):
     assert proc.returncode == 3
     text = assert_terminal_safe(proc.stderr + proc.stdout)
     lines = text.splitlines()
-    assert sum(line.startswith("ok ") for line in lines) == len(CORPUS)  # one log line each, never split
+    assert sum(line.startswith("status=ok ") for line in lines) == len(CORPUS)  # one log line each, never split
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1 and "broken\\x1b]0;PWNED\\x07\\x1b[2J\\xff.png" in errors[0]
 

@@ -335,7 +335,7 @@ def test_run_with_ray_gives_the_local_outputs_byte_for_byte(tmp_path, ray_instan
     assert local.returncode == on_ray.returncode == 3, (local.stderr, on_ray.stderr)
     assert _files(tmp_path / "local") == _files(tmp_path / "ray")
     summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
-    assert summary["counts"] == {"ok": 3, "failed": 1, "skipped": 0}
+    assert summary["counts"] == {"ok": 3, "failed": 1, "skipped": 0, "pending": 0}
 
 
 def test_run_with_ray_without_the_extra_is_one_line(tmp_path):
@@ -428,7 +428,7 @@ def test_ctrl_c_on_a_ray_run_leaves_complete_files_and_resume_finishes(tmp_path,
         env=env,
     )
     line = process.stderr.readline()
-    while line and not line.startswith("ok "):
+    while line and not line.startswith("status=ok "):
         line = process.stderr.readline()
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=120)
