@@ -122,7 +122,7 @@ def test_events_tell_the_run_as_it_goes(tmp_path, data):
         def problem(self, text, params=()):
             self.seen.append(("problem", text))
 
-        def started(self, total):
+        def started(self, total, skipping=()):
             self.seen.append(("started", total))
 
         def image_started(self, image):

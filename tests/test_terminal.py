@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -168,18 +169,70 @@ def test_names_are_shortened_in_the_middle_and_paths_at_folders():
     assert len(line) <= 40 and "64/196" in line and line.endswith("eta 0:00:03")
 
 
-def test_the_eta_counts_only_computed_images():
-    """--resume: skipped images finish at once; the rate, and so the ETA, comes from the computed ones."""
-    display = RunDisplay(total=20, draw=False)
-    for _ in range(10):  # skipped by --resume: no work
-        display.image_started("skipped.png")
-        display.image_done(computed=False)
-    for _ in range(2):
-        display.image_started("computed.png")
-        time.sleep(0.05)
-        display.image_done(computed=True)
-    assert display.computed == 2 and display.computed_s >= 0.1
-    assert display.eta() == pytest.approx(8 * display.computed_s / 2, rel=1e-6)  # 8 left, at the computed rate
+def test_the_eta_counts_only_the_images_still_to_compute(monkeypatch):
+    """--resume over 12 images of which 6 (every other one) are done: the ETA is the true time left at every
+    step, as a folder run reports them (an image is reported done after the next one was computed, skipped
+    ones at once), on a clock that only the computations move (1 s each)."""
+    import occlude_cli.cli.progress as progress
+
+    now = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    keys = [f"k{i}" for i in range(12)]
+    skipping = set(keys[::2])
+    display = RunDisplay(total=12, draw=False, skipping=skipping)
+    pending, etas = [], []
+    for key in keys:
+        display.image_started(key, key)
+        if key not in skipping:
+            now[0] += 1.0  # computed; its files are written while the next one is computed
+        while pending:  # the earlier images are reported once this one is computed
+            done = pending.pop(0)
+            display.image_done(done not in skipping, done)
+            left = sum(1 for k in keys[keys.index(key) + 1 :] if k not in skipping)  # what is really left
+            etas.append((display.eta(), float(left)))
+        pending.append(key)
+    for done in pending:
+        display.image_done(done not in skipping, done)
+    assert etas and all(eta == pytest.approx(left) for eta, left in etas if eta is not None), etas
+    assert sum(1 for eta, _ in etas if eta is not None) >= 5 and display.eta() == 0.0
+    fresh = RunDisplay(total=3, draw=False)
+    fresh.image_started("a", "a")
+    now[0] += 1.0
+    fresh.image_done(True, "a")
+    fresh.image_started("b", "b")
+    now[0] += 0.25  # between two reports, the current image's share counts down
+    assert fresh.eta() == pytest.approx(1.0 + 0.75)
+
+
+def test_resume_knows_before_the_run_which_images_it_will_skip(tmp_path):
+    """The ETA's forecast: with resume, the images whose results exist for this model and these parameters;
+    none when a parameter changed (everything is computed again)."""
+    from occlude_cli import run_folder
+    from occlude_cli.runs.events import RunEvents
+
+    class Told(RunEvents):
+        skipping: set = set()
+
+        def started(self, total, skipping=()):
+            self.skipping = set(skipping)
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("b.png", "d.png"):
+        shutil.copy(SAMPLE_IMAGES / "digit_3.png", folder / name)
+    run_folder(DIGITS, folder, tmp_path / "o", patch=4)
+    for name in ("a.png", "c.png"):
+        shutil.copy(SAMPLE_IMAGES / "digit_7.png", folder / name)
+    told = Told()
+    result = run_folder(DIGITS, folder, tmp_path / "o", patch=4, resume=True, events=told)
+    assert told.skipping == {"b", "d"}
+    assert {Path(r.path).stem for r in result.rows if r.status == "skipped"} == {"b", "d"}
+    again = Told()
+    run_folder(DIGITS, folder, tmp_path / "o", patch=7, resume=True, events=again)
+    assert again.skipping == set()
+    unasked = Told()
+    run_folder(DIGITS, folder, tmp_path / "o", patch=7, events=unasked)
+    assert unasked.skipping == set()
 
 
 def test_piped_output_has_no_cursor_control_and_force_color_only_colours(saturated, tmp_path):

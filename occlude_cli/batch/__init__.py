@@ -1,7 +1,7 @@
 """Many inputs, one model: discovery, shards, resume, the ordered folder loop and its executors (no drawing)."""
 
 from .inputs import InputImage, check_shard, discover_inputs, is_own_output, take_shard
-from .loop import BatchResult, LocalExecutor, compute_image, run_batch, run_images, run_settings
+from .loop import BatchResult, LocalExecutor, compute_image, likely_skipped, run_batch, run_images, run_settings
 
 __all__ = [
     "BatchResult",
@@ -11,6 +11,7 @@ __all__ = [
     "compute_image",
     "discover_inputs",
     "is_own_output",
+    "likely_skipped",
     "run_batch",
     "run_images",
     "run_settings",

@@ -13,7 +13,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..analyses.explain import explain, explain_scales
 from ..analyses.medical import VolumeExplanation
@@ -218,6 +218,27 @@ def _skipped_row(json_path: Path, image: InputImage, marker: str) -> SummaryRow:
     row = SummaryRow.from_record(record, "skipped", marker, None)
     row.path = str(image.path)
     return row
+
+
+def likely_skipped(model, images: Sequence[InputImage], out_dir, options: ExplainOptions, **batch) -> Set[str]:
+    """The keys of the ``images`` that :func:`run_batch` with ``resume`` will most likely skip, found without
+    reading an image: its result file exists and was made with this model and these parameters (``batch``: the
+    keywords of :func:`run_batch`; from the image as it was then, so an image changed since is found out only
+    when it is planned). Cheap (one small JSON per image): what a progress display's ETA leaves out."""
+    settings = run_settings(options, batch.pop("preprocessing"), batch.pop("labels", None), **batch)
+    files = Writing(**{k: v for k, v in batch.items() if k in Writing.__dataclass_fields__})
+    keys = set()
+    for image in images:
+        marker = Path(out_dir) / OutputNames(image.key, files.scales if files.study else (), files.multiscale).marker
+        try:
+            with open(marker, encoding="utf-8") as handle:
+                record = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("image_sha256"), str):
+            if run_fingerprint(model.sha256, record["image_sha256"], settings) == record.get("fingerprint"):
+                keys.add(image.key)
+    return keys
 
 
 # not opened: reading one blocks (FIFO) or never ends (device)

@@ -9,7 +9,7 @@ precedence).
 
 import enum
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated, Collection, List, Optional
 
 import numpy as np
 import typer
@@ -116,7 +116,7 @@ class AnalysisEvents(RunEvents):
     def problem(self, text: str, params=()) -> None:
         print_error(text, params=params)
 
-    def started(self, total: int) -> None:
+    def started(self, total: int, skipping: Collection[str] = ()) -> None:
         self.total = total
 
     def image_done(self, image, row, params=()) -> None:

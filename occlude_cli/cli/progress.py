@@ -12,7 +12,7 @@ skips are not work)."""
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Collection, Dict, List, Optional, Sequence
 
 from rich.cells import cell_len
 from rich.live import Live
@@ -106,16 +106,24 @@ def progress_line(
 
 
 class RunDisplay:
-    """The state a run's live display and its ETA are drawn from: images done (and how many were computed,
-    not skipped), the current image and its windows. ``draw`` starts a live display on stderr."""
+    """The state a run's live display and its ETA are drawn from: inputs started and done, the current input
+    and its windows. ``skipping``: the keys of the inputs that ``--resume`` will most likely skip (no work:
+    the ETA leaves them out). ``draw`` starts a live display on stderr.
 
-    def __init__(self, total: int, draw: bool, label: str = "images") -> None:
+    The ETA is wall-clock: the time per input is the run's time so far over the inputs started that are work
+    (a folder run computes an input while the one before is written, so an input is reported done one input
+    late; counting the started ones keeps the rate, and a Ray run's parallelism, honest)."""
+
+    def __init__(self, total: int, draw: bool, label: str = "images", skipping: Collection[str] = ()) -> None:
         self.total, self.label = total, label
-        self.started = time.monotonic()
-        self.done = self.computed = 0
-        self.computed_s = 0.0
+        self.skipping = set(skipping)
+        self.started = self.last_done = time.monotonic()
+        self.done = self.work_started = 0
+        self.work = total - len(self.skipping)  # inputs that will be computed
+        self.per_input: Optional[float] = None  # wall seconds per computed input, from the last one done
+        self.current: Optional[str] = None  # the key of the input being computed
+        self.current_started = self.started
         self.name = ""
-        self.current_started: Optional[float] = None
         self.windows_done, self.windows_total = 0, 0
         self.windows_started: Optional[float] = None
         self.spinner = Spinner("dots", style="progress.spinner")
@@ -131,41 +139,46 @@ class RunDisplay:
             )
             self.live.start()
 
-    def image_started(self, name: str) -> None:
-        self.name, self.current_started = name, time.monotonic()
+    def image_started(self, name: str, key: Optional[str] = None) -> None:
+        """One input starts (``key``: its key, to tell whether --resume will skip it)."""
+        self.name = name
         self.windows_done = self.windows_total = 0
         self.windows_started = None
+        if key is None or key not in self.skipping:
+            self.work_started += 1
+            self.current, self.current_started = key or name, time.monotonic()
 
     def windows(self, done: int, total: int) -> None:
         if self.windows_started is None:
             self.windows_started = time.monotonic()
         self.windows_done, self.windows_total = done, total
 
-    def image_done(self, computed: bool) -> None:
-        """One input finished; ``computed``: it was worked on (not skipped by --resume), so it counts towards
-        the rate the ETA is taken from."""
+    def image_done(self, computed: bool, key: Optional[str] = None) -> None:
+        """One input finished (``key``: its key). ``computed``: it was worked on (not skipped by --resume),
+        so the time per input is taken again."""
         now = time.monotonic()
         self.done += 1
-        if computed and self.current_started is not None:
-            self.computed += 1
-            self.computed_s += now - self.current_started
-        self.current_started = None
+        self.last_done = now
+        if computed and self.work_started:
+            self.per_input = (now - self.started) / self.work_started
+        if key is not None and key == self.current:
+            self.current = None
 
     def eta(self) -> Optional[float]:
-        """Seconds left for the inputs not done: their number times the mean time of a computed input (so
-        inputs skipped by --resume count for nothing), less what the current one has taken; before any input
-        was computed, from the current input's windows."""
-        left = self.total - self.done
-        if left <= 0:
+        """Seconds left: the inputs still to compute (those --resume will skip count for nothing) times the
+        time per computed input, plus what the current input still needs; before any input was computed, from
+        the current input's windows."""
+        if self.done >= self.total:
             return 0.0
         now = time.monotonic()
-        current = now - self.current_started if self.current_started is not None else 0.0
-        if self.computed:
-            return max(0.0, left * self.computed_s / self.computed - current)
+        not_started = max(0, self.work - self.work_started)
+        if self.per_input is not None:
+            current = max(0.0, self.per_input - (now - self.current_started)) if self.current is not None else 0.0
+            return not_started * self.per_input + current
         fraction = self.windows_done / self.windows_total if self.windows_total else 0.0
         if fraction >= 0.05 and self.windows_started is not None:
             per_image = (now - self.windows_started) / fraction
-            return max(0.0, left * per_image - (now - self.windows_started))
+            return max(0.0, (not_started + 1) * per_image - (now - self.windows_started))
         return None
 
     def windows_eta(self) -> Optional[float]:
@@ -228,13 +241,13 @@ class TerminalEvents(RunEvents):
     def warning(self, text: str, params: Sequence[str] = (), key: str = "", source: Optional[str] = None) -> None:
         self.warnings.add(text, params, key, source)
 
-    def started(self, total: int) -> None:
+    def started(self, total: int, skipping: Collection[str] = ()) -> None:
         self.total = total
-        self.display = RunDisplay(total, draw=self.draws_windows)
+        self.display = RunDisplay(total, draw=self.draws_windows, skipping=skipping)
 
     def image_started(self, image) -> None:
         if self.display is not None:
-            self.display.image_started(shown(image.path.name or image.key))
+            self.display.image_started(shown(image.path.name or image.key), image.key)
 
     def windows(self, done: int, total: int) -> None:
         if self.display is not None:
@@ -252,7 +265,7 @@ class TerminalEvents(RunEvents):
     def image_done(self, image, row, params: Sequence[str] = ()) -> None:
         display = self.display
         if display is not None:
-            display.image_done(row.status in ("ok", "failed"))
+            display.image_done(row.status == "ok", image.key)
         if row.status == "failed":
             print_error(failure_text(row), params=params)
         elif self.log_lines:

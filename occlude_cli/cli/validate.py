@@ -7,7 +7,7 @@ box outside the image; takes precedence over 4); 1 error before any image (model
 """
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Collection, List, Optional
 
 import typer
 from rich.table import Table
@@ -245,16 +245,16 @@ class CheckEvents(RunEvents):
     def problem(self, text: str, params=()) -> None:
         print_error(text, params=params)
 
-    def started(self, total: int) -> None:
+    def started(self, total: int, skipping: Collection[str] = ()) -> None:
         self.display = RunDisplay(total, draw=not self.silent and self.live and total > 1, label="checking")
 
     def image_started(self, image) -> None:
         if self.display is not None:
-            self.display.image_started(shown(image.path.name or image.key))
+            self.display.image_started(shown(image.path.name or image.key), image.key)
 
     def image_done(self, image, row, params=()) -> None:
         if self.display is not None:
-            self.display.image_done(True)
+            self.display.image_done(row.status in ("pass", "fail"), image.key)
         if row.status == "error":
             print_error(f"{one_line(row.path)}: {row.error or ''}")
         elif row.status == "fail" and (self.silent or not self.live):

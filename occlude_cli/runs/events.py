@@ -4,7 +4,7 @@ A run never prints."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Collection, Optional, Sequence
 
 
 class RunEvents:
@@ -30,8 +30,9 @@ class RunEvents:
         an all-zero map. Told at every occurrence, with the ``key`` of its kind (a
         :class:`~occlude_cli.errors.Notice`'s), so that a front end can show each kind once per run."""
 
-    def started(self, total: int) -> None:
-        """The run starts on ``total`` inputs."""
+    def started(self, total: int, skipping: Collection[str] = ()) -> None:
+        """The run starts on ``total`` inputs; ``skipping``: the keys of those that ``resume`` will most likely
+        skip (their results exist), so that an ETA counts only the others."""
 
     def image_started(self, image) -> None:
         """One input starts (a :class:`~occlude_cli.batch.InputImage`)."""

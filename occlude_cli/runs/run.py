@@ -16,14 +16,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Set, Tuple, Union
 
 from ..analyses.estimate import baseline_check, estimate_run
 from ..analyses.options import ExplainOptions, as_size
 from ..analyses.plan import check_run, memory_plan
 from ..analyses.preprocessing import ModelOptions, open_model
 from ..batch.inputs import InputImage, check_shard, discover_inputs, take_shard
-from ..batch.loop import BatchResult, LocalExecutor, run_images
+from ..batch.loop import BatchResult, LocalExecutor, likely_skipped, run_images
 from ..errors import OccludeError
 from ..loaders.limits import MemoryPlan
 from ..loaders.model import OnnxClassifier
@@ -227,7 +227,7 @@ def run_folder(
     windows = events.windows if events.draws_windows else None
     if executor is not None and len(plan.images) == 1:  # one input on Ray: its windows are split into chunks
         images_executor = LocalExecutor(plan.classifier, windows, window_executor=executor)
-    events.started(len(plan.images))
+    events.started(len(plan.images), skipping=_resuming(plan))
     try:
         result: BatchResult = run_images(
             plan.classifier,
@@ -257,6 +257,14 @@ def run_folder(
         events.finished()
     rows = [entry.row for entry in result.entries] if result.entries else result.rows
     return FolderRun(rows, result.folder, result.interrupted, result.notes, plan)
+
+
+def _resuming(plan: FolderPlan) -> Set[str]:
+    """With resume, the keys of the inputs whose results most likely exist (an ETA leaves them out)."""
+    if not plan.settings.resume:
+        return set()
+    batch = dict(preprocessing=plan.preprocessing, labels=plan.labels, **plan.settings.writing())
+    return likely_skipped(plan.classifier, plan.images, plan.out, plan.options, **batch)
 
 
 def _tell(plan: FolderPlan, removed: list, events: RunEvents) -> None:
