@@ -270,9 +270,9 @@ def test_bad_inputs_give_one_line_and_nonzero_exit(tmp_path, gray_image):
         (("run", DIGITS, img, "--stride", "-2"), "at least 1", 1),
         (("run", DIGITS, img, "--patch", "abc"), "N or HxW", 1),
         (("run", DIGITS, img, "--target", "10"), "out of range", 1),
-        (("run", DIGITS, img, "--target", "eleven"), "unknown label", 1),
+        (("run", DIGITS, img, "--target", "eleven"), "--target 'eleven' is none of the model's labels", 1),
         (("run", DIGITS, img, "--patch", "2", "--stride", "3"), "never be occluded", 1),
-        (("run", DIGITS, img, "--baseline", "purple"), "unknown baseline", 1),
+        (("run", DIGITS, img, "--baseline", "purple"), "--baseline takes zero, mean, gray", 1),
         # issue 10: a model that is not a classifier is known before any image is read: exit 1
         (("run", feature_map_model(tmp_path / "f.onnx", size=(8, 8)), img), "classifier", 1),
         # issue 8: choices are Enums; a bad choice is a usage error (exit 2) that lists the valid values

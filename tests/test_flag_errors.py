@@ -86,7 +86,7 @@ def test_a_target_out_of_range_is_exit_1_before_any_image(setup, tmp_path, comma
     model, images, folder = setup
     out = tmp_path / "out"
     result = invoke(*COMMANDS[command](model, images, folder), "--target", "7", "-o", out)
-    assert_flag_error(result, "target 7 is out of range: the model has 2 classes (0..1)", out)
+    assert_flag_error(result, "--target 7 is out of range: the model has 2 classes (0..1)", out)
 
 
 def test_layers_channels_out_of_range_is_exit_1_before_any_image(setup, tmp_path):

@@ -443,6 +443,28 @@ def test_usage_errors_are_in_occludes_words(args, says):
 
 
 @pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--baseline", "purple"], "error: --baseline takes zero, mean, gray, black, white, blur, noise, tissue"),
+        (["--baseline", "p200"], "error: --baseline takes a percentile from p0 to p100, got 'p200'"),
+        (["--baseline", "1,2"], "error: --baseline takes 1 or 3 values (R,G,B) as a constant, got '1,2'"),
+        (["--target", "sevn"], "error: --target 'sevn' is none of the model's labels"),
+        (["--target", "12"], "error: --target 12 is out of range: the model has 10 classes (0..9)"),
+        (["--window", "purple"], "error: --window takes a preset (lung, mediastinum, bone, brain), 'file', or"),
+    ],
+)
+def test_value_errors_name_the_flag_and_say_what_it_takes(flags, says, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]))
+    args = ["run", DIGITS, str(SAMPLE_IMAGES / "digit_3.png"), "-o", str(tmp_path / "o"), "--labels", str(labels)]
+    result = CliRunner().invoke(app, [*args, *flags])
+    assert result.exit_code == 1 and result.stderr.startswith(says), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    if flags[1] == "sevn":
+        assert "did you mean: seven" in result.stderr
+
+
+@pytest.mark.parametrize(
     "args",
     [
         ["run", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--patch", "0"],

@@ -421,7 +421,7 @@ def test_compare_bad_inputs_give_one_red_line(tmp_path):
         ((tmp_path / "cube.npy",), "must be 2-D"),
         ((tmp_path / "ok.npy", "--top-fraction", "0"), "--top-fraction must be in (0, 1]"),
         ((tmp_path / "ok.npy", "--steps", "0"), "--steps must be at least 1"),
-        ((tmp_path / "ok.npy", "--deletion-baseline", "purple"), "unknown baseline"),
+        ((tmp_path / "ok.npy", "--deletion-baseline", "purple"), "--deletion-baseline takes zero, mean"),
         ((tmp_path / "ok.npy", "--target", "12"), "out of range"),
     ]
     for extra, message in cases:

@@ -329,7 +329,7 @@ def test_dicom_model_input_is_the_window_of_the_resampled_slice():
 def test_bad_medical_flags_are_one_line(tmp_path):
     cases = [
         (["--window", "lung", "--zscore"], "choose one intensity transform"),
-        (["--window", "purple"], "window 'purple'"),
+        (["--window", "purple"], "--window takes a preset (lung, mediastinum, bone, brain), 'file', or WIDTH,LEVEL"),
         (["--intensity-range", "5,1"], "lo < hi"),
         (["--zscore-threshold", "3"], "needs zscore"),
         (["--refine"], "refine is for 2-D"),

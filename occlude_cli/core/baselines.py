@@ -45,27 +45,29 @@ BASELINES: Dict[str, str] = {
 }
 
 
-def parse_baseline(spec: str) -> str:
-    """Check a --baseline value and return it in canonical form (lower case, no spaces)."""
+def parse_baseline(spec: str, param: str = "baseline") -> str:
+    """Check a baseline value (of the parameter ``param``, which an error names) and return it in canonical
+    form (lower case, no spaces)."""
     text = str(spec).strip().lower().replace(" ", "")
     if text in BASELINES and text not in ("v or r,g,b", "pnn"):
         return text
     if text.startswith("p") and text[1:].replace(".", "", 1).isdigit():
         value = float(text[1:])
         if not 0.0 <= value <= 100.0:
-            raise OccludeError(f"percentile baseline {spec!r} must be p0 to p100")
+            raise OccludeError(f"{param} takes a percentile from p0 to p100, got {spec!r}", params=(param,))
         return "p" + _format_number(value)
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         raise OccludeError(
-            f"unknown baseline {spec!r}: use one of zero, mean, gray, black, white, blur, noise, tissue, pNN "
-            "(e.g. p10), inpaint, a number or R,G,B"
+            f"{param} takes zero, mean, gray, black, white, blur, noise, tissue, pNN (e.g. p10), inpaint, a number "
+            f"or R,G,B, got {spec!r}",
+            params=(param,),
         ) from None
     if len(values) not in (1, 3):
-        raise OccludeError(f"a constant baseline takes 1 or 3 values (R,G,B), got {len(values)}: {spec!r}")
+        raise OccludeError(f"{param} takes 1 or 3 values (R,G,B) as a constant, got {spec!r}", params=(param,))
     if not all(np.isfinite(values)):
-        raise OccludeError(f"a constant baseline takes finite pixel values (0..255), got {spec!r}")
+        raise OccludeError(f"{param} takes finite pixel values (0..255) as a constant, got {spec!r}", params=(param,))
     return ",".join(_format_number(v) for v in values)
 
 

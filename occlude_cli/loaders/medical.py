@@ -169,11 +169,14 @@ def parse_window(spec: str, volume: Volume | None = None) -> tuple[float, float]
         width, level = float(parts[0]), float(parts[1])
     except ValueError:
         raise OccludeError(
-            f"window {spec!r}: expected a preset ({', '.join(window_presets)}), 'file', or "
-            "WIDTH,LEVEL such as 1500,-600"
+            f"window takes a preset ({', '.join(window_presets)}), 'file', or WIDTH,LEVEL such as 1500,-600, "
+            f"got {spec!r}",
+            params=("window",),
         ) from None
     if not (math.isfinite(width) and math.isfinite(level)) or width < 1:
-        raise OccludeError(f"window {spec!r}: width must be >= 1 and both numbers finite")
+        raise OccludeError(
+            f"window takes a width of at least 1 and a finite level (WIDTH,LEVEL), got {spec!r}", params=("window",)
+        )
     return level, width
 
 

@@ -611,9 +611,10 @@ def resolve_target(target, labels: Optional[Sequence[str]], num_classes: int) ->
         if text.lower() in lowered:
             return lowered.index(text.lower())
         hint = label_suggestions(text, labels)
-        raise OccludeError(f"unknown label {text!r}{hint}") from None
+        raise OccludeError(f"target {text!r} is none of the model's labels{hint}", params=("target",)) from None
     if not 0 <= index < num_classes:
         raise OccludeError(
-            f"target {index} is out of range: the model has {num_classes} classes (0..{num_classes - 1})"
+            f"target {index} is out of range: the model has {num_classes} classes (0..{num_classes - 1})",
+            params=("target",),
         )
     return index

@@ -45,9 +45,9 @@ class CompareSettings:
             raise OccludeError(
                 f"map_kind must be one of {', '.join(MAP_KINDS)}, got {self.map_kind!r}", params=("map_kind",)
             )
-        for spec in (self.deletion_baseline, self.insertion_baseline):
-            if spec is not None:
-                parse_baseline(spec)
+        for param in ("deletion_baseline", "insertion_baseline"):
+            if getattr(self, param) is not None:
+                parse_baseline(getattr(self, param), param)
         fractions = check_fractions(self.fractions) if self.fractions else ()
         return CompareSettings(
             int(self.steps),
