@@ -73,12 +73,13 @@ def progress_line(
     spinner: Optional[Text] = None,
 ) -> Text:
     """One line of a live display in ``width`` cells: the count and the ETA always; then, while they fit, the
-    name (shortened in the middle), a bar, the rate and the elapsed time."""
+    name (shortened in the middle, 14 cells or at least 6), a bar, the rate and the elapsed time, and what
+    is left widens the name and the bar."""
     count = f"{done}/{total}" if total else str(done)
     tail = f"eta {clock(eta)}"
     lead = spinner.cell_len + 1 if spinner is not None else 0
     room = width - lead - len(count) - 1 - len(tail)
-    name_w = min(cell_len(name), 6) if room >= min(cell_len(name), 6) + 1 else 0
+    name_w = next((w for w in (min(cell_len(name), 14), min(cell_len(name), 6)) if room >= w + 1), 0)
     room -= name_w + (1 if name_w else 0)
     bar_w = 6 if room >= 7 else 0
     room -= bar_w + (1 if bar_w else 0)
