@@ -431,6 +431,8 @@ VALIDATION_WORDING = ("Input should", "Value error", "is not one of", "Invalid v
         (["layers", DIGITS, "x.png"], "missing option --layer"),
         (["run", DIGITS, "x.png", "--bogus"], "no such option --bogus"),
         (["rnu"], "no such command 'rnu'; did you mean 'run'?"),
+        (["run", DIGITS, "x.png", "--json=yes"], "--json takes no value (it is a switch)"),
+        (["info", DIGITS, "extra.png"], "unexpected extra argument(s): extra.png (see 'occlude info --help')"),
     ],
 )
 def test_usage_errors_are_in_occludes_words(args, says):

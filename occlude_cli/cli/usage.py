@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import enum
 import math
+import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -53,6 +54,8 @@ def message(exc: UsageError) -> str:
         text = exc.format_message()
         if "requires an argument" in text:
             return f"{exc.option_name} needs a value"
+        if "does not take a value" in text:
+            return f"{exc.option_name} takes no value (it is a switch)"
         return _plain(text)
     return _plain(exc.format_message())
 
@@ -60,7 +63,10 @@ def message(exc: UsageError) -> str:
 def _plain(text: str) -> str:
     """A parser message as one line, its first letter small (every error line reads 'error: no such ...')."""
     text = " ".join(str(text).split()).rstrip(".")
-    text = text.replace("No such command", "no such command").replace("Got unexpected extra", "unexpected extra")
+    text = text.replace("No such command", "no such command")
+    extra = re.fullmatch(r"Got unexpected extra arguments?(?:\(s\))? \((.*)\)", text)
+    if extra:  # the arguments, as given (outside text)
+        text = f"unexpected extra argument(s): {shown(extra.group(1))}"
     return text.replace(". Did you mean", "; did you mean") + ("?" if "did you mean" in text else "")
 
 
