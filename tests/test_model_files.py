@@ -332,8 +332,8 @@ def test_preset_torchvision(tmp_path):
     [
         (["--resize-short", "200"], "--resize-short 200 is smaller than the input size 224x224", 1),
         (["--resize-short", "256", "--resize", "stretch"], "give --resize or --resize-short, not both", 1),
-        (["--interpolation", "box"], "'box' is not one of", 2),
-        (["--preprocess", "keras"], "'keras' is not", 2),
+        (["--interpolation", "box"], "--interpolation takes nearest, bilinear, bicubic or lanczos, got 'box'", 2),
+        (["--preprocess", "keras"], "--preprocess takes torchvision, got 'keras'", 2),
         (["--resize-short", "1000000000"], "--resize-short must be 1 to 65536 pixels, got 1000000000", 1),
     ],
 )
