@@ -18,9 +18,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..core.baselines import default_blur_sigma, make_baseline
+from ..core.baselines import baseline_image_path, default_blur_sigma, make_baseline
 from ..errors import OccludeError, shown_apart
-from ..loaders.images import PreparedImage, Preprocessing, prepare_image
+from ..loaders.images import PreparedImage, Preprocessing, baseline_image, prepare_image
 from ..loaders.maps import region_mask
 from ..loaders.model import OnnxClassifier, resolve_target
 from .options import ExplainOptions
@@ -116,7 +116,10 @@ def bias_image(
     region = region_mask(prepared, box=box, mask=mask)
     ys, xs = np.nonzero(region)
     sigma = options.blur_sigma or default_blur_sigma((int(np.ptp(ys)) + 1, int(np.ptp(xs)) + 1))
-    baseline = make_baseline(options.baseline, prepared.pixels, preprocessing, seed=options.seed, blur_sigma=sigma)
+    if baseline_image_path(options.baseline) is not None:  # the same region of another image
+        baseline = baseline_image(baseline_image_path(options.baseline), preprocessing)[0]
+    else:
+        baseline = make_baseline(options.baseline, prepared.pixels, preprocessing, seed=options.seed, blur_sigma=sigma)
     sample = prepared.model_input
     axes = preprocessing.spatial_axes
     rng = np.random.default_rng(seed)

@@ -14,11 +14,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Union, cast
 import numpy as np
 
 from .._version import __version__
-from ..core.baselines import default_blur_sigma
+from ..core.baselines import baseline_image_path, default_blur_sigma
 from ..core.engine import Occlusion, occlusion_sensitivity, window_grid
 from ..core.refine import refined_occlusion_sensitivity
 from ..errors import Notice, OccludeError
-from ..loaders.images import PreparedImage, Preprocessing
+from ..loaders.images import PreparedImage, Preprocessing, baseline_image
 from ..loaders.model import (
     SATURATION_PARAMS,
     SCORE_NAMES,
@@ -115,6 +115,7 @@ def _params(s: Setup, blur_sigma: float, run: _Run, executor) -> dict:
         "patch": list(s.patch),
         "stride": list(s.stride),
         "baseline": o.baseline,
+        **_baseline_image_record(o.baseline, s.preprocessing),
         "blur_sigma": blur_sigma if o.baseline == "blur" else None,
         "seed": o.seed,
         "batch_size": int(run.batch_size),
@@ -127,6 +128,12 @@ def _params(s: Setup, blur_sigma: float, run: _Run, executor) -> dict:
         "preprocessing": s.preprocessing.describe(),
         "occlude_version": __version__,
     }
+
+
+def _baseline_image_record(baseline: str, preprocessing) -> dict:
+    """``{"baseline_image": {path, sha256, width, height}}`` for an ``image:PATH`` baseline, else nothing."""
+    path = baseline_image_path(baseline)
+    return {} if path is None else {"baseline_image": baseline_image(path, preprocessing)[1]}
 
 
 def _occlude(s: Setup, baseline, progress, executor) -> _Run:

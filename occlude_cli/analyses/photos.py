@@ -9,10 +9,10 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from ..core.baselines import make_baseline
+from ..core.baselines import baseline_image_path, make_baseline
 from ..core.engine import Box
 from ..errors import OccludeError
-from ..loaders.images import PreparedImage, Preprocessing, prepare_image
+from ..loaders.images import PreparedImage, Preprocessing, baseline_image, prepare_image
 from ..loaders.model import OnnxClassifier
 from ..loaders.volumes import VolumePreprocessing
 from .explanation import Explanation
@@ -45,7 +45,11 @@ class Photos:
         return region_to_box(options.region, prepared) if options.region is not None else None
 
     def baseline(self, kind: str, prepared: PreparedImage, patch: Sequence[int], *, seed: int, blur_sigma: float):
-        """The baseline as one model input, built from the 0..255 pixels (``inpaint``: a per-window callable)."""
+        """The baseline as one model input, built from the 0..255 pixels (``inpaint``: a per-window callable;
+        ``image:PATH``: that image prepared like the input)."""
+        path = baseline_image_path(kind)
+        if path is not None:
+            return baseline_image(path, prepared.preprocessing)[0]
         if kind == "inpaint":
             from ..loaders.inpaint import InpaintBaseline
 

@@ -10,11 +10,11 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..core.baselines import make_baseline
+from ..core.baselines import baseline_image_path, make_baseline
 from ..core.engine import Box, default_stride, window_starts
 from ..core.refine import refine_forward_passes
 from ..errors import OccludeError
-from ..loaders.images import PreparedImage, Preprocessing
+from ..loaders.images import PreparedImage, Preprocessing, baseline_image
 from ..loaders.limits import MemoryPlan, plan_memory
 from ..loaders.model import OnnxClassifier, ScoreKind, resolve_target
 from ..loaders.volumes import PreparedVolume, VolumePreprocessing
@@ -66,10 +66,25 @@ def check_run(
         raise OccludeError(
             "baseline inpaint is 2-D only: for volumes use tissue, blur, mean or pNN", params=("baseline",)
         )
+    check_baseline_image(options.baseline, preprocessing)
     if isinstance(preprocessing, Preprocessing) and options.baseline[:1] in tuple("-0123456789"):
         # a constant in pixel units must fit the input type like the pixels (e.g. 300 in a uint8 input)
         make_baseline(options.baseline, np.zeros((1, 1, preprocessing.channels)), preprocessing)
     return patch, stride  # type: ignore[return-value]
+
+
+def check_baseline_image(baseline: str, preprocessing) -> Optional[dict]:
+    """An ``image:PATH`` baseline read and prepared once, before any input (a missing or unreadable file is one
+    line naming ``baseline``); its record (path, sha256, size), or None for the other baselines."""
+    path = baseline_image_path(baseline)
+    if path is None:
+        return None
+    if not isinstance(preprocessing, Preprocessing):
+        raise OccludeError(
+            "baseline image: is for photos: a 3-D model's volume has no photo to take windows from",
+            params=("baseline",),
+        )
+    return baseline_image(path, preprocessing)[1]
 
 
 def _check_against_model(options: ExplainOptions, preprocessing, model: OnnxClassifier, labels) -> None:

@@ -19,6 +19,7 @@ from ..analyses.explain import explain, explain_scales
 from ..analyses.medical import VolumeExplanation
 from ..analyses.options import ExplainOptions
 from ..analyses.validate import faithfulness
+from ..core.baselines import baseline_image_path
 from ..core.metrics import peak
 from ..errors import OccludeError, first_line
 from ..loaders.images import Preprocessing
@@ -179,6 +180,7 @@ def run_settings(
             k: (list(v) if isinstance(v, tuple) else getattr(v, "value", v)) for k, v in options.__dict__.items()
         },
         "preprocessing": preprocessing.describe(),
+        **_baseline_file(options.baseline),
         "labels": hashlib.sha256("\n".join(labels or []).encode("utf-8")).hexdigest() if labels else None,
         "npy": npy,
         "all_classes": all_classes,
@@ -189,6 +191,18 @@ def run_settings(
         "panels": panels,
         "nifti": nifti,
     }
+
+
+def _baseline_file(baseline: str) -> dict:
+    """An ``image:PATH`` baseline's file content (its sha256), so that --resume redoes every image when the
+    baseline image changed under the same path."""
+    path = baseline_image_path(baseline)
+    if path is None:
+        return {}
+    try:
+        return {"baseline_sha256": file_sha256(path) if regular_file(Path(path))[0] else None}
+    except OSError:
+        return {"baseline_sha256": None}
 
 
 def folder_sha256(folder: Path) -> str:

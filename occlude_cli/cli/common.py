@@ -370,6 +370,16 @@ class OcclusionFlags:
             rich_help_panel="Basics",
         ),
     ] = "zero"
+    baseline_image: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--baseline-image",
+            metavar="PATH",
+            help="Fill the patch with the same window of this image, prepared like the input (= --baseline "
+            "image:PATH), e.g. the clean image behind an adversarial one.",
+            rich_help_panel="Basics",
+        ),
+    ] = None
     blur_sigma: Annotated[
         Optional[float],
         typer.Option(
@@ -402,9 +412,14 @@ class OcclusionFlags:
 
     def fields(self) -> dict:
         """ExplainOptions fields from these flags (the library checks them)."""
+        baseline = self.baseline
+        if self.baseline_image is not None:
+            if str(baseline).strip().lower() != "zero":
+                raise OccludeError("give --baseline-image PATH or --baseline, not both")
+            baseline = f"image:{self.baseline_image}"
         return {
             "stride": self.stride,
-            "baseline": self.baseline,
+            "baseline": baseline,
             "target": self.target,
             "score": self.score,
             "batch_size": self.batch_size,

@@ -41,15 +41,30 @@ BASELINES: Dict[str, str] = {
     "inpaint": "each window filled from its surroundings (scikit-image biharmonic inpainting of a crop around "
     "the window, computed per window: ~5 ms per 16x16 window on 2 cores, +3.5 s on a 224x224 default "
     "grid; 2-D only; needs the medical extra)",
+    "image:PATH": "the same window of another image, prepared exactly like the input (resize, crop, normalisation, "
+    "type): e.g. the clean image behind an adversarial one, to see where the attack acts",
     "V or R,G,B": "a constant in pixel units (0..255), one value or one per channel in RGB order",
 }
+
+IMAGE_PREFIX = "image:"
+
+
+def baseline_image_path(kind: str):
+    """The file of an ``image:PATH`` baseline (as given), or None for every other baseline."""
+    text = str(kind).strip()
+    return text[len(IMAGE_PREFIX) :] if text[: len(IMAGE_PREFIX)].lower() == IMAGE_PREFIX else None
 
 
 def parse_baseline(spec: str, param: str = "baseline") -> str:
     """Check a baseline value (of the parameter ``param``, which an error names) and return it in canonical
-    form (lower case, no spaces)."""
+    form (lower case, no spaces; ``image:PATH`` keeps its path as given)."""
+    path = baseline_image_path(spec)
+    if path is not None:
+        if not path:
+            raise OccludeError(f"{param} image: needs the image's path, e.g. image:clean.png", params=(param,))
+        return IMAGE_PREFIX + path
     text = str(spec).strip().lower().replace(" ", "")
-    if text in BASELINES and text not in ("v or r,g,b", "pnn"):
+    if text in BASELINES and text not in ("v or r,g,b", "pnn", "image:path"):
         return text
     if text.startswith("p") and text[1:].replace(".", "", 1).isdigit():
         value = float(text[1:])
@@ -60,8 +75,8 @@ def parse_baseline(spec: str, param: str = "baseline") -> str:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         raise OccludeError(
-            f"{param} takes zero, mean, gray, black, white, blur, noise, tissue, pNN (e.g. p10), inpaint, a number "
-            f"or R,G,B, got {spec!r}",
+            f"{param} takes zero, mean, gray, black, white, blur, noise, tissue, pNN (e.g. p10), inpaint, image:PATH, "
+            f"a number or R,G,B, got {spec!r}",
             params=(param,),
         ) from None
     if len(values) not in (1, 3):
@@ -110,6 +125,8 @@ def make_baseline(
         fill = np.broadcast_to(np.percentile(pixels, float(kind[1:]), axis=(0, 1)), pixels.shape)
     elif kind == "inpaint":
         raise OccludeError("baseline inpaint is computed per window: build it with occlude_cli.loaders.inpaint")
+    elif kind.startswith(IMAGE_PREFIX):
+        raise OccludeError("baseline image: is read from its file: build it with occlude_cli.loaders.images")
     else:
         fill = np.broadcast_to(_constant(kind, channels, preprocessing.color), pixels.shape)
     return preprocessing.normalise(np.asarray(fill, dtype=np.float64), f"baseline {kind}")
@@ -202,6 +219,10 @@ def make_input_baseline(
         fill = np.broadcast_to(np.percentile(x, float(kind[1:]), axis=axes, keepdims=True), x.shape)
     elif kind == "inpaint":
         raise OccludeError("baseline inpaint is computed per window: build it with occlude_cli.loaders.inpaint")
+    elif kind.startswith(IMAGE_PREFIX):
+        raise OccludeError(
+            "baseline image: is for photos (a medical input has no photo to take windows from)", params=("baseline",)
+        )
     elif "," in kind:
         raise OccludeError(f"baseline {spec!r}: an R,G,B constant is for photos; give one value in model-input units")
     elif kind in ("gray", "black", "white"):

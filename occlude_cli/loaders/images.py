@@ -7,6 +7,7 @@ Pixel values are handled as floats in the 0..255 range; the model sees
 
 from __future__ import annotations
 
+import functools
 import stat
 import struct
 import warnings
@@ -657,6 +658,35 @@ def prepare_image(image, preprocessing: Preprocessing) -> PreparedImage:
         crop_box=geometry.box,
         preprocessing=preprocessing,
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _baseline_image(path: str, identity: tuple, preprocessing: Preprocessing) -> Tuple[np.ndarray, str, tuple]:
+    from ..inference.facts import file_sha256
+
+    prepared = prepare_image(path, preprocessing)  # first: refuses a folder, a FIFO, a non-image unread
+    sha = file_sha256(path)
+    prepared.model_input.flags.writeable = False  # shared by every input of a run
+    return prepared.model_input, sha, prepared.original_size
+
+
+def baseline_image(path, preprocessing: Preprocessing) -> Tuple[np.ndarray, dict]:
+    """The ``image:PATH`` baseline: the image at ``path`` prepared exactly like an input (:func:`prepare_image`:
+    the same resize or crop, colour order, normalisation and type), so that a window of it fills the same window
+    of the input; and its record (``path``, ``sha256`` of the file, ``width``, ``height``). Read once per file
+    version and preprocessing. OccludeError (naming ``baseline``) when it is not an image."""
+    file = Path(path)
+    try:
+        info = file.stat()
+    except OSError:
+        raise OccludeError(f"baseline image:{file}: no such file", params=("baseline",)) from None
+    try:
+        model_input, sha, (width, height) = _baseline_image(
+            str(file), (info.st_size, info.st_mtime_ns, info.st_ino), preprocessing
+        )
+    except OccludeError as exc:
+        raise OccludeError(f"baseline image:{file}: {exc}", params=("baseline",)) from None
+    return model_input, {"path": str(file), "sha256": sha, "width": int(width), "height": int(height)}
 
 
 def map_on_original(values: np.ndarray, original_size: Tuple[int, int], crop_box) -> np.ndarray:

@@ -10,9 +10,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..analyses.checks import CHECK_FIELDS, CheckRow  # noqa: F401  (CHECK_FIELDS re-exported for write)
+from ..analyses.checks import CHECK_FIELDS, QUALITY_FIELDS, CheckRow  # noqa: F401  (CHECK_FIELDS: for write)
 from ..analyses.explanation import SCHEMA_VERSION, Explanation
 from ..core.metrics import finite_or_none, peak
+from ..core.quality import concentration
 from ..text import json_safe, recover
 
 json_number = finite_or_none  # JSON-safe float: null for None, NaN and inf
@@ -63,6 +64,12 @@ def _flat(value) -> bool:
     )
 
 
+def concentration_record(values: np.ndarray) -> dict:
+    """How concentrated a map is (:func:`occlude_cli.core.quality.concentration`): the share of the total positive
+    drop in the top 1, 5 and 10 % of the area, and the Gini index of the absolute map (null where undefined)."""
+    return {k: json_number(v) for k, v in concentration(values).items()}
+
+
 def explanation_header(explanation: Explanation) -> dict:
     """The keys every JSON document about one explanation starts with: schema, model, image, target, score."""
     return explanation.header()
@@ -86,6 +93,7 @@ def explanation_record(explanation: Explanation, *, timing: bool = True) -> dict
             "not_computed_pixels": int(np.count_nonzero(~np.isfinite(e.map))),
             "windows": int(len(occ.windows)),
             "forward_passes": int(occ.forward_passes),
+            "concentration": concentration_record(e.map),
         },
         "top_k": [
             {
@@ -93,6 +101,7 @@ def explanation_record(explanation: Explanation, *, timing: bool = True) -> dict
                 "label": e.label(c),
                 "original": json_number(occ.original_scores[c]),
                 "peak": peak(e.maps[i]),
+                "concentration": concentration_record(e.maps[i]),
             }
             for i, c in enumerate(e.targets)
         ],
@@ -142,9 +151,15 @@ def check_document(rows: Sequence[CheckRow], settings: Optional[dict] = None) ->
             else None,
             "energy_share_mean": json_number(np.mean(energies)) if energies else None,
             "energy_share_min": json_number(np.min(energies)) if energies else None,
+            **{f"{key}_mean": _mean_of(checked, key) for key in QUALITY_FIELDS},
         },
         "images": [dict(row.__dict__) for row in rows],
     }
+
+
+def _mean_of(rows: Sequence[CheckRow], key: str) -> Optional[float]:
+    values = [getattr(r, key) for r in rows if getattr(r, key) is not None]
+    return json_number(np.mean(values)) if values else None
 
 
 # ------------------------------------------------------------------------------------ run summaries

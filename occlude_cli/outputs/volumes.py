@@ -16,7 +16,7 @@ from ..analyses.medical import VolumeExplanation
 from ..loaders.nifti import write_nifti_map
 from ..pictures import montage
 from ..pictures.render import DEFAULT_STYLE, RenderStyle, heatmap_png, overlay_png, score_word
-from .records import _grid, explanation_record, json_number
+from .records import _grid, concentration_record, explanation_record, json_number
 from .write import _undo as undo_writes
 from .write import atomic_write_bytes, atomic_write_json, npy_bytes, output_records
 
@@ -84,10 +84,17 @@ def volume_record(e: VolumeExplanation, *, timing: bool = True) -> dict:
             "not_computed_voxels": int(np.count_nonzero(~finite)),
             "windows": int(len(occ.windows)),
             "forward_passes": int(occ.forward_passes),
+            "concentration": concentration_record(e.map),
         },
         "peak": e.peak(),
         "top_k": [
-            {"index": int(c), "label": e.label(c), "original": json_number(occ.original_scores[c])} for c in e.targets
+            {
+                "index": int(c),
+                "label": e.label(c),
+                "original": json_number(occ.original_scores[c]),
+                "concentration": concentration_record(e.maps[i]),
+            }
+            for i, c in enumerate(e.targets)
         ],
         "windows": [
             {
