@@ -8,9 +8,9 @@ Library use::
     run_folder("sample_models/digits_cnn.onnx", ["sample_images/"], "maps/", aggregate=True, report=True)
 
 Every command has its library call here (``run_folder``, ``check_folder``, ``compare_image``, ``compare_folder``,
-``bias_folder``, ``layers_folder``, ``stability_image``). The package is layered; imports point one way only
-(see README, "Development"): ``cli -> runs -> batch -> outputs -> analyses -> pictures -> loaders -> inference
--> core -> errors``.
+``bias_folder``, ``layers_folder``, ``stability_image``, ``sanity_image``). The package is layered; imports point
+one way only (see README, "Development"): ``cli -> runs -> batch -> outputs -> analyses -> pictures -> loaders
+-> inference -> core -> errors``.
 """
 
 from ._signals import install_early_sigterm, is_occlude_command
@@ -76,6 +76,7 @@ _EXPORTS = {
     "layers_folder": "runs.layers",
     "describe_layers": "analyses.layers",
     "stability_image": "runs.stability",
+    "sanity_image": "runs.sanity",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -116,4 +117,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .runs.layers import LayerSettings, layers_folder  # noqa: F401
     from .runs.regions import RegionSource  # noqa: F401
     from .runs.run import RunSettings, baseline_check_folder, estimate_folder, run_folder  # noqa: F401
+    from .runs.sanity import sanity_image  # noqa: F401
     from .runs.stability import stability_image  # noqa: F401

@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover  (older typer on click: the same classes
 
 from .._version import __version__
 from ..errors import OccludeError, first_line
-from . import analysis, helptext, report, run, usage, validate
+from . import analysis, helptext, report, run, sanity, usage, validate
 from .common import EXIT_CODES_TEXT, ExitCode, print_error, stdout
 
 MAIN_EXAMPLES = """
@@ -131,6 +131,7 @@ command(report.report, report.REPORT_EXAMPLES, report.REPORT_NOTES)
 command(analysis.layers, analysis.LAYERS_EXAMPLES, analysis.LAYERS_NOTES)
 command(analysis.bias, analysis.BIAS_EXAMPLES, analysis.BIAS_NOTES)
 command(analysis.stability, analysis.STABILITY_EXAMPLES, analysis.STABILITY_NOTES)
+command(sanity.sanity, sanity.SANITY_EXAMPLES, sanity.SANITY_NOTES)
 
 
 def normalise_argv(argv: list) -> list:

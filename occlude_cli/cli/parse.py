@@ -117,6 +117,29 @@ def channels(flag: str) -> Parser:
     return parse
 
 
+def layers(flag: str) -> Parser:
+    """'1,2,5-8' -> [1, 2, 5, 6, 7, 8] (positions); an item that is not a number or a range is a name:
+    'node_linear,3' -> ['node_linear', 3]."""
+
+    def parse(text: str) -> List[Union[int, str]]:
+        out: List[Union[int, str]] = []
+        for part in (p.strip() for p in str(text).split(",")):
+            if re.fullmatch(r"[0-9]+", part):
+                out.append(int(part))
+            elif re.fullmatch(r"[0-9]+-[0-9]+", part):
+                a, b = (int(v) for v in part.split("-"))
+                if b < a:
+                    raise OccludeError(f"{flag}: the range {part!r} runs backwards")
+                out.extend(range(a, b + 1))
+            elif part:
+                out.append(part)
+        if not out:
+            raise OccludeError(f"{flag} names no layer: {text!r}")
+        return out
+
+    return parse
+
+
 def percents(flag: str) -> Parser:
     """'1,2,5,10' (percentages) -> (0.01, 0.02, 0.05, 0.1), checked increasing in (0, 1]; '' -> ()."""
 

@@ -23,18 +23,20 @@ the cache (a read-only home, a full disk) just means no cache: nothing here ever
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 from .._version import __version__
 
-__all__ = ["ENV", "MAX_BYTES", "MAX_ENTRIES", "cache_dir", "entry_key", "load", "remove", "store"]
+__all__ = ["ENV", "MAX_BYTES", "MAX_ENTRIES", "cache_dir", "disabled", "entry_key", "load", "remove", "store"]
 
 ENV = "OCCLUDE_CACHE_DIR"
 MAX_ENTRIES = 32  # per kind
@@ -44,8 +46,26 @@ _OFF = ("", "0", "off", "none", "false", "no")
 _META = "entry.json"
 
 
+_bypassed = threading.local()
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """No cache in this thread while inside: for throwaway models (the randomised copies of the sanity test),
+    whose entries would only push the user's models' entries out."""
+    previous = getattr(_bypassed, "on", False)
+    _bypassed.on = True
+    try:
+        yield
+    finally:
+        _bypassed.on = previous
+
+
 def cache_dir() -> Optional[Path]:
-    """The cache's root folder, or None when disabled (``OCCLUDE_CACHE_DIR`` set to '', 0 or off)."""
+    """The cache's root folder, or None when disabled (``OCCLUDE_CACHE_DIR`` set to '', 0 or off; inside
+    :func:`disabled`)."""
+    if getattr(_bypassed, "on", False):
+        return None
     value = os.environ.get(ENV)
     if value is not None:
         return None if value.strip().lower() in _OFF else Path(value).expanduser()
