@@ -12,6 +12,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..core.metrics import energy_share, finite_or_none, peak, peak_inside_fraction, pointing_game
+from ..core.quality import complexity, relevance_mass_accuracy, relevance_rank_accuracy, sparseness
 from ..errors import OccludeError, first_line, shown_apart
 from ..loaders.images import Preprocessing, prepare_image
 from ..loaders.maps import region_mask
@@ -43,8 +44,9 @@ def check_image(
 
     Returns a JSON-ready dict: ``pointing_game`` (the peak is inside), ``peak_inside_fraction``,
     ``energy_share`` (share of the positive map inside; null when the map has no positive value),
-    ``region_fraction`` (the region's share of the pixels: the energy share of a uniform map),
-    ``passed`` and the ``reasons`` for failing. Without thresholds every image passes (report only).
+    ``region_fraction`` (the region's share of the pixels: the energy share of a uniform map), the ``quality``
+    numbers with Quantus' definitions (:func:`region_quality`), ``passed`` and the ``reasons`` for failing.
+    Without thresholds every image passes (report only).
     """
     min_energy = check_min_energy(min_energy)
     values = explanation.map
@@ -72,10 +74,29 @@ def check_image(
         "peak": peak(values),
         "region_pixels": int(np.count_nonzero(mask)),
         "region_fraction": float(np.count_nonzero(mask) / mask.size),
+        "quality": region_quality(values, mask),
         "passed": not reasons,
         "reasons": reasons,
     }
 
+
+def region_quality(values: np.ndarray, mask: Optional[np.ndarray]) -> dict:
+    """A map's quality numbers with Quantus' definitions (:mod:`occlude_cli.core.quality`): relevance mass and
+    rank accuracy inside ``mask`` (None without one), sparseness (Gini) and complexity (entropy); null where
+    undefined."""
+    out = {
+        "relevance_mass_accuracy": None,
+        "relevance_rank_accuracy": None,
+        "sparseness": json_number(sparseness(values)),
+        "complexity": json_number(complexity(values)),
+    }
+    if mask is not None:
+        out["relevance_mass_accuracy"] = json_number(relevance_mass_accuracy(values, mask))
+        out["relevance_rank_accuracy"] = json_number(relevance_rank_accuracy(values, mask))
+    return out
+
+
+QUALITY_FIELDS = ("relevance_mass_accuracy", "relevance_rank_accuracy", "sparseness", "complexity")
 
 CHECK_FIELDS = (
     "path",
@@ -88,6 +109,7 @@ CHECK_FIELDS = (
     "peak_inside_fraction",
     "energy_share",
     "region_fraction",
+    *QUALITY_FIELDS,
     "peak_image_x",
     "peak_image_y",
     "peak_y",
@@ -130,6 +152,10 @@ class CheckRow:
     peak_image_x: Optional[float] = None  # the peak in original image pixels, like the box (pixel centre)
     peak_image_y: Optional[float] = None
     overlay: Optional[str] = None  # the picture of this check, relative to the output folder
+    relevance_mass_accuracy: Optional[float] = None  # Quantus' definitions (see region_quality)
+    relevance_rank_accuracy: Optional[float] = None
+    sparseness: Optional[float] = None
+    complexity: Optional[float] = None
 
     @classmethod
     def from_result(cls, path: str, mask: Optional[str], result: dict, seconds: Optional[float]) -> CheckRow:
@@ -148,6 +174,7 @@ class CheckRow:
             peak_x=result["peak"]["x"],
             seconds=seconds,
             reasons=list(result["reasons"]),
+            **result["quality"],
         )
 
 

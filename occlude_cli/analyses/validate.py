@@ -34,11 +34,12 @@ from ..core.metrics import (
     top_fraction_iou,
 )
 from ..errors import OccludeError
-from ..loaders.images import Preprocessing
-from ..loaders.maps import map_on_model_grid, read_saliency_map, resize_map
+from ..loaders.images import PreparedImage, Preprocessing
+from ..loaders.maps import map_on_model_grid, read_saliency_map, region_mask, resize_map
 from ..loaders.medical import Volume
 from ..loaders.model import OnnxClassifier
 from ..loaders.volumes import PreparedVolume
+from .checks import region_quality
 from .explain import explain
 from .explanation import Explanation
 from .modality import input_baseline
@@ -282,13 +283,15 @@ def compare_maps(
     other_shape: Optional[Sequence[int]] = None,
     fractions: Optional[Sequence[float]] = DEFAULT_FRACTIONS,
     other_kind: str = "attribution",
+    region: Optional[np.ndarray] = None,
 ) -> dict:
     """Compare another method's map with the occlusion map of the same model, image and target.
 
     ``other`` is (H, W) at model-input resolution (see :func:`load_saliency_map`). Returns the JSON-ready
     comparison: ``agreement`` (pearson, spearman, top-fraction IoU over the pixels computed in both),
-    ``curves`` (deletion and insertion for each map, same baselines and steps) and ``better`` (which map
-    has the lower deletion AUC / higher insertion AUC).
+    ``curves`` (deletion and insertion for each map, same baselines and steps), ``better`` (which map
+    has the lower deletion AUC / higher insertion AUC) and ``quality`` (each map's sparseness and complexity and,
+    with a ``region`` mask on the model grid, its relevance mass and rank accuracy; Quantus' definitions).
     """
     e = explanation
     occ_map = e.map
@@ -305,6 +308,8 @@ def compare_maps(
     both = np.isfinite(occ_map) & np.isfinite(other)
     if not both.any():
         raise OccludeError("the two maps share no computed pixel")
+    if region is not None and np.asarray(region).shape != occ_map.shape:
+        raise OccludeError(f"region mask shape {np.asarray(region).shape} differs from the map's {occ_map.shape}")
     setup = _curve_setup(e, model, deletion_baseline, insertion_baseline, batch_size)
     ours = _curves(e, setup, occ_map, steps)
     theirs = _curves(e, setup, other, steps)
@@ -362,6 +367,11 @@ def compare_maps(
             "insertion": better("insertion_auc", lower=False),
         },
         "fidelity": fid,
+        "quality": {
+            "region_pixels": int(np.count_nonzero(region)) if region is not None else None,
+            "occlusion": region_quality(occ_map, region),
+            "other": region_quality(other, region),
+        },
     }
 
 
@@ -377,6 +387,7 @@ def compare_file(
     preprocessing: Optional[Preprocessing] = None,
     labels: Optional[Sequence[str]] = None,
     name: Optional[str] = None,
+    region: Optional[dict] = None,
     **compare_options,
 ) -> Tuple[Explanation, np.ndarray, dict]:
     """Explain ``image_path`` and compare its map with the map in ``other_path`` (read, then resized onto
@@ -384,7 +395,8 @@ def compare_file(
 
     For a 3-D model the other map is a volume (see :func:`occlude_cli.loaders.maps.read_saliency_map` with
     ``dims=(3,)``): a (D, H, W) ``.npy`` in occlude's layout covering the input (any resolution), or a NIfTI
-    map placed through its affine."""
+    map placed through its affine. ``region``: ``{"box": (x0, y0, x1, y1)}`` or ``{"mask": path}`` in original
+    image pixels (photos only), for the relevance mass and rank accuracy."""
     volume_model = len(model.input_shape) == 5
     raw = read_saliency_map(other_path, dims=(3,) if volume_model else (2,))  # a bad map fails before inference
     explanation = explain(model, image_path, options, preprocessing=preprocessing, labels=labels)
@@ -397,10 +409,16 @@ def compare_file(
             original_size=explanation.image.original_size,
             crop_box=explanation.image.crop_box,
         )
+    mask = None
+    if region is not None:
+        if not isinstance(explanation.image, PreparedImage):
+            raise OccludeError("a region (box, mask) for compare is for photos, not medical inputs", params=("mask",))
+        mask = region_mask(explanation.image, **region)
     comparison = compare_maps(
         explanation,
         other,
         model,
+        region=mask,
         other_name=name or str(getattr(other_path, "name", other_path)),
         other_shape=raw.data.shape if isinstance(raw, Volume) else raw.shape,
         **compare_options,
@@ -423,6 +441,11 @@ COMPARE_METRICS = (
     ("other.sufficiency", ("fidelity", "maps", "other", "sufficiency", "mean_kept")),
     ("occlusion.completeness", ("fidelity", "maps", "occlusion", "completeness", "mean_removed")),
     ("other.completeness", ("fidelity", "maps", "other", "completeness", "mean_removed")),
+    *(
+        (f"{which}.{key}", ("quality", which, key))
+        for key in ("sparseness", "complexity", "relevance_mass_accuracy", "relevance_rank_accuracy")
+        for which in ("occlusion", "other")
+    ),
 )
 
 

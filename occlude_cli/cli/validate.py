@@ -7,7 +7,7 @@ box outside the image; takes precedence over 4); 1 error before any image (model
 """
 
 from pathlib import Path
-from typing import Collection, List, Optional
+from typing import Collection, List, Optional, Tuple
 
 import typer
 from rich.table import Table
@@ -171,6 +171,31 @@ def compare(
         help="Occluding patch, N, HxW or DxHxW for 3-D models \\[default: 1/14 of the input side].",
         rich_help_panel="Basics",
     ),
+    box: Optional[Parsed] = typer.Option(
+        None,
+        parser=parse.box("--box"),
+        metavar="x0,y0,x1,y1",
+        help="Region (original image pixels): relevance mass and rank accuracy of both maps inside it.",
+        rich_help_panel="Basics",
+    ),
+    mask: Optional[Path] = typer.Option(
+        None,
+        help="Region as a mask image (white = inside), for the relevance mass and rank accuracy.",
+        rich_help_panel="Basics",
+    ),
+    masks: Optional[Path] = typer.Option(
+        None,
+        help="Folder mode: per-image masks MASKS/<relative name>.png for the relevance mass and rank accuracy.",
+        rich_help_panel="Basics",
+    ),
+    sanity: Optional[Path] = typer.Option(
+        None,
+        "--sanity",
+        metavar="DIR",
+        help="Folder of 'occlude sanity --export-models' holding the other method's map with each randomised model "
+        "(cascading-01.npy for cascading-01.onnx): their similarity to OTHER_MAP.",
+        rich_help_panel="Basics",
+    ),
     json_out: bool = typer.Option(
         False, "--json", help="Print the comparison JSON on stdout (nothing else).", rich_help_panel="Basics"
     ),
@@ -183,16 +208,22 @@ def compare(
     curves, infidelity, sufficiency and completeness; one image or a folder (--maps)."""
     from ..analyses.options import ExplainOptions
     from ..runs.compare import CompareSettings, compare_folder, compare_image
+    from ..runs.regions import RegionSource
 
     if maps is not None and other_map is not None:
         raise OccludeError("give OTHER_MAP for one image, or --maps DIR for a folder, not both")
     if maps is None and other_map is None:
         raise OccludeError("missing OTHER_MAP (or --maps DIR with a folder of images)")
+    if masks is not None and maps is None:
+        raise OccludeError("--masks is for folder mode (--maps); one image takes --mask or --box")
+    if sanity is not None and maps is not None:
+        raise OccludeError("--sanity is for one image and its OTHER_MAP, not folder mode (--maps)")
     options = ExplainOptions(patch=patch, **occlusion.fields(), **medical.fields())
     settings = CompareSettings(steps, top_fraction, fractions, map_kind, deletion_baseline, insertion_baseline)
     given = dict(name=name, model_options=model_flags.options(), events=CompareEvents(quiet, json_out))
+    region = RegionSource(box, mask, masks) if (box, mask, masks) != (None, None, None) else None
     if maps is not None:
-        folder = compare_folder(model, image, maps, out, options, settings, recursive=recursive, **given)
+        folder = compare_folder(model, image, maps, out, options, settings, recursive=recursive, region=region, **given)
         if json_out:
             print_json(folder.document)
         elif not quiet:
@@ -200,7 +231,7 @@ def compare(
         if folder.failed:
             raise typer.Exit(ExitCode.IMAGES_FAILED)
         return
-    one = compare_image(model, image, other_map, out, options, settings, **given)
+    one = compare_image(model, image, other_map, out, options, settings, region=region, sanity=sanity, **given)
     if json_out:
         print_json(one.document)
     elif not quiet:
@@ -402,6 +433,42 @@ def _print_checks(console, rows, out: Path, settings: dict) -> None:
     console.print(table)
 
 
+def _quality_rows(table: Table, quality: Optional[dict]) -> None:
+    """The Quantus-style numbers of both maps: relevance mass and rank accuracy (with a region; higher is better),
+    sparseness and complexity (descriptive)."""
+    if not quality:
+        return
+    ours, theirs = quality["occlusion"], quality["other"]
+    rows: List[Tuple[str, str, Optional[bool]]] = [
+        ("sparseness, Gini (higher: fewer pixels)", "sparseness", None),
+        ("complexity, entropy (lower: simpler)", "complexity", None),
+    ]
+    if quality.get("region_pixels") is not None:
+        rows = [
+            ("relevance mass accuracy (higher is better)", "relevance_mass_accuracy", False),
+            ("relevance rank accuracy (higher is better)", "relevance_rank_accuracy", False),
+            *rows,
+        ]
+    for label, key, lower in rows:
+        a, b = ours[key], theirs[key]
+        verdict = ""
+        if lower is not None and a is not None and b is not None:
+            verdict = "tie" if abs(a - b) < 1e-12 else ("occlusion" if (a < b) == lower else "other")
+        table.add_row(label, _fmt(a), _fmt(b), verdict)
+
+
+def _print_method_sanity(console, sanity: dict, name: str) -> None:
+    """compare --sanity: the other method's map with each randomised model against its map with the trained one."""
+    table = Table(title=safe(f"randomisation test of {name}: similarity to its map with the trained model"))
+    for column in ("test", "layer", "Spearman", "Spearman |map|", "SSIM", "SSIM |map|", "top IoU"):
+        table.add_column(column, justify="left" if column == "test" else "right")
+    for row in sanity["steps"]:
+        numbers = ("spearman", "spearman_abs", "ssim", "ssim_abs", "top_iou")
+        cells = [_fmt(row[k]) for k in numbers] if row["status"] == "ok" else ["missing"] * len(numbers)
+        table.add_row(safe(row["test"] or ""), str(row["position"]), *cells)
+    console.print(table)
+
+
 def _print_comparison(console, comparison: dict, written) -> None:
     agreement, curves = comparison["agreement"], comparison["curves"]
     name = comparison["other_map"]["name"] or "other"
@@ -441,10 +508,13 @@ def _print_comparison(console, comparison: dict, written) -> None:
                 else ("tie" if abs(a - b) < 1e-12 else ("occlusion" if (a < b) == lower else "other"))
             )
             table.add_row(label, _fmt(a), _fmt(b), verdict)
+    _quality_rows(table, comparison.get("quality"))
     console.print(table)
     console.print(
         f"Pearson {_fmt(agreement['pearson'])}, Spearman {_fmt(agreement['spearman'])}, "
         f"top {agreement['top_fraction'] * 100:g}% IoU {_fmt(agreement['top_iou'])} over {agreement['pixels']} pixels"
     )
+    if comparison.get("sanity"):
+        _print_method_sanity(console, comparison["sanity"], name)
     for path in written:
         console.print(f"wrote {safe(str(path))}")
