@@ -167,9 +167,10 @@ def write_model(path: Path, model: onnx.ModelProto, external: bool = False) -> P
     try:
         location = f"{path.name}.data"
         onnx.save_model(
-            copy, os.path.join(scratch, path.name), save_as_external_data=True, location=location, size_threshold=1024
+            copy, os.path.join(scratch, path.name), save_as_external_data=True, location=location, size_threshold=0
         )
-        os.replace(os.path.join(scratch, location), path.parent / location)
+        if os.path.exists(os.path.join(scratch, location)):
+            os.replace(os.path.join(scratch, location), path.parent / location)
         os.replace(os.path.join(scratch, path.name), path)
     except OSError as exc:
         raise OccludeError(f"cannot write {path}: {exc.strerror or exc}") from None
