@@ -5,7 +5,7 @@ pixels. Pure numpy, no files.
 
 :func:`ssim` is scikit-image's ``structural_similarity`` with its defaults (a 7 x 7 uniform window, K1 = 0.01,
 K2 = 0.03, sample covariances, the mean over the pixels whose window lies inside the map), computed in float64;
-``tests/test_similarity.py`` compares it with scikit-image.
+``tests/test_quality.py`` compares it with scikit-image.
 """
 
 from __future__ import annotations
