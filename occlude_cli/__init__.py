@@ -49,6 +49,12 @@ _EXPORTS = {
     "estimate_run": "analyses.estimate",
     "baseline_check": "analyses.estimate",
     "compare_maps": "analyses.validate",
+    "map_similarity": "core.similarity",
+    "concentration": "core.quality",
+    "relevance_mass_accuracy": "core.quality",
+    "relevance_rank_accuracy": "core.quality",
+    "sparseness": "core.quality",
+    "complexity": "core.quality",
     "faithfulness": "analyses.validate",
     "Preprocessing": "loaders.images",
     "load_image": "loaders.images",
@@ -104,7 +110,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .analyses.validate import compare_maps, faithfulness  # noqa: F401
     from .batch.inputs import discover_inputs  # noqa: F401
     from .core.engine import Occlusion, occlusion_sensitivity, score_perturbations, window_grid  # noqa: F401
+    from .core.quality import complexity, concentration, relevance_mass_accuracy, relevance_rank_accuracy, sparseness  # noqa: F401  # noqa: F401
     from .core.refine import refined_occlusion_sensitivity  # noqa: F401
+    from .core.similarity import map_similarity  # noqa: F401
     from .errors import OccludeError  # noqa: F401
     from .loaders.images import Preprocessing, load_image, map_on_original, prepare_image  # noqa: F401
     from .loaders.model import Head, OnnxClassifier, ScoreKind  # noqa: F401
