@@ -15,6 +15,7 @@ import functools
 import inspect
 import signal
 import sys
+from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, Sequence
 
 import typer
