@@ -352,7 +352,7 @@ def test_ctrl_c_in_a_terminal_leaves_no_stale_bar(tmp_path, long_named):
 # ------------------------------------------------------------------------------------------ help
 
 
-COMMANDS = ["", "run", "summary", "info", "compare", "check", "report", "layers", "bias", "stability"]
+COMMANDS = ["", "run", "summary", "info", "compare", "check", "report", "layers", "bias", "stability", "sanity"]
 
 
 def help_text(command: str, columns: int) -> str:

@@ -376,8 +376,7 @@ class OcclusionFlags:
         typer.Option(
             "--baseline-image",
             metavar="PATH",
-            help="Fill the patch with the same window of this image, prepared like the input (= --baseline "
-            "image:PATH), e.g. the clean image behind an adversarial one.",
+            help="Same as --baseline image:PATH (e.g. the clean image).",
             rich_help_panel="Basics",
         ),
     ] = None

@@ -27,7 +27,7 @@ from .common import (
 )
 
 SANITY_EXAMPLES = """
-occlude sanity sample_models/efficientnet_lite0.onnx sample_images/cat.jpg --patch 32 --steps 6
+occlude sanity model.onnx img.png --patch 32 --steps 6
 occlude sanity model.onnx img.png --mode both --score logit  # cascading and independent
 occlude sanity model.onnx img.png --layers 1-3,node_Conv_12 --seed 7
 occlude sanity model.onnx img.png --steps 8 --export-models randomised/  # for another method

@@ -41,8 +41,7 @@ BASELINES: Dict[str, str] = {
     "inpaint": "each window filled from its surroundings (scikit-image biharmonic inpainting of a crop around "
     "the window, computed per window: ~5 ms per 16x16 window on 2 cores, +3.5 s on a 224x224 default "
     "grid; 2-D only; needs the medical extra)",
-    "image:PATH": "the same window of another image, prepared exactly like the input (resize, crop, normalisation, "
-    "type): e.g. the clean image behind an adversarial one, to see where the attack acts",
+    "image:PATH": "the same window of another image, prepared exactly like the input",
     "V or R,G,B": "a constant in pixel units (0..255), one value or one per channel in RGB order",
 }
 
