@@ -338,9 +338,11 @@ def refine_combined(repeats: int, budget: Optional[float] = None) -> List[dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="effnet,resnet18,mobilenetv2,vgg11_half")
-    parser.add_argument("--windows", type=int, default=96, help="windows of the 729-window grid (spread)")
+    parser.add_argument(
+        "--windows", type=int, default=None, help="windows of the grid (spread; default 96, with --limit 384; 0: all)"
+    )
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=None, help="default 32; with --limit 16 (occlude's own)")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (both ways)")
     parser.add_argument(
         "--full-spinning",
@@ -354,7 +356,24 @@ def main(argv=None) -> int:
         help="instead: --refine with incremental inference against the exact full-pass run, on the sample photos",
     )
     parser.add_argument("--refine-budget", type=float, default=None, help="with --refine: the refine budget")
+    parser.add_argument(
+        "--limit",
+        action="store_true",
+        help="instead: speed-up against the limit of exact incremental inference (issue 35), per model and geometry",
+    )
+    parser.add_argument("--geometries", default="32/16,16/8,8/4", help="with --limit: patch/stride pairs")
+    parser.add_argument("--breakdown", default="16/8,8/4", help="with --limit: geometries whose work is split per part")
+    parser.add_argument("--whole-process", action="store_true", help="with --limit: also time whole occlude runs")
+    parser.add_argument("--pairs", type=int, default=5, help="with --whole-process: on/off pairs of runs")
     args = parser.parse_args(argv)
+    if args.limit:
+        import incremental_limit
+
+        args.windows = 384 if args.windows is None else args.windows
+        args.batch_size = args.batch_size or 16
+        return incremental_limit.main(args)
+    args.windows = 96 if args.windows is None else args.windows
+    args.batch_size = args.batch_size or 32
     if args.refine:
         rows = refine_combined(max(1, min(args.repeats, 3)), args.refine_budget)
         out = ROOT / "benchmarks" / "results" / f"refine-incremental-{time.strftime('%Y%m%d-%H%M%S')}.json"

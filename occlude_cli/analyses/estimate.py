@@ -19,7 +19,7 @@ from ..loaders.model import OnnxClassifier
 from ..loaders.volumes import VolumePreprocessing
 from .options import ExplainOptions
 from .plan import check_run, setup
-from .scorers import incremental_decision
+from .scorers import incremental_decision, run_limit
 
 # Baselines compared by baseline_check() when none are named.
 CHECK_BASELINES = ("zero", "mean", "blur", "tissue", "p10", "noise")
@@ -146,10 +146,18 @@ def estimate_run(
         "seconds_per_forward_pass": per_pass,
         "estimated_s": per_pass * passes,
         # the first patch size's (each patch size of a study decides by its own windows)
-        "incremental": incremental_decision(
-            s.model, s.options, int(per_patch[0]["windows"]), len(s.preprocessing.size)
-        ),
+        "incremental": _incremental(s, int(per_patch[0]["windows"])),
     }
+
+
+def _incremental(s, windows: int) -> dict:
+    """What incremental inference decides from the graph, with the limit of exact incremental inference for the
+    run's windows (``limit``, see :func:`~occlude_cli.inference.limit.run_limit`) where a plan may be used."""
+    decision = incremental_decision(s.model, s.options, windows, len(s.preprocessing.size))
+    if decision["possible"] and isinstance(s.preprocessing, Preprocessing):
+        grid = window_grid(s.preprocessing.size, s.patch, s.stride, s.region)
+        decision["limit"] = run_limit(s.model, s.prepared.model_input, s.preprocessing, grid)
+    return decision
 
 
 def _patch_cost(s, size) -> dict:

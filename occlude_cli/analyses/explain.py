@@ -145,7 +145,7 @@ def _occlude(s: Setup, baseline, progress, executor) -> _Run:
     head, original, main, targets = _head_and_targets(model, options, sample, s.labels)
     windows = window_grid(tuple(sample.shape[a] for a in spatial_axes), s.patch, s.stride, s.region)
     scorer, incremental, notes = window_scorer(
-        model, options, head, sample, baseline, s.patch, len(windows), s.preprocessing, main, executor
+        model, options, head, sample, baseline, s.patch, windows, s.preprocessing, main, executor, stride=s.stride
     )
     score = model.scorer(head)
     prepared_at = time.perf_counter()

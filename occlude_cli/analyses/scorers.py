@@ -19,7 +19,7 @@ from .options import ExplainOptions
 # auto: below this many windows a plan's start-up (self-check and timing) costs more than it saves
 INCREMENTAL_MIN_WINDOWS = 64
 INCREMENTAL_MIN_SPEEDUP = 1.3  # auto: the cost model's estimate a plan must reach (it ignores per-call costs)
-INCREMENTAL_MAX_CHAIN = 3  # cuts in a plan at most (see incremental_scorer)
+INCREMENTAL_MAX_CHAIN = 8  # cuts in a plan at most (see incremental_scorer)
 INPAINT = "a per-window baseline (inpaint)"
 
 
@@ -51,12 +51,16 @@ def incremental_decision(model: OnnxClassifier, options: ExplainOptions, windows
     return decision
 
 
-def window_scorer(model, options, head, sample, baseline, patch, windows, preprocessing, target, executor=None):
+def window_scorer(
+    model, options, head, sample, baseline, patch, windows, preprocessing, target, executor=None, stride=None
+):
     """The engine's window scorer for this run (None: full passes in the engine's own loop), the run's
-    ``params.incremental`` record and its notes (key -> one line, shown once per run)."""
+    ``params.incremental`` record and its notes (key -> one line, shown once per run). ``windows``: the run's
+    grid ((N, 2d) starts and sizes, see :func:`~occlude_cli.core.engine.window_grid`), or just its length;
+    ``stride``: the grid's step (for the plan's cost model)."""
     if isinstance(baseline, np.ndarray) and preprocessing is not None:
         scorer, record, notes = incremental_scorer(
-            model, options, head, sample, baseline, patch, windows, preprocessing, target
+            model, options, head, sample, baseline, patch, windows, preprocessing, target, stride=stride
         )
     else:
         if options.incremental == "on":
@@ -92,9 +96,10 @@ def incremental_scorer(
     sample: np.ndarray,
     baseline: np.ndarray,
     patch,
-    windows: int,
+    windows,
     preprocessing: Preprocessing,
     target: int,
+    stride=None,
 ):
     """The engine's window scorer for incremental inference, or None; the JSON record; and the run's notes.
 
@@ -105,9 +110,11 @@ def incremental_scorer(
     self-check passes and the cost model's estimate reaches 1.3x (deterministic: the same inputs always take
     the same path, so outputs stay byte-identical across runs), never by a clock. ``on`` uses it for any graph
     it can split: on a graph that rounds coarsely (float16, quantised) the map is approximate, and the error
-    is measured on every image (``measured_error``) and noted."""
+    is measured on every image (``measured_error``) and noted. The record also holds the ``limit`` of exact
+    incremental inference for the run's windows (:func:`run_limit`), when ``windows`` is the grid itself."""
     image = len(preprocessing.size) == 2 and len(sample.shape) == 3
-    decision = incremental_decision(model, options, windows, 2 if image else 3)
+    grid = windows if isinstance(windows, np.ndarray) else None
+    decision = incremental_decision(model, options, len(grid) if grid is not None else int(windows), 2 if image else 3)
     mode = options.incremental
     record: dict = {"mode": mode, "used": False, "exact": True, "reason": decision["reason"]}
     notes: Dict[str, str] = {}
@@ -115,11 +122,15 @@ def incremental_scorer(
         if mode == "on":
             raise OccludeError(f"incremental inference is not available here: {record['reason']}")
         return None, record, notes
-    plan, reason, surprising, checked = _cached_plan(model, mode, head, sample, baseline, patch, preprocessing, target)
+    limit = {"limit": run_limit(model, sample, preprocessing, grid)} if grid is not None else {}
+    geometry = (tuple(patch), None if stride is None else tuple(stride))
+    plan, reason, surprising, checked = _cached_plan(
+        model, mode, head, sample, baseline, geometry, preprocessing, target
+    )
     if plan is None:
         if mode == "on":
             raise OccludeError(f"incremental inference is not available for this model: {reason}")
-        record["reason"] = reason
+        record.update({"reason": reason, **limit})
         if surprising:
             notes["incremental"] = f"incremental inference not used, full passes instead: {reason}"
         return None, record, notes
@@ -130,6 +141,7 @@ def incremental_scorer(
             "cuts": described.get("cuts"),
             "segment_strides": described.get("segment_strides"),
             "estimated_speedup": round(float(described.get("estimated_speedup") or 0.0), 3),
+            **limit,
         }
     )
     if not plan.exact:
@@ -144,14 +156,37 @@ def _transform(head: Head):
     return score
 
 
-def _cached_plan(model, mode, head, sample, baseline, patch, preprocessing, target) -> Tuple:
+def run_limit(model: OnnxClassifier, sample: np.ndarray, preprocessing: Preprocessing, windows: np.ndarray):
+    """The limit of exact incremental inference for these windows (see :mod:`occlude_cli.inference.limit`), as
+    the run's record says it, or None when the graph cannot be read (the run goes on without it)."""
+    from ..inference.limit import run_limit as limit_record
+
+    key = (tuple(sample.shape), preprocessing.layout, windows.tobytes())
+    kept = model.__dict__.setdefault("_incremental_limits", {})
+    if key not in kept:
+        try:
+            kept[key] = limit_record(
+                model.path,
+                [1, *sample.shape],
+                windows,
+                layout=preprocessing.layout,
+                input_name=model.input.name,
+                output_name=model.output.name,
+                model_sha256=model.sha256,
+            )
+        except Exception:  # noqa: BLE001 -- onnx cannot read or infer the graph: no limit, never a failed run
+            kept[key] = None
+    return kept[key]
+
+
+def _cached_plan(model, mode, head, sample, baseline, geometry, preprocessing, target) -> Tuple:
     """(plan or None, why not, whether that is worth a note, the first image's check of an approximate plan):
-    built once per model, input shape, layout, patch and mode, and kept on the model."""
-    key = (tuple(sample.shape), preprocessing.layout, tuple(patch), mode)
+    built once per model, input shape, layout, patch, stride and mode, and kept on the model."""
+    key = (tuple(sample.shape), preprocessing.layout, geometry, mode)
     cache = model.__dict__.setdefault("_incremental_plans", {})
     if key not in cache:
         started = time.perf_counter()
-        plan, reason, surprising = _build(model, mode, head, sample, baseline, patch, preprocessing, target)
+        plan, reason, surprising = _build(model, mode, head, sample, baseline, geometry, preprocessing, target)
         # an approximate plan's check on the first image, kept so that the first image is not measured twice
         checked = None
         if plan is not None and not plan.exact:
@@ -162,7 +197,7 @@ def _cached_plan(model, mode, head, sample, baseline, patch, preprocessing, targ
     return plan, reason, surprising, checked
 
 
-def _build(model, mode, head, sample, baseline, patch, preprocessing, target) -> Tuple[Any, Optional[str], bool]:
+def _build(model, mode, head, sample, baseline, geometry, preprocessing, target) -> Tuple[Any, Optional[str], bool]:
     """A plan for this model and patch (or None), why not, and whether that is surprising (a failed self-check
     or an unforeseen error: worth a note)."""
     from ..inference.incremental import IncrementalUnavailable, build_plan
@@ -175,7 +210,8 @@ def _build(model, mode, head, sample, baseline, patch, preprocessing, target) ->
             layout=preprocessing.layout,
             baseline=baseline,
             sample=sample,
-            window=tuple(patch),
+            window=geometry[0],
+            stride=geometry[1],
             providers=model.providers,
             threads=model.threads,
             input_name=model.input.name,
@@ -184,8 +220,6 @@ def _build(model, mode, head, sample, baseline, patch, preprocessing, target) ->
             max_plans=1,
             full_session=model.session,  # the reference for the self-check: no second session of the model
             model_sha256=model.sha256,  # the on-disk plan cache (OCCLUDE_CACHE_DIR; off when empty)
-            # chains of at most 3 cuts: on EfficientNet-Lite0 the cost model's 5-cut chain scored the 729
-            # windows in 2.74 s, the best 3-cut chain in 2.38 s (each extra segment is one more session call)
             max_chain=INCREMENTAL_MAX_CHAIN,
             score=_transform(head),
             target=target,

@@ -29,6 +29,8 @@ def print_estimate(plan: dict) -> None:
         f"estimated {plan['estimated_s']:.1f} s per image, {plan['estimated_total_s']:.1f} s in all"
     )
     stdout.print(safe(incremental_line(plan["incremental"])), highlight=False)
+    if plan["incremental"].get("limit"):
+        stdout.print(safe(limit_line(plan["incremental"]["limit"])), highlight=False)
 
 
 def print_baseline_checks(documents) -> None:
@@ -68,6 +70,15 @@ def incremental_line(decision: dict) -> str:
         "self-check against full passes"
         + (" and the cost model expects >= 1.3x" if mode == "auto" else "")
         + " (estimates above are for full passes)"
+    )
+
+
+def limit_line(limit: dict) -> str:
+    """--dry-run's line about the limit of exact incremental inference (inference.limit.Limit.describe)."""
+    return (
+        f"limit of exact incremental inference for these windows: {limit['speedup_time']:.2f}x by time "
+        f"(weights: {limit['time_weights']}), {limit['speedup_macs']:.2f}x by multiply-adds (a window changes "
+        f"{limit['dirty_share_time']:.0%} and {limit['dirty_share_macs']:.0%} of a full pass)"
     )
 
 

@@ -39,8 +39,11 @@ import numpy as np
 
 from occlude_cli.errors import OccludeError
 
+from ..core.engine import window_starts
 from . import cache
+from .crops import crop_plan
 from .exactness import NOT_BIT_FOR_BIT, IncrementalUnavailable, _inexact, inexact_arithmetic, inexact_outputs
+from .limit import ELEMENT_COST, node_costs
 from .receptive import AxisRF, GraphInfo, LocalTensor, analyse, cut_candidates
 from .segments import IncrementalScorer, Segment, _session, extract
 from .selfcheck import _CheckSpec, _first, _FullModel, _occluded_batch, _tolerance
@@ -58,8 +61,8 @@ __all__ = [
 ]
 
 # Memory traffic weight of the cost model: one output element costs as much as this many multiply-adds
-# (depthwise convolutions and activations are memory-bound on CPUs).
-_ELEMENT_COST = 24.0
+# (depthwise convolutions and activations are memory-bound on CPUs); see limit.ELEMENT_COST.
+_ELEMENT_COST = ELEMENT_COST
 # Cost of one element a segment's crop (or the suffix's whole input) moves per window, in multiply-add
 # equivalents: copied into the batch, pasted, reordered by onnxruntime into its blocked layout and read back.
 # Calibrated on this project's 2-core machines (benchmarks/README.md): at 8, the planner cut at the widest
@@ -67,6 +70,10 @@ _ELEMENT_COST = 24.0
 # (patch 16) and 1.15x (patch 48) faster than full passes; at 96 it cuts at the narrow block outputs: 1.53x
 # and 1.44x. ResNet-18- and VGG-like plans are the same either way; MobileNetV2-like 1.58x -> 1.65x.
 _CROP_ELEMENT_COST = 96.0
+# What one onnxruntime call of a part costs per window, as a share of a full pass's cost: the call itself and
+# the per-node dispatch, spread over the windows of a call (issue 35: 0.2-0.3 ms per call of about 60 windows on
+# EfficientNet-Lite0, whose full pass takes 3.4 ms). Charged once per crop shape of the part.
+_CALL_SHARE = 0.002
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -76,28 +83,10 @@ _CROP_ELEMENT_COST = 96.0
 
 def _node_costs(info: GraphInfo) -> Dict[str, float]:
     """Cumulative cost (multiply-adds + weighted output elements) of each tensor's input-dependent ancestors."""
-    own: Dict[str, float] = {}
-    graph = info.model.graph
-    for node in graph.node:
-        if not any(i in info.dependent for i in node.input if i):
-            continue
-        out = node.output[0]
-        shape = info.shapes.get(out)
-        elements = float(np.prod(shape)) if shape else 0.0
-        cost = _ELEMENT_COST * elements
-        if node.op_type in ("Conv", "ConvTranspose") and shape is not None:
-            w = info.shapes.get(node.input[1])
-            if w is not None and len(w) >= 3:
-                cost += elements * float(np.prod(w[1:]))
-        elif node.op_type in ("Gemm", "MatMul") and shape is not None:
-            a = info.shapes.get(node.input[0])
-            if a:
-                cost += elements * float(a[-1])
-        own[out] = cost
-    # cumulative over ancestors
+    own = {c.tensor: c.cost for c in node_costs(info)}
     cumulative: Dict[str, float] = {}
     ancestors: Dict[str, set] = {}
-    for node in graph.node:
+    for node in info.model.graph.node:
         out = node.output[0]
         if out not in own:
             continue
@@ -112,17 +101,6 @@ def _node_costs(info: GraphInfo) -> Dict[str, float]:
     return cumulative
 
 
-def _crop_length(rf: AxisRF, lo: int, hi: int, n_src: int, n_dst: int) -> Tuple[int, int, int]:
-    """(crop length on the source, changed target lo, hi) for a source interval [lo, hi)."""
-    j0, j1 = rf.touched(lo, hi, n_dst)
-    need0 = max(0, rf.start(j0))
-    need1 = min(n_src, rf.stop(j1 - 1))
-    base = (need0 // rf.stride) * rf.stride
-    length = need1 - base
-    length += (n_src % rf.stride - length) % rf.stride
-    return min(length, n_src), j0, j1
-
-
 @dataclass
 class _Candidate:
     chain: List[str]
@@ -134,6 +112,18 @@ class _Candidate:
         return self.full_cost / self.cost if self.cost > 0 else 0.0
 
 
+def _relative_field(a: LocalTensor, b: LocalTensor, ax: int) -> Optional[Tuple[int, int, int]]:
+    """(stride, offset, size) of b's field relative to a's along one axis, None when b is not on a's grid."""
+    sa, sb = a.rf[ax], b.rf[ax]
+    if sb.stride % sa.stride:
+        return None
+    off = (sb.offset - sa.offset) / sa.stride
+    size = (sb.size - sa.size) / sa.stride + 1
+    if off != int(off) or size != int(size):
+        return None
+    return sb.stride // sa.stride, int(off), int(size)
+
+
 def _plan_candidates(
     info: GraphInfo,
     cuts: List[LocalTensor],
@@ -141,73 +131,85 @@ def _plan_candidates(
     output: str,
     input_local: LocalTensor,
     max_chain: int,
+    stride: Optional[Tuple[int, int]] = None,
 ) -> List[_Candidate]:
-    """Chains of cuts ranked by the cost model (per window, arbitrary units), best first, one per length."""
+    """Chains of cuts ranked by the cost model (per window, arbitrary units), best first, one per length.
+
+    A part's cost is the multiply-adds and output elements of its nodes scaled by its mean crop's share of its
+    source (over the windows of the grid ``window`` / ``stride``, each with the crop class it gets, see
+    :mod:`occlude_cli.inference.crops`), plus the elements its crops move and a share of a full pass per call;
+    the suffix costs its nodes on whole tensors plus the elements of its input."""
     cumulative = _node_costs(info)
     total = cumulative.get(output, max(cumulative.values()))
     extent = input_local.extent
     assert extent is not None  # the input's shape is always inferred
-    # interior window of the given size: its changed interval per tensor, via each tensor's input field
-    centre = [((extent[a] - window[a]) // 2, (extent[a] - window[a]) // 2 + window[a]) for a in range(2)]
+    stride = stride or (max(1, window[0] // 2), max(1, window[1] // 2))
+    starts = [window_starts(extent[a], min(window[a], extent[a]), max(1, min(stride[a], window[a]))) for a in range(2)]
+    spans = [(s, s + min(window[a], extent[a])) for a, s in enumerate(starts)]
     nodes = [input_local] + cuts
-    changed = {}
+    changed = {}  # per tensor and axis: the windows' changed intervals (lo, hi), through its field from the input
     for t in nodes:
         ext = t.extent
         assert ext is not None  # cut_candidates keeps only tensors with a known shape
-        changed[t.name] = [t.rf[a].touched(centre[a][0], centre[a][1], ext[a]) for a in range(2)]
+        changed[t.name] = [_touched_1d(t.rf[a], spans[a][0], spans[a][1], ext[a]) for a in range(2)]
+    memo: Dict[Tuple[int, int], Optional[float]] = {}
 
-    def seg_cost(a: LocalTensor, b: LocalTensor) -> Optional[float]:
-        assert a.shape is not None and a.extent is not None and b.extent is not None  # known shapes, as above
-        area = 1.0
-        elements = float(np.prod(a.shape)) / (a.extent[0] * a.extent[1])
-        for ax in range(2):
-            sa, sb = a.rf[ax], b.rf[ax]
-            if sb.stride % sa.stride:
-                return None
-            s = sb.stride // sa.stride
-            off = (sb.offset - sa.offset) / sa.stride
-            size = (sb.size - sa.size) / sa.stride + 1
-            if off != int(off) or size != int(size):
-                return None
-            rel = AxisRF(s, int(off), int(size))
-            lo, hi = changed[a.name][ax]
-            length, _, _ = _crop_length(rel, lo, hi, a.extent[ax], b.extent[ax])
-            area *= length
-            elements *= length
-        frac = area / (a.extent[0] * a.extent[1])
-        start = cumulative.get(a.name, 0.0) if a is not input_local else 0.0
-        return (cumulative[b.name] - start) * frac + _CROP_ELEMENT_COST * elements
+    def seg_cost(i: int, j: int) -> Optional[float]:
+        if (i, j) not in memo:
+            memo[(i, j)] = _segment_cost(nodes[i], nodes[j], changed, cumulative, total, i == 0)
+        return memo[(i, j)]
 
-    # dynamic programme over chains ending at each cut, per chain length
+    # dynamic programme over chains ending at each cut, per chain length (nodes[0] is the input)
     best: Dict[Tuple[int, int], Tuple[float, List[int]]] = {}
-    for j, b in enumerate(cuts):
-        c = seg_cost(input_local, b)
+    for j in range(1, len(nodes)):
+        c = seg_cost(0, j)
         if c is not None:
             best[(1, j)] = (c, [j])
     for length in range(2, max_chain + 1):
-        for j, b in enumerate(cuts):
+        for j in range(1, len(nodes)):
             options = []
-            for i in range(j):
+            for i in range(1, j):
                 prev = best.get((length - 1, i))
-                if prev is None:
-                    continue
-                c = seg_cost(cuts[i], b)
-                if c is not None:
+                c = seg_cost(i, j) if prev is not None else None
+                if prev is not None and c is not None:
                     options.append((prev[0] + c, prev[1] + [j]))
             if options:
                 best[(length, j)] = min(options, key=lambda o: o[0])
     ranked = []
     for (_, j), (c, chain) in best.items():
-        tail = total - cumulative[cuts[j].name]
-        last = cuts[j]
+        last = nodes[j]
         assert last.shape is not None
-        tail += _CROP_ELEMENT_COST * float(np.prod(last.shape))
-        ranked.append(_Candidate([cuts[i].name for i in chain], c + tail, total))
+        tail = total - cumulative[last.name] + _CROP_ELEMENT_COST * float(np.prod(last.shape))
+        ranked.append(_Candidate([nodes[i].name for i in chain], c + tail, total))
     ranked.sort(key=lambda c: c.cost)
     per_length: Dict[int, _Candidate] = {}
     for cand in ranked:
         per_length.setdefault(len(cand.chain), cand)
     return sorted(per_length.values(), key=lambda c: c.cost)
+
+
+def _touched_1d(rf: AxisRF, lo: np.ndarray, hi: np.ndarray, extent: int) -> Tuple[np.ndarray, np.ndarray]:
+    j0 = np.maximum(0, -((rf.offset + rf.size - 1 - lo) // rf.stride))
+    j1 = np.minimum(extent, (hi - 1 - rf.offset) // rf.stride + 1)
+    return j0, np.maximum(j0, j1)
+
+
+def _segment_cost(a: LocalTensor, b: LocalTensor, changed, cumulative, total: float, first: bool) -> Optional[float]:
+    """The cost model's cost of the part a -> b per window (None when b is not on a's grid)."""
+    assert a.shape is not None and a.extent is not None and b.extent is not None  # known shapes, as above
+    mean_area, calls = 1.0, 1
+    for ax in range(2):
+        rel = _relative_field(a, b, ax)
+        if rel is None:
+            return None
+        lo, hi = changed[a.name][ax]
+        lengths = crop_plan([rel], lo[:, None], hi[:, None], [a.extent[ax]], [b.extent[ax]])[1][:, 0]
+        mean_area *= float(np.mean(lengths))
+        calls *= len(np.unique(lengths))
+    frac = mean_area / (a.extent[0] * a.extent[1])
+    elements = float(np.prod(a.shape)) * frac
+    start = 0.0 if first else cumulative.get(a.name, 0.0)
+    return (cumulative[b.name] - start) * frac + _CROP_ELEMENT_COST * elements + _CALL_SHARE * total * calls
 
 
 def _make_scorer(
@@ -232,9 +234,11 @@ def _make_scorer(
             rel = analyse(None, source=source, info=info, layout=layout, source_axes=source_local.axes)
             if target not in rel.tensors:
                 raise IncrementalUnavailable(f"{target!r} is not local relative to {source!r}")
-            sub = extract(model, [source], [target], info).SerializeToString()
-            cache[key] = (rel.tensors[target], _session(sub, threads, providers), sub)
-        t_rel, session, data = cache[key]
+            sub = extract(model, [source], [target], info)
+            peak = _peak(info, sub, source_local.extent)
+            sub = sub.SerializeToString()
+            cache[key] = (rel.tensors[target], _session(sub, threads, providers), sub, peak)
+        t_rel, session, data, peak = cache[key]
         parts.append(data)
         segments.append(
             Segment(
@@ -246,6 +250,7 @@ def _make_scorer(
                 source_extent=source_local.extent,
                 target_extent=base.tensors[target].extent,
                 session=session,
+                peak=peak,
             )
         )
         source = target
@@ -266,7 +271,15 @@ def _make_scorer(
         suffix=suffix,
     )
     scorer._parts = parts
+    scorer.full_peak = max((float(np.prod(info.shapes[t])) for t in info.dependent if t in info.shapes), default=0.0)
     return scorer
+
+
+def _peak(info: GraphInfo, sub, extent) -> float:
+    """The largest tensor a part computes, in elements per position of its source (0 when unknown)."""
+    sizes = [float(np.prod(info.shapes[o])) for node in sub.graph.node for o in node.output if o in info.shapes]
+    area = float(extent[0] * extent[1]) if extent else 0.0
+    return max(sizes, default=0.0) / area if area else 0.0
 
 
 def build_plan(
@@ -277,6 +290,7 @@ def build_plan(
     baseline: Optional[np.ndarray] = None,
     sample: Optional[np.ndarray] = None,
     window: Tuple[int, int] = (16, 16),
+    stride: Optional[Tuple[int, int]] = None,
     providers: Optional[Sequence[str]] = None,
     threads: Optional[int] = None,
     input_name: Optional[str] = None,
@@ -296,9 +310,10 @@ def build_plan(
     """An :class:`IncrementalScorer` for the model, or :class:`IncrementalUnavailable` with the reason.
 
     ``input_shape``: one sample with its batch axis (N=1), NCHW or NHWC (``layout``, guessed from a
-    channel count of 1 or 3 when omitted). ``window`` (h, w): the occlusion patch, used to rank and time
-    plans. ``cuts`` forces a chain of cut tensor names (tests, benchmarks); otherwise the cost model ranks
-    the best chain of each length up to ``max_chain`` and keeps the ``max_plans`` cheapest.
+    channel count of 1 or 3 when omitted). ``window`` (h, w): the occlusion patch, and ``stride`` (default half
+    the patch) the grid's step: the cost model ranks plans over the windows of that grid. ``cuts`` forces a
+    chain of cut tensor names (tests, benchmarks); otherwise the cost model ranks the best chain of each length
+    up to ``max_chain`` and keeps the ``max_plans`` cheapest.
 
     A graph whose arithmetic a plan cannot reproduce bit for bit (:func:`inexact_arithmetic`: float16,
     quantised operators, rounding steps) is refused unless ``allow_approximate``; then the plan is built
@@ -333,7 +348,7 @@ def build_plan(
     spec = _CheckSpec(score, target, _tolerance(tolerance), bool(allow_approximate))
     key = None
     if model_sha256 and cuts is None and not (measure or require_faster):
-        chosen = dict(layout=layout, window=window, input_name=input_name, output_name=output_name)
+        chosen = dict(layout=layout, window=window, stride=stride, input_name=input_name, output_name=output_name)
         key = _plan_key(model_sha256, input_shape, max_chain, max_plans, bool(allow_approximate), **chosen)
         cached = _cached_plan(key, input_shape, sample, baseline, threads, providers, full_session, spec)
         if cached is not None:
@@ -346,6 +361,7 @@ def build_plan(
             baseline=baseline,
             sample=sample,
             window=window,
+            stride=stride,
             providers=providers,
             threads=threads,
             input_name=input_name,
@@ -376,11 +392,12 @@ def _plan_key(sha256: str, input_shape, max_chain, max_plans, allow_approximate,
         input_shape=input_shape,
         layout=chosen["layout"],
         window=[int(w) for w in window],
+        stride=None if chosen["stride"] is None else [int(v) for v in chosen["stride"]],
         input_name=chosen["input_name"],
         output_name=chosen["output_name"],
         max_chain=max_chain,
         max_plans=max_plans,
-        costs=[_ELEMENT_COST, _CROP_ELEMENT_COST],  # a retuned cost model chooses again
+        costs=[_ELEMENT_COST, _CROP_ELEMENT_COST, _CALL_SHARE],  # a retuned cost model chooses again
         allow_approximate=allow_approximate,
     )
 
@@ -393,6 +410,7 @@ def _build_plan(
     baseline,
     sample,
     window,
+    stride,
     providers,
     threads,
     input_name,
@@ -426,7 +444,9 @@ def _build_plan(
     dtype = _input_dtype(info)
     sample, baseline = _check_inputs(sample, baseline, tuple(input_shape[1:]), dtype)
     window = (min(window[0], input_extent[0]), min(window[1], input_extent[1]))
-    chains, estimates = _chains(cuts, candidates, info, window, output_name, input_local, max_chain, max_plans)
+    chains, estimates = _chains(
+        cuts, candidates, info, (window, stride), output_name, input_local, max_chain, max_plans
+    )
     full = _FullModel(full_session or _session(model, threads, providers), info.input_name, output_name)
     # every position class (corners, borders, interior, off-grid) for the crops; outputs against full passes
     # on a few of them (each full pass costs what the plan saves on about two windows)
@@ -484,7 +504,7 @@ def _check_inputs(sample, baseline, sample_shape: tuple, dtype) -> Tuple[np.ndar
     return sample, baseline
 
 
-def _chains(cuts, candidates, info, window, output_name, input_local, max_chain, max_plans):
+def _chains(cuts, candidates, info, grid, output_name, input_local, max_chain, max_plans):
     """The chains of cuts to build (``cuts`` as given, else the cost model's best) and their estimates."""
     if cuts is not None:
         known = {c.name for c in candidates}
@@ -492,7 +512,7 @@ def _chains(cuts, candidates, info, window, output_name, input_local, max_chain,
             if c not in known:
                 raise IncrementalUnavailable(f"{c!r} is not a cut point (a local tensor every path crosses)")
         return [list(cuts)], {}
-    ranked = _plan_candidates(info, candidates, window, output_name, input_local, max_chain)
+    ranked = _plan_candidates(info, candidates, grid[0], output_name, input_local, max_chain, grid[1])
     chains = [c.chain for c in ranked[: max(1, max_plans)]]
     if not chains:
         raise IncrementalUnavailable("no chain of cuts has a usable receptive field", structural=True)
@@ -538,6 +558,7 @@ def _store_plan(key: str, scorer: IncrementalScorer, window: Tuple[int, int]) ->
         "dtype": np.dtype(scorer.dtype).name,
         "suffix_batched": scorer.suffix_batched,
         "estimated_speedup": scorer.estimated_speedup,
+        "full_peak": scorer.full_peak,
         "inexact": scorer.inexact,
         "window": [min(int(window[0]), scorer.input_extent[0]), min(int(window[1]), scorer.input_extent[1])],
         "segments": [
@@ -549,6 +570,7 @@ def _store_plan(key: str, scorer: IncrementalScorer, window: Tuple[int, int]) ->
                 "target_axes": list(seg.target_axes),
                 "source_extent": list(seg.source_extent),
                 "target_extent": list(seg.target_extent),
+                "peak": seg.peak,
                 "file": f"part{i}.onnx",
             }
             for i, seg in enumerate(scorer.segments)
@@ -586,6 +608,7 @@ def _cached_plan(
                 source_extent=(int(seg["source_extent"][0]), int(seg["source_extent"][1])),
                 target_extent=(int(seg["target_extent"][0]), int(seg["target_extent"][1])),
                 session=_session(folder / seg["file"], threads, providers),
+                peak=float(seg.get("peak", 0.0)),
             )
             for seg in meta["segments"]
         ]
@@ -602,6 +625,7 @@ def _cached_plan(
             suffix_batched=bool(meta["suffix_batched"]),
         )
         scorer.dtype = dtype
+        scorer.full_peak = float(meta.get("full_peak", 0.0))
         speedup = meta.get("estimated_speedup")
         scorer.estimated_speedup = None if speedup is None else float(speedup)
         full = _FullModel(full_session, scorer.input_name, scorer.output_name)

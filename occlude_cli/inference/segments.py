@@ -6,7 +6,8 @@ to float noise."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from occlude_cli.errors import OccludeError
 
+from .crops import Geometry, window_geometry
 from .exactness import IncrementalUnavailable
 from .receptive import AxisRF, GraphInfo
 from .selfcheck import CHECK_TOLERANCE, _SelfCheck, _slices
@@ -128,6 +130,9 @@ class Segment:
     source_extent: Tuple[int, int]
     target_extent: Tuple[int, int]
     session: Any = None  # onnxruntime InferenceSession
+    # the largest tensor the part computes, in elements per position of its source (0: unknown): what one window's
+    # crop costs in memory, next to the whole model's largest tensor (IncrementalScorer.prefix_rows)
+    peak: float = 0.0
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         try:
@@ -160,20 +165,28 @@ def _session(model, threads: Optional[int], providers: Optional[Sequence[str]]):
     return ort.InferenceSession(model, sess_options=options, providers=list(providers or ["CPUExecutionProvider"]))
 
 
-@dataclass
-class _Geometry:
-    """Per-window, per-segment crops: origin (N, 2) in source positions, fixed size (2,), and the target's
-    changed interval (N, 2, 2: axis, [lo, hi)) in target positions. :meth:`IncrementalScorer.geometry` also
-    turns them, once per call, into the index tuples the per-window copies use (no batch axis)."""
+# Windows whose crops one prefix part runs in one onnxruntime call at most (see IncrementalScorer.prefix_rows).
+PREFIX_ROWS = 256
 
-    origins: List[np.ndarray]
-    sizes: List[Tuple[int, int]]
-    changed: List[np.ndarray]
-    crops: List[List[tuple]] = field(default_factory=list)  # [k][w]: the crop of T_k (source of segment k)
-    occluded: List[Optional[Tuple[tuple, tuple]]] = field(default_factory=list)  # [w]: (in the crop, in the input)
-    pastes: List[List[Optional[Tuple[tuple, tuple]]]] = field(default_factory=list)  # [k][w]: (from, to)
-    reach: List[np.ndarray] = field(default_factory=list)  # [k]: (N, 2, 2) read extent in segment k's crop output
-    covered: Dict[int, tuple] = field(default_factory=dict)  # [k]: a crop output shape all windows' reach fits in
+
+class Profile:
+    """Where an incremental scorer's time goes, per part (the prefix parts in chain order, then the suffix):
+    seconds inside onnxruntime, seconds copying (each window's crop, with the occluded window or the previous
+    part's changed positions pasted in; for the suffix, the pastes into the copies of the whole last tensor and
+    their restores; the per-window Python loops of those copies included), onnxruntime calls and windows. Set
+    ``scorer.profile = Profile(len(scorer.segments) + 1)`` to collect; None (the default) costs nothing."""
+
+    def __init__(self, parts: int) -> None:
+        self.onnxruntime = [0.0] * parts
+        self.copies = [0.0] * parts
+        self.calls = [0] * parts
+        self.windows = [0] * parts
+
+    def add(self, part: int, copies: float, onnxruntime: float, windows: int) -> None:
+        self.copies[part] += copies
+        self.onnxruntime[part] += onnxruntime
+        self.calls[part] += 1
+        self.windows[part] += windows
 
 
 class IncrementalScorer:
@@ -221,9 +234,11 @@ class IncrementalScorer:
         # last windows' geometry are tuples replaced at once, and each thread keeps its own copies of the last
         # tensor.
         self._whole: Optional[Tuple[np.ndarray, List[np.ndarray]]] = None  # (input, its whole tensors)
-        self._geometry: Optional[Tuple[tuple, _Geometry]] = None  # (windows, their geometry)
+        self._geometry: Optional[Tuple[tuple, Geometry]] = None  # (windows, their geometry)
         self._local = threading.local()  # .tail, .base: copies of the last whole tensor, kept between batches
         self._parts: List[bytes] = []  # serialised sub-models (segments, then the suffix) until cached
+        self.profile: Optional[Profile] = None  # where the time goes, when collected (benchmarks)
+        self.full_peak = 0.0  # the whole model's largest tensor for one input, in elements (0: unknown)
 
     @property
     def cuts(self) -> List[str]:
@@ -301,7 +316,7 @@ class IncrementalScorer:
         return self.full.run(batch)
 
     # -- geometry ------------------------------------------------------------------------------------
-    def geometry(self, windows: np.ndarray) -> _Geometry:
+    def geometry(self, windows: np.ndarray) -> Geometry:
         """Crops and changed intervals of every window through the chain (vectorised); the last one is kept, so
         that the images of a folder, which share their windows, compute it once."""
         windows = np.asarray(windows, dtype=np.int64)
@@ -309,102 +324,9 @@ class IncrementalScorer:
         key = (windows.shape, windows.tobytes(), fields)
         if self._geometry is not None and self._geometry[0] == key:
             return self._geometry[1]
-        geo = self._geometry_of(windows)
+        geo = window_geometry(self.segments, self.input_extent, windows)
         self._geometry = (key, geo)
         return geo
-
-    def _geometry_of(self, windows: np.ndarray) -> _Geometry:
-        lo = np.stack([windows[:, 0], windows[:, 1]], axis=1)
-        hi = lo + np.stack([windows[:, 2], windows[:, 3]], axis=1)
-        extent = np.asarray(self.input_extent)
-        lo, hi = np.clip(lo, 0, extent), np.clip(hi, 0, extent)
-        origins, sizes, changed = [], [], []
-        for segment in self.segments:
-            n_src = np.asarray(segment.source_extent)
-            n_dst = np.asarray(segment.target_extent)
-            j0 = np.empty_like(lo)
-            j1 = np.empty_like(lo)
-            need0 = np.empty_like(lo)
-            need1 = np.empty_like(lo)
-            for a in range(2):
-                rf = segment.rf[a]
-                s, off, size = rf.stride, rf.offset, rf.size
-                j0[:, a] = np.maximum(0, -((off + size - 1 - lo[:, a]) // s))
-                j1[:, a] = np.minimum(n_dst[a], (hi[:, a] - 1 - off) // s + 1)
-                empty = (j1[:, a] <= j0[:, a]) | (hi[:, a] <= lo[:, a])
-                j1[:, a] = np.where(empty, j0[:, a], j1[:, a])
-                need0[:, a] = np.clip(j0[:, a] * s + off, 0, n_src[a])
-                need1[:, a] = np.clip((j1[:, a] - 1) * s + off + size, 0, n_src[a])
-                need1[:, a] = np.where(empty, need0[:, a], need1[:, a])
-            crop = []
-            origin = np.empty_like(lo)
-            for a in range(2):
-                s = segment.rf[a].stride
-                base = (need0[:, a] // s) * s
-                length = int(np.max(need1[:, a] - base)) if len(base) else s
-                length = max(length, 1)
-                remainder = int(n_src[a]) % s
-                length += (remainder - length) % s  # congruent to the extent modulo the stride
-                length = min(length, int(n_src[a]))
-                origin[:, a] = np.minimum(base, n_src[a] - length)
-                crop.append(length)
-            origins.append(origin)
-            sizes.append((crop[0], crop[1]))
-            changed.append(np.stack([j0, j1], axis=2))
-            lo, hi = j0, j1
-        geo = _Geometry(origins, sizes, changed)
-        self._prepare(geo, windows)
-        return geo
-
-    def _prepare(self, geo: _Geometry, windows: np.ndarray) -> None:
-        """The index tuples of every window's copies, as Python ints once per call (per-window numpy scalars
-        and index building cost more than the copies themselves on small crops)."""
-        k_last = len(self.segments) - 1
-        extent = self.input_extent
-        for k, segment in enumerate(self.segments):
-            axes = (segment.source_axes[0] - 1, segment.source_axes[1] - 1)
-            cy, cx = geo.sizes[k]
-            geo.crops.append([_slices(axes, oy, oy + cy, ox, ox + cx) for oy, ox in geo.origins[k].tolist()])
-            if k == 0:
-                for (oy, ox), (y, x, h, w) in zip(geo.origins[0].tolist(), windows.tolist()):
-                    y0, y1 = max(y, oy, 0), min(y + h, oy + cy, extent[0])
-                    x0, x1 = max(x, ox, 0), min(x + w, ox + cx, extent[1])
-                    geo.occluded.append(
-                        (_slices(axes, y0 - oy, y1 - oy, x0 - ox, x1 - ox), _slices(axes, y0, y1, x0, x1))
-                        if y1 > y0 and x1 > x0
-                        else None
-                    )
-            # where the changed positions of T_{k+1} sit in segment k's crop output, and where they go: the crop
-            # of the next segment's source, or the whole last tensor
-            sy, sx = segment.rf[0].stride, segment.rf[1].stride
-            start = geo.origins[k] // np.asarray([sy, sx])  # the crop's origin in target positions
-            lo, hi = geo.changed[k][:, :, 0], geo.changed[k][:, :, 1]
-            dest = geo.origins[k + 1] if k < k_last else np.zeros_like(lo)
-            nonempty = np.all(hi > lo, axis=1)
-            reach = np.stack([lo - start, hi - start], axis=2)  # (N, axis, [lo, hi)) in the crop output
-            reach[~nonempty] = 0
-            geo.reach.append(reach)
-            room = np.asarray(geo.sizes[k + 1] if k < k_last else segment.target_extent)
-            if np.any(nonempty[:, None] & ((lo - dest < 0) | (hi - dest > room))):  # numpy would cut the slice
-                where = f"the crop of {self.segments[k + 1].source!r}" if k < k_last else "the whole tensor"
-                raise IncrementalUnavailable(
-                    f"{where} does not hold the positions of {segment.target!r} a window changed"
-                )
-            t_axes = (segment.target_axes[0] - 1, segment.target_axes[1] - 1)
-            pastes: List[Optional[Tuple[tuple, tuple]]] = []
-            for ok, (ry, rx), (l0, l1), (h0, h1), (dy, dx) in zip(
-                nonempty.tolist(), reach.tolist(), lo.tolist(), hi.tolist(), dest.tolist()
-            ):
-                if not ok:
-                    pastes.append(None)
-                    continue
-                pastes.append(
-                    (
-                        _slices(t_axes, ry[0], ry[1], rx[0], rx[1]),
-                        _slices(t_axes, l0 - dy, h0 - dy, l1 - dx, h1 - dx),
-                    )
-                )
-            geo.pastes.append(pastes)
 
     # -- scoring -------------------------------------------------------------------------------------
     def score_windows(
@@ -425,7 +347,11 @@ class IncrementalScorer:
         windows: np.ndarray,
         batch_size: int = 32,
     ) -> Iterator[Tuple[int, np.ndarray]]:
-        """:meth:`score_windows` one batch at a time: (index of the batch's first window, raw outputs)."""
+        """:meth:`score_windows` one batch at a time: (index of the batch's first window, raw outputs).
+
+        The suffix runs ``batch_size`` windows at a time (copies of the whole last tensor); the crops of the
+        prefix parts run for several such batches in one onnxruntime call each (:meth:`prefix_rows`), as many
+        as hold no more elements than ``batch_size`` whole tensors, so memory stays within a batch's."""
         inputs = np.asarray(inputs, dtype=self.dtype)
         baseline = np.asarray(baseline, dtype=self.dtype)
         if baseline.shape != inputs.shape:
@@ -437,9 +363,26 @@ class IncrementalScorer:
             raise OccludeError("no windows to occlude")
         full = self._full_tensors(inputs)
         geo = self.geometry(windows)
-        for start in range(0, len(windows), batch_size):
-            out, _ = self._score_batch(full, baseline, geo, start, min(start + batch_size, len(windows)), False)
-            yield start, out
+        rows = self.prefix_rows(geo, batch_size)
+        for start in range(0, len(windows), rows):
+            stop = min(start + rows, len(windows))
+            crops, _ = self._prefix(full, baseline, geo, start, stop, False)
+            for first in range(start, stop, batch_size):
+                yield first, self._suffix(full, geo, crops, first, min(first + batch_size, stop), start)
+
+    def prefix_rows(self, geo: Geometry, batch_size: int) -> int:
+        """Windows whose crops run in one onnxruntime call per prefix part: a multiple of ``batch_size`` (the
+        suffix's batches), at most :data:`PREFIX_ROWS`, and no more than keep every part's largest tensor on
+        their crops within the whole model's largest tensor on ``batch_size`` inputs (the memory of a batch of
+        full passes); without those sizes, no more crops than hold ``batch_size`` whole source tensors."""
+        factors = []
+        for k, s in enumerate(self.segments):
+            crop = max(1, geo.sizes[k][0] * geo.sizes[k][1])
+            if s.peak > 0 and self.full_peak > 0:
+                factors.append(self.full_peak / (s.peak * crop))
+            else:
+                factors.append(s.source_extent[0] * s.source_extent[1] / crop)
+        return batch_size * max(1, min(int(min(factors)), PREFIX_ROWS // batch_size))
 
     def check_crops(self, inputs: np.ndarray, windows: np.ndarray) -> float:
         """The self-check of the prefix parts: each segment run on the crops of ``windows`` with nothing
@@ -449,60 +392,82 @@ class IncrementalScorer:
         windows = np.asarray(windows, dtype=np.int64).reshape(-1, 4)
         full = self._full_tensors(inputs)
         geo = self.geometry(windows)
-        _, worst = self._score_batch(full, inputs, geo, 0, len(windows), True, suffix=False)
+        _, worst = self._prefix(full, inputs, geo, 0, len(windows), True)
         return worst
 
-    def _score_batch(self, full, baseline, geo: _Geometry, start: int, stop: int, check: bool, suffix: bool = True):
+    def _prefix(self, full, baseline, geo: Geometry, start: int, stop: int, check: bool) -> Tuple[list, float]:
+        """Every prefix part on the crops of windows [start, stop), one onnxruntime call per part and crop class:
+        each window's crop output of the last part, and with ``check`` the largest difference of the crops from
+        the whole tensors (see :meth:`check_crops`)."""
         b = stop - start
-        previous: Any = None  # segment k-1's outputs on the crops
+        previous: List[Any] = []  # each window's crop output of segment k-1
         worst = 0.0
+        profile = self.profile
         for k, segment in enumerate(self.segments):
             source = full[k][0]
-            axes = segment.source_axes
-            shape = list(full[k].shape)
-            shape[0] = b
-            shape[axes[0]], shape[axes[1]] = geo.sizes[k]
-            batch = np.empty(shape, dtype=source.dtype)
             crops = geo.crops[k]
-            if k == 0:
-                occluded = geo.occluded
-                for i in range(b):
-                    batch[i] = source[crops[start + i]]
-                    hole = occluded[start + i]
-                    if hole is not None:
-                        batch[i][hole[0]] = baseline[hole[1]]
-            else:
-                pastes = geo.pastes[k - 1]
-                for i in range(b):
-                    batch[i] = source[crops[start + i]]
-                    paste = pastes[start + i]
-                    if paste is not None:
-                        batch[i][paste[1]] = previous[i][paste[0]]
-            out = segment.run(batch)
-            if geo.covered.get(k) != out.shape[1:]:  # every batch's crops have one size: checked once for all
-                self._check_reach(out, geo, k)
-                geo.covered[k] = out.shape[1:]
+            outputs: List[Any] = [None] * b
+            for c, size, members in geo.members(k, start, stop):
+                started = time.perf_counter() if profile is not None else 0.0
+                shape = list(full[k].shape)
+                shape[0] = len(members)
+                shape[segment.source_axes[0]], shape[segment.source_axes[1]] = size
+                batch = np.empty(shape, dtype=source.dtype)
+                if k == 0:
+                    occluded = geo.occluded
+                    for j, i in enumerate(members):
+                        batch[j] = source[crops[start + i]]
+                        hole = occluded[start + i]
+                        if hole is not None:
+                            batch[j][hole[0]] = baseline[hole[1]]
+                else:
+                    pastes = geo.pastes[k - 1]
+                    for j, i in enumerate(members):
+                        batch[j] = source[crops[start + i]]
+                        paste = pastes[start + i]
+                        if paste is not None:
+                            batch[j][paste[1]] = previous[i][paste[0]]
+                copied = time.perf_counter() if profile is not None else 0.0
+                out = segment.run(batch)
+                if profile is not None:
+                    profile.add(k, copied - started, time.perf_counter() - copied, len(members))
+                if geo.covered.get((k, c)) != out.shape[1:]:  # a class's crops have one size: checked once
+                    self._check_reach(out, geo, k, [start + i for i in members])
+                    geo.covered[(k, c)] = out.shape[1:]
+                for j, i in enumerate(members):
+                    outputs[i] = out[j]
             if check:
-                worst = max(worst, self._check_crop(out, full[k + 1], geo, k, start, stop))
-            previous = out
-        if not suffix:
-            return None, worst
-        # the last tensor of every window: a kept buffer holding copies of the whole T_k, into which the changed
-        # positions are pasted, and restored after the suffix has run (no fresh copy of T_k per window)
+                worst = max(worst, self._check_crop(outputs, full[k + 1], geo, k, start, stop))
+            previous = outputs
+        return previous, worst
+
+    def _suffix(self, full, geo: Geometry, crops, start: int, stop: int, offset: int) -> np.ndarray:
+        """The suffix on windows [start, stop), whose last crop outputs are ``crops[start - offset:]``: a kept
+        buffer holds copies of the whole last tensor, the changed positions are pasted in, and restored after
+        the suffix has run (no fresh copy of the whole tensor per window)."""
+        b = stop - start
+        profile = self.profile
+        started = time.perf_counter() if profile is not None else 0.0
         base = full[-1]
         tail = self._tail_buffer(base, b)
         pastes = geo.pastes[-1]
+        ran = 0.0
         try:
             for i in range(b):
                 paste = pastes[start + i]
                 if paste is not None:
-                    tail[i][paste[1]] = previous[i][paste[0]]
-            return self._run_suffix(tail), worst
+                    tail[i][paste[1]] = crops[start - offset + i][paste[0]]
+            pasted = time.perf_counter() if profile is not None else 0.0
+            out = self._run_suffix(tail)
+            ran = time.perf_counter() - pasted if profile is not None else 0.0
+            return out
         finally:
             for i in range(b):
                 paste = pastes[start + i]
                 if paste is not None:
                     tail[i][paste[1]] = base[0][paste[1]]
+            if profile is not None:
+                profile.add(len(self.segments), time.perf_counter() - started - ran, ran, b)
 
     def _tail_buffer(self, base: np.ndarray, b: int) -> np.ndarray:
         """(b, ...) copies of ``base`` (the whole last tensor, batch axis of 1), kept between batches."""
@@ -513,9 +478,9 @@ class IncrementalScorer:
             local.base = base
         return tail[:b]
 
-    def _check_reach(self, out: np.ndarray, geo: _Geometry, k: int) -> None:
+    def _check_reach(self, out: np.ndarray, geo: Geometry, k: int, windows: List[int]) -> None:
         """The crop outputs must cover the positions every window changed (numpy would silently cut a slice)."""
-        reach = geo.reach[k]
+        reach = geo.reach[k][windows]
         axes = self.segments[k].target_axes
         limit = np.asarray([out.shape[axes[0]], out.shape[axes[1]]])
         if np.any(reach[:, :, 0] < 0) or np.any(reach[:, :, 1] > limit):
@@ -523,7 +488,7 @@ class IncrementalScorer:
                 f"the crop output of {self.segments[k].target!r} does not cover the positions the window changed"
             )
 
-    def _check_crop(self, out, target_full, geo: _Geometry, k: int, start: int, stop: int) -> float:
+    def _check_crop(self, outputs, target_full, geo: Geometry, k: int, start: int, stop: int) -> float:
         """Largest |difference| between crop outputs and the whole tensor over the changed positions, relative
         to the tensor's largest magnitude (meaningful when the baseline equals the input)."""
         segment = self.segments[k]
@@ -535,7 +500,7 @@ class IncrementalScorer:
             if paste is None:
                 continue
             (y0, y1), (x0, x1) = geo.changed[k][start + i].tolist()
-            got = out[i][paste[0]]
+            got = outputs[i][paste[0]]
             want = target_full[0][_slices(axes, y0, y1, x0, x1)]
             if got.shape != want.shape:
                 return float("inf")
