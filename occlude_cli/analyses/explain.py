@@ -18,6 +18,7 @@ from ..core.baselines import baseline_image_path, default_blur_sigma
 from ..core.engine import Occlusion, occlusion_sensitivity, window_grid
 from ..core.refine import refined_occlusion_sensitivity
 from ..errors import Notice, OccludeError
+from ..loaders.cuda import device_description
 from ..loaders.images import PreparedImage, Preprocessing, baseline_image
 from ..loaders.model import (
     SATURATION_PARAMS,
@@ -101,6 +102,7 @@ class _Run:
     incremental: dict
     warnings: List[str] = field(default_factory=list)
     notes: Dict[str, str] = field(default_factory=dict)
+    batches: str = "host"  # where the occluded batches were built: host (numpy) or device (the pre-graph)
 
 
 def _params(s: Setup, blur_sigma: float, run: _Run, executor) -> dict:
@@ -124,6 +126,7 @@ def _params(s: Setup, blur_sigma: float, run: _Run, executor) -> dict:
         "region": list(s.region) if s.region is not None else None,
         "refine": {"step": o.refine_step, "budget": o.refine_budget} if o.refine else None,
         "incremental": run.incremental,
+        **({"batches": "device"} if run.batches == "device" else {}),  # host-built: the JSON of earlier versions
         **parallel,
         "preprocessing": s.preprocessing.describe(),
         "occlude_version": __version__,
@@ -144,7 +147,7 @@ def _occlude(s: Setup, baseline, progress, executor) -> _Run:
     batch_size = options.batch_size or model.default_batch_size(sample.nbytes)
     head, original, main, targets = _head_and_targets(model, options, sample, s.labels)
     windows = window_grid(tuple(sample.shape[a] for a in spatial_axes), s.patch, s.stride, s.region)
-    scorer, incremental, notes = window_scorer(
+    scorer, incremental, notes, batches = window_scorer(
         model, options, head, sample, baseline, s.patch, windows, s.preprocessing, main, executor, stride=s.stride
     )
     score = model.scorer(head)
@@ -170,7 +173,18 @@ def _occlude(s: Setup, baseline, progress, executor) -> _Run:
     maps = occlusion.attributions(targets)
     warnings = _warnings(head, original[main], maps[0], occlusion, main)
     return _Run(
-        occlusion, head, score, targets, maps, batch_size, prepared_at, occluded_at, incremental, warnings, notes
+        occlusion,
+        head,
+        score,
+        targets,
+        maps,
+        batch_size,
+        prepared_at,
+        occluded_at,
+        incremental,
+        warnings,
+        notes,
+        batches,
     )
 
 
@@ -290,4 +304,5 @@ def describe_model(
     document["labels"] = len(names) if names else None
     document["labels_source"] = source
     document["label_names"] = list(names) if names else None
+    document["device"] = device_description(model.provider, model.available_providers, model.device_notes)
     return document

@@ -18,6 +18,7 @@ from ..errors import OccludeError
 from ..loaders.model import ScoreKind
 
 INCREMENTAL_MODES = ("auto", "on", "off")
+BATCH_MODES = ("auto", "host", "device")  # where occluded batches are built (see analyses.scorers)
 
 
 class UniformSize(tuple):
@@ -105,6 +106,7 @@ class ExplainOptions:
     series: bool = False  # a folder is one DICOM series
     volume_index: Optional[int] = None  # which volume of a 4-D NIfTI
     incremental: str = "auto"  # exact incremental inference for CNNs: auto | on | off (see README, Speed)
+    batches: str = "auto"  # where occluded batches are built: auto (device on CUDA) | host | device
 
     def with_overrides(self, overrides: dict) -> ExplainOptions:
         """A copy with keyword overrides (``patch=32``, ``score="logit"``): unknown names are a TypeError."""
@@ -133,6 +135,7 @@ class ExplainOptions:
             "score": self._score(),
             "region": self._region(),
             "incremental": self._incremental(),
+            "batches": self._batches(),
         }
         fields.update(self._medical_checked())
         if self.refine:
@@ -166,6 +169,14 @@ class ExplainOptions:
                 params=("incremental",),
             )
         return incremental
+
+    def _batches(self) -> str:
+        batches = str(getattr(self.batches, "value", self.batches))
+        if batches not in BATCH_MODES:
+            raise OccludeError(
+                f"batches must be one of {', '.join(BATCH_MODES)}, got {self.batches!r}", params=("batches",)
+            )
+        return batches
 
     def _score(self) -> ScoreKind:
         try:

@@ -21,6 +21,10 @@ INCREMENTAL_MIN_WINDOWS = 64
 INCREMENTAL_MIN_SPEEDUP = 1.3  # auto: the cost model's estimate a plan must reach (it ignores per-call costs)
 INCREMENTAL_MAX_CHAIN = 8  # cuts in a plan at most (see incremental_scorer)
 INPAINT = "a per-window baseline (inpaint)"
+ON_GPU = (
+    "on a GPU, auto uses full passes on batches built on the device (incremental inference's many small crop "
+    "calls are not measured to pay there); pass --incremental on to use it"
+)
 
 
 def incremental_decision(model: OnnxClassifier, options: ExplainOptions, windows: int, ndim: int = 2) -> dict:
@@ -55,20 +59,61 @@ def window_scorer(
     model, options, head, sample, baseline, patch, windows, preprocessing, target, executor=None, stride=None
 ):
     """The engine's window scorer for this run (None: full passes in the engine's own loop), the run's
-    ``params.incremental`` record and its notes (key -> one line, shown once per run). ``windows``: the run's
-    grid ((N, 2d) starts and sizes, see :func:`~occlude_cli.core.engine.window_grid`), or just its length;
+    ``params.incremental`` record, its notes (key -> one line, shown once per run) and where its occluded
+    batches are built (``"host"`` or ``"device"``: see :func:`batches_choice`). ``windows``: the run's grid
+    ((N, 2d) starts and sizes, see :func:`~occlude_cli.core.engine.window_grid`), or just its length;
     ``stride``: the grid's step (for the plan's cost model)."""
+    on_gpu = getattr(model, "provider", "") == "CUDAExecutionProvider"
     if isinstance(baseline, np.ndarray) and preprocessing is not None:
-        scorer, record, notes = incremental_scorer(
-            model, options, head, sample, baseline, patch, windows, preprocessing, target, stride=stride
-        )
+        if on_gpu and options.incremental == "auto" and options.batches != "host" and executor is None:
+            scorer, record, notes = None, {"mode": "auto", "used": False, "exact": True, "reason": ON_GPU}, {}
+        else:
+            scorer, record, notes = incremental_scorer(
+                model, options, head, sample, baseline, patch, windows, preprocessing, target, stride=stride
+            )
     else:
         if options.incremental == "on":
             raise OccludeError(f"incremental inference is not available here: {INPAINT}")
         scorer, record, notes = None, {"mode": options.incremental, "used": False, "exact": True, "reason": INPAINT}, {}
     if executor is not None and scorer is None:
         scorer = executor_scorer(executor, head)
-    return scorer, record, notes
+    batches = "host"
+    if scorer is None and batches_choice(options.batches, on_gpu, baseline) == "device":
+        axes = preprocessing.spatial_axes if preprocessing is not None else (-2, -1)
+        scorer, batches = device_scorer(model, head, sample, axes), "device"
+    return scorer, record, notes, batches
+
+
+def batches_choice(mode: str, on_gpu: bool, baseline) -> str:
+    """Where the occluded batches are built: ``device`` (the model's session builds them from the image, the
+    baseline and window boxes: :mod:`occlude_cli.loaders.device_batches`) or ``host`` (numpy, the engine's
+    loop). ``auto`` builds them on the device when the model runs on CUDA: there, host-built batches cost more
+    in copies and PCIe transfers than the GPU spends scoring them. On the CPU the host-built batch is as fast
+    (measured: ``benchmarks/device_batches.py``), so ``auto`` keeps it. A per-window baseline (inpaint) is
+    always built on the host; ``device`` asked for with one is an error."""
+    if mode == "host":
+        return "host"
+    if not isinstance(baseline, np.ndarray):
+        if mode == "device":
+            raise OccludeError(
+                f"batches built on the device need an array baseline, not {INPAINT}", params=("batches",)
+            )
+        return "host"
+    return "device" if mode == "device" or on_gpu else "host"
+
+
+def device_scorer(model: OnnxClassifier, head: Head, sample: np.ndarray, spatial_axes):
+    """Windows scored by the model's session with the pre-graph in front (built once per sample shape)."""
+    from ..loaders.device_batches import device_batches
+
+    batches = device_batches(model, sample.shape, spatial_axes)
+
+    def scorer(inputs, base, chunk, score, *, batch_size, spatial_axes, progress=None):
+        return batches.score_windows(
+            inputs, base, chunk, head.transform, batch_size=batch_size, spatial_axes=spatial_axes, progress=progress
+        )
+
+    return scorer
 
 
 def executor_scorer(executor, head: Head):

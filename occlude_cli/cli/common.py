@@ -348,6 +348,21 @@ _INCREMENTAL_HELP = (
 )
 
 
+class Batches(str, enum.Enum):
+    """Where occluded batches are built."""
+
+    auto = "auto"
+    host = "host"
+    device = "device"
+
+
+_BATCHES_HELP = (
+    "Where occluded batches are built. device: inside onnxruntime (a pre-graph in front of the model selects "
+    "image or baseline per pixel; per batch only the window boxes go to the GPU), host: numpy, auto: device "
+    "when the model runs on CUDA. Same map either way."
+)
+
+
 @dataclasses.dataclass
 class OcclusionFlags:
     """How to occlude (all but --patch, whose meaning differs between commands)."""
@@ -409,6 +424,7 @@ class OcclusionFlags:
     incremental: Annotated[Incremental, typer.Option(help=_INCREMENTAL_HELP, rich_help_panel="Speed")] = (
         Incremental.auto
     )
+    batches: Annotated[Batches, typer.Option(help=_BATCHES_HELP, rich_help_panel="Speed")] = Batches.auto
 
     def fields(self) -> dict:
         """ExplainOptions fields from these flags (the library checks them)."""
@@ -426,6 +442,7 @@ class OcclusionFlags:
             "seed": self.seed,
             "blur_sigma": self.blur_sigma,
             "incremental": self.incremental.value,
+            "batches": self.batches.value,
         }
 
 
