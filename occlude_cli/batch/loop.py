@@ -22,7 +22,7 @@ from ..analyses.validate import faithfulness
 from ..core.baselines import baseline_image_path
 from ..core.metrics import peak
 from ..errors import OccludeError, first_line
-from ..loaders.images import Preprocessing
+from ..loaders.images import Preprocessing, decode_ahead
 from ..loaders.model import OnnxClassifier, file_sha256
 from ..outputs.folder import (
     NOT_DONE,
@@ -276,6 +276,7 @@ def run_batch(
     on_note: Optional[Callable[[str], None]] = None,
     on_warning: Optional[Callable[..., None]] = None,
     on_explained: Optional[Callable[..., None]] = None,
+    prefetch: Optional[bool] = None,
     **writing,
 ) -> BatchResult:
     """Explain every image with one loaded model, writing its outputs under ``out_dir/KEY.*``.
@@ -296,6 +297,8 @@ def run_batch(
     ``on_warning(text, params, key, source)`` is called for every warning of every computed image (a
     :class:`~occlude_cli.errors.Notice`: a front end groups them by key), and ``on_explained(image,
     explanation)`` with each computed image's explanation, both before its ``on_image_done``.
+    ``prefetch``: decode the next photo on a thread while this one is scored (default: when the model runs on
+    CUDA and no other executor is given; on the CPU the decoder would take cores from onnxruntime).
     """
     files = Writing(**writing)
     settings = run_settings(options, preprocessing, labels, **writing)
@@ -308,7 +311,10 @@ def run_batch(
         scales=[tuple(s) for s in files.scales],
         metrics=files.metrics,
     )
-    return loop.run(images, executor or LocalExecutor(model, on_windows), compute_kwargs)
+    if prefetch is None:  # decoding ahead pays where scoring does not need the CPU: on a GPU
+        local = executor is None or (isinstance(executor, LocalExecutor) and executor.window_executor is None)
+        prefetch = local and getattr(model, "provider", "") == "CUDAExecutionProvider"
+    return loop.run(images, executor or LocalExecutor(model, on_windows), compute_kwargs, prefetch)
 
 
 class _Loop:
@@ -323,9 +329,11 @@ class _Loop:
         self.result = BatchResult()
         self.pending: Deque[Tuple[_Plan, object, Optional[Future]]] = deque()
 
-    def run(self, images, executor, compute_kwargs) -> BatchResult:
+    def run(self, images, executor, compute_kwargs, prefetch: bool = False) -> BatchResult:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="occlude-writer") as writer:
             try:
+                if prefetch:  # the next photo decodes on a thread while this one is scored
+                    images = decode_ahead(images, lambda image: image.path)
                 plans = (self.plan(image) for image in images)
                 for plan, outcome in executor.map_images(plans, compute_kwargs, compute=compute_image, path_of=_path):
                     runs = outcome is not None and not isinstance(outcome, BaseException)
@@ -510,6 +518,7 @@ def run_images(
     ``batch``: the other keywords of :func:`run_batch`. The result's ``folder`` says which shards are in."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    prefetch = batch.pop("prefetch", None)  # how images are read, not what is computed: not in the settings
     every = list(all_images) if all_images is not None else list(images)
     scales = batch.get("scales") or ()
     describe = model.describe()
@@ -523,6 +532,7 @@ def run_images(
     )
     loose = [Entry(SummaryRow(path=arg, status="failed", error=one_line(problem))) for arg, problem in problems]
     study = scales if len(scales) > 1 else ()
+
     planned = [
         Entry(
             SummaryRow(
@@ -535,7 +545,9 @@ def run_images(
         for i in images
     ]
     start_job(out_dir, job, planned + loose)
-    result = run_batch(model, images, out_dir, options, preprocessing=preprocessing, style=style, **batch)
+    result = run_batch(
+        model, images, out_dir, options, preprocessing=preprocessing, style=style, prefetch=prefetch, **batch
+    )
     done = {e.key: e for e in result.entries}
     result.entries = [done.get(e.key, e) for e in planned] + loose
     for entry in result.entries:

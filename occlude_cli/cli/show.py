@@ -174,6 +174,7 @@ def info_text(d: dict) -> str:
         ("batching", d["batching"]),
         ("provider", d["provider"]),
         ("files", ", ".join(d.get("files") or []) or "none beside the model"),
+        ("device", _device(d.get("device") or {})),
         ("preprocessing", pre_text),
     ]
     sources = pre.get("sources", {}) if isinstance(pre, dict) else {}
@@ -192,6 +193,14 @@ def _geometry(pre: dict) -> str:
     if pre["resize"] == "stretch" and to:
         return f"stretch to {to[0]}x{to[1]} ({how}), center crop {h}x{w}"
     return f"resize {pre['resize']} ({how})"
+
+
+def _device(device: dict) -> str:
+    """info's device line: the GPU and the CUDA and cuDNN it loaded, or why CUDA is not used."""
+    if "cuda" in device:
+        return f"CPU: {device['cuda']}"
+    found = [f"{k.replace('_', ' ')} {device[k]}" for k in ("gpu", "cuda_runtime", "cudnn", "driver") if device.get(k)]
+    return "CUDA: " + (", ".join(found) or "versions not readable")
 
 
 def _shape(shape) -> str:

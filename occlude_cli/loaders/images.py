@@ -8,6 +8,7 @@ Pixel values are handled as floats in the 0..255 range; the model sees
 from __future__ import annotations
 
 import functools
+import os
 import stat
 import struct
 import warnings
@@ -373,7 +374,70 @@ def load_image(path) -> Image.Image:
     Returns an RGB image (transparency composited onto white), or an 'L' / 'F' image for single-channel
     files (16-bit rescaled to 0..255).
     """
+    ahead = _DECODED_AHEAD.pop(_ahead_key(path), None)
+    if ahead is not None:  # decoded on the prefetch thread (see decode_ahead): the same image or the same error
+        return ahead.result()
     return normalise_mode(open_image(path))
+
+
+# Images decoded ahead of the folder loop (decode_ahead): path -> the Future of its load_image()
+_DECODED_AHEAD: dict = {}
+
+
+def _ahead_key(path) -> str:
+    return os.path.abspath(os.fspath(path))
+
+
+def decode_ahead(items, path_of, *, lookahead: int = 1):
+    """Yield ``items`` unchanged while the images of the next ``lookahead`` items are decoded on a thread
+    (:func:`load_image`, photos only), so that a folder run on a GPU is not bound by JPEG decoding; the
+    loop's own :func:`load_image` then takes the decoded image (or its error: a file that fails, fails the
+    same way). At most ``lookahead + 1`` decoded images are held; one not asked for is dropped."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    queue: deque = deque()
+    source = iter(items)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="occlude-decode") as pool:
+
+        def pull() -> bool:
+            item = next(source, _END)
+            if item is _END:
+                return False
+            path = path_of(item)
+            key = None
+            if path is not None and Path(path).suffix.lower() in _photo_suffixes() and Path(path).is_file():
+                key = _ahead_key(path)
+                _DECODED_AHEAD[key] = pool.submit(_decode, path)
+            queue.append((item, key))
+            return True
+
+        try:
+            for _ in range(lookahead + 1):
+                if not pull():
+                    break
+            while queue:
+                item, key = queue.popleft()
+                pull()  # the next one decodes while this one is computed
+                yield item
+                if key is not None:
+                    _DECODED_AHEAD.pop(key, None)  # not asked for (skipped, failed earlier): dropped
+        finally:
+            for _, key in queue:
+                if key is not None:
+                    _DECODED_AHEAD.pop(key, None)
+
+
+_END = object()
+
+
+def _decode(path) -> Image.Image:
+    return normalise_mode(open_image(path))
+
+
+def _photo_suffixes() -> set:
+    """File suffixes Pillow decodes (a DICOM or NIfTI file is read by its own loader, never ahead)."""
+    return {suffix.lower() for suffix in Image.registered_extensions()}
 
 
 def open_image(path) -> Image.Image:

@@ -22,6 +22,7 @@ from ..errors import OccludeError, first_line
 
 # file_sha256, final_operator: re-exported for callers that know them from here
 from ..inference.facts import file_sha256, final_operator, model_facts  # noqa: F401
+from .cuda import CUDA, cuda_load_error, prepare_cuda
 from .modelfiles import find_model_file, read_model_files
 
 PREPROCESS_KEY = "occlude.preprocess"
@@ -36,7 +37,8 @@ ORT_DTYPES = {
 }
 _CUDA_HELP = (
     "CUDA was requested but this onnxruntime has no CUDAExecutionProvider; install the GPU build with "
-    "`pip uninstall -y onnxruntime && pip install 'occlude[cuda]'` (needs CUDA 12 and cuDNN 9), or use device cpu"
+    "`pip uninstall -y onnxruntime && pip install 'occlude[cuda]'` (it brings CUDA 13 and cuDNN 9; an NVIDIA "
+    "driver is all the machine needs), or use device cpu"
 )
 
 
@@ -339,6 +341,12 @@ class OnnxClassifier:
         facts = model_facts(self.path)
         ort = _ort()
         self.providers = choose_providers(device)
+        # lines for the user about the device (what loading CUDA printed, or why it did not load: device auto);
+        # onnxruntime's own log lines about a provider that fails to load are replaced by one line of ours
+        self.device_notes: List[str] = list(prepare_cuda(ort)) if CUDA in self.providers else []
+        if CUDA in self.providers:
+            ort.set_default_logger_severity(4)
+        self.available_providers: List[str] = list(ort.get_available_providers())
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
@@ -350,6 +358,8 @@ class OnnxClassifier:
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise OccludeError(f"cannot load {self.path} as an ONNX model: {first_line(exc)}") from None
         self.provider = self.session.get_providers()[0]
+        if CUDA in self.providers and self.provider != CUDA:
+            self._cuda_did_not_load(device, ort)
         # On CUDA, batches go through a preallocated device buffer (one host-to-device copy, no allocation
         # per batch) and outputs are bound to host memory. The same path runs on the CPU when asked.
         self.io_binding = (self.provider == "CUDAExecutionProvider") if io_binding is None else bool(io_binding)
@@ -411,6 +421,19 @@ class OnnxClassifier:
         # why incremental inference could not reproduce this output's full passes bit for bit (float16,
         # quantised or rounding arithmetic), or None: read from the graph, before any image
         self.inexact_arithmetic: Optional[str] = facts.inexact.get(self.output.name)
+
+    def _cuda_did_not_load(self, device: str, ort) -> None:
+        """onnxruntime fell back to the CPU in silence: an error for device cuda, a note for auto (the reason
+        replaces what onnxruntime.preload_dlls printed about the same missing libraries)."""
+        self.device_notes = []
+        reason = cuda_load_error(ort) or "onnxruntime could not start it (see its log with ORT_LOGGING_LEVEL=0)"
+        if device == "cuda":
+            raise OccludeError(
+                f"the CUDA provider did not load: {reason}; `pip install 'occlude[cuda]'` brings the CUDA 13 and "
+                "cuDNN 9 libraries it needs, or use device cpu",
+                params=("device",),
+            )
+        self.device_notes.append(f"CUDA is installed but did not load ({reason}): running on the CPU")
 
     def head(self, requested, raw: np.ndarray) -> Head:
         """What to explain for this model (see :func:`resolve_head`), from one unoccluded forward pass."""
@@ -517,12 +540,15 @@ class OnnxClassifier:
                 (out,) = self.session.run([self.output.name], {self.input.name: batch})
         except Exception as exc:
             raise OccludeError(f"onnxruntime failed on input of shape {list(batch.shape)}: {first_line(exc)}") from None
-        out = np.asarray(out)
+        return self.as_scores(np.asarray(out), len(batch))
+
+    def as_scores(self, out: np.ndarray, n: int) -> np.ndarray:
+        """The output of a batch of ``n`` as (n, classes), or an error saying why it is not a classifier's."""
         if out.ndim == 1:
             out = out.reshape(-1, 1)
         if out.ndim > 2 and all(d == 1 for d in out.shape[2:]):
             out = out.reshape(out.shape[:2])
-        if out.ndim != 2 or out.shape[0] != len(batch):
+        if out.ndim != 2 or out.shape[0] != n:
             raise OccludeError(
                 f"output {self.output.name!r} has shape {list(out.shape)}: occlude needs a classifier output "
                 "(batch, classes)"

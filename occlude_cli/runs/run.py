@@ -59,6 +59,7 @@ class RunSettings:
     ray: Optional[str] = None
     workers: Optional[int] = None
     gpus_per_worker: float = 0.0
+    prefetch: Optional[bool] = None  # decode the next photo on a thread (None: when the model runs on CUDA)
 
     def checked(self) -> RunSettings:
         """A copy with every field checked (raises OccludeError naming the parameter)."""
@@ -243,6 +244,7 @@ def run_folder(
             labels=plan.labels,
             resume=plan.settings.resume,
             executor=images_executor,
+            prefetch=plan.settings.prefetch,
             on_image_start=events.image_started,
             on_windows=windows,
             on_image_done=events.image_done,
@@ -276,6 +278,8 @@ def _tell(plan: FolderPlan, removed: list, events: RunEvents) -> None:
         events.note(f"{path}: {note}")
     if plan.classifier.batch_note:
         events.note(plan.classifier.batch_note)
+    for note in getattr(plan.classifier, "device_notes", []):
+        events.note(note, ("device",))
     if plan.memory is not None and plan.memory.note():
         events.note(str(plan.memory.note()), ("max_memory",))
     for _, problem in plan.problems:
