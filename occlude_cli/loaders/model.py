@@ -428,10 +428,13 @@ class OnnxClassifier:
         self.device_notes = []
         reason = cuda_load_error(ort) or "onnxruntime could not start it (see its log with ORT_LOGGING_LEVEL=0)"
         if device == "cuda":
+            remedy = (
+                "this machine has no NVIDIA driver (libcuda.so.1 is the driver's); install one"
+                if "libcuda.so" in reason
+                else "`pip install 'occlude[cuda]'` brings the CUDA 13 and cuDNN 9 libraries it needs"
+            )
             raise OccludeError(
-                f"the CUDA provider did not load: {reason}; `pip install 'occlude[cuda]'` brings the CUDA 13 and "
-                "cuDNN 9 libraries it needs, or use device cpu",
-                params=("device",),
+                f"the CUDA provider did not load: {reason}; {remedy}, or use device cpu", params=("device",)
             )
         self.device_notes.append(f"CUDA is installed but did not load ({reason}): running on the CPU")
 
