@@ -356,11 +356,7 @@ class Batches(str, enum.Enum):
     device = "device"
 
 
-_BATCHES_HELP = (
-    "Where occluded batches are built. device: inside onnxruntime (a pre-graph in front of the model selects "
-    "image or baseline per pixel; per batch only the window boxes go to the GPU), host: numpy, auto: device "
-    "when the model runs on CUDA. Same map either way."
-)
+_BATCHES_HELP = "Where occluded batches are built (auto: on the GPU with CUDA)."
 
 
 @dataclasses.dataclass
