@@ -81,7 +81,7 @@ def test_the_baseline_image_is_prepared_like_the_input():
     """A baseline of another size goes through the input's resize (or centre crop), colour order and type."""
     for resize in ("stretch", "center-crop"):
         preprocessing = Preprocessing(size=(32, 48), resize=resize, mean=(0.5,), std=(0.25,), color="bgr")
-        from occlude_cli.loaders.images import baseline_image
+        from occlude_cli.loaders.baseline_image import baseline_image
 
         array, info = baseline_image(ROOT / "sample_images" / "coffee.jpg", preprocessing)
         expected = prepare_image(ROOT / "sample_images" / "coffee.jpg", preprocessing).model_input

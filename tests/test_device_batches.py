@@ -253,6 +253,7 @@ def test_decoding_ahead_changes_nothing(tmp_path, monkeypatch):
     from occlude_cli.batch.inputs import InputImage
     from occlude_cli.batch.loop import run_images
     from occlude_cli.loaders import images as images_module
+    from occlude_cli.loaders import prefetch as prefetch_module
     from occlude_cli.analyses.preprocessing import resolve_preprocessing
 
     folder = tmp_path / "in"
@@ -288,4 +289,4 @@ def test_decoding_ahead_changes_nothing(tmp_path, monkeypatch):
     for file in sorted((tmp_path / "outFalse").iterdir()):
         if file.name != "manifest.json":  # (the manifest records when the job ran)
             assert file.read_bytes() == (tmp_path / "outTrue" / file.name).read_bytes(), file.name
-    assert images_module._DECODED_AHEAD == {}
+    assert prefetch_module.DECODED_AHEAD == {}

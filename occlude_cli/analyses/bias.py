@@ -20,7 +20,8 @@ import numpy as np
 
 from ..core.baselines import baseline_image_path, default_blur_sigma, make_baseline
 from ..errors import OccludeError, shown_apart
-from ..loaders.images import PreparedImage, Preprocessing, baseline_image, prepare_image
+from ..loaders.baseline_image import baseline_image
+from ..loaders.images import PreparedImage, Preprocessing, prepare_image
 from ..loaders.maps import region_mask
 from ..loaders.model import OnnxClassifier, resolve_target
 from .options import ExplainOptions

@@ -18,8 +18,9 @@ from ..core.baselines import baseline_image_path, default_blur_sigma
 from ..core.engine import Occlusion, occlusion_sensitivity, window_grid
 from ..core.refine import refined_occlusion_sensitivity
 from ..errors import Notice, OccludeError
+from ..loaders.baseline_image import baseline_image
 from ..loaders.cuda import device_description
-from ..loaders.images import PreparedImage, Preprocessing, baseline_image
+from ..loaders.images import PreparedImage, Preprocessing
 from ..loaders.model import (
     SATURATION_PARAMS,
     SCORE_NAMES,

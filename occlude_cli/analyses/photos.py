@@ -12,7 +12,8 @@ import numpy as np
 from ..core.baselines import baseline_image_path, make_baseline
 from ..core.engine import Box
 from ..errors import OccludeError
-from ..loaders.images import PreparedImage, Preprocessing, baseline_image, prepare_image
+from ..loaders.baseline_image import baseline_image
+from ..loaders.images import PreparedImage, Preprocessing, prepare_image
 from ..loaders.model import OnnxClassifier
 from ..loaders.volumes import VolumePreprocessing
 from .explanation import Explanation

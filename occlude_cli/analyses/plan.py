@@ -14,7 +14,8 @@ from ..core.baselines import baseline_image_path, make_baseline
 from ..core.engine import Box, default_stride, window_starts
 from ..core.refine import refine_forward_passes
 from ..errors import OccludeError
-from ..loaders.images import PreparedImage, Preprocessing, baseline_image
+from ..loaders.baseline_image import baseline_image
+from ..loaders.images import PreparedImage, Preprocessing
 from ..loaders.limits import MemoryPlan, plan_memory
 from ..loaders.model import OnnxClassifier, ScoreKind, resolve_target
 from ..loaders.volumes import PreparedVolume, VolumePreprocessing

@@ -22,8 +22,9 @@ from ..analyses.validate import faithfulness
 from ..core.baselines import baseline_image_path
 from ..core.metrics import peak
 from ..errors import OccludeError, first_line
-from ..loaders.images import Preprocessing, decode_ahead
+from ..loaders.images import Preprocessing, decode_photo, is_photo
 from ..loaders.model import OnnxClassifier, file_sha256
+from ..loaders.prefetch import decode_ahead
 from ..outputs.folder import (
     NOT_DONE,
     Entry,
@@ -333,7 +334,7 @@ class _Loop:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="occlude-writer") as writer:
             try:
                 if prefetch:  # the next photo decodes on a thread while this one is scored
-                    images = decode_ahead(images, lambda image: image.path)
+                    images = decode_ahead(images, lambda image: image.path, decode_photo, is_photo)
                 plans = (self.plan(image) for image in images)
                 for plan, outcome in executor.map_images(plans, compute_kwargs, compute=compute_image, path_of=_path):
                     runs = outcome is not None and not isinstance(outcome, BaseException)

@@ -7,8 +7,6 @@ Pixel values are handled as floats in the 0..255 range; the model sees
 
 from __future__ import annotations
 
-import functools
-import os
 import stat
 import struct
 import warnings
@@ -24,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..core.casting import cast_checked, describe_range, out_of_range, round_for, type_range
 from ..errors import OccludeError, first_line
 from . import limits
+from .prefetch import take_decoded
 from .resampling import torch_resize
 
 
@@ -374,70 +373,21 @@ def load_image(path) -> Image.Image:
     Returns an RGB image (transparency composited onto white), or an 'L' / 'F' image for single-channel
     files (16-bit rescaled to 0..255).
     """
-    ahead = _DECODED_AHEAD.pop(_ahead_key(path), None)
+    ahead = take_decoded(path)
     if ahead is not None:  # decoded on the prefetch thread (see decode_ahead): the same image or the same error
         return ahead.result()
     return normalise_mode(open_image(path))
 
 
-# Images decoded ahead of the folder loop (decode_ahead): path -> the Future of its load_image()
-_DECODED_AHEAD: dict = {}
-
-
-def _ahead_key(path) -> str:
-    return os.path.abspath(os.fspath(path))
-
-
-def decode_ahead(items, path_of, *, lookahead: int = 1):
-    """Yield ``items`` unchanged while the images of the next ``lookahead`` items are decoded on a thread
-    (:func:`load_image`, photos only), so that a folder run on a GPU is not bound by JPEG decoding; the
-    loop's own :func:`load_image` then takes the decoded image (or its error: a file that fails, fails the
-    same way). At most ``lookahead + 1`` decoded images are held; one not asked for is dropped."""
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    queue: deque = deque()
-    source = iter(items)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="occlude-decode") as pool:
-
-        def pull() -> bool:
-            item = next(source, _END)
-            if item is _END:
-                return False
-            path = path_of(item)
-            key = None
-            if path is not None and Path(path).suffix.lower() in _photo_suffixes() and Path(path).is_file():
-                key = _ahead_key(path)
-                _DECODED_AHEAD[key] = pool.submit(_decode, path)
-            queue.append((item, key))
-            return True
-
-        try:
-            for _ in range(lookahead + 1):
-                if not pull():
-                    break
-            while queue:
-                item, key = queue.popleft()
-                pull()  # the next one decodes while this one is computed
-                yield item
-                if key is not None:
-                    _DECODED_AHEAD.pop(key, None)  # not asked for (skipped, failed earlier): dropped
-        finally:
-            for _, key in queue:
-                if key is not None:
-                    _DECODED_AHEAD.pop(key, None)
-
-
-_END = object()
-
-
-def _decode(path) -> Image.Image:
+def decode_photo(path) -> Image.Image:
+    """:func:`load_image` without looking for an image decoded ahead: what the prefetch thread runs."""
     return normalise_mode(open_image(path))
 
 
-def _photo_suffixes() -> set:
-    """File suffixes Pillow decodes (a DICOM or NIfTI file is read by its own loader, never ahead)."""
-    return {suffix.lower() for suffix in Image.registered_extensions()}
+def is_photo(path) -> bool:
+    """A regular file whose suffix Pillow decodes (DICOM and NIfTI files have their own loaders)."""
+    path = Path(path)
+    return path.suffix.lower() in {s.lower() for s in Image.registered_extensions()} and path.is_file()
 
 
 def open_image(path) -> Image.Image:
@@ -722,35 +672,6 @@ def prepare_image(image, preprocessing: Preprocessing) -> PreparedImage:
         crop_box=geometry.box,
         preprocessing=preprocessing,
     )
-
-
-@functools.lru_cache(maxsize=4)
-def _baseline_image(path: str, identity: tuple, preprocessing: Preprocessing) -> Tuple[np.ndarray, str, tuple]:
-    from ..inference.facts import file_sha256
-
-    prepared = prepare_image(path, preprocessing)  # first: refuses a folder, a FIFO, a non-image unread
-    sha = file_sha256(path)
-    prepared.model_input.flags.writeable = False  # shared by every input of a run
-    return prepared.model_input, sha, prepared.original_size
-
-
-def baseline_image(path, preprocessing: Preprocessing) -> Tuple[np.ndarray, dict]:
-    """The ``image:PATH`` baseline: the image at ``path`` prepared exactly like an input (:func:`prepare_image`:
-    the same resize or crop, colour order, normalisation and type), so that a window of it fills the same window
-    of the input; and its record (``path``, ``sha256`` of the file, ``width``, ``height``). Read once per file
-    version and preprocessing. OccludeError (naming ``baseline``) when it is not an image."""
-    file = Path(path)
-    try:
-        info = file.stat()
-    except OSError:
-        raise OccludeError(f"baseline image:{file}: no such file", params=("baseline",)) from None
-    try:
-        model_input, sha, (width, height) = _baseline_image(
-            str(file), (info.st_size, info.st_mtime_ns, info.st_ino), preprocessing
-        )
-    except OccludeError as exc:
-        raise OccludeError(f"baseline image:{file}: {exc}", params=("baseline",)) from None
-    return model_input, {"path": str(file), "sha256": sha, "width": int(width), "height": int(height)}
 
 
 def map_on_original(values: np.ndarray, original_size: Tuple[int, int], crop_box) -> np.ndarray:

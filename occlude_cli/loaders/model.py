@@ -339,27 +339,7 @@ class OnnxClassifier:
         # before anything reads weights: no location outside the model's folder (and the graph facts, read
         # once per model file: see inference.facts)
         facts = model_facts(self.path)
-        ort = _ort()
-        self.providers = choose_providers(device)
-        # lines for the user about the device (what loading CUDA printed, or why it did not load: device auto);
-        # onnxruntime's own log lines about a provider that fails to load are replaced by one line of ours
-        self.device_notes: List[str] = list(prepare_cuda(ort)) if CUDA in self.providers else []
-        if CUDA in self.providers:
-            ort.set_default_logger_severity(4)
-        self.available_providers: List[str] = list(ort.get_available_providers())
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        self.threads = int(threads) if threads else None
-        if threads:
-            options.intra_op_num_threads = int(threads)
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
-        except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            raise OccludeError(f"cannot load {self.path} as an ONNX model: {first_line(exc)}") from None
-        self.provider = self.session.get_providers()[0]
-        if CUDA in self.providers and self.provider != CUDA:
-            self._cuda_did_not_load(device, ort)
+        options = self._open_session(device, threads)
         # On CUDA, batches go through a preallocated device buffer (one host-to-device copy, no allocation
         # per batch) and outputs are bound to host memory. The same path runs on the CPU when asked.
         self.io_binding = (self.provider == "CUDAExecutionProvider") if io_binding is None else bool(io_binding)
@@ -421,6 +401,31 @@ class OnnxClassifier:
         # why incremental inference could not reproduce this output's full passes bit for bit (float16,
         # quantised or rounding arithmetic), or None: read from the graph, before any image
         self.inexact_arithmetic: Optional[str] = facts.inexact.get(self.output.name)
+
+    def _open_session(self, device: str, threads: Optional[int]):
+        """The onnxruntime session on the chosen providers (CUDA loaded first, or why not); its options."""
+        ort = _ort()
+        self.providers = choose_providers(device)
+        # lines for the user about the device (what loading CUDA printed, or why it did not load: device auto);
+        # onnxruntime's own log lines about a provider that fails to load are replaced by one line of ours
+        self.device_notes: List[str] = list(prepare_cuda(ort)) if CUDA in self.providers else []
+        if CUDA in self.providers:
+            ort.set_default_logger_severity(4)
+        self.available_providers: List[str] = list(ort.get_available_providers())
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self.threads = int(threads) if threads else None
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            raise OccludeError(f"cannot load {self.path} as an ONNX model: {first_line(exc)}") from None
+        self.provider = self.session.get_providers()[0]
+        if CUDA in self.providers and self.provider != CUDA:
+            self._cuda_did_not_load(device, ort)
+        return options
 
     def _cuda_did_not_load(self, device: str, ort) -> None:
         """onnxruntime fell back to the CPU in silence: an error for device cuda, a note for auto (the reason
