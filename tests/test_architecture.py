@@ -1,5 +1,6 @@
-"""The house rules, checked on the source: imports point one way, there is no import cycle, the engine is
-numpy only, and the packaging installs what it says.
+"""The house rules, checked on the source: imports point one way, there is no import cycle, rooms stay small
+(modules up to 700 lines, function bodies up to 80), the engine is numpy only, and the packaging installs what it
+says.
 
 Layers, lowest first: errors/_version/_signals/text -> core -> inference -> loaders -> pictures -> analyses -> outputs
 -> batch/executors -> runs -> cli. A module may import its own layer or lower ones, never a higher one (lazy imports
@@ -180,3 +181,26 @@ def _pip_report(extra: str) -> set:
 def test_each_runtime_extra_installs_exactly_one_runtime(extra, present, absent):
     names = _pip_report(extra)
     assert present in names and absent not in names, sorted(names)
+
+
+MAX_MODULE_LINES = 700
+MAX_FUNCTION_LINES = 80  # the body, without its docstring
+
+
+def test_rooms_and_functions_stay_small():
+    """No module over 700 lines, no function body (docstring aside) over 80: a room one can read whole."""
+    too_long = []
+    for path in all_modules():
+        text = path.read_text()
+        lines = len(text.splitlines())
+        if lines > MAX_MODULE_LINES:
+            too_long.append(f"{path.relative_to(ROOT)}: {lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = node.body
+                docstring = isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                start = body[1].lineno if docstring and len(body) > 1 else body[0].lineno
+                length = node.end_lineno - start + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {length} lines")
+    assert not too_long, too_long
