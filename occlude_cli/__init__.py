@@ -65,6 +65,14 @@ _EXPORTS = {
     "ScoreKind": "loaders.model",
     "explanation_record": "outputs.records",
     "write_explanation": "outputs.write",
+    # CI reports: JUnit XML and the markdown job summary, from any command's items
+    "CiCase": "outputs.ci",
+    "junit_xml": "outputs.ci",
+    "write_junit": "outputs.ci",
+    "summary_markdown": "outputs.ci",
+    "summary_targets": "outputs.ci",
+    "append_summary": "outputs.ci",
+    "write_ci_reports": "outputs.ci",
     # every command, from Python
     "discover_inputs": "batch.inputs",
     "RunEvents": "runs.events",
@@ -116,6 +124,15 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .errors import OccludeError  # noqa: F401
     from .loaders.images import Preprocessing, load_image, map_on_original, prepare_image  # noqa: F401
     from .loaders.model import Head, OnnxClassifier, ScoreKind  # noqa: F401
+    from .outputs.ci import (  # noqa: F401
+        CiCase,
+        append_summary,
+        junit_xml,
+        summary_markdown,
+        summary_targets,
+        write_ci_reports,
+        write_junit,
+    )
     from .outputs.records import explanation_record  # noqa: F401
     from .outputs.write import write_explanation  # noqa: F401
     from .runs.bias import bias_folder  # noqa: F401

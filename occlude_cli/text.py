@@ -164,8 +164,10 @@ def for_html(text: Any) -> str:
 
 def for_xml(text: Any) -> str:
     """Text for an XML element or attribute (JUnit reports): :func:`shown` leaves no character XML 1.0
-    forbids, then the five XML specials are escaped."""
-    return html.escape(shown(text), quote=True).replace("&#x27;", "&apos;")
+    forbids but the noncharacters U+FFFE and U+FFFF, which are written ``\\ufffe`` and ``\\uffff``, then
+    the five XML specials are escaped."""
+    text = shown(text).replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")
+    return html.escape(text, quote=True).replace("&#x27;", "&apos;")
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~])")
