@@ -4,6 +4,7 @@ summary, with hostile names in both."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def test_junit_is_valid_and_reads_back_with_counts(tmp_path):
         assert kinds == expected[given.status]
         if given.status == "failure":
             assert case.result[0].message == f"energy in region {given.value:.4g} (threshold 0.5)"
-            assert case.result[0].text == xml_shown(given.details)
+            assert case.result[0].text == "\n".join(xml_shown(line) for line in given.details.split("\n"))
     # nothing raw: no control character, no bidirectional override, no noncharacter
     text = path.read_text("utf-8")
     assert not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202e\uffff\ufffe]", text)
@@ -181,3 +182,130 @@ def test_write_ci_reports_writes_both(tmp_path):
     assert written == [tmp_path / "j.xml", tmp_path / "s.md"]
     SCHEMA.validate(str(tmp_path / "j.xml"))
     assert (tmp_path / "s.md").read_text().startswith("### occlude bias: failed")
+
+
+# ------------------------------------------------------------------------------ the commands' --junit / --summary-md
+
+HOSTILE_FILES = [
+    "a<b>&\"c'.png",
+    "[x](javascript:evil) *b* | p.png",
+    "line\nbreak\x1b[2J.png",
+    "gnp\u202e.png",
+    "bad\udcffbyte.png",
+    "non\uffffchar.png",
+]
+RECT = (4, 6, 9, 12)  # class 0 of the rectangle model is the mean over this (y0, x0, y1, x1)
+RECT_BOX = "6,4,12,9"
+OTHER_BOX = "0,10,5,16"
+
+
+@pytest.fixture(scope="module")
+def rect_model(tmp_path_factory) -> Path:
+    from onnx_models import rectangle_model
+
+    return rectangle_model(tmp_path_factory.mktemp("models") / "rect.onnx", rect=RECT)
+
+
+@pytest.fixture
+def hostile_folder(tmp_path) -> Path:
+    """Noise images under hostile names, and one file that is not an image."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for name in HOSTILE_FILES:
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8), "L").save(folder / name, format="PNG")
+    (folder / "broken <x>.png").write_bytes(b"not a png at all")
+    return folder
+
+
+def invoke(*args, env=None):
+    from typer.testing import CliRunner
+
+    from occlude_cli.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], env=env)
+    assert "Traceback" not in result.stdout + result.stderr
+    return result
+
+
+def junit_cases(path):
+    SCHEMA.validate(str(path))
+    suite, read = parse(path)
+    return suite, {case.name: case for case in read}
+
+
+def test_check_junit_and_summary(rect_model, hostile_folder, tmp_path):
+    junit, md, step = tmp_path / "ci" / "junit.xml", tmp_path / "own.md", tmp_path / "step.md"
+    step.write_text("# earlier step\n")
+    out = tmp_path / "out"
+    args = ("check", rect_model, hostile_folder, "--box", OTHER_BOX, "--min-energy", "0.5", "--out", out, "-q")
+    result = invoke(*args, "--junit", junit, "--summary-md", md, env={"GITHUB_STEP_SUMMARY": str(step)})
+    assert result.exit_code == 3  # an input could not be read: 3 wins over the failed gate's 4
+    suite, cases = junit_cases(junit)
+    assert (suite.tests, suite.failures, suite.errors) == (7, 6, 1)
+    rows = {row["path"]: row for row in json.loads((out / "check.json").read_text())["images"]}
+    for name in HOSTILE_FILES:
+        case = cases[xml_shown(str(hostile_folder / name))]
+        (failure,) = case.result
+        assert type(failure).__name__ == "Failure"
+        energy = rows[shown(str(hostile_folder / name))]["energy_share"]
+        assert failure.message == f"energy share {energy:.3f} < 0.5"
+        assert case.time > 0
+    (error,) = cases[str(hostile_folder / "broken <x>.png")].result
+    assert type(error).__name__ == "Error" and error.message
+    for summary in (md, step):
+        text = summary.read_text()
+        assert text.count("### occlude check: failed") == 1 and "| 0 | 6 | 1 | 0 | 7 |" in text
+        assert "\x1b" not in text and "\u202e" not in text and "](" not in text
+    assert step.read_text().startswith("# earlier step\n")
+    # every image inside the region passes
+    passed = invoke(*args[:3], "--box", RECT_BOX, "--min-energy", "0.5", "--out", out, "-q", "--junit", junit)
+    assert passed.exit_code == 3
+    suite, cases = junit_cases(junit)
+    assert (suite.tests, suite.failures, suite.errors) == (7, 0, 1)
+
+
+def test_junit_and_summary_folders_are_refused_before_any_work(rect_model, hostile_folder, tmp_path):
+    out = tmp_path / "out"
+    for flag in ("--junit", "--summary-md"):
+        result = invoke("check", rect_model, hostile_folder, "--box", RECT_BOX, "--out", out, flag, tmp_path)
+        assert result.exit_code == 1
+        assert f"error: {flag} " in result.stderr and "is a folder" in result.stderr
+        assert not out.exists()
+
+
+def test_bias_junit_marks_the_images_beyond_the_gate(rect_model, hostile_folder, tmp_path):
+    junit, md = tmp_path / "j.xml", tmp_path / "s.md"
+    box = ("--box", RECT_BOX, "--controls", "1", "--bootstrap", "0", "--out", tmp_path / "out", "-q")
+    result = invoke(
+        "bias", rect_model, hostile_folder, *box, "--max-mean-drop", "0.01", "--junit", junit, "--summary-md", md
+    )
+    assert result.exit_code == 3
+    suite, cases = junit_cases(junit)
+    document = json.loads((tmp_path / "out" / "bias.json").read_text())
+    drops = {row["path"]: row["drop"] for row in document["images"] if row["status"] == "ok"}
+    assert suite.tests == len(HOSTILE_FILES) + 2  # the images, the broken file and the verdict
+    gate = cases["all images"]
+    assert gate.classname == "occlude.bias.gate" and type(gate.result[0]).__name__ == "Failure"
+    assert "max_mean_drop 0.01" in gate.result[0].message
+    for name in HOSTILE_FILES:
+        case = cases[xml_shown(str(hostile_folder / name))]
+        drop = drops[shown(str(hostile_folder / name))]
+        assert bool(case.result) == (drop > 0.01)
+    text = md.read_text()
+    assert text.startswith("### occlude bias: failed") and "(highest first)" in text
+
+
+def test_run_junit_errors_and_resume_skips(rect_model, hostile_folder, tmp_path):
+    junit = tmp_path / "j.xml"
+    args = ("run", rect_model, hostile_folder, "--out", tmp_path / "out", "--patch", "4", "-q", "--junit", junit)
+    assert invoke(*args).exit_code == 3
+    suite, cases = junit_cases(junit)
+    assert (suite.tests, suite.failures, suite.errors, suite.skipped) == (7, 0, 1, 0)
+    assert all(not cases[xml_shown(str(hostile_folder / name))].result for name in HOSTILE_FILES)
+    assert invoke(*args, "--resume").exit_code == 3
+    suite, cases = junit_cases(junit)
+    assert (suite.tests, suite.errors, suite.skipped) == (7, 1, 6)

@@ -19,6 +19,7 @@ from ..runs.events import RunEvents
 from ..text import logfmt
 from . import parse
 from .common import (
+    CiFlags,
     ExitCode,
     MedicalInputFlags,
     ModelFlags,
@@ -313,7 +314,7 @@ def _print_layers(run, layer: str, replacement: str, out: Path, top: int) -> Non
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags)
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, ci=CiFlags)
 def bias(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx), or a folder holding one.")],
     paths: Annotated[
@@ -386,6 +387,7 @@ def bias(
     ] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
+    ci: CiFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Dataset bias: how much does occluding the same suspected region in every image move the predictions?"""
     from ..analyses.options import ExplainOptions
@@ -405,6 +407,7 @@ def bias(
         recursive=recursive,
         model_options=model_flags.options(),
         events=AnalysisEvents(quiet, json_out),
+        **ci.fields(),
     )
     summary = run.summary
     if json_out:

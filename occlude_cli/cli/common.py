@@ -582,6 +582,37 @@ class Photo(str, enum.Enum):
 
 
 @dataclasses.dataclass
+class CiFlags:
+    """What CI systems read: a JUnit XML file and a markdown job summary (the manual's CI page)."""
+
+    junit: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--junit",
+            metavar="FILE",
+            rich_help_panel="Output",
+            help="Also write a JUnit XML report to FILE: one test case per image, for the CI's test view.",
+        ),
+    ] = None
+    summary_md: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--summary-md",
+            metavar="FILE",
+            rich_help_panel="Output",
+            help="Append a markdown summary (counts, verdict, worst images) to FILE; also to $GITHUB_STEP_SUMMARY "
+            "when that is set.",
+        ),
+    ] = None
+
+    def fields(self) -> dict:
+        """The library's keywords: ``junit`` and ``summary_md`` (this flag's file and $GITHUB_STEP_SUMMARY)."""
+        from ..outputs.ci import summary_targets
+
+        return {"junit": self.junit, "summary_md": summary_targets(self.summary_md)}
+
+
+@dataclasses.dataclass
 class RenderFlags:
     """How maps are drawn (PNG only: the JSON and .npy never change with these)."""
 

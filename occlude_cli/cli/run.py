@@ -10,6 +10,7 @@ from ..core.baselines import BASELINES
 from ..errors import OccludeError
 from . import parse, show
 from .common import (
+    CiFlags,
     ExitCode,
     MedicalFlags,
     ModelFlags,
@@ -59,7 +60,7 @@ occlude info sample_models/efficientnet_lite0.onnx --layers  # cut points for la
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags, medical=MedicalFlags)
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags, medical=MedicalFlags, ci=CiFlags)
 def run(
     model: Annotated[
         Path,
@@ -290,6 +291,7 @@ def run(
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     render: RenderFlags = None,  # type: ignore[assignment]
     medical: MedicalFlags = None,  # type: ignore[assignment]
+    ci: CiFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Explain images with an ONNX classifier: writes STEM.overlay.png, STEM.heatmap.png, STEM.json, STEM.npy."""
     from ..analyses.options import ExplainOptions
@@ -324,6 +326,7 @@ def run(
         ray=ray,
         workers=workers,
         gpus_per_worker=gpus_per_worker,
+        **ci.fields(),
     )
     if quiet and verbose:
         raise OccludeError("--quiet and --verbose contradict each other: give one of them")

@@ -17,6 +17,7 @@ from ..runs.events import RunEvents
 from ..text import logfmt, shown
 from . import parse
 from .common import (
+    CiFlags,
     ExitCode,
     MedicalInputFlags,
     ModelFlags,
@@ -301,7 +302,7 @@ class CheckEvents(RunEvents):
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags)
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags, ci=CiFlags)
 def check(
     model: Path = typer.Argument(..., help="ONNX classifier (.onnx), or a folder holding one."),
     paths: List[str] = typer.Argument(
@@ -376,6 +377,7 @@ def check(
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     render: RenderFlags = None,  # type: ignore[assignment]
+    ci: CiFlags = None,  # type: ignore[assignment]
 ) -> None:
     """CI check: does the model look where it should? Pointing game and energy share inside a region."""
     from ..analyses.options import ExplainOptions
@@ -396,6 +398,7 @@ def check(
         recursive=recursive,
         model_options=model_flags.options(),
         events=CheckEvents(quiet, json_out),
+        **ci.fields(),
     )
     if json_out:
         print_json(result.document)

@@ -45,7 +45,8 @@ class CiCase:
         time: seconds spent on the item, or None when not measured.
         message: one line saying why it failed, erred or was skipped; when empty and ``value`` is set, one is
             made from ``metric``, ``value`` and ``threshold``.
-        details: longer text (the JUnit element's body; not in the summary).
+        details: longer text, lines separated by newlines (the JUnit element's body, each line escaped; not in
+            the summary).
         value: the measured value the gate looked at (None: none).
         threshold: the gate's threshold (None: none).
         metric: the name of ``value``, e.g. ``"energy in region"``.
@@ -138,11 +139,11 @@ def _case_xml(case: CiCase) -> List[str]:
     if case.status == "passed" and not case.details:
         return [head + "/>"]
     lines = [head + ">"]
+    body = "\n".join(for_xml(line) for line in case.details.split("\n")) if case.details else ""
     if case.status == "passed":
-        lines.append(f"      <system-out>{for_xml(case.details)}</system-out>")
+        lines.append(f"      <system-out>{body}</system-out>")
     else:
         kind = {"failure": "gate", "error": "error", "skipped": "skipped"}[case.status]
-        body = for_xml(case.details) if case.details else ""
         lines.append(f"      <{case.status}{_attrs(type=kind, message=case.text)}>{body}</{case.status}>")
     lines.append("    </testcase>")
     return lines

@@ -23,6 +23,7 @@ from ..analyses.preprocessing import ModelOptions
 from ..errors import OccludeError
 from ..outputs.analysis_write import bias_document, write_bias
 from ..outputs.write import check_output_folder
+from .ci_cases import bias_cases, checked_targets, write_reports
 from .common import find_inputs, open_checked
 from .events import QUIET, RunEvents
 from .regions import RegionSource
@@ -62,13 +63,18 @@ def bias_folder(
     recursive: bool = False,
     model_options: Optional[ModelOptions] = None,
     events: RunEvents = QUIET,
+    junit=None,
+    summary_md=None,
     **overrides,
 ) -> BiasRun:
     """Occlude each input's region (see :class:`~occlude_cli.runs.regions.RegionSource`) with the options'
     baseline, and ``controls`` same-size regions at random places (seeded by ``options.seed`` plus the input's
     index); aggregate with ``bootstrap`` resamples; fail the verdict when the overall mean drop exceeds
-    ``max_mean_drop`` or the flip rate ``max_flip_rate``. Every option is checked before any input."""
+    ``max_mean_drop`` or the flip rate ``max_flip_rate``. Every option is checked before any input. ``junit``:
+    also write a JUnit XML file there (one test case per input and one for the verdict); ``summary_md``: append
+    a markdown job summary to that file or those files (see :mod:`occlude_cli.outputs.ci`)."""
     region = region.checked()
+    junit, summary_md = checked_targets(junit, summary_md)
     if int(controls) != controls or controls < 0:
         raise OccludeError(f"controls must be 0 or more, got {controls}", params=("controls",))
     if int(bootstrap) != bootstrap or bootstrap < 0:
@@ -112,6 +118,9 @@ def bias_folder(
             settings=None,
         )
     write_bias(out, rows, summary, settings)
+    cases = bias_cases(rows, summary, max_mean_drop, max_flip_rate)
+    gate = {"max_mean_drop": max_mean_drop, "max_flip_rate": max_flip_rate}
+    write_reports(cases, "occlude bias", junit, summary_md, worse="high", settings={**settings, **gate})
     return BiasRun(rows, summary, settings, region.describe())
 
 

@@ -15,6 +15,7 @@ from ..errors import OccludeError
 from ..outputs.records import check_document
 from ..outputs.write import check_output_folder, write_check_picture, write_check_summary
 from ..pictures.render import RenderStyle
+from .ci_cases import check_cases, checked_targets, write_reports
 from .common import Opened, RunNotes, find_inputs, open_checked
 from .events import QUIET, RunEvents
 from .regions import RegionSource
@@ -56,14 +57,19 @@ def check_folder(
     recursive: bool = False,
     model_options: Optional[ModelOptions] = None,
     events: RunEvents = QUIET,
+    junit=None,
+    summary_md=None,
     **overrides,
 ) -> CheckRun:
     """Check every input under ``inputs`` against its region (see :class:`~occlude_cli.runs.regions.RegionSource`):
     an input fails when less than ``min_energy`` of its positive map lies in the region, or (``require_peak``)
     when the map's peak lies outside it; without thresholds every input passes (a report). ``pictures``: a
     STEM.check.png per input; ``report``: OUT/index.html. Every option is checked before any input; an input
-    that cannot be checked (unreadable, no mask) is an ``error`` row and the run goes on."""
+    that cannot be checked (unreadable, no mask) is an ``error`` row and the run goes on. ``junit``: also write
+    a JUnit XML file there (one test case per input); ``summary_md``: append a markdown job summary to that
+    file or those files (see :mod:`occlude_cli.outputs.ci`)."""
     region = region.checked()
+    junit, summary_md = checked_targets(junit, summary_md)
     min_energy = check_min_energy(min_energy)
     options = (options or ExplainOptions()).with_overrides(overrides).checked()
     style = (style or RenderStyle()).checked()
@@ -92,6 +98,7 @@ def check_folder(
     for _, problem in problems:
         events.problem(problem)
     write_check_summary(rows, out, settings)
+    write_reports(check_cases(rows, min_energy), "occlude check", junit, summary_md, worse="low", settings=settings)
     if report:
         from ..outputs.report import build_report
 

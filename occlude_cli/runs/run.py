@@ -31,6 +31,7 @@ from ..outputs.records import summary_document
 from ..outputs.volumes import write_baseline_check
 from ..outputs.write import check_output_folder, remove_stale_temps
 from ..pictures.render import RenderStyle
+from .ci_cases import checked_targets, run_cases, write_reports
 from .events import QUIET, RunEvents
 
 
@@ -40,7 +41,9 @@ class RunSettings:
 
     ``scales``: several patch sizes (each as ``ExplainOptions.patch`` takes it): one set of outputs per size
     and their rank correlations; ``ray``: None runs in this process, ``"local"`` starts a Ray instance here,
-    ``"auto"`` joins the cluster of ``ray start``, ``"HOST:PORT"`` or ``"ray://HOST:PORT"`` connects to one."""
+    ``"auto"`` joins the cluster of ``ray start``, ``"HOST:PORT"`` or ``"ray://HOST:PORT"`` connects to one.
+    ``junit``: also write a JUnit XML file there (one test case per input of this process); ``summary_md``: a
+    file (or files) to append a markdown job summary to (see :mod:`occlude_cli.outputs.ci`)."""
 
     scales: Sequence = ()
     multiscale: bool = False
@@ -60,6 +63,8 @@ class RunSettings:
     workers: Optional[int] = None
     gpus_per_worker: float = 0.0
     prefetch: Optional[bool] = None  # decode the next photo on a thread (None: when the model runs on CUDA)
+    junit: Optional[Union[str, Path]] = None
+    summary_md: Any = None
 
     def checked(self) -> RunSettings:
         """A copy with every field checked (raises OccludeError naming the parameter)."""
@@ -75,7 +80,10 @@ class RunSettings:
                 f"gpus_per_worker must be between 0 and 64, got {self.gpus_per_worker}", params=("gpus_per_worker",)
             )
         style = (self.style or RenderStyle()).checked()  # the command's default look, recorded as it
-        return replace(self, scales=scales, shard=check_shard(self.shard), style=style)
+        junit, summary_md = checked_targets(self.junit, self.summary_md)
+        return replace(
+            self, scales=scales, shard=check_shard(self.shard), style=style, junit=junit, summary_md=summary_md
+        )
 
     def writing(self) -> dict:
         """The keywords of the folder loop that decide the files (see :class:`occlude_cli.batch.loop.Writing`)."""
@@ -258,6 +266,8 @@ def run_folder(
             executor.shutdown()
         events.finished()
     rows = [entry.row for entry in result.entries] if result.entries else result.rows
+    settings = plan.settings
+    write_reports(run_cases(rows), "occlude run", settings.junit, settings.summary_md, settings=_ci_settings(plan))
     return FolderRun(rows, result.folder, result.interrupted, result.notes, plan)
 
 
@@ -267,6 +277,18 @@ def _resuming(plan: FolderPlan) -> Set[str]:
         return set()
     batch = dict(preprocessing=plan.preprocessing, labels=plan.labels, **plan.settings.writing())
     return likely_skipped(plan.classifier, plan.images, plan.out, plan.options, **batch)
+
+
+def _ci_settings(plan: FolderPlan) -> dict:
+    """What a run's JUnit file records of its job (the suite's properties)."""
+    options = plan.options
+    return {
+        "model": getattr(plan.classifier, "path", None),
+        "patch": list(as_size(options.patch, "patch")) if options.patch else None,
+        "stride": list(as_size(options.stride, "stride")) if options.stride else None,
+        "baseline": options.baseline,
+        "shard": "/".join(map(str, plan.settings.shard)) if plan.settings.shard else None,
+    }
 
 
 def _tell(plan: FolderPlan, removed: list, events: RunEvents) -> None:
