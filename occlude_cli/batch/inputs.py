@@ -13,11 +13,11 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import OccludeError
 from ..loaders.images import file_kind
-from ..outputs.names import fold, output_stems, strip_suffix
+from ..outputs.names import fold, hashed_name, name_hash, output_stems, strip_suffix
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
 MEDICAL_SUFFIXES = (".dcm", ".nii", ".nii.gz")  # plus suffix-less files with the DICOM marker (issue 12)
@@ -306,3 +306,135 @@ def take_shard(images: Sequence[InputImage], shard: Optional[Tuple[int, int]]) -
     k, n = shard
     ordered = sorted(images, key=lambda item: item.key)
     return ordered[k - 1 :: n]
+
+
+# ------------------------------------------------------------------------------------------ paths from stdin
+
+#: The PATH that means "read the paths from standard input".
+STDIN = "-"
+#: The longest path read from a stream; a longer one is skipped (memory stays bounded with no separator).
+MAX_STREAMED_PATH = 1 << 16
+
+
+def read_paths(stream: BinaryIO, null: bool = False, problems: Optional[List[str]] = None) -> Iterator[str]:
+    """The paths in a binary ``stream``, one at a time as they arrive: one per line, or separated by NUL
+    (``null``, as ``find -print0`` writes: then a name may hold a newline). A line is the exact name (no
+    stripping but of the separator); empty ones are skipped; bytes that are not UTF-8 are kept as a file name's
+    (surrogateescape). A path longer than :data:`MAX_STREAMED_PATH` bytes is skipped and told in ``problems``."""
+    sep = b"\0" if null else b"\n"
+    read = getattr(stream, "read1", stream.read)  # read1: whatever has arrived, without waiting for more
+    pending = bytearray()
+    skipping = False
+    while True:
+        chunk = read(1 << 16)
+        if not chunk:
+            break
+        pending += chunk
+        while True:
+            at = pending.find(sep)
+            if at < 0:
+                break
+            item = bytes(pending[:at])
+            del pending[: at + 1]
+            if skipping:
+                skipping = False
+            elif item:
+                yield os.fsdecode(item)
+        if len(pending) > MAX_STREAMED_PATH:
+            if not skipping and problems is not None:
+                problems.append(f"a path of more than {MAX_STREAMED_PATH} bytes on stdin was skipped")
+            skipping = True
+            pending.clear()
+    if pending and not skipping:
+        yield os.fsdecode(bytes(pending))
+
+
+def _streamed_relative(path: Path) -> str:
+    """The output key's source for a streamed path: relative to the current folder when it lies under it (as
+    ``find .`` prints), else the absolute path without its root (never a '..')."""
+    absolute = os.path.abspath(path)
+    here = os.getcwd()
+    if absolute == here or absolute.startswith(here.rstrip(os.sep) + os.sep):
+        relative = os.path.relpath(absolute, here)
+    else:
+        relative = os.path.splitdrive(absolute)[1].lstrip(os.sep)
+    return relative.replace(os.sep, "/")
+
+
+def in_shard(relative: str, shard: Optional[Tuple[int, int]]) -> bool:
+    """Whether a streamed input (its relative path) belongs to share K of N: by a hash of its exact path, so
+    every process reading the same paths, in any order, takes disjoint shares that cover them all."""
+    if shard is None:
+        return True
+    k, n = shard
+    return int(name_hash(relative), 16) % n == k - 1
+
+
+class StreamedInputs:
+    """The images named on a stream (``-`` as the PATH): an iterable that reads the stream as it is consumed,
+    so that the first image starts before the stream ends and nothing but the paths seen (to keep output keys
+    and inputs unique) grows with the list.
+
+    Each path is an input as an argument would be: a file is taken as it is (an unreadable one fails in its
+    row), a folder is expanded (``recursive``), files under ``exclude`` (the output folder) and occlude's own
+    outputs are left out, a file named twice is taken once. Keys: the path relative to the current folder (see
+    :func:`_streamed_relative`) under the naming rule; a key that collides with an earlier one (``x.png`` and
+    ``x.jpg``) becomes NAME~HASH. ``shard``: only this process's share (:func:`in_shard`). Lines that name
+    nothing are kept in :attr:`problems` as (path, error) and told to ``on_problem``."""
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        *,
+        null: bool = False,
+        recursive: bool = False,
+        exclude: Sequence = (),
+        shard: Optional[Tuple[int, int]] = None,
+        on_problem: Optional[Callable[[str], None]] = None,
+        notes: Optional[List[Tuple[str, str]]] = None,
+    ) -> None:
+        self.stream, self.null, self.recursive, self.shard = stream, null, recursive, shard
+        self.exclude = [Path(e).resolve() for e in exclude]
+        self.on_problem = on_problem
+        self.notes = notes if notes is not None else []
+        self.problems: List[Tuple[str, str]] = []
+        self.count = 0  # inputs taken so far (this shard's)
+
+    def _problem(self, path: str, error: str) -> None:
+        self.problems.append((path, error))
+        if self.on_problem is not None:
+            self.on_problem(f"{path}: {error}" if path != STDIN else error)
+
+    def _files(self, line: str) -> List[Path]:
+        path = Path(line)
+        if path.is_dir():
+            files = _walk(path, self.recursive, self.exclude, self.notes)
+            if not files:
+                self._problem(line, f"no images in folder {path}" + ("" if self.recursive else " (use --recursive)"))
+            return files
+        if _under(path.resolve(), self.exclude) or (path.is_file() and is_own_output(path)):
+            return []
+        return [path]
+
+    def __iter__(self) -> Iterator[InputImage]:
+        seen_paths: set = set()
+        seen_keys: set = set()
+        too_long: List[str] = []
+        for line in read_paths(self.stream, self.null, too_long):
+            while too_long:
+                self._problem(STDIN, too_long.pop())
+            for file in self._files(line):
+                resolved = str(file.resolve())
+                relative = _streamed_relative(file)
+                if resolved in seen_paths or not in_shard(relative, self.shard):
+                    continue
+                seen_paths.add(resolved)
+                key = output_stems([(relative, _strip_suffix(relative))])[0]
+                if fold(key) in seen_keys:
+                    folder = key.rpartition("/")[0]
+                    key = (folder + "/" if folder else "") + hashed_name(relative.rsplit("/", 1)[-1], relative)
+                seen_keys.add(fold(key))
+                self.count += 1
+                yield InputImage(path=file, key=key, source_stem=_strip_suffix(relative))
+        while too_long:
+            self._problem(STDIN, too_long.pop())

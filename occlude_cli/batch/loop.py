@@ -13,7 +13,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ..analyses.explain import explain, explain_scales
 from ..analyses.medical import VolumeExplanation
@@ -42,7 +42,7 @@ from ..outputs.records import SummaryRow
 from ..outputs.volumes import write_volume_explanation
 from ..outputs.write import verify_outputs, write_explanation, write_scale_study
 from ..text import shown
-from .inputs import InputImage, regular_file
+from .inputs import InputImage, StreamedInputs, regular_file
 
 # Writes (PNG encoding, JSON, hashing) run in one writer thread while the next image is computed; at most this
 # many images wait to be written, so memory stays bounded.
@@ -262,7 +262,7 @@ _NEVER_OPENED = ("FIFO", "socket", "character device", "block device", "special 
 
 def run_batch(
     model: OnnxClassifier,
-    images: Sequence[InputImage],
+    images: Iterable[InputImage],
     out_dir,
     options: ExplainOptions,
     *,
@@ -499,7 +499,7 @@ def _path(plan: _Plan):
 
 def run_images(
     model: OnnxClassifier,
-    images: Sequence[InputImage],
+    images: Iterable[InputImage],
     out_dir,
     options: ExplainOptions,
     *,
@@ -513,20 +513,22 @@ def run_images(
     **batch,
 ) -> BatchResult:
     """One process of a folder run: :func:`run_batch` over ``images`` (with ``shard``, this share of
-    ``all_images``), recorded in the output folder's manifest, then summary.json/.csv, the aggregate
+    ``all_images``; ``images`` may be :class:`~occlude_cli.batch.inputs.StreamedInputs`, read as the run goes,
+    already this shard's), recorded in the output folder's manifest, then summary.json/.csv, the aggregate
     (``aggregate``: once every shard has finished) and the report (``report``) rebuilt from the current job's
     manifests. ``problems``: (argument, error) pairs of arguments that named no image, kept as failed rows.
     ``batch``: the other keywords of :func:`run_batch`. The result's ``folder`` says which shards are in."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prefetch = batch.pop("prefetch", None)  # how images are read, not what is computed: not in the settings
-    every = list(all_images) if all_images is not None else list(images)
+    streamed = isinstance(images, StreamedInputs)
+    every = None if streamed else list(all_images) if all_images is not None else list(images)
     scales = batch.get("scales") or ()
     describe = model.describe()
     job = Job.plan(
         {"path": describe["path"], "sha256": describe["sha256"]},
         run_settings(options, preprocessing, style=style, **batch),
-        [i.key for i in every],
+        None if every is None else [i.key for i in every],
         shard,
         aggregate=aggregate,
         report=report,
@@ -543,14 +545,20 @@ def run_images(
             ),
             i.key,
         )
-        for i in images
+        for i in ([] if streamed else images)
     ]
     start_job(out_dir, job, planned + loose)
     result = run_batch(
         model, images, out_dir, options, preprocessing=preprocessing, style=style, prefetch=prefetch, **batch
     )
-    done = {e.key: e for e in result.entries}
-    result.entries = [done.get(e.key, e) for e in planned] + loose
+    if isinstance(images, StreamedInputs):  # what the stream named that was no input, after its images
+        loose += [
+            Entry(SummaryRow(path=arg, status="failed", error=one_line(problem))) for arg, problem in images.problems
+        ]
+        result.entries = result.entries + loose
+    else:
+        done = {e.key: e for e in result.entries}
+        result.entries = [done.get(e.key, e) for e in planned] + loose
     for entry in result.entries:
         if entry.row.status == "pending":  # Ctrl-C came before this image: --resume runs it
             entry.row.error = NOT_DONE

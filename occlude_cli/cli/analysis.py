@@ -108,7 +108,7 @@ class AnalysisEvents(RunEvents):
     def __init__(self, quiet: bool, json_out: bool, line=None) -> None:
         self.silent = quiet or json_out
         self.line = line
-        self.total = 0
+        self.total: Optional[int] = 0
 
     def note(self, text: str, params=()) -> None:
         if not self.silent:
@@ -117,7 +117,7 @@ class AnalysisEvents(RunEvents):
     def problem(self, text: str, params=()) -> None:
         print_error(text, params=params)
 
-    def started(self, total: int, skipping: Collection[str] = ()) -> None:
+    def started(self, total: Optional[int], skipping: Collection[str] = ()) -> None:
         self.total = total
 
     def image_done(self, image, row, params=()) -> None:
@@ -141,7 +141,7 @@ def _layers_line(events: AnalysisEvents, image, done) -> None:
             f"{tuple(int(v) for v in peak) if peak else '-'}, "
             f"{done.result.occlusion.forward_passes} suffix passes -> {safe(str(done.written[-1]))}"
         )
-    elif events.total > 1:  # one logfmt line per image as it finishes (CI logs)
+    elif events.total is None or events.total > 1:  # one logfmt line per image as it finishes (CI logs)
         best = int(done.ranking()[0])
         line = logfmt(
             ("status", "ok"),
@@ -318,7 +318,12 @@ def _print_layers(run, layer: str, replacement: str, out: Path, top: int) -> Non
 def bias(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx), or a folder holding one.")],
     paths: Annotated[
-        List[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False, metavar="PATH")
+        List[str],
+        typer.Argument(
+            help="Image files, folders or glob patterns; - reads the paths from stdin.",
+            show_default=False,
+            metavar="PATH",
+        ),
     ],
     box: Annotated[
         Optional[Parsed],
@@ -347,6 +352,15 @@ def bias(
     out: Annotated[
         Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.", rich_help_panel="Basics")
     ] = Path("occlude-out"),
+    null: Annotated[
+        bool,
+        typer.Option(
+            "--null",
+            "-0",
+            rich_help_panel="Basics",
+            help="With - as the PATH: the paths on stdin are separated by NUL (find -print0), not newlines.",
+        ),
+    ] = False,
     controls: Annotated[
         int,
         typer.Option(
@@ -407,6 +421,7 @@ def bias(
         recursive=recursive,
         model_options=model_flags.options(),
         events=AnalysisEvents(quiet, json_out),
+        null=null,
         **ci.fields(),
     )
     summary = run.summary

@@ -115,12 +115,13 @@ class RunDisplay:
     (a folder run computes an input while the one before is written, so an input is reported done one input
     late; counting the started ones keeps the rate, and a Ray run's parallelism, honest)."""
 
-    def __init__(self, total: int, draw: bool, label: str = "images", skipping: Collection[str] = ()) -> None:
+    def __init__(self, total: Optional[int], draw: bool, label: str = "images", skipping: Collection[str] = ()) -> None:
         self.total, self.label = total, label
         self.skipping = set(skipping)
         self.started = self.last_done = time.monotonic()
         self.done = self.work_started = 0
-        self.work = total - len(self.skipping)  # inputs that will be computed
+        # inputs that will be computed (total None: paths read from stdin, counted as they come)
+        self.work = None if total is None else total - len(self.skipping)
         self.per_input: Optional[float] = None  # wall seconds per computed input, from the last one done
         self.current: Optional[str] = None  # the key of the input being computed
         self.current_started = self.started
@@ -169,6 +170,8 @@ class RunDisplay:
         """Seconds left: the inputs still to compute (those --resume will skip count for nothing) times the
         time per computed input, plus what the current input still needs; before any input was computed, from
         the current input's windows."""
+        if self.total is None or self.work is None:  # paths from stdin: no count, no ETA
+            return None
         if self.done >= self.total:
             return 0.0
         now = time.monotonic()
@@ -194,14 +197,14 @@ class RunDisplay:
         lines: List[Text] = []
         spinner = self.spinner.render(now)
         spin = spinner if isinstance(spinner, Text) else None
-        if self.total > 1:
+        if self.total is None or self.total > 1:
             elapsed = now - self.started
             lines.append(progress_line(width, self.label, self.done, self.total, self.eta(), "", elapsed, spin))
         if self.windows_total or self.total == 1:
             spent = now - self.windows_started if self.windows_started is not None else 0.0
             rate = f"{self.windows_done / spent:.0f} win/s" if spent > 0 and self.windows_done else ""
             eta = self.windows_eta()
-            lead = None if self.total > 1 else spin
+            lead = None if self.total is None or self.total > 1 else spin
             lines.append(
                 progress_line(width, self.name, self.windows_done, self.windows_total or None, eta, rate, spent, lead)
             )
@@ -230,7 +233,7 @@ class TerminalEvents(RunEvents):
         self.log_lines = not quiet and (not live or self.verbose)  # CI logs: one line per finished image
         self.warnings = GatheredWarnings(where)
         self.display: Optional[RunDisplay] = None
-        self.total = 0
+        self.total: Optional[int] = 0
 
     def note(self, text: str, params: Sequence[str] = ()) -> None:
         if self.shows_notes:
@@ -242,7 +245,7 @@ class TerminalEvents(RunEvents):
     def warning(self, text: str, params: Sequence[str] = (), key: str = "", source: Optional[str] = None) -> None:
         self.warnings.add(text, params, key, source)
 
-    def started(self, total: int, skipping: Collection[str] = ()) -> None:
+    def started(self, total: Optional[int], skipping: Collection[str] = ()) -> None:
         self.total = total
         self.display = RunDisplay(total, draw=self.draws_windows, skipping=skipping)
 
@@ -270,8 +273,10 @@ class TerminalEvents(RunEvents):
         if row.status == "failed":
             print_error(failure_text(row), params=params)
         elif self.log_lines:
-            done = f"{display.done}/{self.total}" if display is not None else None
-            eta = clock(display.eta()) if display is not None and display.done < self.total else None
+            count = f"/{self.total}" if self.total is not None else ""
+            done = f"{display.done}{count}" if display is not None else None
+            unfinished = display is not None and (self.total is None or display.done < self.total)
+            eta = clock(display.eta()) if unfinished and display is not None else None
             stderr.print(log_line(row, done, eta), markup=False, highlight=False)
 
     def finished(self) -> None:
@@ -284,6 +289,8 @@ class TerminalEvents(RunEvents):
         if self.display is None:
             return "interrupted before the first image; nothing was written for the images"
         done = self.display.done
+        if self.total is None:  # paths from stdin: what was not read yet is unknown
+            return f"interrupted after {done} image{'s' if done != 1 else ''}; re-run with --resume to finish"
         pending = max(0, self.total - done)
         return (
             f"interrupted after {done} of {self.total} image{'s' if self.total != 1 else ''} ({pending} pending); "

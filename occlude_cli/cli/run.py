@@ -72,7 +72,9 @@ def run(
     paths: Annotated[
         List[str],
         typer.Argument(
-            help="Image files, folders or glob patterns ('data/**/*.png').", show_default=False, metavar="PATH"
+            help="Image files, folders or glob patterns ('data/**/*.png'); - reads the paths from stdin.",
+            show_default=False,
+            metavar="PATH",
         ),
     ],
     out: Annotated[
@@ -208,6 +210,15 @@ def run(
             rich_help_panel="Basics",
         ),
     ] = False,
+    null: Annotated[
+        bool,
+        typer.Option(
+            "--null",
+            "-0",
+            rich_help_panel="Basics",
+            help="With - as the PATH: the paths on stdin are separated by NUL (find -print0), not newlines.",
+        ),
+    ] = False,
     shard: Annotated[
         Optional[Parsed],
         typer.Option(
@@ -326,6 +337,7 @@ def run(
         ray=ray,
         workers=workers,
         gpus_per_worker=gpus_per_worker,
+        null=null,
         **ci.fields(),
     )
     if quiet and verbose:

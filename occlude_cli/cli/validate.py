@@ -277,8 +277,9 @@ class CheckEvents(RunEvents):
     def problem(self, text: str, params=()) -> None:
         print_error(text, params=params)
 
-    def started(self, total: int, skipping: Collection[str] = ()) -> None:
-        self.display = RunDisplay(total, draw=not self.silent and self.live and total > 1, label="checking")
+    def started(self, total: Optional[int], skipping: Collection[str] = ()) -> None:
+        draw = not self.silent and self.live and (total is None or total > 1)
+        self.display = RunDisplay(total, draw=draw, label="checking")
 
     def image_started(self, image) -> None:
         if self.display is not None:
@@ -306,7 +307,10 @@ class CheckEvents(RunEvents):
 def check(
     model: Path = typer.Argument(..., help="ONNX classifier (.onnx), or a folder holding one."),
     paths: List[str] = typer.Argument(
-        ..., help="Image files, folders or glob patterns.", show_default=False, metavar="PATH"
+        ...,
+        help="Image files, folders or glob patterns; - reads the paths from stdin.",
+        show_default=False,
+        metavar="PATH",
     ),
     box: Optional[Parsed] = typer.Option(
         None,
@@ -348,6 +352,13 @@ def check(
     ),
     recursive: bool = typer.Option(
         False, "--recursive", "-r", help="Look into sub-folders of folder arguments.", rich_help_panel="Basics"
+    ),
+    null: bool = typer.Option(
+        False,
+        "--null",
+        "-0",
+        rich_help_panel="Basics",
+        help="With - as the PATH: the paths on stdin are separated by NUL (find -print0), not newlines.",
     ),
     patch: Optional[Parsed] = typer.Option(
         None,
@@ -398,6 +409,7 @@ def check(
         recursive=recursive,
         model_options=model_flags.options(),
         events=CheckEvents(quiet, json_out),
+        null=null,
         **ci.fields(),
     )
     if json_out:

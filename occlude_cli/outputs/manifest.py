@@ -40,7 +40,7 @@ class Job:
     shard: Optional[Tuple[int, int]]
     model: dict
     settings: dict
-    inputs: int
+    inputs: Optional[int]
     aggregate: bool = False
     report: bool = False
 
@@ -49,7 +49,7 @@ class Job:
         cls,
         model: dict,
         settings: dict,
-        keys: Sequence[str],
+        keys: Optional[Sequence[str]],
         shard: Optional[Tuple[int, int]] = None,
         *,
         aggregate: bool = False,
@@ -57,18 +57,20 @@ class Job:
     ) -> Job:
         """The job of a run over inputs named ``keys`` (all of them, every shard's), with ``settings`` (what
         decides each result) and ``model`` (``path`` and ``sha256``). Its id changes with the inputs, the
-        model, the settings and the number of shards, not with --resume, --aggregate or --report."""
+        model, the settings and the number of shards, not with --resume, --aggregate or --report. ``keys`` None:
+        the inputs are streamed (paths read from stdin as the run goes): the job is the stream's, whatever it
+        names, and ``inputs`` is None."""
         text = json.dumps(
             {
                 "model": model.get("sha256"),
                 "settings": settings,
                 "shards": shard[1] if shard else None,
-                "inputs": sorted(keys),
+                "inputs": "-" if keys is None else sorted(keys),
             },
             sort_keys=True,
         )
         digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-        return cls(digest, shard, dict(model), settings, len(keys), aggregate, report)
+        return cls(digest, shard, dict(model), settings, None if keys is None else len(keys), aggregate, report)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Iterable, List, Optional, Sequence, Union
 
 from ..analyses.bias import (
     DEFAULT_BOOTSTRAP,
@@ -20,6 +20,7 @@ from ..analyses.bias import (
 )
 from ..analyses.options import ExplainOptions
 from ..analyses.preprocessing import ModelOptions
+from ..batch.inputs import StreamedInputs
 from ..errors import OccludeError
 from ..outputs.analysis_write import bias_document, write_bias
 from ..outputs.write import check_output_folder
@@ -65,6 +66,7 @@ def bias_folder(
     events: RunEvents = QUIET,
     junit=None,
     summary_md=None,
+    null: bool = False,
     **overrides,
 ) -> BiasRun:
     """Occlude each input's region (see :class:`~occlude_cli.runs.regions.RegionSource`) with the options'
@@ -72,7 +74,8 @@ def bias_folder(
     index); aggregate with ``bootstrap`` resamples; fail the verdict when the overall mean drop exceeds
     ``max_mean_drop`` or the flip rate ``max_flip_rate``. Every option is checked before any input. ``junit``:
     also write a JUnit XML file there (one test case per input and one for the verdict); ``summary_md``: append
-    a markdown job summary to that file or those files (see :mod:`occlude_cli.outputs.ci`)."""
+    a markdown job summary to that file or those files (see :mod:`occlude_cli.outputs.ci`). ``inputs`` ``"-"``:
+    the paths are read from stdin as the run goes (``null``: NUL-separated)."""
     region = region.checked()
     junit, summary_md = checked_targets(junit, summary_md)
     if int(controls) != controls or controls < 0:
@@ -81,23 +84,30 @@ def bias_folder(
         raise OccludeError(f"bootstrap must be 0 or more, got {bootstrap}", params=("bootstrap",))
     check_thresholds(max_mean_drop, max_flip_rate)
     opened = open_checked(model, (options or ExplainOptions()).with_overrides(overrides), model_options)
-    images, problems = find_inputs(inputs, out, recursive=recursive, events=events)
+    found, problems = find_inputs(inputs, out, recursive=recursive, events=events, null=null)
     for _, problem in problems:
         events.problem(problem)
-    if not images:
-        raise OccludeError("no readable image among the inputs")
-    images = [item for item in images if region.is_input(item.path)]
-    if not images:
-        raise OccludeError("no images to test (files named *.mask.png are masks, not inputs)")
+    streamed = found if isinstance(found, StreamedInputs) else None
+    images: Iterable = (item for item in found if region.is_input(item.path))
+    if streamed is None:
+        if not found:
+            raise OccludeError("no readable image among the inputs")
+        images = list(images)
+        if not images:
+            raise OccludeError("no images to test (files named *.mask.png are masks, not inputs)")
     out = check_output_folder(out)
     options = opened.options
     rows: List[BiasRow] = [BiasRow(path=arg, status="error", error=problem) for arg, problem in problems]
-    events.started(len(images))
+    events.started(len(images) if isinstance(images, list) else None)
     for index, item in enumerate(images):
         events.image_started(item)
         rows.append(_bias_one(item, index, opened, region, int(controls)))
         events.image_done(item, rows[-1])
     events.finished()
+    if streamed is not None:  # what stdin named that was no input (told as it came)
+        rows += [BiasRow(path=arg, status="error", error=problem) for arg, problem in streamed.problems]
+        if not rows:
+            raise OccludeError("no images to test: stdin named none")
     settings = {
         "model": str(model),
         "region": region.describe(),

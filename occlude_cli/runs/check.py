@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Iterable, List, Optional, Sequence, Union
 
 from ..analyses.checks import CheckRow, check_file, check_min_energy
 from ..analyses.options import ExplainOptions, as_size
 from ..analyses.preprocessing import ModelOptions
+from ..batch.inputs import StreamedInputs
 from ..errors import OccludeError
 from ..outputs.records import check_document
 from ..outputs.write import check_output_folder, write_check_picture, write_check_summary
@@ -59,6 +60,7 @@ def check_folder(
     events: RunEvents = QUIET,
     junit=None,
     summary_md=None,
+    null: bool = False,
     **overrides,
 ) -> CheckRun:
     """Check every input under ``inputs`` against its region (see :class:`~occlude_cli.runs.regions.RegionSource`):
@@ -67,17 +69,21 @@ def check_folder(
     STEM.check.png per input; ``report``: OUT/index.html. Every option is checked before any input; an input
     that cannot be checked (unreadable, no mask) is an ``error`` row and the run goes on. ``junit``: also write
     a JUnit XML file there (one test case per input); ``summary_md``: append a markdown job summary to that
-    file or those files (see :mod:`occlude_cli.outputs.ci`)."""
+    file or those files (see :mod:`occlude_cli.outputs.ci`). ``inputs`` ``"-"``: the paths are read from stdin as
+    the run goes (``null``: NUL-separated)."""
     region = region.checked()
     junit, summary_md = checked_targets(junit, summary_md)
     min_energy = check_min_energy(min_energy)
     options = (options or ExplainOptions()).with_overrides(overrides).checked()
     style = (style or RenderStyle()).checked()
     opened = open_checked(model, options, model_options)
-    images, problems = find_inputs(inputs, out, recursive=recursive, events=events)
-    images = [item for item in images if region.is_input(item.path)]
-    if not images and not problems:
-        raise OccludeError("no images to check (files named *.mask.png are masks, not inputs)")
+    found, problems = find_inputs(inputs, out, recursive=recursive, events=events, null=null)
+    streamed = found if isinstance(found, StreamedInputs) else None
+    images: Iterable = (item for item in found if region.is_input(item.path))
+    if streamed is None:
+        images = list(images)
+        if not images and not problems:
+            raise OccludeError("no images to check (files named *.mask.png are masks, not inputs)")
     out = check_output_folder(out)
     settings = {
         "region": region.describe(),
@@ -97,20 +103,24 @@ def check_folder(
     rows += [CheckRow(path=arg, status="error", error=problem) for arg, problem in problems]
     for _, problem in problems:
         events.problem(problem)
+    if streamed is not None:  # told as they came
+        rows += [CheckRow(path=arg, status="error", error=problem) for arg, problem in streamed.problems]
+        if not rows:
+            raise OccludeError("no images to check: stdin named none")
     write_check_summary(rows, out, settings)
     write_reports(check_cases(rows, min_energy), "occlude check", junit, summary_md, worse="low", settings=settings)
     if report:
         from ..outputs.report import build_report
 
         build_report(out)
-    return CheckRun(rows, settings, interrupted, done, len(images))
+    return CheckRun(rows, settings, interrupted, done, len(images) if isinstance(images, list) else done)
 
 
 def _check_all(images, opened: Opened, region, min_energy, require_peak, picture_dir, style, events):
     """Every input checked in order (each told to ``events``); Ctrl-C stops after the rows already made."""
     rows: List[CheckRow] = []
     notes = RunNotes(events)
-    events.started(len(images))
+    events.started(len(images) if isinstance(images, list) else None)
     try:
         for item in images:
             events.image_started(item)

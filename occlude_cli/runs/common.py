@@ -4,14 +4,16 @@ maps were computed, told once per run."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from ..analyses.options import ExplainOptions
 from ..analyses.plan import check_run
 from ..analyses.preprocessing import ModelOptions, open_model
-from ..batch.inputs import InputImage, discover_inputs
+from ..batch.inputs import STDIN, StreamedInputs, discover_inputs
+from ..errors import OccludeError
 from ..loaders.model import OnnxClassifier
 from .events import RunEvents
 
@@ -37,13 +39,38 @@ def open_checked(model, options: ExplainOptions, model_options: Optional[ModelOp
     return Opened(opened.classifier, opened.preprocessing, opened.labels, options, patch, stride)
 
 
+def streamed_inputs(
+    given: Sequence, out, null: bool, recursive: bool, shard=None, series: bool = False, notes=None
+) -> Optional[StreamedInputs]:
+    """The inputs read from stdin when the one PATH is ``"-"`` (or a :class:`StreamedInputs` given as it is),
+    else None; ``null`` without ``"-"``, or ``"-"`` with other paths, is an error naming the parameter."""
+    if len(given) == 1 and isinstance(given[0], StreamedInputs):
+        return given[0]
+    dash = [item for item in given if isinstance(item, str) and item == STDIN]
+    if not dash:
+        if null:
+            raise OccludeError("null (NUL-separated paths from stdin) needs '-' as the input", params=("null",))
+        return None
+    if len(given) > 1:
+        raise OccludeError("'-' (paths from stdin) must be the only input")
+    if series:
+        raise OccludeError("series takes folders as arguments, not paths from stdin", params=("series",))
+    return StreamedInputs(sys.stdin.buffer, null=null, recursive=recursive, exclude=[out], shard=shard, notes=notes)
+
+
 def find_inputs(
-    inputs, out, *, recursive: bool, events: RunEvents, series: bool = False
-) -> Tuple[List[InputImage], List[Tuple[str, str]]]:
+    inputs, out, *, recursive: bool, events: RunEvents, series: bool = False, null: bool = False
+) -> Tuple[Any, List[Tuple[str, str]]]:
     """The inputs under ``inputs`` (files, folders, globs) and the arguments that named nothing; discovery's
-    notes (files skipped) go to ``events``. ``out`` is never entered (no self-feeding)."""
+    notes (files skipped) go to ``events``. ``out`` is never entered (no self-feeding). ``"-"``: the paths are
+    read from stdin as the inputs are consumed (a :class:`StreamedInputs`; ``null``: NUL-separated), and what
+    they name that is no input is told to ``events`` as it comes."""
     notes: list = []
-    given = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    given = [inputs] if isinstance(inputs, (str, Path, StreamedInputs)) else list(inputs)
+    streamed = streamed_inputs(given, out, null, recursive, series=series, notes=notes)
+    if streamed is not None:
+        streamed.on_problem = events.problem
+        return streamed, []
     images, problems = discover_inputs(
         [str(i) for i in given], recursive=recursive, exclude=[out], notes=notes, series=series
     )

@@ -30,9 +30,10 @@ class RunEvents:
         an all-zero map. Told at every occurrence, with the ``key`` of its kind (a
         :class:`~occlude_cli.errors.Notice`'s), so that a front end can show each kind once per run."""
 
-    def started(self, total: int, skipping: Collection[str] = ()) -> None:
-        """The run starts on ``total`` inputs; ``skipping``: the keys of those that ``resume`` will most likely
-        skip (their results exist), so that an ETA counts only the others."""
+    def started(self, total: Optional[int], skipping: Collection[str] = ()) -> None:
+        """The run starts on ``total`` inputs (None: not known yet, the paths are read from stdin);
+        ``skipping``: the keys of those that ``resume`` will most likely skip (their results exist), so that an
+        ETA counts only the others."""
 
     def image_started(self, image) -> None:
         """One input starts (a :class:`~occlude_cli.batch.InputImage`)."""

@@ -22,7 +22,7 @@ from ..analyses.estimate import baseline_check, estimate_run
 from ..analyses.options import ExplainOptions, as_size
 from ..analyses.plan import check_run, memory_plan
 from ..analyses.preprocessing import ModelOptions, open_model
-from ..batch.inputs import InputImage, check_shard, discover_inputs, take_shard
+from ..batch.inputs import InputImage, StreamedInputs, check_shard, discover_inputs, take_shard
 from ..batch.loop import BatchResult, LocalExecutor, likely_skipped, run_images
 from ..errors import OccludeError
 from ..loaders.limits import MemoryPlan
@@ -32,6 +32,7 @@ from ..outputs.volumes import write_baseline_check
 from ..outputs.write import check_output_folder, remove_stale_temps
 from ..pictures.render import RenderStyle
 from .ci_cases import checked_targets, run_cases, write_reports
+from .common import streamed_inputs
 from .events import QUIET, RunEvents
 
 
@@ -43,7 +44,8 @@ class RunSettings:
     and their rank correlations; ``ray``: None runs in this process, ``"local"`` starts a Ray instance here,
     ``"auto"`` joins the cluster of ``ray start``, ``"HOST:PORT"`` or ``"ray://HOST:PORT"`` connects to one.
     ``junit``: also write a JUnit XML file there (one test case per input of this process); ``summary_md``: a
-    file (or files) to append a markdown job summary to (see :mod:`occlude_cli.outputs.ci`)."""
+    file (or files) to append a markdown job summary to (see :mod:`occlude_cli.outputs.ci`). ``null``: the
+    paths of ``"-"`` (stdin) are NUL-separated, not one per line."""
 
     scales: Sequence = ()
     multiscale: bool = False
@@ -65,6 +67,7 @@ class RunSettings:
     prefetch: Optional[bool] = None  # decode the next photo on a thread (None: when the model runs on CUDA)
     junit: Optional[Union[str, Path]] = None
     summary_md: Any = None
+    null: bool = False
 
     def checked(self) -> RunSettings:
         """A copy with every field checked (raises OccludeError naming the parameter)."""
@@ -112,10 +115,20 @@ class FolderPlan:
     options: ExplainOptions
     settings: RunSettings
     memory: Optional[MemoryPlan]
-    images: List[InputImage]
-    every: List[InputImage]
+    images: Any  # List[InputImage], or StreamedInputs read as the run goes (``-``)
+    every: Optional[List[InputImage]]
     problems: List[Tuple[str, str]]
     notes: List[Tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.images, StreamedInputs)
+
+    def listed(self) -> List[InputImage]:
+        """This process's inputs as a list (a stream read to its end: for the estimate and the baseline check)."""
+        if self.streamed:
+            self.images = list(self.images)
+        return self.images
 
 
 def plan_folder(
@@ -149,13 +162,16 @@ def plan_folder(
     )
 
 
-def _inputs(inputs, out, settings: RunSettings, series: bool):
+def _inputs(inputs, out, settings: RunSettings, series: bool) -> Tuple[Any, Any, List[Tuple[str, str]], list]:
     """(this shard's images, every image, arguments that named nothing, discovery notes): ``inputs`` are paths,
     folders and globs (str, Path or a list of them), or images already discovered (InputImage)."""
     notes: List[Tuple[str, str]] = []
-    given = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    given = [inputs] if isinstance(inputs, (str, Path, StreamedInputs)) else list(inputs)
     every: List[InputImage]
     problems: List[Tuple[str, str]]
+    streamed = streamed_inputs(given, out, settings.null, settings.recursive, settings.shard, series, notes)
+    if streamed is not None:
+        return streamed, None, [], notes
     if given and all(isinstance(i, InputImage) for i in given):
         every, problems = [i for i in given if isinstance(i, InputImage)], []
     else:
@@ -234,9 +250,13 @@ def run_folder(
     executor = _ray_executor(plan, model_options, events) if plan.settings.ray else None
     images_executor = executor
     windows = events.windows if events.draws_windows else None
-    if executor is not None and len(plan.images) == 1:  # one input on Ray: its windows are split into chunks
+    if executor is not None and not plan.streamed and len(plan.images) == 1:  # one input on Ray: windows split
         images_executor = LocalExecutor(plan.classifier, windows, window_executor=executor)
-    events.started(len(plan.images), skipping=_resuming(plan))
+    if plan.streamed:  # paths from stdin: the count and what resume skips are known as they come
+        plan.images.on_problem = events.problem
+        events.started(None)
+    else:
+        events.started(len(plan.images), skipping=_resuming(plan))
     try:
         result: BatchResult = run_images(
             plan.classifier,
@@ -335,21 +355,23 @@ def estimate_folder(
     (:func:`~occlude_cli.estimate_run`), for every input: ``images`` and ``estimated_total_s`` added. Nothing
     is written (``out`` is only left out of the inputs, as the run would)."""
     plan = plan_folder(model, inputs, out, options, settings, **more)
-    for _, problem in plan.problems:
+    stream = plan.images if plan.streamed else None
+    images = plan.listed()
+    for _, problem in plan.problems + (stream.problems if stream is not None else []):
         events.problem(problem)
-    if not plan.images:
+    if not images:
         raise OccludeError("nothing to estimate: no readable image among the inputs")
     estimate = estimate_run(
         plan.classifier,
-        plan.images[0].path,
+        images[0].path,
         plan.options,
         preprocessing=plan.preprocessing,
         labels=plan.labels,
         scales=plan.settings.scales,
         metrics=plan.settings.metrics,
     )
-    estimate["images"] = len(plan.images)
-    estimate["estimated_total_s"] = estimate["estimated_s"] * len(plan.images)
+    estimate["images"] = len(images)
+    estimate["estimated_total_s"] = estimate["estimated_s"] * len(images)
     return estimate
 
 
@@ -369,13 +391,15 @@ def baseline_check_folder(
     """Per input, how far each baseline moves the model's top-1 confidence (:func:`baseline_check` on the
     same seeded random windows), written to OUT/baseline_check.json."""
     plan = plan_folder(model, inputs, out, options, settings, **more)
-    for _, problem in plan.problems:
+    stream = plan.images if plan.streamed else None
+    images = plan.listed()
+    for _, problem in plan.problems + (stream.problems if stream is not None else []):
         events.problem(problem)
-    if not plan.images:
+    if not images:
         raise OccludeError("nothing to check: no readable input")
     check_output_folder(plan.out)
     documents, failed = [], 0
-    for image in plan.images:
+    for image in images:
         try:
             documents.append(
                 baseline_check(
