@@ -338,6 +338,9 @@ def read_paths(stream: BinaryIO, null: bool = False, problems: Optional[List[str
             del pending[: at + 1]
             if skipping:
                 skipping = False
+            elif len(item) > MAX_STREAMED_PATH:
+                if problems is not None:
+                    problems.append(f"a path of more than {MAX_STREAMED_PATH} bytes on stdin was skipped")
             elif item:
                 yield os.fsdecode(item)
         if len(pending) > MAX_STREAMED_PATH:
@@ -379,7 +382,8 @@ class StreamedInputs:
     row), a folder is expanded (``recursive``), files under ``exclude`` (the output folder) and occlude's own
     outputs are left out, a file named twice is taken once. Keys: the path relative to the current folder (see
     :func:`_streamed_relative`) under the naming rule; a key that collides with an earlier one (``x.png`` and
-    ``x.jpg``) becomes NAME~HASH. ``shard``: only this process's share (:func:`in_shard`). Lines that name
+    ``x.jpg``) becomes NAME~HASH, so shards must read the same paths in the same order (as ``find`` prints
+    them). ``shard``: only this process's share (:func:`in_shard`). Lines that name
     nothing are kept in :attr:`problems` as (path, error) and told to ``on_problem``."""
 
     def __init__(
@@ -426,14 +430,16 @@ class StreamedInputs:
             for file in self._files(line):
                 resolved = str(file.resolve())
                 relative = _streamed_relative(file)
-                if resolved in seen_paths or not in_shard(relative, self.shard):
+                if resolved in seen_paths:
                     continue
                 seen_paths.add(resolved)
                 key = output_stems([(relative, _strip_suffix(relative))])[0]
                 if fold(key) in seen_keys:
                     folder = key.rpartition("/")[0]
                     key = (folder + "/" if folder else "") + hashed_name(relative.rsplit("/", 1)[-1], relative)
-                seen_keys.add(fold(key))
+                seen_keys.add(fold(key))  # every shard sees every key: the same paths give the same keys
+                if not in_shard(relative, self.shard):
+                    continue
                 self.count += 1
                 yield InputImage(path=file, key=key, source_stem=_strip_suffix(relative))
         while too_long:
