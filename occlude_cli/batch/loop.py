@@ -18,7 +18,6 @@ from typing import Callable, Deque, Dict, Iterable, List, Optional, Sequence, Se
 from ..analyses.explain import explain, explain_scales
 from ..analyses.medical import VolumeExplanation
 from ..analyses.options import ExplainOptions
-from ..analyses.validate import faithfulness
 from ..core.baselines import baseline_image_path
 from ..core.metrics import peak
 from ..errors import OccludeError, first_line
@@ -39,7 +38,6 @@ from ..outputs.folder import (
     superseded_outputs,
 )
 from ..outputs.records import SummaryRow
-from ..outputs.volumes import write_volume_explanation
 from ..outputs.write import verify_outputs, write_explanation, write_scale_study
 from ..text import shown
 from .inputs import InputImage, StreamedInputs, regular_file
@@ -70,11 +68,19 @@ def compute_image(model, path, *, options, preprocessing, labels, scales, metric
         kwargs["executor"] = executor
     if len(scales) > 1:
         study = explain_scales(model, path, scales, options, **kwargs)
-        return study, ([faithfulness(e, model) for e in study.explanations] if metrics else None)
+        if metrics:  # the faithfulness curves (--metrics): imported when asked for
+            from ..analyses.validate import faithfulness
+
+            return study, [faithfulness(e, model) for e in study.explanations]
+        return study, None
     explanation = explain(model, path, options, **kwargs)
     if metrics and isinstance(explanation, VolumeExplanation):
         raise OccludeError("metrics are not available for medical inputs yet", params=("metrics",))
-    return explanation, (faithfulness(explanation, model) if metrics else None)
+    if metrics:
+        from ..analyses.validate import faithfulness
+
+        return explanation, faithfulness(explanation, model)
+    return explanation, None
 
 
 class LocalExecutor:
@@ -384,6 +390,8 @@ class _Loop:
         extra = {"fingerprint": plan.fingerprint, "image_sha256": plan.image_sha}
         previous = superseded_outputs(out_dir, key)  # what an earlier run wrote for this image
         if isinstance(computed, VolumeExplanation):  # medical inputs (issue 12)
+            from ..outputs.volumes import write_volume_explanation
+
             if measures is not None:
                 raise OccludeError("metrics are not available for medical inputs yet", params=("metrics",))
             written = write_volume_explanation(

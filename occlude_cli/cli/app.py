@@ -23,7 +23,10 @@ except ImportError:  # pragma: no cover  (older typer on click: the same classes
 from .._version import __version__
 from ..errors import OccludeError, first_line
 from . import analysis, helptext, report, run, sanity, usage, validate
+from ._fast_typer import install_fast_coercion
 from .common import EXIT_CODES_TEXT, ExitCode, print_error, stdout
+
+install_fast_coercion()  # option values converted without pydantic where the result is the same
 
 MAIN_EXAMPLES = """
 occlude run sample_models/efficientnet_lite0.onnx sample_images/cat.jpg
@@ -105,7 +108,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def main_options(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.table import Table
-
 from .common import one_line, safe, stderr, stdout
 from .screen import Column, fitted_table, shorten_path  # noqa: F401  (shorten_path: the shown paths' rule)
 
@@ -36,6 +34,8 @@ def print_estimate(plan: dict) -> None:
 def print_baseline_checks(documents) -> None:
     """--baseline-check's tables: per input, each baseline's change of the top-1 confidence."""
     for document in documents:
+        from rich.table import Table
+
         table = Table(
             title=safe(
                 f"baselines on {one_line(document['path'])}: top-1 {document['target']['index']} "
