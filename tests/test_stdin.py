@@ -169,14 +169,14 @@ def test_run_null_hostile_names_resume_and_failures(rect_model, tmp_path):
     first = invoke(*args, stdin=stdin, cwd=tmp_path)
     assert first.exit_code == 3  # the missing file is one failed row; the others are explained
     document = json.loads(first.stdout)
-    assert document["counts"] == {"ok": 4, "failed": 1, "skipped": 0}
+    assert document["counts"] == {"ok": 4, "failed": 1, "skipped": 0, "pending": 0}
     again = invoke(*args, "--resume", stdin=stdin, cwd=tmp_path)
-    assert json.loads(again.stdout)["counts"] == {"ok": 0, "failed": 1, "skipped": 4}
+    assert json.loads(again.stdout)["counts"] == {"ok": 0, "failed": 1, "skipped": 4, "pending": 0}
     # without --null a newline splits a name: two paths that do not exist, each one failed row
     lines = b"".join(os.fsencode(p) + b"\n" for p in paths)
     split = invoke(*args[:3], "--patch", "8", "--out", tmp_path / "out2", "--json", "-q", stdin=lines, cwd=tmp_path)
     assert split.exit_code == 3
-    assert json.loads(split.stdout)["counts"] == {"ok": 3, "failed": 2, "skipped": 0}
+    assert json.loads(split.stdout)["counts"] == {"ok": 3, "failed": 2, "skipped": 0, "pending": 0}
 
 
 def test_dash_is_the_only_path_and_null_needs_it(rect_model, tmp_path):

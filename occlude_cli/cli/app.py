@@ -108,6 +108,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+@app.callback()
 def main_options(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
