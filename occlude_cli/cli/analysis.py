@@ -358,7 +358,7 @@ def bias(
             "--null",
             "-0",
             rich_help_panel="Basics",
-            help="With - as the PATH: the paths on stdin are separated by NUL (find -print0), not newlines.",
+            help="Paths on stdin (-) are NUL-separated.",
         ),
     ] = False,
     controls: Annotated[

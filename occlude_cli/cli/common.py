@@ -591,7 +591,7 @@ class CiFlags:
             "--junit",
             metavar="FILE",
             rich_help_panel="Output",
-            help="Also write a JUnit XML report to FILE: one test case per image, for the CI's test view.",
+            help="Also write a JUnit XML report (CI test view).",
         ),
     ] = None
     summary_md: Annotated[
@@ -600,8 +600,7 @@ class CiFlags:
             "--summary-md",
             metavar="FILE",
             rich_help_panel="Output",
-            help="Append a markdown summary (counts, verdict, worst images) to FILE; also to $GITHUB_STEP_SUMMARY "
-            "when that is set.",
+            help="Markdown job summary (and $GITHUB_STEP_SUMMARY).",
         ),
     ] = None
 

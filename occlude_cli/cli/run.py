@@ -72,7 +72,7 @@ def run(
     paths: Annotated[
         List[str],
         typer.Argument(
-            help="Image files, folders or glob patterns ('data/**/*.png'); - reads the paths from stdin.",
+            help="Image files, folders or globs ('data/**/*.png'); - reads stdin.",
             show_default=False,
             metavar="PATH",
         ),
@@ -216,7 +216,7 @@ def run(
             "--null",
             "-0",
             rich_help_panel="Basics",
-            help="With - as the PATH: the paths on stdin are separated by NUL (find -print0), not newlines.",
+            help="Paths on stdin (-) are NUL-separated.",
         ),
     ] = False,
     shard: Annotated[
