@@ -274,7 +274,8 @@ def test_bad_inputs_give_one_line_and_nonzero_exit(tmp_path, gray_image):
         (("run", DIGITS, img, "--patch", "2", "--stride", "3"), "never be occluded", 1),
         (("run", DIGITS, img, "--baseline", "purple"), "--baseline takes zero, mean, gray", 1),
         # issue 10: a model that is not a classifier is known before any image is read: exit 1
-        (("run", feature_map_model(tmp_path / "f.onnx", size=(8, 8)), img), "classifier", 1),
+        # (issue 28: task auto reads an (N, C, H, W) output as a segmentation; task classify still refuses it)
+        (("run", feature_map_model(tmp_path / "f.onnx", size=(8, 8)), img, "--task", "classify"), "classifier", 1),
         # issue 8: choices are Enums; a bad choice is a usage error (exit 2) that lists the valid values
         (("run", DIGITS, img, "--device", "tpu"), "--device takes auto, cpu or cuda", 2),
         (("run", DIGITS, img, "--score", "foo"), "--score takes auto, softmax, sigmoid, logit, raw or prob", 2),

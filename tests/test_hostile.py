@@ -529,7 +529,7 @@ def test_threads_above_the_cores_are_capped(tmp_path, model):
 def test_not_a_classifier_fails_once_before_any_image(tmp_path):
     m = feature_map_model(tmp_path / "features.onnx")
     make_images(tmp_path / "imgs", 3, size=(16, 16))
-    result = occlude("run", m, tmp_path / "imgs", "-o", tmp_path / "out", "-q")
+    result = occlude("run", m, tmp_path / "imgs", "-o", tmp_path / "out", "-q", "--task", "classify")
     assert result.exit_code == 1
     assert len(error_lines(result.output)) == 1 and "classifier" in result.output
 

@@ -81,8 +81,11 @@ def test_extra_inputs_are_a_clear_error(tmp_path):
 
 
 def test_not_a_classifier(tmp_path, noise_image):
+    path = feature_map_model(tmp_path / "features.onnx")
     with pytest.raises(OccludeError, match=r"classifier output \(batch, classes\)"):
-        explain(feature_map_model(tmp_path / "features.onnx"), noise_image, patch=4)
+        explain(path, noise_image, patch=4, task="classify")
+    # task auto reads an (N, C, H, W) output as a segmentation (one channel: its sigmoid over the mask)
+    assert explain(path, noise_image, patch=4).params["task"]["task"] == "segment"
 
 
 def test_dynamic_spatial_size_needs_size(tmp_path, noise_image):

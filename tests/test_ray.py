@@ -444,3 +444,22 @@ def test_ctrl_c_on_a_ray_run_leaves_complete_files_and_resume_finishes(tmp_path,
     assert {k: v for k, v in _files(out).items() if not k.startswith(run_level)} == {
         k: v for k, v in _files(tmp_path / "full").items() if not k.startswith(run_level)
     }
+
+
+def test_a_segmentation_run_on_ray_gives_the_local_outputs(tmp_path, ray_instance):
+    """Issue 28: a task's images run on Ray workers (each rebuilds the model for its task) with the local
+    bytes; a single image of a task runs on one worker (window chunks serve classifier outputs)."""
+    model = SAMPLE_MODELS / "segment_probe.onnx"
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("cat.jpg", "coffee.jpg"):
+        (folder / name).write_bytes((SAMPLE_IMAGES / name).read_bytes())
+    address = ray_instance.get_runtime_context().gcs_address
+    args = ("run", model, folder, "--task", "segment", "--target", "warm", "--patch", "16", "--no-timing", "-q")
+    local = _run_cli(*args, "--out", tmp_path / "local")
+    on_ray = _run_cli(*args, "--out", tmp_path / "ray", "--ray", address, "--workers", "2")
+    assert local.returncode == on_ray.returncode == 0, (local.stderr, on_ray.stderr)
+    assert _files(tmp_path / "local") == _files(tmp_path / "ray")
+    one = _run_cli(*args[:2], folder / "cat.jpg", *args[3:], "--out", tmp_path / "one", "--ray", address)
+    assert one.returncode == 0, one.stderr  # one image of a task: on one worker, not in window chunks
+    assert (tmp_path / "one" / "cat.npy").read_bytes() == (tmp_path / "local" / "cat.npy").read_bytes()

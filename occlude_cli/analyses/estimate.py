@@ -19,7 +19,7 @@ from ..loaders.model import OnnxClassifier
 from ..loaders.volumes import VolumePreprocessing
 from .options import ExplainOptions
 from .plan import check_run, setup
-from .scorers import incremental_decision, run_limit
+from .scorers import incremental_decision, run_limit, task_incremental
 
 # Baselines compared by baseline_check() when none are named.
 CHECK_BASELINES = ("zero", "mean", "blur", "tissue", "p10", "noise")
@@ -50,11 +50,14 @@ def baseline_check(
     if int(copies) != copies or copies < 1:
         raise OccludeError(f"copies must be at least 1, got {copies}", params=("copies",))
     sample = s.prepared.model_input
-    raw = s.model.run(sample[None])
-    head = s.model.head(s.options.score, raw)
-    score = s.model.scorer(head)
-    original = head.transform(raw)[0]
-    top = int(np.argmax(original))
+    if s.task is not None:  # a segmentation, detection or embedding run's own score and target
+        head, score, original, top = s.task.head, s.task.score, s.task.original, s.task.main
+    else:
+        raw = s.model.run(sample[None])
+        head = s.model.head(s.options.score, raw)
+        score = s.model.scorer(head)
+        original = head.transform(raw)[0]
+        top = int(np.argmax(original))
     grid = window_grid(s.preprocessing.size, s.patch, s.stride, s.region)
     rng = np.random.default_rng(s.options.seed)
     chosen = grid[np.sort(rng.choice(len(grid), size=min(int(copies), len(grid)), replace=False))]
@@ -129,9 +132,10 @@ def estimate_run(
     sample = s.prepared.model_input
     batch_size = s.options.batch_size or s.model.default_batch_size(sample.nbytes)
     batch = np.repeat(sample[None], min(batch_size, passes), axis=0)
-    s.model.run(batch)
+    run = s.task.score if s.task is not None else s.model.run
+    run(batch)
     timer = time.perf_counter()
-    s.model.run(batch)
+    run(batch)
     per_pass = (time.perf_counter() - timer) / len(batch)
     return {
         "windows": windows,
@@ -146,7 +150,11 @@ def estimate_run(
         "seconds_per_forward_pass": per_pass,
         "estimated_s": per_pass * passes,
         # the first patch size's (each patch size of a study decides by its own windows)
-        "incremental": _incremental(s, int(per_patch[0]["windows"])),
+        "incremental": (
+            _incremental(s, int(per_patch[0]["windows"]))
+            if s.task is None
+            else {**task_incremental(s.options, s.task.task), "possible": False}
+        ),
     }
 
 

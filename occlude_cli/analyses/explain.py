@@ -35,7 +35,8 @@ from .explanation import Explanation, ScaleStudy
 from .options import ExplainOptions, score_name
 from .plan import Setup, check_top_k, setup
 from .preprocessing import ModelOptions, preprocessing_for, resolve_labels
-from .scorers import window_scorer
+from .scorers import task_incremental, window_scorer
+from .tasks.scoring import TaskScoring
 
 # A probability above this makes occlusion drops tiny and the map unreadable: suggest logits.
 SATURATION = 0.99
@@ -70,7 +71,7 @@ def explain(
         model=s.model.describe(),
         image=cast(PreparedImage, s.prepared),  # a PreparedVolume for a VolumeExplanation (see its ``prepared``)
         targets=run.targets,
-        labels=s.labels,
+        labels=s.task.labels if s.task is not None else s.labels,
         score_kind=run.head.kind,
         occlusion=run.occlusion,
         maps=run.maps,
@@ -85,7 +86,15 @@ def explain(
         warnings=run.warnings,
         notes=run.notes,
         score=run.score,
+        drawing=_drawing(s.task),
     )
+
+
+def _drawing(task: Optional[TaskScoring]) -> Optional[dict]:
+    """What the overlay outlines for a task: its target box or its mask (original pixels)."""
+    if task is None or (task.box is None and task.mask is None):
+        return None
+    return {"box": task.box, "mask": task.mask}
 
 
 @dataclass
@@ -129,6 +138,7 @@ def _params(s: Setup, blur_sigma: float, run: _Run, executor) -> dict:
         "incremental": run.incremental,
         **({"batches": "device"} if run.batches == "device" else {}),  # host-built: the JSON of earlier versions
         **parallel,
+        **({"task": s.task.record} if s.task is not None else {}),
         "preprocessing": s.preprocessing.describe(),
         "occlude_version": __version__,
     }
@@ -146,12 +156,17 @@ def _occlude(s: Setup, baseline, progress, executor) -> _Run:
     model, options, sample = s.model, s.options, s.prepared.model_input
     spatial_axes = s.preprocessing.spatial_axes
     batch_size = options.batch_size or model.default_batch_size(sample.nbytes)
-    head, original, main, targets = _head_and_targets(model, options, sample, s.labels)
     windows = window_grid(tuple(sample.shape[a] for a in spatial_axes), s.patch, s.stride, s.region)
-    scorer, incremental, notes, batches = window_scorer(
-        model, options, head, sample, baseline, s.patch, windows, s.preprocessing, main, executor, stride=s.stride
-    )
-    score = model.scorer(head)
+    if s.task is not None:
+        head, original, main, targets = _task_targets(s.task, options)
+        score = s.task.score
+        scorer, incremental, notes, batches = None, task_incremental(options, s.task.task, executor), {}, "host"
+    else:
+        head, original, main, targets = _head_and_targets(model, options, sample, s.labels)
+        scorer, incremental, notes, batches = window_scorer(
+            model, options, head, sample, baseline, s.patch, windows, s.preprocessing, main, executor, stride=s.stride
+        )
+        score = model.scorer(head)
     prepared_at = time.perf_counter()
     common = dict(
         patch=s.patch,
@@ -187,6 +202,13 @@ def _occlude(s: Setup, baseline, progress, executor) -> _Run:
         notes,
         batches,
     )
+
+
+def _task_targets(task: TaskScoring, options: ExplainOptions):
+    """A task's head, unoccluded scores, main target and the top-k others (by their unoccluded score)."""
+    ranking = [int(i) for i in np.argsort(-task.original, kind="stable")]
+    targets = [task.main] + [c for c in ranking if c != task.main][: options.top_k - 1]
+    return task.head, task.original, task.main, targets
 
 
 def _head_and_targets(model: OnnxClassifier, options: ExplainOptions, sample: np.ndarray, labels):

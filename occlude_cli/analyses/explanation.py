@@ -36,6 +36,9 @@ class Explanation:
     # that failed its self-check): key -> one line; a command shows each key once per run
     notes: Dict[str, str] = field(default_factory=dict)
     score: Optional[Callable[[np.ndarray], np.ndarray]] = field(default=None, repr=False, compare=False)
+    # a task's target drawn on the overlay: {"box": (x0, y0, x1, y1) or None, "mask": bool (height, width) or
+    # None}, original pixels (segmentation mask, detection target box)
+    drawing: Optional[dict] = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
         """Pickled without the score function (a closure over the model session): an Explanation travels

@@ -8,6 +8,7 @@ Every message names the parameter (``patch``, ``top_k``) and lists it in ``Occlu
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Optional, Tuple, Union
 
 import numpy as np
@@ -16,6 +17,7 @@ from ..core.baselines import parse_baseline
 from ..core.refine import check_refine
 from ..errors import OccludeError
 from ..loaders.model import ScoreKind
+from .tasks.spec import checked_task_fields
 
 INCREMENTAL_MODES = ("auto", "on", "off")
 BATCH_MODES = ("auto", "host", "device")  # where occluded batches are built (see analyses.scorers)
@@ -107,6 +109,18 @@ class ExplainOptions:
     volume_index: Optional[int] = None  # which volume of a 4-D NIfTI
     incremental: str = "auto"  # exact incremental inference for CNNs: auto | on | off (see README, Speed)
     batches: str = "auto"  # where occluded batches are built: auto (device on CUDA) | host | device
+    # What the model's output is and what its score is (the manual's "Beyond classifiers"; see analyses.tasks)
+    task: str = "auto"  # auto | classify | segment | detect | embed
+    mask: Optional[Union[str, Path, Tuple[float, float, float, float]]] = None  # segment: auto, a file or a box
+    detect_format: Optional[str] = None  # detect: yolov8 | yolov5 | boxes
+    boxes_output: Optional[str] = None  # detect_format boxes: the outputs' names
+    scores_output: Optional[str] = None
+    labels_output: Optional[str] = None
+    target_box: Optional[Tuple[float, float, float, float]] = None  # detect: x0, y0, x1, y1 in original pixels
+    target_detection: Optional[int] = None  # detect: the K-th detection of the unoccluded image (default 0)
+    conf: float = 0.25  # detect: the confidence a detection of the unoccluded image needs
+    reference: Optional[Union[str, Path]] = None  # embed: an image prepared like the input
+    reference_embedding: Optional[Union[str, Path]] = None  # embed: a .npy vector
 
     def with_overrides(self, overrides: dict) -> ExplainOptions:
         """A copy with keyword overrides (``patch=32``, ``score="logit"``): unknown names are a TypeError."""
@@ -138,6 +152,7 @@ class ExplainOptions:
             "batches": self._batches(),
         }
         fields.update(self._medical_checked())
+        fields.update(checked_task_fields(self))
         if self.refine:
             check_refine(self.refine_step, self.refine_budget)
         fields["baseline"] = parse_baseline(self.baseline)

@@ -19,6 +19,8 @@ from ..loaders.volumes import VolumePreprocessing
 from .explanation import Explanation
 from .options import ExplainOptions
 from .preprocessing import resolve_preprocessing
+from .tasks.scoring import task_of
+from .tasks.spec import default_resize
 
 
 class Photos:
@@ -31,7 +33,8 @@ class Photos:
         self, model: OnnxClassifier, given: Optional[Union[Preprocessing, VolumePreprocessing]], options
     ) -> Preprocessing:
         """``given``, else the model's own; a 3-D model is refused (it takes volumes)."""
-        preprocessing = given or resolve_preprocessing(model)
+        resize = default_resize(task_of(model, options), options.detect_format)
+        preprocessing = given or resolve_preprocessing(model, default_resize=resize)
         if not isinstance(preprocessing, Preprocessing):
             raise OccludeError(
                 f"{model.path.name if hasattr(model, 'path') else 'the model'} is a 3-D model: give it "

@@ -6,6 +6,7 @@ budget, baseline), the memory plan, and the setup :func:`~occlude_cli.explain` a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -21,6 +22,8 @@ from ..loaders.model import OnnxClassifier, ScoreKind, resolve_target
 from ..loaders.volumes import PreparedVolume, VolumePreprocessing
 from .modality import Modality, modality_of
 from .options import ExplainOptions, per_axis, score_name
+from .scorers import task_incremental
+from .tasks.scoring import TaskScoring, check_outputs, task_of, task_scoring
 
 # Default patch: this fraction of each side of the model input (16 px on a 224 input).
 DEFAULT_PATCH_FRACTION = 1 / 14
@@ -90,6 +93,26 @@ def check_baseline_image(baseline: str, preprocessing) -> Optional[dict]:
 
 def _check_against_model(options: ExplainOptions, preprocessing, model: OnnxClassifier, labels) -> None:
     """The score kind the graph allows, the labels against the classes, and the target."""
+    task = task_of(model, options)
+    if task == "classify" and options.mask is not None:
+        raise OccludeError("mask is for task segment: this model's output is class scores", params=("mask",))
+    if task != "classify":  # the task's own checks need the unoccluded output (see analyses.tasks.scoring)
+        if not isinstance(preprocessing, Preprocessing):
+            raise OccludeError(f"task {task} is for 2-D photo inputs, not for 3-D models", params=("task",))
+        task_incremental(options, task)  # incremental on is refused here, before any image
+        check_outputs(model, options)
+        if options.mask is not None and task != "segment":
+            raise OccludeError(f"mask is for task segment: this model's task is {task}", params=("mask",))
+        for name in ("mask", "reference", "reference_embedding"):  # the task's files, before any image
+            value = getattr(options, name)
+            if isinstance(value, str) and value != "auto" and not Path(value).is_file():
+                raise OccludeError(f"{name} file not found: {value}", params=(name,))
+        classes = model.num_classes if task == "segment" else None
+        if labels is not None and classes is not None and len(labels) != classes:
+            raise OccludeError(f"{len(labels)} labels given but the model has {classes} classes")
+        if options.target is not None and classes is not None:
+            resolve_target(options.target, labels, classes)
+        return
     check_score(model, options.score)
     wanted = options.target is not None or labels or options.top_k > 1
     classes = model_classes(model, preprocessing) if wanted else model.num_classes
@@ -155,6 +178,7 @@ class Setup:
     patch: Tuple[int, ...]
     stride: Tuple[int, ...]
     region: Optional[Box]
+    task: Optional[TaskScoring] = None  # a segmentation, detection or embedding run's score (None: a classifier)
 
 
 def setup(model, image, options=None, preprocessing=None, labels=None, overrides=None) -> Setup:
@@ -162,14 +186,19 @@ def setup(model, image, options=None, preprocessing=None, labels=None, overrides
     its modality, after every check that needs no image."""
     options = (options or ExplainOptions()).with_overrides(overrides or {}).checked()
     if not isinstance(model, OnnxClassifier):
-        model = OnnxClassifier(model)
+        model = OnnxClassifier(model, task=options.task)
     modality = modality_of(image, options)
     preprocessing = modality.preprocessing(model, preprocessing, options)
     labels = list(labels) if labels is not None else model.labels
     patch, stride = check_run(options, preprocessing, model, labels)
     prepared = modality.prepare(image, preprocessing, options)
     region = modality.region(options, prepared)
-    return Setup(options, model, preprocessing, labels, modality, prepared, patch, stride, region)
+    task = None
+    if task_of(model, options) != "classify":
+        if not isinstance(prepared, PreparedImage):
+            raise OccludeError(f"task {task_of(model, options)} is for photo inputs (PNG, JPEG, ...)", params=("task",))
+        task = task_scoring(model, options, prepared, labels)
+    return Setup(options, model, preprocessing, labels, modality, prepared, patch, stride, region, task)
 
 
 def memory_plan(

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import OccludeError
 from ..loaders import limits
-from ..loaders.images import MAX_RESIZE, Preprocessing, default_pixel_offset
+from ..loaders.images import MAX_RESIZE, PAD_VALUE, Preprocessing, default_pixel_offset
 from ..loaders.model import PREPROCESS_KEY, OnnxClassifier, read_labels, resolve_threads
 from ..loaders.modelfiles import (
     IMAGENET,
@@ -58,6 +58,7 @@ class ModelOptions:
     interpolation: Optional[str] = None
     preprocess: Optional[str] = None
     resampler: Optional[str] = None
+    pad_value: Optional[float] = None  # letterbox padding, a pixel value 0..255 (default 114)
 
 
 class OpenedModel(NamedTuple):
@@ -68,11 +69,19 @@ class OpenedModel(NamedTuple):
     labels: Optional[List[str]]
 
 
-def open_model(model: Union[str, Path, OnnxClassifier], options: Optional[ModelOptions] = None) -> OpenedModel:
+def open_model(
+    model: Union[str, Path, OnnxClassifier],
+    options: Optional[ModelOptions] = None,
+    *,
+    task: str = "classify",
+    resize: Optional[str] = None,
+) -> OpenedModel:
     """The model (a file, or a folder holding it: see :func:`~occlude_cli.loaders.modelfiles.find_model_file`),
     its preprocessing and class names. Every option is checked before onnxruntime loads the model (and the model
     file against the memory budget, from its graph alone); ``options.max_memory`` sets the process-wide budget.
-    An already loaded classifier is used as it is (its device and names stay)."""
+    An already loaded classifier is used as it is (its device and names stay). ``task``: what the model's output
+    is (see :class:`~occlude_cli.loaders.model.OnnxClassifier`); ``resize``: the resize mode when nothing else
+    names one (letterbox for YOLO detectors)."""
     options = options or ModelOptions()
     if options.scale is not None and not (
         options.scale == options.scale and abs(options.scale) not in (0.0, float("inf"))
@@ -97,16 +106,20 @@ def open_model(model: Union[str, Path, OnnxClassifier], options: Optional[ModelO
             input_name=options.input_name,
             output_name=options.output_name,
             threads=threads,
+            task=task,
         )
-    preprocessing = preprocessing_for(classifier, options)
+    preprocessing = preprocessing_for(classifier, options, resize)
     names, source = resolve_labels(classifier, options.labels, options.preprocess)
     if source is not None and isinstance(preprocessing, Preprocessing):
         preprocessing = replace(preprocessing, sources=preprocessing.sources + (("labels", source),))
     return OpenedModel(classifier, preprocessing, names)
 
 
-def preprocessing_for(model: OnnxClassifier, options: ModelOptions) -> Union[Preprocessing, VolumePreprocessing]:
-    """:func:`resolve_preprocessing` with the preprocessing values of ``options``."""
+def preprocessing_for(
+    model: OnnxClassifier, options: ModelOptions, default_resize: Optional[str] = None
+) -> Union[Preprocessing, VolumePreprocessing]:
+    """:func:`resolve_preprocessing` with the preprocessing values of ``options`` (``default_resize``: a task's
+    resize when nothing names one)."""
     return resolve_preprocessing(
         model,
         size=options.size,
@@ -120,6 +133,8 @@ def preprocessing_for(model: OnnxClassifier, options: ModelOptions) -> Union[Pre
         interpolation=options.interpolation,
         preset=options.preprocess,
         resampler=options.resampler,
+        default_resize=default_resize,
+        pad_value=options.pad_value,
     )
 
 
@@ -177,6 +192,8 @@ def resolve_preprocessing(
     interpolation: Optional[str] = None,
     preset: Optional[str] = None,
     resampler: Optional[str] = None,
+    default_resize: Optional[str] = None,
+    pad_value: Optional[float] = None,
 ) -> Union[Preprocessing, VolumePreprocessing]:
     """Each value of the preprocessing from the first source that has it: the arguments given, the ``preset``
     (``"torchvision"``), the model's metadata (``occlude.preprocess``) and input shape, the files beside the model
@@ -221,6 +238,9 @@ def resolve_preprocessing(
     layout, (height, width), color = _input_shape(model, levels, size, bool(bgr), sources)
     values = _normalisation(model, levels, meta, sources)
     mode, resize_to, crop_offset = _resize_group(levels, (height, width), sources)
+    if default_resize is not None and ("resize", "default") in sources:  # a task's own (letterbox for YOLO)
+        mode = default_resize
+        sources[sources.index(("resize", "default"))] = ("resize", "task default")
     picked_interpolation = _pick(levels, "interpolation") or ("bilinear", "default")
     picked_resampler = _pick(levels, "resampler") or (None, "default")
     if picked_resampler[0] == "torch" and picked_resampler[1] != "given":
@@ -244,6 +264,7 @@ def resolve_preprocessing(
         crop_offset=crop_offset,
         resampler=picked_resampler[0],
         sources=tuple(sources),
+        pad_value=float(pad_value) if pad_value is not None else PAD_VALUE,
     )
 
 

@@ -116,6 +116,25 @@ def device_scorer(model: OnnxClassifier, head: Head, sample: np.ndarray, spatial
     return scorer
 
 
+def task_incremental(options: ExplainOptions, task: str, executor=None) -> dict:
+    """``params.incremental`` of a segmentation, detection or embedding run: full passes (the plans and a
+    remote window executor serve classifier outputs); ``on`` is refused rather than ignored."""
+    reason = f"incremental inference covers classifier outputs: task {task} runs full passes (exact)"
+    if options.incremental == "on":
+        raise OccludeError(
+            f"incremental on is not available for task {task}: incremental inference covers classifier outputs "
+            "(this task runs full passes, exact)",
+            params=("incremental",),
+        )
+    if executor is not None:
+        raise OccludeError(
+            f"ray scores one image's windows in chunks for classifier outputs only, not for task {task}: give "
+            "several inputs (each image then runs on one worker) or run without Ray",
+            params=("ray",),
+        )
+    return {"mode": options.incremental, "used": False, "exact": True, "reason": reason}
+
+
 def executor_scorer(executor, head: Head):
     """Windows scored elsewhere, in parallel chunks (``executor.score_windows``, e.g. a RayExecutor)."""
 

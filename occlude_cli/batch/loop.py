@@ -197,6 +197,7 @@ def run_settings(
         "style": style.describe() if style is not None else None,
         "panels": panels,
         "nifti": nifti,
+        **_task_files(options),
     }
 
 
@@ -210,6 +211,17 @@ def _baseline_file(baseline: str) -> dict:
         return {"baseline_sha256": file_sha256(path) if regular_file(Path(path))[0] else None}
     except OSError:
         return {"baseline_sha256": None}
+
+
+def _task_files(options: ExplainOptions) -> dict:
+    """The contents of a task's files (mask, reference image, reference embedding) decide its results too: their
+    sha256, so that --resume redoes an image whose mask or reference changed (no key for a run without them)."""
+    files = {}
+    for name in ("mask", "reference", "reference_embedding"):
+        value = getattr(options, name, None)
+        if isinstance(value, str) and value != "auto" and Path(value).is_file():
+            files[name] = hashlib.sha256(Path(value).read_bytes()).hexdigest()
+    return {"task_files": files} if files else {}
 
 
 def folder_sha256(folder: Path) -> str:

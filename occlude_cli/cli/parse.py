@@ -81,6 +81,17 @@ def box(flag: str) -> Parser:
     return parse
 
 
+def mask(text: str) -> Union[str, Tuple[float, float, float, float]]:
+    """--mask: 'auto', a box 'x0,y0,x1,y1' (original image pixels) or a mask file's path."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    if re.fullmatch(r"\s*[-+0-9.eE]+(\s*,\s*[-+0-9.eE]+){3}\s*", text):
+        return box("--mask")(text)
+    if re.fullmatch(r"[-+0-9.eE,\s]+", text):
+        raise OccludeError(f"--mask takes auto, a mask file or four numbers x0,y0,x1,y1, got {text!r}")
+    return text
+
+
 def fraction(flag: str) -> Parser:
     """'2/255' or '0.008' -> a float (the library checks its range)."""
 

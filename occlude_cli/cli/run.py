@@ -17,6 +17,7 @@ from .common import (
     OcclusionFlags,
     Parsed,
     RenderFlags,
+    TaskFlags,
     fail,
     print_error,
     print_json,
@@ -60,13 +61,21 @@ occlude info sample_models/efficientnet_lite0.onnx --layers  # cut points for la
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags, medical=MedicalFlags, ci=CiFlags)
+@with_flags(
+    model_flags=ModelFlags,
+    occlusion=OcclusionFlags,
+    render=RenderFlags,
+    medical=MedicalFlags,
+    ci=CiFlags,
+    task_flags=TaskFlags,
+)
 def run(
     model: Annotated[
         Path,
         typer.Argument(
-            help="ONNX classifier (.onnx) with one image input and a (batch, classes) output, or a folder holding "
-            "one (model.onnx): its Hugging Face, timm or occlude.json config gives the preprocessing and labels."
+            help="ONNX model (.onnx) with one image input (a classifier, or a segmentation, detection or embedding "
+            "model: --task), or a folder holding one (model.onnx): its Hugging Face, timm or occlude.json config "
+            "gives the preprocessing and labels."
         ),
     ],
     paths: Annotated[
@@ -303,6 +312,7 @@ def run(
     render: RenderFlags = None,  # type: ignore[assignment]
     medical: MedicalFlags = None,  # type: ignore[assignment]
     ci: CiFlags = None,  # type: ignore[assignment]
+    task_flags: TaskFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Explain images with an ONNX classifier: writes STEM.overlay.png, STEM.heatmap.png, STEM.json, STEM.npy."""
     from ..analyses.options import ExplainOptions
@@ -318,6 +328,7 @@ def run(
         refine_budget=refine_budget,
         **occlusion.fields(),
         **medical.fields(),
+        **task_flags.fields(),
     )
     settings = RunSettings(
         scales=patch or (),

@@ -34,7 +34,7 @@ import numpy as np
 from occlude_cli.errors import OccludeError
 
 RAY_MISSING = "running on Ray needs the ray extra: pip install 'occlude[ray]'"
-MODEL_SPEC_KEYS = ("path", "device", "input_name", "output_name", "threads", "io_binding", "batch_rewrite")
+MODEL_SPEC_KEYS = ("path", "device", "input_name", "output_name", "threads", "io_binding", "batch_rewrite", "task")
 
 
 def require_ray():
@@ -124,6 +124,7 @@ def model_spec_of(model) -> Dict[str, Any]:
         "device": "cuda" if getattr(model, "provider", "") == "CUDAExecutionProvider" else "cpu",
         "input_name": model.input.name,
         "output_name": model.output.name,
+        "task": getattr(model, "task", "classify"),
     }
 
 

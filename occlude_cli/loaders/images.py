@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..core.casting import cast_checked, describe_range, out_of_range, round_for, type_range
 from ..errors import OccludeError, first_line
 from . import limits
+from .letterbox import PAD_VALUE, check_pad_value, letterbox_box, letterbox_pixels
 from .prefetch import take_decoded
 from .resampling import torch_resize
 
@@ -38,6 +39,7 @@ class ResizeMode(str, Enum):
 
     stretch = "stretch"
     center_crop = "center-crop"
+    letterbox = "letterbox"
 
 
 class Interpolation(str, Enum):
@@ -62,7 +64,7 @@ COLORS = ("rgb", "bgr", "gray")
 # stretch: the whole image to the input size (or to ``resize_to`` (h, w), then a center crop); center-crop: the
 # short side fitted to the input, the long side cut; short-side: the short side to ``resize_to`` (S,), then a
 # center crop (torchvision's Resize(S) + CenterCrop)
-RESIZE_MODES = ("stretch", "center-crop", "short-side")
+RESIZE_MODES = ("stretch", "center-crop", "short-side", "letterbox")  # letterbox: see loaders.letterbox
 INTERPOLATIONS = tuple(i.value for i in Interpolation)
 # where a center crop starts when the margin is odd: round(margin / 2), half to even (torchvision, timm), or
 # margin // 2 (transformers)
@@ -130,6 +132,7 @@ class Preprocessing:
     crop_offset: str = "round"
     resampler: Optional[str] = None
     sources: Tuple[Tuple[str, str], ...] = field(default=(), compare=False)
+    pad_value: float = PAD_VALUE  # letterbox: the pixel value (0..255) of the padding
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -148,6 +151,7 @@ class Preprocessing:
                 )
             if not all(np.isfinite(values)):
                 raise OccludeError(f"{name} (--{name}) must be finite numbers, got {list(values)}")
+        check_pad_value(self.pad_value)
         if any(s == 0 for s in self.std):
             raise OccludeError("std values must be non-zero", params=("std",))
         if not np.isfinite(self.scale) or self.scale == 0:
@@ -337,6 +341,7 @@ class Preprocessing:
             "interpolation": self.interpolation,
             "crop_offset": self.crop_offset,
             "resampler": self.resampler,
+            **({"pad_value": self.pad_value} if self.resize == "letterbox" else {}),
             "dtype": self.dtype,
             "quantization": (
                 {"scale": self.quantization[0], "zero_point": self.quantization[1]} if self.quantization else None
@@ -561,6 +566,8 @@ def resize_geometry(
     target; ``center-crop``: the short side fitted to the target, the long side cut (a fractional box)."""
     width, height = original_size
     th, tw = target_size
+    if mode == "letterbox":  # the whole photo inside, padded: a box beyond the photo (loaders.letterbox)
+        return Geometry(None, (0, 0), letterbox_box(original_size, target_size))
     if mode == "center-crop":
         factor = min(width / tw, height / th)
         cw, ch = tw * factor, th * factor
@@ -622,6 +629,8 @@ def resample_image(image: Image.Image, preprocessing: Preprocessing) -> Tuple[np
     rounded. A 16-bit photo (an 'F' image) is resampled in float by every resampler."""
     pre = preprocessing
     geometry = resize_geometry(image.size, pre.size, pre.resize, pre.resize_to, pre.crop_offset)
+    if pre.resize == "letterbox":
+        return letterbox_pixels(image_pixels(image, pre.color), pre, resize_pixels), geometry
     if pre.resampler == "float" or image.mode == "F":
         pixels = resize_pixels(image_pixels(image, pre.color), pre.size, geometry.box, pre.interpolation)
         return pixels, geometry
@@ -685,6 +694,7 @@ def map_on_original(values: np.ndarray, original_size: Tuple[int, int], crop_box
         dtype=np.float64,
     )
     canvas = np.full((height, width), np.nan)
-    x0, y0 = int(round(left)), int(round(top))
-    canvas[y0 : y0 + box_h, x0 : x0 + box_w] = resized[: height - y0, : width - x0]
+    x0, y0 = int(round(left)), int(round(top))  # a letterbox's box reaches beyond the image: its part over it
+    part = resized[max(0, -y0) : max(0, -y0) + height - max(0, y0), max(0, -x0) : max(0, -x0) + width - max(0, x0)]
+    canvas[max(0, y0) : max(0, y0) + part.shape[0], max(0, x0) : max(0, x0) + part.shape[1]] = part
     return canvas

@@ -61,6 +61,8 @@ class ScoreKind(str, Enum):
     prob = "prob"  # alias of auto (the name of the default before score kinds matched the head)
 
 
+# What a model's output is (``task``): class scores, per-pixel class maps, detections or an embedding.
+TASKS = ("auto", "classify", "segment", "detect", "embed")
 DEVICES = tuple(d.value for d in Device)
 SCORE_KINDS = tuple(k.value for k in ScoreKind)
 
@@ -164,6 +166,8 @@ HEAD_KINDS = {
     "independent": "the model's own independent (multi-label / sigmoid) probabilities, as they are",
     "logit": "the raw logit",
     "raw": "the raw output, as it is",
+    "detection": "max over detections of IoU(target box, box) x the class's probability (task detect)",
+    "similarity": "cosine similarity of the embedding with the reference embedding (task embed)",
 }
 
 
@@ -175,6 +179,8 @@ SCORE_NAMES = {
     "independent": "probability (the model's own sigmoid output)",
     "logit": "logit",
     "raw": "raw output",
+    "detection": "detection score",
+    "similarity": "cosine similarity",
 }
 
 
@@ -327,8 +333,11 @@ class OnnxClassifier:
         threads: Optional[int] = None,
         io_binding: Optional[bool] = None,
         batch_rewrite: bool = True,
+        task: str = "classify",
     ) -> None:
         self.path = find_model_file(path)  # a folder: its model.onnx or only .onnx file
+        if task not in TASKS:
+            raise OccludeError(f"task must be one of {', '.join(TASKS)}, got {task!r}", params=("task",))
         if not self.path.exists():
             raise OccludeError(f"model not found: {self.path}")
         if self.path.is_dir():
@@ -361,7 +370,9 @@ class OnnxClassifier:
             raise OccludeError(
                 f"model needs inputs besides the image ({', '.join(others)}); occlude feeds only one image input"
             )
-        self.output = self._pick("output", self.session.get_outputs(), output_name, "output_name")
+        outputs = self.session.get_outputs()
+        detector = task == "detect" and output_name is None and len(outputs) > 1  # separate boxes, scores, labels
+        self.output = outputs[0] if detector else self._pick("output", outputs, output_name, "output_name")
         if not str(self.output.type).startswith("tensor("):
             raise OccludeError(
                 f"output {self.output.name!r} is a {self.output.type}, not a tensor of class scores: occlude needs "
@@ -372,19 +383,11 @@ class OnnxClassifier:
         self.fixed_batch: Optional[int] = self.input_shape[0]
         self.batching = "dynamic batch" if self.fixed_batch is None else f"fixed batch {self.fixed_batch}"
         self.batch_note: Optional[str] = None  # a line for the user when batching is not what they would expect
-        if self.fixed_batch == 1 and batch_rewrite:
+        if self.fixed_batch == 1 and batch_rewrite and task != "detect":  # detections: one image per pass
             self._try_batch_rewrite(options)
         out_shape = list(self.output.shape)
-        extra = [d for d in out_shape[2:]]
-        if len(out_shape) > 2 and not all(d == 1 for d in extra):
-            raise OccludeError(
-                f"output {self.output.name!r} has shape {out_shape}: occlude needs a classifier output "
-                "(batch, classes), (batch, classes, 1, 1), (batch, 1) or (batch,)"
-            )
-        if len(out_shape) <= 1:
-            self.num_classes: Optional[int] = 1
-        else:
-            self.num_classes = out_shape[1] if isinstance(out_shape[1], int) and out_shape[1] > 0 else None
+        self.task = _output_task(task, out_shape, self.output.name)
+        self.num_classes: Optional[int] = _declared_classes(self.task, out_shape)
         meta = self.session.get_modelmeta().custom_metadata_map or {}
         self.metadata = dict(meta)
         self.metadata_preprocessing = _json_metadata(meta, PREPROCESS_KEY, dict, self.path)
@@ -442,6 +445,28 @@ class OnnxClassifier:
                 f"the CUDA provider did not load: {reason}; {remedy}, or use device cpu", params=("device",)
             )
         self.device_notes.append(f"CUDA is installed but did not load ({reason}): running on the CPU")
+
+    def run_outputs(self, batch: np.ndarray, names: Sequence[str]) -> List[np.ndarray]:
+        """The raw outputs ``names`` for a batch in the model's layout and dtype, as the graph gives them (no
+        classifier shape is required: the tasks read them); a fixed batch is split and padded as in :meth:`run`."""
+        batch = cast_checked(batch, self.dtype, "the batch")
+        fixed = self.fixed_batch or len(batch)
+        parts: List[List[np.ndarray]] = []
+        for start in range(0, len(batch), fixed):
+            part = batch[start : start + fixed]
+            n = len(part)
+            if n < fixed:
+                part = np.concatenate([part, np.repeat(part[-1:], fixed - n, axis=0)])
+            try:
+                got = self.session.run(list(names), {self.input.name: part})
+            except Exception as exc:
+                raise OccludeError(
+                    f"onnxruntime failed on input of shape {list(part.shape)}: {first_line(exc)}"
+                ) from None
+            parts.append([np.asarray(o)[:n] if np.ndim(o) and np.shape(o)[0] == fixed else np.asarray(o) for o in got])
+        if len(parts) == 1:
+            return parts[0]
+        return [np.concatenate([p[i] for p in parts]) for i in range(len(names))]
 
     def head(self, requested, raw: np.ndarray) -> Head:
         """What to explain for this model (see :func:`resolve_head`), from one unoccluded forward pass."""
@@ -587,7 +612,40 @@ class OnnxClassifier:
             "io_binding": self.io_binding,
             "batching": self.batching,
             "files": list(self.files.found),
+            **({"task": self.task} if self.task != "classify" else {}),
         }
+
+
+def _output_task(task: str, shape: list, name: str) -> str:
+    """The task a model's output serves: ``task`` as given, or for ``auto`` read from the declared shape: class
+    scores ((N, classes), trailing axes of 1) or per-pixel class maps ((N, C, h, w)); anything else is asked for.
+    ``classify`` refuses an output that is not class scores."""
+    classes_only = len(shape) <= 2 or all(d == 1 for d in shape[2:])
+    if task == "auto" and not classes_only:
+        if len(shape) == 4:
+            return "segment"  # its size against the input's is checked at the first image
+        raise OccludeError(
+            f"output {name!r} has shape {shape}: task auto cannot tell what it holds (classes are (batch, classes), "
+            "segmentation maps (batch, C, h, w)): choose task classify, segment, detect or embed",
+            params=("task",),
+        )
+    if task in ("auto", "classify") and not classes_only:
+        raise OccludeError(
+            f"output {name!r} has shape {shape}: occlude needs a classifier output (batch, classes), "
+            "(batch, classes, 1, 1), (batch, 1) or (batch,) to classify (occlude run's task segment, detect or "
+            "embed explains other models)",
+        )
+    return "classify" if task == "auto" else task
+
+
+def _declared_classes(task: str, shape: list) -> Optional[int]:
+    """The classes an output declares: its axis 1 for class scores and segmentations (None when dynamic);
+    1 for a (batch,) output; None for detections and embeddings (the task reads them)."""
+    if task not in ("classify", "segment"):
+        return None
+    if len(shape) <= 1:
+        return 1
+    return shape[1] if isinstance(shape[1], int) and shape[1] > 0 else None
 
 
 def _json_metadata(meta: dict, key: str, kind: type, path: Path):

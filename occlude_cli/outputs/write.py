@@ -237,6 +237,8 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 def _title(explanation: Explanation, index: int) -> str:
+    if explanation.score_kind == "similarity":  # task embed: one score, no class
+        return f"cosine similarity to the reference: {explanation.occlusion.original_scores[index]:.4f}"
     label = explanation.label(index)
     name = f"{label} (class {index})" if label else f"class {index}"
     kind = score_word(explanation.score_kind)
@@ -263,18 +265,37 @@ def _write_map(
 ) -> List[Path]:
     """STEM.overlay.png, STEM.heatmap.png and (with ``npy``) STEM.npy for one map of an explanation's image."""
     e = explanation
+    drawing = getattr(e, "drawing", None)
+    if drawing:  # a task's target: the segmentation mask's outline or the detection's target box
+        overlay = overlay_with_region_png(
+            e.image.original,
+            values,
+            e.image.crop_box,
+            _title(e, e.target),
+            subtitle,
+            drawing["box"],
+            drawing["mask"],
+            style,
+        )
+    else:
+        overlay = overlay_png(e.image.original, values, e.image.crop_box, _title(e, e.target), subtitle, style)
     written = [
-        atomic_write_bytes(
-            out_dir / f"{stem}.overlay.png",
-            overlay_png(e.image.original, values, e.image.crop_box, _title(e, e.target), subtitle, style),
-        ),
+        atomic_write_bytes(out_dir / f"{stem}.overlay.png", overlay),
         atomic_write_bytes(out_dir / f"{stem}.heatmap.png", heatmap_png(values, _title(e, e.target), subtitle, style)),
     ]
     if panels:
         written.append(
             atomic_write_bytes(
                 out_dir / f"{stem}.panels.png",
-                panels_png(e.image.original, values, e.image.crop_box, _title(e, e.target), subtitle, style),
+                panels_png(
+                    e.image.original,
+                    values,
+                    e.image.crop_box,
+                    _title(e, e.target),
+                    subtitle,
+                    style,
+                    region=drawing["box"] if drawing else None,  # a detection's target box on the overlay panel
+                ),
             )
         )
     if npy:

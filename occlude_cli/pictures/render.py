@@ -81,7 +81,9 @@ def _matplotlib():
 
 def score_word(kind: str) -> str:
     """How a score kind is named in titles and axis labels."""
-    return {"logit": "logit", "raw": "output"}.get(kind, "probability")
+    return {"logit": "logit", "raw": "output", "detection": "detection score", "similarity": "similarity"}.get(
+        kind, "probability"
+    )
 
 
 def symmetric_limit(values: np.ndarray, clip_percentile: Optional[float] = None) -> float:

@@ -12,6 +12,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 from ..analyses.options import ExplainOptions
 from ..analyses.plan import check_run
 from ..analyses.preprocessing import ModelOptions, open_model
+from ..analyses.tasks.spec import default_resize
 from ..batch.inputs import STDIN, StreamedInputs, discover_inputs
 from ..errors import OccludeError
 from ..loaders.model import OnnxClassifier
@@ -34,7 +35,9 @@ def open_checked(model, options: ExplainOptions, model_options: Optional[ModelOp
     """``options`` checked, the model opened, and everything checked that needs the model but no image
     (target, labels, patch, score kind, baseline): one OccludeError naming the parameter, before any input."""
     options = options.checked()
-    opened = open_model(model, model_options)
+    opened = open_model(
+        model, model_options, task=options.task, resize=default_resize(options.task, options.detect_format)
+    )
     patch, stride = check_run(options, opened.preprocessing, opened.classifier, opened.labels)
     return Opened(opened.classifier, opened.preprocessing, opened.labels, options, patch, stride)
 

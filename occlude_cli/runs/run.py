@@ -22,6 +22,8 @@ from ..analyses.estimate import baseline_check, estimate_run
 from ..analyses.options import ExplainOptions, as_size
 from ..analyses.plan import check_run, memory_plan
 from ..analyses.preprocessing import ModelOptions, open_model
+from ..analyses.tasks.scoring import task_of
+from ..analyses.tasks.spec import default_resize
 from ..batch.inputs import InputImage, StreamedInputs, check_shard, discover_inputs, take_shard
 from ..batch.loop import BatchResult, LocalExecutor, likely_skipped, run_images
 from ..errors import OccludeError
@@ -139,7 +141,9 @@ def plan_folder(
     settings, options = settings.checked(), options.checked()
     if settings.scales and options.patch is None:
         options = replace(options, patch=settings.scales[0])
-    opened = open_model(model, model_options)
+    opened = open_model(
+        model, model_options, task=options.task, resize=default_resize(options.task, options.detect_format)
+    )
     # the inputs are found first (nothing is read; what discovery found is told after every check passed)
     images, every, problems, notes = _inputs(inputs, out, settings, options.series)
     preprocessing = preprocessing or opened.preprocessing
@@ -250,7 +254,9 @@ def run_folder(
     executor = _ray_executor(plan, model_options, events) if plan.settings.ray else None
     images_executor = executor
     windows = events.windows if events.draws_windows else None
-    if executor is not None and not plan.streamed and len(plan.images) == 1:  # one input on Ray: windows split
+    # one input on Ray: its windows are split into chunks (classifier outputs; a task's image goes to one worker)
+    task = task_of(plan.classifier, plan.options)
+    if executor is not None and not plan.streamed and len(plan.images) == 1 and task == "classify":
         images_executor = LocalExecutor(plan.classifier, windows, window_executor=executor)
     if plan.streamed:  # paths from stdin: the count and what resume skips are known as they come
         plan.images.on_problem = events.problem

@@ -1,0 +1,149 @@
+"""Probe models for the tasks whose answers are computable by hand, and the slow obvious scores they are
+checked against (one window at a time, plain loops, no code shared with occlude's task maths)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence, Tuple
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+def _save(graph, path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _const(name: str, values, dtype=np.int64):
+    return numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
+
+
+def segmentation_probe(path: Path, weights: np.ndarray, bias: np.ndarray, size: Tuple[int, int] = (32, 32)) -> Path:
+    """Per-pixel logits (N, C, H, W): logit_c = sum_k weights[c, k] * x_k + bias[c] of the pixel's channels x."""
+    classes, channels = weights.shape
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", channels, *size])
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes, *size])
+    node = helper.make_node("Conv", ["image", "w", "b"], ["logits"], kernel_shape=[1, 1])
+    inits = [
+        _const("w", weights.reshape(classes, channels, 1, 1), np.float32),
+        _const("b", bias.reshape(-1), np.float32),
+    ]
+    return _save(helper.make_graph([node], "segprobe", [image], [out], inits), path)
+
+
+def segmentation_probe_logits(x: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """What segmentation_probe computes for one (C, H, W) sample, by loops over the pixels."""
+    channels, height, width = x.shape
+    out = np.zeros((len(weights), height, width))
+    for y in range(height):
+        for xx in range(width):
+            for c in range(len(weights)):
+                out[c, y, xx] = float(np.dot(weights[c], x[:, y, xx]) + bias[c])
+    return out
+
+
+def detection_probe(path: Path, boxes: Sequence[Sequence[int]], size: Tuple[int, int] = (32, 32)) -> Path:
+    """YOLOv8 layout (N, 4 + 3, K): K fixed boxes (x0, y0, x1, y1, input pixels) as cx, cy, w, h; class c of
+    box k scores the mean of channel c inside box k."""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, *size])
+    out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["N", 7, len(boxes)])
+    nodes, inits, parts = [], [_const("axes", [2, 3]), _const("shape", [0, 3, 1])], []
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        inits += [_const(f"s{k}", [y0, x0]), _const(f"e{k}", [y1, x1])]
+        nodes += [
+            helper.make_node("Slice", ["image", f"s{k}", f"e{k}", "axes"], [f"crop{k}"]),
+            helper.make_node("ReduceMean", [f"crop{k}"], [f"mean{k}"], axes=[2, 3], keepdims=1),
+            helper.make_node("Reshape", [f"mean{k}", "shape"], [f"cls{k}"]),
+        ]
+        parts.append(f"cls{k}")
+    geometry = [[(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0] for x0, y0, x1, y1 in boxes]
+    inits += [_const("geometry", np.array(geometry, dtype=np.float32).T[None], np.float32)]
+    inits += [_const("first", [0]), _const("one", [1]), _const("chan", [1])]
+    nodes += [
+        helper.make_node("Concat", parts, ["classes"], axis=2),
+        helper.make_node("Slice", ["classes", "first", "one", "chan"], ["c0"]),
+        helper.make_node("Sub", ["c0", "c0"], ["zeros"]),  # (N, 1, K) of zeros: the batch for the boxes
+        helper.make_node("Add", ["zeros", "geometry"], ["boxes"]),
+        helper.make_node("Concat", ["boxes", "classes"], ["output0"], axis=1),
+    ]
+    return _save(helper.make_graph(nodes, "detprobe", [image], [out], inits), path)
+
+
+def slow_iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / union if union > 0 else 0.0
+
+
+def detection_probe_score(x: np.ndarray, boxes, target_box, cls: int) -> float:
+    """The detection score of probe ``boxes`` on one (3, H, W) sample: max over boxes of IoU x class mean."""
+    best = 0.0
+    for x0, y0, x1, y1 in boxes:
+        probability = float(x[cls, y0:y1, x0:x1].mean())
+        best = max(best, slow_iou(target_box, (x0, y0, x1, y1)) * probability)
+    return best
+
+
+def embedding_probe(path: Path, size: Tuple[int, int] = (32, 32), channels: int = 3) -> Path:
+    """(N, 4): the means of the four quadrants (all channels): top-left, top-right, bottom-left, bottom-right."""
+    h, w = size
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", channels, h, w])
+    out = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 4])
+    quadrants = [(0, 0, h // 2, w // 2), (0, w // 2, h // 2, w), (h // 2, 0, h, w // 2), (h // 2, w // 2, h, w)]
+    nodes, inits = [], [_const("axes", [2, 3])]
+    for k, (y0, x0, y1, x1) in enumerate(quadrants):
+        inits += [_const(f"s{k}", [y0, x0]), _const(f"e{k}", [y1, x1])]
+        nodes += [
+            helper.make_node("Slice", ["image", f"s{k}", f"e{k}", "axes"], [f"q{k}"]),
+            helper.make_node("ReduceMean", [f"q{k}"], [f"m{k}"], axes=[1, 2, 3], keepdims=0),
+            helper.make_node("Unsqueeze", [f"m{k}", "one"], [f"u{k}"]),
+        ]
+    inits.append(_const("one", [1]))
+    nodes.append(helper.make_node("Concat", [f"u{k}" for k in range(4)], ["embedding"], axis=1))
+    return _save(helper.make_graph(nodes, "embprobe", [image], [out], inits), path)
+
+
+def embedding_probe_vector(x: np.ndarray) -> np.ndarray:
+    _, h, w = x.shape
+    return np.array(
+        [
+            x[:, : h // 2, : w // 2].mean(),
+            x[:, : h // 2, w // 2 :].mean(),
+            x[:, h // 2 :, : w // 2].mean(),
+            x[:, h // 2 :, w // 2 :].mean(),
+        ]
+    )
+
+
+def slow_cosine(a, b) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(sum(a * b) / (np.sqrt(sum(a * a)) * np.sqrt(sum(b * b))))
+
+
+def slow_map(x: np.ndarray, baseline: np.ndarray, score, patch: int, stride: int) -> np.ndarray:
+    """One window at a time, then per pixel the mean drop of every window covering it (``score`` of one
+    (C, H, W) sample -> float)."""
+    _, height, width = x.shape
+    original = score(x)
+    ys = list(range(0, height - patch + 1, stride))
+    xs = list(range(0, width - patch + 1, stride))
+    if ys[-1] + patch < height:
+        ys.append(height - patch)
+    if xs[-1] + patch < width:
+        xs.append(width - patch)
+    total, count = np.zeros((height, width)), np.zeros((height, width))
+    for y in ys:
+        for xx in xs:
+            occluded = x.copy()
+            occluded[:, y : y + patch, xx : xx + patch] = baseline[:, y : y + patch, xx : xx + patch]
+            total[y : y + patch, xx : xx + patch] += original - score(occluded)
+            count[y : y + patch, xx : xx + patch] += 1
+    return total / count
