@@ -238,9 +238,7 @@ def resolve_preprocessing(
     layout, (height, width), color = _input_shape(model, levels, size, bool(bgr), sources)
     values = _normalisation(model, levels, meta, sources)
     mode, resize_to, crop_offset = _resize_group(levels, (height, width), sources)
-    if default_resize is not None and ("resize", "default") in sources:  # a task's own (letterbox for YOLO)
-        mode = default_resize
-        sources[sources.index(("resize", "default"))] = ("resize", "task default")
+    mode = _task_resize(mode, default_resize, sources)
     picked_interpolation = _pick(levels, "interpolation") or ("bilinear", "default")
     picked_resampler = _pick(levels, "resampler") or (None, "default")
     if picked_resampler[0] == "torch" and picked_resampler[1] != "given":
@@ -341,6 +339,14 @@ def _normalisation(model: OnnxClassifier, levels: Sequence[Level], meta: dict, s
         out[key] = value[0] if value is not None else defaults[key]
         sources.append((key, value[1] if value is not None else "default"))
     return out
+
+
+def _task_resize(mode: str, default_resize: Optional[str], sources: list) -> str:
+    """A task's own resize (letterbox for YOLO detectors) where nothing named one."""
+    if default_resize is None or ("resize", "default") not in sources:
+        return mode
+    sources[sources.index(("resize", "default"))] = ("resize", "task default")
+    return default_resize
 
 
 def _resize_group(levels: Sequence[Level], size: Tuple[int, int], sources: list):

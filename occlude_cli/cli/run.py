@@ -17,7 +17,6 @@ from .common import (
     OcclusionFlags,
     Parsed,
     RenderFlags,
-    TaskFlags,
     fail,
     print_error,
     print_json,
@@ -26,6 +25,7 @@ from .common import (
     user_errors,
     with_flags,
 )
+from .taskflags import TaskFlags
 
 RUN_EXAMPLES = """
 occlude run sample_models/efficientnet_lite0.onnx sample_images/cat.jpg

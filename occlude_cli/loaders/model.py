@@ -24,6 +24,7 @@ from ..errors import OccludeError, first_line
 from ..inference.facts import file_sha256, final_operator, model_facts  # noqa: F401
 from .cuda import CUDA, cuda_load_error, prepare_cuda
 from .modelfiles import find_model_file, read_model_files
+from .outputs import TASKS, declared_classes, output_task
 
 PREPROCESS_KEY = "occlude.preprocess"
 LABELS_KEY = "occlude.labels"
@@ -61,8 +62,6 @@ class ScoreKind(str, Enum):
     prob = "prob"  # alias of auto (the name of the default before score kinds matched the head)
 
 
-# What a model's output is (``task``): class scores, per-pixel class maps, detections or an embedding.
-TASKS = ("auto", "classify", "segment", "detect", "embed")
 DEVICES = tuple(d.value for d in Device)
 SCORE_KINDS = tuple(k.value for k in ScoreKind)
 
@@ -386,8 +385,8 @@ class OnnxClassifier:
         if self.fixed_batch == 1 and batch_rewrite and task != "detect":  # detections: one image per pass
             self._try_batch_rewrite(options)
         out_shape = list(self.output.shape)
-        self.task = _output_task(task, out_shape, self.output.name)
-        self.num_classes: Optional[int] = _declared_classes(self.task, out_shape)
+        self.task = output_task(task, out_shape, self.output.name)
+        self.num_classes: Optional[int] = declared_classes(self.task, out_shape)
         meta = self.session.get_modelmeta().custom_metadata_map or {}
         self.metadata = dict(meta)
         self.metadata_preprocessing = _json_metadata(meta, PREPROCESS_KEY, dict, self.path)
@@ -614,38 +613,6 @@ class OnnxClassifier:
             "files": list(self.files.found),
             **({"task": self.task} if self.task != "classify" else {}),
         }
-
-
-def _output_task(task: str, shape: list, name: str) -> str:
-    """The task a model's output serves: ``task`` as given, or for ``auto`` read from the declared shape: class
-    scores ((N, classes), trailing axes of 1) or per-pixel class maps ((N, C, h, w)); anything else is asked for.
-    ``classify`` refuses an output that is not class scores."""
-    classes_only = len(shape) <= 2 or all(d == 1 for d in shape[2:])
-    if task == "auto" and not classes_only:
-        if len(shape) == 4:
-            return "segment"  # its size against the input's is checked at the first image
-        raise OccludeError(
-            f"output {name!r} has shape {shape}: task auto cannot tell what it holds (classes are (batch, classes), "
-            "segmentation maps (batch, C, h, w)): choose task classify, segment, detect or embed",
-            params=("task",),
-        )
-    if task in ("auto", "classify") and not classes_only:
-        raise OccludeError(
-            f"output {name!r} has shape {shape}: occlude needs a classifier output (batch, classes), "
-            "(batch, classes, 1, 1), (batch, 1) or (batch,) to classify (occlude run's task segment, detect or "
-            "embed explains other models)",
-        )
-    return "classify" if task == "auto" else task
-
-
-def _declared_classes(task: str, shape: list) -> Optional[int]:
-    """The classes an output declares: its axis 1 for class scores and segmentations (None when dynamic);
-    1 for a (batch,) output; None for detections and embeddings (the task reads them)."""
-    if task not in ("classify", "segment"):
-        return None
-    if len(shape) <= 1:
-        return 1
-    return shape[1] if isinstance(shape[1], int) and shape[1] > 0 else None
 
 
 def _json_metadata(meta: dict, key: str, kind: type, path: Path):

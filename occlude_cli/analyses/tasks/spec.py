@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ...errors import OccludeError
-from ...loaders.model import TASKS
+from ...loaders.outputs import TASKS
 
 DETECT_FORMATS = ("yolov8", "yolov5", "boxes")
 NMS_IOU = 0.45  # non-maximum suppression of the unoccluded detections: the IoU above which a box is dropped

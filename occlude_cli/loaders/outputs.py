@@ -1,0 +1,42 @@
+"""What a model's output is (``task``): class scores, per-pixel class maps, detections or an embedding; read from
+its declared shape where it can be (``auto``), and the classes it declares."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ..errors import OccludeError
+
+TASKS = ("auto", "classify", "segment", "detect", "embed")
+
+
+def output_task(task: str, shape: list, name: str) -> str:
+    """The task a model's output serves: ``task`` as given, or for ``auto`` read from the declared shape: class
+    scores ((N, classes), trailing axes of 1) or per-pixel class maps ((N, C, h, w)); anything else is asked for.
+    ``classify`` refuses an output that is not class scores."""
+    classes_only = len(shape) <= 2 or all(d == 1 for d in shape[2:])
+    if task == "auto" and not classes_only:
+        if len(shape) == 4:
+            return "segment"  # its size against the input's is checked at the first image
+        raise OccludeError(
+            f"output {name!r} has shape {shape}: task auto cannot tell what it holds (classes are (batch, classes), "
+            "segmentation maps (batch, C, h, w)): choose task classify, segment, detect or embed",
+            params=("task",),
+        )
+    if task in ("auto", "classify") and not classes_only:
+        raise OccludeError(
+            f"output {name!r} has shape {shape}: occlude needs a classifier output (batch, classes), "
+            "(batch, classes, 1, 1), (batch, 1) or (batch,) to classify (occlude run's task segment, detect or "
+            "embed explains other models)",
+        )
+    return "classify" if task == "auto" else task
+
+
+def declared_classes(task: str, shape: list) -> Optional[int]:
+    """The classes an output declares: its axis 1 for class scores and segmentations (None when dynamic);
+    1 for a (batch,) output; None for detections and embeddings (the task reads them)."""
+    if task not in ("classify", "segment"):
+        return None
+    if len(shape) <= 1:
+        return 1
+    return shape[1] if isinstance(shape[1], int) and shape[1] > 0 else None
