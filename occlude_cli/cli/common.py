@@ -240,8 +240,7 @@ class ModelFlags:
     resize: Annotated[
         Optional[ResizeMode],
         typer.Option(
-            help="stretch (whole image), center-crop (keep aspect, cut the long side) or letterbox (keep aspect, pad "
-            "to the input with --pad-value; the default for YOLO detectors).",
+            help="stretch (whole image), center-crop (keep aspect, cut the long side) or letterbox (keep it, pad).",
             rich_help_panel="Preprocessing",
         ),
     ] = None
@@ -302,7 +301,7 @@ class ModelFlags:
         typer.Option(
             "--pad-value",
             rich_help_panel="Preprocessing",
-            help="Pixel value 0..255 of the padding of --resize letterbox \\[default: 114, the grey of YOLO].",
+            help="Padding of --resize letterbox, 0..255 \\[default: 114].",
         ),
     ] = None
     max_memory: Annotated[

@@ -41,8 +41,7 @@ class TaskFlags:
         Task,
         typer.Option(
             rich_help_panel=_TASK,
-            help="What the output is: auto (classify for (N, classes), segment for (N, C, h, w)), classify, segment, "
-            "detect or embed.",
+            help="What the output is (auto: by its shape).",
         ),
     ] = Task.auto
     mask: Annotated[
@@ -51,8 +50,7 @@ class TaskFlags:
             parser=parse.mask,
             metavar="auto|FILE|x0,y0,x1,y1",
             rich_help_panel=_TASK,
-            help="segment: where the class's probability is averaged: auto (pixels predicted as --target), a mask "
-            "image or a box (original pixels) \\[default: auto].",
+            help="segment: the pixels averaged \\[default: auto].",
         ),
     ] = None
     detect_format: Annotated[
@@ -60,20 +58,20 @@ class TaskFlags:
         typer.Option(
             "--detect-format",
             rich_help_panel=_TASK,
-            help="detect: yolov8 (1, 4+classes, N), yolov5 (1, N, 5+classes) or boxes (separate outputs).",
+            help="detect: the output's layout.",
         ),
     ] = None
     boxes_output: Annotated[
         Optional[str],
-        typer.Option("--boxes-output", rich_help_panel=_TASK, help="detect boxes: the output of boxes (N, 4)."),
+        typer.Option("--boxes-output", rich_help_panel=_TASK, help="detect: the boxes output."),
     ] = None
     scores_output: Annotated[
         Optional[str],
-        typer.Option("--scores-output", rich_help_panel=_TASK, help="detect boxes: the output of scores (N,)."),
+        typer.Option("--scores-output", rich_help_panel=_TASK, help="detect: the scores output."),
     ] = None
     labels_output: Annotated[
         Optional[str],
-        typer.Option("--labels-output", rich_help_panel=_TASK, help="detect boxes: the output of labels (N,)."),
+        typer.Option("--labels-output", rich_help_panel=_TASK, help="detect: the labels output."),
     ] = None
     target_box: Annotated[
         Optional[Parsed],
@@ -82,7 +80,7 @@ class TaskFlags:
             parser=parse.box("--target-box"),
             metavar="x0,y0,x1,y1",
             rich_help_panel=_TASK,
-            help="detect: the box to explain (original pixels), with --target for its class.",
+            help="detect: the box explained (with --target).",
         ),
     ] = None
     target_detection: Annotated[
@@ -90,25 +88,23 @@ class TaskFlags:
         typer.Option(
             "--target-detection",
             rich_help_panel=_TASK,
-            help="detect: explain the K-th detection of the image (0 = best) after --conf and NMS \\[default: 0].",
+            help="detect: the K-th detection (0 = best).",
         ),
     ] = None
     conf: Annotated[
         float,
-        typer.Option(rich_help_panel=_TASK, help="detect: the confidence a detection of the image needs."),
+        typer.Option(rich_help_panel=_TASK, help="detect: least confidence of K."),
     ] = 0.25
     reference: Annotated[
         Optional[Path],
         typer.Option(
             rich_help_panel=_TASK,
-            help="embed: compare with this image's embedding \\[default: the input's own, unoccluded].",
+            help="embed: the reference image \\[default: the input].",
         ),
     ] = None
     reference_embedding: Annotated[
         Optional[Path],
-        typer.Option(
-            "--reference-embedding", rich_help_panel=_TASK, help="embed: compare with this embedding (.npy vector)."
-        ),
+        typer.Option("--reference-embedding", rich_help_panel=_TASK, help="embed: a reference .npy."),
     ] = None
 
     def fields(self) -> dict:
