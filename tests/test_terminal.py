@@ -424,7 +424,7 @@ VALIDATION_WORDING = ("Input should", "Value error", "is not one of", "Invalid v
         (["run", DIGITS, "x.png", "--score", "logt"], "--score takes auto, softmax, sigmoid, logit, raw or prob"),
         (["run", DIGITS, "x.png", "--device", "gpu"], "--device takes auto, cpu or cuda, got 'gpu'"),
         (["run", DIGITS, "x.png", "--alpha", "abc"], "--alpha takes a number, got 'abc'"),
-        (["run", DIGITS, "x.png", "--resize", "crop"], "--resize takes stretch or center-crop"),
+        (["run", DIGITS, "x.png", "--resize", "crop"], "--resize takes stretch, center-crop or letterbox"),
         (["check", DIGITS, "x.png", "--min-energy", "half"], "--min-energy takes a number, got 'half'"),
         (["layers", DIGITS, "x.png", "-l", "relu", "--replace", "one"], "--replace takes zero, mean or dataset"),
         (["bias", DIGITS, "x.png", "--controls", "many"], "--controls takes a whole number"),
