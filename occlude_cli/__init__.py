@@ -91,6 +91,10 @@ _EXPORTS = {
     "describe_layers": "analyses.layers",
     "stability_image": "runs.stability",
     "sanity_image": "runs.sanity",
+    "DiffSettings": "runs.diff",
+    "diff_folder": "runs.diff",
+    "diff_golden": "runs.diff",
+    "diff_similarity": "analyses.diff",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -109,6 +113,7 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .analyses.diff import diff_similarity  # noqa: F401
     from .analyses.estimate import baseline_check, estimate_run  # noqa: F401
     from .analyses.explain import describe_model, explain, explain_scales  # noqa: F401
     from .analyses.explanation import Explanation, ScaleStudy  # noqa: F401
@@ -138,6 +143,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .runs.bias import bias_folder  # noqa: F401
     from .runs.check import check_folder  # noqa: F401
     from .runs.compare import CompareSettings, compare_folder, compare_image  # noqa: F401
+    from .runs.diff import DiffSettings, diff_folder, diff_golden  # noqa: F401
     from .runs.events import RunEvents  # noqa: F401
     from .runs.layers import LayerSettings, layers_folder  # noqa: F401
     from .runs.regions import RegionSource  # noqa: F401

@@ -525,7 +525,8 @@ def write_aggregate(
     return [
         atomic_write_bytes(out_dir / "aggregate.npy", npy_bytes(mean.astype(np.float32))),
         atomic_write_bytes(
-            out_dir / "aggregate.png", heatmap_png(mean, title, "where the model looks on average", style)
+            out_dir / "aggregate.png",
+            heatmap_png(mean, title, "where the model looks on average", style.with_limit(None)),  # in [-1, 1]
         ),
     ]
 

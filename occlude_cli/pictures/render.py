@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import io
 import math
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Iterable, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -35,13 +35,17 @@ class RenderStyle:
     ``clip_percentile``: colour limit at this percentile of |value| instead of the maximum (outliers
     saturate, as Captum's visualize_image_attr does); ``sign``: all, positive or negative values only;
     ``photo``: gray (default: the photo desaturated and lifted to light greys, so the map's colours stay
-    readable on red, blue and dark photos) or color."""
+    readable on red, blue and dark photos) or color. ``color_limit``: a fixed colour limit (a positive number,
+    in the map's units) for every picture, or ``"shared"``: one limit for every picture of a run, the largest
+    |value| (or the ``clip_percentile``) over all its maps, which the run works out before it draws
+    (:func:`shared_limit`); None: each picture its own."""
 
     cmap: str = CMAP
     alpha: float = 0.8
     clip_percentile: Optional[float] = None
     sign: str = "all"
     photo: str = "gray"
+    color_limit: Union[None, float, str] = None
 
     def checked(self) -> RenderStyle:
         if not (isinstance(self.alpha, (int, float)) and 0.0 <= float(self.alpha) <= 1.0):  # NaN fails too
@@ -55,16 +59,35 @@ class RenderStyle:
         if self.photo not in ("gray", "color"):
             raise OccludeError(f"photo must be gray or color, got {self.photo!r}", params=("photo",))
         lookup_table(self.cmap)  # an unknown colormap fails here, with the names to choose from
+        limit = self.color_limit
+        if limit is not None and limit != "shared":
+            if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not (0 < float(limit) < math.inf):
+                raise OccludeError(
+                    f"color_limit must be a positive number or 'shared', got {limit!r}", params=("color_limit",)
+                )
+            return replace(self, color_limit=float(limit))
         return self
 
+    @property
+    def shared(self) -> bool:
+        """Whether the run must work out one limit for all its pictures (:func:`shared_limit`) before drawing."""
+        return self.color_limit == "shared"
+
+    def with_limit(self, limit: Optional[float]) -> RenderStyle:
+        """This style with a fixed colour limit (None: each picture its own)."""
+        return replace(self, color_limit=limit)
+
     def describe(self) -> dict:
-        return {
+        described = {
             "cmap": self.cmap,
             "alpha": self.alpha,
             "clip_percentile": self.clip_percentile,
             "sign": self.sign,
             "photo": self.photo,
         }
+        if self.color_limit is not None:  # only when set: the fingerprints of runs without it stay as they were
+            described["color_limit"] = self.color_limit
+        return described
 
 
 DEFAULT_STYLE = RenderStyle()
@@ -99,13 +122,33 @@ def symmetric_limit(values: np.ndarray, clip_percentile: Optional[float] = None)
 
 
 def shown_values(values: np.ndarray, style: RenderStyle = DEFAULT_STYLE) -> Tuple[np.ndarray, float]:
-    """The values a picture shows (the other sign set to NaN with ``sign``) and the colour limit."""
+    """The values a picture shows (the other sign set to NaN with ``sign``) and the colour limit (the style's
+    fixed ``color_limit``, else the picture's own)."""
     values = np.asarray(values, dtype=np.float64)
     if style.sign == "positive":
         values = np.where(values > 0, values, np.nan)
     elif style.sign == "negative":
         values = np.where(values < 0, values, np.nan)
+    if isinstance(style.color_limit, float):
+        return values, style.color_limit
+    if style.color_limit is not None:
+        raise OccludeError("color_limit 'shared' must be worked out by the run first", params=("color_limit",))
     return values, symmetric_limit(values, style.clip_percentile)
+
+
+def shared_limit(maps: Iterable[np.ndarray], style: RenderStyle = DEFAULT_STYLE) -> float:
+    """One colour limit for every map in ``maps`` (``--color-limit shared``): the largest |value| over all of
+    them, or with ``clip_percentile`` that percentile of all their |values| together; only the values the
+    style shows (``sign``) count. Never 0. Without a percentile only the largest value is kept (bounded memory);
+    with one, every finite |value| of the run (4 bytes each)."""
+    fixed = style.with_limit(1.0)
+    kept = []
+    for values in maps:
+        shown = np.abs(shown_values(values, fixed)[0])
+        finite = shown[np.isfinite(shown)]
+        if finite.size:
+            kept.append(finite.astype(np.float32) if style.clip_percentile is not None else finite.max(keepdims=True))
+    return symmetric_limit(np.concatenate(kept) if kept else np.zeros(0), style.clip_percentile)
 
 
 # ColorBrewer RdBu (Cynthia Brewer, Apache-2.0-style licence, as matplotlib ships it), red to blue; RdBu_r runs
