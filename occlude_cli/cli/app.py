@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover  (older typer on click: the same classes
 
 from .._version import __version__
 from ..errors import OccludeError, first_line
-from . import analysis, helptext, report, run, sanity, usage, validate
+from . import analysis, diff, helptext, report, run, sanity, usage, validate
 from ._fast_typer import install_fast_coercion
 from .common import EXIT_CODES_TEXT, ExitCode, print_error, stdout
 
@@ -130,6 +130,7 @@ command(run.summary, run.SUMMARY_EXAMPLES)
 command(run.info, run.INFO_EXAMPLES)
 command(validate.compare, validate.COMPARE_EXAMPLES, validate.COMPARE_NOTES)
 command(validate.check, validate.CHECK_EXAMPLES, validate.CHECK_NOTES)
+command(diff.diff, diff.DIFF_EXAMPLES, diff.DIFF_NOTES)
 command(report.report, report.REPORT_EXAMPLES, report.REPORT_NOTES)
 command(analysis.layers, analysis.LAYERS_EXAMPLES, analysis.LAYERS_NOTES)
 command(analysis.bias, analysis.BIAS_EXAMPLES, analysis.BIAS_NOTES)

@@ -663,6 +663,17 @@ class RenderFlags:
             rich_help_panel="Output",
         ),
     ] = Photo.gray
+    color_limit: Annotated[
+        Optional[Parsed],
+        typer.Option(
+            "--color-limit",
+            parser=parse.color_limit,
+            metavar="V|shared",
+            rich_help_panel="Output",
+            help="Colour limit of every picture: a fixed value V (score units), or shared: one limit over all the "
+            "run's maps (largest |value|, or --clip-percentile), so pictures compare by eye \\[default: each its own].",
+        ),
+    ] = None
     panels: Annotated[
         bool,
         typer.Option(
@@ -682,4 +693,5 @@ class RenderFlags:
             clip_percentile=self.clip_percentile,
             sign=self.sign.value,
             photo=self.photo.value,
+            color_limit=self.color_limit,
         )

@@ -107,6 +107,16 @@ def fraction(flag: str) -> Parser:
     return parse
 
 
+def color_limit(text: str) -> Union[float, str]:
+    """'shared' or a positive number -> the RenderStyle's color_limit (the library checks the number's range)."""
+    if str(text).strip().lower() == "shared":
+        return "shared"
+    try:
+        return float(text)
+    except ValueError:
+        raise OccludeError(f"--color-limit takes a positive number or 'shared', got {text!r}") from None
+
+
 def channels(flag: str) -> Parser:
     """'0,5,9-12' -> [0, 5, 9, 10, 11, 12]."""
 

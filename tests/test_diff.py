@@ -1,0 +1,377 @@
+"""occlude diff: two probe models whose maps are computable by hand, golden maps, gates and exit codes, the
+similarity numbers against scipy and scikit-image, shared colour limits, hostile names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import stats
+from skimage.metrics import structural_similarity
+
+from occlude_cli import DiffSettings, OccludeError, diff_folder, diff_golden, map_similarity
+from occlude_cli.core.metrics import ssim
+from occlude_cli.loaders.images import prepare_image
+from occlude_cli.loaders.model import OnnxClassifier
+from occlude_cli.analyses.preprocessing import resolve_preprocessing
+from occlude_cli.pictures.diffs import diff_png
+from occlude_cli.pictures.render import RenderStyle
+
+from onnx_models import linear_head_model, rectangle_logit, rectangle_model
+
+RECT_A = (4, 6, 9, 12)
+RECT_B = (2, 2, 8, 8)
+SIZE = 16
+PATCH, STRIDE = 4, 2
+FLAGS = ["--patch", "4", "--stride", "2", "--score", "logit"]
+
+
+@pytest.fixture
+def probes(tmp_path):
+    """Model A and B (class 0: the mean over a different box each), a model whose top-1 is always class 1 but
+    whose class 0 is A's, and a folder of three seeded RGB images of different brightness."""
+    a = rectangle_model(tmp_path / "a.onnx", rect=RECT_A)
+    b = rectangle_model(tmp_path / "b.onnx", rect=RECT_B)
+    weights = np.zeros((3, 1, SIZE, SIZE))
+    y0, x0, y1, x1 = RECT_A
+    weights[0, 0, y0:y1, x0:x1] = 1.0 / ((y1 - y0) * (x1 - x0))
+    weights[2] = -weights[0]
+    flip = linear_head_model(tmp_path / "flip.onnx", weights, np.array([0.0, 10.0, 0.0]))
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(29)
+    for i, gain in enumerate((1.0, 0.5, 0.2)):
+        pixels = (rng.integers(0, 256, (SIZE, SIZE, 3)) * gain).astype(np.uint8)
+        Image.fromarray(pixels, "RGB").save(images / f"img{i}.png")
+    return {"a": a, "b": b, "flip": flip, "images": images}
+
+
+def slow_map(model: Path, image: Path, rect) -> np.ndarray:
+    """The map by hand: one window at a time, the logit of class 0 (the box mean) recomputed in numpy, the
+    drops averaged over the windows covering each pixel (the last window flush with the border)."""
+    x = prepare_image(image, resolve_preprocessing(OnnxClassifier(model))).model_input.astype(np.float64)
+    original = rectangle_logit(x, rect)
+    starts = sorted(set(range(0, SIZE - PATCH + 1, STRIDE)) | {SIZE - PATCH})
+    total, count = np.zeros((SIZE, SIZE)), np.zeros((SIZE, SIZE))
+    for y in starts:
+        for left in starts:
+            occluded = x.copy()
+            occluded[:, y : y + PATCH, left : left + PATCH] = 0.0  # baseline zero: 0 in the model's input space
+            total[y : y + PATCH, left : left + PATCH] += original - rectangle_logit(occluded, rect)
+            count[y : y + PATCH, left : left + PATCH] += 1
+    return total / count
+
+
+def occlude(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "occlude_cli", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_diff_equals_the_slow_maps_and_scipy_and_skimage(probes, tmp_path):
+    out = tmp_path / "out"
+    result = diff_folder(probes["a"], probes["b"], probes["images"], out, patch=PATCH, stride=STRIDE, score="logit")
+    assert not result.failed and not result.gates_failed
+    assert len(result.rows) == 3
+    for row in result.rows:
+        image = Path(row["path"])
+        slow_a, slow_b = slow_map(probes["a"], image, RECT_A), slow_map(probes["b"], image, RECT_B)
+        written = np.load(out / f"{image.stem}.diff.npy")
+        assert written.dtype == np.float32 and written.shape == (SIZE, SIZE)
+        np.testing.assert_allclose(written, slow_b - slow_a, atol=1e-6)
+        np.testing.assert_allclose(np.load(out / f"{image.stem}.a.npy"), slow_a, atol=1e-6)
+        assert row["rank_corr"] == pytest.approx(stats.spearmanr(slow_a.ravel(), slow_b.ravel()).statistic, abs=1e-6)
+        assert row["rank_corr_abs"] == pytest.approx(
+            stats.spearmanr(np.abs(slow_a).ravel(), np.abs(slow_b).ravel()).statistic, abs=1e-6
+        )
+        assert row["pearson"] == pytest.approx(stats.pearsonr(slow_a.ravel(), slow_b.ravel()).statistic, abs=1e-6)
+        joint = max(slow_a.max(), slow_b.max()) - min(slow_a.min(), slow_b.min())
+        assert row["ssim"] == pytest.approx(structural_similarity(slow_a, slow_b, data_range=joint), abs=1e-6)
+        assert row["target_index"] == 0 and row["a_index"] == 0 and row["b_index"] == 0 and row["top1_agrees"]
+        assert (out / f"{image.stem}.diff.png").is_file()
+    document = json.loads((out / "diff.json").read_text())
+    assert document["mode"] == "models" and document["settings"]["patch"] == [PATCH, PATCH]
+    assert (out / "diff.csv").read_text().splitlines()[0].startswith("path,status,target_index")
+
+
+def test_similarity_numbers_equal_scipy_and_skimage_on_the_same_arrays():
+    rng = np.random.default_rng(7)
+    for shape in ((224, 224), (8, 8), (19, 33)):
+        a = rng.normal(size=shape)
+        b = np.round(a + rng.normal(size=shape) * 0.5, 1)  # ties, as occlusion maps have
+        numbers = map_similarity(a, b)
+        assert numbers["rank_corr"] == pytest.approx(stats.spearmanr(a.ravel(), b.ravel()).statistic, abs=1e-12)
+        assert numbers["rank_corr_abs"] == pytest.approx(
+            stats.spearmanr(np.abs(a).ravel(), np.abs(b).ravel()).statistic, abs=1e-12
+        )
+        assert numbers["pearson"] == pytest.approx(stats.pearsonr(a.ravel(), b.ravel()).statistic, abs=1e-12)
+        joint = max(a.max(), b.max()) - min(a.min(), b.min())
+        assert numbers["ssim"] == pytest.approx(structural_similarity(a, b, data_range=joint), abs=1e-12)
+        assert ssim(a * 1e200, b * 1e200) == pytest.approx(numbers["ssim"], abs=1e-12)  # units do not matter
+    assert np.isnan(ssim(np.ones((6, 6)), np.zeros((6, 6))))  # shorter than the 7-pixel window
+    same = map_similarity(np.ones((9, 9)), np.ones((9, 9)))
+    assert same["rank_corr"] == 1.0 and same["ssim"] == 1.0 and same["max_abs_diff"] == 0.0
+
+
+def test_a_model_against_itself_is_identical_and_exits_0(probes, tmp_path):
+    run = occlude(
+        "diff",
+        probes["a"],
+        probes["a"],
+        probes["images"],
+        "-o",
+        tmp_path / "self",
+        *FLAGS,
+        "--min-rank-corr",
+        "1",
+        "--min-top-iou",
+        "1",
+        "--max-prediction-flips",
+        "0",
+    )
+    assert run.returncode == 0, run.stderr
+    document = json.loads((tmp_path / "self" / "diff.json").read_text())
+    for row in document["images"]:
+        assert row["rank_corr"] == 1.0 and row["top_iou"] == 1.0 and row["ssim"] == 1.0 and row["pearson"] == 1.0
+        assert row["max_abs_diff"] == 0.0 and row["gates"] == "pass"
+        assert not np.any(np.load(tmp_path / "self" / row["diff_npy"]))
+    assert document["gates"]["passed"] and document["summary"]["ok"] == 3
+
+
+def test_gates_follow_the_numbers(probes, tmp_path):
+    result = diff_folder(probes["a"], probes["b"], probes["images"], tmp_path / "lib", patch=4, stride=2, score="logit")
+    lowest = min(r["rank_corr"] for r in result.rows)
+    highest = max(r["rank_corr"] for r in result.rows)
+    between = (lowest + highest) / 2
+    run = occlude(
+        "diff",
+        probes["a"],
+        probes["b"],
+        probes["images"],
+        "-o",
+        tmp_path / "g",
+        *FLAGS,
+        "--min-rank-corr",
+        f"{between:.6f}",
+    )
+    assert run.returncode == 4, run.stderr
+    failing = [r for r in result.rows if r["rank_corr"] < between]
+    fail_lines = [line for line in run.stderr.splitlines() if line.startswith("fail:")]
+    assert len(fail_lines) == len(failing) >= 1
+    assert all("--min-rank-corr" in line and "below the threshold" in line for line in fail_lines)
+    document = json.loads((tmp_path / "g" / "diff.json").read_text())
+    for row in document["images"]:
+        assert (row["gates"] == "fail") == (row["rank_corr"] < between)
+        if row["gates"] == "fail":
+            assert row["failed_gates"] == [
+                {"gate": "min_rank_corr", "value": row["rank_corr"], "threshold": float(f"{between:.6f}")}
+            ]
+    assert "Traceback" not in run.stderr
+    passing = occlude(
+        "diff",
+        probes["a"],
+        probes["b"],
+        probes["images"],
+        "-o",
+        tmp_path / "p",
+        *FLAGS,
+        "--min-rank-corr",
+        f"{lowest - 1e-6:.8f}",
+    )
+    assert passing.returncode == 0, passing.stderr
+    iou = occlude(
+        "diff", probes["a"], probes["b"], probes["images"], "-o", tmp_path / "i", *FLAGS, "--min-top-iou", "1"
+    )
+    assert iou.returncode == (4 if any(r["top_iou"] < 1 for r in result.rows) else 0)
+
+
+def test_prediction_flips_gate(probes, tmp_path):
+    # the flip model's class 0 is A's box mean (the same map) but its top-1 is always class 1
+    result = diff_folder(
+        probes["a"], probes["flip"], probes["images"], tmp_path / "f", patch=4, stride=2, score="logit"
+    )
+    assert [r["top1_agrees"] for r in result.rows] == [False] * 3
+    assert all(r["b_index"] == 1 and r["target_index"] == 0 for r in result.rows)
+    assert all(r["max_abs_diff"] < 1e-5 for r in result.rows)  # B explains A's class: the same map
+    assert result.document["gates"]["prediction_flips"] == 3
+    strict = occlude(
+        "diff",
+        probes["a"],
+        probes["flip"],
+        probes["images"],
+        "-o",
+        tmp_path / "s",
+        *FLAGS,
+        "--max-prediction-flips",
+        "2",
+    )
+    assert strict.returncode == 4 and "3 image(s) changed their top-1 prediction, more than 2" in strict.stderr
+    lenient = occlude(
+        "diff",
+        probes["a"],
+        probes["flip"],
+        probes["images"],
+        "-o",
+        tmp_path / "l",
+        *FLAGS,
+        "--max-prediction-flips",
+        "3",
+    )
+    assert lenient.returncode == 0, lenient.stderr
+
+
+def test_golden_maps_it_wrote_itself(probes, tmp_path):
+    golden = tmp_path / "golden"
+    run = occlude("run", probes["a"], probes["images"], "-o", golden, *FLAGS)
+    assert run.returncode == 0, run.stderr
+    result = diff_golden(
+        golden,
+        probes["a"],
+        probes["images"],
+        tmp_path / "d",
+        patch=4,
+        stride=2,
+        score="logit",
+        min_rank_corr=1.0,
+        min_top_iou=1.0,
+        max_prediction_flips=0,
+    )
+    assert not result.failed and not result.gates_failed
+    for row in result.rows:
+        assert row["rank_corr"] == 1.0 and row["max_abs_diff"] == 0.0 and row["top1_agrees"] is True
+    cli = occlude(
+        "diff", "--golden", golden, probes["a"], probes["images"], "-o", tmp_path / "c", *FLAGS, "--min-rank-corr", "1"
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads((tmp_path / "c" / "diff.json").read_text())["mode"] == "golden"
+    # today's model B against A's golden maps: the same numbers as A against B
+    other = diff_golden(golden, probes["b"], probes["images"], tmp_path / "o", patch=4, stride=2, score="logit")
+    pair = diff_folder(probes["a"], probes["b"], probes["images"], tmp_path / "ab", patch=4, stride=2, score="logit")
+    for mine, theirs in zip(other.rows, pair.rows):
+        assert mine["rank_corr"] == pytest.approx(theirs["rank_corr"], abs=1e-9)
+        np.testing.assert_allclose(
+            np.load(tmp_path / "o" / mine["diff_npy"]), np.load(tmp_path / "ab" / theirs["diff_npy"]), atol=1e-6
+        )
+
+
+@pytest.mark.parametrize(
+    "change, word",
+    [
+        (["--patch", "6"], "patch"),
+        (["--stride", "1"], "stride"),
+        (["--baseline", "black"], "baseline"),
+        (["--score", "softmax"], "score"),
+        (["--target", "2"], "target"),
+    ],
+)
+def test_golden_made_otherwise_is_refused(probes, tmp_path, change, word):
+    golden = tmp_path / "golden"
+    assert occlude("run", probes["a"], probes["images"], "-o", golden, *FLAGS).returncode == 0
+    flags = list(FLAGS)
+    for i in range(0, len(change), 2):
+        if change[i] in flags:
+            flags[flags.index(change[i]) + 1] = change[i + 1]
+        else:
+            flags += change[i : i + 2]
+    run = occlude("diff", "--golden", golden, probes["a"], probes["images"], "-o", tmp_path / "d", *flags)
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and word in lines[0], run.stderr
+    assert not (tmp_path / "d" / "diff.json").exists()
+
+
+def test_golden_without_a_map_for_an_image_is_refused(probes, tmp_path):
+    golden = tmp_path / "golden"
+    assert occlude("run", probes["a"], probes["images"] / "img0.png", "-o", golden, *FLAGS).returncode == 0
+    run = occlude("diff", "--golden", golden, probes["a"], probes["images"], "-o", tmp_path / "d", *FLAGS)
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no golden map for") and "img1.png" in lines[0]
+    empty = occlude("diff", "--golden", tmp_path, probes["a"], probes["images"], *FLAGS)
+    assert empty.returncode == 1 and "holds no occlude run" in empty.stderr and "Traceback" not in empty.stderr
+
+
+def test_bad_arguments_are_one_error_line(probes, tmp_path):
+    for args in (
+        ["diff", probes["a"], probes["images"]],  # no second model
+        ["diff", probes["a"], probes["b"], probes["images"], "--min-rank-corr", "2"],
+        ["diff", probes["a"], probes["b"], probes["images"], "--min-top-iou", "-0.1"],
+        ["diff", probes["a"], probes["b"], probes["images"], "--max-prediction-flips", "-1"],
+        ["diff", probes["a"], probes["b"], probes["images"], "--color-limit", "loud"],
+        ["diff", probes["a"], probes["b"], probes["images"], "--color-limit", "-3"],
+        ["run", probes["a"], probes["images"], "--color-limit", "0"],
+    ):
+        run = occlude(*args, cwd=tmp_path)
+        lines = run.stderr.strip().splitlines()
+        assert run.returncode == 1 and len(lines) == 1 and lines[0].startswith("error:"), (args, run.stderr)
+    small = rectangle_model(tmp_path / "small.onnx", size=(12, 12), rect=(1, 1, 5, 5))
+    with pytest.raises(OccludeError, match="different sizes"):
+        diff_folder(probes["a"], small, probes["images"], tmp_path / "x", patch=4)
+    with pytest.raises(OccludeError) as caught:
+        DiffSettings(min_rank_corr=1.5).checked()
+    assert caught.value.params == ("min_rank_corr",)
+
+
+def test_shared_colour_limit_draws_every_picture_on_one_scale(probes, tmp_path):
+    out = tmp_path / "shared"
+    result = diff_folder(
+        probes["a"],
+        probes["b"],
+        probes["images"],
+        out,
+        patch=4,
+        stride=2,
+        score="logit",
+        style=RenderStyle(color_limit="shared"),
+    )
+    maps = [
+        (np.load(out / r["a_npy"]).astype(np.float64), np.load(out / r["b_npy"]).astype(np.float64))
+        for r in result.rows
+    ]
+    limit = max(float(np.abs(m).max()) for pair in maps for m in pair)
+    assert all(r["color_limit"] == pytest.approx(limit) for r in result.rows)
+    own = diff_folder(probes["a"], probes["b"], probes["images"], tmp_path / "own", patch=4, stride=2, score="logit")
+    darkest = result.rows[2]  # the dimmest image: its maps are the smallest
+    shared_png = (out / darkest["diff_png"]).read_bytes()
+    assert shared_png != (tmp_path / "own" / own.rows[2]["diff_png"]).read_bytes()
+    # the picture is the one drawn with that fixed limit: compare pixels of the map panels
+    grey = prepare_image(Path(darkest["path"]), resolve_preprocessing(OnnxClassifier(probes["a"]))).pixels
+    expected = diff_png(
+        grey.mean(axis=-1) / 255.0,
+        *maps[2],
+        title="t",
+        subtitle="s",
+        names=("a.onnx", "b.onnx"),
+        style=RenderStyle(color_limit=limit),
+    )
+    import io
+
+    got = np.asarray(Image.open(io.BytesIO(shared_png)).convert("RGB"))
+    want = np.asarray(Image.open(io.BytesIO(expected)).convert("RGB"))
+    assert got.shape == want.shape
+    assert np.array_equal(got[52:], want[52:])  # below the title: captions, panels, colour bars
+
+
+def test_hostile_names_are_escaped_everywhere(probes, tmp_path):
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    name = "evil\x1b[31m\nname\u202e.png"
+    Image.open(probes["images"] / "img0.png").save(folder / name)
+    run = occlude("diff", probes["a"], probes["b"], folder, "-o", tmp_path / "h", *FLAGS, "--min-rank-corr", "1")
+    assert run.returncode in (0, 4), run.stderr
+    for text in (
+        run.stdout,
+        run.stderr,
+        (tmp_path / "h" / "diff.csv").read_text(),
+        (tmp_path / "h" / "diff.json").read_text(),
+    ):
+        assert "\x1b" not in text and "\u202e" not in text
+    document = json.loads((tmp_path / "h" / "diff.json").read_text())
+    from occlude_cli.text import recover
+
+    assert recover(document["images"][0], "path").endswith(name)
