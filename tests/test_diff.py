@@ -375,3 +375,47 @@ def test_hostile_names_are_escaped_everywhere(probes, tmp_path):
     from occlude_cli.text import recover
 
     assert recover(document["images"][0], "path").endswith(name)
+
+
+def _pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_run_shared_colour_limit_makes_overlays_comparable(probes, tmp_path):
+    shared, own = tmp_path / "shared", tmp_path / "own"
+    base = ["run", probes["a"], probes["images"], *FLAGS, "--panels"]
+    assert occlude(*base, "-o", shared, "--color-limit", "shared").returncode == 0
+    assert occlude(*base, "-o", own).returncode == 0
+    records = {p.stem: json.loads(p.read_text()) for p in sorted(shared.glob("img*.json"))}
+    limit = max(abs(v) for r in records.values() for row in r["map"] for v in row if v is not None)
+    assert all(r["color_limit"] == limit for r in records.values())
+    fixed = tmp_path / "fixed"
+    assert occlude(*base, "-o", fixed, "--color-limit", repr(limit)).returncode == 0
+    largest = max(records, key=lambda s: max(abs(v) for row in records[s]["map"] for v in row))
+    for stem in records:
+        for kind in ("overlay", "heatmap", "panels"):
+            picture = f"{stem}.{kind}.png"
+            assert np.array_equal(_pixels(shared / picture), _pixels(fixed / picture)), picture
+            if stem == largest:  # its own limit is the shared one
+                assert np.array_equal(_pixels(shared / picture), _pixels(own / picture))
+            else:
+                assert not np.array_equal(_pixels(shared / picture), _pixels(own / picture))
+    again = occlude(*base, "-o", shared, "--color-limit", "shared", "--resume")  # the records vouch for the PNGs
+    assert again.returncode == 0 and again.stdout.count("skipped") == 3, again.stdout
+    refused = occlude(*base, "-o", tmp_path / "s", "--color-limit", "shared", "--shard", "1/2")
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 1 and len(lines) == 1 and "--color-limit shared" in lines[0], refused.stderr
+
+
+def test_check_shared_colour_limit(probes, tmp_path):
+    base = ["check", probes["a"], probes["images"], *FLAGS, "--box", "0,0,8,8"]
+    assert occlude(*base, "-o", tmp_path / "shared", "--color-limit", "shared").returncode == 0
+    limit = json.loads((tmp_path / "shared" / "check.json").read_text())["settings"]["color_limit"]
+    assert limit > 0
+    assert occlude(*base, "-o", tmp_path / "fixed", "--color-limit", repr(limit)).returncode == 0
+    assert occlude(*base, "-o", tmp_path / "own").returncode == 0
+    same_as_own = 0
+    for picture in sorted((tmp_path / "shared").glob("*.check.png")):
+        assert np.array_equal(_pixels(picture), _pixels(tmp_path / "fixed" / picture.name))
+        same_as_own += np.array_equal(_pixels(picture), _pixels(tmp_path / "own" / picture.name))
+    assert same_as_own == 1  # only the input whose map holds the largest value keeps its own limit

@@ -319,8 +319,11 @@ def run_batch(
     ``prefetch``: decode the next photo on a thread while this one is scored (default: when the model runs on
     CUDA and no other executor is given; on the CPU the decoder would take cores from onnxruntime).
     """
+    settings = run_settings(options, preprocessing, labels, **writing)  # a shared colour limit is part of it
+    style = writing.get("style")
+    if style is not None and style.shared:  # each picture on its own limit first, redrawn once all maps are in
+        writing = {**writing, "style": style.with_limit(None)}
     files = Writing(**writing)
-    settings = run_settings(options, preprocessing, labels, **writing)
     loop = _Loop(model, Path(out_dir), files, settings, resume, aggregate, on_image_start, on_image_done, on_note)
     loop.on_warning, loop.on_explained = on_warning, on_explained
     compute_kwargs = dict(
@@ -582,6 +585,12 @@ def run_images(
     for entry in result.entries:
         if entry.row.status == "pending":  # Ctrl-C came before this image: --resume runs it
             entry.row.error = NOT_DONE
+    if style is not None and style.shared and not result.interrupted:
+        from ..outputs.recolour import recolour_shared
+
+        for note in recolour_shared(out_dir, result.entries, style):
+            if batch.get("on_note"):
+                batch["on_note"](note)
     result.rows += [e.row for e in loose]
     result.folder = finish_job(out_dir, job, result.entries, interrupted=result.interrupted, style=style)
     return result

@@ -236,21 +236,30 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _title(explanation: Explanation, index: int) -> str:
-    if explanation.score_kind == "similarity":  # task embed: one score, no class
-        return f"cosine similarity to the reference: {explanation.occlusion.original_scores[index]:.4f}"
-    label = explanation.label(index)
+def picture_title(label: Optional[str], index: int, score_kind: str, original: float) -> str:
+    """A map picture's title: the class (label and index) and its unoccluded score."""
+    if score_kind == "similarity":  # task embed: one score, no class
+        return f"cosine similarity to the reference: {original:.4f}"
     name = f"{label} (class {index})" if label else f"class {index}"
-    kind = score_word(explanation.score_kind)
-    return f"{name}: {kind} {explanation.occlusion.original_scores[index]:.4f}"
+    return f"{name}: {score_word(score_kind)} {original:.4f}"
 
 
-def _subtitle(explanation: Explanation) -> str:
-    p = explanation.params
+def picture_subtitle(params: dict) -> str:
+    """A map picture's subtitle: the windows and the baseline (``params`` as a record holds them)."""
+    p = params
     return (
         f"occlusion: patch {p['patch'][0]}x{p['patch'][1]}, stride {p['stride'][0]}x{p['stride'][1]}, "
         f"baseline {p['baseline']}"
     )
+
+
+def _title(explanation: Explanation, index: int) -> str:
+    e = explanation
+    return picture_title(e.label(index), index, e.score_kind, float(e.occlusion.original_scores[index]))
+
+
+def _subtitle(explanation: Explanation) -> str:
+    return picture_subtitle(explanation.params)
 
 
 def _write_map(

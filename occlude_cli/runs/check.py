@@ -4,18 +4,22 @@ check.json and check.csv (with a picture per input and, asked for, the HTML repo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Union
+
+import numpy as np
 
 from ..analyses.checks import CheckRow, check_file, check_min_energy
 from ..analyses.options import ExplainOptions, as_size
 from ..analyses.preprocessing import ModelOptions
 from ..batch.inputs import StreamedInputs
 from ..errors import OccludeError
+from ..loaders.images import prepare_image
 from ..outputs.records import check_document
 from ..outputs.write import check_output_folder, write_check_picture, write_check_summary
-from ..pictures.render import RenderStyle
+from ..pictures.render import RenderStyle, shared_limit
 from .ci_cases import check_cases, checked_targets, write_reports
 from .common import Opened, RunNotes, find_inputs, open_checked
 from .events import QUIET, RunEvents
@@ -96,9 +100,14 @@ def check_folder(
         "score": getattr(opened.options.score, "value", opened.options.score),
         "model": str(model),
     }
+    shared = _SharedPictures(opened, style) if pictures and style.shared else None
     rows, interrupted = _check_all(
-        images, opened, region, min_energy, require_peak, out if pictures else None, style, events
+        images, opened, region, min_energy, require_peak, out if pictures else None, style, events, shared
     )
+    if shared is not None:
+        if not interrupted:
+            settings["color_limit"] = shared.draw(out, region, events)
+        shared.close()
     done = len(rows)
     rows += [CheckRow(path=arg, status="error", error=problem) for arg, problem in problems]
     for _, problem in problems:
@@ -116,7 +125,7 @@ def check_folder(
     return CheckRun(rows, settings, interrupted, done, len(images) if isinstance(images, list) else done)
 
 
-def _check_all(images, opened: Opened, region, min_energy, require_peak, picture_dir, style, events):
+def _check_all(images, opened: Opened, region, min_energy, require_peak, picture_dir, style, events, shared=None):
     """Every input checked in order (each told to ``events``); Ctrl-C stops after the rows already made."""
     rows: List[CheckRow] = []
     notes = RunNotes(events)
@@ -124,7 +133,7 @@ def _check_all(images, opened: Opened, region, min_energy, require_peak, picture
     try:
         for item in images:
             events.image_started(item)
-            rows.append(_check_one(item, opened, region, min_energy, require_peak, picture_dir, style, notes))
+            rows.append(_check_one(item, opened, region, min_energy, require_peak, picture_dir, style, notes, shared))
             events.image_done(item, rows[-1])
     except KeyboardInterrupt:
         return rows, True
@@ -133,7 +142,7 @@ def _check_all(images, opened: Opened, region, min_energy, require_peak, picture
     return rows, False
 
 
-def _check_one(item, opened: Opened, region: RegionSource, min_energy, require_peak, picture_dir, style, notes):
+def _check_one(item, opened: Opened, region: RegionSource, min_energy, require_peak, picture_dir, style, notes, shared):
     """One input -> its row: its region (the box, the one mask, DIR/<key>.png or the NAME.mask.png next to it),
     the check, and its picture; a missing per-input mask is an error row."""
     source = region.for_image(item)
@@ -154,9 +163,63 @@ def _check_one(item, opened: Opened, region: RegionSource, min_energy, require_p
     )
     if "explanation" in kept:
         notes.tell(kept["explanation"])
-    if picture_dir is not None and "explanation" in kept and row.status in ("pass", "fail"):
+    if shared is not None and "explanation" in kept and row.status in ("pass", "fail"):
+        shared.keep(item, row, kept["explanation"], kept["region"])
+        row.overlay = f"{item.key}.check.png"
+    elif picture_dir is not None and "explanation" in kept and row.status in ("pass", "fail"):
         written = write_check_picture(
             kept["explanation"], row, kept["region"], picture_dir, item.key, box=region.box, style=style
         )
         row.overlay = written.name if "/" not in item.key else f"{item.key}.check.png"
     return row
+
+
+class _SharedPictures:
+    """``color_limit`` shared: each checked input's map and region kept in a temporary folder (memory stays
+    bounded), then every STEM.check.png drawn on one limit over all the maps, each input's photo read again."""
+
+    def __init__(self, opened: Opened, style: RenderStyle) -> None:
+        self.opened, self.style = opened, style
+        self.folder = tempfile.TemporaryDirectory(prefix="occlude-check-")
+        self.kept: List[tuple] = []
+
+    def keep(self, item, row: CheckRow, explanation, region_mask) -> None:
+        index = len(self.kept)
+        np.save(Path(self.folder.name) / f"{index}.map.npy", np.asarray(explanation.map, dtype=np.float64))
+        np.save(Path(self.folder.name) / f"{index}.region.npy", np.asarray(region_mask))
+        light = replace(
+            explanation,
+            image=None,
+            maps=explanation.maps[:0],
+            occlusion=replace(
+                explanation.occlusion,
+                windows=explanation.occlusion.windows[:0],
+                window_scores=explanation.occlusion.window_scores[:0],
+                measured=None,
+            ),
+        )
+        self.kept.append((item, row, light))
+
+    def _map(self, index: int) -> np.ndarray:
+        return np.load(Path(self.folder.name) / f"{index}.map.npy")
+
+    def draw(self, out: Path, region: RegionSource, events: RunEvents) -> Optional[float]:
+        """Every kept input's picture on the shared limit; returns the limit (None when nothing was kept)."""
+        if not self.kept:
+            return None
+        limit = shared_limit((self._map(i) for i in range(len(self.kept))), self.style)
+        fixed = self.style.with_limit(limit)
+        for index, (item, row, light) in enumerate(self.kept):
+            try:
+                prepared = prepare_image(item.path, self.opened.preprocessing)
+            except OccludeError as exc:
+                events.note(f"{item.path}: no picture ({exc})")
+                continue
+            values = self._map(index)
+            explanation = replace(light, image=prepared, maps=values[None])
+            mask = np.load(Path(self.folder.name) / f"{index}.region.npy")
+            write_check_picture(explanation, row, mask, out, item.key, box=region.box, style=fixed)
+        return limit
+
+    def close(self) -> None:
+        self.folder.cleanup()

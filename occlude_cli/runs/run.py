@@ -85,6 +85,12 @@ class RunSettings:
                 f"gpus_per_worker must be between 0 and 64, got {self.gpus_per_worker}", params=("gpus_per_worker",)
             )
         style = (self.style or RenderStyle()).checked()  # the command's default look, recorded as it
+        if style.shared and (len(scales) > 1 or self.shard is not None):
+            raise OccludeError(
+                "color_limit shared needs the whole run in one process and one patch size (not with shard or "
+                "several scales): give a fixed color_limit instead",
+                params=("color_limit", "shard", "scales"),
+            )
         junit, summary_md = checked_targets(self.junit, self.summary_md)
         return replace(
             self, scales=scales, shard=check_shard(self.shard), style=style, junit=junit, summary_md=summary_md
@@ -152,6 +158,10 @@ def plan_folder(
         raise OccludeError(
             "aggregate and several patch sizes (scales) are for 2-D maps: not available for 3-D models",
             params=("aggregate", "scales"),
+        )
+    if len(getattr(preprocessing, "size", ())) == 3 and settings.style is not None and settings.style.shared:
+        raise OccludeError(
+            "color_limit shared is for 2-D maps: give a 3-D model a fixed color_limit", params=("color_limit",)
         )
     memory = None
     for patch in settings.scales or [options.patch]:
