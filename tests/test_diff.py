@@ -419,3 +419,43 @@ def test_check_shared_colour_limit(probes, tmp_path):
         assert np.array_equal(_pixels(picture), _pixels(tmp_path / "fixed" / picture.name))
         same_as_own += np.array_equal(_pixels(picture), _pixels(tmp_path / "own" / picture.name))
     assert same_as_own == 1  # only the input whose map holds the largest value keeps its own limit
+
+
+def test_junit_summary_and_byte_identical_outputs(probes, tmp_path):
+    import junitparser
+    import xmlschema
+
+    schema = xmlschema.XMLSchema(str(Path(__file__).parent / "data" / "junit-10.xsd"))
+    result = diff_folder(probes["a"], probes["b"], probes["images"], tmp_path / "lib", patch=4, stride=2, score="logit")
+    between = sorted(r["rank_corr"] for r in result.rows)[1]  # the lowest fails, the others pass
+    outs = []
+    for name in ("one", "two"):
+        out = tmp_path / name
+        run = occlude(
+            "diff",
+            probes["a"],
+            probes["b"],
+            probes["images"],
+            "-o",
+            out,
+            *FLAGS,
+            "--min-rank-corr",
+            repr(between),
+            "--max-prediction-flips",
+            "0",
+            "--junit",
+            out / "diff.xml",
+            "--summary-md",
+            out / "summary.md",
+        )
+        assert run.returncode == 4, run.stderr
+        outs.append(out)
+    schema.validate(str(outs[0] / "diff.xml"))
+    suite = next(iter(junitparser.JUnitXml.fromfile(str(outs[0] / "diff.xml"))))
+    cases = list(suite)
+    assert len(cases) == 4  # three images and the flips gate
+    failures = [c for c in cases if c.result and isinstance(c.result[0], junitparser.Failure)]
+    assert len(failures) == 1 and "min_rank_corr" in failures[0].result[0].message
+    assert "### occlude diff: failed" in (outs[0] / "summary.md").read_text()
+    for name in ("diff.json", "diff.csv", "img0.diff.png", "img1.diff.npy"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name

@@ -16,6 +16,7 @@ from ..errors import OccludeError
 from ..runs.events import RunEvents
 from . import parse
 from .common import (
+    CiFlags,
     ExitCode,
     ModelFlags,
     OcclusionFlags,
@@ -76,7 +77,7 @@ class DiffEvents(RunEvents):
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags)
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags, ci=CiFlags)
 def diff(
     model_a: Path = typer.Argument(
         ..., metavar="MODEL_A", help="The reference model (.onnx); with --golden, the model to check."
@@ -131,6 +132,7 @@ def diff(
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     render: RenderFlags = None,  # type: ignore[assignment]
+    ci: CiFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Did the new model change what it looks at? Two models' maps (or golden maps) on the same images:
     predictions, rank correlation, top-10% IoU, SSIM, B - A maps and pictures, with CI gates."""
@@ -144,6 +146,7 @@ def diff(
         model_options=model_flags.options(),
         recursive=recursive,
         events=DiffEvents(quiet, json_out),
+        **ci.fields(),
     )
     if golden is not None:
         result = diff_golden(golden, model_a, rest, out, options, settings, **given)

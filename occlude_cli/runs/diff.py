@@ -11,6 +11,7 @@ with the release gates of :class:`DiffSettings`.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple
@@ -25,10 +26,12 @@ from ..analyses.preprocessing import ModelOptions
 from ..core.baselines import default_blur_sigma
 from ..errors import OccludeError
 from ..loaders.images import Preprocessing, load_image, prepare_image
+from ..outputs.ci import CiCase, format_number
 from ..outputs.diffs import GoldenRun, diff_row, read_diff_maps, write_diff_maps, write_diff_picture, write_diff_summary
 from ..outputs.write import check_output_folder
 from ..pictures.render import RenderStyle, shared_limit
 from ..text import shown
+from .ci_cases import checked_targets, write_reports
 from .common import Opened, RunNotes, find_inputs, open_checked
 from .events import QUIET, RunEvents
 
@@ -109,14 +112,19 @@ def diff_folder(
     model_options_b: Optional[ModelOptions] = None,
     recursive: bool = False,
     events: RunEvents = QUIET,
+    junit=None,
+    summary_md=None,
     **overrides,
 ) -> DiffRun:
     """Explain every input under ``inputs`` with ``model_a`` and ``model_b`` (each with its own preprocessing;
     ``model_options_b`` default ``model_options``) with the same windows, baseline and score, both for the
     target A explains (``options.target``, default A's top-1), and compare the two maps (see the module).
     Each image is decoded once. Keyword ``overrides`` set ExplainOptions or DiffSettings fields. Both models
-    must take inputs of one size and have one number of classes (one OccludeError before any input)."""
+    must take inputs of one size and have one number of classes (one OccludeError before any input).
+    ``junit``: also write a JUnit XML file there (one test case per input, the flips gate as one more);
+    ``summary_md``: append a markdown job summary to that file or those files."""
     options, settings = _split(options, settings, overrides)
+    reports = checked_targets(junit, summary_md)
     style = (style or RenderStyle()).checked()
     opened_a = open_checked(model_a, options, model_options)
     opened_b = open_checked(model_b, options, model_options_b or model_options)
@@ -148,7 +156,7 @@ def diff_folder(
         "model_b": opened_b.classifier.describe(),
     }
     images, problems = find_inputs(inputs, out, recursive=recursive, events=events)
-    return _diff_all(pair, images, problems, out, opened_a, settings, style, names, described, events)
+    return _diff_all(pair, images, problems, out, opened_a, settings, style, names, described, events, reports)
 
 
 def diff_golden(
@@ -163,13 +171,17 @@ def diff_golden(
     model_options: Optional[ModelOptions] = None,
     recursive: bool = False,
     events: RunEvents = QUIET,
+    junit=None,
+    summary_md=None,
     **overrides,
 ) -> DiffRun:
     """Hold ``model``'s maps of ``inputs`` against the golden maps of an earlier ``occlude run ... --out
     golden`` (A: the golden map, exact from its JSON record; B: today's, for the golden target), without the
     old model. Refused with one OccludeError, before any input is explained, when the golden run used other
-    windows, baseline, score or target rule, or when an input has no golden map (matched by output name)."""
+    windows, baseline, score or target rule, or when an input has no golden map (matched by output name).
+    ``junit`` and ``summary_md``: as for :func:`diff_folder`."""
     options, settings = _split(options, settings, overrides)
+    reports = checked_targets(junit, summary_md)
     style = (style or RenderStyle()).checked()
     run = GoldenRun(golden)
     opened = open_checked(model, options, model_options)
@@ -211,7 +223,7 @@ def diff_golden(
         "model_b": opened.classifier.describe(),
     }
     names = (golden_name, _model_name(model))
-    return _diff_all(pair, images, problems, out, opened, settings, style, names, described, events)
+    return _diff_all(pair, images, problems, out, opened, settings, style, names, described, events, reports)
 
 
 def _split(options, settings, overrides: dict) -> Tuple[ExplainOptions, DiffSettings]:
@@ -298,6 +310,7 @@ def _diff_all(
     names: Tuple[str, str],
     described: dict,
     events: RunEvents,
+    reports: Tuple[Any, List[Path]] = (None, []),
 ) -> DiffRun:
     """Every input diffed in order (each told to ``events``), the pictures (after all maps with a shared
     colour limit), the gates, diff.json and diff.csv. Ctrl-C stops after the inputs already diffed."""
@@ -322,6 +335,7 @@ def _diff_all(
     for arg, problem in problems:
         events.problem(problem)
         rows.append({"path": arg, "status": "error", "error": problem})
+    seconds = [row.pop("seconds", None) for row in rows]  # diff.json stays byte-identical run after run
     document = {
         **described,
         "settings": {
@@ -338,6 +352,14 @@ def _diff_all(
         "images": rows,
     }
     written = write_diff_summary(document, out)
+    written += write_reports(
+        diff_cases(rows, document["gates"], seconds),
+        "occlude diff",
+        reports[0],
+        reports[1],
+        worse="low",
+        settings={k: v for k, v in document["settings"].items() if v is not None},
+    )
     return DiffRun(document, written, interrupted)
 
 
@@ -350,6 +372,7 @@ def _subtitle(opened: Opened) -> str:
 def _diff_one(pair: Pair, item, out: Path, notes: RunNotes, style, names, subtitle) -> dict:
     """One input's row (its maps and, unless the colour limit is shared, its picture written), or an error
     row."""
+    started = time.perf_counter()
     try:
         if is_medical_input(item.path, None):
             raise OccludeError("diff compares photos (PNG, JPEG, ...): medical inputs are not supported yet")
@@ -368,6 +391,7 @@ def _diff_one(pair: Pair, item, out: Path, notes: RunNotes, style, names, subtit
                 names=names,
                 style=style,
             )
+        row["seconds"] = round(time.perf_counter() - started, 3)
         return row
     except OccludeError as exc:
         return {"path": str(item.path), "key": item.key, "status": "error", "error": shown(str(exc))}
@@ -438,3 +462,56 @@ def _summary(rows: List[dict]) -> dict:
             "max": float(np.max(values)) if values else None,
         }
     return summary
+
+
+def diff_cases(rows: List[dict], gates: dict, seconds: Sequence[Optional[float]] = ()) -> List[CiCase]:
+    """diff.json's rows as CI cases: an input whose maps pass every gate passes, one below a threshold is a
+    ``failure`` saying the value and the threshold, one that could not be diffed an ``error``; with
+    ``max_prediction_flips`` one more case, ``all images``, carries that gate."""
+    cases = []
+    for index, row in enumerate(rows):
+        if row["status"] != "ok":
+            cases.append(CiCase(str(row["path"]), "occlude.diff", "error", message=row.get("error") or "failed"))
+            continue
+        failed = row.get("failed_gates") or []
+        message = "; ".join(
+            f"{f['gate'][4:]} {'n/a' if f['value'] is None else format_number(f['value'])} < {f['gate']} "
+            f"{format_number(f['threshold'])}"
+            for f in failed
+        )
+        details = [
+            f"target: {row['target_index']} {shown(row['target_label'] or '')}".rstrip(),
+            f"A top-1: {row['a_index']} {shown(row['a_label'] or '')}".rstrip(),
+            f"B top-1: {row['b_index']} {shown(row['b_label'] or '')}".rstrip(),
+        ]
+        for key in ("rank_corr", "rank_corr_abs", "pearson", "top_iou", "ssim", "max_abs_diff"):
+            details.append(f"{key}: {'n/a' if row[key] is None else format_number(row[key])}")
+        cases.append(
+            CiCase(
+                str(row["path"]),
+                "occlude.diff",
+                "failure" if failed else "passed",
+                time=seconds[index] if index < len(seconds) else None,
+                message=message,
+                details="\n".join(details),
+                value=row["rank_corr"],
+                threshold=gates.get("min_rank_corr"),
+                metric="rank correlation",
+            )
+        )
+    limit = gates.get("max_prediction_flips")
+    if limit is not None:
+        flips = gates["prediction_flips"]
+        cases.append(
+            CiCase(
+                "all images",
+                "occlude.diff.gate",
+                "failure" if flips > limit else "passed",
+                message=f"{flips} image(s) changed their top-1 prediction > max_prediction_flips {limit}"
+                if flips > limit
+                else "",
+                details="\n".join(f"top-1 changed: {shown(p)}" for p in gates["flipped"]),
+                # no value: this case is not ranked among the images' rank correlations
+            )
+        )
+    return cases
