@@ -371,3 +371,40 @@ def test_five_thousand_images_stay_paginated(tmp_path, run_dir, browser):
     assert _column(tab, 3) == [f"{EVIL_LABEL} (7)"]
     assert tab.problems == [] and tab.dialogs == []
     tab.page.close()
+
+
+@needs_browser
+def test_diff_view(tmp_path, browser):
+    """occlude diff --report: one row per image with both predictions, the numbers and the picture, a flipped
+    prediction marked, hostile text shown as text."""
+    import numpy as np
+    from onnx_models import rectangle_model
+    from PIL import Image
+
+    from occlude_cli import diff_folder
+
+    a = rectangle_model(tmp_path / "a.onnx", rect=(4, 6, 9, 12))
+    b = rectangle_model(tmp_path / "b.onnx", rect=(2, 2, 8, 8))
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("one.png", "<b>two<\\b>.png"):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), "RGB").save(images / name)
+    result = diff_folder(
+        a, b, images, tmp_path / "out", patch=4, stride=2, score="logit", report=True, min_rank_corr=0.99
+    )
+    tab = Page(browser, (tmp_path / "out" / "index.html").as_uri())
+    rows = tab.page.eval_on_selector_all(
+        "#diff-table tbody tr", "rows => rows.map(r => Array.from(r.cells).map(c => c.textContent))"
+    )
+    assert len(rows) == 2
+    by_name = {r[0]: r for r in rows}
+    assert set(by_name) == {"one.png", "<b>two<\\b>.png"}
+    for row in result.rows:
+        cells = by_name[Path(row["path"]).name]
+        assert cells[4] == f"{row['rank_corr']:.3f}" and cells[7] == f"{row['ssim']:.3f}"
+        assert cells[8] == row["gates"]
+    widths = tab.page.eval_on_selector_all("#diff-table img", "imgs => imgs.map(i => i.naturalWidth)")
+    assert len(widths) == 2 and all(w > 0 for w in widths)
+    assert tab.problems == [] and tab.dialogs == []
+    tab.page.close()

@@ -127,6 +127,9 @@ def diff(
         metavar="SIZE",
         help="Occluding patch, N or HxW \\[default: 1/14 of the input side].",
     ),
+    report: bool = typer.Option(
+        False, "--report", rich_help_panel="Output", help="Also write OUT/index.html, the HTML report's diff view."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print diff.json on stdout (nothing else)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table; errors and failed gates still go to stderr."),
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
@@ -145,6 +148,7 @@ def diff(
         style=render.style(),
         model_options=model_flags.options(),
         recursive=recursive,
+        report=report,
         events=DiffEvents(quiet, json_out),
         **ci.fields(),
     )

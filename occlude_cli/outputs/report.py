@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..errors import OccludeError
-from ..text import json_safe, recover, shown
+from ..text import json_safe, recover, restore, shown
 from .manifest import current_entries
 from .names import is_run_level
 from .write import atomic_write_bytes
@@ -50,7 +50,7 @@ def build_report(out_dir, *, title: str | None = None) -> Path:
     if not out.is_dir():
         raise OccludeError(f"out_dir is not a folder: {out}")
     data = collect_report_data(out)
-    if not data["rows"] and not data["compare"]:
+    if not data["rows"] and not data["compare"] and not data["diff"]:
         raise OccludeError(
             f"out_dir holds no occlude results (no summary.json, check.json, STEM.json or STEM.compare.json): {out}"
         )
@@ -110,6 +110,7 @@ def collect_report_data(out: Path) -> dict:
         "check_summary": (check or {}).get("summary"),
         "aggregate": "aggregate.png" if "aggregate.png" in files else None,
         "compare": _compare_entries(out, files, prefix, warnings),
+        "diff": _diff_entries(out, files, warnings),
         "warnings": warnings,
         "rows": table,
     }
@@ -403,6 +404,36 @@ def _compare_entries(out: Path, files: set[str], prefix: str, warnings: list[str
                 "ins": [_num(ours.get("insertion_auc")), _num(theirs.get("insertion_auc"))],
                 "better": [str(better.get("deletion", "")), str(better.get("insertion", ""))],
                 "png": _url(png) if png in files else None,
+            }
+        )
+    return entries
+
+
+def _diff_entries(out: Path, files: set[str], warnings: list[str]) -> list[dict]:
+    """One entry per row of diff.json (``occlude diff``): both predictions, the similarity, the gates and the
+    picture."""
+    document = _load(out / "diff.json", warnings) if "diff.json" in files else None
+    rows = [r for r in (document or {}).get("images", []) if isinstance(r, dict)] if isinstance(document, dict) else []
+    prefix = _common_folder([str(r.get("path") or "") for r in rows])
+    entries = []
+    for row in rows:
+        path = str(restore(row).get("path") or "")
+        ok = row.get("status") == "ok"
+
+        def named(index, label) -> str:
+            return "" if index is None else (f"{label} ({index})" if label else f"class {index}")
+
+        png = row.get("diff_png")
+        entries.append(
+            {
+                "n": path[len(prefix) :] if prefix and path.startswith(prefix) else path,
+                "l": named(row.get("target_index"), row.get("target_label")) if ok else "",
+                "a": named(row.get("a_index"), row.get("a_label")) if ok else "",
+                "b": named(row.get("b_index"), row.get("b_label")) if ok else "",
+                "flip": row.get("top1_agrees") is False,
+                "nums": [_num(row.get(k)) for k in ("rank_corr", "rank_corr_abs", "top_iou", "ssim")],
+                "gates": str(row.get("gates") or ("error: " + str(row.get("error") or "") if not ok else "")),
+                "png": _url(png) if isinstance(png, str) and png in files else None,
             }
         )
     return entries

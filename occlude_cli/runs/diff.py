@@ -112,6 +112,7 @@ def diff_folder(
     model_options_b: Optional[ModelOptions] = None,
     recursive: bool = False,
     events: RunEvents = QUIET,
+    report: bool = False,
     junit=None,
     summary_md=None,
     **overrides,
@@ -121,10 +122,11 @@ def diff_folder(
     target A explains (``options.target``, default A's top-1), and compare the two maps (see the module).
     Each image is decoded once. Keyword ``overrides`` set ExplainOptions or DiffSettings fields. Both models
     must take inputs of one size and have one number of classes (one OccludeError before any input).
-    ``junit``: also write a JUnit XML file there (one test case per input, the flips gate as one more);
-    ``summary_md``: append a markdown job summary to that file or those files."""
+    ``report``: also write OUT/index.html with the diff view. ``junit``: also write a JUnit XML file there (one
+    test case per input, the flips gate as one more); ``summary_md``: append a markdown job summary to that file
+    or those files."""
     options, settings = _split(options, settings, overrides)
-    reports = checked_targets(junit, summary_md)
+    reports = (*checked_targets(junit, summary_md), report)
     style = (style or RenderStyle()).checked()
     opened_a = open_checked(model_a, options, model_options)
     opened_b = open_checked(model_b, options, model_options_b or model_options)
@@ -171,6 +173,7 @@ def diff_golden(
     model_options: Optional[ModelOptions] = None,
     recursive: bool = False,
     events: RunEvents = QUIET,
+    report: bool = False,
     junit=None,
     summary_md=None,
     **overrides,
@@ -179,9 +182,9 @@ def diff_golden(
     golden`` (A: the golden map, exact from its JSON record; B: today's, for the golden target), without the
     old model. Refused with one OccludeError, before any input is explained, when the golden run used other
     windows, baseline, score or target rule, or when an input has no golden map (matched by output name).
-    ``junit`` and ``summary_md``: as for :func:`diff_folder`."""
+    ``report``, ``junit`` and ``summary_md``: as for :func:`diff_folder`."""
     options, settings = _split(options, settings, overrides)
-    reports = checked_targets(junit, summary_md)
+    reports = (*checked_targets(junit, summary_md), report)
     style = (style or RenderStyle()).checked()
     run = GoldenRun(golden)
     opened = open_checked(model, options, model_options)
@@ -310,7 +313,7 @@ def _diff_all(
     names: Tuple[str, str],
     described: dict,
     events: RunEvents,
-    reports: Tuple[Any, List[Path]] = (None, []),
+    reports: Tuple[Any, List[Path], bool] = (None, [], False),
 ) -> DiffRun:
     """Every input diffed in order (each told to ``events``), the pictures (after all maps with a shared
     colour limit), the gates, diff.json and diff.csv. Ctrl-C stops after the inputs already diffed."""
@@ -360,6 +363,10 @@ def _diff_all(
         worse="low",
         settings={k: v for k, v in document["settings"].items() if v is not None},
     )
+    if reports[2]:
+        from ..outputs.report import build_report
+
+        written.append(build_report(out))
     return DiffRun(document, written, interrupted)
 
 

@@ -265,8 +265,31 @@
     });
   }
 
+  function renderDiff() {
+    var table = document.getElementById("diff-table");
+    if (!table) { return; }
+    var body = table.querySelector("tbody");
+    data.diff.forEach(function (d) {
+      var tr = el("tr", { "class": d.gates === "pass" ? null : "bad" });
+      [d.n, d.l, d.a, d.b].concat(d.nums.map(function (v) { return fmt(v, 3); })).concat([d.gates])
+        .forEach(function (text, i) {
+          var cls = i >= 4 && i < 8 ? "num" : (i === 3 && d.flip ? "flip" : null);
+          tr.appendChild(el("td", { "class": cls }, text));
+        });
+      var td = el("td");
+      if (d.png) {
+        var link = el("a", { "href": d.png });
+        link.appendChild(el("img", { "src": d.png, "alt": "A | B | B - A", "loading": "lazy", "class": "diff-thumb" }));
+        td.appendChild(link);
+      }
+      tr.appendChild(td);
+      body.appendChild(tr);
+    });
+  }
+
   if (rows.length) { setupControls(); refresh(); }
   renderCompare();
+  renderDiff();
   window.occludeReport = { rows: rows.length, renderMs: performance.now() - started };
   document.documentElement.setAttribute("data-ready", "true");
 })();
