@@ -92,7 +92,7 @@ def diff(
         None,
         "--golden",
         metavar="DIR",
-        rich_help_panel="Gates",
+        rich_help_panel="Basics",
         help="Compare with the maps of an earlier 'occlude run ... --out DIR' instead of a second model.",
     ),
     min_rank_corr: Optional[float] = typer.Option(
@@ -166,8 +166,9 @@ def diff(
         _print_diff(result.document, out)
     for row in result.rows:
         for failed in row.get("failed_gates") or []:
+            metric = {"min_rank_corr": "rank correlation", "min_top_iou": "top IoU"}[failed["gate"]]
             print_error(
-                f"{row['path']}: {failed['gate']} {_fmt(failed['value'])} below the threshold {failed['threshold']}",
+                f"{row['path']}: {metric} {_fmt(failed['value'])} below {failed['gate']} {failed['threshold']}",
                 label="fail",
                 params=(failed["gate"],),
             )
