@@ -8,9 +8,9 @@ Library use::
     run_folder("sample_models/digits_cnn.onnx", ["sample_images/"], "maps/", aggregate=True, report=True)
 
 Every command has its library call here (``run_folder``, ``check_folder``, ``compare_image``, ``compare_folder``,
-``bias_folder``, ``layers_folder``, ``stability_image``, ``sanity_image``). The package is layered; imports point
-one way only (see README, "Development"): ``cli -> runs -> batch -> outputs -> analyses -> pictures -> loaders
--> inference -> core -> errors``.
+``bias_folder``, ``layers_folder``, ``stability_image``, ``sanity_image``, ``diff_folder``, ``diff_golden``). The
+package is layered; imports point one way only (see README, "Development"): ``cli -> runs -> batch -> outputs ->
+analyses -> pictures -> loaders -> inference -> core -> errors``.
 """
 
 from ._signals import install_early_sigterm, is_occlude_command

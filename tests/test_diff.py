@@ -292,6 +292,10 @@ def test_golden_without_a_map_for_an_image_is_refused(probes, tmp_path):
     assert run.returncode == 1
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no golden map for") and "img1.png" in lines[0]
+    small = rectangle_model(tmp_path / "small.onnx", size=(12, 12), rect=(1, 1, 5, 5))
+    other = occlude("diff", "--golden", golden, small, probes["images"] / "img0.png", "-o", tmp_path / "s", *FLAGS)
+    lines = other.stderr.strip().splitlines()
+    assert other.returncode == 1 and len(lines) == 1 and "golden maps are 16x16" in lines[0], other.stderr
     empty = occlude("diff", "--golden", tmp_path, probes["a"], probes["images"], *FLAGS)
     assert empty.returncode == 1 and "holds no occlude run" in empty.stderr and "Traceback" not in empty.stderr
 
@@ -459,3 +463,38 @@ def test_junit_summary_and_byte_identical_outputs(probes, tmp_path):
     assert "### occlude diff: failed" in (outs[0] / "summary.md").read_text()
     for name in ("diff.json", "diff.csv", "img0.diff.png", "img1.diff.npy"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+
+
+def test_hostile_labels_are_escaped_and_spreadsheet_safe(probes, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text('=HYPERLINK("http://x")\x1b[2J\n<script>alert(1)</script>\nthird\u202e\n', encoding="utf-8")
+    out = tmp_path / "l"
+    run = occlude(
+        "diff",
+        probes["a"],
+        probes["b"],
+        probes["images"],
+        "-o",
+        out,
+        *FLAGS,
+        "--labels",
+        labels,
+        "--junit",
+        out / "diff.xml",
+        "--summary-md",
+        out / "summary.md",
+        "--report",
+    )
+    assert run.returncode == 0, run.stderr
+    texts = [run.stdout, run.stderr] + [
+        (out / n).read_text() for n in ("diff.csv", "diff.json", "diff.xml", "summary.md", "index.html")
+    ]
+    for text in texts:
+        assert "\x1b" not in text and "\u202e" not in text
+    assert "<script>alert" not in (out / "index.html").read_text()
+    rows = (out / "diff.csv").read_text().splitlines()[1:]
+    assert all("'=HYPERLINK" in row for row in rows)  # a formula is never a formula in a spreadsheet
+    from occlude_cli.text import recover
+
+    row = json.loads((out / "diff.json").read_text())["images"][0]
+    assert recover(row, "a_label") == '=HYPERLINK("http://x")\x1b[2J'

@@ -15,7 +15,7 @@ from ..analyses.explanation import SCHEMA_VERSION
 from ..errors import OccludeError
 from ..pictures.diffs import diff_png
 from ..pictures.render import RenderStyle
-from ..text import restore
+from ..text import restore, shown
 from .manifest import current_entries, read_record
 from .write import atomic_write_bytes, atomic_write_json, csv_bytes, npy_bytes
 
@@ -150,7 +150,7 @@ class GoldenRun:
 
     def record(self, key: str, path) -> dict:
         """The golden record of the image ``key`` (one line naming ``path`` when the golden run has none)."""
-        entry = self.entries.get(key)
+        entry = self.entries.get(key) or self.entries.get(shown(key))  # a manifest holds keys as shown
         row = getattr(entry, "row", None)
         record = read_record(self.folder, row.output) if row is not None and row.status in ("ok", "skipped") else None
         if record is None or not isinstance(record.get("map"), list):

@@ -191,16 +191,7 @@ def diff_golden(
     _check_pair(opened, None)
     images, problems = find_inputs(inputs, out, recursive=recursive, events=events)
     images = [i for i in images if Path(golden).resolve() not in i.path.resolve().parents]
-    today = _today(opened)
-    records = {}
-    for item in images:  # every input has a golden map made like today's, or nothing runs
-        record = run.record(item.key, shown(item.path))
-        golden_params = {**(record.get("params") or {}), "target": run.target_rule}
-        golden_params["region"] = None if golden_params.get("region") is None else "given"
-        mismatch = golden_mismatch(golden_params, today)
-        if mismatch:
-            raise OccludeError(f"{mismatch} ({shown(item.path)}); re-run the golden with today's settings")
-        records[item.key] = record
+    records = _golden_records(run, images, opened)
     golden_name = f"golden {Path(golden).name}"
 
     def pair(item, notes) -> Tuple[MapDiff, np.ndarray]:
@@ -227,6 +218,28 @@ def diff_golden(
     }
     names = (golden_name, _model_name(model))
     return _diff_all(pair, images, problems, out, opened, settings, style, names, described, events, reports)
+
+
+def _golden_records(run: GoldenRun, images, opened: Opened) -> dict:
+    """Every input's golden record (key -> record), each made like today's maps: refused (one OccludeError)
+    when one is missing or made with other settings, or holds a map of another size."""
+    today = _today(opened)
+    records = {}
+    for item in images:
+        record = run.record(item.key, item.path)
+        golden_params = {**(record.get("params") or {}), "target": run.target_rule}
+        golden_params["region"] = None if golden_params.get("region") is None else "given"
+        mismatch = golden_mismatch(golden_params, today)
+        grid = (len(record["map"]), len(record["map"][0]) if record["map"] else 0)
+        if not mismatch and grid != tuple(opened.preprocessing.size):
+            mismatch = (
+                f"the golden maps are {grid[0]}x{grid[1]} but today's model takes "
+                f"{'x'.join(map(str, opened.preprocessing.size))} inputs"
+            )
+        if mismatch:
+            raise OccludeError(f"{mismatch} ({item.path}); re-run the golden with today's settings")
+        records[item.key] = record
+    return records
 
 
 def _split(options, settings, overrides: dict) -> Tuple[ExplainOptions, DiffSettings]:
