@@ -7,13 +7,13 @@ before any image (models, flags, golden folder, output folder).
 """
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Collection, List, Optional
 
 import typer
-from rich.table import Table
 
 from ..errors import OccludeError
 from ..runs.events import RunEvents
+from ..text import logfmt, shown
 from . import parse
 from .common import (
     CiFlags,
@@ -23,17 +23,18 @@ from .common import (
     Parsed,
     RenderFlags,
     fail,
+    one_line,
     print_error,
     print_json,
     print_note,
-    safe,
     stderr,
     stderr_is_terminal,
     stdout,
     user_errors,
     with_flags,
 )
-from .show import shorten_path
+from .progress import RunDisplay
+from .screen import Column, fitted_table
 
 DIFF_EXAMPLES = """
 occlude diff model.onnx model.int8.onnx images/ --min-rank-corr 0.9 -o diff/
@@ -57,10 +58,13 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 class DiffEvents(RunEvents):
-    """diff's events: notes unless --quiet or --json; errors always; in a CI log one line per image."""
+    """diff's events: on a live terminal a bar that keeps its count and ETA (:class:`RunDisplay`); errors as they
+    happen (also under --quiet / --json); elsewhere one logfmt line per finished image."""
 
     def __init__(self, quiet: bool, json_out: bool) -> None:
         self.silent = quiet or json_out
+        self.live = stderr_is_terminal()
+        self.display: Optional[RunDisplay] = None
 
     def note(self, text: str, params=()) -> None:
         if not self.silent:
@@ -69,11 +73,31 @@ class DiffEvents(RunEvents):
     def problem(self, text: str, params=()) -> None:
         print_error(text, params=params)
 
+    def started(self, total: int, skipping: Collection[str] = ()) -> None:
+        self.display = RunDisplay(total, draw=not self.silent and self.live and total > 1, label="diffing")
+
+    def image_started(self, image) -> None:
+        if self.display is not None:
+            self.display.image_started(shown(image.path.name or image.key), image.key)
+
     def image_done(self, image, row, params=()) -> None:
+        if self.display is not None:
+            self.display.image_done(row["status"] == "ok", image.key)
         if row["status"] == "error":
-            print_error(f"{row['path']}: {row['error']}")
-        elif not self.silent and not stderr_is_terminal():
-            stderr.print(safe(f"ok {row['path']} rank_corr={_fmt(row['rank_corr'])} top1_agrees={row['top1_agrees']}"))
+            print_error(f"{one_line(row['path'])}: {row['error']}")
+        elif not self.silent and not self.live:
+            line = logfmt(
+                ("status", "ok"),
+                ("image", row["path"]),
+                ("rank_corr", _fmt(row["rank_corr"])),
+                ("top_iou", _fmt(row["top_iou"])),
+                ("top1_agrees", str(row["top1_agrees"]).lower()),
+            )
+            stderr.print(line, markup=False, highlight=False)
+
+    def finished(self) -> None:
+        if self.display is not None:
+            self.display.stop()
 
 
 @user_errors
@@ -189,29 +213,40 @@ def diff(
 
 
 def _print_diff(document: dict, out: Path) -> None:
+    """diff's table on stdout, fitted to the width: numbers whole, the image name shortens first, the top-1
+    classes (index and label) wrap, and at the narrowest |rank| and SSIM go."""
     rows = document["images"]
-    table = Table(title=safe(f"occlude diff: {len(rows)} image(s) -> {out}/diff.json"), title_justify="left")
-    table.add_column("image", no_wrap=True)
-    for column in ("A top-1", "B top-1", "rank", "|rank|", "IoU", "SSIM", "gates"):
-        table.add_column(column, no_wrap=True)
+    columns = [
+        Column("image", "name"),
+        Column("A top-1", "label"),
+        Column("B top-1", "label"),
+        Column("rank", justify="right"),
+        Column("|rank|", justify="right", keep=1),
+        Column("IoU", justify="right"),
+        Column("SSIM", justify="right", keep=2),
+        Column("gates"),
+    ]
+    cells = []
     for row in rows:
-        name = safe(shorten_path(row["path"], 28))
         if row["status"] != "ok":
-            table.add_row(name, "", "", "", "", "", "", "[red]error[/]")
+            cells.append([(row["path"], "")] + [("", "")] * 6 + [("error", "red")])
             continue
-        table.add_row(
-            name,
-            "n/a" if row["a_index"] is None else str(row["a_index"]),
-            str(row["b_index"]) if row["top1_agrees"] is not False else f"[red]{row['b_index']}[/]",
-            _fmt(row["rank_corr"]),
-            _fmt(row["rank_corr_abs"]),
-            _fmt(row["top_iou"]),
-            _fmt(row["ssim"]),
-            "[red]fail[/]" if row.get("gates") == "fail" else "pass",
+        flip = "red" if row["top1_agrees"] is False else ""
+        cells.append(
+            [
+                (row["path"], ""),
+                ("n/a" if row["a_index"] is None else f"{row['a_index']} {row['a_label'] or ''}".strip(), ""),
+                (f"{row['b_index']} {row['b_label'] or ''}".strip(), flip),
+                (_fmt(row["rank_corr"]), ""),
+                (_fmt(row["rank_corr_abs"]), ""),
+                (_fmt(row["top_iou"]), ""),
+                (_fmt(row["ssim"]), ""),
+                ("fail", "red") if row.get("gates") == "fail" else ("pass", "green"),
+            ]
         )
-    stdout.print(table)
+    stdout.print(fitted_table(f"occlude diff: {len(rows)} image(s) -> {out}/diff.json", columns, cells, stdout.width))
     gates, summary = document["gates"], document["summary"]
     stdout.print(
         f"top-1 changed on {gates['prediction_flips']} of {summary['ok']} image(s); rank correlation mean "
-        f"{_fmt(summary['rank_corr']['mean'])}, min {_fmt(summary['rank_corr']['min'])} (labels in diff.csv)"
+        f"{_fmt(summary['rank_corr']['mean'])}, min {_fmt(summary['rank_corr']['min'])}"
     )
