@@ -352,7 +352,20 @@ def test_ctrl_c_in_a_terminal_leaves_no_stale_bar(tmp_path, long_named):
 # ------------------------------------------------------------------------------------------ help
 
 
-COMMANDS = ["", "run", "summary", "info", "compare", "check", "report", "layers", "bias", "stability", "sanity"]
+COMMANDS = [
+    "",
+    "run",
+    "summary",
+    "info",
+    "compare",
+    "check",
+    "diff",
+    "report",
+    "layers",
+    "bias",
+    "stability",
+    "sanity",
+]
 
 
 def help_text(command: str, columns: int) -> str:
@@ -384,7 +397,8 @@ def test_run_help_reads_as_designed():
     for panel in ("Basics", "Preprocessing", "Output", "Speed", "Medical", "Clusters"):
         assert f"╭─ {panel} ─" in text
     # 262 lines before --null, --junit and --summary-md (one line each), then issue 28's Task panel (11 flags,
-    # about 20 lines at 80 columns)
+    # about 20 lines at 80 columns) and
+    # issue 29's --color-limit (one line); the issue measured 516 lines in one panel before
     assert len(text.splitlines()) < 300
     assert "╭─ Task ─" in text
     assert re.search(r"│ -o, --out DIR +Output folder", text) and re.search(r"│ +--npy/--no-npy +Write", text)

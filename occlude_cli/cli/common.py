@@ -670,8 +670,7 @@ class RenderFlags:
             parser=parse.color_limit,
             metavar="V|shared",
             rich_help_panel="Output",
-            help="Colour limit of every picture: a fixed value V (score units), or shared: one limit over all the "
-            "run's maps (largest |value|, or --clip-percentile), so pictures compare by eye \\[default: each its own].",
+            help="One colour limit for every picture: V, or shared (the largest |value| of the run's maps).",
         ),
     ] = None
     panels: Annotated[

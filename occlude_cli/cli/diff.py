@@ -104,11 +104,13 @@ class DiffEvents(RunEvents):
 @with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags, ci=CiFlags)
 def diff(
     model_a: Path = typer.Argument(
-        ..., metavar="MODEL_A", help="The reference model (.onnx); with --golden, the model to check."
+        ...,
+        metavar="MODEL_A",
+        help="The reference model (.onnx, or a folder holding one); with --golden, the model to check.",
     ),
     rest: List[str] = typer.Argument(
         ...,
-        metavar="MODEL_B PATH...",
+        metavar="MODEL_B PATH",
         help="The model to compare, then image files, folders or globs (with --golden: only the images).",
         show_default=False,
     ),
@@ -141,21 +143,34 @@ def diff(
         help="Fail the run when more than N images changed their top-1 prediction.",
     ),
     top_fraction: float = typer.Option(
-        0.1, "--top-fraction", rich_help_panel="Gates", help="Share of pixels whose overlap (IoU) is measured."
+        0.1,
+        "--top-fraction",
+        metavar="F",
+        rich_help_panel="Gates",
+        help="Share of pixels whose overlap (IoU) is measured.",
     ),
-    out: Path = typer.Option(Path("occlude-out"), "--out", "-o", help="Output folder."),
-    recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders of folder arguments."),
+    out: Path = typer.Option(
+        Path("occlude-out"), "--out", "-o", metavar="DIR", help="Output folder.", rich_help_panel="Basics"
+    ),
+    recursive: bool = typer.Option(
+        False, "--recursive", "-r", help="Look into sub-folders of folder arguments.", rich_help_panel="Basics"
+    ),
     patch: Optional[Parsed] = typer.Option(
         None,
         parser=parse.size("--patch"),
         metavar="SIZE",
         help="Occluding patch, N or HxW \\[default: 1/14 of the input side].",
+        rich_help_panel="Basics",
     ),
     report: bool = typer.Option(
         False, "--report", rich_help_panel="Output", help="Also write OUT/index.html, the HTML report's diff view."
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print diff.json on stdout (nothing else)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table; errors and failed gates still go to stderr."),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print diff.json on stdout (nothing else).", rich_help_panel="Basics"
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No table; errors and failed gates still go to stderr.", rich_help_panel="Basics"
+    ),
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     render: RenderFlags = None,  # type: ignore[assignment]
