@@ -14,8 +14,8 @@ from PIL import Image
 from scipy import stats
 from skimage.metrics import structural_similarity
 
-from occlude_cli import DiffSettings, OccludeError, diff_folder, diff_golden, map_similarity
-from occlude_cli.core.metrics import ssim
+from occlude_cli import DiffSettings, OccludeError, diff_folder, diff_golden, diff_similarity
+from occlude_cli.analyses.diff import joint_ssim
 from occlude_cli.loaders.images import prepare_image
 from occlude_cli.loaders.model import OnnxClassifier
 from occlude_cli.analyses.preprocessing import resolve_preprocessing
@@ -104,7 +104,7 @@ def test_similarity_numbers_equal_scipy_and_skimage_on_the_same_arrays():
     for shape in ((224, 224), (8, 8), (19, 33)):
         a = rng.normal(size=shape)
         b = np.round(a + rng.normal(size=shape) * 0.5, 1)  # ties, as occlusion maps have
-        numbers = map_similarity(a, b)
+        numbers = diff_similarity(a, b)
         assert numbers["rank_corr"] == pytest.approx(stats.spearmanr(a.ravel(), b.ravel()).statistic, abs=1e-12)
         assert numbers["rank_corr_abs"] == pytest.approx(
             stats.spearmanr(np.abs(a).ravel(), np.abs(b).ravel()).statistic, abs=1e-12
@@ -112,9 +112,9 @@ def test_similarity_numbers_equal_scipy_and_skimage_on_the_same_arrays():
         assert numbers["pearson"] == pytest.approx(stats.pearsonr(a.ravel(), b.ravel()).statistic, abs=1e-12)
         joint = max(a.max(), b.max()) - min(a.min(), b.min())
         assert numbers["ssim"] == pytest.approx(structural_similarity(a, b, data_range=joint), abs=1e-12)
-        assert ssim(a * 1e200, b * 1e200) == pytest.approx(numbers["ssim"], abs=1e-12)  # units do not matter
-    assert np.isnan(ssim(np.ones((6, 6)), np.zeros((6, 6))))  # shorter than the 7-pixel window
-    same = map_similarity(np.ones((9, 9)), np.ones((9, 9)))
+        assert joint_ssim(a * 1e200, b * 1e200) == pytest.approx(numbers["ssim"], abs=1e-12)  # units do not matter
+    assert np.isnan(joint_ssim(np.ones((6, 6)), np.zeros((6, 6)) + 0.5))  # shorter than the 7-pixel window
+    same = diff_similarity(np.ones((9, 9)), np.ones((9, 9)))
     assert same["rank_corr"] == 1.0 and same["ssim"] == 1.0 and same["max_abs_diff"] == 0.0
 
 

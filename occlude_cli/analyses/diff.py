@@ -10,18 +10,22 @@ from typing import Optional
 
 import numpy as np
 
-from ..core.metrics import finite_or_none, pearson, spearman, ssim, top_fraction_iou
+from ..core.metrics import finite_or_none, pearson, spearman, top_fraction_iou
+from ..core.similarity import ssim
 from ..errors import OccludeError
 
-#: the similarity numbers of :func:`map_similarity`, in the order diff.csv lists them
+#: the similarity numbers of :func:`diff_similarity`, in the order diff.csv lists them
 SIMILARITY_FIELDS = ("rank_corr", "rank_corr_abs", "pearson", "top_iou", "ssim", "max_abs_diff", "mean_abs_diff")
 
 
-def map_similarity(a: np.ndarray, b: np.ndarray, top_fraction: float = 0.1) -> dict:
+def diff_similarity(a: np.ndarray, b: np.ndarray, top_fraction: float = 0.1) -> dict:
     """How alike two maps of one shape are: ``rank_corr`` (Spearman of the signed maps), ``rank_corr_abs``
     (Spearman of their absolute values: the same places matter, whatever the sign), ``pearson``, ``top_iou``
-    (IoU of the top ``top_fraction`` pixels of each), ``ssim`` (:func:`~occlude_cli.core.metrics.ssim`) and
-    the largest and mean absolute difference. Undefined values (a constant map) are None."""
+    (IoU of the top ``top_fraction`` pixels of each), ``ssim`` (scikit-image's ``structural_similarity`` of the
+    two maps as they are, ``data_range`` their joint range: ``joint_ssim``) and the largest and mean absolute
+    difference. Undefined values (a constant map) are None. Unlike
+    :func:`~occlude_cli.core.similarity.map_similarity` (the sanity test's, each map scaled by its own largest
+    value), the maps keep their units: the diff of two models' score drops."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise OccludeError(f"the two maps have different shapes: {a.shape} and {b.shape}")
@@ -32,7 +36,7 @@ def map_similarity(a: np.ndarray, b: np.ndarray, top_fraction: float = 0.1) -> d
         "rank_corr_abs": spearman(np.abs(a), np.abs(b)),
         "pearson": pearson(a, b),
         "top_iou": top_fraction_iou(a, b, top_fraction),
-        "ssim": ssim(a, b),
+        "ssim": joint_ssim(a, b),
         "max_abs_diff": float(finite.max()) if finite.size else float("nan"),
         "mean_abs_diff": float(finite.mean()) if finite.size else float("nan"),
     }
@@ -49,6 +53,23 @@ def prediction(scores: np.ndarray, labels) -> dict:
     index = int(np.argmax(np.where(np.isfinite(scores), scores, -np.inf)))
     label = labels[index] if labels and 0 <= index < len(labels) else None
     return {"index": index, "label": label, "score": finite_or_none(scores[index])}
+
+
+def joint_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of two maps of one shape as ``skimage.metrics.structural_similarity(a, b, data_range=R)`` with R the
+    maps' joint range (largest minus smallest value of either); computed on both divided by their joint largest
+    |value| (the same number: no overflow for maps in huge units). 1 for two equal maps (also constant ones);
+    NaN where undefined (a pixel not computed, a side shorter than the 7-pixel window)."""
+    factor = float(max(np.abs(a).max(initial=0.0), np.abs(b).max(initial=0.0)))
+    if not np.isfinite(factor):
+        return float("nan")
+    if factor == 0.0:
+        return 1.0 if a.shape == b.shape else float("nan")
+    x, y = a / factor, b / factor
+    data_range = float(max(x.max(), y.max()) - min(x.min(), y.min()))
+    if not data_range > 0:
+        return 1.0
+    return ssim(x, y, data_range=data_range)
 
 
 @dataclass
@@ -94,7 +115,7 @@ def diff_maps(
             f"the maps have different shapes ({'x'.join(map(str, a.shape))} and {'x'.join(map(str, b.shape))}): "
             "both models must take inputs of one size"
         )
-    similarity = map_similarity(a, b, top_fraction)
+    similarity = diff_similarity(a, b, top_fraction)
     return MapDiff(a, b, int(target), target_label, prediction_a, prediction_b, similarity)
 
 

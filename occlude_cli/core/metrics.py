@@ -163,45 +163,6 @@ def top_fraction_iou(a, b, fraction: float = 0.1) -> float:
     return float(np.count_nonzero(top_a & top_b) / union)
 
 
-SSIM_WINDOW = 7  # scikit-image's default window (uniform weights, sample covariance, K1 0.01, K2 0.03)
-
-
-def ssim(a, b, window: int = SSIM_WINDOW) -> float:
-    """Structural similarity (Wang et al. 2004) of two maps as scikit-image's ``structural_similarity`` computes
-    it with its defaults (a ``window``-wide uniform window in every axis, sample covariance, K1 = 0.01,
-    K2 = 0.03, the mean over the pixels at least ``window // 2`` from every border) and ``data_range`` the two
-    maps' joint range (largest minus smallest value of either map). Pixels not computed in either map count as
-    0 in both. NaN when a side is shorter than ``window`` or both maps are one constant; 1 for equal maps."""
-    x, y = _as_map(a, "first map"), _as_map(b, "second map")
-    if x.shape != y.shape:
-        raise OccludeError(f"maps have different shapes: {x.shape} and {y.shape}")
-    if min(x.shape) < window:
-        return float("nan")
-    valid = np.isfinite(x) & np.isfinite(y)
-    x, y = np.where(valid, x, 0.0), np.where(valid, y, 0.0)
-    factor = float(max(np.abs(x).max(), np.abs(y).max()))
-    if not factor > 0:
-        return 1.0  # both all zero: equal maps
-    x, y = x / factor, y / factor  # SSIM with the joint range is unchanged by a common factor: no overflow
-    data_range = float(max(x.max(), y.max()) - min(x.min(), y.min()))
-    if not data_range > 0:
-        return 1.0
-
-    def mean(values: np.ndarray) -> np.ndarray:  # the window's mean around every pixel far enough from a border
-        view = np.lib.stride_tricks.sliding_window_view(values, (window,) * values.ndim)
-        return view.mean(axis=tuple(range(values.ndim, 2 * values.ndim)))
-
-    count = window**x.ndim
-    norm = count / (count - 1)
-    ux, uy = mean(x), mean(y)
-    vx = norm * (mean(x * x) - ux * ux)
-    vy = norm * (mean(y * y) - uy * uy)
-    vxy = norm * (mean(x * y) - ux * uy)
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return float(s.mean(dtype=np.float64))
-
-
 # ------------------------------------------------------------------------------ region metrics
 
 
