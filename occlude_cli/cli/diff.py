@@ -73,8 +73,8 @@ class DiffEvents(RunEvents):
     def problem(self, text: str, params=()) -> None:
         print_error(text, params=params)
 
-    def started(self, total: int, skipping: Collection[str] = ()) -> None:
-        self.display = RunDisplay(total, draw=not self.silent and self.live and total > 1, label="diffing")
+    def started(self, total: Optional[int], skipping: Collection[str] = ()) -> None:
+        self.display = RunDisplay(total, draw=not self.silent and self.live and (total is None or total > 1), label="diffing")
 
     def image_started(self, image) -> None:
         if self.display is not None:
