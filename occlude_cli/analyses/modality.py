@@ -1,10 +1,11 @@
 """Which kind of input a run explains, and the small interface each kind gives, so that the analyses never
 branch on the input kind step by step: photos (:mod:`.photos`) and medical slices and volumes (:mod:`.medical`).
 
-A modality has a ``name``, an ``explanation`` type (the result, which draws itself) and four methods:
+A modality has a ``name``, an ``explanation`` type (the result, which draws itself) and five methods:
 ``preprocessing(model, given, options)`` (what the input is fed with), ``prepare(image, preprocessing,
 options)`` (the prepared input), ``region(options, prepared)`` (the occluded box in model-input pixels, or
-None) and ``baseline(kind, prepared, patch, *, seed, blur_sigma)`` (what fills a window: one model input, or a
+None), ``warnings(model, options, prepared)`` (what the user must know about how the input was fed) and
+``baseline(kind, prepared, patch, *, seed, blur_sigma)`` (what fills a window: one model input, or a
 per-window callable for ``inpaint``).
 """
 
@@ -33,6 +34,8 @@ class Modality(Protocol):
     def prepare(self, image: Any, preprocessing: Any, options: Any) -> Any: ...
 
     def region(self, options: Any, prepared: Any) -> Any: ...
+
+    def warnings(self, model: Any, options: Any, prepared: Any) -> Any: ...
 
     def baseline(self, kind: str, prepared: Any, patch: Sequence[int], *, seed: int, blur_sigma: Any) -> Any: ...
 

@@ -484,6 +484,7 @@ class _Loop:
             target_index=explanation.target,
             target_label=explanation.label(explanation.target),
             original_score=float(explanation.occlusion.original_scores[explanation.target]),
+            peak_z=info.get("z"),
             peak_y=info["y"],
             peak_x=info["x"],
             peak_value=info["value"],

@@ -501,6 +501,24 @@ class MedicalInputFlags:
             rich_help_panel="Medical",
         ),
     ] = None
+    series_uid: Annotated[
+        Optional[str],
+        typer.Option(
+            "--series-uid",
+            metavar="UID",
+            help="With --series: the SeriesInstanceUID to read from folders that hold several series.",
+            rich_help_panel="Medical",
+        ),
+    ] = None
+    display_window: Annotated[
+        Optional[str],
+        typer.Option(
+            "--display-window",
+            metavar="WINDOW",
+            help="Window of the pictures only (preset, WIDTH,LEVEL or 'file'); the model keeps its own.",
+            rich_help_panel="Medical",
+        ),
+    ] = None
 
     def fields(self) -> dict:
         """ExplainOptions fields from these flags (the library checks them)."""
@@ -510,7 +528,9 @@ class MedicalInputFlags:
             "zscore": self.zscore,
             "zscore_threshold": self.zscore_threshold,
             "series": self.series,
+            "series_uid": self.series_uid,
             "volume_index": self.volume_index,
+            "display_window": self.display_window,
         }
 
 

@@ -132,10 +132,10 @@ def run(
     region: Annotated[
         Optional[Parsed],
         typer.Option(
-            parser=parse.box("--region"),
+            parser=parse.region("--region"),
             metavar="x0,y0,x1,y1",
-            help="Occlude only inside this box x0,y0,x1,y1 (original image pixels); the rest of the map is null "
-            "(not computed).",
+            help="Occlude only inside this box x0,y0,x1,y1 (original image pixels; a volume: x0,y0,z0,x1,y1,z1 in "
+            "world mm); the rest of the map is null (not computed).",
             rich_help_panel="Basics",
         ),
     ] = None,

@@ -92,12 +92,13 @@ def print_table(rows, out: Path) -> None:
     if not listed:  # an interrupted run that finished no image: its error line says it all
         return
     title = f"occlude: {len(listed)} image(s) -> {out}" + (f" ({pending} pending: --resume)" if pending else "")
+    volumes = any(getattr(row, "peak_z", None) is not None for row in listed)
     columns = [
         Column("image", "name"),
         Column("status"),
         Column("target", "label"),
         Column("score", justify="right", keep=3),
-        Column("peak (y, x)", keep=1),
+        Column("peak (z, y, x)" if volumes else "peak (y, x)", keep=1),
         Column("s", justify="right", keep=2),
     ]
     cells = []
@@ -110,7 +111,7 @@ def print_table(rows, out: Path) -> None:
                 (row.status, style),
                 (target if row.status != "failed" else row.error or "", ""),
                 (f"{row.original_score:.4f}" if row.original_score is not None else "", ""),
-                (f"{row.peak_y}, {row.peak_x}" if row.peak_y is not None else "", ""),
+                (", ".join(str(v) for v in (row.peak_z, row.peak_y, row.peak_x) if v is not None), ""),
                 (f"{row.seconds:.2f}" if row.seconds is not None else "", ""),
             ]
         )
@@ -136,16 +137,7 @@ def info_text(d: dict) -> str:
     """The info document as aligned 'key  value' lines (the JSON's key names), without Python reprs."""
     pre = d.get("preprocessing")
     if isinstance(pre, dict) and "transform" in pre:  # a medical model (issue 12)
-        transform = pre["transform"] or "none (real units)"
-        detail = {
-            "window": pre.get("window"),
-            "intensity_range": pre.get("intensity_range"),
-            "zscore": pre.get("zscore_threshold"),
-        }.get(pre["transform"] or "")
-        pre_text = (
-            f"{pre['layout']} {'x'.join(map(str, pre['size']))} grey, resampled (order {pre['resample_order']}) "
-            f"in real units, then {transform}{'' if detail is None else ' ' + str(detail)}"
-        )
+        pre_text = medical_text(pre)
     elif isinstance(pre, dict):
         pre_text = (
             f"{pre['layout']} {pre['size'][0]}x{pre['size'][1]} {pre['color']}, {_geometry(pre)}, "
@@ -179,6 +171,11 @@ def info_text(d: dict) -> str:
     ]
     sources = pre.get("sources", {}) if isinstance(pre, dict) else {}
     rows += [("", f"{key}: {where if where == 'default' else 'from ' + where}") for key, where in sources.items()]
+    slices = d.get("medical_preprocessing")
+    if slices is not None:  # a 2-D model trained on DICOM slices: what a DICOM input gets
+        rows.append(("medical", medical_text(slices) if isinstance(slices, dict) else slices))
+    if d.get("modality"):
+        rows.append(("modality", d["modality"]))
     rows.append(("labels", f"{len(names) if names else 0}: {shown}"))
     return "\n".join(f"[bold]{key:<14}[/]{safe(str(value))}" for key, value in rows)
 
@@ -201,6 +198,29 @@ def _device(device: dict) -> str:
         return f"CPU: {device['cuda']}"
     found = [f"{k.replace('_', ' ')} {device[k]}" for k in ("gpu", "cuda_runtime", "cudnn", "driver") if device.get(k)]
     return "CUDA: " + (", ".join(found) or "versions not readable")
+
+
+def medical_text(pre: dict) -> str:
+    """A medical preprocessing (VolumePreprocessing.describe()) as one line: the grid, then the one intensity
+    transform with its numbers (a window as level and width, as radiologists say it)."""
+    transform = pre.get("transform")
+    window = pre.get("window")
+    if transform == "window" and isinstance(window, list) and len(window) == 2:
+        detail = f"window L {window[0]:g} W {window[1]:g} (centre {window[0]:g}, width {window[1]:g}) to 0..1"
+    elif transform == "window":
+        detail = f"window {window}"
+    elif transform == "intensity_range" and pre.get("intensity_range"):
+        lo, hi = pre["intensity_range"]
+        detail = f"clip to [{lo:g}, {hi:g}], scale to 0..1"
+    elif transform == "zscore":
+        threshold = pre.get("zscore_threshold")
+        detail = "z-score" + (f" (statistics over values > {threshold:g})" if threshold is not None else "")
+    else:
+        detail = "real units as they are"
+    return (
+        f"{pre['layout']} {'x'.join(map(str, pre['size']))} grey, resampled (order {pre['resample_order']}) "
+        f"in real units (HU for CT), then {detail}"
+    )
 
 
 def _shape(shape) -> str:

@@ -382,12 +382,16 @@ def _one_series(folder: Path, datasets: list[tuple[Path, Any]], series_uid: str 
         by_series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((entry, ds))
     if series_uid is not None:
         if series_uid not in by_series:
-            raise OccludeError(f"series_uid {series_uid}: not in folder {folder} (it has {sorted(by_series)})")
+            raise OccludeError(
+                f"series_uid {series_uid}: not in folder {folder} (it has {', '.join(sorted(by_series))})",
+                params=("series_uid",),
+            )
         return by_series[series_uid]
     if len(by_series) > 1:
         listing = ", ".join(f"{uid or '(none)'} ({len(files)} files)" for uid, files in sorted(by_series.items()))
         raise OccludeError(
-            f"folder {folder}: mixes {len(by_series)} series ({listing}); pass series_uid or one series per folder"
+            f"folder {folder}: mixes {len(by_series)} series ({listing}); pass series_uid or one series per folder",
+            params=("series_uid",),
         )
     return next(iter(by_series.values()))
 

@@ -41,6 +41,13 @@ def _subtitle(e: VolumeExplanation) -> str:
     )
 
 
+def _markers(e: VolumeExplanation) -> Optional[tuple]:
+    """A slice's orientation letters (top, bottom, left, right) from its geometry; None without one."""
+    if "geometry" in e.prepared.volume.meta:  # no patient position in the file: no directions to show
+        return None
+    return montage.orientation_markers(e.prepared.volume.affine, 0, 1)
+
+
 def montage_png(e: VolumeExplanation, style: RenderStyle = DEFAULT_STYLE) -> bytes:
     """STEM.montage.png: axial slices of the model grid with the map over the windowed intensities."""
     grid = e.prepared.grid
@@ -53,8 +60,9 @@ def planes_png(e: VolumeExplanation, style: RenderStyle = DEFAULT_STYLE) -> byte
     peak = e.peak()
     world = ", ".join(f"{v:+.1f}" for v in peak["world_mm"])
     subtitle = _subtitle(e) + f"; peak at voxel {tuple(peak['voxel'])}, RAS ({world}) mm"
+    grid = e.prepared.grid
     return montage.planes_png(
-        e.prepared.display, e.map, e.prepared.grid.spacing, peak["voxel"], _title(e), subtitle, style
+        e.prepared.display, e.map, grid.spacing, peak["voxel"], _title(e), subtitle, style, grid.affine
     )
 
 
@@ -153,7 +161,7 @@ def write_volume_explanation(
             written.append(
                 atomic_write_bytes(
                     out_dir / f"{stem}.overlay.png",
-                    overlay_png(original, e.map, e.prepared.crop_box, _title(e), _subtitle(e), style),
+                    overlay_png(original, e.map, e.prepared.crop_box, _title(e), _subtitle(e), style, _markers(e)),
                 )
             )
             written.append(

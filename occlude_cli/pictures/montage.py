@@ -7,12 +7,12 @@ voxel is drawn 2 x 2.6, not square). Arrays in, PNG bytes out: no explanation ob
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .render import DEFAULT_STYLE, RenderStyle, _font, _frame, _opacity, _png, colorize, shown_values
+from .render import DEFAULT_STYLE, RenderStyle, _font, _frame, _opacity, _png, colorize, draw_markers, shown_values
 
 MAX_TILES = 16
 COLUMNS = 4
@@ -32,6 +32,25 @@ def _tile(
     layer = Image.fromarray(colorize(values, limit, _opacity(values, limit, style.alpha), style.cmap), "RGBA")
     blended = Image.alpha_composite(base, layer).convert("RGB")
     return blended.resize(size, Image.Resampling.NEAREST)
+
+
+def _toward(vector: np.ndarray) -> str:
+    """The patient direction a world (RAS+) vector points to most: R/L, A/P or S/I."""
+    axis = int(np.argmax(np.abs(vector[:3])))
+    return ("RAS" if vector[axis] > 0 else "LPI")[axis]
+
+
+_OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+
+
+def orientation_markers(affine: np.ndarray, rows: int, columns: int, rows_up: bool = False) -> Tuple[str, ...]:
+    """Orientation letters (top, bottom, left, right) of a picture whose rows follow array axis ``rows`` (down
+    the picture; up with ``rows_up``, a flipped plane) and columns array axis ``columns``, from the array's
+    voxel -> RAS+ ``affine``: an axial slice of occlude's layout gives ('A', 'P', 'R', 'L')."""
+    matrix = np.asarray(affine, dtype=np.float64)
+    down, right = matrix[:3, rows] * (-1.0 if rows_up else 1.0), matrix[:3, columns]
+    bottom, far_right = _toward(down), _toward(right)
+    return (_OPPOSITE[bottom], bottom, _OPPOSITE[far_right], far_right)
 
 
 def montage_slices(depth: int, max_tiles: int = MAX_TILES) -> List[int]:
@@ -57,6 +76,8 @@ def montage_png(
     shown, limit = shown_values(values, style)
     slices = montage_slices(display.shape[0])
     tiles = [_tile(display[d], shown[d], limit, style, (spacing[1], spacing[2]), TILE_SIDE) for d in slices]
+    for tile in tiles:
+        draw_markers(tile, orientation_markers(affine, 1, 2))
     tw, th = tiles[0].size
     gap, label_h = 6, 14
     columns = min(COLUMNS, len(tiles))
@@ -79,10 +100,11 @@ def planes_png(
     title: str,
     subtitle: str,
     style: RenderStyle = DEFAULT_STYLE,
+    affine: Optional[np.ndarray] = None,
 ) -> bytes:
     """The axial, coronal and sagittal planes through voxel ``peak`` (d, h, w), each with its physical aspect
     ratio, superior up in coronal/sagittal (axial: anterior up, patient right on the left); dashed lines
-    mark the peak."""
+    mark the peak; with the grid's ``affine``, orientation letters on each plane's edges."""
     shown, limit = shown_values(values, style)
     d, h, w = (int(v) for v in peak)
     sd, sh, sw = spacing
@@ -106,9 +128,12 @@ def planes_png(
             f"column {w}",
         ),
     ]
+    axes = {"axial": (1, 2, False), "coronal": (0, 2, True), "sagittal": (0, 1, True)}
     tiles = []
     for name, grey, values, spacing, (r, c), where in planes:
         tile = _tile(grey, values, limit, style, spacing, PLANE_SIDE)
+        if affine is not None:
+            draw_markers(tile, orientation_markers(affine, *axes[name]))
         draw = ImageDraw.Draw(tile)
         fy, fx = tile.height / grey.shape[0], tile.width / grey.shape[1]
         cy, cx = (r + 0.5) * fy, (c + 0.5) * fx
