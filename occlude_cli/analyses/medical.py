@@ -186,21 +186,12 @@ def input_warnings(meta: dict, options: ExplainOptions, prepared: PreparedVolume
 def world_box(region: Sequence[float], prepared: PreparedVolume) -> Box:
     """A box x0, y0, z0, x1, y1, z1 in world millimetres (RAS+) -> the smallest box of model-grid voxels
     (starts then ends, exclusive) that holds every voxel whose centre lies inside it."""
-    lo, hi = np.asarray(region[:3], dtype=np.float64), np.asarray(region[3:], dtype=np.float64)
-    shape = prepared.grid.data.shape
-    index = np.indices(shape, dtype=np.float64).reshape(len(shape), -1)
-    if len(shape) == 2:
-        index = np.vstack([index, np.zeros((1, index.shape[1]))])
-    world = (np.asarray(prepared.grid.affine)[:3, :3] @ index) + np.asarray(prepared.grid.affine)[:3, 3:4]
-    inside = np.all((world >= lo[:, None]) & (world <= hi[:, None]), axis=0).reshape(shape)
-    text = ",".join(f"{v:g}" for v in region)
-    if not inside.any():
-        corners = world.min(axis=1), world.max(axis=1)
-        span = ", ".join(f"{a:.1f}..{b:.1f}" for a, b in zip(*corners))
-        raise OccludeError(
-            f"region {text} (mm) holds no voxel centre of the model grid, which spans x, y, z = {span} mm",
-            params=("region",),
-        )
+    from ..loaders.labels import world_box_mask
+
+    try:
+        inside = world_box_mask(region, prepared.grid)
+    except OccludeError as exc:
+        raise OccludeError(str(exc).replace("box", "region", 1), params=("region",)) from None
     where = np.argwhere(inside)
     return tuple(int(v) for v in where.min(axis=0)) + tuple(int(v) + 1 for v in where.max(axis=0))
 

@@ -61,3 +61,16 @@ def input_baseline(prepared, kind: str, *, seed: int = 0, blur_sigma: Optional[f
         raise OccludeError("baseline inpaint is computed per window: build it with occlude_cli.loaders.inpaint")
     baseline = modality_of_prepared(prepared).baseline(kind, prepared, tuple(patch), seed=seed, blur_sigma=sigma)
     return np.asarray(baseline)
+
+
+def prepare_input(model, image, options=None, preprocessing=None):
+    """Any input (a path, an image, a volume, or one already prepared) prepared for ``model`` by its modality:
+    (the prepared input, its preprocessing). For the analyses that feed a model themselves (layers, bias)."""
+    from .options import ExplainOptions
+
+    if isinstance(image, (PreparedImage, PreparedVolume)):
+        return image, image.preprocessing
+    options = (options or ExplainOptions()).checked()
+    modality = modality_of(image, options)
+    pre = modality.preprocessing(model, preprocessing, options)
+    return modality.prepare(image, pre, options), pre

@@ -186,15 +186,15 @@ def _expand(
     exclude: Sequence[Path] = (),
     notes: Optional[List[Tuple[str, str]]] = None,
     series: bool = False,
+    series_uid: Optional[str] = None,
 ) -> Tuple[List[Path], Path, Optional[str]]:
     """Files named by one PATH argument, the folder their output names are relative to, and an error.
-    With ``series`` a folder is one input (a DICOM series), named after the folder."""
+    With ``series`` a folder is one input (a DICOM series), named after the folder (see :func:`_series_folders`)."""
     notes = notes if notes is not None else []
     path = Path(arg)
-    if series:
-        if not path.is_dir():
-            return [], path.parent, f"series: {path} is not a folder of DICOM slices"
-        return [path], path.resolve().parent, None
+    if series and path.is_dir():  # a file argument is read as a file (a NIfTI volume, a DICOM file)
+        folders, error = _series_folders(path, recursive, exclude, notes, series_uid)
+        return folders, path.resolve().parent, error
     if any(c in arg for c in _GLOB_CHARS) and not path.exists():
         matches = []
         for p in sorted(Path(p) for p in glob.glob(arg, recursive=True)):
@@ -226,6 +226,50 @@ def _expand(
     return [path], path.parent, None
 
 
+def _holds_slices(folder: Path) -> bool:
+    """Does ``folder`` itself hold a DICOM file (by name, or the DICM marker of a suffix-less file)?"""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return False
+    return any(
+        entry.is_file() and not entry.name.startswith(".") and _is_image_name(entry) and not is_own_output(entry)
+        for entry in entries
+    )
+
+
+def _series_folders(
+    path: Path, recursive: bool, exclude: Sequence[Path], notes: List[Tuple[str, str]], series_uid: Optional[str]
+) -> Tuple[List[Path], Optional[str]]:
+    """The DICOM series under a folder argument: the folder itself when it holds DICOM files; with ``recursive``,
+    or when it holds none itself (a study folder of series folders), every folder under it that holds DICOM
+    files, one series each, never the run's own output folder. With ``series_uid``, only the folders that hold
+    that series (their headers are read, not their pixels)."""
+    folders = [path]
+    if recursive or not _holds_slices(path):
+        folders = []
+        for root, dirs, _ in os.walk(path):
+            here = Path(root)
+            kept = []
+            for d in sorted(dirs):
+                if _under((here / d).resolve(), exclude):
+                    notes.append((str(here / d), "skipped: it is the output folder (--out) of this command"))
+                else:
+                    kept.append(d)
+            dirs[:] = kept
+            if _holds_slices(here):
+                folders.append(here)
+        if not folders:
+            return [], f"no DICOM files in folder {path} or its sub-folders"
+    if series_uid is not None:
+        from ..loaders.dicom import series_uids
+
+        folders = [folder for folder in folders if series_uid in series_uids(folder)]
+        if not folders:
+            return [], f"series_uid {series_uid}: no folder under {path} holds that series"
+    return sorted(folders), None
+
+
 def _first_magic(parts: Sequence[str]) -> int:
     for i, part in enumerate(parts):
         if any(c in part for c in _GLOB_CHARS):
@@ -240,8 +284,10 @@ def discover_inputs(
     exclude: Sequence = (),
     notes: Optional[List[Tuple[str, str]]] = None,
     series: bool = False,
+    series_uid: Optional[str] = None,
 ) -> Tuple[List[InputImage], List[Tuple[str, str]]]:
-    """Expand files, folders and globs into images with unique output keys.
+    """Expand files, folders and globs into images with unique output keys (with ``series``, DICOM series
+    folders: see :func:`_series_folders`).
 
     Returns the images (sorted by key) and the (argument, error) pairs of arguments that named nothing.
     Output keys keep each file's path relative to the folder or glob it came from; where two arguments give
@@ -259,14 +305,14 @@ def discover_inputs(
     seen = set()
     problems: List[Tuple[str, str]] = []
     for arg in args:
-        files, base, error = _expand(str(arg), recursive, excluded, notes, series)
+        files, base, error = _expand(str(arg), recursive, excluded, notes, series, series_uid)
         if error:
             problems.append((str(arg), error))
         for file in files:
             resolved = file.resolve()
             if resolved not in seen:
                 seen.add(resolved)
-                found[file] = os.path.relpath(file.resolve() if series else file, base).replace(os.sep, "/")
+                found[file] = os.path.relpath(file.resolve() if file.is_dir() else file, base).replace(os.sep, "/")
     if _clash([_strip_suffix(r) for r in found.values()]):  # e.g. two folders that both hold x.png
         common = Path(os.path.commonpath([str(p.resolve().parent) for p in found]))
         instead = {p: os.path.relpath(p.resolve(), common).replace(os.sep, "/") for p in found}

@@ -156,7 +156,7 @@ def _layers_line(events: AnalysisEvents, image, done) -> None:
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags)
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, medical=MedicalInputFlags)
 def layers(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx), or a folder holding one.")],
     paths: Annotated[
@@ -245,6 +245,7 @@ def layers(
     ] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
+    medical: MedicalInputFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Occlude inside the model: the target score's drop when each channel of an inner tensor is replaced."""
     from ..analyses.explain import SATURATION
@@ -258,7 +259,7 @@ def layers(
         paths,
         layer,
         out,
-        ExplainOptions(**occlusion.fields()),
+        ExplainOptions(**occlusion.fields(), **medical.fields()),
         settings,
         timing=timing,
         recursive=recursive,
@@ -313,7 +314,7 @@ def _print_layers(run, layer: str, replacement: str, out: Path, top: int) -> Non
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags)
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, medical=MedicalInputFlags)
 def bias(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx), or a folder holding one.")],
     paths: Annotated[
@@ -322,16 +323,18 @@ def bias(
     box: Annotated[
         Optional[Parsed],
         typer.Option(
-            parser=parse.box("--box"),
+            parser=parse.region("--box"),
             metavar="x0,y0,x1,y1",
-            help="Suspected region x0,y0,x1,y1 in original image pixels (the same for every image).",
+            help="Suspected region x0,y0,x1,y1 in original image pixels (a volume: x0,y0,z0,x1,y1,z1 in world mm), "
+            "the same for every image.",
             rich_help_panel="Basics",
         ),
     ] = None,
     mask: Annotated[
         Optional[Path],
         typer.Option(
-            help="Suspected region as a mask image, white = region, transparent = outside (the same for every image).",
+            help="Suspected region as a mask image, white = region, transparent = outside; for DICOM/NIfTI inputs a "
+            "NIfTI mask, DICOM SEG or RT-STRUCT (the same for every image).",
             rich_help_panel="Basics",
         ),
     ] = None,
@@ -386,6 +389,7 @@ def bias(
     ] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
+    medical: MedicalInputFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Dataset bias: how much does occluding the same suspected region in every image move the predictions?"""
     from ..analyses.options import ExplainOptions
@@ -396,7 +400,7 @@ def bias(
         model,
         paths,
         out,
-        ExplainOptions(**occlusion.fields()),
+        ExplainOptions(**occlusion.fields(), **medical.fields()),
         region=RegionSource(box, mask, masks),
         controls=controls,
         bootstrap=bootstrap,

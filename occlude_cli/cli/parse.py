@@ -91,7 +91,8 @@ def region(flag: str) -> Parser:
             values = []
         if len(values) not in (4, 6) or not all(math.isfinite(v) for v in values):
             raise OccludeError(
-                f"{flag} takes x0,y0,x1,y1 in pixels, or x0,y0,z0,x1,y1,z1 in mm for a volume, got {text!r}"
+                f"{flag} takes four numbers x0,y0,x1,y1 in pixels (a volume: six, x0,y0,z0,x1,y1,z1 in mm), "
+                f"got {text!r}"
             )
         return tuple(values)
 

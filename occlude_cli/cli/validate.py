@@ -301,7 +301,7 @@ class CheckEvents(RunEvents):
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags)
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags, medical=MedicalInputFlags)
 def check(
     model: Path = typer.Argument(..., help="ONNX classifier (.onnx), or a folder holding one."),
     paths: List[str] = typer.Argument(
@@ -309,14 +309,16 @@ def check(
     ),
     box: Optional[Parsed] = typer.Option(
         None,
-        parser=parse.box("--box"),
+        parser=parse.region("--box"),
         metavar="x0,y0,x1,y1",
-        help="Region x0,y0,x1,y1 in original image pixels (the same for every image).",
+        help="Region x0,y0,x1,y1 in original image pixels (a volume: x0,y0,z0,x1,y1,z1 in world mm), the same "
+        "for every image.",
         rich_help_panel="Basics",
     ),
     mask: Optional[Path] = typer.Option(
         None,
-        help="Region as a mask image, white = region, transparent = outside (the same for every image).",
+        help="Region as a mask image, white = region, transparent = outside; for DICOM/NIfTI inputs a NIfTI "
+        "mask, DICOM SEG or RT-STRUCT (the same for every image).",
         rich_help_panel="Basics",
     ),
     masks: Optional[Path] = typer.Option(
@@ -376,6 +378,7 @@ def check(
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     render: RenderFlags = None,  # type: ignore[assignment]
+    medical: MedicalInputFlags = None,  # type: ignore[assignment]
 ) -> None:
     """CI check: does the model look where it should? Pointing game and energy share inside a region."""
     from ..analyses.options import ExplainOptions
@@ -386,7 +389,7 @@ def check(
         model,
         paths,
         out,
-        ExplainOptions(patch=patch, **occlusion.fields()),
+        ExplainOptions(patch=patch, **occlusion.fields(), **medical.fields()),
         region=RegionSource(box, mask, masks),
         min_energy=min_energy,
         require_peak=require_peak,

@@ -456,7 +456,8 @@ def read_volume(
     """Read any supported medical input, deciding by suffix and content.
 
     ``.nii`` / ``.nii.gz`` -> `read_nifti`; ``.dcm`` or the ``DICM`` marker at byte 128 (DICOM files often
-    have no suffix) -> `read_dicom`; a folder with ``series=True`` -> `read_dicom_series`; grey ``.png`` /
+    have no suffix) -> `read_dicom`; a folder with ``series=True`` -> `read_dicom_series` (``series`` concerns
+    folders: a file is read as a file); grey ``.png`` /
     ``.tif`` / ``.tiff`` -> `read_image16`. Anything else: one line saying what is accepted.
     """
     p = Path(path)
@@ -464,8 +465,6 @@ def read_volume(
         if not series:
             raise OccludeError(f"path {p}: is a folder; pass series to read it as one DICOM series", params=("series",))
         return read_dicom_series(p, series_uid=series_uid)
-    if series:
-        raise OccludeError(f"path {p}: series needs a folder of DICOM slices, not a file", params=("series",))
     if not p.exists():
         raise OccludeError(f"path {p}: no such file")
     name = p.name.lower()

@@ -222,7 +222,8 @@ def write_spatial(
         "replacement": result.replacement,
         "forward_passes": result.occlusion.forward_passes,
         "seconds": _number(result.seconds) if timing else None,
-        "map": [[_number(v) for v in row] for row in np.atleast_2d(result.map)],
+        # a 3-D feature grid's map is in STEM.spatial.npy only
+        "map": [[_number(v) for v in row] for row in np.atleast_2d(result.map)] if result.map.ndim <= 2 else None,
     }
     written = [
         atomic_write_bytes(out / f"{stem}.spatial.npy", npy_bytes(result.map.astype(np.float32))),

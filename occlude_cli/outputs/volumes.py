@@ -48,11 +48,22 @@ def _markers(e: VolumeExplanation) -> Optional[tuple]:
     return montage.orientation_markers(e.prepared.volume.affine, 0, 1)
 
 
-def montage_png(e: VolumeExplanation, style: RenderStyle = DEFAULT_STYLE) -> bytes:
-    """STEM.montage.png: axial slices of the model grid with the map over the windowed intensities."""
+def montage_png(
+    e: VolumeExplanation,
+    style: RenderStyle = DEFAULT_STYLE,
+    *,
+    title: Optional[str] = None,
+    subtitle: Optional[str] = None,
+    outline: Optional[np.ndarray] = None,
+) -> bytes:
+    """STEM.montage.png: axial slices of the model grid with the map over the windowed intensities (and a
+    region's ``outline``, bool on the model grid, for a check)."""
     grid = e.prepared.grid
-    subtitle = _subtitle(e) + f"; axial slices of the {'x'.join(map(str, grid.data.shape))} model grid"
-    return montage.montage_png(e.prepared.display, e.map, grid.spacing, grid.affine, _title(e), subtitle, style)
+    if subtitle is None:
+        subtitle = _subtitle(e) + f"; axial slices of the {'x'.join(map(str, grid.data.shape))} model grid"
+    return montage.montage_png(
+        e.prepared.display, e.map, grid.spacing, grid.affine, title or _title(e), subtitle, style, outline
+    )
 
 
 def planes_png(e: VolumeExplanation, style: RenderStyle = DEFAULT_STYLE) -> bytes:

@@ -432,6 +432,8 @@ def write_check_summary(
     for row in rows:
         item = dict(row.__dict__)
         item["reasons"] = "; ".join(row.reasons)
+        if item.get("peak_world_mm") is not None:
+            item["peak_world_mm"] = "(" + ", ".join(f"{v:g}" for v in item["peak_world_mm"]) + ")"
         values.append(item)
     document = check_document(rows, settings)
     return [
@@ -455,6 +457,18 @@ def write_check_picture(
     verdict = "PASS" if row.status == "pass" else "FAIL: " + "; ".join(row.reasons)
     energy = "n/a" if row.energy_share is None else f"{row.energy_share:.2f}"
     title = f"{verdict}   ({_title(e, e.target)})"
+    if e.map.ndim == 3:  # a volume: the montage with the region's outline on every slice
+        from .volumes import montage_png
+
+        world = ", ".join(f"{v:+.1f}" for v in row.peak_world_mm or [])
+        subtitle = (
+            f"energy share in region {energy}, peak {'inside' if row.pointing_game else 'outside'} the region at "
+            f"voxel ({row.peak_z}, {row.peak_y}, {row.peak_x}), RAS ({world}) mm; region outlined in yellow"
+        )
+        png = montage_png(e, style, title=title, subtitle=subtitle, outline=region_mask)  # type: ignore[arg-type]
+        return atomic_write_bytes(Path(out_dir) / f"{stem}.check.png", png)
+    if box is not None and len(box) != 4:
+        box = None  # a box in world mm: drawn as the outline of its voxels
     subtitle = (
         f"energy share in region {energy}, peak {'inside' if row.pointing_game else 'outside'} the region "
         f"at x={row.peak_image_x}, y={row.peak_image_y} (image pixels); region outlined in yellow"

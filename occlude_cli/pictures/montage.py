@@ -20,10 +20,24 @@ TILE_SIDE = 160  # display size of the longer physical side of a montage tile, i
 PLANE_SIDE = 240
 
 
+def _edge(mask: np.ndarray) -> np.ndarray:
+    """The pixels of a 2-D bool mask that touch a pixel outside it (4-neighbourhood; the border counts)."""
+    padded = np.pad(mask, 1, constant_values=False)
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
+
+
 def _tile(
-    grey: np.ndarray, values: np.ndarray, limit: float, style: RenderStyle, spacing: Tuple[float, float], side: int
+    grey: np.ndarray,
+    values: np.ndarray,
+    limit: float,
+    style: RenderStyle,
+    spacing: Tuple[float, float],
+    side: int,
+    outline: Optional[np.ndarray] = None,
 ) -> Image.Image:
-    """One plane: 0..1 grey with the map blended, scaled to ``side`` pixels on its longer physical side."""
+    """One plane: 0..1 grey with the map blended, scaled to ``side`` pixels on its longer physical side; the
+    edge of ``outline`` (bool, a region) drawn in yellow."""
     rows, cols = grey.shape
     height_mm, width_mm = rows * spacing[0], cols * spacing[1]
     scale = side / max(height_mm, width_mm)
@@ -31,6 +45,10 @@ def _tile(
     base = Image.fromarray(np.rint(np.clip(grey, 0, 1) * 255).astype(np.uint8), "L").convert("RGBA")
     layer = Image.fromarray(colorize(values, limit, _opacity(values, limit, style.alpha), style.cmap), "RGBA")
     blended = Image.alpha_composite(base, layer).convert("RGB")
+    if outline is not None and outline.any():
+        pixels = np.asarray(blended).copy()
+        pixels[_edge(outline)] = (255, 215, 0)
+        blended = Image.fromarray(pixels, "RGB")
     return blended.resize(size, Image.Resampling.NEAREST)
 
 
@@ -69,13 +87,30 @@ def montage_png(
     title: str,
     subtitle: str,
     style: RenderStyle = DEFAULT_STYLE,
+    outline: Optional[np.ndarray] = None,
 ) -> bytes:
     """Axial slices (at most 16, 4 columns, inferior first) of ``display`` (0..1 grey, (D, H, W)) with the map
     ``values`` blended over them, each labelled with its slice index and z in mm (from ``affine``); one
-    colorbar for all, symmetric limits over the whole volume."""
+    colorbar for all, symmetric limits over the whole volume; orientation letters on each slice; the edge of
+    ``outline`` (bool (D, H, W), a region) in yellow. With an outline the slices shown are those the region
+    crosses (at most 16)."""
     shown, limit = shown_values(values, style)
     slices = montage_slices(display.shape[0])
-    tiles = [_tile(display[d], shown[d], limit, style, (spacing[1], spacing[2]), TILE_SIDE) for d in slices]
+    if outline is not None and outline.any():
+        crossed = np.flatnonzero(outline.any(axis=(1, 2)))
+        slices = [int(crossed[i]) for i in montage_slices(len(crossed))]
+    tiles = [
+        _tile(
+            display[d],
+            shown[d],
+            limit,
+            style,
+            (spacing[1], spacing[2]),
+            TILE_SIDE,
+            None if outline is None else outline[d],
+        )
+        for d in slices
+    ]
     for tile in tiles:
         draw_markers(tile, orientation_markers(affine, 1, 2))
     tw, th = tiles[0].size

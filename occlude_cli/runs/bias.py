@@ -75,7 +75,14 @@ def bias_folder(
         raise OccludeError(f"bootstrap must be 0 or more, got {bootstrap}", params=("bootstrap",))
     check_thresholds(max_mean_drop, max_flip_rate)
     opened = open_checked(model, (options or ExplainOptions()).with_overrides(overrides), model_options)
-    images, problems = find_inputs(inputs, out, recursive=recursive, events=events)
+    images, problems = find_inputs(
+        inputs,
+        out,
+        recursive=recursive,
+        events=events,
+        series=opened.options.series,
+        series_uid=opened.options.series_uid,
+    )
     for _, problem in problems:
         events.problem(problem)
     if not images:

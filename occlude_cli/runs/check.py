@@ -68,7 +68,9 @@ def check_folder(
     options = (options or ExplainOptions()).with_overrides(overrides).checked()
     style = (style or RenderStyle()).checked()
     opened = open_checked(model, options, model_options)
-    images, problems = find_inputs(inputs, out, recursive=recursive, events=events)
+    images, problems = find_inputs(
+        inputs, out, recursive=recursive, events=events, series=options.series, series_uid=options.series_uid
+    )
     images = [item for item in images if region.is_input(item.path)]
     if not images and not problems:
         raise OccludeError("no images to check (files named *.mask.png are masks, not inputs)")

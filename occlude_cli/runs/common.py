@@ -38,14 +38,15 @@ def open_checked(model, options: ExplainOptions, model_options: Optional[ModelOp
 
 
 def find_inputs(
-    inputs, out, *, recursive: bool, events: RunEvents, series: bool = False
+    inputs, out, *, recursive: bool, events: RunEvents, series: bool = False, series_uid: Optional[str] = None
 ) -> Tuple[List[InputImage], List[Tuple[str, str]]]:
-    """The inputs under ``inputs`` (files, folders, globs) and the arguments that named nothing; discovery's
-    notes (files skipped) go to ``events``. ``out`` is never entered (no self-feeding)."""
+    """The inputs under ``inputs`` (files, folders, globs; with ``series``, DICOM series folders) and the
+    arguments that named nothing; discovery's notes (files skipped) go to ``events``. ``out`` is never entered
+    (no self-feeding)."""
     notes: list = []
     given = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     images, problems = discover_inputs(
-        [str(i) for i in given], recursive=recursive, exclude=[out], notes=notes, series=series
+        [str(i) for i in given], recursive=recursive, exclude=[out], notes=notes, series=series, series_uid=series_uid
     )
     for path, note in notes:
         events.note(f"{path}: {note}")

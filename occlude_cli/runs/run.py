@@ -120,7 +120,7 @@ def plan_folder(
         options = replace(options, patch=settings.scales[0])
     opened = open_model(model, model_options)
     # the inputs are found first (nothing is read; what discovery found is told after every check passed)
-    images, every, problems, notes = _inputs(inputs, out, settings, options.series)
+    images, every, problems, notes = _inputs(inputs, out, settings, options.series, options.series_uid)
     preprocessing = preprocessing or opened.preprocessing
     labels = list(labels) if labels is not None else opened.labels
     if len(getattr(preprocessing, "size", ())) == 3 and (settings.aggregate or len(settings.scales) > 1):
@@ -141,7 +141,7 @@ def plan_folder(
     )
 
 
-def _inputs(inputs, out, settings: RunSettings, series: bool):
+def _inputs(inputs, out, settings: RunSettings, series: bool, series_uid: Optional[str] = None):
     """(this shard's images, every image, arguments that named nothing, discovery notes): ``inputs`` are paths,
     folders and globs (str, Path or a list of them), or images already discovered (InputImage)."""
     notes: List[Tuple[str, str]] = []
@@ -152,7 +152,12 @@ def _inputs(inputs, out, settings: RunSettings, series: bool):
         every, problems = [i for i in given if isinstance(i, InputImage)], []
     else:
         every, problems = discover_inputs(
-            [str(i) for i in given], recursive=settings.recursive, exclude=[out], notes=notes, series=series
+            [str(i) for i in given],
+            recursive=settings.recursive,
+            exclude=[out],
+            notes=notes,
+            series=series,
+            series_uid=series_uid,
         )
     return take_shard(every, settings.shard), every, problems, notes
 
