@@ -164,6 +164,7 @@ class CheckRow:
     complexity: Optional[float] = None
     peak_z: Optional[int] = None  # volumes: the peak's slice on the model grid
     peak_world_mm: Optional[List[float]] = None  # medical inputs: the peak in world mm (RAS+)
+    regions: Optional[List[dict]] = None  # with a label map (regions): the region table's rows
 
     @classmethod
     def from_result(cls, path: str, mask: Optional[str], result: dict, seconds: Optional[float]) -> CheckRow:

@@ -150,6 +150,7 @@ class Writing:
     style: object = None
     panels: bool = False
     nifti: bool = True
+    regions: object = None  # a RegionLabels: region tables of medical inputs
 
     @property
     def study(self) -> bool:
@@ -172,6 +173,7 @@ def run_settings(
     style=None,
     panels: bool = False,
     nifti: bool = True,
+    regions=None,
     **_not_deciding,
 ) -> dict:
     """Every parameter that decides an image's result files (what its fingerprint covers, with the model and
@@ -191,6 +193,7 @@ def run_settings(
         "style": style.describe() if style is not None else None,
         "panels": panels,
         "nifti": nifti,
+        **({"regions": {"path": str(regions.path), "sha256": file_sha256(regions.path)}} if regions else {}),
     }
 
 
@@ -395,8 +398,11 @@ class _Loop:
                 all_classes=files.all_classes,
                 timing=files.timing,
                 extra=extra,
+                regions=files.regions,
                 **files.look(),
             )
+        elif files.regions is not None:
+            raise OccludeError("regions (a label map) applies to DICOM and NIfTI inputs", params=("regions",))
         elif files.study:
             written = write_scale_study(
                 computed,

@@ -534,6 +534,15 @@ class MedicalInputFlags:
         }
 
 
+REGIONS_OPTION = typer.Option(
+    "--regions",
+    metavar="LABELMAP",
+    help="Label map (NIfTI, DICOM SEG or RT-STRUCT, e.g. an atlas): per region the share of importance, mean drop "
+    "and voxels, in the JSON and STEM.regions.csv.",
+    rich_help_panel="Medical",
+)
+
+
 @dataclasses.dataclass
 class MedicalFlags(MedicalInputFlags):
     """`occlude run`'s medical flags: the inputs' (MedicalInputFlags) and the NIfTI output."""
@@ -547,6 +556,7 @@ class MedicalFlags(MedicalInputFlags):
             rich_help_panel="Medical",
         ),
     ] = True
+    regions: Annotated[Optional[Path], REGIONS_OPTION] = None
 
 
 def with_flags(**groups: type) -> Callable[[Callable], Callable]:

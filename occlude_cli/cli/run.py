@@ -313,6 +313,7 @@ def run(
         all_classes=all_classes,
         npy=npy,
         nifti=medical.nifti,
+        regions=medical.regions,
         panels=render.panels,
         style=render.style(),
         timing=timing,

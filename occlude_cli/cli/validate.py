@@ -17,6 +17,7 @@ from ..runs.events import RunEvents
 from ..text import logfmt, shown
 from . import parse
 from .common import (
+    REGIONS_OPTION,
     ExitCode,
     MedicalInputFlags,
     ModelFlags,
@@ -375,6 +376,7 @@ def check(
         help="Also write OUT/index.html, an HTML report (see `occlude report`).",
         rich_help_panel="Output",
     ),
+    regions: Optional[Path] = REGIONS_OPTION,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     render: RenderFlags = None,  # type: ignore[assignment]
@@ -399,6 +401,7 @@ def check(
         recursive=recursive,
         model_options=model_flags.options(),
         events=CheckEvents(quiet, json_out),
+        regions=regions,
     )
     if json_out:
         print_json(result.document)

@@ -101,17 +101,29 @@ def _read_nifti_labels(path: Path, what: str) -> LabelMap:
 
 def _names_file(path: Path) -> Dict[int, str]:
     """Names of a NIfTI label map's labels from ``NAME.txt`` beside it (``NAME.nii.gz`` -> ``NAME.txt``): one
-    label a line, ``INDEX NAME`` or ``INDEX,NAME`` (ITK-SNAP and FreeSurfer tables: the first word after the
-    index); lines starting with ``#`` are comments."""
+    label a line, ``INDEX NAME`` or ``INDEX,NAME``; a quoted name wins (ITK-SNAP label descriptions), trailing
+    numbers are colours (FreeSurfer lookup tables: ``17 Left-Hippocampus 220 216 20 0``); lines starting with
+    ``#`` are comments."""
     stem = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
     table = path.with_name(stem + ".txt")
     names: Dict[int, str] = {}
     if not table.is_file() or table.stat().st_size > (4 << 20):
         return names
     for line in table.read_text(encoding="utf-8", errors="replace").splitlines():
-        match = re.match(r"\s*(\d+)[\s,]+\"?([^\",\t]+?)\"?(?:[\s,].*)?$", line)
-        if match and not line.lstrip().startswith("#"):
-            names[int(match.group(1))] = match.group(2).strip()
+        match = re.match(r"\s*(\d+)\s*[,\s]\s*(.*)$", line)
+        if not match or line.lstrip().startswith("#"):
+            continue
+        rest = match.group(2).strip()
+        quoted = re.search(r'"([^"]*)"', rest)
+        if quoted:
+            name = quoted.group(1)
+        else:
+            words = re.split(r"[,\s]+", rest)
+            while len(words) > 1 and re.fullmatch(r"[-+]?\d+(\.\d*)?", words[-1]):
+                words.pop()
+            name = " ".join(words)
+        if name:
+            names[int(match.group(1))] = name
     return names
 
 

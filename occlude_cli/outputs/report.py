@@ -365,6 +365,9 @@ def _page_row(key: str, entry: dict, files: set[str], resolved_out: Path, prefix
             row["ov"] = _url(f"{stem}.montage.png")
             if f"{stem}.planes.png" in files:
                 row["hm"] = _url(f"{stem}.planes.png")
+    table = check.get("regions") or (_read_regions(resolved_out / f"{stem}.regions.csv") if stem else None)
+    if table:
+        row["rg"] = regions_text(table)
     picture = check.get("overlay") or check.get("picture")  # a check overlay, when `occlude check` writes one
     if isinstance(picture, str) and picture in files:
         row["ov"] = _url(picture)
@@ -377,6 +380,38 @@ def _page_row(key: str, entry: dict, files: set[str], resolved_out: Path, prefix
     row = {k: v for k, v in row.items() if v not in (None, "")}
     row["_rank"] = rank
     return row
+
+
+def _read_regions(path: Path) -> list | None:
+    """The rows of a STEM.regions.csv (None when there is none or it cannot be read)."""
+    import csv
+
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            return list(csv.DictReader(handle))
+    except (OSError, ValueError):
+        return None
+
+
+def regions_text(rows: list, top: int = 5) -> str:
+    """A region table in one line for the report: the ``top`` regions by share of positive importance, each
+    with its mean drop and voxels."""
+
+    def number(value) -> float | None:
+        try:
+            return float(value) if value not in (None, "") else None
+        except (TypeError, ValueError):
+            return None
+
+    parts = []
+    for row in sorted(rows, key=lambda r: number(r.get("positive_share")) or 0.0, reverse=True)[:top]:
+        name = row.get("name") or f"label {row.get('label')}"
+        share, drop = number(row.get("positive_share")), number(row.get("mean_drop"))
+        parts.append(
+            f"{name}: {'n/a' if share is None else f'{share * 100:.1f}%'} of importance, mean drop "
+            f"{'n/a' if drop is None else f'{drop:.3g}'}, {row.get('voxels')} voxels"
+        )
+    return "; ".join(parts)
 
 
 def _compare_entries(out: Path, files: set[str], prefix: str, warnings: list[str]) -> list[dict]:

@@ -13,12 +13,13 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ..analyses.medical import VolumeExplanation
+from ..analyses.regiontable import region_table
 from ..loaders.nifti import write_nifti_map
 from ..pictures import montage
 from ..pictures.render import DEFAULT_STYLE, RenderStyle, heatmap_png, overlay_png, score_word
 from .records import _grid, concentration_record, explanation_record, json_number
 from .write import _undo as undo_writes
-from .write import atomic_write_bytes, atomic_write_json, npy_bytes, output_records
+from .write import atomic_write_bytes, atomic_write_json, csv_bytes, npy_bytes, output_records
 
 
 def _title(e: VolumeExplanation) -> str:
@@ -155,15 +156,21 @@ def write_volume_explanation(
     timing: bool = True,
     extra: Optional[dict] = None,
     style: RenderStyle = DEFAULT_STYLE,
+    regions=None,
     **_ignored,
 ) -> List[Path]:
     """STEM.npy, STEM.map.nii.gz (the map on the input's own grid with its affine), the pictures
-    (volumes: STEM.montage.png and STEM.planes.png; 2-D slices: STEM.overlay.png and STEM.heatmap.png) and
-    STEM.json, written last (its presence marks a complete set, as for photos)."""
+    (volumes: STEM.montage.png and STEM.planes.png; 2-D slices: STEM.overlay.png and STEM.heatmap.png), with
+    ``regions`` (a :class:`~occlude_cli.analyses.regiontable.RegionLabels`) the region table (STEM.regions.csv,
+    STEM.slices.csv and the JSON's ``regions``), and STEM.json, written last (its presence marks a complete set,
+    as for photos)."""
     out_dir = Path(out_dir)
     e = explanation
     written: List[Path] = []
+    table = region_table(e.map, e.prepared, regions.on_grid(e.prepared)) if regions is not None else None
     try:
+        if table is not None:
+            written += write_region_table(table, out_dir, stem)
         if e.prepared.ndim == 3:
             written.append(atomic_write_bytes(out_dir / f"{stem}.montage.png", montage_png(e, style)))
             written.append(atomic_write_bytes(out_dir / f"{stem}.planes.png", planes_png(e, style)))
@@ -194,6 +201,8 @@ def write_volume_explanation(
                 atomic_write_bytes(out_dir / f"{stem}.map.nii.gz", write_nifti_map(e.map, e.prepared.volume))
             )
         record = volume_record(e, timing=timing)
+        if table is not None:
+            record["regions"] = table
         record.update(extra or {})
         record["outputs"] = output_records(written)  # size and sha256 of each: what --resume verifies
         written.append(atomic_write_json(out_dir / f"{stem}.json", record))
@@ -201,6 +210,20 @@ def write_volume_explanation(
         undo_writes(written)
         raise
     return written
+
+
+REGION_FIELDS = ("label", "name", "voxels", "positive_share", "positive_sum", "mean_drop", "max_drop")
+SLICE_FIELDS = ("slice", "z_mm", "positive_sum", "positive_share", "mean_drop")
+
+
+def write_region_table(table: dict, out_dir, stem: str) -> List[Path]:
+    """STEM.regions.csv (one row per region, then the voxels outside every region) and STEM.slices.csv (one row
+    per axial slice of the model grid) of :func:`~occlude_cli.analyses.regiontable.region_table`."""
+    out_dir = Path(out_dir)
+    return [
+        atomic_write_bytes(out_dir / f"{stem}.regions.csv", csv_bytes(REGION_FIELDS, table["regions"])),
+        atomic_write_bytes(out_dir / f"{stem}.slices.csv", csv_bytes(SLICE_FIELDS, table["slices"])),
+    ]
 
 
 def write_baseline_check(documents: Sequence[dict], out_dir) -> Path:

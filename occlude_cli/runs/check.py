@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 from ..analyses.checks import CheckRow, check_file, check_min_energy
+from ..analyses.medical import VolumeExplanation
 from ..analyses.options import ExplainOptions, as_size
 from ..analyses.preprocessing import ModelOptions
+from ..analyses.regiontable import RegionLabels, region_table
 from ..errors import OccludeError
 from ..outputs.records import check_document
+from ..outputs.volumes import write_region_table
 from ..outputs.write import check_output_folder, write_check_picture, write_check_summary
 from ..pictures.render import RenderStyle
 from .common import Opened, RunNotes, find_inputs, open_checked
@@ -56,14 +59,18 @@ def check_folder(
     recursive: bool = False,
     model_options: Optional[ModelOptions] = None,
     events: RunEvents = QUIET,
+    regions: Optional[Union[str, Path]] = None,
     **overrides,
 ) -> CheckRun:
     """Check every input under ``inputs`` against its region (see :class:`~occlude_cli.runs.regions.RegionSource`):
     an input fails when less than ``min_energy`` of its positive map lies in the region, or (``require_peak``)
     when the map's peak lies outside it; without thresholds every input passes (a report). ``pictures``: a
     STEM.check.png per input; ``report``: OUT/index.html. Every option is checked before any input; an input
-    that cannot be checked (unreadable, no mask) is an ``error`` row and the run goes on."""
+    that cannot be checked (unreadable, no mask) is an ``error`` row and the run goes on. ``regions``: a label
+    map (NIfTI, DICOM SEG, RT-STRUCT) whose region table each medical input's row gets (and STEM.regions.csv,
+    STEM.slices.csv)."""
     region = region.checked()
+    labels = RegionLabels(regions).checked() if regions is not None else None
     min_energy = check_min_energy(min_energy)
     options = (options or ExplainOptions()).with_overrides(overrides).checked()
     style = (style or RenderStyle()).checked()
@@ -85,9 +92,10 @@ def check_folder(
         "baseline": opened.options.baseline,
         "score": getattr(opened.options.score, "value", opened.options.score),
         "model": str(model),
+        **({"regions": str(labels.path)} if labels is not None else {}),
     }
     rows, interrupted = _check_all(
-        images, opened, region, min_energy, require_peak, out if pictures else None, style, events
+        images, opened, region, min_energy, require_peak, (out if pictures else None, out), style, events, labels
     )
     done = len(rows)
     rows += [CheckRow(path=arg, status="error", error=problem) for arg, problem in problems]
@@ -101,15 +109,19 @@ def check_folder(
     return CheckRun(rows, settings, interrupted, done, len(images))
 
 
-def _check_all(images, opened: Opened, region, min_energy, require_peak, picture_dir, style, events):
+def _check_all(images, opened: Opened, region, min_energy, require_peak, folders, style, events, labels):
     """Every input checked in order (each told to ``events``); Ctrl-C stops after the rows already made."""
     rows: List[CheckRow] = []
     notes = RunNotes(events)
     events.started(len(images))
+    picture_dir, out = folders
     try:
         for item in images:
             events.image_started(item)
-            rows.append(_check_one(item, opened, region, min_energy, require_peak, picture_dir, style, notes))
+            row, explanation = _check_one(item, opened, region, min_energy, require_peak, picture_dir, style, notes)
+            rows.append(row)
+            if labels is not None and row.status in ("pass", "fail"):
+                _region_table(row, explanation, item, labels, out)
             events.image_done(item, rows[-1])
     except KeyboardInterrupt:
         return rows, True
@@ -118,13 +130,28 @@ def _check_all(images, opened: Opened, region, min_energy, require_peak, picture
     return rows, False
 
 
+def _region_table(row: CheckRow, explanation, item, labels: RegionLabels, out: Path) -> None:
+    """The row's region table (and STEM.regions.csv, STEM.slices.csv), or the row turned into an error."""
+    if not isinstance(explanation, VolumeExplanation):
+        row.status, row.error = "error", "regions (a label map) applies to DICOM and NIfTI inputs"
+        return
+    try:
+        table = region_table(explanation.map, explanation.prepared, labels.on_grid(explanation.prepared))
+    except OccludeError as exc:
+        row.status, row.error = "error", str(exc)
+        return
+    row.regions = table["regions"]
+    write_region_table(table, out, item.key)
+
+
 def _check_one(item, opened: Opened, region: RegionSource, min_energy, require_peak, picture_dir, style, notes):
-    """One input -> its row: its region (the box, the one mask, DIR/<key>.png or the NAME.mask.png next to it),
-    the check, and its picture; a missing per-input mask is an error row."""
+    """One input -> its row and explanation (None when it could not be checked): its region (the box, the one
+    mask, DIR/<key>.png or the NAME.mask.png next to it), the check, and its picture; a missing per-input mask
+    is an error row."""
     source = region.for_image(item)
     if isinstance(source, tuple):
         error, path = source
-        return CheckRow(path=str(item.path), status="error", mask=str(path), error=error)
+        return CheckRow(path=str(item.path), status="error", mask=str(path), error=error), None
     kept: dict = {}
     row = check_file(
         opened.classifier,
@@ -144,4 +171,4 @@ def _check_one(item, opened: Opened, region: RegionSource, min_energy, require_p
             kept["explanation"], row, kept["region"], picture_dir, item.key, box=region.box, style=style
         )
         row.overlay = written.name if "/" not in item.key else f"{item.key}.check.png"
-    return row
+    return row, kept.get("explanation")

@@ -22,6 +22,7 @@ from ..analyses.estimate import baseline_check, estimate_run
 from ..analyses.options import ExplainOptions, as_size
 from ..analyses.plan import check_run, memory_plan
 from ..analyses.preprocessing import ModelOptions, open_model
+from ..analyses.regiontable import RegionLabels
 from ..batch.inputs import InputImage, check_shard, discover_inputs, take_shard
 from ..batch.loop import BatchResult, LocalExecutor, likely_skipped, run_images
 from ..errors import OccludeError
@@ -60,6 +61,7 @@ class RunSettings:
     workers: Optional[int] = None
     gpus_per_worker: float = 0.0
     prefetch: Optional[bool] = None  # decode the next photo on a thread (None: when the model runs on CUDA)
+    regions: Optional[Union[str, Path]] = None  # a label map (NIfTI, DICOM SEG, RT-STRUCT): region tables
 
     def checked(self) -> RunSettings:
         """A copy with every field checked (raises OccludeError naming the parameter)."""
@@ -75,11 +77,14 @@ class RunSettings:
                 f"gpus_per_worker must be between 0 and 64, got {self.gpus_per_worker}", params=("gpus_per_worker",)
             )
         style = (self.style or RenderStyle()).checked()  # the command's default look, recorded as it
-        return replace(self, scales=scales, shard=check_shard(self.shard), style=style)
+        regions = self.regions
+        if regions is not None and not isinstance(regions, RegionLabels):
+            regions = RegionLabels(regions).checked()  # a bad label map: one error before any input
+        return replace(self, scales=scales, shard=check_shard(self.shard), style=style, regions=regions)
 
     def writing(self) -> dict:
         """The keywords of the folder loop that decide the files (see :class:`occlude_cli.batch.loop.Writing`)."""
-        names = ("npy", "all_classes", "timing", "metrics", "multiscale", "style", "panels", "nifti")
+        names = ("npy", "all_classes", "timing", "metrics", "multiscale", "style", "panels", "nifti", "regions")
         return {"scales": self.scales, **{name: getattr(self, name) for name in names}}
 
 

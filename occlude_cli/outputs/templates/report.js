@@ -171,7 +171,7 @@
     [
       ["path", r.p], ["status", r.s], ["check", r.c], ["target", r.l], ["score", fmt(r.sc)], ["peak", peakText(r)],
       ["energy share", fmt(r.e, 3)], ["peak in region", r.pg === undefined ? "" : (r.pg ? "yes" : "no")],
-      ["region share", fmt(r.rf, 3)], ["mask", r.m], ["seconds", fmt(r.sec, 2)], ["error", r.err]
+      ["region share", fmt(r.rf, 3)], ["mask", r.m], ["regions", r.rg], ["seconds", fmt(r.sec, 2)], ["error", r.err]
     ].forEach(function (pair) {
       if (pair[1] === undefined || pair[1] === "") { return; }
       details.appendChild(el("dt", null, pair[0]));
