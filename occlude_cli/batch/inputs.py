@@ -34,6 +34,12 @@ class InputImage:
     path: Path
     key: str
     source_stem: str = ""
+    alias: Optional[str] = None  # --deidentify: the pseudonym every output shows instead of the path
+
+    @property
+    def shown(self) -> str:
+        """The input as outputs name it: its path, or its pseudonym in a de-identifying run."""
+        return self.alias if self.alias is not None else str(self.path)
 
 
 def _is_image_name(path: Path) -> bool:
@@ -322,6 +328,27 @@ def discover_inputs(
     stems = output_stems([(rel, _strip_suffix(rel)) for _, rel in relatives])
     images = [InputImage(path=p, key=stem, source_stem=_strip_suffix(rel)) for (p, rel), stem in zip(relatives, stems)]
     return sorted(images, key=lambda item: item.key), problems
+
+
+def pseudonymised(images: Sequence[InputImage], deidentifier) -> List[InputImage]:
+    """The images of a de-identifying run under their pseudonyms (:class:`~occlude_cli.outputs.provenance.
+    Deidentifier`: ``case-`` + 12 hex digits of the content's sha256), which become their output names; two
+    inputs with the same content get ``-2``, ``-3``... in key order. Each path is registered, so that no
+    output names it."""
+    from ..loaders.model import file_sha256
+    from .loop import folder_sha256
+
+    out: List[InputImage] = []
+    taken: Dict[str, int] = {}
+    for item in sorted(images, key=lambda i: i.key):
+        digest = folder_sha256(item.path) if item.path.is_dir() else file_sha256(item.path)
+        name = "case-" + digest[:12]
+        taken[name] = taken.get(name, 0) + 1
+        if taken[name] > 1:
+            name = f"{name}-{taken[name]}"
+        deidentifier.register(item.path, name)
+        out.append(InputImage(path=item.path, key=name, source_stem=item.source_stem, alias=name))
+    return sorted(out, key=lambda item: item.key)
 
 
 def _clash(stems: Sequence[str]) -> bool:

@@ -151,6 +151,8 @@ class Writing:
     panels: bool = False
     nifti: bool = True
     regions: object = None  # a RegionLabels: region tables of medical inputs
+    dicom_out: bool = False
+    deidentify: bool = False
 
     @property
     def study(self) -> bool:
@@ -174,6 +176,8 @@ def run_settings(
     panels: bool = False,
     nifti: bool = True,
     regions=None,
+    dicom_out: bool = False,
+    deidentify: bool = False,
     **_not_deciding,
 ) -> dict:
     """Every parameter that decides an image's result files (what its fingerprint covers, with the model and
@@ -194,6 +198,8 @@ def run_settings(
         "panels": panels,
         "nifti": nifti,
         **({"regions": {"path": str(regions.path), "sha256": file_sha256(regions.path)}} if regions else {}),
+        **({"dicom_out": True} if dicom_out else {}),
+        **({"deidentify": True} if deidentify else {}),
     }
 
 
@@ -234,7 +240,7 @@ def _skipped_row(json_path: Path, image: InputImage, marker: str) -> SummaryRow:
     with open(json_path, encoding="utf-8") as handle:
         record = json.load(handle)
     row = SummaryRow.from_record(record, "skipped", marker, None)
-    row.path = str(image.path)
+    row.path = image.shown
     return row
 
 
@@ -448,7 +454,7 @@ class _Loop:
         image = plan.image
         try:
             if plan.error is not None:
-                return SummaryRow(path=str(image.path), status="failed", error=plan.error), plan.error_params
+                return SummaryRow(path=image.shown, status="failed", error=plan.error), plan.error_params
             if plan.skip:
                 row = _skipped_row(self.out_dir / plan.layout.record, image, plan.layout.marker)
                 if self.aggregate is not None:  # the map as its JSON holds it, as a fresh image's (exact float64)
@@ -460,10 +466,10 @@ class _Loop:
             computed, write_s = future.result()
             return self.ok_row(plan, computed, write_s), ()
         except OccludeError as exc:  # one line by design: a file name's line breaks are shown as \\n
-            return SummaryRow(path=str(image.path), status="failed", error=one_line(str(exc))), exc.params
+            return SummaryRow(path=image.shown, status="failed", error=one_line(str(exc))), exc.params
         except Exception as exc:  # one bad image must never stop the rest: record what happened
             error = f"{type(exc).__name__}: {first_line(exc)}"
-            return SummaryRow(path=str(image.path), status="failed", error=error), ()
+            return SummaryRow(path=image.shown, status="failed", error=error), ()
 
     def ok_row(self, plan: _Plan, computed, write_s: float) -> SummaryRow:
         study = self.files.study
@@ -485,7 +491,7 @@ class _Loop:
         info = peak(explanation.map)
         compute_s = float(explanation.timing.get("total_s", 0.0))
         return SummaryRow(
-            path=str(plan.image.path),
+            path=plan.image.shown,
             status="ok",
             target_index=explanation.target,
             target_label=explanation.label(explanation.target),
@@ -544,7 +550,7 @@ def run_images(
     planned = [
         Entry(
             SummaryRow(
-                path=str(i.path),
+                path=i.shown,
                 status="pending",
                 output=OutputNames(i.key, study, bool(batch.get("multiscale"))).marker,
             ),

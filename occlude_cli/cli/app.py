@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover  (older typer on click: the same classes
 
 from .._version import __version__
 from ..errors import OccludeError, first_line
+from ..outputs.provenance import set_command_line
 from . import analysis, helptext, report, run, sanity, usage, validate
 from .common import EXIT_CODES_TEXT, ExitCode, print_error, stdout
 
@@ -41,7 +42,9 @@ class OccludeGroup(TyperGroup):
 
     def main(self, args=None, *more, **kwargs):  # type: ignore[override]
         standalone = kwargs.pop("standalone_mode", True)
-        args = list(sys.argv[1:] if args is None else args) or ["--help"]
+        args = list(sys.argv[1:] if args is None else args)
+        set_command_line(["occlude", *args])  # recorded in each run's own documents
+        args = args or ["--help"]
         kwargs.setdefault("prog_name", "occlude")
         try:
             result = super().main(args, *more, standalone_mode=False, **kwargs)

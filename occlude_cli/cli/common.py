@@ -543,6 +543,13 @@ REGIONS_OPTION = typer.Option(
 )
 
 
+DEIDENTIFY_OPTION = typer.Option(
+    "--deidentify",
+    help="Patient data stays out of every output: inputs named by pseudonyms, UIDs replaced, paths scrubbed.",
+    rich_help_panel="Medical",
+)
+
+
 @dataclasses.dataclass
 class MedicalFlags(MedicalInputFlags):
     """`occlude run`'s medical flags: the inputs' (MedicalInputFlags) and the NIfTI output."""
@@ -557,6 +564,15 @@ class MedicalFlags(MedicalInputFlags):
         ),
     ] = True
     regions: Annotated[Optional[Path], REGIONS_OPTION] = None
+    dicom_out: Annotated[
+        bool,
+        typer.Option(
+            "--dicom-out",
+            help="Also write the map as a DICOM Parametric Map and the overlay as a Secondary Capture (STEM.dcm/).",
+            rich_help_panel="Medical",
+        ),
+    ] = False
+    deidentify: Annotated[bool, DEIDENTIFY_OPTION] = False
 
 
 def with_flags(**groups: type) -> Callable[[Callable], Callable]:

@@ -314,6 +314,8 @@ def run(
         npy=npy,
         nifti=medical.nifti,
         regions=medical.regions,
+        dicom_out=medical.dicom_out,
+        deidentify=medical.deidentify,
         panels=render.panels,
         style=render.style(),
         timing=timing,

@@ -17,6 +17,7 @@ from ..runs.events import RunEvents
 from ..text import logfmt, shown
 from . import parse
 from .common import (
+    DEIDENTIFY_OPTION,
     REGIONS_OPTION,
     ExitCode,
     MedicalInputFlags,
@@ -377,6 +378,7 @@ def check(
         rich_help_panel="Output",
     ),
     regions: Optional[Path] = REGIONS_OPTION,
+    deidentify: bool = DEIDENTIFY_OPTION,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     render: RenderFlags = None,  # type: ignore[assignment]
@@ -402,6 +404,7 @@ def check(
         model_options=model_flags.options(),
         events=CheckEvents(quiet, json_out),
         regions=regions,
+        deidentify=deidentify,
     )
     if json_out:
         print_json(result.document)

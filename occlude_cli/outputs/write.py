@@ -30,6 +30,7 @@ from ..pictures.render import (
     score_word,
 )
 from ..text import for_csv
+from .provenance import scrubbed_bytes, stamped
 from .records import (
     CHECK_FIELDS,
     SUMMARY_FIELDS,
@@ -49,8 +50,10 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     runs (:func:`remove_stale_temps`); an interrupted write (SIGTERM, Ctrl-C, an error) removes its own.
     A killed or interrupted process leaves either the old file or the new one, never a mix. The data is
     not fsynced: that would only matter for a power cut, and costs a disk flush per file (a fifth of a
-    second each on some virtual disks, more than the whole rest of the writing)."""
+    second each on some virtual disks, more than the whole rest of the writing). While a de-identifying run
+    writes, text files are scrubbed of its paths and UIDs (:func:`.provenance.scrubbed_bytes`)."""
     path = Path(path)
+    data = scrubbed_bytes(path.name, data)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
@@ -208,8 +211,9 @@ def _undo(paths: Sequence[Path]) -> None:
 
 
 def atomic_write_json(path, document) -> Path:
-    """``document`` formatted by :func:`format_json`, with a final newline, written atomically."""
-    return atomic_write_bytes(path, (format_json(document) + "\n").encode("utf-8"))
+    """``document`` formatted by :func:`format_json`, with a final newline, written atomically; every JSON file
+    records the software versions (and the command line) it was made with (:func:`.provenance.stamped`)."""
+    return atomic_write_bytes(path, (format_json(stamped(document)) + "\n").encode("utf-8"))
 
 
 def csv_cell(value) -> str:

@@ -4,7 +4,7 @@ check.json and check.csv (with a picture per input and, asked for, the HTML repo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
@@ -13,7 +13,9 @@ from ..analyses.medical import VolumeExplanation
 from ..analyses.options import ExplainOptions, as_size
 from ..analyses.preprocessing import ModelOptions
 from ..analyses.regiontable import RegionLabels, region_table
+from ..batch.inputs import pseudonymised
 from ..errors import OccludeError
+from ..outputs.provenance import Deidentifier, deidentifying
 from ..outputs.records import check_document
 from ..outputs.volumes import write_region_table
 from ..outputs.write import check_output_folder, write_check_picture, write_check_summary
@@ -60,6 +62,7 @@ def check_folder(
     model_options: Optional[ModelOptions] = None,
     events: RunEvents = QUIET,
     regions: Optional[Union[str, Path]] = None,
+    deidentify: bool = False,
     **overrides,
 ) -> CheckRun:
     """Check every input under ``inputs`` against its region (see :class:`~occlude_cli.runs.regions.RegionSource`):
@@ -68,7 +71,8 @@ def check_folder(
     STEM.check.png per input; ``report``: OUT/index.html. Every option is checked before any input; an input
     that cannot be checked (unreadable, no mask) is an ``error`` row and the run goes on. ``regions``: a label
     map (NIfTI, DICOM SEG, RT-STRUCT) whose region table each medical input's row gets (and STEM.regions.csv,
-    STEM.slices.csv)."""
+    STEM.slices.csv). ``deidentify``: inputs named by pseudonyms, UIDs replaced, no path in any output (see
+    :mod:`occlude_cli.outputs.provenance`)."""
     region = region.checked()
     labels = RegionLabels(regions).checked() if regions is not None else None
     min_energy = check_min_energy(min_energy)
@@ -94,19 +98,39 @@ def check_folder(
         "model": str(model),
         **({"regions": str(labels.path)} if labels is not None else {}),
     }
-    rows, interrupted = _check_all(
-        images, opened, region, min_energy, require_peak, (out if pictures else None, out), style, events, labels
-    )
-    done = len(rows)
-    rows += [CheckRow(path=arg, status="error", error=problem) for arg, problem in problems]
-    for _, problem in problems:
-        events.problem(problem)
-    write_check_summary(rows, out, settings)
-    if report:
-        from ..outputs.report import build_report
+    deidentifier = _deidentifier(region, labels) if deidentify else None
+    if deidentifier is not None:
+        images = pseudonymised(images, deidentifier)
+    with deidentifying(deidentifier):  # everything written is scrubbed of the paths and UIDs
+        rows, interrupted = _check_all(
+            images, opened, region, min_energy, require_peak, (out if pictures else None, out), style, events, labels
+        )
+        done = len(rows)
+        rows += [CheckRow(path=arg, status="error", error=problem) for arg, problem in problems]
+        for _, problem in problems:
+            events.problem(problem)
+        write_check_summary(rows, out, settings)
+        if report:
+            from ..outputs.report import build_report
 
-        build_report(out)
+            build_report(out)
+    if deidentifier is not None:  # what the terminal and --json show is de-identified too
+        rows = [replace(r, **{k: deidentifier.scrub(v) for k, v in r.__dict__.items()}) for r in rows]
+        settings = deidentifier.scrub(settings)
     return CheckRun(rows, settings, interrupted, done, len(images))
+
+
+def _deidentifier(region: RegionSource, labels: Optional[RegionLabels]) -> Deidentifier:
+    """A run's de-identifier with its companion files registered: the one mask, the masks folder, the label
+    map (each input's own mask is named after the input's pseudonym)."""
+    deidentifier = Deidentifier()
+    if region.mask is not None:
+        deidentifier.file_name(region.mask, "mask")
+    if region.masks is not None:
+        deidentifier.register(region.masks, "masks")
+    if labels is not None:
+        deidentifier.file_name(labels.path, "regions")
+    return deidentifier
 
 
 def _check_all(images, opened: Opened, region, min_energy, require_peak, folders, style, events, labels):

@@ -23,11 +23,12 @@ from ..analyses.options import ExplainOptions, as_size
 from ..analyses.plan import check_run, memory_plan
 from ..analyses.preprocessing import ModelOptions, open_model
 from ..analyses.regiontable import RegionLabels
-from ..batch.inputs import InputImage, check_shard, discover_inputs, take_shard
+from ..batch.inputs import InputImage, check_shard, discover_inputs, pseudonymised, take_shard
 from ..batch.loop import BatchResult, LocalExecutor, likely_skipped, run_images
 from ..errors import OccludeError
 from ..loaders.limits import MemoryPlan
 from ..loaders.model import OnnxClassifier
+from ..outputs.provenance import Deidentifier, deidentifying
 from ..outputs.records import summary_document
 from ..outputs.volumes import write_baseline_check
 from ..outputs.write import check_output_folder, remove_stale_temps
@@ -62,6 +63,8 @@ class RunSettings:
     gpus_per_worker: float = 0.0
     prefetch: Optional[bool] = None  # decode the next photo on a thread (None: when the model runs on CUDA)
     regions: Optional[Union[str, Path]] = None  # a label map (NIfTI, DICOM SEG, RT-STRUCT): region tables
+    dicom_out: bool = False  # medical inputs: the map as a DICOM Parametric Map and a Secondary Capture
+    deidentify: bool = False  # pseudonyms for paths, replaced UIDs, no header text in any output
 
     def checked(self) -> RunSettings:
         """A copy with every field checked (raises OccludeError naming the parameter)."""
@@ -85,6 +88,7 @@ class RunSettings:
     def writing(self) -> dict:
         """The keywords of the folder loop that decide the files (see :class:`occlude_cli.batch.loop.Writing`)."""
         names = ("npy", "all_classes", "timing", "metrics", "multiscale", "style", "panels", "nifti", "regions")
+        names += ("dicom_out", "deidentify")
         return {"scales": self.scales, **{name: getattr(self, name) for name in names}}
 
 
@@ -113,6 +117,7 @@ class FolderPlan:
     every: List[InputImage]
     problems: List[Tuple[str, str]]
     notes: List[Tuple[str, str]] = field(default_factory=list)
+    deidentifier: Optional[Deidentifier] = None
 
 
 def plan_folder(
@@ -126,6 +131,13 @@ def plan_folder(
     opened = open_model(model, model_options)
     # the inputs are found first (nothing is read; what discovery found is told after every check passed)
     images, every, problems, notes = _inputs(inputs, out, settings, options.series, options.series_uid)
+    deidentifier = None
+    if settings.deidentify:  # every input under its pseudonym, before any name is used
+        deidentifier = Deidentifier()
+        every = pseudonymised(every, deidentifier)
+        images = take_shard(every, settings.shard)
+        if isinstance(settings.regions, RegionLabels):
+            deidentifier.file_name(settings.regions.path, "regions")
     preprocessing = preprocessing or opened.preprocessing
     labels = list(labels) if labels is not None else opened.labels
     if len(getattr(preprocessing, "size", ())) == 3 and (settings.aggregate or len(settings.scales) > 1):
@@ -142,7 +154,18 @@ def plan_folder(
     if memory is not None and memory.shrunk:
         options = replace(options, batch_size=memory.batch_size)
     return FolderPlan(
-        Path(out), opened.classifier, preprocessing, labels, options, settings, memory, images, every, problems, notes
+        Path(out),
+        opened.classifier,
+        preprocessing,
+        labels,
+        options,
+        settings,
+        memory,
+        images,
+        every,
+        problems,
+        notes,
+        deidentifier,
     )
 
 
@@ -240,7 +263,21 @@ def run_folder(
         images_executor = LocalExecutor(plan.classifier, windows, window_executor=executor)
     events.started(len(plan.images), skipping=_resuming(plan))
     try:
-        result: BatchResult = run_images(
+        result = _run_planned(plan, images_executor, windows, events)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+        events.finished()
+    rows = [entry.row for entry in result.entries] if result.entries else result.rows
+    if plan.deidentifier is not None:  # what the terminal and --json show is de-identified too
+        rows = [replace(r, **{k: plan.deidentifier.scrub(v) for k, v in r.__dict__.items()}) for r in rows]
+    return FolderRun(rows, result.folder, result.interrupted, result.notes, plan)
+
+
+def _run_planned(plan: FolderPlan, images_executor, windows, events: RunEvents) -> BatchResult:
+    """The planned images through the folder loop (while a de-identifying run writes, everything is scrubbed)."""
+    with deidentifying(plan.deidentifier):
+        return run_images(
             plan.classifier,
             plan.images,
             plan.out,
@@ -263,12 +300,6 @@ def run_folder(
             on_explained=events.explained if events.wants_explanations else None,
             **plan.settings.writing(),
         )
-    finally:
-        if executor is not None:
-            executor.shutdown()
-        events.finished()
-    rows = [entry.row for entry in result.entries] if result.entries else result.rows
-    return FolderRun(rows, result.folder, result.interrupted, result.notes, plan)
 
 
 def _resuming(plan: FolderPlan) -> Set[str]:
