@@ -59,6 +59,7 @@ def _is_image_name(path: Path) -> bool:
 _OWN_FILE = re.compile(
     r"^(?P<stem>.+)\.(?P<kind>overlay|heatmap|compare|panels|montage|planes|check|spatial|stability)\.png$"
     r"|^(?P<nifti>.+)\.map\.nii\.gz$"
+    r"|^(?P<dicom>.+)\.(?:pm|sc|scan)\.dcm$"
 )
 _OWN_FIXED = {
     "bias.png": ("bias.json", "bias"),
@@ -85,8 +86,9 @@ def is_own_output(path: Path) -> bool:
     match = _OWN_FILE.match(name)
     if not match:
         return False
-    if match.group("nifti") is not None:
-        return name in _record(folder / f"{match.group('nifti')}.json").outputs
+    for group in ("nifti", "dicom"):  # STEM.map.nii.gz, STEM.pm.dcm...: listed by STEM.json
+        if match.group(group) is not None:
+            return name in _record(folder / f"{match.group(group)}.json").outputs
     stem, kind = match.group("stem"), match.group("kind")
     if kind in ("spatial", "stability"):
         return _record(folder / f"{stem}.{kind}.json").kind == ("layers.spatial" if kind == "spatial" else kind)

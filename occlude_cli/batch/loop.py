@@ -405,10 +405,12 @@ class _Loop:
                 timing=files.timing,
                 extra=extra,
                 regions=files.regions,
+                dicom_out=files.dicom_out,
                 **files.look(),
             )
-        elif files.regions is not None:
-            raise OccludeError("regions (a label map) applies to DICOM and NIfTI inputs", params=("regions",))
+        elif files.regions is not None or files.dicom_out:
+            name = "regions (a label map)" if files.regions is not None else "dicom_out"
+            raise OccludeError(f"{name} applies to DICOM and NIfTI inputs", params=("regions", "dicom_out"))
         elif files.study:
             written = write_scale_study(
                 computed,

@@ -60,6 +60,7 @@ class VolumePreprocessing:
     zscore_threshold: Optional[float] = None
     order: int = 1
     dtype: str = "float32"
+    modality: Optional[str] = None  # what the model declares it was trained on (CT, MR, ...), if it does
 
     def __post_init__(self) -> None:
         if self.layout not in VOLUME_LAYOUTS + SLICE_LAYOUTS:
@@ -128,6 +129,7 @@ class VolumePreprocessing:
             "zscore": self.transform == "zscore",
             "zscore_threshold": self.zscore_threshold,
             "resample_order": self.order,
+            **({"modality": self.modality} if self.modality else {}),
         }
 
 
@@ -188,6 +190,7 @@ def volume_preprocessing_from_metadata(
         else None,
         order=RESAMPLE_ORDERS[resample],
         dtype=dtype,
+        modality=str(meta["modality"]).strip().upper()[:16] if meta.get("modality") else None,
     )
 
 

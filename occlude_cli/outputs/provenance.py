@@ -48,6 +48,11 @@ def software_versions() -> Dict[str, Optional[str]]:
     return found
 
 
+def active() -> Optional[Deidentifier]:
+    """The de-identifier of the run now writing (None: nothing is de-identified)."""
+    return _ACTIVE
+
+
 def set_command_line(argv: Optional[Sequence[str]]) -> None:
     """The command line that started this process (the CLI sets it; library runs have none)."""
     global _COMMAND

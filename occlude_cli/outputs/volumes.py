@@ -157,13 +157,15 @@ def write_volume_explanation(
     extra: Optional[dict] = None,
     style: RenderStyle = DEFAULT_STYLE,
     regions=None,
+    dicom_out: bool = False,
     **_ignored,
 ) -> List[Path]:
     """STEM.npy, STEM.map.nii.gz (the map on the input's own grid with its affine), the pictures
     (volumes: STEM.montage.png and STEM.planes.png; 2-D slices: STEM.overlay.png and STEM.heatmap.png), with
     ``regions`` (a :class:`~occlude_cli.analyses.regiontable.RegionLabels`) the region table (STEM.regions.csv,
-    STEM.slices.csv and the JSON's ``regions``), and STEM.json, written last (its presence marks a complete set,
-    as for photos)."""
+    STEM.slices.csv and the JSON's ``regions``), with ``dicom_out`` the DICOM objects of
+    :func:`~occlude_cli.outputs.dicomout.write_dicom_outputs`, and STEM.json, written last (its presence marks a
+    complete set, as for photos)."""
     out_dir = Path(out_dir)
     e = explanation
     written: List[Path] = []
@@ -171,20 +173,12 @@ def write_volume_explanation(
     try:
         if table is not None:
             written += write_region_table(table, out_dir, stem)
-        if e.prepared.ndim == 3:
-            written.append(atomic_write_bytes(out_dir / f"{stem}.montage.png", montage_png(e, style)))
-            written.append(atomic_write_bytes(out_dir / f"{stem}.planes.png", planes_png(e, style)))
-        else:
-            original = e.prepared.original
-            written.append(
-                atomic_write_bytes(
-                    out_dir / f"{stem}.overlay.png",
-                    overlay_png(original, e.map, e.prepared.crop_box, _title(e), _subtitle(e), style, _markers(e)),
-                )
-            )
-            written.append(
-                atomic_write_bytes(out_dir / f"{stem}.heatmap.png", heatmap_png(e.map, _title(e), _subtitle(e), style))
-            )
+        picture = _write_pictures(e, out_dir, stem, style, written)
+        if dicom_out:
+            from .dicomout import write_dicom_outputs
+
+            seed = str((extra or {}).get("fingerprint") or stem)
+            written += write_dicom_outputs(e, out_dir, stem, picture, seed)
         if npy:
             written.append(atomic_write_bytes(out_dir / f"{stem}.npy", npy_bytes(e.map.astype(np.float32))))
             if len(e.targets) > 1:
@@ -210,6 +204,22 @@ def write_volume_explanation(
         undo_writes(written)
         raise
     return written
+
+
+def _write_pictures(e: VolumeExplanation, out_dir: Path, stem: str, style: RenderStyle, written: List[Path]) -> bytes:
+    """A volume's montage and planes, a slice's overlay and heatmap (appended to ``written``); returns the
+    montage or the overlay (what a DICOM Secondary Capture holds)."""
+    if e.prepared.ndim == 3:
+        main = montage_png(e, style)
+        written.append(atomic_write_bytes(out_dir / f"{stem}.montage.png", main))
+        written.append(atomic_write_bytes(out_dir / f"{stem}.planes.png", planes_png(e, style)))
+        return main
+    main = overlay_png(e.prepared.original, e.map, e.prepared.crop_box, _title(e), _subtitle(e), style, _markers(e))
+    written.append(atomic_write_bytes(out_dir / f"{stem}.overlay.png", main))
+    written.append(
+        atomic_write_bytes(out_dir / f"{stem}.heatmap.png", heatmap_png(e.map, _title(e), _subtitle(e), style))
+    )
+    return main
 
 
 REGION_FIELDS = ("label", "name", "voxels", "positive_share", "positive_sum", "mean_drop", "max_drop")
