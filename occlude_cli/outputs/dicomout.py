@@ -35,6 +35,7 @@ from .write import atomic_write_bytes
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _MODALITY_CLASSES = {"CT": "LegacyConvertedEnhancedCTImage", "PT": "LegacyConvertedEnhancedPETImage"}
 _STORAGE = {"CT": "1.2.840.10008.5.1.4.1.1.2", "PT": "1.2.840.10008.5.1.4.1.1.128", "MR": "1.2.840.10008.5.1.4.1.1.4"}
+_HIGHDICOM_ROOT = "1.2.826.0.1.3680043.10.511."  # UIDs highdicom makes up (random ones among them)
 _EMPTIED = ("PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "AccessionNumber", "StudyID")
 
 
@@ -146,25 +147,44 @@ def _scan_object(volume, grid: np.ndarray, lps: np.ndarray, uids: _Uids, modalit
         ds.PixelData = np.ascontiguousarray(stored[index]).tobytes()
         slices.append(ds)
     kind = getattr(hd.legacy, _MODALITY_CLASSES.get(modality, "LegacyConvertedEnhancedMRImage"))
-    return kind(
+    converted = kind(
         legacy_datasets=slices,
         series_instance_uid=uids("scan series"),
         series_number=1,
         sop_instance_uid=uids("scan"),
         instance_number=1,
     )
+    order = {uids(f"slice {index}"): index for index in range(grid.shape[0])}
+    for series in converted.get("ReferencedSeriesSequence", []):  # built from a set: put in slice order
+        items = sorted(series.ReferencedInstanceSequence, key=lambda i: order.get(str(i.ReferencedSOPInstanceUID), 0))
+        series.ReferencedInstanceSequence = items
+    return converted
+
+
+_DATES = ("ContentDate", "SeriesDate", "InstanceCreationDate", "AcquisitionDate", "DateOfSecondaryCapture")
+_TIMES = ("ContentTime", "SeriesTime", "InstanceCreationTime", "AcquisitionTime", "TimeOfSecondaryCapture")
+_DATETIMES = ("AcquisitionDateTime", "ContributionDateTime", "FrameAcquisitionDateTime", "FrameReferenceDateTime")
 
 
 def _dated(ds: Any, date: str, time: str) -> None:
-    """The object's own dates and times set to the study's (so a rerun writes the same bytes)."""
-    for keyword in ("ContentDate", "SeriesDate", "InstanceCreationDate", "AcquisitionDate"):
-        if keyword in ds:
-            setattr(ds, keyword, date)
-    for keyword in ("ContentTime", "SeriesTime", "InstanceCreationTime", "AcquisitionTime"):
-        if keyword in ds:
-            setattr(ds, keyword, time)
-    if "AcquisitionDateTime" in ds:
-        ds.AcquisitionDateTime = date + time
+    """The object's own dates and times (when it was made, at any depth) set to the study's, so that a rerun
+    writes the same bytes."""
+    for element in ds.iterall():
+        if element.keyword in _DATES:
+            element.value = date
+        elif element.keyword in _TIMES:
+            element.value = time
+        elif element.keyword in _DATETIMES:
+            element.value = date + time
+
+
+def _fixed_uids(ds: Any, uids: _Uids, name: str) -> None:
+    """UIDs highdicom generates at random (a dimension organization's) replaced by ones derived from the
+    result's seed, in the order they are met, the same value always by the same replacement."""
+    chosen: Dict[str, str] = {}
+    for element in ds.iterall():
+        if element.VR == "UI" and isinstance(element.value, str) and element.value.startswith(_HIGHDICOM_ROOT):
+            element.value = chosen.setdefault(element.value, uids(f"{name} generated {len(chosen)}"))
 
 
 def _encoded(ds: Any) -> bytes:
@@ -193,15 +213,18 @@ def write_dicom_outputs(e: VolumeExplanation, out_dir, stem: str, picture: bytes
             modality = str(e.prepared.preprocessing.modality or "MR")
             scan = _scan_object(volume, grid, lps, uids, modality if modality in _STORAGE else "MR", pseudonym)
             _dated(scan, "19700101", "000000")
+            _fixed_uids(scan, uids, "scan")
             written.append(atomic_write_bytes(out_dir / f"{stem}.scan.dcm", _encoded(scan)))
             sources = [scan]
         date = str(sources[0].get("StudyDate", "") or "19700101")
         time = str(sources[0].get("StudyTime", "") or "000000")
         pm = _parametric_map(hd, e, sources, lps, uids)
         _dated(pm, date, time)
+        _fixed_uids(pm, uids, "map")
         written.append(atomic_write_bytes(out_dir / f"{stem}.pm.dcm", _encoded(pm)))
         sc = _secondary_capture(hd, sources[0], picture, uids, e)
         _dated(sc, date, time)
+        _fixed_uids(sc, uids, "picture")
         written.append(atomic_write_bytes(out_dir / f"{stem}.sc.dcm", _encoded(sc)))
     return written
 
