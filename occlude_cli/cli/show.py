@@ -4,6 +4,7 @@ estimates and notes (outside text escaped). Typer-free: the commands call these 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from rich.table import Table
 
@@ -82,11 +83,13 @@ def limit_line(limit: dict) -> str:
     )
 
 
-def print_table(rows, out: Path) -> None:
+def print_table(rows, out: Path, error_params: Optional[dict] = None) -> None:
     """The run's table on stdout, fitted to the width: numbers whole, the target (class index, then its label,
     or a failure's error) wraps and the image name shortens first, and at the narrowest the timing and peak
-    columns go. Rows of images
-    an interrupted run did not reach are counted in the title, not listed."""
+    columns go. Rows of images an interrupted run did not reach are counted in the title, not listed. A failed
+    row's error is in the command line's words (``error_params``: its path -> the parameters the error names)."""
+    from .common import in_flags
+
     pending = sum(1 for row in rows if row.status == "pending")
     listed = [row for row in rows if row.status != "pending"]
     if not listed:  # an interrupted run that finished no image: its error line says it all
@@ -101,7 +104,7 @@ def print_table(rows, out: Path) -> None:
         Column("peak (z, y, x)" if volumes else "peak (y, x)", keep=1),
         Column("s", justify="right", keep=2),
     ]
-    cells = []
+    cells, errors = [], error_params or {}
     for row in listed:
         style = {"ok": "green", "skipped": "yellow", "failed": "red"}.get(row.status, "")
         target = f"{row.target_index} {row.target_label or ''}".strip() if row.target_index is not None else ""
@@ -109,7 +112,7 @@ def print_table(rows, out: Path) -> None:
             [
                 (row.path, ""),
                 (row.status, style),
-                (target if row.status != "failed" else row.error or "", ""),
+                (target if row.status != "failed" else in_flags(row.error or "", errors.get(row.path, ())), ""),
                 (f"{row.original_score:.4f}" if row.original_score is not None else "", ""),
                 (", ".join(str(v) for v in (row.peak_z, row.peak_y, row.peak_x) if v is not None), ""),
                 (f"{row.seconds:.2f}" if row.seconds is not None else "", ""),

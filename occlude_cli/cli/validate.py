@@ -7,7 +7,7 @@ box outside the image; takes precedence over 4); 1 error before any image (model
 """
 
 from pathlib import Path
-from typing import Collection, List, Optional, Tuple
+from typing import Annotated, Collection, List, Optional, Tuple
 
 import typer
 from rich.table import Table
@@ -377,8 +377,8 @@ def check(
         help="Also write OUT/index.html, an HTML report (see `occlude report`).",
         rich_help_panel="Output",
     ),
-    regions: Optional[Path] = REGIONS_OPTION,
-    deidentify: bool = DEIDENTIFY_OPTION,
+    regions: Annotated[Optional[Path], REGIONS_OPTION] = None,
+    deidentify: Annotated[bool, DEIDENTIFY_OPTION] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     render: RenderFlags = None,  # type: ignore[assignment]

@@ -75,6 +75,7 @@ def bias_folder(
         raise OccludeError(f"bootstrap must be 0 or more, got {bootstrap}", params=("bootstrap",))
     check_thresholds(max_mean_drop, max_flip_rate)
     opened = open_checked(model, (options or ExplainOptions()).with_overrides(overrides), model_options)
+    region.fits(opened.preprocessing)
     images, problems = find_inputs(
         inputs,
         out,

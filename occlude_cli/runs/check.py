@@ -79,6 +79,7 @@ def check_folder(
     options = (options or ExplainOptions()).with_overrides(overrides).checked()
     style = (style or RenderStyle()).checked()
     opened = open_checked(model, options, model_options)
+    region.fits(opened.preprocessing)
     images, problems = find_inputs(
         inputs, out, recursive=recursive, events=events, series=options.series, series_uid=options.series_uid
     )

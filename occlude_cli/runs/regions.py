@@ -48,6 +48,17 @@ class RegionSource:
             masks=Path(self.masks) if self.masks is not None else None,
         )
 
+    def fits(self, preprocessing) -> RegionSource:
+        """Refuse, before any input, a box of the wrong form for the model: a 3-D model's box is six numbers
+        in world millimetres."""
+        if self.box is not None and len(getattr(preprocessing, "size", ())) == 3 and len(self.box) != 6:
+            raise OccludeError(
+                "box of a volume is x0, y0, z0, x1, y1, z1 in world millimetres (RAS+, as the JSON's "
+                f"peak.world_mm), got {len(self.box)} numbers",
+                params=("box",),
+            )
+        return self
+
     def describe(self) -> str:
         """The region in a few words, for the documents and the tables."""
         if self.box is not None:
