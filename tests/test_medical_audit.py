@@ -25,7 +25,6 @@ from medical_data import (  # noqa: E402
     LESION,
     LESION3D,
     LESION_MASK,
-    lesion_mask_zhw,
     lesion_series,
     model_with_metadata,
     sheared_nifti,

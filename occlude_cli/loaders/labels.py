@@ -50,6 +50,14 @@ def is_label_file(path: Path) -> bool:
     return name.endswith((".nii", ".nii.gz", ".dcm")) or (path.suffix == "" and is_dicom_file(path))
 
 
+def read_dicom_header(path: Path, what: str = "mask") -> Any:
+    """A mask's DICOM dataset (pixel data deferred); an error names ``what``, not the input."""
+    try:
+        return _dcmread(path, defer=True)
+    except OccludeError as exc:  # the reader names the input path; here the file is the mask
+        raise OccludeError(str(exc).replace(f"path {path}", f"{what} {path}", 1), params=(what,)) from None
+
+
 def read_label_map(path, reference: Optional[Volume] = None, *, what: str = "mask") -> LabelMap:
     """A mask or label map from a NIfTI file, a DICOM SEG or an RT-STRUCT (``reference``: the scan an RT-STRUCT's
     contours are rasterised on, its own voxel grid). ``what`` names the file in messages (mask, regions)."""
@@ -62,7 +70,7 @@ def read_label_map(path, reference: Optional[Volume] = None, *, what: str = "mas
     if name.endswith((".nii", ".nii.gz")):
         return _read_nifti_labels(path, what)
     if name.endswith(".dcm") or is_dicom_file(path):
-        ds = _dcmread(path, defer=True)
+        ds = read_dicom_header(path, what)
         sop = str(ds.get("SOPClassUID", ""))
         if sop == SEG_SOP_CLASS:
             return _read_seg(path, what)
@@ -169,6 +177,10 @@ def _read_rtstruct(ds: Any, path: Path, reference: Volume, what: str) -> LabelMa
     hole). Each ROI gets its ROINumber; a contour off the scan's slice planes is refused."""
     from skimage.draw import polygon
 
+    frame = None
+    for item in ds.get("ReferencedFrameOfReferenceSequence", []):
+        frame = str(item.get("FrameOfReferenceUID", "")) or frame
+    check_frame(LabelMap(np.zeros((1, 1, 1)), np.eye(4), "rtstruct", str(path), {}, frame), reference, what)
     grid = reference.data if reference.data.ndim == 3 else reference.data[None]
     affine = np.asarray(reference.affine, dtype=np.float64)
     if reference.data.ndim == 2:  # the slice's affine indexes (h, w, 0): put the plane first, as for volumes
@@ -194,9 +206,6 @@ def _read_rtstruct(ds: Any, path: Path, reference: Volume, what: str) -> LabelMa
             rows, cols = polygon(index[1], index[2], shape=grid.shape[1:])
             inside[int(round(plane)), rows, cols] ^= True
         labels[inside] = number
-    frame = None
-    for item in ds.get("ReferencedFrameOfReferenceSequence", []):
-        frame = str(item.get("FrameOfReferenceUID", "")) or frame
     return LabelMap(labels, affine, "rtstruct", str(path), names, frame)
 
 

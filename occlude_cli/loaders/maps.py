@@ -373,16 +373,15 @@ def is_mask_file(path) -> bool:
 def check_mask_file(path) -> None:
     """A mask given for every input, checked before any input: an image mask is read; a NIfTI mask or a DICOM
     SEG is read; an RT-STRUCT is checked to be one (its contours are rasterised on each scan)."""
-    from .labels import RTSTRUCT_SOP_CLASS, is_label_file, read_label_map
+    from .labels import RTSTRUCT_SOP_CLASS, is_label_file, read_dicom_header, read_label_map
 
     path = Path(path)
     if path.is_file() and is_label_file(path):
         if not path.name.lower().endswith((".nii", ".nii.gz")):
-            from .dicom import _dcmread
-
-            if str(_dcmread(path, defer=True).get("SOPClassUID", "")) == RTSTRUCT_SOP_CLASS:
+            if str(read_dicom_header(path).get("SOPClassUID", "")) == RTSTRUCT_SOP_CLASS:
                 return
-        read_label_map(path)
+        if not read_label_map(path).data.any():  # as an empty image mask: refused before any input
+            raise OccludeError(f"mask {path} is empty: it marks no voxel", params=("mask",))
         return
     read_mask(path)
 
