@@ -25,6 +25,7 @@ from medical_data import (  # noqa: E402
     LESION,
     LESION3D,
     LESION_MASK,
+    SERIES,
     lesion_series,
     model_with_metadata,
     sheared_nifti,
@@ -189,6 +190,26 @@ def test_7_errors_name_flags_and_a_series_is_chosen_by_uid(series, tmp_path):
     assert record["input"]["meta"]["series_uid"] == "1.2.826.0.1.3680043.8.498.1" and record["target"]["index"] == 1
     alone = invoke("run", LESION3D, LESION, "--series-uid", "1.2.3", "--out", tmp_path / "x", "-q")
     assert alone.exit_code == 1 and "--series-uid needs --series" in alone.stderr
+
+
+def test_7_check_bias_and_layers_name_the_flags_too(tmp_path):
+    source = nibabel.load(str(LESION))
+    four = tmp_path / "four.nii.gz"
+    data = np.asarray(source.dataobj).astype(np.int16)
+    nibabel.save(nibabel.Nifti1Image(np.stack([data, data], axis=-1), source.affine), str(four))
+    commands = {
+        "check": ("check", LESION3D, four, "--mask", LESION_MASK),
+        "bias": ("bias", LESION3D, four, "--mask", LESION_MASK),
+        "layers": ("layers", LESION3D, four, "--layer", "relu_2"),
+    }
+    for name, command in commands.items():
+        result = invoke(*command, "--out", tmp_path / name)
+        assert result.exit_code == 3, (name, result.stderr)
+        text = result.stdout + result.stderr
+        assert "pass --volume-index 0..1" in result.stderr and "volume_index" not in text, (name, text)
+    uid = invoke("check", LESION3D, SERIES, "--series", "--series-uid", "1.2.3", "--box=-23,9,-7,-9,23,7",
+                 "--out", tmp_path / "uid", "-q")  # fmt: skip
+    assert uid.exit_code == 3 and "--series-uid 1.2.3: no folder under" in uid.stderr
 
 
 # --------------------------------------------------------------------- 8: info on a CT model

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -241,9 +241,9 @@ class InputRegion(NamedTuple):
     """An input prepared for its model with its region: what to explain (a medical input as read), the
     preprocessing, the prepared input and the region (bool, model-input pixels or model-grid voxels)."""
 
-    source: object
-    preprocessing: object
-    prepared: object
+    source: Any
+    preprocessing: Any
+    prepared: Any
     mask: np.ndarray
 
 

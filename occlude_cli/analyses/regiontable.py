@@ -93,7 +93,7 @@ def slice_totals(values: np.ndarray, prepared: PreparedVolume) -> List[Dict[str,
     positive = np.where(np.isfinite(stack) & (stack > 0), stack, 0.0)
     total = float(positive.sum())
     affine = np.asarray(prepared.grid.affine, dtype=np.float64)
-    out = []
+    out: List[Dict[str, object]] = []
     for index in range(stack.shape[0]):
         point = np.array([index, 0.0, 0.0, 1.0]) if values.ndim == 3 else np.array([0.0, 0.0, 0.0, 1.0])
         plane = stack[index]

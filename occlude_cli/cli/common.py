@@ -79,9 +79,14 @@ def flag(param: str) -> str:
     return FLAGS.get(param) or "--" + param.replace("_", "-")
 
 
+# parameters that errors about one input name (a 4-D NIfTI, a folder of several series): a check, bias or layers
+# row keeps only the message, so these are shown as flags in every error line and table
+INPUT_PARAMS = ("volume_index", "series_uid")
+
+
 def in_flags(message: str, params: Sequence[str] = ()) -> str:
     """A library message in the command line's words: each parameter it names becomes its flag."""
-    return in_words(message, params, flag)
+    return in_words(message, (*params, *INPUT_PARAMS), flag)
 
 
 def print_error(message, label: str = "error", params: Sequence[str] = ()) -> None:
@@ -568,7 +573,8 @@ class MedicalFlags(MedicalInputFlags):
         bool,
         typer.Option(
             "--dicom-out",
-            help="Also write the map as a DICOM Parametric Map and the overlay as a Secondary Capture (STEM.dcm/).",
+            help="Also write the map as a DICOM Parametric Map (STEM.pm.dcm) and the picture as a Secondary "
+            "Capture (STEM.sc.dcm).",
             rich_help_panel="Medical",
         ),
     ] = False

@@ -26,6 +26,7 @@ from .common import (
     Parsed,
     RenderFlags,
     fail,
+    in_flags,
     one_line,
     print_error,
     print_json,
@@ -437,7 +438,7 @@ def _print_checks(console, rows, out: Path, settings: dict) -> None:
             "" if row.pointing_game is None else ("yes" if row.pointing_game else "no"),
             _fmt(row.energy_share),
             _fmt(row.region_fraction),
-            safe(row.error or "; ".join(row.reasons)),
+            safe(in_flags(row.error or "") or "; ".join(row.reasons)),
         )
     console.print(table)
 

@@ -156,7 +156,7 @@ class Deidentifier:
     def command(self, argv: Sequence[str]) -> List[str]:
         """The command line with every argument that names an existing file or folder (or holds a registered
         path) replaced: registered paths by their pseudonyms, others by ``<path>``."""
-        out = []
+        out: List[str] = []
         for arg in argv:
             flag, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
             known = self.paths.get(value.rstrip("/")) or self.exact.get(value.rstrip("/"))

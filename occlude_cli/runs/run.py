@@ -62,7 +62,7 @@ class RunSettings:
     workers: Optional[int] = None
     gpus_per_worker: float = 0.0
     prefetch: Optional[bool] = None  # decode the next photo on a thread (None: when the model runs on CUDA)
-    regions: Optional[Union[str, Path]] = None  # a label map (NIfTI, DICOM SEG, RT-STRUCT): region tables
+    regions: Optional[Union[str, Path, RegionLabels]] = None  # a label map (NIfTI, DICOM SEG, RT-STRUCT): region tables
     dicom_out: bool = False  # medical inputs: the map as a DICOM Parametric Map and a Secondary Capture
     deidentify: bool = False  # pseudonyms for paths, replaced UIDs, no header text in any output
 
@@ -87,8 +87,8 @@ class RunSettings:
 
     def writing(self) -> dict:
         """The keywords of the folder loop that decide the files (see :class:`occlude_cli.batch.loop.Writing`)."""
-        names = ("npy", "all_classes", "timing", "metrics", "multiscale", "style", "panels", "nifti", "regions")
-        names += ("dicom_out", "deidentify")
+        names: Tuple[str, ...] = ("npy", "all_classes", "timing", "metrics", "multiscale", "style", "panels")
+        names += ("nifti", "regions", "dicom_out", "deidentify")
         return {"scales": self.scales, **{name: getattr(self, name) for name in names}}
 
 
