@@ -344,6 +344,10 @@ def test_13_deidentify_leaves_no_path_uid_or_name_in_any_output(series, tmp_path
         assert "Doe" not in result.stdout + result.stderr
     checked = invoke("check", LESION3D, named / "Doe_Jane_scan.nii.gz", "--deidentify", "--out", tmp_path / "c", "-q")
     assert checked.exit_code == 0, checked.stderr
+    scan = named / "Doe_Jane_scan.nii.gz"
+    printed = invoke("check", LESION3D, scan, "--deidentify", "--json", "--out", tmp_path / "j")
+    assert printed.exit_code == 0 and "Doe" not in printed.stdout + printed.stderr
+    assert json.loads(printed.stdout) == json.loads((tmp_path / "j" / "check.json").read_text())  # stdout is the file
     for folder in outs + [tmp_path / "c"]:
         for path in folder.rglob("*"):
             assert "Doe" not in path.name

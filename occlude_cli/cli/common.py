@@ -97,10 +97,12 @@ def print_error(message, label: str = "error", params: Sequence[str] = ()) -> No
 
 
 def print_json(document) -> None:
-    """A JSON document on stdout (``--json``), strings through the outside-text rule like every JSON file."""
+    """A JSON document on stdout (``--json``), strings through the outside-text rule like every JSON file, with
+    the versions and the command line every JSON file records (:func:`~occlude_cli.outputs.provenance.stamped`)."""
+    from ..outputs.provenance import stamped
     from ..outputs.records import format_json
 
-    sys.stdout.write(format_json(document) + "\n")
+    sys.stdout.write(format_json(stamped(document)) + "\n")
 
 
 def print_note(message: str, params: Sequence[str] = ()) -> None:

@@ -172,10 +172,13 @@ class Deidentifier:
 
 @contextlib.contextmanager
 def deidentifying(deidentifier: Optional[Deidentifier]) -> Iterator[None]:
-    """While the block runs, everything written is scrubbed by ``deidentifier`` (None: nothing changes)."""
-    global _ACTIVE
+    """While the block runs, everything written is scrubbed by ``deidentifier`` (None: nothing changes); after
+    it, the process's command line stays the de-identified one (what ``--json`` prints after the run)."""
+    global _ACTIVE, _COMMAND
     previous, _ACTIVE = _ACTIVE, deidentifier if deidentifier is not None else _ACTIVE
     try:
         yield
     finally:
+        if deidentifier is not None and _COMMAND is not None:
+            _COMMAND = deidentifier.command(_COMMAND)
         _ACTIVE = previous
