@@ -332,13 +332,24 @@ def discover_inputs(
     return sorted(images, key=lambda item: item.key), problems
 
 
+def folder_sha256(folder: Path) -> str:
+    """Fingerprint of a DICOM series folder for --resume: every file's name, size and content hash."""
+    import hashlib
+
+    from ..loaders.model import file_sha256
+
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest.update(f"{file.name}\0{file.stat().st_size}\0{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
 def pseudonymised(images: Sequence[InputImage], deidentifier) -> List[InputImage]:
     """The images of a de-identifying run under their pseudonyms (:class:`~occlude_cli.outputs.provenance.
     Deidentifier`: ``case-`` + 12 hex digits of the content's sha256), which become their output names; two
     inputs with the same content get ``-2``, ``-3``... in key order. Each path is registered, so that no
     output names it."""
     from ..loaders.model import file_sha256
-    from .loop import folder_sha256
 
     out: List[InputImage] = []
     taken: Dict[str, int] = {}

@@ -42,7 +42,7 @@ from ..outputs.records import SummaryRow
 from ..outputs.volumes import write_volume_explanation
 from ..outputs.write import verify_outputs, write_explanation, write_scale_study
 from ..text import shown
-from .inputs import InputImage, regular_file
+from .inputs import InputImage, folder_sha256, regular_file
 
 # Writes (PNG encoding, JSON, hashing) run in one writer thread while the next image is computed; at most this
 # many images wait to be written, so memory stays bounded.
@@ -213,14 +213,6 @@ def _baseline_file(baseline: str) -> dict:
         return {"baseline_sha256": file_sha256(path) if regular_file(Path(path))[0] else None}
     except OSError:
         return {"baseline_sha256": None}
-
-
-def folder_sha256(folder: Path) -> str:
-    """Fingerprint of a DICOM series folder for --resume: every file's name, size and content hash."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in folder.iterdir() if p.is_file()):
-        digest.update(f"{file.name}\0{file.stat().st_size}\0{file_sha256(file)}\n".encode())
-    return digest.hexdigest()
 
 
 def one_line(text: str) -> str:

@@ -537,7 +537,7 @@ def stability(
         model_options=model_flags.options(),
     )
     if json_out:
-        print_json(run.document)
+        print_json(run.document, command=False)  # STEM.stability.json
     elif not quiet:
         _print_stability(run.result)
         stdout.print(f"wrote {safe(str(Path(out) / (run.stem + '.stability.json')))}")

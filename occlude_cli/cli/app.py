@@ -41,9 +41,15 @@ class OccludeGroup(TyperGroup):
     Bare ``occlude`` prints the help and exits 0."""
 
     def main(self, args=None, *more, **kwargs):  # type: ignore[override]
-        standalone = kwargs.pop("standalone_mode", True)
         args = list(sys.argv[1:] if args is None else args)
         set_command_line(["occlude", *args])  # recorded in each run's own documents
+        try:
+            return self._main(args, *more, **kwargs)
+        finally:
+            set_command_line(None)  # a library call after this command (in one process) has no command line
+
+    def _main(self, args: list, *more, **kwargs):
+        standalone = kwargs.pop("standalone_mode", True)
         args = args or ["--help"]
         kwargs.setdefault("prog_name", "occlude")
         try:

@@ -96,13 +96,13 @@ def print_error(message, label: str = "error", params: Sequence[str] = ()) -> No
     stderr.print(f"[bold red]{label}:[/] {safe(in_flags(str(message), params))}", soft_wrap=_one_line())
 
 
-def print_json(document) -> None:
+def print_json(document, command: bool = True) -> None:
     """A JSON document on stdout (``--json``), strings through the outside-text rule like every JSON file, with
     the versions and the command line every JSON file records (:func:`~occlude_cli.outputs.provenance.stamped`)."""
     from ..outputs.provenance import stamped
     from ..outputs.records import format_json
 
-    sys.stdout.write(format_json(stamped(document)) + "\n")
+    sys.stdout.write(format_json(stamped(document, command)) + "\n")
 
 
 def print_note(message: str, params: Sequence[str] = ()) -> None:

@@ -236,7 +236,7 @@ def compare(
         return
     one = compare_image(model, image, other_map, out, options, settings, region=region, sanity=sanity, **given)
     if json_out:
-        print_json(one.document)
+        print_json(one.document, command=False)  # STEM.compare.json, a per-input document
     elif not quiet:
         _print_comparison(stdout, one.document, one.written)
 

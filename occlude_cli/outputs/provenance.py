@@ -60,22 +60,29 @@ def set_command_line(argv: Optional[Sequence[str]]) -> None:
 
 
 def command_line() -> Optional[str]:
-    """The command line as one shell-quoted string (paths replaced while a de-identifying run writes)."""
+    """The command line as one shell-quoted string (paths replaced while a de-identifying run writes), the
+    output folder shown as ``<out>`` (the document lies in it; runs into two folders write the same bytes)."""
     if _COMMAND is None:
         return None
-    argv = _ACTIVE.command(_COMMAND) if _ACTIVE is not None else _COMMAND
+    argv = _ACTIVE.command(_COMMAND) if _ACTIVE is not None else list(_COMMAND)
+    for i, arg in enumerate(argv):
+        if i > 0 and argv[i - 1] in ("-o", "--out"):
+            argv[i] = "<out>"
+        elif arg.startswith("--out="):
+            argv[i] = "--out=<out>"
     return shlex.join(argv)
 
 
-def stamped(document: Any) -> Any:
-    """A JSON document as written: ``versions`` and ``command`` added (a dict; anything else as it is), then
-    scrubbed when a de-identifying run is writing."""
+def stamped(document: Any, command: bool = True) -> Any:
+    """A JSON document as written: ``versions`` and (``command``: a run's own documents, not the per-input
+    ones, which stay the same whichever command made them) ``command`` added (a dict; anything else as it
+    is), then scrubbed when a de-identifying run is writing."""
     if isinstance(document, dict):
         document = dict(document)
         document.setdefault("versions", software_versions())
-        command = command_line()
-        if command is not None:
-            document.setdefault("command", command)
+        line = command_line() if command else None
+        if line is not None:
+            document.setdefault("command", line)
     return _ACTIVE.scrub(document) if _ACTIVE is not None else document
 
 

@@ -210,10 +210,11 @@ def _undo(paths: Sequence[Path]) -> None:
             pass
 
 
-def atomic_write_json(path, document) -> Path:
+def atomic_write_json(path, document, *, command: bool = True) -> Path:
     """``document`` formatted by :func:`format_json`, with a final newline, written atomically; every JSON file
-    records the software versions (and the command line) it was made with (:func:`.provenance.stamped`)."""
-    return atomic_write_bytes(path, (format_json(stamped(document)) + "\n").encode("utf-8"))
+    records the software versions (and, ``command``, the command line) it was made with
+    (:func:`.provenance.stamped`)."""
+    return atomic_write_bytes(path, (format_json(stamped(document, command)) + "\n").encode("utf-8"))
 
 
 def csv_cell(value) -> str:
@@ -319,7 +320,7 @@ def write_explanation(
         record = explanation_record(e, timing=timing)
         record.update(extra or {})
         record["outputs"] = output_records(written)
-        written.append(atomic_write_json(out_dir / f"{stem}.json", record))
+        written.append(atomic_write_json(out_dir / f"{stem}.json", record, command=False))
     except BaseException:
         _undo(written)
         raise
@@ -414,7 +415,7 @@ def _write_scale_study(
         **(extra or {}),
     }
     document["outputs"] = output_records(written)
-    written.append(atomic_write_json(out_dir / f"{stem}.scales.json", document))
+    written.append(atomic_write_json(out_dir / f"{stem}.scales.json", document, command=False))
     return written
 
 
@@ -424,7 +425,7 @@ def write_comparison(explanation: Explanation, other, comparison: dict, out_dir,
     png = atomic_write_bytes(out_dir / f"{stem}.compare.png", compare_png(explanation, other, comparison))
     record = dict(comparison)
     record["outputs"] = sorted([png.name, f"{stem}.compare.json"])
-    return [png, atomic_write_json(out_dir / f"{stem}.compare.json", record)]
+    return [png, atomic_write_json(out_dir / f"{stem}.compare.json", record, command=False)]
 
 
 def write_check_summary(
@@ -462,14 +463,16 @@ def write_check_picture(
     energy = "n/a" if row.energy_share is None else f"{row.energy_share:.2f}"
     title = f"{verdict}   ({_title(e, e.target)})"
     if e.map.ndim == 3:  # a volume: the montage with the region's outline on every slice
-        from .volumes import montage_png
+        from ..pictures.montage import montage_png
 
         world = ", ".join(f"{v:+.1f}" for v in row.peak_world_mm or [])
         subtitle = (
             f"energy share in region {energy}, peak {'inside' if row.pointing_game else 'outside'} the region at "
             f"voxel ({row.peak_z}, {row.peak_y}, {row.peak_x}), RAS ({world}) mm; region outlined in yellow"
         )
-        png = montage_png(e, style, title=title, subtitle=subtitle, outline=region_mask)  # type: ignore[arg-type]
+        prepared = e.prepared  # type: ignore[attr-defined]  # a VolumeExplanation
+        grid = prepared.grid
+        png = montage_png(prepared.display, e.map, grid.spacing, grid.affine, title, subtitle, style, region_mask)
         return atomic_write_bytes(Path(out_dir) / f"{stem}.check.png", png)
     if box is not None and len(box) != 4:
         box = None  # a box in world mm: drawn as the outline of its voxels
