@@ -48,7 +48,7 @@ class OccludeGroup(TyperGroup):
         finally:
             set_command_line(None)  # a library call after this command (in one process) has no command line
 
-    def _main(self, args: list, *more, **kwargs):
+    def _main(self, args, *more, **kwargs):
         standalone = kwargs.pop("standalone_mode", True)
         args = args or ["--help"]
         kwargs.setdefault("prog_name", "occlude")
