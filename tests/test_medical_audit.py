@@ -253,6 +253,21 @@ def test_9_window_replacing_the_trained_one_warns_and_a_display_window_changes_o
     assert np.mean(pictures["plain"] != pictures["display"]) > 0.2  # the picture shows another window
 
 
+def test_9_a_replaced_window_is_one_notice_per_run_naming_display_window(tmp_path):
+    for name in ("a.dcm", "b.dcm"):
+        shutil.copy(CT_LESION, tmp_path / name)
+    out = tmp_path / "out"
+    result = invoke("run", CT2D, tmp_path / "a.dcm", tmp_path / "b.dcm", "--window", "lung", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "replaces" in line or "(trained window replaced)" in line]
+    assert len(lines) == 2, result.stderr  # the first in full, then one line counting the other image
+    assert lines[0].startswith("warning: ") and "give --display-window instead" in lines[0]
+    assert "the same warning (trained window replaced) for 1 more image" in lines[1]
+    for name in ("a", "b"):  # each file keeps its own warning, in the library's words
+        warnings = json.loads((out / f"{name}.json").read_text())["warnings"]
+        assert any("give display_window instead" in w for w in warnings)
+
+
 def test_9_a_modality_other_than_the_models_is_a_warning(tmp_path):
     model = model_with_metadata(CT2D, tmp_path / "mr2d.onnx", modality="MR")
     result = invoke("run", model, CT_LESION, "--out", tmp_path / "o", "-q")

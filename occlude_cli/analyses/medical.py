@@ -14,7 +14,7 @@ import numpy as np
 from ..core.baselines import default_blur_sigma, make_input_baseline
 from ..core.engine import Box
 from ..core.metrics import peak_index
-from ..errors import OccludeError
+from ..errors import Notice, OccludeError
 from ..loaders.model import OnnxClassifier
 from ..loaders.volumes import (
     PreparedVolume,
@@ -155,7 +155,8 @@ def _trained_text(meta: dict) -> Optional[str]:
 
 
 def input_warnings(meta: dict, options: ExplainOptions, prepared: PreparedVolume) -> List[str]:
-    """See :meth:`Medical.warnings` (``meta``: the model's ``occlude.preprocess`` metadata)."""
+    """See :meth:`Medical.warnings` (``meta``: the model's ``occlude.preprocess`` metadata). Each warning is a
+    :class:`~occlude_cli.errors.Notice`, so that a run shows each kind once however many inputs it concerns."""
     out: List[str] = []
     trained = _trained_text(meta)
     asked = options.window is not None or options.intensity_range is not None or options.zscore
@@ -168,18 +169,20 @@ def input_warnings(meta: dict, options: ExplainOptions, prepared: PreparedVolume
         else:
             now = "z-score"
         if now != trained:
-            out.append(
+            text = (
                 f"the intensity transform asked for ({now}) replaces the model's trained one ({trained}): the model "
                 "sees intensities it was not trained on, so its scores and map may not hold; to change only the "
-                "pictures, give a display window instead"
+                "pictures, give display_window instead"
             )
+            out.append(Notice(text, key="trained window replaced", params=("display_window",)))
     declared = str(meta.get("modality") or "").strip().upper()
     found = str(prepared.volume.meta.get("modality") or "").strip().upper()
     if declared and found and declared != found:
-        out.append(
+        text = (
             f"the input's modality {found} differs from the one the model declares ({declared}): check that this "
             "model applies to these images"
         )
+        out.append(Notice(text, key="modality differs"))
     return out
 
 
