@@ -25,6 +25,7 @@ from ..errors import OccludeError, first_line
 from ..loaders.images import Preprocessing, decode_photo, is_photo
 from ..loaders.model import OnnxClassifier, file_sha256
 from ..loaders.prefetch import decode_ahead
+from ..outputs import provenance
 from ..outputs.folder import (
     NOT_DONE,
     Entry,
@@ -477,9 +478,10 @@ class _Loop:
         if self.aggregate is not None:
             self.aggregate.add(computed.mean_map() if (study and self.files.multiscale) else explanation.map)
         if self.on_warning is not None:
+            scrub = getattr(provenance.active(), "scrub_text", str)  # a de-identifying run: no path on the terminal
             for warning in explanation.warnings:
                 key, params = getattr(warning, "key", str(warning)), getattr(warning, "params", ())
-                self.on_warning(str(warning), params, key, str(plan.image.path))
+                self.on_warning(scrub(str(warning)), params, key, scrub(str(plan.image.path)))
         if self.on_explained:
             self.on_explained(plan.image, explanation)
         info = peak(explanation.map)
