@@ -13,19 +13,17 @@ Library only: writes no file, draws nothing.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..core.baselines import baseline_image_path, default_blur_sigma, make_baseline
+from ..core.baselines import default_blur_sigma
 from ..errors import OccludeError, shown_apart
-from ..loaders.baseline_image import baseline_image
-from ..loaders.images import PreparedImage, Preprocessing, prepare_image
-from ..loaders.maps import region_mask
+from ..loaders.images import Preprocessing
 from ..loaders.model import OnnxClassifier, resolve_target
 from .options import ExplainOptions
-from .preprocessing import photo_preprocessing
 
 DEFAULT_CONTROLS = 8
 DEFAULT_BOOTSTRAP = 1000
@@ -62,34 +60,44 @@ def check_thresholds(max_mean_drop: Optional[float], max_flip_rate: Optional[flo
         raise OccludeError(f"max_flip_rate must be in [0, 1], got {max_flip_rate}", params=("max_flip_rate",))
 
 
+def _box_sums(mask: np.ndarray, size: Tuple[int, ...]) -> np.ndarray:
+    """The region's pixels (voxels) inside a box of ``size`` at every corner at once: a summed-area table in
+    any number of axes, read by inclusion-exclusion."""
+    table = np.asarray(mask, dtype=np.int64)
+    for axis in range(table.ndim):
+        table = np.cumsum(table, axis=axis)
+    table = np.pad(table, [(1, 0)] * table.ndim)
+    total = np.zeros([n - s + 1 for n, s in zip(mask.shape, size)], dtype=np.int64)
+    for corner in itertools.product((0, 1), repeat=mask.ndim):
+        index = tuple(slice(s, None) if c else slice(None, -s) for c, s in zip(corner, size))
+        total += (-1) ** (mask.ndim - sum(corner)) * table[index]
+    return total
+
+
 def control_masks(mask: np.ndarray, count: int, rng: np.random.Generator) -> Tuple[List[np.ndarray], int]:
-    """``count`` copies of the region's shape (its bounding box content) moved to random places of the image,
-    uniformly among the placements whose bounding box holds no pixel of the region (all placements when none
-    is free). Returns the masks and how many had to overlap."""
-    ys, xs = np.nonzero(mask)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    shape = mask[y0:y1, x0:x1]
-    height, width = mask.shape
-    h, w = shape.shape
-    # region pixels inside each h x w placement, for every top-left corner at once (summed-area table)
-    table = np.zeros((height + 1, width + 1), dtype=np.int64)
-    table[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0), axis=1)
-    inside = table[h:, w:] - table[:-h, w:] - table[h:, :-w] + table[:-h, :-w]
+    """``count`` copies of the region's shape (its bounding box content) moved to random places of the image
+    (or volume), uniformly among the placements whose bounding box holds no pixel of the region (all
+    placements when none is free). Returns the masks and how many had to overlap."""
+    where = np.argwhere(mask)
+    lo, hi = where.min(axis=0), where.max(axis=0) + 1
+    shape = mask[tuple(slice(a, b) for a, b in zip(lo, hi))]
+    inside = _box_sums(mask, shape.shape)
     free = np.argwhere(inside == 0)
     pool = free if len(free) else np.argwhere(np.ones_like(inside, dtype=bool))
     picks = rng.integers(0, len(pool), size=count)
     masks = []
     for k in picks:
-        y, x = (int(v) for v in pool[int(k)])
+        corner = [int(v) for v in pool[int(k)]]
         m = np.zeros_like(mask)
-        m[y : y + h, x : x + w] = shape
+        m[tuple(slice(c, c + n) for c, n in zip(corner, shape.shape))] = shape
         masks.append(m)
     return masks, (0 if len(free) else count)
 
 
-def _apply(sample: np.ndarray, baseline: np.ndarray, mask: np.ndarray, axes: Tuple[int, int]) -> np.ndarray:
+def _apply(sample: np.ndarray, baseline: np.ndarray, mask: np.ndarray, axes: Tuple[int, ...]) -> np.ndarray:
     shape = [1] * sample.ndim
-    shape[axes[0]], shape[axes[1]] = mask.shape
+    for axis, size in zip(axes, mask.shape):
+        shape[axis] = size
     return np.where(mask.reshape(shape), baseline, sample)
 
 
@@ -105,24 +113,24 @@ def bias_image(
     controls: int = DEFAULT_CONTROLS,
     seed: int = 0,
 ) -> BiasRow:
-    """One image: score it, with the region (exactly one of ``box`` x0,y0,x1,y1 in original image pixels or
-    ``mask``, an image path or a bool array at model resolution) replaced by ``options.baseline``, and with
-    ``controls`` random same-shape regions (seeded by ``seed``). All in one batched forward pass set."""
+    """One input: score it, with the region (exactly one of ``box`` x0,y0,x1,y1 in original image pixels, or
+    x0,y0,z0,x1,y1,z1 in world mm for a volume, or ``mask``, an image path, a NIfTI mask, a DICOM SEG or
+    RT-STRUCT, or a bool array at model resolution) replaced by ``options.baseline``, and with ``controls``
+    random same-shape regions (seeded by ``seed``). All in one batched forward pass set. Photos, DICOM slices,
+    series and NIfTI volumes (the baseline of a medical input is built in model-input space)."""
+    from .checks import prepare_region
+    from .modality import input_baseline
+
     options = (options or ExplainOptions()).checked()
     if int(controls) != controls or controls < 0:
         raise OccludeError(f"controls must be a whole number >= 0, got {controls}")
-    preprocessing = photo_preprocessing(classifier, preprocessing)
     labels = list(labels) if labels is not None else classifier.labels
-    prepared = image if isinstance(image, PreparedImage) else prepare_image(image, preprocessing)
-    region = region_mask(prepared, box=box, mask=mask)
-    ys, xs = np.nonzero(region)
-    sigma = options.blur_sigma or default_blur_sigma((int(np.ptp(ys)) + 1, int(np.ptp(xs)) + 1))
-    if baseline_image_path(options.baseline) is not None:  # the same region of another image
-        baseline = baseline_image(baseline_image_path(options.baseline), preprocessing)[0]
-    else:
-        baseline = make_baseline(options.baseline, prepared.pixels, preprocessing, seed=options.seed, blur_sigma=sigma)
-    sample = prepared.model_input
-    axes = preprocessing.spatial_axes
+    _, preprocessing, prepared, region = prepare_region(classifier, image, options, preprocessing, box=box, mask=mask)
+    extent = tuple(int(v) + 1 for v in np.ptp(np.argwhere(region), axis=0))
+    sigma = options.blur_sigma or default_blur_sigma(extent)
+    baseline = input_baseline(prepared, options.baseline, seed=options.seed, blur_sigma=sigma, patch=extent)
+    sample = prepared.model_input  # type: ignore[attr-defined]
+    axes = preprocessing.spatial_axes  # type: ignore[attr-defined]
     rng = np.random.default_rng(seed)
     others, overlaps = control_masks(region, int(controls), rng) if controls else ([], 0)
     batch = np.stack(
@@ -140,7 +148,7 @@ def bias_image(
     tops = np.argmax(scores, axis=1)
     control = drops[2:]
     return BiasRow(
-        path=str(prepared.path) if prepared.path is not None else "<image>",
+        path=str(prepared.path) if prepared.path is not None else "<image>",  # type: ignore[attr-defined]
         status="ok",
         target=target,
         label=labels[target] if labels and target < len(labels) else None,

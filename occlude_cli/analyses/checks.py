@@ -7,18 +7,20 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..core.metrics import energy_share, finite_or_none, peak, peak_inside_fraction, pointing_game
 from ..core.quality import complexity, relevance_mass_accuracy, relevance_rank_accuracy, sparseness
 from ..errors import OccludeError, first_line, shown_apart
-from ..loaders.images import Preprocessing, prepare_image
-from ..loaders.maps import region_mask
+from ..loaders.images import PreparedImage, Preprocessing, prepare_image
+from ..loaders.maps import medical_region, region_mask
 from ..loaders.model import OnnxClassifier
+from ..loaders.volumes import PreparedVolume
 from .explain import explain
 from .explanation import Explanation
+from .medical import MEDICAL, VolumeExplanation, is_medical_input
 from .options import ExplainOptions
 from .preprocessing import photo_preprocessing
 
@@ -112,6 +114,8 @@ CHECK_FIELDS = (
     *QUALITY_FIELDS,
     "peak_image_x",
     "peak_image_y",
+    "peak_world_mm",
+    "peak_z",
     "peak_y",
     "peak_x",
     "seconds",
@@ -125,6 +129,8 @@ CHECK_FIELDS = (
 CHECK_CSV_HEADER = {
     "peak_image_x": "peak_x (image pixels)",
     "peak_image_y": "peak_y (image pixels)",
+    "peak_world_mm": "peak (world mm, RAS)",
+    "peak_z": "peak_z (model-grid voxels)",
     "peak_y": "peak_y (model-input pixels)",
     "peak_x": "peak_x (model-input pixels)",
 }
@@ -156,6 +162,9 @@ class CheckRow:
     relevance_rank_accuracy: Optional[float] = None
     sparseness: Optional[float] = None
     complexity: Optional[float] = None
+    peak_z: Optional[int] = None  # volumes: the peak's slice on the model grid
+    peak_world_mm: Optional[List[float]] = None  # medical inputs: the peak in world mm (RAS+)
+    regions: Optional[List[dict]] = None  # with a label map (regions): the region table's rows
 
     @classmethod
     def from_result(cls, path: str, mask: Optional[str], result: dict, seconds: Optional[float]) -> CheckRow:
@@ -170,6 +179,7 @@ class CheckRow:
             peak_inside_fraction=result["peak_inside_fraction"],
             energy_share=result["energy_share"],
             region_fraction=result["region_fraction"],
+            peak_z=result["peak"].get("z"),
             peak_y=result["peak"]["y"],
             peak_x=result["peak"]["x"],
             seconds=seconds,
@@ -209,9 +219,8 @@ def check_file(
     path = str(image_path)
     mask_name = str(mask) if mask is not None and not isinstance(mask, np.ndarray) else None
     try:
-        preprocessing = photo_preprocessing(model, preprocessing)
-        region = region_mask(prepare_image(image_path, preprocessing), box=box, mask=mask)
-        explanation = explain(model, image_path, options, preprocessing=preprocessing, labels=labels, progress=progress)
+        source, preprocessing, _, region = prepare_region(model, image_path, options, preprocessing, box=box, mask=mask)
+        explanation = explain(model, source, options, preprocessing=preprocessing, labels=labels, progress=progress)
         result = check_image(explanation, region, min_energy=min_energy, require_peak=require_peak)
         if keep is not None:  # what a caller needs to draw the check: the explanation and the region
             keep.update(explanation=explanation, region=region)
@@ -220,6 +229,35 @@ def check_file(
     except Exception as exc:  # one bad image must never stop the rest (KeyboardInterrupt is not caught)
         return CheckRow(path=path, status="error", mask=mask_name, error=f"{type(exc).__name__}: {first_line(exc)}")
     row = CheckRow.from_result(path, mask_name, result, round(time.perf_counter() - started, 3))
-    assert row.peak_y is not None and row.peak_x is not None  # a checked 2-D map always has its peak
-    row.peak_image_x, row.peak_image_y = (round(v, 2) for v in peak_in_image(explanation, row.peak_y, row.peak_x))
+    assert row.peak_y is not None and row.peak_x is not None  # a checked map always has its peak
+    if isinstance(explanation, VolumeExplanation):
+        row.peak_world_mm = explanation.peak()["world_mm"]
+    if explanation.map.ndim == 2:
+        row.peak_image_x, row.peak_image_y = (round(v, 2) for v in peak_in_image(explanation, row.peak_y, row.peak_x))
     return row
+
+
+class InputRegion(NamedTuple):
+    """An input prepared for its model with its region: what to explain (a medical input as read), the
+    preprocessing, the prepared input and the region (bool, model-input pixels or model-grid voxels)."""
+
+    source: Any
+    preprocessing: Any
+    prepared: Any
+    mask: np.ndarray
+
+
+def prepare_region(
+    model: OnnxClassifier, image, options: Optional[ExplainOptions], preprocessing, *, box, mask
+) -> InputRegion:
+    """An input's region on the model grid, built before any inference (a bad mask costs none). A medical
+    input is read once here (and explained as read); its region comes from a NIfTI mask, a DICOM SEG or
+    RT-STRUCT through world coordinates, or a box; a photo's from a box or a mask image."""
+    options = (options or ExplainOptions()).checked()
+    if isinstance(image, PreparedVolume) or is_medical_input(image, options):
+        pre = MEDICAL.preprocessing(model, preprocessing, options)
+        prepared = image if isinstance(image, PreparedVolume) else MEDICAL.prepare(image, pre, options)
+        return InputRegion(prepared.volume, pre, prepared, medical_region(prepared, box=box, mask=mask))
+    preprocessing = photo_preprocessing(model, preprocessing)
+    photo = image if isinstance(image, PreparedImage) else prepare_image(image, preprocessing)
+    return InputRegion(image, preprocessing, photo, region_mask(photo, box=box, mask=mask))

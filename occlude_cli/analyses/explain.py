@@ -30,7 +30,7 @@ from ..loaders.model import (
     saturation_remedy,
 )
 from ..loaders.modelfiles import find_model_file
-from ..loaders.volumes import VolumePreprocessing
+from ..loaders.volumes import VolumePreprocessing, volume_preprocessing_from_metadata
 from .explanation import Explanation, ScaleStudy
 from .options import ExplainOptions, score_name
 from .plan import Setup, check_top_k, setup
@@ -83,7 +83,7 @@ def explain(
             "windows_per_s": run.occlusion.forward_passes / max(run.occluded_at - run.prepared_at, 1e-9),
         },
         head=run.head,
-        warnings=run.warnings,
+        warnings=s.modality.warnings(s.model, s.options, s.prepared) + run.warnings,
         notes=run.notes,
         score=run.score,
         drawing=_drawing(s.task),
@@ -300,6 +300,12 @@ def explain_scales(
     return ScaleStudy(explanations=explanations, rank_correlation=matrix)
 
 
+def _declares_medical(meta: dict) -> bool:
+    """Does a model's ``occlude.preprocess`` metadata describe medical inputs (an intensity transform in real
+    units, or the modality it was trained on)?"""
+    return any(meta.get(key) not in (None, False) for key in ("window", "intensity_range", "zscore", "modality"))
+
+
 def describe_model(
     model: Union[str, Path, OnnxClassifier], *, device: str = "auto", options: Optional[ModelOptions] = None
 ) -> dict:
@@ -317,9 +323,19 @@ def describe_model(
     document["final_op"] = model.final_op
     document["fixed_batch"] = model.fixed_batch
     try:
-        document["preprocessing"] = preprocessing_for(model, options).describe()
+        preprocessing = preprocessing_for(model, options)
+        document["preprocessing"] = preprocessing.describe()
     except OccludeError as exc:
-        document["preprocessing"] = f"needs flags: {exc}"
+        preprocessing, document["preprocessing"] = None, f"needs flags: {exc}"
+    meta = dict(model.metadata_preprocessing or {})
+    if isinstance(preprocessing, Preprocessing) and preprocessing.channels == 1 and _declares_medical(meta):
+        # a grey 2-D model trained on DICOM slices: what a DICOM input gets (real units, then its transform)
+        try:
+            slices = volume_preprocessing_from_metadata(meta, model.input_shape, model.dtype, preprocessing.layout)
+            document["medical_preprocessing"] = slices.describe()
+        except OccludeError as exc:
+            document["medical_preprocessing"] = f"unusable: {exc}"
+    document["modality"] = str(meta["modality"]) if meta.get("modality") else None
     try:
         names, source = resolve_labels(model, options.labels, options.preprocess)
     except OccludeError as exc:

@@ -26,10 +26,10 @@ import numpy as np
 from ..core.casting import cast_checked
 from ..core.engine import Occlusion, occlusion_sensitivity, score_perturbations
 from ..errors import OccludeError
-from ..loaders.images import PreparedImage, Preprocessing, prepare_image
+from ..loaders.images import PreparedImage, Preprocessing
 from ..loaders.model import Head, OnnxClassifier, resolve_target
 from .options import ExplainOptions
-from .preprocessing import photo_preprocessing, resolve_preprocessing
+from .preprocessing import resolve_preprocessing
 
 REPLACEMENTS = {
     "zero": "the channel becomes 0 everywhere (after a ReLU: 'switched off')",
@@ -178,10 +178,11 @@ def _head_and_target(
 def _start(layer, image, options, overrides, preprocessing, labels):
     """What channel and spatial occlusion both begin with: the checked options, the labels, the prepared
     image, its features at the cut (the prefix runs once here), and the head, original scores and target."""
+    from .modality import prepare_input
+
     options = _options(options, overrides)
-    preprocessing = photo_preprocessing(layer.classifier, preprocessing)
     labels = list(labels) if labels is not None else layer.classifier.labels
-    prepared = image if isinstance(image, PreparedImage) else prepare_image(image, preprocessing)
+    prepared, _ = prepare_input(layer.classifier, image, options, preprocessing)
     features = layer.features(prepared.model_input)
     head, original, target = _head_and_target(layer, prepared.model_input, features, options, labels)
     return options, labels, prepared, features, head, original, target
@@ -329,11 +330,13 @@ def dataset_channel_means(
     layer: LayerModel, images: Sequence, preprocessing: Optional[Preprocessing] = None
 ) -> np.ndarray:
     """(C,) mean of each channel over every image and position: the 'dataset' replacement (one prefix pass
-    per image). Images that cannot be read raise OccludeError naming them."""
-    preprocessing = photo_preprocessing(layer.classifier, preprocessing)
+    per image; photos, DICOM slices and NIfTI volumes). Images that cannot be read raise OccludeError naming
+    them."""
+    from .modality import prepare_input
+
     total = np.zeros(layer.channels)
     for image in images:
-        prepared = image if isinstance(image, PreparedImage) else prepare_image(image, preprocessing)
+        prepared, _ = prepare_input(layer.classifier, image, None, preprocessing)
         features = np.moveaxis(layer.features(prepared.model_input), layer.channel_axis, 0)
         total += features.reshape(layer.channels, -1).mean(axis=1, dtype=np.float64)
     if not len(images):

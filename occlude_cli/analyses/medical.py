@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, cast
+from typing import List, Optional, Sequence, cast
 
 import numpy as np
 
 from ..core.baselines import default_blur_sigma, make_input_baseline
 from ..core.engine import Box
 from ..core.metrics import peak_index
-from ..errors import OccludeError
+from ..errors import Notice, OccludeError
 from ..loaders.model import OnnxClassifier
 from ..loaders.volumes import (
     PreparedVolume,
@@ -139,6 +139,66 @@ class VolumeExplanation(Explanation):
         return montage_png(self.prepared.display, self.map, grid.spacing, grid.affine, title, "")
 
 
+def _trained_text(meta: dict) -> Optional[str]:
+    """The intensity transform a model's metadata declares, in words (None: none declared)."""
+    if meta.get("window") is not None:
+        window = meta["window"]
+        if isinstance(window, (list, tuple)) and len(window) == 2:
+            return f"window L {float(window[0]):g} W {float(window[1]):g}"
+        return f"window {window}"
+    if meta.get("intensity_range") is not None:
+        lo, hi = meta["intensity_range"]
+        return f"intensity range {float(lo):g}..{float(hi):g}"
+    if meta.get("zscore") not in (None, False):
+        return "z-score"
+    return None
+
+
+def input_warnings(meta: dict, options: ExplainOptions, prepared: PreparedVolume) -> List[str]:
+    """See :meth:`Medical.warnings` (``meta``: the model's ``occlude.preprocess`` metadata). Each warning is a
+    :class:`~occlude_cli.errors.Notice`, so that a run shows each kind once however many inputs it concerns."""
+    out: List[str] = []
+    trained = _trained_text(meta)
+    asked = options.window is not None or options.intensity_range is not None or options.zscore
+    if trained is not None and asked:
+        pre = prepared.preprocessing
+        if prepared.window is not None:
+            now = f"window L {prepared.window[0]:g} W {prepared.window[1]:g}"
+        elif pre.transform == "intensity_range" and pre.intensity_range is not None:
+            now = f"intensity range {pre.intensity_range[0]:g}..{pre.intensity_range[1]:g}"
+        else:
+            now = "z-score"
+        if now != trained:
+            text = (
+                f"the intensity transform asked for ({now}) replaces the model's trained one ({trained}): the model "
+                "sees intensities it was not trained on, so its scores and map may not hold; to change only the "
+                "pictures, give display_window instead"
+            )
+            out.append(Notice(text, key="trained window replaced", params=("display_window",)))
+    declared = str(meta.get("modality") or "").strip().upper()
+    found = str(prepared.volume.meta.get("modality") or "").strip().upper()
+    if declared and found and declared != found:
+        text = (
+            f"the input's modality {found} differs from the one the model declares ({declared}): check that this "
+            "model applies to these images"
+        )
+        out.append(Notice(text, key="modality differs"))
+    return out
+
+
+def world_box(region: Sequence[float], prepared: PreparedVolume) -> Box:
+    """A box x0, y0, z0, x1, y1, z1 in world millimetres (RAS+) -> the smallest box of model-grid voxels
+    (starts then ends, exclusive) that holds every voxel whose centre lies inside it."""
+    from ..loaders.labels import world_box_mask
+
+    try:
+        inside = world_box_mask(region, prepared.grid)
+    except OccludeError as exc:
+        raise OccludeError(str(exc).replace("box", "region", 1), params=("region",)) from None
+    where = np.argwhere(inside)
+    return tuple(int(v) for v in where.min(axis=0)) + tuple(int(v) + 1 for v in where.max(axis=0))
+
+
 class Medical:
     """The medical modality."""
 
@@ -146,19 +206,42 @@ class Medical:
     explanation = VolumeExplanation
 
     def preprocessing(self, model: OnnxClassifier, given, options: ExplainOptions) -> VolumePreprocessing:
-        """The volume preprocessing with the options' intensity transform; a region is refused here, before
-        any input is read (it is in 2-D photo pixels)."""
-        if options.region is not None:
+        """The volume preprocessing with the options' intensity transform; a region of the wrong form for the
+        model (four pixel numbers for a 3-D model) is refused here, before any input is read."""
+        pre = medical_preprocessing(model, given or resolve_preprocessing(model), options)
+        if options.region is not None and pre.ndim == 3 and len(options.region) != 6:
             raise OccludeError(
-                "region is not supported for medical inputs yet (it is in 2-D photo pixels)", params=("region",)
+                "region of a volume is x0, y0, z0, x1, y1, z1 in world millimetres (RAS+, as the JSON's "
+                f"peak.world_mm), got {len(options.region)} numbers",
+                params=("region",),
             )
-        return medical_preprocessing(model, given or resolve_preprocessing(model), options)
+        return pre
 
     def prepare(self, image, preprocessing: VolumePreprocessing, options: ExplainOptions) -> PreparedVolume:
-        return prepare_volume(image, preprocessing, series=options.series, volume_index=options.volume_index)
+        return prepare_volume(
+            image,
+            preprocessing,
+            series=options.series,
+            volume_index=options.volume_index,
+            series_uid=options.series_uid,
+            display_window=options.display_window,
+        )
 
     def region(self, options: ExplainOptions, prepared: PreparedVolume) -> Optional[Box]:
-        return None  # refused by preprocessing()
+        """The occluded box on the model grid: a slice's x0, y0, x1, y1 in its own pixels (as for photos), or
+        x0, y0, z0, x1, y1, z1 in world mm (volumes, and slices with a geometry)."""
+        if options.region is None:
+            return None
+        if len(options.region) == 4:
+            from .photos import region_to_box
+
+            return region_to_box(options.region, prepared)  # type: ignore[arg-type]  # the same 2-D interface
+        return world_box(options.region, prepared)
+
+    def warnings(self, model: OnnxClassifier, options: ExplainOptions, prepared: PreparedVolume) -> List[str]:
+        """An intensity transform asked for that replaces the one the model was trained with, and an input
+        whose modality differs from the one the model declares (its metadata's ``modality``)."""
+        return input_warnings(dict(model.metadata_preprocessing or {}), options, prepared)
 
     def baseline(self, kind: str, prepared: PreparedVolume, patch: Sequence[int], *, seed: int, blur_sigma=None):
         return volume_baseline(kind, prepared, patch, seed=seed, blur_sigma=blur_sigma)

@@ -1,10 +1,11 @@
 """Which kind of input a run explains, and the small interface each kind gives, so that the analyses never
 branch on the input kind step by step: photos (:mod:`.photos`) and medical slices and volumes (:mod:`.medical`).
 
-A modality has a ``name``, an ``explanation`` type (the result, which draws itself) and four methods:
+A modality has a ``name``, an ``explanation`` type (the result, which draws itself) and five methods:
 ``preprocessing(model, given, options)`` (what the input is fed with), ``prepare(image, preprocessing,
 options)`` (the prepared input), ``region(options, prepared)`` (the occluded box in model-input pixels, or
-None) and ``baseline(kind, prepared, patch, *, seed, blur_sigma)`` (what fills a window: one model input, or a
+None), ``warnings(model, options, prepared)`` (what the user must know about how the input was fed) and
+``baseline(kind, prepared, patch, *, seed, blur_sigma)`` (what fills a window: one model input, or a
 per-window callable for ``inpaint``).
 """
 
@@ -34,6 +35,8 @@ class Modality(Protocol):
 
     def region(self, options: Any, prepared: Any) -> Any: ...
 
+    def warnings(self, model: Any, options: Any, prepared: Any) -> Any: ...
+
     def baseline(self, kind: str, prepared: Any, patch: Sequence[int], *, seed: int, blur_sigma: Any) -> Any: ...
 
 
@@ -58,3 +61,16 @@ def input_baseline(prepared, kind: str, *, seed: int = 0, blur_sigma: Optional[f
         raise OccludeError("baseline inpaint is computed per window: build it with occlude_cli.loaders.inpaint")
     baseline = modality_of_prepared(prepared).baseline(kind, prepared, tuple(patch), seed=seed, blur_sigma=sigma)
     return np.asarray(baseline)
+
+
+def prepare_input(model, image, options=None, preprocessing=None):
+    """Any input (a path, an image, a volume, or one already prepared) prepared for ``model`` by its modality:
+    (the prepared input, its preprocessing). For the analyses that feed a model themselves (layers, bias)."""
+    from .options import ExplainOptions
+
+    if isinstance(image, (PreparedImage, PreparedVolume)):
+        return image, image.preprocessing
+    options = (options or ExplainOptions()).checked()
+    modality = modality_of(image, options)
+    pre = modality.preprocessing(model, preprocessing, options)
+    return modality.prepare(image, pre, options), pre

@@ -96,7 +96,9 @@ class ExplainOptions:
     batch_size: Optional[int] = None
     seed: int = 0
     blur_sigma: Optional[float] = None
-    region: Optional[Tuple[float, float, float, float]] = None  # x0, y0, x1, y1 in original image pixels
+    # x0, y0, x1, y1 in original image pixels (photos, DICOM slices); a volume: x0, y0, z0, x1, y1, z1 in world
+    # millimetres (RAS+, as the JSON's peak.world_mm)
+    region: Optional[Tuple[float, ...]] = None
     refine: bool = False  # coarse-to-fine: see core.refine.refined_occlusion_sensitivity
     refine_step: int = 3
     refine_budget: float = 0.25
@@ -105,7 +107,9 @@ class ExplainOptions:
     intensity_range: Optional[Tuple[float, float]] = None  # clip to [lo, hi], scale to 0..1
     zscore: bool = False
     zscore_threshold: Optional[float] = None
+    display_window: Optional[str] = None  # the pictures' window only (preset, "W,L" or "file"); the model's stays
     series: bool = False  # a folder is one DICOM series
+    series_uid: Optional[str] = None  # which series of a folder that holds several
     volume_index: Optional[int] = None  # which volume of a 4-D NIfTI
     incremental: str = "auto"  # exact incremental inference for CNNs: auto | on | off (see README, Speed)
     batches: str = "auto"  # where occluded batches are built: auto (device on CUDA) | host | device
@@ -208,9 +212,16 @@ class ExplainOptions:
             region = tuple(float(v) for v in self.region)
         except (TypeError, ValueError):
             raise OccludeError(f"region must be x0, y0, x1, y1, got {self.region!r}", params=("region",)) from None
-        if len(region) != 4 or not all(np.isfinite(region)):
+        if len(region) not in (4, 6) or not all(np.isfinite(region)):
             raise OccludeError(
-                f"region must be four finite numbers x0, y0, x1, y1, got {self.region!r}", params=("region",)
+                f"region must be four finite numbers x0, y0, x1, y1 (a volume: six, x0, y0, z0, x1, y1, z1 in mm), "
+                f"got {self.region!r}",
+                params=("region",),
+            )
+        if len(region) == 6 and any(b <= a for a, b in zip(region[:3], region[3:])):
+            raise OccludeError(
+                f"region {','.join(f'{v:g}' for v in region)} is empty: each end must exceed its start",
+                params=("region",),
             )
         return region
 
@@ -231,8 +242,17 @@ class ExplainOptions:
                 "choose one intensity transform: window, intensity_range or zscore",
                 params=("window", "intensity_range", "zscore"),
             )
-        if self.window is not None and str(self.window).strip().lower() != "file":
-            parse_window(str(self.window))  # a bad value fails here, before any input is read
+        for name in ("window", "display_window"):
+            value = getattr(self, name)
+            if value is not None and str(value).strip().lower() != "file":
+                try:
+                    parse_window(str(value))  # a bad value fails here, before any input is read
+                except OccludeError as exc:
+                    raise OccludeError(str(exc).replace("window", name, 1), params=(name,)) from None
+        if self.series_uid is not None and not (isinstance(self.series_uid, str) and self.series_uid.strip()):
+            raise OccludeError(f"series_uid must be a UID, got {self.series_uid!r}", params=("series_uid",))
+        if self.series_uid is not None and not self.series:
+            raise OccludeError("series_uid needs series (a folder of DICOM slices)", params=("series_uid", "series"))
         if self.intensity_range is not None and isinstance(self.intensity_range, str):
             raise OccludeError(
                 f"intensity_range must be two numbers (lo, hi), got {self.intensity_range!r}",

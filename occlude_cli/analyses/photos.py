@@ -5,7 +5,7 @@ an occluded window and how its explanation looks. The modality interface (see :m
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -48,6 +48,10 @@ class Photos:
     def region(self, options: ExplainOptions, prepared: PreparedImage) -> Optional[Box]:
         return region_to_box(options.region, prepared) if options.region is not None else None
 
+    def warnings(self, model: OnnxClassifier, options: ExplainOptions, prepared: PreparedImage) -> List[str]:
+        """What the user must know about how this input was fed (nothing for photos)."""
+        return []
+
     def baseline(self, kind: str, prepared: PreparedImage, patch: Sequence[int], *, seed: int, blur_sigma: float):
         """The baseline as one model input, built from the 0..255 pixels (``inpaint``: a per-window callable;
         ``image:PATH``: that image prepared like the input)."""
@@ -70,7 +74,10 @@ def region_to_box(region, prepared: PreparedImage) -> Box:
     try:
         x0, y0, x1, y1 = (float(v) for v in region)
     except (TypeError, ValueError):
-        raise OccludeError(f"region must be x0, y0, x1, y1, got {region!r}", params=("region",)) from None
+        raise OccludeError(
+            f"region must be x0, y0, x1, y1 in image pixels (six numbers, in mm, are for volumes), got {region!r}",
+            params=("region",),
+        ) from None
     if x1 <= x0 or y1 <= y0:
         raise OccludeError(f"region {_box_text(region)} is empty: need x0 < x1 and y0 < y1", params=("region",))
     left, top, right, bottom = prepared.crop_box

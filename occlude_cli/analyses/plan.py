@@ -59,6 +59,12 @@ def check_run(
                 f"stride {axis} {s} is larger than the patch {axis} {p}: some pixels would never be occluded",
                 params=("stride",),
             )
+    if options.region is not None and len(size) == 3 and len(options.region) != 6:
+        raise OccludeError(
+            "region of a volume is x0, y0, z0, x1, y1, z1 in world millimetres (RAS+, as the JSON's "
+            f"peak.world_mm), got {len(options.region)} numbers",
+            params=("region",),
+        )
     if options.refine and len(size) != 2:
         raise OccludeError(
             "refine is for 2-D inputs: a 3-D model is occluded exactly (choose a larger stride to make it cheaper)",

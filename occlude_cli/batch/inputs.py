@@ -34,6 +34,12 @@ class InputImage:
     path: Path
     key: str
     source_stem: str = ""
+    alias: Optional[str] = None  # --deidentify: the pseudonym every output shows instead of the path
+
+    @property
+    def shown(self) -> str:
+        """The input as outputs name it: its path, or its pseudonym in a de-identifying run."""
+        return self.alias if self.alias is not None else str(self.path)
 
 
 def _is_image_name(path: Path) -> bool:
@@ -53,6 +59,7 @@ def _is_image_name(path: Path) -> bool:
 _OWN_FILE = re.compile(
     r"^(?P<stem>.+)\.(?P<kind>overlay|heatmap|compare|panels|montage|planes|check|spatial|stability)\.png$"
     r"|^(?P<nifti>.+)\.map\.nii\.gz$"
+    r"|^(?P<dicom>.+)\.(?:pm|sc|scan)\.dcm$"
 )
 _OWN_FIXED = {
     "bias.png": ("bias.json", "bias"),
@@ -79,8 +86,9 @@ def is_own_output(path: Path) -> bool:
     match = _OWN_FILE.match(name)
     if not match:
         return False
-    if match.group("nifti") is not None:
-        return name in _record(folder / f"{match.group('nifti')}.json").outputs
+    for group in ("nifti", "dicom"):  # STEM.map.nii.gz, STEM.pm.dcm...: listed by STEM.json
+        if match.group(group) is not None:
+            return name in _record(folder / f"{match.group(group)}.json").outputs
     stem, kind = match.group("stem"), match.group("kind")
     if kind in ("spatial", "stability"):
         return _record(folder / f"{stem}.{kind}.json").kind == ("layers.spatial" if kind == "spatial" else kind)
@@ -186,15 +194,15 @@ def _expand(
     exclude: Sequence[Path] = (),
     notes: Optional[List[Tuple[str, str]]] = None,
     series: bool = False,
+    series_uid: Optional[str] = None,
 ) -> Tuple[List[Path], Path, Optional[str]]:
     """Files named by one PATH argument, the folder their output names are relative to, and an error.
-    With ``series`` a folder is one input (a DICOM series), named after the folder."""
+    With ``series`` a folder is one input (a DICOM series), named after the folder (see :func:`_series_folders`)."""
     notes = notes if notes is not None else []
     path = Path(arg)
-    if series:
-        if not path.is_dir():
-            return [], path.parent, f"series: {path} is not a folder of DICOM slices"
-        return [path], path.resolve().parent, None
+    if series and path.is_dir():  # a file argument is read as a file (a NIfTI volume, a DICOM file)
+        folders, error = _series_folders(path, recursive, exclude, notes, series_uid)
+        return folders, path.resolve().parent, error
     if any(c in arg for c in _GLOB_CHARS) and not path.exists():
         matches = []
         for p in sorted(Path(p) for p in glob.glob(arg, recursive=True)):
@@ -226,6 +234,50 @@ def _expand(
     return [path], path.parent, None
 
 
+def _holds_slices(folder: Path) -> bool:
+    """Does ``folder`` itself hold a DICOM file (by name, or the DICM marker of a suffix-less file)?"""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return False
+    return any(
+        entry.is_file() and not entry.name.startswith(".") and _is_image_name(entry) and not is_own_output(entry)
+        for entry in entries
+    )
+
+
+def _series_folders(
+    path: Path, recursive: bool, exclude: Sequence[Path], notes: List[Tuple[str, str]], series_uid: Optional[str]
+) -> Tuple[List[Path], Optional[str]]:
+    """The DICOM series under a folder argument: the folder itself when it holds DICOM files; with ``recursive``,
+    or when it holds none itself (a study folder of series folders), every folder under it that holds DICOM
+    files, one series each, never the run's own output folder. With ``series_uid``, only the folders that hold
+    that series (their headers are read, not their pixels)."""
+    folders = [path]
+    if recursive or not _holds_slices(path):
+        folders = []
+        for root, dirs, _ in os.walk(path):
+            here = Path(root)
+            kept = []
+            for d in sorted(dirs):
+                if _under((here / d).resolve(), exclude):
+                    notes.append((str(here / d), "skipped: it is the output folder (--out) of this command"))
+                else:
+                    kept.append(d)
+            dirs[:] = kept
+            if _holds_slices(here):
+                folders.append(here)
+        if not folders:
+            return [], f"no DICOM files in folder {path} or its sub-folders"
+    if series_uid is not None:
+        from ..loaders.dicom import series_uids
+
+        folders = [folder for folder in folders if series_uid in series_uids(folder)]
+        if not folders:
+            return [], f"series_uid {series_uid}: no folder under {path} holds that series"
+    return sorted(folders), None
+
+
 def _first_magic(parts: Sequence[str]) -> int:
     for i, part in enumerate(parts):
         if any(c in part for c in _GLOB_CHARS):
@@ -240,8 +292,10 @@ def discover_inputs(
     exclude: Sequence = (),
     notes: Optional[List[Tuple[str, str]]] = None,
     series: bool = False,
+    series_uid: Optional[str] = None,
 ) -> Tuple[List[InputImage], List[Tuple[str, str]]]:
-    """Expand files, folders and globs into images with unique output keys.
+    """Expand files, folders and globs into images with unique output keys (with ``series``, DICOM series
+    folders: see :func:`_series_folders`).
 
     Returns the images (sorted by key) and the (argument, error) pairs of arguments that named nothing.
     Output keys keep each file's path relative to the folder or glob it came from; where two arguments give
@@ -259,14 +313,14 @@ def discover_inputs(
     seen = set()
     problems: List[Tuple[str, str]] = []
     for arg in args:
-        files, base, error = _expand(str(arg), recursive, excluded, notes, series)
+        files, base, error = _expand(str(arg), recursive, excluded, notes, series, series_uid)
         if error:
             problems.append((str(arg), error))
         for file in files:
             resolved = file.resolve()
             if resolved not in seen:
                 seen.add(resolved)
-                found[file] = os.path.relpath(file.resolve() if series else file, base).replace(os.sep, "/")
+                found[file] = os.path.relpath(file.resolve() if file.is_dir() else file, base).replace(os.sep, "/")
     if _clash([_strip_suffix(r) for r in found.values()]):  # e.g. two folders that both hold x.png
         common = Path(os.path.commonpath([str(p.resolve().parent) for p in found]))
         instead = {p: os.path.relpath(p.resolve(), common).replace(os.sep, "/") for p in found}
@@ -276,6 +330,38 @@ def discover_inputs(
     stems = output_stems([(rel, _strip_suffix(rel)) for _, rel in relatives])
     images = [InputImage(path=p, key=stem, source_stem=_strip_suffix(rel)) for (p, rel), stem in zip(relatives, stems)]
     return sorted(images, key=lambda item: item.key), problems
+
+
+def folder_sha256(folder: Path) -> str:
+    """Fingerprint of a DICOM series folder for --resume: every file's name, size and content hash."""
+    import hashlib
+
+    from ..loaders.model import file_sha256
+
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest.update(f"{file.name}\0{file.stat().st_size}\0{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def pseudonymised(images: Sequence[InputImage], deidentifier) -> List[InputImage]:
+    """The images of a de-identifying run under their pseudonyms (:class:`~occlude_cli.outputs.provenance.
+    Deidentifier`: ``case-`` + 12 hex digits of the content's sha256), which become their output names; two
+    inputs with the same content get ``-2``, ``-3``... in key order. Each path is registered, so that no
+    output names it."""
+    from ..loaders.model import file_sha256
+
+    out: List[InputImage] = []
+    taken: Dict[str, int] = {}
+    for item in sorted(images, key=lambda i: i.key):
+        digest = folder_sha256(item.path) if item.path.is_dir() else file_sha256(item.path)
+        name = "case-" + digest[:12]
+        taken[name] = taken.get(name, 0) + 1
+        if taken[name] > 1:
+            name = f"{name}-{taken[name]}"
+        deidentifier.register(item.path, name)
+        out.append(InputImage(path=item.path, key=name, source_stem=item.source_stem, alias=name))
+    return sorted(out, key=lambda item: item.key)
 
 
 def _clash(stems: Sequence[str]) -> bool:

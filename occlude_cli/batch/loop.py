@@ -24,6 +24,7 @@ from ..errors import OccludeError, first_line
 from ..loaders.images import Preprocessing, decode_photo, is_photo
 from ..loaders.model import OnnxClassifier, file_sha256
 from ..loaders.prefetch import decode_ahead
+from ..outputs import provenance
 from ..outputs.folder import (
     NOT_DONE,
     Entry,
@@ -40,7 +41,7 @@ from ..outputs.folder import (
 from ..outputs.records import SummaryRow
 from ..outputs.write import verify_outputs, write_explanation, write_scale_study
 from ..text import shown
-from .inputs import InputImage, StreamedInputs, regular_file
+from .inputs import InputImage, StreamedInputs, folder_sha256, regular_file
 
 # Writes (PNG encoding, JSON, hashing) run in one writer thread while the next image is computed; at most this
 # many images wait to be written, so memory stays bounded.
@@ -156,6 +157,9 @@ class Writing:
     style: object = None
     panels: bool = False
     nifti: bool = True
+    regions: object = None  # a RegionLabels: region tables of medical inputs
+    dicom_out: bool = False
+    deidentify: bool = False
 
     @property
     def study(self) -> bool:
@@ -178,6 +182,9 @@ def run_settings(
     style=None,
     panels: bool = False,
     nifti: bool = True,
+    regions=None,
+    dicom_out: bool = False,
+    deidentify: bool = False,
     **_not_deciding,
 ) -> dict:
     """Every parameter that decides an image's result files (what its fingerprint covers, with the model and
@@ -198,6 +205,9 @@ def run_settings(
         "panels": panels,
         "nifti": nifti,
         **_task_files(options),
+        **({"regions": {"path": str(regions.path), "sha256": file_sha256(regions.path)}} if regions else {}),
+        **({"dicom_out": True} if dicom_out else {}),
+        **({"deidentify": True} if deidentify else {}),
     }
 
 
@@ -224,14 +234,6 @@ def _task_files(options: ExplainOptions) -> dict:
     return {"task_files": files} if files else {}
 
 
-def folder_sha256(folder: Path) -> str:
-    """Fingerprint of a DICOM series folder for --resume: every file's name, size and content hash."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in folder.iterdir() if p.is_file()):
-        digest.update(f"{file.name}\0{file.stat().st_size}\0{file_sha256(file)}\n".encode())
-    return digest.hexdigest()
-
-
 def one_line(text: str) -> str:
     """An error message as every output shows it (the outside-text rule: it may quote a file name)."""
     return shown(str(text).strip())
@@ -249,7 +251,7 @@ def _skipped_row(json_path: Path, image: InputImage, marker: str) -> SummaryRow:
     with open(json_path, encoding="utf-8") as handle:
         record = json.load(handle)
     row = SummaryRow.from_record(record, "skipped", marker, None)
-    row.path = str(image.path)
+    row.path = image.shown
     return row
 
 
@@ -418,8 +420,13 @@ class _Loop:
                 all_classes=files.all_classes,
                 timing=files.timing,
                 extra=extra,
+                regions=files.regions,
+                dicom_out=files.dicom_out,
                 **files.look(),
             )
+        elif files.regions is not None or files.dicom_out:
+            name = "regions (a label map)" if files.regions is not None else "dicom_out"
+            raise OccludeError(f"{name} applies to DICOM and NIfTI inputs", params=("regions", "dicom_out"))
         elif files.study:
             written = write_scale_study(
                 computed,
@@ -465,7 +472,7 @@ class _Loop:
         image = plan.image
         try:
             if plan.error is not None:
-                return SummaryRow(path=str(image.path), status="failed", error=plan.error), plan.error_params
+                return SummaryRow(path=image.shown, status="failed", error=plan.error), plan.error_params
             if plan.skip:
                 row = _skipped_row(self.out_dir / plan.layout.record, image, plan.layout.marker)
                 if self.aggregate is not None:  # the map as its JSON holds it, as a fresh image's (exact float64)
@@ -477,10 +484,10 @@ class _Loop:
             computed, write_s = future.result()
             return self.ok_row(plan, computed, write_s), ()
         except OccludeError as exc:  # one line by design: a file name's line breaks are shown as \\n
-            return SummaryRow(path=str(image.path), status="failed", error=one_line(str(exc))), exc.params
+            return SummaryRow(path=image.shown, status="failed", error=one_line(str(exc))), exc.params
         except Exception as exc:  # one bad image must never stop the rest: record what happened
             error = f"{type(exc).__name__}: {first_line(exc)}"
-            return SummaryRow(path=str(image.path), status="failed", error=error), ()
+            return SummaryRow(path=image.shown, status="failed", error=error), ()
 
     def ok_row(self, plan: _Plan, computed, write_s: float) -> SummaryRow:
         study = self.files.study
@@ -494,19 +501,21 @@ class _Loop:
         if self.aggregate is not None:
             self.aggregate.add(computed.mean_map() if (study and self.files.multiscale) else explanation.map)
         if self.on_warning is not None:
+            scrub = getattr(provenance.active(), "scrub_text", str)  # a de-identifying run: no path on the terminal
             for warning in explanation.warnings:
                 key, params = getattr(warning, "key", str(warning)), getattr(warning, "params", ())
-                self.on_warning(str(warning), params, key, str(plan.image.path))
+                self.on_warning(scrub(str(warning)), params, key, scrub(str(plan.image.path)))
         if self.on_explained:
             self.on_explained(plan.image, explanation)
         info = peak(explanation.map)
         compute_s = float(explanation.timing.get("total_s", 0.0))
         return SummaryRow(
-            path=str(plan.image.path),
+            path=plan.image.shown,
             status="ok",
             target_index=explanation.target,
             target_label=explanation.label(explanation.target),
             original_score=float(explanation.occlusion.original_scores[explanation.target]),
+            peak_z=info.get("z"),
             peak_y=info["y"],
             peak_x=info["x"],
             peak_value=info["value"],
@@ -562,7 +571,7 @@ def run_images(
     planned = [
         Entry(
             SummaryRow(
-                path=str(i.path),
+                path=i.shown,
                 status="pending",
                 output=OutputNames(i.key, study, bool(batch.get("multiscale"))).marker,
             ),

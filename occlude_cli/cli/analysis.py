@@ -21,7 +21,6 @@ from . import parse
 from .common import (
     CiFlags,
     ExitCode,
-    MedicalInputFlags,
     ModelFlags,
     OcclusionFlags,
     Parsed,
@@ -36,6 +35,7 @@ from .common import (
     user_errors,
     with_flags,
 )
+from .medicalflags import MedicalInputFlags
 
 LAYERS_EXAMPLES = """
 occlude info sample_models/efficientnet_lite0.onnx --layers  # cut points
@@ -157,7 +157,7 @@ def _layers_line(events: AnalysisEvents, image, done) -> None:
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags)
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, medical=MedicalInputFlags)
 def layers(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx), or a folder holding one.")],
     paths: Annotated[
@@ -246,6 +246,7 @@ def layers(
     ] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
+    medical: MedicalInputFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Occlude inside the model: the target score's drop when each channel of an inner tensor is replaced."""
     from ..analyses.explain import SATURATION
@@ -259,7 +260,7 @@ def layers(
         paths,
         layer,
         out,
-        ExplainOptions(**occlusion.fields()),
+        ExplainOptions(**occlusion.fields(), **medical.fields()),
         settings,
         timing=timing,
         recursive=recursive,
@@ -314,7 +315,7 @@ def _print_layers(run, layer: str, replacement: str, out: Path, top: int) -> Non
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, ci=CiFlags)
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, ci=CiFlags, medical=MedicalInputFlags)
 def bias(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx), or a folder holding one.")],
     paths: Annotated[
@@ -328,16 +329,18 @@ def bias(
     box: Annotated[
         Optional[Parsed],
         typer.Option(
-            parser=parse.box("--box"),
+            parser=parse.region("--box"),
             metavar="x0,y0,x1,y1",
-            help="Suspected region x0,y0,x1,y1 in original image pixels (the same for every image).",
+            help="Suspected region x0,y0,x1,y1 in original image pixels (a volume: x0,y0,z0,x1,y1,z1 in world mm), "
+            "the same for every image.",
             rich_help_panel="Basics",
         ),
     ] = None,
     mask: Annotated[
         Optional[Path],
         typer.Option(
-            help="Suspected region as a mask image, white = region, transparent = outside (the same for every image).",
+            help="Suspected region as a mask image, white = region, transparent = outside; for DICOM/NIfTI inputs a "
+            "NIfTI mask, DICOM SEG or RT-STRUCT (the same for every image).",
             rich_help_panel="Basics",
         ),
     ] = None,
@@ -402,6 +405,7 @@ def bias(
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     ci: CiFlags = None,  # type: ignore[assignment]
+    medical: MedicalInputFlags = None,  # type: ignore[assignment]
 ) -> None:
     """Dataset bias: how much does occluding the same suspected region in every image move the predictions?"""
     from ..analyses.options import ExplainOptions
@@ -412,7 +416,7 @@ def bias(
         model,
         paths,
         out,
-        ExplainOptions(**occlusion.fields()),
+        ExplainOptions(**occlusion.fields(), **medical.fields()),
         region=RegionSource(box, mask, masks),
         controls=controls,
         bootstrap=bootstrap,
@@ -551,7 +555,7 @@ def stability(
         model_options=model_flags.options(),
     )
     if json_out:
-        print_json(run.document)
+        print_json(run.document, command=False)  # STEM.stability.json
     elif not quiet:
         _print_stability(run.result)
         stdout.print(f"wrote {safe(str(Path(out) / (run.stem + '.stability.json')))}")

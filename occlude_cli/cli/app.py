@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover  (older typer on click: the same classes
 
 from .._version import __version__
 from ..errors import OccludeError, first_line
+from ..outputs.provenance import set_command_line
 from . import analysis, diff, helptext, report, run, sanity, usage, validate
 from ._fast_typer import install_fast_coercion
 from .common import EXIT_CODES_TEXT, ExitCode, print_error, stdout
@@ -43,8 +44,16 @@ class OccludeGroup(TyperGroup):
     Bare ``occlude`` prints the help and exits 0."""
 
     def main(self, args=None, *more, **kwargs):  # type: ignore[override]
+        args = list(sys.argv[1:] if args is None else args)
+        set_command_line(["occlude", *args])  # recorded in each run's own documents
+        try:
+            return self._main(args, *more, **kwargs)
+        finally:
+            set_command_line(None)  # a library call after this command (in one process) has no command line
+
+    def _main(self, args, *more, **kwargs):
         standalone = kwargs.pop("standalone_mode", True)
-        args = list(sys.argv[1:] if args is None else args) or ["--help"]
+        args = args or ["--help"]
         kwargs.setdefault("prog_name", "occlude")
         try:
             result = super().main(args, *more, standalone_mode=False, **kwargs)

@@ -2,8 +2,8 @@
 names parameters: :data:`FLAGS`), and the flags declared once.
 
 Shared flags live in dataclasses, :class:`ModelFlags` (which model and how to feed it), :class:`OcclusionFlags`
-(how to occlude), :class:`MedicalInputFlags` and :class:`RenderFlags`. Each field carries its Typer declaration,
-with the parser that turns its text into the library's typed value (:mod:`occlude_cli.cli.parse`);
+(how to occlude), :class:`RenderFlags` (and :mod:`.medicalflags`, :mod:`.taskflags`). Each field carries its Typer
+declaration, with the parser that turns its text into the library's typed value (:mod:`occlude_cli.cli.parse`);
 :func:`with_flags` adds a group's fields to a command's parameters and hands the command one filled-in dataclass,
 whose ``options()`` or ``fields()`` is the library's typed spec. A new shared flag is one field here and
 nothing else. This module is Typer only: every check and every computation is in the library.
@@ -79,9 +79,14 @@ def flag(param: str) -> str:
     return FLAGS.get(param) or "--" + param.replace("_", "-")
 
 
+# parameters that errors about one input name (a 4-D NIfTI, a folder of several series): a check, bias or layers
+# row keeps only the message, so these are shown as flags in every error line and table
+INPUT_PARAMS = ("volume_index", "series_uid")
+
+
 def in_flags(message: str, params: Sequence[str] = ()) -> str:
     """A library message in the command line's words: each parameter it names becomes its flag."""
-    return in_words(message, params, flag)
+    return in_words(message, (*params, *INPUT_PARAMS), flag)
 
 
 def print_error(message, label: str = "error", params: Sequence[str] = ()) -> None:
@@ -91,11 +96,13 @@ def print_error(message, label: str = "error", params: Sequence[str] = ()) -> No
     stderr.print(f"[bold red]{label}:[/] {safe(in_flags(str(message), params))}", soft_wrap=_one_line())
 
 
-def print_json(document) -> None:
-    """A JSON document on stdout (``--json``), strings through the outside-text rule like every JSON file."""
+def print_json(document, command: bool = True) -> None:
+    """A JSON document on stdout (``--json``), strings through the outside-text rule like every JSON file, with
+    the versions and the command line every JSON file records (:func:`~occlude_cli.outputs.provenance.stamped`)."""
+    from ..outputs.provenance import stamped
     from ..outputs.records import format_json
 
-    sys.stdout.write(format_json(document) + "\n")
+    sys.stdout.write(format_json(stamped(document, command)) + "\n")
 
 
 def print_note(message: str, params: Sequence[str] = ()) -> None:
@@ -449,93 +456,6 @@ class OcclusionFlags:
             "incremental": self.incremental.value,
             "batches": self.batches.value,
         }
-
-
-# ---------------------------------------------------------------- medical inputs (issue 12)
-
-
-@dataclasses.dataclass
-class MedicalInputFlags:
-    """DICOM / NIfTI inputs: intensity transform (overrides the model's metadata), series, 4-D volume."""
-
-    window: Annotated[
-        Optional[str],
-        typer.Option(
-            help="CT/MR window mapped to 0..1 before the model: lung, mediastinum, bone, brain, WIDTH,LEVEL "
-            "(1500,-600), or 'file' (the DICOM file's own).",
-            rich_help_panel="Medical",
-        ),
-    ] = None
-    intensity_range: Annotated[
-        Optional[Parsed],
-        typer.Option(
-            "--intensity-range",
-            parser=parse.pair("--intensity-range", "two numbers LO,HI such as -1000,400"),
-            metavar="LO,HI",
-            help="LO,HI: clip real-unit intensities (HU, MR units) to [LO, HI] and scale to 0..1, for models "
-            "trained on a fixed range.",
-            rich_help_panel="Medical",
-        ),
-    ] = None
-    zscore: Annotated[
-        bool,
-        typer.Option(
-            "--zscore",
-            help="Normalise the volume to zero mean, unit standard deviation (statistics from voxels above "
-            "--zscore-threshold when given).",
-            rich_help_panel="Medical",
-        ),
-    ] = False
-    zscore_threshold: Annotated[
-        Optional[float],
-        typer.Option(
-            "--zscore-threshold",
-            help="With --zscore: compute mean and std over voxels > T only (e.g. tissue, not air).",
-            rich_help_panel="Medical",
-        ),
-    ] = None
-    series: Annotated[
-        bool,
-        typer.Option(
-            "--series",
-            help="Treat each folder argument as ONE DICOM series (a volume), sorted by ImagePositionPatient.",
-            rich_help_panel="Medical",
-        ),
-    ] = False
-    volume_index: Annotated[
-        Optional[int],
-        typer.Option(
-            "--volume-index",
-            help="Pick volume N of a 4-D NIfTI (time series); 4-D files are refused without it.",
-            rich_help_panel="Medical",
-        ),
-    ] = None
-
-    def fields(self) -> dict:
-        """ExplainOptions fields from these flags (the library checks them)."""
-        return {
-            "window": self.window,
-            "intensity_range": self.intensity_range,
-            "zscore": self.zscore,
-            "zscore_threshold": self.zscore_threshold,
-            "series": self.series,
-            "volume_index": self.volume_index,
-        }
-
-
-@dataclasses.dataclass
-class MedicalFlags(MedicalInputFlags):
-    """`occlude run`'s medical flags: the inputs' (MedicalInputFlags) and the NIfTI output."""
-
-    nifti: Annotated[
-        bool,
-        typer.Option(
-            "--nifti/--no-nifti",
-            help="Write STEM.map.nii.gz (the map on the input's own voxel grid, with its affine) for DICOM/NIfTI "
-            "inputs.",
-            rich_help_panel="Medical",
-        ),
-    ] = True
 
 
 def with_flags(**groups: type) -> Callable[[Callable], Callable]:

@@ -74,7 +74,9 @@ class DiffEvents(RunEvents):
         print_error(text, params=params)
 
     def started(self, total: Optional[int], skipping: Collection[str] = ()) -> None:
-        self.display = RunDisplay(total, draw=not self.silent and self.live and (total is None or total > 1), label="diffing")
+        self.display = RunDisplay(
+            total, draw=not self.silent and self.live and (total is None or total > 1), label="diffing"
+        )
 
     def image_started(self, image) -> None:
         if self.display is not None:

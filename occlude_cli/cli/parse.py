@@ -92,6 +92,24 @@ def mask(text: str) -> Union[str, Tuple[float, float, float, float]]:
     return text
 
 
+def region(flag: str) -> Parser:
+    """'x0,y0,x1,y1' (image or slice pixels) or 'x0,y0,z0,x1,y1,z1' (a volume: world millimetres) -> floats."""
+
+    def parse(text: str) -> Tuple[float, ...]:
+        try:
+            values = [float(v) for v in str(text).replace(" ", "").split(",") if v != ""]
+        except ValueError:
+            values = []
+        if len(values) not in (4, 6) or not all(math.isfinite(v) for v in values):
+            raise OccludeError(
+                f"{flag} takes four numbers x0,y0,x1,y1 in pixels (a volume: six, x0,y0,z0,x1,y1,z1 in mm), "
+                f"got {text!r}"
+            )
+        return tuple(values)
+
+    return parse
+
+
 def fraction(flag: str) -> Parser:
     """'2/255' or '0.008' -> a float (the library checks its range)."""
 

@@ -234,6 +234,7 @@ class TerminalEvents(RunEvents):
         self.warnings = GatheredWarnings(where)
         self.display: Optional[RunDisplay] = None
         self.total: Optional[int] = 0
+        self.error_params: dict = {}  # a failed row's path -> the parameters its error names (for the table)
 
     def note(self, text: str, params: Sequence[str] = ()) -> None:
         if self.shows_notes:
@@ -271,6 +272,7 @@ class TerminalEvents(RunEvents):
         if display is not None:
             display.image_done(row.status == "ok", image.key)
         if row.status == "failed":
+            self.error_params[row.path] = tuple(params)
             print_error(failure_text(row), params=params)
         elif self.log_lines:
             count = f"/{self.total}" if self.total is not None else ""

@@ -12,7 +12,6 @@ from . import parse, show
 from .common import (
     CiFlags,
     ExitCode,
-    MedicalFlags,
     ModelFlags,
     OcclusionFlags,
     Parsed,
@@ -25,6 +24,7 @@ from .common import (
     user_errors,
     with_flags,
 )
+from .medicalflags import MedicalFlags
 from .taskflags import TaskFlags
 
 RUN_EXAMPLES = """
@@ -144,10 +144,10 @@ def run(
     region: Annotated[
         Optional[Parsed],
         typer.Option(
-            parser=parse.box("--region"),
+            parser=parse.region("--region"),
             metavar="x0,y0,x1,y1",
-            help="Occlude only inside this box x0,y0,x1,y1 (original image pixels); the rest of the map is null "
-            "(not computed).",
+            help="Occlude only inside this box x0,y0,x1,y1 (original image pixels; a volume: x0,y0,z0,x1,y1,z1 in "
+            "world mm); the rest of the map is null (not computed).",
             rich_help_panel="Basics",
         ),
     ] = None,
@@ -337,6 +337,9 @@ def run(
         all_classes=all_classes,
         npy=npy,
         nifti=medical.nifti,
+        regions=medical.regions,
+        dicom_out=medical.dicom_out,
+        deidentify=medical.deidentify,
         panels=render.panels,
         style=render.style(),
         timing=timing,
@@ -369,7 +372,7 @@ def run(
             result = run_folder(model, paths, out, **given)
         except KeyboardInterrupt:  # a second Ctrl-C, while the run was finishing its files: say as much
             raise fail(events.interruption(), ExitCode.INTERRUPTED) from None
-        show_run(result, out, json_out, quiet, events.interruption())
+        show_run(result, out, json_out, quiet, events.interruption(), events.error_params)
 
 
 def show_baseline_check(checked, json_out: bool, quiet: bool) -> None:
@@ -382,14 +385,17 @@ def show_baseline_check(checked, json_out: bool, quiet: bool) -> None:
         raise typer.Exit(ExitCode.IMAGES_FAILED)
 
 
-def show_run(result, out: Path, json_out: bool, quiet: bool, interruption: str = "") -> None:
+def show_run(
+    result, out: Path, json_out: bool, quiet: bool, interruption: str = "", error_params: Optional[dict] = None
+) -> None:
     """A folder run's summary on stdout (JSON or a table), the folder's notes, and the exit code (130 with
-    ``interruption``, how far it got, when Ctrl-C or SIGTERM stopped it)."""
+    ``interruption``, how far it got, when Ctrl-C or SIGTERM stopped it). ``error_params``: a failed row's path
+    -> the parameters its error names (the table shows them as flags)."""
     rows = result.rows  # this process's images (pending: not reached), then the arguments that named none
     if json_out:
         print_json(result.summary)
     elif not quiet:
-        show.print_table(rows, out)
+        show.print_table(rows, out, error_params)
         if result.folder is not None:
             show.print_folder_notes(result.folder, quiet)
     if result.interrupted:

@@ -14,7 +14,6 @@ from rich.table import Table
 
 from . import parse
 from .common import (
-    MedicalInputFlags,
     ModelFlags,
     OcclusionFlags,
     Parsed,
@@ -25,6 +24,7 @@ from .common import (
     user_errors,
     with_flags,
 )
+from .medicalflags import MedicalInputFlags
 
 SANITY_EXAMPLES = """
 occlude sanity model.onnx img.png --patch 32 --steps 6

@@ -4,6 +4,7 @@ estimates and notes (outside text escaped). Typer-free: the commands call these 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from .common import one_line, safe, stderr, stdout
 from .screen import Column, fitted_table, shorten_path  # noqa: F401  (shorten_path: the shown paths' rule)
@@ -82,25 +83,28 @@ def limit_line(limit: dict) -> str:
     )
 
 
-def print_table(rows, out: Path) -> None:
+def print_table(rows, out: Path, error_params: Optional[dict] = None) -> None:
     """The run's table on stdout, fitted to the width: numbers whole, the target (class index, then its label,
     or a failure's error) wraps and the image name shortens first, and at the narrowest the timing and peak
-    columns go. Rows of images
-    an interrupted run did not reach are counted in the title, not listed."""
+    columns go. Rows of images an interrupted run did not reach are counted in the title, not listed. A failed
+    row's error is in the command line's words (``error_params``: its path -> the parameters the error names)."""
+    from .common import in_flags
+
     pending = sum(1 for row in rows if row.status == "pending")
     listed = [row for row in rows if row.status != "pending"]
     if not listed:  # an interrupted run that finished no image: its error line says it all
         return
     title = f"occlude: {len(listed)} image(s) -> {out}" + (f" ({pending} pending: --resume)" if pending else "")
+    volumes = any(getattr(row, "peak_z", None) is not None for row in listed)
     columns = [
         Column("image", "name"),
         Column("status"),
         Column("target", "label"),
         Column("score", justify="right", keep=3),
-        Column("peak (y, x)", keep=1),
+        Column("peak (z, y, x)" if volumes else "peak (y, x)", keep=1),
         Column("s", justify="right", keep=2),
     ]
-    cells = []
+    cells, errors = [], error_params or {}
     for row in listed:
         style = {"ok": "green", "skipped": "yellow", "failed": "red"}.get(row.status, "")
         target = f"{row.target_index} {row.target_label or ''}".strip() if row.target_index is not None else ""
@@ -108,9 +112,9 @@ def print_table(rows, out: Path) -> None:
             [
                 (row.path, ""),
                 (row.status, style),
-                (target if row.status != "failed" else row.error or "", ""),
+                (target if row.status != "failed" else in_flags(row.error or "", errors.get(row.path, ())), ""),
                 (f"{row.original_score:.4f}" if row.original_score is not None else "", ""),
-                (f"{row.peak_y}, {row.peak_x}" if row.peak_y is not None else "", ""),
+                (", ".join(str(v) for v in (row.peak_z, row.peak_y, row.peak_x) if v is not None), ""),
                 (f"{row.seconds:.2f}" if row.seconds is not None else "", ""),
             ]
         )
@@ -136,16 +140,7 @@ def info_text(d: dict) -> str:
     """The info document as aligned 'key  value' lines (the JSON's key names), without Python reprs."""
     pre = d.get("preprocessing")
     if isinstance(pre, dict) and "transform" in pre:  # a medical model (issue 12)
-        transform = pre["transform"] or "none (real units)"
-        detail = {
-            "window": pre.get("window"),
-            "intensity_range": pre.get("intensity_range"),
-            "zscore": pre.get("zscore_threshold"),
-        }.get(pre["transform"] or "")
-        pre_text = (
-            f"{pre['layout']} {'x'.join(map(str, pre['size']))} grey, resampled (order {pre['resample_order']}) "
-            f"in real units, then {transform}{'' if detail is None else ' ' + str(detail)}"
-        )
+        pre_text = medical_text(pre)
     elif isinstance(pre, dict):
         pre_text = (
             f"{pre['layout']} {pre['size'][0]}x{pre['size'][1]} {pre['color']}, {_geometry(pre)}, "
@@ -179,6 +174,11 @@ def info_text(d: dict) -> str:
     ]
     sources = pre.get("sources", {}) if isinstance(pre, dict) else {}
     rows += [("", f"{key}: {where if where == 'default' else 'from ' + where}") for key, where in sources.items()]
+    slices = d.get("medical_preprocessing")
+    if slices is not None:  # a 2-D model trained on DICOM slices: what a DICOM input gets
+        rows.append(("medical", medical_text(slices) if isinstance(slices, dict) else slices))
+    if d.get("modality"):
+        rows.append(("modality", d["modality"]))
     rows.append(("labels", f"{len(names) if names else 0}: {shown}"))
     return "\n".join(f"[bold]{key:<14}[/]{safe(str(value))}" for key, value in rows)
 
@@ -201,6 +201,29 @@ def _device(device: dict) -> str:
         return f"CPU: {device['cuda']}"
     found = [f"{k.replace('_', ' ')} {device[k]}" for k in ("gpu", "cuda_runtime", "cudnn", "driver") if device.get(k)]
     return "CUDA: " + (", ".join(found) or "versions not readable")
+
+
+def medical_text(pre: dict) -> str:
+    """A medical preprocessing (VolumePreprocessing.describe()) as one line: the grid, then the one intensity
+    transform with its numbers (a window as level and width, as radiologists say it)."""
+    transform = pre.get("transform")
+    window = pre.get("window")
+    if transform == "window" and isinstance(window, list) and len(window) == 2:
+        detail = f"window L {window[0]:g} W {window[1]:g} (centre {window[0]:g}, width {window[1]:g}) to 0..1"
+    elif transform == "window":
+        detail = f"window {window}"
+    elif transform == "intensity_range" and pre.get("intensity_range"):
+        lo, hi = pre["intensity_range"]
+        detail = f"clip to [{lo:g}, {hi:g}], scale to 0..1"
+    elif transform == "zscore":
+        threshold = pre.get("zscore_threshold")
+        detail = "z-score" + (f" (statistics over values > {threshold:g})" if threshold is not None else "")
+    else:
+        detail = "real units as they are"
+    return (
+        f"{pre['layout']} {'x'.join(map(str, pre['size']))} grey, resampled (order {pre['resample_order']}) "
+        f"in real units (HU for CT), then {detail}"
+    )
 
 
 def _shape(shape) -> str:

@@ -7,7 +7,7 @@ box outside the image; takes precedence over 4); 1 error before any image (model
 """
 
 from pathlib import Path
-from typing import Collection, List, Optional, Tuple
+from typing import Annotated, Collection, List, Optional, Tuple
 
 import typer
 from rich.table import Table
@@ -19,12 +19,12 @@ from . import parse
 from .common import (
     CiFlags,
     ExitCode,
-    MedicalInputFlags,
     ModelFlags,
     OcclusionFlags,
     Parsed,
     RenderFlags,
     fail,
+    in_flags,
     one_line,
     print_error,
     print_json,
@@ -36,6 +36,7 @@ from .common import (
     user_errors,
     with_flags,
 )
+from .medicalflags import DEIDENTIFY_OPTION, REGIONS_OPTION, MedicalInputFlags
 from .progress import RunDisplay
 from .show import shorten_path
 
@@ -234,7 +235,7 @@ def compare(
         return
     one = compare_image(model, image, other_map, out, options, settings, region=region, sanity=sanity, **given)
     if json_out:
-        print_json(one.document)
+        print_json(one.document, command=False)  # STEM.compare.json, a per-input document
     elif not quiet:
         _print_comparison(stdout, one.document, one.written)
 
@@ -303,7 +304,7 @@ class CheckEvents(RunEvents):
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags, ci=CiFlags)
+@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, render=RenderFlags, ci=CiFlags, medical=MedicalInputFlags)
 def check(
     model: Path = typer.Argument(..., help="ONNX classifier (.onnx), or a folder holding one."),
     paths: List[str] = typer.Argument(
@@ -314,14 +315,16 @@ def check(
     ),
     box: Optional[Parsed] = typer.Option(
         None,
-        parser=parse.box("--box"),
+        parser=parse.region("--box"),
         metavar="x0,y0,x1,y1",
-        help="Region x0,y0,x1,y1 in original image pixels (the same for every image).",
+        help="Region x0,y0,x1,y1 in original image pixels (a volume: x0,y0,z0,x1,y1,z1 in world mm), the same "
+        "for every image.",
         rich_help_panel="Basics",
     ),
     mask: Optional[Path] = typer.Option(
         None,
-        help="Region as a mask image, white = region, transparent = outside (the same for every image).",
+        help="Region as a mask image, white = region, transparent = outside; for DICOM/NIfTI inputs a NIfTI "
+        "mask, DICOM SEG or RT-STRUCT (the same for every image).",
         rich_help_panel="Basics",
     ),
     masks: Optional[Path] = typer.Option(
@@ -385,10 +388,13 @@ def check(
         help="Also write OUT/index.html, an HTML report (see `occlude report`).",
         rich_help_panel="Output",
     ),
+    regions: Annotated[Optional[Path], REGIONS_OPTION] = None,
+    deidentify: Annotated[bool, DEIDENTIFY_OPTION] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     render: RenderFlags = None,  # type: ignore[assignment]
     ci: CiFlags = None,  # type: ignore[assignment]
+    medical: MedicalInputFlags = None,  # type: ignore[assignment]
 ) -> None:
     """CI check: does the model look where it should? Pointing game and energy share inside a region."""
     from ..analyses.options import ExplainOptions
@@ -399,7 +405,7 @@ def check(
         model,
         paths,
         out,
-        ExplainOptions(patch=patch, **occlusion.fields()),
+        ExplainOptions(patch=patch, **occlusion.fields(), **medical.fields()),
         region=RegionSource(box, mask, masks),
         min_energy=min_energy,
         require_peak=require_peak,
@@ -411,6 +417,8 @@ def check(
         events=CheckEvents(quiet, json_out),
         null=null,
         **ci.fields(),
+        regions=regions,
+        deidentify=deidentify,
     )
     if json_out:
         print_json(result.document)
@@ -443,7 +451,7 @@ def _print_checks(console, rows, out: Path, settings: dict) -> None:
             "" if row.pointing_game is None else ("yes" if row.pointing_game else "no"),
             _fmt(row.energy_share),
             _fmt(row.region_fraction),
-            safe(row.error or "; ".join(row.reasons)),
+            safe(in_flags(row.error or "") or "; ".join(row.reasons)),
         )
     console.print(table)
 

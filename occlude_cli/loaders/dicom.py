@@ -230,6 +230,46 @@ def _slice_affine(
     return _lps_to_ras(aff)
 
 
+# Patient, study and equipment attributes a derived object (a parametric map, a secondary capture) copies from
+# its source so that a PACS files it with the scan (type 2 attributes: empty when the source has none).
+_SHARED_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "FrameOfReferenceUID",
+    "SeriesInstanceUID",
+    "Modality",
+)
+
+
+def _dicom_facts(ds: Any, instances: list[tuple[str, str]]) -> dict[str, Any]:
+    """What derived DICOM objects copy and reference (kept on the Volume, never written to JSON)."""
+    return {
+        "shared": {k: str(ds.get(k, "") or "") for k in _SHARED_KEYWORDS},
+        "instances": instances,
+    }
+
+
+def _instance(ds: Any) -> tuple[str, str]:
+    return str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", ""))
+
+
+def _uids(ds: Any) -> dict[str, str]:
+    """The UIDs a JSON's input.meta records (replaced by --deidentify)."""
+    return {
+        "series_uid": str(ds.get("SeriesInstanceUID", "")),
+        "study_uid": str(ds.get("StudyInstanceUID", "")),
+        "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "")),
+    }
+
+
 def read_dicom(path: str | Path) -> Volume:
     """Read one DICOM file (a single slice, or a multi-frame image as a volume) in real units.
 
@@ -245,7 +285,7 @@ def read_dicom(path: str | Path) -> Volume:
     geometry = _plane_geometry(ds)
     meta: dict[str, Any] = {
         "modality": str(ds.get("Modality", "")),
-        "series_uid": str(ds.get("SeriesInstanceUID", "")),
+        **_uids(ds),
         "transfer_syntax": str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")),
         **info,
     }
@@ -285,9 +325,11 @@ def read_dicom(path: str | Path) -> Volume:
     nib_axcodes = _axcodes(affine)
     if nib_axcodes:
         meta["axcodes"] = nib_axcodes[: data.ndim] if data.ndim == 3 else nib_axcodes[:2]
-    return Volume(
+    volume = Volume(
         np.ascontiguousarray(data, dtype=np.float32), tuple(float(s) for s in spacing), affine, kind, meta, str(path)
     )
+    volume.dicom = _dicom_facts(ds, [_instance(ds)])
+    return volume
 
 
 def _enhanced_geometry(ds: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float], Any] | None:
@@ -343,14 +385,27 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
     affine = _slice_affine(x_dir, y_dir, origin, pixel, normal * step)
     meta: dict[str, Any] = {
         "modality": str(first.get("Modality", "")),
-        "series_uid": str(first.get("SeriesInstanceUID", "")),
+        **_uids(first),
         "slices": len(chosen),
         "axcodes": _axcodes(affine),
         **info,
     }
     if skipped:
         meta["skipped_files"] = skipped
-    return Volume(data, (step, pixel[0], pixel[1]), affine, "dicom-series", meta, str(folder))
+    volume = Volume(data, (step, pixel[0], pixel[1]), affine, "dicom-series", meta, str(folder))
+    volume.dicom = _dicom_facts(first, [_instance(chosen[int(i)][1]) for i in order])
+    return volume
+
+
+# SOP classes that may sit in a series folder without being slices of it: segmentations, RT structure sets,
+# parametric maps, secondary captures (occlude's own --dicom-out objects among them), structured reports.
+_NOT_IMAGES = {
+    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
+    "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set
+    "1.2.840.10008.5.1.4.1.1.30",  # Parametric Map
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture
+    "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color Secondary Capture
+}
 
 
 def _series_headers(folder: Path) -> tuple[list[tuple[Path, Any]], list[str]]:
@@ -366,13 +421,31 @@ def _series_headers(folder: Path) -> tuple[list[tuple[Path, Any]], list[str]]:
         except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError):
             skipped.append(entry.name)
             continue
-        if "PixelData" not in ds:
-            skipped.append(entry.name)
+        if "PixelData" not in ds or str(ds.get("SOPClassUID", "")) in _NOT_IMAGES:
+            skipped.append(entry.name)  # reports, structure sets, segmentations, maps: not slices of the scan
             continue
         datasets.append((entry, ds))
     if not datasets:
         raise OccludeError(f"folder {folder}: no DICOM image files in it")
     return datasets, skipped
+
+
+def series_uids(folder: str | Path) -> dict[str, int]:
+    """The SeriesInstanceUIDs of a folder's DICOM files and how many files each (headers only, no pixels;
+    files that are not DICOM are left out): how a study folder's series are told apart."""
+    pydicom = _pydicom()
+    found: dict[str, int] = {}
+    for entry in sorted(Path(folder).iterdir()):
+        if not entry.is_file() or entry.name.startswith("."):
+            continue
+        try:
+            _check_deflated(entry, pydicom)  # a deflate bomb is refused by the budget, never inflated here
+            ds = pydicom.dcmread(str(entry), stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+        except (OccludeError, pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError):
+            continue
+        uid = str(ds.get("SeriesInstanceUID", ""))
+        found[uid] = found.get(uid, 0) + 1
+    return found
 
 
 def _one_series(folder: Path, datasets: list[tuple[Path, Any]], series_uid: str | None) -> list[tuple[Path, Any]]:
@@ -382,12 +455,16 @@ def _one_series(folder: Path, datasets: list[tuple[Path, Any]], series_uid: str 
         by_series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((entry, ds))
     if series_uid is not None:
         if series_uid not in by_series:
-            raise OccludeError(f"series_uid {series_uid}: not in folder {folder} (it has {sorted(by_series)})")
+            raise OccludeError(
+                f"series_uid {series_uid}: not in folder {folder} (it has {', '.join(sorted(by_series))})",
+                params=("series_uid",),
+            )
         return by_series[series_uid]
     if len(by_series) > 1:
         listing = ", ".join(f"{uid or '(none)'} ({len(files)} files)" for uid, files in sorted(by_series.items()))
         raise OccludeError(
-            f"folder {folder}: mixes {len(by_series)} series ({listing}); pass series_uid or one series per folder"
+            f"folder {folder}: mixes {len(by_series)} series ({listing}); pass series_uid or one series per folder",
+            params=("series_uid",),
         )
     return next(iter(by_series.values()))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -18,6 +18,11 @@ from .medical import Volume
 from .volumes import PreparedVolume
 
 MASK_SUFFIX = ".mask.png"  # naming convention: dir/a.jpg -> dir/a.mask.png
+# medical inputs: dir/scan.nii.gz -> dir/scan.mask.nii.gz (or a DICOM SEG / RT-STRUCT dir/scan.seg.dcm,
+# dir/scan.mask.dcm); a 2-D DICOM slice may also have dir/slice.mask.png; a series folder dir/series/ has them
+# beside it (dir/series.mask.nii.gz, dir/series.seg.dcm)
+MEDICAL_MASK_SUFFIXES = (".mask.nii.gz", ".mask.nii", ".seg.dcm", ".mask.dcm")
+MASK_SUFFIXES = (MASK_SUFFIX,) + MEDICAL_MASK_SUFFIXES
 
 
 # ------------------------------------------------------------------------------- saliency maps
@@ -200,12 +205,17 @@ def load_saliency_map(
 # ------------------------------------------------------------------------------------ regions
 
 
-def check_box(box) -> Tuple[float, float, float, float]:
-    """A box (x0, y0, x1, y1 in original image pixels, x1/y1 exclusive) as four floats, checked non-empty."""
+def check_box(box) -> Tuple[float, ...]:
+    """A box (x0, y0, x1, y1 in original image pixels, x1/y1 exclusive; or, for volumes, x0, y0, z0, x1, y1, z1
+    in world millimetres) as floats, checked non-empty."""
     try:
         values = [float(v) for v in box]
     except (TypeError, ValueError):
         raise OccludeError(f"box must be four numbers x0, y0, x1, y1, got {box!r}", params=("box",)) from None
+    if len(values) == 6 and all(math.isfinite(v) for v in values):
+        if any(b <= a for a, b in zip(values[:3], values[3:])):
+            raise OccludeError(f"box {','.join(f'{v:g}' for v in values)} is empty: each end must exceed its start")
+        return tuple(values)
     if len(values) != 4 or not all(math.isfinite(v) for v in values):
         raise OccludeError(f"box must be four finite numbers x0, y0, x1, y1, got {box!r}", params=("box",))
     x0, y0, x1, y1 = values
@@ -313,12 +323,93 @@ def region_mask(prepared: PreparedImage, *, box=None, mask=None) -> np.ndarray:
     return mask_from_file(mask, prepared)
 
 
+def _medical_name(path: Path) -> Tuple[str, bool]:
+    """(the name without its medical suffix, whether the input is medical: NIfTI, DICOM or a series folder)."""
+    name = path.name
+    lower = name.lower()
+    for suffix in (".nii.gz", ".nii", ".dcm"):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)], True
+    if path.is_dir() or (path.suffix == "" and path.is_file()):
+        return name, True  # a series folder, or a DICOM file without a suffix
+    return path.stem, False
+
+
+def mask_candidates(base: Path, medical: bool) -> List[Path]:
+    """The mask files a name ``base`` (without suffix) may have, in the order they are looked for."""
+    suffixes = (MEDICAL_MASK_SUFFIXES + (MASK_SUFFIX,)) if medical else (MASK_SUFFIX,)
+    return [base.with_name(base.name + suffix) for suffix in suffixes]
+
+
 def convention_mask_path(image_path) -> Path:
-    """The mask an image has by naming convention: ``dir/a.jpg`` -> ``dir/a.mask.png``."""
+    """The mask an input has by naming convention: ``dir/a.jpg`` -> ``dir/a.mask.png``; a medical input
+    ``dir/scan.nii.gz`` (or ``scan.dcm``, or a series folder ``dir/scan/``) -> the first that exists of
+    ``dir/scan.mask.nii.gz``, ``.mask.nii``, ``.seg.dcm``, ``.mask.dcm``, ``.mask.png`` (the first when none
+    does)."""
     image_path = Path(image_path)
-    return image_path.with_name(image_path.stem + MASK_SUFFIX)
+    stem, medical = _medical_name(image_path)
+    candidates = mask_candidates(image_path.with_name(stem), medical)
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
+def masks_folder_path(folder: Path, source_stem: str, medical: bool) -> Path:
+    """An input's mask in a folder of masks: ``FOLDER/<relative name>.png``; for a medical input the first that
+    exists of ``.nii.gz``, ``.nii``, ``.seg.dcm``, ``.dcm``, ``.png`` (``.nii.gz`` when none does)."""
+    suffixes = (".nii.gz", ".nii", ".seg.dcm", ".dcm", ".png") if medical else (".png",)
+    candidates = [folder / f"{source_stem}{suffix}" for suffix in suffixes]
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
+def is_medical_name(path) -> bool:
+    return _medical_name(Path(path))[1]
 
 
 def is_mask_file(path) -> bool:
-    """True for files named by the mask convention (``*.mask.png``), which are never inputs."""
-    return Path(path).name.lower().endswith(MASK_SUFFIX)
+    """True for files named by the mask convention (``*.mask.png``, ``*.mask.nii.gz``, ``*.seg.dcm``, ...),
+    which are never inputs."""
+    return Path(path).name.lower().endswith(MASK_SUFFIXES)
+
+
+def check_mask_file(path) -> None:
+    """A mask given for every input, checked before any input: an image mask is read; a NIfTI mask or a DICOM
+    SEG is read; an RT-STRUCT is checked to be one (its contours are rasterised on each scan)."""
+    from .labels import RTSTRUCT_SOP_CLASS, is_label_file, read_dicom_header, read_label_map
+
+    path = Path(path)
+    if path.is_file() and is_label_file(path):
+        if not path.name.lower().endswith((".nii", ".nii.gz")):
+            if str(read_dicom_header(path).get("SOPClassUID", "")) == RTSTRUCT_SOP_CLASS:
+                return
+        if not read_label_map(path).data.any():  # as an empty image mask: refused before any input
+            raise OccludeError(f"mask {path} is empty: it marks no voxel", params=("mask",))
+        return
+    read_mask(path)
+
+
+def medical_region(prepared: PreparedVolume, *, box=None, mask=None) -> np.ndarray:
+    """The region of a medical input as a bool mask on its model grid, from exactly one of ``box`` (a slice:
+    x0, y0, x1, y1 in its pixels; any: x0, y0, z0, x1, y1, z1 in world mm) or ``mask`` (a NIfTI mask, a DICOM
+    SEG or RT-STRUCT, placed through world coordinates; a slice also takes a mask image; or a bool array on
+    the model grid)."""
+    from .labels import is_label_file, mask_on_grid, read_label_map, world_box_mask
+
+    if (box is None) == (mask is None):
+        raise OccludeError("give exactly one region: a box or a mask")
+    if box is not None:
+        values = tuple(float(v) for v in box)
+        if len(values) == 6:
+            return world_box_mask(values, prepared.grid)
+        if prepared.ndim == 3:
+            raise OccludeError(
+                "box of a volume is x0, y0, z0, x1, y1, z1 in world millimetres (RAS+, as the JSON's peak.world_mm)",
+                params=("box",),
+            )
+        return box_mask(values, prepared)  # type: ignore[arg-type]  # a slice has the 2-D image interface
+    if isinstance(mask, np.ndarray):
+        if mask.shape != prepared.grid.data.shape or not mask.any():
+            raise OccludeError(f"mask array of shape {mask.shape}: needs the model grid's {prepared.grid.data.shape}")
+        return mask.astype(bool)
+    path = Path(mask)
+    if prepared.ndim == 2 and path.is_file() and not is_label_file(path):
+        return mask_from_file(path, prepared)  # type: ignore[arg-type]
+    return mask_on_grid(read_label_map(path, prepared.volume), prepared.grid, prepared.volume)

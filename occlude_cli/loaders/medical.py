@@ -61,6 +61,9 @@ class Volume:
         path: the file or folder it came from.
         source_affine, source_shape: for NIfTI, the file's own affine and array shape, so that a map can be
             written back on exactly the input's voxel grid (`write_nifti_map`).
+        dicom: for DICOM inputs, the header facts derived DICOM objects copy and reference (patient and study
+            attributes, the series, each slice's SOP class and instance UIDs in array order); never written
+            to a JSON file.
     """
 
     data: np.ndarray
@@ -71,6 +74,7 @@ class Volume:
     path: str | None = None
     source_affine: np.ndarray | None = None
     source_shape: tuple[int, ...] | None = None
+    dicom: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def ndim(self) -> int:
@@ -317,6 +321,7 @@ def resample(volume: Volume, shape: Sequence[int], order: int = 1) -> Volume:
         volume.path,
         volume.source_affine,
         volume.source_shape,
+        volume.dicom,
     )
 
 

@@ -159,12 +159,15 @@ def _read_nifti_stream(
     if len(shape) == 4:
         if volume_index is None:
             raise OccludeError(
-                f"path {path}: 4-D NIfTI with {shape[3]} volumes; pass volume_index 0..{shape[3] - 1} to pick one"
+                f"path {path}: 4-D NIfTI with {shape[3]} volumes; pass volume_index 0..{shape[3] - 1} to pick one",
+                params=("volume_index",),
             )
         if not 0 <= volume_index < shape[3]:
-            raise OccludeError(f"volume_index {volume_index}: out of range 0..{shape[3] - 1} for {path}")
+            raise OccludeError(
+                f"volume_index {volume_index}: out of range 0..{shape[3] - 1} for {path}", params=("volume_index",)
+            )
     elif volume_index not in (None, 0):
-        raise OccludeError(f"volume_index {volume_index}: {path} holds a single 3-D volume")
+        raise OccludeError(f"volume_index {volume_index}: {path} holds a single 3-D volume", params=("volume_index",))
     spatial = tuple(shape[:3]) + (1,) * (3 - min(3, len(shape)))
     dtype = header.get_data_dtype()
     offset = int(header.get_data_offset())
@@ -208,6 +211,9 @@ def _read_nifti_stream(
             raise OccludeError(f"path {path}: NIfTI volume contains NaN or infinite values")
         view[:, :, k : k + count] = values
     meta: dict[str, Any] = {"source_axcodes": "".join(nibabel.aff2axcodes(source_affine)), "reoriented": bool(reorient)}
+    meta["xform_codes"] = [int(header["qform_code"]), int(header["sform_code"])]
+    if len(shape) == 4:  # which volume of the 4-D file this is (the JSON's input.volume_index)
+        meta.update(volume_index=int(volume_index or 0), volumes=int(shape[3]))
     units = header.get_xyzt_units()[0]
     if units not in ("mm", "unknown"):
         meta["spatial_units"] = units
@@ -283,8 +289,7 @@ def write_nifti_map(
     img = nibabel.Nifti1Image(grid, np.asarray(affine, dtype=np.float64))
     img.header.set_xyzt_units("mm")
     img.header["descrip"] = b"occlude occlusion map"
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
+    _set_xforms(img.header, np.asarray(affine, dtype=np.float64), _space_code(volume))
     target = None if path is None else Path(path)
     sink = _EncodedSink(compress=target is None or target.name.lower().endswith(".gz"))
     img.to_file_map(img.make_file_map({"image": sink, "header": sink}))  # what img.to_bytes() does
@@ -292,6 +297,27 @@ def write_nifti_map(
     if target is not None:
         _atomic_write(target, data)
     return data
+
+
+def _space_code(volume: Volume) -> int:
+    """The NIfTI xform code of the map's space: a NIfTI input's own (sform, else qform: 2 aligned, 3 Talairach,
+    4 MNI...), else 1 (scanner anatomical, what DICOM geometry is)."""
+    codes = volume.meta.get("xform_codes") if volume.kind == "nifti" else None
+    if isinstance(codes, (list, tuple)) and len(codes) == 2:
+        for code in (codes[1], codes[0]):
+            if isinstance(code, int) and 0 < code <= 5:
+                return code
+    return 1
+
+
+def _set_xforms(header: Any, affine: np.ndarray, code: int) -> None:
+    """sform and qform that agree, as viewers need (some read the qform, some the sform): both the affine
+    when a quaternion can hold it; for a sheared affine (which no quaternion holds) the sform alone, with
+    qform code 0, so that every reader (nibabel, ITK/3D Slicer, FSLeyes) takes the sform."""
+    header.set_sform(affine, code=code)
+    header.set_qform(affine, code=code)
+    if not np.allclose(header.get_qform(), affine, rtol=0, atol=1e-5 * max(1.0, float(np.abs(affine).max()))):
+        header.set_qform(affine, code=0)
 
 
 class _EncodedSink(io.RawIOBase):

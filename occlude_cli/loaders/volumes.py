@@ -60,6 +60,7 @@ class VolumePreprocessing:
     zscore_threshold: Optional[float] = None
     order: int = 1
     dtype: str = "float32"
+    modality: Optional[str] = None  # what the model declares it was trained on (CT, MR, ...), if it does
 
     def __post_init__(self) -> None:
         if self.layout not in VOLUME_LAYOUTS + SLICE_LAYOUTS:
@@ -128,6 +129,7 @@ class VolumePreprocessing:
             "zscore": self.transform == "zscore",
             "zscore_threshold": self.zscore_threshold,
             "resample_order": self.order,
+            **({"modality": self.modality} if self.modality else {}),
         }
 
 
@@ -188,6 +190,7 @@ def volume_preprocessing_from_metadata(
         else None,
         order=RESAMPLE_ORDERS[resample],
         dtype=dtype,
+        modality=str(meta["modality"]).strip().upper()[:16] if meta.get("modality") else None,
     )
 
 
@@ -208,6 +211,7 @@ class PreparedVolume:
     model_input: np.ndarray
     preprocessing: VolumePreprocessing = field(repr=False)
     window: Optional[Tuple[float, float]] = None  # the window actually applied (centre, width), if any
+    display_window: Optional[Tuple[float, float]] = None  # the pictures' own window (centre, width), if given
 
     @property
     def ndim(self) -> int:
@@ -215,7 +219,7 @@ class PreparedVolume:
 
     def display_of(self, data: np.ndarray) -> np.ndarray:
         """Real-unit intensities -> 0..1 grey for pictures, with the same rule as ``display``."""
-        return display_intensities(data, self.window, self.preprocessing, self.volume)
+        return display_intensities(data, self.display_window or self.window, self.preprocessing, self.volume)
 
     # The 2-D image interface (for 2-D DICOM slices, so that the photo pictures work unchanged)
     @property
@@ -251,6 +255,8 @@ class PreparedVolume:
                 "affine": [[float(c) for c in row] for row in np.asarray(self.grid.affine)],
             },
             "window_applied": list(self.window) if self.window is not None else None,
+            "display_window": list(self.display_window) if self.display_window is not None else None,
+            "volume_index": v.meta.get("volume_index"),
             "meta": _json_safe(v.meta),
         }
 
@@ -295,11 +301,17 @@ def display_intensities(
     return np.clip((data - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def read_medical(path: Union[str, Path, Volume], *, series: bool = False, volume_index: Optional[int] = None) -> Volume:
+def read_medical(
+    path: Union[str, Path, Volume],
+    *,
+    series: bool = False,
+    volume_index: Optional[int] = None,
+    series_uid: Optional[str] = None,
+) -> Volume:
     """A Volume from a path (DICOM file, NIfTI file, a series folder with ``series``) or as given."""
     if isinstance(path, Volume):
         return path
-    return read_volume(path, series=series, volume_index=volume_index)
+    return read_volume(path, series=series, volume_index=volume_index, series_uid=series_uid)
 
 
 def prepare_volume(
@@ -308,9 +320,12 @@ def prepare_volume(
     *,
     series: bool = False,
     volume_index: Optional[int] = None,
+    series_uid: Optional[str] = None,
+    display_window: Optional[Union[str, Tuple[float, float]]] = None,
 ) -> PreparedVolume:
-    """Read (if a path), resample to the model grid in real units, transform intensities, add the channel axis."""
-    volume = read_medical(source, series=series, volume_index=volume_index)
+    """Read (if a path), resample to the model grid in real units, transform intensities, add the channel axis.
+    ``display_window`` (a preset, ``W,L``, ``file`` or (centre, width)) changes the pictures only."""
+    volume = read_medical(source, series=series, volume_index=volume_index, series_uid=series_uid)
     if volume.ndim != pre.ndim:
         what = "a 3-D volume" if volume.ndim == 3 else "a 2-D slice"
         model = "3-D" if pre.ndim == 3 else "2-D"
@@ -328,15 +343,23 @@ def prepare_volume(
         )
     values = model_intensities(grid.data, pre, window)
     sample = values[None] if pre.channels_first else values[..., None]
+    shown: Optional[Tuple[float, float]] = None
+    if display_window is not None:
+        shown = (
+            medical.parse_window(display_window, volume)
+            if isinstance(display_window, str)
+            else (float(display_window[0]), float(display_window[1]))
+        )
     return PreparedVolume(
         path=Path(source) if not isinstance(source, Volume) else (Path(volume.path) if volume.path else None),
         volume=volume,
         grid=grid,
         intensities=np.asarray(values, dtype=np.float32),
-        display=display_intensities(grid.data, window, pre, volume),
+        display=display_intensities(grid.data, shown or window, pre, volume),
         model_input=cast_checked(sample, pre.dtype, "the model input (intensities after the transform)"),
         preprocessing=pre,
         window=window,
+        display_window=shown,
     )
 
 
@@ -430,20 +453,21 @@ def read_image16(path: str | Path) -> Volume:
     return Volume(np.ascontiguousarray(data, dtype=np.float32), (1.0, 1.0), np.eye(4), kind, meta, str(path))
 
 
-def read_volume(path: str | Path, series: bool = False, volume_index: int | None = None) -> Volume:
+def read_volume(
+    path: str | Path, series: bool = False, volume_index: int | None = None, series_uid: str | None = None
+) -> Volume:
     """Read any supported medical input, deciding by suffix and content.
 
     ``.nii`` / ``.nii.gz`` -> `read_nifti`; ``.dcm`` or the ``DICM`` marker at byte 128 (DICOM files often
-    have no suffix) -> `read_dicom`; a folder with ``series=True`` -> `read_dicom_series`; grey ``.png`` /
+    have no suffix) -> `read_dicom`; a folder with ``series=True`` -> `read_dicom_series` (``series`` concerns
+    folders: a file is read as a file); grey ``.png`` /
     ``.tif`` / ``.tiff`` -> `read_image16`. Anything else: one line saying what is accepted.
     """
     p = Path(path)
     if p.is_dir():
         if not series:
-            raise OccludeError(f"path {p}: is a folder; pass series=True to read it as one DICOM series")
-        return read_dicom_series(p)
-    if series:
-        raise OccludeError(f"path {p}: series=True needs a folder of DICOM slices, not a file")
+            raise OccludeError(f"path {p}: is a folder; pass series to read it as one DICOM series", params=("series",))
+        return read_dicom_series(p, series_uid=series_uid)
     if not p.exists():
         raise OccludeError(f"path {p}: no such file")
     name = p.name.lower()
@@ -455,5 +479,6 @@ def read_volume(path: str | Path, series: bool = False, volume_index: int | None
         return read_image16(p)
     raise OccludeError(
         f"path {p}: not a medical image occlude can read (DICOM with the 'DICM' marker or .dcm, NIfTI .nii/.nii.gz, "
-        "grey PNG/TIFF, or a folder of DICOM slices with series=True)"
+        "grey PNG/TIFF, or a folder of DICOM slices with series)",
+        params=("series",),
     )

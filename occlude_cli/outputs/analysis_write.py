@@ -222,11 +222,12 @@ def write_spatial(
         "replacement": result.replacement,
         "forward_passes": result.occlusion.forward_passes,
         "seconds": _number(result.seconds) if timing else None,
-        "map": [[_number(v) for v in row] for row in np.atleast_2d(result.map)],
+        # a 3-D feature grid's map is in STEM.spatial.npy only
+        "map": [[_number(v) for v in row] for row in np.atleast_2d(result.map)] if result.map.ndim <= 2 else None,
     }
     written = [
         atomic_write_bytes(out / f"{stem}.spatial.npy", npy_bytes(result.map.astype(np.float32))),
-        atomic_write_json(out / f"{stem}.spatial.json", document),
+        atomic_write_json(out / f"{stem}.spatial.json", document, command=False),
     ]
     if on_input is not None:
         written.append(
@@ -382,7 +383,7 @@ def write_stability(out: Path, stem: str, result: StabilityResult, timing: bool 
         f"{_fmt_opt(summary['spearman']['mean'])}, mean top-10% IoU {_fmt_opt(summary['top_iou']['mean'])}"
     )
     return [
-        atomic_write_json(out / f"{stem}.stability.json", stability_document(result, timing)),
+        atomic_write_json(out / f"{stem}.stability.json", stability_document(result, timing), command=False),
         atomic_write_bytes(out / f"{stem}.stability.csv", csv_bytes(TRIAL_FIELDS, rows)),
         atomic_write_bytes(
             out / f"{stem}.stability.png",

@@ -170,6 +170,7 @@ SUMMARY_FIELDS = (
     "target_index",
     "target_label",
     "original_score",
+    "peak_z",
     "peak_y",
     "peak_x",
     "peak_value",
@@ -190,6 +191,7 @@ class SummaryRow:
     target_index: Optional[int] = None
     target_label: Optional[str] = None
     original_score: Optional[float] = None
+    peak_z: Optional[int] = None  # volumes: the slice of the peak (model-grid voxels; None for 2-D maps)
     peak_y: Optional[int] = None
     peak_x: Optional[int] = None
     peak_value: Optional[float] = None
@@ -208,6 +210,7 @@ class SummaryRow:
             target_index=record.get("target", {}).get("index"),
             target_label=recover(record.get("target", {}), "label"),
             original_score=record.get("score", {}).get("original"),
+            peak_z=info.get("z"),
             peak_y=info.get("y"),
             peak_x=info.get("x"),
             peak_value=info.get("value"),

@@ -103,6 +103,7 @@ def collect_report_data(out: Path) -> dict:
         "page_size": PAGE_SIZE,
         "prefix": prefix,
         "has_run": bool(run_rows),
+        "has_volumes": any(row.get("pz") is not None for row in table),
         "has_check": check is not None,
         "counts": {"run": run_counts if run_rows else None, "check": check_counts},
         "settings": settings,
@@ -196,6 +197,7 @@ def _add_unlisted_records(out: Path, files: set[str], rows: dict[str, dict], war
             "target_index": document["target"].get("index"),
             "target_label": document["target"].get("label"),
             "original_score": (document.get("score") or {}).get("original"),
+            "peak_z": info.get("z"),
             "peak_y": info.get("y"),
             "peak_x": info.get("x"),
             "peak_value": info.get("value"),
@@ -345,6 +347,7 @@ def _page_row(key: str, entry: dict, files: set[str], resolved_out: Path, prefix
         "l": (f"{label} ({index})" if label not in (None, "") else f"class {index}") if index is not None else "",
         "sc": _num(run.get("original_score", check.get("score"))),
         "pv": _num(run.get("peak_value")),
+        "pz": run.get("peak_z", check.get("peak_z")),
         "py": run.get("peak_y", check.get("peak_y")),
         "px": run.get("peak_x", check.get("peak_x")),
         "e": _num(check.get("energy_share")),
@@ -363,6 +366,9 @@ def _page_row(key: str, entry: dict, files: set[str], resolved_out: Path, prefix
             row["ov"] = _url(f"{stem}.montage.png")
             if f"{stem}.planes.png" in files:
                 row["hm"] = _url(f"{stem}.planes.png")
+    table = check.get("regions") or (_read_regions(resolved_out / f"{stem}.regions.csv") if stem else None)
+    if table:
+        row["rg"] = regions_text(table)
     picture = check.get("overlay") or check.get("picture")  # a check overlay, when `occlude check` writes one
     if isinstance(picture, str) and picture in files:
         row["ov"] = _url(picture)
@@ -375,6 +381,38 @@ def _page_row(key: str, entry: dict, files: set[str], resolved_out: Path, prefix
     row = {k: v for k, v in row.items() if v not in (None, "")}
     row["_rank"] = rank
     return row
+
+
+def _read_regions(path: Path) -> list | None:
+    """The rows of a STEM.regions.csv (None when there is none or it cannot be read)."""
+    import csv
+
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            return list(csv.DictReader(handle))
+    except (OSError, ValueError):
+        return None
+
+
+def regions_text(rows: list, top: int = 5) -> str:
+    """A region table in one line for the report: the ``top`` regions by share of positive importance, each
+    with its mean drop and voxels."""
+
+    def number(value) -> float | None:
+        try:
+            return float(value) if value not in (None, "") else None
+        except (TypeError, ValueError):
+            return None
+
+    parts = []
+    for row in sorted(rows, key=lambda r: number(r.get("positive_share")) or 0.0, reverse=True)[:top]:
+        name = row.get("name") or f"label {row.get('label')}"
+        share, drop = number(row.get("positive_share")), number(row.get("mean_drop"))
+        parts.append(
+            f"{name}: {'n/a' if share is None else f'{share * 100:.1f}%'} of importance, mean drop "
+            f"{'n/a' if drop is None else f'{drop:.3g}'}, {row.get('voxels')} voxels"
+        )
+    return "; ".join(parts)
 
 
 def _compare_entries(out: Path, files: set[str], prefix: str, warnings: list[str]) -> list[dict]:

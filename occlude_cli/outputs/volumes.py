@@ -13,12 +13,13 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ..analyses.medical import VolumeExplanation
+from ..analyses.regiontable import region_table
 from ..loaders.nifti import write_nifti_map
 from ..pictures import montage
 from ..pictures.render import DEFAULT_STYLE, RenderStyle, heatmap_png, overlay_png, score_word
 from .records import _grid, concentration_record, explanation_record, json_number
 from .write import _undo as undo_writes
-from .write import atomic_write_bytes, atomic_write_json, npy_bytes, output_records
+from .write import atomic_write_bytes, atomic_write_json, csv_bytes, npy_bytes, output_records
 
 
 def _title(e: VolumeExplanation) -> str:
@@ -41,11 +42,29 @@ def _subtitle(e: VolumeExplanation) -> str:
     )
 
 
-def montage_png(e: VolumeExplanation, style: RenderStyle = DEFAULT_STYLE) -> bytes:
-    """STEM.montage.png: axial slices of the model grid with the map over the windowed intensities."""
+def _markers(e: VolumeExplanation) -> Optional[tuple]:
+    """A slice's orientation letters (top, bottom, left, right) from its geometry; None without one."""
+    if "geometry" in e.prepared.volume.meta:  # no patient position in the file: no directions to show
+        return None
+    return montage.orientation_markers(e.prepared.volume.affine, 0, 1)
+
+
+def montage_png(
+    e: VolumeExplanation,
+    style: RenderStyle = DEFAULT_STYLE,
+    *,
+    title: Optional[str] = None,
+    subtitle: Optional[str] = None,
+    outline: Optional[np.ndarray] = None,
+) -> bytes:
+    """STEM.montage.png: axial slices of the model grid with the map over the windowed intensities (and a
+    region's ``outline``, bool on the model grid, for a check)."""
     grid = e.prepared.grid
-    subtitle = _subtitle(e) + f"; axial slices of the {'x'.join(map(str, grid.data.shape))} model grid"
-    return montage.montage_png(e.prepared.display, e.map, grid.spacing, grid.affine, _title(e), subtitle, style)
+    if subtitle is None:
+        subtitle = _subtitle(e) + f"; axial slices of the {'x'.join(map(str, grid.data.shape))} model grid"
+    return montage.montage_png(
+        e.prepared.display, e.map, grid.spacing, grid.affine, title or _title(e), subtitle, style, outline
+    )
 
 
 def planes_png(e: VolumeExplanation, style: RenderStyle = DEFAULT_STYLE) -> bytes:
@@ -53,8 +72,9 @@ def planes_png(e: VolumeExplanation, style: RenderStyle = DEFAULT_STYLE) -> byte
     peak = e.peak()
     world = ", ".join(f"{v:+.1f}" for v in peak["world_mm"])
     subtitle = _subtitle(e) + f"; peak at voxel {tuple(peak['voxel'])}, RAS ({world}) mm"
+    grid = e.prepared.grid
     return montage.planes_png(
-        e.prepared.display, e.map, e.prepared.grid.spacing, peak["voxel"], _title(e), subtitle, style
+        e.prepared.display, e.map, grid.spacing, peak["voxel"], _title(e), subtitle, style, grid.affine
     )
 
 
@@ -136,29 +156,29 @@ def write_volume_explanation(
     timing: bool = True,
     extra: Optional[dict] = None,
     style: RenderStyle = DEFAULT_STYLE,
+    regions=None,
+    dicom_out: bool = False,
     **_ignored,
 ) -> List[Path]:
     """STEM.npy, STEM.map.nii.gz (the map on the input's own grid with its affine), the pictures
-    (volumes: STEM.montage.png and STEM.planes.png; 2-D slices: STEM.overlay.png and STEM.heatmap.png) and
-    STEM.json, written last (its presence marks a complete set, as for photos)."""
+    (volumes: STEM.montage.png and STEM.planes.png; 2-D slices: STEM.overlay.png and STEM.heatmap.png), with
+    ``regions`` (a :class:`~occlude_cli.analyses.regiontable.RegionLabels`) the region table (STEM.regions.csv,
+    STEM.slices.csv and the JSON's ``regions``), with ``dicom_out`` the DICOM objects of
+    :func:`~occlude_cli.outputs.dicomout.write_dicom_outputs`, and STEM.json, written last (its presence marks a
+    complete set, as for photos)."""
     out_dir = Path(out_dir)
     e = explanation
     written: List[Path] = []
+    table = region_table(e.map, e.prepared, regions.on_grid(e.prepared)) if regions is not None else None
     try:
-        if e.prepared.ndim == 3:
-            written.append(atomic_write_bytes(out_dir / f"{stem}.montage.png", montage_png(e, style)))
-            written.append(atomic_write_bytes(out_dir / f"{stem}.planes.png", planes_png(e, style)))
-        else:
-            original = e.prepared.original
-            written.append(
-                atomic_write_bytes(
-                    out_dir / f"{stem}.overlay.png",
-                    overlay_png(original, e.map, e.prepared.crop_box, _title(e), _subtitle(e), style),
-                )
-            )
-            written.append(
-                atomic_write_bytes(out_dir / f"{stem}.heatmap.png", heatmap_png(e.map, _title(e), _subtitle(e), style))
-            )
+        if table is not None:
+            written += write_region_table(table, out_dir, stem)
+        picture = _write_pictures(e, out_dir, stem, style, written)
+        if dicom_out:
+            from .dicomout import write_dicom_outputs
+
+            seed = str((extra or {}).get("fingerprint") or stem)
+            written += write_dicom_outputs(e, out_dir, stem, picture, seed)
         if npy:
             written.append(atomic_write_bytes(out_dir / f"{stem}.npy", npy_bytes(e.map.astype(np.float32))))
             if len(e.targets) > 1:
@@ -175,13 +195,45 @@ def write_volume_explanation(
                 atomic_write_bytes(out_dir / f"{stem}.map.nii.gz", write_nifti_map(e.map, e.prepared.volume))
             )
         record = volume_record(e, timing=timing)
+        if table is not None:
+            record["regions"] = table
         record.update(extra or {})
         record["outputs"] = output_records(written)  # size and sha256 of each: what --resume verifies
-        written.append(atomic_write_json(out_dir / f"{stem}.json", record))
+        written.append(atomic_write_json(out_dir / f"{stem}.json", record, command=False))
     except BaseException:
         undo_writes(written)
         raise
     return written
+
+
+def _write_pictures(e: VolumeExplanation, out_dir: Path, stem: str, style: RenderStyle, written: List[Path]) -> bytes:
+    """A volume's montage and planes, a slice's overlay and heatmap (appended to ``written``); returns the
+    montage or the overlay (what a DICOM Secondary Capture holds)."""
+    if e.prepared.ndim == 3:
+        main = montage_png(e, style)
+        written.append(atomic_write_bytes(out_dir / f"{stem}.montage.png", main))
+        written.append(atomic_write_bytes(out_dir / f"{stem}.planes.png", planes_png(e, style)))
+        return main
+    main = overlay_png(e.prepared.original, e.map, e.prepared.crop_box, _title(e), _subtitle(e), style, _markers(e))
+    written.append(atomic_write_bytes(out_dir / f"{stem}.overlay.png", main))
+    written.append(
+        atomic_write_bytes(out_dir / f"{stem}.heatmap.png", heatmap_png(e.map, _title(e), _subtitle(e), style))
+    )
+    return main
+
+
+REGION_FIELDS = ("label", "name", "voxels", "positive_share", "positive_sum", "mean_drop", "max_drop")
+SLICE_FIELDS = ("slice", "z_mm", "positive_sum", "positive_share", "mean_drop")
+
+
+def write_region_table(table: dict, out_dir, stem: str) -> List[Path]:
+    """STEM.regions.csv (one row per region, then the voxels outside every region) and STEM.slices.csv (one row
+    per axial slice of the model grid) of :func:`~occlude_cli.analyses.regiontable.region_table`."""
+    out_dir = Path(out_dir)
+    return [
+        atomic_write_bytes(out_dir / f"{stem}.regions.csv", csv_bytes(REGION_FIELDS, table["regions"])),
+        atomic_write_bytes(out_dir / f"{stem}.slices.csv", csv_bytes(SLICE_FIELDS, table["slices"])),
+    ]
 
 
 def write_baseline_check(documents: Sequence[dict], out_dir) -> Path:

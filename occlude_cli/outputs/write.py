@@ -30,6 +30,7 @@ from ..pictures.render import (
     score_word,
 )
 from ..text import for_csv
+from .provenance import scrubbed_bytes, stamped
 from .records import (
     CHECK_FIELDS,
     SUMMARY_FIELDS,
@@ -49,8 +50,10 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     runs (:func:`remove_stale_temps`); an interrupted write (SIGTERM, Ctrl-C, an error) removes its own.
     A killed or interrupted process leaves either the old file or the new one, never a mix. The data is
     not fsynced: that would only matter for a power cut, and costs a disk flush per file (a fifth of a
-    second each on some virtual disks, more than the whole rest of the writing)."""
+    second each on some virtual disks, more than the whole rest of the writing). While a de-identifying run
+    writes, text files are scrubbed of its paths and UIDs (:func:`.provenance.scrubbed_bytes`)."""
     path = Path(path)
+    data = scrubbed_bytes(path.name, data)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
@@ -207,9 +210,11 @@ def _undo(paths: Sequence[Path]) -> None:
             pass
 
 
-def atomic_write_json(path, document) -> Path:
-    """``document`` formatted by :func:`format_json`, with a final newline, written atomically."""
-    return atomic_write_bytes(path, (format_json(document) + "\n").encode("utf-8"))
+def atomic_write_json(path, document, *, command: bool = True) -> Path:
+    """``document`` formatted by :func:`format_json`, with a final newline, written atomically; every JSON file
+    records the software versions (and, ``command``, the command line) it was made with
+    (:func:`.provenance.stamped`)."""
+    return atomic_write_bytes(path, (format_json(stamped(document, command)) + "\n").encode("utf-8"))
 
 
 def csv_cell(value) -> str:
@@ -345,7 +350,7 @@ def write_explanation(
         record = explanation_record(e, timing=timing)
         record.update(extra or {})
         record["outputs"] = output_records(written)
-        written.append(atomic_write_json(out_dir / f"{stem}.json", record))
+        written.append(atomic_write_json(out_dir / f"{stem}.json", record, command=False))
     except BaseException:
         _undo(written)
         raise
@@ -440,7 +445,7 @@ def _write_scale_study(
         **(extra or {}),
     }
     document["outputs"] = output_records(written)
-    written.append(atomic_write_json(out_dir / f"{stem}.scales.json", document))
+    written.append(atomic_write_json(out_dir / f"{stem}.scales.json", document, command=False))
     return written
 
 
@@ -450,7 +455,7 @@ def write_comparison(explanation: Explanation, other, comparison: dict, out_dir,
     png = atomic_write_bytes(out_dir / f"{stem}.compare.png", compare_png(explanation, other, comparison))
     record = dict(comparison)
     record["outputs"] = sorted([png.name, f"{stem}.compare.json"])
-    return [png, atomic_write_json(out_dir / f"{stem}.compare.json", record)]
+    return [png, atomic_write_json(out_dir / f"{stem}.compare.json", record, command=False)]
 
 
 def write_check_summary(
@@ -462,6 +467,8 @@ def write_check_summary(
     for row in rows:
         item = dict(row.__dict__)
         item["reasons"] = "; ".join(row.reasons)
+        if item.get("peak_world_mm") is not None:
+            item["peak_world_mm"] = "(" + ", ".join(f"{v:g}" for v in item["peak_world_mm"]) + ")"
         values.append(item)
     document = check_document(rows, settings)
     return [
@@ -485,6 +492,20 @@ def write_check_picture(
     verdict = "PASS" if row.status == "pass" else "FAIL: " + "; ".join(row.reasons)
     energy = "n/a" if row.energy_share is None else f"{row.energy_share:.2f}"
     title = f"{verdict}   ({_title(e, e.target)})"
+    if e.map.ndim == 3:  # a volume: the montage with the region's outline on every slice
+        from ..pictures.montage import montage_png
+
+        world = ", ".join(f"{v:+.1f}" for v in row.peak_world_mm or [])
+        subtitle = (
+            f"energy share in region {energy}, peak {'inside' if row.pointing_game else 'outside'} the region at "
+            f"voxel ({row.peak_z}, {row.peak_y}, {row.peak_x}), RAS ({world}) mm; region outlined in yellow"
+        )
+        prepared = e.prepared  # type: ignore[attr-defined]  # a VolumeExplanation
+        grid = prepared.grid
+        png = montage_png(prepared.display, e.map, grid.spacing, grid.affine, title, subtitle, style, region_mask)
+        return atomic_write_bytes(Path(out_dir) / f"{stem}.check.png", png)
+    if box is not None and len(box) != 4:
+        box = None  # a box in world mm: drawn as the outline of its voxels
     subtitle = (
         f"energy share in region {energy}, peak {'inside' if row.pointing_game else 'outside'} the region "
         f"at x={row.peak_image_x}, y={row.peak_image_y} (image pixels); region outlined in yellow"

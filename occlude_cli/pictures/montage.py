@@ -7,12 +7,12 @@ voxel is drawn 2 x 2.6, not square). Arrays in, PNG bytes out: no explanation ob
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .render import DEFAULT_STYLE, RenderStyle, _font, _frame, _opacity, _png, colorize, shown_values
+from .render import DEFAULT_STYLE, RenderStyle, _font, _frame, _opacity, _png, colorize, draw_markers, shown_values
 
 MAX_TILES = 16
 COLUMNS = 4
@@ -20,10 +20,24 @@ TILE_SIDE = 160  # display size of the longer physical side of a montage tile, i
 PLANE_SIDE = 240
 
 
+def _edge(mask: np.ndarray) -> np.ndarray:
+    """The pixels of a 2-D bool mask that touch a pixel outside it (4-neighbourhood; the border counts)."""
+    padded = np.pad(mask, 1, constant_values=False)
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
+
+
 def _tile(
-    grey: np.ndarray, values: np.ndarray, limit: float, style: RenderStyle, spacing: Tuple[float, float], side: int
+    grey: np.ndarray,
+    values: np.ndarray,
+    limit: float,
+    style: RenderStyle,
+    spacing: Tuple[float, float],
+    side: int,
+    outline: Optional[np.ndarray] = None,
 ) -> Image.Image:
-    """One plane: 0..1 grey with the map blended, scaled to ``side`` pixels on its longer physical side."""
+    """One plane: 0..1 grey with the map blended, scaled to ``side`` pixels on its longer physical side; the
+    edge of ``outline`` (bool, a region) drawn in yellow."""
     rows, cols = grey.shape
     height_mm, width_mm = rows * spacing[0], cols * spacing[1]
     scale = side / max(height_mm, width_mm)
@@ -31,7 +45,30 @@ def _tile(
     base = Image.fromarray(np.rint(np.clip(grey, 0, 1) * 255).astype(np.uint8), "L").convert("RGBA")
     layer = Image.fromarray(colorize(values, limit, _opacity(values, limit, style.alpha), style.cmap), "RGBA")
     blended = Image.alpha_composite(base, layer).convert("RGB")
+    if outline is not None and outline.any():
+        pixels = np.asarray(blended).copy()
+        pixels[_edge(outline)] = (255, 215, 0)
+        blended = Image.fromarray(pixels, "RGB")
     return blended.resize(size, Image.Resampling.NEAREST)
+
+
+def _toward(vector: np.ndarray) -> str:
+    """The patient direction a world (RAS+) vector points to most: R/L, A/P or S/I."""
+    axis = int(np.argmax(np.abs(vector[:3])))
+    return ("RAS" if vector[axis] > 0 else "LPI")[axis]
+
+
+_OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+
+
+def orientation_markers(affine: np.ndarray, rows: int, columns: int, rows_up: bool = False) -> Tuple[str, ...]:
+    """Orientation letters (top, bottom, left, right) of a picture whose rows follow array axis ``rows`` (down
+    the picture; up with ``rows_up``, a flipped plane) and columns array axis ``columns``, from the array's
+    voxel -> RAS+ ``affine``: an axial slice of occlude's layout gives ('A', 'P', 'R', 'L')."""
+    matrix = np.asarray(affine, dtype=np.float64)
+    down, right = matrix[:3, rows] * (-1.0 if rows_up else 1.0), matrix[:3, columns]
+    bottom, far_right = _toward(down), _toward(right)
+    return (_OPPOSITE[bottom], bottom, _OPPOSITE[far_right], far_right)
 
 
 def montage_slices(depth: int, max_tiles: int = MAX_TILES) -> List[int]:
@@ -50,13 +87,32 @@ def montage_png(
     title: str,
     subtitle: str,
     style: RenderStyle = DEFAULT_STYLE,
+    outline: Optional[np.ndarray] = None,
 ) -> bytes:
     """Axial slices (at most 16, 4 columns, inferior first) of ``display`` (0..1 grey, (D, H, W)) with the map
     ``values`` blended over them, each labelled with its slice index and z in mm (from ``affine``); one
-    colorbar for all, symmetric limits over the whole volume."""
+    colorbar for all, symmetric limits over the whole volume; orientation letters on each slice; the edge of
+    ``outline`` (bool (D, H, W), a region) in yellow. With an outline the slices shown are those the region
+    crosses (at most 16)."""
     shown, limit = shown_values(values, style)
     slices = montage_slices(display.shape[0])
-    tiles = [_tile(display[d], shown[d], limit, style, (spacing[1], spacing[2]), TILE_SIDE) for d in slices]
+    if outline is not None and outline.any():
+        crossed = np.flatnonzero(outline.any(axis=(1, 2)))
+        slices = [int(crossed[i]) for i in montage_slices(len(crossed))]
+    tiles = [
+        _tile(
+            display[d],
+            shown[d],
+            limit,
+            style,
+            (spacing[1], spacing[2]),
+            TILE_SIDE,
+            None if outline is None else outline[d],
+        )
+        for d in slices
+    ]
+    for tile in tiles:
+        draw_markers(tile, orientation_markers(affine, 1, 2))
     tw, th = tiles[0].size
     gap, label_h = 6, 14
     columns = min(COLUMNS, len(tiles))
@@ -79,10 +135,11 @@ def planes_png(
     title: str,
     subtitle: str,
     style: RenderStyle = DEFAULT_STYLE,
+    affine: Optional[np.ndarray] = None,
 ) -> bytes:
     """The axial, coronal and sagittal planes through voxel ``peak`` (d, h, w), each with its physical aspect
     ratio, superior up in coronal/sagittal (axial: anterior up, patient right on the left); dashed lines
-    mark the peak."""
+    mark the peak; with the grid's ``affine``, orientation letters on each plane's edges."""
     shown, limit = shown_values(values, style)
     d, h, w = (int(v) for v in peak)
     sd, sh, sw = spacing
@@ -106,9 +163,12 @@ def planes_png(
             f"column {w}",
         ),
     ]
+    axes = {"axial": (1, 2, False), "coronal": (0, 2, True), "sagittal": (0, 1, True)}
     tiles = []
     for name, grey, values, spacing, (r, c), where in planes:
         tile = _tile(grey, values, limit, style, spacing, PLANE_SIDE)
+        if affine is not None:
+            draw_markers(tile, orientation_markers(affine, *axes[name]))
         draw = ImageDraw.Draw(tile)
         fy, fx = tile.height / grey.shape[0], tile.width / grey.shape[1]
         cy, cx = (r + 0.5) * fy, (c + 0.5) * fx

@@ -13,7 +13,7 @@ import functools
 import io
 import math
 from dataclasses import dataclass, replace
-from typing import Iterable, Optional, Tuple, Union
+from typing import Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -336,6 +336,21 @@ def _blend(original: Image.Image, values: np.ndarray, crop_box, style: RenderSty
     return blended, limit
 
 
+def draw_markers(image: Image.Image, markers: Optional[Sequence[str]]) -> None:
+    """Orientation letters (top, bottom, left, right: e.g. A, P, R, L) at the middle of each edge, in yellow
+    with a dark outline so that they read on any grey; nothing when ``markers`` is None."""
+    if not markers:
+        return
+    draw = ImageDraw.Draw(image)
+    font = _font(max(10, min(16, min(image.size) // 12)))
+    width, height = image.size
+    for letter, (x, y, anchor) in zip(
+        markers,
+        ((width / 2, 2, "mt"), (width / 2, height - 2, "mb"), (3, height / 2, "lm"), (width - 3, height / 2, "rm")),
+    ):
+        draw.text((x, y), letter, fill=(255, 215, 0), font=font, anchor=anchor, stroke_width=2, stroke_fill=(0, 0, 0))
+
+
 def overlay_png(
     original: Image.Image,
     values: np.ndarray,
@@ -343,11 +358,14 @@ def overlay_png(
     title: str,
     subtitle: str = "",
     style: RenderStyle = DEFAULT_STYLE,
+    markers: Optional[Sequence[str]] = None,
 ) -> bytes:
     """The original image at its original size (small images enlarged) with the map blended on top, a
     colorbar and a title. Opacity grows with |value| so unimportant regions show the photo clearly. Drawn
-    with Pillow alone: a 6000x4000 photo costs a few hundred MB, not GB."""
+    with Pillow alone: a 6000x4000 photo costs a few hundred MB, not GB. ``markers``: orientation letters
+    (top, bottom, left, right) of a medical slice."""
     blended, limit = _blend(original, values, crop_box, style)
+    draw_markers(blended, markers)
     return _png(_frame(blended, limit, title, subtitle, style))
 
 

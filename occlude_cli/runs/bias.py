@@ -84,7 +84,16 @@ def bias_folder(
         raise OccludeError(f"bootstrap must be 0 or more, got {bootstrap}", params=("bootstrap",))
     check_thresholds(max_mean_drop, max_flip_rate)
     opened = open_checked(model, (options or ExplainOptions()).with_overrides(overrides), model_options)
-    found, problems = find_inputs(inputs, out, recursive=recursive, events=events, null=null)
+    region.fits(opened.preprocessing)
+    found, problems = find_inputs(
+        inputs,
+        out,
+        recursive=recursive,
+        events=events,
+        null=null,
+        series=opened.options.series,
+        series_uid=opened.options.series_uid,
+    )
     for _, problem in problems:
         events.problem(problem)
     streamed = found if isinstance(found, StreamedInputs) else None

@@ -12,12 +12,16 @@ from typing import Iterable, List, Optional, Sequence, Union
 import numpy as np
 
 from ..analyses.checks import CheckRow, check_file, check_min_energy
+from ..analyses.medical import VolumeExplanation
 from ..analyses.options import ExplainOptions, as_size
 from ..analyses.preprocessing import ModelOptions
-from ..batch.inputs import StreamedInputs
+from ..analyses.regiontable import RegionLabels, region_table
+from ..batch.inputs import StreamedInputs, pseudonymised
 from ..errors import OccludeError
 from ..loaders.images import prepare_image
+from ..outputs.provenance import Deidentifier, deidentifying
 from ..outputs.records import check_document
+from ..outputs.volumes import write_region_table
 from ..outputs.write import check_output_folder, write_check_picture, write_check_summary
 from ..pictures.render import RenderStyle, shared_limit
 from .ci_cases import check_cases, checked_targets, write_reports
@@ -65,6 +69,8 @@ def check_folder(
     junit=None,
     summary_md=None,
     null: bool = False,
+    regions: Optional[Union[str, Path]] = None,
+    deidentify: bool = False,
     **overrides,
 ) -> CheckRun:
     """Check every input under ``inputs`` against its region (see :class:`~occlude_cli.runs.regions.RegionSource`):
@@ -74,14 +80,26 @@ def check_folder(
     that cannot be checked (unreadable, no mask) is an ``error`` row and the run goes on. ``junit``: also write
     a JUnit XML file there (one test case per input); ``summary_md``: append a markdown job summary to that
     file or those files (see :mod:`occlude_cli.outputs.ci`). ``inputs`` ``"-"``: the paths are read from stdin as
-    the run goes (``null``: NUL-separated)."""
+    the run goes (``null``: NUL-separated). ``regions``: a label map (NIfTI, DICOM SEG, RT-STRUCT) whose region
+    table each medical input's row gets (and STEM.regions.csv, STEM.slices.csv). ``deidentify``: inputs named by
+    pseudonyms, UIDs replaced, no path in any output (see :mod:`occlude_cli.outputs.provenance`)."""
     region = region.checked()
+    labels = RegionLabels(regions).checked() if regions is not None else None
     junit, summary_md = checked_targets(junit, summary_md)
     min_energy = check_min_energy(min_energy)
     options = (options or ExplainOptions()).with_overrides(overrides).checked()
     style = (style or RenderStyle()).checked()
     opened = open_checked(model, options, model_options)
-    found, problems = find_inputs(inputs, out, recursive=recursive, events=events, null=null)
+    region.fits(opened.preprocessing)
+    found, problems = find_inputs(
+        inputs,
+        out,
+        recursive=recursive,
+        events=events,
+        null=null,
+        series=options.series,
+        series_uid=options.series_uid,
+    )
     streamed = found if isinstance(found, StreamedInputs) else None
     images: Iterable = (item for item in found if region.is_input(item.path))
     if streamed is None:
@@ -99,41 +117,69 @@ def check_folder(
         "baseline": opened.options.baseline,
         "score": getattr(opened.options.score, "value", opened.options.score),
         "model": str(model),
+        **({"regions": str(labels.path)} if labels is not None else {}),
     }
+    deidentifier = _deidentifier(region, labels) if deidentify else None
+    if deidentifier is not None:
+        images = pseudonymised(list(images), deidentifier)  # (paths from stdin: read whole first)
     shared = _SharedPictures(opened, style) if pictures and style.shared else None
-    rows, interrupted = _check_all(
-        images, opened, region, min_energy, require_peak, out if pictures else None, style, events, shared
-    )
-    if shared is not None:
-        if not interrupted:
-            settings["color_limit"] = shared.draw(out, region, events)
-        shared.close()
-    done = len(rows)
-    rows += [CheckRow(path=arg, status="error", error=problem) for arg, problem in problems]
-    for _, problem in problems:
-        events.problem(problem)
-    if streamed is not None:  # told as they came
-        rows += [CheckRow(path=arg, status="error", error=problem) for arg, problem in streamed.problems]
-        if not rows:
-            raise OccludeError("no images to check: stdin named none")
-    write_check_summary(rows, out, settings)
-    write_reports(check_cases(rows, min_energy), "occlude check", junit, summary_md, worse="low", settings=settings)
-    if report:
-        from ..outputs.report import build_report
+    with deidentifying(deidentifier):  # everything written is scrubbed of the paths and UIDs
+        folders = (out if pictures else None, out)
+        rows, interrupted = _check_all(
+            images, opened, region, min_energy, require_peak, folders, style, events, labels, shared
+        )
+        if shared is not None:
+            if not interrupted:
+                settings["color_limit"] = shared.draw(out, region, events)
+            shared.close()
+        done = len(rows)
+        rows += [CheckRow(path=arg, status="error", error=problem) for arg, problem in problems]
+        for _, problem in problems:
+            events.problem(problem)
+        if streamed is not None:  # told as they came
+            rows += [CheckRow(path=arg, status="error", error=problem) for arg, problem in streamed.problems]
+            if not rows:
+                raise OccludeError("no images to check: stdin named none")
+        write_check_summary(rows, out, settings)
+        write_reports(check_cases(rows, min_energy), "occlude check", junit, summary_md, worse="low", settings=settings)
+        if report:
+            from ..outputs.report import build_report
 
-        build_report(out)
+            build_report(out)
+    if deidentifier is not None:  # what the terminal and --json show is de-identified too
+        rows = [replace(r, **{k: deidentifier.scrub(v) for k, v in r.__dict__.items()}) for r in rows]
+        settings = deidentifier.scrub(settings)
     return CheckRun(rows, settings, interrupted, done, len(images) if isinstance(images, list) else done)
 
 
-def _check_all(images, opened: Opened, region, min_energy, require_peak, picture_dir, style, events, shared=None):
+def _deidentifier(region: RegionSource, labels: Optional[RegionLabels]) -> Deidentifier:
+    """A run's de-identifier with its companion files registered: the one mask, the masks folder, the label
+    map (each input's own mask is named after the input's pseudonym)."""
+    deidentifier = Deidentifier()
+    if region.mask is not None:
+        deidentifier.file_name(region.mask, "mask")
+    if region.masks is not None:
+        deidentifier.register(region.masks, "masks")
+    if labels is not None:
+        deidentifier.file_name(labels.path, "regions")
+    return deidentifier
+
+
+def _check_all(images, opened: Opened, region, min_energy, require_peak, folders, style, events, labels, shared=None):
     """Every input checked in order (each told to ``events``); Ctrl-C stops after the rows already made."""
     rows: List[CheckRow] = []
     notes = RunNotes(events)
     events.started(len(images) if isinstance(images, list) else None)
+    picture_dir, out = folders
     try:
         for item in images:
             events.image_started(item)
-            rows.append(_check_one(item, opened, region, min_energy, require_peak, picture_dir, style, notes, shared))
+            row, explanation = _check_one(
+                item, opened, region, min_energy, require_peak, picture_dir, style, notes, shared
+            )
+            rows.append(row)
+            if labels is not None and row.status in ("pass", "fail"):
+                _region_table(row, explanation, item, labels, out)
             events.image_done(item, rows[-1])
     except KeyboardInterrupt:
         return rows, True
@@ -142,13 +188,30 @@ def _check_all(images, opened: Opened, region, min_energy, require_peak, picture
     return rows, False
 
 
-def _check_one(item, opened: Opened, region: RegionSource, min_energy, require_peak, picture_dir, style, notes, shared):
-    """One input -> its row: its region (the box, the one mask, DIR/<key>.png or the NAME.mask.png next to it),
-    the check, and its picture; a missing per-input mask is an error row."""
+def _region_table(row: CheckRow, explanation, item, labels: RegionLabels, out: Path) -> None:
+    """The row's region table (and STEM.regions.csv, STEM.slices.csv), or the row turned into an error."""
+    if not isinstance(explanation, VolumeExplanation):
+        row.status, row.error = "error", "regions (a label map) applies to DICOM and NIfTI inputs"
+        return
+    try:
+        table = region_table(explanation.map, explanation.prepared, labels.on_grid(explanation.prepared))
+    except OccludeError as exc:
+        row.status, row.error = "error", str(exc)
+        return
+    row.regions = table["regions"]
+    write_region_table(table, out, item.key)
+
+
+def _check_one(
+    item, opened: Opened, region: RegionSource, min_energy, require_peak, picture_dir, style, notes, shared=None
+):
+    """One input -> its row and explanation (None when it could not be checked): its region (the box, the one
+    mask, DIR/<key>.png or the NAME.mask.png next to it), the check, and its picture; a missing per-input mask
+    is an error row."""
     source = region.for_image(item)
     if isinstance(source, tuple):
         error, path = source
-        return CheckRow(path=str(item.path), status="error", mask=str(path), error=error)
+        return CheckRow(path=str(item.path), status="error", mask=str(path), error=error), None
     kept: dict = {}
     row = check_file(
         opened.classifier,
@@ -171,7 +234,7 @@ def _check_one(item, opened: Opened, region: RegionSource, min_energy, require_p
             kept["explanation"], row, kept["region"], picture_dir, item.key, box=region.box, style=style
         )
         row.overlay = written.name if "/" not in item.key else f"{item.key}.check.png"
-    return row
+    return row, kept.get("explanation")
 
 
 class _SharedPictures:

@@ -62,12 +62,20 @@ def streamed_inputs(
 
 
 def find_inputs(
-    inputs, out, *, recursive: bool, events: RunEvents, series: bool = False, null: bool = False
+    inputs,
+    out,
+    *,
+    recursive: bool,
+    events: RunEvents,
+    series: bool = False,
+    series_uid: Optional[str] = None,
+    null: bool = False,
 ) -> Tuple[Any, List[Tuple[str, str]]]:
-    """The inputs under ``inputs`` (files, folders, globs) and the arguments that named nothing; discovery's
-    notes (files skipped) go to ``events``. ``out`` is never entered (no self-feeding). ``"-"``: the paths are
-    read from stdin as the inputs are consumed (a :class:`StreamedInputs`; ``null``: NUL-separated), and what
-    they name that is no input is told to ``events`` as it comes."""
+    """The inputs under ``inputs`` (files, folders, globs; with ``series``, DICOM series folders) and the
+    arguments that named nothing; discovery's notes (files skipped) go to ``events``. ``out`` is never entered
+    (no self-feeding). ``"-"``: the paths are read from stdin as the inputs are consumed (a
+    :class:`StreamedInputs`; ``null``: NUL-separated), and what they name that is no input is told to ``events``
+    as it comes."""
     notes: list = []
     given = [inputs] if isinstance(inputs, (str, Path, StreamedInputs)) else list(inputs)
     streamed = streamed_inputs(given, out, null, recursive, series=series, notes=notes)
@@ -75,7 +83,7 @@ def find_inputs(
         streamed.on_problem = events.problem
         return streamed, []
     images, problems = discover_inputs(
-        [str(i) for i in given], recursive=recursive, exclude=[out], notes=notes, series=series
+        [str(i) for i in given], recursive=recursive, exclude=[out], notes=notes, series=series, series_uid=series_uid
     )
     for path, note in notes:
         events.note(f"{path}: {note}")

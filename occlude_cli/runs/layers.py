@@ -26,10 +26,10 @@ from ..analyses.layers import (
     spatial_occlusion,
     upsample_to_input,
 )
+from ..analyses.modality import prepare_input
 from ..analyses.options import ExplainOptions, Size, as_size
 from ..analyses.preprocessing import ModelOptions
 from ..errors import OccludeError
-from ..loaders.images import prepare_image
 from ..outputs.analysis_write import layers_document, write_layers, write_spatial
 from ..outputs.write import check_output_folder
 from .common import Opened, find_inputs, open_checked
@@ -137,7 +137,9 @@ def layers_folder(
     opened = open_checked(model, options, model_options)
     cut = open_layer(opened.classifier, layer, channel_axis=settings.channel_axis)
     check_channels(cut, settings.channels)
-    images, problems = find_inputs(inputs, out, recursive=recursive, events=events)
+    images, problems = find_inputs(
+        inputs, out, recursive=recursive, events=events, series=options.series, series_uid=options.series_uid
+    )
     for _, problem in problems:
         events.problem(problem)
     if not images:
@@ -180,7 +182,7 @@ def _dataset_mean(cut, images, opened: Opened, settings: LayerSettings, run: Lay
     readable = []
     for item in images:
         try:
-            readable.append(prepare_image(item.path, opened.preprocessing))
+            readable.append(prepare_input(opened.classifier, item.path, opened.options, opened.preprocessing)[0])
         except OccludeError as exc:
             events.problem(f"{item.path}: {exc}", exc.params)
             run.failed += 1
@@ -219,9 +221,9 @@ def _summarise(run: LayersRun, opened: Opened, settings: LayerSettings, out: Pat
     for i in summary.ranking()[: settings.show]:
         channel = int(summary.channels[i])
         most_active = max(run.results, key=lambda r: r.activation[channel])
-        prepared = prepare_image(most_active.path, opened.preprocessing)
+        prepared, _ = prepare_input(opened.classifier, most_active.path, opened.options, opened.preprocessing)
         features = np.moveaxis(run.cut.features(prepared.model_input), run.cut.channel_axis, 0)[channel]
-        if features.ndim != 2:
+        if features.ndim != 2:  # a volume's feature maps: the chart and the tables, no activation pictures
             break
         panels.append(
             (

@@ -9,16 +9,25 @@ from pathlib import Path
 from typing import Optional, Tuple, Union
 
 from ..errors import OccludeError
-from ..loaders.maps import check_box, convention_mask_path, is_mask_file, read_mask
+from ..loaders.maps import (
+    check_box,
+    check_mask_file,
+    convention_mask_path,
+    is_mask_file,
+    is_medical_name,
+    masks_folder_path,
+)
 
 
 @dataclass(frozen=True)
 class RegionSource:
-    """At most one of ``box`` (x0, y0, x1, y1 in original image pixels), ``mask`` (a mask image: white =
-    region, transparent = outside) and ``masks`` (a folder: ``masks/<relative name>.png`` per input); none
-    given: the ``NAME.mask.png`` next to each input."""
+    """At most one of ``box`` (x0, y0, x1, y1 in original image pixels; a volume: x0, y0, z0, x1, y1, z1 in
+    world mm), ``mask`` (a mask image: white = region, transparent = outside; for medical inputs a NIfTI mask,
+    a DICOM SEG or an RT-STRUCT) and ``masks`` (a folder: ``masks/<relative name>.png`` per input, or
+    ``.nii.gz``, ``.seg.dcm``... for medical inputs); none given: the ``NAME.mask.png`` (``NAME.mask.nii.gz``,
+    ``NAME.seg.dcm``...) next to each input."""
 
-    box: Optional[Tuple[float, float, float, float]] = None
+    box: Optional[Tuple[float, ...]] = None
     mask: Optional[Path] = None
     masks: Optional[Path] = None
 
@@ -29,7 +38,7 @@ class RegionSource:
             raise OccludeError(f"give one region source, not {' and '.join(given)}", params=tuple(given))
         box = check_box(self.box) if self.box is not None else None
         if self.mask is not None:
-            read_mask(self.mask)  # one mask for every image: a bad one is an error before any image
+            check_mask_file(self.mask)  # one mask for every image: a bad one is an error before any image
         if self.masks is not None and not Path(self.masks).is_dir():
             raise OccludeError(f"masks must be a folder: {self.masks}", params=("masks",))
         return replace(
@@ -39,6 +48,17 @@ class RegionSource:
             masks=Path(self.masks) if self.masks is not None else None,
         )
 
+    def fits(self, preprocessing) -> RegionSource:
+        """Refuse, before any input, a box of the wrong form for the model: a 3-D model's box is six numbers
+        in world millimetres."""
+        if self.box is not None and len(getattr(preprocessing, "size", ())) == 3 and len(self.box) != 6:
+            raise OccludeError(
+                "box of a volume is x0, y0, z0, x1, y1, z1 in world millimetres (RAS+, as the JSON's "
+                f"peak.world_mm), got {len(self.box)} numbers",
+                params=("box",),
+            )
+        return self
+
     def describe(self) -> str:
         """The region in a few words, for the documents and the tables."""
         if self.box is not None:
@@ -46,8 +66,8 @@ class RegionSource:
         if self.mask is not None:
             return f"mask {self.mask}"
         if self.masks is not None:
-            return f"masks {self.masks}/<name>.png"
-        return "masks <image>.mask.png"
+            return f"masks {self.masks}/<name>.png (.nii.gz, .seg.dcm)"
+        return "masks <image>.mask.png (.mask.nii.gz, .seg.dcm)"
 
     def is_input(self, path: Path) -> bool:
         """Masks are never inputs: files named ``*.mask.png``, files under ``masks``, the ``mask`` file."""
@@ -66,7 +86,7 @@ class RegionSource:
         if self.mask is not None:
             path = self.mask
         elif self.masks is not None:
-            path = self.masks / f"{item.source_stem}.png"
+            path = masks_folder_path(self.masks, item.source_stem, is_medical_name(item.path))
         else:
             path = convention_mask_path(item.path)
         if not path.is_file():

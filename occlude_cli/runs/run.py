@@ -22,13 +22,15 @@ from ..analyses.estimate import baseline_check, estimate_run
 from ..analyses.options import ExplainOptions, as_size
 from ..analyses.plan import check_run, memory_plan
 from ..analyses.preprocessing import ModelOptions, open_model
+from ..analyses.regiontable import RegionLabels
 from ..analyses.tasks.scoring import task_of
 from ..analyses.tasks.spec import default_resize
-from ..batch.inputs import InputImage, StreamedInputs, check_shard, discover_inputs, take_shard
+from ..batch.inputs import InputImage, StreamedInputs, check_shard, discover_inputs, pseudonymised, take_shard
 from ..batch.loop import BatchResult, LocalExecutor, likely_skipped, run_images
 from ..errors import OccludeError
 from ..loaders.limits import MemoryPlan
 from ..loaders.model import OnnxClassifier
+from ..outputs.provenance import Deidentifier, deidentifying
 from ..outputs.records import summary_document
 from ..outputs.volumes import write_baseline_check
 from ..outputs.write import check_output_folder, remove_stale_temps
@@ -70,6 +72,9 @@ class RunSettings:
     junit: Optional[Union[str, Path]] = None
     summary_md: Any = None
     null: bool = False
+    regions: Optional[Union[str, Path, RegionLabels]] = None  # a label map (NIfTI, DICOM SEG, RT-STRUCT): region tables
+    dicom_out: bool = False  # medical inputs: the map as a DICOM Parametric Map and a Secondary Capture
+    deidentify: bool = False  # pseudonyms for paths, replaced UIDs, no header text in any output
 
     def checked(self) -> RunSettings:
         """A copy with every field checked (raises OccludeError naming the parameter)."""
@@ -91,14 +96,24 @@ class RunSettings:
                 "several scales): give a fixed color_limit instead",
                 params=("color_limit", "shard", "scales"),
             )
+        regions = self.regions
+        if regions is not None and not isinstance(regions, RegionLabels):
+            regions = RegionLabels(regions).checked()  # a bad label map: one error before any input
         junit, summary_md = checked_targets(self.junit, self.summary_md)
         return replace(
-            self, scales=scales, shard=check_shard(self.shard), style=style, junit=junit, summary_md=summary_md
+            self,
+            scales=scales,
+            shard=check_shard(self.shard),
+            style=style,
+            junit=junit,
+            summary_md=summary_md,
+            regions=regions,
         )
 
     def writing(self) -> dict:
         """The keywords of the folder loop that decide the files (see :class:`occlude_cli.batch.loop.Writing`)."""
-        names = ("npy", "all_classes", "timing", "metrics", "multiscale", "style", "panels", "nifti")
+        names: Tuple[str, ...] = ("npy", "all_classes", "timing", "metrics", "multiscale", "style", "panels")
+        names += ("nifti", "regions", "dicom_out", "deidentify")
         return {"scales": self.scales, **{name: getattr(self, name) for name in names}}
 
 
@@ -127,6 +142,7 @@ class FolderPlan:
     every: Optional[List[InputImage]]
     problems: List[Tuple[str, str]]
     notes: List[Tuple[str, str]] = field(default_factory=list)
+    deidentifier: Optional[Deidentifier] = None
 
     @property
     def streamed(self) -> bool:
@@ -151,7 +167,14 @@ def plan_folder(
         model, model_options, task=options.task, resize=default_resize(options.task, options.detect_format)
     )
     # the inputs are found first (nothing is read; what discovery found is told after every check passed)
-    images, every, problems, notes = _inputs(inputs, out, settings, options.series)
+    images, every, problems, notes = _inputs(inputs, out, settings, options.series, options.series_uid)
+    deidentifier = None
+    if settings.deidentify:  # every input under its pseudonym, before any name is used
+        deidentifier = Deidentifier()
+        every = pseudonymised(every, deidentifier)
+        images = take_shard(every, settings.shard)
+        if isinstance(settings.regions, RegionLabels):
+            deidentifier.file_name(settings.regions.path, "regions")
     preprocessing = preprocessing or opened.preprocessing
     labels = list(labels) if labels is not None else opened.labels
     if len(getattr(preprocessing, "size", ())) == 3 and (settings.aggregate or len(settings.scales) > 1):
@@ -172,11 +195,24 @@ def plan_folder(
     if memory is not None and memory.shrunk:
         options = replace(options, batch_size=memory.batch_size)
     return FolderPlan(
-        Path(out), opened.classifier, preprocessing, labels, options, settings, memory, images, every, problems, notes
+        Path(out),
+        opened.classifier,
+        preprocessing,
+        labels,
+        options,
+        settings,
+        memory,
+        images,
+        every,
+        problems,
+        notes,
+        deidentifier,
     )
 
 
-def _inputs(inputs, out, settings: RunSettings, series: bool) -> Tuple[Any, Any, List[Tuple[str, str]], list]:
+def _inputs(
+    inputs, out, settings: RunSettings, series: bool, series_uid: Optional[str] = None
+) -> Tuple[Any, Any, List[Tuple[str, str]], list]:
     """(this shard's images, every image, arguments that named nothing, discovery notes): ``inputs`` are paths,
     folders and globs (str, Path or a list of them), or images already discovered (InputImage)."""
     notes: List[Tuple[str, str]] = []
@@ -190,7 +226,12 @@ def _inputs(inputs, out, settings: RunSettings, series: bool) -> Tuple[Any, Any,
         every, problems = [i for i in given if isinstance(i, InputImage)], []
     else:
         every, problems = discover_inputs(
-            [str(i) for i in given], recursive=settings.recursive, exclude=[out], notes=notes, series=series
+            [str(i) for i in given],
+            recursive=settings.recursive,
+            exclude=[out],
+            notes=notes,
+            series=series,
+            series_uid=series_uid,
         )
     return take_shard(every, settings.shard), every, problems, notes
 
@@ -274,7 +315,23 @@ def run_folder(
     else:
         events.started(len(plan.images), skipping=_resuming(plan))
     try:
-        result: BatchResult = run_images(
+        result = _run_planned(plan, images_executor, windows, events)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+        events.finished()
+    rows = [entry.row for entry in result.entries] if result.entries else result.rows
+    if plan.deidentifier is not None:  # what the terminal and --json show is de-identified too
+        rows = [replace(r, **{k: plan.deidentifier.scrub(v) for k, v in r.__dict__.items()}) for r in rows]
+    settings = plan.settings
+    write_reports(run_cases(rows), "occlude run", settings.junit, settings.summary_md, settings=_ci_settings(plan))
+    return FolderRun(rows, result.folder, result.interrupted, result.notes, plan)
+
+
+def _run_planned(plan: FolderPlan, images_executor, windows, events: RunEvents) -> BatchResult:
+    """The planned images through the folder loop (while a de-identifying run writes, everything is scrubbed)."""
+    with deidentifying(plan.deidentifier):
+        return run_images(
             plan.classifier,
             plan.images,
             plan.out,
@@ -297,14 +354,6 @@ def run_folder(
             on_explained=events.explained if events.wants_explanations else None,
             **plan.settings.writing(),
         )
-    finally:
-        if executor is not None:
-            executor.shutdown()
-        events.finished()
-    rows = [entry.row for entry in result.entries] if result.entries else result.rows
-    settings = plan.settings
-    write_reports(run_cases(rows), "occlude run", settings.junit, settings.summary_md, settings=_ci_settings(plan))
-    return FolderRun(rows, result.folder, result.interrupted, result.notes, plan)
 
 
 def _resuming(plan: FolderPlan) -> Set[str]:

@@ -22,7 +22,7 @@
   }
   function peakText(r) {
     if (r.pv === undefined && r.py === undefined) { return ""; }
-    var where = r.py !== undefined ? " @ (" + r.py + ", " + r.px + ")" : "";
+    var where = r.py !== undefined ? " @ (" + (r.pz !== undefined ? r.pz + ", " : "") + r.py + ", " + r.px + ")" : "";
     return (r.pv !== undefined ? fmt(r.pv) : "") + where;
   }
   function isBad(r) { return r.s === "failed" || r.c === "fail" || r.c === "error"; }
@@ -41,7 +41,7 @@
     { key: "c", label: "check", type: "text", when: data.has_check },
     { key: "l", label: "target", type: "text" },
     { key: "sc", label: "score", type: "num", show: function (r) { return fmt(r.sc); } },
-    { key: "pv", label: "peak @ (y, x)", type: "num", show: peakText, when: data.has_run },
+    { key: "pv", label: data.has_volumes ? "peak @ (z, y, x)" : "peak @ (y, x)", type: "num", show: peakText, when: data.has_run },
     { key: "e", label: "energy share", type: "num", show: function (r) { return fmt(r.e, 3); }, when: data.has_check },
     { key: "sec", label: "seconds", type: "num", show: function (r) { return fmt(r.sec, 2); } },
     { key: "err", label: "error", type: "text", cls: "err" }
@@ -171,7 +171,7 @@
     [
       ["path", r.p], ["status", r.s], ["check", r.c], ["target", r.l], ["score", fmt(r.sc)], ["peak", peakText(r)],
       ["energy share", fmt(r.e, 3)], ["peak in region", r.pg === undefined ? "" : (r.pg ? "yes" : "no")],
-      ["region share", fmt(r.rf, 3)], ["mask", r.m], ["seconds", fmt(r.sec, 2)], ["error", r.err]
+      ["region share", fmt(r.rf, 3)], ["mask", r.m], ["regions", r.rg], ["seconds", fmt(r.sec, 2)], ["error", r.err]
     ].forEach(function (pair) {
       if (pair[1] === undefined || pair[1] === "") { return; }
       details.appendChild(el("dt", null, pair[0]));
