@@ -28,7 +28,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -55,6 +55,46 @@ from .write import write_aggregate, write_summary
 # Run-level files derived from the manifests: removed when another job starts in the folder.
 DERIVED_FILES = ("summary.json", "summary.csv", "aggregate.npy", "aggregate.png", "index.html")
 _SHARD_SUMMARY = re.compile(r"^summary\.shard-\d+-of-\d+\.(?:json|csv)$")
+
+
+def _occlude_summary(path: Path) -> bool:
+    """Is ``path`` a summary.json that occlude wrote (counts and one row per image)?"""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and isinstance(document.get("counts"), dict) and "images" in document
+
+
+def check_run_level_files(out_dir, inputs: Sequence = (), shard: Optional[Tuple[int, int]] = None) -> None:
+    """Refuse, before any image, a run that would write over an input or over a file occlude did not write:
+    the run-level files (:data:`DERIVED_FILES` and the manifest) are occlude's when the folder holds an occlude
+    manifest (or, from before manifests, an occlude summary.json); otherwise any of them there is the user's.
+    ``inputs``: the run's input files. Raises OccludeError naming the file."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return
+    names = [*DERIVED_FILES, manifest_name(shard)]
+    targets = {(out_dir / name).resolve(): name for name in names}
+    for item in inputs:
+        path = Path(getattr(item, "path", item))
+        name = targets.get(path.resolve())
+        if name is not None:
+            raise OccludeError(
+                f"{path} is an input, and the run writes its {name} there: rename it or choose another output folder",
+                params=("out",),
+            )
+    manifests = read_manifests(out_dir)
+    ours = {m["_file"] for m in manifests}
+    legacy = not manifests and _occlude_summary(out_dir / "summary.json")
+    for name in names:
+        path = out_dir / name
+        if name in ours or not os.path.lexists(path) or ((manifests or legacy) and name in DERIVED_FILES):
+            continue
+        raise OccludeError(
+            f"{path} exists and occlude did not write it: move it or choose another output folder", params=("out",)
+        )
 
 
 def start_job(out_dir, job: Job, entries: Sequence[Entry]) -> List[Path]:
@@ -106,6 +146,8 @@ def rebuild(out_dir, *, style=None, aggregate: Optional[bool] = None, report: Op
     newest, entries, state = current_entries(out_dir)
     if newest is None:
         state.rows = rebuild_from_records(out_dir)
+        if not state.rows and not _occlude_summary(out_dir / "summary.json"):
+            raise OccludeError(f"{out_dir} holds no occlude results (no manifest.json, summary.json or STEM.json)")
         write_summary(state.rows, out_dir)
         return state
     state.rows = [e.row for e in entries]

@@ -29,6 +29,7 @@ from ..batch.loop import BatchResult, LocalExecutor, likely_skipped, run_images
 from ..errors import OccludeError
 from ..loaders.limits import MemoryPlan
 from ..loaders.model import OnnxClassifier
+from ..outputs.folder import check_run_level_files
 from ..outputs.records import summary_document
 from ..outputs.volumes import write_baseline_check
 from ..outputs.write import check_output_folder, remove_stale_temps
@@ -250,6 +251,7 @@ def run_folder(
         **overrides,
     )
     check_output_folder(plan.out)
+    check_run_level_files(plan.out, plan.every, plan.settings.shard)
     _tell(plan, remove_stale_temps(plan.out, started), events)
     executor = _ray_executor(plan, model_options, events) if plan.settings.ray else None
     images_executor = executor

@@ -1,0 +1,67 @@
+"""Defects of the outside audit of main: each test runs the real CLI on the sample model and real files, and
+failed before its fix."""
+
+import shutil
+
+from typer.testing import CliRunner
+
+from occlude_cli.cli import app
+
+from conftest import SAMPLE_IMAGES, SAMPLE_MODELS
+
+runner = CliRunner()
+MODEL = SAMPLE_MODELS / "digits_cnn.onnx"
+THREE = SAMPLE_IMAGES / "digit_3.png"
+SEVEN = SAMPLE_IMAGES / "digit_7.png"
+
+
+def occlude(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def error_lines(result):
+    return [line for line in result.output.splitlines() if line.startswith("error:")]
+
+
+def test_an_input_named_like_a_run_level_file_in_the_output_folder_is_never_overwritten(tmp_path):
+    folder = tmp_path / "p"
+    folder.mkdir()
+    shutil.copy(THREE, folder / "aggregate.png")
+    shutil.copy(SEVEN, folder / "seven.png")
+    before = (folder / "aggregate.png").read_bytes()
+    result = occlude("run", MODEL, folder, "-o", folder, "--aggregate", "-q")
+    assert result.exit_code == 1
+    assert len(error_lines(result)) == 1 and "aggregate.png" in error_lines(result)[0]
+    assert (folder / "aggregate.png").read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["aggregate.png", "seven.png"]  # no image was run
+
+
+def test_a_users_own_run_level_files_are_refused_and_kept(tmp_path):
+    for name in ("index.html", "summary.csv", "summary.json", "manifest.json", "aggregate.npy"):
+        folder = tmp_path / name.replace(".", "_")
+        folder.mkdir()
+        (folder / name).write_bytes(b"mine\n")
+        result = occlude("run", MODEL, THREE, "-o", folder, "--report", "--aggregate", "-q")
+        assert result.exit_code == 1, name
+        assert len(error_lines(result)) == 1 and name in error_lines(result)[0]
+        assert (folder / name).read_bytes() == b"mine\n"
+        assert not (folder / "digit_3.json").exists()
+
+
+def test_occludes_own_run_level_files_are_replaced_on_a_rerun(tmp_path):
+    out = tmp_path / "out"
+    assert occlude("run", MODEL, THREE, "-o", out, "--report", "--aggregate", "-q").exit_code == 0
+    result = occlude("run", MODEL, THREE, SEVEN, "-o", out, "--report", "--aggregate", "-q")
+    assert result.exit_code == 0, result.output
+    assert (out / "digit_7.json").is_file() and "digit_7" in (out / "summary.csv").read_text()
+
+
+def test_summary_of_a_folder_without_occlude_results_writes_nothing(tmp_path):
+    folder = tmp_path / "u"
+    folder.mkdir()
+    (folder / "summary.csv").write_text("my,data\n")
+    result = occlude("summary", folder)
+    assert result.exit_code == 1
+    assert len(error_lines(result)) == 1 and "holds no occlude results" in error_lines(result)[0]
+    assert (folder / "summary.csv").read_text() == "my,data\n"
+    assert sorted(p.name for p in folder.iterdir()) == ["summary.csv"]
