@@ -65,3 +65,17 @@ def test_summary_of_a_folder_without_occlude_results_writes_nothing(tmp_path):
     assert len(error_lines(result)) == 1 and "holds no occlude results" in error_lines(result)[0]
     assert (folder / "summary.csv").read_text() == "my,data\n"
     assert sorted(p.name for p in folder.iterdir()) == ["summary.csv"]
+
+
+def test_bias_controls_beyond_the_memory_budget_are_refused_before_any_image(tmp_path):
+    result = occlude("bias", MODEL, THREE, "--box", "2,2,10,10", "--controls", 100_000_000, "-o", tmp_path / "b")
+    assert result.exit_code == 1
+    assert len(error_lines(result)) == 1 and "--controls 100000000" in error_lines(result)[0]
+    assert "--max-memory" in error_lines(result)[0]
+
+
+def test_stability_trials_beyond_the_memory_budget_are_refused(tmp_path):
+    result = occlude("stability", MODEL, THREE, "--trials", 100_000_000, "-o", tmp_path / "s")
+    assert result.exit_code == 1
+    assert len(error_lines(result)) == 1 and "--trials 100000000" in error_lines(result)[0]
+    assert not list(tmp_path.rglob("*.stability.json"))

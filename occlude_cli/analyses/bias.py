@@ -22,6 +22,7 @@ from ..core.baselines import baseline_image_path, default_blur_sigma, make_basel
 from ..errors import OccludeError, shown_apart
 from ..loaders.baseline_image import baseline_image
 from ..loaders.images import PreparedImage, Preprocessing, prepare_image
+from ..loaders.limits import check_count
 from ..loaders.maps import region_mask
 from ..loaders.model import OnnxClassifier, resolve_target
 from .options import ExplainOptions
@@ -123,6 +124,7 @@ def bias_image(
         baseline = make_baseline(options.baseline, prepared.pixels, preprocessing, seed=options.seed, blur_sigma=sigma)
     sample = prepared.model_input
     axes = preprocessing.spatial_axes
+    check_count(int(controls), sample.nbytes + region.size, "controls", "a copy of the model input per control")
     rng = np.random.default_rng(seed)
     others, overlaps = control_masks(region, int(controls), rng) if controls else ([], 0)
     batch = np.stack(

@@ -110,6 +110,18 @@ def _limit_text(limit: int) -> str:
     return f"{PARAM} {human(limit)}"
 
 
+def check_count(count: int, each: int, param: str, what: str, limit: Optional[int] = None) -> None:
+    """Refuse ``count`` items of ``each`` bytes (``what`` they are) before they are allocated, when together
+    they need more than the budget; the error names ``param`` (the count) and the budget."""
+    limit = budget() if limit is None else limit
+    need = int(count) * max(1, int(each))
+    if need > limit:
+        raise OccludeError(
+            f"{param} {int(count)} needs about {human(need)} of memory ({what}); the limit is {_limit_text(limit)}",
+            params=(param, PARAM),
+        )
+
+
 # ------------------------------------------------------------------------------------------ images
 
 
