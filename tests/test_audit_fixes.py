@@ -1,13 +1,15 @@
 """Defects of the outside audit of main: each test runs the real CLI on the sample model and real files, and
 failed before its fix."""
 
+import json
 import shutil
 
+import pytest
 from typer.testing import CliRunner
 
 from occlude_cli.cli import app
 
-from conftest import SAMPLE_IMAGES, SAMPLE_MODELS
+from conftest import ROOT, SAMPLE_IMAGES, SAMPLE_MODELS
 
 runner = CliRunner()
 MODEL = SAMPLE_MODELS / "digits_cnn.onnx"
@@ -79,3 +81,51 @@ def test_stability_trials_beyond_the_memory_budget_are_refused(tmp_path):
     assert result.exit_code == 1
     assert len(error_lines(result)) == 1 and "--trials 100000000" in error_lines(result)[0]
     assert not list(tmp_path.rglob("*.stability.json"))
+
+
+def test_a_target_label_that_occurs_twice_is_refused_with_both_indices(tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(["crane"] + [f"c{i}" for i in range(1, 9)] + ["Crane"]) + "\n")
+    result = occlude("run", MODEL, THREE, "--labels", labels, "--target", "crane", "-o", tmp_path / "o")
+    assert result.exit_code == 1
+    assert error_lines(result) == ["error: ambiguous label 'crane': classes 0 and 9; use the index"]
+    assert not (tmp_path / "o" / "digit_3.json").exists()
+
+
+@pytest.mark.parametrize("value", ["-5", "256", "1e30", "0,0,300"])
+def test_constant_baselines_outside_0_to_255_are_refused(tmp_path, value):
+    result = occlude("run", MODEL, THREE, f"--baseline={value}", "-o", tmp_path / "o")
+    assert result.exit_code == 1
+    assert len(error_lines(result)) == 1 and "0..255" in error_lines(result)[0]
+    assert not (tmp_path / "o" / "digit_3.json").exists()
+
+
+def test_constant_baselines_at_the_ends_of_the_range_run(tmp_path):
+    assert occlude("run", MODEL, THREE, "--baseline=255", "-o", tmp_path / "o", "-q").exit_code == 0
+    assert occlude("run", MODEL, THREE, "--baseline=0", "-o", tmp_path / "o", "-q").exit_code == 0
+
+
+@pytest.mark.parametrize("flags", [["-o", ""], ["--out", " "], ["--out="]])
+def test_an_empty_output_folder_is_a_usage_error(tmp_path, monkeypatch, flags):
+    monkeypatch.chdir(tmp_path)
+    result = occlude("run", MODEL, THREE, *flags)
+    assert result.exit_code == 2
+    assert len(error_lines(result)) == 1 and "-o/--out is empty" in error_lines(result)[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_same_patch_size_twice_is_refused(tmp_path):
+    result = occlude("run", MODEL, THREE, "--patch", "2,2", "-o", tmp_path / "o")
+    assert result.exit_code == 1
+    assert len(error_lines(result)) == 1 and "--patch" in error_lines(result)[0] and "write 2x2" in result.output
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.json"))
+
+
+def test_the_quickstart_is_729_windows_and_730_forward_passes(tmp_path):
+    result = occlude("run", SAMPLE_MODELS / "efficientnet_lite0.onnx", SAMPLE_IMAGES / "cat.jpg", "-o", tmp_path, "-q")
+    assert result.exit_code == 0, result.output
+    windows = len(json.loads((tmp_path / "cat.json").read_text())["windows"])
+    assert windows == 729
+    for page in (ROOT / "README.md", ROOT / "docs" / "getting-started.md"):
+        text = " ".join(page.read_text().split())
+        assert f"({windows} windows, {windows + 1} forward passes," in text and "730 windows" not in text

@@ -667,8 +667,13 @@ def resolve_target(target, labels: Optional[Sequence[str]], num_classes: int) ->
                 f"target {text!r} is a name but the model has no labels (give labels or an index)", params=("labels",)
             ) from None
         lowered = [label.lower() for label in labels]
-        if text.lower() in lowered:
-            return lowered.index(text.lower())
+        matches = [i for i, label in enumerate(lowered) if label == text.lower()]
+        if len(matches) > 1:
+            classes = ", ".join(str(i) for i in matches[:-1]) + f" and {matches[-1]}"
+            message = f"ambiguous label {text!r}: classes {classes}; use the index"
+            raise OccludeError(message, params=("target",)) from None
+        if matches:
+            return matches[0]
         hint = label_suggestions(text, labels)
         raise OccludeError(f"target {text!r} is none of the model's labels{hint}", params=("target",)) from None
     if not 0 <= index < num_classes:

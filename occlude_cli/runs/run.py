@@ -75,6 +75,14 @@ class RunSettings:
     def checked(self) -> RunSettings:
         """A copy with every field checked (raises OccludeError naming the parameter)."""
         scales = [as_size(s, "scales") for s in self.scales]
+        twice = [s for i, s in enumerate(scales) if s in scales[:i]]
+        if twice:
+            size = "x".join(str(n) for n in twice[0])
+            raise OccludeError(
+                f"scales gives the patch size {size} twice: give each size once "
+                f"(for one patch of {size} pixels write {size})",
+                params=("scales",),
+            )
         if self.multiscale and len(scales) < 2:
             raise OccludeError("multiscale needs several patch sizes in scales", params=("multiscale", "scales"))
         if self.ray is None and (self.workers is not None or self.gpus_per_worker):
