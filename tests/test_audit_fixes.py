@@ -4,12 +4,15 @@ failed before its fix."""
 import json
 import shutil
 
+import numpy as np
+import onnx
 import pytest
 from typer.testing import CliRunner
 
 from occlude_cli.cli import app
 
 from conftest import ROOT, SAMPLE_IMAGES, SAMPLE_MODELS
+from onnx_models import rectangle_model
 
 runner = CliRunner()
 MODEL = SAMPLE_MODELS / "digits_cnn.onnx"
@@ -129,3 +132,88 @@ def test_the_quickstart_is_729_windows_and_730_forward_passes(tmp_path):
     for page in (ROOT / "README.md", ROOT / "docs" / "getting-started.md"):
         text = " ".join(page.read_text().split())
         assert f"({windows} windows, {windows + 1} forward passes," in text and "730 windows" not in text
+
+
+def _with_metadata(tmp_path, name, preprocess=None, **meta):
+    """The digits model with its metadata edited: ``preprocess`` keys set in occlude.preprocess, ``meta`` keys
+    (``occlude_labels`` for occlude.labels) replaced as given (raw strings)."""
+    model = onnx.load(MODEL)
+    for prop in model.metadata_props:
+        if prop.key == "occlude.preprocess" and preprocess is not None:
+            prop.value = json.dumps({**json.loads(prop.value), **preprocess})
+        if prop.key.replace(".", "_") in meta:
+            prop.value = meta[prop.key.replace(".", "_")]
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("command", [["run"], ["check"], ["bias", "--box", "1,1,4,4"]])
+def test_an_output_folder_that_is_a_symlink_loop_is_one_error(tmp_path, command):
+    (tmp_path / "l2").symlink_to(tmp_path / "l1")
+    (tmp_path / "l1").symlink_to(tmp_path / "l2")
+    result = occlude(command[0], MODEL, THREE, *command[1:], "-o", tmp_path / "l1")
+    assert result.exit_code == 1
+    assert len(error_lines(result)) == 1 and "l1" in error_lines(result)[0]
+
+
+def test_metadata_nested_too_deep_is_one_error(tmp_path):
+    model = _with_metadata(tmp_path, "deep", occlude_preprocess="[" * 100_000 + "]" * 100_000)
+    result = occlude("run", model, THREE, "-o", tmp_path / "o")
+    assert result.exit_code == 1
+    assert len(error_lines(result)) == 1 and "occlude.preprocess" in error_lines(result)[0]
+
+
+def test_compare_refuses_a_npy_whose_header_exceeds_the_budget_before_reading_it(tmp_path):
+    huge = tmp_path / "huge.npy"
+    with open(huge, "wb") as handle:
+        np.lib.format.write_array_header_1_0(
+            handle, {"descr": "<f8", "fortran_order": False, "shape": (400000, 400000)}
+        )
+        handle.write(b"\0" * 64)
+    result = occlude("compare", MODEL, THREE, huge, "-o", tmp_path / "o")
+    assert result.exit_code == 1
+    assert len(error_lines(result)) == 1 and "huge.npy" in error_lines(result)[0]
+    assert "--max-memory" in error_lines(result)[0]
+
+
+@pytest.mark.parametrize("region", ["5,5,2,2", "7,7,7,7"])
+def test_an_empty_region_is_refused_once_before_any_image(tmp_path, region):
+    result = occlude("run", MODEL, THREE, SEVEN, "--region", region, "-o", tmp_path / "o")
+    assert result.exit_code == 1
+    assert error_lines(result) == [f"error: --region {region} is empty: need x0 < x1 and y0 < y1"]
+
+
+def test_an_unknown_declared_output_is_refused_once_before_any_image(tmp_path):
+    model = _with_metadata(tmp_path, "softmaxx", preprocess={"output": "softmaxx"})
+    result = occlude("run", model, THREE, SEVEN, "-o", tmp_path / "o")
+    assert result.exit_code == 1
+    assert len(error_lines(result)) == 1 and "'softmaxx'" in error_lines(result)[0]
+    assert "digit_3" not in result.output
+
+
+def test_errors_name_where_a_value_came_from(tmp_path):
+    result = occlude("run", MODEL, THREE, "--preprocess", "torchvision", "-o", tmp_path / "o")
+    assert error_lines(result) == ["error: mean of the preset torchvision needs 1 value for a 1-channel model, got 3"]
+    assert "--mean needs 1 value" in occlude("run", MODEL, THREE, "--mean", "1,2,3", "-o", tmp_path / "o").output
+    model = _with_metadata(tmp_path, "two", occlude_labels='["a", "b"]')
+    result = occlude("run", model, THREE, "-o", tmp_path / "o")
+    assert error_lines(result) == [
+        "error: the model metadata (occlude.labels) has 2 labels but the model has 10 classes"
+    ]
+    result = occlude("report", tmp_path / "missing")
+    assert error_lines(result) == [f"error: OUT_DIR is not a folder: {tmp_path / 'missing'}"]
+    probe = rectangle_model(tmp_path / "soft.onnx", softmax=True)
+    result = occlude("run", probe, THREE, "--score", "logit", "-o", tmp_path / "o")
+    assert result.exit_code == 1 and "use --score auto" in error_lines(result)[0]
+
+
+@pytest.mark.parametrize(
+    "labels", ["[null, 1, 2, 3, 4, 5, 6, 7, 8, 9]", '[["x"], "1", "2", "3", "4", "5", "6", "7", "8", "9"]']
+)
+def test_non_string_labels_in_the_metadata_are_refused(tmp_path, labels):
+    model = _with_metadata(tmp_path, "labels", occlude_labels=labels)
+    result = occlude("run", model, THREE, "-o", tmp_path / "o")
+    assert result.exit_code == 1
+    assert len(error_lines(result)) == 1 and "'occlude.labels'" in error_lines(result)[0]
+    assert "strings" in error_lines(result)[0]

@@ -212,6 +212,9 @@ class ExplainOptions:
             raise OccludeError(
                 f"region must be four finite numbers x0, y0, x1, y1, got {self.region!r}", params=("region",)
             )
+        if region[2] <= region[0] or region[3] <= region[1]:  # empty on every image: refused before any
+            text = ",".join(f"{v:g}" for v in region)
+            raise OccludeError(f"region {text} is empty: need x0 < x1 and y0 < y1", params=("region",))
         return region
 
     def _medical_checked(self) -> dict:

@@ -233,6 +233,14 @@ def _first_magic(parts: Sequence[str]) -> int:
     return len(parts)
 
 
+def _resolved_out(path: Path) -> Path:
+    """The output folder, resolved (a symlink loop is one error naming it, not a RuntimeError)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:
+        raise OccludeError(f"output folder {path} cannot be resolved: {exc}", params=("out",)) from None
+
+
 def discover_inputs(
     args: Iterable[str],
     recursive: bool = False,
@@ -254,7 +262,7 @@ def discover_inputs(
     PNG that a result JSON beside it lists is left out (:func:`is_own_output`). FIFOs, devices and other
     non-regular files are never opened; they are reported in ``notes`` (a list to append (path, note) to).
     """
-    excluded = [Path(e).resolve() for e in exclude]
+    excluded = [_resolved_out(Path(e)) for e in exclude]
     found: Dict[Path, str] = {}  # file as given -> its path relative to its argument
     seen = set()
     problems: List[Tuple[str, str]] = []

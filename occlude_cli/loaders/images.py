@@ -146,8 +146,11 @@ class Preprocessing:
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, self.channels):
                 want = "1 value" if self.channels == 1 else f"1 or {self.channels} values (R,G,B)"
+                source = dict(self.sources).get(name, "given")
+                where = "" if source == "given" else f" of the {source}"  # name where it came from
                 raise OccludeError(
-                    f"{name} (--{name}) needs {want} for a {self.channels}-channel model, got {len(values)}"
+                    f"{name}{where} needs {want} for a {self.channels}-channel model, got {len(values)}",
+                    params=(name,) if source == "given" else (),
                 )
             if not all(np.isfinite(values)):
                 raise OccludeError(f"{name} (--{name}) must be finite numbers, got {list(values)}")
