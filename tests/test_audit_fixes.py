@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import onnx
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from occlude_cli.cli import app
@@ -217,3 +218,17 @@ def test_non_string_labels_in_the_metadata_are_refused(tmp_path, labels):
     assert result.exit_code == 1
     assert len(error_lines(result)) == 1 and "'occlude.labels'" in error_lines(result)[0]
     assert "strings" in error_lines(result)[0]
+
+
+def test_a_float_image_is_refused_with_its_range_and_nan_is_named(tmp_path):
+    Image.fromarray(np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8), "F").save(tmp_path / "unit.tif")
+    result = occlude("run", MODEL, tmp_path / "unit.tif", "-o", tmp_path / "o")
+    assert result.exit_code == 3
+    assert len(error_lines(result)) == 1 and "unit.tif: a 32-bit float image (values 0..1)" in error_lines(result)[0]
+    values = np.full((8, 8), 100.0, dtype=np.float32)
+    values[2, 3] = np.nan
+    Image.fromarray(values, "F").save(tmp_path / "nan.tif")
+    result = occlude("run", MODEL, tmp_path / "nan.tif", "-o", tmp_path / "o")
+    assert result.exit_code == 3
+    assert "nan.tif: a 32-bit float image with 1 NaN or infinite pixel(s)" in error_lines(result)[0]
+    assert not (tmp_path / "o" / "unit.json").exists() and not (tmp_path / "o" / "nan.json").exists()
