@@ -220,9 +220,8 @@ def _expand(
     if not path.exists():
         return [], path.parent, f"not found: {path}"
     regular, kind = regular_file(path)
-    if not regular:
-        notes.append((str(path), f"skipped: not a regular file ({kind})"))
-        return [], path.parent, None
+    if not regular:  # named on its own: a failure (exit 3), not a note
+        return [], path.parent, f"{path}: not a regular file ({kind}), not read"
     return [path], path.parent, None
 
 
