@@ -232,3 +232,16 @@ def test_a_float_image_is_refused_with_its_range_and_nan_is_named(tmp_path):
     assert result.exit_code == 3
     assert "nan.tif: a 32-bit float image with 1 NaN or infinite pixel(s)" in error_lines(result)[0]
     assert not (tmp_path / "o" / "unit.json").exists() and not (tmp_path / "o" / "nan.json").exists()
+
+
+def test_a_name_added_to_an_edited_record_is_not_deleted_on_the_next_write(tmp_path):
+    out = tmp_path / "out"
+    assert occlude("run", MODEL, THREE, "-o", out, "-q").exit_code == 0
+    (out / "notes.txt").write_text("keep\n")
+    shutil.copy(SEVEN, out / "other.png")
+    record = json.loads((out / "digit_3.json").read_text())
+    record["outputs"] += [{"name": "notes.txt"}, {"name": "other.png"}]
+    (out / "digit_3.json").write_text(json.dumps(record))
+    assert occlude("run", MODEL, THREE, "-o", out, "-q", "--no-npy", "--patch", 2).exit_code == 0
+    assert (out / "notes.txt").read_text() == "keep\n" and (out / "other.png").is_file()
+    assert not (out / "digit_3.npy").exists()  # occlude's own file the new run no longer writes: removed

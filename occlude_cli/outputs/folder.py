@@ -270,21 +270,29 @@ def _write_aggregate(out_dir: Path, entries: Sequence[Entry], style, state: Fold
 # ------------------------------------------------------------------------------------ stale files
 
 
-def _listed(out_dir: Path, marker: str, depth: int = 0) -> List[str]:
+_OWN_NAME = re.compile(r"^(?:\.[A-Za-z0-9_-]+)*\.(?:json|npy|png|csv|html|nii\.gz)$")
+
+
+def _listed(out_dir: Path, marker: str, depth: int = 0, stem: str = "") -> List[str]:
     """The marker and every file its record lists (a study's per-scale records and theirs), relative to
-    ``out_dir``; [] when it is not an occlude result record."""
+    ``out_dir``; [] when it is not an occlude result record. Only names occlude's naming rule gives the key's
+    files (``stem``, then ``.INFIX`` parts and an output extension) count: a name added to an edited record
+    (``notes.txt``, another image's files) is never taken for one of them."""
     record = read_record(out_dir, marker)
     if record is None or "fingerprint" not in record:
         return []
     folder = marker.rsplit("/", 1)[0] + "/" if "/" in marker else ""
+    stem = stem or marker.rsplit("/", 1)[-1].removesuffix(".json").removesuffix(".scales")
     names = [marker]
     for item in record.get("outputs") or []:
         name = item.get("name") if isinstance(item, dict) else item
         if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
             continue
+        if not (name.startswith(stem) and _OWN_NAME.match(name[len(stem) :])):
+            continue
         names.append(folder + name)
         if name.endswith(".json") and depth == 0 and folder + name != marker:
-            names += _listed(out_dir, folder + name, depth + 1)[1:]
+            names += _listed(out_dir, folder + name, depth + 1, stem)[1:]
     return names
 
 
