@@ -245,3 +245,19 @@ def test_a_name_added_to_an_edited_record_is_not_deleted_on_the_next_write(tmp_p
     assert occlude("run", MODEL, THREE, "-o", out, "-q", "--no-npy", "--patch", 2).exit_code == 0
     assert (out / "notes.txt").read_text() == "keep\n" and (out / "other.png").is_file()
     assert not (out / "digit_3.npy").exists()  # occlude's own file the new run no longer writes: removed
+
+
+def test_resume_and_the_aggregate_do_not_trust_an_edited_map(tmp_path):
+    out = tmp_path / "out"
+    args = ["run", MODEL, THREE, SEVEN, "-o", out, "--aggregate", "-q"]
+    assert occlude(*args).exit_code == 0
+    aggregate = (out / "aggregate.npy").read_bytes()
+    record = json.loads((out / "digit_3.json").read_text())
+    original = record["map"][0][0]
+    record["map"][0][0] = 123.0  # still valid JSON, still the same outputs
+    (out / "digit_3.json").write_text(json.dumps(record))
+    summary = occlude("summary", out)
+    assert "digit_3.json: its map differs" in summary.output  # the aggregate leaves it out, with a note
+    assert occlude(*args, "--resume").exit_code == 0
+    assert json.loads((out / "digit_3.json").read_text())["map"][0][0] == original  # recomputed
+    assert (out / "aggregate.npy").read_bytes() == aggregate

@@ -49,7 +49,7 @@ from .manifest import (  # noqa: F401  (re-exported: the folder's machinery in o
     summary_name,
     write_manifest,
 )
-from .records import SUMMARY_FIELDS, SummaryRow
+from .records import SUMMARY_FIELDS, SummaryRow, map_digest
 from .write import write_aggregate, write_summary
 
 # Run-level files derived from the manifests: removed when another job starts in the folder.
@@ -235,6 +235,8 @@ def saved_map(out_dir, marker: str, fingerprint: Optional[str] = None) -> np.nda
     if fingerprint is not None and record.get("fingerprint") != fingerprint:
         raise OccludeError(f"{marker}: written by another run than the manifest lists (re-run with --resume)")
     if "map" in record:
+        if "map_sha256" in record and map_digest(record["map"]) != record["map_sha256"]:
+            raise OccludeError(f"{marker}: its map differs from the one it was written with (edited?)")
         return _grid(record["map"])
     folder = marker.rsplit("/", 1)[0] + "/" if "/" in marker else ""
     maps = [m for m in record.get("maps") or [] if isinstance(m, str)]
@@ -245,6 +247,8 @@ def saved_map(out_dir, marker: str, fingerprint: Optional[str] = None) -> np.nda
         scale = read_record(out_dir, folder + name)
         if scale is None or "map" not in scale:
             raise OccludeError(f"{folder + name}: missing or unreadable")
+        if "map_sha256" in scale and map_digest(scale["map"]) != scale["map_sha256"]:
+            raise OccludeError(f"{folder + name}: its map differs from the one it was written with (edited?)")
         grids.append(_grid(scale["map"]))
     return multiscale_mean(grids) if record.get("multiscale") else grids[0]
 
