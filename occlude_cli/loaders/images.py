@@ -379,8 +379,7 @@ def load_image(path) -> Image.Image:
     budget or above the pixel limit (see :mod:`occlude_cli.loaders.limits`) is refused before a single pixel
     is decoded; Pillow's DecompressionBombWarning becomes that one-line error.
     Returns an RGB image (transparency composited onto white), or an 'L' / 'F' image for single-channel
-    files (16-bit rescaled to 0..255). A 32-bit float image (Pillow mode F) is refused: its values have no
-    agreed range (0..1, 0..255, raw sensor units), and guessing one would explain a different picture.
+    files (16-bit rescaled to 0..255); a 32-bit float file is refused (see ``limits.check_float_image``).
     """
     ahead = take_decoded(path)
     if ahead is not None:  # decoded on the prefetch thread (see decode_ahead): the same image or the same error
@@ -388,24 +387,10 @@ def load_image(path) -> Image.Image:
     return decode_photo(path)
 
 
-def _refuse_float(image: Image.Image, path) -> None:
-    """One error naming the file: NaN or infinite pixels, else the range a conversion must decide on."""
-    data = np.asarray(image, dtype=np.float64)
-    finite = np.isfinite(data)
-    if not finite.all():
-        raise OccludeError(f"{path}: a 32-bit float image with {int((~finite).sum())} NaN or infinite pixel(s)")
-    low, high = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
-    raise OccludeError(
-        f"{path}: a 32-bit float image (values {low:g}..{high:g}) has no pixel range occlude can know; save it "
-        "as an 8- or 16-bit image scaled as the model expects (0..255 or 0..65535)"
-    )
-
-
 def decode_photo(path) -> Image.Image:
     """:func:`load_image` without looking for an image decoded ahead: what the prefetch thread runs."""
     image = open_image(path)
-    if image.mode == "F":
-        _refuse_float(image, path)
+    limits.check_float_image(image, path)
     return normalise_mode(image)
 
 

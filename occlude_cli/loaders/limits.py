@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
+import numpy as np
+
 from ..errors import OccludeError
 
 # Bytes of working memory per pixel and band while an image is decoded and resized: the decoded image
@@ -123,6 +125,23 @@ def check_count(count: int, each: int, param: str, what: str, limit: Optional[in
 
 
 # ------------------------------------------------------------------------------------------ images
+
+
+def check_float_image(image, path) -> None:
+    """Refuse a 32-bit float image (Pillow mode F): its values have no agreed range (0..1, 0..255, sensor
+    units) and guessing one would explain a different picture. One error naming the file, with its NaN or
+    infinite pixels, else its value range."""
+    if image.mode != "F":
+        return
+    data = np.asarray(image, dtype=np.float64)
+    bad = int((~np.isfinite(data)).sum())
+    if bad:
+        raise OccludeError(f"{path}: a 32-bit float image with {bad} NaN or infinite pixel(s)")
+    span = f"{data.min():g}..{data.max():g}" if data.size else "empty"
+    raise OccludeError(
+        f"{path}: a 32-bit float image (values {span}) has no pixel range occlude can know; save it "
+        "as an 8- or 16-bit image scaled as the model expects (0..255 or 0..65535)"
+    )
 
 
 def check_image_size(width: int, height: int, bands: int, name: str, limit: Optional[int] = None) -> None:
