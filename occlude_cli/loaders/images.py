@@ -146,12 +146,10 @@ class Preprocessing:
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, self.channels):
                 want = "1 value" if self.channels == 1 else f"1 or {self.channels} values (R,G,B)"
-                source = dict(self.sources).get(name, "given")
-                where = "" if source == "given" else f" of the {source}"  # name where it came from
-                raise OccludeError(
-                    f"{name}{where} needs {want} for a {self.channels}-channel model, got {len(values)}",
-                    params=(name,) if source == "given" else (),
-                )
+                source = dict(self.sources).get(name, "given")  # named where it came from
+                where, params = ("", (name,)) if source == "given" else (f" of the {source}", ())
+                message = f"{name}{where} needs {want} for a {self.channels}-channel model, got {len(values)}"
+                raise OccludeError(message, params=params)
             if not all(np.isfinite(values)):
                 raise OccludeError(f"{name} (--{name}) must be finite numbers, got {list(values)}")
         check_pad_value(self.pad_value)
@@ -389,9 +387,7 @@ def load_image(path) -> Image.Image:
 
 def decode_photo(path) -> Image.Image:
     """:func:`load_image` without looking for an image decoded ahead: what the prefetch thread runs."""
-    image = open_image(path)
-    limits.check_float_image(image, path)
-    return normalise_mode(image)
+    return normalise_mode(limits.check_float_image(open_image(path), path))
 
 
 def is_photo(path) -> bool:
@@ -504,8 +500,7 @@ def has_transparency(image: Image.Image) -> bool:
 
 
 def normalise_mode(image: Image.Image) -> Image.Image:
-    """RGB, L (8-bit grey) or F (16/32-bit integer grey rescaled to 0..255; an F image stays as it is: see
-    :func:`load_image` for float files); transparency composited onto white."""
+    """RGB, L (8-bit grey) or F (16/32-bit integer grey rescaled to 0..255); transparency onto white."""
     if image.mode in ("RGB", "L", "F"):
         return image
     if image.mode.startswith("I"):
@@ -515,8 +510,7 @@ def normalise_mode(image: Image.Image) -> Image.Image:
     if image.mode == "1":
         return image.convert("L")
     if image.mode in ("LA", "La"):
-        grey = _on_white(image.convert("RGBA")).convert("L")
-        return grey
+        return _on_white(image.convert("RGBA")).convert("L")
     if image.mode in ("RGBA", "RGBa", "PA") or (image.mode == "P" and "transparency" in image.info):
         return _on_white(image.convert("RGBA"))
     return image.convert("RGB")

@@ -127,12 +127,12 @@ def check_count(count: int, each: int, param: str, what: str, limit: Optional[in
 # ------------------------------------------------------------------------------------------ images
 
 
-def check_float_image(image, path) -> None:
+def check_float_image(image, path):
     """Refuse a 32-bit float image (Pillow mode F): its values have no agreed range (0..1, 0..255, sensor
     units) and guessing one would explain a different picture. One error naming the file, with its NaN or
-    infinite pixels, else its value range."""
+    infinite pixels, else its value range. Returns ``image`` (any other mode)."""
     if image.mode != "F":
-        return
+        return image
     data = np.asarray(image, dtype=np.float64)
     bad = int((~np.isfinite(data)).sum())
     if bad:

@@ -24,7 +24,7 @@ from ..errors import OccludeError, first_line
 from ..inference.facts import file_sha256, final_operator, model_facts  # noqa: F401
 from .cuda import CUDA, cuda_load_error, prepare_cuda
 from .modelfiles import find_model_file, read_model_files
-from .outputs import TASKS, declared_classes, output_task
+from .outputs import TASKS, check_declared_output, declared_classes, output_task
 
 PREPROCESS_KEY = "occlude.preprocess"
 LABELS_KEY = "occlude.labels"
@@ -233,19 +233,6 @@ class Head:
 
     def describe(self) -> dict:
         return {"kind": self.kind, "requested": self.requested, "rule": self.rule}
-
-
-_DECLARED = ("probabilities", "softmax", "sigmoid", "multilabel", "multi-label", "independent", "logits", "logit")
-
-
-def check_declared_output(declared) -> Optional[str]:
-    """The metadata's ``output`` (what the model's output is), lower case; refused unless one of the known
-    kinds, when the model is opened (before any image)."""
-    if declared is None or declared == "":
-        return None
-    if not isinstance(declared, str) or declared.lower() not in _DECLARED:
-        raise OccludeError(f"model metadata output {declared!r} is not one of logits, probabilities, sigmoid")
-    return declared.lower()
 
 
 def resolve_head(requested, raw: np.ndarray, *, final_op: Optional[str] = None, declared: Optional[str] = None) -> Head:
