@@ -259,7 +259,7 @@ def run_folder(
         **overrides,
     )
     check_output_folder(plan.out)
-    check_run_level_files(plan.out, plan.every, plan.settings.shard)
+    check_run_level_files(plan.out, plan.every or (), plan.settings.shard)
     _tell(plan, remove_stale_temps(plan.out, started), events)
     executor = _ray_executor(plan, model_options, events) if plan.settings.ray else None
     images_executor = executor
