@@ -537,15 +537,18 @@ def test_not_a_classifier_fails_once_before_any_image(tmp_path):
 # ------------------------------------------------------------------ 11. FIFO, full disk, signals, odd names
 
 
-def test_fifo_argument_and_fifo_in_folder_skipped_with_a_note(tmp_path, model):
+def test_fifo_in_folder_skipped_with_a_note_and_a_named_fifo_fails(tmp_path, model):
+    """A FIFO found in a folder is noted and skipped; one named on its own is an input not processed: exit 3."""
     make_images(tmp_path / "imgs", 1)
     os.mkfifo(tmp_path / "imgs" / "pipe.png")
     os.mkfifo(tmp_path / "named.png")
     rc, _, err = cli("run", model, tmp_path / "named.png", tmp_path / "imgs", "-o", tmp_path / "out", timeout=30)
-    assert rc == 0, err
+    assert rc == 3, err
     assert err.count("not a regular file (FIFO)") == 2
     rows = json.loads((tmp_path / "out" / "summary.json").read_text())["images"]
-    assert [Path(r["path"]).name for r in rows] == ["img00.png"]
+    assert sorted((Path(r["path"]).name, r["status"]) for r in rows) == [("img00.png", "ok"), ("named.png", "failed")]
+    rc, _, err = cli("run", model, tmp_path / "imgs", "-o", tmp_path / "out2", timeout=30)
+    assert rc == 0 and err.count("not a regular file (FIFO)") == 1, err
 
 
 def test_full_disk_leaves_no_stale_summary_and_no_half_set(tmp_path, model):

@@ -104,8 +104,9 @@ def test_prepare_image_resizes_and_orders_channels():
 
 
 def test_preprocessing_rejects_bad_values():
-    with pytest.raises(OccludeError, match="--mean"):
+    with pytest.raises(OccludeError, match="^mean needs 1 or 3 values") as caught:  # the parameter, not a flag
         Preprocessing(size=(8, 8), mean=(1.0, 2.0))
+    assert caught.value.params == ("mean",)
     with pytest.raises(OccludeError, match="non-zero"):
         Preprocessing(size=(8, 8), std=(0.0,))
     with pytest.raises(OccludeError, match="resize"):

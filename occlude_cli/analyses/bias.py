@@ -22,6 +22,7 @@ import numpy as np
 from ..core.baselines import default_blur_sigma
 from ..errors import OccludeError, shown_apart
 from ..loaders.images import Preprocessing
+from ..loaders.limits import check_count
 from ..loaders.model import OnnxClassifier, resolve_target
 from .options import ExplainOptions
 
@@ -131,6 +132,7 @@ def bias_image(
     baseline = input_baseline(prepared, options.baseline, seed=options.seed, blur_sigma=sigma, patch=extent)
     sample = prepared.model_input  # type: ignore[attr-defined]
     axes = preprocessing.spatial_axes  # type: ignore[attr-defined]
+    check_count(int(controls), sample.nbytes + region.size, "controls", "a copy of the model input per control")
     rng = np.random.default_rng(seed)
     others, overlaps = control_masks(region, int(controls), rng) if controls else ([], 0)
     batch = np.stack(

@@ -223,6 +223,9 @@ class ExplainOptions:
                 f"region {','.join(f'{v:g}' for v in region)} is empty: each end must exceed its start",
                 params=("region",),
             )
+        if len(region) == 4 and (region[2] <= region[0] or region[3] <= region[1]):  # empty on every image
+            text = ",".join(f"{v:g}" for v in region)
+            raise OccludeError(f"region {text} is empty: need x0 < x1 and y0 < y1", params=("region",))
         return region
 
     def _medical_checked(self) -> dict:

@@ -124,7 +124,10 @@ def _check_against_model(options: ExplainOptions, preprocessing, model: OnnxClas
     classes = model_classes(model, preprocessing) if wanted else model.num_classes
     check_top_k(options.top_k, classes)
     if labels is not None and classes is not None and len(labels) != classes:
-        raise OccludeError(f"{len(labels)} labels given but the model has {classes} classes")
+        given = f"{len(labels)} labels given"
+        if labels == model.labels and model.labels_source:  # not the user's: say where they come from
+            given = f"the {model.labels_source} has {len(labels)} labels"
+        raise OccludeError(f"{given} but the model has {classes} classes")
     classes = classes or (len(labels) if labels else None)
     if options.target is not None and classes is not None:
         resolve_target(options.target, labels, classes)

@@ -36,6 +36,7 @@ from ..core.engine import occlusion_sensitivity
 from ..core.metrics import spearman, top_fraction_iou
 from ..errors import OccludeError
 from ..loaders.images import Preprocessing
+from ..loaders.limits import check_count
 from ..loaders.maps import region_mask
 from ..loaders.model import OnnxClassifier, resolve_target
 from ..loaders.volumes import PreparedVolume, intensity_scale, with_grid_data
@@ -181,6 +182,8 @@ def stability(
     prepared = clean.image
     scale, scale_of = intensity_scale(prepared) if isinstance(prepared, PreparedVolume) else (None, None)
     base = np.asarray(prepared.grid.data if isinstance(prepared, PreparedVolume) else prepared.pixels, np.float64)
+    each = base.size * 8 + clean.maps[0].nbytes
+    check_count(int(trials), each, "trials", "a noisy copy of the image and its map per trial")
     noise = noise_pixels(base.shape, amplitude, int(trials), seed)
     if scale is not None:
         noise *= scale / 255.0  # the same draws, as a fraction of the transform's span instead of 0..255

@@ -228,9 +228,8 @@ def _expand(
     if not path.exists():
         return [], path.parent, f"not found: {path}"
     regular, kind = regular_file(path)
-    if not regular:
-        notes.append((str(path), f"skipped: not a regular file ({kind})"))
-        return [], path.parent, None
+    if not regular:  # named on its own: a failure (exit 3), not a note
+        return [], path.parent, f"{path}: not a regular file ({kind}), not read"
     return [path], path.parent, None
 
 
@@ -285,6 +284,14 @@ def _first_magic(parts: Sequence[str]) -> int:
     return len(parts)
 
 
+def _resolved_out(path: Path) -> Path:
+    """The output folder, resolved (a symlink loop is one error naming it, not a RuntimeError)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:
+        raise OccludeError(f"output folder {path} cannot be resolved: {exc}", params=("out",)) from None
+
+
 def discover_inputs(
     args: Iterable[str],
     recursive: bool = False,
@@ -308,7 +315,7 @@ def discover_inputs(
     PNG that a result JSON beside it lists is left out (:func:`is_own_output`). FIFOs, devices and other
     non-regular files are never opened; they are reported in ``notes`` (a list to append (path, note) to).
     """
-    excluded = [Path(e).resolve() for e in exclude]
+    excluded = [_resolved_out(Path(e)) for e in exclude]
     found: Dict[Path, str] = {}  # file as given -> its path relative to its argument
     seen = set()
     problems: List[Tuple[str, str]] = []

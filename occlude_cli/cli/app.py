@@ -56,6 +56,7 @@ class OccludeGroup(TyperGroup):
         args = args or ["--help"]
         kwargs.setdefault("prog_name", "occlude")
         try:
+            _refuse_empty_out(args)
             result = super().main(args, *more, standalone_mode=False, **kwargs)
         except UsageError as exc:
             if not standalone:
@@ -84,6 +85,15 @@ class OccludeGroup(TyperGroup):
 
     def format_help(self, ctx, formatter) -> None:  # type: ignore[override]
         helptext.print_help(self, ctx)
+
+
+def _refuse_empty_out(args) -> None:
+    """``-o ""`` would be the current folder (Path("") is "."): a usage error, never a silent write there."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return
+        if arg in ("--out=", "-o=") or (arg in ("-o", "--out") and i + 1 < len(args) and not str(args[i + 1]).strip()):
+            raise UsageError("-o/--out is empty: name an output folder")
 
 
 class OccludeCommand(TyperCommand):

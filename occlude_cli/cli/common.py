@@ -71,6 +71,7 @@ FLAGS = {
     "other_kind": "--map-kind",
     "scales": "--patch",
     "ray": "--ray",
+    "out_dir": "OUT_DIR",  # the argument of report and summary
 }
 
 

@@ -1,7 +1,6 @@
 """The medical flags (DICOM, NIfTI, series, windows, region tables, de-identification), declared once:
 :class:`MedicalInputFlags` for every command that reads scans, :class:`MedicalFlags` for ``occlude run``."""
 
-
 import dataclasses
 from pathlib import Path
 from typing import Annotated, Any, Optional

@@ -80,8 +80,8 @@ def parse_baseline(spec: str, param: str = "baseline") -> str:
         ) from None
     if len(values) not in (1, 3):
         raise OccludeError(f"{param} takes 1 or 3 values (R,G,B) as a constant, got {spec!r}", params=(param,))
-    if not all(np.isfinite(values)):
-        raise OccludeError(f"{param} takes finite pixel values (0..255) as a constant, got {spec!r}", params=(param,))
+    if not all(np.isfinite(values)) or not all(0.0 <= v <= 255.0 for v in values):
+        raise OccludeError(f"{param} takes pixel values 0..255 as a constant, got {spec!r}", params=(param,))
     return ",".join(_format_number(v) for v in values)
 
 

@@ -146,9 +146,10 @@ class Preprocessing:
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, self.channels):
                 want = "1 value" if self.channels == 1 else f"1 or {self.channels} values (R,G,B)"
-                raise OccludeError(
-                    f"{name} (--{name}) needs {want} for a {self.channels}-channel model, got {len(values)}"
-                )
+                source = dict(self.sources).get(name, "given")  # named where it came from
+                where, params = ("", (name,)) if source == "given" else (f" of the {source}", ())
+                message = f"{name}{where} needs {want} for a {self.channels}-channel model, got {len(values)}"
+                raise OccludeError(message, params=params)
             if not all(np.isfinite(values)):
                 raise OccludeError(f"{name} (--{name}) must be finite numbers, got {list(values)}")
         check_pad_value(self.pad_value)
@@ -376,17 +377,17 @@ def load_image(path) -> Image.Image:
     budget or above the pixel limit (see :mod:`occlude_cli.loaders.limits`) is refused before a single pixel
     is decoded; Pillow's DecompressionBombWarning becomes that one-line error.
     Returns an RGB image (transparency composited onto white), or an 'L' / 'F' image for single-channel
-    files (16-bit rescaled to 0..255).
+    files (16-bit rescaled to 0..255); a 32-bit float file is refused (see ``limits.check_float_image``).
     """
     ahead = take_decoded(path)
     if ahead is not None:  # decoded on the prefetch thread (see decode_ahead): the same image or the same error
         return ahead.result()
-    return normalise_mode(open_image(path))
+    return decode_photo(path)
 
 
 def decode_photo(path) -> Image.Image:
     """:func:`load_image` without looking for an image decoded ahead: what the prefetch thread runs."""
-    return normalise_mode(open_image(path))
+    return normalise_mode(limits.check_float_image(open_image(path), path))
 
 
 def is_photo(path) -> bool:
@@ -499,7 +500,7 @@ def has_transparency(image: Image.Image) -> bool:
 
 
 def normalise_mode(image: Image.Image) -> Image.Image:
-    """RGB, L (8-bit grey) or F (16/32-bit grey rescaled to 0..255); transparency composited onto white."""
+    """RGB, L (8-bit grey) or F (16/32-bit integer grey rescaled to 0..255); transparency onto white."""
     if image.mode in ("RGB", "L", "F"):
         return image
     if image.mode.startswith("I"):
@@ -509,8 +510,7 @@ def normalise_mode(image: Image.Image) -> Image.Image:
     if image.mode == "1":
         return image.convert("L")
     if image.mode in ("LA", "La"):
-        grey = _on_white(image.convert("RGBA")).convert("L")
-        return grey
+        return _on_white(image.convert("RGBA")).convert("L")
     if image.mode in ("RGBA", "RGBa", "PA") or (image.mode == "P" and "transparency" in image.info):
         return _on_white(image.convert("RGBA"))
     return image.convert("RGB")

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
+import numpy as np
+
 from ..errors import OccludeError
 
 # Bytes of working memory per pixel and band while an image is decoded and resized: the decoded image
@@ -110,7 +112,36 @@ def _limit_text(limit: int) -> str:
     return f"{PARAM} {human(limit)}"
 
 
+def check_count(count: int, each: int, param: str, what: str, limit: Optional[int] = None) -> None:
+    """Refuse ``count`` items of ``each`` bytes (``what`` they are) before they are allocated, when together
+    they need more than the budget; the error names ``param`` (the count) and the budget."""
+    limit = budget() if limit is None else limit
+    need = int(count) * max(1, int(each))
+    if need > limit:
+        raise OccludeError(
+            f"{param} {int(count)} needs about {human(need)} of memory ({what}); the limit is {_limit_text(limit)}",
+            params=(param, PARAM),
+        )
+
+
 # ------------------------------------------------------------------------------------------ images
+
+
+def check_float_image(image, path):
+    """Refuse a 32-bit float image (Pillow mode F): its values have no agreed range (0..1, 0..255, sensor
+    units) and guessing one would explain a different picture. One error naming the file, with its NaN or
+    infinite pixels, else its value range. Returns ``image`` (any other mode)."""
+    if image.mode != "F":
+        return image
+    data = np.asarray(image, dtype=np.float64)
+    bad = int((~np.isfinite(data)).sum())
+    if bad:
+        raise OccludeError(f"{path}: a 32-bit float image with {bad} NaN or infinite pixel(s)")
+    span = f"{data.min():g}..{data.max():g}" if data.size else "empty"
+    raise OccludeError(
+        f"{path}: a 32-bit float image (values {span}) has no pixel range occlude can know; save it "
+        "as an 8- or 16-bit image scaled as the model expects (0..255 or 0..65535)"
+    )
 
 
 def check_image_size(width: int, height: int, bands: int, name: str, limit: Optional[int] = None) -> None:

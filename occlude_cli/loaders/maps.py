@@ -14,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from ..core.metrics import unit_scaled
 from ..errors import OccludeError, first_line
 from .images import PreparedImage, has_transparency, normalise_mode, open_image
+from .limits import PARAM, budget, human
 from .medical import Volume
 from .volumes import PreparedVolume
 
@@ -26,6 +27,24 @@ MASK_SUFFIXES = (MASK_SUFFIX,) + MEDICAL_MASK_SUFFIXES
 
 
 # ------------------------------------------------------------------------------- saliency maps
+
+
+def _check_npy_header(path: Path) -> None:
+    """Refuse a .npy whose header declares more than the memory budget (as float64), before it is read."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(handle)
+    except (ValueError, OSError, EOFError) as exc:
+        raise OccludeError(f"cannot read {path} as a .npy array: {first_line(exc)}") from None
+    need = math.prod(int(d) for d in shape) * max(8, int(dtype.itemsize))
+    if need > budget():
+        raise OccludeError(
+            f"saliency map {path} declares shape {tuple(shape)} {dtype} (about {human(need)} as float64); "
+            f"the limit is {PARAM} {human(budget())}",
+            params=(PARAM,),
+        )
 
 
 def read_saliency_map(path, *, dims: Sequence[int] = (2,)) -> Union[np.ndarray, Volume]:
@@ -58,6 +77,7 @@ def read_saliency_map(path, *, dims: Sequence[int] = (2,)) -> Union[np.ndarray, 
         volume.data[~np.isfinite(volume.data)] = np.nan
         return volume
     if path.suffix.lower() == ".npy":
+        _check_npy_header(path)
         try:
             array = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:

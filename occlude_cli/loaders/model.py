@@ -24,7 +24,7 @@ from ..errors import OccludeError, first_line
 from ..inference.facts import file_sha256, final_operator, model_facts  # noqa: F401
 from .cuda import CUDA, cuda_load_error, prepare_cuda
 from .modelfiles import find_model_file, read_model_files
-from .outputs import TASKS, declared_classes, output_task
+from .outputs import TASKS, check_declared_output, declared_classes, output_task
 
 PREPROCESS_KEY = "occlude.preprocess"
 LABELS_KEY = "occlude.labels"
@@ -251,15 +251,13 @@ def resolve_head(requested, raw: np.ndarray, *, final_op: Optional[str] = None, 
     raw = np.asarray(raw, dtype=np.float64)
     classes = raw.shape[1]
     squashed = final_op in ("Softmax", "Sigmoid")
-    declared = (declared or "").lower() or None
+    declared = check_declared_output(declared)
     if declared in ("probabilities", "softmax"):
         final_op = final_op or "Softmax"
         squashed = True
     elif declared in ("sigmoid", "multilabel", "multi-label", "independent"):
         final_op = final_op or "Sigmoid"
         squashed = True
-    elif declared not in (None, "logits", "logit"):
-        raise OccludeError(f"model metadata output {declared!r} is not one of logits, probabilities, sigmoid")
     name = kind.value
     if kind is ScoreKind.raw:
         return Head("raw", name, "requested: the raw output")
@@ -268,27 +266,33 @@ def resolve_head(requested, raw: np.ndarray, *, final_op: Optional[str] = None, 
             what = "probabilities" if final_op == "Softmax" else "sigmoid probabilities"
             raise OccludeError(
                 f"this model outputs {what} (its output ends in {final_op}), so logits are not "
-                "available: use score auto (or raw for the output as it is)"
+                "available: use score auto (or raw for the output as it is)",
+                params=("score",),
             )
         if declared is None and looks_like_probabilities(raw):
             raise OccludeError(
-                "this model outputs probabilities (rows sum to 1), so logits are not available: use score auto"
+                "this model outputs probabilities (rows sum to 1), so logits are not available: use score auto",
+                params=("score",),
             )
         return Head("logit", name, "requested: the raw logit")
     if kind is ScoreKind.softmax:
         if squashed:
             raise OccludeError(
                 f"this model's output already ends in {final_op}: use score auto or raw, "
-                "a second softmax would explain the wrong quantity"
+                "a second softmax would explain the wrong quantity",
+                params=("score",),
             )
         if classes == 1:
-            raise OccludeError("a softmax over a single output is always 1: use score auto or sigmoid")
+            raise OccludeError(
+                "a softmax over a single output is always 1: use score auto or sigmoid", params=("score",)
+            )
         return Head("softmax", name, "requested: softmax of the logits")
     if kind is ScoreKind.sigmoid:
         if squashed:
             raise OccludeError(
                 f"this model's output already ends in {final_op}: use score auto or raw, "
-                "a second sigmoid would explain the wrong quantity"
+                "a second sigmoid would explain the wrong quantity",
+                params=("score",),
             )
         return Head("sigmoid", name, "requested: sigmoid of each logit")
     # auto
@@ -390,8 +394,12 @@ class OnnxClassifier:
         meta = self.session.get_modelmeta().custom_metadata_map or {}
         self.metadata = dict(meta)
         self.metadata_preprocessing = _json_metadata(meta, PREPROCESS_KEY, dict, self.path)
+        check_declared_output((self.metadata_preprocessing or {}).get("output"))
         labels = _json_metadata(meta, LABELS_KEY, list, self.path)
-        self.labels: Optional[List[str]] = [str(v) for v in labels] if labels is not None else None
+        if labels is not None and not all(isinstance(v, str) for v in labels):
+            kind = next(_JSON_KINDS.get(type(v), "value") for v in labels if not isinstance(v, str))
+            raise OccludeError(f"model metadata {LABELS_KEY!r} in {self.path} must list strings only, not a {kind}")
+        self.labels: Optional[List[str]] = list(labels) if labels is not None else None
         # where the class names come from: the metadata, else the files beside the model
         self.labels_source: Optional[str] = f"model metadata ({LABELS_KEY})" if labels is not None else None
         if self.labels is None and self.files.labels is not None:
@@ -596,7 +604,9 @@ class OnnxClassifier:
         if kind not in ("prob", "logit"):
             raise OccludeError(f"unknown score kind {kind!r}: use prob or logit, or pass a Head")
         if kind == "logit" and outputs_are_probabilities:
-            raise OccludeError("this model outputs probabilities, so logits are not available: use score auto")
+            raise OccludeError(
+                "this model outputs probabilities, so logits are not available: use score auto", params=("score",)
+            )
         transform = score_transform(kind, outputs_are_probabilities)
         return lambda batch: transform(self.run(batch))
 
@@ -615,13 +625,16 @@ class OnnxClassifier:
         }
 
 
+_JSON_KINDS = {type(None): "null", bool: "boolean", int: "number", float: "number", list: "list", dict: "object"}
+
+
 def _json_metadata(meta: dict, key: str, kind: type, path: Path):
     if key not in meta:
         return None
     try:
         value = json.loads(meta[key])
-    except json.JSONDecodeError:
-        raise OccludeError(f"model metadata {key!r} in {path} is not valid JSON") from None
+    except (ValueError, RecursionError):
+        raise OccludeError(f"model metadata {key!r} in {path} is not valid JSON (or nests too deep)") from None
     if not isinstance(value, kind):
         raise OccludeError(f"model metadata {key!r} in {path} must be a JSON {kind.__name__}")
     return value
@@ -667,8 +680,13 @@ def resolve_target(target, labels: Optional[Sequence[str]], num_classes: int) ->
                 f"target {text!r} is a name but the model has no labels (give labels or an index)", params=("labels",)
             ) from None
         lowered = [label.lower() for label in labels]
-        if text.lower() in lowered:
-            return lowered.index(text.lower())
+        matches = [i for i, label in enumerate(lowered) if label == text.lower()]
+        if len(matches) > 1:
+            classes = ", ".join(str(i) for i in matches[:-1]) + f" and {matches[-1]}"
+            message = f"ambiguous label {text!r}: classes {classes}; use the index"
+            raise OccludeError(message, params=("target",)) from None
+        if matches:
+            return matches[0]
         hint = label_suggestions(text, labels)
         raise OccludeError(f"target {text!r} is none of the model's labels{hint}", params=("target",)) from None
     if not 0 <= index < num_classes:

@@ -40,3 +40,16 @@ def declared_classes(task: str, shape: list) -> Optional[int]:
     if len(shape) <= 1:
         return 1
     return shape[1] if isinstance(shape[1], int) and shape[1] > 0 else None
+
+
+_DECLARED = ("probabilities", "softmax", "sigmoid", "multilabel", "multi-label", "independent", "logits", "logit")
+
+
+def check_declared_output(declared) -> Optional[str]:
+    """The metadata's ``output`` (what the model's output is), lower case; refused unless one of the known
+    kinds, when the model is opened (before any image)."""
+    if declared is None or declared == "":
+        return None
+    if not isinstance(declared, str) or declared.lower() not in _DECLARED:
+        raise OccludeError(f"model metadata output {declared!r} is not one of logits, probabilities, sigmoid")
+    return declared.lower()

@@ -28,7 +28,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -49,12 +49,52 @@ from .manifest import (  # noqa: F401  (re-exported: the folder's machinery in o
     summary_name,
     write_manifest,
 )
-from .records import SUMMARY_FIELDS, SummaryRow
+from .records import SUMMARY_FIELDS, SummaryRow, map_digest
 from .write import write_aggregate, write_summary
 
 # Run-level files derived from the manifests: removed when another job starts in the folder.
 DERIVED_FILES = ("summary.json", "summary.csv", "aggregate.npy", "aggregate.png", "index.html")
 _SHARD_SUMMARY = re.compile(r"^summary\.shard-\d+-of-\d+\.(?:json|csv)$")
+
+
+def _occlude_summary(path: Path) -> bool:
+    """Is ``path`` a summary.json that occlude wrote (counts and one row per image)?"""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and isinstance(document.get("counts"), dict) and "images" in document
+
+
+def check_run_level_files(out_dir, inputs: Sequence = (), shard: Optional[Tuple[int, int]] = None) -> None:
+    """Refuse, before any image, a run that would write over an input or over a file occlude did not write:
+    the run-level files (:data:`DERIVED_FILES` and the manifest) are occlude's when the folder holds an occlude
+    manifest (or, from before manifests, an occlude summary.json); otherwise any of them there is the user's.
+    ``inputs``: the run's input files. Raises OccludeError naming the file."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return
+    names = [*DERIVED_FILES, manifest_name(shard)]
+    targets = {(out_dir / name).resolve(): name for name in names}
+    for item in inputs:
+        path = Path(getattr(item, "path", item))
+        name = targets.get(path.resolve())
+        if name is not None:
+            raise OccludeError(
+                f"{path} is an input, and the run writes its {name} there: rename it or choose another output folder",
+                params=("out",),
+            )
+    manifests = read_manifests(out_dir)
+    ours = {m["_file"] for m in manifests}
+    legacy = not manifests and _occlude_summary(out_dir / "summary.json")
+    for name in names:
+        path = out_dir / name
+        if name in ours or not os.path.lexists(path) or ((manifests or legacy) and name in DERIVED_FILES):
+            continue
+        raise OccludeError(
+            f"{path} exists and occlude did not write it: move it or choose another output folder", params=("out",)
+        )
 
 
 def start_job(out_dir, job: Job, entries: Sequence[Entry]) -> List[Path]:
@@ -106,6 +146,8 @@ def rebuild(out_dir, *, style=None, aggregate: Optional[bool] = None, report: Op
     newest, entries, state = current_entries(out_dir)
     if newest is None:
         state.rows = rebuild_from_records(out_dir)
+        if not state.rows and not _occlude_summary(out_dir / "summary.json"):
+            raise OccludeError(f"{out_dir} holds no occlude results (no manifest.json, summary.json or STEM.json)")
         write_summary(state.rows, out_dir)
         return state
     state.rows = [e.row for e in entries]
@@ -193,6 +235,8 @@ def saved_map(out_dir, marker: str, fingerprint: Optional[str] = None) -> np.nda
     if fingerprint is not None and record.get("fingerprint") != fingerprint:
         raise OccludeError(f"{marker}: written by another run than the manifest lists (re-run with --resume)")
     if "map" in record:
+        if "map_sha256" in record and map_digest(record["map"]) != record["map_sha256"]:
+            raise OccludeError(f"{marker}: its map differs from the one it was written with (edited?)")
         return _grid(record["map"])
     folder = marker.rsplit("/", 1)[0] + "/" if "/" in marker else ""
     maps = [m for m in record.get("maps") or [] if isinstance(m, str)]
@@ -203,6 +247,8 @@ def saved_map(out_dir, marker: str, fingerprint: Optional[str] = None) -> np.nda
         scale = read_record(out_dir, folder + name)
         if scale is None or "map" not in scale:
             raise OccludeError(f"{folder + name}: missing or unreadable")
+        if "map_sha256" in scale and map_digest(scale["map"]) != scale["map_sha256"]:
+            raise OccludeError(f"{folder + name}: its map differs from the one it was written with (edited?)")
         grids.append(_grid(scale["map"]))
     return multiscale_mean(grids) if record.get("multiscale") else grids[0]
 
@@ -228,21 +274,29 @@ def _write_aggregate(out_dir: Path, entries: Sequence[Entry], style, state: Fold
 # ------------------------------------------------------------------------------------ stale files
 
 
-def _listed(out_dir: Path, marker: str, depth: int = 0) -> List[str]:
+_OWN_NAME = re.compile(r"^(?:\.[A-Za-z0-9_-]+)*\.(?:json|npy|png|csv|html|nii\.gz)$")
+
+
+def _listed(out_dir: Path, marker: str, depth: int = 0, stem: str = "") -> List[str]:
     """The marker and every file its record lists (a study's per-scale records and theirs), relative to
-    ``out_dir``; [] when it is not an occlude result record."""
+    ``out_dir``; [] when it is not an occlude result record. Only names occlude's naming rule gives the key's
+    files (``stem``, then ``.INFIX`` parts and an output extension) count: a name added to an edited record
+    (``notes.txt``, another image's files) is never taken for one of them."""
     record = read_record(out_dir, marker)
     if record is None or "fingerprint" not in record:
         return []
     folder = marker.rsplit("/", 1)[0] + "/" if "/" in marker else ""
+    stem = stem or marker.rsplit("/", 1)[-1].removesuffix(".json").removesuffix(".scales")
     names = [marker]
     for item in record.get("outputs") or []:
         name = item.get("name") if isinstance(item, dict) else item
         if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
             continue
+        if not (name.startswith(stem) and _OWN_NAME.match(name[len(stem) :])):
+            continue
         names.append(folder + name)
         if name.endswith(".json") and depth == 0 and folder + name != marker:
-            names += _listed(out_dir, folder + name, depth + 1)[1:]
+            names += _listed(out_dir, folder + name, depth + 1, stem)[1:]
     return names
 
 

@@ -4,6 +4,7 @@ Builds dicts and formats them; writes nothing (see :mod:`occlude_cli.outputs.wri
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
@@ -128,9 +129,16 @@ def explanation_record(explanation: Explanation, *, timing: bool = True) -> dict
         "map": _grid(e.map),
         "warnings": list(e.warnings),
     }
+    record["map_sha256"] = map_digest(record["map"])  # what --resume and the aggregate verify the map against
     if timing:
         record["timing"] = {k: float(v) for k, v in e.timing.items()}
     return record
+
+
+def map_digest(grid) -> str:
+    """sha256 of a record's ``map`` (rows of floats and nulls) in compact JSON: a map edited in the file no
+    longer matches it (floats round-trip exactly through JSON, so a file read back gives the same digest)."""
+    return hashlib.sha256(json.dumps(grid, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 def check_document(rows: Sequence[CheckRow], settings: Optional[dict] = None) -> dict:

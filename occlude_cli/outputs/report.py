@@ -48,11 +48,12 @@ def build_report(out_dir, *, title: str | None = None) -> Path:
     """
     out = Path(out_dir)
     if not out.is_dir():
-        raise OccludeError(f"out_dir is not a folder: {out}")
+        raise OccludeError(f"out_dir is not a folder: {out}", params=("out_dir",))
     data = collect_report_data(out)
     if not data["rows"] and not data["compare"] and not data["diff"]:
         raise OccludeError(
-            f"out_dir holds no occlude results (no summary.json, check.json, STEM.json or STEM.compare.json): {out}"
+            f"out_dir holds no occlude results (no summary.json, check.json, STEM.json or STEM.compare.json): {out}",
+            params=("out_dir",),
         )
     html = render_report(data, title=title or f"occlude report: {out.resolve().name}")
     return atomic_write_bytes(out / REPORT_NAME, html.encode("utf-8"))

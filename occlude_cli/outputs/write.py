@@ -39,6 +39,7 @@ from .records import (
     explanation_record,
     format_json,
     json_number,
+    map_digest,
     summary_document,
 )
 
@@ -177,6 +178,8 @@ def verify_outputs(json_path) -> Optional[str]:
         return f"{json_path.name} unreadable ({exc.__class__.__name__})"
     if not isinstance(record, dict):
         return f"{json_path.name} is not an occlude record"
+    if "map_sha256" in record and map_digest(record.get("map")) != record["map_sha256"]:
+        return f"the map in {json_path.name} differs from the one it was written with"
     for item in record.get("outputs") or []:
         name = item.get("name") if isinstance(item, dict) else item
         if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", ".."):

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Union
 
+import numpy as np
+
 from ..analyses.bias import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_CONTROLS,
@@ -22,6 +24,7 @@ from ..analyses.options import ExplainOptions
 from ..analyses.preprocessing import ModelOptions
 from ..batch.inputs import StreamedInputs
 from ..errors import OccludeError
+from ..loaders.limits import check_count
 from ..outputs.analysis_write import bias_document, write_bias
 from ..outputs.write import check_output_folder
 from .ci_cases import bias_cases, checked_targets, write_reports
@@ -84,6 +87,7 @@ def bias_folder(
         raise OccludeError(f"bootstrap must be 0 or more, got {bootstrap}", params=("bootstrap",))
     check_thresholds(max_mean_drop, max_flip_rate)
     opened = open_checked(model, (options or ExplainOptions()).with_overrides(overrides), model_options)
+    check_count(int(controls), _control_bytes(opened), "controls", "a copy of the model input per control")
     region.fits(opened.preprocessing)
     found, problems = find_inputs(
         inputs,
@@ -141,6 +145,13 @@ def bias_folder(
     gate = {"max_mean_drop": max_mean_drop, "max_flip_rate": max_flip_rate}
     write_reports(cases, "occlude bias", junit, summary_md, worse="high", settings={**settings, **gate})
     return BiasRun(rows, summary, settings, region.describe())
+
+
+def _control_bytes(opened) -> int:
+    """Bytes one control region costs at least: its float32 model input and its mask."""
+    pixels = int(np.prod(getattr(opened.preprocessing, "size", (1,))))
+    known = [int(d) for d in opened.classifier.input_shape[1:] if d]
+    return max(int(np.prod(known)) if known else pixels, pixels) * 4 + pixels
 
 
 def _bias_one(item, index: int, opened, region: RegionSource, controls: int) -> BiasRow:

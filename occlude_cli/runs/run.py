@@ -30,6 +30,7 @@ from ..batch.loop import BatchResult, LocalExecutor, likely_skipped, run_images
 from ..errors import OccludeError
 from ..loaders.limits import MemoryPlan
 from ..loaders.model import OnnxClassifier
+from ..outputs.folder import check_run_level_files
 from ..outputs.provenance import Deidentifier, deidentifying
 from ..outputs.records import summary_document
 from ..outputs.volumes import write_baseline_check
@@ -79,6 +80,14 @@ class RunSettings:
     def checked(self) -> RunSettings:
         """A copy with every field checked (raises OccludeError naming the parameter)."""
         scales = [as_size(s, "scales") for s in self.scales]
+        twice = [s for i, s in enumerate(scales) if s in scales[:i]]
+        if twice:
+            size = "x".join(str(n) for n in twice[0])
+            raise OccludeError(
+                f"scales gives the patch size {size} twice: give each size once "
+                f"(for one patch of {size} pixels write {size})",
+                params=("scales",),
+            )
         if self.multiscale and len(scales) < 2:
             raise OccludeError("multiscale needs several patch sizes in scales", params=("multiscale", "scales"))
         if self.ray is None and (self.workers is not None or self.gpus_per_worker):
@@ -301,6 +310,7 @@ def run_folder(
         **overrides,
     )
     check_output_folder(plan.out)
+    check_run_level_files(plan.out, plan.every or (), plan.settings.shard)
     _tell(plan, remove_stale_temps(plan.out, started), events)
     executor = _ray_executor(plan, model_options, events) if plan.settings.ray else None
     images_executor = executor
