@@ -461,8 +461,11 @@ def test_junit_summary_and_byte_identical_outputs(probes, tmp_path):
     failures = [c for c in cases if c.result and isinstance(c.result[0], junitparser.Failure)]
     assert len(failures) == 1 and "min_rank_corr" in failures[0].result[0].message
     assert "### occlude diff: failed" in (outs[0] / "summary.md").read_text()
-    for name in ("diff.json", "diff.csv", "img0.diff.png", "img1.diff.npy"):
+    for name in ("diff.csv", "img0.diff.png", "img1.diff.npy"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    # diff.json too, but for the command line it records (its --junit and --summary-md paths differ here)
+    documents = [json.loads((out / "diff.json").read_text()) for out in outs]
+    assert documents[0].pop("command") != documents[1].pop("command") and documents[0] == documents[1]
 
 
 def test_hostile_labels_are_escaped_and_spreadsheet_safe(probes, tmp_path):

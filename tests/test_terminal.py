@@ -104,12 +104,13 @@ def long_named(tmp_path_factory):
 
 @pytest.mark.parametrize("columns", [80, 40])
 def test_bars_keep_count_and_eta_at_any_width_and_vanish_at_the_end(long_named, tmp_path, columns):
-    args = ["run", EFFNET, long_named, "-o", tmp_path / "o", "--patch", "56", "--stride", "28", "--score", "logit"]
+    # 729 windows an image (a few seconds each): long enough for the bars to be drawn on any machine
+    args = ["run", EFFNET, long_named, "-o", tmp_path / "o", "--patch", "16", "--stride", "8", "--score", "logit"]
     session = run_in_terminal(args + ["--incremental", "off"], columns=columns, rows=40)
     assert session.returncode == 0, session.text
     bars = [line for frame in session.frames for line in frame if re.search(r"\d+/\d+ .*eta \d:\d\d:\d\d$", line)]
     assert any(re.match(r"^\S images .*\d/2 .*eta", line) for line in bars), bars  # the images' bar
-    windows = [line for line in bars if re.search(r"\d+/49 ", line)]
+    windows = [line for line in bars if re.search(r"\d+/729 ", line)]
     assert windows, bars  # the windows' bar: count and ETA whatever the width
     assert all(len(line) <= columns for line in bars)
     if columns == 80:  # a 64-character name shortened in the middle to fit beside its bar
@@ -334,11 +335,12 @@ def test_an_interrupted_run_says_so_in_its_json_and_on_every_interruption(tmp_pa
 
 
 def test_ctrl_c_in_a_terminal_leaves_no_stale_bar(tmp_path, long_named):
-    args = ["run", EFFNET, long_named, "-o", tmp_path / "o", "--patch", "56", "--stride", "28", "--incremental", "off"]
+    # 729 windows an image: the first is still being scored when the interrupt arrives, on any machine
+    args = ["run", EFFNET, long_named, "-o", tmp_path / "o", "--patch", "16", "--stride", "8", "--incremental", "off"]
     sent = []
 
     def interrupt(process, raw):
-        if not sent and b"/49" in raw:
+        if not sent and b"/729" in raw:
             process.send_signal(signal.SIGINT)
             sent.append(True)
 
