@@ -123,7 +123,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .analyses.validate import compare_maps, faithfulness  # noqa: F401
     from .batch.inputs import discover_inputs  # noqa: F401
     from .core.engine import Occlusion, occlusion_sensitivity, score_perturbations, window_grid  # noqa: F401
-    from .core.quality import complexity, concentration, relevance_mass_accuracy, relevance_rank_accuracy, sparseness  # noqa: F401  # noqa: F401
+    from .core.quality import (  # noqa: F401
+        complexity,
+        concentration,
+        relevance_mass_accuracy,
+        relevance_rank_accuracy,
+        sparseness,
+    )
     from .core.refine import refined_occlusion_sensitivity  # noqa: F401
     from .core.similarity import map_similarity  # noqa: F401
     from .errors import OccludeError  # noqa: F401
