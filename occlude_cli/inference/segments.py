@@ -235,7 +235,7 @@ class IncrementalScorer:
         # tensor.
         self._whole: Optional[Tuple[np.ndarray, List[np.ndarray]]] = None  # (input, its whole tensors)
         self._geometry: Optional[Tuple[tuple, Geometry]] = None  # (windows, their geometry)
-        self._local = threading.local()  # .tail, .base: copies of the last whole tensor, kept between batches
+        self._local = threading.local()  # .tail, .base (copies of the last whole tensor), .crops: kept between calls
         self._parts: List[bytes] = []  # serialised sub-models (segments, then the suffix) until cached
         self.profile: Optional[Profile] = None  # where the time goes, when collected (benchmarks)
         self.full_peak = 0.0  # the whole model's largest tensor for one input, in elements (0: unknown)
@@ -412,7 +412,7 @@ class IncrementalScorer:
                 shape = list(full[k].shape)
                 shape[0] = len(members)
                 shape[segment.source_axes[0]], shape[segment.source_axes[1]] = size
-                batch = np.empty(shape, dtype=source.dtype)
+                batch = self._crop_buffer(shape, source.dtype)
                 if k == 0:
                     occluded = geo.occluded
                     for j, i in enumerate(members):
@@ -468,6 +468,18 @@ class IncrementalScorer:
                     tail[i][paste[1]] = base[0][paste[1]]
             if profile is not None:
                 profile.add(len(self.segments), time.perf_counter() - started - ran, ran, b)
+
+    def _crop_buffer(self, shape: List[int], dtype) -> np.ndarray:
+        """An uninitialised array of ``shape`` for one call's crops, on memory kept between calls: every part and
+        class fills it, runs and is done with it before the next one, so one buffer serves them all. (A fresh
+        allocation of tens of megabytes per call is fresh pages from the kernel, whose first touch cost more than
+        the copies themselves.)"""
+        size = int(np.prod(shape))
+        local = self._local
+        buffer = getattr(local, "crops", None)
+        if buffer is None or buffer.dtype != dtype or buffer.size < size:
+            buffer = local.crops = np.empty(size, dtype=dtype)
+        return buffer[:size].reshape(shape)
 
     def _tail_buffer(self, base: np.ndarray, b: int) -> np.ndarray:
         """(b, ...) copies of ``base`` (the whole last tensor, batch axis of 1), kept between batches."""
