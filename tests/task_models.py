@@ -76,6 +76,44 @@ def detection_probe(path: Path, boxes: Sequence[Sequence[int]], size: Tuple[int,
     return _save(helper.make_graph(nodes, "detprobe", [image], [out], inits), path)
 
 
+def yolov5_probe(path: Path, boxes: Sequence[Sequence[int]], size: Tuple[int, int] = (32, 32)) -> Path:
+    """YOLOv5 layout (N, K, 5 + 3): K fixed boxes (x0, y0, x1, y1, input pixels) as cx, cy, w, h, then the box's
+    objectness (the mean of all channels inside it), then class c's probability (the mean of channel c inside)."""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, *size])
+    out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["N", len(boxes), 8])
+    nodes, inits, parts = [], [_const("axes", [2, 3]), _const("shape", [0, 3, 1])], []
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        inits += [_const(f"s{k}", [y0, x0]), _const(f"e{k}", [y1, x1])]
+        nodes += [
+            helper.make_node("Slice", ["image", f"s{k}", f"e{k}", "axes"], [f"crop{k}"]),
+            helper.make_node("ReduceMean", [f"crop{k}"], [f"mean{k}"], axes=[2, 3], keepdims=1),
+            helper.make_node("Reshape", [f"mean{k}", "shape"], [f"cls{k}"]),
+        ]
+        parts.append(f"cls{k}")
+    geometry = [[(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0] for x0, y0, x1, y1 in boxes]
+    inits.append(_const("geometry", np.array(geometry, dtype=np.float32).T[None], np.float32))
+    nodes += [
+        helper.make_node("Concat", parts, ["classes"], axis=2),  # (N, 3, K)
+        helper.make_node("ReduceMean", ["classes"], ["objectness"], axes=[1], keepdims=1),  # (N, 1, K)
+        helper.make_node("Sub", ["objectness", "objectness"], ["zeros"]),
+        helper.make_node("Add", ["zeros", "geometry"], ["boxes"]),
+        helper.make_node("Concat", ["boxes", "objectness", "classes"], ["rows"], axis=1),  # (N, 8, K)
+        helper.make_node("Transpose", ["rows"], ["output0"], perm=[0, 2, 1]),
+    ]
+    return _save(helper.make_graph(nodes, "yolov5probe", [image], [out], inits), path)
+
+
+def yolov5_probe_score(x: np.ndarray, boxes, target_box, cls: int) -> float:
+    """The detection score of yolov5_probe on one (3, H, W) sample: max over boxes of IoU x class mean x the mean
+    of every channel inside the box (its objectness), by loops."""
+    best = 0.0
+    for x0, y0, x1, y1 in boxes:
+        crop = x[:, y0:y1, x0:x1]
+        objectness = float(np.mean([crop[c].mean() for c in range(3)]))
+        best = max(best, slow_iou(target_box, (x0, y0, x1, y1)) * float(crop[cls].mean()) * objectness)
+    return best
+
+
 def slow_iou(a, b) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
