@@ -122,7 +122,8 @@ class ExplainOptions:
     labels_output: Optional[str] = None
     target_box: Optional[Tuple[float, float, float, float]] = None  # detect: x0, y0, x1, y1 in original pixels
     target_detection: Optional[int] = None  # detect: the K-th detection of the unoccluded image (default 0)
-    conf: float = 0.25  # detect: the confidence a detection of the unoccluded image needs
+    conf: Optional[float] = None  # detect: the confidence a detection of the unoccluded image needs (default 0.25)
+    nms_iou: Optional[float] = None  # detect: the IoU above which NMS drops the weaker box (default 0.45)
     reference: Optional[Union[str, Path]] = None  # embed: an image prepared like the input
     reference_embedding: Optional[Union[str, Path]] = None  # embed: a .npy vector
 

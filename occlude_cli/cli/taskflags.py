@@ -92,9 +92,17 @@ class TaskFlags:
         ),
     ] = None
     conf: Annotated[
-        float,
-        typer.Option(rich_help_panel=_TASK, help="detect: least confidence of K."),
-    ] = 0.25
+        Optional[float],
+        typer.Option(rich_help_panel=_TASK, help="detect: least confidence of K \\[default: 0.25]."),
+    ] = None
+    nms_iou: Annotated[
+        Optional[float],
+        typer.Option(
+            "--nms-iou",
+            rich_help_panel=_TASK,
+            help="detect: the IoU above which non-maximum suppression drops a box, (0, 1] \\[default: 0.45].",
+        ),
+    ] = None
     reference: Annotated[
         Optional[Path],
         typer.Option(
@@ -119,6 +127,7 @@ class TaskFlags:
             "target_box": self.target_box,
             "target_detection": self.target_detection,
             "conf": self.conf,
+            "nms_iou": self.nms_iou,
             "reference": self.reference,
             "reference_embedding": self.reference_embedding,
         }

@@ -15,7 +15,6 @@ from ...errors import OccludeError
 from ...loaders.images import PreparedImage, map_on_original, prepare_image
 from ...loaders.model import Head, OnnxClassifier, resolve_target
 from . import maths
-from .spec import NMS_IOU
 
 Box = Tuple[float, float, float, float]
 
@@ -291,7 +290,7 @@ def _detect(model: OnnxClassifier, options, prepared: PreparedImage, labels) -> 
         "target_box_input": [round(float(v), 4) for v in target],
         "target_detection": options.target_detection,
         "conf": options.conf,
-        "nms_iou": NMS_IOU,
+        "nms_iou": options.nms_iou,
         "detections": kept if options.target_box is None else None,
         "score": rule,
     }
@@ -313,13 +312,13 @@ def _inside(box: Box, prepared: PreparedImage) -> Box:
 
 def _nth_detection(boxes: np.ndarray, probabilities: np.ndarray, target: Optional[int], options):
     """The box (input pixels) of the K-th detection of the unoccluded image (best first) with confidence at
-    least ``conf`` after non-maximum suppression (of ``target``'s class when given), and how many there are."""
+    least ``conf`` after non-maximum suppression at ``nms_iou`` (of ``target``'s class when given), and how many there are."""
     if target is None:
         confidence, classes = probabilities.max(axis=1), probabilities.argmax(axis=1)
     else:
         confidence, classes = probabilities[:, target], np.full(len(boxes), target)
     chosen = np.nonzero(confidence >= options.conf)[0]
-    kept = chosen[maths.nms(boxes[chosen], confidence[chosen], classes[chosen], NMS_IOU)]
+    kept = chosen[maths.nms(boxes[chosen], confidence[chosen], classes[chosen], options.nms_iou)]
     k = int(options.target_detection)
     if k >= len(kept):
         what = f" of class {target}" if target is not None else ""

@@ -1,5 +1,5 @@
 """The task parameters of a run (``task``, ``mask``, ``detect_format``, the detection outputs and target,
-``conf``, the reference of an embedding), converted and checked once with the rest of
+``conf``, ``nms_iou``, the reference of an embedding), converted and checked once with the rest of
 :class:`~occlude_cli.analyses.options.ExplainOptions`; messages name the parameters."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from ...errors import OccludeError
 from ...loaders.outputs import TASKS
 
 DETECT_FORMATS = ("yolov8", "yolov5", "boxes")
+CONF = 0.25  # the least confidence of a detection of the unoccluded image (default of conf)
 NMS_IOU = 0.45  # non-maximum suppression of the unoccluded detections: the IoU above which a box is dropped
 
 # parameter -> the tasks it belongs to (given with another task, it is refused rather than ignored)
@@ -25,6 +26,8 @@ _OWNERS = {
     "labels_output": ("detect",),
     "target_box": ("detect",),
     "target_detection": ("detect",),
+    "conf": ("detect",),
+    "nms_iou": ("detect",),
     "reference": ("embed",),
     "reference_embedding": ("embed",),
 }
@@ -43,7 +46,11 @@ def checked_task_fields(options) -> dict:
     for name, owners in _OWNERS.items():
         if getattr(options, name) is not None and task not in owners and not (task == "auto" and name == "mask"):
             raise OccludeError(f"{name} is for task {' or '.join(owners)}, not task {task}", params=(name, "task"))
-    fields = {"task": task, "mask": _mask(options.mask), "conf": _conf(options.conf)}
+    if task == "embed" and options.target is not None:
+        raise OccludeError(
+            "target is for class scores: an embedding's cosine similarity is one score", params=("target",)
+        )
+    fields = {"task": task, "mask": _mask(options.mask)}
     fields.update(_detect(options, task))
     for name in ("reference", "reference_embedding"):
         value = getattr(options, name)
@@ -84,15 +91,22 @@ def _box(value, name: str) -> Tuple[float, float, float, float]:
     return box  # type: ignore[return-value]
 
 
-def _conf(conf) -> float:
-    if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0 <= float(conf) <= 1:
-        raise OccludeError(f"conf must be a number from 0 to 1, got {conf!r}", params=("conf",))
-    return float(conf)
+def _fraction(value, name: str, default: float, low_open: bool) -> float:
+    """``conf`` (0 to 1) or ``nms_iou`` (above 0, at most 1); None is the default."""
+    if value is None:
+        return default
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not number or not (0 < float(value) <= 1 if low_open else 0 <= float(value) <= 1):
+        span = "above 0 and at most 1" if low_open else "from 0 to 1"
+        raise OccludeError(f"{name} must be a number {span}, got {value!r}", params=(name,))
+    return float(value)
 
 
 def _detect(options, task: str) -> dict:
     fmt = options.detect_format
     fields = {
+        "conf": options.conf,
+        "nms_iou": options.nms_iou,
         "detect_format": fmt,
         "target_box": _box(options.target_box, "target_box") if options.target_box is not None else None,
         "target_detection": options.target_detection,
@@ -109,6 +123,8 @@ def _detect(options, task: str) -> dict:
             params=("detect_format",),
         )
     fields["detect_format"] = fmt
+    fields["conf"] = _fraction(options.conf, "conf", CONF, low_open=False)
+    fields["nms_iou"] = _fraction(options.nms_iou, "nms_iou", NMS_IOU, low_open=True)
     names = ("boxes_output", "scores_output", "labels_output")
     if fmt == "boxes" and any(getattr(options, n) is None for n in names):
         missing = [n for n in names if getattr(options, n) is None]
