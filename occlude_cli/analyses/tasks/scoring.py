@@ -312,7 +312,8 @@ def _inside(box: Box, prepared: PreparedImage) -> Box:
 
 def _nth_detection(boxes: np.ndarray, probabilities: np.ndarray, target: Optional[int], options):
     """The box (input pixels) of the K-th detection of the unoccluded image (best first) with confidence at
-    least ``conf`` after non-maximum suppression at ``nms_iou`` (of ``target``'s class when given), and how many there are."""
+    least ``conf`` after non-maximum suppression at ``nms_iou`` (of ``target``'s class when given), and how many
+    there are."""
     if target is None:
         confidence, classes = probabilities.max(axis=1), probabilities.argmax(axis=1)
     else:
