@@ -114,6 +114,58 @@ def yolov5_probe_score(x: np.ndarray, boxes, target_box, cls: int) -> float:
     return best
 
 
+def post_nms_probe(path: Path, boxes: Sequence[Sequence[int]], size: Tuple[int, int] = (32, 32)) -> Path:
+    """A detector whose output is already after non-maximum suppression, (N, K, 6) rows x0, y0, x1, y1, score 0.9,
+    class 7: the layout of an end-to-end export, which no --detect-format reads."""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, *size])
+    out = helper.make_tensor_value_info("dets", TensorProto.FLOAT, ["N", len(boxes), 6])
+    rows = np.array([[*b, 0.9, 7.0] for b in boxes], np.float32)[None]
+    inits = [_const("rows", rows, np.float32), _const("shape", [-1, 1, 1])]
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["m"], axes=[1, 2, 3], keepdims=1),
+        helper.make_node("Reshape", ["m", "shape"], ["mr"]),
+        helper.make_node("Sub", ["mr", "mr"], ["z"]),
+        helper.make_node("Add", ["z", "rows"], ["dets"]),
+    ]
+    return _save(helper.make_graph(nodes, "postnms", [image], [out], inits), path)
+
+
+def boxes_probe(path: Path, boxes: Sequence[Sequence[int]], size: Tuple[int, int] = (32, 32)) -> Path:
+    """torchvision's layout, one image a pass: outputs boxes (K, 4) (fixed, x0, y0, x1, y1), scores (K,) (the mean
+    of every channel inside box k) and labels (K,) int64 (k % 3)."""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, *size])
+    outs = [
+        helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [len(boxes), 4]),
+        helper.make_tensor_value_info("scores", TensorProto.FLOAT, [len(boxes)]),
+        helper.make_tensor_value_info("labels", TensorProto.INT64, [len(boxes)]),
+    ]
+    nodes, inits, parts = [], [_const("axes", [2, 3])], []
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        inits += [_const(f"s{k}", [y0, x0]), _const(f"e{k}", [y1, x1])]
+        nodes += [
+            helper.make_node("Slice", ["image", f"s{k}", f"e{k}", "axes"], [f"crop{k}"]),
+            helper.make_node("ReduceMean", [f"crop{k}"], [f"mean{k}"], axes=[1, 2, 3], keepdims=0),
+        ]
+        parts.append(f"mean{k}")
+    inits += [_const("fixed", np.array(boxes, np.float32), np.float32), _const("ids", np.arange(len(boxes)) % 3)]
+    nodes += [
+        helper.make_node("Concat", parts, ["scores"], axis=0),
+        helper.make_node("Identity", ["fixed"], ["boxes"]),
+        helper.make_node("Identity", ["ids"], ["labels"]),
+    ]
+    return _save(helper.make_graph(nodes, "boxesprobe", [image], outs, inits), path)
+
+
+def pooled_segmentation_probe(path: Path, factor: int, size: Tuple[int, int] = (32, 32), static: bool = True) -> Path:
+    """(N, 3, H / factor, W / factor) per-pixel scores: the input's channels averaged over factor x factor cells
+    (AveragePool); ``static``: the input and output declare their sizes, else every size is a symbol."""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, *(size if static else ["H", "W"])])
+    spatial = [size[0] // factor, size[1] // factor] if static else ["h", "w"]
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3, *spatial])
+    node = helper.make_node("AveragePool", ["image"], ["logits"], kernel_shape=[factor, factor], strides=[factor] * 2)
+    return _save(helper.make_graph([node], "segpool", [image], [out], []), path)
+
+
 def slow_iou(a, b) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))

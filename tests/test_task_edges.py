@@ -143,3 +143,137 @@ def test_a_flag_of_another_task_is_refused_not_ignored(tmp_path, photo, args, fl
     model = embedding_probe(tmp_path / "emb.onnx")
     one_error(occlude("run", model, photo, *args, "--patch", "8", "-o", tmp_path / "o"), 1, flag)
     assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------- outputs that are not what the task reads
+
+
+def test_outputs_no_detect_format_reads_are_refused_not_scored(tmp_path, photo):
+    """An end-to-end detector's (N, K, 6) rows after NMS (x0, y0, x1, y1, score, class 7) read as YOLOv5 would
+    make class ids probabilities (a score of 6.3); torchvision outputs with scores and labels swapped would
+    make labels scores. Both are one error line naming --detect-format or the output, not a map."""
+    from task_models import boxes_probe, post_nms_probe
+
+    post = post_nms_probe(tmp_path / "post.onnx", BOXES)
+    result = occlude("run", post, photo, "--task", "detect", "--detect-format", "yolov5", "-o", tmp_path / "a")
+    one_error(result, 3, "--detect-format yolov5", "0..1", "'dets'")
+    assert not (tmp_path / "a" / "photo.json").exists()
+    boxes = boxes_probe(tmp_path / "boxes.onnx", BOXES)
+    names = ("--boxes-output", "boxes", "--scores-output", "scores", "--labels-output", "labels")
+    good = occlude(
+        "run", boxes, photo, "--task", "detect", "--detect-format", "boxes", *names, "-q", "-o", tmp_path / "b"
+    )
+    assert good.exit_code == 0, good.output
+    swapped = ("--boxes-output", "boxes", "--scores-output", "labels", "--labels-output", "scores")
+    result = occlude(
+        "run", boxes, photo, "--task", "detect", "--detect-format", "boxes", *swapped, "-o", tmp_path / "c"
+    )
+    one_error(result, 3, "--labels-output", "'scores'", "whole")
+
+
+def test_a_segmentation_output_the_model_declares_wrong_fails_before_any_image(tmp_path, photo):
+    from task_models import detection_probe, pooled_segmentation_probe
+
+    det = detection_probe(tmp_path / "det.onnx", BOXES)  # (N, 7, 3): not a segmentation
+    error = one_error(occlude("run", det, photo, "--task", "segment", "-o", tmp_path / "a"), 1, "--task segment")
+    assert "(batch, C, h, w)" in error and "labels" not in error
+    odd = pooled_segmentation_probe(tmp_path / "odd.onnx", 5)  # 6x6 of a 32x32 input
+    one_error(occlude("run", odd, photo, "--task", "segment", "-o", tmp_path / "b"), 1, "6x6", "32x32")
+    dynamic = pooled_segmentation_probe(tmp_path / "dyn.onnx", 5, static=False)  # known only at the first image
+    late = occlude("run", dynamic, photo, "--task", "segment", "--size", "32x32", "-o", tmp_path / "c")
+    one_error(late, 3, "6x6", "32x32")
+    half = pooled_segmentation_probe(tmp_path / "half.onnx", 2)  # 16x16 of 32x32: a fixed fraction, fine
+    assert occlude("run", half, photo, "--task", "segment", "--target", "1", "-q", "-o", tmp_path / "d").exit_code == 0
+    one_error(occlude("run", half, photo, "--detect-format", "yolov8", "--task", "detect", "-o", tmp_path / "e"), 1)
+
+
+@pytest.mark.parametrize("task", ["segment", "detect"])
+def test_top_k_above_the_classes_is_refused_not_cut(tmp_path, photo, task):
+    from task_models import detection_probe, segmentation_probe
+
+    if task == "segment":
+        model = segmentation_probe(tmp_path / "m.onnx", np.eye(3), np.zeros(3))
+        args = ("--task", "segment")
+    else:
+        model = detection_probe(tmp_path / "m.onnx", BOXES)
+        args = ("--task", "detect", "--detect-format", "yolov8")
+    one_error(occlude("run", model, photo, *args, "--top-k", "4", "-o", tmp_path / "o"), 1, "--top-k 4", "3 classes")
+    assert occlude("run", model, photo, *args, "--top-k", "3", "-q", "-o", tmp_path / "p").exit_code == 0
+
+
+def test_a_target_box_the_crop_cuts_away_is_refused(tmp_path):
+    """A 64x32 photo center-cropped into the 32x32 probe: the model sees x 16..48; a box at x 0..10 lies inside the
+    photo but outside what the model sees (every score would be 0: a blank map)."""
+    from task_models import detection_probe
+
+    Image.fromarray(np.full((32, 64, 3), 90, np.uint8)).save(tmp_path / "wide.png")
+    model = detection_probe(tmp_path / "det.onnx", BOXES)
+    args = ("run", model, tmp_path / "wide.png", "--task", "detect", "--detect-format", "yolov8")
+    result = occlude(*args, "--resize", "center-crop", "--target-box", "0,0,10,10", "-o", tmp_path / "a")
+    one_error(result, 3, "--target-box 0,0,10,10", "outside the part of the image the model sees")
+    inside = occlude(*args, "--resize", "center-crop", "--target-box", "10,0,30,20", "-q", "-o", tmp_path / "b")
+    assert inside.exit_code == 0, inside.output  # partly seen: explained
+
+
+# ------------------------------------------------------------------------------------- reference embeddings
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (np.ones(5), ("[5]", "4 dimensions")),
+        (np.ones((2, 2)), ("[2, 2]", "one vector")),
+        (np.ones(4, bool), ("bool", "numbers")),
+        (np.ones(4, complex), ("complex128", "numbers")),
+        (np.array(["a", "b", "c", "d"]), ("<U1", "numbers")),
+        (np.array([1.0, np.nan, 1.0, 1.0]), ("not finite",)),
+        (np.zeros(4), ("all zeros",)),
+        (b"1 2 3 4\n", ("not a .npy file",)),
+        (b"PK\x03\x04 an archive", ("not a .npy file",)),
+        ("object", ("objects", "numbers")),
+    ],
+)
+def test_a_bad_reference_embedding_fails_before_any_image(tmp_path, photo, content, words):
+    from task_models import embedding_probe
+
+    model = embedding_probe(tmp_path / "emb.onnx")
+    path = tmp_path / "ref.npy"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, str):
+        np.save(path, np.array([1, "a", None, 2.0], dtype=object), allow_pickle=True)
+    else:
+        np.save(path, content)
+    result = occlude("run", model, photo, "--task", "embed", "--reference-embedding", path, "-o", tmp_path / "o")
+    error = one_error(result, 1, "--reference-embedding", *words)
+    assert "allow_pickle" not in error and "unsafely" not in error
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_huge_reference_embedding_is_its_direction(tmp_path, photo):
+    """Cosine similarity does not depend on the length of the reference: a float64 vector near the largest double
+    gives the same map as the same direction at length 1, with no overflow warning on the terminal."""
+    from task_models import embedding_probe
+
+    model = embedding_probe(tmp_path / "emb.onnx")
+    direction = np.array([1.0, -2.0, 0.5, 3.0])
+    np.save(tmp_path / "small.npy", direction)
+    np.save(tmp_path / "huge.npy", direction * 1e307)
+    result = occlude(
+        "run",
+        model,
+        photo,
+        "--task",
+        "embed",
+        "--reference-embedding",
+        tmp_path / "huge.npy",
+        "--patch",
+        "8",
+        "-o",
+        tmp_path / "huge",
+        "-q",
+    )
+    assert result.exit_code == 0 and "Warning" not in result.output and "warning" not in result.output, result.output
+    small = explain(model, photo, patch=8, task="embed", reference_embedding=str(tmp_path / "small.npy"))
+    close(np.load(tmp_path / "huge" / "photo.npy").astype(np.float64), small.map.astype(np.float32).astype(np.float64))
+    assert np.abs(small.map).max() > 0

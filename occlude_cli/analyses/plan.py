@@ -23,7 +23,7 @@ from ..loaders.volumes import PreparedVolume, VolumePreprocessing
 from .modality import Modality, modality_of
 from .options import ExplainOptions, per_axis, score_name
 from .scorers import task_incremental
-from .tasks.scoring import TaskScoring, check_outputs, task_of, task_scoring
+from .tasks.scoring import TaskScoring, check_before_images, task_of, task_scoring
 
 # Default patch: this fraction of each side of the model input (16 px on a 224 input).
 DEFAULT_PATCH_FRACTION = 1 / 14
@@ -106,16 +106,15 @@ def _check_against_model(options: ExplainOptions, preprocessing, model: OnnxClas
         if not isinstance(preprocessing, Preprocessing):
             raise OccludeError(f"task {task} is for 2-D photo inputs, not for 3-D models", params=("task",))
         task_incremental(options, task)  # incremental on is refused here, before any image
-        check_outputs(model, options)
         if options.mask is not None and task != "segment":
             raise OccludeError(f"mask is for task segment: this model's task is {task}", params=("mask",))
         for name in ("mask", "reference", "reference_embedding"):  # the task's files, before any image
             value = getattr(options, name)
             if isinstance(value, str) and value != "auto" and not Path(value).is_file():
                 raise OccludeError(f"{name} file not found: {value}", params=(name,))
-        classes = model.num_classes if task == "segment" else None
-        if labels is not None and classes is not None and len(labels) != classes:
-            raise OccludeError(f"{len(labels)} labels given but the model has {classes} classes")
+        classes = check_before_images(model, options, tuple(preprocessing.size))
+        _check_labels(model, labels, classes)
+        check_top_k(options.top_k, classes)
         if options.target is not None and classes is not None:
             resolve_target(options.target, labels, classes)
         return
@@ -123,14 +122,19 @@ def _check_against_model(options: ExplainOptions, preprocessing, model: OnnxClas
     wanted = options.target is not None or labels or options.top_k > 1
     classes = model_classes(model, preprocessing) if wanted else model.num_classes
     check_top_k(options.top_k, classes)
+    _check_labels(model, labels, classes)
+    classes = classes or (len(labels) if labels else None)
+    if options.target is not None and classes is not None:
+        resolve_target(options.target, labels, classes)
+
+
+def _check_labels(model: OnnxClassifier, labels, classes: Optional[int]) -> None:
+    """As many labels as the model has classes (when it says how many)."""
     if labels is not None and classes is not None and len(labels) != classes:
         given = f"{len(labels)} labels given"
         if labels == model.labels and model.labels_source:  # not the user's: say where they come from
             given = f"the {model.labels_source} has {len(labels)} labels"
         raise OccludeError(f"{given} but the model has {classes} classes")
-    classes = classes or (len(labels) if labels else None)
-    if options.target is not None and classes is not None:
-        resolve_target(options.target, labels, classes)
 
 
 def check_top_k(top_k: int, classes: Optional[int]) -> None:

@@ -112,10 +112,16 @@ def pooled(raw: np.ndarray) -> Tuple[np.ndarray, str]:
 
 def cosine(embeddings: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Cosine similarity of each row of ``embeddings`` (B, D) with ``reference`` (D,), as (B, 1); 0 for a zero
-    vector."""
-    embeddings = np.asarray(embeddings, dtype=np.float64)
-    reference = np.asarray(reference, dtype=np.float64).reshape(-1)
-    norms = np.linalg.norm(embeddings, axis=1) * np.linalg.norm(reference)
-    dots = embeddings @ reference
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)[:, None]
+    vector. Each vector is first divided by its largest magnitude (the cosine does not change), so that no norm
+    overflows, whatever the vectors' lengths."""
+    unit_rows = _unit(np.asarray(embeddings, dtype=np.float64))
+    unit_reference = _unit(np.asarray(reference, dtype=np.float64).reshape(1, -1))[0]
+    return (unit_rows @ unit_reference)[:, None]
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    """Each row at length 1 (a zero row stays zero), computed without overflow."""
+    largest = np.max(np.abs(rows), axis=1, keepdims=True) if rows.shape[1] else np.zeros((len(rows), 1))
+    scaled = rows / np.where(largest > 0, largest, 1.0)
+    norms = np.linalg.norm(scaled, axis=1, keepdims=True)
+    return scaled / np.where(norms > 0, norms, 1.0)

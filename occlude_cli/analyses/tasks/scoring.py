@@ -48,14 +48,68 @@ def task_scoring(model: OnnxClassifier, options, prepared: PreparedImage, labels
     if task in ("detect", "embed") and str(getattr(options.score, "value", options.score)) not in ("auto", "prob"):
         raise OccludeError(f"score is for classify and segment: task {task} has its own score", params=("score",))
     build = {"segment": _segment, "detect": _detect, "embed": _embed}[task]
-    return build(model, options, prepared, list(labels) if labels else None)
+    scoring = build(model, options, prepared, list(labels) if labels else None)
+    classes = len(scoring.original)
+    if task != "embed" and options.top_k > classes:  # never cut to the classes in silence
+        raise OccludeError(
+            f"top_k {options.top_k} is more than the model's {classes} classes: give at most {classes}",
+            params=("top_k",),
+        )
+    return scoring
 
 
-def check_outputs(model: OnnxClassifier, options) -> None:
-    """The outputs a detect_format boxes run reads exist (checked before any image)."""
-    if options.detect_format == "boxes":
+def check_before_images(model: OnnxClassifier, options, size: Tuple[int, ...]) -> Optional[int]:
+    """What the model's declared output allows to check before any image (``size``: the input's (height, width)):
+    the outputs a detect_format boxes run reads exist; a segmentation output is (batch, C, h, w) of the input's size
+    or a fixed fraction of it; a YOLO output has the layout of its format; a reference embedding file is a finite
+    vector of numbers, of the output's D when it declares it. Returns the classes the output declares (None when it
+    does not say, or for an embedding). Dynamic sizes are checked again at each image."""
+    task, name = task_of(model, options), model.output.name
+    shape = list(model.output.shape or [])
+    if task == "segment":
+        if shape and len(shape) != 4:
+            raise OccludeError(_segment_layout(name, shape), params=("task",))
+        if len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]):
+            _segment_size(name, (shape[2], shape[3]), size)
+        return model.num_classes
+    if task == "detect" and options.detect_format == "boxes":
         names = [options.boxes_output, options.scores_output, options.labels_output]
         _outputs(model, names, ("boxes_output", "scores_output", "labels_output"))
+        return None
+    if task == "detect":
+        return _yolo_layout(options.detect_format, name, shape) if shape else None
+    if task == "embed" and options.reference_embedding is not None:
+        vector = read_reference_embedding(options.reference_embedding)
+        _reference_size(vector, _declared_dimensions(shape), options.reference_embedding)
+    return None
+
+
+def _segment_layout(name: str, shape) -> str:
+    return f"task segment needs an output (batch, C, h, w); output {name!r} has shape {list(shape)}"
+
+
+def _segment_size(name: str, output: Tuple[int, int], size: Tuple[int, ...]) -> None:
+    """A segmentation output is the input's size or the same whole fraction of both sides."""
+    (h, w), (height, width) = output, size[:2]
+    if h < 1 or w < 1 or height % h or width % w or height // h != width // w:
+        raise OccludeError(
+            f"output {name!r} is {h}x{w}: a segmentation output is the input's size {height}x{width} or a fixed "
+            "fraction of it; choose task classify, detect or embed for another output",
+            params=("task",),
+        )
+
+
+def _yolo_layout(fmt: str, name: str, shape) -> Optional[int]:
+    """A YOLO output's declared layout checked; the classes it declares (None when dynamic)."""
+    need, axis = (5, 1) if fmt == "yolov8" else (6, 2)
+    width = shape[axis] if len(shape) == 3 else None
+    if len(shape) != 3 or (isinstance(width, int) and width < need):
+        layout = "(1, 4 + classes, N)" if fmt == "yolov8" else "(1, N, 5 + classes)"
+        raise OccludeError(
+            f"detect_format {fmt} needs an output {layout}; output {name!r} has shape {list(shape)}",
+            params=("detect_format",),
+        )
+    return width - need + 1 if isinstance(width, int) else None
 
 
 def _outputs(model: OnnxClassifier, names: Sequence[str], params: Sequence[str]) -> None:
@@ -82,17 +136,9 @@ def _segment(model: OnnxClassifier, options, prepared: PreparedImage, labels) ->
     raw = _finite(model.run_outputs(prepared.model_input[None], [name])[0])
     height, width = prepared.preprocessing.size
     if raw.ndim != 4:
-        raise OccludeError(
-            f"task segment needs an output (batch, C, h, w); output {name!r} has shape {list(raw.shape)}",
-            params=("task",),
-        )
+        raise OccludeError(_segment_layout(name, raw.shape), params=("task",))
     classes, h, w = raw.shape[1:]
-    if height % h or width % w or height // h != width // w:
-        raise OccludeError(
-            f"output {name!r} is {h}x{w}: a segmentation output is the input's size {height}x{width} or a fixed "
-            "fraction of it; choose task classify, detect or embed for another output",
-            params=("task",),
-        )
+    _segment_size(name, (h, w), (height, width))
     if labels is not None and len(labels) != classes:
         raise OccludeError(f"{len(labels)} labels given but the model has {classes} classes")
     rows = np.moveaxis(raw, 1, -1).reshape(-1, classes)
@@ -254,7 +300,9 @@ def _detect(model: OnnxClassifier, options, prepared: PreparedImage, labels) -> 
         wanted = int(str(options.target).strip()) + 1 if str(options.target).strip().isdigit() else 1
         classes = len(labels) if labels else max(int(seen.max()) + 1 if seen.size else 1, wanted)
     names, decode = _decoder(model, options, classes)
-    boxes, probabilities = decode([_finite(o) for o in model.run_outputs(sample[None], names)])
+    outputs = [_finite(o) for o in model.run_outputs(sample[None], names)]
+    boxes, probabilities = decode(outputs)
+    _check_probabilities(fmt, names, outputs)
     boxes, probabilities = boxes[0], probabilities[0]
     count = int(probabilities.shape[1])
     if labels is not None and len(labels) != count:
@@ -262,7 +310,7 @@ def _detect(model: OnnxClassifier, options, prepared: PreparedImage, labels) -> 
     asked = resolve_target(options.target, labels, count) if options.target is not None else None
     kept = 0
     if options.target_box is not None:
-        target = to_input(_inside(options.target_box, prepared), prepared)
+        target = _seen(to_input(_inside(options.target_box, prepared), prepared), options.target_box, prepared)
     else:
         target, kept = _nth_detection(boxes, probabilities, asked, options)
     main = int(asked) if asked is not None else int(np.argmax(maths.detection_scores(boxes, probabilities, target)))
@@ -310,6 +358,50 @@ def _inside(box: Box, prepared: PreparedImage) -> Box:
     return box
 
 
+def _seen(box: np.ndarray, given: Box, prepared: PreparedImage) -> np.ndarray:
+    """A target box (input pixels) that overlaps the model's input: a crop may cut away part of the photo, and a
+    box there would score 0 under every window (a blank map)."""
+    height, width = prepared.preprocessing.size
+    if box[2] <= 0 or box[3] <= 0 or box[0] >= width or box[1] >= height:
+        raise OccludeError(
+            f"target_box {','.join(f'{v:g}' for v in given)} lies outside the part of the image the model sees "
+            f"(the region {', '.join(f'{v:g}' for v in prepared.crop_box)} of the original, after resize)",
+            params=("target_box",),
+        )
+    return box
+
+
+def _check_probabilities(fmt: str, names: Sequence[str], outputs: Sequence[np.ndarray]) -> None:
+    """The unoccluded outputs hold what the format says: YOLO class probabilities (and objectness) from 0 to 1;
+    torchvision scores from 0 to 1 and whole-number labels. Anything else (an output after non-maximum suppression,
+    outputs named the wrong way round) would give scores that are not a detection's."""
+    slack = 1e-6
+    if fmt in ("yolov8", "yolov5"):
+        values = outputs[0][:, 4:] if fmt == "yolov8" else outputs[0][..., 4:]
+        if values.size and (values.min() < -slack or values.max() > 1 + slack):
+            layout = "(1, 4 + classes, N)" if fmt == "yolov8" else "(1, N, 5 + classes)"
+            raise OccludeError(
+                f"detect_format {fmt} reads class probabilities 0..1 (sigmoid outputs), but output {names[0]!r} holds "
+                f"values from {values.min():.4g} to {values.max():.4g} there: is it laid out {layout}? (rows after "
+                "non-maximum suppression, x0, y0, x1, y1, score, class, are not a layout occlude reads)",
+                params=("detect_format",),
+            )
+        return
+    scores, labels = outputs[1], outputs[2]
+    if labels.size and not np.array_equal(labels, np.round(labels)):
+        raise OccludeError(
+            f"labels_output {names[2]!r} holds values that are not whole numbers: class indices are (is it the "
+            "scores output?)",
+            params=("labels_output",),
+        )
+    if scores.size and (scores.min() < -slack or scores.max() > 1 + slack):
+        raise OccludeError(
+            f"scores_output {names[1]!r} holds values from {scores.min():.4g} to {scores.max():.4g}: detection "
+            "scores are probabilities 0..1 (is it the labels output?)",
+            params=("scores_output",),
+        )
+
+
 def _nth_detection(boxes: np.ndarray, probabilities: np.ndarray, target: Optional[int], options):
     """The box (input pixels) of the K-th detection of the unoccluded image (best first) with confidence at
     least ``conf`` after non-maximum suppression at ``nms_iou`` (of ``target``'s class when given), and how many
@@ -346,7 +438,7 @@ def _embed(model: OnnxClassifier, options, prepared: PreparedImage, labels) -> T
     own, pooling = embedding(prepared.model_input[None])
     own = _finite(own)[0]
     reference, source = _reference(options, prepared, own, embedding)
-    if float(np.linalg.norm(reference)) == 0.0:
+    if not np.any(reference):
         raise OccludeError("the reference embedding is all zeros: its cosine similarity is undefined")
 
     def score(batch: np.ndarray) -> np.ndarray:
@@ -367,24 +459,9 @@ def _embed(model: OnnxClassifier, options, prepared: PreparedImage, labels) -> T
 def _reference(options, prepared: PreparedImage, own: np.ndarray, embedding) -> Tuple[np.ndarray, dict]:
     """The reference embedding: a .npy vector, an image prepared like the input, or the input's own."""
     if options.reference_embedding is not None:
-        path = Path(options.reference_embedding)
-        try:
-            vector = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise OccludeError(f"reference embedding not found: {path}", params=("reference_embedding",)) from None
-        except (OSError, ValueError) as exc:
-            raise OccludeError(f"cannot read {path} as a .npy array: {exc}", params=("reference_embedding",)) from None
-        vector = np.asarray(vector)
-        if vector.dtype.kind not in "fiu" or vector.size != own.size or vector.squeeze().ndim > 1:
-            raise OccludeError(
-                f"reference embedding {path} has shape {list(vector.shape)}: it must be a vector of the model's "
-                f"{own.size} dimensions",
-                params=("reference_embedding",),
-            )
-        vector = vector.astype(np.float64).reshape(-1)
-        if not np.all(np.isfinite(vector)):
-            raise OccludeError(f"reference embedding {path} is not finite", params=("reference_embedding",))
-        return vector, {"source": "embedding", "file": str(path)}
+        vector = read_reference_embedding(options.reference_embedding)
+        _reference_size(vector, own.size, options.reference_embedding)
+        return vector, {"source": "embedding", "file": str(options.reference_embedding)}
     if options.reference is not None:
         try:
             other = prepare_image(options.reference, prepared.preprocessing)
@@ -393,3 +470,68 @@ def _reference(options, prepared: PreparedImage, own: np.ndarray, embedding) -> 
         vector = _finite(embedding(other.model_input[None])[0])[0]
         return vector, {"source": "image", "file": str(options.reference)}
     return own, {"source": "input", "file": None}
+
+
+MAX_REFERENCE_BYTES = 64 << 20  # a reference embedding is a vector: far below this
+
+
+def read_reference_embedding(path) -> np.ndarray:
+    """A reference embedding file (``numpy.save`` of one vector of numbers) as a finite, non-zero float64 vector
+    (a (1, D) row is a vector too); anything else is one OccludeError naming ``reference_embedding``."""
+    path = Path(path)
+
+    def bad(why: str) -> OccludeError:
+        return OccludeError(f"reference_embedding {path} {why}", params=("reference_embedding",))
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(6)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise OccludeError(f"reference_embedding not found: {path}", params=("reference_embedding",)) from None
+    except OSError as exc:
+        raise bad(f"cannot be read: {exc.strerror or exc}") from None
+    if head != b"\x93NUMPY":
+        raise bad("is not a .npy file: save the vector with numpy.save (not savez, text or pickle)")
+    if size > MAX_REFERENCE_BYTES:
+        raise bad(f"is {size} bytes: a reference embedding is one vector (at most {MAX_REFERENCE_BYTES} bytes)")
+    try:
+        vector = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise bad("holds Python objects, not numbers: save a vector of numbers") from None
+        raise bad(f"is not a readable .npy array: {exc}") from None
+    except OSError as exc:
+        raise bad(f"is not a readable .npy array: {exc}") from None
+    if vector.dtype.kind not in "fiu":
+        raise bad(f"holds {vector.dtype} values: a reference embedding is a vector of numbers")
+    if vector.squeeze().ndim > 1:
+        raise bad(f"has shape {list(vector.shape)}: a reference embedding is one vector")
+    vector = vector.astype(np.float64).reshape(-1)
+    if not np.all(np.isfinite(vector)):
+        raise bad("is not finite (NaN or inf)")
+    if not np.any(vector):
+        raise bad("is all zeros: its cosine similarity is undefined")
+    return vector
+
+
+def _reference_size(vector: np.ndarray, dimensions: Optional[int], path) -> None:
+    if dimensions is not None and vector.size != dimensions:
+        raise OccludeError(
+            f"reference_embedding {path} has shape [{vector.size}]: it must be a vector of the model's {dimensions} "
+            "dimensions",
+            params=("reference_embedding",),
+        )
+
+
+def _declared_dimensions(shape) -> Optional[int]:
+    """The D of an embedding output's declared shape, pooled as :func:`.maths.pooled` pools it (None: unknown)."""
+    if not shape or len(shape) < 2:
+        return None
+    if len(shape) == 3 and not shape[2] == 1:
+        d = shape[2]
+    elif len(shape) == 2 or len(shape) == 4 or all(d == 1 for d in shape[2:]):
+        d = shape[1]
+    else:
+        return None
+    return d if isinstance(d, int) and d > 0 else None
