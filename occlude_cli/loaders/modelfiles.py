@@ -147,12 +147,31 @@ def read_json(path: Path) -> Optional[dict]:
     if len(data) > MAX_JSON_BYTES:
         raise OccludeError(f"{path} is over {MAX_JSON_BYTES} bytes: not a model configuration")
     try:
-        value = json.loads(data.decode("utf-8"))
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=_Object.of)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise OccludeError(f"{path} is not valid UTF-8 JSON: {first_line(exc)}") from None
     if not isinstance(value, dict):
         raise OccludeError(f"{path} must hold a JSON object, got {type(value).__name__}")
     return value
+
+
+class _Object(dict):
+    """A JSON object that remembers the keys it was given more than once (``twice``; json keeps the last)."""
+
+    twice: Tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, pairs) -> _Object:
+        made = cls(pairs)
+        if len(made) != len(pairs):
+            seen: set = set()
+            twice = []
+            for key, _ in pairs:
+                if key in seen:
+                    twice.append(key)
+                seen.add(key)
+            made.twice = tuple(twice)
+        return made
 
 
 # ------------------------------------------------------------------------------------------ checked values
@@ -462,10 +481,13 @@ def hf_labels(cfg: dict, name: str = CONFIG_JSON) -> Optional[List[str]]:
         return None
     if not isinstance(id2label, dict) or not id2label:
         raise OccludeError(f"{name}: id2label must be an object of index -> name")
-    try:
-        indexed = {int(k): v for k, v in id2label.items()}
-    except (TypeError, ValueError):
-        raise OccludeError(f"{name}: id2label keys must be class indices 0, 1, ...") from None
+    for key in id2label:  # "0", "1", ... as transformers writes them; int() would also read " 1", "+1", "01"
+        if not (key.isascii() and key.isdigit() and str(int(key)) == key):
+            raise OccludeError(f"{name}: id2label keys must be class indices 0, 1, ..., got {json.dumps(key)[:80]}")
+    twice = getattr(id2label, "twice", ())
+    if twice:
+        raise OccludeError(f"{name}: id2label names class {twice[0]} twice")
+    indexed = {int(k): v for k, v in id2label.items()}
     if sorted(indexed) != list(range(len(indexed))):
         raise OccludeError(f"{name}: id2label must name every class 0..{len(indexed) - 1} once")
     names = [indexed[i] for i in range(len(indexed))]
