@@ -277,3 +277,16 @@ def test_a_huge_reference_embedding_is_its_direction(tmp_path, photo):
     small = explain(model, photo, patch=8, task="embed", reference_embedding=str(tmp_path / "small.npy"))
     close(np.load(tmp_path / "huge" / "photo.npy").astype(np.float64), small.map.astype(np.float32).astype(np.float64))
     assert np.abs(small.map).max() > 0
+
+
+def test_boxes_in_messages_read_as_they_were_typed(tmp_path, photo):
+    from task_models import detection_probe, segmentation_probe
+
+    det = detection_probe(tmp_path / "det.onnx", BOXES)
+    args = ("run", det, photo, "--task", "detect", "--detect-format", "yolov8", "-o", tmp_path / "o")
+    one_error(occlude(*args, "--target-box", "10,10,10,10"), 1, "--target-box 10,10,10,10 is empty")
+    error = one_error(occlude("run", det, photo, "--task", "detect", "-o", tmp_path / "o"), 1, "--detect-format")
+    assert "None" not in error
+    seg = segmentation_probe(tmp_path / "seg.onnx", np.eye(3), np.zeros(3))
+    result = occlude("run", seg, photo, "--mask", "0,0,0.2,0.5", "-o", tmp_path / "p")
+    one_error(result, 3, "--mask box 0,0,0.2,0.5 is empty")

@@ -15,6 +15,7 @@ from ...errors import OccludeError
 from ...loaders.images import PreparedImage, map_on_original, prepare_image
 from ...loaders.model import Head, OnnxClassifier, resolve_target
 from . import maths
+from .spec import typed
 
 Box = Tuple[float, float, float, float]
 
@@ -197,7 +198,7 @@ def _segment_mask(options, prepared: PreparedImage, raw, probabilities, head: He
     elif isinstance(given, tuple):
         mask = _box_mask(given, prepared, (h, w))
         source = {"source": "box", "box": list(given)}
-        empty = f"mask box {list(given)} is empty: it covers no pixel of the model's {h}x{w} output"
+        empty = f"mask box {typed(given)} is empty: it covers no pixel of the model's {h}x{w} output"
     else:
         mask = _file_mask(given, (h, w))
         source = {"source": "file", "file": str(given)}
@@ -352,7 +353,7 @@ def _inside(box: Box, prepared: PreparedImage) -> Box:
     x0, y0, x1, y1 = box
     if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
         raise OccludeError(
-            f"target_box {','.join(f'{v:g}' for v in box)} lies outside the image ({width}x{height} pixels)",
+            f"target_box {typed(box)} lies outside the image ({width}x{height} pixels)",
             params=("target_box",),
         )
     return box
@@ -364,7 +365,7 @@ def _seen(box: np.ndarray, given: Box, prepared: PreparedImage) -> np.ndarray:
     height, width = prepared.preprocessing.size
     if box[2] <= 0 or box[3] <= 0 or box[0] >= width or box[1] >= height:
         raise OccludeError(
-            f"target_box {','.join(f'{v:g}' for v in given)} lies outside the part of the image the model sees "
+            f"target_box {typed(given)} lies outside the part of the image the model sees "
             f"(the region {', '.join(f'{v:g}' for v in prepared.crop_box)} of the original, after resize)",
             params=("target_box",),
         )

@@ -74,11 +74,16 @@ def _mask(mask):
     if isinstance(mask, (tuple, list)):
         box = _box(mask, "mask")
         if box[2] <= box[0] or box[3] <= box[1]:
-            raise OccludeError(f"mask box {list(mask)} is empty: need x0 < x1 and y0 < y1", params=("mask",))
+            raise OccludeError(f"mask box {typed(box)} is empty: need x0 < x1 and y0 < y1", params=("mask",))
         return box
     if isinstance(mask, (str, Path)):
         return str(mask)
     raise OccludeError(f"mask must be auto, a mask file or a box x0, y0, x1, y1, got {mask!r}", params=("mask",))
+
+
+def typed(box) -> str:
+    """A box as it is typed on the command line: ``10,10,20,20.5``."""
+    return ",".join(f"{float(v):g}" for v in box)
 
 
 def _box(value, name: str) -> Tuple[float, float, float, float]:
@@ -119,7 +124,8 @@ def _detect(options, task: str) -> dict:
     fmt = str(getattr(fmt, "value", fmt)) if fmt is not None else None
     if fmt not in DETECT_FORMATS:
         raise OccludeError(
-            f"task detect needs detect_format, one of {', '.join(DETECT_FORMATS)}; got {fmt!r}",
+            f"task detect needs detect_format, one of {', '.join(DETECT_FORMATS)}"
+            + (f"; got {fmt!r}" if fmt is not None else ""),
             params=("detect_format",),
         )
     fields["detect_format"] = fmt
@@ -142,7 +148,7 @@ def _detect(options, task: str) -> dict:
     if box is not None and k is not None:
         raise OccludeError("give target_box or target_detection, not both", params=("target_box", "target_detection"))
     if box is not None and (box[2] <= box[0] or box[3] <= box[1]):
-        raise OccludeError(f"target_box {list(box)} is empty: need x0 < x1 and y0 < y1", params=("target_box",))
+        raise OccludeError(f"target_box {typed(box)} is empty: need x0 < x1 and y0 < y1", params=("target_box",))
     if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0):
         raise OccludeError(f"target_detection must be a whole number >= 0, got {k!r}", params=("target_detection",))
     if box is None and k is None:
