@@ -88,3 +88,24 @@ def test_hostile_class_names_are_escaped_in_every_output(tmp_path):
     record = json.loads((out / "cat.json").read_text())
     top = [entry["label"] for entry in record["top_k"]]
     assert sorted(top) == sorted(["\\x1b]0;pwned\\x07tench", "gold\\nfish\\r\\x00", "\\u202egnp.exe\\u2066"])
+
+
+def test_a_processor_that_does_not_resize_is_not_stretched_in_silence(tmp_path):
+    """transformers with do_resize false cuts crop_size from the photo at its own size (or passes it whole): no
+    resize occlude can reproduce for photos of any size, so it asks, instead of stretching the photo."""
+    cases = {
+        "crop": {**VIT, "do_resize": False, "do_center_crop": True, "crop_size": {"height": 64, "width": 64}},
+        "whole": {**VIT, "do_resize": False},
+    }
+    for name, processor in cases.items():
+        model = folder(tmp_path / name, b'{"model_type": "vit"}')
+        (model / "preprocessor_config.json").write_text(json.dumps(processor), encoding="utf-8")
+        with pytest.raises(OccludeError, match="preprocessor_config.json: do_resize false") as info:
+            open_model(model)
+        assert set(info.value.params) == {"resize", "resize_short"}
+        result = CliRunner().invoke(app, ["run", str(model), str(CAT), "-o", str(tmp_path / name / "o")])
+        assert result.exit_code == 1 and "--resize" in result.output and result.output.count("\n") == 1
+        given = CliRunner().invoke(
+            app, ["run", str(model), str(CAT), "--resize", "stretch", "-q", "--patch", "32", "-o", str(tmp_path / "s")]
+        )
+        assert given.exit_code == 0, given.output

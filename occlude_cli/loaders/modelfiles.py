@@ -360,11 +360,15 @@ def _hf_geometry(cfg: dict, name: str) -> Level:
 
     crop_pct = cfg.get("crop_pct")
     do_crop = bool(cfg.get("do_center_crop", False))
-    if not cfg.get("do_resize", True) or "size" not in cfg:
+    do_resize = _flag(cfg.get("do_resize", True), f"{name}: do_resize")
+    if not do_resize or "size" not in cfg:
         if do_crop and "crop_size" in cfg:
             put(
                 "size", _size(_hf_size(cfg["crop_size"], f"{name}: crop_size", True), f"{name}: crop_size"), "crop_size"
             )
+        if not do_resize:  # transformers keeps each photo's own size: no resize occlude can take from the file
+            what = "cuts crop_size from" if do_crop and "crop_size" in cfg else "passes"
+            put("resize_error", f"{name}: do_resize false: transformers {what} each photo at its own size", "do_resize")
         return out
     size = _hf_size(cfg["size"], f"{name}: size", square=not (do_crop or crop_pct is not None))
     crop = _size(_hf_size(cfg["crop_size"], f"{name}: crop_size", True), f"{name}: crop_size") if do_crop else None
