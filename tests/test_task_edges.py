@@ -135,12 +135,14 @@ def test_nms_iou_flag_is_recorded_checked_and_documented(tmp_path, overlapping):
         (("--task", "segment", "--conf", "0.5"), "--conf"),
         (("--conf", "0.5"), "--conf"),
         (("--task", "embed", "--target", "3"), "--target"),
+        (("--task", "detect", "--detect-format", "yolov8", "--target-box", "1,1,9,9", "--conf", "0.5"), "--conf"),
+        (("--task", "detect", "--detect-format", "yolov8", "--target-box", "1,1,9,9", "--nms-iou", "0.5"), "--nms-iou"),
     ],
 )
 def test_a_flag_of_another_task_is_refused_not_ignored(tmp_path, photo, args, flag):
-    from task_models import embedding_probe
+    from task_models import detection_probe, embedding_probe
 
-    model = embedding_probe(tmp_path / "emb.onnx")
+    model = detection_probe(tmp_path / "m.onnx", BOXES) if "detect" in args else embedding_probe(tmp_path / "m.onnx")
     one_error(occlude("run", model, photo, *args, "--patch", "8", "-o", tmp_path / "o"), 1, flag)
     assert not (tmp_path / "o").exists()
 

@@ -129,8 +129,6 @@ def _detect(options, task: str) -> dict:
             params=("detect_format",),
         )
     fields["detect_format"] = fmt
-    fields["conf"] = _fraction(options.conf, "conf", CONF, low_open=False)
-    fields["nms_iou"] = _fraction(options.nms_iou, "nms_iou", NMS_IOU, low_open=True)
     names = ("boxes_output", "scores_output", "labels_output")
     if fmt == "boxes" and any(getattr(options, n) is None for n in names):
         missing = [n for n in names if getattr(options, n) is None]
@@ -147,6 +145,12 @@ def _detect(options, task: str) -> dict:
     box, k = fields["target_box"], options.target_detection
     if box is not None and k is not None:
         raise OccludeError("give target_box or target_detection, not both", params=("target_box", "target_detection"))
+    for name in ("conf", "nms_iou"):
+        if box is not None and getattr(options, name) is not None:
+            raise OccludeError(
+                f"{name} chooses among the detections for target_detection: with target_box it would do nothing",
+                params=(name, "target_box"),
+            )
     if box is not None and (box[2] <= box[0] or box[3] <= box[1]):
         raise OccludeError(f"target_box {typed(box)} is empty: need x0 < x1 and y0 < y1", params=("target_box",))
     if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0):
@@ -155,4 +159,7 @@ def _detect(options, task: str) -> dict:
         fields["target_detection"] = 0  # the best detection
     elif k is not None:
         fields["target_detection"] = int(k)
+    if box is None:  # they choose the K-th detection (a target box needs neither: they stay None)
+        fields["conf"] = _fraction(options.conf, "conf", CONF, low_open=False)
+        fields["nms_iou"] = _fraction(options.nms_iou, "nms_iou", NMS_IOU, low_open=True)
     return fields
