@@ -334,3 +334,14 @@ def test_a_folder_run_of_each_task_is_byte_identical_on_a_rerun(tmp_path):
         assert occlude(*common).exit_code == 0
         again = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
         assert len(first) >= 10 and first == again, name
+
+
+def test_a_reference_image_whose_embedding_is_zero_names_the_flag(tmp_path, photo):
+    from task_models import embedding_probe
+
+    model = embedding_probe(tmp_path / "emb.onnx")
+    Image.new("RGB", (8, 8)).save(tmp_path / "black.png")  # the probe's embedding: four zero means
+    result = occlude(
+        "run", model, photo, "--task", "embed", "--reference", tmp_path / "black.png", "-o", tmp_path / "o"
+    )
+    one_error(result, 3, "--reference image", "black.png", "all zeros")

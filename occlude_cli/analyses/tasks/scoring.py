@@ -440,7 +440,13 @@ def _embed(model: OnnxClassifier, options, prepared: PreparedImage, labels) -> T
     own = _finite(own)[0]
     reference, source = _reference(options, prepared, own, embedding)
     if not np.any(reference):
-        raise OccludeError("the reference embedding is all zeros: its cosine similarity is undefined")
+        if source["source"] == "image":
+            raise OccludeError(
+                f"reference image {source['file']}: the model's embedding of it is all zeros, so its cosine "
+                "similarity is undefined",
+                params=("reference",),
+            )
+        raise OccludeError("the model's embedding of the input is all zeros: its cosine similarity is undefined")
 
     def score(batch: np.ndarray) -> np.ndarray:
         return maths.cosine(embedding(batch)[0], reference)
