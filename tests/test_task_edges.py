@@ -10,6 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from occlude_cli import explain
+from occlude_cli.analyses.preprocessing import ModelOptions, open_model
 from occlude_cli.cli import app
 from task_models import slow_map, yolov5_probe, yolov5_probe_score
 
@@ -345,3 +346,94 @@ def test_a_reference_image_whose_embedding_is_zero_names_the_flag(tmp_path, phot
         "run", model, photo, "--task", "embed", "--reference", tmp_path / "black.png", "-o", tmp_path / "o"
     )
     one_error(result, 3, "--reference image", "black.png", "all zeros")
+
+
+# ------------------------------------------------------------------ mask files through a crop or a letterbox
+
+
+@pytest.fixture
+def wide(tmp_path):
+    """A 64x32 photo and a 64x32 mask white at x 32..48 (the photo's own pixels), with the same region as a box."""
+    rng = np.random.default_rng(8)
+    Image.fromarray(rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)).save(tmp_path / "wide.png")
+    mask = np.zeros((32, 64), np.uint8)
+    mask[:, 32:48] = 255
+    Image.fromarray(mask).save(tmp_path / "wide.mask.png")
+    return tmp_path / "wide.png", tmp_path / "wide.mask.png", (32, 0, 48, 32)
+
+
+@pytest.mark.parametrize("resize, area", [("center-crop", 16 * 32), ("letterbox", 8 * 16), ("stretch", 8 * 32)])
+def test_a_mask_file_follows_the_crop_or_letterbox_like_the_image(tmp_path, wide, resize, area):
+    """A mask drawn on the photo marks the same pixels as the same region given as a box, whatever the resize
+    (it was stretched over the model's output, off by the crop or the letterbox's padding)."""
+    from task_models import segmentation_probe
+
+    photo, mask, box = wide
+    model = segmentation_probe(tmp_path / "seg.onnx", np.eye(3), np.zeros(3))
+    opened = open_model(model, ModelOptions(resize=resize), task="segment")
+    common = dict(preprocessing=opened.preprocessing, patch=8, task="segment", target=1)
+    by_file = explain(opened.classifier, photo, mask=str(mask), **common)
+    by_box = explain(opened.classifier, photo, mask=box, **common)
+    assert by_file.params["task"]["mask"]["area"] == by_box.params["task"]["mask"]["area"] == area
+    assert np.array_equal(by_file.map, by_box.map)
+
+
+def test_a_mask_file_the_crop_cuts_away_is_one_error(tmp_path, wide):
+    from task_models import segmentation_probe
+
+    photo, _, _ = wide
+    left = np.zeros((32, 64), np.uint8)
+    left[:, 0:10] = 255  # only where center-crop cuts
+    Image.fromarray(left).save(tmp_path / "left.png")
+    model = segmentation_probe(tmp_path / "seg.onnx", np.eye(3), np.zeros(3))
+    args = ("run", model, photo, "--task", "segment", "--target", "1", "--resize", "center-crop")
+    result = occlude(*args, "--mask", tmp_path / "left.png", "-o", tmp_path / "o")
+    one_error(result, 3, "--mask", "left.png", "outside the part of the image the model sees")
+
+
+def test_check_with_a_mask_file_through_a_letterbox(tmp_path, wide):
+    """occlude check's mask region on a letterboxed input: the same numbers as the same region as a box (it
+    failed the image with 'ValueError: box offset can't be negative')."""
+    from conftest import SAMPLE_MODELS
+
+    photo, mask, box = wide
+    model = SAMPLE_MODELS / "digits_cnn.onnx"
+    common = ("check", model, photo, "--resize", "letterbox", "--patch", "4", "--json", "-q")
+    by_mask = occlude(*common, "--mask", mask, "-o", tmp_path / "a")
+    by_box = occlude(*common, "--box", ",".join(map(str, box)), "-o", tmp_path / "b")
+    assert by_mask.exit_code == by_box.exit_code == 0, by_mask.output
+    rows = [json.loads(r.output)["images"][0] for r in (by_mask, by_box)]
+    assert rows[0]["status"] == "pass" and "error" not in str(rows[0].get("error") or "")
+    for key in ("energy_share", "pointing_game", "region_fraction"):
+        assert rows[0][key] == rows[1][key], key
+
+
+def test_compare_a_map_of_the_photo_through_a_letterbox(tmp_path, wide):
+    """Another method's map at the photo's size is brought onto a letterboxed input like the photo: NaN (no data)
+    in the padding, the photo's part resized (it was 'internal error: ValueError: box offset can't be negative')."""
+    from conftest import SAMPLE_MODELS
+
+    from occlude_cli.loaders.letterbox import letterbox_box
+    from occlude_cli.loaders.maps import resize_map
+
+    photo, _, _ = wide
+    values = np.random.default_rng(0).random((32, 64))
+    on_input = resize_map(values, (32, 32), original_size=(64, 32), crop_box=letterbox_box((64, 32), (32, 32)))
+    assert np.isnan(on_input[:8]).all() and np.isnan(on_input[24:]).all()
+    assert np.allclose(on_input[8:24], resize_map(values, (16, 32)), atol=1e-6)
+    np.save(tmp_path / "other.npy", values)
+    model = SAMPLE_MODELS / "digits_cnn.onnx"
+    result = occlude(
+        "compare",
+        model,
+        photo,
+        tmp_path / "other.npy",
+        "--resize",
+        "letterbox",
+        "--patch",
+        "4",
+        "-q",
+        "-o",
+        tmp_path / "o",
+    )
+    assert result.exit_code == 0 and "error" not in result.output, result.output

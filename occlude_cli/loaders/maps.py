@@ -201,6 +201,8 @@ def resize_map(
             box = None
     if values.shape == (height, width) and box is None:
         return values.copy()
+    if box is not None:  # a letterbox's crop box reaches beyond the photo: no data there
+        values, box = padded_for_box(values, box, np.nan)
     valid = np.isfinite(values)
     if valid.all():
         return _resize_float(values, size, box)
@@ -306,22 +308,36 @@ def read_mask(path) -> np.ndarray:
     return inside
 
 
-def mask_from_file(path, prepared: PreparedImage) -> np.ndarray:
-    """(H, W) bool at model-input resolution from a mask image: white (grey >= 128) marks the region.
+def mask_from_file(path, prepared: PreparedImage, size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """(H, W) bool at model-input resolution (or at ``size``, a grid over the same input, such as a segmentation
+    output's) from a mask image: white (grey >= 128) marks the region.
 
     The mask covers the whole original image whatever its own size (it is stretched to it), then
-    goes through the same crop and resize as the image; a model pixel is in the region when at least
-    half of it is.
+    goes through the same crop, resize or letterbox as the image (the letterbox's padding is outside); a pixel
+    is in the region when at least half of it is.
     """
     inside = read_mask(path)
     mask_h, mask_w = inside.shape
     width, height = prepared.original_size
     sx, sy = mask_w / width, mask_h / height
     left, top, right, bottom = prepared.crop_box
-    cover = _resize_float(
-        inside, prepared.preprocessing.size, (left * sx, top * sy, right * sx, bottom * sy), Image.Resampling.BOX
-    )
+    padded, box = padded_for_box(inside, (left * sx, top * sy, right * sx, bottom * sy), 0.0)
+    cover = _resize_float(padded, size or prepared.preprocessing.size, box, Image.Resampling.BOX)
     return _finish_mask(cover, f"the region of mask {path}")
+
+
+def padded_for_box(values: np.ndarray, box, fill: float):
+    """``values`` (h, w) padded with ``fill`` so that ``box`` (left, top, right, bottom, in its pixels) lies inside
+    it, and the box moved with it: a letterbox's crop box reaches beyond the photo, and Pillow resizes only
+    boxes inside the image."""
+    left, top, right, bottom = (float(v) for v in box)
+    h, w = values.shape
+    pad_left, pad_top = max(0, math.ceil(-left)), max(0, math.ceil(-top))
+    pad_right, pad_bottom = max(0, math.ceil(right - w)), max(0, math.ceil(bottom - h))
+    if not (pad_left or pad_top or pad_right or pad_bottom):
+        return values, (left, top, right, bottom)
+    out = np.pad(values, ((pad_top, pad_bottom), (pad_left, pad_right)), constant_values=fill)
+    return out, (left + pad_left, top + pad_top, right + pad_left, bottom + pad_top)
 
 
 def region_mask(prepared: PreparedImage, *, box=None, mask=None) -> np.ndarray:

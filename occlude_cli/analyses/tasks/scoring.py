@@ -200,7 +200,7 @@ def _segment_mask(options, prepared: PreparedImage, raw, probabilities, head: He
         source = {"source": "box", "box": list(given)}
         empty = f"mask box {typed(given)} is empty: it covers no pixel of the model's {h}x{w} output"
     else:
-        mask = _file_mask(given, (h, w))
+        mask = _file_mask(given, prepared, (h, w))
         source = {"source": "file", "file": str(given)}
         empty = f"mask {given} is empty: it covers no pixel of the model's {h}x{w} output"
     if not mask.any():
@@ -208,18 +208,15 @@ def _segment_mask(options, prepared: PreparedImage, raw, probabilities, head: He
     return mask, source
 
 
-def _file_mask(path, size: Tuple[int, int]) -> np.ndarray:
-    """A binary mask image of any size, resized (nearest) to the output's (h, w)."""
-    from PIL import Image
-
-    from ...loaders.maps import read_mask
+def _file_mask(path, prepared: PreparedImage, size: Tuple[int, int]) -> np.ndarray:
+    """A mask image of any size, drawn over the original photo, through the same crop, resize or letterbox as
+    the photo onto the output's (h, w) grid (the one reader and geometry of masks: loaders.maps)."""
+    from ...loaders.maps import mask_from_file
 
     try:
-        inside = read_mask(path)
+        return mask_from_file(path, prepared, size)
     except OccludeError as exc:
         raise OccludeError(str(exc), params=("mask",)) from None
-    image = Image.fromarray((inside * 255).astype(np.uint8), "L").resize((size[1], size[0]), Image.Resampling.NEAREST)
-    return np.asarray(image) >= 128
 
 
 def to_input(box: Box, prepared: PreparedImage) -> np.ndarray:
