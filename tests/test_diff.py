@@ -300,6 +300,94 @@ def test_golden_without_a_map_for_an_image_is_refused(probes, tmp_path):
     assert empty.returncode == 1 and "holds no occlude run" in empty.stderr and "Traceback" not in empty.stderr
 
 
+def _edited(record: dict, how: str):
+    """A golden record as a hand (or a broken tool) might leave it; the JSON text written back."""
+    grid = record["map"]
+    if how == "value":
+        grid[3][3] = 123.0  # map_sha256 left as it was
+    elif how == "ragged":
+        grid[3] = grid[3][:5]
+    elif how == "text":
+        grid[2][2] = "abc"
+    elif how == "nan":
+        grid[2][2] = float("nan")  # json writes NaN, which occlude never writes
+    elif how == "boolean":
+        grid[2][2] = True
+    elif how == "no target":
+        del record["target"]
+    elif how in ("target x", "target 0.5", "target true", "target null"):
+        record["target"] = None if how == "target null" else {"index": {"x": "x", "0.5": 0.5, "true": True}[how[7:]]}
+    elif how == "params":
+        record["params"] = "garbage"
+    elif how == "top_k":
+        record["top_k"] = [{"index": "x", "original": 1.0}]
+    if how not in ("value",) and "map_sha256" in record:
+        from occlude_cli.outputs.records import map_digest
+
+        record["map_sha256"] = map_digest(record["map"]) if how in ("no target", "params", "top_k") else None
+        if record["map_sha256"] is None:
+            del record["map_sha256"]  # a record from before the checksums: the map itself is checked
+    return json.dumps(record)
+
+
+EDITS = (
+    "value",
+    "ragged",
+    "text",
+    "nan",
+    "boolean",
+    "no target",
+    "target x",
+    "target 0.5",
+    "target true",
+    "target null",
+    "params",
+    "top_k",
+    "another run",
+)
+
+
+def test_a_hand_edited_golden_is_one_error_line(probes, tmp_path):
+    """A golden record edited by hand, from another run, or broken is refused with one error line and exit 1
+    before any image is explained; the untouched golden still gives identical maps."""
+    from typer.testing import CliRunner
+
+    from occlude_cli.cli import app
+
+    golden = tmp_path / "golden"
+    assert occlude("run", probes["a"], probes["images"], "-o", golden, *FLAGS).returncode == 0
+    original = (golden / "img0.json").read_text()
+    for how in EDITS:
+        if how == "another run":
+            text = (golden / "img1.json").read_text()  # a result of another image: not what the manifest lists
+        else:
+            text = _edited(json.loads(original), how)
+        (golden / "img0.json").write_text(text)
+        out = tmp_path / "d"
+        args = ["diff", "--golden", golden, probes["a"], probes["images"], "-o", out, *FLAGS]
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1, (how, result.stderr)
+        assert lines[0].startswith("error: ") and "img0.json" in lines[0], (how, lines[0])
+        assert not out.exists(), how
+    (golden / "img0.json").write_text(original)
+    result = diff_golden(golden, probes["a"], probes["images"], tmp_path / "ok", patch=4, stride=2, score="logit")
+    assert [r["max_abs_diff"] for r in result.rows] == [0.0, 0.0, 0.0]
+
+
+def test_golden_npy_files_are_never_loaded(probes, tmp_path):
+    """The golden maps come from the records: .npy files holding a pickle (an object array) or NaN change
+    nothing and are never unpickled."""
+    golden = tmp_path / "golden"
+    assert occlude("run", probes["a"], probes["images"], "-o", golden, *FLAGS, "--npy").returncode == 0
+    npys = sorted(golden.glob("*.npy"))
+    assert npys
+    np.save(npys[0], np.array([{"evil": "pickle"}], dtype=object), allow_pickle=True)
+    np.save(npys[1], np.full((SIZE, SIZE), np.nan))
+    result = diff_golden(golden, probes["a"], probes["images"], tmp_path / "d", patch=4, stride=2, score="logit")
+    assert not result.failed and [r["rank_corr"] for r in result.rows] == [1.0, 1.0, 1.0]
+
+
 def test_bad_arguments_are_one_error_line(probes, tmp_path):
     for args in (
         ["diff", probes["a"], probes["images"]],  # no second model

@@ -199,9 +199,8 @@ def diff_golden(
         target = int(record["target"]["index"])
         b = _explain(opened, load_image(item.path), replace(opened.options, target=target))
         notes.tell(b)
-        golden_map = np.array([[np.nan if v is None else v for v in row] for row in record["map"]], dtype=np.float64)
         diff = diff_maps(
-            golden_map,
+            record["map"],
             b.map,
             target=target,
             target_label=b.label(target),
@@ -230,10 +229,10 @@ def _golden_records(run: GoldenRun, images, opened: Opened) -> dict:
         golden_params = {**(record.get("params") or {}), "target": run.target_rule}
         golden_params["region"] = None if golden_params.get("region") is None else "given"
         mismatch = golden_mismatch(golden_params, today)
-        grid = (len(record["map"]), len(record["map"][0]) if record["map"] else 0)
+        grid = record["map"].shape
         if not mismatch and grid != tuple(opened.preprocessing.size):
             mismatch = (
-                f"the golden maps are {grid[0]}x{grid[1]} but today's model takes "
+                f"the golden maps are {'x'.join(map(str, grid))} but today's model takes "
                 f"{'x'.join(map(str, opened.preprocessing.size))} inputs"
             )
         if mismatch:
