@@ -23,6 +23,7 @@ from ..analyses.explain import explain
 from ..analyses.medical import is_medical_input
 from ..analyses.options import ExplainOptions, score_name
 from ..analyses.preprocessing import ModelOptions
+from ..batch.inputs import StreamedInputs
 from ..core.baselines import default_blur_sigma
 from ..errors import OccludeError
 from ..loaders.images import Preprocessing, load_image, prepare_image
@@ -111,6 +112,7 @@ def diff_folder(
     model_options: Optional[ModelOptions] = None,
     model_options_b: Optional[ModelOptions] = None,
     recursive: bool = False,
+    null: bool = False,
     events: RunEvents = QUIET,
     report: bool = False,
     junit=None,
@@ -157,7 +159,7 @@ def diff_folder(
         "model_a": opened_a.classifier.describe(),
         "model_b": opened_b.classifier.describe(),
     }
-    images, problems = find_inputs(inputs, out, recursive=recursive, events=events)
+    images, problems = _inputs(inputs, out, recursive, null, events)
     return _diff_all(pair, images, problems, out, opened_a, settings, style, names, described, events, reports)
 
 
@@ -172,6 +174,7 @@ def diff_golden(
     style: Optional[RenderStyle] = None,
     model_options: Optional[ModelOptions] = None,
     recursive: bool = False,
+    null: bool = False,
     events: RunEvents = QUIET,
     report: bool = False,
     junit=None,
@@ -189,7 +192,7 @@ def diff_golden(
     run = GoldenRun(golden)
     opened = open_checked(model, options, model_options)
     _check_pair(opened, None)
-    images, problems = find_inputs(inputs, out, recursive=recursive, events=events)
+    images, problems = _inputs(inputs, out, recursive, null, events)
     images = [i for i in images if Path(golden).resolve() not in i.path.resolve().parents]
     records = _golden_records(run, images, opened)
     golden_name = f"golden {Path(golden).name}"
@@ -217,6 +220,20 @@ def diff_golden(
     }
     names = (golden_name, _model_name(model))
     return _diff_all(pair, images, problems, out, opened, settings, style, names, described, events, reports)
+
+
+def _inputs(inputs, out, recursive: bool, null: bool, events: RunEvents) -> Tuple[List, List[Tuple[str, str]]]:
+    """The inputs and the arguments that named nothing. ``"-"``: the paths on stdin (``null``: NUL-separated),
+    read whole first (the golden records and a shared colour limit need every input before the first map); what
+    they name that is no input is told once, with the rows."""
+    found, problems = find_inputs(inputs, out, recursive=recursive, events=events, null=null)
+    if not isinstance(found, StreamedInputs):
+        return found, problems
+    found.on_problem = None
+    images = list(found)
+    if not images and not found.problems:
+        raise OccludeError("the paths on stdin named no image")
+    return images, list(found.problems)
 
 
 def _golden_records(run: GoldenRun, images, opened: Opened) -> dict:
