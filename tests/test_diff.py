@@ -388,6 +388,25 @@ def test_golden_npy_files_are_never_loaded(probes, tmp_path):
     assert not result.failed and [r["rank_corr"] for r in result.rows] == [1.0, 1.0, 1.0]
 
 
+def test_an_image_error_names_the_flag_and_the_golden_folder_is_never_the_output(probes, tmp_path):
+    """A per-image error speaks the command line's words, as run's do (--score, not score); diff never writes
+    into its golden folder (its pictures and report would mix with the golden run's)."""
+    weights = np.zeros((3, 1, SIZE, SIZE))
+    probabilities = linear_head_model(tmp_path / "p.onnx", weights, np.array([0.0, 1.0, 0.0]))  # rows sum to 1
+    run = occlude("diff", probes["a"], probabilities, probes["images"], "-o", tmp_path / "d", *FLAGS)
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert run.returncode == 3 and len(errors) == 3, run.stderr
+    assert all("logits are not available: use --score auto" in line for line in errors), errors
+    golden = tmp_path / "golden"
+    assert occlude("run", probes["a"], probes["images"], "-o", golden, *FLAGS).returncode == 0
+    before = sorted(p.name for p in golden.iterdir())
+    for out in (golden, golden / "inside"):
+        into = occlude("diff", "--golden", golden, probes["a"], probes["images"], "-o", out, *FLAGS)
+        lines = into.stderr.strip().splitlines()
+        assert into.returncode == 1 and len(lines) == 1 and "--golden" in lines[0] and "--out" in lines[0], lines
+    assert sorted(p.name for p in golden.iterdir()) == before
+
+
 def test_bad_arguments_are_one_error_line(probes, tmp_path):
     for args in (
         ["diff", probes["a"], probes["images"]],  # no second model

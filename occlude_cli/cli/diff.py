@@ -86,7 +86,7 @@ class DiffEvents(RunEvents):
         if self.display is not None:
             self.display.image_done(row["status"] == "ok", image.key)
         if row["status"] == "error":
-            print_error(f"{one_line(row['path'])}: {row['error']}")
+            print_error(f"{one_line(row['path'])}: {row['error']}", params=params)
         elif not self.silent and not self.live:
             line = logfmt(
                 ("status", "ok"),

@@ -190,6 +190,11 @@ def diff_golden(
     reports = (*checked_targets(junit, summary_md), report)
     style = (style or RenderStyle()).checked()
     run = GoldenRun(golden)
+    if Path(out).resolve() == run.folder.resolve() or run.folder.resolve() in Path(out).resolve().parents:
+        raise OccludeError(
+            f"out {out} is the golden folder or inside it: write the diff elsewhere (the golden run stays as it is)",
+            params=("golden", "out"),
+        )
     opened = open_checked(model, options, model_options)
     _check_pair(opened, None)
     images, problems = _inputs(inputs, out, recursive, null, events)
@@ -356,8 +361,9 @@ def _diff_all(
     try:
         for item in images:
             events.image_started(item)
-            rows.append(_diff_one(pair, item, out, notes, style, names, subtitle))
-            events.image_done(item, rows[-1])
+            row, params = _diff_one(pair, item, out, notes, style, names, subtitle)
+            rows.append(row)
+            events.image_done(item, row, params)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -405,9 +411,9 @@ def _subtitle(opened: Opened) -> str:
     return f"occlusion: patch {patch}, stride {stride}, baseline {o.baseline}, score {score_name(o.score)}"
 
 
-def _diff_one(pair: Pair, item, out: Path, notes: RunNotes, style, names, subtitle) -> dict:
+def _diff_one(pair: Pair, item, out: Path, notes: RunNotes, style, names, subtitle) -> Tuple[dict, Sequence[str]]:
     """One input's row (its maps and, unless the colour limit is shared, its picture written), or an error
-    row."""
+    row; and the parameters its error names."""
     started = time.perf_counter()
     try:
         if is_medical_input(item.path, None):
@@ -428,9 +434,9 @@ def _diff_one(pair: Pair, item, out: Path, notes: RunNotes, style, names, subtit
                 style=style,
             )
         row["seconds"] = round(time.perf_counter() - started, 3)
-        return row
+        return row, ()
     except OccludeError as exc:
-        return {"path": str(item.path), "key": item.key, "status": "error", "error": shown(str(exc))}
+        return {"path": str(item.path), "key": item.key, "status": "error", "error": shown(str(exc))}, exc.params
 
 
 def _title(row: dict) -> str:
