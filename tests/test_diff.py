@@ -407,6 +407,30 @@ def test_an_image_error_names_the_flag_and_the_golden_folder_is_never_the_output
     assert sorted(p.name for p in golden.iterdir()) == before
 
 
+def test_constant_maps_give_null_never_nan_and_fail_the_gates(probes, tmp_path):
+    """A model that ignores its input (an all-zero map): against a real map the correlations are undefined, null
+    in diff.json (strict JSON: no NaN), empty in diff.csv, 'n/a' on the terminal, and fail the rank gate; against
+    itself every similarity is 1 and every difference 0."""
+    blind = linear_head_model(tmp_path / "blind.onnx", np.zeros((3, 1, SIZE, SIZE)), np.array([0.0, 2.0, 0.0]))
+    out = tmp_path / "d"
+    run = occlude("diff", probes["a"], blind, probes["images"], "-o", out, *FLAGS, "--min-rank-corr", "0")
+    assert run.returncode == 4, run.stderr
+    text = (out / "diff.json").read_text()
+    document = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in diff.json"))
+    for row in document["images"]:
+        assert row["rank_corr"] is None and row["rank_corr_abs"] is None and row["pearson"] is None
+        assert row["ssim"] is not None and row["top_iou"] is not None and row["max_abs_diff"] > 0
+        assert row["failed_gates"] == [{"gate": "min_rank_corr", "value": None, "threshold": 0.0}]
+    assert document["summary"]["rank_corr"] == {"mean": None, "min": None, "max": None}
+    assert "rank correlation n/a below --min-rank-corr 0" in run.stderr
+    assert all(line.split(",")[11:14] == ["", "", ""] for line in (out / "diff.csv").read_text().splitlines()[1:])
+    same = occlude("diff", blind, blind, probes["images"], "-o", tmp_path / "s", *FLAGS, "--min-rank-corr", "1")
+    assert same.returncode == 0, same.stderr
+    for row in json.loads((tmp_path / "s" / "diff.json").read_text())["images"]:
+        assert [row[k] for k in ("rank_corr", "rank_corr_abs", "pearson", "top_iou", "ssim")] == [1.0] * 5
+        assert row["max_abs_diff"] == 0.0 and row["mean_abs_diff"] == 0.0
+
+
 def test_bad_arguments_are_one_error_line(probes, tmp_path):
     for args in (
         ["diff", probes["a"], probes["images"]],  # no second model
