@@ -497,19 +497,23 @@ def test_hostile_names_are_escaped_everywhere(probes, tmp_path):
     folder.mkdir()
     name = "evil\x1b[31m\nname\u202e.png"
     Image.open(probes["images"] / "img0.png").save(folder / name)
-    run = occlude("diff", probes["a"], probes["b"], folder, "-o", tmp_path / "h", *FLAGS, "--min-rank-corr", "1")
+    for other in ("-rf; rm [bold]x[red].png", "<script>alert(1)<\u2044script> $x^$.png"):
+        Image.open(probes["images"] / "img1.png").save(folder / other)
+    out = tmp_path / "h"
+    reports = ["--report", "--junit", out / "diff.xml", "--summary-md", out / "summary.md"]
+    run = occlude("diff", probes["a"], probes["b"], folder, "-o", out, *FLAGS, "--min-rank-corr", "1", *reports)
     assert run.returncode in (0, 4), run.stderr
-    for text in (
-        run.stdout,
-        run.stderr,
-        (tmp_path / "h" / "diff.csv").read_text(),
-        (tmp_path / "h" / "diff.json").read_text(),
-    ):
+    assert "Traceback" not in run.stderr and "internal error" not in run.stderr
+    for text in [run.stdout, run.stderr] + [
+        (out / n).read_text() for n in ("diff.csv", "diff.json", "diff.xml", "summary.md", "index.html")
+    ]:
         assert "\x1b" not in text and "\u202e" not in text
+    assert "<script>alert" not in (out / "index.html").read_text() + (out / "diff.xml").read_text()
+    assert "[bold]x[red].png" in run.stdout + run.stderr  # brackets are text, never terminal markup
     document = json.loads((tmp_path / "h" / "diff.json").read_text())
     from occlude_cli.text import recover
 
-    assert recover(document["images"][0], "path").endswith(name)
+    assert any(recover(row, "path").endswith(name) for row in document["images"])
 
 
 def _pixels(path: Path) -> np.ndarray:
