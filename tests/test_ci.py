@@ -97,7 +97,7 @@ def test_junit_is_deterministic_and_atomic(tmp_path):
     assert junit_xml(cases, "s") == junit_xml(cases, "s")
     target = tmp_path / "sub" / "junit.xml"
     target.parent.mkdir()
-    target.write_text("old")
+    target.write_text('<?xml version="1.0"?>\n<testsuites name="an earlier run"></testsuites>\n')
     write_junit(target, cases, "s")
     assert target.read_bytes() == junit_xml(cases, "s")
     assert sorted(p.name for p in target.parent.iterdir()) == ["junit.xml"]  # no temporary file left
@@ -172,6 +172,27 @@ def test_append_keeps_what_was_there_and_targets_dedupe(tmp_path):
     with pytest.raises(OccludeError) as info:
         append_summary(tmp_path, "x")
     assert info.value.params == ("summary_md",)
+
+
+def test_report_targets_that_are_not_reports_are_refused(tmp_path):
+    from occlude_cli.outputs.ci import check_report_target
+
+    latin = tmp_path / "latin.md"
+    latin.write_bytes("caf\xe9 notes\n".encode("latin-1"))
+    pytest_report = tmp_path / "pytest.xml"
+    pytest_report.write_text(
+        '<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest"/></testsuites>'
+    )
+    empty = tmp_path / "empty.xml"
+    empty.write_bytes(b"")
+    for path, kind in ((pytest_report, "junit"), (empty, "junit"), (Path("/dev/null"), "summary_md")):
+        assert check_report_target(path, kind) == path
+    for path, kind in ((Path("/dev/null"), "junit"), (latin, "summary_md"), (latin, "junit")):
+        with pytest.raises(OccludeError) as info:
+            check_report_target(path, kind)
+        assert info.value.params == (kind,)
+    append_summary(Path("/dev/null"), "### nothing\n")  # a character device is appended to, never replaced
+    assert Path("/dev/null").is_char_device()
 
 
 def test_write_ci_reports_writes_both(tmp_path):
@@ -275,6 +296,48 @@ def test_junit_and_summary_folders_are_refused_before_any_work(rect_model, hosti
         assert result.exit_code == 1
         assert f"error: {flag} " in result.stderr and "is a folder" in result.stderr
         assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["check", "diff", "run"])
+def test_reports_never_replace_or_corrupt_a_file_that_is_not_theirs(rect_model, hostile_folder, tmp_path, command):
+    """--junit replaces only an earlier JUnit report and --summary-md appends only to text: pointed at an input
+    image or at the model, each is one error line before any work, and the file keeps every byte."""
+    out = tmp_path / "out"
+    image = hostile_folder / HOSTILE_FILES[0]
+    model_copy = tmp_path / "model.onnx"
+    model_copy.write_bytes(rect_model.read_bytes())
+    models = [model_copy, model_copy] if command == "diff" else [model_copy]
+    extra = ["--box", RECT_BOX] if command == "check" else []
+    for flag, target in (("--junit", image), ("--junit", model_copy), ("--summary-md", image)):
+        before = target.read_bytes()
+        result = invoke(command, *models, hostile_folder, *extra, "--out", out, "--patch", "4", flag, target)
+        assert result.exit_code == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {flag} "), result.stderr
+        assert target.read_bytes() == before
+        assert not out.exists()
+    # an earlier report is replaced, a text summary appended to, a missing folder made
+    report, summary = tmp_path / "reports" / "new" / "junit.xml", tmp_path / "step.md"
+    summary.write_text("# earlier step\n")
+    for _ in range(2):
+        result = invoke(
+            command,
+            *models,
+            hostile_folder,
+            *extra,
+            "--out",
+            out,
+            "--patch",
+            "4",
+            "--junit",
+            report,
+            "--summary-md",
+            summary,
+        )
+        assert result.exit_code in (0, 3, 4), result.stderr
+        junit_cases(report)
+    assert summary.read_text().startswith("# earlier step\n")
+    assert summary.read_text().count(f"### occlude {command}") == 2
 
 
 def test_bias_junit_marks_the_images_beyond_the_gate(rect_model, hostile_folder, tmp_path):

@@ -300,6 +300,137 @@ def test_golden_without_a_map_for_an_image_is_refused(probes, tmp_path):
     assert empty.returncode == 1 and "holds no occlude run" in empty.stderr and "Traceback" not in empty.stderr
 
 
+def _edited(record: dict, how: str):
+    """A golden record as a hand (or a broken tool) might leave it; the JSON text written back."""
+    grid = record["map"]
+    if how == "value":
+        grid[3][3] = 123.0  # map_sha256 left as it was
+    elif how == "ragged":
+        grid[3] = grid[3][:5]
+    elif how == "text":
+        grid[2][2] = "abc"
+    elif how == "nan":
+        grid[2][2] = float("nan")  # json writes NaN, which occlude never writes
+    elif how == "boolean":
+        grid[2][2] = True
+    elif how == "no target":
+        del record["target"]
+    elif how in ("target x", "target 0.5", "target true", "target null"):
+        record["target"] = None if how == "target null" else {"index": {"x": "x", "0.5": 0.5, "true": True}[how[7:]]}
+    elif how == "params":
+        record["params"] = "garbage"
+    elif how == "top_k":
+        record["top_k"] = [{"index": "x", "original": 1.0}]
+    if how not in ("value",) and "map_sha256" in record:
+        from occlude_cli.outputs.records import map_digest
+
+        record["map_sha256"] = map_digest(record["map"]) if how in ("no target", "params", "top_k") else None
+        if record["map_sha256"] is None:
+            del record["map_sha256"]  # a record from before the checksums: the map itself is checked
+    return json.dumps(record)
+
+
+EDITS = (
+    "value",
+    "ragged",
+    "text",
+    "nan",
+    "boolean",
+    "no target",
+    "target x",
+    "target 0.5",
+    "target true",
+    "target null",
+    "params",
+    "top_k",
+    "another run",
+)
+
+
+def test_a_hand_edited_golden_is_one_error_line(probes, tmp_path):
+    """A golden record edited by hand, from another run, or broken is refused with one error line and exit 1
+    before any image is explained; the untouched golden still gives identical maps."""
+    from typer.testing import CliRunner
+
+    from occlude_cli.cli import app
+
+    golden = tmp_path / "golden"
+    assert occlude("run", probes["a"], probes["images"], "-o", golden, *FLAGS).returncode == 0
+    original = (golden / "img0.json").read_text()
+    for how in EDITS:
+        if how == "another run":
+            text = (golden / "img1.json").read_text()  # a result of another image: not what the manifest lists
+        else:
+            text = _edited(json.loads(original), how)
+        (golden / "img0.json").write_text(text)
+        out = tmp_path / "d"
+        args = ["diff", "--golden", golden, probes["a"], probes["images"], "-o", out, *FLAGS]
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1, (how, result.stderr)
+        assert lines[0].startswith("error: ") and "img0.json" in lines[0], (how, lines[0])
+        assert not out.exists(), how
+    (golden / "img0.json").write_text(original)
+    result = diff_golden(golden, probes["a"], probes["images"], tmp_path / "ok", patch=4, stride=2, score="logit")
+    assert [r["max_abs_diff"] for r in result.rows] == [0.0, 0.0, 0.0]
+
+
+def test_golden_npy_files_are_never_loaded(probes, tmp_path):
+    """The golden maps come from the records: .npy files holding a pickle (an object array) or NaN change
+    nothing and are never unpickled."""
+    golden = tmp_path / "golden"
+    assert occlude("run", probes["a"], probes["images"], "-o", golden, *FLAGS, "--npy").returncode == 0
+    npys = sorted(golden.glob("*.npy"))
+    assert npys
+    np.save(npys[0], np.array([{"evil": "pickle"}], dtype=object), allow_pickle=True)
+    np.save(npys[1], np.full((SIZE, SIZE), np.nan))
+    result = diff_golden(golden, probes["a"], probes["images"], tmp_path / "d", patch=4, stride=2, score="logit")
+    assert not result.failed and [r["rank_corr"] for r in result.rows] == [1.0, 1.0, 1.0]
+
+
+def test_an_image_error_names_the_flag_and_the_golden_folder_is_never_the_output(probes, tmp_path):
+    """A per-image error speaks the command line's words, as run's do (--score, not score); diff never writes
+    into its golden folder (its pictures and report would mix with the golden run's)."""
+    weights = np.zeros((3, 1, SIZE, SIZE))
+    probabilities = linear_head_model(tmp_path / "p.onnx", weights, np.array([0.0, 1.0, 0.0]))  # rows sum to 1
+    run = occlude("diff", probes["a"], probabilities, probes["images"], "-o", tmp_path / "d", *FLAGS)
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert run.returncode == 3 and len(errors) == 3, run.stderr
+    assert all("logits are not available: use --score auto" in line for line in errors), errors
+    golden = tmp_path / "golden"
+    assert occlude("run", probes["a"], probes["images"], "-o", golden, *FLAGS).returncode == 0
+    before = sorted(p.name for p in golden.iterdir())
+    for out in (golden, golden / "inside"):
+        into = occlude("diff", "--golden", golden, probes["a"], probes["images"], "-o", out, *FLAGS)
+        lines = into.stderr.strip().splitlines()
+        assert into.returncode == 1 and len(lines) == 1 and "--golden" in lines[0] and "--out" in lines[0], lines
+    assert sorted(p.name for p in golden.iterdir()) == before
+
+
+def test_constant_maps_give_null_never_nan_and_fail_the_gates(probes, tmp_path):
+    """A model that ignores its input (an all-zero map): against a real map the correlations are undefined, null
+    in diff.json (strict JSON: no NaN), empty in diff.csv, 'n/a' on the terminal, and fail the rank gate; against
+    itself every similarity is 1 and every difference 0."""
+    blind = linear_head_model(tmp_path / "blind.onnx", np.zeros((3, 1, SIZE, SIZE)), np.array([0.0, 2.0, 0.0]))
+    out = tmp_path / "d"
+    run = occlude("diff", probes["a"], blind, probes["images"], "-o", out, *FLAGS, "--min-rank-corr", "0")
+    assert run.returncode == 4, run.stderr
+    text = (out / "diff.json").read_text()
+    document = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in diff.json"))
+    for row in document["images"]:
+        assert row["rank_corr"] is None and row["rank_corr_abs"] is None and row["pearson"] is None
+        assert row["ssim"] is not None and row["top_iou"] is not None and row["max_abs_diff"] > 0
+        assert row["failed_gates"] == [{"gate": "min_rank_corr", "value": None, "threshold": 0.0}]
+    assert document["summary"]["rank_corr"] == {"mean": None, "min": None, "max": None}
+    assert "rank correlation n/a below --min-rank-corr 0" in run.stderr
+    assert all(line.split(",")[11:14] == ["", "", ""] for line in (out / "diff.csv").read_text().splitlines()[1:])
+    same = occlude("diff", blind, blind, probes["images"], "-o", tmp_path / "s", *FLAGS, "--min-rank-corr", "1")
+    assert same.returncode == 0, same.stderr
+    for row in json.loads((tmp_path / "s" / "diff.json").read_text())["images"]:
+        assert [row[k] for k in ("rank_corr", "rank_corr_abs", "pearson", "top_iou", "ssim")] == [1.0] * 5
+        assert row["max_abs_diff"] == 0.0 and row["mean_abs_diff"] == 0.0
+
+
 def test_bad_arguments_are_one_error_line(probes, tmp_path):
     for args in (
         ["diff", probes["a"], probes["images"]],  # no second model
@@ -366,19 +497,23 @@ def test_hostile_names_are_escaped_everywhere(probes, tmp_path):
     folder.mkdir()
     name = "evil\x1b[31m\nname\u202e.png"
     Image.open(probes["images"] / "img0.png").save(folder / name)
-    run = occlude("diff", probes["a"], probes["b"], folder, "-o", tmp_path / "h", *FLAGS, "--min-rank-corr", "1")
+    for other in ("-rf; rm [bold]x[red].png", "<script>alert(1)<\u2044script> $x^$.png"):
+        Image.open(probes["images"] / "img1.png").save(folder / other)
+    out = tmp_path / "h"
+    reports = ["--report", "--junit", out / "diff.xml", "--summary-md", out / "summary.md"]
+    run = occlude("diff", probes["a"], probes["b"], folder, "-o", out, *FLAGS, "--min-rank-corr", "1", *reports)
     assert run.returncode in (0, 4), run.stderr
-    for text in (
-        run.stdout,
-        run.stderr,
-        (tmp_path / "h" / "diff.csv").read_text(),
-        (tmp_path / "h" / "diff.json").read_text(),
-    ):
+    assert "Traceback" not in run.stderr and "internal error" not in run.stderr
+    for text in [run.stdout, run.stderr] + [
+        (out / n).read_text() for n in ("diff.csv", "diff.json", "diff.xml", "summary.md", "index.html")
+    ]:
         assert "\x1b" not in text and "\u202e" not in text
+    assert "<script>alert" not in (out / "index.html").read_text() + (out / "diff.xml").read_text()
+    assert "[bold]x[red].png" in run.stdout + run.stderr  # brackets are text, never terminal markup
     document = json.loads((tmp_path / "h" / "diff.json").read_text())
     from occlude_cli.text import recover
 
-    assert recover(document["images"][0], "path").endswith(name)
+    assert any(recover(row, "path").endswith(name) for row in document["images"])
 
 
 def _pixels(path: Path) -> np.ndarray:

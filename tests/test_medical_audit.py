@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -380,6 +381,92 @@ def test_13_deidentify_leaves_no_path_uid_or_name_in_any_output(series, tmp_path
     assert "<path>" in command and "--deidentify" in command and "command" not in record  # a run's documents
     uids = [json.loads(p.read_text())["input"]["meta"].get("series_uid") for p in outs[0].glob("case-*.json")]
     assert any(u and u.startswith("2.25.") for u in uids)
+
+
+def _patient_folder(base: Path, who: str, series: Path) -> Path:
+    """Real DICOM files, a DICOM series, a NIfTI volume and a mask, every name holding the patient's."""
+    folder = base / who
+    folder.mkdir(parents=True)
+    shutil.copy(CT_LESION, folder / f"{who}_ct.dcm")
+    shutil.copy(CT_LESION.parent / "CT_small.dcm", folder / f"{who}_ct2.dcm")
+    shutil.copytree(series, base / f"series_{who}")
+    shutil.copy(LESION, base / f"{who}_scan.nii.gz")
+    mask = np.zeros((128, 128), dtype=np.uint8)
+    mask[40:80, 30:70] = 255
+    Image.fromarray(mask, "L").save(base / f"{who}_mask.png")
+    return folder
+
+
+@pytest.mark.parametrize("command", ["bias", "layers", "layers-series", "layers-spatial", "check", "run"])
+def test_13_deidentify_in_bias_and_layers_as_in_run(command, series, tmp_path, monkeypatch):
+    """bias and layers --deidentify as run and check: the same scans under two patients' names give
+    byte-identical outputs and terminal text (pseudonyms from the content), and no name, MRN or DICOM UID reaches
+    a file or the terminal (also where a file fails, and for an argument that names nothing)."""
+    seen = []
+    for who in ("Doe_Jane_MRN123456", "Roe_Rick_MRN654321"):
+        base = tmp_path / who
+        folder = _patient_folder(base, who, series)
+        (folder / f"{who}_broken.dcm").write_bytes(b"not a dicom file")
+        monkeypatch.chdir(base)
+        args = {
+            "bias": [
+                "bias",
+                CT2D,
+                who,
+                f"missing_{who}.dcm",
+                "--mask",
+                f"{who}_mask.png",
+                "--controls",
+                "2",
+                "--bootstrap",
+                "20",
+                "--junit",
+                "out/junit.xml",
+            ],
+            "layers": ["layers", CT2D, who, "--layer", "relu", "--show", "2"],
+            "layers-series": [
+                "layers",
+                LESION3D,
+                f"series_{who}",
+                f"{who}_scan.nii.gz",
+                "--series",
+                "--layer",
+                "relu_2",
+            ],
+            "layers-spatial": ["layers", CT2D, who, "--layer", "relu", "--spatial", "--patch", "8"],
+            "check": ["check", CT2D, who, f"missing_{who}.dcm", "--mask", f"{who}_mask.png", "--patch", "16"],
+            "run": ["run", CT2D, who, f"missing_{who}.dcm", "--patch", "16", "--no-timing"],
+        }[command]
+        result = CliRunner().invoke(
+            app, [str(a) for a in [*args, "--deidentify", "--out", "out"]], env={"COLUMNS": "200", "CI": "1"}
+        )
+        terminal = result.stdout + result.stderr
+        assert "Traceback" not in terminal and result.exit_code in (0, 3), terminal
+        assert "case-" in terminal
+        files = {
+            p.relative_to(base / "out").as_posix(): p.read_bytes()
+            for p in sorted((base / "out").rglob("*"))
+            if p.is_file()
+        }
+        assert files and not any("case-" not in n and n.endswith(".dcm") for n in files)
+        uids = {
+            str(getattr(pydicom.dcmread(f), k))
+            for f in folder.glob("*_ct*.dcm")
+            for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+        }
+        uids.add(str(pydicom.dcmread(sorted((base / f"series_{who}").iterdir())[0]).SeriesInstanceUID))
+        for text, where in [(terminal.encode(), "terminal")] + [(data, name) for name, data in files.items()]:
+            for secret in (who.encode(), b"MRN", b"Doe", b"Roe", b"CompressedSamples", *map(str.encode, uids)):
+                assert secret not in text, (command, where, secret)
+        for name in files:
+            assert "Doe" not in name and "Roe" not in name
+        seen.append((re.sub(r"\d+\.\d+", "N", terminal), files))  # timings differ, names must not
+    assert seen[0][0] == seen[1][0]
+    assert sorted(seen[0][1]) == sorted(seen[1][1])
+    pictures = [name for name in seen[0][1] if name.endswith(".png")]
+    assert pictures
+    for name in pictures:
+        assert seen[0][1][name] == seen[1][1][name], (command, name)  # a caption naming the file would differ
 
 
 def test_13_every_json_records_the_versions_and_each_runs_documents_the_command(tmp_path):

@@ -348,3 +348,67 @@ def test_a_label_that_looks_like_mathtext_still_draws(tmp_path):
     assert_terminal_safe(output)
     assert (out / "digit_3.compare.png").stat().st_size > 10_000
     assert recover(assert_files_safe(out)["digit_3.compare.json"]["target"], "label") == "c3 $x^$" + ESCAPES
+
+
+# ------------------------------------------------------------------------------------------ rich markup
+
+MARKUP = ["[bold]x", "[/]", "a[/bold]b", "[link=http://evil.example]y", "[red]"]
+
+
+def test_square_brackets_are_text_in_every_table_and_a_hand_edited_manifest_is_no_crash(tmp_path):
+    """Rich markup in an output folder's name, in file names, labels and a manifest's rows (one without a status,
+    one with a status occlude never writes, errors holding '[/]'): every table shows the brackets as they are,
+    never raises a MarkupError; a row whose status is missing or unknown is pending (--resume runs it again)."""
+    from typer.testing import CliRunner
+
+    from occlude_cli.cli import app
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    digits = [(SAMPLE_IMAGES / f"digit_{d}.png").read_bytes() for d in (0, 3, 7)]
+    for i, name in enumerate(("[bold]x.png", "a[red]b.png", "[link=http:]c.png")):
+        (folder / name).write_bytes(digits[i])
+    (folder / "[red]broken.png").write_bytes(b"not an image")
+
+    def invoke(*args):
+        result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+        assert "Traceback" not in result.stdout + result.stderr and "MarkupError" not in result.stderr, result.stderr
+        assert "internal error" not in result.stderr, result.stderr
+        return result
+
+    model = SAMPLE_MODELS / "digits_cnn.onnx"
+    out = tmp_path / "o[" / "]"  # an output folder whose path reads as a closing tag: o[/]
+    checked = invoke("check", model, folder, "--box", "0,0,4,4", "--patch", "4", "-o", out)
+    assert checked.exit_code == 3 and f"-> {out}" in checked.stdout
+    run = tmp_path / "run[/]"
+    assert invoke("run", model, folder, "--patch", "4", "-o", run).exit_code == 3
+    manifest = json.loads((run / "manifest.json").read_text())
+    rows = {row["key"]: row for row in manifest["images"]}
+    del rows["[bold]x"]["status"]
+    rows["a[red]b"]["status"] = "[/]"
+    rows["[red]broken"]["error"] = "broken [/] here [/bold] [link=x]"
+    rows["[link=http:]c"]["target_label"] = "[/]"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    summary = invoke("summary", run)
+    assert "broken [/] here [/bold] [link=x]" in summary.stdout and "[bold]x.png" in summary.stdout
+    counts = json.loads((run / "summary.json").read_text())["counts"]
+    assert counts == {"ok": 3, "failed": 1, "skipped": 0, "pending": 0}  # the records vouch for both edited rows
+    resumed = invoke("run", model, folder, "--patch", "4", "-o", run, "--resume")
+    assert resumed.exit_code == 3 and "[bold]x.png" in resumed.stdout
+    counts = json.loads((run / "summary.json").read_text())["counts"]
+    assert counts == {"ok": 0, "failed": 1, "skipped": 3, "pending": 0}
+    # a row without a status whose record is gone is pending, and --resume runs it again
+    manifest = json.loads((run / "manifest.json").read_text())
+    row = next(r for r in manifest["images"] if r["key"] == "[bold]x")
+    del row["status"]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    (run / "[bold]x.json").unlink()
+    assert invoke("summary", run).exit_code == 3  # the broken image; the pending one is counted
+    assert json.loads((run / "summary.json").read_text())["counts"]["pending"] == 1
+    resumed = invoke("run", model, folder, "--patch", "4", "-o", run, "--resume")
+    assert json.loads((run / "summary.json").read_text())["counts"] == {
+        "ok": 1,
+        "failed": 1,
+        "skipped": 2,
+        "pending": 0,
+    }

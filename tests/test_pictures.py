@@ -160,3 +160,27 @@ def test_built_in_default_colormap_equals_matplotlibs():
 
     expected = np.round(matplotlib.colormaps["RdBu_r"](np.linspace(0.0, 1.0, 256)) * 255).astype(np.uint8)
     np.testing.assert_array_equal(_rdbu_r_table(), expected)
+
+
+def test_a_huge_label_keeps_every_picture_a_sane_size(tmp_path):
+    """A label (model metadata, a labels file) of 50,000 characters: the title is cut to the picture's width
+    plus a bounded margin, marked '...', instead of a picture 500,000 pixels wide (a million characters made a
+    12 GB canvas). Overlays, heatmaps, panels and diff pictures alike."""
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(["W" * 50_000] * 10) + "\n", encoding="utf-8")
+    model = SAMPLE_MODELS / "digits_cnn.onnx"
+    image = SAMPLE_IMAGES / "digit_0.png"
+    common = ["--patch", "4", "--labels", labels, "-q"]
+    run = CliRunner().invoke(app, [str(a) for a in ["run", model, image, "-o", tmp_path / "r", "--panels", *common]])
+    assert run.exit_code == 0, run.stderr
+    diff = CliRunner().invoke(app, [str(a) for a in ["diff", model, model, image, "-o", tmp_path / "d", *common]])
+    assert diff.exit_code == 0, diff.stderr
+    pictures = [tmp_path / "r" / f"digit_0.{kind}.png" for kind in ("overlay", "heatmap", "panels")]
+    for path in pictures + [tmp_path / "d" / "digit_0.diff.png"]:
+        with Image.open(path) as picture:
+            assert picture.width <= 1800, (path.name, picture.size)
+    from occlude_cli.pictures.render import _font, fitted_text
+
+    cut = fitted_text("W" * 50_000, 15, 1000)
+    assert cut.endswith("...") and _font(15).getlength(cut) <= 1000 < _font(15).getlength(cut[:-3] + "W...")
+    assert fitted_text("short", 15, 1000) == "short"

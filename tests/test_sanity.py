@@ -9,6 +9,7 @@ two activations, QDQ and QLinearConv graphs, float16 weights, external data) and
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -352,3 +353,49 @@ def test_layers_by_name_and_position_and_the_library_call(probe, picture, tmp_pa
     assert all(s["model_file"] is None for s in run.document["steps"])  # temporary copies, gone
     done = occlude("sanity", probe, picture, "--layers", "conv_a", "--patch", "4", "--json", "-o", tmp_path / "j")
     assert [s["layer"] for s in json.loads(done.stdout)["steps"]] == ["conv_a"]
+
+
+def test_export_into_an_existing_folder_keeps_what_is_not_its_own(probe, picture, tmp_path):
+    """--export-models into a folder that holds other files: they stay; a file named like an exported model that no
+    earlier export there lists is never replaced (one error line before any map); a second export replaces the
+    first and leaves none of its models behind (sanity_models.json lists exactly the .onnx files there); a
+    manifest naming files outside the folder deletes nothing."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "notes.txt").write_text("mine")
+    (models / "mine.onnx").write_bytes(probe.read_bytes())
+    common = [probe, picture, "--patch", "4", "-o", tmp_path / "o", "--export-models", models, "-q"]
+    assert occlude("sanity", *common, "--mode", "both").exit_code == 0
+    listed = {m["file"] for m in json.loads((models / "sanity_models.json").read_text())["models"]}
+    assert listed == {f"{mode}-0{k}.onnx" for mode in ("cascading", "independent") for k in (1, 2, 3)}
+    assert occlude("sanity", *common, "--layers", "1").exit_code == 0
+    listed = {m["file"] for m in json.loads((models / "sanity_models.json").read_text())["models"]}
+    assert listed == {"cascading-01.onnx"}
+    assert sorted(p.name for p in models.iterdir()) == [
+        "cascading-01.onnx",
+        "mine.onnx",
+        "notes.txt",
+        "sanity_models.json",
+    ]
+    # someone's own file under an exported model's name, no manifest listing it: refused, kept
+    (models / "sanity_models.json").unlink()
+    before = (models / "cascading-01.onnx").read_bytes()
+    done = runner.invoke(app, [str(a) for a in ["sanity", *common]])
+    assert (
+        done.exit_code == 1 and done.stderr.startswith("error: --export-models ") and "cascading-01.onnx" in done.stderr
+    )
+    assert (models / "cascading-01.onnx").read_bytes() == before
+    # a hand-made manifest that lists files outside the folder: nothing outside is touched
+    outside = tmp_path / "precious.onnx"
+    outside.write_bytes(b"keep")
+    (models / "cascading-01.onnx").unlink()
+    manifest = {"kind": "sanity-models", "models": [{"file": "../precious.onnx"}, {"file": "/etc/hostname"}]}
+    (models / "sanity_models.json").write_text(json.dumps(manifest))
+    assert occlude("sanity", *common, "--layers", "1").exit_code == 0
+    assert outside.read_bytes() == b"keep" and Path("/etc/hostname").exists()
+
+
+def test_the_table_title_of_a_model_without_labels(probe, picture, tmp_path):
+    done = runner.invoke(app, [str(a) for a in ["sanity", probe, picture, "--patch", "4", "-o", tmp_path / "o"]])
+    assert done.exit_code == 0
+    assert re.search(r"occlude sanity: class \d+, 3 layers with weights", done.stdout), done.stdout

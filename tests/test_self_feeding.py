@@ -112,6 +112,8 @@ def test_earlier_outputs_of_every_command_are_never_inputs(tmp_path):
         command_args("compare", folder, folder / "o-compare", maps),
         ["stability", DIGITS, image, "--patch", "2", "--trials", "1", "-o", folder / "o-stability", "-q"],
         ["compare", DIGITS, image, maps / "img0.npy", "--patch", "2", "--steps", "4", "-o", folder / "o-one", "-q"],
+        ["diff", DIGITS, DIGITS, folder, "--patch", "2", "-r", "-o", folder / "o-diff", "-q"],
+        ["sanity", DIGITS, image, "--patch", "2", "-o", folder / "o-sanity", "-q"],
         ["run", DIGITS, image, "--patch", "2", "-o", folder, "-q"],  # outputs right beside the inputs
     ):
         assert invoke(*args).exit_code == 0, args
@@ -124,6 +126,8 @@ def test_earlier_outputs_of_every_command_are_never_inputs(tmp_path):
         "spatial",
         "stability",
         "compare",
+        "diff",
+        "sanity",
     }
     assert {"bias.png", "layers.png", "activations.png", "aggregate.png"} <= {p.name for p in written}
     found = sorted(p.path.relative_to(folder).as_posix() for p in discover_inputs([str(folder)], recursive=True)[0])
@@ -143,11 +147,13 @@ def test_a_users_files_with_output_like_names_stay_inputs(tmp_path):
     """Without the record that vouches for them, names like bias.png or x.check.png are the user's images."""
     folder = tmp_path / "ds"
     folder.mkdir()
-    for name in ("bias.png", "layers.png", "x.check.png", "x.spatial.png", "x.overlay.png", "aggregate.png"):
+    names = ("bias.png", "layers.png", "x.check.png", "x.spatial.png", "x.overlay.png", "aggregate.png", "x.diff.png")
+    for name in names + ("x.sanity.png",):
         Image.fromarray(np.zeros((8, 8), dtype=np.uint8), "L").save(folder / name)
     (folder / "bias.json").write_text('{"kind": "something else"}')
+    (folder / "x.sanity.json").write_text('{"kind": "something else"}')
     found = discover_inputs([str(folder)])[0]
-    assert len(found) == 6 and not any(is_own_output(p.path) for p in found)
+    assert len(found) == 8 and not any(is_own_output(p.path) for p in found)
 
 
 def test_a_nifti_map_listed_by_its_record_is_an_output_not_a_volume_to_explain(tmp_path):

@@ -227,3 +227,73 @@ def test_check_and_bias_read_stdin(rect_model, tmp_path):
     assert [row["status"] for row in rows] == ["ok", "ok", "error"]
     empty = invoke("check", rect_model, "-", "--box", "6,4,12,9", "--out", tmp_path / "e", stdin=b"")
     assert empty.exit_code == 1 and "stdin named none" in empty.stderr
+
+
+def test_diff_reads_stdin_with_and_without_null(rect_model, tmp_path):
+    """diff A B - and diff --golden DIR MODEL -: the same rows as the paths given as arguments; a path that
+    names nothing is one error row (exit 3), told once; an empty stdin is one error line."""
+    paths = make_images(tmp_path / "in", ["a.png", "b\nc.png", "d.png"])
+    base = ("diff", rect_model, rect_model)
+    flags = ("--patch", "4", "--json", "-q")
+    args_run = invoke(*base, *paths, "--out", tmp_path / "args", *flags, cwd=tmp_path)
+    assert args_run.exit_code == 0, args_run.stderr
+    expected = [row["rank_corr"] for row in json.loads(args_run.stdout)["images"]]
+    null = invoke(
+        *base,
+        "-",
+        "--null",
+        "--out",
+        tmp_path / "n",
+        *flags,
+        cwd=tmp_path,
+        stdin=b"".join(os.fsencode(p) + b"\0" for p in paths),
+    )
+    assert null.exit_code == 0, null.stderr
+    assert [row["rank_corr"] for row in json.loads(null.stdout)["images"]] == expected
+    plain = [p for p in paths if "\n" not in p.name]
+    lines = invoke(
+        *base,
+        "-",
+        "--out",
+        tmp_path / "l",
+        *flags,
+        cwd=tmp_path,
+        stdin=b"".join(os.fsencode(p) + b"\n" for p in plain) + b"in/missing.png\n",
+    )
+    assert lines.exit_code == 3, lines.stderr
+    rows = json.loads(lines.stdout)["images"]
+    assert [row["status"] for row in rows] == ["ok", "ok", "error"]
+    assert [line for line in lines.stderr.splitlines() if "missing.png" in line] == [
+        "error: in/missing.png: image not found: in/missing.png"
+    ]
+    golden = invoke(
+        "run",
+        rect_model,
+        "-",
+        "--null",
+        "--patch",
+        "4",
+        "--out",
+        tmp_path / "g",
+        "-q",
+        cwd=tmp_path,
+        stdin=b"".join(os.fsencode(p) + b"\0" for p in paths),
+    )
+    assert golden.exit_code == 0, golden.stderr
+    against = invoke(
+        "diff",
+        "--golden",
+        tmp_path / "g",
+        rect_model,
+        "-",
+        "-0",
+        "--out",
+        tmp_path / "gd",
+        *flags,
+        cwd=tmp_path,
+        stdin=b"".join(os.fsencode(p) + b"\0" for p in paths),
+    )
+    assert against.exit_code == 0, against.stderr
+    assert [row["max_abs_diff"] for row in json.loads(against.stdout)["images"]] == [0.0, 0.0, 0.0]
+    empty = invoke(*base, "-", "--out", tmp_path / "e", *flags, stdin=b"")
+    assert empty.exit_code == 1 and "error:" in empty.stderr

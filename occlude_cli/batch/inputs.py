@@ -55,9 +55,10 @@ def _is_image_name(path: Path) -> bool:
 # record is an input like any other): per-image pictures and maps (STEM.overlay.png, STEM.patch-8x8.heatmap.png,
 # STEM.compare.png, STEM.map.nii.gz, ...) are listed in STEM.json, STEM.compare.json or KEY.scales.json; the
 # analyses' pictures sit beside their record (STEM.spatial.json, STEM.stability.json, bias.json, layers.json,
-# summary.json), a check picture is listed by the check.json of its output folder.
+# summary.json, STEM.sanity.json), a check picture is listed by the check.json of its output folder, a diff
+# picture by the diff.json of its output folder.
 _OWN_FILE = re.compile(
-    r"^(?P<stem>.+)\.(?P<kind>overlay|heatmap|compare|panels|montage|planes|check|spatial|stability)\.png$"
+    r"^(?P<stem>.+)\.(?P<kind>overlay|heatmap|compare|panels|montage|planes|check|diff|spatial|stability|sanity)\.png$"
     r"|^(?P<nifti>.+)\.map\.nii\.gz$"
     r"|^(?P<dicom>.+)\.(?:pm|sc|scan)\.dcm$"
 )
@@ -90,11 +91,11 @@ def is_own_output(path: Path) -> bool:
         if match.group(group) is not None:
             return name in _record(folder / f"{match.group(group)}.json").outputs
     stem, kind = match.group("stem"), match.group("kind")
-    if kind in ("spatial", "stability"):
+    if kind in ("spatial", "stability", "sanity"):
         return _record(folder / f"{stem}.{kind}.json").kind == ("layers.spatial" if kind == "spatial" else kind)
-    if kind == "check":  # listed by the check.json of the output folder, which may lie above (keys with folders)
+    if kind in ("check", "diff"):  # listed by KIND.json of the output folder, which may lie above (keys with folders)
         for depth, parent in enumerate(path.parents):
-            record = _record(parent / "check.json")
+            record = _record(parent / f"{kind}.json")
             if record.kind is not None or depth >= 16:
                 return path.relative_to(parent).as_posix() in record.pictures
         return False
@@ -111,7 +112,7 @@ class _RecordFacts:
     kind: Optional[str] = None  # its "kind", "record" for one without, None when not a record
     summary: bool = False  # a run summary (counts and images)
     outputs: frozenset = frozenset()  # the names its "outputs" list
-    pictures: frozenset = frozenset()  # the check pictures its rows list ("overlay")
+    pictures: frozenset = frozenset()  # the pictures its rows list (check: "overlay", diff: "diff_png")
 
 
 def _record(json_path: Path) -> _RecordFacts:
@@ -143,7 +144,9 @@ def _record_facts(path: str, size: int, mtime_ns: int) -> _RecordFacts:
             for item in record.get("outputs") or []
             if isinstance(item, (dict, str))
         ),
-        pictures=frozenset(row.get("overlay") for row in rows if isinstance(row, dict) and row.get("overlay")),
+        pictures=frozenset(
+            row.get(key) for row in rows if isinstance(row, dict) for key in ("overlay", "diff_png") if row.get(key)
+        ),
     )
 
 

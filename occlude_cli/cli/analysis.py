@@ -35,7 +35,7 @@ from .common import (
     user_errors,
     with_flags,
 )
-from .medicalflags import MedicalInputFlags
+from .medicalflags import DEIDENTIFY_OPTION, MedicalInputFlags
 
 LAYERS_EXAMPLES = """
 occlude info sample_models/efficientnet_lite0.onnx --layers  # cut points
@@ -244,6 +244,7 @@ def layers(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No table; errors still go to stderr.", rich_help_panel="Basics")
     ] = False,
+    deidentify: Annotated[bool, DEIDENTIFY_OPTION] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     medical: MedicalInputFlags = None,  # type: ignore[assignment]
@@ -266,6 +267,7 @@ def layers(
         recursive=recursive,
         model_options=model_flags.options(),
         events=AnalysisEvents(quiet, json_out, _layers_line),
+        deidentify=deidentify,
     )
     if spatial or run.summary is None:
         if run.failed or run.summary is None and not spatial:
@@ -402,6 +404,7 @@ def bias(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No table; errors still go to stderr.", rich_help_panel="Basics")
     ] = False,
+    deidentify: Annotated[bool, DEIDENTIFY_OPTION] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     ci: CiFlags = None,  # type: ignore[assignment]
@@ -426,6 +429,7 @@ def bias(
         model_options=model_flags.options(),
         events=AnalysisEvents(quiet, json_out),
         null=null,
+        deidentify=deidentify,
         **ci.fields(),
     )
     summary = run.summary

@@ -86,7 +86,7 @@ class DiffEvents(RunEvents):
         if self.display is not None:
             self.display.image_done(row["status"] == "ok", image.key)
         if row["status"] == "error":
-            print_error(f"{one_line(row['path'])}: {row['error']}")
+            print_error(f"{one_line(row['path'])}: {row['error']}", params=params)
         elif not self.silent and not self.live:
             line = logfmt(
                 ("status", "ok"),
@@ -157,6 +157,9 @@ def diff(
     recursive: bool = typer.Option(
         False, "--recursive", "-r", help="Look into sub-folders of folder arguments.", rich_help_panel="Basics"
     ),
+    null: bool = typer.Option(
+        False, "--null", "-0", rich_help_panel="Basics", help="Paths on stdin (-) are NUL-separated."
+    ),
     patch: Optional[Parsed] = typer.Option(
         None,
         parser=parse.size("--patch"),
@@ -189,6 +192,7 @@ def diff(
         style=render.style(),
         model_options=model_flags.options(),
         recursive=recursive,
+        null=null,
         report=report,
         events=DiffEvents(quiet, json_out),
         **ci.fields(),

@@ -175,7 +175,7 @@ def _print_sanity(document: dict) -> None:
     target = document["target"]
     table = Table(
         title=safe(
-            f"occlude sanity: class {target['index']} {target['label'] or ''}, "
+            f"occlude sanity: class {target['index']}{' ' + target['label'] if target['label'] else ''}, "
             f"{document['randomisation']['layers_with_weights']} layers with weights"
         ),
         title_justify="left",

@@ -436,7 +436,7 @@ def check(
 
 def _print_checks(console, rows, out: Path, settings: dict) -> None:
     table = Table(
-        title=f"occlude check: {len(rows)} image(s), region {settings['region']} -> {out}", title_justify="left"
+        title=safe(f"occlude check: {len(rows)} image(s), region {settings['region']} -> {out}"), title_justify="left"
     )
     table.add_column("image", no_wrap=True)
     for column in ("status", "target", "peak in region", "energy share", "region share", "why"):

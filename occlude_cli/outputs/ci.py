@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
@@ -186,6 +188,64 @@ def junit_xml(
     return "\n".join(lines).encode("utf-8")
 
 
+def check_report_target(path: PathLike, kind: str) -> Path:
+    """``path`` checked as the target of a CI file before anything is written, so that a report never costs a
+    file that is not its own: ``kind`` "junit" (replaced atomically) may only replace an earlier JUnit XML report;
+    "summary_md" (appended to) only text (UTF-8, no NUL byte), or a pipe or terminal such as ``/dev/stdout``. A
+    missing file is fine (its folders are made when it is written). One OccludeError naming ``kind`` otherwise."""
+    path = Path(path)
+    noun = "the JUnit report" if kind == "junit" else "the job summary"
+    if path.is_dir():
+        raise OccludeError(f"{kind} {path} is a folder; {noun} is one file", params=(kind,))
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return path  # missing (or unreachable: the write says why)
+    if not stat.S_ISREG(mode):
+        if kind == "summary_md" and (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+            return path
+        raise OccludeError(f"{kind} {path} is not a regular file; {noun} is one file", params=(kind,))
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise OccludeError(f"cannot read {kind} {path}: {exc.strerror or exc}", params=(kind,)) from None
+    if kind == "junit" and head and not _is_junit(head):
+        raise OccludeError(
+            f"{kind} {path} exists and is not a JUnit XML report: not replacing it (name a new file)", params=(kind,)
+        )
+    if kind == "summary_md" and not _is_text(head):
+        raise OccludeError(
+            f"{kind} {path} exists and is not a text file: not appending a markdown summary to it", params=(kind,)
+        )
+    return path
+
+
+_SNIFF_BYTES = 8192
+
+
+def _is_junit(head: bytes) -> bool:
+    """Does a file start like a JUnit XML report (an XML declaration or comment, then <testsuites> or
+    <testsuite>)?"""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not text.startswith(b"<") or b"\0" in text:
+        return False
+    return re.search(rb"<testsuites?[\s>/]", text) is not None
+
+
+def _is_text(head: bytes) -> bool:
+    """Is the start of a file UTF-8 text without NUL (a multi-byte character cut at the end allowed)?"""
+    if b"\0" in head:
+        return False
+    for cut in range(4):
+        try:
+            head[: len(head) - cut].decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            continue
+    return False
+
+
 def write_junit(
     path: PathLike,
     cases: Iterable[CiCase],
@@ -194,9 +254,7 @@ def write_junit(
 ) -> Path:
     """Write :func:`junit_xml` of ``cases`` to ``path`` atomically (a temporary file and a rename: a reader
     never sees half a file, an existing file is replaced only by a complete one). Returns the path."""
-    path = Path(path)
-    if path.is_dir():
-        raise OccludeError(f"{path} is a folder; the JUnit report is one file", params=("junit",))
+    path = check_report_target(path, "junit")
     return atomic_write_bytes(path, junit_xml(cases, suite, properties))
 
 
@@ -294,8 +352,7 @@ def append_summary(paths: Union[PathLike, Sequence[PathLike]], text: str) -> Lis
     targets = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
     data = text.encode("utf-8")
     for path in targets:
-        if path.is_dir():
-            raise OccludeError(f"{path} is a folder; the job summary is one file", params=("summary_md",))
+        check_report_target(path, "summary_md")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "ab") as handle:

@@ -16,7 +16,9 @@ from ..errors import OccludeError
 from ..pictures.diffs import diff_png
 from ..pictures.render import RenderStyle
 from ..text import restore, shown
+from .folder import verified_record
 from .manifest import current_entries, read_record
+from .records import record_grid
 from .write import atomic_write_bytes, atomic_write_json, csv_bytes, npy_bytes
 
 DIFF_FIELDS = (
@@ -149,10 +151,35 @@ class GoldenRun:
         return None if target is None else str(target)
 
     def record(self, key: str, path) -> dict:
-        """The golden record of the image ``key`` (one line naming ``path`` when the golden run has none)."""
+        """The golden record of the image ``key`` (one line naming ``path`` when the golden run has none), trusted
+        (:func:`~occlude_cli.outputs.folder.verified_record`: the run's own, its map unedited and a grid of
+        numbers) and well formed (a target class, parameters, top-k entries): one OccludeError naming the file
+        otherwise. Its ``map`` comes back as a float64 array (NaN where not computed)."""
         entry = self.entries.get(key) or self.entries.get(shown(key))  # a manifest holds keys as shown
         row = getattr(entry, "row", None)
-        record = read_record(self.folder, row.output) if row is not None and row.status in ("ok", "skipped") else None
-        if record is None or not isinstance(record.get("map"), list):
+        if row is None or row.status not in ("ok", "skipped") or read_record(self.folder, row.output) is None:
             raise OccludeError(f"no golden map for {path} in {self.folder} (its run has no result named {key})")
-        return record
+        where = f"{self.folder / row.output}"
+        try:
+            record = verified_record(self.folder, row.output, getattr(entry, "fingerprint", None))
+        except OccludeError as exc:
+            raise OccludeError(f"golden {self.folder}: {exc}", params=("golden",)) from None
+        if "map" not in record:
+            raise OccludeError(f"no golden map for {path} in {self.folder} ({where} holds none)")
+        target = record.get("target")
+        index = target.get("index") if isinstance(target, dict) else None
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise OccludeError(f"{where}: its target is not a class index (a golden record edited?)")
+        entries = record.get("top_k")
+        top_k_ok = entries is None or (isinstance(entries, list) and all(_top_k_entry(e) for e in entries))
+        if not isinstance(record.get("params"), (dict, type(None))) or not top_k_ok:
+            raise OccludeError(f"{where}: its params or top_k are not what occlude writes (a golden record edited?)")
+        return {**record, "map": record_grid(record["map"], where)}
+
+
+def _top_k_entry(entry) -> bool:
+    """Is ``entry`` a top-k entry as occlude writes it (a class index, its original score a number or null)?"""
+    if not isinstance(entry, dict) or isinstance(entry.get("index"), bool) or not isinstance(entry.get("index"), int):
+        return False
+    score = entry.get("original")
+    return score is None or (isinstance(score, (int, float)) and not isinstance(score, bool) and np.isfinite(score))

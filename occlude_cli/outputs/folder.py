@@ -49,7 +49,7 @@ from .manifest import (  # noqa: F401  (re-exported: the folder's machinery in o
     summary_name,
     write_manifest,
 )
-from .records import SUMMARY_FIELDS, SummaryRow, map_digest
+from .records import SUMMARY_FIELDS, SummaryRow, map_digest, record_grid
 from .write import write_aggregate, write_summary
 
 # Run-level files derived from the manifests: removed when another job starts in the folder.
@@ -220,16 +220,11 @@ class MapAggregate:
         return write_aggregate(self.mean() if self.total is not None else None, out_dir, self.images, self.style)
 
 
-def _grid(values) -> np.ndarray:
-    return np.array([[np.nan if v is None else v for v in row] for row in values], dtype=np.float64)
-
-
-def saved_map(out_dir, marker: str, fingerprint: Optional[str] = None) -> np.ndarray:
-    """The map an image's result files hold, as the aggregate takes it: a result JSON's ``map`` (exact:
-    JSON keeps every float64); for a patch-size study, the multi-scale mean of its scales' maps when the study
-    wrote one, else its first scale's map. ``fingerprint``: refuse a result of another run."""
-    out_dir = Path(out_dir)
-    record = read_record(out_dir, marker)
+def verified_record(out_dir, marker: str, fingerprint: Optional[str] = None) -> dict:
+    """The result JSON ``marker`` of a folder, trusted: readable, written by the run whose ``fingerprint`` the
+    manifest lists (when given), and its ``map`` (when it holds one) the one it was written with (its
+    ``map_sha256``) and a grid of numbers. One OccludeError naming the file otherwise."""
+    record = read_record(Path(out_dir), marker)
     if record is None:
         raise OccludeError(f"{marker}: missing or unreadable")
     if fingerprint is not None and record.get("fingerprint") != fingerprint:
@@ -237,19 +232,28 @@ def saved_map(out_dir, marker: str, fingerprint: Optional[str] = None) -> np.nda
     if "map" in record:
         if "map_sha256" in record and map_digest(record["map"]) != record["map_sha256"]:
             raise OccludeError(f"{marker}: its map differs from the one it was written with (edited?)")
-        return _grid(record["map"])
+        record_grid(record["map"], marker)
+    return record
+
+
+def saved_map(out_dir, marker: str, fingerprint: Optional[str] = None) -> np.ndarray:
+    """The map an image's result files hold, as the aggregate takes it: a result JSON's ``map`` (exact:
+    JSON keeps every float64); for a patch-size study, the multi-scale mean of its scales' maps when the study
+    wrote one, else its first scale's map. ``fingerprint``: refuse a result of another run."""
+    out_dir = Path(out_dir)
+    record = verified_record(out_dir, marker, fingerprint)
+    if "map" in record:
+        return record_grid(record["map"], marker)
     folder = marker.rsplit("/", 1)[0] + "/" if "/" in marker else ""
     maps = [m for m in record.get("maps") or [] if isinstance(m, str)]
     if not maps:
         raise OccludeError(f"{marker}: holds no map")
     grids = []
     for name in maps if record.get("multiscale") else maps[:1]:
-        scale = read_record(out_dir, folder + name)
-        if scale is None or "map" not in scale:
-            raise OccludeError(f"{folder + name}: missing or unreadable")
-        if "map_sha256" in scale and map_digest(scale["map"]) != scale["map_sha256"]:
-            raise OccludeError(f"{folder + name}: its map differs from the one it was written with (edited?)")
-        grids.append(_grid(scale["map"]))
+        scale = verified_record(out_dir, folder + name)
+        if "map" not in scale:
+            raise OccludeError(f"{folder + name}: holds no map")
+        grids.append(record_grid(scale["map"], folder + name))
     return multiscale_mean(grids) if record.get("multiscale") else grids[0]
 
 

@@ -21,6 +21,7 @@ from .write import atomic_write_json
 
 MANIFEST_SCHEMA = 1
 _MANIFEST_FILE = re.compile(r"^manifest(?:\.shard-(?P<k>\d+)-of-(?P<n>\d+))?\.json$")
+ROW_STATUSES = ("ok", "failed", "skipped", "pending")
 NOT_DONE = "no result yet: the run stopped before this image (re-run with --resume)"
 
 
@@ -86,9 +87,13 @@ class Entry:
 
     @classmethod
     def from_document(cls, item: dict) -> Entry:
+        """An entry from a manifest line; a status occlude never writes (missing, edited) reads as ``pending``:
+        the image's result is then taken only when its record vouches for it (see :func:`_stopped_entries`)."""
         values: Dict[str, Any] = {k: item.get(k) for k in SUMMARY_FIELDS}
         for text in ("path", "target_label", "error", "warning"):
             values[text] = recover(item, text)
+        if values["status"] not in ROW_STATUSES:
+            values["status"] = "pending"
         return cls(SummaryRow(**values), item.get("key"), item.get("fingerprint"))
 
 

@@ -140,11 +140,16 @@ class Deidentifier:
         return self.register(path, f"{kind}-{digest[:12]}")
 
     def scrub_text(self, text: str) -> str:
-        """Registered paths (longest first) replaced by their pseudonyms, then every DICOM UID by its
-        replacement."""
+        """Registered paths (longest first) replaced by their pseudonyms, bare names (a file given without a
+        folder) where they stand as a whole name in the text (not inside a longer name), then every DICOM UID by
+        its replacement."""
         for form in sorted(self.paths, key=len, reverse=True):
             if form in text:
                 text = text.replace(form, self.paths[form])
+        for form in sorted(self.exact, key=len, reverse=True):
+            if form in text:
+                whole = rf"(?<![\w.~/-]){re.escape(form)}(?![\w~/-]|\.\w)"
+                text = re.sub(whole, self.exact[form].replace("\\", "\\\\"), text)
         return _UID.sub(lambda m: m.group(0) if m.group(0).startswith(_STANDARD_ROOT) else new_uid(m.group(0)), text)
 
     def scrub(self, value: Any) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -15,6 +16,7 @@ from ..analyses.checks import CHECK_FIELDS, QUALITY_FIELDS, CheckRow  # noqa: F4
 from ..analyses.explanation import SCHEMA_VERSION, Explanation
 from ..core.metrics import finite_or_none, peak
 from ..core.quality import concentration
+from ..errors import OccludeError
 from ..text import json_safe, recover
 
 json_number = finite_or_none  # JSON-safe float: null for None, NaN and inf
@@ -139,6 +141,32 @@ def map_digest(grid) -> str:
     """sha256 of a record's ``map`` (rows of floats and nulls) in compact JSON: a map edited in the file no
     longer matches it (floats round-trip exactly through JSON, so a file read back gives the same digest)."""
     return hashlib.sha256(json.dumps(grid, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def record_grid(values, where: str) -> np.ndarray:
+    """A record's ``map`` (nested rows of numbers, null where not computed: 2-D, or 3-D for a volume) as a
+    float64 array with NaN for null; one OccludeError naming ``where`` (the file) when it is not such a grid:
+    ragged rows, text, booleans, or NaN and infinities (which occlude writes as null, never as numbers)."""
+    shape: List[int] = []
+    level = values
+    while isinstance(level, list) and level:
+        shape.append(len(level))
+        level = level[0]
+    if len(shape) < 2 or not _grid_of(values, shape):
+        raise OccludeError(f"{where}: its map is not a grid of numbers (rows of one length, null where not computed)")
+    return np.array(_with_nan(values), dtype=np.float64)
+
+
+def _grid_of(values, shape: Sequence[int]) -> bool:
+    if not shape:
+        return values is None or (
+            isinstance(values, (int, float)) and not isinstance(values, bool) and math.isfinite(values)
+        )
+    return isinstance(values, list) and len(values) == shape[0] and all(_grid_of(v, shape[1:]) for v in values)
+
+
+def _with_nan(values):
+    return [_with_nan(v) for v in values] if isinstance(values, list) else (np.nan if values is None else values)
 
 
 def check_document(rows: Sequence[CheckRow], settings: Optional[dict] = None) -> dict:

@@ -4,7 +4,9 @@ atomically through :mod:`occlude_cli.outputs.write`."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -211,6 +213,51 @@ def models_manifest(result: SanityResult, model: dict, folder: Path) -> dict:
         ],
         "layers": [layer.describe() for layer in result.layers],
     }
+
+
+# the names an export gives its models (and their external data): what an export folder may hold of its own
+_EXPORTED = re.compile(r"^(?:cascading|independent)-\d{2,}\.onnx(?:\.data)?$")
+
+
+def earlier_export(folder: Path) -> List[str]:
+    """The model files (and their ``.data``) of an earlier export in ``folder``, as its sanity_models.json lists
+    them (only names an export gives, inside the folder). Refuses (one OccludeError, before any map) a folder that
+    holds a file named like an exported model which no such manifest lists: someone's own file, never replaced."""
+    listed: set = set()
+    try:
+        document = json.loads((Path(folder) / MODELS_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        document = None
+    entries = document.get("models") if isinstance(document, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if isinstance(name, str) and _EXPORTED.match(name):
+            listed.update((name, f"{name}.data"))
+    try:
+        present = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    strays = [name for name in present if _EXPORTED.match(name) and name not in listed]
+    if strays:
+        more = f" (and {len(strays) - 1} more)" if len(strays) > 1 else ""
+        raise OccludeError(
+            f"export_models {folder} holds {strays[0]}{more}, which no sanity_models.json there lists: not replacing "
+            "it; name a new or empty folder",
+            params=("export_models",),
+        )
+    return sorted(name for name in listed if name in present)
+
+
+def remove_earlier_models(folder: Path, earlier: List[str], kept: List[str]) -> None:
+    """The files of an earlier export (:func:`earlier_export`) that this export did not write again (``kept``:
+    the names it wrote, their ``.data`` included), gone: the folder then holds exactly the models its new
+    sanity_models.json lists."""
+    for name in earlier:
+        if name not in kept:
+            try:
+                (Path(folder) / name).unlink()
+            except OSError:
+                pass
 
 
 def write_models_manifest(folder: Path, document: dict) -> Path:

@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from ..text import shown
 from .render import (
     DEFAULT_STYLE,
+    TITLE_MAX_WIDTH,
     RenderStyle,
     _colorbar,
     _display_factor,
@@ -19,6 +20,7 @@ from .render import (
     _opacity,
     _png,
     colorize,
+    fitted_text,
     photo_background,
     shared_limit,
     shown_values,
@@ -78,6 +80,10 @@ def _layout(panels, captions, limit: float, diff_limit: float, title: str, subti
     bar_ab = _colorbar(max(40, side_h), limit, style.cmap, style.sign)
     bar_diff = _colorbar(max(40, side_h), diff_limit, DIFF_CMAP, "all")
     row_w = 2 * side_w + gap + 12 + bar_ab.width + 16 + side_w + 12 + bar_diff.width
+    title, subtitle = (
+        fitted_text(title, 15, max(row_w, TITLE_MAX_WIDTH)),
+        fitted_text(subtitle, 11, max(row_w, TITLE_MAX_WIDTH)),
+    )
     text_w = max(_font(15).getlength(title), _font(11).getlength(subtitle) if subtitle else 0.0)
     width = max(pad + row_w + pad, int(np.ceil(text_w)) + 2 * pad)
     canvas = Image.new("RGB", (width, head + caption_h + side_h + 20 + pad), "white")

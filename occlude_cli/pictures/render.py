@@ -277,6 +277,28 @@ def _colorbar(height: int, limit: float, cmap: str, sign: str) -> Image.Image:
     return canvas
 
 
+#: the widest a title may make a picture beyond its content (pixels): a longer title is cut, marked "..."
+TITLE_MAX_WIDTH = 1600
+
+
+def fitted_text(text: str, size: int, width: float) -> str:
+    """``text`` as drawn in the default font of ``size`` within ``width`` pixels: whole when it fits, else its
+    longest start that fits with "..." after it (a label of a million characters must not make a picture
+    millions of pixels wide)."""
+    font = _font(size)
+    if font.getlength(text) <= width:
+        return text
+    text = text[: max(1, int(width))]  # no glyph is narrower than a pixel: the rest can never fit
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if font.getlength(text[:middle] + "...") <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low] + "..."
+
+
 def _frame(
     content: Image.Image,
     limit: float,
@@ -291,6 +313,8 @@ def _frame(
     pad, head = 10, (52 if subtitle else 34)
     bar = _colorbar(max(40, content.height), limit, style.cmap, style.sign)
     caption_h = 16
+    room = max(content.width + 12 + bar.width, TITLE_MAX_WIDTH)
+    title, subtitle = fitted_text(title, 15, room), fitted_text(subtitle, 11, room)
     text_width = max(_font(15).getlength(title), _font(11).getlength(subtitle) if subtitle else 0.0)
     width = max(pad + content.width + 12 + bar.width + pad, int(math.ceil(text_width)) + 2 * pad)
     height = head + content.height + caption_h + pad

@@ -5,7 +5,7 @@ bias.png."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Union
 
@@ -22,14 +22,15 @@ from ..analyses.bias import (
 )
 from ..analyses.options import ExplainOptions
 from ..analyses.preprocessing import ModelOptions
-from ..batch.inputs import StreamedInputs
+from ..batch.inputs import StreamedInputs, pseudonymised
 from ..errors import OccludeError
 from ..loaders.limits import check_count
 from ..outputs.analysis_write import bias_document, write_bias
+from ..outputs.provenance import deidentifying
 from ..outputs.write import check_output_folder
 from .ci_cases import bias_cases, checked_targets, write_reports
-from .common import find_inputs, open_checked
-from .events import QUIET, RunEvents
+from .common import deidentifier_for, find_inputs, open_checked
+from .events import QUIET, RunEvents, deidentified
 from .regions import RegionSource
 
 
@@ -70,6 +71,7 @@ def bias_folder(
     junit=None,
     summary_md=None,
     null: bool = False,
+    deidentify: bool = False,
     **overrides,
 ) -> BiasRun:
     """Occlude each input's region (see :class:`~occlude_cli.runs.regions.RegionSource`) with the options'
@@ -78,7 +80,8 @@ def bias_folder(
     ``max_mean_drop`` or the flip rate ``max_flip_rate``. Every option is checked before any input. ``junit``:
     also write a JUnit XML file there (one test case per input and one for the verdict); ``summary_md``: append
     a markdown job summary to that file or those files (see :mod:`occlude_cli.outputs.ci`). ``inputs`` ``"-"``:
-    the paths are read from stdin as the run goes (``null``: NUL-separated)."""
+    the paths are read from stdin as the run goes (``null``: NUL-separated). ``deidentify``: inputs named by
+    pseudonyms, UIDs replaced, no path in any output or event (as :func:`~occlude_cli.runs.run.run_folder`)."""
     region = region.checked()
     junit, summary_md = checked_targets(junit, summary_md)
     if int(controls) != controls or controls < 0:
@@ -98,6 +101,8 @@ def bias_folder(
         series=opened.options.series,
         series_uid=opened.options.series_uid,
     )
+    deidentifier = deidentifier_for(region, problems=problems) if deidentify else None
+    events = deidentified(events, deidentifier)
     for _, problem in problems:
         events.problem(problem)
     streamed = found if isinstance(found, StreamedInputs) else None
@@ -108,19 +113,46 @@ def bias_folder(
         images = list(images)
         if not images:
             raise OccludeError("no images to test (files named *.mask.png are masks, not inputs)")
+    if deidentifier is not None:
+        images = pseudonymised(list(images), deidentifier)  # (paths from stdin: read whole first)
     out = check_output_folder(out)
-    options = opened.options
+    with deidentifying(deidentifier):  # everything written is scrubbed of the paths and UIDs
+        rows = _bias_all(images, streamed, problems, opened, region, int(controls), events)
+        return _bias_written(
+            rows,
+            model,
+            out,
+            opened,
+            region,
+            controls,
+            bootstrap,
+            (max_mean_drop, max_flip_rate),
+            (junit, summary_md),
+            deidentifier,
+        )
+
+
+def _bias_all(images, streamed, problems, opened, region: RegionSource, controls: int, events) -> List[BiasRow]:
+    """Every input's row in order (each told to ``events``), the arguments that named nothing first."""
     rows: List[BiasRow] = [BiasRow(path=arg, status="error", error=problem) for arg, problem in problems]
     events.started(len(images) if isinstance(images, list) else None)
     for index, item in enumerate(images):
         events.image_started(item)
-        rows.append(_bias_one(item, index, opened, region, int(controls)))
+        rows.append(_bias_one(item, index, opened, region, controls))
         events.image_done(item, rows[-1])
     events.finished()
     if streamed is not None:  # what stdin named that was no input (told as it came)
         rows += [BiasRow(path=arg, status="error", error=problem) for arg, problem in streamed.problems]
         if not rows:
             raise OccludeError("no images to test: stdin named none")
+    return rows
+
+
+def _bias_written(rows, model, out, opened, region, controls, bootstrap, gates, reports, deidentifier) -> BiasRun:
+    """The summary, bias.json/.csv/.png and the CI reports of the rows (scrubbed under de-identification)."""
+    options = opened.options
+    max_mean_drop, max_flip_rate = gates
+    junit, summary_md = reports
     settings = {
         "model": str(model),
         "region": region.describe(),
@@ -140,11 +172,14 @@ def bias_folder(
             seed=options.seed,
             settings=None,
         )
+    if deidentifier is not None:  # every file, the picture's title included, and what the caller gets
+        rows = [replace(r, **{k: deidentifier.scrub(v) for k, v in r.__dict__.items()}) for r in rows]
+        settings = deidentifier.scrub(settings)
     write_bias(out, rows, summary, settings)
     cases = bias_cases(rows, summary, max_mean_drop, max_flip_rate)
     gate = {"max_mean_drop": max_mean_drop, "max_flip_rate": max_flip_rate}
     write_reports(cases, "occlude bias", junit, summary_md, worse="high", settings={**settings, **gate})
-    return BiasRun(rows, summary, settings, region.describe())
+    return BiasRun(rows, summary, settings, settings["region"])
 
 
 def _control_bytes(opened) -> int:

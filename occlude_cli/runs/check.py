@@ -19,14 +19,14 @@ from ..analyses.regiontable import RegionLabels, region_table
 from ..batch.inputs import StreamedInputs, pseudonymised
 from ..errors import OccludeError
 from ..loaders.images import prepare_image
-from ..outputs.provenance import Deidentifier, deidentifying
+from ..outputs.provenance import deidentifying
 from ..outputs.records import check_document
 from ..outputs.volumes import write_region_table
 from ..outputs.write import check_output_folder, write_check_picture, write_check_summary
 from ..pictures.render import RenderStyle, shared_limit
 from .ci_cases import check_cases, checked_targets, write_reports
-from .common import Opened, RunNotes, find_inputs, open_checked
-from .events import QUIET, RunEvents
+from .common import Opened, RunNotes, deidentifier_for, find_inputs, open_checked
+from .events import QUIET, RunEvents, deidentified
 from .regions import RegionSource
 
 
@@ -119,9 +119,10 @@ def check_folder(
         "model": str(model),
         **({"regions": str(labels.path)} if labels is not None else {}),
     }
-    deidentifier = _deidentifier(region, labels) if deidentify else None
+    deidentifier = deidentifier_for(region, labels, problems) if deidentify else None
     if deidentifier is not None:
         images = pseudonymised(list(images), deidentifier)  # (paths from stdin: read whole first)
+        events = deidentified(events, deidentifier)
     shared = _SharedPictures(opened, style) if pictures and style.shared else None
     with deidentifying(deidentifier):  # everything written is scrubbed of the paths and UIDs
         folders = (out if pictures else None, out)
@@ -150,19 +151,6 @@ def check_folder(
         rows = [replace(r, **{k: deidentifier.scrub(v) for k, v in r.__dict__.items()}) for r in rows]
         settings = deidentifier.scrub(settings)
     return CheckRun(rows, settings, interrupted, done, len(images) if isinstance(images, list) else done)
-
-
-def _deidentifier(region: RegionSource, labels: Optional[RegionLabels]) -> Deidentifier:
-    """A run's de-identifier with its companion files registered: the one mask, the masks folder, the label
-    map (each input's own mask is named after the input's pseudonym)."""
-    deidentifier = Deidentifier()
-    if region.mask is not None:
-        deidentifier.file_name(region.mask, "mask")
-    if region.masks is not None:
-        deidentifier.register(region.masks, "masks")
-    if labels is not None:
-        deidentifier.file_name(labels.path, "regions")
-    return deidentifier
 
 
 def _check_all(images, opened: Opened, region, min_energy, require_peak, folders, style, events, labels, shared=None):

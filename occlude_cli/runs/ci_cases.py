@@ -17,26 +17,21 @@ import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
-from ..errors import OccludeError
-from ..outputs.ci import CiCase, format_number, write_ci_reports
+from ..outputs.ci import CiCase, check_report_target, format_number, write_ci_reports
 from ..text import shown
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
 def checked_targets(junit: Optional[PathLike], summary_md) -> Tuple[Optional[Path], List[Path]]:
-    """``junit`` and ``summary_md`` (None, a path or paths) as paths, checked before any input is read: neither
-    may be a folder."""
-    junit_path = None if junit is None else Path(junit)
-    if junit_path is not None and junit_path.is_dir():
-        raise OccludeError(f"junit {junit_path} is a folder; the JUnit report is one file", params=("junit",))
+    """``junit`` and ``summary_md`` (None, a path or paths) as paths, checked before any input is read
+    (:func:`~occlude_cli.outputs.ci.check_report_target`): no folder, and no existing file that is not an
+    earlier JUnit report (``junit``) or text (``summary_md``), such as an input image or the model."""
+    junit_path = None if junit is None else check_report_target(junit, "junit")
     paths: List[Path] = []
     if summary_md is not None:
         given = [summary_md] if isinstance(summary_md, (str, os.PathLike)) else list(summary_md)
-        paths = [Path(p) for p in given]
-    for path in paths:
-        if path.is_dir():
-            raise OccludeError(f"summary_md {path} is a folder; the job summary is one file", params=("summary_md",))
+        paths = [check_report_target(p, "summary_md") for p in given]
     return junit_path, paths
 
 

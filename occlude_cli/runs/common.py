@@ -16,6 +16,7 @@ from ..analyses.tasks.spec import default_resize
 from ..batch.inputs import STDIN, StreamedInputs, discover_inputs
 from ..errors import OccludeError
 from ..loaders.model import OnnxClassifier
+from ..outputs.provenance import Deidentifier
 from .events import RunEvents
 
 
@@ -103,3 +104,21 @@ class RunNotes:
             if key not in self.seen:
                 self.seen.add(key)
                 self.events.note(text)
+
+
+def deidentifier_for(region=None, labels=None, problems: Sequence[Tuple[str, str]] = ()) -> Deidentifier:
+    """A de-identifying run's de-identifier with its companion files registered: the one mask, the masks folder
+    (a :class:`~occlude_cli.runs.regions.RegionSource`'s), the label map (``labels``: a
+    :class:`~occlude_cli.runs.regions.RegionLabels`), and every argument that named no input (``problems``) as
+    ``<path>``. Each input's own mask is named after the input's pseudonym; the inputs get theirs from
+    :func:`~occlude_cli.batch.inputs.pseudonymised` (paths from stdin read whole first)."""
+    deidentifier = Deidentifier()
+    if getattr(region, "mask", None) is not None:
+        deidentifier.file_name(region.mask, "mask")
+    if getattr(region, "masks", None) is not None:
+        deidentifier.register(region.masks, "masks")
+    if labels is not None:
+        deidentifier.file_name(labels.path, "regions")
+    for argument, _ in problems:
+        deidentifier.register(argument, "<path>")
+    return deidentifier

@@ -23,6 +23,7 @@ from ..analyses.explain import explain
 from ..analyses.medical import is_medical_input
 from ..analyses.options import ExplainOptions, score_name
 from ..analyses.preprocessing import ModelOptions
+from ..batch.inputs import StreamedInputs
 from ..core.baselines import default_blur_sigma
 from ..errors import OccludeError
 from ..loaders.images import Preprocessing, load_image, prepare_image
@@ -111,6 +112,7 @@ def diff_folder(
     model_options: Optional[ModelOptions] = None,
     model_options_b: Optional[ModelOptions] = None,
     recursive: bool = False,
+    null: bool = False,
     events: RunEvents = QUIET,
     report: bool = False,
     junit=None,
@@ -157,7 +159,7 @@ def diff_folder(
         "model_a": opened_a.classifier.describe(),
         "model_b": opened_b.classifier.describe(),
     }
-    images, problems = find_inputs(inputs, out, recursive=recursive, events=events)
+    images, problems = _inputs(inputs, out, recursive, null, events)
     return _diff_all(pair, images, problems, out, opened_a, settings, style, names, described, events, reports)
 
 
@@ -172,6 +174,7 @@ def diff_golden(
     style: Optional[RenderStyle] = None,
     model_options: Optional[ModelOptions] = None,
     recursive: bool = False,
+    null: bool = False,
     events: RunEvents = QUIET,
     report: bool = False,
     junit=None,
@@ -187,9 +190,14 @@ def diff_golden(
     reports = (*checked_targets(junit, summary_md), report)
     style = (style or RenderStyle()).checked()
     run = GoldenRun(golden)
+    if Path(out).resolve() == run.folder.resolve() or run.folder.resolve() in Path(out).resolve().parents:
+        raise OccludeError(
+            f"out {out} is the golden folder or inside it: write the diff elsewhere (the golden run stays as it is)",
+            params=("golden", "out"),
+        )
     opened = open_checked(model, options, model_options)
     _check_pair(opened, None)
-    images, problems = find_inputs(inputs, out, recursive=recursive, events=events)
+    images, problems = _inputs(inputs, out, recursive, null, events)
     images = [i for i in images if Path(golden).resolve() not in i.path.resolve().parents]
     records = _golden_records(run, images, opened)
     golden_name = f"golden {Path(golden).name}"
@@ -199,9 +207,8 @@ def diff_golden(
         target = int(record["target"]["index"])
         b = _explain(opened, load_image(item.path), replace(opened.options, target=target))
         notes.tell(b)
-        golden_map = np.array([[np.nan if v is None else v for v in row] for row in record["map"]], dtype=np.float64)
         diff = diff_maps(
-            golden_map,
+            record["map"],
             b.map,
             target=target,
             target_label=b.label(target),
@@ -220,6 +227,20 @@ def diff_golden(
     return _diff_all(pair, images, problems, out, opened, settings, style, names, described, events, reports)
 
 
+def _inputs(inputs, out, recursive: bool, null: bool, events: RunEvents) -> Tuple[List, List[Tuple[str, str]]]:
+    """The inputs and the arguments that named nothing. ``"-"``: the paths on stdin (``null``: NUL-separated),
+    read whole first (the golden records and a shared colour limit need every input before the first map); what
+    they name that is no input is told once, with the rows."""
+    found, problems = find_inputs(inputs, out, recursive=recursive, events=events, null=null)
+    if not isinstance(found, StreamedInputs):
+        return found, problems
+    found.on_problem = None
+    images = list(found)
+    if not images and not found.problems:
+        raise OccludeError("the paths on stdin named no image")
+    return images, list(found.problems)
+
+
 def _golden_records(run: GoldenRun, images, opened: Opened) -> dict:
     """Every input's golden record (key -> record), each made like today's maps: refused (one OccludeError)
     when one is missing or made with other settings, or holds a map of another size."""
@@ -230,10 +251,10 @@ def _golden_records(run: GoldenRun, images, opened: Opened) -> dict:
         golden_params = {**(record.get("params") or {}), "target": run.target_rule}
         golden_params["region"] = None if golden_params.get("region") is None else "given"
         mismatch = golden_mismatch(golden_params, today)
-        grid = (len(record["map"]), len(record["map"][0]) if record["map"] else 0)
+        grid = record["map"].shape
         if not mismatch and grid != tuple(opened.preprocessing.size):
             mismatch = (
-                f"the golden maps are {grid[0]}x{grid[1]} but today's model takes "
+                f"the golden maps are {'x'.join(map(str, grid))} but today's model takes "
                 f"{'x'.join(map(str, opened.preprocessing.size))} inputs"
             )
         if mismatch:
@@ -340,8 +361,9 @@ def _diff_all(
     try:
         for item in images:
             events.image_started(item)
-            rows.append(_diff_one(pair, item, out, notes, style, names, subtitle))
-            events.image_done(item, rows[-1])
+            row, params = _diff_one(pair, item, out, notes, style, names, subtitle)
+            rows.append(row)
+            events.image_done(item, row, params)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -389,9 +411,9 @@ def _subtitle(opened: Opened) -> str:
     return f"occlusion: patch {patch}, stride {stride}, baseline {o.baseline}, score {score_name(o.score)}"
 
 
-def _diff_one(pair: Pair, item, out: Path, notes: RunNotes, style, names, subtitle) -> dict:
+def _diff_one(pair: Pair, item, out: Path, notes: RunNotes, style, names, subtitle) -> Tuple[dict, Sequence[str]]:
     """One input's row (its maps and, unless the colour limit is shared, its picture written), or an error
-    row."""
+    row; and the parameters its error names."""
     started = time.perf_counter()
     try:
         if is_medical_input(item.path, None):
@@ -412,9 +434,9 @@ def _diff_one(pair: Pair, item, out: Path, notes: RunNotes, style, names, subtit
                 style=style,
             )
         row["seconds"] = round(time.perf_counter() - started, 3)
-        return row
+        return row, ()
     except OccludeError as exc:
-        return {"path": str(item.path), "key": item.key, "status": "error", "error": shown(str(exc))}
+        return {"path": str(item.path), "key": item.key, "status": "error", "error": shown(str(exc))}, exc.params
 
 
 def _title(row: dict) -> str:

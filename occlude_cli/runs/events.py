@@ -4,6 +4,8 @@ A run never prints."""
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Collection, Optional, Sequence
 
 
@@ -53,3 +55,71 @@ class RunEvents:
 
 
 QUIET = RunEvents()
+
+
+class DeidentifiedEvents(RunEvents):
+    """The events of a de-identifying run, as a front end must see them: every text (notes, problems, warnings,
+    their sources) and every text field of a row scrubbed by the run's de-identifier (its registered paths
+    replaced by their pseudonyms, DICOM UIDs replaced), and each input shown by its pseudonym (its ``path`` is
+    the pseudonym), then told to ``events``. ``deidentifier``: a
+    :class:`~occlude_cli.outputs.provenance.Deidentifier`."""
+
+    def __init__(self, events: RunEvents, deidentifier) -> None:
+        self.events, self.deidentifier = events, deidentifier
+        self.draws_windows = events.draws_windows
+        self.quiet = events.quiet
+        self.wants_explanations = events.wants_explanations
+
+    def _text(self, text):
+        return None if text is None else self.deidentifier.scrub_text(str(text))
+
+    def _image(self, image):
+        alias = getattr(image, "alias", None)
+        if alias is None or not dataclasses.is_dataclass(image):
+            return image
+        return dataclasses.replace(image, path=Path(alias), source_stem=alias)
+
+    def _row(self, row):
+        if isinstance(row, dict):
+            return self.deidentifier.scrub(row)
+        if dataclasses.is_dataclass(row) and not isinstance(row, type):
+            texts = {
+                f.name: self.deidentifier.scrub(getattr(row, f.name))
+                for f in dataclasses.fields(row)
+                if f.init and isinstance(getattr(row, f.name), str)
+            }
+            return dataclasses.replace(row, **texts)
+        return row
+
+    def note(self, text: str, params: Sequence[str] = ()) -> None:
+        self.events.note(self._text(text), params)
+
+    def problem(self, text: str, params: Sequence[str] = ()) -> None:
+        self.events.problem(self._text(text), params)
+
+    def warning(self, text: str, params: Sequence[str] = (), key: str = "", source: Optional[str] = None) -> None:
+        self.events.warning(self._text(text), params, key, self._text(source))
+
+    def started(self, total: Optional[int], skipping: Collection[str] = ()) -> None:
+        self.events.started(total, skipping)
+
+    def image_started(self, image) -> None:
+        self.events.image_started(self._image(image))
+
+    def windows(self, done: int, total: int) -> None:
+        self.events.windows(done, total)
+
+    def explained(self, image, explanation) -> None:
+        self.events.explained(self._image(image), explanation)
+
+    def image_done(self, image, row, params: Sequence[str] = ()) -> None:
+        self.events.image_done(self._image(image), self._row(row), params)
+
+    def finished(self) -> None:
+        self.events.finished()
+
+
+def deidentified(events: RunEvents, deidentifier) -> RunEvents:
+    """``events`` as a de-identifying run tells them (:class:`DeidentifiedEvents`; ``deidentifier`` None: as
+    they are)."""
+    return events if deidentifier is None else DeidentifiedEvents(events, deidentifier)

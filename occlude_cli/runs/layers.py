@@ -29,11 +29,13 @@ from ..analyses.layers import (
 from ..analyses.modality import prepare_input
 from ..analyses.options import ExplainOptions, Size, as_size
 from ..analyses.preprocessing import ModelOptions
+from ..batch.inputs import pseudonymised
 from ..errors import OccludeError
 from ..outputs.analysis_write import layers_document, write_layers, write_spatial
+from ..outputs.provenance import deidentifying
 from ..outputs.write import check_output_folder
-from .common import Opened, find_inputs, open_checked
-from .events import QUIET, RunEvents
+from .common import Opened, deidentifier_for, find_inputs, open_checked
+from .events import QUIET, RunEvents, deidentified
 
 PROBABILITIES = ("softmax", "probabilities", "sigmoid", "independent")
 
@@ -125,13 +127,15 @@ def layers_folder(
     recursive: bool = False,
     model_options: Optional[ModelOptions] = None,
     events: RunEvents = QUIET,
+    deidentify: bool = False,
     **overrides,
 ) -> LayersRun:
     """Cut ``model`` at ``layer`` (checked on the spot: prefix then suffix must give the whole model's output)
     and occlude inside it on every input under ``inputs``: each channel replaced in turn (``settings``: which
     channels, by what) or, with ``settings.spatial``, windows of the feature map. ``options`` gives the target
     and the score kind. Every option, the cut and the channels are checked before any input; an input that
-    fails is told through ``events.problem`` and counted in ``failed``."""
+    fails is told through ``events.problem`` and counted in ``failed``. ``deidentify``: inputs named by
+    pseudonyms, UIDs replaced, no path in any output or event (as :func:`~occlude_cli.runs.run.run_folder`)."""
     options = (options or ExplainOptions()).with_overrides(overrides).checked()
     settings = (settings or LayerSettings()).checked(options)
     opened = open_checked(model, options, model_options)
@@ -140,26 +144,35 @@ def layers_folder(
     images, problems = find_inputs(
         inputs, out, recursive=recursive, events=events, series=options.series, series_uid=options.series_uid
     )
+    deidentifier = deidentifier_for(problems=problems) if deidentify else None
+    events = deidentified(events, deidentifier)
     for _, problem in problems:
         events.problem(problem)
     if not images:
         raise OccludeError("no readable image among the inputs")
+    if deidentifier is not None:
+        images = pseudonymised(images, deidentifier)
     out = check_output_folder(out)
     run = LayersRun(cut, _settings(model, layer, settings, options, timing), failed=len(problems))
-    dataset_mean = _dataset_mean(cut, images, opened, settings, run, events)
-    events.started(len(images))
-    for item in images:
-        events.image_started(item)
-        try:
-            done = _one(cut, item, opened, settings, dataset_mean, out, timing, run)
-        except OccludeError as exc:
-            events.problem(f"{item.path}: {exc}", exc.params)
-            run.failed += 1
-            continue
-        events.image_done(item, done)
-    events.finished()
-    if not settings.spatial and run.results:
-        _summarise(run, opened, settings, out)
+    with deidentifying(deidentifier):  # everything written is scrubbed of the paths and UIDs
+        dataset_mean = _dataset_mean(cut, images, opened, settings, run, events)
+        events.started(len(images))
+        for item in images:
+            events.image_started(item)
+            try:
+                done = _one(cut, item, opened, settings, dataset_mean, out, timing, run)
+            except OccludeError as exc:
+                events.problem(f"{item.shown}: {exc}", exc.params)
+                run.failed += 1
+                continue
+            events.image_done(item, done)
+        events.finished()
+        if not settings.spatial and run.results:
+            _summarise(run, opened, settings, out, {str(i.path): i.shown for i in images})
+    if deidentifier is not None:  # what the caller gets (layers.json printed by --json) is de-identified too
+        run.settings = deidentifier.scrub(run.settings)
+        for result in run.results:
+            result.path = deidentifier.scrub(result.path)
     return run
 
 
@@ -212,8 +225,9 @@ def _one(cut, item, opened: Opened, settings: LayerSettings, dataset_mean, out: 
     return importance
 
 
-def _summarise(run: LayersRun, opened: Opened, settings: LayerSettings, out: Path) -> None:
-    """The folder's channel summary, the saturated inputs, the activation panels, and the files."""
+def _summarise(run: LayersRun, opened: Opened, settings: LayerSettings, out: Path, shown: dict) -> None:
+    """The folder's channel summary, the saturated inputs, the activation panels (each captioned with its input
+    as outputs name it: ``shown``, path -> name), and the files."""
     summary = aggregate_channels(run.results)
     run.summary = summary
     run.saturated = [r for r in run.results if r.score_kind in PROBABILITIES and r.original_score >= SATURATION]
@@ -222,6 +236,7 @@ def _summarise(run: LayersRun, opened: Opened, settings: LayerSettings, out: Pat
         channel = int(summary.channels[i])
         most_active = max(run.results, key=lambda r: r.activation[channel])
         prepared, _ = prepare_input(opened.classifier, most_active.path, opened.options, opened.preprocessing)
+        name = shown.get(str(most_active.path), most_active.path or "")
         features = np.moveaxis(run.cut.features(prepared.model_input), run.cut.channel_axis, 0)[channel]
         if features.ndim != 2:  # a volume's feature maps: the chart and the tables, no activation pictures
             break
@@ -230,7 +245,7 @@ def _summarise(run: LayersRun, opened: Opened, settings: LayerSettings, out: Pat
                 prepared.original,
                 prepared.crop_box,
                 upsample_to_input(features, opened.preprocessing.size),
-                f"ch {channel}: drop {summary.mean[i]:.3g}\n{Path(most_active.path or '').name}",
+                f"ch {channel}: drop {summary.mean[i]:.3g}\n{Path(name).name}",
             )
         )
     write_layers(out, run.cut, summary, run.results, run.settings, panels, top=settings.top)

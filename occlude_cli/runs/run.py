@@ -37,8 +37,8 @@ from ..outputs.volumes import write_baseline_check
 from ..outputs.write import check_output_folder, remove_stale_temps
 from ..pictures.render import RenderStyle
 from .ci_cases import checked_targets, run_cases, write_reports
-from .common import streamed_inputs
-from .events import QUIET, RunEvents
+from .common import deidentifier_for, streamed_inputs
+from .events import QUIET, RunEvents, deidentified
 
 
 @dataclass
@@ -179,7 +179,7 @@ def plan_folder(
     images, every, problems, notes = _inputs(inputs, out, settings, options.series, options.series_uid)
     deidentifier = None
     if settings.deidentify:  # every input under its pseudonym, before any name is used
-        deidentifier = Deidentifier()
+        deidentifier = deidentifier_for(problems=problems)
         every = pseudonymised(every, deidentifier)
         images = take_shard(every, settings.shard)
         if isinstance(settings.regions, RegionLabels):
@@ -309,6 +309,7 @@ def run_folder(
         labels=labels,
         **overrides,
     )
+    events = deidentified(events, plan.deidentifier)  # the terminal never shows what the files do not
     check_output_folder(plan.out)
     check_run_level_files(plan.out, plan.every or (), plan.settings.shard)
     _tell(plan, remove_stale_temps(plan.out, started), events)

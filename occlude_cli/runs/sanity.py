@@ -28,8 +28,10 @@ from ..errors import OccludeError
 from ..inference.facts import model_facts
 from ..outputs.names import stem_of
 from ..outputs.sanity_write import (
+    earlier_export,
     model_file_name,
     models_manifest,
+    remove_earlier_models,
     remove_model,
     sanity_document,
     write_model,
@@ -104,8 +106,11 @@ def sanity_image(
                 "export_models must not be the model's own folder (its files would sit among the randomised copies)",
                 params=("export_models",),
             )
+        earlier = earlier_export(folder)
         result = _run(opened, image, _Store(folder, True, external), mode, layers, steps, top_fraction, on_step)
         write_models_manifest(folder, models_manifest(result, opened.classifier.describe(), folder))
+        kept = [Path(s.model_file).name for s in result.steps if s.model_file]
+        remove_earlier_models(folder, earlier, kept + [f"{name}.data" for name in kept])
     else:
         scratch = Path(tempfile.mkdtemp(prefix="occlude-sanity-"))
         try:
