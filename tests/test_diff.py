@@ -440,6 +440,8 @@ def test_bad_arguments_are_one_error_line(probes, tmp_path):
         ["diff", probes["a"], probes["b"], probes["images"], "--color-limit", "loud"],
         ["diff", probes["a"], probes["b"], probes["images"], "--color-limit", "-3"],
         ["run", probes["a"], probes["images"], "--color-limit", "0"],
+        ["run", probes["a"], probes["images"], "--color-limit", "1e-320"],  # below float32: a blank map
+        ["run", probes["a"], probes["images"], "--color-limit", "1e39"],  # above float32
     ):
         run = occlude(*args, cwd=tmp_path)
         lines = run.stderr.strip().splitlines()

@@ -24,6 +24,7 @@ from ..loaders.volumes import PreparedVolume
 from ..text import for_plot, shown
 
 CMAP = "RdBu_r"
+FLOAT32_RANGE = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))  # a map's values
 MIN_DISPLAY_SIDE = 320  # small images (e.g. 8x8 digits) are enlarged by an integer factor to at least this
 SIGNS = ("all", "positive", "negative")
 
@@ -64,6 +65,12 @@ class RenderStyle:
             if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not (0 < float(limit) < math.inf):
                 raise OccludeError(
                     f"color_limit must be a positive number or 'shared', got {limit!r}", params=("color_limit",)
+                )
+            low, high = FLOAT32_RANGE  # maps are float32: beyond these, a blank or saturated picture
+            if not low <= float(limit) <= high:
+                raise OccludeError(
+                    f"color_limit must be between {low:.3g} and {high:.3g} (a float32 map's range), got {limit!r}",
+                    params=("color_limit",),
                 )
             return replace(self, color_limit=float(limit))
         return self
