@@ -100,6 +100,7 @@ def bias_folder(
         null=null,
         series=opened.options.series,
         series_uid=opened.options.series_uid,
+        deidentify=deidentify,
     )
     deidentifier = deidentifier_for(region, problems=problems) if deidentify else None
     events = deidentified(events, deidentifier)

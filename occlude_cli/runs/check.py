@@ -99,6 +99,7 @@ def check_folder(
         null=null,
         series=options.series,
         series_uid=options.series_uid,
+        deidentify=deidentify,
     )
     streamed = found if isinstance(found, StreamedInputs) else None
     images: Iterable = (item for item in found if region.is_input(item.path))

@@ -71,12 +71,13 @@ def find_inputs(
     series: bool = False,
     series_uid: Optional[str] = None,
     null: bool = False,
+    deidentify: bool = False,
 ) -> Tuple[Any, List[Tuple[str, str]]]:
     """The inputs under ``inputs`` (files, folders, globs; with ``series``, DICOM series folders) and the
     arguments that named nothing; discovery's notes (files skipped) go to ``events``. ``out`` is never entered
     (no self-feeding). ``"-"``: the paths are read from stdin as the inputs are consumed (a
     :class:`StreamedInputs`; ``null``: NUL-separated), and what they name that is no input is told to ``events``
-    as it comes."""
+    as it comes. With ``deidentify`` the notes name no path (:func:`discovery_note`)."""
     notes: list = []
     given = [inputs] if isinstance(inputs, (str, Path, StreamedInputs)) else list(inputs)
     streamed = streamed_inputs(given, out, null, recursive, series=series, notes=notes)
@@ -87,8 +88,14 @@ def find_inputs(
         [str(i) for i in given], recursive=recursive, exclude=[out], notes=notes, series=series, series_uid=series_uid
     )
     for path, note in notes:
-        events.note(f"{path}: {note}")
+        events.note(discovery_note(path, note, deidentify))
     return images, problems
+
+
+def discovery_note(path, note: str, deidentify: bool) -> str:
+    """What input discovery tells of a path it skipped (a FIFO, the output folder...): the path and why, or under
+    de-identification only why (a skipped file has no pseudonym, and its name may hold a patient's)."""
+    return f"a path skipped: {note.removeprefix('skipped: ')}" if deidentify else f"{path}: {note}"
 
 
 class RunNotes:

@@ -142,7 +142,13 @@ def layers_folder(
     cut = open_layer(opened.classifier, layer, channel_axis=settings.channel_axis)
     check_channels(cut, settings.channels)
     images, problems = find_inputs(
-        inputs, out, recursive=recursive, events=events, series=options.series, series_uid=options.series_uid
+        inputs,
+        out,
+        recursive=recursive,
+        events=events,
+        series=options.series,
+        series_uid=options.series_uid,
+        deidentify=deidentify,
     )
     deidentifier = deidentifier_for(problems=problems) if deidentify else None
     events = deidentified(events, deidentifier)

@@ -37,7 +37,7 @@ from ..outputs.volumes import write_baseline_check
 from ..outputs.write import check_output_folder, remove_stale_temps
 from ..pictures.render import RenderStyle
 from .ci_cases import checked_targets, run_cases, write_reports
-from .common import deidentifier_for, streamed_inputs
+from .common import deidentifier_for, discovery_note, streamed_inputs
 from .events import QUIET, RunEvents, deidentified
 
 
@@ -393,7 +393,7 @@ def _tell(plan: FolderPlan, removed: list, events: RunEvents) -> None:
     if removed:
         events.note(f"removed {len(removed)} temporary file(s) left by an interrupted run in {plan.out}")
     for path, note in plan.notes:
-        events.note(f"{path}: {note}")
+        events.note(discovery_note(path, note, plan.deidentifier is not None))
     if plan.classifier.batch_note:
         events.note(plan.classifier.batch_note)
     for note in getattr(plan.classifier, "device_notes", []):
