@@ -437,3 +437,33 @@ def test_compare_a_map_of_the_photo_through_a_letterbox(tmp_path, wide):
         tmp_path / "o",
     )
     assert result.exit_code == 0 and "error" not in result.output, result.output
+
+
+def test_info_reads_every_task_and_says_what_to_choose_where_the_output_cannot(tmp_path):
+    """occlude info on models that are not classifiers (it refused them): the task run would read, every output
+    of a multi-output detector, and for an output whose shape tells no task, what to give run."""
+    from conftest import SAMPLE_MODELS
+    from task_models import boxes_probe
+
+    segment = occlude("info", SAMPLE_MODELS / "segment_probe.onnx")
+    assert segment.exit_code == 0 and "task          segment" in segment.stdout
+    detect = occlude("info", SAMPLE_MODELS / "detect_probe.onnx")
+    assert detect.exit_code == 0, detect.output
+    assert "not told by the output's shape [dynamic, 7, 3]: run --task detect or --task embed" in detect.stdout
+    document = json.loads(occlude("info", SAMPLE_MODELS / "detect_probe.onnx", "--json").stdout)
+    assert document["task"] is None and "task auto cannot tell" in document["task_note"]
+    assert document["outputs"] == [{"name": "output0", "shape": ["dynamic", 7, 3], "type": "tensor(float)"}]
+    told = json.loads(occlude("info", SAMPLE_MODELS / "detect_probe.onnx", "--json", "--task", "detect").stdout)
+    assert told["task"] == "detect" and "task_note" not in told
+    assert json.loads(occlude("info", SAMPLE_MODELS / "embed_probe.onnx", "--json").stdout)["task"] == "classify"
+    assert (
+        json.loads(occlude("info", SAMPLE_MODELS / "embed_probe.onnx", "--json", "--task", "embed").stdout)["task"]
+        == "embed"
+    )
+    several = boxes_probe(tmp_path / "boxes.onnx", BOXES)
+    text = occlude("info", several)
+    assert text.exit_code == 0, text.output
+    assert "outputs       boxes [3, 4], scores [3], labels [3]" in text.stdout
+    assert "several outputs: run --task detect" in text.stdout
+    refused = occlude("info", SAMPLE_MODELS / "detect_probe.onnx", "--task", "classify")
+    assert refused.exit_code == 1 and refused.output.startswith("error: output 'output0' has shape")

@@ -300,6 +300,11 @@ def explain_scales(
     return ScaleStudy(explanations=explanations, rank_correlation=matrix)
 
 
+def _unreadable_task(message: str) -> bool:
+    """Whether opening a model for task auto failed only because its outputs do not say the task."""
+    return "task auto cannot tell" in message or "outputs (" in message or "to classify (occlude run's task" in message
+
+
 def _declares_medical(meta: dict) -> bool:
     """Does a model's ``occlude.preprocess`` metadata describe medical inputs (an intensity transform in real
     units, or the modality it was trained on)?"""
@@ -307,16 +312,36 @@ def _declares_medical(meta: dict) -> bool:
 
 
 def describe_model(
-    model: Union[str, Path, OnnxClassifier], *, device: str = "auto", options: Optional[ModelOptions] = None
+    model: Union[str, Path, OnnxClassifier],
+    *,
+    device: str = "auto",
+    options: Optional[ModelOptions] = None,
+    task: str = "auto",
 ) -> dict:
-    """What occlude reads from a model (a file or a folder holding one), as a JSON-ready dict: input, output,
-    final operator, batching, provider, the files read beside it, the preprocessing it would use with
-    ``options`` (each value's source in its ``sources``; or why it needs arguments) and the labels with their
-    source."""
+    """What occlude reads from a model (a file or a folder holding one), as a JSON-ready dict: input, every
+    output, the task its output serves (``task``: auto reads it from the output's shape; where that cannot tell,
+    ``task`` is None and ``task_note`` says what to choose), final operator, batching, provider, the files read
+    beside it, the preprocessing it would use with ``options`` (each value's source in its ``sources``; or why it
+    needs arguments) and the labels with their source."""
     options = options or ModelOptions()
+    note = None
     if not isinstance(model, OnnxClassifier):
-        model = OnnxClassifier(find_model_file(model), device=device)
+        path = find_model_file(model)
+        try:
+            model = OnnxClassifier(path, device=device, task=task)
+        except OccludeError as exc:
+            if task != "auto" or not _unreadable_task(str(exc)):
+                raise
+            note = str(exc)  # described as a detector would be read (any output shape, its first output)
+            model = OnnxClassifier(path, device=device, task="detect")
     document = model.describe()
+    document["task"] = None if note else model.task
+    if note:
+        document["task_note"] = note
+    document["outputs"] = [
+        {"name": o.name, "shape": [d if isinstance(d, int) and d > 0 else "dynamic" for d in o.shape], "type": o.type}
+        for o in model.session.get_outputs()
+    ]
     document["input_type"] = model.dtype
     document["output_shape"] = [d if isinstance(d, int) and d > 0 else "dynamic" for d in model.output.shape]
     document["classes"] = model.num_classes

@@ -25,7 +25,7 @@ from .common import (
     with_flags,
 )
 from .medicalflags import MedicalFlags
-from .taskflags import TaskFlags
+from .taskflags import Task, TaskFlags
 
 RUN_EXAMPLES = """
 occlude run sample_models/efficientnet_lite0.onnx sample_images/cat.jpg
@@ -457,8 +457,13 @@ def info(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print as JSON on stdout.", rich_help_panel="Basics")
     ] = False,
+    task: Annotated[
+        Task,
+        typer.Option(help="What the output is (auto: by its shape, as run reads it).", rich_help_panel="Task"),
+    ] = Task.auto,
 ) -> None:
-    """Show what occlude reads from a model: input, layout, size, preprocessing, head, labels, provider."""
+    """Show what occlude reads from a model: input, outputs, task, layout, size, preprocessing, head, labels,
+    provider."""
     from ..analyses.explain import describe_model
 
     if layers:
@@ -466,7 +471,7 @@ def info(
 
         info_layers(model, device=device, json_out=json_out)
         return
-    document = describe_model(model, device=device)
+    document = describe_model(model, device=device, task=task.value)
     if json_out:
         if not labels:
             document.pop("label_names", None)

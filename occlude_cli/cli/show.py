@@ -162,9 +162,9 @@ def info_text(d: dict) -> str:
         ("input", d["input"]),
         ("input_shape", _shape(d["input_shape"])),
         ("input_type", d["input_type"]),
-        ("output", d["output"]),
-        ("output_shape", _shape(d["output_shape"])),
-        ("classes", d["classes"] if d["classes"] is not None else "dynamic"),
+        *_outputs(d),
+        ("task", _task(d)),
+        ("classes", d["classes"] if d["classes"] is not None else _no_classes(d)),
         ("final_op", d["final_op"] or "unknown"),
         ("batching", d["batching"]),
         ("provider", d["provider"]),
@@ -181,6 +181,29 @@ def info_text(d: dict) -> str:
         rows.append(("modality", d["modality"]))
     rows.append(("labels", f"{len(names) if names else 0}: {shown}"))
     return "\n".join(f"[bold]{key:<14}[/]{safe(str(value))}" for key, value in rows)
+
+
+def _outputs(d: dict) -> list:
+    """info's output rows: the one output and its shape, or every output of a model with several."""
+    outputs = d.get("outputs") or []
+    if len(outputs) <= 1:
+        return [("output", d["output"]), ("output_shape", _shape(d["output_shape"]))]
+    return [("outputs", ", ".join(f"{o['name']} {_shape(o['shape'])}" for o in outputs))]
+
+
+def _task(d: dict) -> str:
+    """info's task row: what the output serves, as run reads it, or what to choose."""
+    task = d.get("task")
+    if task is None and "outputs (" in d.get("task_note", ""):
+        return "several outputs: run --task detect (--boxes-output ...) or choose one with --output NAME"
+    if task is None:
+        return f"not told by the output's shape {_shape(d['output_shape'])}: run --task detect or --task embed"
+    return str(task)
+
+
+def _no_classes(d: dict) -> str:
+    """info's classes row where the output declares none."""
+    return "read from the output at run time" if d.get("task") in (None, "detect", "embed") else "dynamic"
 
 
 def _geometry(pre: dict) -> str:
