@@ -65,10 +65,13 @@ CORPUS = [
     b"summary.png",
     b"a.png",
     b"a.PNG",
+    "zero\u200bwidth\ufeff.png".encode(),
 ]
-LABELS = [f"=c{i}{ESCAPES}\u202eevil" for i in range(10)]  # every class: whichever is the target is hostile
-# what may never reach a terminal or a file raw: escape sequences, bell, bidi override, undecodable bytes
-FORBIDDEN = [b"\x1b]0;", b"\x1b[2J", b"\x07", "\u202e".encode(), b"\xff", b"\xfe"]
+INVISIBLE = "\u200b\ufeff\u2060\u00ad\ue000\U000e0041\u3164"  # format, private use, tag, a Hangul filler
+LABELS = [f"=c{i}{ESCAPES}\u202eevil{INVISIBLE}" for i in range(10)]  # every class: whichever is the target is hostile
+# what may never reach a terminal or a file raw: escape sequences, bell, bidi override, undecodable bytes,
+# invisible characters
+FORBIDDEN = [b"\x1b]0;", b"\x1b[2J", b"\x07", "\u202e".encode(), b"\xff", b"\xfe"] + [c.encode() for c in INVISIBLE]
 
 
 def names() -> list:
@@ -193,6 +196,28 @@ def test_the_rule_shows_every_unsafe_character_escaped():
     for fine in ("café naïve 東京 🙂", " lead", "back\\slash", "e\u0301"):
         assert shown(fine) == fine
     assert shown("\u2028\u2066\u061c\udc80") == "\\u2028\\u2066\\u061c\\x80"
+    assert shown(INVISIBLE) == "\\u200b\\ufeff\\u2060\\u00ad\\ue000\\U000e0041\\u3164"
+    assert shown("\u0378\U0010ffff\ud800") == "\\u0378\\U0010ffff\\ud800"  # unassigned, private use, a surrogate
+
+
+def test_every_invisible_character_is_escaped_in_every_form():
+    """Every character of the categories Cc, Cf, Cn, Co, Cs, Zl, Zp (and the blank Hangul fillers) is
+    escaped; every other character is shown as it is (spaces, marks, letters, symbols, emoji)."""
+    escaped = {"Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp"}
+    blank = {0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180C, 0x180D, 0x180F, 0x3164, 0xFFA0}
+    blank |= set(range(0xFE00, 0xFE0E)) | set(range(0xE0100, 0xE01F0))
+    wrong = []
+    for code in range(0x110000):
+        char = chr(code)
+        hidden = unicodedata.category(char) in escaped or code in blank
+        if is_safe(char) == hidden or (shown(char) == char) == hidden:
+            wrong.append(hex(code))
+    assert not wrong, wrong[:20]
+    for form in (shown, for_csv, for_html, for_xml, for_markdown, for_plot):
+        text = form("a" + INVISIBLE + "\u2028b")
+        assert not any(c in text for c in INVISIBLE + "\u2028"), (form.__name__, text)
+        assert "200b" in text and "e0041" in text
+    assert shown("\u2764\ufe0f \U0001f642") == "\u2764\ufe0f \U0001f642"  # emoji presentation is not hidden
 
 
 def test_json_keeps_the_exact_text_beside_the_shown_one():
