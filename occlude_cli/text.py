@@ -23,10 +23,10 @@ is not reversible on its own (a name may contain a backslash). JSON keeps the ex
 form of a string differs from the text, the document carries ``KEY_b64`` beside ``KEY``, the exact text's
 bytes in base64 (a file name's own bytes; a label's UTF-8). :func:`recover` reads it back.
 
-One function per kind of output: :func:`shown` (terminal, errors, PNG titles), :func:`for_logfmt` (the
-``key=value`` log lines of a CI log), :func:`for_csv`, :func:`json_safe` (every JSON file and every ``--json``
-print), :func:`for_html`, and the hooks for outputs to come, :func:`for_xml` (JUnit) and :func:`for_markdown`
-(CI job summaries).
+One function per kind of output: :func:`shown` (terminal, errors, PNG titles; :func:`shortened` cuts a long
+label there), :func:`for_logfmt` (the ``key=value`` log lines of a CI log), :func:`for_csv`, :func:`json_safe`
+(every JSON file and every ``--json`` print), :func:`for_html`, and the hooks for outputs to come,
+:func:`for_xml` (JUnit) and :func:`for_markdown` (CI job summaries).
 """
 
 from __future__ import annotations
@@ -87,6 +87,28 @@ def shown(text: Any) -> str:
     if _PLAIN.fullmatch(text) is not None:
         return text
     return "".join(_escape(c) if _hidden(c) else c for c in text)
+
+
+LABEL_LIMIT = 80  # the most characters of one label on a terminal (files keep the whole text)
+TITLE_LIMIT = 200  # the most characters of a picture's title
+CUT_MARK = "..."  # the end of a cut text, as picture titles and captions are cut
+
+
+def shortened(text: Any, limit: int = LABEL_LIMIT) -> str:
+    """:func:`shown` of ``text``, cut to at most ``limit`` characters (``limit`` >= 4) when longer: whole
+    characters and whole escapes, then ``...``. For a label on a terminal or in a picture title; files keep the
+    whole text."""
+    full = shown(text)
+    if len(full) <= limit:
+        return full
+    kept, length = [], 0
+    for char in str(text):
+        piece = shown(char)
+        if length + len(piece) > limit - len(CUT_MARK):
+            break
+        kept.append(piece)
+        length += len(piece)
+    return "".join(kept) + CUT_MARK
 
 
 def exact_bytes(text: str) -> bytes:
@@ -202,9 +224,10 @@ def for_markdown(text: Any) -> str:
 
 
 def for_plot(text: Any) -> str:
-    """Text for a matplotlib title, label or legend: :func:`shown`, with ``$`` escaped so that a name never
-    starts mathtext (a stray ``$x^$`` in a label would stop the picture being drawn)."""
-    return shown(text).replace("$", r"\$")
+    """Text for a matplotlib title, label or legend: :func:`shortened` to ``TITLE_LIMIT`` characters, with ``$``
+    escaped so that a name never starts mathtext (a stray ``$x^$`` in a label would stop the picture being
+    drawn)."""
+    return shortened(text, TITLE_LIMIT).replace("$", r"\$")
 
 
 def restore(value: Any) -> Any:

@@ -39,6 +39,7 @@ from occlude_cli.text import (
     json_safe,
     recover,
     restore,
+    shortened,
     shown,
 )
 
@@ -437,3 +438,39 @@ def test_square_brackets_are_text_in_every_table_and_a_hand_edited_manifest_is_n
         "skipped": 2,
         "pending": 0,
     }
+
+
+def test_a_100000_character_label_is_cut_on_the_terminal_and_whole_in_files(tmp_path):
+    """A label file or metadata may hold a 100,000-character label: `info`, `info --labels`, the run's table,
+    its CI log line and the pictures' titles show its first characters and '...'; JSON and CSV keep it whole."""
+    label = "L" * 100_000 + "\u200bEND"
+    model = onnx.load(str(SAMPLE_MODELS / "digits_cnn.onnx"))
+    for entry in model.metadata_props:
+        if entry.key == "occlude.labels":
+            entry.value = json.dumps([label] + [f"c{i}" for i in range(1, 10)])
+    path = tmp_path / "long.onnx"
+    onnx.save(model, str(path))
+    assert shortened(label) == "L" * 77 + "..." and len(shortened("é" * 81)) == 80 and shortened("ab") == "ab"
+    assert shortened("L" * 70 + "\u200b" * 5, 80) == "L" * 70 + "\\u200b..."  # an escape is never split
+
+    def occlude(*args, env=None):
+        proc = subprocess.run(OCCLUDE + [str(a) for a in args], capture_output=True, env={**os.environ, **(env or {})})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return (proc.stdout + proc.stderr).decode("utf-8")
+
+    for args in (["info", path], ["info", path, "--labels"]):
+        text = occlude(*args)
+        assert len(text) < 5000 and "L" * 60 + "..." in text and "END" not in text, args
+    assert recover(json.loads(occlude("info", path, "--json", "--labels")), "label_names")[0] == label
+    out = tmp_path / "out"
+    for env in ({"CI": "1"}, {}):
+        text = occlude("run", path, SAMPLE_IMAGES / "digit_0.png", "-o", out, "--no-timing", env=env)
+        assert len(text) < 5000 and "L" * 30 in text and "END" not in text, text[:3000]
+    record = json.loads((out / "digit_0.json").read_text())
+    assert recover(record["target"], "label") == label
+    assert label.replace("\u200b", "\\u200b") in (out / "summary.csv").read_text(encoding="utf-8")
+    from PIL import Image
+
+    for picture in ("digit_0.overlay.png", "digit_0.heatmap.png"):
+        with Image.open(out / picture) as image:
+            assert image.width <= 1300, (picture, image.size)
