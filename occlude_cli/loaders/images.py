@@ -387,7 +387,11 @@ def load_image(path) -> Image.Image:
 
 def decode_photo(path) -> Image.Image:
     """:func:`load_image` without looking for an image decoded ahead: what the prefetch thread runs."""
-    return normalise_mode(limits.check_float_image(open_image(path), path))
+    image = limits.check_float_image(open_image(path), path)
+    try:
+        return normalise_mode(image)
+    except OccludeError as exc:  # a 32-bit integer image out of the 16-bit range: name the file
+        raise OccludeError(f"{path}: {exc}") from None
 
 
 def is_photo(path) -> bool:
@@ -500,13 +504,21 @@ def has_transparency(image: Image.Image) -> bool:
 
 
 def normalise_mode(image: Image.Image) -> Image.Image:
-    """RGB, L (8-bit grey) or F (16/32-bit integer grey rescaled to 0..255); transparency onto white."""
+    """RGB, L (8-bit grey) or F (16-bit grey, 0..65535 rescaled to 0..255); transparency onto white.
+
+    Pillow's integer modes (I;16 and I: a 16-bit PNG or TIFF, a PGM with a maxval above 255, which Pillow
+    scales to 0..65535) are all read on the 16-bit scale, whatever their values (a dark 16-bit image stays
+    dark); a 32-bit integer image with values outside 0..65535 has no agreed range and is refused."""
     if image.mode in ("RGB", "L", "F"):
         return image
     if image.mode.startswith("I"):
         data = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or data.max(initial=0) > 255 else 255.0
-        return Image.fromarray((data * (255.0 / peak)).astype(np.float32), mode="F")
+        if data.size and (data.min() < 0 or data.max() > 65535):
+            raise OccludeError(
+                f"a 32-bit integer image (values {data.min():g}..{data.max():g}) has no pixel range occlude can "
+                "know; save it as an 8- or 16-bit image scaled as the model expects (0..255 or 0..65535)"
+            )
+        return Image.fromarray((data * (255.0 / 65535.0)).astype(np.float32), mode="F")
     if image.mode == "1":
         return image.convert("L")
     if image.mode in ("LA", "La"):
