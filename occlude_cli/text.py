@@ -10,18 +10,23 @@ look like ``exe.png``. So wherever occlude shows outside text, it shows :func:`s
 - control characters (C0, DEL, C1) as ``\\n``, ``\\r``, ``\\t`` or ``\\xNN`` (below U+0080) and ``\\u0080``
   to ``\\u009f``;
 - bytes of a file name that are not UTF-8 as ``\\xNN`` (NN >= 80: a byte, never a character);
-- bidirectional controls (U+061C, U+200E, U+200F, U+202A..U+202E, U+2066..U+2069), the line and paragraph
-  separators (U+2028, U+2029) and other lone surrogates as ``\\uXXXX``.
+- every other character that is invisible or has no glyph of its own as ``\\uXXXX`` (``\\UXXXXXXXX`` above
+  U+FFFF): the Unicode categories Cf (format: bidirectional controls such as U+202E, zero-width space U+200B,
+  joiners, U+FEFF, U+2060, soft hyphen, tags), Zl and Zp (line and paragraph separators), Co (private use),
+  Cs (other lone surrogates) and Cn (unassigned in this Python's Unicode database, noncharacters such as
+  U+FFFF included), and the blank default-ignorable letters and marks (Hangul fillers U+115F, U+1160, U+3164,
+  U+FFA0, the combining grapheme joiner U+034F, Khmer U+17B4/U+17B5, Mongolian variation selectors, and the
+  variation selectors but U+FE0E and U+FE0F, which choose an emoji's presentation).
 
 Everything else (spaces, accents, CJK, emoji, backslashes) is shown as it is. The form is for people; it
 is not reversible on its own (a name may contain a backslash). JSON keeps the exact text: where the shown
 form of a string differs from the text, the document carries ``KEY_b64`` beside ``KEY``, the exact text's
 bytes in base64 (a file name's own bytes; a label's UTF-8). :func:`recover` reads it back.
 
-One function per kind of output: :func:`shown` (terminal, errors, PNG titles), :func:`for_logfmt` (the
-``key=value`` log lines of a CI log), :func:`for_csv`, :func:`json_safe` (every JSON file and every ``--json``
-print), :func:`for_html`, and the hooks for outputs to come, :func:`for_xml` (JUnit) and :func:`for_markdown`
-(CI job summaries).
+One function per kind of output: :func:`shown` (terminal, errors, PNG titles; :func:`shortened` cuts a long
+label there), :func:`for_logfmt` (the ``key=value`` log lines of a CI log), :func:`for_csv`, :func:`json_safe`
+(every JSON file and every ``--json`` print), :func:`for_html`, and the hooks for outputs to come,
+:func:`for_xml` (JUnit) and :func:`for_markdown` (CI job summaries).
 """
 
 from __future__ import annotations
@@ -29,11 +34,20 @@ from __future__ import annotations
 import base64
 import html
 import re
+import unicodedata
 from typing import Any, Mapping, Optional, Tuple
 
-# Characters never shown raw: C0 and C1 controls, DEL, bidirectional controls, line/paragraph separators,
-# surrogates (undecodable bytes of a file name are U+DC80..U+DCFF under Python's surrogateescape).
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+# Characters never shown raw (see the module's docstring): the categories below, whatever their code (C0 and
+# C1 controls, DEL, format characters, separators, private use, surrogates: undecodable bytes of a file name
+# are U+DC80..U+DCFF under Python's surrogateescape; unassigned), and the blank default-ignorable code points
+# of other categories.
+_HIDDEN_CATEGORIES = frozenset(("Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp"))
+_BLANK = frozenset(
+    (0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180C, 0x180D, 0x180F, 0x3164, 0xFFA0)
+    + tuple(range(0xFE00, 0xFE0E))
+    + tuple(range(0xE0100, 0xE01F0))
+)
+_PLAIN = re.compile("[ -~]*")  # printable ASCII: always shown as it is
 _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 # Cells a spreadsheet would run as a formula (OWASP "CSV injection"): prefixed with a quote.
@@ -42,8 +56,15 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 B64_SUFFIX = "_b64"
 
 
-def _escape(match: re.Match) -> str:
-    char = match.group()
+def _hidden(char: str) -> bool:
+    """Is ``char`` one that :func:`shown` escapes?"""
+    code = ord(char)
+    if code < 0x80:
+        return code < 0x20 or code == 0x7F
+    return code in _BLANK or unicodedata.category(char) in _HIDDEN_CATEGORIES
+
+
+def _escape(char: str) -> str:
     if char in _SHORT:
         return _SHORT[char]
     code = ord(char)
@@ -51,19 +72,43 @@ def _escape(match: re.Match) -> str:
         return f"\\x{code:02x}"
     if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, kept by surrogateescape
         return f"\\x{code - 0xDC00:02x}"
-    return f"\\u{code:04x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def is_safe(text: str) -> bool:
     """True when :func:`shown` leaves ``text`` as it is."""
-    return _UNSAFE.search(text) is None
+    return _PLAIN.fullmatch(text) is not None or not any(_hidden(c) for c in text)
 
 
 def shown(text: Any) -> str:
-    """``text`` as people see it in any output: one line, no character that can drive a terminal or
-    reorder the text, no undecodable byte (see the module's docstring). ``shown(shown(x)) == shown(x)``."""
+    """``text`` as people see it in any output: one line, no character that can drive a terminal, reorder
+    the text or hide in it, no undecodable byte (see the module's docstring). ``shown(shown(x)) == shown(x)``."""
     text = str(text)
-    return text if _UNSAFE.search(text) is None else _UNSAFE.sub(_escape, text)
+    if _PLAIN.fullmatch(text) is not None:
+        return text
+    return "".join(_escape(c) if _hidden(c) else c for c in text)
+
+
+LABEL_LIMIT = 80  # the most characters of one label on a terminal (files keep the whole text)
+TITLE_LIMIT = 200  # the most characters of a picture's title
+CUT_MARK = "..."  # the end of a cut text, as picture titles and captions are cut
+
+
+def shortened(text: Any, limit: int = LABEL_LIMIT) -> str:
+    """:func:`shown` of ``text``, cut to at most ``limit`` characters (``limit`` >= 4) when longer: whole
+    characters and whole escapes, then ``...``. For a label on a terminal or in a picture title; files keep the
+    whole text."""
+    full = shown(text)
+    if len(full) <= limit:
+        return full
+    kept, length = [], 0
+    for char in str(text):
+        piece = shown(char)
+        if length + len(piece) > limit - len(CUT_MARK):
+            break
+        kept.append(piece)
+        length += len(piece)
+    return "".join(kept) + CUT_MARK
 
 
 def exact_bytes(text: str) -> bytes:
@@ -164,10 +209,9 @@ def for_html(text: Any) -> str:
 
 def for_xml(text: Any) -> str:
     """Text for an XML element or attribute (JUnit reports): :func:`shown` leaves no character XML 1.0
-    forbids but the noncharacters U+FFFE and U+FFFF, which are written ``\\ufffe`` and ``\\uffff``, then
-    the five XML specials are escaped."""
-    text = shown(text).replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")
-    return html.escape(text, quote=True).replace("&#x27;", "&apos;")
+    forbids (the noncharacters U+FFFE and U+FFFF are unassigned, so written ``\\ufffe`` and ``\\uffff``),
+    then the five XML specials are escaped."""
+    return html.escape(shown(text), quote=True).replace("&#x27;", "&apos;")
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~])")
@@ -180,9 +224,10 @@ def for_markdown(text: Any) -> str:
 
 
 def for_plot(text: Any) -> str:
-    """Text for a matplotlib title, label or legend: :func:`shown`, with ``$`` escaped so that a name never
-    starts mathtext (a stray ``$x^$`` in a label would stop the picture being drawn)."""
-    return shown(text).replace("$", r"\$")
+    """Text for a matplotlib title, label or legend: :func:`shortened` to ``TITLE_LIMIT`` characters, with ``$``
+    escaped so that a name never starts mathtext (a stray ``$x^$`` in a label would stop the picture being
+    drawn)."""
+    return shortened(text, TITLE_LIMIT).replace("$", r"\$")
 
 
 def restore(value: Any) -> Any:

@@ -202,3 +202,19 @@ def test_killed_run_leaves_complete_files_and_resume_finishes(tmp_path):
     document = json.loads(resumed.stdout)
     assert resumed.returncode == 0
     assert document["counts"]["skipped"] == len(done) and document["counts"]["ok"] == 40 - len(done)
+
+
+@pytest.mark.skipif(not __import__("PIL.features").features.check("avif"), reason="this Pillow reads no AVIF")
+def test_a_folder_gives_its_avif_photos(tmp_path):
+    """Pillow reads AVIF: a folder of AVIF photos is explained (it said 'no images in folder'), and an AVIF and a
+    WebP of one name keep two outputs."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    digit = Image.open(SAMPLE_IMAGES / "digit_3.png").convert("RGB").resize((32, 32))
+    digit.save(photos / "three.avif")
+    digit.save(photos / "three.webp")
+    result = occlude("run", SAMPLE_MODELS / "digits_cnn.onnx", photos, "-o", tmp_path / "out", "--no-timing")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert sorted(row["path"].rsplit(".", 1)[1] for row in summary["images"]) == ["avif", "webp"]
+    assert len({row["output"] for row in summary["images"]}) == 2

@@ -39,6 +39,7 @@ from occlude_cli.text import (
     json_safe,
     recover,
     restore,
+    shortened,
     shown,
 )
 
@@ -65,10 +66,13 @@ CORPUS = [
     b"summary.png",
     b"a.png",
     b"a.PNG",
+    "zero\u200bwidth\ufeff.png".encode(),
 ]
-LABELS = [f"=c{i}{ESCAPES}\u202eevil" for i in range(10)]  # every class: whichever is the target is hostile
-# what may never reach a terminal or a file raw: escape sequences, bell, bidi override, undecodable bytes
-FORBIDDEN = [b"\x1b]0;", b"\x1b[2J", b"\x07", "\u202e".encode(), b"\xff", b"\xfe"]
+INVISIBLE = "\u200b\ufeff\u2060\u00ad\ue000\U000e0041\u3164"  # format, private use, tag, a Hangul filler
+LABELS = [f"=c{i}{ESCAPES}\u202eevil{INVISIBLE}" for i in range(10)]  # every class: whichever is the target is hostile
+# what may never reach a terminal or a file raw: escape sequences, bell, bidi override, undecodable bytes,
+# invisible characters
+FORBIDDEN = [b"\x1b]0;", b"\x1b[2J", b"\x07", "\u202e".encode(), b"\xff", b"\xfe"] + [c.encode() for c in INVISIBLE]
 
 
 def names() -> list:
@@ -193,6 +197,28 @@ def test_the_rule_shows_every_unsafe_character_escaped():
     for fine in ("café naïve 東京 🙂", " lead", "back\\slash", "e\u0301"):
         assert shown(fine) == fine
     assert shown("\u2028\u2066\u061c\udc80") == "\\u2028\\u2066\\u061c\\x80"
+    assert shown(INVISIBLE) == "\\u200b\\ufeff\\u2060\\u00ad\\ue000\\U000e0041\\u3164"
+    assert shown("\u0378\U0010ffff\ud800") == "\\u0378\\U0010ffff\\ud800"  # unassigned, private use, a surrogate
+
+
+def test_every_invisible_character_is_escaped_in_every_form():
+    """Every character of the categories Cc, Cf, Cn, Co, Cs, Zl, Zp (and the blank Hangul fillers) is
+    escaped; every other character is shown as it is (spaces, marks, letters, symbols, emoji)."""
+    escaped = {"Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp"}
+    blank = {0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180C, 0x180D, 0x180F, 0x3164, 0xFFA0}
+    blank |= set(range(0xFE00, 0xFE0E)) | set(range(0xE0100, 0xE01F0))
+    wrong = []
+    for code in range(0x110000):
+        char = chr(code)
+        hidden = unicodedata.category(char) in escaped or code in blank
+        if is_safe(char) == hidden or (shown(char) == char) == hidden:
+            wrong.append(hex(code))
+    assert not wrong, wrong[:20]
+    for form in (shown, for_csv, for_html, for_xml, for_markdown, for_plot):
+        text = form("a" + INVISIBLE + "\u2028b")
+        assert not any(c in text for c in INVISIBLE + "\u2028"), (form.__name__, text)
+        assert "200b" in text and "e0041" in text
+    assert shown("\u2764\ufe0f \U0001f642") == "\u2764\ufe0f \U0001f642"  # emoji presentation is not hidden
 
 
 def test_json_keeps_the_exact_text_beside_the_shown_one():
@@ -412,3 +438,39 @@ def test_square_brackets_are_text_in_every_table_and_a_hand_edited_manifest_is_n
         "skipped": 2,
         "pending": 0,
     }
+
+
+def test_a_100000_character_label_is_cut_on_the_terminal_and_whole_in_files(tmp_path):
+    """A label file or metadata may hold a 100,000-character label: `info`, `info --labels`, the run's table,
+    its CI log line and the pictures' titles show its first characters and '...'; JSON and CSV keep it whole."""
+    label = "L" * 100_000 + "\u200bEND"
+    model = onnx.load(str(SAMPLE_MODELS / "digits_cnn.onnx"))
+    for entry in model.metadata_props:
+        if entry.key == "occlude.labels":
+            entry.value = json.dumps([label] + [f"c{i}" for i in range(1, 10)])
+    path = tmp_path / "long.onnx"
+    onnx.save(model, str(path))
+    assert shortened(label) == "L" * 77 + "..." and len(shortened("é" * 81)) == 80 and shortened("ab") == "ab"
+    assert shortened("L" * 70 + "\u200b" * 5, 80) == "L" * 70 + "\\u200b..."  # an escape is never split
+
+    def occlude(*args, env=None):
+        proc = subprocess.run(OCCLUDE + [str(a) for a in args], capture_output=True, env={**os.environ, **(env or {})})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return (proc.stdout + proc.stderr).decode("utf-8")
+
+    for args in (["info", path], ["info", path, "--labels"]):
+        text = occlude(*args)
+        assert len(text) < 5000 and "L" * 60 + "..." in text and "END" not in text, args
+    assert recover(json.loads(occlude("info", path, "--json", "--labels")), "label_names")[0] == label
+    out = tmp_path / "out"
+    for env in ({"CI": "1"}, {}):
+        text = occlude("run", path, SAMPLE_IMAGES / "digit_0.png", "-o", out, "--no-timing", env=env)
+        assert len(text) < 5000 and "L" * 30 in text and "END" not in text, text[:3000]
+    record = json.loads((out / "digit_0.json").read_text())
+    assert recover(record["target"], "label") == label
+    assert label.replace("\u200b", "\\u200b") in (out / "summary.csv").read_text(encoding="utf-8")
+    from PIL import Image
+
+    for picture in ("digit_0.overlay.png", "digit_0.heatmap.png"):
+        with Image.open(out / picture) as image:
+            assert image.width <= 1700, (picture, image.size)  # the title is cut, the picture not widened

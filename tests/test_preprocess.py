@@ -1,5 +1,7 @@
 """Loading real image files of many kinds, preprocessing, and the baselines."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -155,3 +157,80 @@ def test_gaussian_blur_preserves_constants_and_mass():
     spike[15, 15] = 1.0
     out = gaussian_blur(spike, 2.0)
     assert out.sum() == pytest.approx(1.0) and out[15, 15] == out.max()
+
+
+def pgm16(path, values: np.ndarray):
+    """A 16-bit binary PGM (maxval 65535), as cameras and OpenCV write them (Pillow opens it in mode I)."""
+    height, width = values.shape
+    path.write_bytes(f"P5\n{width} {height}\n65535\n".encode() + values.astype(">u2").tobytes())
+    return path
+
+
+def test_sixteen_bit_images_have_one_scale_whatever_their_values(tmp_path):
+    """A 16-bit image is 0..65535 -> 0..255 whatever its brightness: a dark 16-bit PGM (every value <= 255)
+    used to be read as 8-bit, 257 times too bright, while a brighter one of the same folder was not."""
+    ramp = (np.arange(64).reshape(8, 8) % 50).astype(np.uint16)
+    for scale in (1, 4, 1000):  # brightest value 49, 196, 49000
+        image = load_image(pgm16(tmp_path / f"x{scale}.pgm", ramp * scale))
+        assert image.mode == "F"
+        np.testing.assert_allclose(np.asarray(image), ramp * scale * (255 / 65535), rtol=1e-6)
+    huge = tmp_path / "int32.tif"
+    Image.fromarray(np.full((4, 5), 70000, dtype=np.int32)).save(huge)
+    with pytest.raises(OccludeError, match="int32.tif: a 32-bit integer image \\(values 70000..70000\\)"):
+        load_image(huge)
+    negative = tmp_path / "negative.tif"
+    Image.fromarray(np.full((4, 5), -3, dtype=np.int32)).save(negative)
+    with pytest.raises(OccludeError, match="no pixel range"):
+        load_image(negative)
+    with pytest.raises(OccludeError, match="no pixel range"):  # the library's in-memory image, too
+        prepare_image(Image.fromarray(np.full((4, 5), 1 << 20, dtype=np.int32)), RGB)
+
+
+def test_odd_modes_match_an_independent_slow_loop(tmp_path):
+    """A CMYK JPEG (Pillow's CMYK -> RGB, as documented) and a 16-bit PNG (0..65535 -> 0..255): the map of
+    the real CLI equals one window at a time through onnxruntime with the preprocessing done here by hand
+    (Pillow's float bilinear resize per channel, (pixel - 127) / 128 for efficientnet_lite0, pixel / 255 for
+    the digits model), to 1e-5 of the peak."""
+    import json
+    import subprocess
+    import sys
+
+    import onnxruntime as ort
+    from task_models import slow_map
+
+    from conftest import SAMPLE_MODELS
+
+    cat = Image.open(SAMPLE_IMAGES / "cat.jpg").convert("RGB").resize((150, 110))
+    cat.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    deep = np.asarray(cat.convert("L"), dtype=np.uint16) * 257 + np.arange(110, dtype=np.uint16)[:, None]
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "cmyk.jpg").mode == "CMYK" and Image.open(tmp_path / "deep.png").mode == "I;16"
+    cases = [
+        ("efficientnet_lite0.onnx", "cmyk.jpg", 224, 56, 28, lambda p: p.convert("RGB"), (127.0, 128.0)),
+        ("digits_cnn.onnx", "deep.png", 8, 2, 1, lambda p: np.asarray(p, np.float64) * (255 / 65535), (0.0, 255.0)),
+    ]
+    for model, name, side, patch, stride, convert, (mean, std) in cases:
+        out = tmp_path / f"{name}-out"
+        command = ["run", str(SAMPLE_MODELS / model), str(tmp_path / name), "-o", str(out), "--no-timing", "-q"]
+        command += ["--patch", str(patch), "--stride", str(stride)]
+        subprocess.run([sys.executable, "-m", "occlude_cli", *command], check=True, capture_output=True)
+        pixels = np.asarray(convert(Image.open(tmp_path / name)), dtype=np.float32)
+        channels = pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
+        resized = [
+            np.asarray(Image.fromarray(channels[..., c], "F").resize((side, side), Image.BILINEAR), np.float64)
+            for c in range(channels.shape[-1])
+        ]
+        x = ((np.stack(resized) - mean) / std).astype(np.float32)
+        session = ort.InferenceSession(str(SAMPLE_MODELS / model), providers=["CPUExecutionProvider"])
+        feed = session.get_inputs()[0].name
+        target = int(np.argmax(session.run(None, {feed: x[None]})[0][0]))
+
+        def score(sample, session=session, feed=feed, target=target):
+            logits = session.run(None, {feed: sample[None].astype(np.float32)})[0][0].astype(np.float64)
+            exp = np.exp(logits - logits.max())
+            return float(exp[target] / exp.sum())
+
+        want = slow_map(x, np.zeros_like(x), score, patch, stride)
+        got = np.load(out / (Path(name).stem + ".npy"))
+        assert json.loads((out / (Path(name).stem + ".json")).read_text())["target"]["index"] == target
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), name

@@ -136,6 +136,8 @@ def test_nms_iou_flag_is_recorded_checked_and_documented(tmp_path, overlapping):
         (("--task", "segment", "--conf", "0.5"), "--conf"),
         (("--conf", "0.5"), "--conf"),
         (("--task", "embed", "--target", "3"), "--target"),
+        (("--task", "embed", "--labels", "LABELS_FILE"), "--labels"),
+        (("--task", "embed", "--labels", "imagenet"), "--labels"),
         (("--task", "detect", "--detect-format", "yolov8", "--target-box", "1,1,9,9", "--conf", "0.5"), "--conf"),
         (("--task", "detect", "--detect-format", "yolov8", "--target-box", "1,1,9,9", "--nms-iou", "0.5"), "--nms-iou"),
     ],
@@ -144,8 +146,23 @@ def test_a_flag_of_another_task_is_refused_not_ignored(tmp_path, photo, args, fl
     from task_models import detection_probe, embedding_probe
 
     model = detection_probe(tmp_path / "m.onnx", BOXES) if "detect" in args else embedding_probe(tmp_path / "m.onnx")
+    (tmp_path / "labels.txt").write_text("a\nb\nc\nd\n")
+    args = tuple(str(tmp_path / "labels.txt") if a == "LABELS_FILE" else a for a in args)
     one_error(occlude("run", model, photo, *args, "--patch", "8", "-o", tmp_path / "o"), 1, flag)
     assert not (tmp_path / "o").exists()
+
+
+def test_labels_of_an_embedding_are_refused_by_the_library(tmp_path, photo):
+    """An embedding has no classes: class names given with task embed name both parameters (they were ignored)."""
+    from task_models import embedding_probe
+
+    from occlude_cli import OccludeError
+
+    model = embedding_probe(tmp_path / "m.onnx")
+    with pytest.raises(OccludeError, match="labels is for class scores") as info:
+        open_model(model, ModelOptions(labels=["a", "b"]), task="embed")
+    assert set(info.value.params) == {"labels", "task"}
+    open_model(model, ModelOptions(), task="embed")  # without labels it opens
 
 
 # --------------------------------------------------------------- outputs that are not what the task reads

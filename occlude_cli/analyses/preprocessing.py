@@ -93,6 +93,10 @@ def open_model(
             raise OccludeError(f"{name} takes finite numbers, got {list(values)!r}", params=(name,))
     if options.preprocess is not None:
         preset_level(options.preprocess, "")  # a known preset, before the model loads
+    if task == "embed" and options.labels is not None:  # refused rather than ignored, as target is
+        raise OccludeError(
+            "labels is for class scores: an embedding's cosine similarity has no classes", params=("labels", "task")
+        )
     limits.set_budget(options.max_memory)
     if isinstance(model, OnnxClassifier):
         classifier = model

@@ -19,7 +19,7 @@ from ..errors import OccludeError
 from ..loaders.images import file_kind
 from ..outputs.names import fold, hashed_name, name_hash, output_stems, strip_suffix
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif", ".ppm", ".pgm", ".pbm")
 MEDICAL_SUFFIXES = (".dcm", ".nii", ".nii.gz")  # plus suffix-less files with the DICOM marker (issue 12)
 _GLOB_CHARS = set("*?[")
 

@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from ..runs.events import RunEvents
-from ..text import logfmt
+from ..text import logfmt, shortened
 from . import parse
 from .common import (
     CiFlags,
@@ -136,7 +136,7 @@ def _layers_line(events: AnalysisEvents, image, done) -> None:
         grid = done.result.map
         peak = peak_index(grid) if np.isfinite(grid).any() else None
         stdout.print(
-            f"{safe(done.key)}: class {done.result.target} {safe(done.result.label or '')}, "
+            f"{safe(done.key)}: class {done.result.target} {safe(shortened(done.result.label or ''))}, "
             f"grid {'x'.join(map(str, grid.shape))}, peak cell "
             f"{tuple(int(v) for v in peak) if peak else '-'}, "
             f"{done.result.occlusion.forward_passes} suffix passes -> {safe(str(done.written[-1]))}"
@@ -147,7 +147,7 @@ def _layers_line(events: AnalysisEvents, image, done) -> None:
             ("status", "ok"),
             ("image", image.key),
             ("target", done.target),
-            *([("label", done.label)] if done.label else []),
+            *([("label", shortened(done.label))] if done.label else []),
             ("top_channel", int(done.channels[best])),
             ("drop", f"{done.drops[best]:.4g}"),
             ("suffix_passes", done.suffix_passes),
@@ -568,8 +568,9 @@ def stability(
 def _print_stability(result) -> None:
     s = result.summary()
     e = result.explanation
+    label = safe(shortened(e.label(e.target) or ""))
     stdout.print(
-        f"class {e.target} {safe(e.label(e.target) or '')}: {s['trials']} noisy copies ({result.noise_text()}): "
+        f"class {e.target} {label}: {s['trials']} noisy copies ({result.noise_text()}): "
         f"Spearman mean {_fmt(s['spearman']['mean'])} (min {_fmt(s['spearman']['min'])}), "
         f"top-10% IoU mean {_fmt(s['top_iou']['mean'])} (min {_fmt(s['top_iou']['min'])}), "
         f"prediction flips {s['prediction_flips']}"
@@ -579,7 +580,7 @@ def _print_stability(result) -> None:
         return
 
     def name(c: Optional[int]) -> str:
-        return f"{c} {e.label(c) or ''}".strip() if c is not None else ""
+        return f"{c} {shortened(e.label(c) or '')}".strip() if c is not None else ""
 
     line = (
         f"patch test: as given {name(p.predicted)}; patch occluded -> {name(p.occluded_class)} "

@@ -13,7 +13,7 @@ import typer
 
 from ..errors import OccludeError
 from ..runs.events import RunEvents
-from ..text import logfmt, shown
+from ..text import logfmt, shortened, shown
 from . import parse
 from .common import (
     CiFlags,
@@ -256,8 +256,11 @@ def _print_diff(document: dict, out: Path) -> None:
         cells.append(
             [
                 (row["path"], ""),
-                ("n/a" if row["a_index"] is None else f"{row['a_index']} {row['a_label'] or ''}".strip(), ""),
-                (f"{row['b_index']} {row['b_label'] or ''}".strip(), flip),
+                (
+                    "n/a" if row["a_index"] is None else f"{row['a_index']} {shortened(row['a_label'] or '')}".strip(),
+                    "",
+                ),
+                (f"{row['b_index']} {shortened(row['b_label'] or '')}".strip(), flip),
                 (_fmt(row["rank_corr"]), ""),
                 (_fmt(row["rank_corr_abs"]), ""),
                 (_fmt(row["top_iou"]), ""),

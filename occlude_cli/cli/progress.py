@@ -20,7 +20,7 @@ from rich.spinner import Spinner
 from rich.text import Text
 
 from ..runs.events import RunEvents
-from ..text import logfmt, shown
+from ..text import logfmt, shortened, shown
 from .common import in_flags, print_error, print_note, print_warning, stderr
 from .screen import clock, is_live, shorten_middle
 
@@ -316,7 +316,7 @@ def log_line(row, done: Optional[str] = None, eta: Optional[str] = None) -> str:
     if row.target_index is not None:
         pairs.append(("target", row.target_index))
     if row.target_label is not None:
-        pairs.append(("label", row.target_label))
+        pairs.append(("label", shortened(row.target_label)))
     if row.original_score is not None:
         pairs.append(("score", f"{row.original_score:.4f}"))
     if row.seconds is not None:

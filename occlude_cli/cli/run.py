@@ -8,6 +8,7 @@ import typer
 
 from ..core.baselines import BASELINES
 from ..errors import OccludeError
+from ..text import shortened
 from . import parse, show
 from .common import (
     CiFlags,
@@ -485,6 +486,6 @@ def info(
                 "--labels imagenet to run"
             )
         for index, name in enumerate(names):
-            stdout.print(f"{index:>5}  {safe(name)}")
+            stdout.print(f"{index:>5}  {safe(shortened(name))}")
         return
     stdout.print(show.info_text(document))

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from ..text import shortened
 from . import parse
 from .common import (
     ModelFlags,
@@ -175,7 +176,7 @@ def _print_sanity(document: dict) -> None:
     target = document["target"]
     table = Table(
         title=safe(
-            f"occlude sanity: class {target['index']}{' ' + target['label'] if target['label'] else ''}, "
+            f"occlude sanity: class {target['index']}{' ' + shortened(target['label']) if target['label'] else ''}, "
             f"{document['randomisation']['layers_with_weights']} layers with weights"
         ),
         title_justify="left",

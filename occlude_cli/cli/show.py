@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from ..text import shortened
 from .common import one_line, safe, stderr, stdout
 from .screen import Column, fitted_table, shorten_path  # noqa: F401  (shorten_path: the shown paths' rule)
 
@@ -107,7 +108,8 @@ def print_table(rows, out: Path, error_params: Optional[dict] = None) -> None:
     cells, errors = [], error_params or {}
     for row in listed:
         style = {"ok": "green", "skipped": "yellow", "failed": "red"}.get(row.status, "")
-        target = f"{row.target_index} {row.target_label or ''}".strip() if row.target_index is not None else ""
+        label = shortened(row.target_label or "")
+        target = f"{row.target_index} {label}".strip() if row.target_index is not None else ""
         cells.append(
             [
                 (row.path, ""),
@@ -150,7 +152,7 @@ def info_text(d: dict) -> str:
         pre_text = str(pre)
     names = d.get("label_names")
     shown = (
-        (", ".join(names[:5]) + (", ..." if len(names) > 5 else ""))
+        (", ".join(shortened(n) for n in names[:5]) + (", ..." if len(names) > 5 else ""))
         if names
         else "none (pass --labels FILE or --labels imagenet to run)"
     )

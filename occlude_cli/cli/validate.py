@@ -14,7 +14,7 @@ from rich.table import Table
 
 from ..errors import OccludeError
 from ..runs.events import RunEvents
-from ..text import logfmt, shown
+from ..text import logfmt, shortened, shown
 from . import parse
 from .common import (
     CiFlags,
@@ -443,7 +443,8 @@ def _print_checks(console, rows, out: Path, settings: dict) -> None:
         table.add_column(column)
     for row in rows:
         style = {"pass": "green", "fail": "red", "error": "red"}.get(row.status, "")
-        target = f"{row.target_index} {row.target_label or ''}".strip() if row.target_index is not None else ""
+        label = shortened(row.target_label or "")
+        target = f"{row.target_index} {label}".strip() if row.target_index is not None else ""
         table.add_row(
             safe(shorten_path(row.path, 40)),
             f"[{style}]{row.status}[/]",
@@ -496,8 +497,9 @@ def _print_comparison(console, comparison: dict, written) -> None:
     agreement, curves = comparison["agreement"], comparison["curves"]
     name = comparison["other_map"]["name"] or "other"
     label = comparison["target"]["label"]
+    label = f" ({safe(shortened(label))})" if label else ""
     table = Table(
-        title=f"occlude compare: class {comparison['target']['index']}{f' ({safe(label)})' if label else ''}",
+        title=f"occlude compare: class {comparison['target']['index']}{label}",
         title_justify="left",
     )
     table.add_column("metric")

@@ -8,9 +8,7 @@ Pixel values are handled as floats in the 0..255 range; the model sees
 from __future__ import annotations
 
 import stat
-import struct
 import warnings
-import zlib
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -23,6 +21,7 @@ from ..core.casting import cast_checked, describe_range, out_of_range, round_for
 from ..errors import OccludeError, first_line
 from . import limits
 from .letterbox import PAD_VALUE, check_pad_value, letterbox_box, letterbox_pixels
+from .pngrows import check_png_rows
 from .prefetch import take_decoded
 from .resampling import torch_resize
 
@@ -387,7 +386,11 @@ def load_image(path) -> Image.Image:
 
 def decode_photo(path) -> Image.Image:
     """:func:`load_image` without looking for an image decoded ahead: what the prefetch thread runs."""
-    return normalise_mode(limits.check_float_image(open_image(path), path))
+    image = limits.check_float_image(open_image(path), path)
+    try:
+        return normalise_mode(image)
+    except OccludeError as exc:  # a 32-bit integer image out of the 16-bit range: name the file
+        raise OccludeError(f"{path}: {exc}") from None
 
 
 def is_photo(path) -> bool:
@@ -420,7 +423,7 @@ def open_image(path) -> Image.Image:
             limits.check_image_size(width, height, len(opened.getbands()), str(path))
             opened.load()
             if opened.format == "PNG":
-                _check_png_rows(path)
+                check_png_rows(path)
             image = ImageOps.exif_transpose(opened)
             if image is opened:
                 image = opened.copy()
@@ -431,53 +434,6 @@ def open_image(path) -> Image.Image:
     except (OSError, ValueError, SyntaxError) as exc:
         raise OccludeError(f"cannot read image {path}: {first_line(exc)}") from None
     return image
-
-
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
-_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
-
-
-def _check_png_rows(path: Path) -> None:
-    """Refuse a PNG whose compressed pixel data ends before its last row. Pillow fills the missing rows with
-    zeros without a word when the data is a complete zlib stream that is too short (a crafted or badly
-    written file; a file cut short is refused by Pillow itself). The data is decompressed once more in
-    1 MiB pieces that are counted and dropped, so memory stays flat."""
-    with open(path, "rb") as handle:
-        data = handle.read()
-    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
-        return
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
-    bits = _PNG_CHANNELS.get(colour, 0) * depth
-    if not bits:
-        return
-
-    def rows(w: int, h: int) -> int:  # bytes of h rows of w pixels, each with its filter byte
-        return h * (1 + (w * bits + 7) // 8) if w and h else 0
-
-    if interlace:
-        expected = sum(rows((width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy) for x0, y0, dx, dy in _ADAM7)
-    else:
-        expected = rows(width, height)
-    inflate = zlib.decompressobj()
-    got = 0
-    position = 8
-    while position + 8 <= len(data) and got < expected:
-        length, kind = struct.unpack(">I4s", data[position : position + 8])
-        if kind == b"IDAT":
-            piece = inflate.decompress(data[position + 8 : position + 8 + length], 1 << 20)
-            got += len(piece)
-            while inflate.unconsumed_tail and got < expected:
-                got += len(inflate.decompress(inflate.unconsumed_tail, 1 << 20))
-        elif kind == b"IEND":
-            break
-        position += 12 + length
-    if got < expected:
-        if interlace:
-            raise OccludeError(f"cannot read image {path}: its PNG pixel data ends early ({got} of {expected} bytes)")
-        raise OccludeError(
-            f"cannot read image {path}: its PNG pixel data ends after {got // (expected // height)} of {height} "
-            "rows (a truncated or badly written file)"
-        )
 
 
 def file_kind(mode: int) -> str:
@@ -500,13 +456,21 @@ def has_transparency(image: Image.Image) -> bool:
 
 
 def normalise_mode(image: Image.Image) -> Image.Image:
-    """RGB, L (8-bit grey) or F (16/32-bit integer grey rescaled to 0..255); transparency onto white."""
+    """RGB, L (8-bit grey) or F (16-bit grey, 0..65535 rescaled to 0..255); transparency onto white.
+
+    Pillow's integer modes (I;16 and I: a 16-bit PNG or TIFF, a PGM with a maxval above 255, which Pillow
+    scales to 0..65535) are all read on the 16-bit scale, whatever their values (a dark 16-bit image stays
+    dark); a 32-bit integer image with values outside 0..65535 has no agreed range and is refused."""
     if image.mode in ("RGB", "L", "F"):
         return image
     if image.mode.startswith("I"):
         data = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or data.max(initial=0) > 255 else 255.0
-        return Image.fromarray((data * (255.0 / peak)).astype(np.float32), mode="F")
+        if data.size and (data.min() < 0 or data.max() > 65535):
+            raise OccludeError(
+                f"a 32-bit integer image (values {data.min():g}..{data.max():g}) has no pixel range occlude can "
+                "know; save it as an 8- or 16-bit image scaled as the model expects (0..255 or 0..65535)"
+            )
+        return Image.fromarray((data * (255.0 / 65535.0)).astype(np.float32), mode="F")
     if image.mode == "1":
         return image.convert("L")
     if image.mode in ("LA", "La"):

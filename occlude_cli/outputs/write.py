@@ -29,7 +29,7 @@ from ..pictures.render import (
     panels_png,
     score_word,
 )
-from ..text import for_csv
+from ..text import for_csv, shortened
 from .provenance import scrubbed_bytes, stamped
 from .records import (
     CHECK_FIELDS,
@@ -248,7 +248,7 @@ def picture_title(label: Optional[str], index: int, score_kind: str, original: f
     """A map picture's title: the class (label and index) and its unoccluded score."""
     if score_kind == "similarity":  # task embed: one score, no class
         return f"cosine similarity to the reference: {original:.4f}"
-    name = f"{label} (class {index})" if label else f"class {index}"
+    name = f"{shortened(label)} (class {index})" if label else f"class {index}"
     return f"{name}: {score_word(score_kind)} {original:.4f}"
 
 

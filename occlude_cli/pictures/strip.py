@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..text import shown
-from .render import _font, _opacity, _png, colorize, peak_slice, symmetric_limit
+from .render import _font, _opacity, _png, colorize, fitted_text, peak_slice, symmetric_limit
 
 TILE = 112  # pixels per map
 PER_ROW = 12  # maps per line before a strip wraps
@@ -54,8 +54,8 @@ def strip_png(grey: np.ndarray, rows: Sequence[Tuple[str, List[Tile]]], title: s
     height = head + sum((label_h if first else 0) + tile_h + CAPTION + GAP for _, _, first in lines)
     sheet = Image.new("RGB", (max(width, 480), height), "white")
     draw = ImageDraw.Draw(sheet)
-    draw.text((GAP, 4), shown(title), fill=(0, 0, 0), font=_font(13))
-    draw.text((GAP, 22), shown(subtitle), fill=(80, 80, 80), font=_font(10))
+    draw.text((GAP, 4), fitted_text(shown(title), 13, sheet.width - 2 * GAP), fill=(0, 0, 0), font=_font(13))
+    draw.text((GAP, 22), fitted_text(shown(subtitle), 10, sheet.width - 2 * GAP), fill=(80, 80, 80), font=_font(10))
     y = head
     for name, tiles, first in lines:
         if first:
