@@ -197,8 +197,10 @@ def whole_process(model: Path, image: Path, patch: int, stride: int, pairs: int,
             command = [sys.executable, "-m", "occlude_cli", "run", str(model), str(image), "-q", "--out", str(folder)]
             command += ["--patch", str(patch), "--stride", str(stride), "--incremental", mode]
             started = time.perf_counter()
-            subprocess.run(command, check=True, capture_output=True, env=env)
+            done = subprocess.run(command, capture_output=True, env=env, text=True)
             seconds = time.perf_counter() - started
+            if done.returncode:  # e.g. --incremental on refused: the plan's self-check failed on this image
+                return {"refused": (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[0]}
             if round_:  # the first round warms the caches
                 walls[mode].append(seconds)
                 record = json.loads((folder / f"{image.stem}.json").read_text())
@@ -264,8 +266,9 @@ def run(
                 if whole:
                     image = ROOT / "sample_images" / "cat.jpg"
                     process = whole_process(path, image, patch, stride, pairs, Path(folder) / f"{name}-{patch}")
-                    process["reachable"] = reachable(process, row["limit_time_measured"])
-                    process["share_of_limit"] = process["speedup"] / row["limit_time_measured"]
+                    if "refused" not in process:
+                        process["reachable"] = reachable(process, row["limit_time_measured"])
+                        process["share_of_limit"] = process["speedup"] / row["limit_time_measured"]
                     row["whole_process"] = process
                 results.append(row)
                 _print(row)
@@ -321,7 +324,9 @@ def _print(row: dict) -> None:
     print(
         f"    rest of the scorer {p['scorer_rest_ms']:.3f} ms/window; full pass {p['full_ms_per_window']:.2f} ms/window"
     )
-    if "whole_process" in row:
+    if "whole_process" in row and "refused" in row["whole_process"]:
+        print(f"    whole process: --incremental on refused: {row['whole_process']['refused']}", flush=True)
+    elif "whole_process" in row:
         w = row["whole_process"]
         print(
             f"    whole process: on {w['on_s']:.2f} s, off {w['off_s']:.2f} s: {w['speedup']:.2f}x "
