@@ -237,3 +237,21 @@ def slow_map(x: np.ndarray, baseline: np.ndarray, score, patch: int, stride: int
             total[y : y + patch, xx : xx + patch] += original - score(occluded)
             count[y : y + patch, xx : xx + patch] += 1
     return total / count
+
+
+def close(got, want) -> None:
+    """Element-wise within 1e-5 of the peak."""
+    assert got.shape == want.shape
+    assert np.max(np.abs(got - want)) <= 1e-5 * max(np.max(np.abs(want)), 1e-12)
+
+
+def task_photo(folder: Path) -> Path:
+    """32x32 RGB noise with a bright red block (the segmentation's class 0 and the detection's box)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    pixels[6:18, 8:22] = (250, 20, 30)
+    path = folder / "photo.png"
+    Image.fromarray(pixels).save(path)
+    return path

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from occlude_cli import explain
 from occlude_cli.analyses.preprocessing import ModelOptions, open_model
 from occlude_cli.cli import app
-from task_models import slow_map, yolov5_probe, yolov5_probe_score
+from task_models import close, slow_map, task_photo, yolov5_probe, yolov5_probe_score
 
 runner = CliRunner()
 BOXES = [(2, 2, 14, 14), (10, 8, 26, 22), (16, 16, 30, 30)]
@@ -20,12 +20,6 @@ BOXES = [(2, 2, 14, 14), (10, 8, 26, 22), (16, 16, 30, 30)]
 
 def occlude(*args):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-def close(got, want):
-    """Element-wise within 1e-5 of the peak."""
-    assert got.shape == want.shape
-    assert np.max(np.abs(got - want)) <= 1e-5 * max(np.max(np.abs(want)), 1e-12)
 
 
 def one_error(result, code: int, *words: str) -> str:
@@ -39,12 +33,7 @@ def one_error(result, code: int, *words: str) -> str:
 
 @pytest.fixture
 def photo(tmp_path):
-    rng = np.random.default_rng(3)
-    pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    pixels[6:18, 8:22] = (250, 20, 30)
-    path = tmp_path / "photo.png"
-    Image.fromarray(pixels).save(path)
-    return path
+    return task_photo(tmp_path)
 
 
 # ------------------------------------------------------------------------------------- YOLOv5 (objectness)

@@ -14,6 +14,7 @@ from occlude_cli import OccludeError, explain
 from occlude_cli.analyses.tasks import maths
 from occlude_cli.cli import app
 from task_models import (
+    close,
     detection_probe,
     detection_probe_score,
     embedding_probe,
@@ -23,6 +24,7 @@ from task_models import (
     slow_cosine,
     slow_iou,
     slow_map,
+    task_photo,
 )
 
 runner = CliRunner()
@@ -35,21 +37,9 @@ def occlude(*args):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
-def close(got, want):
-    """Element-wise within 1e-5 of the peak."""
-    assert got.shape == want.shape
-    assert np.max(np.abs(got - want)) <= 1e-5 * max(np.max(np.abs(want)), 1e-12)
-
-
 @pytest.fixture
 def photo(tmp_path):
-    """32x32 RGB noise with a bright red block (the segmentation's class 0 and the detection's box)."""
-    rng = np.random.default_rng(3)
-    pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    pixels[6:18, 8:22] = (250, 20, 30)
-    path = tmp_path / "photo.png"
-    Image.fromarray(pixels).save(path)
-    return path
+    return task_photo(tmp_path)
 
 
 def softmax_rows(logits):
