@@ -14,19 +14,10 @@ from occlude_cli.cli.app import app
 
 from conftest import SAMPLE_IMAGES
 from onnx_models import mean_colour_model
+from test_model_files import VIT as VIT_224
 
 CAT = SAMPLE_IMAGES / "cat.jpg"
-VIT = {
-    "do_normalize": True,
-    "do_rescale": True,
-    "do_resize": True,
-    "image_mean": [0.5, 0.5, 0.5],
-    "image_processor_type": "ViTImageProcessor",
-    "image_std": [0.5, 0.5, 0.5],
-    "resample": 2,
-    "rescale_factor": 0.00392156862745098,
-    "size": {"height": 64, "width": 64},
-}
+VIT = {**VIT_224, "size": {"height": 64, "width": 64}}
 # characters no output may carry raw: C0/C1 controls (but the line ends of the files themselves), DEL,
 # bidirectional controls, line and paragraph separators
 RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
