@@ -32,7 +32,7 @@ from ..loaders.model import (
 from ..loaders.modelfiles import find_model_file
 from ..loaders.volumes import VolumePreprocessing, volume_preprocessing_from_metadata
 from .explanation import Explanation, ScaleStudy
-from .options import ExplainOptions, score_name
+from .options import ExplainOptions, label_count_error, score_name
 from .plan import Setup, check_top_k, setup
 from .preprocessing import ModelOptions, preprocessing_for, resolve_labels
 from .scorers import task_incremental, window_scorer
@@ -216,7 +216,7 @@ def _head_and_targets(model: OnnxClassifier, options: ExplainOptions, sample: np
     raw = model.run(sample[None])
     num_classes = raw.shape[1]
     if labels is not None and len(labels) != num_classes:
-        raise OccludeError(f"{len(labels)} labels given but the model has {num_classes} classes")
+        raise label_count_error(labels, num_classes, model)
     if not np.all(np.isfinite(raw)):
         raise OccludeError(
             "the model's output for the unoccluded image is not finite (NaN or inf): "
