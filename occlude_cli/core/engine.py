@@ -236,6 +236,14 @@ class Occlusion:
     forward_passes: int  # inputs sent to the score function, the original included
     measured: Optional[np.ndarray] = None  # (N,) bool: False for windows whose scores were interpolated
 
+    def __repr__(self) -> str:
+        """Short (a notebook prints it): the counts, never the arrays."""
+        measured = "" if self.measured is None else f", measured={int(np.count_nonzero(self.measured))}"
+        return (
+            f"Occlusion(windows={len(self.windows)}{measured}, classes={self.num_classes}, "
+            f"size={tuple(int(s) for s in self.size)}, forward_passes={self.forward_passes})"
+        )
+
     @property
     def num_classes(self) -> int:
         return int(self.original_scores.shape[0])
