@@ -155,3 +155,65 @@ def test_two_threads_on_one_model_give_the_serial_maps(effnet):
     for t in threads:
         t.join()
     assert np.array_equal(out[0], serial[0]) and np.array_equal(out[1], serial[1])
+
+
+def test_the_folder_calls_name_their_parameters(tmp_path):
+    from occlude_cli import ModelOptions, open_model, run_folder
+
+    cases = [
+        (lambda: run_folder(DIGITS, [DIGIT], None, patch=2), "out", "out must be a path"),
+        (lambda: run_folder(5, [DIGIT], tmp_path / "a", patch=2), "model", "model must be a path or an OnnxClassifier"),
+        (lambda: open_model(5), "model", "model must be a path"),
+        (
+            lambda: run_folder(DIGITS, [DIGIT], tmp_path / "b", patch=2, model_options={"device": "cpu"}),
+            "model_options",
+            "model_options must be a ModelOptions",
+        ),
+        (
+            lambda: run_folder(DIGITS, [DIGIT], tmp_path / "c", model_options=ModelOptions(max_memory="2G")),
+            "max_memory",
+            "max_memory is a number of bytes",
+        ),
+        (lambda: OnnxClassifier(DIGITS, device="tpu"), "device", "unknown device 'tpu'"),
+    ]
+    for call, param, words in cases:
+        with pytest.raises(OccludeError) as caught:
+            call()
+        assert caught.value.params == (param,) and words in str(caught.value)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_engine_names_its_parameters():
+    from occlude_cli import occlusion_sensitivity, window_grid
+
+    x = np.zeros((3, 8, 8))
+
+    def score(batch):
+        return batch.reshape(len(batch), -1)[:, :2]
+
+    for kwargs, param in [
+        (dict(patch=(0, 0)), "patch"),
+        (dict(patch=(9, 9)), "patch"),
+        (dict(patch=(2, 2), stride=(3, 3)), "stride"),
+        (dict(patch=(2, 2), baseline=np.zeros((3, 4, 4))), "baseline"),
+        (dict(patch=(2, 2), batch_size=0), "batch_size"),
+    ]:
+        with pytest.raises(OccludeError) as caught:
+            occlusion_sensitivity(x, score, **kwargs)
+        assert caught.value.params == (param,), kwargs
+    with pytest.raises(OccludeError) as caught:
+        window_grid((8, 8), (2, 2), (1, 1), region=(0, 0, 9, 9))
+    assert caught.value.params == ("region",)
+
+
+def test_write_explanation_never_writes_outside_its_folder(digits, tmp_path):
+    from occlude_cli import write_explanation
+
+    result = explain(digits, DIGIT, patch=2)
+    for stem in ("../escaped", "/tmp/escaped", "a/../../escaped", "", "."):
+        with pytest.raises(OccludeError) as caught:
+            write_explanation(result, tmp_path / "out", stem)
+        assert caught.value.params == ("stem",)
+    assert sorted(p.name for p in tmp_path.rglob("*")) in ([], ["out"])
+    written = write_explanation(result, tmp_path / "out", "sub/digit")  # a folder run's nested stem
+    assert all(p.is_relative_to(tmp_path / "out" / "sub") for p in written)

@@ -8,6 +8,7 @@ Every message names the parameter (``patch``, ``top_k``) and lists it in ``Occlu
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from os import PathLike
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
@@ -65,6 +66,15 @@ def per_axis(value: Size, ndim: int, name: str) -> Tuple[int, ...]:
             f"{name} {'x'.join(map(str, value))} does not fit a {ndim}-D input: use {want}", params=(name,)
         )
     return tuple(int(v) for v in value)
+
+
+def checked_path(value, name: str, other: str = ""):
+    """``value`` when it is a path (str or os.PathLike), else one error naming ``name`` (``other``: what else
+    the parameter takes, e.g. "an OnnxClassifier")."""
+    if isinstance(value, (str, PathLike)):
+        return value
+    takes = "a path" + (f" or {other}" if other else "")
+    raise OccludeError(f"{name} must be {takes}, got {type(value).__name__}", params=(name,))
 
 
 def label_count_error(labels: Sequence[str], classes: int, model=None) -> OccludeError:

@@ -6,7 +6,6 @@ budget, baseline), the memory plan, and the setup :func:`~occlude_cli.explain` a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from os import PathLike
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -22,7 +21,7 @@ from ..loaders.limits import MemoryPlan, plan_memory
 from ..loaders.model import OnnxClassifier, ScoreKind, resolve_target
 from ..loaders.volumes import PreparedVolume, VolumePreprocessing
 from .modality import Modality, modality_of
-from .options import ExplainOptions, label_count_error, per_axis, score_name
+from .options import ExplainOptions, checked_path, label_count_error, per_axis, score_name
 from .scorers import task_incremental
 from .tasks.scoring import TaskScoring, check_before_images, task_of, task_scoring
 
@@ -173,14 +172,6 @@ def check_score(model: OnnxClassifier, score) -> None:
     classes = model.num_classes or 2
     probe = np.full((1, classes), 5.0)  # logits-like values: only the graph and the declared head decide here
     model.head(kind, probe)
-
-
-def checked_path(value, name: str, other: str):
-    """``value`` when it is a path (str or os.PathLike), else one error naming ``name`` (``other``: what else
-    the parameter takes)."""
-    if isinstance(value, (str, PathLike)):
-        return value
-    raise OccludeError(f"{name} must be a path or {other}, got {type(value).__name__}", params=(name,))
 
 
 @dataclass
