@@ -217,3 +217,12 @@ def test_write_explanation_never_writes_outside_its_folder(digits, tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*")) in ([], ["out"])
     written = write_explanation(result, tmp_path / "out", "sub/digit")  # a folder run's nested stem
     assert all(p.is_relative_to(tmp_path / "out" / "sub") for p in written)
+
+
+def test_compare_image_says_how_to_compare_a_map_in_memory(tmp_path):
+    from occlude_cli import compare_image
+
+    with pytest.raises(OccludeError) as caught:
+        compare_image(DIGITS, DIGIT, np.zeros((8, 8)), tmp_path / "compare", patch=2)
+    assert caught.value.params == ("other_map",) and "compare_maps(" in str(caught.value)
+    assert not (tmp_path / "compare").exists()
