@@ -226,3 +226,14 @@ def test_compare_image_says_how_to_compare_a_map_in_memory(tmp_path):
         compare_image(DIGITS, DIGIT, np.zeros((8, 8)), tmp_path / "compare", patch=2)
     assert caught.value.params == ("other_map",) and "compare_maps(" in str(caught.value)
     assert not (tmp_path / "compare").exists()
+
+
+def test_a_scale_study_of_one_patch_and_labels_as_one_string_name_their_parameter(digits):
+    from occlude_cli import explain_scales
+
+    with pytest.raises(OccludeError) as caught:
+        explain_scales(digits, DIGIT, [2])
+    assert caught.value.params == ("patches",) and "got 1" in str(caught.value)
+    with pytest.raises(OccludeError) as caught:
+        explain(digits, DIGIT, patch=2, labels="0123456789")  # ten characters, never ten labels
+    assert caught.value.params == ("labels",) and "one per class" in str(caught.value)

@@ -303,7 +303,9 @@ def explain_scales(
     from ..core.metrics import spearman
 
     if len(patches) < 2:
-        raise OccludeError("a scale study needs at least two patch sizes")
+        raise OccludeError(
+            f"a scale study needs at least two patch sizes in patches, got {len(patches)}", params=("patches",)
+        )
     if not isinstance(model, OnnxClassifier):
         model = OnnxClassifier(model)
     options = options or ExplainOptions()

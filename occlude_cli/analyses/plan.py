@@ -6,6 +6,7 @@ budget, baseline), the memory plan, and the setup :func:`~occlude_cli.explain` a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -204,6 +205,11 @@ def setup(model, image, options=None, preprocessing=None, labels=None, overrides
         model = OnnxClassifier(checked_path(model, "model", "an OnnxClassifier"), task=options.task)
     modality = modality_of(image, options)
     preprocessing = modality.preprocessing(model, preprocessing, options)
+    if isinstance(labels, (str, bytes, PathLike)):  # list("cat") would be three labels
+        raise OccludeError(
+            "labels takes the class names, one per class (a label file: open_model(path, ModelOptions(labels=file)))",
+            params=("labels",),
+        )
     labels = list(labels) if labels is not None else model.labels
     patch, stride = check_run(options, preprocessing, model, labels)
     prepared = modality.prepare(image, preprocessing, options)
