@@ -237,3 +237,12 @@ def test_a_scale_study_of_one_patch_and_labels_as_one_string_name_their_paramete
     with pytest.raises(OccludeError) as caught:
         explain(digits, DIGIT, patch=2, labels="0123456789")  # ten characters, never ten labels
     assert caught.value.params == ("labels",) and "one per class" in str(caught.value)
+
+
+def test_a_target_is_an_index_or_a_label_never_a_fraction(digits):
+    assert explain(digits, DIGIT, patch=2, target=np.int64(7)).target == 7
+    assert explain(digits, DIGIT, patch=2, target=7.0).target == 7  # class 7, not the label "7.0"
+    for target in (3.5, True):
+        with pytest.raises(OccludeError) as caught:
+            explain(digits, DIGIT, patch=2, target=target)
+        assert caught.value.params == ("target",) and "class index or a label" in str(caught.value)

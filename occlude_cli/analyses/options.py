@@ -173,6 +173,7 @@ class ExplainOptions:
             "region": self._region(),
             "incremental": self._incremental(),
             "batches": self._batches(),
+            "target": self._target(),
         }
         fields.update(self._medical_checked())
         fields.update(checked_task_fields(self))
@@ -180,6 +181,14 @@ class ExplainOptions:
             check_refine(self.refine_step, self.refine_budget)
         fields["baseline"] = parse_baseline(self.baseline)
         return ExplainOptions(**fields)
+
+    def _target(self) -> Optional[Union[int, str]]:
+        """A class index (any integer type, or a whole float: ``3.0`` is class 3, never the label "3.0") or a
+        label; a bool or a fractional number is one error naming ``target``."""
+        t = self.target
+        if isinstance(t, (bool, np.bool_)) or (isinstance(t, (float, np.floating)) and not float(t).is_integer()):
+            raise OccludeError(f"target must be a class index or a label, got {t!r}", params=("target",))
+        return int(t) if isinstance(t, (int, float, np.integer, np.floating)) else t
 
     def _check_numbers(self) -> None:
         for name, optional in _NUMBERS:
