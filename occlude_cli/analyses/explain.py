@@ -32,7 +32,7 @@ from ..loaders.model import (
 from ..loaders.modelfiles import find_model_file
 from ..loaders.volumes import VolumePreprocessing, volume_preprocessing_from_metadata
 from .explanation import Explanation, ScaleStudy
-from .options import ExplainOptions, score_name
+from .options import ExplainOptions, label_count_error, score_name
 from .plan import Setup, check_top_k, setup
 from .preprocessing import ModelOptions, preprocessing_for, resolve_labels
 from .scorers import task_incremental, window_scorer
@@ -55,10 +55,31 @@ def explain(
 ) -> Explanation:
     """Explain one image: load (if paths), preprocess, occlude, and return the maps.
 
-    ``options`` or keyword overrides (``patch=32``, ``baseline="blur"``, ...) set the run; see ExplainOptions.
-    ``executor``: an object with ``score_windows(inputs, baseline, windows, None, *, batch_size, spatial_axes,
-    progress, score_kind)`` (a RayExecutor) that scores the windows elsewhere, in parallel chunks; the engine
-    aggregates them as usual, so the map is the local one.
+    Args:
+        model: an ONNX file, a folder holding one (an optimum or timm export), or an :class:`OnnxClassifier`
+            already opened (load once, reuse: it may be shared by threads).
+        image: a path (PNG, JPEG, ...; DICOM or NIfTI for medical models), a PIL image, or a numpy array: (H, W)
+            grey, (H, W, C) or (C, H, W) with 1, 3 or 4 (RGBA) channels, ``uint8`` pixels 0..255 (the same map
+            as a PNG of them) or floats in 0..1 (never rounded); other dtypes are refused (see
+            :mod:`occlude_cli.loaders.arrays`).
+        options: the run's :class:`ExplainOptions`; keyword ``overrides`` set its fields (``patch=32``,
+            ``stride=16``, ``baseline="blur"``, ``target=285`` or a label, ``top_k=3``, ``score="logit"``,
+            ``batch_size=64``, ``region=(x0, y0, x1, y1)``, ``refine=True``, ``incremental="off"``, ...). An
+            unknown keyword is a TypeError.
+        preprocessing: how the image becomes the model input (default: from the model's metadata and shape;
+            see :func:`resolve_preprocessing` and :func:`open_model`).
+        labels: class names, one per class (default: the model's own, else none).
+        progress: called as ``progress(done, total)`` with the windows scored so far.
+        executor: an object with ``score_windows(inputs, baseline, windows, None, *, batch_size, spatial_axes,
+            progress, score_kind)`` (a RayExecutor) that scores the windows elsewhere, in parallel chunks; the
+            engine aggregates them as usual, so the map is the local one.
+
+    Returns:
+        An :class:`Explanation`: ``map`` (H, W) float64 at model-input size, ``maps`` (top_k, H, W),
+        ``target``, ``label(i)``, ``occlusion`` (every window's scores), ``params`` (what reproduces it).
+
+    Raises:
+        OccludeError: bad input, naming the parameter in its message and in ``.params``.
     """
     started = time.perf_counter()
     s = setup(model, image, options, preprocessing, labels, overrides)
@@ -216,7 +237,7 @@ def _head_and_targets(model: OnnxClassifier, options: ExplainOptions, sample: np
     raw = model.run(sample[None])
     num_classes = raw.shape[1]
     if labels is not None and len(labels) != num_classes:
-        raise OccludeError(f"{len(labels)} labels given but the model has {num_classes} classes")
+        raise label_count_error(labels, num_classes, model)
     if not np.all(np.isfinite(raw)):
         raise OccludeError(
             "the model's output for the unoccluded image is not finite (NaN or inf): "
@@ -282,7 +303,9 @@ def explain_scales(
     from ..core.metrics import spearman
 
     if len(patches) < 2:
-        raise OccludeError("a scale study needs at least two patch sizes")
+        raise OccludeError(
+            f"a scale study needs at least two patch sizes in patches, got {len(patches)}", params=("patches",)
+        )
     if not isinstance(model, OnnxClassifier):
         model = OnnxClassifier(model)
     options = options or ExplainOptions()

@@ -6,6 +6,7 @@ written by :mod:`occlude_cli.outputs`; an explanation draws itself for a noteboo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -46,6 +47,18 @@ class Explanation:
         state = dict(self.__dict__)
         state["score"] = None
         return state
+
+    def __repr__(self) -> str:
+        """Short (a notebook prints it): what was explained and the maps' shape, never the arrays."""
+        label = self.label(self.target)
+        path = getattr(self.image, "path", None)
+        return (
+            f"{type(self).__name__}(target={self.target}{' ' + repr(label) if label is not None else ''}, "
+            f"score_kind={self.score_kind!r}, maps={tuple(self.maps.shape)} {self.maps.dtype}, "
+            f"patch={self.params.get('patch')}, stride={self.params.get('stride')}, "
+            f"model={Path(str(self.model.get('path', ''))).name!r}, image={Path(path).name if path else None!r}, "
+            f"warnings={len(self.warnings)})"
+        )
 
     @property
     def target(self) -> int:

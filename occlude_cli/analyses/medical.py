@@ -66,7 +66,7 @@ def volume_baseline(kind: str, prepared: PreparedVolume, patch: Sequence[int], *
     return make_input_baseline(kind, prepared.model_input, axes, seed=seed, blur_sigma=sigma)
 
 
-@dataclass
+@dataclass(repr=False)  # Explanation's short repr
 class VolumeExplanation(Explanation):
     """An explanation of a medical input (a DICOM slice, a DICOM series or a NIfTI volume): ``image`` is a
     :class:`~occlude_cli.loaders.volumes.PreparedVolume`; maps are (K, D, H, W) or (K, H, W) at the model grid."""

@@ -8,8 +8,9 @@ Every message names the parameter (``patch``, ``top_k``) and lists it in ``Occlu
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from os import PathLike
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -65,6 +66,23 @@ def per_axis(value: Size, ndim: int, name: str) -> Tuple[int, ...]:
             f"{name} {'x'.join(map(str, value))} does not fit a {ndim}-D input: use {want}", params=(name,)
         )
     return tuple(int(v) for v in value)
+
+
+def checked_path(value, name: str, other: str = ""):
+    """``value`` when it is a path (str or os.PathLike), else one error naming ``name`` (``other``: what else
+    the parameter takes, e.g. "an OnnxClassifier")."""
+    if isinstance(value, (str, PathLike)):
+        return value
+    takes = "a path" + (f" or {other}" if other else "")
+    raise OccludeError(f"{name} must be {takes}, got {type(value).__name__}", params=(name,))
+
+
+def label_count_error(labels: Sequence[str], classes: int, model=None) -> OccludeError:
+    """Labels that are not one per class: named ``labels`` when they are the caller's, by their source (the
+    model's metadata, its label file) when they are the model's own."""
+    if model is not None and labels == model.labels and model.labels_source:
+        return OccludeError(f"the {model.labels_source} has {len(labels)} labels but the model has {classes} classes")
+    return OccludeError(f"labels has {len(labels)} names but the model has {classes} classes", params=("labels",))
 
 
 def score_name(score) -> str:
@@ -155,6 +173,7 @@ class ExplainOptions:
             "region": self._region(),
             "incremental": self._incremental(),
             "batches": self._batches(),
+            "target": self._target(),
         }
         fields.update(self._medical_checked())
         fields.update(checked_task_fields(self))
@@ -163,6 +182,14 @@ class ExplainOptions:
         fields["baseline"] = parse_baseline(self.baseline)
         return ExplainOptions(**fields)
 
+    def _target(self) -> Optional[Union[int, str]]:
+        """A class index (any integer type, or a whole float: ``3.0`` is class 3, never the label "3.0") or a
+        label; a bool or a fractional number is one error naming ``target``."""
+        t = self.target
+        if isinstance(t, (bool, np.bool_)) or (isinstance(t, (float, np.floating)) and not float(t).is_integer()):
+            raise OccludeError(f"target must be a class index or a label, got {t!r}", params=("target",))
+        return int(t) if isinstance(t, (int, float, np.integer, np.floating)) else t
+
     def _check_numbers(self) -> None:
         for name, optional in _NUMBERS:
             value = getattr(self, name)
@@ -170,9 +197,13 @@ class ExplainOptions:
                 isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating))
             ):
                 raise OccludeError(f"{name} must be a number, got {value!r}", params=(name,))
-        if int(self.top_k) != self.top_k or self.top_k < 1:
+        for name in ("top_k", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and int(value) != value:
+                raise OccludeError(f"{name} must be a whole number, got {value}", params=(name,))
+        if self.top_k < 1:
             raise OccludeError(f"top_k must be at least 1, got {self.top_k}", params=("top_k",))
-        if self.batch_size is not None and (int(self.batch_size) != self.batch_size or self.batch_size < 1):
+        if self.batch_size is not None and self.batch_size < 1:
             raise OccludeError(f"batch_size must be at least 1, got {self.batch_size}", params=("batch_size",))
         if self.blur_sigma is not None and not (np.isfinite(self.blur_sigma) and self.blur_sigma > 0):
             raise OccludeError(

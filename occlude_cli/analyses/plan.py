@@ -6,6 +6,7 @@ budget, baseline), the memory plan, and the setup :func:`~occlude_cli.explain` a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -21,7 +22,7 @@ from ..loaders.limits import MemoryPlan, plan_memory
 from ..loaders.model import OnnxClassifier, ScoreKind, resolve_target
 from ..loaders.volumes import PreparedVolume, VolumePreprocessing
 from .modality import Modality, modality_of
-from .options import ExplainOptions, per_axis, score_name
+from .options import ExplainOptions, checked_path, label_count_error, per_axis, score_name
 from .scorers import task_incremental
 from .tasks.scoring import TaskScoring, check_before_images, task_of, task_scoring
 
@@ -131,10 +132,7 @@ def _check_against_model(options: ExplainOptions, preprocessing, model: OnnxClas
 def _check_labels(model: OnnxClassifier, labels, classes: Optional[int]) -> None:
     """As many labels as the model has classes (when it says how many)."""
     if labels is not None and classes is not None and len(labels) != classes:
-        given = f"{len(labels)} labels given"
-        if labels == model.labels and model.labels_source:  # not the user's: say where they come from
-            given = f"the {model.labels_source} has {len(labels)} labels"
-        raise OccludeError(f"{given} but the model has {classes} classes")
+        raise label_count_error(labels, classes, model)
 
 
 def check_top_k(top_k: int, classes: Optional[int]) -> None:
@@ -197,11 +195,21 @@ class Setup:
 def setup(model, image, options=None, preprocessing=None, labels=None, overrides=None) -> Setup:
     """Options (with keyword ``overrides``) checked once, the model loaded (a path) and its input prepared by
     its modality, after every check that needs no image."""
+    if options is not None and not isinstance(options, ExplainOptions):
+        raise OccludeError(
+            f"options must be an ExplainOptions (or give keywords: patch=32), got {type(options).__name__}",
+            params=("options",),
+        )
     options = (options or ExplainOptions()).with_overrides(overrides or {}).checked()
     if not isinstance(model, OnnxClassifier):
-        model = OnnxClassifier(model, task=options.task)
+        model = OnnxClassifier(checked_path(model, "model", "an OnnxClassifier"), task=options.task)
     modality = modality_of(image, options)
     preprocessing = modality.preprocessing(model, preprocessing, options)
+    if isinstance(labels, (str, bytes, PathLike)):  # list("cat") would be three labels
+        raise OccludeError(
+            "labels takes the class names, one per class (a label file: open_model(path, ModelOptions(labels=file)))",
+            params=("labels",),
+        )
     labels = list(labels) if labels is not None else model.labels
     patch, stride = check_run(options, preprocessing, model, labels)
     prepared = modality.prepare(image, preprocessing, options)

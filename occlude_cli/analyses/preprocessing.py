@@ -26,7 +26,7 @@ from ..loaders.modelfiles import (
     preset_level,
 )
 from ..loaders.volumes import VOLUME_LAYOUTS, VolumePreprocessing, volume_preprocessing_from_metadata
-from .options import as_size, per_axis
+from .options import as_size, checked_path, per_axis
 
 
 @dataclass
@@ -82,7 +82,17 @@ def open_model(
     An already loaded classifier is used as it is (its device and names stay). ``task``: what the model's output
     is (see :class:`~occlude_cli.loaders.model.OnnxClassifier`); ``resize``: the resize mode when nothing else
     names one (letterbox for YOLO detectors)."""
+    if options is not None and not isinstance(options, ModelOptions):
+        raise OccludeError(
+            f"model_options must be a ModelOptions, got {type(options).__name__}", params=("model_options",)
+        )
     options = options or ModelOptions()
+    if options.max_memory is not None and (
+        isinstance(options.max_memory, bool) or not isinstance(options.max_memory, (int, np.integer))
+    ):
+        raise OccludeError(
+            f"max_memory is a number of bytes (2 << 30), got {options.max_memory!r}", params=("max_memory",)
+        )
     if options.scale is not None and not (
         options.scale == options.scale and abs(options.scale) not in (0.0, float("inf"))
     ):
@@ -102,7 +112,7 @@ def open_model(
         classifier = model
     else:
         threads = resolve_threads(options.threads, force=options.force_threads)
-        path = find_model_file(model)
+        path = find_model_file(checked_path(model, "model", "an OnnxClassifier"))
         limits.check_model_file(path)  # from the graph, before onnxruntime loads (and may run) it
         classifier = OnnxClassifier(
             path,

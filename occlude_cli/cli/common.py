@@ -70,6 +70,7 @@ FLAGS = {
     "clean_class": "--expect",
     "other_kind": "--map-kind",
     "scales": "--patch",
+    "patches": "--patch",
     "ray": "--ray",
     "out_dir": "OUT_DIR",  # the argument of report and summary
 }

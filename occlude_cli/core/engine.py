@@ -36,13 +36,16 @@ def window_starts(length: int, patch: int, stride: int, lo: int = 0) -> np.ndarr
     """Start offsets along one axis of [lo, lo + length): every ``stride``, plus a final window flush
     with the end when the stride does not land on it, so that every position is covered."""
     if stride < 1:
-        raise OccludeError(f"stride must be at least 1, got {stride}")
+        raise OccludeError(f"stride must be at least 1, got {stride}", params=("stride",))
     if patch < 1:
-        raise OccludeError(f"patch must be at least 1, got {patch}")
+        raise OccludeError(f"patch must be at least 1, got {patch}", params=("patch",))
     if patch > length:
-        raise OccludeError(f"patch ({patch}) is larger than the area to occlude ({length} pixels)")
+        raise OccludeError(f"patch ({patch}) is larger than the area to occlude ({length} pixels)", params=("patch",))
     if stride > patch:
-        raise OccludeError(f"stride ({stride}) is larger than the patch ({patch}): some pixels would never be occluded")
+        raise OccludeError(
+            f"stride ({stride}) is larger than the patch ({patch}): some pixels would never be occluded",
+            params=("stride",),
+        )
     starts = list(range(0, length - patch + 1, stride))
     if starts[-1] + patch < length:
         starts.append(length - patch)
@@ -63,10 +66,18 @@ def window_grid(
     size = tuple(int(s) for s in size)
     d = len(size)
     if len(patch) != d or len(stride) != d:
-        raise OccludeError(f"patch {tuple(patch)} and stride {tuple(stride)} need {d} values for a {d}-D input")
+        raise OccludeError(
+            f"patch {tuple(patch)} and stride {tuple(stride)} need {d} values for a {d}-D input",
+            params=(
+                "patch",
+                "stride",
+            ),
+        )
     lo, hi = (tuple(region[:d]), tuple(region[d:])) if region is not None else ((0,) * d, size)
     if len(hi) != d or not all(0 <= a < b <= s for a, b, s in zip(lo, hi, size)):
-        raise OccludeError(f"region {region} is empty or outside the {'x'.join(map(str, size))} input")
+        raise OccludeError(
+            f"region {region} is empty or outside the {'x'.join(map(str, size))} input", params=("region",)
+        )
     starts = [window_starts(b - a, p, s, a) for a, b, p, s in zip(lo, hi, patch, stride)]
     grids = np.meshgrid(*starts, indexing="ij")
     n = grids[0].size
@@ -97,7 +108,7 @@ def default_stride(patch: Sequence[int]) -> Tuple[int, ...]:
 
 def check_batch_size(batch_size: int) -> int:
     if int(batch_size) < 1:
-        raise OccludeError(f"batch_size must be at least 1, got {batch_size}")
+        raise OccludeError(f"batch_size must be at least 1, got {batch_size}", params=("batch_size",))
     return int(batch_size)
 
 
@@ -105,7 +116,9 @@ def check_baseline(inputs: np.ndarray, baseline, batch_size: int) -> np.ndarray:
     """The baseline as an array of the input's dtype, after checking its shape and the batch size."""
     baseline = np.asarray(baseline, dtype=inputs.dtype)
     if baseline.shape != inputs.shape:
-        raise OccludeError(f"baseline shape {baseline.shape} differs from input shape {inputs.shape}")
+        raise OccludeError(
+            f"baseline shape {baseline.shape} differs from input shape {inputs.shape}", params=("baseline",)
+        )
     check_batch_size(batch_size)
     return baseline
 
@@ -114,7 +127,10 @@ def spatial_axes_of(inputs: np.ndarray, spatial_axes: Sequence[int]) -> Tuple[in
     """The spatial axes as distinct non-negative indices."""
     axes = tuple(int(a) % inputs.ndim for a in spatial_axes)
     if len(set(axes)) != len(axes) or not axes:
-        raise OccludeError(f"spatial_axes {tuple(spatial_axes)} must name distinct axes of a {inputs.ndim}-D input")
+        raise OccludeError(
+            f"spatial_axes {tuple(spatial_axes)} must name distinct axes of a {inputs.ndim}-D input",
+            params=("spatial_axes",),
+        )
     return axes
 
 
@@ -235,6 +251,14 @@ class Occlusion:
     size: Tuple[int, ...]  # extent of the input per spatial axis ((height, width) for images)
     forward_passes: int  # inputs sent to the score function, the original included
     measured: Optional[np.ndarray] = None  # (N,) bool: False for windows whose scores were interpolated
+
+    def __repr__(self) -> str:
+        """Short (a notebook prints it): the counts, never the arrays."""
+        measured = "" if self.measured is None else f", measured={int(np.count_nonzero(self.measured))}"
+        return (
+            f"Occlusion(windows={len(self.windows)}{measured}, classes={self.num_classes}, "
+            f"size={tuple(int(s) for s in self.size)}, forward_passes={self.forward_passes})"
+        )
 
     @property
     def num_classes(self) -> int:

@@ -11,6 +11,7 @@ import stat
 import warnings
 from dataclasses import dataclass, field
 from enum import Enum
+from os import PathLike
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence, Tuple
 
@@ -20,6 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..core.casting import cast_checked, describe_range, out_of_range, round_for, type_range
 from ..errors import OccludeError, first_line
 from . import limits
+from .arrays import float_in_colour_order, image_from_array
 from .letterbox import PAD_VALUE, check_pad_value, letterbox_box, letterbox_pixels
 from .pngrows import check_png_rows
 from .prefetch import take_decoded
@@ -619,6 +621,15 @@ def resample_image(image: Image.Image, preprocessing: Preprocessing) -> Tuple[np
     return image_pixels(image, pre.color), geometry
 
 
+def _resample_floats(rgb: np.ndarray, preprocessing: Preprocessing) -> Tuple[np.ndarray, Geometry]:
+    """(H, W, 3) float pixels 0..255 (a float array) resized in float by every resampler, like a 16-bit photo."""
+    pre, pixels = preprocessing, float_in_colour_order(rgb, preprocessing.color)
+    geometry = resize_geometry((rgb.shape[1], rgb.shape[0]), pre.size, pre.resize, pre.resize_to, pre.crop_offset)
+    if pre.resize == "letterbox":
+        return letterbox_pixels(pixels, pre, resize_pixels), geometry
+    return resize_pixels(pixels, pre.size, geometry.box, pre.interpolation), geometry
+
+
 def _in_colour_order(pixels: np.ndarray, color: str) -> np.ndarray:
     """(H, W, 1 or 3) float pixels as the model's colour order wants them (grey repeated for colour models)."""
     if color == "gray":
@@ -629,14 +640,24 @@ def _in_colour_order(pixels: np.ndarray, color: str) -> np.ndarray:
 
 
 def prepare_image(image, preprocessing: Preprocessing) -> PreparedImage:
-    """Load (if given a path) and turn an image into one model input."""
-    path = None
-    if not isinstance(image, Image.Image):
+    """Load (if given a path) and turn an image into one model input: a path, a PIL image, or a numpy array
+    (see :mod:`~occlude_cli.loaders.arrays` for what its shape and dtype mean)."""
+    path, floats = None, None
+    if isinstance(image, np.ndarray):
+        image, floats = image_from_array(image)
+        image = normalise_mode(image)
+    elif isinstance(image, Image.Image):
+        image = normalise_mode(ImageOps.exif_transpose(image))
+    elif isinstance(image, (str, PathLike)):
         path = Path(image)
         image = load_image(path)
     else:
-        image = normalise_mode(ImageOps.exif_transpose(image))
-    pixels, geometry = resample_image(image, preprocessing)
+        raise OccludeError(
+            f"image must be a path, a PIL image or a numpy array, got {type(image).__name__}", params=("image",)
+        )
+    pixels, geometry = (
+        resample_image(image, preprocessing) if floats is None else _resample_floats(floats, preprocessing)
+    )
     return PreparedImage(
         path=path,
         original=image,

@@ -116,7 +116,7 @@ def resolve_threads(threads: Optional[int], *, force: bool = False) -> int:
 def choose_providers(device: str) -> List[str]:
     """onnxruntime execution providers for --device auto|cpu|cuda."""
     if device not in DEVICES:
-        raise OccludeError(f"unknown device {device!r}: use one of {', '.join(DEVICES)}")
+        raise OccludeError(f"unknown device {device!r}: device takes one of {', '.join(DEVICES)}", params=("device",))
     available = _ort().get_available_providers()
     has_cuda = "CUDAExecutionProvider" in available
     if device == "cuda" and not has_cuda:

@@ -11,13 +11,14 @@ import os
 import re
 import stat
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 
 from ..analyses.checks import CHECK_CSV_HEADER, CheckRow
 from ..analyses.explanation import SCHEMA_VERSION, Explanation, ScaleStudy
+from ..analyses.options import checked_path
 from ..errors import OccludeError
 from ..pictures.render import (
     DEFAULT_STYLE,
@@ -29,7 +30,7 @@ from ..pictures.render import (
     panels_png,
     score_word,
 )
-from ..text import for_csv, shortened
+from ..text import for_csv, shortened, shown
 from .provenance import scrubbed_bytes, stamped
 from .records import (
     CHECK_FIELDS,
@@ -96,9 +97,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def check_output_folder(out) -> Path:
-    """Fail early, with one line, when the output folder cannot be created or written; returns it."""
-    out = Path(out)
+def check_output_folder(out, name: str = "out") -> Path:
+    """Fail early, with one line, when the output folder cannot be created or written; returns it. ``name``:
+    the parameter that gave it (a value that is no path is one error naming it)."""
+    out = Path(checked_path(out, name))
     if out.exists() and not out.is_dir():
         raise OccludeError(f"output path exists and is not a folder: {out}")
     try:
@@ -320,6 +322,16 @@ def _write_map(
     return written
 
 
+def check_stem(stem) -> None:
+    """A per-input STEM that stays in its output folder: relative, no ``..``, not empty (one error naming it)."""
+    parts = PurePosixPath(str(stem).replace("\\", "/")).parts if isinstance(stem, str) else None
+    if not parts or str(stem).startswith("/") or any(p in ("..", ".") for p in parts):
+        raise OccludeError(
+            f"stem must be a file name or a relative path inside the output folder, got '{shown(str(stem))}'",
+            params=("stem",),
+        )
+
+
 def write_explanation(
     explanation: Explanation,
     out_dir,
@@ -334,9 +346,11 @@ def write_explanation(
 ) -> List[Path]:
     """Write STEM.json, STEM.overlay.png, STEM.heatmap.png and STEM.npy (and the extras asked for).
 
-    The JSON is written last, so its presence marks a complete set of outputs (what --resume checks).
+    The JSON is written last, so its presence marks a complete set of outputs (what --resume checks). ``stem``
+    stays inside ``out_dir``: a relative path (``sub/cat``) without ``..``, else one error naming ``stem``.
     """
-    out_dir = Path(out_dir)
+    out_dir = Path(checked_path(out_dir, "out_dir"))
+    check_stem(stem)
     e = explanation
     written: List[Path] = []
     try:

@@ -5,6 +5,7 @@ means with bootstrap intervals), written as STEM.compare.json/.png and compare.j
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -115,6 +116,12 @@ def compare_image(
     ``sanity_image(..., export_models=DIR)`` holding the other method's maps with each randomised model
     (``DIR/cascading-01.npy`` for ``cascading-01.onnx``, or .png): their similarity to ``other_map``, the same
     numbers the sanity test gives occlusion. A bad map fails before the model loads."""
+    if not isinstance(other_map, (str, PathLike)):
+        raise OccludeError(
+            f"other_map must be a path to a .npy or PNG map, got {type(other_map).__name__} (a map in memory: "
+            "compare_maps(explain(model, image), the_map, model))",
+            params=("other_map",),
+        )
     read_saliency_map(other_map, dims=(2, 3))  # a bad map fails before the model loads
     region = _one_region(region)
     randomised = _sanity_maps(sanity) if sanity is not None else None

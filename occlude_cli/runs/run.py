@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Sequence, Set, Tuple, Union
 
 from ..analyses.estimate import baseline_check, estimate_run
-from ..analyses.options import ExplainOptions, as_size
+from ..analyses.options import ExplainOptions, as_size, checked_path
 from ..analyses.plan import check_run, memory_plan
 from ..analyses.preprocessing import ModelOptions, open_model
 from ..analyses.regiontable import RegionLabels
@@ -168,6 +168,7 @@ def plan_folder(
     model, inputs, out, options=None, settings=None, *, model_options=None, preprocessing=None, labels=None, **more
 ) -> FolderPlan:
     """Everything a folder run checks and decides before any image: see :func:`run_folder`."""
+    out = checked_path(out, "out")
     options, settings = split_options(options, settings, more)
     settings, options = settings.checked(), options.checked()
     if settings.scales and options.patch is None:

@@ -100,7 +100,7 @@ def sanity_image(
     source = model_path(opened.classifier)
     external = model_facts(source).external_data
     if export_models is not None:
-        folder = check_output_folder(export_models)
+        folder = check_output_folder(export_models, "export_models")
         if folder.resolve() == source.parent.resolve():
             raise OccludeError(
                 "export_models must not be the model's own folder (its files would sit among the randomised copies)",

@@ -14,6 +14,7 @@ import numpy as np
 from ...errors import OccludeError
 from ...loaders.images import PreparedImage, map_on_original, prepare_image
 from ...loaders.model import Head, OnnxClassifier, resolve_target
+from ..options import label_count_error
 from . import maths
 from .spec import typed
 
@@ -141,7 +142,7 @@ def _segment(model: OnnxClassifier, options, prepared: PreparedImage, labels) ->
     classes, h, w = raw.shape[1:]
     _segment_size(name, (h, w), (height, width))
     if labels is not None and len(labels) != classes:
-        raise OccludeError(f"{len(labels)} labels given but the model has {classes} classes")
+        raise label_count_error(labels, classes, model)
     rows = np.moveaxis(raw, 1, -1).reshape(-1, classes)
     head = model.head(options.score, rows)
     head = Head(head.kind, head.requested, f"segment, per pixel: {head.rule}")
@@ -304,7 +305,7 @@ def _detect(model: OnnxClassifier, options, prepared: PreparedImage, labels) -> 
     boxes, probabilities = boxes[0], probabilities[0]
     count = int(probabilities.shape[1])
     if labels is not None and len(labels) != count:
-        raise OccludeError(f"{len(labels)} labels given but the model has {count} classes")
+        raise label_count_error(labels, count, model)
     asked = resolve_target(options.target, labels, count) if options.target is not None else None
     kept = 0
     if options.target_box is not None:
