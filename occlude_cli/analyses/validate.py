@@ -46,6 +46,17 @@ from .modality import input_baseline
 from .options import ExplainOptions
 
 DEFAULT_TOP_FRACTION = 0.1
+TIE_RTOL = 1e-6  # two numbers closer than this (relative) are a tie: a map saved as float32 (STEM.npy) vs itself
+
+
+def verdict(ours, theirs, *, lower: bool) -> Optional[str]:
+    """Which map a metric favours: ``occlusion`` (``ours``), ``other`` or ``tie`` (within :data:`TIE_RTOL`, so
+    a map compared with its own float32 copy never names a winner); None when either number is undefined."""
+    if ours is None or theirs is None or not (np.isfinite(ours) and np.isfinite(theirs)):
+        return None
+    if np.isclose(ours, theirs, rtol=TIE_RTOL, atol=1e-12):
+        return "tie"
+    return "occlusion" if (ours < theirs) == lower else "other"
 json_number = finite_or_none
 
 
@@ -325,12 +336,6 @@ def compare_maps(
             batch_size=batch_size,
         )
 
-    def better(key: str, lower: bool) -> str:
-        a, b = ours[key], theirs[key]
-        if np.isclose(a, b, rtol=1e-9, atol=1e-12):
-            return "tie"
-        return "occlusion" if (a < b) == lower else "other"
-
     def curve_record(c: dict) -> dict:
         return {
             "deletion_auc": c["deletion_auc"],
@@ -363,15 +368,36 @@ def compare_maps(
             "other": curve_record(theirs),
         },
         "better": {
-            "deletion": better("deletion_auc", lower=True),
-            "insertion": better("insertion_auc", lower=False),
+            "deletion": verdict(ours["deletion_auc"], theirs["deletion_auc"], lower=True),
+            "insertion": verdict(ours["insertion_auc"], theirs["insertion_auc"], lower=False),
         },
-        "fidelity": fid,
-        "quality": {
-            "region_pixels": int(np.count_nonzero(region)) if region is not None else None,
-            "occlusion": region_quality(occ_map, region),
-            "other": region_quality(other, region),
-        },
+        "fidelity": {**fid, "better": _fidelity_verdicts(fid)} if fid else fid,
+        "quality": _quality(occ_map, other, region),
+    }
+
+
+def _fidelity_verdicts(fid: dict) -> dict:
+    """Which map each faithfulness number favours (infidelity: lower is better; the top-k shares: higher)."""
+    ours, theirs = fid["maps"]["occlusion"], fid["maps"]["other"]
+    return {
+        metric: verdict(ours[metric][key], theirs[metric][key], lower=lower)
+        for metric, key, lower in (
+            ("infidelity", "unexplained", True),
+            ("sufficiency", "mean_kept", False),
+            ("completeness", "mean_removed", False),
+        )
+    }
+
+
+def _quality(occ_map: np.ndarray, other: np.ndarray, region: Optional[np.ndarray]) -> dict:
+    """Both maps' Quantus-style numbers and, with a region, which map its accuracies favour (higher is better)."""
+    ours, theirs = region_quality(occ_map, region), region_quality(other, region)
+    keys = ("relevance_mass_accuracy", "relevance_rank_accuracy") if region is not None else ()
+    return {
+        "region_pixels": int(np.count_nonzero(region)) if region is not None else None,
+        "occlusion": ours,
+        "other": theirs,
+        "better": {key: verdict(ours[key], theirs[key], lower=False) for key in keys},
     }
 
 

@@ -84,6 +84,11 @@ def _fmt(value, digits: int = 3) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
+def _shown(value) -> str:
+    """A number of compare's table and summary line; "n/a" where it is undefined (a constant map's correlation)."""
+    return _fmt(value) or "n/a"
+
+
 class CompareEvents(RunEvents):
     """compare's events: notes unless --quiet or --json; in a CI log one line per compared input."""
 
@@ -473,12 +478,8 @@ def _quality_rows(table: Table, quality: Optional[dict]) -> None:
             ("relevance rank accuracy (higher is better)", "relevance_rank_accuracy", False),
             *rows,
         ]
-    for label, key, lower in rows:
-        a, b = ours[key], theirs[key]
-        verdict = ""
-        if lower is not None and a is not None and b is not None:
-            verdict = "tie" if abs(a - b) < 1e-12 else ("occlusion" if (a < b) == lower else "other")
-        table.add_row(label, _fmt(a), _fmt(b), verdict)
+    for label, key, _ in rows:
+        table.add_row(label, _shown(ours[key]), _shown(theirs[key]), (quality.get("better") or {}).get(key) or "")
 
 
 def _print_method_sanity(console, sanity: dict, name: str) -> None:
@@ -508,36 +509,31 @@ def _print_comparison(console, comparison: dict, written) -> None:
     table.add_column("better")
     table.add_row(
         "deletion AUC (lower is better)",
-        _fmt(curves["occlusion"]["deletion_auc"]),
-        _fmt(curves["other"]["deletion_auc"]),
-        comparison["better"]["deletion"],
+        _shown(curves["occlusion"]["deletion_auc"]),
+        _shown(curves["other"]["deletion_auc"]),
+        comparison["better"]["deletion"] or "",
     )
     table.add_row(
         "insertion AUC (higher is better)",
-        _fmt(curves["occlusion"]["insertion_auc"]),
-        _fmt(curves["other"]["insertion_auc"]),
-        comparison["better"]["insertion"],
+        _shown(curves["occlusion"]["insertion_auc"]),
+        _shown(curves["other"]["insertion_auc"]),
+        comparison["better"]["insertion"] or "",
     )
     fidelity = comparison.get("fidelity")
     if fidelity:
         ours, theirs = fidelity["maps"]["occlusion"], fidelity["maps"]["other"]
-        for label, path, lower in (
-            ("infidelity, unexplained share (lower is better)", ("infidelity", "unexplained"), True),
-            ("sufficiency, mean share kept (higher is better)", ("sufficiency", "mean_kept"), False),
-            ("completeness, mean share removed (higher is better)", ("completeness", "mean_removed"), False),
+        for label, path in (
+            ("infidelity, unexplained share (lower is better)", ("infidelity", "unexplained")),
+            ("sufficiency, mean share kept (higher is better)", ("sufficiency", "mean_kept")),
+            ("completeness, mean share removed (higher is better)", ("completeness", "mean_removed")),
         ):
             a, b = ours[path[0]][path[1]], theirs[path[0]][path[1]]
-            verdict = (
-                ""
-                if a is None or b is None
-                else ("tie" if abs(a - b) < 1e-12 else ("occlusion" if (a < b) == lower else "other"))
-            )
-            table.add_row(label, _fmt(a), _fmt(b), verdict)
+            table.add_row(label, _shown(a), _shown(b), fidelity["better"][path[0]] or "")
     _quality_rows(table, comparison.get("quality"))
     console.print(table)
     console.print(
-        f"Pearson {_fmt(agreement['pearson'])}, Spearman {_fmt(agreement['spearman'])}, "
-        f"top {agreement['top_fraction'] * 100:g}% IoU {_fmt(agreement['top_iou'])} over {agreement['pixels']} pixels"
+        f"Pearson {_shown(agreement['pearson'])}, Spearman {_shown(agreement['spearman'])}, "
+        f"top {agreement['top_fraction'] * 100:g}% IoU {_shown(agreement['top_iou'])} over {agreement['pixels']} pixels"
     )
     if comparison.get("sanity"):
         _print_method_sanity(console, comparison["sanity"], name)

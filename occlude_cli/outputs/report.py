@@ -441,7 +441,7 @@ def _compare_entries(out: Path, files: set[str], prefix: str, warnings: list[str
                 "iou": _num(agreement.get("top_iou")),
                 "del": [_num(ours.get("deletion_auc")), _num(theirs.get("deletion_auc"))],
                 "ins": [_num(ours.get("insertion_auc")), _num(theirs.get("insertion_auc"))],
-                "better": [str(better.get("deletion", "")), str(better.get("insertion", ""))],
+                "better": [str(better.get("deletion") or ""), str(better.get("insertion") or "")],
                 "png": _url(png) if png in files else None,
             }
         )
