@@ -233,6 +233,18 @@ def stability(
     return StabilityResult(clean, amplitude, int(seed), results, np.stack(maps), test, scale, scale_of)
 
 
+
+def resolve_clean_class(clean_class, labels, num_classes: int) -> int:
+    """The patch test's ``clean_class`` (an index or a label name) -> class index; an error names
+    ``clean_class``, not ``target``."""
+    try:
+        return resolve_target(clean_class, labels, num_classes)
+    except OccludeError as exc:
+        message = str(exc)
+        if message.startswith("target "):
+            message = "clean_class " + message[len("target ") :]
+        raise OccludeError(message, params=("clean_class",)) from None
+
 def patch_test(clean: Explanation, box, *, clean_class=None, labels: Optional[Sequence[str]] = None) -> PatchTest:
     """Occlude only the patch ``box``, then keep only it, with the clean run's baseline (two forward passes)."""
     pre = clean.image.preprocessing
@@ -254,7 +266,7 @@ def patch_test(clean: Explanation, box, *, clean_class=None, labels: Optional[Se
     predicted = int(np.argmax(clean.occlusion.original_scores))
     occluded, kept = int(np.argmax(scores[0])), int(np.argmax(scores[1]))
     names = labels if labels is not None else clean.labels
-    expected = resolve_target(clean_class, names, scores.shape[1]) if clean_class is not None else None
+    expected = resolve_clean_class(clean_class, names, scores.shape[1]) if clean_class is not None else None
     from ..loaders.maps import check_box
 
     return PatchTest(

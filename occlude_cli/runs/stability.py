@@ -10,7 +10,14 @@ from typing import List, Optional, Union
 
 from ..analyses.options import ExplainOptions
 from ..analyses.preprocessing import ModelOptions
-from ..analyses.stability import DEFAULT_AMPLITUDE, DEFAULT_TRIALS, StabilityResult, check_amplitude, stability
+from ..analyses.stability import (
+    DEFAULT_AMPLITUDE,
+    DEFAULT_TRIALS,
+    StabilityResult,
+    check_amplitude,
+    resolve_clean_class,
+    stability,
+)
 from ..errors import OccludeError
 from ..loaders.maps import check_box
 from ..outputs.analysis_write import stability_document, write_stability
@@ -61,6 +68,8 @@ def stability_image(
             "clean_class needs box (the patch whose occlusion should restore that class)", params=("clean_class", "box")
         )
     opened = open_checked(model, (options or ExplainOptions()).with_overrides(overrides), model_options)
+    if clean_class is not None and opened.classifier.num_classes:  # a bad class fails before any trial
+        resolve_clean_class(clean_class, opened.labels, opened.classifier.num_classes)
     out = check_output_folder(out)
     result = stability(
         opened.classifier,
