@@ -408,3 +408,33 @@ def test_diff_view(tmp_path, browser):
     assert len(widths) == 2 and all(w > 0 for w in widths)
     assert tab.problems == [] and tab.dialogs == []
     tab.page.close()
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("model", "x"),
+        ("model", [1]),
+        ("settings", [1]),
+        ("images", "x"),
+        ("images", {"a": 1}),
+        ("shard", ["a", "b"]),
+        ("shard", [1]),
+        ("shard", "1/2"),
+        ("state", ["finished"]),
+        ("process", "x"),
+    ],
+)
+def test_report_on_a_hand_edited_manifest(tmp_path, field, value):
+    """A manifest edited by hand (a field of another type) is left out like an unreadable one: `occlude report`
+    still builds the page from the summary, never an internal error."""
+    model, out = ROOT / "sample_models" / "digits_cnn.onnx", tmp_path / "out"
+    images = [str(ROOT / "sample_images" / n) for n in ("digit_0.png", "digit_3.png")]
+    assert CliRunner().invoke(_cli_app(), ["run", str(model), *images, "-o", str(out), "-q"]).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest[field] = value
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(_cli_app(), ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "internal error" not in result.output and "Traceback" not in result.output
+    assert _page_data(out / "index.html")["counts"]["run"] == {"ok": 2, "failed": 0, "skipped": 0}
