@@ -438,3 +438,21 @@ def test_report_on_a_hand_edited_manifest(tmp_path, field, value):
     assert result.exit_code == 0, result.output
     assert "internal error" not in result.output and "Traceback" not in result.output
     assert _page_data(out / "index.html")["counts"]["run"] == {"ok": 2, "failed": 0, "skipped": 0}
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("output", ["x"]), ("output", {"a": 1}), ("key", ["k"]), ("fingerprint", [5]), ("peak_y", "<b>evil"), ("seconds", [1])],
+)
+def test_report_on_a_manifest_row_edited_by_hand(tmp_path, field, value):
+    """A manifest row with a field of another type: that field is unknown (None), the page is built."""
+    model, out = ROOT / "sample_models" / "digits_cnn.onnx", tmp_path / "out"
+    image = str(ROOT / "sample_images" / "digit_3.png")
+    assert CliRunner().invoke(_cli_app(), ["run", str(model), image, "-o", str(out), "-q"]).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["images"][0][field] = value
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(_cli_app(), ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "<b>evil" not in (out / "index.html").read_text()
+    assert _page_data(out / "index.html")["counts"]["run"] == {"ok": 1, "failed": 0, "skipped": 0}

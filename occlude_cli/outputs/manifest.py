@@ -195,10 +195,23 @@ def read_manifests(out_dir) -> List[dict]:
                 document = json.load(handle)
         except (OSError, ValueError):
             continue
-        if isinstance(document, dict) and isinstance(document.get("job"), str):
+        if _well_formed(document):
             document["_file"] = name
             found.append(document)
     return found
+
+
+def _well_formed(document) -> bool:
+    """Is a manifest's every field of the type occlude writes? One edited by hand into another shape (``model``
+    a string, ``shard`` not two numbers) is left out like an unreadable one, never half-read."""
+    if not isinstance(document, dict) or not isinstance(document.get("job"), str):
+        return False
+    shard = document.get("shard")
+    kinds = {"model": dict, "settings": dict, "images": list, "state": str, "process": dict}
+    return all(document.get(key) is None or isinstance(document[key], kind) for key, kind in kinds.items()) and (
+        shard is None
+        or (isinstance(shard, list) and len(shard) == 2 and all(type(v) is int and v >= 1 for v in shard))
+    )
 
 
 # ------------------------------------------------------------------------------------ rebuilding
