@@ -4,7 +4,6 @@ a map compared with itself, and the bad inputs an outside reviewer tries first. 
 real CLI."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -70,9 +69,7 @@ def test_compare_numbers_match_scipy_and_a_hand_written_deletion_curve(tmp_path)
     occlusion, target, curve, area = _hand_reference(other, 16)
     assert document["target"]["index"] == target
     assert document["agreement"]["pearson"] == pytest.approx(pearsonr(occlusion.ravel(), other.ravel())[0], abs=1e-9)
-    assert document["agreement"]["spearman"] == pytest.approx(
-        spearmanr(occlusion.ravel(), other.ravel())[0], abs=1e-9
-    )
+    assert document["agreement"]["spearman"] == pytest.approx(spearmanr(occlusion.ravel(), other.ravel())[0], abs=1e-9)
     np.testing.assert_allclose(document["curves"]["other"]["deletion"], curve, rtol=0, atol=1e-9)
     assert document["curves"]["other"]["deletion_auc"] == pytest.approx(area, abs=1e-9)
 
@@ -91,7 +88,9 @@ def test_compare_with_occlusions_own_saved_map_is_a_tie_everywhere(tmp_path):
     assert document["agreement"]["pearson"] == pytest.approx(1.0, abs=1e-12)
     assert set(document["better"].values()) == {"tie"}
     assert document["fidelity"]["better"] == {"infidelity": "tie", "sufficiency": "tie", "completeness": "tie"}
-    verdicts = [line.rstrip("│ ").rsplit("│", 1)[-1].strip() for line in result.stdout.splitlines() if "better)" in line]
+    verdicts = [
+        line.rstrip("│ ").rsplit("│", 1)[-1].strip() for line in result.stdout.splitlines() if "better)" in line
+    ]
     assert verdicts == ["tie"] * 5, result.stdout
 
 
@@ -108,9 +107,7 @@ def test_compare_with_a_constant_map_says_the_correlation_is_undefined(tmp_path,
 
 def test_stability_expect_errors_name_expect_and_come_before_any_trial(tmp_path):
     for expect, words in (("999", "--expect 999 is out of range"), ("nine", "--expect 'nine' is none of")):
-        result = invoke(
-            "stability", DIGITS, DIGIT, "--box", "1,1,3,3", "--expect", expect, "-o", tmp_path / "out"
-        )
+        result = invoke("stability", DIGITS, DIGIT, "--box", "1,1,3,3", "--expect", expect, "-o", tmp_path / "out")
         assert result.exit_code == 1
         assert result.stderr.count("error:") == 1 and words in result.stderr, result.stderr
         assert "--target" not in result.stderr

@@ -233,7 +233,6 @@ def stability(
     return StabilityResult(clean, amplitude, int(seed), results, np.stack(maps), test, scale, scale_of)
 
 
-
 def resolve_clean_class(clean_class, labels, num_classes: int) -> int:
     """The patch test's ``clean_class`` (an index or a label name) -> class index; an error names
     ``clean_class``, not ``target``."""
@@ -244,6 +243,7 @@ def resolve_clean_class(clean_class, labels, num_classes: int) -> int:
         if message.startswith("target "):
             message = "clean_class " + message[len("target ") :]
         raise OccludeError(message, params=("clean_class",)) from None
+
 
 def patch_test(clean: Explanation, box, *, clean_class=None, labels: Optional[Sequence[str]] = None) -> PatchTest:
     """Occlude only the patch ``box``, then keep only it, with the clean run's baseline (two forward passes)."""

@@ -57,6 +57,8 @@ def verdict(ours, theirs, *, lower: bool) -> Optional[str]:
     if np.isclose(ours, theirs, rtol=TIE_RTOL, atol=1e-12):
         return "tie"
     return "occlusion" if (ours < theirs) == lower else "other"
+
+
 json_number = finite_or_none
 
 
