@@ -442,7 +442,14 @@ def test_report_on_a_hand_edited_manifest(tmp_path, field, value):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("output", ["x"]), ("output", {"a": 1}), ("key", ["k"]), ("fingerprint", [5]), ("peak_y", "<b>evil"), ("seconds", [1])],
+    [
+        ("output", ["x"]),
+        ("output", {"a": 1}),
+        ("key", ["k"]),
+        ("fingerprint", [5]),
+        ("peak_y", "<b>evil"),
+        ("seconds", [1]),
+    ],
 )
 def test_report_on_a_manifest_row_edited_by_hand(tmp_path, field, value):
     """A manifest row with a field of another type: that field is unknown (None), the page is built."""

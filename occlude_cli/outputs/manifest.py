@@ -89,12 +89,23 @@ class Entry:
     def from_document(cls, item: dict) -> Entry:
         """An entry from a manifest line; a status occlude never writes (missing, edited) reads as ``pending``:
         the image's result is then taken only when its record vouches for it (see :func:`_stopped_entries`)."""
-        values: Dict[str, Any] = {k: item.get(k) for k in SUMMARY_FIELDS}
+        values: Dict[str, Any] = {
+            k: _typed(item.get(k), _NUMBERS if k in _NUMBER_FIELDS else str) for k in SUMMARY_FIELDS
+        }
         for text in ("path", "target_label", "error", "warning"):
             values[text] = recover(item, text)
         if values["status"] not in ROW_STATUSES:
             values["status"] = "pending"
-        return cls(SummaryRow(**values), item.get("key"), item.get("fingerprint"))
+        return cls(SummaryRow(**values), _typed(item.get("key"), str), _typed(item.get("fingerprint"), str))
+
+
+_NUMBER_FIELDS = ("target_index", "original_score", "peak_z", "peak_y", "peak_x", "peak_value", "seconds")
+_NUMBERS = (int, float)
+
+
+def _typed(value, kind):
+    """``value`` when it is of the type occlude writes there (a number: not a bool), else None (edited by hand)."""
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
 
 
 @dataclass
@@ -209,8 +220,7 @@ def _well_formed(document) -> bool:
     shard = document.get("shard")
     kinds = {"model": dict, "settings": dict, "images": list, "state": str, "process": dict}
     return all(document.get(key) is None or isinstance(document[key], kind) for key, kind in kinds.items()) and (
-        shard is None
-        or (isinstance(shard, list) and len(shard) == 2 and all(type(v) is int and v >= 1 for v in shard))
+        shard is None or (isinstance(shard, list) and len(shard) == 2 and all(type(v) is int and v >= 1 for v in shard))
     )
 
 
