@@ -121,3 +121,19 @@ def test_stability_expect_as_a_label_and_an_index_agree(tmp_path):
         assert result.exit_code == 0, result.output
         document = json.loads((tmp_path / "out" / "digit_3.stability.json").read_text())
         assert document["patch_test"]["clean_class"] == 3
+
+
+def test_check_reruns_are_byte_identical_with_no_timing(tmp_path):
+    """check.json, check.csv, the JUnit file and the pictures of two runs with --no-timing are byte-identical
+    (a CI job can diff them); with timing the seconds are recorded."""
+    written = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        result = invoke("check", DIGITS, DIGIT, "--box", "0,0,4,4", "--no-timing", "-o", out, "--junit", out / "j.xml")
+        assert result.exit_code == 0, result.output
+        written.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
+    assert set(written[0]) >= {"check.json", "check.csv", "j.xml", "digit_3.check.png"}
+    assert written[0] == written[1]
+    assert json.loads(written[0]["check.json"])["images"][0]["seconds"] is None
+    assert invoke("check", DIGITS, DIGIT, "--box", "0,0,4,4", "-o", tmp_path / "c", "-q").exit_code == 0
+    assert json.loads((tmp_path / "c" / "check.json").read_text())["images"][0]["seconds"] > 0
