@@ -4,6 +4,7 @@ a map compared with itself, and the bad inputs an outside reviewer tries first. 
 real CLI."""
 
 import json
+import shutil
 
 import numpy as np
 import onnxruntime as ort
@@ -127,11 +128,12 @@ def test_check_reruns_are_byte_identical_with_no_timing(tmp_path):
     """check.json, check.csv, the JUnit file and the pictures of two runs with --no-timing are byte-identical
     (a CI job can diff them); with timing the seconds are recorded."""
     written = []
-    for run in ("a", "b"):
-        out = tmp_path / run
-        result = invoke("check", DIGITS, DIGIT, "--box", "0,0,4,4", "--no-timing", "-o", out, "--junit", out / "j.xml")
+    for _ in range(2):
+        out, junit = tmp_path / "out", tmp_path / "j.xml"
+        result = invoke("check", DIGITS, DIGIT, "--box", "0,0,4,4", "--no-timing", "-o", out, "--junit", junit)
         assert result.exit_code == 0, result.output
-        written.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
+        written.append({p.name: p.read_bytes() for p in sorted([*out.iterdir(), junit])})
+        shutil.rmtree(out)
     assert set(written[0]) >= {"check.json", "check.csv", "j.xml", "digit_3.check.png"}
     assert written[0] == written[1]
     assert json.loads(written[0]["check.json"])["images"][0]["seconds"] is None

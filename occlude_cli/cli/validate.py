@@ -393,6 +393,12 @@ def check(
         help="Also write OUT/index.html, an HTML report (see `occlude report`).",
         rich_help_panel="Output",
     ),
+    timing: bool = typer.Option(
+        True,
+        "--timing/--no-timing",
+        help="Record each image's seconds; --no-timing makes reruns byte-identical.",
+        rich_help_panel="Output",
+    ),
     regions: Annotated[Optional[Path], REGIONS_OPTION] = None,
     deidentify: Annotated[bool, DEIDENTIFY_OPTION] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
@@ -424,6 +430,7 @@ def check(
         **ci.fields(),
         regions=regions,
         deidentify=deidentify,
+        timing=timing,
     )
     if json_out:
         print_json(result.document)

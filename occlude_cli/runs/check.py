@@ -71,6 +71,7 @@ def check_folder(
     null: bool = False,
     regions: Optional[Union[str, Path]] = None,
     deidentify: bool = False,
+    timing: bool = True,
     **overrides,
 ) -> CheckRun:
     """Check every input under ``inputs`` against its region (see :class:`~occlude_cli.runs.regions.RegionSource`):
@@ -82,7 +83,8 @@ def check_folder(
     file or those files (see :mod:`occlude_cli.outputs.ci`). ``inputs`` ``"-"``: the paths are read from stdin as
     the run goes (``null``: NUL-separated). ``regions``: a label map (NIfTI, DICOM SEG, RT-STRUCT) whose region
     table each medical input's row gets (and STEM.regions.csv, STEM.slices.csv). ``deidentify``: inputs named by
-    pseudonyms, UIDs replaced, no path in any output (see :mod:`occlude_cli.outputs.provenance`)."""
+    pseudonyms, UIDs replaced, no path in any output (see :mod:`occlude_cli.outputs.provenance`). ``timing``
+    False: no seconds recorded, so reruns write byte-identical files."""
     region = region.checked()
     labels = RegionLabels(regions).checked() if regions is not None else None
     junit, summary_md = checked_targets(junit, summary_md)
@@ -135,6 +137,8 @@ def check_folder(
                 settings["color_limit"] = shared.draw(out, region, events)
             shared.close()
         done = len(rows)
+        for row in rows if not timing else ():
+            row.seconds = None
         rows += [CheckRow(path=arg, status="error", error=problem) for arg, problem in problems]
         for _, problem in problems:
             events.problem(problem)
