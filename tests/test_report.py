@@ -463,3 +463,33 @@ def test_report_on_a_manifest_row_edited_by_hand(tmp_path, field, value):
     assert result.exit_code == 0, result.output
     assert "<b>evil" not in (out / "index.html").read_text()
     assert _page_data(out / "index.html")["counts"]["run"] == {"ok": 1, "failed": 0, "skipped": 0}
+
+
+_EDITS = [
+    (f"{doc}:{key}", value)
+    for doc, keys in (
+        ("compare", ("image", "target", "agreement", "curves", "better", "other_map")),
+        ("check", ("settings", "summary", "images")),
+        ("check_row", ("reasons", "regions", "target_label", "overlay")),
+    )
+    for key in keys
+    for value in ("x", [1], 5.5, None)
+]
+
+
+@pytest.mark.parametrize("edit, value", _EDITS)
+def test_report_on_check_and_compare_documents_edited_by_hand(tmp_path, run_dir, edit, value):
+    """check.json and STEM.compare.json with a field of another type: the page is still built from what can be
+    read (never an internal error), and the run's rows are all there."""
+    out = tmp_path / "out"
+    shutil.copytree(run_dir, out)
+    doc, key = edit.split(":")
+    path = out / "check.json" if doc.startswith("check") else next(out.glob("*.compare.json"))
+    document = json.loads(path.read_text())
+    (document["images"][0] if doc == "check_row" else document)[key] = value
+    path.write_text(json.dumps(document))
+    result = CliRunner().invoke(_cli_app(), ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    data = _page_data(out / "index.html")
+    assert data["counts"]["run"] == _page_data(build_report(run_dir))["counts"]["run"]
+    assert len(data["compare"]) == 1
