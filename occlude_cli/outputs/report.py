@@ -77,7 +77,7 @@ def collect_report_data(out: Path) -> dict:
     if check is not None and not isinstance(check, dict):
         warnings.append("check.json: not a check document, left out")
         check = None
-    check_rows = [r for r in (check or {}).get("images", []) if isinstance(r, dict)]
+    check_rows = [r for r in _list((check or {}).get("images")) if isinstance(r, dict)]
 
     rows: dict[str, dict] = {}
     for row in run_rows.values():
@@ -108,8 +108,8 @@ def collect_report_data(out: Path) -> dict:
         "has_check": check is not None,
         "counts": {"run": run_counts if run_rows else None, "check": check_counts},
         "settings": settings,
-        "check_settings": _flat_settings((check or {}).get("settings") or {}),
-        "check_summary": (check or {}).get("summary"),
+        "check_settings": _flat_settings(_dict((check or {}).get("settings"))),
+        "check_summary": _dict((check or {}).get("summary")) or None,
         "aggregate": "aggregate.png" if "aggregate.png" in files else None,
         "compare": _compare_entries(out, files, prefix, warnings),
         "diff": _diff_entries(out, files, warnings),
@@ -290,6 +290,16 @@ def _text(value) -> str:
     return str(value)
 
 
+def _dict(value) -> dict:
+    """A document's object, or {} where a hand-edited file holds something else there."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value) -> list:
+    """A document's array, or [] where a hand-edited file holds something else there."""
+    return value if isinstance(value, list) else []
+
+
 def _num(value) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -340,7 +350,7 @@ def _page_row(key: str, entry: dict, files: set[str], resolved_out: Path, prefix
     index = run.get("target_index", check.get("target_index"))
     label = run.get("target_label") if run else check.get("target_label")
     errors = list(dict.fromkeys(str(e) for e in (run.get("error"), check.get("error")) if e))  # once if both say it
-    reasons = [str(r) for r in check.get("reasons") or []]
+    reasons = [str(r) for r in _list(check.get("reasons"))]
     row = {
         "n": name,  # the page shows PREFIX + n as the full path
         "s": run.get("status") or "",
@@ -367,7 +377,9 @@ def _page_row(key: str, entry: dict, files: set[str], resolved_out: Path, prefix
             row["ov"] = _url(f"{stem}.montage.png")
             if f"{stem}.planes.png" in files:
                 row["hm"] = _url(f"{stem}.planes.png")
-    table = check.get("regions") or (_read_regions(resolved_out / f"{stem}.regions.csv") if stem else None)
+    table = [r for r in _list(check.get("regions")) if isinstance(r, dict)] or (
+        _read_regions(resolved_out / f"{stem}.regions.csv") if stem else None
+    )
     if table:
         row["rg"] = regions_text(table)
     picture = check.get("overlay") or check.get("picture")  # a check overlay, when `occlude check` writes one
@@ -423,18 +435,18 @@ def _compare_entries(out: Path, files: set[str], prefix: str, warnings: list[str
         document = _load(out / name, warnings)
         if not isinstance(document, dict):
             continue
-        path = str((document.get("image") or {}).get("path") or name)
-        target = document.get("target") or {}
-        agreement = document.get("agreement") or {}
-        curves = document.get("curves") or {}
-        ours, theirs = curves.get("occlusion") or {}, curves.get("other") or {}
-        better = document.get("better") or {}
+        path = str(_dict(document.get("image")).get("path") or name)
+        target = _dict(document.get("target"))
+        agreement = _dict(document.get("agreement"))
+        curves = _dict(document.get("curves"))
+        ours, theirs = _dict(curves.get("occlusion")), _dict(curves.get("other"))
+        better = _dict(document.get("better"))
         png = name[: -len(".json")] + ".png"
         label = target.get("label")
         entries.append(
             {
                 "n": path[len(prefix) :] if prefix and path.startswith(prefix) else path,
-                "other": str((document.get("other_map") or {}).get("name") or "other map"),
+                "other": str(_dict(document.get("other_map")).get("name") or "other map"),
                 "l": f"{label} ({target.get('index')})" if label else f"class {target.get('index')}",
                 "pearson": _num(agreement.get("pearson")),
                 "spearman": _num(agreement.get("spearman")),
