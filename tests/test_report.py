@@ -493,3 +493,35 @@ def test_report_on_check_and_compare_documents_edited_by_hand(tmp_path, run_dir,
     data = _page_data(out / "index.html")
     assert data["counts"]["run"] == _page_data(build_report(run_dir))["counts"]["run"]
     assert len(data["compare"]) == 1
+
+
+@pytest.mark.parametrize(
+    "edit, value",
+    [
+        (f"{doc}:{key}", value)
+        for doc, keys in (
+            ("summary", ("images",)),
+            ("summary_row", ("output", "status")),
+            ("record", ("model", "params", "map_info", "score", "timing")),
+        )
+        for key in keys
+        for value in ("x", [1], 5.5, None)
+    ],
+)
+def test_report_on_a_folder_without_manifest_edited_by_hand(tmp_path, run_dir, edit, value):
+    """A folder without manifests (an older occlude's) whose summary.json or a result record holds a field of
+    another type: the page is built from what can be read, never an internal error."""
+    out = tmp_path / "out"
+    shutil.copytree(run_dir, out)
+    for manifest in out.glob("manifest*.json"):
+        manifest.unlink()
+    doc, key = edit.split(":")
+    summary = json.loads((out / "summary.json").read_text())
+    first = next(r for r in summary["images"] if r["status"] == "ok")
+    path = out / ("summary.json" if doc.startswith("summary") else first["output"])
+    document = json.loads(path.read_text())
+    (document["images"][summary["images"].index(first)] if doc == "summary_row" else document)[key] = value
+    path.write_text(json.dumps(document))
+    result = CliRunner().invoke(_cli_app(), ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "<b>ramp" not in (out / "index.html").read_text()
