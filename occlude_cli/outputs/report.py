@@ -151,12 +151,12 @@ def _summary_rows(out: Path, files: set[str], warnings: list[str]) -> dict[str, 
     names = sorted(n for n in files if n == "summary.json" or _SHARD_SUMMARY.match(n))
     for name in names:
         document = _load(out / name, warnings)
-        for item in (document or {}).get("images", []) if isinstance(document, dict) else []:
+        for item in _list(_dict(document).get("images")):
             if not isinstance(item, dict) or item.get("path") in (None, ""):
                 continue
             key = _norm(item["path"])
             if key not in rows or (rows[key].get("status") == "failed" and item.get("status") != "failed"):
-                rows[key] = dict(item)
+                rows[key] = {**item, "output": item.get("output") if isinstance(item.get("output"), str) else None}
     return rows
 
 
@@ -175,9 +175,9 @@ def _add_unlisted_records(out: Path, files: set[str], rows: dict[str, dict], war
     listed = {str(r.get("output")) for r in rows.values() if r.get("output")}
     secondary: set[str] = set()
     for name in sorted(n for n in files if n.endswith(".scales.json")):
-        document = _load(out / name, warnings) or {}
+        document = _dict(_load(out / name, warnings))
         folder = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
-        maps = [folder + m for m in document.get("maps", []) if isinstance(m, str)]
+        maps = [folder + m for m in _list(document.get("maps")) if isinstance(m, str)]
         secondary.update(maps[1:])
         if maps and name in listed:
             listed.add(maps[0])
@@ -190,14 +190,14 @@ def _add_unlisted_records(out: Path, files: set[str], rows: dict[str, dict], war
         path = document["image"].get("path") or name
         if _norm(path) in rows and rows[_norm(path)].get("status") != "failed":
             continue
-        info = (document.get("map_info") or {}).get("peak") or {}
-        seconds = (document.get("timing") or {}).get("total_s")
+        info = _dict(_dict(document.get("map_info")).get("peak"))
+        seconds = _dict(document.get("timing")).get("total_s")
         rows[_norm(path)] = {
             "path": path,
             "status": "ok",
             "target_index": document["target"].get("index"),
             "target_label": document["target"].get("label"),
-            "original_score": (document.get("score") or {}).get("original"),
+            "original_score": _dict(document.get("score")).get("original"),
             "peak_z": info.get("z"),
             "peak_y": info.get("y"),
             "peak_x": info.get("x"),
@@ -232,7 +232,7 @@ def _record_name(out: Path, output: str | None, files: set[str]) -> str | None:
         return None
     if output.endswith(".scales.json"):
         folder, document = _study(out, output)
-        maps = document.get("maps") or []
+        maps = _list(document.get("maps"))
         return folder + str(maps[0]) if maps else None
     return output if output.endswith(".json") else None
 
@@ -257,11 +257,11 @@ def _run_settings(out: Path, files: set[str], rows: dict[str, dict], warnings: l
         record = _load(out / name, warnings)
         if not _is_record(record):
             continue
-        model = record.get("model") or {}
-        params = dict(record.get("params") or {})
+        model = _dict(record.get("model"))
+        params = dict(_dict(record.get("params")))
         items = [
             ("model", model.get("path")),
-            ("model sha256", (model.get("sha256") or "")[:16] or None),
+            ("model sha256", str(model.get("sha256") or "")[:16] or None),
             ("input", f"{model['input']} [{_text(model.get('input_shape') or [])}]" if model.get("input") else None),
             ("output", model.get("output")),
             ("provider", model.get("provider")),
