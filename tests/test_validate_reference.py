@@ -139,3 +139,19 @@ def test_check_reruns_are_byte_identical_with_no_timing(tmp_path):
     assert json.loads(written[0]["check.json"])["images"][0]["seconds"] is None
     assert invoke("check", DIGITS, DIGIT, "--box", "0,0,4,4", "-o", tmp_path / "c", "-q").exit_code == 0
     assert json.loads((tmp_path / "c" / "check.json").read_text())["images"][0]["seconds"] > 0
+
+
+def test_compare_with_occlusions_own_float64_map_is_exactly_consistent(tmp_path):
+    """The occlusion map itself (float64, from the library) as the other map: correlations exactly 1 and every
+    number of the two maps identical."""
+    from occlude_cli import explain
+
+    effnet, cat = SAMPLE_MODELS / "efficientnet_lite0.onnx", SAMPLE_IMAGES / "cat.jpg"
+    np.save(tmp_path / "own.npy", np.asarray(explain(effnet, cat, patch=56, stride=28).map, dtype=np.float64))
+    result = invoke("compare", effnet, cat, tmp_path / "own.npy", "--patch", 56, "--stride", 28, "-o", tmp_path, "-q")
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "cat.compare.json").read_text())
+    assert document["agreement"] == {**document["agreement"], "pearson": 1.0, "spearman": 1.0, "top_iou": 1.0}
+    assert document["curves"]["occlusion"] == document["curves"]["other"]
+    assert document["fidelity"]["maps"]["occlusion"] == document["fidelity"]["maps"]["other"]
+    assert document["quality"]["occlusion"] == document["quality"]["other"]
