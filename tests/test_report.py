@@ -525,3 +525,20 @@ def test_report_on_a_folder_without_manifest_edited_by_hand(tmp_path, run_dir, e
     result = CliRunner().invoke(_cli_app(), ["report", str(out)])
     assert result.exit_code == 0, result.output
     assert "<b>ramp" not in (out / "index.html").read_text()
+
+
+def test_report_while_the_run_is_still_writing(tmp_path):
+    """A folder whose run is still going (its manifest says running, its process alive): `occlude report` says
+    so, rather than 'holds no occlude results'."""
+    import os
+    import socket
+
+    model, out = ROOT / "sample_models" / "digits_cnn.onnx", tmp_path / "out"
+    image = str(ROOT / "sample_images" / "digit_3.png")
+    assert CliRunner().invoke(_cli_app(), ["run", str(model), image, "-o", str(out), "-q"]).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest.update(state="running", process={"host": socket.gethostname(), "pid": os.getpid()})
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(_cli_app(), ["report", str(out)])
+    assert result.exit_code == 1
+    assert result.stderr.count("error:") == 1 and "still running" in result.stderr, result.stderr
