@@ -50,6 +50,8 @@ def build_report(out_dir, *, title: str | None = None) -> Path:
     if not out.is_dir():
         raise OccludeError(f"out_dir is not a folder: {out}", params=("out_dir",))
     data = collect_report_data(out)
+    if not data["rows"] and not data["compare"] and not data["diff"] and data["running"]:
+        raise OccludeError(f"out_dir: {data['running']}: {out}", params=("out_dir",))
     if not data["rows"] and not data["compare"] and not data["diff"]:
         raise OccludeError(
             f"out_dir holds no occlude results (no summary.json, check.json, STEM.json or STEM.compare.json): {out}",
@@ -67,7 +69,10 @@ def collect_report_data(out: Path) -> dict:
     out = Path(out)
     files = _all_files(out)
     warnings: list[str] = []
-    manifest, entries, _ = current_entries(out)
+    manifest, entries, state = current_entries(out)
+    running = _still_running(state.shards_running, state.shards)
+    if running:
+        warnings.append(running)
     if manifest is not None:  # the run's source of truth: its current rows only, nothing of earlier runs
         run_rows = {_norm(shown(e.row.path)): dict(e.row.__dict__) for e in entries}
     else:  # a folder of an older occlude or of library writes: summaries, then records none of them lists
@@ -114,8 +119,17 @@ def collect_report_data(out: Path) -> dict:
         "compare": _compare_entries(out, files, prefix, warnings),
         "diff": _diff_entries(out, files, warnings),
         "warnings": warnings,
+        "running": running,
         "rows": table,
     }
+
+
+def _still_running(shards: list[int], total: int | None) -> str:
+    """What the page (or the error) says of a run still writing to the folder; '' when none is."""
+    if not shards:
+        return ""
+    which = f" (shard {', '.join(str(k) for k in shards)} of {total})" if total else ""
+    return f"a run is still running here{which}: its images show once it has finished (run occlude report again)"
 
 
 def _all_files(out: Path) -> set[str]:
