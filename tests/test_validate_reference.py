@@ -155,3 +155,25 @@ def test_compare_with_occlusions_own_float64_map_is_exactly_consistent(tmp_path)
     assert document["curves"]["occlusion"] == document["curves"]["other"]
     assert document["fidelity"]["maps"]["occlusion"] == document["fidelity"]["maps"]["other"]
     assert document["quality"]["occlusion"] == document["quality"]["other"]
+
+
+@pytest.mark.parametrize("name", ["map.npy", "map.png"])
+def test_compare_refuses_a_fifo_map_instead_of_hanging(tmp_path, name):
+    """A named pipe given as the other map is refused unopened (opening it would block forever)."""
+    import os
+    import subprocess
+    import sys
+
+    os.mkfifo(tmp_path / name)
+    command = [sys.executable, "-m", "occlude_cli", "compare", DIGITS, DIGIT, tmp_path / name, "-o", tmp_path / "o"]
+    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.count("error:") == 1 and "FIFO" in result.stderr, result.stderr
+
+
+def test_compare_refuses_a_decompression_bomb_png_map_in_one_line(tmp_path):
+    Image.new("1", (20000, 20000), 0).save(tmp_path / "bomb.png")
+    result = invoke("compare", DIGITS, DIGIT, tmp_path / "bomb.png", "-o", tmp_path / "o")
+    assert result.exit_code == 1
+    assert "internal error" not in result.stderr and result.stderr.count("error:") == 1, result.stderr
+    assert "bomb.png" in result.stderr and "too large" in result.stderr
