@@ -5,15 +5,16 @@ coordinates (NIfTI) or the input's field of view (.npy)."""
 from __future__ import annotations
 
 import math
+import stat
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..core.metrics import unit_scaled
 from ..errors import OccludeError, first_line
-from .images import PreparedImage, has_transparency, normalise_mode, open_image
+from .images import PreparedImage, file_kind, has_transparency, normalise_mode, open_image
 from .limits import PARAM, budget, human
 from .medical import Volume
 from .volumes import PreparedVolume
@@ -65,6 +66,9 @@ def read_saliency_map(path, *, dims: Sequence[int] = (2,)) -> Union[np.ndarray, 
         raise OccludeError(f"saliency map not found: {path}")
     if path.is_dir():
         raise OccludeError(f"expected a saliency map file (.npy or greyscale PNG), got a folder: {path}")
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):  # a FIFO or a device would block the read forever
+        raise OccludeError(f"saliency map {path} is not a regular file ({file_kind(mode)}), not opened")
     if path.name.lower().endswith((".nii", ".nii.gz")):
         if 3 not in dims:
             raise OccludeError(
@@ -145,14 +149,14 @@ def map_on_model_grid(raw: Union[np.ndarray, Volume], prepared: PreparedVolume) 
 
 
 def _read_grey_image(path: Path) -> np.ndarray:
+    """A map saved as an image, read by the one image opener (its size checked against the pixel limit and the
+    memory budget before it is decoded)."""
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            image = opened.copy()
-    except UnidentifiedImageError:
-        raise OccludeError(f"saliency map {path} is neither a .npy array nor an image Pillow can read") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise OccludeError(f"cannot read saliency map {path}: {first_line(exc)}") from None
+        image = open_image(path)
+    except OccludeError as exc:
+        if str(exc).startswith("not an image"):
+            raise OccludeError(f"saliency map {path} is neither a .npy array nor an image Pillow can read") from None
+        raise OccludeError(f"saliency map: {exc}", params=exc.params) from None
     mode = image.mode
     if mode in ("1", "L", "F") or mode.startswith("I"):
         return np.asarray(image, dtype=np.float64)
