@@ -542,3 +542,22 @@ def test_report_while_the_run_is_still_writing(tmp_path):
     result = CliRunner().invoke(_cli_app(), ["report", str(out)])
     assert result.exit_code == 1
     assert result.stderr.count("error:") == 1 and "still running" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("name", ["check.json", "digit_3.compare.json", "manifest.json", "digit_3.json"])
+def test_report_does_not_block_on_a_fifo_named_like_a_result(tmp_path, name):
+    """A named pipe in the folder under a result file's name is read as unreadable (left out), never opened
+    for a blocking read: `occlude report` finishes."""
+    import os
+    import subprocess
+    import sys
+
+    model, out = ROOT / "sample_models" / "digits_cnn.onnx", tmp_path / "out"
+    image = str(ROOT / "sample_images" / "digit_3.png")
+    assert CliRunner().invoke(_cli_app(), ["run", str(model), image, "-o", str(out), "-q"]).exit_code == 0
+    (out / name).unlink(missing_ok=True)
+    os.mkfifo(out / name)
+    command = [sys.executable, "-m", "occlude_cli", "report", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr

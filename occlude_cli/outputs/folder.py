@@ -24,7 +24,6 @@ finish leaves the complete files; ``occlude summary`` calls it too.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 from pathlib import Path
@@ -50,7 +49,7 @@ from .manifest import (  # noqa: F401  (re-exported: the folder's machinery in o
     write_manifest,
 )
 from .records import SUMMARY_FIELDS, SummaryRow, map_digest, record_grid
-from .write import write_aggregate, write_summary
+from .write import read_json, write_aggregate, write_summary
 
 # Run-level files derived from the manifests: removed when another job starts in the folder.
 DERIVED_FILES = ("summary.json", "summary.csv", "aggregate.npy", "aggregate.png", "index.html")
@@ -60,8 +59,7 @@ _SHARD_SUMMARY = re.compile(r"^summary\.shard-\d+-of-\d+\.(?:json|csv)$")
 def _occlude_summary(path: Path) -> bool:
     """Is ``path`` a summary.json that occlude wrote (counts and one row per image)?"""
     try:
-        with open(path, encoding="utf-8") as handle:
-            document = json.load(handle)
+        document = read_json(path)
     except (OSError, ValueError):
         return False
     return isinstance(document, dict) and isinstance(document.get("counts"), dict) and "images" in document
@@ -344,8 +342,7 @@ def rebuild_from_records(out_dir) -> List[SummaryRow]:
     marker_of = {}
     for scales_path in out_dir.rglob("*.scales.json"):
         try:
-            with open(scales_path, encoding="utf-8") as handle:
-                maps = json.load(handle).get("maps", [])
+            maps = read_json(scales_path).get("maps", [])
         except (OSError, ValueError, AttributeError):
             continue
         secondary.update(scales_path.parent / name for name in maps[1:])
@@ -355,8 +352,7 @@ def rebuild_from_records(out_dir) -> List[SummaryRow]:
         if json_path in secondary or (json_path.parent == out_dir and _run_level_json(json_path.name)):
             continue
         try:
-            with open(json_path, encoding="utf-8") as handle:
-                record = json.load(handle)
+            record = read_json(json_path)
         except (OSError, ValueError):
             continue
         if not _is_result_record(record):
@@ -368,8 +364,7 @@ def rebuild_from_records(out_dir) -> List[SummaryRow]:
         seen.add(row.path)
     for shard_summary in sorted(out_dir.glob("summary.shard-*-of-*.json")):
         try:
-            with open(shard_summary, encoding="utf-8") as handle:
-                document = json.load(handle)
+            document = read_json(shard_summary)
         except (OSError, ValueError):
             continue
         for item in document.get("images", []) if isinstance(document, dict) else []:

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 from ..loaders.model import file_sha256
 from ..text import recover, restore
 from .records import SUMMARY_FIELDS, SummaryRow
-from .write import atomic_write_json
+from .write import atomic_write_json, read_json
 
 MANIFEST_SCHEMA = 1
 _MANIFEST_FILE = re.compile(r"^manifest(?:\.shard-(?P<k>\d+)-of-(?P<n>\d+))?\.json$")
@@ -202,8 +202,7 @@ def read_manifests(out_dir) -> List[dict]:
         return []
     for name in names:
         try:
-            with open(out_dir / name, encoding="utf-8") as handle:
-                document = json.load(handle)
+            document = read_json(out_dir / name)
         except (OSError, ValueError):
             continue
         if _well_formed(document):
@@ -247,8 +246,7 @@ def read_record(out_dir: Path, marker: Optional[str]) -> Optional[dict]:
     if not marker or "\\" in marker or marker.startswith("/") or ".." in marker.split("/"):
         return None
     try:
-        with open(out_dir / marker, encoding="utf-8") as handle:
-            document = json.load(handle)
+        document = read_json(out_dir / marker)
     except (OSError, ValueError):
         return None
     return document if isinstance(document, dict) else None

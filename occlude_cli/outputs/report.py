@@ -29,7 +29,7 @@ from ..errors import OccludeError
 from ..text import json_safe, recover, restore, shown
 from .manifest import current_entries
 from .names import is_run_level
-from .write import atomic_write_bytes
+from .write import atomic_write_bytes, read_json
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PAGE_SIZE = 100
@@ -147,8 +147,7 @@ def _all_files(out: Path) -> set[str]:
 
 def _load(path: Path, warnings: list[str]):
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        return read_json(path)
     except (OSError, ValueError) as exc:
         warnings.append(f"{path.name}: unreadable, left out ({type(exc).__name__})")
         return None
@@ -233,8 +232,7 @@ def _is_folder_document(name: str) -> bool:
 def _study(out: Path, output: str) -> tuple[str, dict]:
     """The folder prefix and the document of a STEM.scales.json (empty when unreadable)."""
     try:
-        with open(out / output, encoding="utf-8") as handle:
-            document = json.load(handle)
+        document = read_json(out / output)
     except (OSError, ValueError):
         document = {}
     return (output.rsplit("/", 1)[0] + "/" if "/" in output else ""), document if isinstance(document, dict) else {}

@@ -174,8 +174,7 @@ def verify_outputs(json_path) -> Optional[str]:
     result JSON (a scale study's per-patch file) is verified in turn."""
     json_path = Path(json_path)
     try:
-        with open(json_path, encoding="utf-8") as handle:
-            record = json.load(handle)
+        record = read_json(json_path)
     except (OSError, ValueError) as exc:
         return f"{json_path.name} unreadable ({exc.__class__.__name__})"
     if not isinstance(record, dict):
@@ -213,6 +212,15 @@ def _undo(paths: Sequence[Path]) -> None:
             os.unlink(path)
         except OSError:
             pass
+
+
+def read_json(path):
+    """A JSON document read from a regular file: a FIFO or device named like a result file raises OSError
+    instead of blocking the read forever (as json.load, OSError / ValueError for the rest)."""
+    with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), encoding="utf-8") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return json.load(handle)
 
 
 def atomic_write_json(path, document, *, command: bool = True) -> Path:
