@@ -35,3 +35,24 @@ def install_early_sigterm() -> None:
             signal.signal(signal.SIGTERM, _terminated_early)
     except (ValueError, OSError):  # not the main thread
         pass
+
+
+_INTERRUPTED = [False]  # a SIGTERM or Ctrl-C reached the command's handler (read by the command's error handler)
+
+
+def raise_interrupt(signum, frame) -> None:
+    """The commands' SIGTERM handler: stop like Ctrl-C. It is remembered, because an interrupt that lands in a
+    library's import can come out as an ImportError (numpy turns anything raised while its C extension loads
+    into 'import numpy failed'), which must not read as a missing package."""
+    _INTERRUPTED[0] = True
+    raise KeyboardInterrupt
+
+
+def interrupted() -> bool:
+    """Whether the command was interrupted (see :func:`raise_interrupt`)."""
+    return _INTERRUPTED[0]
+
+
+def reset_interrupted() -> None:
+    """Forget an earlier interrupt (a command starting in a process that ran one before: tests)."""
+    _INTERRUPTED[0] = False

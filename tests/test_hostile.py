@@ -959,3 +959,35 @@ def test_deflated_dicom_bomb_refused_while_inflating(tmp_path):
     # the real deflated file still reads (the check inflates it once, counting)
     result = occlude("run", ROOT / "sample_models" / "ct2d.onnx", tmp_path / "real.dcm", "-o", tmp_path / "o2", "-q")
     assert result.exit_code == 0, result.output
+
+
+def test_an_interrupt_that_surfaces_as_another_error_still_exits_130(capsys):
+    """numpy turns anything raised while its C extension loads into ImportError('import numpy failed'), so a
+    SIGTERM that lands in onnxruntime's import came out as 'onnxruntime is not installed', exit 1 (seen once in
+    test_sigterm_during_start_up_exits_130_in_one_line under load). The handler remembers the interrupt."""
+    import typer
+
+    from occlude_cli._signals import raise_interrupt
+    from occlude_cli.cli.common import user_errors
+    from occlude_cli.errors import OccludeError
+
+    @user_errors
+    def command():
+        try:
+            raise_interrupt(signal.SIGTERM, None)  # what the SIGTERM handler does, inside a library's import
+        except KeyboardInterrupt:
+            raise OccludeError("onnxruntime is not installed") from None  # what the import's failure reads as
+
+    with pytest.raises(typer.Exit) as stopped:
+        command()
+    assert stopped.value.exit_code == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "not installed" not in err
+
+    @user_errors
+    def plain():
+        raise OccludeError("onnxruntime is not installed")
+
+    with pytest.raises(typer.Exit) as failed:  # the next command starts with the interrupt forgotten
+        plain()
+    assert failed.value.exit_code == 1

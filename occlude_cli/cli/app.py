@@ -20,6 +20,7 @@ try:  # typer >= 0.24 carries its own click
 except ImportError:  # pragma: no cover  (older typer on click: the same classes, other types to mypy)
     from click.exceptions import ClickException, UsageError  # type: ignore[assignment,no-redef]
 
+from .._signals import interrupted
 from .._version import __version__
 from ..errors import OccludeError, first_line
 from ..outputs.provenance import set_command_line
@@ -179,8 +180,12 @@ def main() -> None:
     except Exception as exc:  # a bug: say so in one line; OCCLUDE_DEBUG=1 shows the traceback
         if os.environ.get("OCCLUDE_DEBUG"):
             raise
-        print_error(f"{type(exc).__name__}: {first_line(exc)} (set OCCLUDE_DEBUG=1 for details)", "internal error")
-        code = ExitCode.ERROR
+        if interrupted():  # an interrupt that surfaced as another exception (an import it landed in)
+            print_error("interrupted")
+            code = ExitCode.INTERRUPTED
+        else:
+            print_error(f"{type(exc).__name__}: {first_line(exc)} (set OCCLUDE_DEBUG=1 for details)", "internal error")
+            code = ExitCode.ERROR
     else:
         code = 0
     exit_now(code)

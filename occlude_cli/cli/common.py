@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from .._signals import interrupted, raise_interrupt, reset_interrupted
 from ..errors import OccludeError, in_words
 from ..text import shown
 from . import parse
@@ -145,19 +146,18 @@ def fail(message, code: int = ExitCode.ERROR) -> typer.Exit:
     return typer.Exit(int(code))
 
 
-def raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def user_errors(command: Callable) -> Callable:
     """Turn OccludeError into one red line on stderr and exit code 1; never a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        reset_interrupted()
         previous = signal.signal(signal.SIGTERM, raise_interrupt)  # SIGTERM stops like Ctrl-C, cleanly
         try:
             return command(*args, **kwargs)
         except OccludeError as exc:
+            if interrupted():  # the interrupt surfaced as another error (an import it landed in)
+                raise fail("interrupted", ExitCode.INTERRUPTED) from None
             raise fail(exc) from None
         except KeyboardInterrupt:
             raise fail("interrupted", ExitCode.INTERRUPTED) from None

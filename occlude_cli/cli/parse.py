@@ -39,9 +39,21 @@ def sizes(flag: str) -> Parser:
     return lambda text: [_size(item, flag) for item in str(text).split(",")]
 
 
+def _entries(text: str, flag: str) -> List[str]:
+    """The comma-separated entries of ``text`` (spaces dropped; none for an empty text); an empty entry between
+    commas is refused (it was dropped in silence, so '1,,2' read as two numbers)."""
+    parts = str(text).replace(" ", "").split(",")
+    if parts == [""]:
+        return []
+    if "" in parts:
+        raise OccludeError(f"{flag} has an empty entry between commas: {text!r}")
+    return parts
+
+
 def _numbers(text: str, flag: str) -> List[float]:
+    entries = _entries(text, flag)
     try:
-        values = [float(v) for v in str(text).replace(" ", "").split(",") if v != ""]
+        values = [float(v) for v in entries]
     except ValueError:
         raise OccludeError(f"{flag} takes numbers separated by commas, got {text!r}") from None
     if not values or not all(math.isfinite(v) for v in values):
@@ -71,7 +83,7 @@ def box(flag: str) -> Parser:
 
     def parse(text: str) -> Tuple[float, float, float, float]:
         try:
-            values = [float(v) for v in str(text).replace(" ", "").split(",") if v != ""]
+            values = [float(v) for v in _entries(text, flag)]
         except ValueError:
             raise OccludeError(f"{flag} takes x0,y0,x1,y1 in image pixels, got {text!r}") from None
         if len(values) != 4 or not all(math.isfinite(v) for v in values):
@@ -97,7 +109,7 @@ def region(flag: str) -> Parser:
 
     def parse(text: str) -> Tuple[float, ...]:
         try:
-            values = [float(v) for v in str(text).replace(" ", "").split(",") if v != ""]
+            values = [float(v) for v in _entries(text, flag)]
         except ValueError:
             values = []
         if len(values) not in (4, 6) or not all(math.isfinite(v) for v in values):
@@ -185,8 +197,9 @@ def percents(flag: str) -> Parser:
     def parse(text: str) -> Tuple[float, ...]:
         from ..analyses.validate import check_fractions
 
+        entries = _entries(text, flag)
         try:
-            values = [float(v) for v in text.replace(" ", "").split(",") if v]
+            values = [float(v) for v in entries]
         except ValueError:
             raise OccludeError(f"{flag} takes percentages separated by commas, got {text!r}") from None
         try:
