@@ -6,6 +6,7 @@ from typer.testing import CliRunner
 
 from conftest import SAMPLE_IMAGES, SAMPLE_MODELS
 from occlude_cli.cli import app, parse
+from occlude_cli.errors import OccludeError
 
 DIGITS = str(SAMPLE_MODELS / "digits_cnn.onnx")
 DIGIT = str(SAMPLE_IMAGES / "digit_3.png")
@@ -32,3 +33,9 @@ def test_an_empty_value_still_means_none_and_spaces_are_dropped():
     assert parse.percents("--fractions")("") == ()
     assert parse.percents("--fractions")(" 10, 20 ") == (0.1, 0.2)
     assert parse.numbers("--mean")("0.5, 0.4,0.3") == [0.5, 0.4, 0.3]
+
+
+def test_channels_share_the_rule():
+    assert parse.channels("--channels")("0, 5,9-11") == [0, 5, 9, 10, 11]
+    with pytest.raises(OccludeError, match="--channels has an empty entry between commas"):
+        parse.channels("--channels")("0,,5")

@@ -323,11 +323,6 @@ def explain_scales(
     return ScaleStudy(explanations=explanations, rank_correlation=matrix)
 
 
-def _unreadable_task(message: str) -> bool:
-    """Whether opening a model for task auto failed only because its outputs do not say the task."""
-    return "task auto cannot tell" in message or "outputs (" in message or "to classify (occlude run's task" in message
-
-
 def _declares_medical(meta: dict) -> bool:
     """Does a model's ``occlude.preprocess`` metadata describe medical inputs (an intensity transform in real
     units, or the modality it was trained on)?"""
@@ -353,7 +348,8 @@ def describe_model(
         try:
             model = OnnxClassifier(path, device=device, task=task)
         except OccludeError as exc:
-            if task != "auto" or not _unreadable_task(str(exc)):
+            # only where the outputs do not say the task: auto cannot read the shape, or several outputs
+            if task != "auto" or not {"task", "output_name"} & set(exc.params):
                 raise
             note = str(exc)  # described as a detector would be read (any output shape, its first output)
             model = OnnxClassifier(path, device=device, task="detect")

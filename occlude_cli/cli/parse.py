@@ -153,11 +153,11 @@ def channels(flag: str) -> Parser:
     def parse(text: str) -> List[int]:
         out: List[int] = []
         try:
-            for part in text.replace(" ", "").split(","):
+            for part in _entries(text, flag):
                 if "-" in part:
                     a, b = (int(v) for v in part.split("-", 1))
                     out.extend(range(a, b + 1))
-                elif part:
+                else:
                     out.append(int(part))
         except ValueError:
             raise OccludeError(f"{flag} takes indices and ranges like 0,5,9-12, got {text!r}") from None

@@ -196,7 +196,7 @@ def _outputs(d: dict) -> list:
 def _task(d: dict) -> str:
     """info's task row: what the output serves, as run reads it, or what to choose."""
     task = d.get("task")
-    if task is None and "outputs (" in d.get("task_note", ""):
+    if task is None and len(d.get("outputs") or []) > 1:
         return "several outputs: run --task detect (--boxes-output ...) or choose one with --output NAME"
     if task is None:
         return f"not told by the output's shape {_shape(d['output_shape'])}: run --task detect or --task embed"
