@@ -22,8 +22,10 @@ from .common import (
     CiFlags,
     ExitCode,
     ModelFlags,
+    NullPaths,
     OcclusionFlags,
     Parsed,
+    Recursive,
     in_flags,
     print_error,
     print_json,
@@ -231,10 +233,7 @@ def layers(
             rich_help_panel="Basics",
         ),
     ] = 0,
-    recursive: Annotated[
-        bool,
-        typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.", rich_help_panel="Basics"),
-    ] = False,
+    recursive: Recursive = False,
     timing: Annotated[
         bool, typer.Option("--timing/--no-timing", help="Record timings in the JSON.", rich_help_panel="Output")
     ] = True,
@@ -357,15 +356,7 @@ def bias(
     out: Annotated[
         Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.", rich_help_panel="Basics")
     ] = Path("occlude-out"),
-    null: Annotated[
-        bool,
-        typer.Option(
-            "--null",
-            "-0",
-            rich_help_panel="Basics",
-            help="Paths on stdin (-) are NUL-separated.",
-        ),
-    ] = False,
+    null: NullPaths = False,
     controls: Annotated[
         int,
         typer.Option(
@@ -394,10 +385,7 @@ def bias(
             rich_help_panel="Gates",
         ),
     ] = None,
-    recursive: Annotated[
-        bool,
-        typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.", rich_help_panel="Basics"),
-    ] = False,
+    recursive: Recursive = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print bias.json on stdout (nothing else).", rich_help_panel="Basics")
     ] = False,

@@ -167,6 +167,15 @@ def user_errors(command: Callable) -> Callable:
     return wrapper
 
 
+# The two flags of every command that reads paths, declared once.
+Recursive = Annotated[
+    bool,
+    typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.", rich_help_panel="Basics"),
+]
+NullPaths = Annotated[
+    bool, typer.Option("--null", "-0", rich_help_panel="Basics", help="Paths on stdin (-) are NUL-separated.")
+]
+
 # ------------------------------------------------------------------------------------- shared flags
 
 from ..core.baselines import BASELINES  # noqa: E402  (after the helpers above; core is cheap to import)

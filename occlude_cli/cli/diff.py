@@ -19,8 +19,10 @@ from .common import (
     CiFlags,
     ExitCode,
     ModelFlags,
+    NullPaths,
     OcclusionFlags,
     Parsed,
+    Recursive,
     RenderFlags,
     fail,
     one_line,
@@ -154,12 +156,8 @@ def diff(
     out: Path = typer.Option(
         Path("occlude-out"), "--out", "-o", metavar="DIR", help="Output folder.", rich_help_panel="Basics"
     ),
-    recursive: bool = typer.Option(
-        False, "--recursive", "-r", help="Look into sub-folders of folder arguments.", rich_help_panel="Basics"
-    ),
-    null: bool = typer.Option(
-        False, "--null", "-0", rich_help_panel="Basics", help="Paths on stdin (-) are NUL-separated."
-    ),
+    recursive: Recursive = False,
+    null: NullPaths = False,
     patch: Optional[Parsed] = typer.Option(
         None,
         parser=parse.size("--patch"),

@@ -14,8 +14,10 @@ from .common import (
     CiFlags,
     ExitCode,
     ModelFlags,
+    NullPaths,
     OcclusionFlags,
     Parsed,
+    Recursive,
     RenderFlags,
     fail,
     print_error,
@@ -196,10 +198,7 @@ def run(
             rich_help_panel="Basics",
         ),
     ] = False,
-    recursive: Annotated[
-        bool,
-        typer.Option("--recursive", "-r", help="Look into sub-folders of folder arguments.", rich_help_panel="Basics"),
-    ] = False,
+    recursive: Recursive = False,
     npy: Annotated[
         bool, typer.Option("--npy/--no-npy", help="Write STEM.npy (the map as float32).", rich_help_panel="Output")
     ] = True,
@@ -220,15 +219,7 @@ def run(
             rich_help_panel="Basics",
         ),
     ] = False,
-    null: Annotated[
-        bool,
-        typer.Option(
-            "--null",
-            "-0",
-            rich_help_panel="Basics",
-            help="Paths on stdin (-) are NUL-separated.",
-        ),
-    ] = False,
+    null: NullPaths = False,
     shard: Annotated[
         Optional[Parsed],
         typer.Option(

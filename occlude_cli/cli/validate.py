@@ -20,8 +20,10 @@ from .common import (
     CiFlags,
     ExitCode,
     ModelFlags,
+    NullPaths,
     OcclusionFlags,
     Parsed,
+    Recursive,
     RenderFlags,
     fail,
     in_flags,
@@ -358,16 +360,8 @@ def check(
         help="Folder for check.json and check.csv.",
         rich_help_panel="Basics",
     ),
-    recursive: bool = typer.Option(
-        False, "--recursive", "-r", help="Look into sub-folders of folder arguments.", rich_help_panel="Basics"
-    ),
-    null: bool = typer.Option(
-        False,
-        "--null",
-        "-0",
-        rich_help_panel="Basics",
-        help="Paths on stdin (-) are NUL-separated.",
-    ),
+    recursive: Recursive = False,
+    null: NullPaths = False,
     patch: Optional[Parsed] = typer.Option(
         None,
         parser=parse.size("--patch"),
