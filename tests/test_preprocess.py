@@ -234,3 +234,37 @@ def test_odd_modes_match_an_independent_slow_loop(tmp_path):
         got = np.load(out / (Path(name).stem + ".npy"))
         assert json.loads((out / (Path(name).stem + ".json")).read_text())["target"]["index"] == target
         assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), name
+
+
+@pytest.mark.parametrize("fmt", ["gif", "png", "webp", "tiff"])
+def test_only_the_first_frame_of_an_animated_or_multi_page_file_is_explained_and_said(tmp_path, fmt):
+    """An animated GIF/PNG/WebP or a multi-page TIFF: the map is the first frame's (equal, bit for bit, to the
+    map of that frame saved alone) and the record, the terminal (once for a folder) and the library say so;
+    a file of one frame says nothing."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from occlude_cli import explain
+    from occlude_cli.cli.app import app
+    from conftest import SAMPLE_MODELS
+
+    rng = np.random.default_rng(3)
+    frames = [Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).convert("RGB") for _ in range(3)]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    frames[0].save(folder / f"anim.{fmt}", save_all=True, append_images=frames[1:], lossless=True)
+    frames[0].save(folder / f"first.{fmt}", lossless=True)
+    model = SAMPLE_MODELS / "digits_cnn.onnx"
+    result = CliRunner().invoke(app, ["run", str(model), str(folder), "-o", str(tmp_path / "out"), "--no-timing"])
+    assert result.exit_code == 0, result.output
+    anim = json.loads((tmp_path / "out" / "anim.json").read_text())
+    first = json.loads((tmp_path / "out" / "first.json").read_text())
+    assert any("holds 3 frames or pages" in w and "only the first" in w for w in anim["warnings"])
+    assert not any("frames" in w for w in first["warnings"])
+    assert result.output.count("holds 3 frames or pages") == 1
+    assert np.array_equal(np.load(tmp_path / "out" / "anim.npy"), np.load(tmp_path / "out" / "first.npy"))
+    with Image.open(folder / f"anim.{fmt}") as opened:
+        library = explain(model, opened, patch=7, stride=7)
+    assert any("holds 3 frames" in w for w in library.warnings)
+    assert not any("frames" in w for w in explain(model, frames[1], patch=7, stride=7).warnings)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..core.baselines import baseline_image_path, make_baseline
 from ..core.engine import Box
-from ..errors import OccludeError
+from ..errors import Notice, OccludeError
 from ..loaders.baseline_image import baseline_image
 from ..loaders.images import PreparedImage, Preprocessing, prepare_image
 from ..loaders.model import OnnxClassifier
@@ -49,7 +49,14 @@ class Photos:
         return region_to_box(options.region, prepared) if options.region is not None else None
 
     def warnings(self, model: OnnxClassifier, options: ExplainOptions, prepared: PreparedImage) -> List[str]:
-        """What the user must know about how this input was fed (nothing for photos)."""
+        """What the user must know about how this input was fed: only the first frame of an animated or
+        multi-page file is explained."""
+        if prepared.frames > 1:
+            text = (
+                f"the file holds {prepared.frames} frames or pages (animated or multi-page): only the first is "
+                "explained; save each frame you want explained as its own file"
+            )
+            return [Notice(text, key="first frame only")]
         return []
 
     def baseline(self, kind: str, prepared: PreparedImage, patch: Sequence[int], *, seed: int, blur_sigma: float):

@@ -363,6 +363,7 @@ class PreparedImage:
     model_input: np.ndarray  # one sample in model layout, normalised
     crop_box: Tuple[float, float, float, float]  # region of the original (left, top, right, bottom) the input covers
     preprocessing: Preprocessing = field(repr=False)
+    frames: int = 1  # frames or pages of the file (animated GIF/PNG/WebP, multi-page TIFF): only the first is used
 
     @property
     def original_size(self) -> Tuple[int, int]:
@@ -390,9 +391,23 @@ def decode_photo(path) -> Image.Image:
     """:func:`load_image` without looking for an image decoded ahead: what the prefetch thread runs."""
     image = limits.check_float_image(open_image(path), path)
     try:
-        return normalise_mode(image)
+        return _with_frames(normalise_mode(image), frame_count(image))
     except OccludeError as exc:  # a 32-bit integer image out of the 16-bit range: name the file
         raise OccludeError(f"{path}: {exc}") from None
+
+
+_FRAMES = "occlude.frames"  # Image.info key: how many frames or pages the file had (absent: one)
+
+
+def frame_count(image: Image.Image) -> int:
+    """Frames (animated GIF, PNG, WebP) or pages (TIFF) ``image`` comes from: only the first is explained."""
+    counted = image.info.get(_FRAMES, getattr(image, "n_frames", 1))
+    return counted if isinstance(counted, int) and counted > 1 else 1
+
+
+def _with_frames(image: Image.Image, frames: int) -> Image.Image:
+    image.info.update({_FRAMES: frames} if frames > 1 else {})
+    return image
 
 
 def is_photo(path) -> bool:
@@ -429,6 +444,7 @@ def open_image(path) -> Image.Image:
             image = ImageOps.exif_transpose(opened)
             if image is opened:
                 image = opened.copy()
+            _with_frames(image, frame_count(opened))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise OccludeError(limits.bomb_message(str(path), exc), params=(limits.PARAM,)) from None
     except UnidentifiedImageError:
@@ -440,16 +456,9 @@ def open_image(path) -> Image.Image:
 
 def file_kind(mode: int) -> str:
     """'FIFO', 'socket', 'character device', 'block device' or 'special file' for a non-regular file."""
-    for test, name in (
-        (stat.S_ISFIFO, "FIFO"),
-        (stat.S_ISSOCK, "socket"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-        (stat.S_ISDIR, "folder"),
-    ):
-        if test(mode):
-            return name
-    return "special file"
+    kinds = [(stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device")]
+    kinds += [(stat.S_ISBLK, "block device"), (stat.S_ISDIR, "folder")]
+    return next((name for test, name in kinds if test(mode)), "special file")
 
 
 def has_transparency(image: Image.Image) -> bool:
@@ -647,7 +656,7 @@ def prepare_image(image, preprocessing: Preprocessing) -> PreparedImage:
         image, floats = image_from_array(image)
         image = normalise_mode(image)
     elif isinstance(image, Image.Image):
-        image = normalise_mode(ImageOps.exif_transpose(image))
+        image = _with_frames(normalise_mode(ImageOps.exif_transpose(image)), frame_count(image))
     elif isinstance(image, (str, PathLike)):
         path = Path(image)
         image = load_image(path)
@@ -665,6 +674,7 @@ def prepare_image(image, preprocessing: Preprocessing) -> PreparedImage:
         model_input=preprocessing.normalise(pixels),
         crop_box=geometry.box,
         preprocessing=preprocessing,
+        frames=frame_count(image),
     )
 
 
