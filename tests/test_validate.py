@@ -412,6 +412,30 @@ def test_compare_cli_writes_json_and_png(tmp_path):
     assert math.isfinite(document["curves"]["other"]["deletion_auc"])
 
 
+def test_a_constant_map_gets_no_verdict_and_no_top_iou(tmp_path):
+    """A constant map ranks no pixel above another: its curves and top-k sets follow the tie order alone, so
+    compare gives no verdict and no top IoU for it and says why (JSON ``constant`` and ``warnings``, one
+    warning line on the terminal); a map that varies gets verdicts and an empty ``constant``."""
+    image = SAMPLE_IMAGES / "digit_7.png"
+    np.save(tmp_path / "flat.npy", np.full((8, 8), 0.25, dtype=np.float32))
+    result = invoke("compare", DIGITS, image, tmp_path / "flat.npy", "-o", tmp_path / "out", "--steps", "8")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("warning:") == 1 and "(flat.npy) is constant over the 64 pixels" in result.stderr
+    record = json.loads((tmp_path / "out" / "digit_7.compare.json").read_text())
+    assert record["constant"] == ["other"] and len(record["warnings"]) == 1
+    assert record["agreement"]["top_iou"] is None and record["agreement"]["pearson"] is None
+    assert record["better"] == {"deletion": None, "insertion": None}
+    assert set(record["fidelity"]["better"].values()) == {None}
+    assert math.isfinite(record["curves"]["other"]["deletion_auc"])  # the curves are still measured and kept
+    varying = explain(str(DIGITS), image).map
+    np.save(tmp_path / "varying.npy", (varying + np.arange(64).reshape(8, 8) * 1e-3).astype(np.float32))
+    other = invoke("compare", DIGITS, image, tmp_path / "varying.npy", "-o", tmp_path / "out2", "--steps", "8")
+    assert other.exit_code == 0 and "warning:" not in other.stderr
+    record = json.loads((tmp_path / "out2" / "digit_7.compare.json").read_text())
+    assert record["constant"] == [] and record["warnings"] == [] and record["agreement"]["top_iou"] is not None
+    assert None not in record["better"].values()
+
+
 def test_compare_bad_inputs_give_one_red_line(tmp_path):
     np.save(tmp_path / "cube.npy", np.zeros((3, 8, 8)))
     np.save(tmp_path / "ok.npy", np.zeros((8, 8)))

@@ -346,7 +346,7 @@ def compare_maps(
             "insertion": c["insertion"],
         }
 
-    return {
+    document = {
         **e.header(),
         "params": e.params,
         "other_map": {
@@ -376,6 +376,31 @@ def compare_maps(
         "fidelity": {**fid, "better": _fidelity_verdicts(fid)} if fid else fid,
         "quality": _quality(occ_map, other, region),
     }
+    return _without_rankings(document, [n for n, m in (("occlusion", occ_map), ("other", other)) if _flat(m[both])])
+
+
+def _flat(values: np.ndarray) -> bool:
+    return bool(values.size) and float(np.max(values)) == float(np.min(values))
+
+
+def _without_rankings(document: dict, constant: List[str]) -> dict:
+    """A comparison where a map is constant over the pixels both maps compute: it ranks no pixel above another,
+    so its curves and top-k sets follow the tie order alone. Its top IoU and every verdict are left undefined
+    (None), ``constant`` names the map(s) and ``warnings`` says so."""
+    document["constant"] = constant
+    document["warnings"] = []
+    if not constant:
+        return document
+    names = {"occlusion": "the occlusion map", "other": f"the other map ({document['other_map']['name'] or 'other'})"}
+    document["warnings"].append(
+        f"{' and '.join(names[c] for c in constant)} {'is' if len(constant) == 1 else 'are'} constant over the "
+        f"{document['agreement']['pixels']} pixels both maps compute: a constant map ranks no pixel above another, "
+        "so no top IoU and no verdict (which map is better) is given"
+    )
+    document["agreement"]["top_iou"] = None
+    for part in (document, document.get("fidelity") or {}, document["quality"]):
+        part["better"] = {key: None for key in part.get("better") or {}}
+    return document
 
 
 def _fidelity_verdicts(fid: dict) -> dict:

@@ -31,6 +31,7 @@ from .common import (
     print_error,
     print_json,
     print_note,
+    print_warning,
     safe,
     stderr,
     stderr_is_terminal,
@@ -536,6 +537,8 @@ def _print_comparison(console, comparison: dict, written) -> None:
         f"Pearson {_shown(agreement['pearson'])}, Spearman {_shown(agreement['spearman'])}, "
         f"top {agreement['top_fraction'] * 100:g}% IoU {_shown(agreement['top_iou'])} over {agreement['pixels']} pixels"
     )
+    for warning in comparison.get("warnings") or []:
+        print_warning(warning)
     if comparison.get("sanity"):
         _print_method_sanity(console, comparison["sanity"], name)
     for path in written:
