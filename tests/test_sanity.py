@@ -325,7 +325,25 @@ def test_compare_sanity_refuses_another_models_folder_and_a_folder_without_maps(
     done = runner.invoke(app, ["compare", str(other), str(picture), str(tmp_path / "m.npy"), "--sanity", str(models)])
     assert done.exit_code == 1 and "randomised from another model" in done.output
     done = runner.invoke(app, ["compare", str(probe), str(picture), str(tmp_path / "m.npy"), "--sanity", str(tmp_path)])
-    assert done.exit_code == 1 and "no sanity_models.json" in done.output and "Traceback" not in done.output
+    assert done.exit_code == 1 and "holds no sanity_models.json" in done.output and "Traceback" not in done.output
+    assert "--sanity folder" in done.output and "occlude sanity --export-models" in done.output
+
+
+@pytest.mark.parametrize(
+    "edited",
+    ["[1, 2]", '{"kind": "sanity-models", "models": ["a"]}', '{"kind": "sanity-models", "models": "abc"}',
+     '{"kind": "sanity-models", "models": [], "model": "x"}', "{not json"],
+)  # fmt: skip
+def test_compare_sanity_refuses_a_manifest_edited_into_another_shape(probe, picture, tmp_path, edited):
+    """A sanity_models.json edited by hand into another shape was an internal error (AttributeError): one
+    error line naming --sanity and the file, exit 1."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "sanity_models.json").write_text(edited)
+    np.save(tmp_path / "m.npy", np.ones((16, 16)))
+    done = runner.invoke(app, ["compare", str(probe), str(picture), str(tmp_path / "m.npy"), "--sanity", str(models)])
+    assert done.exit_code == 1 and "Traceback" not in done.output and "internal error" not in done.output
+    assert done.output.startswith("error: --sanity folder ") and "sanity_models.json" in done.output
 
 
 @pytest.mark.parametrize(

@@ -265,15 +265,30 @@ def write_models_manifest(folder: Path, document: dict) -> Path:
 
 
 def read_models_manifest(folder: Path) -> Optional[dict]:
-    """A folder's sanity_models.json as written by :func:`write_models_manifest` (None when there is none)."""
-    import json
-
+    """A folder's sanity_models.json as written by :func:`write_models_manifest` (None when there is none); one
+    edited into another shape (not an object, ``models`` not a list of objects, ``model`` not an object) or
+    not a regular file is an OccludeError naming ``sanity``."""
     from ..text import restore
+    from .write import read_json
 
     path = Path(folder) / MODELS_MANIFEST
-    if not path.is_file():
+    if not path.exists():
         return None
     try:
-        return restore(json.loads(path.read_text(encoding="utf-8")))
+        document = restore(read_json(path))
     except (OSError, ValueError) as exc:
-        raise OccludeError(f"cannot read {path}: {exc}", params=("sanity",)) from None
+        raise OccludeError(
+            f"sanity folder {folder}: cannot read its {MODELS_MANIFEST}: {exc}", params=("sanity",)
+        ) from None
+    models = document.get("models") if isinstance(document, dict) else None
+    if (
+        not isinstance(models, list)
+        or not all(isinstance(entry, dict) for entry in models)
+        or not isinstance(document.get("model", {}), dict)
+    ):
+        raise OccludeError(
+            f"sanity folder {folder}: its {MODELS_MANIFEST} was not written by occlude sanity --export-models "
+            "(edited by hand?)",
+            params=("sanity",),
+        )
+    return document

@@ -169,7 +169,8 @@ def _sanity_maps(folder) -> Tuple[dict, List[Tuple[dict, Optional[Path]]]]:
     manifest = read_models_manifest(folder)
     if manifest is None or manifest.get("kind") != "sanity-models":
         raise OccludeError(
-            f"no {MODELS_MANIFEST} in {folder}: export the randomised models with occlude sanity --export-models",
+            f"sanity folder {folder} holds no {MODELS_MANIFEST}: export the randomised models with occlude sanity "
+            "--export-models",
             params=("sanity",),
         )
     maps = []
