@@ -16,7 +16,9 @@ look like ``exe.png``. So wherever occlude shows outside text, it shows :func:`s
   Cs (other lone surrogates) and Cn (unassigned in this Python's Unicode database, noncharacters such as
   U+FFFF included), and the blank default-ignorable letters and marks (Hangul fillers U+115F, U+1160, U+3164,
   U+FFA0, the combining grapheme joiner U+034F, Khmer U+17B4/U+17B5, Mongolian variation selectors, and the
-  variation selectors but U+FE0E and U+FE0F, which choose an emoji's presentation).
+  variation selectors but U+FE0E and U+FE0F, which choose an emoji's presentation). The zero-width
+  non-joiner and joiner (U+200C, U+200D) are shown as they are between two visible characters outside ASCII,
+  where they spell Persian, Urdu and Indic words and emoji sequences; anywhere else they are escaped.
 
 Everything else (spaces, accents, CJK, emoji, backslashes) is shown as it is. The form is for people; it
 is not reversible on its own (a name may contain a backslash). JSON keeps the exact text: where the shown
@@ -75,9 +77,24 @@ def _escape(char: str) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
+# zero-width non-joiner and joiner: part of the spelling of Persian, Urdu and Indic words and of emoji sequences
+_JOINERS = frozenset("\u200c\u200d")
+
+
+def _kept(text: str, i: int) -> bool:
+    """Is ``text[i]`` shown as it is: a character :func:`_hidden` lets through, or a joiner between two
+    visible characters outside ASCII (between ASCII letters it can only hide in a name: ``pay\u200dpal``)."""
+    char = text[i]
+    if not _hidden(char):
+        return True
+    if char not in _JOINERS or not 0 < i < len(text) - 1:
+        return False
+    return all(ord(c) >= 0x80 and not _hidden(c) for c in (text[i - 1], text[i + 1]))
+
+
 def is_safe(text: str) -> bool:
     """True when :func:`shown` leaves ``text`` as it is."""
-    return _PLAIN.fullmatch(text) is not None or not any(_hidden(c) for c in text)
+    return _PLAIN.fullmatch(text) is not None or all(_kept(text, i) for i in range(len(text)))
 
 
 def shown(text: Any) -> str:
@@ -86,7 +103,7 @@ def shown(text: Any) -> str:
     text = str(text)
     if _PLAIN.fullmatch(text) is not None:
         return text
-    return "".join(_escape(c) if _hidden(c) else c for c in text)
+    return "".join(c if _kept(text, i) else _escape(c) for i, c in enumerate(text))
 
 
 LABEL_LIMIT = 80  # the most characters of one label on a terminal (files keep the whole text)

@@ -221,6 +221,38 @@ def test_every_invisible_character_is_escaped_in_every_form():
     assert shown("\u2764\ufe0f \U0001f642") == "\u2764\ufe0f \U0001f642"  # emoji presentation is not hidden
 
 
+def test_joiners_that_spell_words_and_emoji_are_shown_and_hidden_ones_escaped(tmp_path):
+    """U+200C/U+200D spell Persian, Urdu and Indic words and emoji sequences: between two visible characters
+    outside ASCII they are shown as they are (a Persian label was shown as 'می\\u200cخواهم'); at an end, next to
+    ASCII or another invisible character they can only hide in a name and stay escaped. A Persian label of a
+    model is shown whole on the terminal and kept without a ``_b64`` twin in the JSON."""
+    kept = ["می\u200cخواهم", "क्\u200dष", "\U0001f468\u200d\U0001f469\u200d\U0001f467", "\u2764\ufe0f\u200d\U0001f525"]
+    for text in kept:
+        assert shown(text) == text and is_safe(text) and for_csv(text) == text
+    escaped = {
+        "pay\u200dpal": "pay\\u200dpal",
+        "\u200cابتدا": "\\u200cابتدا",
+        "ب\u200c": "ب\\u200c",
+        "ب\u200c\u200cب": "ب\\u200c\\u200cب",
+        "ب\u200c\u202eب": "ب\\u200c\\u202eب",
+        "é\u200d1": "é\\u200d1",
+    }
+    for text, expected in escaped.items():
+        assert shown(text) == expected and not is_safe(text) and shown(expected) == expected
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(["کتاب\u200cخانه" if i == 3 else f"class {i}" for i in range(10)]), encoding="utf-8")
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "occlude_cli", "run", str(SAMPLE_MODELS / "digits_cnn.onnx"),
+         str(SAMPLE_IMAGES / "digit_3.png"), "--labels", str(labels), "-o", str(out), "--target", "3"],
+        capture_output=True, text=True, encoding="utf-8",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "کتاب\u200cخانه" in done.stdout + done.stderr and "\\u200c" not in done.stdout + done.stderr
+    record = json.loads((out / "digit_3.json").read_text(encoding="utf-8"))
+    assert record["target"]["label"] == "کتاب\u200cخانه" and "label_b64" not in record["target"]
+
+
 def test_json_keeps_the_exact_text_beside_the_shown_one():
     name = os.fsdecode(b"bad\xff" + ESCAPES.encode() + b".png")
     document = {"path": name, "ok": "plain", "labels": ["fine", LABELS[0]], "nested": [{"label": LABELS[1]}]}
