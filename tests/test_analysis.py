@@ -136,6 +136,47 @@ def test_spatial_windows_on_the_feature_map(tmp_path):
     np.testing.assert_allclose(two.map, want / count, atol=1e-6)
 
 
+def test_layers_spatial_stride_is_in_feature_cells_and_checked_before_any_image(tmp_path):
+    """``layers --spatial --stride`` was checked against the *input's* default patch (digits_cnn: 1 pixel),
+    so ``--patch 4 --stride 2`` was refused ('stride height 2 is larger than the patch height 1'); a feature
+    patch larger than the grid or a stride above it failed per image (exit 3) in pixel words. Now: the map of
+    4x4 windows every 2 cells equals a slow loop through onnx.utils' own prefix and suffix, and the bad
+    geometries are one error line before any image (exit 1), in feature cells."""
+    import onnx.utils
+
+    out = tmp_path / "out"
+    done = occlude(
+        "layers", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--layer", "relu_1", "--spatial", "--patch", "4",
+        "--stride", "2", "--score", "logit", "-o", out, "-q",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    document = json.loads((out / "digit_3.spatial.json").read_text())
+    assert document["stride"] == [2, 2] and document["forward_passes"] == 10
+    proto = onnx.load(DIGITS)
+    prefix = onnx.utils.Extractor(proto).extract_model(["input"], ["relu_1"])
+    suffix = onnx.utils.Extractor(proto).extract_model(["relu_1"], ["logits"])
+    pre = ort.InferenceSession(prefix.SerializeToString(), providers=["CPUExecutionProvider"])
+    suf = ort.InferenceSession(suffix.SerializeToString(), providers=["CPUExecutionProvider"])
+    layer = open_layer(OnnxClassifier(DIGITS), "relu_1")
+    _, prepared, _ = channel_importance(layer, SAMPLE_IMAGES / "digit_3.png", score="logit", channels=[0])
+    features = pre.run(None, {"input": prepared.model_input[None]})[0]
+    clean = suf.run(None, {"relu_1": features})[0][0, 3]
+    total, count = np.zeros((8, 8)), np.zeros((8, 8))
+    for y in (0, 2, 4):
+        for x in (0, 2, 4):
+            changed = features.copy()
+            changed[0, :, y : y + 4, x : x + 4] = 0.0
+            total[y : y + 4, x : x + 4] += clean - suf.run(None, {"relu_1": changed})[0][0, 3]
+            count[y : y + 4, x : x + 4] += 1
+    np.testing.assert_allclose(np.load(out / "digit_3.spatial.npy"), total / count, rtol=1e-5, atol=1e-5)
+    for flags, message in (
+        (["--patch", "2", "--stride", "3"], "--stride 3 is larger than the patch 2: some feature cells"),
+        (["--patch", "9"], "--patch 9 is larger than the feature grid of 'relu_1' (8x8 cells)"),
+    ):
+        bad = occlude("layers", DIGITS, SAMPLE_IMAGES / "digit_3.png", "-l", "relu_1", "--spatial", *flags, "-o", out)
+        assert bad.exit_code == 1 and message in bad.output and bad.output.count("error:") == 1, bad.output
+
+
 def test_channel_importance_matches_a_slow_independent_loop():
     """digits_cnn cut at relu_1 by onnx.utils's own extractor, every channel zeroed one at a time by hand."""
     import onnx.utils
@@ -482,6 +523,32 @@ def test_layers_spatial_on_digits(tmp_path):
     assert (out / "digit_0.spatial.png").stat().st_size > 1000
 
 
+def test_layers_spatial_json_prints_every_map_and_nothing_else(tmp_path):
+    """``layers --spatial --json`` printed nothing at all (exit 0, an empty stdout for jq): it prints every
+    input's STEM.spatial.json document in input order, the same numbers as the files, and with an unreadable
+    input among them still prints the others, counts the failure and exits 3."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("digit_3.png", "digit_0.png"):
+        (folder / name).write_bytes((SAMPLE_IMAGES / name).read_bytes())
+    (folder / "digit_9.png").write_text("not an image")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "occlude_cli", "layers", str(DIGITS), str(folder), "--layer", "relu_1"]
+    command += ["--spatial", "--patch", "2", "--score", "logit", "-o", str(out), "--json", "--no-timing"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 3 and done.stderr.count("error:") == 1 and "digit_9.png" in done.stderr
+    document = json.loads(done.stdout)
+    assert document["kind"] == "layers.spatial-run" and document["failed"] == 1
+    assert [Path(d["image"]).name for d in document["images"]] == ["digit_0.png", "digit_3.png"]
+    for printed in document["images"]:
+        written = json.loads((out / f"{Path(printed['image']).stem}.spatial.json").read_text())
+        assert {k: v for k, v in written.items() if k != "versions"} == printed
+        assert np.array(printed["map"]).shape == (8, 8)
+
+
 def test_fixed_batch_model_and_flags_that_do_not_apply(tmp_path):
     """A model pinned to batch 1: the suffix is run one feature tensor at a time, same answers as batched."""
     from graph_models import plain_cnn
@@ -560,7 +627,8 @@ def test_bias_with_per_image_masks(tmp_path):
         (lambda m, layer, img: open_layer(m, "act", channel_axis=5), "channel_axis 5 is out of range"),
         (lambda m, layer, img: open_layer(m, "logits"), "is a graph output"),
         (lambda m, layer, img: open_layer(m, "flat"), "channel occlusion needs channels and at least one spatial axis"),
-        (lambda m, layer, img: spatial_occlusion(layer, img, patch=5), "patch (5) is larger than the area"),
+        (lambda m, layer, img: spatial_occlusion(layer, img, patch=5), "patch 5 is larger than the feature grid"),
+        (lambda m, layer, img: spatial_occlusion(layer, img, patch=2, stride=3), "stride 3 is larger than the patch"),
         (lambda m, layer, img: bias_image(m, img, box=(0, 0, 2, 2), controls=-1), "controls must be a whole number"),
         (lambda m, layer, img: bias_image(m, img), "give exactly one region"),
         (lambda m, layer, img: summarise_bias([], bootstrap=10), "no image could be measured"),

@@ -440,16 +440,12 @@ def spatial_occlusion(
     suffix: the engine's occlusion map computed on the feature map. ``stride`` defaults to the patch
     (no overlap: one window per cell for patch 1)."""
     replacement = check_replacement(replacement)
+    patch_t, stride_t = feature_windows(layer, patch, stride)  # before the image is read
     started = time.perf_counter()
     options, labels, prepared, features, head, original, target = _start(
         layer, image, options, overrides, preprocessing, labels
     )
     axes = layer.spatial_axes
-    d = len(axes)
-    patch_t = _per_axis(patch, d)
-    stride_t = patch_t if stride is None else _per_axis(stride, d)
-    if len(patch_t) != d or len(stride_t) != d:
-        raise OccludeError(f"patch and stride need {d} values for the {d}-D feature grid of {layer.tensor!r}")
     fill = _fill_values(replacement, features, layer.channel_axis, dataset_mean)
     shape = [1] * features.ndim
     shape[layer.channel_axis] = -1
@@ -483,6 +479,32 @@ def spatial_occlusion(
         seconds=time.perf_counter() - started,
     )
     return result, prepared
+
+
+def feature_windows(
+    layer: LayerModel, patch: Union[int, Sequence[int]], stride: Optional[Union[int, Sequence[int]]]
+) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """The (patch, stride) of windows of ``layer``'s feature grid, one value per spatial axis, in feature
+    cells (``stride`` default: the patch), checked against the grid before any image is read."""
+    axes = layer.spatial_axes
+    d = len(axes)
+    patch_t = _per_axis(patch, d)
+    stride_t = patch_t if stride is None else _per_axis(stride, d)
+    if len(patch_t) != d or len(stride_t) != d:
+        raise OccludeError(f"patch and stride need {d} values for the {d}-D feature grid of {layer.tensor!r}")
+    grid = tuple(int(layer.feature_shape[a]) for a in axes)
+    for p, s, g in zip(patch_t, stride_t, grid):
+        if p > g:
+            raise OccludeError(
+                f"patch {p} is larger than the feature grid of {layer.tensor!r} ({'x'.join(map(str, grid))} cells)",
+                params=("patch",),
+            )
+        if s > p:
+            raise OccludeError(
+                f"stride {s} is larger than the patch {p}: some feature cells would never be replaced",
+                params=("stride",),
+            )
+    return patch_t, stride_t
 
 
 def _per_axis(value: Union[int, Sequence[int]], d: int) -> Tuple[int, ...]:

@@ -7,6 +7,7 @@ failed (the others were processed); 4 `occlude bias` exceeded --max-mean-drop or
 precedence).
 """
 
+import dataclasses
 import enum
 from pathlib import Path
 from typing import Annotated, Collection, List, Optional
@@ -158,8 +159,24 @@ def _layers_line(events: AnalysisEvents, image, done) -> None:
         stderr.print(line, markup=False, highlight=False)
 
 
+@dataclasses.dataclass
+class LayerOcclusionFlags(OcclusionFlags):
+    """The occlusion flags of ``occlude layers``, whose windows (--spatial) lie on the feature grid."""
+
+    stride: Annotated[
+        Optional[Parsed],
+        typer.Option(
+            parser=parse.size("--stride"),
+            metavar="SIZE",
+            help="With --spatial: step between windows in feature cells, N or HxW \\[default: the patch]. A last "
+            "window flush with the border is always added.",
+            rich_help_panel="Basics",
+        ),
+    ] = None
+
+
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, medical=MedicalInputFlags)
+@with_flags(model_flags=ModelFlags, occlusion=LayerOcclusionFlags, medical=MedicalInputFlags)
 def layers(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx), or a folder holding one.")],
     paths: Annotated[
@@ -238,7 +255,12 @@ def layers(
         bool, typer.Option("--timing/--no-timing", help="Record timings in the JSON.", rich_help_panel="Output")
     ] = True,
     json_out: Annotated[
-        bool, typer.Option("--json", help="Print layers.json on stdout (nothing else).", rich_help_panel="Basics")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print layers.json on stdout (nothing else); with --spatial, every STEM.spatial.json.",
+            rich_help_panel="Basics",
+        ),
     ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No table; errors still go to stderr.", rich_help_panel="Basics")
@@ -269,6 +291,8 @@ def layers(
         deidentify=deidentify,
     )
     if spatial or run.summary is None:
+        if json_out and spatial:
+            print_json(run.document)
         if run.failed or run.summary is None and not spatial:
             raise typer.Exit(ExitCode.IMAGES_FAILED)
         return

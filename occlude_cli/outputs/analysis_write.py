@@ -193,22 +193,9 @@ def write_layers(
     return written
 
 
-def write_spatial(
-    out: Path, stem: str, result: SpatialOcclusion, prepared: PreparedImage, timing: bool = True
-) -> List[Path]:
-    """STEM.spatial.npy (feature-grid map), STEM.spatial.png (the map stretched over the image) and
-    STEM.spatial.json (windows' drops in feature cells)."""
-    out = Path(out)
-    size = prepared.preprocessing.size
-    on_input = upsample_to_input(result.map, size) if result.map.ndim == 2 else None
-    title = upsampled_title(
-        result.label, result.target, result.score_kind, float(result.occlusion.original_scores[result.target])
-    )
-    subtitle = (
-        f"feature-map occlusion at {result.tensor}: grid {'x'.join(map(str, result.map.shape))}, "
-        f"patch {'x'.join(map(str, result.patch))} cells, replacement {result.replacement}"
-    )
-    document = {
+def spatial_document(result: SpatialOcclusion, timing: bool = True) -> dict:
+    """STEM.spatial.json's document: the windows' drops on the feature grid (in feature cells)."""
+    return {
         "schema": SCHEMA_VERSION,
         "kind": "layers.spatial",
         "image": result.path,
@@ -225,6 +212,24 @@ def write_spatial(
         # a 3-D feature grid's map is in STEM.spatial.npy only
         "map": [[_number(v) for v in row] for row in np.atleast_2d(result.map)] if result.map.ndim <= 2 else None,
     }
+
+
+def write_spatial(
+    out: Path, stem: str, result: SpatialOcclusion, prepared: PreparedImage, timing: bool = True
+) -> List[Path]:
+    """STEM.spatial.npy (feature-grid map), STEM.spatial.png (the map stretched over the image) and
+    STEM.spatial.json (windows' drops in feature cells)."""
+    out = Path(out)
+    size = prepared.preprocessing.size
+    on_input = upsample_to_input(result.map, size) if result.map.ndim == 2 else None
+    title = upsampled_title(
+        result.label, result.target, result.score_kind, float(result.occlusion.original_scores[result.target])
+    )
+    subtitle = (
+        f"feature-map occlusion at {result.tensor}: grid {'x'.join(map(str, result.map.shape))}, "
+        f"patch {'x'.join(map(str, result.patch))} cells, replacement {result.replacement}"
+    )
+    document = spatial_document(result, timing)
     written = [
         atomic_write_bytes(out / f"{stem}.spatial.npy", npy_bytes(result.map.astype(np.float32))),
         atomic_write_json(out / f"{stem}.spatial.json", document, command=False),

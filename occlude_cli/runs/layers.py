@@ -5,13 +5,14 @@ per input). Where a model can be cut: :func:`occlude_cli.analyses.layers.describ
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
 from ..analyses.explain import SATURATION
+from ..analyses.explanation import SCHEMA_VERSION
 from ..analyses.layers import (
     ChannelImportance,
     ChannelSummary,
@@ -22,6 +23,7 @@ from ..analyses.layers import (
     check_channels,
     check_replacement,
     dataset_channel_means,
+    feature_windows,
     open_layer,
     spatial_occlusion,
     upsample_to_input,
@@ -31,7 +33,7 @@ from ..analyses.options import ExplainOptions, Size, as_size
 from ..analyses.preprocessing import ModelOptions
 from ..batch.inputs import pseudonymised
 from ..errors import OccludeError
-from ..outputs.analysis_write import layers_document, write_layers, write_spatial
+from ..outputs.analysis_write import layers_document, spatial_document, write_layers, write_spatial
 from ..outputs.provenance import deidentifying
 from ..outputs.write import check_output_folder
 from .common import Opened, deidentifier_for, find_inputs, open_checked
@@ -61,10 +63,16 @@ class LayersRun:
     summary: Optional[ChannelSummary] = None
     saturated: List[ChannelImportance] = field(default_factory=list)
     failed: int = 0
+    spatial_windows: bool = False  # a run of windows of the feature map (``LayerSettings.spatial``)
 
     @property
     def document(self) -> dict:
-        """layers.json's document (channel runs)."""
+        """layers.json's document (channel runs), or with ``spatial`` every input's STEM.spatial.json document
+        in input order (``images``) and how many inputs failed."""
+        if self.spatial_windows:
+            timing = bool(self.settings.get("timing", True))
+            images = [spatial_document(done.result, timing) for done in self.spatial]
+            return {"schema": SCHEMA_VERSION, "kind": "layers.spatial-run", "images": images, "failed": self.failed}
         assert self.summary is not None
         return layers_document(self.cut, self.summary, self.results, self.settings)
 
@@ -138,9 +146,13 @@ def layers_folder(
     pseudonyms, UIDs replaced, no path in any output or event (as :func:`~occlude_cli.runs.run.run_folder`)."""
     options = (options or ExplainOptions()).with_overrides(overrides).checked()
     settings = (settings or LayerSettings()).checked(options)
+    # the stride is the feature grid's (settings.stride, in cells): not the input's, checked against its patch
+    options = replace(options, stride=None)
     opened = open_checked(model, options, model_options)
     cut = open_layer(opened.classifier, layer, channel_axis=settings.channel_axis)
     check_channels(cut, settings.channels)
+    if settings.spatial:
+        feature_windows(cut, settings.patch, settings.stride)
     images, problems = find_inputs(
         inputs,
         out,
@@ -160,6 +172,7 @@ def layers_folder(
         images = pseudonymised(images, deidentifier)
     out = check_output_folder(out)
     run = LayersRun(cut, _settings(model, layer, settings, options, timing), failed=len(problems))
+    run.spatial_windows = settings.spatial
     with deidentifying(deidentifier):  # everything written is scrubbed of the paths and UIDs
         dataset_mean = _dataset_mean(cut, images, opened, settings, run, events)
         events.started(len(images))
@@ -179,6 +192,8 @@ def layers_folder(
         run.settings = deidentifier.scrub(run.settings)
         for result in run.results:
             result.path = deidentifier.scrub(result.path)
+        for done in run.spatial:
+            done.result.path = deidentifier.scrub(done.result.path)
     return run
 
 
