@@ -177,6 +177,20 @@ def test_layers_spatial_stride_is_in_feature_cells_and_checked_before_any_image(
         assert bad.exit_code == 1 and message in bad.output and bad.output.count("error:") == 1, bad.output
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--seed", "5"], "--seed seeds the noise baseline, which occlude layers does not use"),
+        (["--incremental", "on"], "--incremental on speeds up windows of the input"),
+    ],
+)
+def test_layers_refuses_flags_it_would_ignore(tmp_path, flags, message):
+    """--seed and --incremental on were accepted by layers and did nothing (exit 0)."""
+    done = occlude("layers", DIGITS, SAMPLE_IMAGES / "digit_3.png", "-l", "relu_1", *flags, "-o", tmp_path)
+    assert done.exit_code == 1 and message in done.output and done.output.count("error:") == 1, done.output
+    assert not any(tmp_path.iterdir())
+
+
 def test_channel_importance_matches_a_slow_independent_loop():
     """digits_cnn cut at relu_1 by onnx.utils's own extractor, every channel zeroed one at a time by hand."""
     import onnx.utils

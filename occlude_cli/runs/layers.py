@@ -107,6 +107,16 @@ class LayerSettings:
                 "blur_sigma fill pixels and do not apply here",
                 params=("replacement", "baseline", "blur_sigma"),
             )
+        if options.seed != 0:
+            raise OccludeError(
+                "seed seeds the noise baseline, which occlude layers does not use: it draws nothing at random",
+                params=("seed",),
+            )
+        if str(getattr(options.incremental, "value", options.incremental)) == "on":
+            raise OccludeError(
+                "incremental on speeds up windows of the input; occlude layers runs the suffix of its cut instead",
+                params=("incremental",),
+            )
         stride = options.stride if self.stride is None else self.stride
         if stride is not None and not self.spatial:
             raise OccludeError("stride applies to spatial windows only", params=("stride", "spatial"))
