@@ -191,6 +191,21 @@ def test_layers_refuses_flags_it_would_ignore(tmp_path, flags, message):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--stride", "3"], "--stride: occlude bias occludes the region and its controls whole, not windows"),
+        (["--incremental", "on"], "--incremental on speeds up windows; occlude bias occludes the region"),
+    ],
+)
+def test_bias_refuses_window_flags_it_would_ignore(tmp_path, flags, message):
+    """bias has no windows: --stride was checked against the default patch ('larger than the patch height 1'
+    on digits_cnn) or ignored on a larger model, and --incremental on did nothing."""
+    for model in (DIGITS, SAMPLE_MODELS / "efficientnet_lite0.onnx"):
+        done = occlude("bias", model, SAMPLE_IMAGES / "digit_3.png", "--box", "0,0,10,10", *flags, "-o", tmp_path)
+        assert done.exit_code == 1 and message in done.output and done.output.count("error:") == 1, done.output
+
+
 def test_channel_importance_matches_a_slow_independent_loop():
     """digits_cnn cut at relu_1 by onnx.utils's own extractor, every channel zeroed one at a time by hand."""
     import onnx.utils

@@ -54,6 +54,21 @@ class BiasRun:
         return any(r.status == "error" for r in self.rows)
 
 
+def _no_windows(options: ExplainOptions) -> ExplainOptions:
+    """bias occludes the region and its controls whole, never windows: a stride or incremental inference for
+    windows would do nothing, and is refused."""
+    if options.stride is not None:
+        raise OccludeError(
+            "stride: occlude bias occludes the region and its controls whole, not windows", params=("stride",)
+        )
+    if str(getattr(options.incremental, "value", options.incremental)) == "on":
+        raise OccludeError(
+            "incremental on speeds up windows; occlude bias occludes the region and its controls whole",
+            params=("incremental",),
+        )
+    return options
+
+
 def bias_folder(
     model,
     inputs: Union[str, Path, Sequence],
@@ -89,7 +104,8 @@ def bias_folder(
     if int(bootstrap) != bootstrap or bootstrap < 0:
         raise OccludeError(f"bootstrap must be 0 or more, got {bootstrap}", params=("bootstrap",))
     check_thresholds(max_mean_drop, max_flip_rate)
-    opened = open_checked(model, (options or ExplainOptions()).with_overrides(overrides), model_options)
+    options = _no_windows((options or ExplainOptions()).with_overrides(overrides))
+    opened = open_checked(model, options, model_options)
     check_count(int(controls), _control_bytes(opened), "controls", "a copy of the model input per control")
     region.fits(opened.preprocessing)
     found, problems = find_inputs(
