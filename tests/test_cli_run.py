@@ -497,3 +497,19 @@ def test_the_command_exits_without_teardown_but_runs_atexit_and_flushes(tmp_path
         [sys.executable, "-c", prologue + "print('x' * 1_000_000, end=''); exit_now(0)"], capture_output=True
     )
     assert many.returncode == 0 and len(many.stdout) == 1_000_000
+
+
+def test_options_for_medical_inputs_on_a_photo_say_they_are_not_used(tmp_path):
+    """--window, --zscore, --display-window ... on a photo were accepted in silence (a user believing the CT
+    window was applied): one warning names the flags, and the map is the one without them."""
+    model, image = SAMPLE_MODELS / "digits_cnn.onnx", SAMPLE_IMAGES / "digit_3.png"
+    plain = runner.invoke(app, ["run", str(model), str(image), "-o", str(tmp_path / "plain"), "-q"])
+    assert plain.exit_code == 0 and "DICOM and NIfTI" not in plain.output
+    flags = ["--window", "40,400", "--display-window", "brain", "--volume-index", "1"]
+    done = runner.invoke(app, ["run", str(model), str(image), "-o", str(tmp_path / "out"), "-q", *flags])
+    assert done.exit_code == 0, done.output
+    line = "--window, --display-window, --volume-index apply to DICOM and NIfTI inputs: not used for a photo"
+    assert line in done.output and done.output.count("DICOM and NIfTI") == 1
+    record = json.loads((tmp_path / "out" / "digit_3.json").read_text())
+    assert any("window, display_window, volume_index apply to DICOM" in w for w in record["warnings"])
+    assert np.array_equal(np.load(tmp_path / "out" / "digit_3.npy"), np.load(tmp_path / "plain" / "digit_3.npy"))

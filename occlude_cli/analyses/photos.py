@@ -22,6 +22,9 @@ from .preprocessing import resolve_preprocessing
 from .tasks.scoring import task_of
 from .tasks.spec import default_resize
 
+# options that change how a DICOM or NIfTI input is read or drawn, and nothing of a photo
+MEDICAL_ONLY = ("window", "intensity_range", "zscore", "zscore_threshold", "display_window", "series", "volume_index")
+
 
 class Photos:
     """The photo modality."""
@@ -50,14 +53,20 @@ class Photos:
 
     def warnings(self, model: OnnxClassifier, options: ExplainOptions, prepared: PreparedImage) -> List[str]:
         """What the user must know about how this input was fed: only the first frame of an animated or
-        multi-page file is explained."""
+        multi-page file is explained; options for medical inputs are not used."""
+        notes: List[str] = []
         if prepared.frames > 1:
             text = (
                 f"the file holds {prepared.frames} frames or pages (animated or multi-page): only the first is "
                 "explained; save each frame you want explained as its own file"
             )
-            return [Notice(text, key="first frame only")]
-        return []
+            notes.append(Notice(text, key="first frame only"))
+        given = [name for name in MEDICAL_ONLY if getattr(options, name, None) not in (None, False)]
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            text = f"{', '.join(given)} {verb} to DICOM and NIfTI inputs: not used for a photo"
+            notes.append(Notice(text, key="medical options on a photo", params=tuple(given)))
+        return notes
 
     def baseline(self, kind: str, prepared: PreparedImage, patch: Sequence[int], *, seed: int, blur_sigma: float):
         """The baseline as one model input, built from the 0..255 pixels (``inpaint``: a per-window callable;
