@@ -247,3 +247,33 @@ def test_cli_refuses_a_step_over_the_budget_before_any_image_and_keeps_the_defau
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "out" / "img.json").read_text())
     assert record["map_info"]["forward_passes"] == 182
+
+
+def test_refine_settings_without_refine_are_refused_not_ignored(tmp_path):
+    """--refine-step and --refine-budget without --refine were accepted and did nothing (the user believed the
+    map coarse-to-fine, or a budget honoured): one error line naming them and --refine, exit 1, nothing
+    written; refine_step=5 from Python likewise. With refine, None still means the defaults."""
+    from typer.testing import CliRunner
+
+    from occlude_cli import ExplainOptions, OccludeError
+    from occlude_cli.cli import app
+
+    from conftest import SAMPLE_IMAGES, SAMPLE_MODELS
+
+    out = tmp_path / "out"
+    for flags, words in (
+        (["--refine-step", "2"], "--refine-step applies"),
+        (["--refine-budget", "0.5", "--refine-step", "4"], "--refine-step and --refine-budget apply"),
+    ):
+        done = CliRunner().invoke(
+            app,
+            ["run", str(SAMPLE_MODELS / "digits_cnn.onnx"), str(SAMPLE_IMAGES / "digit_3.png"), "-o", str(out), *flags],
+        )
+        assert done.exit_code == 1 and done.output.count("error:") == 1, done.output
+        assert f"{words} to --refine (coarse-to-fine), which is off" in done.output and not out.exists()
+    with pytest.raises(OccludeError, match="refine_step applies to refine") as caught:
+        ExplainOptions(refine_step=5).checked()
+    assert caught.value.params == ("refine_step", "refine")
+    checked = ExplainOptions(refine=True, refine_budget=0.5).checked()
+    assert (checked.refine_step, checked.refine_budget) == (3, 0.5) and checked.checked() == checked
+    assert ExplainOptions().checked().refine_step is None

@@ -89,14 +89,16 @@ def score_name(score) -> str:
     return score.value if isinstance(score, ScoreKind) else str(score)
 
 
+REFINE_STEP, REFINE_BUDGET = 3, 0.25  # refine's defaults: every 3rd window coarse, a quarter of the exact passes
+
 # numeric settings checked for their type before their range: (name, None allowed)
 _NUMBERS = (
     ("top_k", False),
     ("batch_size", True),
     ("blur_sigma", True),
     ("seed", False),
-    ("refine_step", False),
-    ("refine_budget", False),
+    ("refine_step", True),
+    ("refine_budget", True),
 )
 
 
@@ -118,8 +120,8 @@ class ExplainOptions:
     # millimetres (RAS+, as the JSON's peak.world_mm)
     region: Optional[Tuple[float, ...]] = None
     refine: bool = False  # coarse-to-fine: see core.refine.refined_occlusion_sensitivity
-    refine_step: int = 3
-    refine_budget: float = 0.25
+    refine_step: Optional[int] = None  # with refine: default 3 (None: the default; refused without refine)
+    refine_budget: Optional[float] = None  # with refine: default 0.25
     # Medical inputs (DICOM, NIfTI, DICOM series): at most one intensity transform, overriding the model's
     window: Optional[str] = None  # preset (lung, mediastinum, bone, brain), "W,L" or "file"
     intensity_range: Optional[Tuple[float, float]] = None  # clip to [lo, hi], scale to 0..1
@@ -156,12 +158,17 @@ class ExplainOptions:
 
     def checked(self) -> ExplainOptions:
         """A copy with every field converted and range-checked (raises OccludeError naming the parameter)."""
-        if self.refine_step is None or self.refine_budget is None:  # None: the default, as for other settings
-            defaults = ExplainOptions()
+        given = [name for name in ("refine_step", "refine_budget") if getattr(self, name) is not None]
+        if given and not self.refine:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise OccludeError(
+                f"{' and '.join(given)} {verb} to refine (coarse-to-fine), which is off", params=(*given, "refine")
+            )
+        if self.refine and len(given) < 2:  # None: the default, as for other settings
             return replace(
                 self,
-                refine_step=defaults.refine_step if self.refine_step is None else self.refine_step,
-                refine_budget=defaults.refine_budget if self.refine_budget is None else self.refine_budget,
+                refine_step=REFINE_STEP if self.refine_step is None else self.refine_step,
+                refine_budget=REFINE_BUDGET if self.refine_budget is None else self.refine_budget,
             ).checked()
         # the values' own conversions and checks first, then the loaders' (medical transforms), then the core's
         self._check_numbers()

@@ -164,22 +164,25 @@ def run(
         ),
     ] = False,
     refine_step: Annotated[
-        int,
+        Optional[int],
         typer.Option(
             "--refine-step",
-            help="With --refine: coarse pass takes at least every N-th window along each axis (1 to 100).",
+            help="With --refine: coarse pass takes at least every N-th window along each axis (1 to 100) "
+            "\\[default: 3].",
             rich_help_panel="Speed",
+            show_default=False,
         ),
-    ] = 3,
+    ] = None,
     refine_budget: Annotated[
-        float,
+        Optional[float],
         typer.Option(
             "--refine-budget",
             help="With --refine: forward passes allowed, as a fraction of the exact map's, in (0, 1]. A cap: a "
-            "--refine-step whose coarse lattice needs more is refused.",
+            "--refine-step whose coarse lattice needs more is refused \\[default: 0.25].",
             rich_help_panel="Speed",
+            show_default=False,
         ),
-    ] = 0.25,
+    ] = None,
     baseline_check: Annotated[
         bool,
         typer.Option(
