@@ -180,7 +180,7 @@ def _patch_cost(s, size) -> dict:
     )
     count = len(window_grid(s.preprocessing.size, p, st, s.region))
     passes = (
-        refine_forward_passes(s.preprocessing.size, p, st, s.region, options.refine_step, options.refine_budget)
+        refine_forward_passes(s.preprocessing.size, p, st, s.region, *options.refine_settings)
         if options.refine
         else count + 1
     )

@@ -202,7 +202,12 @@ def _occlude(s: Setup, baseline, progress, executor) -> _Run:
     )
     if options.refine:
         occlusion = refined_occlusion_sensitivity(
-            sample, score, target=main, coarse_step=options.refine_step, budget=options.refine_budget, **common
+            sample,
+            score,
+            target=main,
+            coarse_step=options.refine_settings[0],
+            budget=options.refine_settings[1],
+            **common,
         )
     else:
         occlusion = occlusion_sensitivity(sample, score, **common)

@@ -147,6 +147,12 @@ class ExplainOptions:
     reference: Optional[Union[str, Path]] = None  # embed: an image prepared like the input
     reference_embedding: Optional[Union[str, Path]] = None  # embed: a .npy vector
 
+    @property
+    def refine_settings(self) -> Tuple[int, float]:
+        """(refine_step, refine_budget) with their defaults for None."""
+        step = REFINE_STEP if self.refine_step is None else int(self.refine_step)
+        return step, REFINE_BUDGET if self.refine_budget is None else float(self.refine_budget)
+
     def with_overrides(self, overrides: dict) -> ExplainOptions:
         """A copy with keyword overrides (``patch=32``, ``score="logit"``): unknown names are a TypeError."""
         if not overrides:
@@ -185,7 +191,7 @@ class ExplainOptions:
         fields.update(self._medical_checked())
         fields.update(checked_task_fields(self))
         if self.refine:
-            check_refine(self.refine_step, self.refine_budget)
+            check_refine(*self.refine_settings)
         fields["baseline"] = parse_baseline(self.baseline)
         return ExplainOptions(**fields)
 

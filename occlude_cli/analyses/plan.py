@@ -72,7 +72,7 @@ def check_run(
             params=("refine", "stride"),
         )
     if options.refine and options.region is None:  # the grid is known: a step over the budget fails here
-        refine_forward_passes(size, patch, stride, None, options.refine_step, options.refine_budget)
+        refine_forward_passes(size, patch, stride, None, *options.refine_settings)
     if options.baseline == "inpaint" and len(size) != 2:
         raise OccludeError(
             "baseline inpaint is 2-D only: for volumes use tissue, blur, mean or pNN", params=("baseline",)
