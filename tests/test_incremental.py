@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -746,3 +747,32 @@ def test_incremental_runs_are_byte_identical(tmp_path):
         outs.append(out)
     for suffix in (".json", ".npy", ".overlay.png", ".heatmap.png"):
         assert (outs[0] / f"cat{suffix}").read_bytes() == (outs[1] / f"cat{suffix}").read_bytes(), suffix
+
+
+def test_the_plan_parts_share_one_memory_arena(tmp_path):
+    """Every part of a plan had an onnxruntime arena of its own, grown to its own peak and kept: on the sample
+    model at 16/8 the ``on`` run peaked 650 MB above the ``off`` run (0.99 against 0.34 GB) and touched 160,000
+    more fresh pages. The parts run one after another, so one arena shared by all of them (registered once per
+    process) is enough: the ``on`` run now stays within 300 MB of ``off``, and its map is the same bytes as
+    before (the full passes' map to 1e-5 of the peak, as every incremental map)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import atexit, resource, runpy, sys\n"
+        "atexit.register(lambda: sys.stderr.write(f'MAXRSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n'))\n"
+        "sys.argv = ['occlude', *sys.argv[1:]]\n"
+        "runpy.run_module('occlude_cli', run_name='__main__')\n"
+    )
+    peaks, maps = {}, {}
+    for mode in ("off", "on"):
+        out = tmp_path / mode
+        command = [sys.executable, "-c", probe, "run", EFFNET, str(ROOT / "sample_images" / "cat.jpg"), "-q"]
+        command += ["-o", str(out), "--patch", "16", "--stride", "8", "--incremental", mode]
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OCCLUDE_CACHE_DIR": ""})
+        assert done.returncode == 0, done.stderr
+        peaks[mode] = int(done.stderr.split("MAXRSS ")[-1].split()[0]) / 1024  # MB
+        maps[mode] = np.load(out / "cat.npy")
+        assert json.loads((out / "cat.json").read_text())["params"]["incremental"]["used"] == (mode == "on")
+    assert peaks["on"] - peaks["off"] < 300, peaks
+    assert np.max(np.abs(maps["on"] - maps["off"])) <= 1e-5 * np.max(np.abs(maps["off"]))
