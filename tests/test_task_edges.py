@@ -473,3 +473,34 @@ def test_info_reads_every_task_and_says_what_to_choose_where_the_output_cannot(t
     assert "several outputs: run --task detect" in text.stdout
     refused = occlude("info", SAMPLE_MODELS / "detect_probe.onnx", "--task", "classify")
     assert refused.exit_code == 1 and refused.output.startswith("error: output 'output0' has shape")
+
+
+def test_nms_equals_the_obvious_greedy_loop_and_scales():
+    """maths.nms suppresses with one numpy call per kept box (8,400 YOLOv8 candidates at --conf 0 took 3.5 s
+    through a Python loop over the kept boxes per candidate): its kept indices and their order equal the
+    obvious greedy loop's on 300 random cases with tied scores, empty and NaN boxes and 1-3 classes, and on
+    8,400 boxes of 80 classes."""
+    from occlude_cli.analyses.tasks.maths import iou, nms
+
+    def greedy(boxes, scores, classes, threshold):
+        kept = []
+        for i in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable"):
+            same = [k for k in kept if classes[k] == classes[i]]
+            if not same or np.max(iou(boxes[i], boxes[same])) <= threshold:
+                kept.append(int(i))
+        return np.asarray(kept, dtype=np.int64)
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(0, 60))
+        corner, size = rng.integers(0, 20, (n, 2)).astype(float), rng.integers(0, 12, (n, 2)).astype(float)
+        boxes = np.concatenate([corner, corner + size], axis=1)
+        if trial % 5 == 0 and n:
+            boxes[rng.integers(0, n)] = np.nan
+        scores, classes = rng.integers(0, 5, n).astype(float), rng.integers(0, int(rng.integers(1, 4)), n)
+        threshold = float(rng.choice([0.0, 0.3, 0.5, 1.0]))
+        assert np.array_equal(nms(boxes, scores, classes, threshold), greedy(boxes, scores, classes, threshold))
+    corner = rng.uniform(0, 600, (8400, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(5, 80, (8400, 2))], axis=1)
+    scores, classes = rng.random(8400), rng.integers(0, 80, 8400)
+    assert np.array_equal(nms(boxes, scores, classes, 0.45), greedy(boxes, scores, classes, 0.45))

@@ -43,14 +43,22 @@ def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, threshold: float) -> np.ndarray:
     """Indices of the detections kept by greedy non-maximum suppression, best first: a box is dropped when it
-    overlaps a kept box of the same class by more than ``threshold`` IoU (ties broken by index)."""
+    overlaps a kept box of the same class by more than ``threshold`` IoU, or by an IoU that is not a number
+    (ties broken by index). Each kept box suppresses the rest of its class at once (one numpy call per kept
+    box, not a Python loop over the kept boxes per candidate: 8,400 YOLOv8 candidates at ``conf`` 0 took 3.5 s)."""
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    classes = np.asarray(classes)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
     kept: list = []
-    for i in order:
-        same = [k for k in kept if classes[k] == classes[i]]
-        if not same or np.max(iou(boxes[i], boxes[same])) <= threshold:
-            kept.append(int(i))
-    return np.asarray(kept, dtype=np.int64)
+    for value in np.unique(classes[order]) if len(order) else []:
+        members = order[classes[order] == value]  # this class, best first
+        alive = np.ones(len(members), dtype=bool)
+        for j in range(len(members)):
+            if alive[j]:
+                kept.append(int(members[j]))
+                alive[j + 1 :] &= iou(boxes[members[j]], boxes[members[j + 1 :]]) <= threshold
+    return np.asarray(sorted(kept, key=lambda i: rank[i]), dtype=np.int64)
 
 
 def xywh_to_xyxy(rows: np.ndarray) -> np.ndarray:
