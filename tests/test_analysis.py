@@ -185,10 +185,14 @@ def test_layers_spatial_stride_is_in_feature_cells_and_checked_before_any_image(
     ],
 )
 def test_layers_refuses_flags_it_would_ignore(tmp_path, flags, message):
-    """--seed and --incremental on were accepted by layers and did nothing (exit 0)."""
+    """--seed and --incremental on were accepted by layers and did nothing (exit 0); its --help no longer
+    lists them (nor the pixel baselines it refuses), and the refusal still names them."""
     done = occlude("layers", DIGITS, SAMPLE_IMAGES / "digit_3.png", "-l", "relu_1", *flags, "-o", tmp_path)
     assert done.exit_code == 1 and message in done.output and done.output.count("error:") == 1, done.output
     assert not any(tmp_path.iterdir())
+    shown = occlude("layers", "--help").output
+    assert flags[0] not in shown and "--baseline" not in shown and "--blur-sigma" not in shown
+    assert "--replace" in shown and "--target" in shown
 
 
 @pytest.mark.parametrize(
@@ -204,6 +208,8 @@ def test_bias_refuses_window_flags_it_would_ignore(tmp_path, flags, message):
     for model in (DIGITS, SAMPLE_MODELS / "efficientnet_lite0.onnx"):
         done = occlude("bias", model, SAMPLE_IMAGES / "digit_3.png", "--box", "0,0,10,10", *flags, "-o", tmp_path)
         assert done.exit_code == 1 and message in done.output and done.output.count("error:") == 1, done.output
+    shown = occlude("bias", "--help").output
+    assert flags[0] not in shown and "--baseline" in shown
 
 
 def test_channel_importance_matches_a_slow_independent_loop():

@@ -176,7 +176,12 @@ class LayerOcclusionFlags(OcclusionFlags):
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=LayerOcclusionFlags, medical=MedicalInputFlags)
+@with_flags(
+    model_flags=ModelFlags,
+    occlusion=LayerOcclusionFlags,
+    medical=MedicalInputFlags,
+    hidden=("baseline", "baseline_image", "blur_sigma", "seed", "incremental"),  # refused by layers
+)
 def layers(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx), or a folder holding one.")],
     paths: Annotated[
@@ -340,7 +345,13 @@ def _print_layers(run, layer: str, replacement: str, out: Path, top: int) -> Non
 
 
 @user_errors
-@with_flags(model_flags=ModelFlags, occlusion=OcclusionFlags, ci=CiFlags, medical=MedicalInputFlags)
+@with_flags(
+    model_flags=ModelFlags,
+    occlusion=OcclusionFlags,
+    ci=CiFlags,
+    medical=MedicalInputFlags,
+    hidden=("stride", "incremental"),  # refused by bias: it occludes the region whole, never windows
+)
 def bias(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx), or a folder holding one.")],
     paths: Annotated[

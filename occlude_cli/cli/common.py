@@ -9,6 +9,7 @@ whose ``options()`` or ``fields()`` is the library's typed spec. A new shared fl
 nothing else. This module is Typer only: every check and every computation is in the library.
 """
 
+import copy
 import dataclasses
 import enum
 import functools
@@ -16,7 +17,7 @@ import inspect
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional, Sequence
+from typing import Annotated, Any, Callable, Collection, Optional, Sequence, get_args
 
 import typer
 from rich.console import Console
@@ -469,9 +470,10 @@ class OcclusionFlags:
         }
 
 
-def with_flags(**groups: type) -> Callable[[Callable], Callable]:
+def with_flags(*, hidden: Collection[str] = (), **groups: type) -> Callable[[Callable], Callable]:
     """Add the fields of each dataclass in ``groups`` (name -> class) to a command's parameters; the command
-    receives one instance per group under that name. Typer sees one flag per field."""
+    receives one instance per group under that name. Typer sees one flag per field. ``hidden``: fields whose
+    flags the command refuses with a reason of its own (``layers --seed``): parsed, not listed in --help."""
 
     def decorate(command: Callable) -> Callable:
         signature = inspect.signature(command)
@@ -479,8 +481,9 @@ def with_flags(**groups: type) -> Callable[[Callable], Callable]:
         added = []
         for cls in groups.values():
             for f in dataclasses.fields(cls):
+                annotation = _hidden_flag(f.type) if f.name in hidden else f.type
                 added.append(
-                    inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+                    inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=annotation)
                 )
 
         @functools.wraps(command)
@@ -497,6 +500,18 @@ def with_flags(**groups: type) -> Callable[[Callable], Callable]:
         return wrapper
 
     return decorate
+
+
+def _hidden_flag(annotation):
+    """``Annotated[T, typer.Option(...)]`` with a copy of its option that --help does not list."""
+    kind, *extras = get_args(annotation)
+    unlisted = []
+    for extra in extras:
+        if isinstance(extra, typer.models.OptionInfo):
+            extra = copy.copy(extra)
+            extra.hidden = True
+        unlisted.append(extra)
+    return Annotated[tuple([kind, *unlisted])]
 
 
 def stderr_is_terminal() -> bool:
