@@ -164,8 +164,7 @@ def _real_units(ds: Any, raw: np.ndarray, path: str | Path) -> tuple[np.ndarray,
             "is not a grey medical image; read it with the ordinary image reader instead"
         )
     window = _file_window(ds)
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    slope, intercept = _rescale(ds, path)
     info: dict[str, Any] = {"photometric": photometric, "rescale": [slope, intercept], "inverted": False}
     lo, hi = _stored_range(ds)
     inverted = photometric == "MONOCHROME1"
@@ -193,8 +192,29 @@ def _real_units(ds: Any, raw: np.ndarray, path: str | Path) -> tuple[np.ndarray,
         piece = flat_in[start : start + step].astype(np.float64)
         if inverted:
             piece = (lo + hi) - piece
-        flat_out[start : start + step] = piece * slope + intercept
+        with np.errstate(over="ignore", invalid="ignore"):
+            flat_out[start : start + step] = piece * slope + intercept
+    if not np.all(np.isfinite(out)):
+        raise OccludeError(
+            f"path {path}: RescaleSlope {slope:g} and RescaleIntercept {intercept:g} take pixels beyond the float32 "
+            "range (or the pixel data holds NaN or infinite values); occlude reads intensities as float32"
+        )
     return out, info
+
+
+def _rescale(ds: Any, path: str | Path) -> tuple[float, float]:
+    """RescaleSlope and RescaleIntercept (1 and 0 when absent; a slope of 0 is read as 1), or one line when
+    either is not a finite number."""
+    try:
+        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    except (TypeError, ValueError) as exc:
+        raise OccludeError(f"path {path}: RescaleSlope/RescaleIntercept is not a number ({exc})") from None
+    if not (np.isfinite(slope) and np.isfinite(intercept)):
+        raise OccludeError(
+            f"path {path}: RescaleSlope {slope:g} and RescaleIntercept {intercept:g} must be finite numbers"
+        )
+    return slope, intercept
 
 
 def _lps_to_ras(affine: np.ndarray) -> np.ndarray:

@@ -207,9 +207,7 @@ def _read_nifti_stream(
         count = min(step, spatial[2] - k)
         raw = np.frombuffer(_read_exact(stream, count * plane, path, "the voxels"), dtype=dtype)
         values = _nifti_scaled(raw.reshape((spatial[0], spatial[1], count), order="F"), slope, inter)
-        if finite and not np.all(np.isfinite(values)):
-            raise OccludeError(f"path {path}: NIfTI volume contains NaN or infinite values")
-        view[:, :, k : k + count] = values
+        view[:, :, k : k + count] = _float32_voxels(values, path) if finite else values
     meta: dict[str, Any] = {"source_axcodes": "".join(nibabel.aff2axcodes(source_affine)), "reoriented": bool(reorient)}
     meta["xform_codes"] = [int(header["qform_code"]), int(header["sform_code"])]
     if len(shape) == 4:  # which volume of the 4-D file this is (the JSON's input.volume_index)
@@ -220,6 +218,21 @@ def _read_nifti_stream(
     meta["axcodes"] = "".join(nibabel.aff2axcodes(affine))
     spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
     return Volume(data, spacing, affine, "nifti", meta, str(path), source_affine, spatial)
+
+
+def _float32_voxels(values: np.ndarray, path: str | Path) -> np.ndarray:
+    """A slab of an image in float32, or one line when a voxel is NaN or infinite in the file or becomes
+    infinite in float32 (float64 voxels or an scl_slope beyond its range: never handed on as inf)."""
+    if not np.all(np.isfinite(values)):
+        raise OccludeError(f"path {path}: NIfTI volume contains NaN or infinite values")
+    with np.errstate(over="ignore"):
+        single = values.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(single)):
+        raise OccludeError(
+            f"path {path}: NIfTI voxels beyond the float32 range (up to {float(np.max(np.abs(values))):.4g} after "
+            "scl_slope/scl_inter); occlude reads volumes as float32: save it scaled into that range"
+        )
+    return single
 
 
 def _nifti_scaled(raw: np.ndarray, slope: Any, inter: Any) -> np.ndarray:
