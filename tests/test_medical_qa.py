@@ -3,10 +3,15 @@ files made here (pydicom, nibabel, highdicom), the real CLI and the real sample 
 
 - intensities that are not finite once in float32 (a huge RescaleSlope or scl_slope, float64 voxels beyond the
   float32 range) are one error line, never infinities handed to the model;
+- an enhanced multi-frame DICOM's rescale lives in its functional groups: read in real units as the same
+  slices are as a series;
+- a gantry-tilted series (slices displaced along the rows, not only along the normal) keeps its true geometry;
+- ``--resume`` never keeps a per-image JSON edited by hand.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +29,7 @@ MEDICAL = ROOT / "sample_images" / "medical"
 LESION3D = ROOT / "sample_models" / "lesion3d.onnx"
 CT2D = ROOT / "sample_models" / "ct2d.onnx"
 CT_LESION = MEDICAL / "ct_lesion.dcm"
+SERIES = MEDICAL / "series"
 
 
 def occlude(*args):
@@ -77,3 +83,59 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+# ------------------------------------------------------------------------ enhanced multi-frame DICOM
+
+
+def _ct_series(folder: Path, slope: float = 2.0, intercept: float = -1024.0) -> list:
+    """The sample series as CT slices with a rescale (stored values v: v * slope + intercept HU)."""
+    folder.mkdir()
+    datasets = []
+    for source in sorted(SERIES.glob("*.dcm")):
+        ds = pydicom.dcmread(source)
+        ds.Modality, ds.SOPClassUID = "CT", "1.2.840.10008.5.1.4.1.1.2"
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = slope, intercept, "HU"
+        for keyword in ("PatientBirthDate", "PatientSex", "StudyTime", "ReferringPhysicianName"):
+            setattr(ds, keyword, ds.get(keyword, ""))
+        for keyword in ("AccessionNumber", "StudyID", "KVP"):
+            setattr(ds, keyword, ds.get(keyword, ""))
+        ds.AcquisitionNumber = ds.get("AcquisitionNumber", 1)
+        ds.ImageType = ds.get("ImageType", ["ORIGINAL", "PRIMARY", "AXIAL"])
+        ds.save_as(folder / source.name)
+        datasets.append(pydicom.dcmread(folder / source.name))
+    return datasets
+
+
+def test_enhanced_multiframe_rescale_from_functional_groups(tmp_path):
+    """An enhanced CT (highdicom's legacy conversion of the slices) keeps RescaleSlope/Intercept in its
+    functional groups, not at the top level: it was read in stored values (slope 1, intercept 0), 1024 HU and a
+    factor 2 off the same slices read as a series."""
+    hd = pytest.importorskip("highdicom")
+    from occlude_cli.loaders.dicom import read_dicom, read_dicom_series
+
+    datasets = _ct_series(tmp_path / "series")
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        datasets, series_instance_uid=hd.UID(), series_number=9, sop_instance_uid=hd.UID(), instance_number=1
+    )
+    assert "RescaleSlope" not in enhanced  # the rescale is in the functional groups only
+    path = tmp_path / "enhanced.dcm"
+    enhanced.save_as(path)
+    series = read_dicom_series(tmp_path / "series")
+    volume = read_dicom(path)
+    # frames in the file's order: each matched to the series slice at the same place
+    world = [volume.affine @ [d, 0, 0, 1] for d in range(25)]
+    matched = [int(np.argmin([np.abs(series.affine @ [s, 0, 0, 1] - w).max() for s in range(25)])) for w in world]
+    assert sorted(matched) == list(range(25))
+    np.testing.assert_array_equal(volume.data, series.data[matched])
+    # per-frame values win over shared ones: frame k scaled by its own slope
+    per_frame = pydicom.dcmread(path)
+    for k, item in enumerate(per_frame.PerFrameFunctionalGroupsSequence):
+        transform = pydicom.Dataset()
+        transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = k + 1, -k, "US"
+        item.PixelValueTransformationSequence = [transform]
+    per_frame.save_as(tmp_path / "per_frame.dcm")
+    stored = pydicom.dcmread(path).pixel_array.astype(np.float64)
+    expected = stored * (np.arange(25) + 1)[:, None, None] - np.arange(25)[:, None, None]
+    np.testing.assert_array_equal(read_dicom(tmp_path / "per_frame.dcm").data, expected.astype(np.float32))

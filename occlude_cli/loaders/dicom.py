@@ -149,8 +149,11 @@ def _decoded_pixels(ds: Any, path: str | Path) -> np.ndarray:
         raise OccludeError(f"path {path}: cannot decode DICOM pixel data ({type(exc).__name__}: {exc})") from None
 
 
-def _real_units(ds: Any, raw: np.ndarray, path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """Stored values -> real units: MONOCHROME1 inversion (in stored-value range), then the modality LUT.
+def _real_units(
+    ds: Any, raw: np.ndarray, path: str | Path, rescale: tuple[float, float] | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Stored values -> real units: MONOCHROME1 inversion (in stored-value range), then the modality LUT
+    (``rescale``, a frame's (slope, intercept) from an enhanced file's functional groups, replaces the file's).
 
     MONOCHROME1 means "the lowest value is displayed white". We invert in the stored-value range
     (``raw' = min_stored + max_stored - raw``) before RescaleSlope/Intercept so that bright means dense for
@@ -164,7 +167,7 @@ def _real_units(ds: Any, raw: np.ndarray, path: str | Path) -> tuple[np.ndarray,
             "is not a grey medical image; read it with the ordinary image reader instead"
         )
     window = _file_window(ds)
-    slope, intercept = _rescale(ds, path)
+    slope, intercept = rescale if rescale is not None else _rescale(ds, path)
     info: dict[str, Any] = {"photometric": photometric, "rescale": [slope, intercept], "inverted": False}
     lo, hi = _stored_range(ds)
     inverted = photometric == "MONOCHROME1"
@@ -175,7 +178,7 @@ def _real_units(ds: Any, raw: np.ndarray, path: str | Path) -> tuple[np.ndarray,
             window = [(lo + hi) * slope + 2 * intercept - window[0], window[1]]
     if window is not None:
         info["window"] = window
-    if "ModalityLUTSequence" in ds and "RescaleSlope" not in ds:
+    if "ModalityLUTSequence" in ds and "RescaleSlope" not in ds and rescale is None:
         from pydicom.pixels import apply_modality_lut  # lazy: part of the medical extra
 
         values = raw.astype(np.float64)
@@ -300,8 +303,8 @@ def read_dicom(path: str | Path) -> Volume:
     ds = _dcmread(path)
     _check_dicom_size(*_dicom_shape(ds), str(path))
     raw = _decoded_pixels(ds, path)
-    data, info = _real_units(ds, raw, path)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
+    data, info = _frames_real_units(ds, raw, path, frames)
     geometry = _plane_geometry(ds)
     meta: dict[str, Any] = {
         "modality": str(ds.get("Modality", "")),
@@ -350,6 +353,40 @@ def read_dicom(path: str | Path) -> Volume:
     )
     volume.dicom = _dicom_facts(ds, [_instance(ds)])
     return volume
+
+
+def _frame_rescales(ds: Any, frames: int, path: str | Path) -> list[tuple[float, float]] | None:
+    """Each frame's (RescaleSlope, RescaleIntercept) from an enhanced multi-frame file's functional groups
+    (PixelValueTransformationSequence: the frame's own, else the shared one), or None when they hold none."""
+
+    def of(item: Any) -> tuple[float, float] | None:
+        found = item.get("PixelValueTransformationSequence") if item is not None else None
+        return _rescale(found[0], path) if found else None
+
+    shared_items = ds.get("SharedFunctionalGroupsSequence") or []
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    shared = of(shared_items[0]) if shared_items else None
+    found = [of(per_frame[k]) if k < len(per_frame) else None for k in range(frames)]
+    if shared is None and all(r is None for r in found):
+        return None
+    fallback = shared if shared is not None else _rescale(ds, path)
+    return [r if r is not None else fallback for r in found]
+
+
+def _frames_real_units(ds: Any, raw: np.ndarray, path: str | Path, frames: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """A file's pixels in real units: a multi-frame file whose functional groups give each frame its rescale
+    (an enhanced CT, MR or PET) frame by frame, every other file with its top-level rescale or modality LUT."""
+    rescales = _frame_rescales(ds, frames, path) if frames > 1 and raw.ndim == 3 else None
+    if rescales is None:
+        return _real_units(ds, raw, path)
+    data = np.empty(raw.shape, dtype=np.float32)
+    info: dict[str, Any] = {}
+    for k, rescale in enumerate(rescales):
+        data[k], info_k = _real_units(ds, raw[k], path, rescale)
+        info = info or info_k
+    if len(set(rescales)) > 1:
+        info["rescale"] = "per frame (functional groups)"
+    return data, info
 
 
 def _enhanced_geometry(ds: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float], Any] | None:
