@@ -11,6 +11,8 @@ files made here (pydicom, nibabel, highdicom), the real CLI and the real sample 
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +141,78 @@ def test_enhanced_multiframe_rescale_from_functional_groups(tmp_path):
     stored = pydicom.dcmread(path).pixel_array.astype(np.float64)
     expected = stored * (np.arange(25) + 1)[:, None, None] - np.arange(25)[:, None, None]
     np.testing.assert_array_equal(read_dicom(tmp_path / "per_frame.dcm").data, expected.astype(np.float32))
+
+
+# ------------------------------------------------------------------------ gantry tilt
+
+
+def test_tilted_series_keeps_its_slice_positions(tmp_path):
+    """Slices whose ImagePositionPatient moves along the column direction as well as the normal (a gantry tilt):
+    every slice's first voxel must land at its own ImagePositionPatient (the affine was built from the normal
+    alone, the last slice 24 mm off), and the NIfTI map is written with that sheared affine."""
+    folder = tmp_path / "tilt"
+    shutil.copytree(SERIES, folder)
+    for file in folder.iterdir():
+        ds = pydicom.dcmread(file)
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y + 0.25 * z, z]
+        ds.save_as(file)
+    from occlude_cli.loaders.dicom import read_dicom_series
+
+    volume = read_dicom_series(folder)
+    positions = sorted(
+        ([float(v) for v in pydicom.dcmread(f).ImagePositionPatient] for f in folder.iterdir()), key=lambda p: p[2]
+    )
+    for d, (x, y, z) in enumerate(positions):  # LPS -> RAS
+        np.testing.assert_allclose(volume.affine @ [d, 0, 0, 1], [-x, -y, z, 1], atol=1e-4)
+    result = occlude("run", LESION3D, folder, "--series", "-o", tmp_path / "out", "-q", "--score", "logit")
+    assert result.exit_code == 0, result.output
+    written = nibabel.load(tmp_path / "out" / "tilt.map.nii.gz")
+    for x, y, z in positions:
+        voxel = np.linalg.solve(written.affine, [-x, -y, z, 1])[:3]
+        np.testing.assert_allclose(voxel, np.round(voxel), atol=1e-3)  # each slice's corner is a voxel centre
+    record = json.loads((tmp_path / "out" / "tilt.json").read_text())
+    np.testing.assert_allclose(record["input"]["affine"], volume.affine, atol=1e-5)
+
+
+def test_slices_off_one_line_are_refused(tmp_path):
+    """Slices evenly spaced along the normal but zig-zagging in the plane have no single affine: refused with
+    the reason, not read with the first slice's position and the normal."""
+    folder = tmp_path / "zigzag"
+    shutil.copytree(SERIES, folder)
+    for file in folder.iterdir():
+        ds = pydicom.dcmread(file)
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x + (5.0 if round(z) % 4 == 0 else 0.0), y, z]
+        ds.save_as(file)
+    line = one_error(occlude("run", LESION3D, folder, "--series", "-o", tmp_path / "out", "-q"))
+    assert "zigzag" in line and "line" in line, line
+
+
+def test_enhanced_multiframe_out_of_order_or_tilted(tmp_path):
+    """An enhanced file's frames whose positions are not one even stack (two frames swapped) were read with the
+    file's slice thickness as if they were; refused now. Frames displaced in the plane (a tilt) keep their
+    positions in the affine, as a tilted series does."""
+    hd = pytest.importorskip("highdicom")
+    from occlude_cli.loaders.dicom import read_dicom
+
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        _ct_series(tmp_path / "series"),
+        series_instance_uid=hd.UID(),
+        series_number=9,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+    )
+    frames = enhanced.PerFrameFunctionalGroupsSequence
+    positions = [[float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient] for f in frames]
+    for frame, (x, y, z) in zip(frames, positions):
+        frame.PlanePositionSequence[0].ImagePositionPatient = [x, y + 0.25 * z, z]
+    enhanced.save_as(tmp_path / "tilted.dcm")
+    volume = read_dicom(tmp_path / "tilted.dcm")
+    for d, (x, y, z) in enumerate(positions):
+        np.testing.assert_allclose(volume.affine @ [d, 0, 0, 1], [-x, -(y + 0.25 * z), z, 1], atol=1e-4)
+    first, second = frames[3].PlanePositionSequence[0], frames[4].PlanePositionSequence[0]
+    first.ImagePositionPatient, second.ImagePositionPatient = second.ImagePositionPatient, first.ImagePositionPatient
+    enhanced.save_as(tmp_path / "swapped.dcm")
+    line = one_error(occlude("run", LESION3D, tmp_path / "swapped.dcm", "-o", tmp_path / "out", "-q"))
+    assert "swapped.dcm" in line and "evenly on one line" in line, line

@@ -315,7 +315,7 @@ def read_dicom(path: str | Path) -> Volume:
     thickness = float(ds.get("SpacingBetweenSlices", ds.get("SliceThickness", 1.0)) or 1.0)
     spacing: tuple[float, ...]
     if frames > 1 and data.ndim == 3:
-        shared = _enhanced_geometry(ds)
+        shared = _enhanced_geometry(ds, path)
         frames_geometry = shared or geometry
         if frames_geometry is None:
             affine, spacing = np.diag([thickness, 1.0, 1.0, 1.0]), (thickness, 1.0, 1.0)
@@ -323,11 +323,11 @@ def read_dicom(path: str | Path) -> Volume:
         else:
             x_dir, y_dir, origin, pixel = frames_geometry[:4]
             normal = np.cross(x_dir, y_dir)
-            step = thickness
+            offset = normal * thickness
             if shared is not None and shared[4] is not None:
-                step = shared[4]
-            affine = _slice_affine(x_dir, y_dir, origin, pixel, normal * step)
-            spacing = (abs(step), pixel[0], pixel[1])
+                offset = shared[4]
+            affine = _slice_affine(x_dir, y_dir, origin, pixel, offset)
+            spacing = (float(np.linalg.norm(offset)), pixel[0], pixel[1])
         kind = "dicom"
     else:
         if data.ndim == 3:  # a single frame decoded with a leading axis
@@ -389,8 +389,12 @@ def _frames_real_units(ds: Any, raw: np.ndarray, path: str | Path, frames: int) 
     return data, info
 
 
-def _enhanced_geometry(ds: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float], Any] | None:
-    """Geometry of an enhanced multi-frame file from its functional groups: (X, Y, first IPP, pixel, step)."""
+def _enhanced_geometry(
+    ds: Any, path: str | Path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float], Any] | None:
+    """Geometry of an enhanced multi-frame file from its functional groups: (X, Y, first IPP, pixel, the step
+    from one frame's position to the next: None for one frame). Frames that are not evenly spaced along one
+    line, in order, are refused (see `_slice_offset`)."""
     try:
         shared = ds.SharedFunctionalGroupsSequence[0]
         iop = shared.PlaneOrientationSequence[0].ImageOrientationPatient
@@ -407,10 +411,12 @@ def _enhanced_geometry(ds: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, tup
     normal = np.cross(x_dir, y_dir)
     step = None
     if len(positions) > 1:
-        along = positions @ normal
-        gaps = np.diff(along)
-        if np.allclose(gaps, gaps[0], rtol=1e-3, atol=1e-3) and abs(gaps[0]) > 0:
-            step = float(gaps[0])
+        step = _slice_offset(f"path {path}", list(positions), normal, "frames")
+        if abs(float(step @ normal)) < 1e-3:
+            raise OccludeError(
+                f"path {path}: its frames do not advance along the slice normal (several frames at one place: time "
+                "points or echoes); only a single stack of slices is read as a volume"
+            )
     return x_dir, y_dir, positions[0], pixel, step
 
 
@@ -435,11 +441,13 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
     normal = np.cross(x_dir, y_dir)
     shape = (int(first.Rows), int(first.Columns))
     order, step = _slice_order(folder, chosen, geometry, shape)
+    positions = [_plane_geometry(chosen[int(i)][1])[2] for i in order]  # type: ignore[index]
+    offset = _slice_offset(f"folder {folder}", positions, normal * step)
     # the whole volume's size from the headers, before any pixel is decoded; then one slice at a time
     _check_dicom_size((len(chosen), *shape), _dicom_shape(first)[1], _dicom_shape(first)[2], str(folder))
     data, info = _series_pixels(folder, chosen, order, shape)
     origin = _plane_geometry(chosen[int(order[0])][1])[2]  # type: ignore[index]
-    affine = _slice_affine(x_dir, y_dir, origin, pixel, normal * step)
+    affine = _slice_affine(x_dir, y_dir, origin, pixel, offset)
     meta: dict[str, Any] = {
         "modality": str(first.get("Modality", "")),
         **_uids(first),
@@ -449,9 +457,34 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
     }
     if skipped:
         meta["skipped_files"] = skipped
-    volume = Volume(data, (step, pixel[0], pixel[1]), affine, "dicom-series", meta, str(folder))
+    if not np.allclose(offset, normal * step, atol=1e-3):
+        tilt = np.degrees(np.arccos(min(1.0, abs(float(offset @ normal)) / float(np.linalg.norm(offset)))))
+        meta["tilt_deg"] = round(float(tilt), 3)  # gantry tilt: the affine is sheared
+    spacing = (float(np.linalg.norm(offset)), pixel[0], pixel[1])
+    volume = Volume(data, spacing, affine, "dicom-series", meta, str(folder))
     volume.dicom = _dicom_facts(first, [_instance(chosen[int(i)][1]) for i in order])
     return volume
+
+
+def _slice_offset(
+    where: str, positions: list[np.ndarray], along_normal: np.ndarray, what: str = "slices"
+) -> np.ndarray:
+    """The step from one slice's ImagePositionPatient to the next (LPS mm), from the first and the last: along
+    the normal for an ordinary series, with an in-plane part for a gantry tilt (the affine is then sheared, as
+    the slices lie). Every slice must lie on that line, evenly (within 1 % of the step); one slice:
+    ``along_normal``. ``where`` and ``what`` name the folder or file and its slices or frames in the error."""
+    if len(positions) < 2:
+        return along_normal
+    first = np.asarray(positions[0], dtype=np.float64)
+    offset = (np.asarray(positions[-1], dtype=np.float64) - first) / (len(positions) - 1)
+    expected = first + np.arange(len(positions))[:, None] * offset
+    off = float(np.max(np.linalg.norm(np.asarray(positions, dtype=np.float64) - expected, axis=1)))
+    if off > max(1e-2 * float(np.linalg.norm(offset)), 1e-3):
+        raise OccludeError(
+            f"{where}: the {what}' ImagePositionPatient do not lie evenly on one line (one is {off:.3g} mm off "
+            f"the line from the first to the last); the {what} of a volume must be evenly spaced along one direction"
+        )
+    return offset
 
 
 # SOP classes that may sit in a series folder without being slices of it: segmentations, RT structure sets,
