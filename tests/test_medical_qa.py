@@ -216,3 +216,34 @@ def test_enhanced_multiframe_out_of_order_or_tilted(tmp_path):
     enhanced.save_as(tmp_path / "swapped.dcm")
     line = one_error(occlude("run", LESION3D, tmp_path / "swapped.dcm", "-o", tmp_path / "out", "-q"))
     assert "swapped.dcm" in line and "evenly on one line" in line, line
+
+
+# ------------------------------------------------------------------------ resume and hand-edited results
+
+
+def test_resume_redoes_a_result_json_edited_by_hand(tmp_path):
+    """A per-image JSON whose score or label was edited (valid JSON, map untouched) was kept by --resume and
+    its edited values went into summary.csv; the rerun must recompute it and give the original bytes."""
+    images = tmp_path / "in"
+    images.mkdir()
+    for name in ("digit_0.png", "digit_3.png", "digit_7.png"):
+        shutil.copy(ROOT / "sample_images" / name, images / name)
+    model = ROOT / "sample_models" / "digits_cnn.onnx"
+    out = tmp_path / "out"
+    args = ("run", model, images, "-o", out, "-q", "--no-timing")
+    assert occlude(*args).exit_code == 0
+    original = {p.name: p.read_bytes() for p in out.glob("digit_*.json")}
+    record = json.loads(original["digit_3.json"])
+    record["score"]["original"] = 0.5
+    record["target"]["label"] = "tiger"
+    (out / "digit_3.json").write_text(json.dumps(record))
+    record = json.loads(original["digit_7.json"])
+    record["map_info"]["peak"]["y"] += 1
+    (out / "digit_7.json").write_text(json.dumps(record, indent=2))
+    result = occlude(*args, "--resume")
+    assert result.exit_code == 0, result.output
+    assert {p.name: p.read_bytes() for p in out.glob("digit_*.json")} == original
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in json.loads((out / "summary.json").read_text())["images"]}
+    assert rows["digit_0.png"]["status"] == "skipped"
+    assert rows["digit_3.png"]["status"] == rows["digit_7.png"]["status"] == "ok"
+    assert "tiger" not in (out / "summary.csv").read_text()

@@ -75,4 +75,4 @@ def _redraw(out_dir: Path, marker: str, record: dict, image_path: str, style: Re
             path = atomic_write_bytes(folder / picture, draw())
             listed[picture].update(file_record(path))
     record["color_limit"] = style.color_limit
-    atomic_write_json(out_dir / marker, record)
+    atomic_write_json(out_dir / marker, record, seal=True)

@@ -199,7 +199,7 @@ def write_volume_explanation(
             record["regions"] = table
         record.update(extra or {})
         record["outputs"] = output_records(written)  # size and sha256 of each: what --resume verifies
-        written.append(atomic_write_json(out_dir / f"{stem}.json", record, command=False))
+        written.append(atomic_write_json(out_dir / f"{stem}.json", record, command=False, seal=True))
     except BaseException:
         undo_writes(written)
         raise

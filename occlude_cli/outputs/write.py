@@ -45,7 +45,7 @@ from .records import (
 )
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
+def atomic_write_bytes(path, data: bytes, *, scrub: bool = True) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
 
     The temporary file is ``.NAME.PID.XXXXXXXX.tmp`` (:data:`TEMP_RE`): a run removes those left by killed
@@ -55,7 +55,7 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     second each on some virtual disks, more than the whole rest of the writing). While a de-identifying run
     writes, text files are scrubbed of its paths and UIDs (:func:`.provenance.scrubbed_bytes`)."""
     path = Path(path)
-    data = scrubbed_bytes(path.name, data)
+    data = scrubbed_bytes(path.name, data) if scrub else data
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
@@ -181,6 +181,8 @@ def verify_outputs(json_path) -> Optional[str]:
         return f"{json_path.name} is not an occlude record"
     if "map_sha256" in record and map_digest(record.get("map")) != record["map_sha256"]:
         return f"the map in {json_path.name} differs from the one it was written with"
+    if RECORD_SEAL in record and record_digest(record) != record[RECORD_SEAL]:
+        return f"{json_path.name} was changed after it was written"
     for item in record.get("outputs") or []:
         name = item.get("name") if isinstance(item, dict) else item
         if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", ".."):
@@ -223,11 +225,32 @@ def read_json(path):
         return json.load(handle)
 
 
-def atomic_write_json(path, document, *, command: bool = True) -> Path:
+RECORD_SEAL = "record_sha256"
+
+
+def record_digest(record: dict) -> str:
+    """sha256 of a result record as read back from its file, without its ``record_sha256``: canonical JSON
+    (sorted keys, compact, ASCII), so the digest depends on the values only, never on the layout."""
+    body = {k: v for k, v in record.items() if k != RECORD_SEAL}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def atomic_write_json(path, document, *, command: bool = True, seal: bool = False) -> Path:
     """``document`` formatted by :func:`format_json`, with a final newline, written atomically; every JSON file
     records the software versions (and, ``command``, the command line) it was made with
-    (:func:`.provenance.stamped`)."""
-    return atomic_write_bytes(path, (format_json(stamped(document, command)) + "\n").encode("utf-8"))
+    (:func:`.provenance.stamped`). ``seal`` (a result record, what ``--resume`` trusts) ends it with
+    ``record_sha256``, the :func:`record_digest` of what is written (after a de-identifying run's scrubbing),
+    so that a record edited afterwards is recomputed rather than kept (:func:`verify_outputs`)."""
+    if seal and isinstance(document, dict):
+        document = {k: v for k, v in document.items() if k != RECORD_SEAL}
+    data = (format_json(stamped(document, command)) + "\n").encode("utf-8")
+    if not seal:
+        return atomic_write_bytes(path, data)
+    data = scrubbed_bytes(Path(path).name, data).rstrip()
+    digest = record_digest(json.loads(data))
+    sealed = data[:-1].rstrip() + f',\n  "{RECORD_SEAL}": "{digest}"\n}}\n'.encode("ascii")
+    return atomic_write_bytes(path, sealed, scrub=False)
 
 
 def csv_cell(value) -> str:
@@ -375,7 +398,7 @@ def write_explanation(
         record = explanation_record(e, timing=timing)
         record.update(extra or {})
         record["outputs"] = output_records(written)
-        written.append(atomic_write_json(out_dir / f"{stem}.json", record, command=False))
+        written.append(atomic_write_json(out_dir / f"{stem}.json", record, command=False, seal=True))
     except BaseException:
         _undo(written)
         raise
@@ -470,7 +493,7 @@ def _write_scale_study(
         **(extra or {}),
     }
     document["outputs"] = output_records(written)
-    written.append(atomic_write_json(out_dir / f"{stem}.scales.json", document, command=False))
+    written.append(atomic_write_json(out_dir / f"{stem}.scales.json", document, command=False, seal=True))
     return written
 
 
