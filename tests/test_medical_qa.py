@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -247,3 +248,44 @@ def test_resume_redoes_a_result_json_edited_by_hand(tmp_path):
     assert rows["digit_0.png"]["status"] == "skipped"
     assert rows["digit_3.png"]["status"] == rows["digit_7.png"]["status"] == "ok"
     assert "tiger" not in (out / "summary.csv").read_text()
+
+
+# ------------------------------------------------------------------------ DICOM geometry that places nothing
+
+
+@pytest.mark.parametrize(
+    "keyword, value",
+    [
+        ("ImageOrientationPatient", [0, 0, 0, 0, 0, 0]),
+        ("ImageOrientationPatient", [1, 0, 0, 1, 0, 0]),
+        ("ImageOrientationPatient", [1, 0, 0]),
+        ("ImagePositionPatient", [1, 2]),
+        ("PixelSpacing", ["0", "0"]),
+        ("PixelSpacing", ["-1", "1"]),
+        ("PixelSpacing", ["nan", "1"]),
+        ("PixelSpacing", ["0.5"]),
+    ],
+)
+def test_dicom_geometry_that_places_nothing_is_one_line_naming_it(tmp_path, keyword, value):
+    """Orientation cosines that are zero, parallel or short, a two-number position, a pixel spacing of zero,
+    negative, NaN or one number: each was a line of Python internals ('TypeError: sequence item 1: expected
+    str instance, NoneType found', 'LinAlgError: SVD did not converge') or, for a negative spacing, a map on a
+    mirrored grid (exit 0); now one line naming the file and the attribute."""
+    ds = pydicom.dcmread(CT_LESION)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns of the invalid value it is asked to write
+        setattr(ds, keyword, value)
+        path = tmp_path / "odd.dcm"
+        ds.save_as(path)
+    line = one_error(occlude("run", CT2D, path, "-o", tmp_path / "out", "-q"))
+    assert "odd.dcm" in line and keyword in line, line
+    series = tmp_path / "series"
+    shutil.copytree(SERIES, series)
+    victim = sorted(series.iterdir())[3]
+    ds = pydicom.dcmread(victim)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        setattr(ds, keyword, value)
+        ds.save_as(victim)
+    line = one_error(occlude("run", LESION3D, series, "--series", "-o", tmp_path / "out2", "-q"))
+    assert victim.name in line and keyword in line, line

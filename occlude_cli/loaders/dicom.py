@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from occlude_cli.errors import OccludeError
+from occlude_cli.text import shown
 
 from . import limits
 from .medical import Volume, _axcodes, _pydicom
@@ -228,16 +229,48 @@ def _lps_to_ras(affine: np.ndarray) -> np.ndarray:
 
 
 def _plane_geometry(ds: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]] | None:
-    """(row direction X, column direction Y, position of the first pixel, (row spacing, col spacing)) in LPS."""
+    """(row direction X, column direction Y, position of the first pixel, (row spacing, col spacing)) in LPS;
+    None when the file has no such geometry, one line when what it has cannot place a voxel."""
     iop, ipp, spacing = ds.get("ImageOrientationPatient"), ds.get("ImagePositionPatient"), ds.get("PixelSpacing")
     if iop is None or ipp is None or spacing is None:
         return None
-    cosines = np.asarray([float(v) for v in iop], dtype=np.float64)
-    return (
-        cosines[:3],
-        cosines[3:],
-        np.asarray([float(v) for v in ipp], dtype=np.float64),
-        (float(spacing[0]), float(spacing[1])),
+    where = f"path {getattr(ds, 'filename', None) or 'DICOM dataset'}"
+    cosines = _numbers(iop, 6, "ImageOrientationPatient", where)
+    return (cosines[:3], cosines[3:], _numbers(ipp, 3, "ImagePositionPatient", where), _pixel_spacing(spacing, where))
+
+
+def _numbers(value: Any, count: int, keyword: str, where: str) -> np.ndarray:
+    """``count`` finite numbers of a DICOM attribute; for ImageOrientationPatient two unit, orthogonal
+    direction cosines (within 1 %). One line naming the attribute otherwise."""
+    try:
+        numbers = np.asarray(_multi(value), dtype=np.float64)
+    except (TypeError, ValueError):
+        numbers = np.asarray([], dtype=np.float64)
+    if numbers.shape != (count,) or not np.all(np.isfinite(numbers)):
+        raise OccludeError(f"{where}: {keyword} must be {count} finite numbers, the file has {_shown(value)}")
+    if keyword == "ImageOrientationPatient":
+        x_dir, y_dir = numbers[:3], numbers[3:]
+        if not (
+            abs(np.linalg.norm(x_dir) - 1) < 1e-2
+            and abs(np.linalg.norm(y_dir) - 1) < 1e-2
+            and abs(x_dir @ y_dir) < 1e-2
+        ):
+            raise OccludeError(
+                f"{where}: ImageOrientationPatient {_shown(value)} is not two unit, orthogonal direction cosines"
+            )
+    return numbers
+
+
+def _pixel_spacing(value: Any, where: str) -> tuple[float, float]:
+    numbers = _numbers(value, 2, "PixelSpacing", where)
+    if not np.all(numbers > 0):
+        raise OccludeError(f"{where}: PixelSpacing must be two positive numbers (mm), the file has {_shown(value)}")
+    return float(numbers[0]), float(numbers[1])
+
+
+def _shown(value: Any) -> str:
+    return shown(
+        str(list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else value)
     )
 
 
@@ -398,15 +431,14 @@ def _enhanced_geometry(
     try:
         shared = ds.SharedFunctionalGroupsSequence[0]
         iop = shared.PlaneOrientationSequence[0].ImageOrientationPatient
-        measures = shared.PixelMeasuresSequence[0]
-        pixel = (float(measures.PixelSpacing[0]), float(measures.PixelSpacing[1]))
+        spacing = shared.PixelMeasuresSequence[0].PixelSpacing
         frames = ds.PerFrameFunctionalGroupsSequence
-        positions = np.asarray(
-            [[float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient] for f in frames], dtype=np.float64
-        )
+        found = [f.PlanePositionSequence[0].ImagePositionPatient for f in frames]
     except (AttributeError, IndexError, KeyError, TypeError):
         return None
-    cosines = np.asarray([float(v) for v in iop], dtype=np.float64)
+    where = f"path {path}"
+    cosines, pixel = _numbers(iop, 6, "ImageOrientationPatient", where), _pixel_spacing(spacing, where)
+    positions = np.asarray([_numbers(p, 3, "ImagePositionPatient", where) for p in found], dtype=np.float64)
     x_dir, y_dir = cosines[:3], cosines[3:]
     normal = np.cross(x_dir, y_dir)
     step = None
