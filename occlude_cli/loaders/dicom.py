@@ -269,9 +269,9 @@ def _pixel_spacing(value: Any, where: str) -> tuple[float, float]:
 
 
 def _shown(value: Any) -> str:
-    return shown(
-        str(list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else value)
-    )
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return shown("[" + ", ".join(str(v) for v in value) + "]")
+    return shown(str(value))
 
 
 def _slice_affine(
