@@ -289,3 +289,20 @@ def test_dicom_geometry_that_places_nothing_is_one_line_naming_it(tmp_path, keyw
         ds.save_as(victim)
     line = one_error(occlude("run", LESION3D, series, "--series", "-o", tmp_path / "out2", "-q"))
     assert victim.name in line and keyword in line, line
+
+
+@pytest.mark.parametrize("units", ["micron", "meter"])
+def test_nifti_map_keeps_the_input_length_unit(tmp_path, units):
+    """A NIfTI in micrometres (or metres): the map has the input's affine, so it must say the same unit; it
+    was labelled mm, and a reader that honours the unit (ITK, 3D Slicer) put it 1000 times off the scan."""
+    source = nibabel.load(MEDICAL / "lesion_volume.nii.gz")
+    image = nibabel.Nifti1Image(np.asarray(source.dataobj), source.affine, source.header)
+    image.header.set_xyzt_units(units)
+    path = tmp_path / "scan.nii.gz"
+    nibabel.save(image, path)
+    result = occlude("run", LESION3D, path, "-o", tmp_path / "out", "-q", "--score", "logit")
+    assert result.exit_code == 0, result.output
+    written = nibabel.load(tmp_path / "out" / "scan.map.nii.gz")
+    assert written.header.get_xyzt_units()[0] == units
+    np.testing.assert_array_equal(written.affine, image.affine)
+    assert nibabel.load(tmp_path / "out" / "scan.map.nii.gz").shape == image.shape

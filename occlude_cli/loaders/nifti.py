@@ -300,7 +300,10 @@ def write_nifti_map(
     if grid.ndim == 2:
         grid = grid[:, :, None]  # the 2-D affine indexes (h, w, 0)
     img = nibabel.Nifti1Image(grid, np.asarray(affine, dtype=np.float64))
-    img.header.set_xyzt_units("mm")
+    # the input's own length unit (its affine is in it): a map labelled mm over a scan in micrometres or metres
+    # is scaled apart by readers that honour the unit (ITK, so 3D Slicer)
+    units = volume.meta.get("spatial_units") if volume.kind == "nifti" else None
+    img.header.set_xyzt_units(units if units in ("meter", "micron") else "mm")
     img.header["descrip"] = b"occlude occlusion map"
     _set_xforms(img.header, np.asarray(affine, dtype=np.float64), _space_code(volume))
     target = None if path is None else Path(path)
