@@ -67,6 +67,16 @@ def test_nifti_voxels_beyond_float32_are_one_error_line(tmp_path):
     assert not (tmp_path / "o1" / "big.npy").exists() and not (tmp_path / "o2" / "slope.npy").exists()
 
 
+def test_nifti_intercept_that_is_not_finite_is_one_line_naming_the_file(tmp_path):
+    """scl_slope 1 with scl_inter NaN: nibabel's HeaderDataError came out without the file's name."""
+    image = nibabel.Nifti1Image(np.full((12, 12, 12), 500, np.int16), np.eye(4))
+    image.header["scl_slope"], image.header["scl_inter"] = 1.0, np.nan
+    path = tmp_path / "inter.nii"
+    nibabel.save(image, path)
+    line = one_error(occlude("run", LESION3D, path, "-o", tmp_path / "out", "-q"))
+    assert "inter.nii" in line and "scl_inter" in line and "path" in line, line
+
+
 @pytest.mark.parametrize("slope, intercept", [("inf", "0"), ("1e38", "0"), ("NaN", "0"), ("1", "-inf")])
 def test_dicom_rescale_that_is_not_finite_is_one_error_line(tmp_path, slope, intercept):
     """A RescaleSlope/Intercept that is not a finite number, or makes the slice infinite in float32: one line

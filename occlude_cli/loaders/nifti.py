@@ -200,7 +200,10 @@ def _read_nifti_stream(
         data = np.empty(spatial, dtype=np.float32)
         view = data
         affine = source_affine
-    slope, inter = header.get_slope_inter()
+    try:
+        slope, inter = header.get_slope_inter()
+    except Exception as exc:  # noqa: BLE001 -- nibabel's HeaderDataError: a valid slope with a NaN/inf intercept
+        raise OccludeError(f"path {path}: bad NIfTI header: scl_slope/scl_inter ({exc})") from None
     plane = spatial[0] * spatial[1] * dtype.itemsize
     step = max(1, limits.SLAB_BYTES // plane)
     for k in range(0, spatial[2], step):
