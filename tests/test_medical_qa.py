@@ -186,6 +186,42 @@ def test_tilted_series_keeps_its_slice_positions(tmp_path):
     np.testing.assert_allclose(record["input"]["affine"], volume.affine, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["series", "nifti"])
+def test_dicom_outputs_of_a_sheared_grid_keep_every_frame_at_its_place(tmp_path, kind):
+    """--dicom-out on a tilted series or a sheared NIfTI: highdicom's Volume takes only orthogonal affines, so
+    the run failed ('ValueError: Argument affine must be an orthogonal matrix', exit 3); the Parametric Map's
+    frames must sit where the scan's slices are."""
+    pytest.importorskip("highdicom")
+    from medical_data import sheared_nifti
+
+    if kind == "series":
+        scan = tmp_path / "tilt"
+        shutil.copytree(SERIES, scan)
+        for file in scan.iterdir():
+            ds = pydicom.dcmread(file)
+            x, y, z = (float(v) for v in ds.ImagePositionPatient)
+            ds.ImagePositionPatient = [x, y + 0.25 * z, z]
+            ds.save_as(file)
+        args = ["--series"]
+    else:
+        scan = sheared_nifti(tmp_path / "tilt.nii.gz")
+        args = []
+    out = tmp_path / "out"
+    result = occlude("run", LESION3D, scan, *args, "--dicom-out", "-o", out, "-q", "--score", "logit")
+    assert result.exit_code == 0, result.output
+    from occlude_cli.loaders.volumes import read_volume
+
+    volume = read_volume(scan, series=kind == "series")
+    pm = pydicom.dcmread(out / "tilt.pm.dcm")
+    frames = pm.PerFrameFunctionalGroupsSequence
+    assert len(frames) == volume.data.shape[0]
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ volume.affine
+    found = sorted([float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient] for f in frames)
+    expected = sorted(list((lps @ [d, 0, 0, 1])[:3]) for d in range(volume.data.shape[0]))
+    np.testing.assert_allclose(found, expected, atol=1e-3)
+    assert pm.Rows == volume.data.shape[1] and pm.Columns == volume.data.shape[2]
+
+
 def test_slices_off_one_line_are_refused(tmp_path):
     """Slices evenly spaced along the normal but zig-zagging in the plane have no single affine: refused with
     the reason, not read with the first slice's position and the normal."""

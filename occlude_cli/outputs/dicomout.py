@@ -245,7 +245,7 @@ def _parametric_map(hd: Any, e: VolumeExplanation, sources: List[Any], lps: np.n
     limit = max(abs(low), abs(high), 1e-12)
     return hd.pm.ParametricMap(
         source_images=sources,
-        pixel_array=hd.Volume(values, lps, coordinate_system="PATIENT"),
+        **_frames(hd, values, lps),
         series_instance_uid=uids("map series"),
         series_number=901,
         sop_instance_uid=uids("map"),
@@ -261,6 +261,29 @@ def _parametric_map(hd: Any, e: VolumeExplanation, sources: List[Any], lps: np.n
         content_description="occlusion sensitivity map",
         content_label="OCCLUSION",
     )
+
+
+def _frames(hd: Any, values: np.ndarray, lps: np.ndarray) -> Dict[str, Any]:
+    """The map's pixels and geometry for highdicom: a Volume for an orthogonal grid; for a sheared one (a
+    gantry-tilted series, a sheared NIfTI), which a Volume cannot hold, the frames with each one's position
+    (as the scan's slices are), the rows' and columns' orientation and spacing."""
+    from pydicom.dataset import Dataset
+
+    columns = lps[:3, :3] / np.linalg.norm(lps[:3, :3], axis=0)
+    if np.allclose(columns.T @ columns, np.eye(3), atol=1e-6):
+        return {"pixel_array": hd.Volume(values, lps, coordinate_system="PATIENT")}
+    plane = Dataset()
+    _plane(plane, lps, 0)
+    positions = [
+        hd.PlanePositionSequence("PATIENT", [round(float(v), 6) for v in (lps @ [k, 0.0, 0.0, 1.0])[:3]])
+        for k in range(values.shape[0])
+    ]
+    return {
+        "pixel_array": values,
+        "plane_orientation": hd.PlaneOrientationSequence("PATIENT", list(plane.ImageOrientationPatient)),
+        "plane_positions": positions,
+        "pixel_measures": hd.PixelMeasuresSequence(list(plane.PixelSpacing), float(plane.SliceThickness)),
+    }
 
 
 def _secondary_capture(hd: Any, source: Any, picture: bytes, uids: _Uids, e: VolumeExplanation):
