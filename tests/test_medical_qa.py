@@ -352,3 +352,28 @@ def test_nifti_map_keeps_the_input_length_unit(tmp_path, units):
     assert written.header.get_xyzt_units()[0] == units
     np.testing.assert_array_equal(written.affine, image.affine)
     assert nibabel.load(tmp_path / "out" / "scan.map.nii.gz").shape == image.shape
+
+
+@pytest.mark.parametrize("thickness", ["nan", "-2", "0"])
+def test_multiframe_slice_step_that_is_not_a_distance_is_one_line(tmp_path, thickness):
+    """A classic multi-frame file places its frames with SliceThickness: NaN was 'LinAlgError: SVD did not
+    converge', a negative one silently flipped the volume upside down (the peak 40 mm off), 0 was read as 1 mm."""
+    files = sorted(SERIES.glob("*.dcm"), key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    slices = [pydicom.dcmread(f) for f in files]
+    ds = slices[0]
+    ds.NumberOfFrames = len(slices)
+    ds.PixelData = b"".join(s.PixelData for s in slices)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.SliceThickness = thickness
+        if "SpacingBetweenSlices" in ds:
+            del ds.SpacingBetweenSlices
+        ds.save_as(tmp_path / "frames.dcm")
+    line = one_error(occlude("run", LESION3D, tmp_path / "frames.dcm", "-o", tmp_path / "out", "-q"))
+    assert "frames.dcm" in line and "SliceThickness" in line, line
+    single = pydicom.dcmread(CT_LESION)  # a single slice is not placed by it: still explained
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single.SliceThickness = thickness
+        single.save_as(tmp_path / "slice.dcm")
+    assert occlude("run", CT2D, tmp_path / "slice.dcm", "-o", tmp_path / "out2", "-q").exit_code == 0

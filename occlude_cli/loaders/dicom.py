@@ -261,6 +261,28 @@ def _numbers(value: Any, count: int, keyword: str, where: str) -> np.ndarray:
     return numbers
 
 
+def _slice_step(ds: Any, path: str | Path, needed: bool) -> float:
+    """The distance between slices a file declares (SpacingBetweenSlices, else SliceThickness; 1 mm when it
+    declares neither). One line when the value is not a positive finite number and ``needed`` (the frames of a
+    multi-frame image, a one-slice series are placed with it); a single slice, which it does not place, reads
+    such a value as 1 mm."""
+    keyword = "SpacingBetweenSlices" if ds.get("SpacingBetweenSlices") is not None else "SliceThickness"
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return 1.0
+    try:
+        step = float(value)
+    except (TypeError, ValueError):
+        step = float("nan")
+    if np.isfinite(step) and step > 0:
+        return step
+    if needed:
+        raise OccludeError(
+            f"path {path}: {keyword} {_shown(value)} is not a positive distance (mm), and it places the slices"
+        )
+    return 1.0
+
+
 def _pixel_spacing(value: Any, where: str) -> tuple[float, float]:
     numbers = _numbers(value, 2, "PixelSpacing", where)
     if not np.all(numbers > 0):
@@ -345,7 +367,7 @@ def read_dicom(path: str | Path) -> Volume:
         "transfer_syntax": str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")),
         **info,
     }
-    thickness = float(ds.get("SpacingBetweenSlices", ds.get("SliceThickness", 1.0)) or 1.0)
+    thickness = _slice_step(ds, path, needed=frames > 1 and data.ndim == 3)
     spacing: tuple[float, ...]
     if frames > 1 and data.ndim == 3:
         shared = _enhanced_geometry(ds, path)
@@ -620,7 +642,7 @@ def _slice_order(folder: Path, chosen, geometry, shape) -> tuple[np.ndarray, flo
         positions.append(float(geo[2] @ normal))
     order = np.argsort(positions, kind="stable")
     if len(chosen) == 1:
-        return order, float(first.get("SpacingBetweenSlices", first.get("SliceThickness", 1.0)) or 1.0)
+        return order, _slice_step(first, first_entry, needed=True)
     gaps = np.diff(np.asarray(positions)[order])
     if np.any(gaps < 1e-3):
         dup = chosen[int(order[int(np.argmin(gaps)) + 1])][0].name
