@@ -377,3 +377,26 @@ def test_multiframe_slice_step_that_is_not_a_distance_is_one_line(tmp_path, thic
         single.SliceThickness = thickness
         single.save_as(tmp_path / "slice.dcm")
     assert occlude("run", CT2D, tmp_path / "slice.dcm", "-o", tmp_path / "out2", "-q").exit_code == 0
+
+
+@pytest.mark.parametrize("damage", ["cut_in_header", "pixels_removed"])
+def test_a_damaged_slice_is_never_dropped_from_a_series_in_silence(tmp_path, damage):
+    """The top slice of a series cut short (a copy that stopped, a bad disk): it was skipped as 'not an image',
+    the 24 others read as the whole volume (exit 0, no warning; only input.meta.skipped_files named it)."""
+    folder = tmp_path / "series"
+    shutil.copytree(SERIES, folder)
+    top = max(folder.iterdir(), key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    if damage == "cut_in_header":
+        top.write_bytes(top.read_bytes()[:300])
+    else:
+        ds = pydicom.dcmread(top)
+        del ds.PixelData
+        ds.save_as(top)
+    line = one_error(occlude("run", LESION3D, folder, "--series", "-o", tmp_path / "out", "-q"))
+    assert top.name in line and "series" in line, line
+    (folder / "notes.txt").write_text("not DICOM")  # other files are still skipped
+    top.unlink()
+    result = occlude("run", LESION3D, folder, "--series", "-o", tmp_path / "out2", "-q", "--score", "logit")
+    assert result.exit_code == 0, result.output  # without its top slice: a complete 24-slice series again
+    record = json.loads((tmp_path / "out2" / "series.json").read_text())
+    assert record["input"]["shape"][0] == 24 and record["input"]["meta"]["skipped_files"] == ["notes.txt"]

@@ -562,11 +562,24 @@ def _series_headers(folder: Path) -> tuple[list[tuple[Path, Any]], list[str]]:
         try:
             deflated = _check_deflated(entry, pydicom)  # a deflate bomb is refused, not skipped
             ds = pydicom.dcmread(str(entry), defer_size=None if deflated else _DEFER_SIZE)  # pixels stay on disk
-        except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError):
+        except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+            if is_dicom_file(entry):  # a DICOM file that cannot be read may be a slice: never dropped in silence
+                raise OccludeError(
+                    f"folder {folder}: {entry.name} is a damaged DICOM file ({type(exc).__name__}: {exc}); a series "
+                    "is not read without it (move it out of the folder if it is not one of its slices)"
+                ) from None
             skipped.append(entry.name)
             continue
-        if "PixelData" not in ds or str(ds.get("SOPClassUID", "")) in _NOT_IMAGES:
-            skipped.append(entry.name)  # reports, structure sets, segmentations, maps: not slices of the scan
+        if str(ds.get("SOPClassUID", "")) in _NOT_IMAGES:
+            skipped.append(entry.name)  # structure sets, segmentations, maps: not slices of the scan
+            continue
+        if "PixelData" not in ds:
+            if len(ds) == 0 or (ds.get("Rows") and ds.get("Columns")):  # cut off before or in its pixels
+                raise OccludeError(
+                    f"folder {folder}: {entry.name} is an image without its pixel data (a damaged or truncated "
+                    "slice); a series is not read without it"
+                )
+            skipped.append(entry.name)  # reports, presentation states, DICOMDIR: not slices of the scan
             continue
         datasets.append((entry, ds))
     if not datasets:
