@@ -400,3 +400,25 @@ def test_a_damaged_slice_is_never_dropped_from_a_series_in_silence(tmp_path, dam
     assert result.exit_code == 0, result.output  # without its top slice: a complete 24-slice series again
     record = json.loads((tmp_path / "out2" / "series.json").read_text())
     assert record["input"]["shape"][0] == 24 and record["input"]["meta"]["skipped_files"] == ["notes.txt"]
+
+
+def test_a_nifti_header_repaired_on_reading_is_a_warning_of_that_input(tmp_path):
+    """pixdim of 0 without a qform or sform: nibabel reads it as 1 mm and said so in a bare line on stderr
+    ('pixdim[1,2,3] should be non-zero; setting 0 dims to 1'), tied to no file and absent from the JSON; the
+    spacing the map is placed with was assumed in silence. Now a warning of that input, in its record too."""
+    image = nibabel.Nifti1Image(np.arange(12**3, dtype=np.int16).reshape(12, 12, 12), None)
+    image.header["pixdim"][1:4] = 0
+    path = tmp_path / "flat.nii"
+    nibabel.save(image, path)
+    raw = bytearray(path.read_bytes())
+    raw[80:92] = np.zeros(3, "<f4").tobytes()  # pixdim[1..3] = 0 (nibabel's writer would have fixed them)
+    path.write_bytes(bytes(raw))
+    result = occlude("run", LESION3D, path, "-o", tmp_path / "out", "-q", "--score", "logit")
+    assert result.exit_code == 0, result.output
+    stray = [line for line in result.output.splitlines() if line and not line.startswith(("warning:", "error:"))]
+    assert not stray, result.output
+    assert any(
+        line.startswith("warning: ") and "flat.nii" in line and "pixdim" in line for line in result.output.splitlines()
+    )
+    record = json.loads((tmp_path / "out" / "flat.json").read_text())
+    assert any("pixdim" in w for w in record["warnings"]) and record["input"]["spacing"] == [1.0, 1.0, 1.0]

@@ -183,6 +183,10 @@ def input_warnings(meta: dict, options: ExplainOptions, prepared: PreparedVolume
             "model applies to these images"
         )
         out.append(Notice(text, key="modality differs"))
+    repaired = prepared.volume.meta.get("header_repaired")
+    if repaired:
+        text = f"the NIfTI header has problems that nibabel repairs as it reads it: {'; '.join(map(str, repaired))}"
+        out.append(Notice(text, key="header repaired"))
     return out
 
 

@@ -54,7 +54,7 @@ def _skip(stream: Any, n: int, path: str | Path, what: str) -> None:
         n -= len(part)
 
 
-def _nifti_header(stream: Any, path: str | Path) -> tuple[Any, int]:
+def _nifti_header(stream: Any, path: str | Path) -> tuple[Any, int, list[str]]:
     """The header of a single-file NIfTI-1 or NIfTI-2 (nibabel's header class, checked and fixed as
     ``nibabel.load`` does) and its size, from the first bytes of the (inflated) stream; nothing past the
     header is read. Hostile fields (dimensions, data type, vox_offset, affine) are refused with one line."""
@@ -99,8 +99,10 @@ def _nifti_header(stream: Any, path: str | Path) -> tuple[Any, int]:
             f"path {path}: bad NIfTI header: vox_offset {offset:g} (the voxels of a single-file NIfTI start at a "
             f"whole byte {size + 4} or later)"
         )
+    fixes = _Fixes()
     try:
-        header = klass(block, endianness=endian, check=True)  # nibabel.load's checks and fixes (pixdim signs...)
+        header = klass(block, endianness=endian, check=False)
+        header.check_fix(logger=fixes, error_level=40)  # nibabel.load's checks and fixes (pixdim signs...)
         affine = np.asarray(header.get_best_affine(), dtype=np.float64)
     except Exception as exc:  # noqa: BLE001 -- HeaderDataError, ValueError, numpy errors from hostile fields
         raise OccludeError(f"path {path}: bad NIfTI header ({type(exc).__name__}: {exc})") from None
@@ -109,7 +111,20 @@ def _nifti_header(stream: Any, path: str | Path) -> tuple[Any, int]:
             f"path {path}: bad NIfTI header: its voxel-to-world affine (qform/sform, pixdim) is not finite or "
             "not invertible"
         )
-    return header, size
+    return header, size, fixes.messages
+
+
+class _Fixes:
+    """What nibabel's header checks found and repaired (pixdim of 0 read as 1, negative pixdim made positive,
+    an invalid xform code set to 0...), kept for the input's own warnings instead of nibabel's global logger,
+    which printed them bare on stderr, tied to no file."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def log(self, level: int, message: str) -> None:
+        if level >= 30 and message and message not in self.messages:  # what nibabel's logger shows: >= WARNING
+            self.messages.append(message)
 
 
 def read_nifti(
@@ -150,7 +165,7 @@ def _read_nifti_stream(
     stream: Any, path: Path, file_size: int | None, volume_index: int | None, reorient: bool, finite: bool
 ) -> Volume:
     nibabel = _nibabel()
-    header, header_size = _nifti_header(stream, path)
+    header, header_size, fixes = _nifti_header(stream, path)
     shape = tuple(int(s) for s in header.get_data_shape())
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
@@ -213,6 +228,8 @@ def _read_nifti_stream(
         view[:, :, k : k + count] = _float32_voxels(values, path) if finite else values
     meta: dict[str, Any] = {"source_axcodes": "".join(nibabel.aff2axcodes(source_affine)), "reoriented": bool(reorient)}
     meta["xform_codes"] = [int(header["qform_code"]), int(header["sform_code"])]
+    if fixes:
+        meta["header_repaired"] = fixes  # nibabel's repairs of the header, as it reads it (a warning of the input)
     if len(shape) == 4:  # which volume of the 4-D file this is (the JSON's input.volume_index)
         meta.update(volume_index=int(volume_index or 0), volumes=int(shape[3]))
     units = header.get_xyzt_units()[0]
