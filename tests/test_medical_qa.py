@@ -422,3 +422,34 @@ def test_a_nifti_header_repaired_on_reading_is_a_warning_of_that_input(tmp_path)
     )
     record = json.loads((tmp_path / "out" / "flat.json").read_text())
     assert any("pixdim" in w for w in record["warnings"]) and record["input"]["spacing"] == [1.0, 1.0, 1.0]
+
+
+def test_a_study_folder_with_a_dicomdir_and_masks_beside_its_series(tmp_path):
+    """DICOM media keep a DICOMDIR at the root beside the series folders, and the manual puts a series' SEG
+    beside its folder (study/t1.seg.dcm): either made the study folder count as a series itself, and the run
+    failed ('no DICOM image files in it') without reading any of its series."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    study = tmp_path / "study"
+    shutil.copytree(SERIES, study / "t1")
+    shutil.copytree(SERIES, study / "t2")
+    directory = Dataset()
+    directory.file_meta = FileMetaDataset()
+    directory.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"  # Media Storage Directory
+    directory.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    directory.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    directory.FileSetID, directory.DirectoryRecordSequence = "STUDY", []
+    directory.save_as(study / "DICOMDIR", enforce_file_format=True)
+    seg = pydicom.dcmread(next(SERIES.iterdir()))
+    seg.SOPClassUID = seg.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation
+    seg.save_as(study / "t1.seg.dcm")
+    out = tmp_path / "out"
+    result = occlude("run", LESION3D, study, "--series", "-o", out, "-q", "--score", "logit", "--no-timing")
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "summary.json").read_text())["images"]
+    assert [(r["path"].rsplit("/", 2)[-2:], r["status"]) for r in rows] == [
+        (["study", "t1"], "ok"),
+        (["study", "t2"], "ok"),
+    ]
+    assert (out / "study" / "t1.json").is_file() and (out / "study" / "t2.json").is_file()

@@ -237,15 +237,25 @@ def _expand(
 
 
 def _holds_slices(folder: Path) -> bool:
-    """Does ``folder`` itself hold a DICOM file (by name, or the DICM marker of a suffix-less file)?"""
+    """Does ``folder`` itself hold a DICOM file that may be a slice (``.dcm``, or the DICM marker of a
+    suffix-less file; not a DICOMDIR, a SEG, an RT-STRUCT, a report: what may sit in a study folder beside its
+    series)? Other images (NIfTI, PNG) do not make a folder a series."""
+    from ..loaders.dicom import is_dicom_file, may_be_slice
+
     try:
         entries = sorted(folder.iterdir())
     except OSError:
         return False
-    return any(
-        entry.is_file() and not entry.name.startswith(".") and _is_image_name(entry) and not is_own_output(entry)
-        for entry in entries
-    )
+    for entry in entries:
+        if not entry.is_file() or entry.name.startswith(".") or is_own_output(entry):
+            continue
+        dicom = entry.name.lower().endswith(".dcm") or (entry.suffix == "" and is_dicom_file(entry))
+        if dicom and may_be_slice(entry):
+            return True
+    return False
+
+
+_NOT_A_SERIES = "skipped: with --series, folders are read as DICOM series (name the file on its own to read it)"
 
 
 def _series_folders(
@@ -258,8 +268,12 @@ def _series_folders(
     folders = [path]
     if recursive or not _holds_slices(path):
         folders = []
-        for root, dirs, _ in os.walk(path):
+        for root, dirs, names in os.walk(path):
             here = Path(root)
+            for name in sorted(names):  # a volume or picture beside the series is not one of them: said, not lost
+                image = name.lower().endswith((".nii", ".nii.gz")) or Path(name).suffix.lower() in IMAGE_SUFFIXES
+                if image and not name.startswith(".") and not is_own_output(here / name):
+                    notes.append((str(here / name), _NOT_A_SERIES))
             kept = []
             for d in sorted(dirs):
                 if _under((here / d).resolve(), exclude):

@@ -13,9 +13,16 @@ from typing import Any
 import numpy as np
 
 from occlude_cli.errors import OccludeError
-from occlude_cli.text import shown
 
 from . import limits
+from .dicomgeometry import (
+    _enhanced_geometry,
+    _multi,
+    _plane_geometry,
+    _slice_affine,
+    _slice_offset,
+    _slice_step,
+)
 from .medical import Volume, _axcodes, _pydicom
 
 # DICOM transfer syntaxes that hold uncompressed (or deflated, which pydicom inflates itself) pixel data.
@@ -106,15 +113,6 @@ def _check_dicom_size(shape: Sequence[int], dtype: str, itemsize: int, name: str
     """Refuse a DICOM file or series by the pixel array its header(s) declare (see limits.check_volume_size)."""
     if all(int(s) > 0 for s in shape):
         limits.check_volume_size(tuple(shape[:3]), dtype, name, itemsize=itemsize)
-
-
-def _multi(value: Any) -> list[float]:
-    """A DICOM value that may be a single number or a MultiValue -> list of floats."""
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return [float(v) for v in value]
-    return [float(value)]
 
 
 def _file_window(ds: Any) -> list[float] | None:
@@ -219,93 +217,6 @@ def _rescale(ds: Any, path: str | Path) -> tuple[float, float]:
             f"path {path}: RescaleSlope {slope:g} and RescaleIntercept {intercept:g} must be finite numbers"
         )
     return slope, intercept
-
-
-def _lps_to_ras(affine: np.ndarray) -> np.ndarray:
-    out = affine.copy()
-    out[0, :] *= -1.0
-    out[1, :] *= -1.0
-    return out
-
-
-def _plane_geometry(ds: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]] | None:
-    """(row direction X, column direction Y, position of the first pixel, (row spacing, col spacing)) in LPS;
-    None when the file has no such geometry, one line when what it has cannot place a voxel."""
-    iop, ipp, spacing = ds.get("ImageOrientationPatient"), ds.get("ImagePositionPatient"), ds.get("PixelSpacing")
-    if iop is None or ipp is None or spacing is None:
-        return None
-    where = f"path {getattr(ds, 'filename', None) or 'DICOM dataset'}"
-    cosines = _numbers(iop, 6, "ImageOrientationPatient", where)
-    return (cosines[:3], cosines[3:], _numbers(ipp, 3, "ImagePositionPatient", where), _pixel_spacing(spacing, where))
-
-
-def _numbers(value: Any, count: int, keyword: str, where: str) -> np.ndarray:
-    """``count`` finite numbers of a DICOM attribute; for ImageOrientationPatient two unit, orthogonal
-    direction cosines (within 1 %). One line naming the attribute otherwise."""
-    try:
-        numbers = np.asarray(_multi(value), dtype=np.float64)
-    except (TypeError, ValueError):
-        numbers = np.asarray([], dtype=np.float64)
-    if numbers.shape != (count,) or not np.all(np.isfinite(numbers)):
-        raise OccludeError(f"{where}: {keyword} must be {count} finite numbers, the file has {_shown(value)}")
-    if keyword == "ImageOrientationPatient":
-        x_dir, y_dir = numbers[:3], numbers[3:]
-        if not (
-            abs(np.linalg.norm(x_dir) - 1) < 1e-2
-            and abs(np.linalg.norm(y_dir) - 1) < 1e-2
-            and abs(x_dir @ y_dir) < 1e-2
-        ):
-            raise OccludeError(
-                f"{where}: ImageOrientationPatient {_shown(value)} is not two unit, orthogonal direction cosines"
-            )
-    return numbers
-
-
-def _slice_step(ds: Any, path: str | Path, needed: bool) -> float:
-    """The distance between slices a file declares (SpacingBetweenSlices, else SliceThickness; 1 mm when it
-    declares neither). One line when the value is not a positive finite number and ``needed`` (the frames of a
-    multi-frame image, a one-slice series are placed with it); a single slice, which it does not place, reads
-    such a value as 1 mm."""
-    keyword = "SpacingBetweenSlices" if ds.get("SpacingBetweenSlices") is not None else "SliceThickness"
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return 1.0
-    try:
-        step = float(value)
-    except (TypeError, ValueError):
-        step = float("nan")
-    if np.isfinite(step) and step > 0:
-        return step
-    if needed:
-        raise OccludeError(
-            f"path {path}: {keyword} {_shown(value)} is not a positive distance (mm), and it places the slices"
-        )
-    return 1.0
-
-
-def _pixel_spacing(value: Any, where: str) -> tuple[float, float]:
-    numbers = _numbers(value, 2, "PixelSpacing", where)
-    if not np.all(numbers > 0):
-        raise OccludeError(f"{where}: PixelSpacing must be two positive numbers (mm), the file has {_shown(value)}")
-    return float(numbers[0]), float(numbers[1])
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return shown("[" + ", ".join(str(v) for v in value) + "]")
-    return shown(str(value))
-
-
-def _slice_affine(
-    x_dir: np.ndarray, y_dir: np.ndarray, origin: np.ndarray, pixel: tuple[float, float], normal_step: np.ndarray
-) -> np.ndarray:
-    """Affine (d, h, w) -> RAS for slices with rows along y_dir, columns along x_dir (DICOM PS3.3 C.7.6.2.1.1)."""
-    aff = np.eye(4)
-    aff[:3, 0] = normal_step
-    aff[:3, 1] = y_dir * pixel[0]  # row index h moves along the column direction cosine, by the row spacing
-    aff[:3, 2] = x_dir * pixel[1]  # column index w moves along the row direction cosine, by the column spacing
-    aff[:3, 3] = origin
-    return _lps_to_ras(aff)
 
 
 # Patient, study and equipment attributes a derived object (a parametric map, a secondary capture) copies from
@@ -444,36 +355,6 @@ def _frames_real_units(ds: Any, raw: np.ndarray, path: str | Path, frames: int) 
     return data, info
 
 
-def _enhanced_geometry(
-    ds: Any, path: str | Path
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float], Any] | None:
-    """Geometry of an enhanced multi-frame file from its functional groups: (X, Y, first IPP, pixel, the step
-    from one frame's position to the next: None for one frame). Frames that are not evenly spaced along one
-    line, in order, are refused (see `_slice_offset`)."""
-    try:
-        shared = ds.SharedFunctionalGroupsSequence[0]
-        iop = shared.PlaneOrientationSequence[0].ImageOrientationPatient
-        spacing = shared.PixelMeasuresSequence[0].PixelSpacing
-        frames = ds.PerFrameFunctionalGroupsSequence
-        found = [f.PlanePositionSequence[0].ImagePositionPatient for f in frames]
-    except (AttributeError, IndexError, KeyError, TypeError):
-        return None
-    where = f"path {path}"
-    cosines, pixel = _numbers(iop, 6, "ImageOrientationPatient", where), _pixel_spacing(spacing, where)
-    positions = np.asarray([_numbers(p, 3, "ImagePositionPatient", where) for p in found], dtype=np.float64)
-    x_dir, y_dir = cosines[:3], cosines[3:]
-    normal = np.cross(x_dir, y_dir)
-    step = None
-    if len(positions) > 1:
-        step = _slice_offset(f"path {path}", list(positions), normal, "frames")
-        if abs(float(step @ normal)) < 1e-3:
-            raise OccludeError(
-                f"path {path}: its frames do not advance along the slice normal (several frames at one place: time "
-                "points or echoes); only a single stack of slices is read as a volume"
-            )
-    return x_dir, y_dir, positions[0], pixel, step
-
-
 def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volume:
     """Read a folder of single-slice DICOM files as one volume ``(D, H, W)``.
 
@@ -520,27 +401,6 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
     return volume
 
 
-def _slice_offset(
-    where: str, positions: list[np.ndarray], along_normal: np.ndarray, what: str = "slices"
-) -> np.ndarray:
-    """The step from one slice's ImagePositionPatient to the next (LPS mm), from the first and the last: along
-    the normal for an ordinary series, with an in-plane part for a gantry tilt (the affine is then sheared, as
-    the slices lie). Every slice must lie on that line, evenly (within 1 % of the step); one slice:
-    ``along_normal``. ``where`` and ``what`` name the folder or file and its slices or frames in the error."""
-    if len(positions) < 2:
-        return along_normal
-    first = np.asarray(positions[0], dtype=np.float64)
-    offset = (np.asarray(positions[-1], dtype=np.float64) - first) / (len(positions) - 1)
-    expected = first + np.arange(len(positions))[:, None] * offset
-    off = float(np.max(np.linalg.norm(np.asarray(positions, dtype=np.float64) - expected, axis=1)))
-    if off > max(1e-2 * float(np.linalg.norm(offset)), 1e-3):
-        raise OccludeError(
-            f"{where}: the {what}' ImagePositionPatient do not lie evenly on one line (one is {off:.3g} mm off "
-            f"the line from the first to the last); the {what} of a volume must be evenly spaced along one direction"
-        )
-    return offset
-
-
 # SOP classes that may sit in a series folder without being slices of it: segmentations, RT structure sets,
 # parametric maps, secondary captures (occlude's own --dicom-out objects among them), structured reports.
 _NOT_IMAGES = {
@@ -550,6 +410,27 @@ _NOT_IMAGES = {
     "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture
     "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color Secondary Capture
 }
+
+
+# SOP classes that are never a slice, whatever the folder: a DICOMDIR (Media Storage Directory), structured
+# reports and presentation states (by their class roots), and the classes above.
+_NEVER_SLICES = ("1.2.840.10008.1.3.10",)
+_NEVER_SLICE_ROOTS = ("1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.11.")
+
+
+def may_be_slice(path: str | Path) -> bool:
+    """Could this DICOM file be a slice of a series? False for a DICOMDIR, a segmentation, a structure set, a
+    parametric map, a secondary capture, a report or a presentation state, told by the SOP class of its file
+    meta (group 2 only is read); True otherwise, a file whose meta cannot be read included (it is then
+    reported as damaged when its folder is read)."""
+    try:
+        meta = _pydicom().filereader.read_file_meta_info(str(path))
+    except Exception:  # noqa: BLE001 -- damaged or not DICOM: the series reader says which
+        return True
+    sop_class = str(meta.get("MediaStorageSOPClassUID", ""))
+    return (
+        sop_class not in _NOT_IMAGES and sop_class not in _NEVER_SLICES and not sop_class.startswith(_NEVER_SLICE_ROOTS)
+    )
 
 
 def _series_headers(folder: Path) -> tuple[list[tuple[Path, Any]], list[str]]:

@@ -17,7 +17,8 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from ..errors import OccludeError
-from .dicom import _dcmread, _lps_to_ras, is_dicom_file
+from .dicom import _dcmread, is_dicom_file
+from .dicomgeometry import _lps_to_ras
 from .medical import MEDICAL_EXTRA_HINT, Volume, resample_to_grid
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
