@@ -1,13 +1,8 @@
 """A newcomer's QA pass on the medical paths and folder runs: each test is a defect that pass found, on real
-files made here (pydicom, nibabel, highdicom), the real CLI and the real sample models.
-
-- intensities that are not finite once in float32 (a huge RescaleSlope or scl_slope, float64 voxels beyond the
-  float32 range) are one error line, never infinities handed to the model;
-- an enhanced multi-frame DICOM's rescale lives in its functional groups: read in real units as the same
-  slices are as a series;
-- a gantry-tilted series (slices displaced along the rows, not only along the normal) keeps its true geometry;
-- ``--resume`` never keeps a per-image JSON edited by hand.
-"""
+files made here (pydicom, nibabel, highdicom), the real CLI and the real sample models: intensities past
+float32, enhanced multi-frame rescale and geometry, gantry-tilted series (and their DICOM outputs), DICOM
+geometry that places nothing, damaged slices in a series, study folders with a DICOMDIR or masks, NIfTI units
+and header repairs, and ``--resume`` on a result record edited by hand."""
 
 from __future__ import annotations
 
