@@ -42,6 +42,8 @@ class ModelFacts:
     input_quantization: Dict[str, Tuple[float, float]] = field(default_factory=dict)
     # output name -> why a plan could not reproduce its full passes bit for bit (float16, quantised, ...) or None
     inexact: Dict[str, Optional[str]] = field(default_factory=dict)
+    # why one image's scores depend on the other images of its batch (then it runs one image per call), or None
+    batch_coupling: Optional[str] = None
     from_cache: bool = False
 
 
@@ -77,12 +79,14 @@ def _read_facts(path: Path, sha256: str) -> ModelFacts:
                 dict(meta["final_ops"]),
                 quantization,
                 {str(k): None if v is None else str(v) for k, v in dict(meta["inexact"]).items()},
+                None if meta["batch_coupling"] is None else str(meta["batch_coupling"]),
                 from_cache=True,
             )
         except (KeyError, TypeError, ValueError):
             pass  # an entry from elsewhere: read the graph again
     import onnx
 
+    from .batching import batch_coupling
     from .exactness import inexact_outputs
     from .onnxfile import check_external_data
 
@@ -97,6 +101,7 @@ def _read_facts(path: Path, sha256: str) -> ModelFacts:
         {out.name: final_operator(model, out.name) for out in model.graph.output},
         input_quantization(model),
         inexact_outputs(model),
+        batch_coupling(model),
     )
     if not external:
         cache.store(
@@ -107,6 +112,7 @@ def _read_facts(path: Path, sha256: str) -> ModelFacts:
                 "final_ops": facts.final_ops,
                 "input_quantization": {k: list(v) for k, v in facts.input_quantization.items()},
                 "inexact": facts.inexact,
+                "batch_coupling": facts.batch_coupling,
             },
         )
     return facts

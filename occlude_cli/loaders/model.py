@@ -388,6 +388,9 @@ class OnnxClassifier:
         self.batch_note: Optional[str] = None  # a line for the user when batching is not what they would expect
         if self.fixed_batch == 1 and batch_rewrite and task != "detect":  # detections: one image per pass
             self._try_batch_rewrite(options)
+        if facts.batch_coupling and not self.fixed_batch:  # e.g. dynamic quantisation: batching changes scores
+            self.fixed_batch, self.batching = 1, f"run one image at a time: {facts.batch_coupling}"
+            self.batch_note = self.batching
         out_shape = list(self.output.shape)
         self.task = output_task(task, out_shape, self.output.name)
         self.num_classes: Optional[int] = declared_classes(self.task, out_shape)

@@ -1,0 +1,131 @@
+"""Models users bring, held to the slow obvious loop (tests/zoo/reference.py: one window at a time, one image per
+onnxruntime call) element-wise, and the CLI's messages about them (a newcomer's QA pass over the model kinds).
+
+* A dynamically quantised model (``onnxruntime.quantization.quantize_dynamic``: DynamicQuantizeLinear computes
+  ONE scale and zero point over the whole tensor, so over every image of a batch) and a graph that takes a
+  mean over the batch axis: each image's scores depend on the images batched with it, so occlude runs them one
+  image at a time, says so, and gives the loop's map.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from typer.testing import CliRunner
+
+from occlude_cli.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO = ROOT / "tests" / "zoo"
+PHOTOS = ROOT / "sample_images"
+
+if "zoo_reference" in sys.modules:
+    reference = sys.modules["zoo_reference"]
+else:
+    _spec = importlib.util.spec_from_file_location("zoo_reference", ZOO / "reference.py")
+    reference = importlib.util.module_from_spec(_spec)
+    sys.modules[_spec.name] = reference
+    _spec.loader.exec_module(reference)
+
+FLOAT32_NOISE = 1e-5  # of the map's peak
+
+
+def _runner() -> CliRunner:
+    try:  # click < 8.2 mixes stderr into stdout unless told not to; 8.2 removed the option
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
+
+
+def cli(*args: str):
+    result = _runner().invoke(app, list(args))
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    return result
+
+
+def case_of(size=(32, 32), patch: int = 8, stride: int = 4, score: str = "softmax", dtype: str = "float32") -> dict:
+    """A zoo-style case for the reference loop: pixels / 255, no mean or std, the zero baseline."""
+    reference_part = {"size": list(size), "layout": "NCHW", "color": "rgb", "scale": 1 / 255, "mean": [0.0]}
+    reference_part.update({"std": [1.0], "input_dtype": dtype, "output": None})
+    return {"patch": patch, "stride": stride, "score": score, "reference": reference_part}
+
+
+def conv_net(size: int = 32, classes: int = 6, seed: int = 0, batch_mean: bool = False) -> onnx.ModelProto:
+    """conv 3x3 -> relu -> conv 3x3 / 2 -> relu -> flatten -> matmul: a float32 classifier with a free batch.
+    ``batch_mean``: subtract the features' mean over the batch axis (a graph that mixes the images of a batch)."""
+    rng = np.random.default_rng(seed)
+    half = size // 2
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.5).astype(np.float32), "w1"),
+        numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) * 0.3).astype(np.float32), "w2"),
+        numpy_helper.from_array((rng.standard_normal((8 * half * half, classes)) * 0.2).astype(np.float32), "fc"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Flatten", ["r2"], ["flat"], axis=1),
+    ]
+    if batch_mean:
+        nodes += [
+            helper.make_node("ReduceMean", ["flat"], ["mean"], axes=[0], keepdims=1),
+            helper.make_node("Sub", ["flat", "mean"], ["features"]),
+        ]
+    else:
+        nodes.append(helper.make_node("Identity", ["flat"], ["features"]))
+    nodes.append(helper.make_node("MatMul", ["features", "fc"], ["logits"]))
+    graph = helper.make_graph(
+        nodes,
+        "conv_net",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def dynamic_int8(tmp_path: Path) -> Path:
+    """conv_net quantised by onnxruntime's quantize_dynamic (DynamicQuantizeLinear + ConvInteger/MatMulInteger)."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    source, target = tmp_path / "float.onnx", tmp_path / "dynamic_int8.onnx"
+    onnx.save(conv_net(), str(source))
+    quantize_dynamic(str(source), str(target), op_types_to_quantize=["Conv", "MatMul"])
+    assert any(n.op_type == "DynamicQuantizeLinear" for n in onnx.load(str(target)).graph.node)
+    return target
+
+
+@pytest.mark.parametrize("kind", ["dynamic_int8", "batch_mean"])
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_models_that_mix_the_images_of_a_batch_run_one_image_at_a_time(tmp_path, kind, mode):
+    if kind == "dynamic_int8":
+        model = dynamic_int8(tmp_path)
+    else:
+        model = tmp_path / "batch_mean.onnx"
+        onnx.save(conv_net(batch_mean=True), str(model))
+    image, case = PHOTOS / "cat.jpg", case_of()
+    result = cli(*result_args(model, image, tmp_path / "out", "--incremental", mode))
+    assert result.exit_code == 0, result.stderr
+    got = np.load(tmp_path / "out" / "cat.npy")
+    record = json.loads((tmp_path / "out" / "cat.json").read_text())
+    expected = reference.reference_map(model, image, case).map
+    np.testing.assert_allclose(got, expected, rtol=0, atol=FLOAT32_NOISE * np.abs(expected).max())
+    assert record["model"]["batching"].startswith("run one image at a time"), record["model"]["batching"]
+    assert "one image at a time" in result.stderr
+    op = "DynamicQuantizeLinear" if kind == "dynamic_int8" else "ReduceMean"
+    assert op in record["model"]["batching"]
+
+
+def result_args(model: Path, image: Path, out: Path, *flags: str) -> list:
+    return ["run", str(model), str(image), "-o", str(out), "--no-timing", "--patch", "8", "--stride", "4", *flags]
