@@ -6,7 +6,6 @@ Knows nothing of image files or plots: it turns batches of model inputs into cla
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -22,6 +21,7 @@ from ..errors import OccludeError, first_line
 
 # file_sha256, final_operator: re-exported for callers that know them from here
 from ..inference.facts import file_sha256, final_operator, model_facts  # noqa: F401
+from .classnames import label_suggestions, read_labels, resolve_target  # noqa: F401 -- their home before
 from .cuda import CUDA, cuda_load_error, prepare_cuda
 from .modelfiles import find_model_file, read_model_files
 from .outputs import TASKS, check_declared_output, declared_classes, output_task
@@ -641,60 +641,3 @@ def _json_metadata(meta: dict, key: str, kind: type, path: Path):
     if not isinstance(value, kind):
         raise OccludeError(f"model metadata {key!r} in {path} must be a JSON {kind.__name__}")
     return value
-
-
-def read_labels(path) -> List[str]:
-    """Class names from a text file, one per line (blank lines kept as empty names would shift indices, so
-    only trailing blank lines are dropped)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise OccludeError(f"labels file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise OccludeError(f"cannot read labels file {path}: {exc}") from None
-    lines = [line.strip() for line in text.splitlines()]
-    while lines and not lines[-1]:
-        lines.pop()
-    if not lines:
-        raise OccludeError(f"labels file is empty: {path}")
-    return lines
-
-
-def label_suggestions(text: str, labels: Sequence[str]) -> str:
-    """'; did you mean: A, B' for the labels closest to ``text`` (substring matches, then near misses), or ''."""
-    lowered = [label.lower() for label in labels]
-    want = text.lower()
-    close = [labels[i] for i, label in enumerate(lowered) if want in label][:5]
-    if len(close) < 5:
-        near = difflib.get_close_matches(want, lowered, n=5, cutoff=0.6)
-        close += [labels[lowered.index(n)] for n in near if labels[lowered.index(n)] not in close][: 5 - len(close)]
-    return f"; did you mean: {', '.join(close)}" if close else ""
-
-
-def resolve_target(target, labels: Optional[Sequence[str]], num_classes: int) -> int:
-    """A --target given as an index or a label name -> class index."""
-    text = str(target).strip()
-    try:
-        index = int(text)
-    except ValueError:
-        if not labels:
-            raise OccludeError(
-                f"target {text!r} is a name but the model has no labels (give labels or an index)", params=("labels",)
-            ) from None
-        lowered = [label.lower() for label in labels]
-        matches = [i for i, label in enumerate(lowered) if label == text.lower()]
-        if len(matches) > 1:
-            classes = ", ".join(str(i) for i in matches[:-1]) + f" and {matches[-1]}"
-            message = f"ambiguous label {text!r}: classes {classes}; use the index"
-            raise OccludeError(message, params=("target",)) from None
-        if matches:
-            return matches[0]
-        hint = label_suggestions(text, labels)
-        raise OccludeError(f"target {text!r} is none of the model's labels{hint}", params=("target",)) from None
-    if not 0 <= index < num_classes:
-        raise OccludeError(
-            f"target {index} is out of range: the model has {num_classes} classes (0..{num_classes - 1})",
-            params=("target",),
-        )
-    return index
