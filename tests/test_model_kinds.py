@@ -129,3 +129,59 @@ def test_models_that_mix_the_images_of_a_batch_run_one_image_at_a_time(tmp_path,
 
 def result_args(model: Path, image: Path, out: Path, *flags: str) -> list:
     return ["run", str(model), str(image), "-o", str(out), "--no-timing", "--patch", "8", "--stride", "4", *flags]
+
+
+def _small(inputs, outputs, nodes, inits=()) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "small", inputs, outputs, initializer=list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _image(name: str = "image", shape=("N", 3, 16, 16)):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+
+def _pooled_logits(source: str = "image") -> list:
+    return [
+        helper.make_node("GlobalAveragePool", [source], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["logits"], axis=1),
+    ]
+
+
+def bad_model(tmp_path: Path, kind: str) -> Path:
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])
+    if kind == "zero_dim":
+        model = _small([_image(shape=("N", 3, 0, 16))], [logits], _pooled_logits())
+    elif kind == "no_outputs":
+        model = _small([_image()], [], _pooled_logits())
+    else:  # two inputs: the image and a temperature
+        temperature = helper.make_tensor_value_info("temperature", TensorProto.FLOAT, [1])
+        nodes = _pooled_logits() + [helper.make_node("Mul", ["logits", "temperature"], ["scaled"])]
+        out = helper.make_tensor_value_info("scaled", TensorProto.FLOAT, ["N", 3])
+        model = _small([_image(), temperature], [out], nodes)
+    path = tmp_path / f"{kind}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, flags, says, never",
+    [
+        ("zero_dim", [], "a dimension of 0", "--size"),
+        ("zero_dim", ["--size", "16x16"], "a dimension of 0", "onnxruntime failed"),
+        ("no_outputs", [], "has no outputs", "choose one"),
+        ("two_inputs", [], "besides the image", "choose one with --input"),
+        ("two_inputs", ["--input", "image"], "besides the image", "choose one with --input"),
+    ],
+)
+def test_models_occlude_cannot_feed_or_read_are_one_error_line_before_any_image(tmp_path, kind, flags, says, never):
+    model = bad_model(tmp_path, kind)
+    run = ["run", str(model), str(PHOTOS / "cat.jpg"), "-o", str(tmp_path / "out"), *flags]
+    for command in (run, ["info", str(model)]):
+        result = cli(*command)
+        assert result.exit_code == 1, (command, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        assert says in lines[0] and never not in lines[0], lines[0]
+    assert not (tmp_path / "out").exists()

@@ -358,7 +358,10 @@ class OnnxClassifier:
         self._device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
         self._bound: dict = {}
         self.sha256 = facts.sha256
-        self.input = self._pick("input", self.session.get_inputs(), input_name, "input_name")
+        inputs = self.session.get_inputs()
+        if len(inputs) > 1 and input_name is None:  # no choice of input helps: the others would go unfed
+            self._refuse_other_inputs(inputs[0].name)
+        self.input = self._pick("input", inputs, input_name, "input_name")
         shape = list(self.input.shape)
         if len(shape) not in (4, 5):  # the first thing to say about a non-image model
             raise OccludeError(
@@ -368,12 +371,13 @@ class OnnxClassifier:
         if self.input.type not in ORT_DTYPES:
             supported = ", ".join(ORT_DTYPES)
             raise OccludeError(f"input {self.input.name!r} has type {self.input.type}: occlude supports {supported}")
-        others = [i.name for i in self.session.get_inputs() if i.name != self.input.name]
-        if others:
-            raise OccludeError(
-                f"model needs inputs besides the image ({', '.join(others)}); occlude feeds only one image input"
-            )
+        if len(inputs) > 1:
+            self._refuse_other_inputs(self.input.name)
+        if 0 in shape:
+            raise OccludeError(f"input {self.input.name!r} has shape {shape}: a dimension of 0 holds no image")
         outputs = self.session.get_outputs()
+        if not outputs:
+            raise OccludeError(f"model {self.path.name!r} has no outputs: there are no scores to explain")
         detector = task == "detect" and output_name is None and len(outputs) > 1  # separate boxes, scores, labels
         self.output = outputs[0] if detector else self._pick("output", outputs, output_name, "output_name")
         if not str(self.output.type).startswith("tensor("):
@@ -506,6 +510,13 @@ class OnnxClassifier:
         else:
             self.batching = f"fixed batch 1, run one image at a time: {result.reason}"
             self.batch_note = self.batching
+
+    def _refuse_other_inputs(self, image: str) -> None:
+        others = ", ".join(repr(i.name) for i in self.session.get_inputs() if i.name != image)
+        raise OccludeError(
+            f"model needs inputs besides the image ({others}); occlude feeds one image input and nothing else "
+            "(export the model with the others fixed as constants)"
+        )
 
     @staticmethod
     def _pick(kind: str, nodes, name: Optional[str], flag: str):
