@@ -185,3 +185,39 @@ def test_models_occlude_cannot_feed_or_read_are_one_error_line_before_any_image(
         assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
         assert says in lines[0] and never not in lines[0], lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def small_logits(tmp_path: Path, bias: float) -> Path:
+    """A classifier ending in Gemm (a linear layer: logits) whose logits on a photo all lie in [0, 1]."""
+    rng = np.random.default_rng(7)
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((4, 3)) * 0.2).astype(np.float32), "fc"),
+        numpy_helper.from_array(np.full(4, bias, np.float32), "bias"),
+    ]
+    nodes = [
+        helper.make_node("AveragePool", ["image"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
+        helper.make_node("ReduceMax", ["pooled"], ["peak"], axes=[2, 3], keepdims=0),
+        helper.make_node("Gemm", ["peak", "fc", "bias"], ["logits"], transB=1),
+    ]
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4])
+    path = tmp_path / "small_logits.onnx"
+    onnx.save(_small([_image()], [logits], nodes, inits), str(path))
+    return path
+
+
+def test_a_linear_head_is_explained_as_logits_even_where_they_fall_in_0_1(tmp_path):
+    """auto: a graph ending in a linear layer (Gemm) outputs logits; logits that happen to lie in [0, 1] on one
+    image were explained as independent multi-label probabilities (raw), on another image of the same run as a
+    softmax. The map is the softmax's, as the reference loop computes it."""
+    model = small_logits(tmp_path, bias=0.5)
+    image, case = PHOTOS / "cat.jpg", case_of(size=(16, 16), patch=4, stride=2)
+    raw = reference.reference_map(model, image, {**case, "score": "raw"}).original
+    assert raw.min() > 0 and raw.max() < 1 and abs(raw.sum() - 1) > 0.1  # the case the value rule misreads
+    result = cli(*result_args(model, image, tmp_path / "out", "--patch", "4", "--stride", "2"))
+    assert result.exit_code == 0, result.stderr
+    record = json.loads((tmp_path / "out" / "cat.json").read_text())
+    assert record["score"]["kind"] == "softmax", record["score"]
+    assert "Gemm" in record["score"]["rule"]
+    expected = reference.reference_map(model, image, case).map
+    got = np.load(tmp_path / "out" / "cat.npy")
+    np.testing.assert_allclose(got, expected, rtol=0, atol=FLOAT32_NOISE * np.abs(expected).max())

@@ -243,7 +243,8 @@ def resolve_head(requested, raw: np.ndarray, *, final_op: Optional[str] = None, 
     ``auto`` (the default): a model that ends in Softmax, or whose outputs already sum to 1, is explained
     as its probabilities as they are; one that ends in Sigmoid as its independent probabilities as they are;
     a single-output head (binary classifier) as the sigmoid of its logit; outputs in [0, 1] that do not sum
-    to 1 as independent (multi-label) probabilities; anything else as the softmax of its logits.
+    to 1 as independent (multi-label) probabilities unless the graph ends in a linear layer
+    (:data:`LINEAR_OPS`: logits, whatever values one image gives); anything else as the softmax of its logits.
     ``softmax``/``sigmoid`` apply that function (refused where the graph already ends in it);
     ``logit`` is the raw output (refused for graphs that end in Softmax or Sigmoid); ``raw`` never refuses.
     """
@@ -306,9 +307,15 @@ def resolve_head(requested, raw: np.ndarray, *, final_op: Optional[str] = None, 
         return Head("softmax", name, "auto: the model declares logits")
     if looks_like_probabilities(raw):
         return Head("probabilities", name, "auto: the outputs already sum to 1")
+    if final_op in LINEAR_OPS:  # its values say nothing: logits of one image may all fall in [0, 1]
+        return Head("softmax", name, f"auto: logits (the graph ends in {final_op}), explained as softmax probabilities")
     if _in_unit_interval(raw):
         return Head("independent", name, "auto: outputs in [0, 1] that do not sum to 1 (multi-label)")
     return Head("softmax", name, "auto: logits (outputs outside [0, 1]), explained as softmax probabilities")
+
+
+# final operators that output logits (a linear layer): never read as multi-label probabilities from their values
+LINEAR_OPS = {"Gemm", "MatMul", "Conv", "ConvTranspose", "Einsum", "BatchNormalization"}
 
 
 def score_transform(kind: str, outputs_are_probabilities: bool) -> Callable[[np.ndarray], np.ndarray]:
