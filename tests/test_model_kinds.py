@@ -221,3 +221,36 @@ def test_a_linear_head_is_explained_as_logits_even_where_they_fall_in_0_1(tmp_pa
     expected = reference.reference_map(model, image, case).map
     got = np.load(tmp_path / "out" / "cat.npy")
     np.testing.assert_allclose(got, expected, rtol=0, atol=FLOAT32_NOISE * np.abs(expected).max())
+
+
+def quantised_softmax(tmp_path: Path) -> Path:
+    """A Softmax head followed by the QuantizeLinear/DequantizeLinear pair quantize_static (QDQ) puts after it."""
+    inits = [
+        numpy_helper.from_array(np.array(1 / 256, np.float32), "scale"),
+        numpy_helper.from_array(np.array(0, np.uint8), "zero_point"),
+    ]
+    nodes = _pooled_logits() + [
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        helper.make_node("QuantizeLinear", ["probabilities", "scale", "zero_point"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "scale", "zero_point"], ["scores"]),
+    ]
+    scores = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3])
+    path = tmp_path / "quantised_softmax.onnx"
+    onnx.save(_small([_image()], [scores], nodes, inits), str(path))
+    return path
+
+
+def test_a_quantised_softmax_head_is_read_as_the_softmax_it_is(tmp_path):
+    """The Q/DQ pair after a Softmax hid it: a second softmax (score softmax) and 'logits' were accepted, and auto
+    called the probabilities multi-label."""
+    model = quantised_softmax(tmp_path)
+    image = PHOTOS / "cat.jpg"
+    for score in ("softmax", "logit"):
+        result = cli(*result_args(model, image, tmp_path / score, "--score", score))
+        assert result.exit_code == 1 and "ends in Softmax" in result.stderr, result.stderr
+    result = cli(*result_args(model, image, tmp_path / "auto"))
+    assert result.exit_code == 0, result.stderr
+    record = json.loads((tmp_path / "auto" / "cat.json").read_text())
+    assert record["score"]["kind"] == "probabilities", record["score"]
+    info = cli("info", str(model), "--json")
+    assert json.loads(info.stdout)["final_op"] == "Softmax"

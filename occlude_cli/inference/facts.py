@@ -188,10 +188,25 @@ def input_quantization(model) -> Dict[str, Tuple[float, float]]:
     return found
 
 
+# ops that keep what their input means: shape-only ops, casts, and the quantisation pair QDQ models put after a
+# head (QuantizeLinear then DequantizeLinear round the same values to a grid)
+_LOOKED_THROUGH = {
+    "Identity",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Cast",
+    "QuantizeLinear",
+    "DequantizeLinear",
+}
+
+
 def final_operator(model, output_name: str) -> Optional[str]:
     """The operator that produces ``output_name`` in ``model`` (a ModelProto, or a path read without its
     external weights), looking through shape-only ops (Identity, Reshape, Flatten, Squeeze, Unsqueeze,
-    Cast): 'Softmax', 'Sigmoid', 'Gemm', ... or None when it cannot tell."""
+    Cast) and quantisation (QuantizeLinear, DequantizeLinear): 'Softmax', 'Sigmoid', 'Gemm', ... or None when
+    it cannot tell."""
     if not hasattr(model, "graph"):
         try:
             import onnx
@@ -205,7 +220,7 @@ def final_operator(model, output_name: str) -> Optional[str]:
         node = producers.get(name)
         if node is None:
             return None
-        if node.op_type in ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast") and node.input:
+        if node.op_type in _LOOKED_THROUGH and node.input:
             name = node.input[0]
             continue
         if node.op_type == "LogSoftmax":
