@@ -254,3 +254,22 @@ def test_a_quantised_softmax_head_is_read_as_the_softmax_it_is(tmp_path):
     assert record["score"]["kind"] == "probabilities", record["score"]
     info = cli("info", str(model), "--json")
     assert json.loads(info.stdout)["final_op"] == "Softmax"
+
+
+def test_info_says_which_score_auto_explains(tmp_path):
+    """docs/models.md: info prints 'the head and the score auto picks'; it printed neither."""
+    plain = tmp_path / "plain.onnx"  # ends in GlobalAveragePool: the first image's outputs decide
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])
+    onnx.save(_small([_image()], [logits], _pooled_logits()), str(plain))
+    cases = [
+        (quantised_softmax(tmp_path), "probabilities", "Softmax"),
+        (small_logits(tmp_path, bias=0.5), "softmax", "Gemm"),
+        (plain, None, "first image"),
+    ]
+    for model, kind, says in cases:
+        document = json.loads(cli("info", str(model), "--json").stdout)
+        assert document["score"]["kind"] == kind, document["score"]
+        assert says in document["score"]["rule"], document["score"]
+        text = cli("info", str(model)).stdout
+        line = next(row for row in text.splitlines() if row.startswith("score "))
+        assert says in line and (kind is None or kind in line), line

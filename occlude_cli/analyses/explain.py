@@ -26,6 +26,7 @@ from ..loaders.model import (
     SCORE_NAMES,
     Head,
     OnnxClassifier,
+    auto_head,
     resolve_target,
     saturation_remedy,
 )
@@ -370,6 +371,9 @@ def describe_model(
     document["output_shape"] = [d if isinstance(d, int) and d > 0 else "dynamic" for d in model.output.shape]
     document["classes"] = model.num_classes
     document["final_op"] = model.final_op
+    if model.task == "classify" and not note:  # what score auto explains, as far as the graph tells
+        declared = (model.metadata_preprocessing or {}).get("output")
+        document["score"] = auto_head(model.final_op, declared, model.num_classes)
     document["fixed_batch"] = model.fixed_batch
     try:
         preprocessing = preprocessing_for(model, options)

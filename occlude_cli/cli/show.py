@@ -138,6 +138,11 @@ def print_folder_notes(state, quiet: bool) -> None:
         )
 
 
+def _score(score: dict) -> str:
+    """What score auto explains: 'softmax (auto: ...)', or the rule alone where the first image decides."""
+    return f"{score['kind']} ({score['rule']})" if score.get("kind") else str(score["rule"])
+
+
 def info_text(d: dict) -> str:
     """The info document as aligned 'key  value' lines (the JSON's key names), without Python reprs."""
     pre = d.get("preprocessing")
@@ -168,6 +173,7 @@ def info_text(d: dict) -> str:
         ("task", _task(d)),
         ("classes", d["classes"] if d["classes"] is not None else _no_classes(d)),
         ("final_op", d["final_op"] or "unknown"),
+        *([("score", _score(d["score"]))] if d.get("score") else []),
         ("batching", d["batching"]),
         ("provider", d["provider"]),
         ("files", ", ".join(d.get("files") or []) or "none beside the model"),

@@ -307,11 +307,27 @@ def resolve_head(requested, raw: np.ndarray, *, final_op: Optional[str] = None, 
         return Head("softmax", name, "auto: the model declares logits")
     if looks_like_probabilities(raw):
         return Head("probabilities", name, "auto: the outputs already sum to 1")
+    if final_op == "LogSoftmax":
+        return Head("softmax", name, "auto: the graph ends in LogSoftmax (their softmax is the probabilities)")
     if final_op in LINEAR_OPS:  # its values say nothing: logits of one image may all fall in [0, 1]
         return Head("softmax", name, f"auto: logits (the graph ends in {final_op}), explained as softmax probabilities")
     if _in_unit_interval(raw):
         return Head("independent", name, "auto: outputs in [0, 1] that do not sum to 1 (multi-label)")
     return Head("softmax", name, "auto: logits (outputs outside [0, 1]), explained as softmax probabilities")
+
+
+def auto_head(final_op: Optional[str], declared: Optional[str], classes: Optional[int]) -> dict:
+    """What score auto explains as far as the graph and the metadata tell, before any output is seen:
+    ``{"kind", "rule"}`` as :func:`resolve_head` gives them, or kind None where the first image's outputs decide."""
+    probe = np.full((1, classes or 2), 2.0)  # outside [0, 1] and not summing to 1: only the graph decides
+    head = resolve_head("auto", probe, final_op=final_op, declared=declared)
+    if head.rule.startswith("auto: logits (outputs outside"):
+        rule = (
+            "decided from the first image's outputs: as they are where they sum to 1 (probabilities) or lie in "
+            "[0, 1] (independent), else their softmax"
+        )
+        return {"kind": None, "rule": rule}
+    return {"kind": head.kind, "rule": head.rule}
 
 
 # final operators that output logits (a linear layer): never read as multi-label probabilities from their values
