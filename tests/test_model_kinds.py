@@ -153,6 +153,8 @@ def bad_model(tmp_path: Path, kind: str) -> Path:
     logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])
     if kind == "zero_dim":
         model = _small([_image(shape=("N", 3, 0, 16))], [logits], _pooled_logits())
+    elif kind == "four_channels":  # RGBA: no layout flag can help
+        model = _small([_image(shape=("N", 4, 16, 16))], [logits], _pooled_logits())
     elif kind == "no_outputs":
         model = _small([_image()], [], _pooled_logits())
     else:  # two inputs: the image and a temperature
@@ -173,12 +175,16 @@ def bad_model(tmp_path: Path, kind: str) -> Path:
         ("no_outputs", [], "has no outputs", "choose one"),
         ("two_inputs", [], "besides the image", "choose one with --input"),
         ("two_inputs", ["--input", "image"], "besides the image", "choose one with --input"),
+        ("four_channels", [], "supports 1 (grey) or 3 (colour)", "--layout"),
     ],
 )
 def test_models_occlude_cannot_feed_or_read_are_one_error_line_before_any_image(tmp_path, kind, flags, says, never):
     model = bad_model(tmp_path, kind)
     run = ["run", str(model), str(PHOTOS / "cat.jpg"), "-o", str(tmp_path / "out"), *flags]
-    for command in (run, ["info", str(model)]):
+    if kind == "four_channels":  # info describes the rest of the model, and says why its input is unusable
+        line = next(r for r in cli("info", str(model)).stdout.splitlines() if r.startswith("preprocessing"))
+        assert "unusable: " in line and "needs flags" not in line, line
+    for command in (run, ["info", str(model)]) if kind != "four_channels" else (run,):
         result = cli(*command)
         assert result.exit_code == 1, (command, result.stderr)
         lines = result.stderr.strip().splitlines()

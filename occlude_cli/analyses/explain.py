@@ -379,7 +379,7 @@ def describe_model(
         preprocessing = preprocessing_for(model, options)
         document["preprocessing"] = preprocessing.describe()
     except OccludeError as exc:
-        preprocessing, document["preprocessing"] = None, f"needs flags: {exc}"
+        preprocessing, document["preprocessing"] = None, f"{'needs flags' if exc.params else 'unusable'}: {exc}"
     meta = dict(model.metadata_preprocessing or {})
     if isinstance(preprocessing, Preprocessing) and preprocessing.channels == 1 and _declares_medical(meta):
         # a grey 2-D model trained on DICOM slices: what a DICOM input gets (real units, then its transform)
