@@ -279,3 +279,19 @@ def test_info_says_which_score_auto_explains(tmp_path):
         text = cli("info", str(model)).stdout
         line = next(row for row in text.splitlines() if row.startswith("score "))
         assert says in line and (kind is None or kind in line), line
+
+
+def test_layers_of_a_dynamically_quantised_model_do_not_depend_on_the_batch_size(tmp_path):
+    """occlude layers runs the suffix after the cut on batches of occluded feature tensors: a suffix with a
+    DynamicQuantizeLinear mixed them, so the channels' drops changed with --batch-size."""
+    model = dynamic_int8(tmp_path)
+    drops = []
+    for batch in ("1", "16"):
+        out = tmp_path / f"layers{batch}"
+        flags = ["--layer", "r1", "-o", str(out), "--batch-size", batch, "-q", "--no-timing"]
+        result = cli("layers", str(model), str(PHOTOS / "cat.jpg"), *flags)
+        assert result.exit_code == 0, result.stderr
+        channels = json.loads((out / "layers.json").read_text())["channels"]
+        drops.append([channel["mean_drop"] for channel in channels])
+    assert len(drops[0]) == 8
+    np.testing.assert_allclose(drops[1], drops[0], rtol=0, atol=1e-6 * np.abs(drops[0]).max())
