@@ -295,3 +295,24 @@ def test_layers_of_a_dynamically_quantised_model_do_not_depend_on_the_batch_size
         drops.append([channel["mean_drop"] for channel in channels])
     assert len(drops[0]) == 8
     np.testing.assert_allclose(drops[1], drops[0], rtol=0, atol=1e-6 * np.abs(drops[0]).max())
+
+
+@pytest.mark.parametrize("element", [TensorProto.INT64, TensorProto.BOOL])
+def test_an_output_of_class_indices_or_decisions_is_refused_not_explained_as_a_logit(tmp_path, element):
+    """An ArgMax head's int64 class index (N,) was explained as 'the sigmoid of its logit': sigmoid(2) = 0.88."""
+    nodes = _pooled_logits() + [helper.make_node("ArgMax", ["logits"], ["index"], axis=1, keepdims=0)]
+    if element == TensorProto.BOOL:
+        zero = numpy_helper.from_array(np.array(0, np.int64), "zero")
+        nodes.append(helper.make_node("Greater", ["index", "zero"], ["decision"]))
+    name = "index" if element == TensorProto.INT64 else "decision"
+    output = helper.make_tensor_value_info(name, element, ["N"])
+    inits = [] if element == TensorProto.INT64 else [zero]
+    model = tmp_path / "decision.onnx"
+    onnx.save(_small([_image()], [output], nodes, inits), str(model))
+    result = cli(*result_args(model, PHOTOS / "cat.jpg", tmp_path / "out"))
+    assert result.exit_code == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "not scores" in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()
+    task = next(row for row in cli("info", str(model)).stdout.splitlines() if row.startswith("task "))
+    assert "not scores" in task and "--task detect" not in task, task

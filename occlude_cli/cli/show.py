@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from ..loaders.outputs import NOT_SCORES
 from ..text import shortened
 from .common import one_line, safe, stderr, stdout
 from .screen import Column, fitted_table, shorten_path  # noqa: F401  (shorten_path: the shown paths' rule)
@@ -204,6 +205,9 @@ def _task(d: dict) -> str:
     task = d.get("task")
     if task is None and len(d.get("outputs") or []) > 1:
         return "several outputs: run --task detect (--boxes-output ...) or choose one with --output NAME"
+    outputs = d.get("outputs") or []
+    if task is None and len(outputs) == 1 and outputs[0].get("type") in NOT_SCORES:
+        return f"none: its {outputs[0]['type'][7:-1]} values are class indices or decisions, not scores"
     if task is None:
         return f"not told by the output's shape {_shape(d['output_shape'])}: run --task detect or --task embed"
     return str(task)

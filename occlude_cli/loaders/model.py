@@ -24,7 +24,7 @@ from ..inference.facts import file_sha256, final_operator, model_facts  # noqa: 
 from .classnames import label_suggestions, read_labels, resolve_target  # noqa: F401 -- their home before
 from .cuda import CUDA, cuda_load_error, prepare_cuda
 from .modelfiles import find_model_file, read_model_files
-from .outputs import TASKS, check_declared_output, declared_classes, output_task
+from .outputs import TASKS, check_declared_output, check_scores_type, declared_classes, output_task
 
 PREPROCESS_KEY = "occlude.preprocess"
 LABELS_KEY = "occlude.labels"
@@ -381,23 +381,8 @@ class OnnxClassifier:
         self._device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
         self._bound: dict = {}
         self.sha256 = facts.sha256
-        inputs = self.session.get_inputs()
-        if len(inputs) > 1 and input_name is None:  # no choice of input helps: the others would go unfed
-            self._refuse_other_inputs(inputs[0].name)
-        self.input = self._pick("input", inputs, input_name, "input_name")
+        self.input = self._image_input(input_name)
         shape = list(self.input.shape)
-        if len(shape) not in (4, 5):  # the first thing to say about a non-image model
-            raise OccludeError(
-                f"input {self.input.name!r} has shape {shape}: occlude explains image classifiers and needs a "
-                "4-D image input (N,C,H,W or N,H,W,C) or a 5-D volume input (N,C,D,H,W or N,D,H,W,C)"
-            )
-        if self.input.type not in ORT_DTYPES:
-            supported = ", ".join(ORT_DTYPES)
-            raise OccludeError(f"input {self.input.name!r} has type {self.input.type}: occlude supports {supported}")
-        if len(inputs) > 1:
-            self._refuse_other_inputs(self.input.name)
-        if 0 in shape:
-            raise OccludeError(f"input {self.input.name!r} has shape {shape}: a dimension of 0 holds no image")
         outputs = self.session.get_outputs()
         if not outputs:
             raise OccludeError(f"model {self.path.name!r} has no outputs: there are no scores to explain")
@@ -420,6 +405,7 @@ class OnnxClassifier:
             self.batch_note = self.batching
         out_shape = list(self.output.shape)
         self.task = output_task(task, out_shape, self.output.name)
+        check_scores_type(self.task, str(self.output.type), self.output.name)
         self.num_classes: Optional[int] = declared_classes(self.task, out_shape)
         meta = self.session.get_modelmeta().custom_metadata_map or {}
         self.metadata = dict(meta)
@@ -533,6 +519,27 @@ class OnnxClassifier:
         else:
             self.batching = f"fixed batch 1, run one image at a time: {result.reason}"
             self.batch_note = self.batching
+
+    def _image_input(self, input_name: Optional[str]):
+        """The one input occlude feeds, or an error saying why this model cannot be fed."""
+        inputs = self.session.get_inputs()
+        if len(inputs) > 1 and input_name is None:  # no choice of input helps: the others would go unfed
+            self._refuse_other_inputs(inputs[0].name)
+        chosen = self._pick("input", inputs, input_name, "input_name")
+        shape = list(chosen.shape)
+        if len(shape) not in (4, 5):  # the first thing to say about a non-image model
+            raise OccludeError(
+                f"input {chosen.name!r} has shape {shape}: occlude explains image classifiers and needs a "
+                "4-D image input (N,C,H,W or N,H,W,C) or a 5-D volume input (N,C,D,H,W or N,D,H,W,C)"
+            )
+        if chosen.type not in ORT_DTYPES:
+            supported = ", ".join(ORT_DTYPES)
+            raise OccludeError(f"input {chosen.name!r} has type {chosen.type}: occlude supports {supported}")
+        if len(inputs) > 1:
+            self._refuse_other_inputs(chosen.name)
+        if 0 in shape:
+            raise OccludeError(f"input {chosen.name!r} has shape {shape}: a dimension of 0 holds no image")
+        return chosen
 
     def _refuse_other_inputs(self, image: str) -> None:
         others = ", ".join(repr(i.name) for i in self.session.get_inputs() if i.name != image)
