@@ -26,6 +26,7 @@ from ..loaders.model import (
     SCORE_NAMES,
     Head,
     OnnxClassifier,
+    auto_head,
     resolve_target,
     saturation_remedy,
 )
@@ -370,12 +371,15 @@ def describe_model(
     document["output_shape"] = [d if isinstance(d, int) and d > 0 else "dynamic" for d in model.output.shape]
     document["classes"] = model.num_classes
     document["final_op"] = model.final_op
+    if model.task == "classify" and not note:  # what score auto explains, as far as the graph tells
+        declared = (model.metadata_preprocessing or {}).get("output")
+        document["score"] = auto_head(model.final_op, declared, model.num_classes)
     document["fixed_batch"] = model.fixed_batch
     try:
         preprocessing = preprocessing_for(model, options)
         document["preprocessing"] = preprocessing.describe()
     except OccludeError as exc:
-        preprocessing, document["preprocessing"] = None, f"needs flags: {exc}"
+        preprocessing, document["preprocessing"] = None, f"{'needs flags' if exc.params else 'unusable'}: {exc}"
     meta = dict(model.metadata_preprocessing or {})
     if isinstance(preprocessing, Preprocessing) and preprocessing.channels == 1 and _declares_medical(meta):
         # a grey 2-D model trained on DICOM slices: what a DICOM input gets (real units, then its transform)

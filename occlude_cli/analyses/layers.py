@@ -152,7 +152,9 @@ def open_layer(
     layer.feature_shape = tuple(int(d) for d in features.shape)
     layer.channel_axis = axis
     layer.max_difference = float(worst)
-    layer.fixed_batch = isinstance(declared[0], int) and declared[0] == 1
+    # one sample per call where the suffix declares it, or where the model's images mix within a batch
+    # (dynamic quantisation: see OnnxClassifier.batching); batch 1 in the whole model, not rewritten, too
+    layer.fixed_batch = (isinstance(declared[0], int) and declared[0] == 1) or classifier.fixed_batch == 1
     return layer
 
 

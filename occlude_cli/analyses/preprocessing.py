@@ -285,6 +285,11 @@ def _input_shape(model: OnnxClassifier, levels: Sequence[Level], size, bgr: bool
     ``sources``."""
     picked = _pick(levels, "layout")
     layout = picked[0] if picked else (model.guess_layout() or "")
+    if layout not in ("NCHW", "NHWC") and {model.channels("NCHW"), model.channels("NHWC")}.isdisjoint({1, 3, None}):
+        raise OccludeError(  # no layout would help
+            f"input shape {model.input_shape} has {model.channels('NCHW')} channels as NCHW and "
+            f"{model.channels('NHWC')} as NHWC: occlude supports 1 (grey) or 3 (colour)"
+        )
     if layout not in ("NCHW", "NHWC"):
         raise OccludeError(
             f"cannot tell NCHW from NHWC in input shape {model.input_shape}: give layout nchw or nhwc",

@@ -309,7 +309,11 @@ class ModelFlags:
     ] = None
     input_name: Annotated[
         Optional[str],
-        typer.Option("--input", help="Model input to feed, when it has several.", rich_help_panel="Preprocessing"),
+        typer.Option(
+            "--input",
+            help="The model's image input, by name (the only input occlude feeds: a model needing others is refused).",
+            rich_help_panel="Preprocessing",
+        ),
     ] = None
     output_name: Annotated[
         Optional[str],

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from ..loaders.outputs import NOT_SCORES
 from ..text import shortened
 from .common import one_line, safe, stderr, stdout
 from .screen import Column, fitted_table, shorten_path  # noqa: F401  (shorten_path: the shown paths' rule)
@@ -138,6 +139,11 @@ def print_folder_notes(state, quiet: bool) -> None:
         )
 
 
+def _score(score: dict) -> str:
+    """What score auto explains: 'softmax (auto: ...)', or the rule alone where the first image decides."""
+    return f"{score['kind']} ({score['rule']})" if score.get("kind") else str(score["rule"])
+
+
 def info_text(d: dict) -> str:
     """The info document as aligned 'key  value' lines (the JSON's key names), without Python reprs."""
     pre = d.get("preprocessing")
@@ -168,6 +174,7 @@ def info_text(d: dict) -> str:
         ("task", _task(d)),
         ("classes", d["classes"] if d["classes"] is not None else _no_classes(d)),
         ("final_op", d["final_op"] or "unknown"),
+        *([("score", _score(d["score"]))] if d.get("score") else []),
         ("batching", d["batching"]),
         ("provider", d["provider"]),
         ("files", ", ".join(d.get("files") or []) or "none beside the model"),
@@ -198,6 +205,9 @@ def _task(d: dict) -> str:
     task = d.get("task")
     if task is None and len(d.get("outputs") or []) > 1:
         return "several outputs: run --task detect (--boxes-output ...) or choose one with --output NAME"
+    outputs = d.get("outputs") or []
+    if task is None and len(outputs) == 1 and outputs[0].get("type") in NOT_SCORES:
+        return f"none: its {outputs[0]['type'][7:-1]} values are class indices or decisions, not scores"
     if task is None:
         return f"not told by the output's shape {_shape(d['output_shape'])}: run --task detect or --task embed"
     return str(task)

@@ -215,3 +215,47 @@ def batched_model(
     return RewriteResult(
         True, candidate, f"{summary}; validated: a batch of {samples} matches one-at-a-time runs", model
     )
+
+
+# reductions: the batch is mixed when their axes include 0, or when they have none (every axis)
+_REDUCTIONS = {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2"}
+_REDUCTIONS |= {"ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "MeanVarianceNormalization"}
+
+
+def batch_coupling(model: onnx.ModelProto) -> str | None:
+    """Why the scores of one image in a batch depend on the other images of the batch, as one line naming the
+    node, or None. Found in the graph: a DynamicQuantizeLinear (``onnxruntime.quantization.quantize_dynamic``)
+    computes one scale and zero point over its whole input tensor, i.e. over every image of the batch; a
+    reduction over the batch axis (axis 0, or every axis) on values that depend on the image. Such a model must
+    see one image per call to give each image the scores it gives alone."""
+    constants = {t.name: t for t in model.graph.initializer}
+    dependent = {i.name for i in model.graph.input if i.name not in constants}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = node.attribute[0].t
+        if not any(i in dependent for i in node.input if i) or node.op_type in ("Shape", "Size"):
+            continue
+        dependent.update(o for o in node.output if o)
+        why = None
+        if node.op_type.startswith("DynamicQuantize"):
+            why = "computes one quantisation scale over the whole batch"
+        elif node.op_type in _REDUCTIONS and 0 in _reduced_axes(node, constants):
+            why = "reduces over the batch axis"
+        if why is not None:
+            return f"{node.op_type} node {node.name or node.output[0]!r} {why}"
+    return None
+
+
+def _reduced_axes(node: onnx.NodeProto, constants: dict) -> set:
+    """The axes a reduction reduces (non-negative ones; {0} when it reduces every axis), or an empty set."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "MeanVarianceNormalization":
+        return set(attrs.get("axes", [0, 2, 3]))
+    axes = attrs.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        if node.input[1] not in constants:
+            return set()  # computed axes: cannot tell
+        axes = [int(a) for a in onnx.numpy_helper.to_array(constants[node.input[1]]).reshape(-1)]
+    if not axes:
+        return set() if attrs.get("noop_with_empty_axes", 0) else {0}
+    return set(axes)

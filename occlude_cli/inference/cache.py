@@ -41,7 +41,8 @@ __all__ = ["ENV", "MAX_BYTES", "MAX_ENTRIES", "cache_dir", "disabled", "entry_ke
 ENV = "OCCLUDE_CACHE_DIR"
 MAX_ENTRIES = 32  # per kind
 MAX_BYTES = 1 << 30  # per kind: a plan holds the model's weights once more (EfficientNet-Lite0: 18 MB)
-FORMAT = 3  # bump when an entry's layout changes (2: graph exactness facts, plans checked in drop units; 3: part peaks)
+FORMAT = 4  # bump when an entry's layout changes (2: graph exactness facts, plans checked in drop units; 3: part
+# peaks; 4: model facts: final operators seen through Q/DQ, batch coupling)
 _OFF = ("", "0", "off", "none", "false", "no")
 _META = "entry.json"
 

@@ -42,6 +42,8 @@ class ModelFacts:
     input_quantization: Dict[str, Tuple[float, float]] = field(default_factory=dict)
     # output name -> why a plan could not reproduce its full passes bit for bit (float16, quantised, ...) or None
     inexact: Dict[str, Optional[str]] = field(default_factory=dict)
+    # why one image's scores depend on the other images of its batch (then it runs one image per call), or None
+    batch_coupling: Optional[str] = None
     from_cache: bool = False
 
 
@@ -77,12 +79,14 @@ def _read_facts(path: Path, sha256: str) -> ModelFacts:
                 dict(meta["final_ops"]),
                 quantization,
                 {str(k): None if v is None else str(v) for k, v in dict(meta["inexact"]).items()},
+                None if meta["batch_coupling"] is None else str(meta["batch_coupling"]),
                 from_cache=True,
             )
         except (KeyError, TypeError, ValueError):
             pass  # an entry from elsewhere: read the graph again
     import onnx
 
+    from .batching import batch_coupling
     from .exactness import inexact_outputs
     from .onnxfile import check_external_data
 
@@ -97,6 +101,7 @@ def _read_facts(path: Path, sha256: str) -> ModelFacts:
         {out.name: final_operator(model, out.name) for out in model.graph.output},
         input_quantization(model),
         inexact_outputs(model),
+        batch_coupling(model),
     )
     if not external:
         cache.store(
@@ -107,6 +112,7 @@ def _read_facts(path: Path, sha256: str) -> ModelFacts:
                 "final_ops": facts.final_ops,
                 "input_quantization": {k: list(v) for k, v in facts.input_quantization.items()},
                 "inexact": facts.inexact,
+                "batch_coupling": facts.batch_coupling,
             },
         )
     return facts
@@ -182,10 +188,25 @@ def input_quantization(model) -> Dict[str, Tuple[float, float]]:
     return found
 
 
+# ops that keep what their input means: shape-only ops, casts, and the quantisation pair QDQ models put after a
+# head (QuantizeLinear then DequantizeLinear round the same values to a grid)
+_LOOKED_THROUGH = {
+    "Identity",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Cast",
+    "QuantizeLinear",
+    "DequantizeLinear",
+}
+
+
 def final_operator(model, output_name: str) -> Optional[str]:
     """The operator that produces ``output_name`` in ``model`` (a ModelProto, or a path read without its
     external weights), looking through shape-only ops (Identity, Reshape, Flatten, Squeeze, Unsqueeze,
-    Cast): 'Softmax', 'Sigmoid', 'Gemm', ... or None when it cannot tell."""
+    Cast) and quantisation (QuantizeLinear, DequantizeLinear): 'Softmax', 'Sigmoid', 'Gemm', ... or None when
+    it cannot tell."""
     if not hasattr(model, "graph"):
         try:
             import onnx
@@ -199,7 +220,7 @@ def final_operator(model, output_name: str) -> Optional[str]:
         node = producers.get(name)
         if node is None:
             return None
-        if node.op_type in ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast") and node.input:
+        if node.op_type in _LOOKED_THROUGH and node.input:
             name = node.input[0]
             continue
         if node.op_type == "LogSoftmax":

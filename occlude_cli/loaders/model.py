@@ -6,7 +6,6 @@ Knows nothing of image files or plots: it turns batches of model inputs into cla
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -22,9 +21,10 @@ from ..errors import OccludeError, first_line
 
 # file_sha256, final_operator: re-exported for callers that know them from here
 from ..inference.facts import file_sha256, final_operator, model_facts  # noqa: F401
+from .classnames import label_suggestions, read_labels, resolve_target  # noqa: F401 -- their home before
 from .cuda import CUDA, cuda_load_error, prepare_cuda
 from .modelfiles import find_model_file, read_model_files
-from .outputs import TASKS, check_declared_output, declared_classes, output_task
+from .outputs import TASKS, check_declared_output, check_scores_type, declared_classes, output_task
 
 PREPROCESS_KEY = "occlude.preprocess"
 LABELS_KEY = "occlude.labels"
@@ -243,7 +243,8 @@ def resolve_head(requested, raw: np.ndarray, *, final_op: Optional[str] = None, 
     ``auto`` (the default): a model that ends in Softmax, or whose outputs already sum to 1, is explained
     as its probabilities as they are; one that ends in Sigmoid as its independent probabilities as they are;
     a single-output head (binary classifier) as the sigmoid of its logit; outputs in [0, 1] that do not sum
-    to 1 as independent (multi-label) probabilities; anything else as the softmax of its logits.
+    to 1 as independent (multi-label) probabilities unless the graph ends in a linear layer
+    (:data:`LINEAR_OPS`: logits, whatever values one image gives); anything else as the softmax of its logits.
     ``softmax``/``sigmoid`` apply that function (refused where the graph already ends in it);
     ``logit`` is the raw output (refused for graphs that end in Softmax or Sigmoid); ``raw`` never refuses.
     """
@@ -306,9 +307,31 @@ def resolve_head(requested, raw: np.ndarray, *, final_op: Optional[str] = None, 
         return Head("softmax", name, "auto: the model declares logits")
     if looks_like_probabilities(raw):
         return Head("probabilities", name, "auto: the outputs already sum to 1")
+    if final_op == "LogSoftmax":
+        return Head("softmax", name, "auto: the graph ends in LogSoftmax (their softmax is the probabilities)")
+    if final_op in LINEAR_OPS:  # its values say nothing: logits of one image may all fall in [0, 1]
+        return Head("softmax", name, f"auto: logits (the graph ends in {final_op}), explained as softmax probabilities")
     if _in_unit_interval(raw):
         return Head("independent", name, "auto: outputs in [0, 1] that do not sum to 1 (multi-label)")
     return Head("softmax", name, "auto: logits (outputs outside [0, 1]), explained as softmax probabilities")
+
+
+def auto_head(final_op: Optional[str], declared: Optional[str], classes: Optional[int]) -> dict:
+    """What score auto explains as far as the graph and the metadata tell, before any output is seen:
+    ``{"kind", "rule"}`` as :func:`resolve_head` gives them, or kind None where the first image's outputs decide."""
+    probe = np.full((1, classes or 2), 2.0)  # outside [0, 1] and not summing to 1: only the graph decides
+    head = resolve_head("auto", probe, final_op=final_op, declared=declared)
+    if head.rule.startswith("auto: logits (outputs outside"):
+        rule = (
+            "decided from the first image's outputs: as they are where they sum to 1 (probabilities) or lie in "
+            "[0, 1] (independent), else their softmax"
+        )
+        return {"kind": None, "rule": rule}
+    return {"kind": head.kind, "rule": head.rule}
+
+
+# final operators that output logits (a linear layer): never read as multi-label probabilities from their values
+LINEAR_OPS = {"Gemm", "MatMul", "Conv", "ConvTranspose", "Einsum", "BatchNormalization"}
 
 
 def score_transform(kind: str, outputs_are_probabilities: bool) -> Callable[[np.ndarray], np.ndarray]:
@@ -358,22 +381,11 @@ class OnnxClassifier:
         self._device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
         self._bound: dict = {}
         self.sha256 = facts.sha256
-        self.input = self._pick("input", self.session.get_inputs(), input_name, "input_name")
+        self.input = self._image_input(input_name)
         shape = list(self.input.shape)
-        if len(shape) not in (4, 5):  # the first thing to say about a non-image model
-            raise OccludeError(
-                f"input {self.input.name!r} has shape {shape}: occlude explains image classifiers and needs a "
-                "4-D image input (N,C,H,W or N,H,W,C) or a 5-D volume input (N,C,D,H,W or N,D,H,W,C)"
-            )
-        if self.input.type not in ORT_DTYPES:
-            supported = ", ".join(ORT_DTYPES)
-            raise OccludeError(f"input {self.input.name!r} has type {self.input.type}: occlude supports {supported}")
-        others = [i.name for i in self.session.get_inputs() if i.name != self.input.name]
-        if others:
-            raise OccludeError(
-                f"model needs inputs besides the image ({', '.join(others)}); occlude feeds only one image input"
-            )
         outputs = self.session.get_outputs()
+        if not outputs:
+            raise OccludeError(f"model {self.path.name!r} has no outputs: there are no scores to explain")
         detector = task == "detect" and output_name is None and len(outputs) > 1  # separate boxes, scores, labels
         self.output = outputs[0] if detector else self._pick("output", outputs, output_name, "output_name")
         if not str(self.output.type).startswith("tensor("):
@@ -388,8 +400,12 @@ class OnnxClassifier:
         self.batch_note: Optional[str] = None  # a line for the user when batching is not what they would expect
         if self.fixed_batch == 1 and batch_rewrite and task != "detect":  # detections: one image per pass
             self._try_batch_rewrite(options)
+        if facts.batch_coupling and not self.fixed_batch:  # e.g. dynamic quantisation: batching changes scores
+            self.fixed_batch, self.batching = 1, f"run one image at a time: {facts.batch_coupling}"
+            self.batch_note = self.batching
         out_shape = list(self.output.shape)
         self.task = output_task(task, out_shape, self.output.name)
+        check_scores_type(self.task, str(self.output.type), self.output.name)
         self.num_classes: Optional[int] = declared_classes(self.task, out_shape)
         meta = self.session.get_modelmeta().custom_metadata_map or {}
         self.metadata = dict(meta)
@@ -503,6 +519,34 @@ class OnnxClassifier:
         else:
             self.batching = f"fixed batch 1, run one image at a time: {result.reason}"
             self.batch_note = self.batching
+
+    def _image_input(self, input_name: Optional[str]):
+        """The one input occlude feeds, or an error saying why this model cannot be fed."""
+        inputs = self.session.get_inputs()
+        if len(inputs) > 1 and input_name is None:  # no choice of input helps: the others would go unfed
+            self._refuse_other_inputs(inputs[0].name)
+        chosen = self._pick("input", inputs, input_name, "input_name")
+        shape = list(chosen.shape)
+        if len(shape) not in (4, 5):  # the first thing to say about a non-image model
+            raise OccludeError(
+                f"input {chosen.name!r} has shape {shape}: occlude explains image classifiers and needs a "
+                "4-D image input (N,C,H,W or N,H,W,C) or a 5-D volume input (N,C,D,H,W or N,D,H,W,C)"
+            )
+        if chosen.type not in ORT_DTYPES:
+            supported = ", ".join(ORT_DTYPES)
+            raise OccludeError(f"input {chosen.name!r} has type {chosen.type}: occlude supports {supported}")
+        if len(inputs) > 1:
+            self._refuse_other_inputs(chosen.name)
+        if 0 in shape:
+            raise OccludeError(f"input {chosen.name!r} has shape {shape}: a dimension of 0 holds no image")
+        return chosen
+
+    def _refuse_other_inputs(self, image: str) -> None:
+        others = ", ".join(repr(i.name) for i in self.session.get_inputs() if i.name != image)
+        raise OccludeError(
+            f"model needs inputs besides the image ({others}); occlude feeds one image input and nothing else "
+            "(export the model with the others fixed as constants)"
+        )
 
     @staticmethod
     def _pick(kind: str, nodes, name: Optional[str], flag: str):
@@ -638,60 +682,3 @@ def _json_metadata(meta: dict, key: str, kind: type, path: Path):
     if not isinstance(value, kind):
         raise OccludeError(f"model metadata {key!r} in {path} must be a JSON {kind.__name__}")
     return value
-
-
-def read_labels(path) -> List[str]:
-    """Class names from a text file, one per line (blank lines kept as empty names would shift indices, so
-    only trailing blank lines are dropped)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise OccludeError(f"labels file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise OccludeError(f"cannot read labels file {path}: {exc}") from None
-    lines = [line.strip() for line in text.splitlines()]
-    while lines and not lines[-1]:
-        lines.pop()
-    if not lines:
-        raise OccludeError(f"labels file is empty: {path}")
-    return lines
-
-
-def label_suggestions(text: str, labels: Sequence[str]) -> str:
-    """'; did you mean: A, B' for the labels closest to ``text`` (substring matches, then near misses), or ''."""
-    lowered = [label.lower() for label in labels]
-    want = text.lower()
-    close = [labels[i] for i, label in enumerate(lowered) if want in label][:5]
-    if len(close) < 5:
-        near = difflib.get_close_matches(want, lowered, n=5, cutoff=0.6)
-        close += [labels[lowered.index(n)] for n in near if labels[lowered.index(n)] not in close][: 5 - len(close)]
-    return f"; did you mean: {', '.join(close)}" if close else ""
-
-
-def resolve_target(target, labels: Optional[Sequence[str]], num_classes: int) -> int:
-    """A --target given as an index or a label name -> class index."""
-    text = str(target).strip()
-    try:
-        index = int(text)
-    except ValueError:
-        if not labels:
-            raise OccludeError(
-                f"target {text!r} is a name but the model has no labels (give labels or an index)", params=("labels",)
-            ) from None
-        lowered = [label.lower() for label in labels]
-        matches = [i for i, label in enumerate(lowered) if label == text.lower()]
-        if len(matches) > 1:
-            classes = ", ".join(str(i) for i in matches[:-1]) + f" and {matches[-1]}"
-            message = f"ambiguous label {text!r}: classes {classes}; use the index"
-            raise OccludeError(message, params=("target",)) from None
-        if matches:
-            return matches[0]
-        hint = label_suggestions(text, labels)
-        raise OccludeError(f"target {text!r} is none of the model's labels{hint}", params=("target",)) from None
-    if not 0 <= index < num_classes:
-        raise OccludeError(
-            f"target {index} is out of range: the model has {num_classes} classes (0..{num_classes - 1})",
-            params=("target",),
-        )
-    return index

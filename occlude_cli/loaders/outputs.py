@@ -32,6 +32,22 @@ def output_task(task: str, shape: list, name: str) -> str:
     return "classify" if task == "auto" else task
 
 
+# output element types that hold class indices or decisions (an ArgMax, a threshold), never scores
+NOT_SCORES = ("tensor(int64)", "tensor(int32)", "tensor(int16)", "tensor(uint64)", "tensor(uint32)", "tensor(bool)")
+
+
+def check_scores_type(task: str, element_type: str, name: str) -> None:
+    """Refuse a classifier output whose element type holds class indices or yes/no decisions: no map can
+    be measured on them (an ArgMax head's index was read as one logit). Quantised scores (uint8, int8) pass."""
+    if task == "classify" and element_type in NOT_SCORES:
+        raise OccludeError(
+            f"output {name!r} holds {element_type[7:-1]} values (class indices or decisions, e.g. after an ArgMax), "
+            "not scores: occlude explains class scores; choose another output with output_name, or export the "
+            "model without its ArgMax",
+            params=("output_name",),
+        )
+
+
 def declared_classes(task: str, shape: list) -> Optional[int]:
     """The classes an output declares: its axis 1 for class scores and segmentations (None when dynamic);
     1 for a (batch,) output; None for detections and embeddings (the task reads them)."""
