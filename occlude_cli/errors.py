@@ -24,6 +24,12 @@ class OccludeError(Exception):
         return _rebuild, (type(self), self.args, self.__dict__)
 
 
+class RunWideError(OccludeError):
+    """An error that every input of the run would give the same way (the model or the options, found at the
+    first input, e.g. ``incremental on`` for a graph that cannot be split): a folder run stops with it, as an
+    error before any input would, instead of failing each input with the same line."""
+
+
 def _rebuild(cls, args, state):
     error = cls.__new__(cls)
     Exception.__init__(error, *args)

@@ -776,3 +776,56 @@ def test_the_plan_parts_share_one_memory_arena(tmp_path):
         assert json.loads((out / "cat.json").read_text())["params"]["incremental"]["used"] == (mode == "on")
     assert peaks["on"] - peaks["off"] < 300, peaks
     assert np.max(np.abs(maps["on"] - maps["off"])) <= 1e-5 * np.max(np.abs(maps["off"]))
+
+
+def _global_first(path: Path) -> str:
+    """A model whose first op is global (the input minus its spatial mean), then a 3x3 conv, a global pool and
+    a linear head: no window can be followed through it, so no plan exists for any image."""
+    rng = np.random.default_rng(5)
+    weights = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    dense = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "d")
+    nodes = [
+        helper.make_node("ReduceMean", ["input"], ["mean"], axes=[2, 3], keepdims=1),
+        helper.make_node("Sub", ["input", "mean"], ["centred"]),
+        helper.make_node("Conv", ["centred", "w"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["act"]),
+        helper.make_node("GlobalAveragePool", ["act"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "d"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "global_first",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        [weights, dense],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_incremental_on_for_a_graph_no_plan_can_split_stops_the_run_once(tmp_path):
+    """``--incremental on`` on a graph that cannot be split failed every image of a folder with the same line
+    (exit 3): the first image finds it, the run stops with one error line and exit 1, nothing but the
+    manifest written; ``auto`` runs the same folder with full passes."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    model = _global_first(tmp_path / "global.onnx")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+            folder / f"{i}.png"
+        )
+    base = [sys.executable, "-m", "occlude_cli", "run", model, str(folder), "--patch", "4", "-q"]
+    done = subprocess.run([*base, "-o", str(tmp_path / "on"), "--incremental", "on"], capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("error:") == 1 and "no cut point" in done.stderr
+    assert sorted(p.name for p in (tmp_path / "on").iterdir()) == ["manifest.json"]
+    auto = subprocess.run([*base, "-o", str(tmp_path / "auto")], capture_output=True, text=True)
+    assert auto.returncode == 0, auto.stderr
+    assert len(list((tmp_path / "auto").glob("*.npy"))) == 3

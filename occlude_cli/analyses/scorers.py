@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from ..errors import OccludeError
+from ..errors import OccludeError, RunWideError
 from ..loaders.images import Preprocessing
 from ..loaders.model import Head, OnnxClassifier
 from .options import ExplainOptions
@@ -73,7 +73,7 @@ def window_scorer(
             )
     else:
         if options.incremental == "on":
-            raise OccludeError(f"incremental inference is not available here: {INPAINT}")
+            raise RunWideError(f"incremental inference is not available here: {INPAINT}")
         scorer, record, notes = None, {"mode": options.incremental, "used": False, "exact": True, "reason": INPAINT}, {}
     if executor is not None and scorer is None:
         scorer = executor_scorer(executor, head)
@@ -192,8 +192,9 @@ def incremental_scorer(
         model, mode, head, sample, baseline, geometry, preprocessing, target
     )
     if plan is None:
-        if mode == "on":
-            raise OccludeError(f"incremental inference is not available for this model: {reason}")
+        if mode == "on":  # a graph that cannot be split fails every input alike; a failed self-check, this one
+            error = OccludeError if surprising else RunWideError
+            raise error(f"incremental inference is not available for this model: {reason}")
         record.update({"reason": reason, **limit})
         if surprising:
             notes["incremental"] = f"incremental inference not used, full passes instead: {reason}"

@@ -20,7 +20,7 @@ from ..analyses.medical import VolumeExplanation
 from ..analyses.options import ExplainOptions
 from ..core.baselines import baseline_image_path
 from ..core.metrics import peak
-from ..errors import OccludeError, first_line
+from ..errors import OccludeError, RunWideError, first_line
 from ..loaders.images import Preprocessing, decode_photo, is_photo
 from ..loaders.model import OnnxClassifier, file_sha256
 from ..loaders.prefetch import decode_ahead
@@ -483,6 +483,8 @@ class _Loop:
             assert future is not None
             computed, write_s = future.result()
             return self.ok_row(plan, computed, write_s), ()
+        except RunWideError:  # every input would fail alike: the run stops, as an error before any input
+            raise
         except OccludeError as exc:  # one line by design: a file name's line breaks are shown as \\n
             return SummaryRow(path=image.shown, status="failed", error=one_line(str(exc))), exc.params
         except Exception as exc:  # one bad image must never stop the rest: record what happened
