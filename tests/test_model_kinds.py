@@ -125,6 +125,9 @@ def test_models_that_mix_the_images_of_a_batch_run_one_image_at_a_time(tmp_path,
     assert "one image at a time" in result.stderr
     op = "DynamicQuantizeLinear" if kind == "dynamic_int8" else "ReduceMean"
     assert op in record["model"]["batching"]
+    planned = cli("run", str(model), str(image), "--dry-run", "--patch", "8", "--stride", "4")
+    assert planned.exit_code == 0 and "batch size 1 (run one image at a time:" in planned.stdout  # and why
+    assert op in planned.stdout
 
 
 def result_args(model: Path, image: Path, out: Path, *flags: str) -> list:

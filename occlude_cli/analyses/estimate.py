@@ -145,6 +145,7 @@ def estimate_run(
         "exact_forward_passes": windows + len(per_patch),
         "per_patch": per_patch,
         "batch_size": int(batch_size),
+        "batch_note": getattr(s.model, "batch_note", None),  # why the model runs another batch than asked
         "patch": list(s.patch),
         "stride": list(s.stride),
         "seconds_per_forward_pass": per_pass,

@@ -25,7 +25,8 @@ def print_estimate(plan: dict) -> None:
     breakdown = f" ({'; '.join(parts)})" if parts else ""
     stdout.print(
         f"{plan['images']} image(s); per image: {plan['windows']} windows, {plan['forward_passes']} forward passes"
-        f"{breakdown} (exact maps: {plan['exact_forward_passes']}), batch size {plan['batch_size']}, "
+        f"{breakdown} (exact maps: {plan['exact_forward_passes']}), batch size {plan['batch_size']}"
+        f"{' (' + safe(plan['batch_note']) + ')' if plan.get('batch_note') else ''}, "
         f"{plan['seconds_per_forward_pass'] * 1000:.1f} ms per pass; "
         f"estimated {plan['estimated_s']:.1f} s per image, {plan['estimated_total_s']:.1f} s in all"
     )
