@@ -30,6 +30,7 @@ from ..analyses.medical import VolumeExplanation
 from ..errors import OccludeError
 from ..loaders.medical import MEDICAL_EXTRA_HINT
 from . import provenance
+from .write import _undo as undo_writes
 from .write import atomic_write_bytes
 
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -205,6 +206,17 @@ def write_dicom_outputs(e: VolumeExplanation, out_dir, stem: str, picture: bytes
     if pseudonym is not None:
         pseudonym = provenance.active().scrub_text(str(e.prepared.path))  # type: ignore[union-attr]
     written: List[Path] = []
+    try:
+        _write_dicom_objects(hd, e, out_dir, stem, picture, (volume, grid, lps, uids, pseudonym), written)
+    except BaseException:
+        undo_writes(written)  # a later object that could not be written (full disk): none of them is left
+        raise
+    return written
+
+
+def _write_dicom_objects(hd, e, out_dir: Path, stem: str, picture: bytes, context: tuple, written: List[Path]) -> None:
+    """The objects of :func:`write_dicom_outputs`, each appended to ``written`` once it is in place."""
+    volume, grid, lps, uids, pseudonym = context
     with warnings.catch_warnings(), _quiet("highdicom"):
         warnings.simplefilter("ignore")
         if volume.dicom is not None:
@@ -226,7 +238,6 @@ def write_dicom_outputs(e: VolumeExplanation, out_dir, stem: str, picture: bytes
         _dated(sc, date, time)
         _fixed_uids(sc, uids, "picture")
         written.append(atomic_write_bytes(out_dir / f"{stem}.sc.dcm", _encoded(sc)))
-    return written
 
 
 def _parametric_map(hd: Any, e: VolumeExplanation, sources: List[Any], lps: np.ndarray, uids: _Uids):

@@ -230,10 +230,13 @@ def write_region_table(table: dict, out_dir, stem: str) -> List[Path]:
     """STEM.regions.csv (one row per region, then the voxels outside every region) and STEM.slices.csv (one row
     per axial slice of the model grid) of :func:`~occlude_cli.analyses.regiontable.region_table`."""
     out_dir = Path(out_dir)
-    return [
-        atomic_write_bytes(out_dir / f"{stem}.regions.csv", csv_bytes(REGION_FIELDS, table["regions"])),
-        atomic_write_bytes(out_dir / f"{stem}.slices.csv", csv_bytes(SLICE_FIELDS, table["slices"])),
-    ]
+    written = [atomic_write_bytes(out_dir / f"{stem}.regions.csv", csv_bytes(REGION_FIELDS, table["regions"]))]
+    try:
+        written.append(atomic_write_bytes(out_dir / f"{stem}.slices.csv", csv_bytes(SLICE_FIELDS, table["slices"])))
+    except BaseException:
+        undo_writes(written)  # never one table without the other
+        raise
+    return written
 
 
 def write_baseline_check(documents: Sequence[dict], out_dir) -> Path:

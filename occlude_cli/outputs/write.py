@@ -310,10 +310,12 @@ def _write_map(
     values: np.ndarray,
     subtitle: str,
     npy: bool,
+    written: List[Path],
     style: RenderStyle = DEFAULT_STYLE,
     panels: bool = False,
-) -> List[Path]:
-    """STEM.overlay.png, STEM.heatmap.png and (with ``npy``) STEM.npy for one map of an explanation's image."""
+) -> None:
+    """STEM.overlay.png, STEM.heatmap.png and (with ``npy``) STEM.npy for one map of an explanation's image,
+    each appended to ``written`` as soon as it is in place (so that a later failed write undoes it)."""
     e = explanation
     drawing = getattr(e, "drawing", None)
     if drawing:  # a task's target: the segmentation mask's outline or the detection's target box
@@ -329,10 +331,10 @@ def _write_map(
         )
     else:
         overlay = overlay_png(e.image.original, values, e.image.crop_box, _title(e, e.target), subtitle, style)
-    written = [
-        atomic_write_bytes(out_dir / f"{stem}.overlay.png", overlay),
-        atomic_write_bytes(out_dir / f"{stem}.heatmap.png", heatmap_png(values, _title(e, e.target), subtitle, style)),
-    ]
+    written.append(atomic_write_bytes(out_dir / f"{stem}.overlay.png", overlay))
+    written.append(
+        atomic_write_bytes(out_dir / f"{stem}.heatmap.png", heatmap_png(values, _title(e, e.target), subtitle, style))
+    )
     if panels:
         written.append(
             atomic_write_bytes(
@@ -350,7 +352,6 @@ def _write_map(
         )
     if npy:
         written.append(atomic_write_bytes(out_dir / f"{stem}.npy", npy_bytes(values.astype(np.float32))))
-    return written
 
 
 def check_stem(stem) -> None:
@@ -385,7 +386,7 @@ def write_explanation(
     e = explanation
     written: List[Path] = []
     try:
-        written += _write_map(out_dir, stem, e, e.map, _subtitle(e), npy, style, panels)
+        _write_map(out_dir, stem, e, e.map, _subtitle(e), npy, written, style, panels)
         if npy and len(e.targets) > 1:
             written.append(atomic_write_bytes(out_dir / f"{stem}.topk.npy", npy_bytes(e.maps.astype(np.float32))))
         if all_classes:
@@ -470,13 +471,14 @@ def _write_scale_study(
         multiscale_name = f"{stem}.multiscale"
         patches = ", ".join(f"{h}x{w}" for h, w in study.patches)
         # the .npy is written even with --no-npy: STEM.scales.json names it as the multi-scale map
-        written += _write_map(
+        _write_map(
             out_dir,
             multiscale_name,
             first,
             study.mean_map(),
             f"multi-scale mean of patches {patches} (each scaled to [-1, 1])",
             npy=True,
+            written=written,
             style=style,
             panels=panels,
         )
