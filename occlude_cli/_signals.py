@@ -1,10 +1,14 @@
-"""SIGTERM during start-up: the `occlude` command exits 130 with one line, as README's exit codes say.
+"""Signals and closed pipes in the `occlude` command: exit 130 with one line, as README's exit codes say, and
+never stop (or fail) because the reader of stdout or stderr has gone.
 
 Importing the package and the command takes about half a second (numpy, Pillow, Typer); a SIGTERM in that
-window used to kill the process with the default action (exit 143, no message). The console script installs
-this handler first thing; each command then replaces it with one that stops cleanly and writes a summary
-(cli.common.user_errors). Library users are left alone: nothing is installed unless the process is the
-`occlude` command. Standard library only, so that it costs nothing to import.
+window used to kill the process with the default action (exit 143, no message), a Ctrl-C to print a
+KeyboardInterrupt traceback. The console script installs one handler for both first thing
+(:func:`install_early_signals`); :func:`end_start_up` gives Ctrl-C back to Python once the imports are done, and
+each command replaces the SIGTERM handler with one that stops cleanly and writes a summary
+(cli.common.user_errors). :func:`guard_closed_pipes` keeps a run going when its output goes into a pipe whose
+reader has left (``occlude run ... 2>&1 | head -1``). Library users are left alone: nothing is installed unless the
+process is the `occlude` command. Standard library only, so that it costs nothing to import.
 """
 
 import os
@@ -25,16 +29,78 @@ def is_occlude_command() -> bool:
     return name in ("occlude", "occlude.exe", "occlude-script.py") or argv0 == "-m"
 
 
-def install_early_sigterm() -> None:
-    """Exit 130 with one line on SIGTERM until a command installs its own handler (only in the command,
-    only from the main thread, only over the default action)."""
+def install_early_signals() -> None:
+    """Exit 130 with one line on SIGTERM or Ctrl-C during start-up (only in the command, only from the main
+    thread, only over the default actions: a SIGINT that the shell ignores, as for a background job, stays
+    ignored)."""
     if not is_occlude_command():
         return
     try:
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, _terminated_early)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _terminated_early)
     except (ValueError, OSError):  # not the main thread
         pass
+
+
+def end_start_up() -> None:
+    """The imports are done: Ctrl-C raises KeyboardInterrupt again, which every command turns into its own clean
+    stop (the SIGTERM handler stays until a command installs its own)."""
+    try:
+        if signal.getsignal(signal.SIGINT) is _terminated_early:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    except (ValueError, OSError):  # not the main thread
+        pass
+
+
+class _ReaderMayLeave:
+    """A standard stream that drops what it is given once its reader has gone (EPIPE), instead of raising
+    BrokenPipeError from whatever line of the run was printing: the run finishes, its files and summary are
+    written and the exit code is the run's. The stream's file descriptor is pointed at the null device, so
+    nothing written later (the interpreter's last flush included) fails again."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, self._stream.fileno())
+            finally:
+                os.close(null)
+        except (OSError, ValueError):  # no descriptor (a test's stream): later writes raise and are dropped again
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def guard_closed_pipes() -> None:
+    """sys.stdout and sys.stderr drop their output, never raise, once their reader has gone (the command only:
+    called by its entry point)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _ReaderMayLeave):
+            setattr(sys, name, _ReaderMayLeave(stream))
 
 
 _INTERRUPTED = [False]  # a SIGTERM or Ctrl-C reached the command's handler (read by the command's error handler)

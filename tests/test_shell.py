@@ -1,13 +1,107 @@
 """The command in a shell and a CI script: closed pipes (`| head -1`), signals during start-up, a disk that fills
 up in the middle of an image. Every test runs the real command in a subprocess on the sample models."""
 
+import json
+import os
 import resource
+import signal
 import subprocess
 import sys
+import time
+
+import pytest
 
 from conftest import SAMPLE_IMAGES, SAMPLE_MODELS
 
 OCCLUDE = [sys.executable, "-m", "occlude_cli"]
+DIGITS = SAMPLE_MODELS / "digits_cnn.onnx"
+DIGIT_IMAGES = [SAMPLE_IMAGES / f"digit_{d}.png" for d in (0, 3, 7)]
+
+
+def closed_pipe() -> int:
+    """The write end of a pipe whose reader has gone (`occlude ... | head -1` once head has exited)."""
+    read, write = os.pipe()
+    os.close(read)
+    return write
+
+
+def run_into_closed(args, stream: str, timeout=120) -> subprocess.CompletedProcess:
+    """The command with ``stream`` ("stdout" or "stderr") a closed pipe; the other is captured."""
+    write = closed_pipe()
+    other = "stderr" if stream == "stdout" else "stdout"
+    try:
+        return subprocess.run(
+            OCCLUDE + [str(a) for a in args],
+            **{stream: write, other: subprocess.PIPE},
+            text=True,
+            timeout=timeout,
+        )
+    finally:
+        os.close(write)
+
+
+def test_closed_stderr_does_not_stop_a_folder_run_or_lose_its_summary(tmp_path):
+    # `occlude run ... 2>&1 | head -1`: the progress lines' reader leaves after the first; the run used to die
+    # on the next line (exit 1, no message) and leave no summary.json
+    out = tmp_path / "out"
+    proc = run_into_closed(["run", DIGITS, *DIGIT_IMAGES, "-o", out], "stderr")
+    assert proc.returncode == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["ok"] == 3 and summary["interrupted"] is False
+    assert sorted(p.name for p in out.glob("*.json")) == ["digit_0.json", "digit_3.json", "digit_7.json"] + [
+        "manifest.json",
+        "summary.json",
+    ]
+
+
+def test_closed_stdout_keeps_the_commands_exit_code(tmp_path):
+    # `occlude check ... --json | head -1` in a CI script: the gate's verdict (4) is the exit code, not 1
+    args = ["check", DIGITS, SAMPLE_IMAGES / "digit_3.png", "--box", "0,0,2,2", "--require-peak", "-q"]
+    proc = run_into_closed([*args, "-o", tmp_path / "ck", "--json"], "stdout")
+    assert proc.returncode == 4, proc.stderr
+    assert "Traceback" not in proc.stderr and "error:" not in proc.stderr
+    assert json.loads((tmp_path / "ck" / "check.json").read_text())["images"][0]["status"] == "fail"
+    proc = run_into_closed(["run", DIGITS, SAMPLE_IMAGES / "digit_3.png", "-o", tmp_path / "run", "--json"], "stdout")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "run" / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["--version"], ["info", str(DIGITS)]])
+def test_help_and_version_into_a_closed_pipe_exit_0(args):
+    # `occlude --help | head -1` under `set -o pipefail` used to fail the script (exit 1)
+    proc = run_into_closed(args, "stdout", timeout=60)
+    assert (proc.returncode, proc.stderr) == (0, "")
+
+
+def test_ctrl_c_during_start_up_exits_130_in_one_line(tmp_path):
+    # SIGINT while the command's modules are imported used to print a KeyboardInterrupt traceback (status -2)
+    proc = subprocess.Popen(
+        OCCLUDE + ["run", str(DIGITS), str(DIGIT_IMAGES[0]), "-o", str(tmp_path / "out")],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.25)  # the interpreter is up; the imports (about half a second) are not done
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: interrupted"), err
+
+
+def test_ctrl_c_stays_ignored_when_the_shell_ignores_it(tmp_path):
+    # a background job of a non-interactive shell (`occlude run ... &`) inherits SIGINT ignored: the early
+    # handler must not turn it back on
+    proc = subprocess.Popen(
+        OCCLUDE + ["run", str(DIGITS), str(DIGIT_IMAGES[0]), "-o", str(tmp_path / "out"), "-q"],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    time.sleep(0.25)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert (tmp_path / "out" / "digit_0.json").is_file()
 
 
 def test_a_disk_full_after_the_pictures_leaves_no_picture_without_its_json(tmp_path):

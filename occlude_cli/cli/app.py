@@ -20,7 +20,7 @@ try:  # typer >= 0.24 carries its own click
 except ImportError:  # pragma: no cover  (older typer on click: the same classes, other types to mypy)
     from click.exceptions import ClickException, UsageError  # type: ignore[assignment,no-redef]
 
-from .._signals import interrupted
+from .._signals import end_start_up, guard_closed_pipes, interrupted
 from .._version import __version__
 from ..errors import OccludeError, first_line
 from ..outputs.provenance import set_command_line
@@ -173,10 +173,15 @@ def main() -> None:
     """Console entry point: Typer, plus a last guard so that no traceback reaches the user."""
     gc.freeze()  # the imports' objects (the package turned the collector off for them) are never garbage
     gc.enable()
+    guard_closed_pipes()  # `occlude ... | head -1`: the reader leaving never stops the run nor changes its exit code
+    end_start_up()  # Ctrl-C is KeyboardInterrupt again: each command stops cleanly on it
     try:
         app(args=normalise_argv(sys.argv[1:]), prog_name="occlude")
     except SystemExit as done:
         code = done.code
+    except KeyboardInterrupt:  # between start-up and a command's own handling (Typer building the command)
+        print_error("interrupted")
+        code = ExitCode.INTERRUPTED
     except Exception as exc:  # a bug: say so in one line; OCCLUDE_DEBUG=1 shows the traceback
         if os.environ.get("OCCLUDE_DEBUG"):
             raise
