@@ -45,11 +45,11 @@ def install_early_signals() -> None:
 
 
 def end_start_up() -> None:
-    """The imports are done: Ctrl-C raises KeyboardInterrupt again, which every command turns into its own clean
-    stop (the SIGTERM handler stays until a command installs its own)."""
+    """The imports are done: Ctrl-C raises KeyboardInterrupt again (:func:`raise_interrupt`, remembered), which
+    every command turns into its own clean stop (the SIGTERM handler stays until a command installs its own)."""
     try:
         if signal.getsignal(signal.SIGINT) is _terminated_early:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGINT, raise_interrupt)
     except (ValueError, OSError):  # not the main thread
         pass
 
@@ -107,9 +107,9 @@ _INTERRUPTED = [False]  # a SIGTERM or Ctrl-C reached the command's handler (rea
 
 
 def raise_interrupt(signum, frame) -> None:
-    """The commands' SIGTERM handler: stop like Ctrl-C. It is remembered, because an interrupt that lands in a
-    library's import can come out as an ImportError (numpy turns anything raised while its C extension loads
-    into 'import numpy failed'), which must not read as a missing package."""
+    """The commands' SIGTERM and Ctrl-C handler: raise KeyboardInterrupt. It is remembered, because an interrupt
+    that lands in a library's import can come out as an ImportError (numpy turns anything raised while its C
+    extension loads into 'import numpy failed'), which must not read as a missing package."""
     _INTERRUPTED[0] = True
     raise KeyboardInterrupt
 

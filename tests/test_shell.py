@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -73,19 +74,43 @@ def test_help_and_version_into_a_closed_pipe_exit_0(args):
     assert (proc.returncode, proc.stderr) == (0, "")
 
 
-def test_ctrl_c_during_start_up_exits_130_in_one_line(tmp_path):
-    # SIGINT while the command's modules are imported used to print a KeyboardInterrupt traceback (status -2)
+@pytest.mark.parametrize("delay", [0.1, 0.25, 0.4, 0.55, 0.7, 1.0])
+def test_ctrl_c_at_any_moment_exits_130_in_one_line(tmp_path, delay):
+    # SIGINT while the command's modules were imported printed a KeyboardInterrupt traceback (status -2); while
+    # Typer parsed the flags it exited 130 without a word; inside an import (numpy, onnxruntime) it could read as
+    # 'onnxruntime is not installed', exit 1
+    args = [SAMPLE_MODELS / "efficientnet_lite0.onnx", SAMPLE_IMAGES / "cat.jpg", "--patch", "32"]
     proc = subprocess.Popen(
-        OCCLUDE + ["run", str(DIGITS), str(DIGIT_IMAGES[0]), "-o", str(tmp_path / "out")],
+        OCCLUDE + ["run", *map(str, args), "-o", str(tmp_path / "out")],
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
-    time.sleep(0.25)  # the interpreter is up; the imports (about half a second) are not done
+    time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130, (proc.returncode, err)
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: interrupted"), err
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads a process's CPU time from /proc")
+def test_ctrl_c_while_the_flags_are_parsed_is_one_line(tmp_path):
+    # Typer turns a KeyboardInterrupt during parsing into a silent exit 130. 180,000 arguments take more than a
+    # second of CPU to parse, after about 0.3 s of imports: the signal is sent at 0.8 s of CPU time, while the
+    # arguments are parsed (without it: exit 2, --nope is no option)
+    args = [str(DIGITS), *["a"] * 180_000, "--nope"]
+    proc = subprocess.Popen(OCCLUDE + ["run", *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and cpu_seconds(proc.pid) < 0.8 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert (proc.returncode, err) == (130, "error: interrupted\n")
 
 
 def test_ctrl_c_stays_ignored_when_the_shell_ignores_it(tmp_path):

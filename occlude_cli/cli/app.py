@@ -7,6 +7,7 @@ Usage errors (unknown flag, bad choice such as ``--score foo``, a flag without i
 """
 
 import atexit
+import contextlib
 import gc
 import os
 import sys
@@ -84,8 +85,26 @@ class OccludeGroup(TyperGroup):
             sys.exit(result if isinstance(result, int) else 0)
         return result
 
+    def make_context(self, *args, **kwargs):  # type: ignore[override]
+        with _ctrl_c_is_abort():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):  # type: ignore[override]
+        with _ctrl_c_is_abort():  # the command's flags parsed, its wrappers before its own error handling
+            return super().invoke(ctx)
+
     def format_help(self, ctx, formatter) -> None:  # type: ignore[override]
         helptext.print_help(self, ctx)
+
+
+@contextlib.contextmanager
+def _ctrl_c_is_abort():
+    """Ctrl-C outside a command's own handling is typer.Abort, one 'interrupted' line (Typer turns a
+    KeyboardInterrupt into a silent exit 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise typer.Abort() from None
 
 
 def _refuse_empty_out(args) -> None:
