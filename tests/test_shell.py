@@ -149,3 +149,52 @@ def test_a_disk_full_after_the_pictures_leaves_no_picture_without_its_json(tmp_p
     assert proc.returncode == 3, proc.stderr
     assert "cannot write" in proc.stderr and "cat.npy" in proc.stderr, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "summary.csv", "summary.json"]
+
+
+def test_dash_with_stdin_closed_is_one_error_line(tmp_path):
+    # `occlude run m.onnx - <&-` (a cron job, a service without stdin) was an internal error (AttributeError)
+    proc = subprocess.run(
+        OCCLUDE + ["run", str(DIGITS), "-", "-o", str(tmp_path / "out")],
+        stdin=None,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: os.close(0),
+    )
+    assert (proc.returncode, proc.stderr) == (1, "error: '-' reads the paths from stdin, but stdin is closed\n")
+
+
+def test_a_nul_separated_list_read_without_null_is_one_failed_row(tmp_path):
+    # `find -print0 | occlude run m.onnx -` (--null forgotten): the whole list is one line holding NUL bytes;
+    # the run stopped with an internal error (ValueError: embedded null byte) before the paths after it
+    listed = b"".join(os.fsencode(p) + b"\0" for p in DIGIT_IMAGES[:2]) + b"\n" + os.fsencode(DIGIT_IMAGES[2])
+    proc = subprocess.run(
+        OCCLUDE + ["run", str(DIGITS), "-", "-o", str(tmp_path / "out"), "-q", "--json"],
+        input=listed,
+        capture_output=True,
+        timeout=60,
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 3, err
+    assert "a path cannot hold a NUL byte" in err and "--null" in err and "internal error" not in err
+    rows = {row["status"]: row["path"] for row in json.loads(proc.stdout)["images"]}
+    assert sorted(rows) == ["failed", "ok"] and rows["ok"] == str(DIGIT_IMAGES[2])
+    assert rows["failed"] == str(DIGIT_IMAGES[0]) + "\\x00" + str(DIGIT_IMAGES[1]) + "\\x00"
+
+
+def test_layers_reads_paths_from_stdin(tmp_path):
+    # `occlude layers m.onnx - --layer relu` was an internal error (TypeError: StreamedInputs has no len())
+    listed = b"".join(os.fsencode(p) + b"\0" for p in DIGIT_IMAGES[:2]) + b"nothing.png\0"
+    proc = subprocess.run(
+        OCCLUDE + ["layers", str(DIGITS), "-", "--null", "--layer", "relu", "-o", str(tmp_path / "l"), "--json"],
+        input=listed,
+        capture_output=True,
+        timeout=60,
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 3 and "internal error" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: nothing.png: image not found: nothing.png"
+    ]
+    document = json.loads(proc.stdout)
+    assert document["images"] == 2 and len(document["per_image"]) == 2

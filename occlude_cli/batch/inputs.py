@@ -537,6 +537,13 @@ class StreamedInputs:
         for line in read_paths(self.stream, self.null, too_long):
             while too_long:
                 self._problem(STDIN, too_long.pop())
+            if "\0" in line:  # no path can hold one: a list that find -print0 wrote, read line by line
+                self._problem(
+                    line,
+                    "a path cannot hold a NUL byte: a NUL-separated list (find -print0) is read with null=True"
+                    " (--null)",
+                )
+                continue
             for file in self._files(line):
                 resolved = str(file.resolve())
                 relative = _streamed_relative(file)

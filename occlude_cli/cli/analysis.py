@@ -256,6 +256,7 @@ def layers(
         ),
     ] = 0,
     recursive: Recursive = False,
+    null: NullPaths = False,
     timing: Annotated[
         bool, typer.Option("--timing/--no-timing", help="Record timings in the JSON.", rich_help_panel="Output")
     ] = True,
@@ -291,6 +292,7 @@ def layers(
         settings,
         timing=timing,
         recursive=recursive,
+        null=null,
         model_options=model_flags.options(),
         events=AnalysisEvents(quiet, json_out, _layers_line),
         deidentify=deidentify,

@@ -59,6 +59,8 @@ def streamed_inputs(
         raise OccludeError("'-' (paths from stdin) must be the only input")
     if series:
         raise OccludeError("series takes folders as arguments, not paths from stdin", params=("series",))
+    if sys.stdin is None:  # started with stdin closed (`occlude run m.onnx - <&-`)
+        raise OccludeError("'-' reads the paths from stdin, but stdin is closed")
     return StreamedInputs(sys.stdin.buffer, null=null, recursive=recursive, exclude=[out], shard=shard, notes=notes)
 
 

@@ -31,7 +31,7 @@ from ..analyses.layers import (
 from ..analyses.modality import prepare_input
 from ..analyses.options import ExplainOptions, Size, as_size
 from ..analyses.preprocessing import ModelOptions
-from ..batch.inputs import pseudonymised
+from ..batch.inputs import StreamedInputs, pseudonymised
 from ..errors import OccludeError
 from ..outputs.analysis_write import layers_document, spatial_document, write_layers, write_spatial
 from ..outputs.provenance import deidentifying
@@ -143,6 +143,7 @@ def layers_folder(
     *,
     timing: bool = True,
     recursive: bool = False,
+    null: bool = False,
     model_options: Optional[ModelOptions] = None,
     events: RunEvents = QUIET,
     deidentify: bool = False,
@@ -152,7 +153,9 @@ def layers_folder(
     and occlude inside it on every input under ``inputs``: each channel replaced in turn (``settings``: which
     channels, by what) or, with ``settings.spatial``, windows of the feature map. ``options`` gives the target
     and the score kind. Every option, the cut and the channels are checked before any input; an input that
-    fails is told through ``events.problem`` and counted in ``failed``. ``deidentify``: inputs named by
+    fails is told through ``events.problem`` and counted in ``failed``. ``inputs`` ``"-"``: the paths are read
+    from stdin (``null``: NUL-separated), all of them before the first input (the channels' dataset mean and the
+    table need the whole list). ``deidentify``: inputs named by
     pseudonyms, UIDs replaced, no path in any output or event (as :func:`~occlude_cli.runs.run.run_folder`)."""
     options = (options or ExplainOptions()).with_overrides(overrides).checked()
     settings = (settings or LayerSettings()).checked(options)
@@ -170,8 +173,13 @@ def layers_folder(
         events=events,
         series=options.series,
         series_uid=options.series_uid,
+        null=null,
         deidentify=deidentify,
     )
+    told = 0  # streamed paths that named nothing, told as they came
+    if isinstance(images, StreamedInputs):  # read whole: the inputs are gone through twice and counted first
+        stream, images = images, list(images)
+        told = len(stream.problems)
     deidentifier = deidentifier_for(problems=problems) if deidentify else None
     events = deidentified(events, deidentifier)
     for _, problem in problems:
@@ -181,7 +189,7 @@ def layers_folder(
     if deidentifier is not None:
         images = pseudonymised(images, deidentifier)
     out = check_output_folder(out)
-    run = LayersRun(cut, _settings(model, layer, settings, options, timing), failed=len(problems))
+    run = LayersRun(cut, _settings(model, layer, settings, options, timing), failed=len(problems) + told)
     run.spatial_windows = settings.spatial
     with deidentifying(deidentifier):  # everything written is scrubbed of the paths and UIDs
         dataset_mean = _dataset_mean(cut, images, opened, settings, run, events)
