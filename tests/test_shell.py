@@ -198,3 +198,23 @@ def test_layers_reads_paths_from_stdin(tmp_path):
     ]
     document = json.loads(proc.stdout)
     assert document["images"] == 2 and len(document["per_image"]) == 2
+
+
+@pytest.mark.parametrize("flag", ["--junit", "--summary-md"])
+def test_a_ci_file_that_cannot_be_written_is_refused_before_any_image(tmp_path, flag):
+    # the manual: the CI files are checked before any image is read; a folder that cannot take the file (here
+    # its 'folder' is a regular file; a read-only folder likewise) was found out after every image was checked
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine\n")
+    target = blocker / "ci.out"
+    proc = subprocess.run(
+        OCCLUDE
+        + ["check", str(DIGITS), str(DIGIT_IMAGES[1]), "--box", "0,0,3,3", "-o", str(tmp_path / "ck")]
+        + [flag, str(target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: cannot write {flag} {target}: ") and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "ck").exists() and blocker.read_text() == "mine\n"

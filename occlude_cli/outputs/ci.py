@@ -27,7 +27,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from ..errors import OccludeError
 from ..text import for_markdown, for_xml
-from .write import atomic_write_bytes
+from .write import atomic_write_bytes, probe_folder
 
 #: The statuses of a :class:`CiCase` (JUnit's own words).
 CASE_STATUSES = ("passed", "failure", "error", "skipped")
@@ -192,7 +192,8 @@ def check_report_target(path: PathLike, kind: str) -> Path:
     """``path`` checked as the target of a CI file before anything is written, so that a report never costs a
     file that is not its own: ``kind`` "junit" (replaced atomically) may only replace an earlier JUnit XML report;
     "summary_md" (appended to) only text (UTF-8, no NUL byte), or a pipe or terminal such as ``/dev/stdout``. A
-    missing file is fine (its folders are made when it is written). One OccludeError naming ``kind`` otherwise."""
+    missing file is fine (its folders are made). A file that could not be written there (a read-only folder) is
+    refused now, not after the images. One OccludeError naming ``kind`` otherwise."""
     path = Path(path)
     noun = "the JUnit report" if kind == "junit" else "the job summary"
     if path.is_dir():
@@ -200,7 +201,8 @@ def check_report_target(path: PathLike, kind: str) -> Path:
     try:
         mode = path.stat().st_mode
     except OSError:
-        return path  # missing (or unreachable: the write says why)
+        _writable(path, kind, path.parent)  # missing: written anew in its folder
+        return path
     if not stat.S_ISREG(mode):
         if kind == "summary_md" and (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
             return path
@@ -210,6 +212,7 @@ def check_report_target(path: PathLike, kind: str) -> Path:
             head = handle.read(_SNIFF_BYTES)
     except OSError as exc:
         raise OccludeError(f"cannot read {kind} {path}: {exc.strerror or exc}", params=(kind,)) from None
+    _writable(path, kind, path.parent if kind == "junit" else None)  # replaced in its folder, or appended to
     if kind == "junit" and head and not _is_junit(head):
         raise OccludeError(
             f"{kind} {path} exists and is not a JUnit XML report: not replacing it (name a new file)", params=(kind,)
@@ -222,6 +225,17 @@ def check_report_target(path: PathLike, kind: str) -> Path:
 
 
 _SNIFF_BYTES = 8192
+
+
+def _writable(path: Path, kind: str, folder: Optional[Path]) -> None:
+    """A CI file that can be written: a new file (or a replacement) in ``folder``, else appended to ``path``."""
+    try:
+        if folder is not None:
+            probe_folder(folder)
+        else:
+            open(path, "ab").close()  # appends nothing: only whether appending is allowed
+    except OSError as exc:
+        raise OccludeError(f"cannot write {kind} {path}: {exc.strerror or exc}", params=(kind,)) from None
 
 
 def _is_junit(head: bytes) -> bool:

@@ -104,12 +104,18 @@ def check_output_folder(out, name: str = "out") -> Path:
     if out.exists() and not out.is_dir():
         raise OccludeError(f"output path exists and is not a folder: {out}")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".occlude-write-test-"):
-            pass
+        probe_folder(out)
     except OSError as exc:
         raise OccludeError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
     return out
+
+
+def probe_folder(folder) -> None:
+    """Make ``folder`` (and its parents) and write and remove a temporary file in it: OSError when a file cannot
+    be written there (read-only file system, permissions, a full disk)."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".occlude-write-test-"):
+        pass
 
 
 def remove_stale_temps(out_dir, started: float) -> List[Path]:
