@@ -218,3 +218,15 @@ def test_a_ci_file_that_cannot_be_written_is_refused_before_any_image(tmp_path, 
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith(f"error: cannot write {flag} {target}: ") and proc.stderr.count("\n") == 1
     assert not (tmp_path / "ck").exists() and blocker.read_text() == "mine\n"
+
+
+def test_report_of_a_manifest_row_without_a_path_is_written(tmp_path):
+    # a manifest row whose path is null (a hand-edited or damaged manifest) was an internal KeyError in report
+    out = tmp_path / "out"
+    subprocess.run(OCCLUDE + ["run", str(DIGITS), *map(str, DIGIT_IMAGES[:2]), "-o", str(out), "-q"], timeout=60)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["images"][0] = {key: None for key in manifest["images"][0]}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    proc = subprocess.run(OCCLUDE + ["report", str(out)], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
+    assert "digit_3.png" in (out / "index.html").read_text()

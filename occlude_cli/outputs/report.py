@@ -95,7 +95,7 @@ def collect_report_data(out: Path) -> dict:
     prefix = _common_folder(paths)
     resolved_out = out.resolve()
     table = [_page_row(key, entry, files, resolved_out, prefix) for key, entry in rows.items()]
-    table.sort(key=lambda r: (r.pop("_rank"), r["n"]))
+    table.sort(key=lambda r: (r.pop("_rank"), r.get("n", "")))  # "n" left out when empty (a record without path)
 
     run_counts = {"ok": 0, "failed": 0, "skipped": 0}
     for row in run_rows.values():
