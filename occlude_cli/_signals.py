@@ -54,20 +54,26 @@ def end_start_up() -> None:
         pass
 
 
-class _ReaderMayLeave:
-    """A standard stream that drops what it is given once its reader has gone (EPIPE), instead of raising
-    BrokenPipeError from whatever line of the run was printing: the run finishes, its files and summary are
-    written and the exit code is the run's. The stream's file descriptor is pointed at the null device, so
-    nothing written later (the interpreter's last flush included) fails again."""
+class OutputLost(OSError):
+    """stdout could not take the command's output (a full disk, an I/O error): the output is incomplete, which
+    must not pass for success (a reader that left, EPIPE, is no such error)."""
 
-    def __init__(self, stream) -> None:
-        self._stream = stream
+
+class _ReaderMayLeave:
+    """A standard stream that drops what it is given once it cannot be written, instead of raising from whatever
+    line of the run was printing: the run finishes and its files and summary are written. A reader that has gone
+    (EPIPE) changes nothing else; stdout that fails otherwise (``> /dev/full``) raises :class:`OutputLost` once,
+    so that the command says so and exits 1; stderr (diagnostics) never stops the command. The stream's file
+    descriptor is pointed at the null device, so nothing written later (the last flush included) fails again."""
+
+    def __init__(self, stream, diagnostics: bool) -> None:
+        self._stream, self._diagnostics = stream, diagnostics
 
     def write(self, text):
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
-            self._reader_gone()
+        except OSError as exc:
+            self._failed(exc)
             return len(text)
 
     def writelines(self, lines) -> None:
@@ -77,10 +83,10 @@ class _ReaderMayLeave:
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
-            self._reader_gone()
+        except OSError as exc:
+            self._failed(exc)
 
-    def _reader_gone(self) -> None:
+    def _failed(self, exc: OSError) -> None:
         try:
             null = os.open(os.devnull, os.O_WRONLY)
             try:
@@ -89,18 +95,20 @@ class _ReaderMayLeave:
                 os.close(null)
         except (OSError, ValueError):  # no descriptor (a test's stream): later writes raise and are dropped again
             pass
+        if not self._diagnostics and not isinstance(exc, BrokenPipeError):
+            raise OutputLost(exc.errno, exc.strerror) from None
 
     def __getattr__(self, name):
         return getattr(self._stream, name)
 
 
 def guard_closed_pipes() -> None:
-    """sys.stdout and sys.stderr drop their output, never raise, once their reader has gone (the command only:
-    called by its entry point)."""
+    """sys.stdout and sys.stderr never stop the command on a closed pipe, nor sys.stderr on any failed write
+    (the command only: called by its entry point); see :class:`_ReaderMayLeave`."""
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if stream is not None and not isinstance(stream, _ReaderMayLeave):
-            setattr(sys, name, _ReaderMayLeave(stream))
+            setattr(sys, name, _ReaderMayLeave(stream, diagnostics=name == "stderr"))
 
 
 _INTERRUPTED = [False]  # a SIGTERM or Ctrl-C reached the command's handler (read by the command's error handler)

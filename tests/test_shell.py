@@ -230,3 +230,35 @@ def test_report_of_a_manifest_row_without_a_path_is_written(tmp_path):
     proc = subprocess.run(OCCLUDE + ["report", str(out)], capture_output=True, text=True, timeout=60)
     assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
     assert "digit_3.png" in (out / "index.html").read_text()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_stdout_on_a_full_disk_is_one_error_line_and_exit_1(tmp_path):
+    # `occlude run ... --json > out.json` on a full disk: 'internal error: OSError ...' (a bug, said the
+    # message); now the error it is, and never exit 0 with an empty or cut document
+    out = tmp_path / "out"
+    commands = [["info", str(DIGITS), "--json"], ["run", str(DIGITS), str(DIGIT_IMAGES[1]), "-o", str(out), "--json"]]
+    with open("/dev/full", "w") as full:
+        for args in commands:
+            proc = subprocess.run(OCCLUDE + args, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+            assert proc.returncode == 1, proc.stderr
+            assert proc.stderr.splitlines()[-1] == "error: cannot write to stdout: No space left on device"
+            assert "internal error" not in proc.stderr
+    assert json.loads((out / "summary.json").read_text())["counts"]["ok"] == 1  # the run itself is complete
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_stderr_on_a_full_disk_does_not_stop_the_run(tmp_path):
+    # `occlude run ... 2>> log` with the log's disk full: the first progress line stopped the run (exit 1, no
+    # summary.json)
+    out = tmp_path / "out"
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            OCCLUDE + ["run", str(DIGITS), *map(str, DIGIT_IMAGES), "-o", str(out)],
+            stdout=subprocess.PIPE,
+            stderr=full,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 0
+    assert json.loads((out / "summary.json").read_text())["counts"]["ok"] == 3

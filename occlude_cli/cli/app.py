@@ -21,7 +21,7 @@ try:  # typer >= 0.24 carries its own click
 except ImportError:  # pragma: no cover  (older typer on click: the same classes, other types to mypy)
     from click.exceptions import ClickException, UsageError  # type: ignore[assignment,no-redef]
 
-from .._signals import end_start_up, guard_closed_pipes, interrupted
+from .._signals import OutputLost, end_start_up, guard_closed_pipes, interrupted
 from .._version import __version__
 from ..errors import OccludeError, first_line
 from ..outputs.provenance import set_command_line
@@ -201,6 +201,9 @@ def main() -> None:
     except KeyboardInterrupt:  # between start-up and a command's own handling (Typer building the command)
         print_error("interrupted")
         code = ExitCode.INTERRUPTED
+    except OutputLost as exc:  # `occlude ... --json > /dev/full`: the output is incomplete, never a success
+        print_error(f"cannot write to stdout: {exc.strerror}")
+        code = ExitCode.ERROR
     except Exception as exc:  # a bug: say so in one line; OCCLUDE_DEBUG=1 shows the traceback
         if os.environ.get("OCCLUDE_DEBUG"):
             raise
@@ -235,12 +238,20 @@ def exit_now(code) -> None:
     try:
         atexit._run_exitfuncs()
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):  # a closed pipe (`occlude ... | head`): nothing more to say
-                pass
-        os._exit(status)
+        os._exit(_flushed(status))
+
+
+def _flushed(status: int) -> int:
+    """stdout and stderr flushed; ``status``, or 1 when what stdout still held could not be written."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OutputLost as exc:
+            print_error(f"cannot write to stdout: {exc.strerror}")
+            status = status or int(ExitCode.ERROR)
+        except (OSError, ValueError):  # a closed pipe (`occlude ... | head`): nothing more to say
+            pass
+    return status
 
 
 if __name__ == "__main__":
