@@ -13,10 +13,11 @@ package is layered; imports point one way only (see README, "Development"): ``cl
 analyses -> pictures -> loaders -> inference -> core -> errors``.
 """
 
-from ._signals import install_early_signals, is_occlude_command
+from ._signals import hold_standard_fds, install_early_signals, is_occlude_command
 
 install_early_signals()  # first: a SIGTERM or Ctrl-C during the imports below exits 130 (only in the `occlude` command)
 if is_occlude_command():  # the command's imports create ~100k long-lived objects: no cyclic GC passes over
+    hold_standard_fds()  # a closed stdout or stderr (`>&-`) is never given to a file occlude opens
     import gc  # them (5-10% of the start-up); cli.app.main freezes them and turns the collector back on
 
     gc.disable()

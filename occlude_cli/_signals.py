@@ -102,6 +102,23 @@ class _ReaderMayLeave:
         return getattr(self._stream, name)
 
 
+def hold_standard_fds() -> None:
+    """File descriptors 0, 1 and 2 started closed (``occlude ... >&-``): each is held open on the null device, so
+    that no file occlude opens gets that number (onnxruntime's and other libraries' messages to stdout or
+    stderr would land in an output file); sys.stdout and sys.stderr then write there (nothing is shown)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "w", encoding="utf-8", errors="backslashreplace", closefd=False))
+
+
 def guard_closed_pipes() -> None:
     """sys.stdout and sys.stderr never stop the command on a closed pipe, nor sys.stderr on any failed write
     (the command only: called by its entry point); see :class:`_ReaderMayLeave`."""

@@ -262,3 +262,24 @@ def test_stderr_on_a_full_disk_does_not_stop_the_run(tmp_path):
         )
     assert proc.returncode == 0
     assert json.loads((out / "summary.json").read_text())["counts"]["ok"] == 3
+
+
+@pytest.mark.parametrize("closed", [(1,), (2,), (1, 2)])
+def test_closed_stdout_or_stderr_file_descriptors(tmp_path, closed):
+    # `occlude run ... >&-` or `2>&-` (a cron line, a daemon): an internal error, then a traceback at exit
+    out = tmp_path / "out"
+
+    def close():
+        for fd in closed:
+            os.close(fd)
+
+    args = ["run", str(DIGITS), *map(str, DIGIT_IMAGES[:2]), "-o", str(out), "--json"]
+    proc = subprocess.run(OCCLUDE + args, preexec_fn=close, timeout=60)
+    assert proc.returncode == 0
+    assert json.loads((out / "summary.json").read_text())["counts"]["ok"] == 2
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".png") == [
+        "digit_0.heatmap.png",
+        "digit_0.overlay.png",
+        "digit_3.heatmap.png",
+        "digit_3.overlay.png",
+    ]
