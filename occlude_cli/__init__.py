@@ -31,6 +31,7 @@ from ._version import __version__  # noqa: E402
 # a command needs: name -> module that defines it.
 _EXPORTS = {
     "OccludeError": "errors",
+    "InputsFailed": "errors",
     # the engine (numpy only)
     "Occlusion": "core.engine",
     "occlusion_sensitivity": "core.engine",

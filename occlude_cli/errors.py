@@ -30,6 +30,11 @@ class RunWideError(OccludeError):
     error before any input would, instead of failing each input with the same line."""
 
 
+class InputsFailed(OccludeError):
+    """No input of a list could be used (each one's error was told as it was found): the inputs failed, not the
+    call's parameters. The command line exits 3 for it, as for a folder run whose every image failed."""
+
+
 def _rebuild(cls, args, state):
     error = cls.__new__(cls)
     Exception.__init__(error, *args)

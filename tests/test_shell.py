@@ -283,3 +283,19 @@ def test_closed_stdout_or_stderr_file_descriptors(tmp_path, closed):
         "digit_3.heatmap.png",
         "digit_3.overlay.png",
     ]
+
+
+@pytest.mark.parametrize("command", [["bias", "--box", "0,0,3,3"], ["layers", "--layer", "relu"]])
+def test_inputs_that_name_no_image_exit_3_in_bias_and_layers_as_in_run(tmp_path, command):
+    # the manual: a command that takes a list of inputs exits 3 when they could not be processed; bias and layers
+    # exited 1 when no argument named an image (run, check and diff: 3)
+    (tmp_path / "empty").mkdir()
+    args = [command[0], str(DIGITS), str(tmp_path / "nothing" / "*.png"), str(tmp_path / "empty"), *command[1:]]
+    proc = subprocess.run(OCCLUDE + args + ["-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error: no file matches {tmp_path / 'nothing' / '*.png'}",
+        f"error: no images in folder {tmp_path / 'empty'} (use --recursive for sub-folders)",
+        "error: no readable image among the inputs",
+    ]
+    assert proc.stdout == ""

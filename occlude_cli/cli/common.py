@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .._signals import interrupted, raise_interrupt, reset_interrupted
-from ..errors import OccludeError, in_words
+from ..errors import InputsFailed, OccludeError, in_words
 from ..text import shown
 from . import parse
 
@@ -156,6 +156,8 @@ def user_errors(command: Callable) -> Callable:
         previous = signal.signal(signal.SIGTERM, raise_interrupt)  # SIGTERM stops like Ctrl-C, cleanly
         try:
             return command(*args, **kwargs)
+        except InputsFailed as exc:  # every input failed, each told: exit 3 as for a folder run's failed images
+            raise fail(exc, ExitCode.IMAGES_FAILED) from None
         except OccludeError as exc:
             if interrupted():  # the interrupt surfaced as another error (an import it landed in)
                 raise fail("interrupted", ExitCode.INTERRUPTED) from None

@@ -23,7 +23,7 @@ from ..analyses.bias import (
 from ..analyses.options import ExplainOptions
 from ..analyses.preprocessing import ModelOptions
 from ..batch.inputs import StreamedInputs, pseudonymised
-from ..errors import OccludeError
+from ..errors import InputsFailed, OccludeError
 from ..loaders.limits import check_count
 from ..outputs.analysis_write import bias_document, write_bias
 from ..outputs.provenance import deidentifying
@@ -126,7 +126,7 @@ def bias_folder(
     images: Iterable = (item for item in found if region.is_input(item.path))
     if streamed is None:
         if not found:
-            raise OccludeError("no readable image among the inputs")
+            raise InputsFailed("no readable image among the inputs")
         images = list(images)
         if not images:
             raise OccludeError("no images to test (files named *.mask.png are masks, not inputs)")

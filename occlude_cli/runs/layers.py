@@ -32,7 +32,7 @@ from ..analyses.modality import prepare_input
 from ..analyses.options import ExplainOptions, Size, as_size
 from ..analyses.preprocessing import ModelOptions
 from ..batch.inputs import StreamedInputs, pseudonymised
-from ..errors import OccludeError
+from ..errors import InputsFailed, OccludeError
 from ..outputs.analysis_write import layers_document, spatial_document, write_layers, write_spatial
 from ..outputs.provenance import deidentifying
 from ..outputs.write import check_output_folder
@@ -185,7 +185,7 @@ def layers_folder(
     for _, problem in problems:
         events.problem(problem)
     if not images:
-        raise OccludeError("no readable image among the inputs")
+        raise InputsFailed("no readable image among the inputs")
     if deidentifier is not None:
         images = pseudonymised(images, deidentifier)
     out = check_output_folder(out)
