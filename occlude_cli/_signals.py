@@ -26,6 +26,9 @@ def is_occlude_command() -> bool:
     """True when this process is the `occlude` console script or `python -m occlude_cli[.cli]`."""
     argv0 = sys.argv[0] if sys.argv else ""
     name = os.path.basename(argv0)
+    if name == "__main__.py":  # `python -m` once running: argv[0] is the module's file ("-m" while importing)
+        folder = os.path.dirname(os.path.abspath(argv0))
+        return os.path.basename(folder) == "occlude_cli" or folder.endswith(os.path.join("occlude_cli", "cli"))
     return name in ("occlude", "occlude.exe", "occlude-script.py") or argv0 == "-m"
 
 
@@ -137,6 +140,18 @@ def raise_interrupt(signum, frame) -> None:
     extension loads into 'import numpy failed'), which must not read as a missing package."""
     _INTERRUPTED[0] = True
     raise KeyboardInterrupt
+
+
+def ignore_interrupts() -> None:
+    """The command is exiting on an interrupt and says so once: a second Ctrl-C or SIGTERM changes nothing (the
+    `occlude` command only: a process that runs commands in-process, such as a test, keeps its handlers)."""
+    if not is_occlude_command():
+        return
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except (ValueError, OSError):  # not the main thread
+        pass
 
 
 def interrupted() -> bool:

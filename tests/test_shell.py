@@ -299,3 +299,30 @@ def test_inputs_that_name_no_image_exit_3_in_bias_and_layers_as_in_run(tmp_path,
         "error: no readable image among the inputs",
     ]
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_after_the_interrupted_line_adds_nothing(tmp_path, second):
+    # Ctrl-C pressed twice (or a supervisor's SIGTERM after it): once 'interrupted ...' is printed the command is
+    # exiting; a second signal printed a second 'error: interrupted' line
+    args = [SAMPLE_MODELS / "efficientnet_lite0.onnx", *DIGIT_IMAGES, SAMPLE_IMAGES / "cat.jpg", "--patch", "32"]
+    proc = subprocess.Popen(
+        OCCLUDE + ["run", *map(str, args), "-o", str(tmp_path / "out")],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith("status=ok"):
+            proc.send_signal(signal.SIGINT)
+        if line.startswith("error: interrupted"):
+            for _ in range(20):
+                proc.send_signal(second)
+                time.sleep(0.002)
+                if proc.poll() is not None:
+                    break
+    proc.wait(timeout=60)
+    errors = [line for line in lines if line.startswith("error:")]
+    assert proc.returncode == 130 and len(errors) == 1, lines

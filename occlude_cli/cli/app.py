@@ -21,7 +21,7 @@ try:  # typer >= 0.24 carries its own click
 except ImportError:  # pragma: no cover  (older typer on click: the same classes, other types to mypy)
     from click.exceptions import ClickException, UsageError  # type: ignore[assignment,no-redef]
 
-from .._signals import OutputLost, end_start_up, guard_closed_pipes, interrupted
+from .._signals import OutputLost, end_start_up, guard_closed_pipes, ignore_interrupts, interrupted
 from .._version import __version__
 from ..errors import OccludeError, first_line
 from ..outputs.provenance import set_command_line
@@ -74,6 +74,7 @@ class OccludeGroup(TyperGroup):
         except typer.Abort:
             if not standalone:
                 raise
+            ignore_interrupts()
             print_error("interrupted")
             sys.exit(ExitCode.INTERRUPTED)
         except ClickException as exc:
@@ -199,6 +200,7 @@ def main() -> None:
     except SystemExit as done:
         code = done.code
     except KeyboardInterrupt:  # between start-up and a command's own handling (Typer building the command)
+        ignore_interrupts()
         print_error("interrupted")
         code = ExitCode.INTERRUPTED
     except OutputLost as exc:  # `occlude ... --json > /dev/full`: the output is incomplete, never a success
@@ -208,6 +210,7 @@ def main() -> None:
         if os.environ.get("OCCLUDE_DEBUG"):
             raise
         if interrupted():  # an interrupt that surfaced as another exception (an import it landed in)
+            ignore_interrupts()
             print_error("interrupted")
             code = ExitCode.INTERRUPTED
         else:

@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .._signals import interrupted, raise_interrupt, reset_interrupted
+from .._signals import ignore_interrupts, interrupted, raise_interrupt, reset_interrupted
 from ..errors import InputsFailed, OccludeError, in_words
 from ..text import shown
 from . import parse
@@ -143,6 +143,8 @@ class RunNotes:
 
 
 def fail(message, code: int = ExitCode.ERROR) -> typer.Exit:
+    if code == ExitCode.INTERRUPTED:
+        ignore_interrupts()  # one 'interrupted' line: a second Ctrl-C while exiting adds none
     print_error(message)
     return typer.Exit(int(code))
 
@@ -165,7 +167,8 @@ def user_errors(command: Callable) -> Callable:
         except KeyboardInterrupt:
             raise fail("interrupted", ExitCode.INTERRUPTED) from None
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            if signal.getsignal(signal.SIGTERM) is raise_interrupt:  # not when exiting on an interrupt (ignored)
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 
