@@ -28,10 +28,13 @@ from .common import (
     Parsed,
     Recursive,
     in_flags,
+    json_option,
+    out_option,
     print_error,
     print_json,
     print_note,
     print_warning,
+    quiet_option,
     safe,
     stderr,
     stdout,
@@ -197,9 +200,7 @@ def layers(
             rich_help_panel="Basics",
         ),
     ],
-    out: Annotated[
-        Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.", rich_help_panel="Basics")
-    ] = Path("occlude-out"),
+    out: Annotated[Path, out_option()] = Path("occlude-out"),
     replace: Annotated[
         Replacement,
         typer.Option(
@@ -260,17 +261,8 @@ def layers(
     timing: Annotated[
         bool, typer.Option("--timing/--no-timing", help="Record timings in the JSON.", rich_help_panel="Output")
     ] = True,
-    json_out: Annotated[
-        bool,
-        typer.Option(
-            "--json",
-            help="Print layers.json on stdout (nothing else); with --spatial, every STEM.spatial.json.",
-            rich_help_panel="Basics",
-        ),
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No table; errors still go to stderr.", rich_help_panel="Basics")
-    ] = False,
+    json_out: Annotated[bool, json_option("layers.json (with --spatial: every STEM.spatial.json)")] = False,
+    quiet: Annotated[bool, quiet_option("No table; errors still go to stderr.")] = False,
     deidentify: Annotated[bool, DEIDENTIFY_OPTION] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
@@ -390,9 +382,7 @@ def bias(
             rich_help_panel="Basics",
         ),
     ] = None,
-    out: Annotated[
-        Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.", rich_help_panel="Basics")
-    ] = Path("occlude-out"),
+    out: Annotated[Path, out_option()] = Path("occlude-out"),
     null: NullPaths = False,
     controls: Annotated[
         int,
@@ -423,12 +413,8 @@ def bias(
         ),
     ] = None,
     recursive: Recursive = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print bias.json on stdout (nothing else).", rich_help_panel="Basics")
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No table; errors still go to stderr.", rich_help_panel="Basics")
-    ] = False,
+    json_out: Annotated[bool, json_option("bias.json")] = False,
+    quiet: Annotated[bool, quiet_option("No table; errors still go to stderr.")] = False,
     deidentify: Annotated[bool, DEIDENTIFY_OPTION] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
@@ -508,9 +494,7 @@ def stability(
             "with --series (3-D model)."
         ),
     ],
-    out: Annotated[
-        Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.", rich_help_panel="Basics")
-    ] = Path("occlude-out"),
+    out: Annotated[Path, out_option()] = Path("occlude-out"),
     noise: Annotated[
         Parsed,
         typer.Option(
@@ -555,13 +539,8 @@ def stability(
     timing: Annotated[
         bool, typer.Option("--timing/--no-timing", help="Record timings in the JSON.", rich_help_panel="Output")
     ] = True,
-    json_out: Annotated[
-        bool,
-        typer.Option("--json", help="Print STEM.stability.json on stdout (nothing else).", rich_help_panel="Basics"),
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print nothing but errors.", rich_help_panel="Basics")
-    ] = False,
+    json_out: Annotated[bool, json_option("STEM.stability.json")] = False,
+    quiet: Annotated[bool, quiet_option("Print nothing but errors.")] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     medical: MedicalInputFlags = None,  # type: ignore[assignment]

@@ -523,6 +523,21 @@ def _hidden_flag(annotation):
     return Annotated[tuple([kind, *unlisted])]
 
 
+def out_option(help_text: str = "Output folder.") -> Any:
+    """The --out/-o option of every command that writes files: ``Annotated[Path, out_option(...)]``."""
+    return typer.Option("--out", "-o", metavar="DIR", help=help_text, rich_help_panel="Basics")
+
+
+def json_option(document: str) -> Any:
+    """The --json option: ``document`` printed on stdout, and nothing else there (machine output only)."""
+    return typer.Option("--json", help=f"Print {document} on stdout (nothing else).", rich_help_panel="Basics")
+
+
+def quiet_option(help_text: str) -> Any:
+    """The --quiet/-q option: ``help_text`` says what the command still prints."""
+    return typer.Option("--quiet", "-q", help=help_text, rich_help_panel="Basics")
+
+
 def stderr_is_terminal() -> bool:
     """Whether stderr may be drawn on live (bars, spinners): see :func:`occlude_cli.cli.screen.is_live`."""
     from .screen import is_live

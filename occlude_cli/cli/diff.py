@@ -7,7 +7,7 @@ before any image (models, flags, golden folder, output folder).
 """
 
 from pathlib import Path
-from typing import Collection, List, Optional
+from typing import Annotated, Collection, List, Optional
 
 import typer
 
@@ -25,10 +25,13 @@ from .common import (
     Recursive,
     RenderFlags,
     fail,
+    json_option,
     one_line,
+    out_option,
     print_error,
     print_json,
     print_note,
+    quiet_option,
     stderr,
     stderr_is_terminal,
     stdout,
@@ -153,9 +156,7 @@ def diff(
         rich_help_panel="Gates",
         help="Share of pixels whose overlap (IoU) is measured.",
     ),
-    out: Path = typer.Option(
-        Path("occlude-out"), "--out", "-o", metavar="DIR", help="Output folder.", rich_help_panel="Basics"
-    ),
+    out: Annotated[Path, out_option()] = Path("occlude-out"),
     recursive: Recursive = False,
     null: NullPaths = False,
     patch: Optional[Parsed] = typer.Option(
@@ -168,12 +169,8 @@ def diff(
     report: bool = typer.Option(
         False, "--report", rich_help_panel="Output", help="Also write OUT/index.html, the HTML report's diff view."
     ),
-    json_out: bool = typer.Option(
-        False, "--json", help="Print diff.json on stdout (nothing else).", rich_help_panel="Basics"
-    ),
-    quiet: bool = typer.Option(
-        False, "--quiet", "-q", help="No table; errors and failed gates still go to stderr.", rich_help_panel="Basics"
-    ),
+    json_out: Annotated[bool, json_option("diff.json")] = False,
+    quiet: Annotated[bool, quiet_option("No table; errors and failed gates still go to stderr.")] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     render: RenderFlags = None,  # type: ignore[assignment]

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import safe, stdout, user_errors
+from .common import quiet_option, safe, stdout, user_errors
 
 REPORT_EXAMPLES = """
 occlude run model.onnx images/ -o out/ --aggregate && occlude report out/
@@ -28,7 +28,7 @@ def report(
     title: Annotated[
         Optional[str], typer.Option(help="Page title \\[default: 'occlude report: FOLDER'].", rich_help_panel="Basics")
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing.", rich_help_panel="Basics")] = False,
+    quiet: Annotated[bool, quiet_option("Print nothing.")] = False,
 ) -> None:
     """Write OUT_DIR/index.html: one static page with counts, a sortable table and the pictures."""
     from ..outputs.report import build_report

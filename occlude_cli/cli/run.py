@@ -20,8 +20,11 @@ from .common import (
     Recursive,
     RenderFlags,
     fail,
+    json_option,
+    out_option,
     print_error,
     print_json,
+    quiet_option,
     safe,
     stdout,
     user_errors,
@@ -89,16 +92,7 @@ def run(
             metavar="PATH",
         ),
     ],
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "-o",
-            metavar="DIR",
-            help="Output folder; keeps the inputs' relative folder layout.",
-            rich_help_panel="Basics",
-        ),
-    ] = Path("occlude-out"),
+    out: Annotated[Path, out_option("Output folder; keeps the inputs' relative folder layout.")] = Path("occlude-out"),
     patch: Annotated[
         Optional[Parsed],
         typer.Option(
@@ -240,23 +234,8 @@ def run(
             rich_help_panel="Output",
         ),
     ] = True,
-    json_out: Annotated[
-        bool,
-        typer.Option(
-            "--json",
-            help="Print the run summary as JSON on stdout (nothing else goes to stdout).",
-            rich_help_panel="Basics",
-        ),
-    ] = False,
-    quiet: Annotated[
-        bool,
-        typer.Option(
-            "--quiet",
-            "-q",
-            help="No progress, notes or table: only warnings and errors (on stderr).",
-            rich_help_panel="Basics",
-        ),
-    ] = False,
+    json_out: Annotated[bool, json_option("the run summary as JSON")] = False,
+    quiet: Annotated[bool, quiet_option("No progress, notes or table: only warnings and errors (on stderr).")] = False,
     verbose: Annotated[
         bool,
         typer.Option(
@@ -403,13 +382,8 @@ def show_run(
 @user_errors
 def summary(
     out_dir: Annotated[Path, typer.Argument(help="An output folder of `occlude run` (e.g. merged shards).")],
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the summary as JSON on stdout.", rich_help_panel="Basics")
-    ] = False,
-    quiet: Annotated[
-        bool,
-        typer.Option("--quiet", "-q", help="Print nothing; just rewrite summary.json/.csv.", rich_help_panel="Basics"),
-    ] = False,
+    json_out: Annotated[bool, json_option("the summary as JSON")] = False,
+    quiet: Annotated[bool, quiet_option("Print nothing; just rewrite summary.json/.csv.")] = False,
 ) -> None:
     """Rebuild summary.json and summary.csv (and aggregate.* and index.html when the run made them) from the
     run's manifests in OUT_DIR: exactly the current results, every shard's. Exit 3 when an image failed or a
@@ -449,9 +423,7 @@ def info(
             rich_help_panel="Basics",
         ),
     ] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print as JSON on stdout.", rich_help_panel="Basics")
-    ] = False,
+    json_out: Annotated[bool, json_option("the description as JSON")] = False,
     task: Annotated[
         Task,
         typer.Option(help="What the output is (auto: by its shape, as run reads it).", rich_help_panel="Task"),

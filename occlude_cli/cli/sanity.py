@@ -18,7 +18,10 @@ from .common import (
     ModelFlags,
     OcclusionFlags,
     Parsed,
+    json_option,
+    out_option,
     print_json,
+    quiet_option,
     safe,
     stderr,
     stdout,
@@ -65,9 +68,7 @@ def _fmt(value) -> str:
 def sanity(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx).")],
     image: Annotated[Path, typer.Argument(help="The image to explain (a photo; a DICOM slice or volume works too).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.", rich_help_panel="Output")] = Path(
-        "occlude-out"
-    ),
+    out: Annotated[Path, out_option()] = Path("occlude-out"),
     mode: Annotated[
         Mode,
         typer.Option(
@@ -122,13 +123,8 @@ def sanity(
     timing: Annotated[
         bool, typer.Option("--timing/--no-timing", help="Record timings in the JSON.", rich_help_panel="Output")
     ] = True,
-    json_out: Annotated[
-        bool,
-        typer.Option("--json", help="Print STEM.sanity.json on stdout (nothing else).", rich_help_panel="Output"),
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print nothing but errors.", rich_help_panel="Output")
-    ] = False,
+    json_out: Annotated[bool, json_option("STEM.sanity.json")] = False,
+    quiet: Annotated[bool, quiet_option("Print nothing but errors.")] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     medical: MedicalInputFlags = None,  # type: ignore[assignment]

@@ -27,11 +27,14 @@ from .common import (
     RenderFlags,
     fail,
     in_flags,
+    json_option,
     one_line,
+    out_option,
     print_error,
     print_json,
     print_note,
     print_warning,
+    quiet_option,
     safe,
     stderr,
     stderr_is_terminal,
@@ -132,9 +135,7 @@ def compare(
     recursive: bool = typer.Option(
         False, "--recursive", "-r", help="Folder mode: look into sub-folders.", rich_help_panel="Basics"
     ),
-    out: Path = typer.Option(
-        Path("occlude-out"), "--out", "-o", metavar="DIR", help="Output folder.", rich_help_panel="Basics"
-    ),
+    out: Annotated[Path, out_option()] = Path("occlude-out"),
     name: Optional[str] = typer.Option(
         None,
         help="Name of the other method in the PNG and JSON \\[default: the map's file name].",
@@ -206,10 +207,8 @@ def compare(
         "(cascading-01.npy for cascading-01.onnx): their similarity to OTHER_MAP.",
         rich_help_panel="Basics",
     ),
-    json_out: bool = typer.Option(
-        False, "--json", help="Print the comparison JSON on stdout (nothing else).", rich_help_panel="Basics"
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.", rich_help_panel="Basics"),
+    json_out: Annotated[bool, json_option("the comparison JSON")] = False,
+    quiet: Annotated[bool, quiet_option("Print nothing but errors.")] = False,
     model_flags: ModelFlags = None,  # type: ignore[assignment]  # filled in by with_flags
     occlusion: OcclusionFlags = None,  # type: ignore[assignment]
     medical: MedicalInputFlags = None,  # type: ignore[assignment]
@@ -353,14 +352,7 @@ def check(
         "the maximal plateau nearest its centre, as check.csv reports it).",
         rich_help_panel="Gates",
     ),
-    out: Path = typer.Option(
-        Path("occlude-out"),
-        "--out",
-        "-o",
-        metavar="DIR",
-        help="Folder for check.json and check.csv.",
-        rich_help_panel="Basics",
-    ),
+    out: Annotated[Path, out_option("Folder for check.json and check.csv.")] = Path("occlude-out"),
     recursive: Recursive = False,
     null: NullPaths = False,
     patch: Optional[Parsed] = typer.Option(
@@ -370,12 +362,8 @@ def check(
         help="Occluding patch, N or HxW \\[default: 1/14 of the input side].",
         rich_help_panel="Basics",
     ),
-    json_out: bool = typer.Option(
-        False, "--json", help="Print check.json on stdout (nothing else).", rich_help_panel="Basics"
-    ),
-    quiet: bool = typer.Option(
-        False, "--quiet", "-q", help="No table; failures and errors still go to stderr.", rich_help_panel="Basics"
-    ),
+    json_out: Annotated[bool, json_option("check.json")] = False,
+    quiet: Annotated[bool, quiet_option("No table; failures and errors still go to stderr.")] = False,
     pictures: bool = typer.Option(
         True,
         "--pictures/--no-pictures",
