@@ -8,6 +8,19 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def zoo_reference():
+    """tests/zoo/reference.py (the slow one-window reference loops), loaded once as the module zoo_reference."""
+    import importlib.util
+    import sys
+
+    if "zoo_reference" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("zoo_reference", ROOT / "tests" / "zoo" / "reference.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules["zoo_reference"]
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     """occlude's on-disk cache (inference.cache) in a folder of this test session, never the user's: the CLI

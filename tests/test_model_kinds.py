@@ -9,9 +9,7 @@ onnxruntime call) element-wise, and the CLI's messages about them (a newcomer's 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +19,13 @@ from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from occlude_cli.cli import app
+from conftest import zoo_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "tests" / "zoo"
 PHOTOS = ROOT / "sample_images"
 
-if "zoo_reference" in sys.modules:
-    reference = sys.modules["zoo_reference"]
-else:
-    _spec = importlib.util.spec_from_file_location("zoo_reference", ZOO / "reference.py")
-    reference = importlib.util.module_from_spec(_spec)
-    sys.modules[_spec.name] = reference
-    _spec.loader.exec_module(reference)
+reference = zoo_reference()
 
 FLOAT32_NOISE = 1e-5  # of the map's peak
 

@@ -14,9 +14,7 @@ for bit.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +23,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from occlude_cli.cli import app
+from conftest import zoo_reference
 
 ZOO = Path(__file__).resolve().parent / "zoo"
 MANIFEST = json.loads((ZOO / "manifest.json").read_text())
 CASES = MANIFEST["cases"]
 
-_spec = importlib.util.spec_from_file_location("zoo_reference", ZOO / "reference.py")
-reference = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = reference
-_spec.loader.exec_module(reference)
+reference = zoo_reference()
 
 
 def tolerances(kind: str, peak: float) -> dict:
