@@ -7,7 +7,6 @@ failed (the others were processed); 4 `occlude bias` exceeded --max-mean-drop or
 precedence).
 """
 
-import dataclasses
 import enum
 from pathlib import Path
 from typing import Annotated, Collection, List, Optional
@@ -162,28 +161,16 @@ def _layers_line(events: AnalysisEvents, image, done) -> None:
         stderr.print(line, markup=False, highlight=False)
 
 
-@dataclasses.dataclass
-class LayerOcclusionFlags(OcclusionFlags):
-    """The occlusion flags of ``occlude layers``, whose windows (--spatial) lie on the feature grid."""
-
-    stride: Annotated[
-        Optional[Parsed],
-        typer.Option(
-            parser=parse.size("--stride"),
-            metavar="SIZE",
-            help="With --spatial: step between windows in feature cells, N or HxW \\[default: the patch]. A last "
-            "window flush with the border is always added.",
-            rich_help_panel="Basics",
-        ),
-    ] = None
-
-
 @user_errors
 @with_flags(
     model_flags=ModelFlags,
-    occlusion=LayerOcclusionFlags,
+    occlusion=OcclusionFlags,
     medical=MedicalInputFlags,
     hidden=("baseline", "baseline_image", "blur_sigma", "seed", "incremental"),  # refused by layers
+    helps={  # its windows (--spatial) lie on the feature grid
+        "stride": "With --spatial: step between windows in feature cells, N or HxW \\[default: the patch]. A last "
+        "window flush with the border is always added."
+    },
 )
 def layers(
     model: Annotated[Path, typer.Argument(help="ONNX classifier (.onnx), or a folder holding one.")],

@@ -17,7 +17,7 @@ import inspect
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, Collection, Optional, Sequence, get_args
+from typing import Annotated, Any, Callable, Collection, Dict, Optional, Sequence, get_args
 
 import typer
 from rich.console import Console
@@ -479,10 +479,13 @@ class OcclusionFlags:
         }
 
 
-def with_flags(*, hidden: Collection[str] = (), **groups: type) -> Callable[[Callable], Callable]:
+def with_flags(
+    *, hidden: Collection[str] = (), helps: Optional[Dict[str, str]] = None, **groups: type
+) -> Callable[[Callable], Callable]:
     """Add the fields of each dataclass in ``groups`` (name -> class) to a command's parameters; the command
     receives one instance per group under that name. Typer sees one flag per field. ``hidden``: fields whose
-    flags the command refuses with a reason of its own (``layers --seed``): parsed, not listed in --help."""
+    flags the command refuses with a reason of its own (``layers --seed``): parsed, not listed in --help.
+    ``helps``: field -> the command's own help text for that flag (``layers --stride``: in feature cells)."""
 
     def decorate(command: Callable) -> Callable:
         signature = inspect.signature(command)
@@ -490,7 +493,7 @@ def with_flags(*, hidden: Collection[str] = (), **groups: type) -> Callable[[Cal
         added = []
         for cls in groups.values():
             for f in dataclasses.fields(cls):
-                annotation = _hidden_flag(f.type) if f.name in hidden else f.type
+                annotation = _shown_flag(f.type, f.name in hidden, (helps or {}).get(f.name))
                 added.append(
                     inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=annotation)
                 )
@@ -511,16 +514,20 @@ def with_flags(*, hidden: Collection[str] = (), **groups: type) -> Callable[[Cal
     return decorate
 
 
-def _hidden_flag(annotation):
-    """``Annotated[T, typer.Option(...)]`` with a copy of its option that --help does not list."""
+def _shown_flag(annotation, hidden: bool, help_text: Optional[str]):
+    """``Annotated[T, typer.Option(...)]`` as a command shows it: with a copy of its option that --help leaves
+    out (``hidden``) or describes by ``help_text``; the shared annotation itself when neither is asked."""
+    if not hidden and help_text is None:
+        return annotation
     kind, *extras = get_args(annotation)
-    unlisted = []
+    shown_extras = []
     for extra in extras:
         if isinstance(extra, typer.models.OptionInfo):
             extra = copy.copy(extra)
-            extra.hidden = True
-        unlisted.append(extra)
-    return Annotated[tuple([kind, *unlisted])]
+            extra.hidden = hidden
+            extra.help = extra.help if help_text is None else help_text
+        shown_extras.append(extra)
+    return Annotated[tuple([kind, *shown_extras])]
 
 
 def out_option(help_text: str = "Output folder.") -> Any:
