@@ -83,7 +83,7 @@ _JOINERS = frozenset("\u200c\u200d")
 
 def _kept(text: str, i: int) -> bool:
     """Is ``text[i]`` shown as it is: a character :func:`_hidden` lets through, or a joiner between two
-    visible characters outside ASCII (between ASCII letters it can only hide in a name: ``pay\u200dpal``)."""
+    visible characters outside ASCII (between ASCII letters it can only hide in a name: ``pay\\u200dpal``)."""
     char = text[i]
     if not _hidden(char):
         return True

@@ -61,7 +61,7 @@ def _no_windows(options: ExplainOptions) -> ExplainOptions:
         raise OccludeError(
             "stride: occlude bias occludes the region and its controls whole, not windows", params=("stride",)
         )
-    if str(getattr(options.incremental, "value", options.incremental)) == "on":
+    if options.incremental == "on":  # options are checked: a plain string
         raise OccludeError(
             "incremental on speeds up windows; occlude bias occludes the region and its controls whole",
             params=("incremental",),
@@ -104,7 +104,7 @@ def bias_folder(
     if int(bootstrap) != bootstrap or bootstrap < 0:
         raise OccludeError(f"bootstrap must be 0 or more, got {bootstrap}", params=("bootstrap",))
     check_thresholds(max_mean_drop, max_flip_rate)
-    options = _no_windows((options or ExplainOptions()).with_overrides(overrides))
+    options = _no_windows((options or ExplainOptions()).with_overrides(overrides).checked())
     opened = open_checked(model, options, model_options)
     check_count(int(controls), _control_bytes(opened), "controls", "a copy of the model input per control")
     region.fits(opened.preprocessing)

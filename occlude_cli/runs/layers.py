@@ -112,7 +112,7 @@ class LayerSettings:
                 "seed seeds the noise baseline, which occlude layers does not use: it draws nothing at random",
                 params=("seed",),
             )
-        if str(getattr(options.incremental, "value", options.incremental)) == "on":
+        if options.incremental == "on":  # options are checked: a plain string
             raise OccludeError(
                 "incremental on speeds up windows of the input; occlude layers runs the suffix of its cut instead",
                 params=("incremental",),
@@ -189,8 +189,12 @@ def layers_folder(
     if deidentifier is not None:
         images = pseudonymised(images, deidentifier)
     out = check_output_folder(out)
-    run = LayersRun(cut, _settings(model, layer, settings, options, timing), failed=len(problems) + told)
-    run.spatial_windows = settings.spatial
+    run = LayersRun(
+        cut,
+        _settings(model, layer, settings, options, timing),
+        failed=len(problems) + told,
+        spatial_windows=settings.spatial,
+    )
     with deidentifying(deidentifier):  # everything written is scrubbed of the paths and UIDs
         dataset_mean = _dataset_mean(cut, images, opened, settings, run, events)
         events.started(len(images))
