@@ -152,17 +152,23 @@ def test_enhanced_multiframe_rescale_from_functional_groups(tmp_path):
 # ------------------------------------------------------------------------ gantry tilt
 
 
-def test_tilted_series_keeps_its_slice_positions(tmp_path):
-    """Slices whose ImagePositionPatient moves along the column direction as well as the normal (a gantry tilt):
-    every slice's first voxel must land at its own ImagePositionPatient (the affine was built from the normal
-    alone, the last slice 24 mm off), and the NIfTI map is written with that sheared affine."""
-    folder = tmp_path / "tilt"
+def _tilted_series(folder: Path) -> Path:
+    """The sample series copied to ``folder`` with a gantry tilt: each slice moved along the column direction by
+    a quarter of its distance along the normal."""
     shutil.copytree(SERIES, folder)
     for file in folder.iterdir():
         ds = pydicom.dcmread(file)
         x, y, z = (float(v) for v in ds.ImagePositionPatient)
         ds.ImagePositionPatient = [x, y + 0.25 * z, z]
         ds.save_as(file)
+    return folder
+
+
+def test_tilted_series_keeps_its_slice_positions(tmp_path):
+    """Slices whose ImagePositionPatient moves along the column direction as well as the normal (a gantry tilt):
+    every slice's first voxel must land at its own ImagePositionPatient (the affine was built from the normal
+    alone, the last slice 24 mm off), and the NIfTI map is written with that sheared affine."""
+    folder = _tilted_series(tmp_path / "tilt")
     from occlude_cli.loaders.dicom import read_dicom_series
 
     volume = read_dicom_series(folder)
@@ -190,13 +196,7 @@ def test_dicom_outputs_of_a_sheared_grid_keep_every_frame_at_its_place(tmp_path,
     from medical_data import sheared_nifti
 
     if kind == "series":
-        scan = tmp_path / "tilt"
-        shutil.copytree(SERIES, scan)
-        for file in scan.iterdir():
-            ds = pydicom.dcmread(file)
-            x, y, z = (float(v) for v in ds.ImagePositionPatient)
-            ds.ImagePositionPatient = [x, y + 0.25 * z, z]
-            ds.save_as(file)
+        scan = _tilted_series(tmp_path / "tilt")
         args = ["--series"]
     else:
         scan = sheared_nifti(tmp_path / "tilt.nii.gz")
